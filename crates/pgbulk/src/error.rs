@@ -1,0 +1,126 @@
+//! The library's one error type: a coarse [`ErrorKind`] callers branch on, a
+//! message that names what failed, and the underlying cause.
+
+use std::fmt;
+
+/// What went wrong, coarsely: enough to choose an exit code or a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The connection settings, a service file, a password file or a profile
+    /// are malformed or name something that does not exist.
+    Config,
+    /// No server could be reached: refused, unresolvable, timed out, closed.
+    Connect,
+    /// The server rejected the credentials, or a password was needed and none
+    /// was given.
+    Auth,
+    /// TLS could not be set up as `sslmode` demands (certificates, handshake).
+    Tls,
+    /// The local PostgreSQL cluster could not be found, created, started or
+    /// stopped.
+    Local,
+    /// The server reported an error for a statement.
+    Server,
+    /// A local file or process failed.
+    Io,
+}
+
+/// The error of every fallible pgbulk operation.
+///
+/// `Display` prints one line that never contains a password. The server's
+/// detail and hint, when there are any, are available through
+/// [`Error::db_error`].
+#[derive(thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// An error of `kind` described by `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+
+    pub(crate) fn local(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Local, message)
+    }
+
+    pub(crate) fn io(message: impl Into<String>, source: std::io::Error) -> Self {
+        Self::new(ErrorKind::Io, format!("{}: {source}", message.into())).with_source(source)
+    }
+
+    /// A statement failed on the server: keeps the server's message, and its
+    /// detail and hint stay reachable through [`Error::db_error`].
+    pub(crate) fn server(context: &str, source: tokio_postgres::Error) -> Self {
+        let message = match source.as_db_error() {
+            Some(db) => format!("{context}: {}", db.message()),
+            None => format!("{context}: {source}"),
+        };
+        Self::new(ErrorKind::Server, message).with_source(source)
+    }
+
+    /// What went wrong, coarsely.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The one-line message (also what `Display` prints).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The server's error report, when the server sent one.
+    pub fn db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = self
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static));
+        while let Some(err) = cause {
+            if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
+                if let Some(db) = pg.as_db_error() {
+                    return Some(db);
+                }
+            }
+            if let Some(db) = err.downcast_ref::<tokio_postgres::error::DbError>() {
+                return Some(db);
+            }
+            cause = err.source();
+        }
+        None
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// `Result` with pgbulk's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

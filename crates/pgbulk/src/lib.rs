@@ -1,0 +1,36 @@
+//! pgbulk moves data into PostgreSQL in bulk: fast, incremental, and safe for
+//! the live database.
+//!
+//! This crate holds all of pgbulk's behaviour; the `pgbulk` command is a thin
+//! layer over it. The foundation:
+//!
+//! - [`conninfo`] resolves where to connect exactly as libpq does (URIs,
+//!   `key=value` strings, `PG*` variables, `~/.pgpass`, `pg_service.conf`,
+//!   `sslmode`) plus named profiles from `pgbulk.toml`;
+//! - [`connect`] opens a session over TCP or a unix socket, with rustls TLS;
+//! - [`local`] runs a local PostgreSQL cluster from the installed server
+//!   programs, for tests and as the default target;
+//! - [`ping`] checks a target.
+//!
+//! ```no_run
+//! # async fn example() -> pgbulk::Result<()> {
+//! use pgbulk::conninfo::{self, Environment, Request};
+//! let request = Request { db: Some("postgresql://loader@db.example.com/sales".into()), profile: None };
+//! let params = conninfo::resolve(&request, &Environment::from_process())?;
+//! let report = pgbulk::ping::ping(&params).await?;
+//! println!("{} answered in {:?}", report.server_version, report.latency);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
+
+pub mod connect;
+pub mod conninfo;
+mod error;
+pub mod local;
+mod os_user;
+pub mod ping;
+pub mod target;
+mod tls;
+
+pub use error::{Error, ErrorKind, Result};
