@@ -1,1 +1,9 @@
-//! The integration tests: one binary, one throwaway cluster per run.
+//! The integration tests: one binary, one throwaway cluster per run (or
+//! `PGBULK_TEST_DATABASE_URL`), a fresh database per test.
+
+#![allow(unreachable_pub)]
+
+mod cli_local;
+mod cli_ping;
+mod connect;
+mod harness;

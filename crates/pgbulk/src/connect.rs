@@ -319,7 +319,8 @@ fn classify(
         cause = s.to_string();
         source = s.source();
     }
-    let (kind, reason) = if text.contains("password missing") {
+    let (kind, reason) = if text.contains("password missing") || cause.contains("password missing")
+    {
         (
             ErrorKind::Auth,
             "the server requires a password and none was given (use PGPASSWORD, ~/.pgpass, a service or a profile)".to_owned(),

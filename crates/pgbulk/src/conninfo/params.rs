@@ -267,7 +267,8 @@ impl ConnParams {
         self.password.as_ref().map(|(_, origin)| origin)
     }
 
-    pub(crate) fn password(&self) -> Option<&Password> {
+    /// The explicitly configured password, if any.
+    pub fn password(&self) -> Option<&Password> {
         self.password.as_ref().map(|(p, _)| p)
     }
 }

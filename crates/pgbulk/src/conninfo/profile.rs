@@ -65,6 +65,8 @@ pub(crate) fn load(env: &Environment, name: &str) -> Result<Vec<(String, String)
         }
         known.extend(file.profiles.into_keys());
     }
+    known.sort();
+    known.dedup();
     let known = if known.is_empty() {
         "no profiles are defined".to_owned()
     } else {

@@ -46,6 +46,15 @@ pub enum Status {
     },
 }
 
+/// Extra set-up for a throwaway server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSetup {
+    /// `postgresql.conf` settings, `(name, value)`.
+    pub settings: Vec<(String, String)>,
+    /// Files for the data directory, `(file name, contents)`.
+    pub data_files: Vec<(String, Vec<u8>)>,
+}
+
 /// A local cluster: its directory, the programs that run it and the account
 /// it runs as.
 #[derive(Debug)]
@@ -85,6 +94,12 @@ impl Cluster {
     /// tests (no fsync). It is stopped and removed when dropped, or when the
     /// process exits without dropping it.
     pub fn throwaway() -> Result<Self> {
+        Self::throwaway_with(&ServerSetup::default())
+    }
+
+    /// [`Cluster::throwaway`] with extra server settings and files (such as
+    /// a TLS certificate and key) put in place before the server starts.
+    pub fn throwaway_with(setup: &ServerSetup) -> Result<Self> {
         let binaries = Binaries::find(&Environment::from_process())?;
         let server_account = server_account()?;
         let root = unique_temp_dir()?;
@@ -98,8 +113,32 @@ impl Cluster {
         cluster.chown(&cluster.root)?;
         cluster.watchdog = Some(cluster.spawn_watchdog()?);
         cluster.create()?;
+        cluster.install(setup)?;
         cluster.start()?;
         Ok(cluster)
+    }
+
+    /// Writes `setup`'s files into the data directory (mode 0600, owned by
+    /// the server's account) and appends its settings to `postgresql.conf`.
+    fn install(&self, setup: &ServerSetup) -> Result<()> {
+        let data = self.data_dir();
+        for (name, contents) in &setup.data_files {
+            if name.contains('/') || name.starts_with('.') {
+                return Err(Error::local(format!("invalid data file name \"{name}\"")));
+            }
+            let path = data.join(name);
+            write_private(&path, contents)?;
+            self.chown(&path)?;
+        }
+        let mut conf = String::new();
+        for (name, value) in &setup.settings {
+            conf.push_str(&format!("{name} = '{}'\n", value.replace('\'', "''")));
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .and_then(|mut f| f.write_all(conf.as_bytes()))
+            .map_err(|e| Error::io("cannot write postgresql.conf", e))
     }
 
     /// The cluster's directory (holding `data/`, the log and the password).
@@ -378,7 +417,7 @@ impl Cluster {
         let path = self.binaries.program(program);
         let mut cmd = match &self.server_account {
             Some(account) => {
-                let mut cmd = Command::new("runuser");
+                let mut cmd = Command::new(runuser());
                 cmd.arg("-u").arg(&account.name).arg("--").arg(path);
                 cmd
             }
@@ -418,11 +457,11 @@ impl Cluster {
             "read _ignored; \"$1\" stop -D \"$2\" -m immediate -w >/dev/null 2>&1; rm -rf \"$3\"";
         let mut cmd = match &self.server_account {
             Some(account) => {
-                let mut cmd = Command::new("runuser");
-                cmd.arg("-u").arg(&account.name).arg("--").arg("sh");
+                let mut cmd = Command::new(runuser());
+                cmd.arg("-u").arg(&account.name).arg("--").arg("/bin/sh");
                 cmd
             }
-            None => Command::new("sh"),
+            None => Command::new("/bin/sh"),
         };
         cmd.arg("-c")
             .arg(script)
@@ -461,6 +500,21 @@ impl Drop for Cluster {
             let _ = watchdog.wait();
         }
     }
+}
+
+/// `runuser`, found where util-linux installs it even when `PATH` lacks
+/// the sbin directories.
+fn runuser() -> PathBuf {
+    [
+        "/usr/sbin/runuser",
+        "/sbin/runuser",
+        "/usr/bin/runuser",
+        "/bin/runuser",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| PathBuf::from("runuser"))
 }
 
 /// Escapes a value for a single-quoted `key='value'` connection string.
@@ -522,15 +576,16 @@ fn create_private_dir(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Ok(());
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
+    // Parents get the usual mode so a root-started server's account can
+    // still reach the directory; only the directory itself is private.
+    path.parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::DirBuilder::new().mode(0o700).create(path))
         .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)))
         .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<()> {
+fn write_private(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
@@ -538,7 +593,7 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .and_then(|mut f| f.write_all(contents.as_ref()))
         .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
 }
 

@@ -1,0 +1,95 @@
+//! `pgbulk local` and the fall-back to the local cluster when nothing is
+//! configured.
+
+use crate::harness::{Scratch, pgbulk, run};
+
+#[test]
+fn nothing_configured_uses_and_starts_the_local_cluster() {
+    let home = Scratch::new("local");
+    let out = run(pgbulk(&home).arg("ping"));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("no connection configured")
+            && out.stderr.contains("created and started it"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("(from local cluster)"),
+        "{}",
+        out.stdout
+    );
+
+    let out = run(pgbulk(&home).arg("ping"));
+    assert_eq!(out.code, 0);
+    assert!(out.stderr.contains("(running)"), "{}", out.stderr);
+
+    let status = run(pgbulk(&home).args(["local", "status"]));
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(
+        status.stdout.starts_with("running (pid "),
+        "{}",
+        status.stdout
+    );
+
+    let url = run(pgbulk(&home).args(["local", "url"]));
+    assert_eq!(url.code, 0);
+    let url = url.stdout.trim().to_owned();
+    assert!(
+        url.starts_with("postgresql://postgres@/postgres?host="),
+        "{url}"
+    );
+    let out = run(pgbulk(&home).args(["ping", "--db", &url]));
+    assert_eq!(out.code, 0, "the printed URL works: {}", out.stderr);
+
+    let psql = run(pgbulk(&home).args(["local", "psql", "-tAc", "SELECT 40 + 2"]));
+    assert_eq!(psql.code, 0, "{}", psql.stderr);
+    assert_eq!(psql.stdout.trim(), "42");
+
+    let stop = run(pgbulk(&home).args(["local", "stop"]));
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    assert!(stop.stdout.starts_with("stopped"), "{}", stop.stdout);
+    let status = run(pgbulk(&home).args(["local", "status"]));
+    assert_eq!(status.code, 8);
+    assert!(status.stdout.starts_with("stopped"), "{}", status.stdout);
+
+    let start = run(pgbulk(&home).args(["local", "start"]));
+    assert_eq!(start.code, 0, "{}", start.stderr);
+    assert!(
+        start.stdout.starts_with("started local cluster"),
+        "{}",
+        start.stdout
+    );
+    let again = run(pgbulk(&home).args(["local", "start"]));
+    assert!(
+        again.stdout.starts_with("already running"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(run(pgbulk(&home).args(["local", "stop"])).code, 0);
+}
+
+#[test]
+fn status_of_a_cluster_never_created() {
+    let home = Scratch::new("local-none");
+    let out = run(pgbulk(&home).args(["local", "status"]));
+    assert_eq!(out.code, 8);
+    assert!(out.stdout.starts_with("not created"), "{}", out.stdout);
+}
+
+#[test]
+fn missing_server_programs_say_what_to_install() {
+    let home = Scratch::new("local-nobin");
+    let out = run(pgbulk(&home)
+        .args(["local", "start"])
+        .env("PGBULK_PG_BINDIR", home.path()));
+    assert_eq!(out.code, 7, "{}", out.stderr);
+    assert!(out.stderr.contains("PGBULK_PG_BINDIR"), "{}", out.stderr);
+    let out = run(pgbulk(&home)
+        .args(["local", "start"])
+        .env("PATH", "/nonexistent"));
+    // pg_config and /usr/lib/postgresql are still found on this machine; the
+    // message for a machine without any is covered by the library's tests.
+    assert!(out.code == 0 || out.code == 7, "{}", out.stderr);
+    let _ = run(pgbulk(&home).args(["local", "stop"]));
+}

@@ -1,0 +1,315 @@
+//! The test harness: one throwaway PostgreSQL cluster per test run (TLS on,
+//! with a test CA), or the server `PGBULK_TEST_DATABASE_URL` names; a fresh,
+//! uniquely named database per test, dropped afterwards.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use pgbulk::conninfo::{self, ConnParams, Environment, Host, Request};
+use pgbulk::local::{Cluster, ServerSetup};
+
+/// The server the suite runs against.
+pub struct Server {
+    /// Superuser URL (with password) of the `postgres` database, over TCP.
+    pub url: String,
+    /// The resolved form of `url`.
+    pub params: ConnParams,
+    /// Set for the throwaway cluster: its TLS material.
+    pub tls: Option<TestCa>,
+    _cluster: Option<Cluster>,
+}
+
+/// Certificates for TLS tests: the CA that signed the server's certificate
+/// (for `localhost` only) and an unrelated CA. They live in the cluster's
+/// directory, so they go when it goes.
+pub struct TestCa {
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+/// The suite's server, started on first use.
+pub fn server() -> &'static Server {
+    SERVER.get_or_init(|| {
+        if let Ok(url) = std::env::var("PGBULK_TEST_DATABASE_URL") {
+            let params = resolve(&url);
+            return Server {
+                url,
+                params,
+                tls: None,
+                _cluster: None,
+            };
+        }
+        let certs = make_certs();
+        let file = |name: &str| read(&certs.path().join(name));
+        let setup = ServerSetup {
+            settings: vec![
+                ("ssl".into(), "on".into()),
+                ("ssl_cert_file".into(), "server.crt".into()),
+                ("ssl_key_file".into(), "server.key".into()),
+            ],
+            data_files: vec![
+                ("server.crt".into(), file("server.crt")),
+                ("server.key".into(), file("server.key")),
+            ],
+        };
+        let cluster = Cluster::throwaway_with(&setup).expect("throwaway cluster starts");
+        let ca = TestCa {
+            ca: cluster.root().join("test-ca.crt"),
+            other_ca: cluster.root().join("test-other-ca.crt"),
+        };
+        std::fs::write(&ca.ca, file("ca.crt")).expect("ca");
+        std::fs::write(&ca.other_ca, file("other_ca.crt")).expect("other ca");
+        let url = cluster.tcp_url("postgres").expect("cluster url");
+        Server {
+            params: resolve(&url),
+            url,
+            tls: Some(ca),
+            _cluster: Some(cluster),
+        }
+    })
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).expect("read test file")
+}
+
+/// Resolves a URL with no environment at all.
+pub fn resolve(url: &str) -> ConnParams {
+    let request = Request {
+        db: Some(url.to_owned()),
+        profile: None,
+    };
+    conninfo::resolve(&request, &Environment::empty().with_os_user("nobody"))
+        .expect("test URL resolves")
+}
+
+impl Server {
+    /// The TCP host and port of the server.
+    pub fn host_port(&self) -> (String, u16) {
+        let endpoint = &self.params.endpoints[0];
+        let host = match &endpoint.host {
+            Host::Tcp(h) => h.clone(),
+            Host::Socket(dir) => dir.display().to_string(),
+            Host::AddrOnly => endpoint.hostaddr.map(|a| a.to_string()).unwrap_or_default(),
+        };
+        (host, endpoint.port)
+    }
+
+    /// The superuser name.
+    pub fn user(&self) -> &str {
+        &self.params.user
+    }
+
+    /// The superuser password.
+    pub fn password(&self) -> String {
+        self.params
+            .password()
+            .map(|p| p.expose().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// A database created for one test and dropped when this is dropped.
+pub struct TestDb {
+    pub name: String,
+    /// Superuser URL of this database.
+    pub url: String,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl TestDb {
+    /// Creates `pgbulk_test_<label>_<pid>_<n>`.
+    pub async fn new(label: &str) -> Self {
+        let server = server();
+        let name = format!(
+            "pgbulk_test_{label}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let session = pgbulk::connect::connect(&server.params)
+            .await
+            .expect("admin connection");
+        session
+            .client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create test database");
+        let sep = if server.url.contains('?') { '&' } else { '?' };
+        let url = format!("{}{sep}dbname={name}", server.url);
+        Self { name, url }
+    }
+
+    /// A session on this database.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        pgbulk::connect::connect(&resolve(&self.url))
+            .await
+            .expect("test database connection")
+            .client
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let session = pgbulk::connect::connect(&server().params).await?;
+                session
+                    .client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+                    .map_err(|e| pgbulk::Error::new(pgbulk::ErrorKind::Server, e.to_string()))
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
+            panic!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// A scratch directory, removed on drop.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(label: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "pgbulk-it-{label}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `name` with `mode` and returns its path.
+    pub fn file(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `pgbulk` binary in a clean environment: no `PG*` variables, `HOME`
+/// and `PGBULK_HOME` inside `home`, working directory `home`.
+pub fn pgbulk(home: &Scratch) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgbulk"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("PGBULK_HOME", home.path().join("pgbulk-home"))
+        .current_dir(home.path());
+    cmd
+}
+
+/// A finished command's exit code, stdout and stderr.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("pgbulk runs");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (install the openssl package)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for `localhost` signed by it, and an
+/// unrelated CA, in a scratch directory.
+fn make_certs() -> Scratch {
+    let dir = Scratch::new("tls");
+    let d = dir.path();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for name in ["ca", "other_ca"] {
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        let subj = format!("/CN=pgbulk test {name}");
+        let (key, crt) = (format!("{name}.key"), format!("{name}.crt"));
+        args.extend(["-keyout", &key, "-out", &crt, "-days", "3", "-subj", &subj]);
+        openssl(d, &args);
+    }
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(d, &args);
+    std::fs::write(d.join("ext.cnf"), "subjectAltName=DNS:localhost\n").expect("ext");
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "3",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    dir
+}
