@@ -5,5 +5,6 @@
 
 mod cli_local;
 mod cli_ping;
+mod codec;
 mod connect;
 mod harness;

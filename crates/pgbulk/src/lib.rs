@@ -24,8 +24,11 @@
 //! ```
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
+pub mod catalog;
+pub mod codec;
 pub mod connect;
 pub mod conninfo;
+pub mod copy;
 mod error;
 pub mod local;
 mod os_user;

@@ -1,0 +1,619 @@
+//! The binary encoder against the server as the oracle: for every input,
+//! what we encode and COPY in reads back exactly as the server's own cast
+//! of the same text, and what we reject the server rejects too.
+
+use pgbulk::catalog;
+use pgbulk::codec::{CopyWriter, Value};
+use pgbulk::copy::copy_in;
+
+use crate::harness::TestDb;
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Encodes `inputs` for a column of `sql_type`, copies the accepted ones in
+/// and compares each with the server's cast; checks that the server also
+/// rejects what the encoder rejected.
+async fn oracle(db: &TestDb, sql_type: &str, inputs: &[String]) {
+    let client = db.connect().await;
+    client
+        .batch_execute(&format!(
+            "SET TimeZone = 'UTC'; DROP TABLE IF EXISTS t; CREATE TABLE t (id int, v {sql_type})"
+        ))
+        .await
+        .expect("table");
+    let info = catalog::table(&client, "public", "t")
+        .await
+        .expect("catalog")
+        .expect("table exists");
+    let (int4, ty) = (&info.columns[0].ty, &info.columns[1].ty);
+    let mut writer = CopyWriter::new();
+    let mut accepted = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        let mark = writer.len();
+        writer.start_tuple(2);
+        writer.value(&Value::Int(i as i64), int4).expect("id");
+        match writer.text(Some(input), ty) {
+            Ok(()) => accepted.push(i),
+            Err(err) => {
+                writer.truncate(mark);
+                let server = client
+                    .query_one(&format!("SELECT $1::text::{sql_type}::text"), &[input])
+                    .await;
+                assert!(
+                    server.is_err(),
+                    "{sql_type}: we rejected {input:?} ({err}) but the server reads it as {:?}",
+                    server.map(|r| r.get::<_, String>(0))
+                );
+            }
+        }
+    }
+    copy_in(
+        &client,
+        "COPY t (id, v) FROM STDIN (FORMAT binary)",
+        [writer.finish()],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{sql_type}: COPY failed: {e}"));
+    let rows = client
+        .query(
+            &format!(
+                "SELECT t.id, t.v::text, i.x::{sql_type}::text FROM t \
+                 JOIN unnest($1::text[]) WITH ORDINALITY AS i(x, n) ON i.n = t.id + 1 ORDER BY t.id"
+            ),
+            &[&inputs],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{sql_type}: comparing: {e}"));
+    assert_eq!(rows.len(), accepted.len(), "{sql_type}: rows copied");
+    for row in rows {
+        let id: i32 = row.get(0);
+        let ours: Option<String> = row.get(1);
+        let server: Option<String> = row.get(2);
+        assert_eq!(
+            ours,
+            server,
+            "{sql_type}: input {:?}",
+            inputs[usize::try_from(id).expect("id")]
+        );
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn scalar_types_match_the_server() {
+    let db = TestDb::new("codec_scalar").await;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut ints = strings(&[
+        "0",
+        "-0",
+        "+7",
+        " 42 ",
+        "2147483647",
+        "-2147483648",
+        "2147483648",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "9223372036854775808",
+        "1.5",
+        "",
+        "abc",
+        "1e3",
+        "0x10",
+    ]);
+    for _ in 0..200 {
+        let v = rng.next() as i64 >> rng.below(63);
+        ints.push(v.to_string());
+    }
+    for t in ["smallint", "integer", "bigint"] {
+        oracle(&db, t, &ints).await;
+    }
+
+    let mut floats = strings(&[
+        "0",
+        "-0",
+        "1.5",
+        " 3.25 ",
+        ".5",
+        "5.",
+        "1e308",
+        "1e309",
+        "-1e309",
+        "1e-400",
+        "NaN",
+        "nan",
+        "Infinity",
+        "-Infinity",
+        "inf",
+        "-inf",
+        "+inf",
+        "3.4028235e38",
+        "3.5e38",
+        "1e-50",
+        "1,5",
+        "e5",
+        ".",
+        "",
+        "1e",
+        "0.1",
+        "123456789012345678901234567890",
+    ]);
+    for _ in 0..200 {
+        floats.push(format!("{:e}", f64::from_bits(rng.next() >> 2)));
+        floats.push(format!("{}", (rng.next() as i64 as f64) / 1000.0));
+    }
+    for t in ["real", "double precision"] {
+        oracle(&db, t, &floats).await;
+    }
+
+    let mut numerics = strings(&[
+        "0",
+        "0.00",
+        "-0.000",
+        "1",
+        "12345.678",
+        "-0.0001",
+        "10000",
+        "1.5e3",
+        "15e-5",
+        "1E+2",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "inf",
+        "+1.000",
+        ".5",
+        "5.",
+        "",
+        ".",
+        "1.2.3",
+        "abc",
+        "99999999999999999999999999999999999999999999999999.00000000000000000000000001",
+    ]);
+    for _ in 0..200 {
+        let int = rng.next() >> rng.below(64);
+        let frac = rng.next() % 1_000_000;
+        let scale = rng.below(8);
+        let sign = if rng.below(2) == 0 { "-" } else { "" };
+        numerics.push(format!(
+            "{sign}{int}.{frac:0>width$}",
+            width = usize::try_from(scale).expect("s")
+        ));
+        numerics.push(format!(
+            "{sign}{int}e{}",
+            i64::try_from(rng.below(40)).expect("e") - 20
+        ));
+    }
+    oracle(&db, "numeric", &numerics).await;
+    oracle(
+        &db,
+        "numeric(12,2)",
+        &strings(&["1.005", "1234567890.12", "-0.004", "12.3"]),
+    )
+    .await;
+
+    oracle(
+        &db,
+        "boolean",
+        &strings(&[
+            "t", "f", "true", "FALSE", " yes ", "no", "on", "off", "1", "0", "tr", "n", "maybe",
+            "o", "",
+        ]),
+    )
+    .await;
+
+    let mut texts = strings(&[
+        "",
+        " ",
+        "plain",
+        "with 'quotes' and \"doubles\"",
+        "back\\slash",
+        "tab\tnew\nline",
+        "emoji 🐘🚀",
+        "ünïcödé",
+    ]);
+    for _ in 0..50 {
+        let len = rng.below(20);
+        texts.push(
+            (0..len)
+                .map(|_| {
+                    char::from_u32(u32::try_from(rng.below(0x2FFF) + 1).expect("c")).unwrap_or('x')
+                })
+                .collect(),
+        );
+    }
+    oracle(&db, "text", &texts).await;
+    oracle(&db, "varchar(10)", &strings(&["short", "exactly10!"])).await;
+    oracle(&db, "char(4)", &strings(&["ab", "abcd"])).await;
+
+    oracle(
+        &db,
+        "bytea",
+        &strings(&[
+            "\\x0102ff",
+            "\\x",
+            "\\xDEADbeef",
+            "\\x01 02",
+            "abc\\\\def",
+            "\\001\\377",
+            "plain",
+            "\\x0",
+            "\\xzz",
+            "\\q",
+            "\\400",
+        ]),
+    )
+    .await;
+
+    let mut uuids = strings(&[
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+        "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+        "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+        "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+        "a0eebc99-9c0b",
+        "not-a-uuid",
+        "",
+    ]);
+    for _ in 0..50 {
+        uuids.push(format!("{:016x}{:016x}", rng.next(), rng.next()));
+    }
+    oracle(&db, "uuid", &uuids).await;
+
+    oracle(
+        &db,
+        "inet",
+        &strings(&[
+            "192.168.0.1",
+            "192.168.0.0/24",
+            "10.1.2.3/8",
+            "::1",
+            "2001:db8::/32",
+            "::ffff:1.2.3.4",
+            "300.1.1.1",
+            "1.2.3.4/33",
+            "x",
+        ]),
+    )
+    .await;
+    oracle(
+        &db,
+        "cidr",
+        &strings(&[
+            "10.0.0.0/8",
+            "192.168.1.0/24",
+            "10/8",
+            "192.168/16",
+            "2001:db8::/32",
+            "10.1.2.3/8",
+            "1.2.3.4",
+        ]),
+    )
+    .await;
+    oracle(
+        &db,
+        "macaddr",
+        &strings(&[
+            "08:00:2b:01:02:03",
+            "08-00-2b-01-02-03",
+            "08002b:010203",
+            "08002b-010203",
+            "0800.2b01.0203",
+            "0800-2b01-0203",
+            "08002B010203",
+            "08:00:2b:01:02",
+            "zz:00:2b:01:02:03",
+        ]),
+    )
+    .await;
+
+    oracle(
+        &db,
+        "json",
+        &strings(&["{\"a\": [1, 2.5, null]}", "null", "\"str\"", " 42 "]),
+    )
+    .await;
+    oracle(
+        &db,
+        "jsonb",
+        &strings(&["{\"b\": 1, \"a\": [true, {}]}", "null", "[]", "1e400"]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn date_and_time_types_match_the_server() {
+    let db = TestDb::new("codec_time").await;
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let mut dates = strings(&[
+        "2000-01-01",
+        "1999-12-31",
+        "2000-02-29",
+        "2023-02-29",
+        "1900-02-29",
+        "2024-1-5",
+        "20240105",
+        "0044-03-15 BC",
+        "4713-11-24 BC",
+        "4714-11-23 BC",
+        "5874897-12-31",
+        "infinity",
+        "-infinity",
+        "epoch",
+        " 2020-06-01 ",
+        "2020-13-01",
+        "2020-00-10",
+        "",
+        "yesterday-ish",
+    ]);
+    for _ in 0..200 {
+        let y = 1 + rng.below(9999);
+        let m = 1 + rng.below(12);
+        let d = 1 + rng.below(31);
+        dates.push(format!("{y:04}-{m:02}-{d:02}"));
+    }
+    oracle(&db, "date", &dates).await;
+
+    let mut times = strings(&[
+        "00:00",
+        "23:59:59.999999",
+        "24:00:00",
+        "24:00:01",
+        "12:30:15.5",
+        "25:00",
+        "12:60",
+        "1:2:3",
+        "12:00:00.1234567",
+    ]);
+    for _ in 0..100 {
+        times.push(format!(
+            "{:02}:{:02}:{:02}.{:06}",
+            rng.below(24),
+            rng.below(60),
+            rng.below(60),
+            rng.below(1_000_000)
+        ));
+    }
+    oracle(&db, "time", &times).await;
+    oracle(
+        &db,
+        "timetz",
+        &strings(&[
+            "10:00:00+02",
+            "10:00:00-05:30",
+            "10:00:00Z",
+            "10:00:00",
+            "23:59:59.5+14",
+        ]),
+    )
+    .await;
+
+    let mut stamps = strings(&[
+        "2024-01-01T10:00:00",
+        "2024-01-01 10:00:00+02",
+        "2024-01-01 10:00",
+        "2024-01-01",
+        "infinity",
+        "-infinity",
+        "epoch",
+        "2024-01-01 10:00:00.1234565",
+        "0001-01-01 00:00:00 BC",
+        "294276-12-31 23:59:59",
+        "2024-02-30 00:00",
+        "2024-01-01 24:00:00",
+        "garbage",
+    ]);
+    for _ in 0..200 {
+        stamps.push(format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
+            1 + rng.below(9999),
+            1 + rng.below(12),
+            1 + rng.below(28),
+            rng.below(24),
+            rng.below(60),
+            rng.below(60),
+            rng.below(1_000_000)
+        ));
+    }
+    oracle(&db, "timestamp", &stamps).await;
+    let mut stamptz = stamps.clone();
+    for zone in ["Z", "+05:30", "-0800", "+01", "-03:00", " UTC"] {
+        stamptz.push(format!("2024-06-30 12:00:00{zone}"));
+        stamptz.push(format!("1999-12-31T23:59:59.999{zone}"));
+    }
+    oracle(&db, "timestamptz", &stamptz).await;
+
+    oracle(
+        &db,
+        "interval",
+        &strings(&[
+            "1 year 2 mons 3 days 04:05:06.5",
+            "P1Y2M3DT4H5M6S",
+            "P1Y2M3DT4H5M6.5S",
+            "@ 1 hour ago",
+            "1.5 days",
+            "1.5 years",
+            "0.1 months",
+            "-1 day +02:00:00",
+            "10",
+            "3 weeks",
+            "1 decade",
+            "2 hours 30 minutes",
+            "1 century",
+            "-04:05",
+            "PT36H",
+            "P2W",
+            "nonsense",
+            "",
+            "5 parsecs",
+        ]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn enums_domains_and_arrays_match_the_server() {
+    let db = TestDb::new("codec_arrays").await;
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy 😀'); \
+             CREATE DOMAIN posint AS integer CHECK (VALUE > 0);",
+        )
+        .await
+        .expect("types");
+    oracle(&db, "mood", &strings(&["sad", "happy 😀"])).await;
+    oracle(&db, "posint", &strings(&["1", "2147483647", "x"])).await;
+    oracle(
+        &db,
+        "integer[]",
+        &strings(&[
+            "{1,2,3}",
+            "{}",
+            "{{1,2},{3,4}}",
+            "{1,NULL,3}",
+            "{ 1 , 2 }",
+            "{{{1}},{{2}}}",
+            "{1,{2}}",
+            "{1,2",
+            "1,2",
+            "{1,x}",
+            "{null}",
+        ]),
+    )
+    .await;
+    oracle(
+        &db,
+        "text[]",
+        &strings(&[
+            "{\"a,b\",\"c\\\"d\",NULL,\"NULL\",plain}",
+            "{\"\"}",
+            "{ spaced out , x }",
+            "{\\,}",
+            "{a\\ b}",
+            "{{a,b},{c,d}}",
+            "{\"unterminated}",
+        ]),
+    )
+    .await;
+    oracle(
+        &db,
+        "numeric[]",
+        &strings(&["{1.5,NaN,-2e3}", "{{1,2},{3,4}}"]),
+    )
+    .await;
+    oracle(&db, "date[]", &strings(&["{2024-01-01,infinity}"])).await;
+    oracle(&db, "mood[]", &strings(&["{sad,ok}"])).await;
+    oracle(
+        &db,
+        "uuid[]",
+        &strings(&["{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}"]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn typed_values_round_trip() {
+    let db = TestDb::new("codec_values").await;
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE v (i int8, f float8, n numeric, j jsonb, a int4[], b bytea, t timestamptz)")
+        .await
+        .expect("table");
+    let info = catalog::table(&client, "public", "v")
+        .await
+        .expect("catalog")
+        .expect("exists");
+    let rows = [
+        vec![
+            Value::Int(-5),
+            Value::Float(f64::NAN),
+            Value::Float(0.1),
+            Value::Json(serde_json::json!({"k": [1, null]})),
+            Value::Array(vec![
+                Value::Array(vec![Value::Int(1), Value::Null]),
+                Value::Array(vec![Value::Int(3), Value::Int(4)]),
+            ]),
+            Value::Bytes(vec![0, 1, 255]),
+            Value::Text("2024-01-01 00:00:00+00".to_owned()),
+        ],
+        vec![
+            Value::Null,
+            Value::Float(f64::NEG_INFINITY),
+            Value::Int(12),
+            Value::Json(serde_json::Value::Null),
+            Value::Array(vec![]),
+            Value::Null,
+            Value::Null,
+        ],
+    ];
+    let mut w = CopyWriter::new();
+    for row in &rows {
+        w.start_tuple(7);
+        for (value, column) in row.iter().zip(&info.columns) {
+            w.value(value, &column.ty).expect("encodes");
+        }
+    }
+    copy_in(&client, "COPY v FROM STDIN (FORMAT binary)", [w.finish()])
+        .await
+        .expect("copy");
+    let got = client
+        .query("SELECT i::text, f::text, n::text, j::text, j IS NULL, a::text, b::text, t::text FROM v ORDER BY i NULLS LAST", &[])
+        .await
+        .expect("select");
+    let texts = |r: &tokio_postgres::Row| -> Vec<Option<String>> {
+        (0..8)
+            .map(|i| {
+                if i == 4 {
+                    Some(r.get::<_, bool>(i).to_string())
+                } else {
+                    r.get(i)
+                }
+            })
+            .collect()
+    };
+    let s = |x: &str| Some(x.to_owned());
+    assert_eq!(
+        texts(&got[0]),
+        vec![
+            s("-5"),
+            s("NaN"),
+            s("0.1"),
+            s("{\"k\": [1, null]}"),
+            s("false"),
+            s("{{1,NULL},{3,4}}"),
+            s("\\x0001ff"),
+            s("2024-01-01 00:00:00+00")
+        ]
+    );
+    assert_eq!(
+        texts(&got[1]),
+        vec![
+            None,
+            s("-Infinity"),
+            s("12"),
+            s("null"),
+            s("false"),
+            s("{}"),
+            None,
+            None
+        ],
+        "JSON null is stored as JSON null, not SQL NULL"
+    );
+}

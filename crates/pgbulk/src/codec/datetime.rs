@@ -1,0 +1,489 @@
+//! Dates, times, timestamps and intervals: ISO 8601 / PostgreSQL text forms
+//! to microseconds and days since 2000-01-01.
+//!
+//! Accepted: `YYYY-MM-DD` (and `YYYYMMDD`) with optional ` BC`; times
+//! `HH:MM[:SS[.ffffff]]`; a `T` or space between date and time; offsets `Z`,
+//! `UTC`, `±HH`, `±HHMM`, `±HH:MM[:SS]`; `infinity`, `-infinity`, `epoch`;
+//! intervals in PostgreSQL's unit form (`1 year 2 mons 3 days 04:05:06`,
+//! `@ 1 hour ago`, `1.5 days`) and ISO 8601 (`P1Y2M3DT4H5M6.5S`).
+
+use super::{EncodeError, Encoded, invalid, out_of_range};
+
+const USECS_PER_SEC: i64 = 1_000_000;
+const USECS_PER_DAY: i64 = 86_400 * USECS_PER_SEC;
+/// Days from 1970-01-01 to 2000-01-01.
+const PG_EPOCH_DAYS: i64 = 10_957;
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (astronomical years).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if is_leap(y) => 29,
+        _ => 28,
+    }
+}
+
+/// What a date/time text parsed to.
+enum Parsed {
+    Finite(i64),
+    PosInfinity,
+    NegInfinity,
+}
+
+fn special(t: &str) -> Option<Parsed> {
+    match t.to_ascii_lowercase().as_str() {
+        "infinity" | "+infinity" => Some(Parsed::PosInfinity),
+        "-infinity" => Some(Parsed::NegInfinity),
+        "epoch" => Some(Parsed::Finite(-PG_EPOCH_DAYS)),
+        _ => None,
+    }
+}
+
+/// Splits off a trailing ` BC` / ` AD`.
+fn era(t: &str) -> (&str, bool) {
+    let upper = t.to_ascii_uppercase();
+    if upper.ends_with(" BC") {
+        (t[..t.len() - 3].trim_end(), true)
+    } else if upper.ends_with(" AD") {
+        (t[..t.len() - 3].trim_end(), false)
+    } else {
+        (t, false)
+    }
+}
+
+/// `YYYY-MM-DD` or `YYYYMMDD` to days since 2000-01-01.
+fn parse_date(s: &str, bc: bool) -> Option<i64> {
+    let (y, m, d) = if let Some((y, rest)) = s.split_once('-') {
+        let (m, d) = rest.split_once('-')?;
+        (y, m, d)
+    } else if s.len() == 8 {
+        (&s[..4], &s[4..6], &s[6..])
+    } else {
+        return None;
+    };
+    let num = |p: &str| -> Option<i64> {
+        (!p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse().ok())
+            .flatten()
+    };
+    let (mut y, m, d) = (num(y)?, num(m)?, num(d)?);
+    if y == 0 || !(1..=12).contains(&m) || d < 1 || d > days_in_month(if bc { 1 - y } else { y }, m)
+    {
+        return None;
+    }
+    if bc {
+        y = 1 - y;
+    }
+    Some(days_from_civil(y, m, d) - PG_EPOCH_DAYS)
+}
+
+/// `HH:MM[:SS[.ffffff]]` to microseconds since midnight (24:00:00 allowed).
+fn parse_time(s: &str) -> Option<i64> {
+    let mut parts = s.split(':');
+    let h: i64 = digits(parts.next()?, 2)?;
+    let m: i64 = digits(parts.next()?, 2)?;
+    let (sec, frac) = match parts.next() {
+        Some(sec) => match sec.split_once('.') {
+            Some((s, f)) => (digits(s, 2)?, f),
+            None => (digits(sec, 2)?, ""),
+        },
+        None => (0, ""),
+    };
+    if parts.next().is_some() || m > 59 || sec > 60 {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // As PostgreSQL does: the fraction as a double, times 1e6, rounded half
+    // to even (rint), so ties round exactly as the server rounds them.
+    let micros = if frac.is_empty() {
+        0
+    } else {
+        let f: f64 = format!("0.{frac}").parse().ok()?;
+        #[allow(clippy::cast_possible_truncation)]
+        let us = (f * 1e6).round_ties_even() as i64;
+        us
+    };
+    let total = ((h * 60 + m) * 60 + sec) * USECS_PER_SEC + micros;
+    (h < 24 || total == USECS_PER_DAY).then_some(total)
+}
+
+fn digits(s: &str, max_len: usize) -> Option<i64> {
+    (!s.is_empty() && s.len() <= max_len && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+/// A trailing UTC offset, in seconds east: `Z`, `UTC`, `±HH`, `±HHMM`,
+/// `±HH:MM[:SS]`. Returns the text before it.
+fn split_offset(s: &str) -> Result<(&str, Option<i32>), ()> {
+    let upper = s.to_ascii_uppercase();
+    for zulu in ["Z", " UTC", "UTC", " GMT", "+00", " Z"] {
+        if upper.ends_with(zulu) && zulu != "+00" {
+            return Ok((s[..s.len() - zulu.len()].trim_end(), Some(0)));
+        }
+    }
+    // The sign of an offset comes after the time's colon-separated part.
+    let time_start = s.rfind([' ', 'T', 't']).map_or(0, |i| i + 1);
+    let Some(at) = s[time_start..].rfind(['+', '-']).map(|i| i + time_start) else {
+        return Ok((s, None));
+    };
+    if at == 0 || (time_start == 0 && s[..at].matches('-').count() < 2 && !s[..at].contains(':')) {
+        return Ok((s, None));
+    }
+    let sign = if s.as_bytes()[at] == b'-' { -1 } else { 1 };
+    let zone = &s[at + 1..];
+    let (h, m, sec) = if zone.contains(':') {
+        let mut p = zone.split(':');
+        let h = digits(p.next().ok_or(())?, 2).ok_or(())?;
+        let m = digits(p.next().ok_or(())?, 2).ok_or(())?;
+        let sec = p.next().map_or(Some(0), |x| digits(x, 2)).ok_or(())?;
+        (h, m, sec)
+    } else if zone.len() == 4 {
+        (
+            digits(&zone[..2], 2).ok_or(())?,
+            digits(&zone[2..], 2).ok_or(())?,
+            0,
+        )
+    } else {
+        (digits(zone, 2).ok_or(())?, 0, 0)
+    };
+    if h > 15 || m > 59 || sec > 59 {
+        return Err(());
+    }
+    let offset = i32::try_from(sign * (h * 3600 + m * 60 + sec)).map_err(|_| ())?;
+    Ok((s[..at].trim_end(), Some(offset)))
+}
+
+pub(super) fn date(text: &str, out: &mut Vec<u8>) -> Encoded {
+    let t = text.trim();
+    let days = match special(t) {
+        Some(Parsed::PosInfinity) => i64::from(i32::MAX),
+        Some(Parsed::NegInfinity) => i64::from(i32::MIN),
+        Some(Parsed::Finite(d)) => d,
+        None => {
+            let (t, bc) = era(t);
+            parse_date(t, bc).ok_or_else(|| invalid("date", text))?
+        }
+    };
+    let lowest = days_from_civil(-4713, 11, 24) - PG_EPOCH_DAYS;
+    if days != i64::from(i32::MAX)
+        && days != i64::from(i32::MIN)
+        && (days < lowest || days > 2_147_483_494 - 2_451_545)
+    {
+        return Err(out_of_range("date", text));
+    }
+    let days = i32::try_from(days).map_err(|_| out_of_range("date", text))?;
+    out.extend_from_slice(&days.to_be_bytes());
+    Ok(())
+}
+
+pub(super) fn time(text: &str, out: &mut Vec<u8>) -> Encoded {
+    let micros = parse_time(text.trim()).ok_or_else(|| invalid("time without time zone", text))?;
+    out.extend_from_slice(&micros.to_be_bytes());
+    Ok(())
+}
+
+pub(super) fn timetz(text: &str, default_offset: i32, out: &mut Vec<u8>) -> Encoded {
+    let bad = || invalid("time with time zone", text);
+    let (t, offset) = split_offset(text.trim()).map_err(|()| bad())?;
+    let micros = parse_time(t).ok_or_else(bad)?;
+    out.extend_from_slice(&micros.to_be_bytes());
+    // PostgreSQL stores the zone as seconds west of UTC.
+    out.extend_from_slice(&(-offset.unwrap_or(default_offset)).to_be_bytes());
+    Ok(())
+}
+
+/// Microseconds since 2000-01-01 00:00 of `date[ T]time`, and the offset
+/// if one was given.
+fn parse_timestamp(text: &str, type_name: &str) -> Result<(Parsed, Option<i32>), EncodeError> {
+    let t = text.trim();
+    if let Some(p) = special(t) {
+        return Ok((
+            match p {
+                Parsed::Finite(days) => Parsed::Finite(days * USECS_PER_DAY),
+                other => other,
+            },
+            Some(0),
+        ));
+    }
+    let (t, bc) = era(t);
+    let (t, offset) = split_offset(t).map_err(|()| invalid(type_name, text))?;
+    let (date_part, time_part) = match t.find(['T', 't', ' ']) {
+        Some(at) => (&t[..at], Some(t[at + 1..].trim_start())),
+        None => (t, None),
+    };
+    let days = parse_date(date_part, bc).ok_or_else(|| invalid(type_name, text))?;
+    let micros = match time_part {
+        Some(tp) => parse_time(tp).ok_or_else(|| invalid(type_name, text))?,
+        None => 0,
+    };
+    Ok((Parsed::Finite(days * USECS_PER_DAY + micros), offset))
+}
+
+fn write_timestamp(
+    parsed: Parsed,
+    shift: i64,
+    text: &str,
+    type_name: &str,
+    out: &mut Vec<u8>,
+) -> Encoded {
+    let v = match parsed {
+        Parsed::PosInfinity => i64::MAX,
+        Parsed::NegInfinity => i64::MIN,
+        Parsed::Finite(us) => {
+            let us = us - shift;
+            // 4714-11-24 BC to 294276-12-31 AD, as PostgreSQL allows.
+            let low = (days_from_civil(-4713, 11, 24) - PG_EPOCH_DAYS) * USECS_PER_DAY;
+            let high = (days_from_civil(294_277, 1, 1) - PG_EPOCH_DAYS) * USECS_PER_DAY;
+            if us < low || us >= high {
+                return Err(out_of_range(type_name, text));
+            }
+            us
+        }
+    };
+    out.extend_from_slice(&v.to_be_bytes());
+    Ok(())
+}
+
+pub(super) fn timestamp(text: &str, out: &mut Vec<u8>) -> Encoded {
+    let name = "timestamp without time zone";
+    // A timestamp ignores any offset given, as PostgreSQL does.
+    let (parsed, _) = parse_timestamp(text, name)?;
+    write_timestamp(parsed, 0, text, name, out)
+}
+
+pub(super) fn timestamptz(text: &str, default_offset: i32, out: &mut Vec<u8>) -> Encoded {
+    let name = "timestamp with time zone";
+    let (parsed, offset) = parse_timestamp(text, name)?;
+    let shift = i64::from(offset.unwrap_or(default_offset)) * USECS_PER_SEC;
+    write_timestamp(parsed, shift, text, name, out)
+}
+
+/// An interval being accumulated: months, days, microseconds.
+#[derive(Default)]
+struct Span {
+    months: f64,
+    days: f64,
+    micros: f64,
+}
+
+impl Span {
+    /// Adds `n` of a unit, spilling fractions down as PostgreSQL does
+    /// (a month is 30 days, a day 24 hours).
+    fn add(&mut self, n: f64, unit: &str) -> Option<()> {
+        let micros_per = |secs: f64| secs * 1e6;
+        match unit {
+            "microsecond" | "microseconds" | "us" | "usec" | "usecs" | "useconds" => {
+                self.micros += n
+            }
+            "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" | "mseconds" => {
+                self.micros += n * 1e3
+            }
+            "second" | "seconds" | "s" | "sec" | "secs" => self.micros += micros_per(n),
+            "minute" | "minutes" | "m" | "min" | "mins" => self.micros += micros_per(n * 60.0),
+            "hour" | "hours" | "h" | "hr" | "hrs" => self.micros += micros_per(n * 3600.0),
+            "day" | "days" | "d" => self.whole_days(n),
+            "week" | "weeks" | "w" => self.whole_days(n * 7.0),
+            "month" | "months" | "mon" | "mons" => self.whole_months(n),
+            "year" | "years" | "y" | "yr" | "yrs" => self.whole_months(n * 12.0),
+            "decade" | "decades" => self.whole_months(n * 120.0),
+            "century" | "centuries" | "c" => self.whole_months(n * 1200.0),
+            "millennium" | "millennia" | "millenniums" => self.whole_months(n * 12000.0),
+            _ => return None,
+        }
+        Some(())
+    }
+
+    fn whole_days(&mut self, n: f64) {
+        let whole = n.trunc();
+        self.days += whole;
+        self.micros += (n - whole) * 86_400e6;
+    }
+
+    fn whole_months(&mut self, n: f64) {
+        let whole = n.trunc();
+        self.months += whole;
+        self.whole_days((n - whole) * 30.0);
+    }
+}
+
+#[allow(clippy::cast_possible_truncation)]
+pub(super) fn interval(text: &str, out: &mut Vec<u8>) -> Encoded {
+    let bad = || invalid("interval", text);
+    let t = text.trim();
+    let mut span = Span::default();
+    if let Some(iso) = t.strip_prefix(['P', 'p']) {
+        let mut in_time = false;
+        let mut number = String::new();
+        for c in iso.chars() {
+            match c {
+                'T' | 't' => in_time = true,
+                '0'..='9' | '.' | '-' | '+' => number.push(c),
+                unit => {
+                    let n: f64 = number.parse().map_err(|_| bad())?;
+                    number.clear();
+                    let unit = match (unit.to_ascii_uppercase(), in_time) {
+                        ('Y', false) => "years",
+                        ('M', false) => "months",
+                        ('W', false) => "weeks",
+                        ('D', false) => "days",
+                        ('H', true) => "hours",
+                        ('M', true) => "minutes",
+                        ('S', true) => "seconds",
+                        _ => return Err(bad()),
+                    };
+                    span.add(n, unit).ok_or_else(bad)?;
+                }
+            }
+        }
+        if !number.is_empty() {
+            return Err(bad());
+        }
+    } else {
+        let mut words: Vec<&str> = t.trim_start_matches('@').split_whitespace().collect();
+        let ago = words.last().is_some_and(|w| w.eq_ignore_ascii_case("ago"));
+        if ago {
+            words.pop();
+        }
+        if words.is_empty() {
+            return Err(bad());
+        }
+        let mut i = 0;
+        while i < words.len() {
+            let w = words[i];
+            if w.contains(':') {
+                let (neg, clock) = match w.strip_prefix('-') {
+                    Some(rest) => (true, rest),
+                    None => (false, w.strip_prefix('+').unwrap_or(w)),
+                };
+                let mut parts = clock.split(':');
+                let h: f64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+                let m: f64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+                let s: f64 = match parts.next() {
+                    Some(p) => p.parse().map_err(|_| bad())?,
+                    None => 0.0,
+                };
+                if parts.next().is_some() || m >= 60.0 || s >= 60.0 {
+                    return Err(bad());
+                }
+                let us = ((h * 60.0 + m) * 60.0 + s) * 1e6;
+                span.micros += if neg { -us } else { us };
+                i += 1;
+                continue;
+            }
+            // A number, optionally glued to its unit ("3days").
+            let split = w.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(w.len());
+            let n: f64 = w[..split].parse().map_err(|_| bad())?;
+            let unit = if split < w.len() {
+                w[split..].to_ascii_lowercase()
+            } else if let Some(next) = words
+                .get(i + 1)
+                .filter(|n| n.chars().all(|c| c.is_ascii_alphabetic()))
+            {
+                i += 1;
+                next.to_ascii_lowercase()
+            } else {
+                "seconds".to_owned()
+            };
+            span.add(n, &unit).ok_or_else(bad)?;
+            i += 1;
+        }
+        if ago {
+            span = Span {
+                months: -span.months,
+                days: -span.days,
+                micros: -span.micros,
+            };
+        }
+    }
+    let fits = |v: f64| v.is_finite() && v.abs() < 2_147_483_648.0;
+    if !fits(span.months)
+        || !fits(span.days)
+        || !span.micros.is_finite()
+        || span.micros.abs() > 9.2e18
+    {
+        return Err(out_of_range("interval", text));
+    }
+    out.extend_from_slice(&(span.micros.round() as i64).to_be_bytes());
+    out.extend_from_slice(&(span.days as i32).to_be_bytes());
+    out.extend_from_slice(&(span.months as i32).to_be_bytes());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn be_i64(out: &[u8]) -> i64 {
+        i64::from_be_bytes(out[..8].try_into().expect("8 bytes"))
+    }
+
+    #[test]
+    fn civil_days() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 1, 1), PG_EPOCH_DAYS);
+        assert_eq!(
+            days_from_civil(2000, 3, 1) - days_from_civil(2000, 2, 1),
+            29
+        );
+    }
+
+    #[test]
+    fn timestamps_with_offsets() {
+        let mut a = Vec::new();
+        timestamptz("2000-01-01 01:00:00+01", 0, &mut a).expect("ok");
+        assert_eq!(be_i64(&a), 0);
+        let mut b = Vec::new();
+        timestamptz("2000-01-01T00:00:00Z", 0, &mut b).expect("ok");
+        assert_eq!(be_i64(&b), 0);
+        let mut c = Vec::new();
+        timestamptz("1999-12-31 19:00:00-05:00", 0, &mut c).expect("ok");
+        assert_eq!(be_i64(&c), 0);
+        let mut d = Vec::new();
+        timestamp("2000-01-02", &mut d).expect("ok");
+        assert_eq!(be_i64(&d), USECS_PER_DAY);
+        for bad in [
+            "2001-02-29",
+            "2000-13-01",
+            "2000-01-01 25:00",
+            "nonsense",
+            "2000-01-01 10:61",
+        ] {
+            assert!(timestamp(bad, &mut Vec::new()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn intervals() {
+        let mut out = Vec::new();
+        interval("1 year 2 mons 3 days 04:05:06.5", &mut out).expect("ok");
+        assert_eq!(
+            be_i64(&out),
+            (4 * 3600 + 5 * 60 + 6) * USECS_PER_SEC + 500_000
+        );
+        assert_eq!(i32::from_be_bytes(out[8..12].try_into().expect("4")), 3);
+        assert_eq!(i32::from_be_bytes(out[12..16].try_into().expect("4")), 14);
+        let mut iso = Vec::new();
+        interval("P1Y2M3DT4H5M6.5S", &mut iso).expect("ok");
+        assert_eq!(out, iso);
+        let mut ago = Vec::new();
+        interval("@ 1 day ago", &mut ago).expect("ok");
+        assert_eq!(i32::from_be_bytes(ago[8..12].try_into().expect("4")), -1);
+    }
+}

@@ -1,0 +1,403 @@
+//! Sans-IO encoding of rows into PostgreSQL's binary COPY format.
+//!
+//! Each column has a [`ColumnType`] (read from the catalog); a value arrives
+//! either typed ([`Value`]) or as a text field, which is converted with the
+//! syntax the server's input function accepts for the common forms. Types
+//! without a binary encoder here ([`TypeKind::Other`]) are sent as text to a
+//! `text` staging column and cast by the server.
+
+mod array;
+mod datetime;
+mod numeric;
+mod scalar;
+
+use std::fmt;
+
+/// How a column's values are encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeKind {
+    /// `boolean`
+    Bool,
+    /// `smallint`
+    Int2,
+    /// `integer`
+    Int4,
+    /// `bigint`
+    Int8,
+    /// `real`
+    Float4,
+    /// `double precision`
+    Float8,
+    /// `numeric`
+    Numeric,
+    /// `text`, `varchar`, `char`, `name`, enums: the characters themselves.
+    Text,
+    /// `bytea`
+    Bytea,
+    /// `date`
+    Date,
+    /// `time`
+    Time,
+    /// `timetz`; values without an offset take this many seconds east of
+    /// UTC (the session's fixed `TimeZone`).
+    TimeTz(i32),
+    /// `timestamp`
+    Timestamp,
+    /// `timestamptz`; values without an offset take this many seconds east
+    /// of UTC (the session's fixed `TimeZone`).
+    TimestampTz(i32),
+    /// `interval`
+    Interval,
+    /// `uuid`
+    Uuid,
+    /// `json`
+    Json,
+    /// `jsonb`
+    Jsonb,
+    /// `inet`
+    Inet,
+    /// `cidr`
+    Cidr,
+    /// `macaddr`
+    MacAddr,
+    /// An array of the element type.
+    Array(Box<ColumnType>),
+    /// Anything else: sent as text and cast by the server.
+    Other,
+}
+
+/// A column's type: its oid (for array headers), how to encode it, and its
+/// SQL name (for messages and casts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnType {
+    /// The type's oid (for a domain: its base type's).
+    pub oid: u32,
+    /// The encoder.
+    pub kind: TypeKind,
+    /// `format_type` of the declared type, e.g. `numeric(12,2)`.
+    pub name: String,
+}
+
+impl ColumnType {
+    /// The scalar kind of a built-in type oid, or `Other`.
+    pub fn kind_of_builtin(oid: u32) -> TypeKind {
+        match oid {
+            16 => TypeKind::Bool,
+            21 => TypeKind::Int2,
+            23 => TypeKind::Int4,
+            20 => TypeKind::Int8,
+            700 => TypeKind::Float4,
+            701 => TypeKind::Float8,
+            1700 => TypeKind::Numeric,
+            25 | 1043 | 1042 | 19 => TypeKind::Text,
+            17 => TypeKind::Bytea,
+            1082 => TypeKind::Date,
+            1083 => TypeKind::Time,
+            1266 => TypeKind::TimeTz(0),
+            1114 => TypeKind::Timestamp,
+            1184 => TypeKind::TimestampTz(0),
+            1186 => TypeKind::Interval,
+            2950 => TypeKind::Uuid,
+            114 => TypeKind::Json,
+            3802 => TypeKind::Jsonb,
+            869 => TypeKind::Inet,
+            650 => TypeKind::Cidr,
+            829 => TypeKind::MacAddr,
+            _ => TypeKind::Other,
+        }
+    }
+
+    /// Whether values travel as text for the server to cast (the type, or
+    /// an array's element type, has no binary encoder here).
+    pub fn needs_cast(&self) -> bool {
+        match &self.kind {
+            TypeKind::Other => true,
+            TypeKind::Array(elem) => elem.needs_cast(),
+            _ => false,
+        }
+    }
+}
+
+/// A typed value from the Rust API. Dates, times, numerics, UUIDs and
+/// network addresses arrive as [`Value::Text`] in their SQL text form.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer (fits any integer, numeric or float column).
+    Int(i64),
+    /// A float (fits float and numeric columns).
+    Float(f64),
+    /// Text, or any value in its SQL text form.
+    Text(String),
+    /// Raw bytes for `bytea`.
+    Bytes(Vec<u8>),
+    /// A JSON document; `Json(serde_json::Value::Null)` is JSON `null`, not
+    /// SQL NULL.
+    Json(serde_json::Value),
+    /// An array; nested arrays make more dimensions.
+    Array(Vec<Value>),
+}
+
+/// Why a value does not fit its column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeError(pub String);
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+pub(crate) type Encoded = Result<(), EncodeError>;
+
+fn invalid(type_name: &str, text: &str) -> EncodeError {
+    EncodeError(format!(
+        "invalid input syntax for type {type_name}: \"{}\"",
+        shorten(text)
+    ))
+}
+
+fn out_of_range(type_name: &str, text: &str) -> EncodeError {
+    EncodeError(format!(
+        "value \"{}\" is out of range for type {type_name}",
+        shorten(text)
+    ))
+}
+
+/// A value shortened for messages: at most 60 characters.
+pub fn shorten(text: &str) -> String {
+    const MAX: usize = 60;
+    if text.chars().count() <= MAX {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(MAX - 3).collect();
+    format!("{head}...")
+}
+
+/// Writes binary COPY: the header, then tuples, then the trailer.
+#[derive(Debug, Default)]
+pub struct CopyWriter {
+    buf: Vec<u8>,
+}
+
+/// The binary COPY signature, flags and header extension length.
+const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+impl CopyWriter {
+    /// A writer whose buffer starts with the COPY header.
+    pub fn new() -> Self {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        buf.extend_from_slice(HEADER);
+        Self { buf }
+    }
+
+    /// Starts a tuple of `fields` fields.
+    pub fn start_tuple(&mut self, fields: u16) {
+        self.buf.extend_from_slice(&fields.to_be_bytes());
+    }
+
+    /// Writes one field from a typed value.
+    pub fn value(&mut self, value: &Value, ty: &ColumnType) -> Encoded {
+        let mark = self.buf.len();
+        let result = encode_value(value, ty, &mut self.buf);
+        if result.is_err() {
+            self.buf.truncate(mark);
+        }
+        result
+    }
+
+    /// Writes one field from its text form; `None` is NULL.
+    pub fn text(&mut self, text: Option<&str>, ty: &ColumnType) -> Encoded {
+        let mark = self.buf.len();
+        let result = match text {
+            None => {
+                self.buf.extend_from_slice(&(-1i32).to_be_bytes());
+                Ok(())
+            }
+            Some(text) => field(&mut self.buf, |out| encode_text(text, ty, out)),
+        };
+        if result.is_err() {
+            self.buf.truncate(mark);
+        }
+        result
+    }
+
+    /// Bytes written so far (header and tuples).
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing but possibly the header was written.
+    pub fn is_empty(&self) -> bool {
+        self.buf.len() <= HEADER.len()
+    }
+
+    /// Takes the bytes written so far, leaving the writer empty (the header
+    /// is written only once).
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Drops everything after byte `len` (undoes a partly written tuple).
+    pub fn truncate(&mut self, len: usize) {
+        self.buf.truncate(len);
+    }
+
+    /// Appends the trailer and returns the remaining bytes.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
+        self.buf
+    }
+}
+
+/// Writes a length-prefixed field whose body `body` appends.
+fn field(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>) -> Encoded) -> Encoded {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    body(out)?;
+    let len = i32::try_from(out.len() - at - 4)
+        .map_err(|_| EncodeError("value is larger than 2 GB".to_owned()))?;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+fn encode_value(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
+    match value {
+        Value::Null => {
+            out.extend_from_slice(&(-1i32).to_be_bytes());
+            Ok(())
+        }
+        Value::Text(text) => field(out, |out| encode_text(text, ty, out)),
+        other => field(out, |out| encode_typed(other, ty, out)),
+    }
+}
+
+/// The body of a non-null typed value.
+fn encode_typed(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
+    let mismatch = || {
+        EncodeError(format!(
+            "a {} value does not fit a column of type {}",
+            value_kind(value),
+            ty.name
+        ))
+    };
+    match (value, &ty.kind) {
+        (Value::Null, _) => Err(EncodeError("NULL inside a field".to_owned())),
+        (Value::Text(text), _) => encode_text(text, ty, out),
+        (Value::Bool(b), TypeKind::Bool) => {
+            out.push(u8::from(*b));
+            Ok(())
+        }
+        (Value::Int(i), TypeKind::Int2) => {
+            let v = i16::try_from(*i).map_err(|_| out_of_range("smallint", &i.to_string()))?;
+            out.extend_from_slice(&v.to_be_bytes());
+            Ok(())
+        }
+        (Value::Int(i), TypeKind::Int4) => {
+            let v = i32::try_from(*i).map_err(|_| out_of_range("integer", &i.to_string()))?;
+            out.extend_from_slice(&v.to_be_bytes());
+            Ok(())
+        }
+        (Value::Int(i), TypeKind::Int8) => {
+            out.extend_from_slice(&i.to_be_bytes());
+            Ok(())
+        }
+        #[allow(clippy::cast_precision_loss)]
+        (Value::Int(i), TypeKind::Float4) => {
+            out.extend_from_slice(&(*i as f32).to_be_bytes());
+            Ok(())
+        }
+        #[allow(clippy::cast_precision_loss)]
+        (Value::Int(i), TypeKind::Float8) => {
+            out.extend_from_slice(&(*i as f64).to_be_bytes());
+            Ok(())
+        }
+        (Value::Int(i), TypeKind::Numeric) => numeric::encode(&i.to_string(), out),
+        (Value::Float(f), TypeKind::Float8) => {
+            out.extend_from_slice(&f.to_be_bytes());
+            Ok(())
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        (Value::Float(f), TypeKind::Float4) => {
+            let v = *f as f32;
+            if v.is_infinite() && f.is_finite() {
+                return Err(out_of_range("real", &f.to_string()));
+            }
+            out.extend_from_slice(&v.to_be_bytes());
+            Ok(())
+        }
+        (Value::Float(f), TypeKind::Numeric) => {
+            let text = if f.is_nan() {
+                "NaN".to_owned()
+            } else if f.is_infinite() {
+                if *f > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+            } else {
+                format!("{f:?}")
+            };
+            numeric::encode(&text, out)
+        }
+        (Value::Bytes(b), TypeKind::Bytea) => {
+            out.extend_from_slice(b);
+            Ok(())
+        }
+        (Value::Json(j), TypeKind::Json | TypeKind::Jsonb | TypeKind::Text | TypeKind::Other) => {
+            if ty.kind == TypeKind::Jsonb {
+                out.push(1);
+            }
+            serde_json::to_writer(&mut *out, j).map_err(|e| EncodeError(e.to_string()))
+        }
+        (Value::Array(items), TypeKind::Array(elem)) => array::encode_values(items, elem, out),
+        _ => Err(mismatch()),
+    }
+}
+
+fn value_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "NULL",
+        Value::Bool(_) => "boolean",
+        Value::Int(_) => "integer",
+        Value::Float(_) => "float",
+        Value::Text(_) => "text",
+        Value::Bytes(_) => "bytes",
+        Value::Json(_) => "JSON",
+        Value::Array(_) => "array",
+    }
+}
+
+/// The body of a value given in its text form.
+pub(crate) fn encode_text(text: &str, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
+    match &ty.kind {
+        TypeKind::Bool => scalar::bool(text, out),
+        TypeKind::Int2 => scalar::int2(text, out),
+        TypeKind::Int4 => scalar::int4(text, out),
+        TypeKind::Int8 => scalar::int8(text, out),
+        TypeKind::Float4 => scalar::float4(text, out),
+        TypeKind::Float8 => scalar::float8(text, out),
+        TypeKind::Numeric => numeric::encode(text, out),
+        TypeKind::Text | TypeKind::Json | TypeKind::Other => scalar::text(text, out),
+        TypeKind::Jsonb => {
+            out.push(1);
+            scalar::text(text, out)
+        }
+        TypeKind::Bytea => scalar::bytea(text, out),
+        TypeKind::Date => datetime::date(text, out),
+        TypeKind::Time => datetime::time(text, out),
+        TypeKind::TimeTz(zone) => datetime::timetz(text, *zone, out),
+        TypeKind::Timestamp => datetime::timestamp(text, out),
+        TypeKind::TimestampTz(zone) => datetime::timestamptz(text, *zone, out),
+        TypeKind::Interval => datetime::interval(text, out),
+        TypeKind::Uuid => scalar::uuid(text, out),
+        TypeKind::Inet => scalar::inet(text, false, out),
+        TypeKind::Cidr => scalar::inet(text, true, out),
+        TypeKind::MacAddr => scalar::macaddr(text, out),
+        TypeKind::Array(elem) => array::encode_text(text, elem, out),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! `numeric`: decimal text to PostgreSQL's base-10000 binary form.
+
+use super::{EncodeError, Encoded, invalid};
+
+const POSITIVE: u16 = 0x0000;
+const NEGATIVE: u16 = 0x4000;
+const NAN: u16 = 0xC000;
+const PINF: u16 = 0xD000;
+const NINF: u16 = 0xF000;
+
+/// Encodes `[+-]digits[.digits][e[+-]digits]`, `NaN`, `Infinity`, `inf`
+/// (any case, surrounding white space). Precision and scale of a typed
+/// column are applied by the server.
+pub(super) fn encode(text: &str, out: &mut Vec<u8>) -> Encoded {
+    let t = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    let (negative, body) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let lower = body.to_ascii_lowercase();
+    if lower == "nan" && t.len() == body.len() {
+        return special(NAN, out);
+    }
+    if lower == "infinity" || lower == "inf" {
+        return special(if negative { NINF } else { PINF }, out);
+    }
+    let (mantissa, exponent) = match body.find(['e', 'E']) {
+        Some(at) => {
+            let exp: i64 = body[at + 1..]
+                .parse()
+                .map_err(|_| invalid("numeric", text))?;
+            (&body[..at], exp)
+        }
+        None => (body, 0),
+    };
+    let (int_part, frac_part) = match mantissa.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (mantissa, ""),
+    };
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !all_digits(int_part)
+        || !all_digits(frac_part)
+    {
+        return Err(invalid("numeric", text));
+    }
+    if exponent.abs() > 100_000 {
+        return Err(EncodeError(format!(
+            "value overflows numeric format: \"{}\"",
+            super::shorten(text)
+        )));
+    }
+    let frac_len = i64::try_from(frac_part.len()).unwrap_or(i64::MAX);
+    let dscale = (frac_len - exponent).max(0);
+    let mut digits: Vec<u8> = int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .map(|b| b - b'0')
+        .collect();
+    // Position of the decimal point within `digits`.
+    let mut point = i64::try_from(int_part.len()).unwrap_or(i64::MAX) + exponent;
+    if point < 0 {
+        let pad = usize::try_from(-point).unwrap_or(0);
+        digits.splice(0..0, std::iter::repeat_n(0, pad));
+        point = 0;
+    }
+    let point = usize::try_from(point).unwrap_or(0);
+    if point > digits.len() {
+        digits.resize(point, 0);
+    }
+    // Align the point to a group boundary, then pad the end to whole groups.
+    let lead = (4 - point % 4) % 4;
+    digits.splice(0..0, std::iter::repeat_n(0, lead));
+    let point = point + lead;
+    let tail = (4 - digits.len() % 4) % 4;
+    digits.extend(std::iter::repeat_n(0, tail));
+    let mut groups: Vec<i16> = digits
+        .chunks(4)
+        .map(|c| {
+            i16::from(c[0]) * 1000 + i16::from(c[1]) * 100 + i16::from(c[2]) * 10 + i16::from(c[3])
+        })
+        .collect();
+    let mut weight = i64::try_from(point / 4).unwrap_or(i64::MAX) - 1;
+    let leading_zeros = groups.iter().take_while(|g| **g == 0).count();
+    groups.drain(..leading_zeros);
+    weight -= i64::try_from(leading_zeros).unwrap_or(0);
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    let overflow = || {
+        EncodeError(format!(
+            "value overflows numeric format: \"{}\"",
+            super::shorten(text)
+        ))
+    };
+    let dscale = u16::try_from(dscale)
+        .ok()
+        .filter(|d| *d <= 0x3FFF)
+        .ok_or_else(overflow)?;
+    if groups.is_empty() {
+        write(out, 0, 0, POSITIVE, dscale, &[]);
+        return Ok(());
+    }
+    let weight = i16::try_from(weight).map_err(|_| overflow())?;
+    let ndigits = i16::try_from(groups.len()).map_err(|_| overflow())?;
+    let sign = if negative { NEGATIVE } else { POSITIVE };
+    write(out, ndigits, weight, sign, dscale, &groups);
+    Ok(())
+}
+
+fn special(sign: u16, out: &mut Vec<u8>) -> Encoded {
+    write(out, 0, 0, sign, 0, &[]);
+    Ok(())
+}
+
+fn write(out: &mut Vec<u8>, ndigits: i16, weight: i16, sign: u16, dscale: u16, groups: &[i16]) {
+    out.extend_from_slice(&ndigits.to_be_bytes());
+    out.extend_from_slice(&weight.to_be_bytes());
+    out.extend_from_slice(&sign.to_be_bytes());
+    out.extend_from_slice(&dscale.to_be_bytes());
+    for g in groups {
+        out.extend_from_slice(&g.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(text: &str) -> (i16, i16, u16, u16, Vec<i16>) {
+        let mut out = Vec::new();
+        encode(text, &mut out).expect("encodes");
+        let word = |i: usize| [out[i], out[i + 1]];
+        let n = i16::from_be_bytes(word(0));
+        let groups = (0..usize::try_from(n).unwrap_or(0))
+            .map(|k| i16::from_be_bytes(word(8 + 2 * k)))
+            .collect();
+        (
+            n,
+            i16::from_be_bytes(word(2)),
+            u16::from_be_bytes(word(4)),
+            u16::from_be_bytes(word(6)),
+            groups,
+        )
+    }
+
+    #[test]
+    fn layout_matches_postgres() {
+        assert_eq!(enc("0"), (0, 0, POSITIVE, 0, vec![]));
+        assert_eq!(enc("0.00"), (0, 0, POSITIVE, 2, vec![]));
+        assert_eq!(enc("1"), (1, 0, POSITIVE, 0, vec![1]));
+        assert_eq!(enc("12345.678"), (3, 1, POSITIVE, 3, vec![1, 2345, 6780]));
+        assert_eq!(enc("-0.0001"), (1, -1, NEGATIVE, 4, vec![1]));
+        assert_eq!(enc("10000"), (1, 1, POSITIVE, 0, vec![1]));
+        assert_eq!(enc("1.5e3"), (1, 0, POSITIVE, 0, vec![1500]));
+        assert_eq!(enc("15e-5"), (2, -1, POSITIVE, 5, vec![1, 5000]));
+        assert_eq!(enc(" NaN ").2, NAN);
+        assert_eq!(enc("-Infinity").2, NINF);
+        assert_eq!(enc("inf").2, PINF);
+    }
+
+    #[test]
+    fn rejects_what_postgres_rejects() {
+        for bad in ["", ".", "1.2.3", "1e", "abc", "--1", "1 2", "-NaN"] {
+            let mut out = Vec::new();
+            assert!(encode(bad, &mut out).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Encoder unit tests; the server-as-oracle tests live in the integration
+//! suite (`codec.rs`).
+
+use super::*;
+
+fn ty(kind: TypeKind, oid: u32, name: &str) -> ColumnType {
+    ColumnType {
+        oid,
+        kind,
+        name: name.to_owned(),
+    }
+}
+
+fn body(text: &str, t: &ColumnType) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::new();
+    encode_text(text, t, &mut out).map(|()| out)
+}
+
+#[test]
+fn booleans_and_integers() {
+    let b = ty(TypeKind::Bool, 16, "boolean");
+    for (text, v) in [
+        ("t", 1),
+        (" TRUE ", 1),
+        ("y", 1),
+        ("on", 1),
+        ("0", 0),
+        ("of", 0),
+        ("no", 0),
+    ] {
+        assert_eq!(body(text, &b).expect(text), vec![v], "{text}");
+    }
+    assert!(body("o", &b).is_err());
+    let i2 = ty(TypeKind::Int2, 21, "smallint");
+    assert_eq!(
+        body(" -32768 ", &i2).expect("min"),
+        (-32768i16).to_be_bytes()
+    );
+    assert_eq!(
+        body("32768", &i2).unwrap_err().0,
+        "value \"32768\" is out of range for type smallint"
+    );
+    assert_eq!(
+        body("1.5", &i2).unwrap_err().0,
+        "invalid input syntax for type smallint: \"1.5\""
+    );
+}
+
+#[test]
+fn text_rejects_nul() {
+    let t = ty(TypeKind::Text, 25, "text");
+    let err = body("ab\0c", &t).unwrap_err();
+    assert!(
+        err.0.contains("0x00") && err.0.contains("position 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn uuid_and_macaddr_spellings() {
+    let u = ty(TypeKind::Uuid, 2950, "uuid");
+    let want = body("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", &u).expect("canonical");
+    for s in [
+        "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+        "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+        "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+        "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+    ] {
+        assert_eq!(body(s, &u).expect(s), want, "{s}");
+    }
+    for bad in [
+        "a0eebc99-9c0b",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
+        "-a0eebc999c0b4ef8bb6d6bb9bd380a11",
+    ] {
+        assert!(body(bad, &u).is_err(), "{bad}");
+    }
+    let m = ty(TypeKind::MacAddr, 829, "macaddr");
+    let want = vec![0x08, 0x00, 0x2b, 0x01, 0x02, 0x03];
+    for s in [
+        "08:00:2b:01:02:03",
+        "08-00-2b-01-02-03",
+        "08002b:010203",
+        "0800.2b01.0203",
+        "08002B010203",
+    ] {
+        assert_eq!(body(s, &m).expect(s), want, "{s}");
+    }
+    assert!(body("08:00:2b:01:02", &m).is_err());
+    assert!(body("08:00-2b:01:02:03", &m).is_err());
+}
+
+#[test]
+fn arrays_must_be_rectangular() {
+    let int4 = ty(TypeKind::Int4, 23, "integer");
+    let arr = ty(TypeKind::Array(Box::new(int4)), 1007, "integer[]");
+    assert!(body("{{1,2},{3,4}}", &arr).is_ok());
+    assert!(body("{}", &arr).is_ok());
+    for bad in ["{{1,2},{3}}", "{1,{2}}", "{1,2", "1,2", "{1,,2}", "{1} x"] {
+        assert!(body(bad, &arr).is_err(), "{bad}");
+    }
+    let err = body("{1,x}", &arr).unwrap_err();
+    assert!(
+        err.0.contains("invalid input syntax for type integer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn writer_undoes_a_failed_field() {
+    let int4 = ty(TypeKind::Int4, 23, "integer");
+    let mut w = CopyWriter::new();
+    w.start_tuple(1);
+    let before = w.len();
+    assert!(w.text(Some("nope"), &int4).is_err());
+    assert_eq!(w.len(), before);
+    assert!(w.value(&Value::Int(1 << 40), &int4).is_err());
+    assert_eq!(w.len(), before);
+    w.value(&Value::Int(7), &int4).expect("fits");
+    assert_eq!(w.len(), before + 8);
+}
+
+#[test]
+fn typed_values() {
+    let jsonb = ty(TypeKind::Jsonb, 3802, "jsonb");
+    let mut w = CopyWriter::new();
+    let start = w.len();
+    w.value(&Value::Json(serde_json::Value::Null), &jsonb)
+        .expect("json null");
+    assert_eq!(&w.take()[start..], &[0, 0, 0, 5, 1, b'n', b'u', b'l', b'l']);
+    let mut w = CopyWriter::new();
+    w.value(&Value::Null, &jsonb).expect("sql null");
+    assert_eq!(&w.take()[start..], &[0xff, 0xff, 0xff, 0xff]);
+    let text = ty(TypeKind::Text, 25, "text");
+    let err = CopyWriter::new()
+        .value(&Value::Bool(true), &text)
+        .unwrap_err();
+    assert_eq!(err.0, "a boolean value does not fit a column of type text");
+}
+
+#[test]
+fn shortens_long_values() {
+    let long = "x".repeat(100);
+    assert_eq!(shorten(&long).chars().count(), 60);
+    assert!(shorten(&long).ends_with("..."));
+}
