@@ -8,3 +8,4 @@ mod cli_ping;
 mod codec;
 mod connect;
 mod harness;
+mod ingest;

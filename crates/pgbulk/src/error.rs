@@ -22,6 +22,9 @@ pub enum ErrorKind {
     Local,
     /// The server reported an error for a statement.
     Server,
+    /// A value or row in the input does not fit its table: names the table,
+    /// column, batch and row.
+    Data,
     /// A local file or process failed.
     Io,
 }

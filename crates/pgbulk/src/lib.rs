@@ -30,10 +30,15 @@ pub mod connect;
 pub mod conninfo;
 pub mod copy;
 mod error;
+pub mod ingest;
 pub mod local;
+pub mod lock;
 mod os_user;
 pub mod ping;
+pub mod plan;
+pub mod schema;
 pub mod target;
 mod tls;
+pub mod watermark;
 
 pub use error::{Error, ErrorKind, Result};

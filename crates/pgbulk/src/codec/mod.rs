@@ -243,6 +243,11 @@ impl CopyWriter {
         std::mem::take(&mut self.buf)
     }
 
+    /// The bytes written since byte `start`.
+    pub fn bytes_since(&self, start: usize) -> &[u8] {
+        &self.buf[start.min(self.buf.len())..]
+    }
+
     /// Drops everything after byte `len` (undoes a partly written tuple).
     pub fn truncate(&mut self, len: usize) {
         self.buf.truncate(len);

@@ -1,0 +1,784 @@
+//! The ingest engine against a real server.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use pgbulk::codec::Value;
+use pgbulk::ingest::{
+    Batch, BatchInfo, BatchWatermark, BeforeVisible, HighWatermark, Mode, Options, Row, ingest,
+};
+use pgbulk::schema::Declaration;
+use pgbulk::{ErrorKind, Result};
+use serde_json::json;
+
+use crate::harness::TestDb;
+
+fn decl(sql: &str) -> Declaration {
+    Declaration::parse(sql).expect("declaration parses")
+}
+
+fn row(table: &str, values: Vec<Value>) -> Row {
+    Row {
+        table: table.to_owned(),
+        values,
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_owned())
+}
+
+fn batch(hw: serde_json::Value, rows: Vec<Row>) -> Result<Batch> {
+    Ok(Batch {
+        high_watermark: BatchWatermark::Value(Some(hw)),
+        metadata: json!({}),
+        rows,
+        resume: None,
+    })
+}
+
+async fn oid(client: &tokio_postgres::Client, table: &str) -> u32 {
+    client
+        .query_one("SELECT $1::text::regclass::oid", &[&table])
+        .await
+        .expect("oid")
+        .get(0)
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.expect("count").get(0)
+}
+
+const SALES: &str = "CREATE TABLE sales.stock (pos int, product bigint, day date, stock int NOT NULL, \
+                     PRIMARY KEY (pos, product, day));";
+
+#[tokio::test]
+async fn creates_schema_and_tables_with_zero_batches() {
+    let db = TestDb::new("ingest_create").await;
+    let mut client = db.connect().await;
+    let d = decl(
+        "CREATE TABLE \"My Schema\".\"Odd \"\"Name\"\" 🐘.x\" (\"ID\" int PRIMARY KEY, \"Value Ü\" text UNIQUE, \
+         CHECK (\"ID\" > 0));\
+         CREATE INDEX \"lower idx\" ON \"My Schema\".\"Odd \"\"Name\"\" 🐘.x\" (lower(\"Value Ü\")) WHERE \"ID\" > 10;\
+         COMMENT ON TABLE \"My Schema\".\"Odd \"\"Name\"\" 🐘.x\" IS 'weird but fine';",
+    );
+    let report = ingest(
+        &mut client,
+        &d,
+        |hw| {
+            assert_eq!(hw, None);
+            Vec::<Result<Batch>>::new()
+        },
+        &Options::default(),
+    )
+    .await
+    .expect("ingest");
+    assert!(report.batches.is_empty());
+    assert!(!report.migrations.is_empty());
+    let comment: Option<String> = client
+        .query_one(
+            "SELECT obj_description('\"My Schema\".\"Odd \"\"Name\"\" 🐘.x\"'::regclass)",
+            &[],
+        )
+        .await
+        .expect("comment")
+        .get(0);
+    assert_eq!(comment.as_deref(), Some("weird but fine"));
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'My Schema' AND indexname = 'lower idx'").await,
+        1
+    );
+    // The same declaration again changes nothing.
+    let before = oid(&client, "\"My Schema\".\"Odd \"\"Name\"\" 🐘.x\"").await;
+    let report = ingest(
+        &mut client,
+        &d,
+        |_| vec![batch(json!(1), vec![])],
+        &Options::default(),
+    )
+    .await
+    .expect("again");
+    assert!(report.migrations.is_empty(), "{:?}", report.migrations);
+    assert_eq!(
+        oid(&client, "\"My Schema\".\"Odd \"\"Name\"\" 🐘.x\"").await,
+        before
+    );
+}
+
+#[tokio::test]
+async fn equivalent_declarations_never_migrate() {
+    let db = TestDb::new("ingest_same").await;
+    let mut client = db.connect().await;
+    let long = "a".repeat(63);
+    let sql = format!(
+        "CREATE TABLE t (id integer PRIMARY KEY, f8 float8, f double precision, r real, n numeric(12,2), \
+         arr int[], arr2 text[][], ts timestamptz DEFAULT now(), j jsonb, u uuid UNIQUE, v varchar(20) NOT NULL DEFAULT 'x', \
+         \"{long}\" int, s serial);\
+         CREATE UNIQUE INDEX t_u_v ON t (v, u);\
+         CREATE INDEX t_j ON t USING gin (j);\
+         CREATE INDEX t_brin ON t USING brin (ts);\
+         CREATE INDEX t_inc ON t (f) INCLUDE (r) WHERE f > 0;"
+    );
+    let d = decl(&sql);
+    ingest(
+        &mut client,
+        &d,
+        |_| vec![batch(json!(1), vec![])],
+        &Options::default(),
+    )
+    .await
+    .expect("first");
+    let before = oid(&client, "t").await;
+    let plan = pgbulk::plan::plan(&mut client, &d).await.expect("plan");
+    assert!(plan.is_empty(), "{plan}");
+    let report = ingest(
+        &mut client,
+        &d,
+        |_| vec![batch(json!(2), vec![])],
+        &Options::default(),
+    )
+    .await
+    .expect("second");
+    assert!(report.migrations.is_empty(), "{:?}", report.migrations);
+    assert_eq!(oid(&client, "t").await, before);
+    let default: String = client
+        .query_one("SELECT column_default FROM information_schema.columns WHERE table_name = 't' AND column_name = 'id'", &[])
+        .await
+        .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+        .expect("default");
+    assert_eq!(default, "", "an integer key never becomes serial");
+}
+
+#[tokio::test]
+async fn upserts_with_composite_keys_and_duplicates() {
+    let db = TestDb::new("ingest_upsert").await;
+    let mut client = db.connect().await;
+    let d = decl(SALES);
+    let r = |pos: i64, product: i64, day: &str, stock: i64| {
+        row(
+            "sales.stock",
+            vec![
+                Value::Int(pos),
+                Value::Int(product),
+                text(day),
+                Value::Int(stock),
+            ],
+        )
+    };
+    let report = ingest(
+        &mut client,
+        &d,
+        |_| {
+            vec![batch(
+                json!("2019-08-17"),
+                vec![
+                    r(1, 10, "2019-08-17", 2),
+                    r(1, 11, "2019-08-17", 5),
+                    r(1, 10, "2019-08-17", 3),
+                ],
+            )]
+        },
+        &Options::default(),
+    )
+    .await
+    .expect("first");
+    let c = report.tables["sales.stock"];
+    assert_eq!((c.inserted, c.updated), (2, 0), "{c:?}");
+    assert_eq!(
+        count(
+            &client,
+            "SELECT stock::int8 FROM sales.stock WHERE product = 10"
+        )
+        .await,
+        3,
+        "the last row for a key wins"
+    );
+    let xmin_before: String = client
+        .query_one("SELECT xmin::text FROM sales.stock WHERE product = 11", &[])
+        .await
+        .expect("xmin")
+        .get(0);
+    let report = ingest(
+        &mut client,
+        &d,
+        |hw| {
+            assert_eq!(hw, Some(json!("2019-08-17")));
+            vec![batch(
+                json!("2019-08-18"),
+                vec![
+                    r(1, 10, "2019-08-17", 4),
+                    r(1, 11, "2019-08-17", 5),
+                    r(2, 10, "2019-08-18", 1),
+                ],
+            )]
+        },
+        &Options::default(),
+    )
+    .await
+    .expect("second");
+    let c = report.tables["sales.stock"];
+    assert_eq!((c.inserted, c.updated, c.unchanged), (1, 1, 1), "{c:?}");
+    let xmin_after: String = client
+        .query_one("SELECT xmin::text FROM sales.stock WHERE product = 11", &[])
+        .await
+        .expect("xmin")
+        .get(0);
+    assert_eq!(xmin_before, xmin_after, "an unchanged row is not rewritten");
+    let hw: String = client
+        .query_one("SELECT high_watermark::text FROM sales.pgbulk_watermark WHERE table_name = 'sales.stock'", &[])
+        .await
+        .expect("watermark readable with SQL")
+        .get(0);
+    assert_eq!(hw, "\"2019-08-18\"");
+}
+
+#[tokio::test]
+async fn appends_without_a_key_and_skips_undeclared_tables() {
+    let db = TestDb::new("ingest_append").await;
+    let mut client = db.connect().await;
+    let d = decl(
+        "CREATE TABLE events (at timestamptz, what text, payload jsonb, tags text[], n numeric);",
+    );
+    let rows = vec![
+        row(
+            "events",
+            vec![
+                text("2024-01-01 10:00+02"),
+                text("a"),
+                Value::Json(json!(null)),
+                text("{x,y}"),
+                text("1.5"),
+            ],
+        ),
+        row(
+            "events",
+            vec![
+                Value::Null,
+                text("b"),
+                Value::Null,
+                Value::Null,
+                Value::Float(2.25),
+            ],
+        ),
+        row(
+            "public.events",
+            vec![
+                Value::Null,
+                text("c"),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+            ],
+        ),
+        row("nope", vec![Value::Int(1)]),
+        row("nope", vec![Value::Int(2)]),
+    ];
+    let report = ingest(
+        &mut client,
+        &d,
+        |_| vec![batch(json!(1), rows)],
+        &Options::default(),
+    )
+    .await
+    .expect("ingest");
+    assert_eq!(report.tables["public.events"].inserted, 3);
+    assert_eq!(report.skipped["nope"], 2);
+    assert_eq!(report.batches[0].skipped, 2);
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM events WHERE payload IS NOT NULL AND payload = 'null'::jsonb"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM events WHERE payload IS NULL").await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn interleaved_tables_in_one_batch_and_atomic_visibility() {
+    let db = TestDb::new("ingest_two").await;
+    let mut client = db.connect().await;
+    let observer = db.connect().await;
+    let d = decl(
+        "CREATE TABLE a (id bigint PRIMARY KEY, v text); CREATE TABLE b (id bigint PRIMARY KEY, w float8);",
+    );
+    ingest(
+        &mut client,
+        &d,
+        |_| Vec::<Result<Batch>>::new(),
+        &Options::default(),
+    )
+    .await
+    .expect("create");
+    let mut rows = Vec::new();
+    for i in 0..20_500 {
+        rows.push(row("a", vec![Value::Int(i), Value::Text(format!("v{i}"))]));
+        rows.push(row("b", vec![Value::Int(i), Value::Float(i as f64 / 2.0)]));
+    }
+
+    struct Peek(tokio_postgres::Client, Arc<AtomicI64>);
+    impl BeforeVisible for Peek {
+        fn call<'a>(
+            &'a self,
+            tx: &'a tokio_postgres::Transaction<'a>,
+            _batch: &'a BatchInfo,
+        ) -> Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+            Box::pin(async move {
+                let inside: i64 = tx
+                    .query_one("SELECT count(*) FROM a", &[])
+                    .await
+                    .expect("inside")
+                    .get(0);
+                let outside: i64 = self
+                    .0
+                    .query_one("SELECT count(*) FROM a", &[])
+                    .await
+                    .expect("outside")
+                    .get(0);
+                assert_eq!(inside, 20_500, "the hook sees the batch");
+                self.1.store(outside, Ordering::SeqCst);
+                Ok(())
+            })
+        }
+    }
+    let seen_outside = Arc::new(AtomicI64::new(-1));
+    let options = Options {
+        before_visible: Some(Arc::new(Peek(observer, seen_outside.clone()))),
+        ..Options::default()
+    };
+    let report = ingest(&mut client, &d, |_| vec![batch(json!(1), rows)], &options)
+        .await
+        .expect("ingest");
+    assert_eq!(
+        seen_outside.load(Ordering::SeqCst),
+        0,
+        "another session sees nothing before commit"
+    );
+    assert_eq!(report.tables["public.a"].inserted, 20_500);
+    assert_eq!(report.tables["public.b"].inserted, 20_500);
+    let other = db.connect().await;
+    assert_eq!(count(&other, "SELECT count(*) FROM a").await, 20_500);
+    assert_eq!(count(&other, "SELECT count(*) FROM b").await, 20_500);
+}
+
+#[tokio::test]
+async fn failures_keep_earlier_batches_and_name_the_value() {
+    let db = TestDb::new("ingest_fail").await;
+    let mut client = db.connect().await;
+    let d = decl("CREATE TABLE t (id int PRIMARY KEY, amount integer NOT NULL, code text UNIQUE);");
+    let err = ingest(
+        &mut client,
+        &d,
+        |_| {
+            vec![
+                batch(
+                    json!(1),
+                    vec![row("t", vec![Value::Int(1), text("10"), text("a")])],
+                ),
+                batch(
+                    json!(2),
+                    vec![
+                        row("t", vec![Value::Int(2), text("20"), text("b")]),
+                        row("t", vec![Value::Int(3), text("12x"), text("c")]),
+                    ],
+                ),
+            ]
+        },
+        &Options::default(),
+    )
+    .await
+    .expect_err("bad value");
+    assert_eq!(err.kind(), ErrorKind::Data);
+    assert_eq!(
+        err.message(),
+        "batch 2, table public.t, row 2: column amount: value \"12x\": invalid input syntax for type integer: \"12x\""
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM t").await,
+        1,
+        "batch 1 stays, batch 2 is gone"
+    );
+    let hw: String = client
+        .query_one("SELECT high_watermark::text FROM pgbulk_watermark", &[])
+        .await
+        .expect("hw")
+        .get(0);
+    assert_eq!(hw, "1");
+
+    let err = ingest(
+        &mut client,
+        &d,
+        |_| {
+            vec![batch(
+                json!(3),
+                vec![row("t", vec![Value::Int(5), text("1"), text("a")])],
+            )]
+        },
+        &Options::default(),
+    )
+    .await
+    .expect_err("unique violation");
+    assert_eq!(err.kind(), ErrorKind::Server);
+    assert!(
+        err.message()
+            .contains("duplicate key value violates unique constraint"),
+        "{err}"
+    );
+    assert!(err.message().contains("(constraint t_code_key)"), "{err}");
+    assert!(
+        err.db_error()
+            .and_then(|d| d.detail())
+            .is_some_and(|d| d.contains("(code)=(a)"))
+    );
+
+    let err = ingest(
+        &mut client,
+        &d,
+        |_| {
+            vec![
+                batch(
+                    json!(4),
+                    vec![row("t", vec![Value::Int(6), text("1"), text("z")])],
+                ),
+                Err(pgbulk::Error::new(ErrorKind::Io, "source broke")),
+            ]
+        },
+        &Options::default(),
+    )
+    .await
+    .expect_err("source error");
+    assert_eq!(err.message(), "source broke");
+    assert_eq!(count(&client, "SELECT count(*) FROM t").await, 2);
+    let hw: String = client
+        .query_one("SELECT high_watermark::text FROM pgbulk_watermark", &[])
+        .await
+        .expect("hw")
+        .get(0);
+    assert_eq!(hw, "4");
+
+    let err = ingest(
+        &mut client,
+        &d,
+        |_| {
+            vec![batch(
+                json!(5),
+                vec![row("t", vec![Value::Int(7), Value::Null, text("q")])],
+            )]
+        },
+        &Options::default(),
+    )
+    .await
+    .expect_err("null");
+    assert_eq!(
+        err.message(),
+        "batch 1, table public.t, row 1: column amount: NULL in a NOT NULL column"
+    );
+}
+
+#[tokio::test]
+async fn watermarks_latest_earliest_explicit_and_computed() {
+    let db = TestDb::new("ingest_hw").await;
+    let mut client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE legacy (id int PRIMARY KEY, v text); \
+             COMMENT ON TABLE legacy IS '{\"pg-bulk-ingest\": {\"high-watermark\": \"2023-05-01\"}, \"note\": \"kept\"}'",
+        )
+        .await
+        .expect("legacy table");
+    let d = decl("CREATE TABLE legacy (id int PRIMARY KEY, v text);");
+    let mut seen = Vec::new();
+    ingest(
+        &mut client,
+        &d,
+        |hw| {
+            seen.push(hw);
+            vec![batch(json!("2023-06-01"), vec![])]
+        },
+        &Options::default(),
+    )
+    .await
+    .expect("picks up pg-bulk-ingest");
+    ingest(
+        &mut client,
+        &d,
+        |hw| {
+            seen.push(hw);
+            Vec::<Result<Batch>>::new()
+        },
+        &Options::default(),
+    )
+    .await
+    .expect("latest");
+    let earliest = Options {
+        high_watermark: HighWatermark::Earliest,
+        ..Options::default()
+    };
+    ingest(
+        &mut client,
+        &d,
+        |hw| {
+            seen.push(hw);
+            Vec::<Result<Batch>>::new()
+        },
+        &earliest,
+    )
+    .await
+    .expect("earliest");
+    let explicit = Options {
+        high_watermark: HighWatermark::Value(json!({"k": 1})),
+        ..Options::default()
+    };
+    ingest(
+        &mut client,
+        &d,
+        |hw| {
+            seen.push(hw);
+            vec![Ok(Batch {
+                high_watermark: BatchWatermark::Computed(Box::new(|| Some(json!("computed")))),
+                metadata: json!({"file": "x"}),
+                rows: vec![],
+                resume: None,
+            })]
+        },
+        &explicit,
+    )
+    .await
+    .expect("explicit");
+    assert_eq!(
+        seen,
+        vec![
+            Some(json!("2023-05-01")),
+            Some(json!("2023-06-01")),
+            None,
+            Some(json!({"k": 1}))
+        ]
+    );
+    let (hw, meta): (String, String) = client
+        .query_one(
+            "SELECT high_watermark::text, batch_metadata::text FROM pgbulk_watermark",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("row");
+    assert_eq!(
+        (hw.as_str(), meta.as_str()),
+        ("\"computed\"", "{\"file\": \"x\"}")
+    );
+    let comment: String = client
+        .query_one("SELECT obj_description('legacy'::regclass)", &[])
+        .await
+        .expect("c")
+        .get(0);
+    assert!(
+        comment.contains("\"note\": \"kept\""),
+        "the comment is left alone: {comment}"
+    );
+}
+
+#[tokio::test]
+async fn delete_then_upsert() {
+    let db = TestDb::new("ingest_delete").await;
+    let mut client = db.connect().await;
+    let d = decl("CREATE TABLE t (id int PRIMARY KEY, v text);");
+    let opts = Options {
+        mode: Mode::DeleteThenUpsert,
+        ..Options::default()
+    };
+    ingest(
+        &mut client,
+        &d,
+        |_| {
+            vec![batch(
+                json!(1),
+                vec![
+                    row("t", vec![Value::Int(1), text("old")]),
+                    row("t", vec![Value::Int(2), text("old")]),
+                ],
+            )]
+        },
+        &opts,
+    )
+    .await
+    .expect("first");
+    ingest(&mut client, &d, |_| Vec::<Result<Batch>>::new(), &opts)
+        .await
+        .expect("zero batches");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM t").await,
+        2,
+        "zero batches delete nothing"
+    );
+    let report = ingest(
+        &mut client,
+        &d,
+        |_| {
+            vec![
+                batch(json!(2), vec![row("t", vec![Value::Int(3), text("new")])]),
+                batch(json!(3), vec![row("t", vec![Value::Int(4), text("new")])]),
+            ]
+        },
+        &opts,
+    )
+    .await
+    .expect("replace");
+    assert_eq!(report.tables["public.t"].deleted, 2);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM t WHERE v = 'new'").await,
+        2
+    );
+    assert_eq!(count(&client, "SELECT count(*) FROM t").await, 2);
+}
+
+#[tokio::test]
+async fn in_place_migrations_keep_the_table() {
+    let db = TestDb::new("ingest_migrate").await;
+    let mut client = db.connect().await;
+    let v1 =
+        decl("CREATE TABLE t (id int PRIMARY KEY, name varchar(10) NOT NULL, old int, note text);");
+    ingest(
+        &mut client,
+        &v1,
+        |_| {
+            vec![batch(
+                json!(1),
+                vec![row(
+                    "t",
+                    vec![Value::Int(1), text("a"), Value::Int(1), text("n")],
+                )],
+            )]
+        },
+        &Options::default(),
+    )
+    .await
+    .expect("v1");
+    let before = oid(&client, "t").await;
+    let v2 = decl(
+        "CREATE TABLE t (id int PRIMARY KEY, name varchar(50), note text NOT NULL, added int DEFAULT 7, extra text);\
+         CREATE INDEX t_note ON t (note);\
+         COMMENT ON COLUMN t.note IS 'a note';",
+    );
+    // Zero batches: nothing migrates.
+    ingest(
+        &mut client,
+        &v2,
+        |_| Vec::<Result<Batch>>::new(),
+        &Options::default(),
+    )
+    .await
+    .expect("zero");
+    assert_eq!(count(&client, "SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'old'").await, 1);
+    let plan = pgbulk::plan::plan(&mut client, &v2).await.expect("plan");
+    let printed = plan.to_string();
+    assert!(
+        printed.contains("drop column old")
+            && printed.contains("hazard: the data in column old is lost"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("lock: ACCESS EXCLUSIVE, brief"),
+        "{printed}"
+    );
+    let report = ingest(
+        &mut client,
+        &v2,
+        |_| {
+            vec![batch(
+                json!(2),
+                vec![row(
+                    "t",
+                    vec![
+                        Value::Int(2),
+                        text("a much longer name"),
+                        text("x"),
+                        Value::Null,
+                        Value::Null,
+                    ],
+                )],
+            )]
+        },
+        &Options::default(),
+    )
+    .await
+    .expect("v2");
+    assert!(report.migrations.len() >= 6, "{:?}", report.migrations);
+    assert_eq!(oid(&client, "t").await, before, "migrated in place");
+    let facts: Vec<(String, String, String)> = client
+        .query("SELECT column_name::text, data_type::text, is_nullable::text FROM information_schema.columns WHERE table_name = 't' ORDER BY ordinal_position", &[])
+        .await
+        .expect("columns")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let names: Vec<&str> = facts.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(names, ["id", "name", "note", "added", "extra"]);
+    assert_eq!(facts[1].2, "YES", "NOT NULL dropped");
+    assert_eq!(facts[2].2, "NO", "NOT NULL set");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM t WHERE added = 7").await,
+        1,
+        "the default fills existing rows"
+    );
+    let again = pgbulk::plan::plan(&mut client, &v2).await.expect("plan");
+    assert!(again.is_empty(), "{again}");
+
+    let v3 = decl(
+        "CREATE TABLE t (id int PRIMARY KEY, name bigint, note text NOT NULL, added int DEFAULT 7, extra text);",
+    );
+    let err = ingest(
+        &mut client,
+        &v3,
+        |_| vec![batch(json!(3), vec![])],
+        &Options::default(),
+    )
+    .await
+    .expect_err("rebuild needed");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.message().contains("column name changes type"), "{err}");
+    assert_eq!(oid(&client, "t").await, before);
+}
+
+#[tokio::test]
+async fn concurrent_ingests_into_one_table() {
+    let db = TestDb::new("ingest_concurrent").await;
+    let mut setup = db.connect().await;
+    let d = decl("CREATE TABLE t (id int PRIMARY KEY, v int);");
+    ingest(
+        &mut setup,
+        &d,
+        |_| Vec::<Result<Batch>>::new(),
+        &Options::default(),
+    )
+    .await
+    .expect("create");
+    let mut tasks = Vec::new();
+    for worker in 0..2i64 {
+        let mut client = db.connect().await;
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            let batches: Vec<Result<Batch>> = (0..5)
+                .map(|b| {
+                    // Both workers write the same keys in opposite orders.
+                    let mut rows: Vec<Row> = (0..2000)
+                        .map(|k| row("t", vec![Value::Int(k), Value::Int(worker * 100 + b)]))
+                        .collect();
+                    if worker == 1 {
+                        rows.reverse();
+                    }
+                    batch(json!(b), rows)
+                })
+                .collect();
+            ingest(&mut client, &d, |_| batches, &Options::default()).await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task").expect("no deadlock, no error");
+    }
+    assert_eq!(count(&setup, "SELECT count(*) FROM t").await, 2000);
+}

@@ -1,0 +1,825 @@
+//! The ingest engine: batches of rows into declared tables.
+//!
+//! [`ingest`] creates what is missing (schema, tables, the watermark table)
+//! at once, migrates existing tables to their declaration when the first
+//! batch arrives (a changed declaration with zero batches migrates
+//! nothing), and commits each batch in one transaction together with its
+//! high watermark:
+//!
+//! 1. rows are encoded to binary COPY and copied into TEMP staging tables
+//!    (no strong lock is held while the client streams);
+//! 2. a transaction-scoped advisory lock per target table, taken in oid
+//!    order, serialises concurrent ingests into the same table (so they
+//!    neither corrupt nor deadlock each other);
+//! 3. tables with a primary key are upserted: the last row per key in the
+//!    batch wins, `INSERT ... ON CONFLICT DO UPDATE` of the non-key columns
+//!    guarded by `IS DISTINCT FROM`, so unchanged rows are not rewritten
+//!    (no dead tuples, no WAL); `DO NOTHING` when every column is in the
+//!    key. Tables without a key are appended to, straight from COPY when no
+//!    column needs a server-side cast;
+//! 4. the watermark row is written, the hook runs, and the transaction
+//!    commits: other sessions see all of the batch or none of it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_postgres::{Client, Transaction};
+use tracing::info;
+
+use crate::catalog::{self, Column};
+use crate::codec::{ColumnType, CopyWriter, TypeKind, Value, shorten};
+use crate::copy::copy_in;
+use crate::error::{Error, ErrorKind, Result};
+use crate::lock::{self, LockPolicy};
+use crate::plan::{self, Phase, Plan, Step};
+use crate::schema::{Declaration, TableName, quote_ident};
+use crate::watermark;
+
+/// How batches change the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Upsert each batch (append without a key), committing each batch.
+    #[default]
+    Upsert,
+    /// Delete all rows in the first batch's transaction, then upsert,
+    /// committing each batch. Zero batches delete nothing.
+    DeleteThenUpsert,
+}
+
+/// Which high watermark the source is started from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum HighWatermark {
+    /// The stored one (none the first time).
+    #[default]
+    Latest,
+    /// None.
+    Earliest,
+    /// This value.
+    Value(serde_json::Value),
+}
+
+/// The high watermark a batch commits with.
+pub enum BatchWatermark {
+    /// Known up front (`None` stores SQL NULL).
+    Value(Option<serde_json::Value>),
+    /// Computed just before commit.
+    Computed(Box<dyn FnOnce() -> Option<serde_json::Value> + Send>),
+}
+
+impl std::fmt::Debug for BatchWatermark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Value(v) => f.debug_tuple("Value").field(v).finish(),
+            Self::Computed(_) => f.write_str("Computed"),
+        }
+    }
+}
+
+/// One row, tagged with its table (`schema.table`, or `table` when the name
+/// is unambiguous), its values in the order of the table's columns
+/// (generated columns left out).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The table.
+    pub table: String,
+    /// The values.
+    pub values: Vec<Value>,
+}
+
+/// A batch: committed atomically with its high watermark.
+#[derive(Debug)]
+pub struct Batch {
+    /// The high watermark stored with the batch.
+    pub high_watermark: BatchWatermark,
+    /// Free-form metadata, passed to the hook and stored with the watermark.
+    pub metadata: serde_json::Value,
+    /// Rows for any of the declared tables.
+    pub rows: Vec<Row>,
+    /// Where a resumable source stands after this batch (stored with the
+    /// watermark).
+    pub resume: Option<serde_json::Value>,
+}
+
+/// What the hook sees of a batch.
+#[derive(Debug, Clone)]
+pub struct BatchInfo {
+    /// 1 for the first batch.
+    pub number: usize,
+    /// The batch's metadata.
+    pub metadata: serde_json::Value,
+    /// The watermark being committed.
+    pub high_watermark: Option<serde_json::Value>,
+    /// Row counts per table.
+    pub tables: BTreeMap<String, Counts>,
+}
+
+/// Called inside each batch's transaction before it commits: it sees the
+/// batch's rows; an error rolls the batch back.
+pub trait BeforeVisible: Send + Sync {
+    /// Runs the hook.
+    fn call<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        batch: &'a BatchInfo,
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+}
+
+/// Options of an ingest.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Where the source starts.
+    pub high_watermark: HighWatermark,
+    /// How batches change the tables.
+    pub mode: Mode,
+    /// Lock timeouts and retries for migrations.
+    pub lock_policy: LockPolicy,
+    /// The hook before each batch becomes visible.
+    pub before_visible: Option<Arc<dyn BeforeVisible>>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("high_watermark", &self.high_watermark)
+            .field("mode", &self.mode)
+            .field("lock_policy", &self.lock_policy)
+            .field("before_visible", &self.before_visible.is_some())
+            .finish()
+    }
+}
+
+/// Rows counted for one table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// New rows.
+    pub inserted: u64,
+    /// Existing rows whose values changed.
+    pub updated: u64,
+    /// Rows whose key existed with the same values (not rewritten), and
+    /// earlier rows for a key repeated in the same batch.
+    pub unchanged: u64,
+    /// Rows deleted (delete-then-upsert, first batch).
+    pub deleted: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.deleted += other.deleted;
+    }
+}
+
+/// One committed batch.
+#[derive(Debug, Clone)]
+pub struct BatchReport {
+    /// 1 for the first batch.
+    pub number: usize,
+    /// Counts per table.
+    pub tables: BTreeMap<String, Counts>,
+    /// Rows for undeclared tables, skipped.
+    pub skipped: u64,
+    /// Seconds from receiving the batch to its commit.
+    pub seconds: f64,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Each committed batch.
+    pub batches: Vec<BatchReport>,
+    /// Totals per table.
+    pub tables: BTreeMap<String, Counts>,
+    /// Rows skipped per undeclared table name.
+    pub skipped: BTreeMap<String, u64>,
+    /// Migration steps applied, in words.
+    pub migrations: Vec<String>,
+    /// Seconds in all.
+    pub seconds: f64,
+}
+
+/// A declared table as the engine writes it.
+#[derive(Debug)]
+struct Target {
+    name: TableName,
+    oid: u32,
+    /// Written columns (generated ones left out), types adjusted to the
+    /// session's time zone.
+    columns: Vec<Column>,
+    /// Positions in `columns` of the primary key.
+    key: Vec<usize>,
+}
+
+impl Target {
+    fn needs_cast(&self) -> bool {
+        self.columns.iter().any(|c| c.ty.needs_cast())
+    }
+}
+
+/// Rows of one table in one batch, encoded.
+struct Staged {
+    writer: CopyWriter,
+    rows: u64,
+    /// Hashes of the keys seen, to tell whether the batch repeats a key.
+    keys: HashSet<u64>,
+    duplicates: bool,
+}
+
+/// Runs an ingest: see the module documentation. `source` is called once
+/// with the high watermark chosen by `options` and yields batches; when it
+/// yields an error, the batches before stay committed and the error is
+/// returned.
+pub async fn ingest<I>(
+    client: &mut Client,
+    declaration: &Declaration,
+    source: impl FnOnce(Option<serde_json::Value>) -> I,
+    options: &Options,
+) -> Result<Report>
+where
+    I: IntoIterator<Item = Result<Batch>>,
+{
+    let started = Instant::now();
+    let mut report = Report::default();
+    let plan = plan::plan(client, declaration).await?;
+    let first = plan
+        .live
+        .first()
+        .map(|(n, _)| n.clone())
+        .ok_or_else(|| Error::config("nothing declared"))?;
+    let (create, migrate): (Vec<Step>, Vec<Step>) = plan.steps.iter().cloned().partition(|s| {
+        plan.live
+            .iter()
+            .any(|(n, oid)| *n == s.table && oid.is_none())
+    });
+    create_missing(client, &options.lock_policy, &create, &first, &mut report).await?;
+
+    let start_hw = match &options.high_watermark {
+        HighWatermark::Latest => watermark::read(&*client, &first).await?,
+        HighWatermark::Earliest => None,
+        HighWatermark::Value(v) => Some(v.clone()),
+    };
+    let zone_offset = session_utc_offset(client).await?;
+    let mut targets: Option<Vec<Target>> = None;
+    let mut lookup: HashMap<String, usize> = HashMap::new();
+    for (number, batch) in source(start_hw).into_iter().enumerate() {
+        let number = number + 1;
+        let batch = batch?;
+        let batch_started = Instant::now();
+        if targets.is_none() {
+            migrate_existing(client, &options.lock_policy, &plan, &migrate, &mut report).await?;
+            let t = read_targets(client, &plan, zone_offset).await?;
+            lookup = name_lookup(&t);
+            targets = Some(t);
+        }
+        let targets = targets.as_deref().unwrap_or_default();
+        let (staged, skipped) = encode_batch(targets, &lookup, &batch, number, &mut report)?;
+        let counts = load_batch(client, targets, staged, batch, number, &first, options).await?;
+        info!(batch = number, "committed");
+        for (table, c) in &counts {
+            report.tables.entry(table.clone()).or_default().add(c);
+        }
+        report.batches.push(BatchReport {
+            number,
+            tables: counts,
+            skipped,
+            seconds: batch_started.elapsed().as_secs_f64(),
+        });
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Creates the schema, tables and watermark table that do not exist, in one
+/// transaction, whether or not any batch arrives.
+async fn create_missing(
+    client: &mut Client,
+    policy: &LockPolicy,
+    create: &[Step],
+    first: &TableName,
+    report: &mut Report,
+) -> Result<()> {
+    let mut sql: Vec<String> = create.iter().flat_map(|s| s.sql.clone()).collect();
+    let schema = first.schema_or_public();
+    let needs_watermark = !watermark::exists(&*client, schema).await?;
+    if needs_watermark {
+        sql.push(watermark::create_sql(schema));
+    }
+    if sql.is_empty() {
+        return Ok(());
+    }
+    lock::run_in_own_transaction(client, policy, None, "creating tables", &sql).await?;
+    report
+        .migrations
+        .extend(create.iter().map(|s| format!("{}: {}", s.table, s.summary)));
+    if needs_watermark {
+        report.migrations.push(format!(
+            "{}: create the watermark table",
+            watermark::table(schema)
+        ));
+    }
+    Ok(())
+}
+
+/// Applies the in-place migration steps of existing tables (first batch).
+async fn migrate_existing(
+    client: &mut Client,
+    policy: &LockPolicy,
+    plan: &Plan,
+    steps: &[Step],
+    report: &mut Report,
+) -> Result<()> {
+    if !plan.rebuilds.is_empty() {
+        let reasons: Vec<String> = plan
+            .rebuilds
+            .iter()
+            .map(|(t, why)| format!("{t}: {why}"))
+            .collect();
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "the declaration needs a table rebuild, which pgbulk does not do yet: {}",
+                reasons.join("; ")
+            ),
+        ));
+    }
+    for step in steps {
+        let oid = plan
+            .live
+            .iter()
+            .find(|(n, _)| *n == step.table)
+            .and_then(|(_, oid)| *oid);
+        let what = format!("{}: {}", step.table, step.summary);
+        info!("migrating {what}");
+        match step.phase {
+            Phase::Transaction => {
+                lock::run_in_own_transaction(client, policy, oid, &what, &step.sql).await?;
+            }
+            Phase::Concurrently => {
+                for sql in &step.sql {
+                    lock::run_outside_transaction(
+                        client,
+                        policy,
+                        oid,
+                        &what,
+                        sql,
+                        step.cleanup.as_deref(),
+                    )
+                    .await?;
+                }
+            }
+        }
+        report.migrations.push(what);
+    }
+    Ok(())
+}
+
+/// The session's `TimeZone` as a fixed offset east of UTC, when it is one.
+async fn session_utc_offset(client: &Client) -> Result<Option<i32>> {
+    let zone: String = client
+        .query_one("SELECT current_setting('TimeZone')", &[])
+        .await
+        .map_err(|e| Error::server("reading TimeZone", e))?
+        .get(0);
+    let utc = [
+        "UTC",
+        "Etc/UTC",
+        "GMT",
+        "Etc/GMT",
+        "UCT",
+        "Etc/UCT",
+        "Universal",
+        "Zulu",
+        "Etc/Zulu",
+        "Etc/Universal",
+        "Etc/GMT0",
+        "GMT0",
+    ];
+    Ok(utc
+        .iter()
+        .any(|z| z.eq_ignore_ascii_case(&zone))
+        .then_some(0))
+}
+
+/// Adjusts zone-dependent kinds: a fixed session offset is applied by the
+/// encoder; any other zone sends the text for the server to interpret.
+fn with_zone(ty: &ColumnType, offset: Option<i32>) -> ColumnType {
+    let kind = match (&ty.kind, offset) {
+        (TypeKind::TimestampTz(_), Some(o)) => TypeKind::TimestampTz(o),
+        (TypeKind::TimeTz(_), Some(o)) => TypeKind::TimeTz(o),
+        (TypeKind::TimestampTz(_) | TypeKind::TimeTz(_), None) => TypeKind::Other,
+        (TypeKind::Array(elem), _) => TypeKind::Array(Box::new(with_zone(elem, offset))),
+        (other, _) => other.clone(),
+    };
+    ColumnType { kind, ..ty.clone() }
+}
+
+async fn read_targets(client: &Client, plan: &Plan, offset: Option<i32>) -> Result<Vec<Target>> {
+    let mut targets = Vec::with_capacity(plan.live.len());
+    for (name, _) in &plan.live {
+        let table = catalog::table(client, name.schema_or_public(), &name.name)
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::Server, format!("table {name} disappeared")))?;
+        let columns: Vec<Column> = table
+            .columns
+            .iter()
+            .filter(|c| !c.generated)
+            .map(|c| Column {
+                ty: with_zone(&c.ty, offset),
+                ..c.clone()
+            })
+            .collect();
+        let key = table
+            .primary_key
+            .iter()
+            .filter_map(|k| columns.iter().position(|c| c.name == *k))
+            .collect();
+        targets.push(Target {
+            name: name.clone(),
+            oid: table.oid,
+            columns,
+            key,
+        });
+    }
+    Ok(targets)
+}
+
+/// Row table names to targets: `schema.table` always, `table` when only
+/// one declared table has that name.
+fn name_lookup(targets: &[Target]) -> HashMap<String, usize> {
+    let mut map = HashMap::new();
+    let mut bare: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, t) in targets.iter().enumerate() {
+        map.insert(t.name.to_string(), i);
+        bare.entry(t.name.name.as_str()).or_default().push(i);
+    }
+    for (name, ids) in bare {
+        if let [only] = ids.as_slice() {
+            map.entry(name.to_owned()).or_insert(*only);
+        }
+    }
+    map
+}
+
+fn data_error(number: usize, table: &TableName, row: usize, detail: String) -> Error {
+    Error::new(
+        ErrorKind::Data,
+        format!("batch {number}, table {table}, row {row}: {detail}"),
+    )
+}
+
+type EncodedBatch = (Vec<Option<Staged>>, u64);
+
+/// Encodes a batch's rows per table; rows for undeclared tables are
+/// counted as skipped.
+fn encode_batch(
+    targets: &[Target],
+    lookup: &HashMap<String, usize>,
+    batch: &Batch,
+    number: usize,
+    report: &mut Report,
+) -> Result<EncodedBatch> {
+    let mut staged: Vec<Option<Staged>> = targets.iter().map(|_| None).collect();
+    let mut skipped = 0;
+    let hasher = std::collections::hash_map::RandomState::new();
+    for (i, row) in batch.rows.iter().enumerate() {
+        let Some(&t) = lookup.get(&row.table) else {
+            skipped += 1;
+            *report.skipped.entry(row.table.clone()).or_default() += 1;
+            continue;
+        };
+        let target = &targets[t];
+        if row.values.len() != target.columns.len() {
+            return Err(data_error(
+                number,
+                &target.name,
+                i + 1,
+                format!(
+                    "{} values for {} columns ({})",
+                    row.values.len(),
+                    target.columns.len(),
+                    target
+                        .columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let s = staged[t].get_or_insert_with(|| Staged {
+            writer: CopyWriter::new(),
+            rows: 0,
+            keys: HashSet::new(),
+            duplicates: false,
+        });
+        let mark = s.writer.len();
+        s.writer
+            .start_tuple(u16::try_from(target.columns.len()).unwrap_or(u16::MAX));
+        let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
+        for (c, (value, column)) in row.values.iter().zip(&target.columns).enumerate() {
+            let before = s.writer.len();
+            if let Err(e) = s.writer.value(value, &column.ty) {
+                s.writer.truncate(mark);
+                let shown = match value {
+                    Value::Text(t) => format!(" value \"{}\":", shorten(t)),
+                    _ => String::new(),
+                };
+                return Err(data_error(
+                    number,
+                    &target.name,
+                    i + 1,
+                    format!("column {}:{shown} {e}", column.name),
+                ));
+            }
+            if matches!(value, Value::Null) && column.not_null {
+                s.writer.truncate(mark);
+                return Err(data_error(
+                    number,
+                    &target.name,
+                    i + 1,
+                    format!("column {}: NULL in a NOT NULL column", column.name),
+                ));
+            }
+            if let Some(h) = key_hash.as_mut() {
+                if target.key.contains(&c) {
+                    h.write(s.writer.bytes_since(before));
+                }
+            }
+        }
+        if let Some(h) = key_hash {
+            if !s.keys.insert(h.finish()) {
+                s.duplicates = true;
+            }
+        }
+        s.rows += 1;
+    }
+    Ok((staged, skipped))
+}
+
+/// Stages, merges and commits one batch with its watermark.
+async fn load_batch(
+    client: &mut Client,
+    targets: &[Target],
+    staged: Vec<Option<Staged>>,
+    batch: Batch,
+    number: usize,
+    first: &TableName,
+    options: &Options,
+) -> Result<BTreeMap<String, Counts>> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::server("BEGIN", e))?;
+    let context = |table: &TableName, what: &str| format!("batch {number}, table {table}: {what}");
+    // 1. Stage: the client streams; no strong lock is held.
+    let mut work = Vec::new();
+    for (i, (target, s)) in targets.iter().zip(staged).enumerate() {
+        let Some(s) = s else { continue };
+        let direct = target.key.is_empty() && !target.needs_cast();
+        let into = if direct {
+            target.name.quoted()
+        } else {
+            let stage = quote_ident(&format!("pgbulk_stage_{i}"));
+            let cols: Vec<String> = target
+                .columns
+                .iter()
+                .map(|c| {
+                    let ty = if c.ty.needs_cast() {
+                        "text"
+                    } else {
+                        c.ty.name.as_str()
+                    };
+                    format!("{} {ty}", quote_ident(&c.name))
+                })
+                .collect();
+            tx.batch_execute(&format!(
+                "CREATE TEMP TABLE {stage} ({}) ON COMMIT DROP",
+                cols.join(", ")
+            ))
+            .await
+            .map_err(|e| Error::server(&context(&target.name, "creating the staging table"), e))?;
+            stage
+        };
+        let cols = column_list(target);
+        let copied = copy_in(
+            tx.client(),
+            &format!("COPY {into} ({cols}) FROM STDIN (FORMAT binary)"),
+            [s.writer.finish()],
+        )
+        .await
+        .map_err(|e| with_table(e, &context(&target.name, "COPY")))?;
+        work.push((target, into, direct, copied, s.duplicates));
+    }
+    // 2. Serialise with other ingests of the same tables, in oid order.
+    let mut oids: Vec<u32> = work.iter().map(|w| w.0.oid).collect();
+    if number == 1 && options.mode == Mode::DeleteThenUpsert {
+        oids = targets.iter().map(|t| t.oid).collect();
+    }
+    oids.sort_unstable();
+    oids.dedup();
+    for oid in &oids {
+        tx.execute(
+            "SELECT pg_catalog.pg_advisory_xact_lock(1885827693, $1::oid::int4)",
+            &[oid],
+        )
+        .await
+        .map_err(|e| Error::server("taking the ingest lock", e))?;
+    }
+    let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
+    // 3. Delete (first batch of delete-then-upsert), then merge.
+    if number == 1 && options.mode == Mode::DeleteThenUpsert {
+        for target in targets {
+            let deleted = tx
+                .execute(&format!("DELETE FROM {}", target.name.quoted()), &[])
+                .await
+                .map_err(|e| {
+                    with_table(
+                        Error::server("DELETE", e),
+                        &context(&target.name, "deleting"),
+                    )
+                })?;
+            counts.entry(target.name.to_string()).or_default().deleted = deleted;
+        }
+    }
+    for (target, stage, direct, copied, duplicates) in work {
+        let c = counts.entry(target.name.to_string()).or_default();
+        if direct {
+            c.inserted += copied;
+            continue;
+        }
+        if target.key.is_empty() {
+            let inserted = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO {} ({}) SELECT {} FROM {stage}",
+                        target.name.quoted(),
+                        column_list(target),
+                        cast_list(target, "")
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| {
+                    with_table(
+                        Error::server("INSERT", e),
+                        &context(&target.name, "appending"),
+                    )
+                })?;
+            c.inserted += inserted;
+            continue;
+        }
+        let row = tx
+            .query_one(&merge_sql(target, &stage, duplicates), &[])
+            .await
+            .map_err(|e| {
+                with_table(
+                    Error::server("upsert", e),
+                    &context(&target.name, "upserting"),
+                )
+            })?;
+        let inserted = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+        let updated = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+        c.inserted += inserted;
+        c.updated += updated;
+        c.unchanged += copied.saturating_sub(inserted + updated);
+    }
+    // 4. Watermark, hook, commit.
+    let high_watermark = match batch.high_watermark {
+        BatchWatermark::Value(v) => v,
+        BatchWatermark::Computed(f) => f(),
+    };
+    watermark::write(
+        &tx,
+        first,
+        high_watermark.as_ref(),
+        &batch.metadata,
+        batch.resume.as_ref(),
+    )
+    .await?;
+    if let Some(hook) = &options.before_visible {
+        let info = BatchInfo {
+            number,
+            metadata: batch.metadata.clone(),
+            high_watermark: high_watermark.clone(),
+            tables: counts.clone(),
+        };
+        hook.call(&tx, &info).await?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| Error::server(&format!("batch {number}: COMMIT"), e))?;
+    Ok(counts)
+}
+
+/// Prefixes an error's message with where it happened, keeping its kind
+/// and source (the server's detail, hint and constraint stay reachable).
+fn with_table(error: Error, context: &str) -> Error {
+    let constraint = error
+        .db_error()
+        .and_then(|db| db.constraint().map(|c| format!(" (constraint {c})")))
+        .unwrap_or_default();
+    let message = format!("{context}: {}{constraint}", error.message());
+    let kind = error.kind();
+    Error::new(kind, message).with_source(error)
+}
+
+fn column_list(target: &Target) -> String {
+    target
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The staged columns, cast to their real types where they travel as text.
+fn cast_list(target: &Target, prefix: &str) -> String {
+    target
+        .columns
+        .iter()
+        .map(|c| {
+            let col = format!("{prefix}{}", quote_ident(&c.name));
+            if c.ty.needs_cast() {
+                format!("{col}::{}", c.ty.name)
+            } else {
+                col
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether values of this type compare with `IS DISTINCT FROM` directly
+/// (`json` and types sent as text have no guaranteed equality operator, so
+/// they compare as text).
+fn compares_natively(ty: &ColumnType) -> bool {
+    match &ty.kind {
+        TypeKind::Json | TypeKind::Other => false,
+        TypeKind::Array(elem) => compares_natively(elem),
+        _ => true,
+    }
+}
+
+/// The upsert: last row per key wins (only sorted when the batch repeats a
+/// key), non-key columns updated only when they differ.
+fn merge_sql(target: &Target, stage: &str, duplicates: bool) -> String {
+    let t = target.name.quoted();
+    let key: Vec<String> = target
+        .key
+        .iter()
+        .map(|&k| quote_ident(&target.columns[k].name))
+        .collect();
+    let key = key.join(", ");
+    let source = if duplicates {
+        format!("(SELECT DISTINCT ON ({key}) * FROM {stage} ORDER BY {key}, ctid DESC) s")
+    } else {
+        format!("{stage} s")
+    };
+    let others: Vec<&Column> = target
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !target.key.contains(i))
+        .map(|(_, c)| c)
+        .collect();
+    let on_conflict = if others.is_empty() {
+        format!("ON CONFLICT ({key}) DO NOTHING")
+    } else {
+        let set: Vec<String> = others
+            .iter()
+            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(&c.name)))
+            .collect();
+        let side = |prefix: &str| -> String {
+            others
+                .iter()
+                .map(|c| {
+                    let col = format!("{prefix}.{}", quote_ident(&c.name));
+                    if compares_natively(&c.ty) {
+                        col
+                    } else {
+                        format!("{col}::text")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "ON CONFLICT ({key}) DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+            set.join(", "),
+            side("t"),
+            side("EXCLUDED")
+        )
+    };
+    format!(
+        "WITH ins AS (INSERT INTO {t} AS t ({cols}) SELECT {casts} FROM {source} {on_conflict} \
+         RETURNING (xmax = 0) AS inserted) \
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM ins",
+        cols = column_list(target),
+        casts = cast_list(target, "s.")
+    )
+}

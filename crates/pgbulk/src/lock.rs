@@ -1,0 +1,255 @@
+//! The lock policy: every statement that takes a strong lock runs under a
+//! short `lock_timeout` and is retried with backoff, so readers never queue
+//! behind it for long. After the total wait it fails naming the backends in
+//! the way, or, when asked, terminates them after a grace period.
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::types::Oid;
+use tokio_postgres::{Client, GenericClient};
+use tracing::{info, warn};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// How long to wait for locks, and what to do about blockers.
+#[derive(Debug, Clone)]
+pub struct LockPolicy {
+    /// `lock_timeout` of each attempt (default 2 s).
+    pub lock_timeout: Duration,
+    /// Give up after waiting this long in all (default 5 minutes).
+    pub total_wait: Duration,
+    /// Terminate the blocking backends once this much of the wait has
+    /// passed (default: never).
+    pub terminate_blockers_after: Option<Duration>,
+}
+
+impl Default for LockPolicy {
+    fn default() -> Self {
+        Self {
+            lock_timeout: Duration::from_secs(2),
+            total_wait: Duration::from_secs(300),
+            terminate_blockers_after: None,
+        }
+    }
+}
+
+/// A backend holding a lock pgbulk waits for.
+#[derive(Debug, Clone)]
+pub struct Blocker {
+    /// Its process id.
+    pub pid: i32,
+    /// Its `application_name`.
+    pub application_name: String,
+    /// When its current query (or transaction) started.
+    pub query_start: Option<String>,
+    /// Its current query, shortened.
+    pub query: String,
+}
+
+impl std::fmt::Display for Blocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} ({}) since {}: {}",
+            self.pid,
+            if self.application_name.is_empty() {
+                "no application_name"
+            } else {
+                &self.application_name
+            },
+            self.query_start.as_deref().unwrap_or("?"),
+            self.query
+        )
+    }
+}
+
+/// Backends other than this one holding locks on `table`.
+pub async fn blockers(client: &impl GenericClient, table: Oid) -> Result<Vec<Blocker>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT a.pid, a.application_name, a.query_start::text, left(a.query, 200) \
+             FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.relation = $1 AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()",
+            &[&table],
+        )
+        .await
+        .map_err(|e| Error::server("looking for blocking backends", e))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Blocker {
+            pid: r.get(0),
+            application_name: r.get(1),
+            query_start: r.get(2),
+            query: r.get::<_, Option<String>>(3).unwrap_or_default(),
+        })
+        .collect())
+}
+
+fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.code().code() == "55P03")
+}
+
+/// Runs `statements` in one short transaction of their own under the
+/// policy, retrying the whole transaction while a lock times out. `table`
+/// is the table whose blockers are named (or terminated).
+pub async fn run_in_own_transaction(
+    client: &mut Client,
+    policy: &LockPolicy,
+    table: Option<Oid>,
+    what: &str,
+    statements: &[String],
+) -> Result<()> {
+    let started = Instant::now();
+    let mut attempt: u32 = 0;
+    loop {
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| Error::server("BEGIN", e))?;
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{}ms'",
+            policy.lock_timeout.as_millis()
+        ))
+        .await
+        .map_err(|e| Error::server("SET lock_timeout", e))?;
+        let mut failed = None;
+        for sql in statements {
+            if let Err(e) = tx.batch_execute(sql).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        match failed {
+            None => {
+                tx.commit().await.map_err(|e| Error::server(what, e))?;
+                return Ok(());
+            }
+            Some(e) if is_lock_timeout(&e) => {
+                drop(tx);
+                attempt += 1;
+                wait_or_give_up(client, policy, table, what, started, attempt).await?;
+            }
+            Some(e) => return Err(Error::server(what, e)),
+        }
+    }
+}
+
+/// Runs one statement outside any transaction (`CREATE INDEX
+/// CONCURRENTLY`), retrying under the policy. `cleanup` runs after a failed
+/// attempt (to drop an invalid index left behind).
+pub async fn run_outside_transaction(
+    client: &mut Client,
+    policy: &LockPolicy,
+    table: Option<Oid>,
+    what: &str,
+    sql: &str,
+    cleanup: Option<&str>,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut attempt: u32 = 0;
+    client
+        .batch_execute(&format!(
+            "SET lock_timeout = '{}ms'",
+            policy.lock_timeout.as_millis()
+        ))
+        .await
+        .map_err(|e| Error::server("SET lock_timeout", e))?;
+    let result = loop {
+        match client.batch_execute(sql).await {
+            Ok(()) => break Ok(()),
+            Err(e) => {
+                if let Some(cleanup) = cleanup {
+                    client
+                        .batch_execute(cleanup)
+                        .await
+                        .map_err(|e| Error::server("cleaning up after a failed attempt", e))?;
+                }
+                if !is_lock_timeout(&e) {
+                    break Err(Error::server(what, e));
+                }
+                attempt += 1;
+                if let Err(e) = wait_or_give_up(client, policy, table, what, started, attempt).await
+                {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    client
+        .batch_execute("RESET lock_timeout")
+        .await
+        .map_err(|e| Error::server("RESET lock_timeout", e))?;
+    result
+}
+
+/// After a lock timeout: sleep with backoff, terminate blockers when the
+/// policy says so, or fail naming them once the total wait is spent.
+pub(crate) async fn wait_or_give_up(
+    client: &Client,
+    policy: &LockPolicy,
+    table: Option<Oid>,
+    what: &str,
+    started: Instant,
+    attempt: u32,
+) -> Result<()> {
+    let found = match table {
+        Some(oid) => blockers(client, oid).await?,
+        None => Vec::new(),
+    };
+    let waited = started.elapsed();
+    if let Some(grace) = policy.terminate_blockers_after {
+        if waited >= grace && !found.is_empty() {
+            for b in &found {
+                warn!("terminating backend blocking {what}: {b}");
+                client
+                    .execute("SELECT pg_catalog.pg_terminate_backend($1)", &[&b.pid])
+                    .await
+                    .map_err(|e| Error::server("pg_terminate_backend", e))?;
+            }
+        }
+    }
+    if waited >= policy.total_wait {
+        let names = if found.is_empty() {
+            "no blocking backend could be identified".to_owned()
+        } else {
+            format!(
+                "blocked by {}",
+                found
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        };
+        return Err(Error::new(
+            ErrorKind::Server,
+            format!(
+                "{what}: gave up after waiting {:.0} s for locks ({attempt} attempts of {} ms); {names}",
+                waited.as_secs_f64(),
+                policy.lock_timeout.as_millis()
+            ),
+        ));
+    }
+    let backoff = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6)))
+        .min(Duration::from_secs(5));
+    let backoff = backoff.min(policy.total_wait.saturating_sub(waited));
+    info!(
+        "{what}: lock not available (attempt {attempt}), retrying in {} ms{}",
+        backoff.as_millis(),
+        if found.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; held by {}",
+                found
+                    .iter()
+                    .map(|b| b.pid.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    tokio::time::sleep(backoff).await;
+    Ok(())
+}

@@ -1,0 +1,648 @@
+//! Migration plans: the difference between a live table and its declaration
+//! as ordered steps, each saying what it does, the lock it takes, whether it
+//! rewrites the table and its hazards, so a DBA can read it before it runs.
+//!
+//! Only changes PostgreSQL can make in place without a rewrite or a long
+//! strong lock are planned as steps. Changes that need the table rebuilt
+//! (a rewriting type change, a column moved or inserted in the middle, a
+//! changed primary key, ...) are listed in [`Plan::rebuilds`].
+
+use std::fmt;
+
+use tokio_postgres::Client;
+
+use crate::error::Result;
+use crate::schema::facts::{self, ColumnFacts, TableFacts};
+use crate::schema::{Declaration, TableName, quote_ident, quote_literal};
+
+/// Where a step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// In a short transaction of its own, under the lock policy.
+    Transaction,
+    /// Outside any transaction (`CONCURRENTLY`).
+    Concurrently,
+}
+
+/// One migration step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The table it changes.
+    pub table: TableName,
+    /// What it does, in words.
+    pub summary: String,
+    /// The statements, run in order.
+    pub sql: Vec<String>,
+    /// The strongest lock it takes and for how long.
+    pub lock: &'static str,
+    /// Whether it rewrites the table.
+    pub rewrites: bool,
+    /// What could go wrong or be lost.
+    pub hazards: Vec<String>,
+    /// Where it runs.
+    pub phase: Phase,
+    /// A statement that undoes a failed attempt (an invalid index).
+    pub cleanup: Option<String>,
+}
+
+/// The steps that bring the live tables to their declaration.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// In order.
+    pub steps: Vec<Step>,
+    /// Changes that need a table rebuild, which pgbulk does not plan yet:
+    /// `(table, reason)`.
+    pub rebuilds: Vec<(TableName, String)>,
+    /// Oids of live tables (absent for tables still to create).
+    pub live: Vec<(TableName, Option<u32>)>,
+}
+
+impl Plan {
+    /// Whether nothing needs to change.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty() && self.rebuilds.is_empty()
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return writeln!(f, "nothing to do: every table matches its declaration");
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            writeln!(f, "{}. {}: {}", i + 1, step.table, step.summary)?;
+            writeln!(
+                f,
+                "   lock: {}; rewrites the table: {}; runs {}",
+                step.lock,
+                if step.rewrites { "yes" } else { "no" },
+                match step.phase {
+                    Phase::Transaction => "in a short transaction under lock_timeout",
+                    Phase::Concurrently => "outside a transaction (CONCURRENTLY)",
+                }
+            )?;
+            for h in &step.hazards {
+                writeln!(f, "   hazard: {h}")?;
+            }
+            for sql in &step.sql {
+                writeln!(f, "   {sql};")?;
+            }
+        }
+        for (table, why) in &self.rebuilds {
+            writeln!(f, "needs a rebuild of {table} (not supported yet): {why}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Plans the migration of every declared table: reads the live tables and
+/// the declaration (parsed by the server).
+pub async fn plan(client: &mut Client, declaration: &Declaration) -> Result<Plan> {
+    let declared = declaration.resolve(client).await?;
+    let schema: String = client
+        .query_one("SELECT current_schema()::text", &[])
+        .await
+        .map_err(|e| crate::Error::server("reading current_schema()", e))?
+        .get(0);
+    let declaration = declaration.qualified(&schema);
+    let mut plan = Plan::default();
+    let mut schemas_created = Vec::new();
+    for (name, want) in &declared {
+        let schema = name.schema_or_public().to_owned();
+        let oid = facts::table_oid(&*client, &schema, &name.name).await?;
+        plan.live.push((name.clone(), oid));
+        match oid {
+            None => {
+                let exists = client
+                    .query_opt(
+                        "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
+                        &[&schema],
+                    )
+                    .await
+                    .map_err(|e| crate::Error::server("looking up a schema", e))?
+                    .is_some();
+                if !exists && !schemas_created.contains(&schema) {
+                    schemas_created.push(schema.clone());
+                    plan.steps.push(Step {
+                        table: name.clone(),
+                        summary: format!("create schema {schema}"),
+                        sql: vec![format!(
+                            "CREATE SCHEMA IF NOT EXISTS {}",
+                            quote_ident(&schema)
+                        )],
+                        lock: "none on existing objects",
+                        rewrites: false,
+                        hazards: vec![],
+                        phase: Phase::Transaction,
+                        cleanup: None,
+                    });
+                }
+                let sql = declaration
+                    .statements()
+                    .iter()
+                    .filter(|s| s.table == *name)
+                    .map(|s| s.render(TableName::quoted, true))
+                    .collect();
+                plan.steps.push(Step {
+                    table: name.clone(),
+                    summary: "create the table with its constraints, indexes and comments"
+                        .to_owned(),
+                    sql,
+                    lock: "none on existing objects",
+                    rewrites: false,
+                    hazards: vec![],
+                    phase: Phase::Transaction,
+                    cleanup: None,
+                });
+            }
+            Some(oid) => {
+                let have = facts::read(&*client, oid).await?;
+                diff(name, &have, want, &mut plan);
+            }
+        }
+    }
+    Ok(plan)
+}
+
+fn step(table: &TableName, summary: String, sql: Vec<String>, lock: &'static str) -> Step {
+    Step {
+        table: table.clone(),
+        summary,
+        sql,
+        lock,
+        rewrites: false,
+        hazards: vec![],
+        phase: Phase::Transaction,
+        cleanup: None,
+    }
+}
+
+const BRIEF_EXCLUSIVE: &str = "ACCESS EXCLUSIVE, brief (catalog change only)";
+
+/// A short, stable name for a helper object of column `col`.
+fn helper_name(prefix: &str, col: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, col.as_bytes());
+    let hex: String = digest.as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("pgbulk_{prefix}_{hex}")
+}
+
+/// Whether a default expression may be volatile (so adding a column with it
+/// would rewrite the table).
+fn maybe_volatile(default: &str) -> bool {
+    [
+        "nextval(",
+        "random(",
+        "gen_random_uuid(",
+        "clock_timestamp(",
+        "timeofday(",
+        "uuid_generate",
+    ]
+    .iter()
+    .any(|f| default.contains(f))
+}
+
+/// Whether changing `from` to `to` only relaxes a length limit (no rewrite).
+fn is_widening(from: &str, to: &str) -> bool {
+    let varchar_len = |t: &str| -> Option<Option<u32>> {
+        if t == "character varying" {
+            return Some(None);
+        }
+        t.strip_prefix("character varying(")
+            .and_then(|r| r.strip_suffix(')'))
+            .and_then(|n| n.parse().ok())
+            .map(Some)
+    };
+    match (varchar_len(from), varchar_len(to)) {
+        (Some(_), None) => to == "text",
+        (Some(Some(a)), Some(Some(b))) => b >= a,
+        (Some(_), Some(None)) => true,
+        _ => false,
+    }
+}
+
+fn column_sql(col: &ColumnFacts) -> String {
+    let mut sql = format!("{} {}", quote_ident(&col.name), col.type_name);
+    if let Some(collation) = &col.collation {
+        sql.push_str(&format!(" COLLATE {}", quote_ident(collation)));
+    }
+    if let Some(default) = &col.default {
+        sql.push_str(&format!(" DEFAULT {default}"));
+    }
+    if col.not_null {
+        sql.push_str(" NOT NULL");
+    }
+    sql
+}
+
+fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan) {
+    let t = name.quoted();
+    let mut rebuild = |why: String| plan.rebuilds.push((name.clone(), why));
+    let mut steps = Vec::new();
+
+    // Columns: dropped, then the kept ones must lead the declaration in order.
+    let dropped: Vec<&ColumnFacts> = have
+        .columns
+        .iter()
+        .filter(|c| want.column(&c.name).is_none())
+        .collect();
+    let kept: Vec<&ColumnFacts> = have
+        .columns
+        .iter()
+        .filter(|c| want.column(&c.name).is_some())
+        .collect();
+    let in_order = kept
+        .iter()
+        .zip(&want.columns)
+        .all(|(h, w)| h.name == w.name);
+    if !in_order {
+        rebuild("the declared column order differs from the table's (a column moved or was added in the middle)".to_owned());
+    }
+    for col in &dropped {
+        let mut s = step(
+            name,
+            format!("drop column {}", col.name),
+            vec![format!(
+                "ALTER TABLE {t} DROP COLUMN {}",
+                quote_ident(&col.name)
+            )],
+            BRIEF_EXCLUSIVE,
+        );
+        s.hazards
+            .push(format!("the data in column {} is lost", col.name));
+        steps.push(s);
+    }
+    for w in want.columns.iter().skip(kept.len()) {
+        if !in_order {
+            break;
+        }
+        if w.identity.is_some()
+            || w.generated.is_some()
+            || w.default.as_deref().is_some_and(maybe_volatile)
+        {
+            rebuild(format!(
+                "new column {} is an identity, generated or volatile-default column (adding it rewrites the table)",
+                w.name
+            ));
+            continue;
+        }
+        let mut s = step(
+            name,
+            format!("add column {} at the end", w.name),
+            vec![format!("ALTER TABLE {t} ADD COLUMN {}", column_sql(w))],
+            BRIEF_EXCLUSIVE,
+        );
+        if w.not_null && w.default.is_none() {
+            s.hazards
+                .push("fails if the table has rows: NOT NULL without a DEFAULT".to_owned());
+        }
+        steps.push(s);
+    }
+    for h in &kept {
+        let Some(w) = want.column(&h.name) else {
+            continue;
+        };
+        let c = quote_ident(&h.name);
+        if h.type_name != w.type_name {
+            if is_widening(&h.type_name, &w.type_name) {
+                steps.push(step(
+                    name,
+                    format!(
+                        "widen column {} from {} to {}",
+                        h.name, h.type_name, w.type_name
+                    ),
+                    vec![format!(
+                        "ALTER TABLE {t} ALTER COLUMN {c} TYPE {}",
+                        w.type_name
+                    )],
+                    BRIEF_EXCLUSIVE,
+                ));
+            } else {
+                rebuild(format!(
+                    "column {} changes type from {} to {}",
+                    h.name, h.type_name, w.type_name
+                ));
+            }
+        }
+        if h.identity != w.identity || h.generated != w.generated || h.collation != w.collation {
+            rebuild(format!(
+                "column {} changes identity, generation or collation",
+                h.name
+            ));
+        }
+        if h.default != w.default {
+            let serial =
+                |d: &Option<String>| d.as_deref().is_some_and(|d| d.contains("<sequence>"));
+            if serial(&h.default) || serial(&w.default) {
+                rebuild(format!("column {} changes a sequence default", h.name));
+            } else {
+                let sql = match &w.default {
+                    Some(d) => format!("ALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {d}"),
+                    None => format!("ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT"),
+                };
+                steps.push(step(
+                    name,
+                    format!("change the default of {}", h.name),
+                    vec![sql],
+                    BRIEF_EXCLUSIVE,
+                ));
+            }
+        }
+        if h.not_null && !w.not_null && !have.key().contains(&h.name) {
+            steps.push(step(
+                name,
+                format!("drop NOT NULL on {}", h.name),
+                vec![format!("ALTER TABLE {t} ALTER COLUMN {c} DROP NOT NULL")],
+                BRIEF_EXCLUSIVE,
+            ));
+        }
+        if !h.not_null && w.not_null {
+            steps.extend(set_not_null(name, &h.name));
+        }
+    }
+
+    // Primary key.
+    match (&have.primary_key, &want.primary_key) {
+        (Some((_, a)), Some((_, b))) if a != b => {
+            rebuild(format!(
+                "the primary key changes from ({}) to ({})",
+                a.join(", "),
+                b.join(", ")
+            ));
+        }
+        (None, Some((pk_name, cols))) => {
+            let cols_sql = cols
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ");
+            steps.extend(unique_via_index(
+                name,
+                pk_name,
+                &format!("USING btree ({cols_sql})"),
+                "PRIMARY KEY",
+            ));
+        }
+        (Some((pk_name, _)), None) => {
+            let mut s = step(
+                name,
+                "drop the primary key".to_owned(),
+                vec![format!(
+                    "ALTER TABLE {t} DROP CONSTRAINT {}",
+                    quote_ident(pk_name)
+                )],
+                BRIEF_EXCLUSIVE,
+            );
+            s.hazards
+                .push("without a key, loads append instead of upserting".to_owned());
+            steps.push(s);
+        }
+        _ => {}
+    }
+
+    // Unique, check and exclusion constraints, by definition.
+    for c in have.constraints.iter().filter(|c| {
+        !want
+            .constraints
+            .iter()
+            .any(|w| w.kind == c.kind && w.def == c.def)
+    }) {
+        steps.push(step(
+            name,
+            format!("drop constraint {} ({})", c.name, c.def),
+            vec![format!(
+                "ALTER TABLE {t} DROP CONSTRAINT {}",
+                quote_ident(&c.name)
+            )],
+            BRIEF_EXCLUSIVE,
+        ));
+    }
+    for c in want.constraints.iter().filter(|w| {
+        !have
+            .constraints
+            .iter()
+            .any(|c| c.kind == w.kind && c.def == w.def)
+    }) {
+        match c.kind.as_str() {
+            "c" => {
+                let cn = quote_ident(&c.name);
+                let mut add = step(
+                    name,
+                    format!("add check constraint {} NOT VALID", c.name),
+                    vec![format!(
+                        "ALTER TABLE {t} ADD CONSTRAINT {cn} {} NOT VALID",
+                        c.def
+                    )],
+                    BRIEF_EXCLUSIVE,
+                );
+                add.hazards
+                    .push("rows written from now on must satisfy it".to_owned());
+                steps.push(add);
+                let mut validate = step(
+                    name,
+                    format!("validate constraint {}", c.name),
+                    vec![format!("ALTER TABLE {t} VALIDATE CONSTRAINT {cn}")],
+                    "SHARE UPDATE EXCLUSIVE while it scans (reads and writes continue)",
+                );
+                validate
+                    .hazards
+                    .push("fails if existing rows violate it".to_owned());
+                steps.push(validate);
+            }
+            "u" if !c.def.contains("DEFERRABLE") => {
+                let body = c.def.trim_start_matches("UNIQUE").trim();
+                let (nulls, cols) = match body.strip_prefix("NULLS NOT DISTINCT") {
+                    Some(cols) => (" NULLS NOT DISTINCT", cols.trim()),
+                    None => ("", body),
+                };
+                steps.extend(unique_via_index(
+                    name,
+                    &c.name,
+                    &format!("USING btree {cols}{nulls}"),
+                    "UNIQUE",
+                ));
+            }
+            _ => rebuild(format!(
+                "constraint {} ({}) cannot be added in place",
+                c.name, c.def
+            )),
+        }
+    }
+
+    // Indexes backing no constraint, by definition.
+    for i in have.indexes.iter().filter(|i| {
+        !want
+            .indexes
+            .iter()
+            .any(|w| w.unique == i.unique && w.def == i.def)
+    }) {
+        let iname = TableName::new(name.schema_or_public(), &i.name).quoted();
+        let mut s = step(
+            name,
+            format!("drop index {} ({})", i.name, i.def),
+            vec![format!("DROP INDEX CONCURRENTLY IF EXISTS {iname}")],
+            "SHARE UPDATE EXCLUSIVE (reads and writes continue)",
+        );
+        s.phase = Phase::Concurrently;
+        s.hazards
+            .push("queries that used the index get slower".to_owned());
+        steps.push(s);
+    }
+    for w in want.indexes.iter().filter(|w| {
+        !have
+            .indexes
+            .iter()
+            .any(|i| i.unique == w.unique && i.def == w.def)
+    }) {
+        let iname = TableName::new(name.schema_or_public(), &w.name).quoted();
+        let mut s = step(
+            name,
+            format!(
+                "create {}index {} concurrently",
+                if w.unique { "unique " } else { "" },
+                w.name
+            ),
+            vec![format!(
+                "CREATE {}INDEX CONCURRENTLY {} ON {t} {}",
+                if w.unique { "UNIQUE " } else { "" },
+                quote_ident(&w.name),
+                w.def
+            )],
+            "SHARE UPDATE EXCLUSIVE while it builds (reads and writes continue)",
+        );
+        s.phase = Phase::Concurrently;
+        s.cleanup = Some(format!("DROP INDEX CONCURRENTLY IF EXISTS {iname}"));
+        if w.unique {
+            s.hazards
+                .push("fails if existing rows are not unique".to_owned());
+        }
+        steps.push(s);
+    }
+
+    // Comments: declared ones are applied; undeclared live ones are kept.
+    if want.comment.is_some() && want.comment != have.comment {
+        steps.push(step(
+            name,
+            "set the table comment".to_owned(),
+            vec![format!(
+                "COMMENT ON TABLE {t} IS {}",
+                quote_literal(want.comment.as_deref().unwrap_or_default())
+            )],
+            "SHARE UPDATE EXCLUSIVE, brief",
+        ));
+    }
+    for (col, comment) in &want.column_comments {
+        if have.column_comments.get(col) != Some(comment) {
+            steps.push(step(
+                name,
+                format!("set the comment of column {col}"),
+                vec![format!(
+                    "COMMENT ON COLUMN {t}.{} IS {}",
+                    quote_ident(col),
+                    quote_literal(comment)
+                )],
+                "SHARE UPDATE EXCLUSIVE, brief",
+            ));
+        }
+    }
+    plan.steps.extend(steps);
+}
+
+/// NOT NULL without a long lock: a `NOT VALID` check, validated while reads
+/// and writes continue, then `SET NOT NULL` (which uses the check instead of
+/// scanning) and the check dropped.
+fn set_not_null(name: &TableName, column: &str) -> Vec<Step> {
+    let t = name.quoted();
+    let c = quote_ident(column);
+    let check = quote_ident(&helper_name("nn", column));
+    let mut add = step(
+        name,
+        format!("add a NOT VALID check that {column} IS NOT NULL"),
+        vec![format!(
+            "ALTER TABLE {t} ADD CONSTRAINT {check} CHECK ({c} IS NOT NULL) NOT VALID"
+        )],
+        BRIEF_EXCLUSIVE,
+    );
+    add.hazards
+        .push(format!("rows written from now on must have {column}"));
+    let mut validate = step(
+        name,
+        format!("validate that {column} has no NULLs"),
+        vec![format!("ALTER TABLE {t} VALIDATE CONSTRAINT {check}")],
+        "SHARE UPDATE EXCLUSIVE while it scans (reads and writes continue)",
+    );
+    validate
+        .hazards
+        .push(format!("fails if a row has NULL in {column}"));
+    let set = step(
+        name,
+        format!("set NOT NULL on {column} (proved by the check, no scan)"),
+        vec![
+            format!("ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL"),
+            format!("ALTER TABLE {t} DROP CONSTRAINT {check}"),
+        ],
+        BRIEF_EXCLUSIVE,
+    );
+    vec![add, validate, set]
+}
+
+/// A unique or primary-key constraint on an index built concurrently.
+fn unique_via_index(name: &TableName, constraint: &str, index_def: &str, kind: &str) -> Vec<Step> {
+    let t = name.quoted();
+    let index = quote_ident(constraint);
+    let qualified_index = TableName::new(name.schema_or_public(), constraint).quoted();
+    let mut build = step(
+        name,
+        format!("build unique index {constraint} concurrently"),
+        vec![format!(
+            "CREATE UNIQUE INDEX CONCURRENTLY {index} ON {t} {index_def}"
+        )],
+        "SHARE UPDATE EXCLUSIVE while it builds (reads and writes continue)",
+    );
+    build.phase = Phase::Concurrently;
+    build.cleanup = Some(format!(
+        "DROP INDEX CONCURRENTLY IF EXISTS {qualified_index}"
+    ));
+    build
+        .hazards
+        .push("fails if existing rows are not unique".to_owned());
+    let attach = step(
+        name,
+        format!("add {kind} constraint {constraint} using the index"),
+        vec![format!(
+            "ALTER TABLE {t} ADD CONSTRAINT {index} {kind} USING INDEX {index}"
+        )],
+        BRIEF_EXCLUSIVE,
+    );
+    vec![build, attach]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widening_rules() {
+        assert!(is_widening(
+            "character varying(10)",
+            "character varying(20)"
+        ));
+        assert!(is_widening("character varying(10)", "text"));
+        assert!(is_widening("character varying(10)", "character varying"));
+        assert!(!is_widening(
+            "character varying(20)",
+            "character varying(10)"
+        ));
+        assert!(!is_widening("integer", "bigint"));
+        assert!(!is_widening("text", "character varying(10)"));
+    }
+
+    #[test]
+    fn helper_names_are_short_and_stable() {
+        let long = "x".repeat(63);
+        assert_eq!(helper_name("nn", &long), helper_name("nn", &long));
+        assert!(helper_name("nn", &long).len() < 30);
+    }
+}

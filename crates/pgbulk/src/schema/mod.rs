@@ -1,0 +1,465 @@
+//! Declared tables: plain SQL DDL (`CREATE TABLE`, `CREATE [UNIQUE] INDEX`,
+//! `COMMENT ON`), parsed by the server itself.
+//!
+//! [`Declaration::resolve`] runs the DDL against temporary tables (in the
+//! session's `pg_temp` schema, inside a transaction that is rolled back, so
+//! no privilege beyond TEMP is needed) and reads them back as catalog
+//! [`facts`]: the same representation a live table is read into, so the two
+//! compare without any type-name normalisation of ours.
+
+pub mod facts;
+pub(crate) mod sql;
+
+use std::fmt;
+
+use tokio_postgres::Client;
+
+pub use facts::TableFacts;
+use sql::{Token, TokenKind};
+pub use sql::{quote_ident, quote_literal};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A schema-qualified table name. `schema` is `None` until resolved against
+/// the session's `current_schema()`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    /// The schema, if the declaration named one.
+    pub schema: Option<String>,
+    /// The table.
+    pub name: String,
+}
+
+impl TableName {
+    /// A qualified name.
+    pub fn new(schema: &str, name: &str) -> Self {
+        Self {
+            schema: Some(schema.to_owned()),
+            name: name.to_owned(),
+        }
+    }
+
+    /// `"schema"."name"`, quoted.
+    pub fn quoted(&self) -> String {
+        match &self.schema {
+            Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&self.name)),
+            None => quote_ident(&self.name),
+        }
+    }
+
+    /// The schema, or `public` when unresolved.
+    pub fn schema_or_public(&self) -> &str {
+        self.schema.as_deref().unwrap_or("public")
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.schema {
+            Some(s) => write!(f, "{s}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// What a declared statement does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// `CREATE TABLE`
+    Table,
+    /// `CREATE [UNIQUE] INDEX`
+    Index,
+    /// `COMMENT ON TABLE|COLUMN|INDEX`
+    Comment,
+}
+
+/// One declared statement, its target table, and the byte spans of every
+/// table-name reference in it (for pointing it elsewhere).
+#[derive(Debug, Clone)]
+pub struct Statement {
+    /// What it does.
+    pub kind: StatementKind,
+    /// The table it creates or belongs to.
+    pub table: TableName,
+    text: String,
+    /// `(start, end, name)` of each table reference (including `table`).
+    refs: Vec<(usize, usize, TableName)>,
+    /// Spans to drop when the statement runs inside a transaction
+    /// (`CONCURRENTLY`).
+    concurrently: Option<(usize, usize)>,
+}
+
+impl Statement {
+    /// The statement with table references rewritten by `map` and, when
+    /// `in_transaction`, without `CONCURRENTLY`.
+    pub(crate) fn render(
+        &self,
+        map: impl Fn(&TableName) -> String,
+        in_transaction: bool,
+    ) -> String {
+        let mut edits: Vec<(usize, usize, String)> = self
+            .refs
+            .iter()
+            .map(|(s, e, name)| (*s, *e, map(name)))
+            .collect();
+        if let (true, Some((s, e))) = (in_transaction, self.concurrently) {
+            edits.push((s, e, String::new()));
+        }
+        edits.sort_by_key(|(s, _, _)| *s);
+        let mut out = String::with_capacity(self.text.len() + 32);
+        let mut at = 0;
+        for (s, e, replacement) in edits {
+            out.push_str(&self.text[at..s]);
+            out.push_str(&replacement);
+            at = e;
+        }
+        out.push_str(&self.text[at..]);
+        out
+    }
+}
+
+/// A set of declared tables with their indexes and comments.
+#[derive(Debug, Clone, Default)]
+pub struct Declaration {
+    statements: Vec<Statement>,
+}
+
+impl Declaration {
+    /// Parses DDL text. Each statement must be a `CREATE TABLE`,
+    /// `CREATE [UNIQUE] INDEX` or `COMMENT ON TABLE|COLUMN|INDEX`.
+    pub fn parse(ddl: &str) -> Result<Self> {
+        let tokens = sql::tokenize(ddl).map_err(|e| Error::config(format!("declared DDL: {e}")))?;
+        let mut statements = Vec::new();
+        for stmt in sql::statements(&tokens) {
+            let text_start = stmt[0].start;
+            let text_end = stmt[stmt.len() - 1].end;
+            let parsed = parse_statement(stmt).map_err(|why| {
+                let line = ddl[..text_start].matches('\n').count() + 1;
+                Error::config(format!("declared DDL, statement on line {line}: {why}"))
+            })?;
+            let (kind, table, refs, concurrently) = parsed;
+            let shift = |(s, e): (usize, usize)| (s - text_start, e - text_start);
+            statements.push(Statement {
+                kind,
+                table,
+                text: ddl[text_start..text_end].to_owned(),
+                refs: refs
+                    .into_iter()
+                    .map(|(s, e, n)| (s - text_start, e - text_start, n))
+                    .collect(),
+                concurrently: concurrently.map(shift),
+            });
+        }
+        let declaration = Self { statements };
+        if declaration.tables().is_empty() {
+            return Err(Error::config("declared DDL holds no CREATE TABLE"));
+        }
+        for s in &declaration.statements {
+            if s.kind != StatementKind::Table && !declaration.tables().contains(&s.table) {
+                return Err(Error::config(format!(
+                    "declared DDL: {} refers to table {}, which is not declared",
+                    if s.kind == StatementKind::Index {
+                        "CREATE INDEX"
+                    } else {
+                        "COMMENT ON"
+                    },
+                    s.table
+                )));
+            }
+        }
+        Ok(declaration)
+    }
+
+    /// The declared tables, in declaration order.
+    pub fn tables(&self) -> Vec<TableName> {
+        self.statements
+            .iter()
+            .filter(|s| s.kind == StatementKind::Table)
+            .map(|s| s.table.clone())
+            .collect()
+    }
+
+    /// The statements, in order.
+    pub fn statements(&self) -> &[Statement] {
+        &self.statements
+    }
+
+    /// The same declaration with unqualified names put in `schema`.
+    pub fn qualified(&self, schema: &str) -> Self {
+        let fix = |n: &TableName| TableName {
+            schema: Some(n.schema.clone().unwrap_or_else(|| schema.to_owned())),
+            name: n.name.clone(),
+        };
+        Self {
+            statements: self
+                .statements
+                .iter()
+                .map(|s| Statement {
+                    table: fix(&s.table),
+                    refs: s.refs.iter().map(|(a, b, n)| (*a, *b, fix(n))).collect(),
+                    ..s.clone()
+                })
+                .collect(),
+        }
+    }
+
+    /// Lets the server parse the declaration: runs it against temporary
+    /// tables in a transaction that is rolled back, and returns the facts of
+    /// each declared table (names qualified with `current_schema()` where
+    /// the DDL left them unqualified).
+    pub async fn resolve(&self, client: &mut Client) -> Result<Vec<(TableName, TableFacts)>> {
+        let schema: String = client
+            .query_one("SELECT current_schema()::text", &[])
+            .await
+            .map_err(|e| Error::server("reading current_schema()", e))?
+            .get(0);
+        let declaration = self.qualified(&schema);
+        let tables = declaration.tables();
+        let mut seen = std::collections::HashSet::new();
+        for t in &tables {
+            if !seen.insert(t.name.clone()) {
+                return Err(Error::config(format!(
+                    "declared tables must have distinct names: {} is declared twice",
+                    t.name
+                )));
+            }
+        }
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| Error::server("BEGIN", e))?;
+        let to_temp = |n: &TableName| format!("pg_temp.{}", quote_ident(&n.name));
+        for stmt in &declaration.statements {
+            let sql = stmt.render(to_temp, true);
+            tx.batch_execute(&sql).await.map_err(|e| {
+                let mut err = Error::server(&format!("declared DDL for {}", stmt.table), e);
+                if err.kind() == ErrorKind::Server {
+                    err = Error::new(ErrorKind::Config, err.message().to_owned()).with_source(err);
+                }
+                err
+            })?;
+        }
+        let mut out = Vec::with_capacity(tables.len());
+        for t in tables {
+            let oid: u32 = tx
+                .query_one(
+                    "SELECT c.oid FROM pg_catalog.pg_class c \
+                     WHERE c.relnamespace = pg_catalog.pg_my_temp_schema() AND c.relname = $1",
+                    &[&t.name],
+                )
+                .await
+                .map_err(|e| Error::server("reading the declared table", e))?
+                .get(0);
+            let facts = facts::read(&tx, oid).await?;
+            out.push((t, facts));
+        }
+        tx.rollback()
+            .await
+            .map_err(|e| Error::server("ROLLBACK", e))?;
+        Ok(out)
+    }
+}
+
+type Span = (usize, usize);
+type Parsed = (
+    StatementKind,
+    TableName,
+    Vec<(usize, usize, TableName)>,
+    Option<Span>,
+);
+
+/// A possibly qualified name at `tokens[at..]`: its parts, byte span and the
+/// index after it.
+fn qualified_name(tokens: &[Token], at: usize) -> Option<(Vec<String>, Span, usize)> {
+    let mut parts = vec![tokens.get(at)?.ident()?.to_owned()];
+    let start = tokens[at].start;
+    let mut end = tokens[at].end;
+    let mut i = at + 1;
+    while tokens.get(i).is_some_and(|t| t.is_punct('.')) {
+        let next = tokens.get(i + 1)?;
+        parts.push(next.ident()?.to_owned());
+        end = next.end;
+        i += 2;
+    }
+    Some((parts, (start, end), i))
+}
+
+fn table_name(parts: &[String]) -> Result<TableName, String> {
+    match parts {
+        [name] => Ok(TableName {
+            schema: None,
+            name: name.clone(),
+        }),
+        [schema, name] => Ok(TableName::new(schema, name)),
+        _ => Err(format!("cannot read table name {}", parts.join("."))),
+    }
+}
+
+fn parse_statement(tokens: &[Token]) -> Result<Parsed, String> {
+    let word = |i: usize| tokens.get(i).and_then(Token::keyword).unwrap_or("");
+    let mut i = 0;
+    if word(0) == "create" {
+        i += 1;
+        while matches!(
+            word(i),
+            "global" | "local" | "unlogged" | "temp" | "temporary"
+        ) {
+            if matches!(word(i), "temp" | "temporary") {
+                return Err("temporary tables cannot be declared".to_owned());
+            }
+            i += 1;
+        }
+        if word(i) == "table" {
+            i += 1;
+            if word(i) == "if" {
+                i += 3;
+            }
+            let (parts, span, next) = qualified_name(tokens, i).ok_or("expected a table name")?;
+            let table = table_name(&parts)?;
+            let mut refs = vec![(span.0, span.1, table.clone())];
+            // REFERENCES to tables point at the same names, rewritten alike.
+            let mut j = next;
+            while j < tokens.len() {
+                if tokens[j].is_keyword("references") {
+                    if let Some((parts, span, after)) = qualified_name(tokens, j + 1) {
+                        refs.push((span.0, span.1, table_name(&parts)?));
+                        j = after;
+                        continue;
+                    }
+                }
+                j += 1;
+            }
+            return Ok((StatementKind::Table, table, refs, None));
+        }
+        if word(i) == "unique" {
+            i += 1;
+        }
+        if word(i) == "index" {
+            i += 1;
+            let mut concurrently = None;
+            if word(i) == "concurrently" {
+                concurrently = Some((tokens[i].start, tokens[i].end));
+                i += 1;
+            }
+            while i < tokens.len() && word(i) != "on" {
+                i += 1;
+            }
+            i += 1;
+            if word(i) == "only" {
+                i += 1;
+            }
+            let (parts, span, _) = qualified_name(tokens, i).ok_or("expected ON table")?;
+            let table = table_name(&parts)?;
+            return Ok((
+                StatementKind::Index,
+                table.clone(),
+                vec![(span.0, span.1, table)],
+                concurrently,
+            ));
+        }
+    }
+    if word(0) == "comment" && word(1) == "on" {
+        let what = word(2);
+        let (parts, span, _) =
+            qualified_name(tokens, 3).ok_or("expected a name after COMMENT ON")?;
+        let (table_parts, span) = match what {
+            "table" => (parts.as_slice(), span),
+            "column" if parts.len() >= 2 => {
+                // The table part ends before the last `.column`.
+                let last_dot = tokens
+                    .iter()
+                    .take_while(|t| t.start < span.1)
+                    .filter(|t| t.is_punct('.'))
+                    .last()
+                    .map_or(span.1, |t| t.start);
+                (&parts[..parts.len() - 1], (span.0, last_dot))
+            }
+            "index" => {
+                return Err("COMMENT ON INDEX is not supported yet; declare index comments in a later version".to_owned());
+            }
+            _ => {
+                return Err(format!(
+                    "COMMENT ON {} is not supported",
+                    what.to_uppercase()
+                ));
+            }
+        };
+        let table = table_name(table_parts)?;
+        return Ok((
+            StatementKind::Comment,
+            table.clone(),
+            vec![(span.0, span.1, table)],
+            None,
+        ));
+    }
+    let first: Vec<String> = tokens
+        .iter()
+        .take(3)
+        .filter_map(|t| match &t.kind {
+            TokenKind::Ident { name, .. } => Some(name.to_uppercase()),
+            _ => None,
+        })
+        .collect();
+    Err(format!(
+        "only CREATE TABLE, CREATE INDEX and COMMENT ON may be declared, not {}",
+        first.join(" ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_tables_indexes_and_comments() {
+        let d = Declaration::parse(
+            "CREATE TABLE \"Sales\".\"Order Items 🐘\" (id int PRIMARY KEY, parent int REFERENCES orders(id));\n\
+             CREATE TABLE orders (id int PRIMARY KEY);\n\
+             CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS oi_parent ON ONLY \"Sales\".\"Order Items 🐘\" (parent);\n\
+             COMMENT ON COLUMN \"Sales\".\"Order Items 🐘\".id IS 'the id; really';",
+        )
+        .expect("parses");
+        assert_eq!(
+            d.tables(),
+            vec![
+                TableName::new("Sales", "Order Items 🐘"),
+                TableName {
+                    schema: None,
+                    name: "orders".into()
+                }
+            ]
+        );
+        let q = d.qualified("app");
+        let rendered: Vec<String> = q
+            .statements()
+            .iter()
+            .map(|s| s.render(|n| format!("X.{}", quote_ident(&n.name)), true))
+            .collect();
+        assert_eq!(
+            rendered[0],
+            "CREATE TABLE X.\"Order Items 🐘\" (id int PRIMARY KEY, parent int REFERENCES X.\"orders\"(id))"
+        );
+        assert_eq!(
+            rendered[2],
+            "CREATE UNIQUE INDEX  IF NOT EXISTS oi_parent ON ONLY X.\"Order Items 🐘\" (parent)"
+        );
+        assert_eq!(
+            rendered[3],
+            "COMMENT ON COLUMN X.\"Order Items 🐘\".id IS 'the id; really'"
+        );
+        assert_eq!(q.statements()[1].table, TableName::new("app", "orders"));
+    }
+
+    #[test]
+    fn rejects_other_statements() {
+        for bad in [
+            "DROP TABLE x",
+            "CREATE TEMP TABLE t (a int)",
+            "CREATE TABLE t (a int); CREATE INDEX ON other (a)",
+            "CREATE INDEX ON t (a)",
+            "CREATE TABLE a.b.c (x int)",
+        ] {
+            assert!(Declaration::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! High watermarks, committed in the same transaction as each batch.
+//!
+//! pgbulk keeps them in a table of its own, `<schema>.pgbulk_watermark`, in
+//! the schema of the first declared table, one row per ingest keyed by that
+//! table's qualified name:
+//!
+//! ```sql
+//! SELECT high_watermark FROM sales.pgbulk_watermark WHERE table_name = 'sales.orders';
+//! ```
+//!
+//! A row, not a table comment as pg-bulk-ingest uses: updating it is an
+//! ordinary MVCC write in the batch's transaction (no catalog change, no
+//! lock on the data table beyond the batch's own), it is readable with
+//! plain SQL, and comments stay the DBA's. A watermark pg-bulk-ingest left
+//! in the first table's comment (`{"pg-bulk-ingest": {"high-watermark":
+//! ...}}`) is read when pgbulk has none of its own, so its users can switch.
+
+use tokio_postgres::GenericClient;
+
+use crate::error::{Error, Result};
+use crate::schema::TableName;
+
+/// The table holding watermarks in `schema`.
+pub fn table(schema: &str) -> TableName {
+    TableName::new(schema, "pgbulk_watermark")
+}
+
+/// `CREATE TABLE` for the watermark table in `schema`.
+pub(crate) fn create_sql(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (\
+         table_name text PRIMARY KEY, \
+         high_watermark jsonb, \
+         batch_metadata jsonb, \
+         resume jsonb, \
+         updated_at timestamptz NOT NULL DEFAULT now())",
+        table(schema).quoted()
+    )
+}
+
+/// Whether the watermark table exists in `schema`.
+pub(crate) async fn exists(client: &impl GenericClient, schema: &str) -> Result<bool> {
+    Ok(
+        crate::schema::facts::table_oid(client, schema, "pgbulk_watermark")
+            .await?
+            .is_some(),
+    )
+}
+
+/// The stored high watermark of the ingest keyed by `first` (its first
+/// table), falling back to pg-bulk-ingest's table comment.
+pub async fn read(
+    client: &impl GenericClient,
+    first: &TableName,
+) -> Result<Option<serde_json::Value>> {
+    let schema = first.schema_or_public();
+    if exists(client, schema).await? {
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT high_watermark::text FROM {} WHERE table_name = $1",
+                    table(schema).quoted()
+                ),
+                &[&first.to_string()],
+            )
+            .await
+            .map_err(|e| Error::server("reading the high watermark", e))?;
+        if let Some(row) = row {
+            return parse(row.get(0));
+        }
+    }
+    let comment: Option<String> = client
+        .query_opt(
+            "SELECT pg_catalog.obj_description(c.oid, 'pg_class') FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &first.name],
+        )
+        .await
+        .map_err(|e| Error::server("reading the table comment", e))?
+        .and_then(|r| r.get(0));
+    Ok(comment.and_then(|c| pg_bulk_ingest_watermark(&c)))
+}
+
+/// The watermark in a pg-bulk-ingest table comment, if there is one.
+pub fn pg_bulk_ingest_watermark(comment: &str) -> Option<serde_json::Value> {
+    let json: serde_json::Value = serde_json::from_str(comment).ok()?;
+    json.get("pg-bulk-ingest")?.get("high-watermark").cloned()
+}
+
+fn parse(text: Option<String>) -> Result<Option<serde_json::Value>> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| {
+            Error::new(
+                crate::ErrorKind::Server,
+                format!("stored watermark is not JSON: {e}"),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// Writes the watermark (and the batch's metadata and resume state) in the
+/// caller's transaction.
+pub(crate) async fn write(
+    client: &impl GenericClient,
+    first: &TableName,
+    high_watermark: Option<&serde_json::Value>,
+    metadata: &serde_json::Value,
+    resume: Option<&serde_json::Value>,
+) -> Result<()> {
+    let schema = first.schema_or_public();
+    let sql = format!(
+        "INSERT INTO {t} AS w (table_name, high_watermark, batch_metadata, resume, updated_at) \
+         VALUES ($1, $2::text::jsonb, $3::text::jsonb, $4::text::jsonb, now()) \
+         ON CONFLICT (table_name) DO UPDATE SET high_watermark = EXCLUDED.high_watermark, \
+         batch_metadata = EXCLUDED.batch_metadata, resume = EXCLUDED.resume, updated_at = now()",
+        t = table(schema).quoted()
+    );
+    let hw = high_watermark.map(serde_json::Value::to_string);
+    let meta = metadata.to_string();
+    let resume = resume.map(serde_json::Value::to_string);
+    client
+        .execute(&sql, &[&first.to_string(), &hw, &meta, &resume])
+        .await
+        .map_err(|e| Error::server("writing the high watermark", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pg_bulk_ingest_comments() {
+        assert_eq!(
+            pg_bulk_ingest_watermark(
+                r#"{"pg-bulk-ingest": {"high-watermark": "2024-01-01"}, "other": 1}"#
+            ),
+            Some(serde_json::json!("2024-01-01"))
+        );
+        assert_eq!(pg_bulk_ingest_watermark("just a comment"), None);
+        assert_eq!(pg_bulk_ingest_watermark(r#"{"pg-bulk-ingest": {}}"#), None);
+    }
+}
