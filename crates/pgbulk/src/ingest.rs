@@ -27,12 +27,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+use futures_util::SinkExt;
 use tokio_postgres::{Client, Transaction};
 use tracing::info;
 
 use crate::catalog::{self, Column};
 use crate::codec::{ColumnType, CopyWriter, TypeKind, Value, shorten};
-use crate::copy::copy_in;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::{self, LockPolicy};
 use crate::plan::{self, Phase, Plan, Step};
@@ -67,7 +68,7 @@ pub enum BatchWatermark {
     /// Known up front (`None` stores SQL NULL).
     Value(Option<serde_json::Value>),
     /// Computed just before commit.
-    Computed(Box<dyn FnOnce() -> Option<serde_json::Value> + Send>),
+    Computed(Box<dyn FnOnce() -> Option<serde_json::Value> + Send + Sync>),
 }
 
 impl std::fmt::Debug for BatchWatermark {
@@ -221,15 +222,6 @@ impl Target {
     }
 }
 
-/// Rows of one table in one batch, encoded.
-struct Staged {
-    writer: CopyWriter,
-    rows: u64,
-    /// Hashes of the keys seen, to tell whether the batch repeats a key.
-    keys: HashSet<u64>,
-    duplicates: bool,
-}
-
 /// Runs an ingest: see the module documentation. `source` is called once
 /// with the high watermark chosen by `options` and yields batches; when it
 /// yields an error, the batches before stay committed and the error is
@@ -277,8 +269,8 @@ where
             targets = Some(t);
         }
         let targets = targets.as_deref().unwrap_or_default();
-        let (staged, skipped) = encode_batch(targets, &lookup, &batch, number, &mut report)?;
-        let counts = load_batch(client, targets, staged, batch, number, &first, options).await?;
+        let (parts, skipped) = partition(targets, &lookup, &batch, number, &mut report)?;
+        let counts = load_batch(client, targets, parts, batch, number, &first, options).await?;
         info!(batch = number, "committed");
         for (table, c) in &counts {
             report.tables.entry(table.clone()).or_default().add(c);
@@ -472,20 +464,17 @@ fn data_error(number: usize, table: &TableName, row: usize, detail: String) -> E
     )
 }
 
-type EncodedBatch = (Vec<Option<Staged>>, u64);
-
-/// Encodes a batch's rows per table; rows for undeclared tables are
-/// counted as skipped.
-fn encode_batch(
+/// The rows of each target in a batch (indices into `batch.rows`), and
+/// how many rows were for undeclared tables (skipped).
+fn partition(
     targets: &[Target],
     lookup: &HashMap<String, usize>,
     batch: &Batch,
     number: usize,
     report: &mut Report,
-) -> Result<EncodedBatch> {
-    let mut staged: Vec<Option<Staged>> = targets.iter().map(|_| None).collect();
+) -> Result<(Vec<Vec<usize>>, u64)> {
+    let mut parts: Vec<Vec<usize>> = targets.iter().map(|_| Vec::new()).collect();
     let mut skipped = 0;
-    let hasher = std::collections::hash_map::RandomState::new();
     for (i, row) in batch.rows.iter().enumerate() {
         let Some(&t) = lookup.get(&row.table) else {
             skipped += 1;
@@ -511,20 +500,50 @@ fn encode_batch(
                 ),
             ));
         }
-        let s = staged[t].get_or_insert_with(|| Staged {
-            writer: CopyWriter::new(),
-            rows: 0,
-            keys: HashSet::new(),
-            duplicates: false,
-        });
-        let mark = s.writer.len();
-        s.writer
-            .start_tuple(u16::try_from(target.columns.len()).unwrap_or(u16::MAX));
+        parts[t].push(i);
+    }
+    Ok((parts, skipped))
+}
+
+/// Bytes of encoded rows sent to the server at a time.
+const CHUNK: usize = 1 << 20;
+
+/// Encodes the rows `indices` of `batch` for `target` and streams them into
+/// `statement` (a binary COPY) chunk by chunk, so the server loads while the
+/// client encodes. Returns the rows copied and whether a key repeats.
+async fn stream_rows(
+    tx: &Transaction<'_>,
+    statement: &str,
+    target: &Target,
+    batch: &Batch,
+    indices: &[usize],
+    number: usize,
+) -> Result<(u64, bool)> {
+    let sink = tx
+        .copy_in::<_, Bytes>(statement)
+        .await
+        .map_err(|e| Error::server("starting COPY", e))?;
+    futures_util::pin_mut!(sink);
+    let mut writer = CopyWriter::new();
+    let mut keys: HashSet<u64> = HashSet::new();
+    let mut duplicates = false;
+    let hasher = std::collections::hash_map::RandomState::new();
+    let fields = u16::try_from(target.columns.len()).unwrap_or(u16::MAX);
+    for &i in indices {
+        let row = &batch.rows[i];
+        writer.start_tuple(fields);
         let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
         for (c, (value, column)) in row.values.iter().zip(&target.columns).enumerate() {
-            let before = s.writer.len();
-            if let Err(e) = s.writer.value(value, &column.ty) {
-                s.writer.truncate(mark);
+            let before = writer.len();
+            if matches!(value, Value::Null) && column.not_null {
+                return Err(data_error(
+                    number,
+                    &target.name,
+                    i + 1,
+                    format!("column {}: NULL in a NOT NULL column", column.name),
+                ));
+            }
+            if let Err(e) = writer.value(value, &column.ty) {
                 let shown = match value {
                     Value::Text(t) => format!(" value \"{}\":", shorten(t)),
                     _ => String::new(),
@@ -536,36 +555,37 @@ fn encode_batch(
                     format!("column {}:{shown} {e}", column.name),
                 ));
             }
-            if matches!(value, Value::Null) && column.not_null {
-                s.writer.truncate(mark);
-                return Err(data_error(
-                    number,
-                    &target.name,
-                    i + 1,
-                    format!("column {}: NULL in a NOT NULL column", column.name),
-                ));
-            }
             if let Some(h) = key_hash.as_mut() {
                 if target.key.contains(&c) {
-                    h.write(s.writer.bytes_since(before));
+                    h.write(writer.bytes_since(before));
                 }
             }
         }
         if let Some(h) = key_hash {
-            if !s.keys.insert(h.finish()) {
-                s.duplicates = true;
-            }
+            duplicates |= !keys.insert(h.finish());
         }
-        s.rows += 1;
+        if writer.len() >= CHUNK {
+            sink.send(Bytes::from(writer.take()))
+                .await
+                .map_err(|e| Error::server("COPY", e))?;
+        }
     }
-    Ok((staged, skipped))
+    sink.send(Bytes::from(writer.finish()))
+        .await
+        .map_err(|e| Error::server("COPY", e))?;
+    let copied = sink
+        .as_mut()
+        .finish()
+        .await
+        .map_err(|e| Error::server("COPY", e))?;
+    Ok((copied, duplicates))
 }
 
 /// Stages, merges and commits one batch with its watermark.
 async fn load_batch(
     client: &mut Client,
     targets: &[Target],
-    staged: Vec<Option<Staged>>,
+    parts: Vec<Vec<usize>>,
     batch: Batch,
     number: usize,
     first: &TableName,
@@ -578,8 +598,10 @@ async fn load_batch(
     let context = |table: &TableName, what: &str| format!("batch {number}, table {table}: {what}");
     // 1. Stage: the client streams; no strong lock is held.
     let mut work = Vec::new();
-    for (i, (target, s)) in targets.iter().zip(staged).enumerate() {
-        let Some(s) = s else { continue };
+    for (i, (target, indices)) in targets.iter().zip(&parts).enumerate() {
+        if indices.is_empty() {
+            continue;
+        }
         let direct = target.key.is_empty() && !target.needs_cast();
         let into = if direct {
             target.name.quoted()
@@ -605,15 +627,17 @@ async fn load_batch(
             .map_err(|e| Error::server(&context(&target.name, "creating the staging table"), e))?;
             stage
         };
-        let cols = column_list(target);
-        let copied = copy_in(
-            tx.client(),
-            &format!("COPY {into} ({cols}) FROM STDIN (FORMAT binary)"),
-            [s.writer.finish()],
-        )
-        .await
-        .map_err(|e| with_table(e, &context(&target.name, "COPY")))?;
-        work.push((target, into, direct, copied, s.duplicates));
+        let statement = format!(
+            "COPY {into} ({}) FROM STDIN (FORMAT binary)",
+            column_list(target)
+        );
+        let (copied, duplicates) = stream_rows(&tx, &statement, target, &batch, indices, number)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::Data => e,
+                _ => with_table(e, &context(&target.name, "COPY")),
+            })?;
+        work.push((target, into, direct, copied, duplicates));
     }
     // 2. Serialise with other ingests of the same tables, in oid order.
     let mut oids: Vec<u32> = work.iter().map(|w| w.0.oid).collect();
