@@ -33,7 +33,7 @@ fn batch(hw: serde_json::Value, rows: Vec<Row>) -> Result<Batch> {
     Ok(Batch {
         high_watermark: BatchWatermark::Value(Some(hw)),
         metadata: json!({}),
-        rows,
+        rows: Box::new(rows.into_iter().map(Ok)),
         resume: None,
     })
 }
@@ -316,8 +316,16 @@ async fn interleaved_tables_in_one_batch_and_atomic_visibility() {
     .await
     .expect("create");
     let mut rows = Vec::new();
-    for i in 0..20_500 {
-        rows.push(row("a", vec![Value::Int(i), Value::Text(format!("v{i}"))]));
+    // Wide enough that each table's rows take several COPY chunks, so the
+    // stream switches between the tables' COPYs many times.
+    for i in 0..60_000 {
+        rows.push(row(
+            "a",
+            vec![
+                Value::Int(i),
+                Value::Text(format!("value number {i} with some padding to widen it")),
+            ],
+        ));
         rows.push(row("b", vec![Value::Int(i), Value::Float(i as f64 / 2.0)]));
     }
 
@@ -340,7 +348,7 @@ async fn interleaved_tables_in_one_batch_and_atomic_visibility() {
                     .await
                     .expect("outside")
                     .get(0);
-                assert_eq!(inside, 20_500, "the hook sees the batch");
+                assert_eq!(inside, 60_000, "the hook sees the batch");
                 self.1.store(outside, Ordering::SeqCst);
                 Ok(())
             })
@@ -359,11 +367,12 @@ async fn interleaved_tables_in_one_batch_and_atomic_visibility() {
         0,
         "another session sees nothing before commit"
     );
-    assert_eq!(report.tables["public.a"].inserted, 20_500);
-    assert_eq!(report.tables["public.b"].inserted, 20_500);
+    assert_eq!(report.tables["public.a"].inserted, 60_000);
+    assert_eq!(report.tables["public.b"].inserted, 60_000);
     let other = db.connect().await;
-    assert_eq!(count(&other, "SELECT count(*) FROM a").await, 20_500);
-    assert_eq!(count(&other, "SELECT count(*) FROM b").await, 20_500);
+    assert_eq!(count(&other, "SELECT count(*) FROM a").await, 60_000);
+    assert_eq!(count(&other, "SELECT count(*) FROM b").await, 60_000);
+    assert_eq!(count(&other, "SELECT count(*) FROM a WHERE v <> 'value number ' || id || ' with some padding to widen it'").await, 0);
 }
 
 #[tokio::test]
@@ -542,7 +551,7 @@ async fn watermarks_latest_earliest_explicit_and_computed() {
             vec![Ok(Batch {
                 high_watermark: BatchWatermark::Computed(Box::new(|| Some(json!("computed")))),
                 metadata: json!({"file": "x"}),
-                rows: vec![],
+                rows: Box::new(std::iter::empty()),
                 resume: None,
             })]
         },

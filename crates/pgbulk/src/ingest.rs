@@ -91,18 +91,44 @@ pub struct Row {
     pub values: Vec<Value>,
 }
 
+/// A batch's rows: streamed, so a batch of any size is loaded in bounded
+/// memory. An error from the iterator rolls the batch back and ends the
+/// ingest.
+pub type Rows = Box<dyn Iterator<Item = Result<Row>> + Send>;
+
 /// A batch: committed atomically with its high watermark.
-#[derive(Debug)]
 pub struct Batch {
     /// The high watermark stored with the batch.
     pub high_watermark: BatchWatermark,
     /// Free-form metadata, passed to the hook and stored with the watermark.
     pub metadata: serde_json::Value,
     /// Rows for any of the declared tables.
-    pub rows: Vec<Row>,
+    pub rows: Rows,
     /// Where a resumable source stands after this batch (stored with the
     /// watermark).
     pub resume: Option<serde_json::Value>,
+}
+
+impl Batch {
+    /// A batch of `rows` with a known watermark and no metadata.
+    pub fn new(high_watermark: Option<serde_json::Value>, rows: Vec<Row>) -> Self {
+        Self {
+            high_watermark: BatchWatermark::Value(high_watermark),
+            metadata: serde_json::Value::Null,
+            rows: Box::new(rows.into_iter().map(Ok)),
+            resume: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("high_watermark", &self.high_watermark)
+            .field("metadata", &self.metadata)
+            .field("resume", &self.resume)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the hook sees of a batch.
@@ -256,21 +282,22 @@ where
         HighWatermark::Value(v) => Some(v.clone()),
     };
     let zone_offset = session_utc_offset(client).await?;
-    let mut targets: Option<Vec<Target>> = None;
-    let mut lookup: HashMap<String, usize> = HashMap::new();
+    let mut targets: Option<Targets> = None;
     for (number, batch) in source(start_hw).into_iter().enumerate() {
         let number = number + 1;
         let batch = batch?;
         let batch_started = Instant::now();
         if targets.is_none() {
             migrate_existing(client, &options.lock_policy, &plan, &migrate, &mut report).await?;
-            let t = read_targets(client, &plan, zone_offset).await?;
-            lookup = name_lookup(&t);
-            targets = Some(t);
+            let list = read_targets(client, &plan, zone_offset).await?;
+            let lookup = name_lookup(&list);
+            targets = Some(Targets { list, lookup });
         }
-        let targets = targets.as_deref().unwrap_or_default();
-        let (parts, skipped) = partition(targets, &lookup, &batch, number, &mut report)?;
-        let counts = load_batch(client, targets, parts, batch, number, &first, options).await?;
+        let Some(targets) = targets.as_ref() else {
+            continue;
+        };
+        let (counts, skipped) =
+            load_batch(client, targets, batch, number, &first, options, &mut report).await?;
         info!(batch = number, "committed");
         for (table, c) in &counts {
             report.tables.entry(table.clone()).or_default().add(c);
@@ -440,6 +467,13 @@ async fn read_targets(client: &Client, plan: &Plan, offset: Option<i32>) -> Resu
     Ok(targets)
 }
 
+/// The declared tables as written, and how row table names find them.
+#[derive(Debug)]
+struct Targets {
+    list: Vec<Target>,
+    lookup: HashMap<String, usize>,
+}
+
 /// Row table names to targets: `schema.table` always, `table` when only
 /// one declared table has that name.
 fn name_lookup(targets: &[Target]) -> HashMap<String, usize> {
@@ -464,21 +498,50 @@ fn data_error(number: usize, table: &TableName, row: usize, detail: String) -> E
     )
 }
 
-/// The rows of each target in a batch (indices into `batch.rows`), and
-/// how many rows were for undeclared tables (skipped).
-fn partition(
+/// Bytes of encoded rows sent to the server at a time.
+const CHUNK: usize = 1 << 20;
+
+/// A table's rows in the batch being staged.
+struct Pending {
+    /// Encoded tuples not sent yet.
+    writer: CopyWriter,
+    /// Where its COPY goes (the target, or a TEMP staging table), once
+    /// decided.
+    into: Option<String>,
+    /// Whether it is copied straight into the target.
+    direct: bool,
+    rows: u64,
+    copied: u64,
+    keys: HashSet<u64>,
+    duplicates: bool,
+}
+
+/// The COPY in progress on the batch's connection.
+struct OpenCopy {
+    table: usize,
+    sink: Pin<Box<tokio_postgres::CopyInSink<Bytes>>>,
+}
+
+/// Streams the batch's rows into staging: each table's rows are encoded
+/// into its own buffer and sent in chunks of [`CHUNK`] bytes, keeping one
+/// COPY open while rows of the same table follow, so the server loads while
+/// the client encodes and memory stays bounded whatever the batch's size.
+/// Rows for undeclared tables are counted as skipped.
+async fn stage_rows(
+    tx: &Transaction<'_>,
     targets: &[Target],
     lookup: &HashMap<String, usize>,
-    batch: &Batch,
+    rows: Rows,
     number: usize,
-    report: &mut Report,
-) -> Result<(Vec<Vec<usize>>, u64)> {
-    let mut parts: Vec<Vec<usize>> = targets.iter().map(|_| Vec::new()).collect();
-    let mut skipped = 0;
-    for (i, row) in batch.rows.iter().enumerate() {
+    skipped: &mut BTreeMap<String, u64>,
+) -> Result<Vec<Option<Pending>>> {
+    let mut pending: Vec<Option<Pending>> = targets.iter().map(|_| None).collect();
+    let mut open: Option<OpenCopy> = None;
+    let hasher = std::collections::hash_map::RandomState::new();
+    for (i, row) in rows.enumerate() {
+        let row = row?;
         let Some(&t) = lookup.get(&row.table) else {
-            skipped += 1;
-            *report.skipped.entry(row.table.clone()).or_default() += 1;
+            *skipped.entry(row.table).or_default() += 1;
             continue;
         };
         let target = &targets[t];
@@ -491,154 +554,249 @@ fn partition(
                     "{} values for {} columns ({})",
                     row.values.len(),
                     target.columns.len(),
-                    target
-                        .columns
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    column_names(target)
                 ),
             ));
         }
-        parts[t].push(i);
+        let p = pending[t].get_or_insert_with(|| Pending {
+            writer: CopyWriter::tuples_only(),
+            into: None,
+            direct: target.key.is_empty() && !target.needs_cast(),
+            rows: 0,
+            copied: 0,
+            keys: HashSet::new(),
+            duplicates: false,
+        });
+        encode_row(p, target, &row, i + 1, number, &hasher)?;
+        if p.writer.len() >= CHUNK {
+            flush(tx, targets, &mut pending, &mut open, t, false).await?;
+        }
     }
-    Ok((parts, skipped))
+    for t in 0..targets.len() {
+        if pending[t].is_some() {
+            flush(tx, targets, &mut pending, &mut open, t, true).await?;
+        }
+    }
+    if let Some(copy) = open.take() {
+        let copied = finish_copy(copy.sink, &targets[copy.table]).await?;
+        if let Some(p) = pending[copy.table].as_mut() {
+            p.copied += copied;
+        }
+    }
+    Ok(pending)
 }
 
-/// Bytes of encoded rows sent to the server at a time.
-const CHUNK: usize = 1 << 20;
+fn column_names(target: &Target) -> String {
+    target
+        .columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
-/// Encodes the rows `indices` of `batch` for `target` and streams them into
-/// `statement` (a binary COPY) chunk by chunk, so the server loads while the
-/// client encodes. Returns the rows copied and whether a key repeats.
-async fn stream_rows(
-    tx: &Transaction<'_>,
-    statement: &str,
+/// Encodes one row into its table's buffer, noting repeated keys.
+fn encode_row(
+    p: &mut Pending,
     target: &Target,
-    batch: &Batch,
-    indices: &[usize],
+    row: &Row,
+    row_number: usize,
     number: usize,
-) -> Result<(u64, bool)> {
-    let sink = tx
-        .copy_in::<_, Bytes>(statement)
-        .await
-        .map_err(|e| Error::server("starting COPY", e))?;
-    futures_util::pin_mut!(sink);
-    let mut writer = CopyWriter::new();
-    let mut keys: HashSet<u64> = HashSet::new();
-    let mut duplicates = false;
-    let hasher = std::collections::hash_map::RandomState::new();
-    let fields = u16::try_from(target.columns.len()).unwrap_or(u16::MAX);
-    for &i in indices {
-        let row = &batch.rows[i];
-        writer.start_tuple(fields);
-        let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
-        for (c, (value, column)) in row.values.iter().zip(&target.columns).enumerate() {
-            let before = writer.len();
-            if matches!(value, Value::Null) && column.not_null {
-                return Err(data_error(
-                    number,
-                    &target.name,
-                    i + 1,
-                    format!("column {}: NULL in a NOT NULL column", column.name),
-                ));
-            }
-            if let Err(e) = writer.value(value, &column.ty) {
-                let shown = match value {
-                    Value::Text(t) => format!(" value \"{}\":", shorten(t)),
-                    _ => String::new(),
-                };
-                return Err(data_error(
-                    number,
-                    &target.name,
-                    i + 1,
-                    format!("column {}:{shown} {e}", column.name),
-                ));
-            }
-            if let Some(h) = key_hash.as_mut() {
-                if target.key.contains(&c) {
-                    h.write(writer.bytes_since(before));
-                }
-            }
+    hasher: &std::collections::hash_map::RandomState,
+) -> Result<()> {
+    let mark = p.writer.len();
+    p.writer
+        .start_tuple(u16::try_from(target.columns.len()).unwrap_or(u16::MAX));
+    let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
+    for (c, (value, column)) in row.values.iter().zip(&target.columns).enumerate() {
+        let before = p.writer.len();
+        let failure = if matches!(value, Value::Null) && column.not_null {
+            Some("NULL in a NOT NULL column".to_owned())
+        } else {
+            p.writer
+                .value(value, &column.ty)
+                .err()
+                .map(|e| match value {
+                    Value::Text(t) => format!("value \"{}\": {e}", shorten(t)),
+                    _ => e.to_string(),
+                })
+        };
+        if let Some(why) = failure {
+            p.writer.truncate(mark);
+            return Err(data_error(
+                number,
+                &target.name,
+                row_number,
+                format!("column {}: {why}", column.name),
+            ));
         }
-        if let Some(h) = key_hash {
-            duplicates |= !keys.insert(h.finish());
-        }
-        if writer.len() >= CHUNK {
-            sink.send(Bytes::from(writer.take()))
-                .await
-                .map_err(|e| Error::server("COPY", e))?;
+        if let Some(h) = key_hash.as_mut() {
+            if target.key.contains(&c) {
+                h.write(p.writer.bytes_since(before));
+            }
         }
     }
-    sink.send(Bytes::from(writer.finish()))
+    if let Some(h) = key_hash {
+        p.duplicates |= !p.keys.insert(h.finish());
+    }
+    p.rows += 1;
+    Ok(())
+}
+
+/// Sends table `t`'s buffered rows, opening its COPY (and creating its
+/// staging table) first if needed; with `last`, ends its COPY.
+async fn flush(
+    tx: &Transaction<'_>,
+    targets: &[Target],
+    pending: &mut [Option<Pending>],
+    open: &mut Option<OpenCopy>,
+    t: usize,
+    last: bool,
+) -> Result<()> {
+    if open.as_ref().is_some_and(|o| o.table != t) {
+        if let Some(copy) = open.take() {
+            let copied = finish_copy(copy.sink, &targets[copy.table]).await?;
+            if let Some(p) = pending[copy.table].as_mut() {
+                p.copied += copied;
+            }
+        }
+    }
+    let target = &targets[t];
+    let Some(p) = pending[t].as_mut() else {
+        return Ok(());
+    };
+    if open.is_none() {
+        let into = match &p.into {
+            Some(into) => into.clone(),
+            None => {
+                let into = if p.direct {
+                    target.name.quoted()
+                } else {
+                    let stage = quote_ident(&format!("pgbulk_stage_{t}"));
+                    create_stage(tx, target, &stage).await?;
+                    stage
+                };
+                p.into = Some(into.clone());
+                into
+            }
+        };
+        let statement = format!(
+            "COPY {into} ({}) FROM STDIN (FORMAT binary)",
+            column_list(target)
+        );
+        let sink = tx
+            .copy_in::<_, Bytes>(&statement)
+            .await
+            .map_err(|e| with_table(Error::server("starting COPY", e), &target.name.to_string()))?;
+        let mut sink = Box::pin(sink);
+        sink.send(Bytes::from_static(crate::codec::COPY_HEADER))
+            .await
+            .map_err(|e| Error::server("COPY", e))?;
+        *open = Some(OpenCopy { table: t, sink });
+    }
+    if let Some(copy) = open.as_mut() {
+        let chunk = p.writer.take();
+        if !chunk.is_empty() {
+            copy.sink
+                .send(Bytes::from(chunk))
+                .await
+                .map_err(|e| with_table(Error::server("COPY", e), &target.name.to_string()))?;
+        }
+    }
+    if last {
+        if let Some(copy) = open.take() {
+            p.copied += finish_copy(copy.sink, target).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the TEMP staging table of `target` (dropped at commit); columns
+/// the server must cast arrive as `text`.
+async fn create_stage(tx: &Transaction<'_>, target: &Target, stage: &str) -> Result<()> {
+    let cols: Vec<String> = target
+        .columns
+        .iter()
+        .map(|c| {
+            let ty = if c.ty.needs_cast() {
+                "text"
+            } else {
+                c.ty.name.as_str()
+            };
+            format!("{} {ty}", quote_ident(&c.name))
+        })
+        .collect();
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE {stage} ({}) ON COMMIT DROP",
+        cols.join(", ")
+    ))
+    .await
+    .map_err(|e| {
+        with_table(
+            Error::server("creating the staging table", e),
+            &target.name.to_string(),
+        )
+    })
+}
+
+/// Ends a COPY (trailer, then `CopyDone`) and returns the rows copied.
+async fn finish_copy(
+    mut sink: Pin<Box<tokio_postgres::CopyInSink<Bytes>>>,
+    target: &Target,
+) -> Result<u64> {
+    sink.send(Bytes::from_static(crate::codec::COPY_TRAILER))
         .await
-        .map_err(|e| Error::server("COPY", e))?;
-    let copied = sink
-        .as_mut()
+        .map_err(|e| with_table(Error::server("COPY", e), &target.name.to_string()))?;
+    sink.as_mut()
         .finish()
         .await
-        .map_err(|e| Error::server("COPY", e))?;
-    Ok((copied, duplicates))
+        .map_err(|e| with_table(Error::server("COPY", e), &target.name.to_string()))
 }
 
 /// Stages, merges and commits one batch with its watermark.
 async fn load_batch(
     client: &mut Client,
-    targets: &[Target],
-    parts: Vec<Vec<usize>>,
+    targets: &Targets,
     batch: Batch,
     number: usize,
     first: &TableName,
     options: &Options,
-) -> Result<BTreeMap<String, Counts>> {
+    report: &mut Report,
+) -> Result<(BTreeMap<String, Counts>, u64)> {
     let tx = client
         .transaction()
         .await
         .map_err(|e| Error::server("BEGIN", e))?;
     let context = |table: &TableName, what: &str| format!("batch {number}, table {table}: {what}");
     // 1. Stage: the client streams; no strong lock is held.
-    let mut work = Vec::new();
-    for (i, (target, indices)) in targets.iter().zip(&parts).enumerate() {
-        if indices.is_empty() {
-            continue;
-        }
-        let direct = target.key.is_empty() && !target.needs_cast();
-        let into = if direct {
-            target.name.quoted()
-        } else {
-            let stage = quote_ident(&format!("pgbulk_stage_{i}"));
-            let cols: Vec<String> = target
-                .columns
-                .iter()
-                .map(|c| {
-                    let ty = if c.ty.needs_cast() {
-                        "text"
-                    } else {
-                        c.ty.name.as_str()
-                    };
-                    format!("{} {ty}", quote_ident(&c.name))
-                })
-                .collect();
-            tx.batch_execute(&format!(
-                "CREATE TEMP TABLE {stage} ({}) ON COMMIT DROP",
-                cols.join(", ")
-            ))
-            .await
-            .map_err(|e| Error::server(&context(&target.name, "creating the staging table"), e))?;
-            stage
-        };
-        let statement = format!(
-            "COPY {into} ({}) FROM STDIN (FORMAT binary)",
-            column_list(target)
-        );
-        let (copied, duplicates) = stream_rows(&tx, &statement, target, &batch, indices, number)
-            .await
-            .map_err(|e| match e.kind() {
-                ErrorKind::Data => e,
-                _ => with_table(e, &context(&target.name, "COPY")),
-            })?;
-        work.push((target, into, direct, copied, duplicates));
+    let mut skipped_by_table = BTreeMap::new();
+    let lookup = &targets.lookup;
+    let targets = targets.list.as_slice();
+    let staged = stage_rows(
+        &tx,
+        targets,
+        lookup,
+        batch.rows,
+        number,
+        &mut skipped_by_table,
+    )
+    .await
+    .map_err(|e| match e.kind() {
+        ErrorKind::Data => e,
+        _ => Error::new(e.kind(), format!("batch {number}: {}", e.message())).with_source(e),
+    })?;
+    let skipped: u64 = skipped_by_table.values().sum();
+    for (table, n) in skipped_by_table {
+        *report.skipped.entry(table).or_default() += n;
     }
+    let work: Vec<(&Target, String, bool, u64, bool)> = targets
+        .iter()
+        .zip(staged)
+        .filter_map(|(target, p)| {
+            let p = p?;
+            Some((target, p.into?, p.direct, p.copied, p.duplicates))
+        })
+        .collect();
     // 2. Serialise with other ingests of the same tables, in oid order.
     let mut oids: Vec<u32> = work.iter().map(|w| w.0.oid).collect();
     if number == 1 && options.mode == Mode::DeleteThenUpsert {
@@ -737,7 +895,7 @@ async fn load_batch(
     tx.commit()
         .await
         .map_err(|e| Error::server(&format!("batch {number}: COMMIT"), e))?;
-    Ok(counts)
+    Ok((counts, skipped))
 }
 
 /// Prefixes an error's message with where it happened, keeping its kind

@@ -185,8 +185,13 @@ pub struct CopyWriter {
     buf: Vec<u8>,
 }
 
-/// The binary COPY signature, flags and header extension length.
-const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// The binary COPY header: signature, flags and header extension length.
+pub const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The binary COPY trailer.
+pub const COPY_TRAILER: &[u8] = &[0xff, 0xff];
+
+const HEADER: &[u8] = COPY_HEADER;
 
 impl CopyWriter {
     /// A writer whose buffer starts with the COPY header.
@@ -225,6 +230,14 @@ impl CopyWriter {
             self.buf.truncate(mark);
         }
         result
+    }
+
+    /// A writer for tuples only: the caller sends [`COPY_HEADER`] and
+    /// [`COPY_TRAILER`] around them.
+    pub fn tuples_only() -> Self {
+        Self {
+            buf: Vec::with_capacity(64 * 1024),
+        }
     }
 
     /// Bytes written so far (header and tuples).
