@@ -747,10 +747,26 @@ async fn in_place_migrations_keep_the_table() {
         &Options::default(),
     )
     .await
-    .expect_err("rebuild needed");
-    assert_eq!(err.kind(), ErrorKind::Config);
-    assert!(err.message().contains("column name changes type"), "{err}");
-    assert_eq!(oid(&client, "t").await, before);
+    .expect_err("the rebuild cannot cast the names");
+    assert_eq!(err.kind(), ErrorKind::Server);
+    assert!(
+        err.message()
+            .contains("invalid input syntax for type bigint"),
+        "{err}"
+    );
+    assert_eq!(
+        oid(&client, "t").await,
+        before,
+        "a failed rebuild leaves the table as it was"
+    );
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgbulk\\_new%'"
+        )
+        .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -790,4 +806,402 @@ async fn concurrent_ingests_into_one_table() {
         t.await.expect("task").expect("no deadlock, no error");
     }
     assert_eq!(count(&setup, "SELECT count(*) FROM t").await, 2000);
+}
+
+/// Runs `SELECT count(*)` on `table` in a loop on its own session until
+/// told to stop; returns the counts seen. Its `lock_timeout` makes any wait
+/// longer than `max_wait_ms` an error, so the server itself checks that
+/// readers never queue for long.
+fn reader(
+    db: &TestDb,
+    table: &'static str,
+    max_wait_ms: u64,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<Vec<i64>>,
+) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = db.url.clone();
+    let flag = stop.clone();
+    let handle = tokio::spawn(async move {
+        let client = pgbulk::connect::connect(&crate::harness::resolve(&url))
+            .await
+            .expect("reader")
+            .client;
+        client
+            .batch_execute(&format!("SET lock_timeout = '{max_wait_ms}ms'"))
+            .await
+            .expect("lock_timeout");
+        let mut seen = Vec::new();
+        while !flag.load(Ordering::SeqCst) {
+            let n: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .expect("a reader never waits longer than the lock timeout")
+                .get(0);
+            seen.push(n);
+        }
+        seen
+    });
+    (stop, handle)
+}
+
+#[tokio::test]
+async fn rebuild_keeps_grants_views_owner_comments_and_keys() {
+    let db = TestDb::new("ingest_rebuild").await;
+    let mut client = db.connect().await;
+    let role = |r: &str| format!("{r}_{}", db.name);
+    let (r1, r2) = (role("r1"), role("r2"));
+    client
+        .batch_execute(&format!("CREATE ROLE {r1}; CREATE ROLE {r2}; CREATE SCHEMA sales; GRANT ALL ON SCHEMA sales TO {r2}"))
+        .await
+        .expect("roles");
+    let v1 = decl(
+        "CREATE TABLE sales.t (id int PRIMARY KEY, amount int, note text);\
+         CREATE UNIQUE INDEX t_note_u ON sales.t (note);\
+         COMMENT ON COLUMN sales.t.note IS 'declared';",
+    );
+    let rows = |from: i64, to: i64| -> Vec<Row> {
+        (from..to)
+            .map(|i| {
+                row(
+                    "sales.t",
+                    vec![
+                        Value::Int(i),
+                        Value::Int(i * 10),
+                        Value::Text(format!("n{i}")),
+                    ],
+                )
+            })
+            .collect()
+    };
+    ingest(
+        &mut client,
+        &v1,
+        |_| vec![batch(json!(1), rows(0, 1000))],
+        &Options::default(),
+    )
+    .await
+    .expect("v1");
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE sales.t OWNER TO {r2}; \
+             GRANT SELECT ON sales.t TO PUBLIC; GRANT UPDATE (amount) ON sales.t TO {r1}; \
+             COMMENT ON TABLE sales.t IS 'live comment'; \
+             CREATE VIEW sales.v AS SELECT id, amount FROM sales.t; \
+             CREATE VIEW sales.v2 AS SELECT count(*) AS n FROM sales.v; \
+             GRANT SELECT ON sales.v TO {r1}; ALTER VIEW sales.v OWNER TO {r2}; \
+             CREATE MATERIALIZED VIEW sales.mv AS SELECT count(*) AS n FROM sales.t; \
+             CREATE UNIQUE INDEX mv_n ON sales.mv (n); ALTER MATERIALIZED VIEW sales.mv OWNER TO {r2}; \
+             CREATE TABLE sales.child (id int PRIMARY KEY, t_id int REFERENCES sales.t (id)); \
+             INSERT INTO sales.child VALUES (1, 5); \
+             CREATE FUNCTION sales.touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$; \
+             CREATE TRIGGER t_touch BEFORE UPDATE ON sales.t FOR EACH ROW EXECUTE FUNCTION sales.touch();"
+        ))
+        .await
+        .expect("live objects");
+    let before = oid(&client, "sales.t").await;
+    let v2 = decl(
+        "CREATE TABLE sales.t (id int PRIMARY KEY, extra text DEFAULT 'x', amount bigint, note text);\
+         CREATE UNIQUE INDEX t_note_u ON sales.t (note);\
+         COMMENT ON COLUMN sales.t.note IS 'declared';",
+    );
+    let plan = pgbulk::plan::plan(&mut client, &v2).await.expect("plan");
+    let printed = plan.to_string();
+    assert!(
+        printed.contains("rebuild")
+            && printed.contains("column amount changes type from integer to bigint"),
+        "{printed}"
+    );
+
+    let (stop, readers) = reader(&db, "sales.v", 4000);
+    let report = ingest(
+        &mut client,
+        &v2,
+        |_| {
+            vec![batch(
+                json!(2),
+                (1000..1500)
+                    .map(|i| {
+                        row(
+                            "sales.t",
+                            vec![
+                                Value::Int(i),
+                                Value::Null,
+                                Value::Int(i),
+                                Value::Text(format!("n{i}")),
+                            ],
+                        )
+                    })
+                    .collect(),
+            )]
+        },
+        &Options::default(),
+    )
+    .await
+    .expect("rebuild");
+    stop.store(true, Ordering::SeqCst);
+    let seen = readers.await.expect("reader task");
+    assert!(
+        seen.iter().all(|n| *n == 1000 || *n == 1500),
+        "all old or all new: {seen:?}"
+    );
+    assert!(
+        report.migrations.iter().any(|m| m.contains("rebuilt")),
+        "{:?}",
+        report.migrations
+    );
+    assert_ne!(oid(&client, "sales.t").await, before);
+    let check = |sql: String| {
+        let client = &client;
+        async move {
+            client
+                .query_one(&sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get::<_, bool>(0)
+        }
+    };
+    assert!(check("SELECT count(*) = 1500 FROM sales.t".into()).await);
+    assert!(
+        check("SELECT count(*) = 1000 FROM sales.t WHERE extra = 'x' AND amount = id * 10".into())
+            .await,
+        "rows copied by name"
+    );
+    assert!(check("SELECT array_agg(attname::text ORDER BY attnum) = '{id,extra,amount,note}' FROM pg_attribute WHERE attrelid = 'sales.t'::regclass AND attnum > 0".into()).await);
+    assert!(check("SELECT format_type(atttypid, atttypmod) = 'bigint' FROM pg_attribute WHERE attrelid = 'sales.t'::regclass AND attname = 'amount'".into()).await);
+    assert!(check(format!("SELECT pg_get_userbyid(relowner) = '{r2}' FROM pg_class WHERE oid = 'sales.t'::regclass")).await, "owner kept");
+    assert!(
+        check("SELECT has_table_privilege('public', 'sales.t', 'SELECT')".into()).await,
+        "PUBLIC grant kept"
+    );
+    assert!(
+        check(format!(
+            "SELECT has_column_privilege('{r1}', 'sales.t', 'amount', 'UPDATE')"
+        ))
+        .await,
+        "column grant kept"
+    );
+    assert!(check("SELECT obj_description('sales.t'::regclass) = 'live comment'".into()).await);
+    assert!(check("SELECT col_description('sales.t'::regclass, 4) = 'declared'".into()).await);
+    assert!(
+        check("SELECT n = 1500 FROM sales.v2".into()).await,
+        "view chain recreated"
+    );
+    assert!(
+        check(format!(
+            "SELECT has_table_privilege('{r1}', 'sales.v', 'SELECT')"
+        ))
+        .await,
+        "view grant kept"
+    );
+    assert!(check(format!("SELECT pg_get_userbyid(relowner) = '{r2}' FROM pg_class WHERE oid = 'sales.v'::regclass")).await);
+    assert!(
+        check("SELECT n = 1500 FROM sales.mv".into()).await,
+        "materialized view recreated and filled"
+    );
+    assert!(
+        check(
+            "SELECT count(*) = 1 FROM pg_indexes WHERE schemaname = 'sales' AND indexname = 'mv_n'"
+                .into()
+        )
+        .await
+    );
+    assert!(check("SELECT count(*) = 1 FROM pg_constraint WHERE conrelid = 'sales.child'::regclass AND contype = 'f' AND confrelid = 'sales.t'::regclass AND convalidated".into()).await, "foreign key re-pointed");
+    assert!(check("SELECT count(*) = 1 FROM pg_trigger WHERE tgrelid = 'sales.t'::regclass AND tgname = 't_touch'".into()).await);
+    assert!(
+        check(
+            "SELECT indisunique FROM pg_index WHERE indexrelid = 'sales.t_note_u'::regclass".into()
+        )
+        .await,
+        "unique stays unique"
+    );
+    assert!(check("SELECT count(*) = 1 FROM pg_constraint WHERE conrelid = 'sales.t'::regclass AND conname = 't_pkey'".into()).await);
+    assert!(
+        check("SELECT count(*) = 0 FROM pg_class WHERE relname LIKE 'pgbulk\\_new\\_%'".into())
+            .await,
+        "no leftovers"
+    );
+    // Declared again: untouched.
+    let after = oid(&client, "sales.t").await;
+    let report = ingest(
+        &mut client,
+        &v2,
+        |_| vec![batch(json!(3), vec![])],
+        &Options::default(),
+    )
+    .await
+    .expect("again");
+    assert!(report.migrations.is_empty(), "{:?}", report.migrations);
+    assert_eq!(oid(&client, "sales.t").await, after);
+}
+
+#[tokio::test]
+async fn replace_atomic_swaps_after_the_final_batch() {
+    let db = TestDb::new("ingest_replace").await;
+    let mut client = db.connect().await;
+    let d = decl("CREATE TABLE t (id int PRIMARY KEY, v text);");
+    let old: Vec<Row> = (0..100)
+        .map(|i| row("t", vec![Value::Int(i), text("old")]))
+        .collect();
+    ingest(
+        &mut client,
+        &d,
+        |_| vec![batch(json!("old"), old)],
+        &Options::default(),
+    )
+    .await
+    .expect("old");
+    client
+        .batch_execute("CREATE VIEW tv AS SELECT v, count(*) AS n FROM t GROUP BY v; GRANT SELECT ON t TO PUBLIC")
+        .await
+        .expect("view");
+    let opts = Options {
+        mode: Mode::ReplaceAtomic,
+        ..Options::default()
+    };
+    ingest(&mut client, &d, |_| Vec::<Result<Batch>>::new(), &opts)
+        .await
+        .expect("zero batches");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM t").await,
+        100,
+        "zero batches change nothing"
+    );
+
+    struct SeeOld(tokio_postgres::Client);
+    impl BeforeVisible for SeeOld {
+        fn call<'a>(
+            &'a self,
+            _tx: &'a tokio_postgres::Transaction<'a>,
+            _batch: &'a BatchInfo,
+        ) -> Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+            Box::pin(async move {
+                let row = self
+                    .0
+                    .query_one("SELECT count(*), min(v) FROM t", &[])
+                    .await
+                    .expect("outside");
+                assert_eq!(
+                    (row.get::<_, i64>(0), row.get::<_, String>(1)),
+                    (100, "old".to_owned()),
+                    "readers see the old rows until the swap"
+                );
+                Ok(())
+            })
+        }
+    }
+    let (stop, readers) = reader(&db, "tv", 4000);
+    let opts = Options {
+        mode: Mode::ReplaceAtomic,
+        before_visible: Some(Arc::new(SeeOld(db.connect().await))),
+        ..Options::default()
+    };
+    let new = |from: i64, to: i64| -> Vec<Row> {
+        (from..to)
+            .map(|i| row("t", vec![Value::Int(i), text("new")]))
+            .collect()
+    };
+    let report = ingest(
+        &mut client,
+        &d,
+        |_| {
+            vec![
+                batch(json!("b1"), new(0, 30)),
+                batch(json!("b2"), new(1000, 1030)),
+            ]
+        },
+        &opts,
+    )
+    .await
+    .expect("replace");
+    stop.store(true, Ordering::SeqCst);
+    let seen = readers.await.expect("reader");
+    assert!(
+        seen.iter().all(|n| *n == 1),
+        "one group: all old or all new: {seen:?}"
+    );
+    assert_eq!(report.batches.len(), 2);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM t WHERE v = 'new'").await,
+        60
+    );
+    assert_eq!(count(&client, "SELECT count(*) FROM t").await, 60);
+    assert_eq!(
+        count(&client, "SELECT n FROM tv").await,
+        60,
+        "the view follows the new table"
+    );
+    let public: bool = client
+        .query_one("SELECT has_table_privilege('public', 't', 'SELECT')", &[])
+        .await
+        .expect("grant")
+        .get(0);
+    assert!(public);
+    let hw: String = client
+        .query_one("SELECT high_watermark::text FROM pgbulk_watermark", &[])
+        .await
+        .expect("hw")
+        .get(0);
+    assert_eq!(hw, "\"b2\"", "the watermark commits with the swap");
+}
+
+#[tokio::test]
+async fn lock_policy_names_or_terminates_blockers() {
+    use pgbulk::lock::LockPolicy;
+    use std::time::Duration;
+    let db = TestDb::new("ingest_lock").await;
+    let mut client = db.connect().await;
+    let v1 = decl("CREATE TABLE t (id int PRIMARY KEY);");
+    ingest(
+        &mut client,
+        &v1,
+        |_| vec![batch(json!(1), vec![])],
+        &Options::default(),
+    )
+    .await
+    .expect("v1");
+    let blocker = db.connect().await;
+    blocker
+        .batch_execute("SET application_name = 'dashboard'; BEGIN; SELECT * FROM t")
+        .await
+        .expect("blocker holds ACCESS SHARE");
+    let v2 = decl("CREATE TABLE t (id int PRIMARY KEY, added int);");
+    let strict = Options {
+        lock_policy: LockPolicy {
+            lock_timeout: Duration::from_millis(100),
+            total_wait: Duration::from_millis(600),
+            terminate_blockers_after: None,
+        },
+        ..Options::default()
+    };
+    let err = ingest(&mut client, &v2, |_| vec![batch(json!(2), vec![])], &strict)
+        .await
+        .expect_err("blocked");
+    assert!(err.message().contains("gave up after waiting"), "{err}");
+    assert!(
+        err.message().contains("(dashboard)"),
+        "names the blocker: {err}"
+    );
+    let terminate = Options {
+        lock_policy: LockPolicy {
+            terminate_blockers_after: Some(Duration::from_millis(200)),
+            total_wait: Duration::from_secs(30),
+            ..strict.lock_policy.clone()
+        },
+        ..Options::default()
+    };
+    ingest(
+        &mut client,
+        &v2,
+        |_| vec![batch(json!(3), vec![])],
+        &terminate,
+    )
+    .await
+    .expect("blocker terminated");
+    assert!(
+        blocker.simple_query("SELECT 1").await.is_err(),
+        "the blocker's session was terminated"
+    );
+    assert_eq!(count(&client, "SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'added'").await, 1);
 }

@@ -37,6 +37,8 @@ use crate::codec::{ColumnType, CopyWriter, TypeKind, Value, shorten};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::{self, LockPolicy};
 use crate::plan::{self, Phase, Plan, Step};
+use crate::rebuild::{self, NewTable};
+use crate::schema::TableFacts;
 use crate::schema::{Declaration, TableName, quote_ident};
 use crate::watermark;
 
@@ -49,6 +51,11 @@ pub enum Mode {
     /// Delete all rows in the first batch's transaction, then upsert,
     /// committing each batch. Zero batches delete nothing.
     DeleteThenUpsert,
+    /// Load every batch into a new table and swap it in after the final
+    /// batch, keeping grants, views and the rest as a rebuild does: readers
+    /// see all the old rows, then all the new ones. The watermark commits
+    /// with the swap. Zero batches change nothing.
+    ReplaceAtomic,
 }
 
 /// Which high watermark the source is started from.
@@ -231,10 +238,12 @@ pub struct Report {
 }
 
 /// A declared table as the engine writes it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Target {
+    /// The declared table.
     name: TableName,
-    oid: u32,
+    /// Where rows go: the table itself, or the new table replacing it.
+    write: TableName,
     /// Written columns (generated ones left out), types adjusted to the
     /// session's time zone.
     columns: Vec<Column>,
@@ -282,23 +291,128 @@ where
         HighWatermark::Value(v) => Some(v.clone()),
     };
     let zone_offset = session_utc_offset(client).await?;
+    let names: Vec<TableName> = plan.live.iter().map(|(n, _)| n.clone()).collect();
+    let replace = options.mode == Mode::ReplaceAtomic;
+    if replace {
+        lock_tables_for_session(client, &names, true).await?;
+    }
+    let result = run_batches(
+        client,
+        &plan,
+        &migrate,
+        &names,
+        source(start_hw),
+        zone_offset,
+        &first,
+        options,
+        &mut report,
+    )
+    .await;
+    if replace {
+        lock_tables_for_session(client, &names, false).await?;
+    }
+    result?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// A key for advisory locks on a declared table: stable across rebuilds.
+const LOCK_NAMESPACE: i32 = 1_885_827_693;
+
+/// Takes (or releases) session-level advisory locks on `names`, in name
+/// order: a replace-atomic run owns its tables from the first batch to the
+/// swap.
+async fn lock_tables_for_session(client: &Client, names: &[TableName], lock: bool) -> Result<()> {
+    let mut keys: Vec<String> = names.iter().map(ToString::to_string).collect();
+    keys.sort();
+    let function = if lock {
+        "pg_advisory_lock"
+    } else {
+        "pg_advisory_unlock"
+    };
+    for key in keys {
+        client
+            .execute(
+                &format!("SELECT pg_catalog.{function}($1, pg_catalog.hashtext($2))"),
+                &[&LOCK_NAMESPACE, &key],
+            )
+            .await
+            .map_err(|e| Error::server("taking the ingest lock", e))?;
+    }
+    Ok(())
+}
+
+/// The loop over batches (see [`ingest`]).
+#[allow(clippy::too_many_arguments)]
+async fn run_batches<I>(
+    client: &mut Client,
+    plan: &Plan,
+    migrate: &[Step],
+    names: &[TableName],
+    batches: I,
+    zone_offset: Option<i32>,
+    first: &TableName,
+    options: &Options,
+    report: &mut Report,
+) -> Result<()>
+where
+    I: IntoIterator<Item = Result<Batch>>,
+{
+    let replace = options.mode == Mode::ReplaceAtomic;
     let mut targets: Option<Targets> = None;
-    for (number, batch) in source(start_hw).into_iter().enumerate() {
+    let mut news: Vec<NewTable> = Vec::new();
+    let mut last: Option<Committed> = None;
+    for (number, batch) in batches.into_iter().enumerate() {
         let number = number + 1;
         let batch = batch?;
         let batch_started = Instant::now();
         if targets.is_none() {
-            migrate_existing(client, &options.lock_policy, &plan, &migrate, &mut report).await?;
-            let list = read_targets(client, &plan, zone_offset).await?;
+            let pairs: Vec<(TableName, TableName)> = if replace {
+                news = create_new_tables(client, plan).await?;
+                news.iter()
+                    .map(|n| (n.target.clone(), n.name.clone()))
+                    .collect()
+            } else {
+                migrate_existing(client, &options.lock_policy, plan, migrate, report).await?;
+                names.iter().map(|n| (n.clone(), n.clone())).collect()
+            };
+            let list = read_targets(client, &pairs, zone_offset).await?;
             let lookup = name_lookup(&list);
             targets = Some(Targets { list, lookup });
         }
-        let Some(targets) = targets.as_ref() else {
+        let Some(current) = targets.as_ref() else {
             continue;
         };
-        let (counts, skipped) =
-            load_batch(client, targets, batch, number, &first, options, &mut report).await?;
+        let context = BatchContext {
+            number,
+            first,
+            options,
+            rebuild: if number == 1 && !replace {
+                rebuild_list(plan)
+            } else {
+                Vec::new()
+            },
+            write_watermark: !replace,
+            zone_offset,
+        };
+        let rebuilt = !context.rebuild.is_empty();
+        let (counts, skipped, committed) =
+            load_batch(client, current, batch, &context, report).await?;
         info!(batch = number, "committed");
+        if rebuilt {
+            report.migrations.extend(
+                context
+                    .rebuild
+                    .iter()
+                    .map(|(n, _, _)| format!("{n}: rebuilt and swapped in")),
+            );
+            // The rebuilt tables have new oids.
+            let pairs: Vec<(TableName, TableName)> =
+                names.iter().map(|n| (n.clone(), n.clone())).collect();
+            let list = read_targets(client, &pairs, zone_offset).await?;
+            let lookup = name_lookup(&list);
+            targets = Some(Targets { list, lookup });
+        }
         for (table, c) in &counts {
             report.tables.entry(table.clone()).or_default().add(c);
         }
@@ -308,9 +422,95 @@ where
             skipped,
             seconds: batch_started.elapsed().as_secs_f64(),
         });
+        last = Some(committed);
     }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    if let (true, Some(last)) = (replace, last) {
+        swap_in(client, &news, first, &last, options).await?;
+        report.migrations.extend(
+            news.iter()
+                .map(|n| format!("{}: replaced atomically", n.target)),
+        );
+    }
+    Ok(())
+}
+
+/// Tables the plan rebuilds, with their live and declared facts.
+fn rebuild_list(plan: &Plan) -> Vec<(TableName, TableFacts, TableFacts)> {
+    let mut names: Vec<&TableName> = plan.rebuilds.iter().map(|(n, _)| n).collect();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let live = plan.live_facts.iter().find(|(l, _)| l == n)?.1.clone();
+            let declared = plan.declared.iter().find(|(d, _)| d == n)?.1.clone();
+            Some((n.clone(), live, declared))
+        })
+        .collect()
+}
+
+/// Replace-atomic: the new tables, built in the declared shape and
+/// committed empty before the first batch loads into them.
+async fn create_new_tables(client: &mut Client, plan: &Plan) -> Result<Vec<NewTable>> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::server("BEGIN", e))?;
+    let mut news = Vec::new();
+    for (name, declared) in &plan.declared {
+        news.push(rebuild::create_new(&tx, name, declared).await?);
+    }
+    tx.commit()
+        .await
+        .map_err(|e| Error::server("creating the new tables", e))?;
+    Ok(news)
+}
+
+/// Replace-atomic, after the final batch: swaps every new table in and
+/// commits the watermark with it.
+async fn swap_in(
+    client: &mut Client,
+    news: &[NewTable],
+    first: &TableName,
+    last: &Committed,
+    options: &Options,
+) -> Result<()> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::server("BEGIN", e))?;
+    for new in news {
+        rebuild::swap(&tx, &options.lock_policy, new).await?;
+    }
+    watermark::write(
+        &tx,
+        first,
+        last.high_watermark.as_ref(),
+        &last.metadata,
+        last.resume.as_ref(),
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(|e| Error::server("committing the swap", e))
+}
+
+/// What a batch committed with.
+#[derive(Debug)]
+struct Committed {
+    high_watermark: Option<serde_json::Value>,
+    metadata: serde_json::Value,
+    resume: Option<serde_json::Value>,
+}
+
+/// What one batch's transaction must do besides loading rows.
+struct BatchContext<'a> {
+    number: usize,
+    first: &'a TableName,
+    options: &'a Options,
+    /// Tables rebuilt in this batch's transaction (first batch only).
+    rebuild: Vec<(TableName, TableFacts, TableFacts)>,
+    write_watermark: bool,
+    zone_offset: Option<i32>,
 }
 
 /// Creates the schema, tables and watermark table that do not exist, in one
@@ -352,20 +552,6 @@ async fn migrate_existing(
     steps: &[Step],
     report: &mut Report,
 ) -> Result<()> {
-    if !plan.rebuilds.is_empty() {
-        let reasons: Vec<String> = plan
-            .rebuilds
-            .iter()
-            .map(|(t, why)| format!("{t}: {why}"))
-            .collect();
-        return Err(Error::new(
-            ErrorKind::Config,
-            format!(
-                "the declaration needs a table rebuild, which pgbulk does not do yet: {}",
-                reasons.join("; ")
-            ),
-        ));
-    }
     for step in steps {
         let oid = plan
             .live
@@ -437,12 +623,17 @@ fn with_zone(ty: &ColumnType, offset: Option<i32>) -> ColumnType {
     ColumnType { kind, ..ty.clone() }
 }
 
-async fn read_targets(client: &Client, plan: &Plan, offset: Option<i32>) -> Result<Vec<Target>> {
-    let mut targets = Vec::with_capacity(plan.live.len());
-    for (name, _) in &plan.live {
-        let table = catalog::table(client, name.schema_or_public(), &name.name)
+/// Reads the targets: `(declared name, table written)` pairs.
+async fn read_targets(
+    client: &Client,
+    names: &[(TableName, TableName)],
+    offset: Option<i32>,
+) -> Result<Vec<Target>> {
+    let mut targets = Vec::with_capacity(names.len());
+    for (name, write) in names {
+        let table = catalog::table(client, write.schema_or_public(), &write.name)
             .await?
-            .ok_or_else(|| Error::new(ErrorKind::Server, format!("table {name} disappeared")))?;
+            .ok_or_else(|| Error::new(ErrorKind::Server, format!("table {write} disappeared")))?;
         let columns: Vec<Column> = table
             .columns
             .iter()
@@ -459,7 +650,7 @@ async fn read_targets(client: &Client, plan: &Plan, offset: Option<i32>) -> Resu
             .collect();
         targets.push(Target {
             name: name.clone(),
-            oid: table.oid,
+            write: write.clone(),
             columns,
             key,
         });
@@ -468,7 +659,7 @@ async fn read_targets(client: &Client, plan: &Plan, offset: Option<i32>) -> Resu
 }
 
 /// The declared tables as written, and how row table names find them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Targets {
     list: Vec<Target>,
     lookup: HashMap<String, usize>,
@@ -670,7 +861,7 @@ async fn flush(
             Some(into) => into.clone(),
             None => {
                 let into = if p.direct {
-                    target.name.quoted()
+                    target.write.quoted()
                 } else {
                     let stage = quote_ident(&format!("pgbulk_stage_{t}"));
                     create_stage(tx, target, &stage).await?;
@@ -758,15 +949,39 @@ async fn load_batch(
     client: &mut Client,
     targets: &Targets,
     batch: Batch,
-    number: usize,
-    first: &TableName,
-    options: &Options,
+    ctx: &BatchContext<'_>,
     report: &mut Report,
-) -> Result<(BTreeMap<String, Counts>, u64)> {
+) -> Result<(BTreeMap<String, Counts>, u64, Committed)> {
+    let (number, first, options) = (ctx.number, ctx.first, ctx.options);
     let tx = client
         .transaction()
         .await
         .map_err(|e| Error::server("BEGIN", e))?;
+    // 0. Tables being rebuilt: their new tables receive the rows.
+    let mut news = Vec::new();
+    let mut local;
+    let targets = if ctx.rebuild.is_empty() {
+        targets
+    } else {
+        local = targets.clone();
+        for (name, _, declared) in &ctx.rebuild {
+            let new = rebuild::create_new(&tx, name, declared).await?;
+            let fresh = read_targets(
+                tx.client(),
+                &[(name.clone(), new.name.clone())],
+                ctx.zone_offset,
+            )
+            .await?;
+            if let (Some(&i), Some(t)) = (
+                local.lookup.get(&name.to_string()),
+                fresh.into_iter().next(),
+            ) {
+                local.list[i] = t;
+            }
+            news.push(new);
+        }
+        &local
+    };
     let context = |table: &TableName, what: &str| format!("batch {number}, table {table}: {what}");
     // 1. Stage: the client streams; no strong lock is held.
     let mut skipped_by_table = BTreeMap::new();
@@ -789,6 +1004,19 @@ async fn load_batch(
     for (table, n) in skipped_by_table {
         *report.skipped.entry(table).or_default() += n;
     }
+    // The live rows of rebuilt tables, copied by column name while writers
+    // wait and readers go on (unless the first batch deletes them anyway).
+    for ((name, live, declared), new) in ctx.rebuild.iter().zip(&news) {
+        let live_oid: u32 = tx
+            .query_one("SELECT $1::text::regclass::oid", &[&name.quoted()])
+            .await
+            .map_err(|e| Error::server("looking up a table", e))?
+            .get(0);
+        rebuild::lock_for_copy(&tx, &options.lock_policy, name, live_oid).await?;
+        if !(number == 1 && options.mode == Mode::DeleteThenUpsert) {
+            rebuild::copy_rows(&tx, new, live, declared).await?;
+        }
+    }
     let work: Vec<(&Target, String, bool, u64, bool)> = targets
         .iter()
         .zip(staged)
@@ -798,16 +1026,16 @@ async fn load_batch(
         })
         .collect();
     // 2. Serialise with other ingests of the same tables, in oid order.
-    let mut oids: Vec<u32> = work.iter().map(|w| w.0.oid).collect();
-    if number == 1 && options.mode == Mode::DeleteThenUpsert {
-        oids = targets.iter().map(|t| t.oid).collect();
+    let mut keys: Vec<String> = work.iter().map(|w| w.0.name.to_string()).collect();
+    if number == 1 && options.mode == Mode::DeleteThenUpsert || !ctx.rebuild.is_empty() {
+        keys = targets.iter().map(|t| t.name.to_string()).collect();
     }
-    oids.sort_unstable();
-    oids.dedup();
-    for oid in &oids {
+    keys.sort();
+    keys.dedup();
+    for key in &keys {
         tx.execute(
-            "SELECT pg_catalog.pg_advisory_xact_lock(1885827693, $1::oid::int4)",
-            &[oid],
+            "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
+            &[&LOCK_NAMESPACE, key],
         )
         .await
         .map_err(|e| Error::server("taking the ingest lock", e))?;
@@ -817,7 +1045,7 @@ async fn load_batch(
     if number == 1 && options.mode == Mode::DeleteThenUpsert {
         for target in targets {
             let deleted = tx
-                .execute(&format!("DELETE FROM {}", target.name.quoted()), &[])
+                .execute(&format!("DELETE FROM {}", target.write.quoted()), &[])
                 .await
                 .map_err(|e| {
                     with_table(
@@ -839,7 +1067,7 @@ async fn load_batch(
                 .execute(
                     &format!(
                         "INSERT INTO {} ({}) SELECT {} FROM {stage}",
-                        target.name.quoted(),
+                        target.write.quoted(),
                         column_list(target),
                         cast_list(target, "")
                     ),
@@ -870,19 +1098,24 @@ async fn load_batch(
         c.updated += updated;
         c.unchanged += copied.saturating_sub(inserted + updated);
     }
-    // 4. Watermark, hook, commit.
+    // 4. Rebuilt tables take their place; watermark, hook, commit.
+    for new in &news {
+        rebuild::swap(&tx, &options.lock_policy, new).await?;
+    }
     let high_watermark = match batch.high_watermark {
         BatchWatermark::Value(v) => v,
         BatchWatermark::Computed(f) => f(),
     };
-    watermark::write(
-        &tx,
-        first,
-        high_watermark.as_ref(),
-        &batch.metadata,
-        batch.resume.as_ref(),
-    )
-    .await?;
+    if ctx.write_watermark {
+        watermark::write(
+            &tx,
+            first,
+            high_watermark.as_ref(),
+            &batch.metadata,
+            batch.resume.as_ref(),
+        )
+        .await?;
+    }
     if let Some(hook) = &options.before_visible {
         let info = BatchInfo {
             number,
@@ -895,7 +1128,12 @@ async fn load_batch(
     tx.commit()
         .await
         .map_err(|e| Error::server(&format!("batch {number}: COMMIT"), e))?;
-    Ok((counts, skipped))
+    let committed = Committed {
+        high_watermark,
+        metadata: batch.metadata,
+        resume: batch.resume,
+    };
+    Ok((counts, skipped, committed))
 }
 
 /// Prefixes an error's message with where it happened, keeping its kind
@@ -950,7 +1188,7 @@ fn compares_natively(ty: &ColumnType) -> bool {
 /// The upsert: last row per key wins (only sorted when the batch repeats a
 /// key), non-key columns updated only when they differ.
 fn merge_sql(target: &Target, stage: &str, duplicates: bool) -> String {
-    let t = target.name.quoted();
+    let t = target.write.quoted();
     let key: Vec<String> = target
         .key
         .iter()

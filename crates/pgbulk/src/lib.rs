@@ -36,6 +36,7 @@ pub mod lock;
 mod os_user;
 pub mod ping;
 pub mod plan;
+mod rebuild;
 pub mod schema;
 pub mod target;
 mod tls;

@@ -2,10 +2,12 @@
 //! as ordered steps, each saying what it does, the lock it takes, whether it
 //! rewrites the table and its hazards, so a DBA can read it before it runs.
 //!
-//! Only changes PostgreSQL can make in place without a rewrite or a long
-//! strong lock are planned as steps. Changes that need the table rebuilt
-//! (a rewriting type change, a column moved or inserted in the middle, a
-//! changed primary key, ...) are listed in [`Plan::rebuilds`].
+//! Changes PostgreSQL can make in place without a rewrite or a long strong
+//! lock are planned as steps. A table with any change that cannot (a
+//! rewriting type change, a column moved or inserted in the middle, a
+//! changed primary key, ...) is rebuilt instead, with the reasons listed in
+//! [`Plan::rebuilds`]: a new table in the declared shape is filled by column
+//! name and swapped in within the first batch's transaction.
 
 use std::fmt;
 
@@ -50,9 +52,12 @@ pub struct Step {
 pub struct Plan {
     /// In order.
     pub steps: Vec<Step>,
-    /// Changes that need a table rebuild, which pgbulk does not plan yet:
-    /// `(table, reason)`.
+    /// Tables to rebuild, with the reasons: `(table, reason)`.
     pub rebuilds: Vec<(TableName, String)>,
+    /// The declared facts of each table.
+    pub declared: Vec<(TableName, TableFacts)>,
+    /// The facts of each live table.
+    pub live_facts: Vec<(TableName, TableFacts)>,
     /// Oids of live tables (absent for tables still to create).
     pub live: Vec<(TableName, Option<u32>)>,
 }
@@ -88,8 +93,28 @@ impl fmt::Display for Plan {
                 writeln!(f, "   {sql};")?;
             }
         }
-        for (table, why) in &self.rebuilds {
-            writeln!(f, "needs a rebuild of {table} (not supported yet): {why}")?;
+        let mut rebuilt: Vec<&TableName> = self.rebuilds.iter().map(|(t, _)| t).collect();
+        rebuilt.dedup();
+        for table in rebuilt {
+            writeln!(
+                f,
+                "{}. {table}: rebuild: build a new table in the declared shape, copy the rows by column name, \
+                 swap it in within the first batch's transaction, keeping grants, owner, comments, views, \
+                 foreign keys, triggers and sequence positions",
+                self.steps.len() + 1
+            )?;
+            writeln!(
+                f,
+                "   lock: SHARE while rows are copied (reads continue, writes wait), then ACCESS EXCLUSIVE \
+                 for the swap only, under lock_timeout; rewrites the table: yes"
+            )?;
+            for (_, why) in self.rebuilds.iter().filter(|(t, _)| t == table) {
+                writeln!(f, "   because: {why}")?;
+            }
+            writeln!(
+                f,
+                "   hazard: needs room for a second copy of the table; writes wait while it is copied"
+            )?;
         }
         Ok(())
     }
@@ -99,13 +124,16 @@ impl fmt::Display for Plan {
 /// the declaration (parsed by the server).
 pub async fn plan(client: &mut Client, declaration: &Declaration) -> Result<Plan> {
     let declared = declaration.resolve(client).await?;
+    let mut plan = Plan {
+        declared: declared.clone(),
+        ..Plan::default()
+    };
     let schema: String = client
         .query_one("SELECT current_schema()::text", &[])
         .await
         .map_err(|e| crate::Error::server("reading current_schema()", e))?
         .get(0);
     let declaration = declaration.qualified(&schema);
-    let mut plan = Plan::default();
     let mut schemas_created = Vec::new();
     for (name, want) in &declared {
         let schema = name.schema_or_public().to_owned();
@@ -158,6 +186,7 @@ pub async fn plan(client: &mut Client, declaration: &Declaration) -> Result<Plan
             Some(oid) => {
                 let have = facts::read(&*client, oid).await?;
                 diff(name, &have, want, &mut plan);
+                plan.live_facts.push((name.clone(), have));
             }
         }
     }
@@ -239,7 +268,8 @@ fn column_sql(col: &ColumnFacts) -> String {
 
 fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan) {
     let t = name.quoted();
-    let mut rebuild = |why: String| plan.rebuilds.push((name.clone(), why));
+    let mut reasons: Vec<String> = Vec::new();
+    let mut rebuild = |why: String| reasons.push(why);
     let mut steps = Vec::new();
 
     // Columns: dropped, then the kept ones must lead the declaration in order.
@@ -547,7 +577,13 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
             ));
         }
     }
-    plan.steps.extend(steps);
+    if reasons.is_empty() {
+        plan.steps.extend(steps);
+    } else {
+        // The rebuild produces the declared shape; no in-place step is needed.
+        plan.rebuilds
+            .extend(reasons.into_iter().map(|why| (name.clone(), why)));
+    }
 }
 
 /// NOT NULL without a long lock: a `NOT VALID` check, validated while reads

@@ -20,6 +20,9 @@ pub struct ColumnFacts {
     /// The default expression; sequence names are replaced by
     /// `<sequence>` so a serial column compares equal wherever it lives.
     pub default: Option<String>,
+    /// The default (or generation) expression as the server prints it
+    /// (not compared).
+    pub raw_default: Option<String>,
     /// `a` (ALWAYS) or `d` (BY DEFAULT) for identity columns.
     pub identity: Option<String>,
     /// `s` for stored generated columns.
@@ -130,6 +133,7 @@ pub async fn read(client: &impl GenericClient, oid: Oid) -> Result<TableFacts> {
                 type_name: r.get(1),
                 not_null: r.get(2),
                 default: r.get::<_, Option<String>>(3).map(normalize_default),
+                raw_default: r.get(3),
                 identity: r.get(4),
                 generated: r.get(5),
                 collation: r.get(6),

@@ -1,0 +1,637 @@
+//! Rebuilding a table: a new table in the declared shape is built beside
+//! the live one (under temporary names), filled, and swapped in inside a
+//! transaction that keeps everything users attached to the old one: owner,
+//! grants (PUBLIC and column grants too), comments, dependent views and
+//! materialized views (with their indexes, owners, grants and comments),
+//! foreign keys from other tables, triggers and sequence positions.
+//!
+//! Readers keep reading the old table until the swap commits; the swap's
+//! `ACCESS EXCLUSIVE` lock is taken under the lock policy and held only for
+//! the catalog changes.
+
+use std::time::Instant;
+
+use tokio_postgres::Transaction;
+use tokio_postgres::types::Oid;
+use tracing::info;
+
+use crate::error::{Error, Result};
+use crate::lock::{self, LockPolicy};
+use crate::schema::facts::{ColumnFacts, TableFacts};
+use crate::schema::{TableName, quote_ident, quote_literal};
+
+/// A new table being built for `target`.
+#[derive(Debug, Clone)]
+pub(crate) struct NewTable {
+    /// The table that will be replaced (and whose name this one takes).
+    pub(crate) target: TableName,
+    /// The new table's temporary name, in the target's schema.
+    pub(crate) name: TableName,
+    /// `(temporary, final)` names of constraints to rename after the swap.
+    constraint_renames: Vec<(String, String)>,
+    /// `(temporary, final)` names of indexes to rename after the swap.
+    index_renames: Vec<(String, String)>,
+    /// Declared comments (table, then columns).
+    comments: Vec<String>,
+    /// Whether the declaration sets the table comment.
+    declares_table_comment: bool,
+    /// Columns of the new table, with whether the declaration comments them.
+    columns: Vec<(String, bool)>,
+}
+
+/// A short name derived from `parts`, unique enough for temporary objects.
+fn temp_name(prefix: &str, parts: &[&str]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(p.as_bytes());
+        ctx.update(&[0]);
+    }
+    let digest = ctx.finish();
+    let hex: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("pgbulk_{prefix}_{hex}")
+}
+
+/// The temporary name of the new table built for `target`.
+pub(crate) fn new_table_name(target: &TableName) -> TableName {
+    TableName::new(
+        target.schema_or_public(),
+        &temp_name("new", &[target.schema_or_public(), &target.name]),
+    )
+}
+
+fn render_column(c: &ColumnFacts) -> String {
+    let name = quote_ident(&c.name);
+    let mut sql = if c.generated.is_some() {
+        format!(
+            "{name} {} GENERATED ALWAYS AS ({}) STORED",
+            c.type_name,
+            c.raw_default.as_deref().unwrap_or("NULL")
+        )
+    } else if let Some(identity) = &c.identity {
+        format!(
+            "{name} {} GENERATED {} AS IDENTITY",
+            c.type_name,
+            if identity == "a" {
+                "ALWAYS"
+            } else {
+                "BY DEFAULT"
+            }
+        )
+    } else if c.default.as_deref() == Some("nextval(<sequence>)") {
+        let serial = match c.type_name.as_str() {
+            "bigint" => "bigserial",
+            "smallint" => "smallserial",
+            _ => "serial",
+        };
+        format!("{name} {serial}")
+    } else {
+        let mut sql = format!("{name} {}", c.type_name);
+        if let Some(collation) = &c.collation {
+            sql.push_str(&format!(" COLLATE {}", quote_ident(collation)));
+        }
+        if let Some(default) = &c.raw_default {
+            sql.push_str(&format!(" DEFAULT {default}"));
+        }
+        sql
+    };
+    if c.not_null {
+        sql.push_str(" NOT NULL");
+    }
+    sql
+}
+
+/// Creates the new table for `target` in the declared shape, with
+/// temporary names for everything whose name must be unique in the schema.
+/// Leftovers of an earlier attempt are dropped first.
+pub(crate) async fn create_new(
+    tx: &Transaction<'_>,
+    target: &TableName,
+    declared: &TableFacts,
+) -> Result<NewTable> {
+    let name = new_table_name(target);
+    let q = name.quoted();
+    tx.batch_execute(&format!("DROP TABLE IF EXISTS {q} CASCADE"))
+        .await
+        .map_err(|e| Error::server("dropping a leftover new table", e))?;
+    let mut parts: Vec<String> = declared.columns.iter().map(render_column).collect();
+    let mut constraint_renames = Vec::new();
+    if let Some((pk, cols)) = &declared.primary_key {
+        let tmp = temp_name("pk", &[&name.name, pk]);
+        let cols: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
+        parts.push(format!(
+            "CONSTRAINT {} PRIMARY KEY ({})",
+            quote_ident(&tmp),
+            cols.join(", ")
+        ));
+        constraint_renames.push((tmp, pk.clone()));
+    }
+    for c in &declared.constraints {
+        if c.kind == "c" {
+            parts.push(format!("CONSTRAINT {} {}", quote_ident(&c.name), c.def));
+        } else {
+            let tmp = temp_name("con", &[&name.name, &c.name]);
+            parts.push(format!("CONSTRAINT {} {}", quote_ident(&tmp), c.def));
+            constraint_renames.push((tmp, c.name.clone()));
+        }
+    }
+    let mut sql = vec![format!("CREATE TABLE {q} ({})", parts.join(", "))];
+    let mut index_renames = Vec::new();
+    for i in &declared.indexes {
+        let tmp = temp_name("idx", &[&name.name, &i.name]);
+        sql.push(format!(
+            "CREATE {}INDEX {} ON {q} {}",
+            if i.unique { "UNIQUE " } else { "" },
+            quote_ident(&tmp),
+            i.def
+        ));
+        index_renames.push((tmp, i.name.clone()));
+    }
+    for s in &sql {
+        tx.batch_execute(s)
+            .await
+            .map_err(|e| Error::server(&format!("building the new {target}"), e))?;
+    }
+    let mut comments = Vec::new();
+    if let Some(c) = &declared.comment {
+        comments.push(format!(
+            "COMMENT ON TABLE {} IS {}",
+            target.quoted(),
+            quote_literal(c)
+        ));
+    }
+    for (col, c) in &declared.column_comments {
+        comments.push(format!(
+            "COMMENT ON COLUMN {}.{} IS {}",
+            target.quoted(),
+            quote_ident(col),
+            quote_literal(c)
+        ));
+    }
+    Ok(NewTable {
+        target: target.clone(),
+        name,
+        constraint_renames,
+        index_renames,
+        comments,
+        declares_table_comment: declared.comment.is_some(),
+        columns: declared
+            .columns
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    declared.column_comments.contains_key(&c.name),
+                )
+            })
+            .collect(),
+    })
+}
+
+/// Copies the rows of the live table into the new one by column name,
+/// casting columns whose type changes. Returns the rows copied.
+pub(crate) async fn copy_rows(
+    tx: &Transaction<'_>,
+    new: &NewTable,
+    live: &TableFacts,
+    declared: &TableFacts,
+) -> Result<u64> {
+    let common: Vec<(&ColumnFacts, &ColumnFacts)> = declared
+        .columns
+        .iter()
+        .filter(|d| d.generated.is_none())
+        .filter_map(|d| live.column(&d.name).map(|l| (l, d)))
+        .collect();
+    if common.is_empty() {
+        return Ok(0);
+    }
+    let into: Vec<String> = common.iter().map(|(_, d)| quote_ident(&d.name)).collect();
+    let select: Vec<String> = common
+        .iter()
+        .map(|(l, d)| {
+            let col = quote_ident(&d.name);
+            if l.type_name == d.type_name {
+                col
+            } else {
+                format!("{col}::{}", d.type_name)
+            }
+        })
+        .collect();
+    let overriding = if declared
+        .columns
+        .iter()
+        .any(|c| c.identity.as_deref() == Some("a"))
+    {
+        " OVERRIDING SYSTEM VALUE"
+    } else {
+        ""
+    };
+    let started = Instant::now();
+    let n = tx
+        .execute(
+            &format!(
+                "INSERT INTO {} ({}){overriding} SELECT {} FROM {}",
+                new.name.quoted(),
+                into.join(", "),
+                select.join(", "),
+                new.target.quoted()
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::server(&format!("copying {} into its new shape", new.target), e))?;
+    info!(
+        "copied {n} rows of {} in {:.1} s",
+        new.target,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(n)
+}
+
+/// A dependent view or materialized view, captured to recreate it.
+#[derive(Debug)]
+struct View {
+    name: TableName,
+    materialized: bool,
+    definition: String,
+    owner: String,
+    options: Option<Vec<String>>,
+    grants: Vec<String>,
+    comments: Vec<String>,
+    indexes: Vec<String>,
+}
+
+/// `GRANT` statements that recreate the privileges of relation `oid` on
+/// `on` (table- and column-level, PUBLIC included).
+async fn grants(tx: &Transaction<'_>, oid: Oid, on: &str) -> Result<Vec<String>> {
+    let rows = tx
+        .query(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END, \
+                    a.privilege_type, a.is_grantable, NULL::text \
+             FROM pg_catalog.pg_class c, aclexplode(c.relacl) a WHERE c.oid = $1 AND c.relacl IS NOT NULL \
+             UNION ALL \
+             SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END, \
+                    a.privilege_type, a.is_grantable, att.attname::text \
+             FROM pg_catalog.pg_attribute att, aclexplode(att.attacl) a \
+             WHERE att.attrelid = $1 AND att.attacl IS NOT NULL AND NOT att.attisdropped",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::server("reading grants", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let grantee: String = r.get(0);
+            let privilege: String = r.get(1);
+            let grantable: bool = r.get(2);
+            let column: Option<String> = r.get(3);
+            let cols = column
+                .map(|c| format!(" ({})", quote_ident(&c)))
+                .unwrap_or_default();
+            format!(
+                "GRANT {privilege}{cols} ON {on} TO {grantee}{}",
+                if grantable { " WITH GRANT OPTION" } else { "" }
+            )
+        })
+        .collect())
+}
+
+/// Comments on relation `oid` (`None`) and its columns (`Some(column)`).
+async fn comments(tx: &Transaction<'_>, oid: Oid) -> Result<Vec<(Option<String>, String)>> {
+    let rows = tx
+        .query(
+            "SELECT NULL::text, pg_catalog.obj_description($1, 'pg_class') \
+             UNION ALL \
+             SELECT a.attname::text, pg_catalog.col_description($1, a.attnum) FROM pg_catalog.pg_attribute a \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::server("reading comments", e))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.get::<_, Option<String>>(0),
+                r.get::<_, Option<String>>(1)?,
+            ))
+        })
+        .collect())
+}
+
+/// `COMMENT ON` statements for `comments` of relation `on` of `kind`.
+fn comment_sql(comments: &[(Option<String>, String)], kind: &str, on: &str) -> Vec<String> {
+    comments
+        .iter()
+        .map(|(column, text)| match column {
+            None => format!("COMMENT ON {kind} {on} IS {}", quote_literal(text)),
+            Some(c) => format!(
+                "COMMENT ON COLUMN {on}.{} IS {}",
+                quote_ident(c),
+                quote_literal(text)
+            ),
+        })
+        .collect()
+}
+
+/// Views and materialized views depending on `oid`, directly or through
+/// other views, deepest last.
+async fn dependent_views(tx: &Transaction<'_>, oid: Oid) -> Result<Vec<View>> {
+    let rows = tx
+        .query(
+            "WITH RECURSIVE deps(oid, depth, path) AS ( \
+                 SELECT DISTINCT r.ev_class, 1, ARRAY[$1::oid, r.ev_class] \
+                 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
+                 WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.refobjid = $1 AND r.ev_class <> $1 \
+               UNION ALL \
+                 SELECT DISTINCT r.ev_class, deps.depth + 1, deps.path || r.ev_class \
+                 FROM deps JOIN pg_catalog.pg_depend d ON d.refobjid = deps.oid \
+                 JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
+                 WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass AND r.ev_class <> deps.oid \
+                   AND NOT r.ev_class = ANY(deps.path)) \
+             SELECT c.oid, n.nspname::text, c.relname::text, c.relkind = 'm', max(deps.depth), \
+                    pg_catalog.pg_get_viewdef(c.oid), pg_catalog.pg_get_userbyid(c.relowner)::text, c.reloptions::text[] \
+             FROM deps JOIN pg_catalog.pg_class c ON c.oid = deps.oid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             GROUP BY c.oid, n.nspname, c.relname, c.relkind, c.relowner, c.reloptions ORDER BY 5, 2, 3",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::server("finding dependent views", e))?;
+    let mut views = Vec::with_capacity(rows.len());
+    for r in rows {
+        let view_oid: Oid = r.get(0);
+        let name = TableName::new(&r.get::<_, String>(1), &r.get::<_, String>(2));
+        let materialized: bool = r.get(3);
+        let on = name.quoted();
+        let kind = if materialized {
+            "MATERIALIZED VIEW"
+        } else {
+            "VIEW"
+        };
+        let indexes = tx
+            .query(
+                "SELECT pg_catalog.pg_get_indexdef(indexrelid) FROM pg_catalog.pg_index WHERE indrelid = $1",
+                &[&view_oid],
+            )
+            .await
+            .map_err(|e| Error::server("reading materialized view indexes", e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        views.push(View {
+            grants: grants(tx, view_oid, &on).await?,
+            comments: comment_sql(&comments(tx, view_oid).await?, kind, &on),
+            name,
+            materialized,
+            definition: r.get(5),
+            owner: r.get(6),
+            options: r.get(7),
+            indexes,
+        });
+    }
+    Ok(views)
+}
+
+/// Swaps `new` in for its target inside `tx`: takes the target's lock under
+/// the policy, captures what hangs on it, drops it, gives the new table its
+/// name and its objects their final names, and recreates the rest.
+pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTable) -> Result<()> {
+    let target = &new.target;
+    let t = target.quoted();
+    let oid: Oid = tx
+        .query_one("SELECT $1::text::regclass::oid", &[&t])
+        .await
+        .map_err(|e| Error::server(&format!("looking up {target}"), e))?
+        .get(0);
+    // Readers lock a view before the tables under it: lock in that order
+    // (deepest view first, the table last) so a reader never deadlocks
+    // with the swap. Materialized views are read from their own storage.
+    let mut order: Vec<String> = dependent_views(tx, oid)
+        .await?
+        .iter()
+        .rev()
+        .filter(|v| !v.materialized)
+        .map(|v| v.name.quoted())
+        .collect();
+    order.push(t.clone());
+    lock_with_retries(
+        tx,
+        policy,
+        oid,
+        &format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", order.join(", ")),
+        target,
+    )
+    .await?;
+
+    let owner: String = tx
+        .query_one("SELECT pg_catalog.pg_get_userbyid(relowner)::text FROM pg_catalog.pg_class WHERE oid = $1", &[&oid])
+        .await
+        .map_err(|e| Error::server("reading the owner", e))?
+        .get(0);
+    let table_grants = grants(tx, oid, &t).await?;
+    // Comments the declaration does not set survive the swap.
+    let kept_comments: Vec<(Option<String>, String)> = comments(tx, oid)
+        .await?
+        .into_iter()
+        .filter(|(column, _)| match column {
+            None => !new.declares_table_comment,
+            Some(c) => new.columns.iter().any(|(n, declared)| n == c && !declared),
+        })
+        .collect();
+    let views = dependent_views(tx, oid).await?;
+    let foreign_keys: Vec<(String, String, String)> = tx
+        .query(
+            "SELECT conrelid::regclass::text, quote_ident(conname), pg_catalog.pg_get_constraintdef(oid) \
+             FROM pg_catalog.pg_constraint WHERE confrelid = $1 AND contype = 'f' AND conrelid <> $1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::server("reading foreign keys", e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let triggers: Vec<String> = tx
+        .query(
+            "SELECT pg_catalog.pg_get_triggerdef(oid) FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::server("reading triggers", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Sequence positions of serial columns present in both tables.
+    let sequences: Vec<(String, String)> = tx
+        .query(
+            "SELECT pg_catalog.pg_get_serial_sequence($1, a.attname), pg_catalog.pg_get_serial_sequence($2, a.attname) \
+             FROM pg_catalog.pg_attribute a WHERE a.attrelid = $3 AND a.attnum > 0 AND NOT a.attisdropped \
+               AND pg_catalog.pg_get_serial_sequence($1, a.attname) IS NOT NULL \
+               AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute b WHERE b.attrelid = $2::regclass AND b.attname = a.attname)",
+            &[&t, &new.name.quoted(), &oid],
+        )
+        .await
+        .map_err(|e| Error::server("reading sequences", e))?
+        .iter()
+        .filter_map(|r| Some((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?)))
+        .collect();
+    let mut sql: Vec<String> = Vec::new();
+    for (old_seq, new_seq) in &sequences {
+        sql.push(format!(
+            "SELECT pg_catalog.setval({}, s.last_value, s.is_called) FROM {old_seq} s",
+            quote_literal(new_seq)
+        ));
+    }
+    for v in views.iter().rev() {
+        let kind = if v.materialized {
+            "MATERIALIZED VIEW"
+        } else {
+            "VIEW"
+        };
+        sql.push(format!("DROP {kind} IF EXISTS {}", v.name.quoted()));
+    }
+    for (table, name, _) in &foreign_keys {
+        sql.push(format!("ALTER TABLE {table} DROP CONSTRAINT {name}"));
+    }
+    sql.push(format!("DROP TABLE {t}"));
+    sql.push(format!(
+        "ALTER TABLE {} RENAME TO {}",
+        new.name.quoted(),
+        quote_ident(&target.name)
+    ));
+    for (tmp, name) in &new.constraint_renames {
+        sql.push(format!(
+            "ALTER TABLE {t} RENAME CONSTRAINT {} TO {}",
+            quote_ident(tmp),
+            quote_ident(name)
+        ));
+    }
+    for (tmp, name) in &new.index_renames {
+        let qualified = TableName::new(target.schema_or_public(), tmp).quoted();
+        sql.push(format!(
+            "ALTER INDEX {qualified} RENAME TO {}",
+            quote_ident(name)
+        ));
+    }
+    sql.push(format!("ALTER TABLE {t} OWNER TO {}", quote_ident(&owner)));
+    sql.extend(table_grants);
+    sql.extend(comment_sql(&kept_comments, "TABLE", &t));
+    sql.extend(new.comments.iter().cloned());
+    for (table, name, def) in &foreign_keys {
+        sql.push(format!(
+            "ALTER TABLE {table} ADD CONSTRAINT {name} {def} NOT VALID"
+        ));
+        sql.push(format!("ALTER TABLE {table} VALIDATE CONSTRAINT {name}"));
+    }
+    sql.extend(triggers);
+    for v in &views {
+        let q = v.name.quoted();
+        let with = v
+            .options
+            .as_ref()
+            .filter(|o| !o.is_empty())
+            .map(|o| format!(" WITH ({})", o.join(", ")))
+            .unwrap_or_default();
+        if v.materialized {
+            sql.push(format!(
+                "CREATE MATERIALIZED VIEW {q}{with} AS {}",
+                v.definition.trim_end_matches(';')
+            ));
+        } else {
+            sql.push(format!(
+                "CREATE VIEW {q}{with} AS {}",
+                v.definition.trim_end_matches(';')
+            ));
+        }
+        sql.extend(v.indexes.iter().cloned());
+        sql.push(format!(
+            "ALTER {} {q} OWNER TO {}",
+            if v.materialized {
+                "MATERIALIZED VIEW"
+            } else {
+                "VIEW"
+            },
+            quote_ident(&v.owner)
+        ));
+        sql.extend(v.grants.iter().cloned());
+        sql.extend(v.comments.iter().cloned());
+    }
+    for s in &sql {
+        tx.batch_execute(s).await.map_err(|e| {
+            Error::server(
+                &format!(
+                    "swapping in the new {target} ({})",
+                    crate::codec::shorten(s)
+                ),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs a locking statement inside `tx` under the lock policy: each attempt
+/// under `lock_timeout` in a savepoint, rolled back and retried with backoff
+/// while the lock is not available.
+async fn lock_with_retries(
+    tx: &Transaction<'_>,
+    policy: &LockPolicy,
+    oid: Oid,
+    statement: &str,
+    target: &TableName,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        tx.batch_execute(&format!(
+            "SAVEPOINT pgbulk_lock; SET LOCAL lock_timeout = '{}ms'",
+            policy.lock_timeout.as_millis()
+        ))
+        .await
+        .map_err(|e| Error::server("SAVEPOINT", e))?;
+        match tx.batch_execute(statement).await {
+            Ok(()) => {
+                tx.batch_execute("RELEASE SAVEPOINT pgbulk_lock; SET LOCAL lock_timeout = 0")
+                    .await
+                    .map_err(|e| Error::server("RELEASE SAVEPOINT", e))?;
+                return Ok(());
+            }
+            Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "55P03") => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT pgbulk_lock")
+                    .await
+                    .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))?;
+                attempt += 1;
+                lock::wait_or_give_up(
+                    tx.client(),
+                    policy,
+                    Some(oid),
+                    &format!("swapping in {target}"),
+                    started,
+                    attempt,
+                )
+                .await?;
+            }
+            Err(e) => return Err(Error::server(&format!("locking {target}"), e)),
+        }
+    }
+}
+
+/// Takes `SHARE` on the live table (writers wait, readers do not) under the
+/// lock policy, so rows cannot change while they are copied.
+pub(crate) async fn lock_for_copy(
+    tx: &Transaction<'_>,
+    policy: &LockPolicy,
+    target: &TableName,
+    oid: Oid,
+) -> Result<()> {
+    lock_with_retries(
+        tx,
+        policy,
+        oid,
+        &format!("LOCK TABLE {} IN SHARE MODE", target.quoted()),
+        target,
+    )
+    .await
+}
