@@ -18,16 +18,19 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use pgbulk::codec::Value;
 use pgbulk::conninfo::{self, Environment, Request};
-use pgbulk::ingest::{Batch, Options, Row, ingest};
+use pgbulk::ingest::{Batch, BatchWatermark, Options, Row, ingest};
 use pgbulk::local::Cluster;
 use pgbulk::schema::Declaration;
 
-const BATCH_ROWS: usize = 500_000;
+/// Rows per batch (each batch is streamed, so this bounds transactions,
+/// not memory).
+const BATCH_ROWS: usize = 10_000_000;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -106,37 +109,62 @@ fn write_csv(path: &Path, rows: usize, stock_shift: usize) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Reads the CSV into batches of rows for `table`.
+/// Streams the CSV as batches of `BATCH_ROWS` rows for `table`: rows are
+/// read as the engine consumes them, so memory stays flat.
 fn batches(
     path: &Path,
     table: &str,
 ) -> anyhow::Result<impl Iterator<Item = pgbulk::Result<Batch>>> {
-    let mut lines = BufReader::with_capacity(1 << 20, File::open(path)?).lines();
-    let table = table.to_owned();
+    let reader = Arc::new(Mutex::new(BufReader::with_capacity(
+        1 << 20,
+        File::open(path)?,
+    )));
+    let table: Arc<str> = Arc::from(table);
     let mut number = 0u64;
     Ok(std::iter::from_fn(move || {
-        let mut rows = Vec::with_capacity(BATCH_ROWS);
-        for line in lines.by_ref().take(BATCH_ROWS) {
-            let line = match line {
-                Ok(l) => l,
-                Err(e) => {
-                    return Some(Err(pgbulk::Error::new(
-                        pgbulk::ErrorKind::Io,
-                        e.to_string(),
-                    )));
-                }
-            };
-            let values = line.split(',').map(|f| Value::Text(f.to_owned())).collect();
-            rows.push(Row {
-                table: table.clone(),
-                values,
-            });
-        }
-        if rows.is_empty() {
+        let more = reader
+            .lock()
+            .ok()
+            .and_then(|mut r| r.fill_buf().ok().map(|b| !b.is_empty()))
+            .unwrap_or(false);
+        if !more {
             return None;
         }
         number += 1;
-        Some(Ok(Batch::new(Some(serde_json::json!(number)), rows)))
+        let (reader, table) = (reader.clone(), table.clone());
+        let mut left = BATCH_ROWS;
+        let rows = std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            let mut line = String::new();
+            let mut r = reader.lock().ok()?;
+            match r.read_line(&mut line) {
+                Ok(0) => None,
+                Ok(_) => {
+                    let values = line
+                        .trim_end()
+                        .split(',')
+                        .map(|f| Value::Text(f.to_owned()))
+                        .collect();
+                    Some(Ok(Row {
+                        table: table.to_string(),
+                        values,
+                    }))
+                }
+                Err(e) => Some(Err(pgbulk::Error::new(
+                    pgbulk::ErrorKind::Io,
+                    e.to_string(),
+                ))),
+            }
+        });
+        Some(Ok(Batch {
+            high_watermark: BatchWatermark::Value(Some(serde_json::json!(number))),
+            metadata: serde_json::Value::Null,
+            rows: Box::new(rows),
+            resume: None,
+        }))
     }))
 }
 

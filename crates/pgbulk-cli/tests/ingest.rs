@@ -152,6 +152,19 @@ async fn equivalent_declarations_never_migrate() {
 
 #[tokio::test]
 async fn upserts_with_composite_keys_and_duplicates() {
+    upsert_scenario(Options::default()).await;
+}
+
+#[tokio::test]
+async fn upserts_with_on_conflict() {
+    upsert_scenario(Options {
+        upsert: pgbulk::ingest::Upsert::OnConflict,
+        ..Options::default()
+    })
+    .await;
+}
+
+async fn upsert_scenario(options: Options) {
     let db = TestDb::new("ingest_upsert").await;
     let mut client = db.connect().await;
     let d = decl(SALES);
@@ -179,7 +192,7 @@ async fn upserts_with_composite_keys_and_duplicates() {
                 ],
             )]
         },
-        &Options::default(),
+        &options,
     )
     .await
     .expect("first");
@@ -213,7 +226,7 @@ async fn upserts_with_composite_keys_and_duplicates() {
                 ],
             )]
         },
-        &Options::default(),
+        &options,
     )
     .await
     .expect("second");

@@ -39,7 +39,7 @@ use crate::lock::{self, LockPolicy};
 use crate::plan::{self, Phase, Plan, Step};
 use crate::rebuild::{self, NewTable};
 use crate::schema::TableFacts;
-use crate::schema::{Declaration, TableName, quote_ident};
+use crate::schema::{Declaration, TableName, quote_ident, quote_literal};
 use crate::watermark;
 
 /// How batches change the tables.
@@ -56,6 +56,19 @@ pub enum Mode {
     /// see all the old rows, then all the new ones. The watermark commits
     /// with the swap. Zero batches change nothing.
     ReplaceAtomic,
+}
+
+/// Which statement merges a batch into a table with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Upsert {
+    /// `MERGE` on PostgreSQL 15 and later (one hash join; unchanged rows
+    /// are not locked), else `INSERT ... ON CONFLICT`.
+    #[default]
+    Auto,
+    /// `INSERT ... ON CONFLICT DO UPDATE` always: slower on large batches,
+    /// but a row inserted concurrently by another writer is updated instead
+    /// of failing the batch with a unique violation.
+    OnConflict,
 }
 
 /// Which high watermark the source is started from.
@@ -163,7 +176,7 @@ pub trait BeforeVisible: Send + Sync {
 }
 
 /// Options of an ingest.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Options {
     /// Where the source starts.
     pub high_watermark: HighWatermark,
@@ -173,6 +186,24 @@ pub struct Options {
     pub lock_policy: LockPolicy,
     /// The hook before each batch becomes visible.
     pub before_visible: Option<Arc<dyn BeforeVisible>>,
+    /// `work_mem` for the statement merging a batch (its hash join holds
+    /// the batch's keys); `None` keeps the session's. Default 256MB.
+    pub merge_work_mem: Option<String>,
+    /// The upsert statement.
+    pub upsert: Upsert,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            high_watermark: HighWatermark::default(),
+            mode: Mode::default(),
+            lock_policy: LockPolicy::default(),
+            before_visible: None,
+            merge_work_mem: Some("256MB".to_owned()),
+            upsert: Upsert::Auto,
+        }
+    }
 }
 
 impl std::fmt::Debug for Options {
@@ -182,6 +213,8 @@ impl std::fmt::Debug for Options {
             .field("mode", &self.mode)
             .field("lock_policy", &self.lock_policy)
             .field("before_visible", &self.before_visible.is_some())
+            .field("merge_work_mem", &self.merge_work_mem)
+            .field("upsert", &self.upsert)
             .finish()
     }
 }
@@ -244,6 +277,8 @@ struct Target {
     name: TableName,
     /// Where rows go: the table itself, or the new table replacing it.
     write: TableName,
+    /// The oid of `write`.
+    oid: u32,
     /// Written columns (generated ones left out), types adjusted to the
     /// session's time zone.
     columns: Vec<Column>,
@@ -359,6 +394,12 @@ where
     I: IntoIterator<Item = Result<Batch>>,
 {
     let replace = options.mode == Mode::ReplaceAtomic;
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .map_err(|e| Error::server("reading server_version_num", e))?
+        .get(0);
+    let merge = version >= 150_000 && options.upsert == Upsert::Auto;
     let mut targets: Option<Targets> = None;
     let mut news: Vec<NewTable> = Vec::new();
     let mut last: Option<Committed> = None;
@@ -394,6 +435,7 @@ where
             },
             write_watermark: !replace,
             zone_offset,
+            merge,
         };
         let rebuilt = !context.rebuild.is_empty();
         let (counts, skipped, committed) =
@@ -511,6 +553,8 @@ struct BatchContext<'a> {
     rebuild: Vec<(TableName, TableFacts, TableFacts)>,
     write_watermark: bool,
     zone_offset: Option<i32>,
+    /// Whether the server has `MERGE` (PostgreSQL 15 and later).
+    merge: bool,
 }
 
 /// Creates the schema, tables and watermark table that do not exist, in one
@@ -651,6 +695,7 @@ async fn read_targets(
         targets.push(Target {
             name: name.clone(),
             write: write.clone(),
+            oid: table.oid,
             columns,
             key,
         });
@@ -1083,17 +1128,37 @@ async fn load_batch(
             c.inserted += inserted;
             continue;
         }
-        let row = tx
-            .query_one(&merge_sql(target, &stage, duplicates), &[])
-            .await
-            .map_err(|e| {
-                with_table(
-                    Error::server("upsert", e),
-                    &context(&target.name, "upserting"),
-                )
-            })?;
-        let inserted = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
-        let updated = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+        let upsert = |e| {
+            with_table(
+                Error::server("upsert", e),
+                &context(&target.name, "upserting"),
+            )
+        };
+        let (inserted, updated) = if ctx.merge {
+            if let Some(work_mem) = &options.merge_work_mem {
+                tx.batch_execute(&format!("SET LOCAL work_mem = {}", quote_literal(work_mem)))
+                    .await
+                    .map_err(|e| Error::server("SET work_mem", e))?;
+            }
+            let before = xact_stats(&tx, target.oid).await?;
+            tx.execute(&merge_statement(target, &stage, duplicates), &[])
+                .await
+                .map_err(upsert)?;
+            let after = xact_stats(&tx, target.oid).await?;
+            (
+                after.0.saturating_sub(before.0),
+                after.1.saturating_sub(before.1),
+            )
+        } else {
+            let row = tx
+                .query_one(&on_conflict_statement(target, &stage, duplicates), &[])
+                .await
+                .map_err(upsert)?;
+            (
+                u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+            )
+        };
         c.inserted += inserted;
         c.updated += updated;
         c.unchanged += copied.saturating_sub(inserted + updated);
@@ -1185,21 +1250,120 @@ fn compares_natively(ty: &ColumnType) -> bool {
     }
 }
 
-/// The upsert: last row per key wins (only sorted when the batch repeats a
-/// key), non-key columns updated only when they differ.
-fn merge_sql(target: &Target, stage: &str, duplicates: bool) -> String {
-    let t = target.write.quoted();
-    let key: Vec<String> = target
-        .key
-        .iter()
-        .map(|&k| quote_ident(&target.columns[k].name))
-        .collect();
-    let key = key.join(", ");
-    let source = if duplicates {
+/// Rows inserted and updated in `oid` by this transaction so far.
+async fn xact_stats(tx: &Transaction<'_>, oid: u32) -> Result<(u64, u64)> {
+    let row = tx
+        .query_one(
+            "SELECT pg_catalog.pg_stat_get_xact_tuples_inserted($1), pg_catalog.pg_stat_get_xact_tuples_updated($1)",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::server("reading row counts", e))?;
+    Ok((
+        u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+        u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+    ))
+}
+
+/// The staged rows, one per key: the last in arrival order when the batch
+/// repeats a key (sorted only then).
+fn merge_source(target: &Target, stage: &str, duplicates: bool) -> String {
+    if duplicates {
+        let key = key_list(target);
         format!("(SELECT DISTINCT ON ({key}) * FROM {stage} ORDER BY {key}, ctid DESC) s")
     } else {
         format!("{stage} s")
+    }
+}
+
+fn key_list(target: &Target) -> String {
+    target
+        .key
+        .iter()
+        .map(|&k| quote_ident(&target.columns[k].name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A staged column, cast to its real type when it travels as text.
+fn staged(column: &Column) -> String {
+    let col = format!("s.{}", quote_ident(&column.name));
+    if column.ty.needs_cast() {
+        format!("{col}::{}", column.ty.name)
+    } else {
+        col
+    }
+}
+
+/// The upsert as `MERGE` (PostgreSQL 15+): one hash join of the batch with
+/// the table; a matched row is updated only when a non-key column differs,
+/// so unchanged rows are neither rewritten nor locked (no WAL).
+fn merge_statement(target: &Target, stage: &str, duplicates: bool) -> String {
+    let t = target.write.quoted();
+    let on: Vec<String> = target
+        .key
+        .iter()
+        .map(|&k| {
+            let c = &target.columns[k];
+            format!("t.{} = {}", quote_ident(&c.name), staged(c))
+        })
+        .collect();
+    let others: Vec<&Column> = target
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !target.key.contains(i))
+        .map(|(_, c)| c)
+        .collect();
+    let matched = if others.is_empty() {
+        String::new()
+    } else {
+        let set: Vec<String> = others
+            .iter()
+            .map(|c| format!("{} = {}", quote_ident(&c.name), staged(c)))
+            .collect();
+        let side = |old: bool| -> String {
+            others
+                .iter()
+                .map(|c| {
+                    let v = if old {
+                        format!("t.{}", quote_ident(&c.name))
+                    } else {
+                        staged(c)
+                    };
+                    if compares_natively(&c.ty) {
+                        v
+                    } else {
+                        format!("({v})::text")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            " WHEN MATCHED AND ({}) IS DISTINCT FROM ({}) THEN UPDATE SET {}",
+            side(true),
+            side(false),
+            set.join(", ")
+        )
     };
+    let values: Vec<String> = target.columns.iter().map(staged).collect();
+    format!(
+        "MERGE INTO {t} AS t USING {} ON {}{matched} WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})",
+        merge_source(target, stage, duplicates),
+        on.join(" AND "),
+        column_list(target),
+        values.join(", ")
+    )
+}
+
+/// The upsert before PostgreSQL 15: `INSERT ... ON CONFLICT DO UPDATE`,
+/// guarded so unchanged rows are not rewritten, counting inserts and
+/// updates from `RETURNING`.
+fn on_conflict_statement(target: &Target, stage: &str, duplicates: bool) -> String {
+    let t = target.write.quoted();
+    let key = key_list(target);
+    let source = merge_source(target, stage, duplicates);
     let others: Vec<&Column> = target
         .columns
         .iter()
