@@ -46,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match what {
         "ingest" => runtime.block_on(bench_ingest(rows)),
+        "append" => runtime.block_on(bench_append(rows)),
         other => bail!("unknown benchmark {other:?} (try: ingest [ROWS])"),
     }
 }
@@ -149,7 +150,7 @@ fn batches(
                         .map(|f| Value::Text(f.to_owned()))
                         .collect();
                     Some(Ok(Row {
-                        table: table.to_string(),
+                        table: table.clone(),
                         values,
                     }))
                 }
@@ -201,6 +202,26 @@ fn peak_rss_mb() -> f64 {
             })
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Only the append, for profiling.
+async fn bench_append(rows: usize) -> anyhow::Result<()> {
+    let server = server()?;
+    let dir = std::env::temp_dir().join(format!("pgbulk-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let original = dir.join("narrow.csv");
+    write_csv(&original, rows, 0)?;
+    let cols = "(pos text, product text, day date, stock int";
+    let ours = pgbulk_ingest(
+        &server,
+        &format!("CREATE TABLE append_pgbulk {cols});"),
+        &original,
+        "append_pgbulk",
+    )
+    .await?;
+    println!("append: {ours:.2} s");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
 }
 
 async fn bench_ingest(rows: usize) -> anyhow::Result<()> {

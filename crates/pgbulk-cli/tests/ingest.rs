@@ -19,10 +19,7 @@ fn decl(sql: &str) -> Declaration {
 }
 
 fn row(table: &str, values: Vec<Value>) -> Row {
-    Row {
-        table: table.to_owned(),
-        values,
-    }
+    Row::new(table, values)
 }
 
 fn text(s: &str) -> Value {

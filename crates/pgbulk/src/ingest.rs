@@ -20,7 +20,7 @@
 //! 4. the watermark row is written, the hook runs, and the transaction
 //!    commits: other sessions see all of the batch or none of it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
@@ -105,10 +105,21 @@ impl std::fmt::Debug for BatchWatermark {
 /// (generated columns left out).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
-    /// The table.
-    pub table: String,
+    /// The table. Clone one `Arc` for all rows of a table: rows naming the
+    /// same `Arc` as the row before skip the table lookup.
+    pub table: Arc<str>,
     /// The values.
     pub values: Vec<Value>,
+}
+
+impl Row {
+    /// A row for `table`.
+    pub fn new(table: impl Into<Arc<str>>, values: Vec<Value>) -> Self {
+        Self {
+            table: table.into(),
+            values,
+        }
+    }
 }
 
 /// A batch's rows: streamed, so a batch of any size is loaded in bounded
@@ -748,9 +759,16 @@ struct Pending {
     direct: bool,
     rows: u64,
     copied: u64,
-    keys: HashSet<u64>,
+    /// Hashes of the keys seen, checked for repeats when the COPY ends;
+    /// `None` past [`MAX_TRACKED_KEYS`] (repeats are then removed by the
+    /// server).
+    keys: Option<Vec<u64>>,
     duplicates: bool,
 }
+
+/// Key hashes tracked per table and batch (8 bytes each): beyond this the
+/// batch is deduplicated on the server instead.
+const MAX_TRACKED_KEYS: usize = 8 << 20;
 
 /// The COPY in progress on the batch's connection.
 struct OpenCopy {
@@ -774,10 +792,19 @@ async fn stage_rows(
     let mut pending: Vec<Option<Pending>> = targets.iter().map(|_| None).collect();
     let mut open: Option<OpenCopy> = None;
     let hasher = std::collections::hash_map::RandomState::new();
+    let mut last: Option<(Arc<str>, Option<usize>)> = None;
     for (i, row) in rows.enumerate() {
         let row = row?;
-        let Some(&t) = lookup.get(&row.table) else {
-            *skipped.entry(row.table).or_default() += 1;
+        let found = match &last {
+            Some((name, t)) if Arc::ptr_eq(name, &row.table) => *t,
+            _ => {
+                let t = lookup.get(&*row.table).copied();
+                last = Some((row.table.clone(), t));
+                t
+            }
+        };
+        let Some(t) = found else {
+            *skipped.entry(row.table.to_string()).or_default() += 1;
             continue;
         };
         let target = &targets[t];
@@ -800,7 +827,7 @@ async fn stage_rows(
             direct: target.key.is_empty() && !target.needs_cast(),
             rows: 0,
             copied: 0,
-            keys: HashSet::new(),
+            keys: Some(Vec::new()),
             duplicates: false,
         });
         encode_row(p, target, &row, i + 1, number, &hasher)?;
@@ -809,7 +836,12 @@ async fn stage_rows(
         }
     }
     for t in 0..targets.len() {
-        if pending[t].is_some() {
+        if let Some(p) = pending[t].as_mut() {
+            if let Some(keys) = p.keys.as_mut() {
+                keys.sort_unstable();
+                p.duplicates |= keys.windows(2).any(|w| w[0] == w[1]);
+                p.keys = None;
+            }
             flush(tx, targets, &mut pending, &mut open, t, true).await?;
         }
     }
@@ -873,7 +905,13 @@ fn encode_row(
         }
     }
     if let Some(h) = key_hash {
-        p.duplicates |= !p.keys.insert(h.finish());
+        match p.keys.as_mut() {
+            Some(keys) if keys.len() < MAX_TRACKED_KEYS => keys.push(h.finish()),
+            _ => {
+                p.keys = None;
+                p.duplicates = true;
+            }
+        }
     }
     p.rows += 1;
     Ok(())

@@ -45,21 +45,29 @@ enum Parsed {
 }
 
 fn special(t: &str) -> Option<Parsed> {
-    match t.to_ascii_lowercase().as_str() {
-        "infinity" | "+infinity" => Some(Parsed::PosInfinity),
-        "-infinity" => Some(Parsed::NegInfinity),
-        "epoch" => Some(Parsed::Finite(-PG_EPOCH_DAYS)),
-        _ => None,
+    // Dates start with a digit: skip the comparisons on the hot path.
+    if t.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    if t.eq_ignore_ascii_case("infinity") || t.eq_ignore_ascii_case("+infinity") {
+        Some(Parsed::PosInfinity)
+    } else if t.eq_ignore_ascii_case("-infinity") {
+        Some(Parsed::NegInfinity)
+    } else if t.eq_ignore_ascii_case("epoch") {
+        Some(Parsed::Finite(-PG_EPOCH_DAYS))
+    } else {
+        None
     }
 }
 
 /// Splits off a trailing ` BC` / ` AD`.
 fn era(t: &str) -> (&str, bool) {
-    let upper = t.to_ascii_uppercase();
-    if upper.ends_with(" BC") {
-        (t[..t.len() - 3].trim_end(), true)
-    } else if upper.ends_with(" AD") {
-        (t[..t.len() - 3].trim_end(), false)
+    let n = t.len();
+    let tail = t.get(n.saturating_sub(3)..).unwrap_or("");
+    if n >= 3 && tail.eq_ignore_ascii_case(" bc") {
+        (t[..n - 3].trim_end(), true)
+    } else if n >= 3 && tail.eq_ignore_ascii_case(" ad") {
+        (t[..n - 3].trim_end(), false)
     } else {
         (t, false)
     }
