@@ -19,6 +19,7 @@ mod exit {
     pub(crate) const TLS: u8 = 6;
     pub(crate) const LOCAL: u8 = 7;
     pub(crate) const NOT_RUNNING: u8 = 8;
+    pub(crate) const DATA: u8 = 9;
     pub(crate) const INTERRUPTED: u8 = 130;
 }
 
@@ -151,6 +152,7 @@ fn fail(error: &anyhow::Error, verbose: u8) -> ExitCode {
         Some(ErrorKind::Auth) => exit::AUTH,
         Some(ErrorKind::Tls) => exit::TLS,
         Some(ErrorKind::Local) => exit::LOCAL,
+        Some(ErrorKind::Data) => exit::DATA,
         _ => exit::FAILURE,
     };
     ExitCode::from(code)

@@ -1215,3 +1215,55 @@ async fn lock_policy_names_or_terminates_blockers() {
     );
     assert_eq!(count(&client, "SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'added'").await, 1);
 }
+
+#[tokio::test]
+async fn the_builder_declares_what_the_ddl_declares() {
+    use pgbulk::schema::builder::Table;
+    let db = TestDb::new("ingest_builder").await;
+    let mut client = db.connect().await;
+    let written = decl(
+        "CREATE TABLE \"Stock 🐘\" (pos integer NOT NULL, day date NOT NULL, stock integer DEFAULT 0, tags text[] UNIQUE, \
+         PRIMARY KEY (pos, day), CHECK (stock >= 0));\
+         CREATE INDEX stock_tags ON \"Stock 🐘\" USING gin (tags);\
+         CREATE UNIQUE INDEX stock_pos ON \"Stock 🐘\" (pos, day) INCLUDE (stock) WHERE stock > 0;\
+         COMMENT ON TABLE \"Stock 🐘\" IS 'per day';",
+    );
+    let built = Table::new(None, "Stock 🐘")
+        .column("pos", "integer", |c| c.not_null())
+        .column("day", "date", |c| c.not_null())
+        .column("stock", "integer", |c| c.default("0"))
+        .column("tags", "text[]", |c| c.unique())
+        .primary_key(&["pos", "day"])
+        .check("stock >= 0")
+        .index("stock_tags", &["tags"], |i| i.using("gin"))
+        .index("stock_pos", &["pos", "day"], |i| {
+            i.unique().include(&["stock"]).r#where("stock > 0")
+        })
+        .comment("per day")
+        .to_sql();
+    let built = decl(&built);
+    let a = written.resolve(&mut client).await.expect("written");
+    let b = built.resolve(&mut client).await.expect("built");
+    let strip = |mut f: pgbulk::schema::TableFacts| {
+        f.oid = 0;
+        f
+    };
+    assert_eq!(strip(a[0].1.clone()), strip(b[0].1.clone()));
+    ingest(
+        &mut client,
+        &written,
+        |_| vec![batch(json!(1), vec![])],
+        &Options::default(),
+    )
+    .await
+    .expect("written");
+    let report = ingest(
+        &mut client,
+        &built,
+        |_| vec![batch(json!(2), vec![])],
+        &Options::default(),
+    )
+    .await
+    .expect("built");
+    assert!(report.migrations.is_empty(), "{:?}", report.migrations);
+}

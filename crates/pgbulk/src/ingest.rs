@@ -1303,6 +1303,34 @@ async fn xact_stats(tx: &Transaction<'_>, oid: u32) -> Result<(u64, u64)> {
     ))
 }
 
+/// The columns outside the primary key.
+fn non_key_columns(target: &Target) -> Vec<&Column> {
+    target
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !target.key.contains(i))
+        .map(|(_, c)| c)
+        .collect()
+}
+
+/// `expr` of each column, as text where its type has no equality operator,
+/// joined for a row comparison.
+fn comparable_list(columns: &[&Column], expr: impl Fn(&Column) -> String) -> String {
+    columns
+        .iter()
+        .map(|c| {
+            let v = expr(c);
+            if compares_natively(&c.ty) {
+                v
+            } else {
+                format!("({v})::text")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The staged rows, one per key: the last in arrival order when the batch
 /// repeats a key (sorted only then).
 fn merge_source(target: &Target, stage: &str, duplicates: bool) -> String {
@@ -1346,13 +1374,7 @@ fn merge_statement(target: &Target, stage: &str, duplicates: bool) -> String {
             format!("t.{} = {}", quote_ident(&c.name), staged(c))
         })
         .collect();
-    let others: Vec<&Column> = target
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !target.key.contains(i))
-        .map(|(_, c)| c)
-        .collect();
+    let others = non_key_columns(target);
     let matched = if others.is_empty() {
         String::new()
     } else {
@@ -1360,28 +1382,10 @@ fn merge_statement(target: &Target, stage: &str, duplicates: bool) -> String {
             .iter()
             .map(|c| format!("{} = {}", quote_ident(&c.name), staged(c)))
             .collect();
-        let side = |old: bool| -> String {
-            others
-                .iter()
-                .map(|c| {
-                    let v = if old {
-                        format!("t.{}", quote_ident(&c.name))
-                    } else {
-                        staged(c)
-                    };
-                    if compares_natively(&c.ty) {
-                        v
-                    } else {
-                        format!("({v})::text")
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         format!(
             " WHEN MATCHED AND ({}) IS DISTINCT FROM ({}) THEN UPDATE SET {}",
-            side(true),
-            side(false),
+            comparable_list(&others, |c| format!("t.{}", quote_ident(&c.name))),
+            comparable_list(&others, staged),
             set.join(", ")
         )
     };
@@ -1402,13 +1406,7 @@ fn on_conflict_statement(target: &Target, stage: &str, duplicates: bool) -> Stri
     let t = target.write.quoted();
     let key = key_list(target);
     let source = merge_source(target, stage, duplicates);
-    let others: Vec<&Column> = target
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !target.key.contains(i))
-        .map(|(_, c)| c)
-        .collect();
+    let others = non_key_columns(target);
     let on_conflict = if others.is_empty() {
         format!("ON CONFLICT ({key}) DO NOTHING")
     } else {
@@ -1416,25 +1414,11 @@ fn on_conflict_statement(target: &Target, stage: &str, duplicates: bool) -> Stri
             .iter()
             .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(&c.name)))
             .collect();
-        let side = |prefix: &str| -> String {
-            others
-                .iter()
-                .map(|c| {
-                    let col = format!("{prefix}.{}", quote_ident(&c.name));
-                    if compares_natively(&c.ty) {
-                        col
-                    } else {
-                        format!("{col}::text")
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         format!(
             "ON CONFLICT ({key}) DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
             set.join(", "),
-            side("t"),
-            side("EXCLUDED")
+            comparable_list(&others, |c| format!("t.{}", quote_ident(&c.name))),
+            comparable_list(&others, |c| format!("EXCLUDED.{}", quote_ident(&c.name)))
         )
     };
     format!(

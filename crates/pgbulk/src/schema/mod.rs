@@ -7,6 +7,7 @@
 //! [`facts`]: the same representation a live table is read into, so the two
 //! compare without any type-name normalisation of ours.
 
+pub mod builder;
 pub mod facts;
 pub(crate) mod sql;
 
