@@ -58,7 +58,8 @@ async fn creates_schema_and_tables_with_zero_batches() {
         "CREATE TABLE \"My Schema\".\"Odd \"\"Name\"\" 🐘.x\" (\"ID\" int PRIMARY KEY, \"Value Ü\" text UNIQUE, \
          CHECK (\"ID\" > 0));\
          CREATE INDEX \"lower idx\" ON \"My Schema\".\"Odd \"\"Name\"\" 🐘.x\" (lower(\"Value Ü\")) WHERE \"ID\" > 10;\
-         COMMENT ON TABLE \"My Schema\".\"Odd \"\"Name\"\" 🐘.x\" IS 'weird but fine';",
+         COMMENT ON TABLE \"My Schema\".\"Odd \"\"Name\"\" 🐘.x\" IS 'weird but fine';\
+         COMMENT ON INDEX \"My Schema\".\"lower idx\" IS 'an index comment';",
     );
     let report = ingest(
         &mut client,
@@ -84,6 +85,10 @@ async fn creates_schema_and_tables_with_zero_batches() {
     assert_eq!(comment.as_deref(), Some("weird but fine"));
     assert_eq!(
         count(&client, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'My Schema' AND indexname = 'lower idx'").await,
+        1
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM pg_class WHERE relname = 'lower idx' AND obj_description(oid, 'pg_class') = 'an index comment'").await,
         1
     );
     // The same declaration again changes nothing.

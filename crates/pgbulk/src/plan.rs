@@ -552,6 +552,26 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
     }
 
     // Comments: declared ones are applied; undeclared live ones are kept.
+    for w in want.indexes.iter().filter(|w| w.comment.is_some()) {
+        let live = have
+            .indexes
+            .iter()
+            .find(|i| i.unique == w.unique && i.def == w.def);
+        if live.is_some_and(|i| i.comment == w.comment) {
+            continue;
+        }
+        let index = live.map_or(&w.name, |i| &i.name);
+        steps.push(step(
+            name,
+            format!("set the comment of index {index}"),
+            vec![format!(
+                "COMMENT ON INDEX {} IS {}",
+                TableName::new(name.schema_or_public(), index).quoted(),
+                quote_literal(w.comment.as_deref().unwrap_or_default())
+            )],
+            "SHARE UPDATE EXCLUSIVE, brief",
+        ));
+    }
     if want.comment.is_some() && want.comment != have.comment {
         steps.push(step(
             name,

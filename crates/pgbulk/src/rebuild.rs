@@ -162,6 +162,15 @@ pub(crate) async fn create_new(
             quote_literal(c)
         ));
     }
+    for i in &declared.indexes {
+        if let Some(c) = &i.comment {
+            comments.push(format!(
+                "COMMENT ON INDEX {} IS {}",
+                TableName::new(target.schema_or_public(), &i.name).quoted(),
+                quote_literal(c)
+            ));
+        }
+    }
     for (col, c) in &declared.column_comments {
         comments.push(format!(
             "COMMENT ON COLUMN {}.{} IS {}",

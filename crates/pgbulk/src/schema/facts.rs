@@ -51,6 +51,8 @@ pub struct IndexFacts {
     pub def: String,
     /// The index's name (not compared).
     pub name: String,
+    /// The index's comment.
+    pub comment: Option<String>,
 }
 
 /// Everything pgbulk compares about a table.
@@ -171,7 +173,8 @@ pub async fn read(client: &impl GenericClient, oid: Oid) -> Result<TableFacts> {
     constraints.sort();
     let mut indexes: Vec<IndexFacts> = client
         .query(
-            "SELECT i.indisunique, pg_catalog.pg_get_indexdef(i.indexrelid), ic.relname::text \
+            "SELECT i.indisunique, pg_catalog.pg_get_indexdef(i.indexrelid), ic.relname::text, \
+                    pg_catalog.obj_description(i.indexrelid, 'pg_class') \
              FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
              WHERE i.indrelid = $1 AND NOT EXISTS ( \
                  SELECT 1 FROM pg_catalog.pg_constraint con \
@@ -185,6 +188,7 @@ pub async fn read(client: &impl GenericClient, oid: Oid) -> Result<TableFacts> {
             unique: r.get(0),
             def: index_body(&r.get::<_, String>(1)),
             name: r.get(2),
+            comment: r.get(3),
         })
         .collect();
     indexes.sort();

@@ -88,6 +88,10 @@ pub struct Statement {
     /// Spans to drop when the statement runs inside a transaction
     /// (`CONCURRENTLY`).
     concurrently: Option<(usize, usize)>,
+    /// `CREATE INDEX`: the index's name, if given.
+    index_name: Option<String>,
+    /// `COMMENT ON INDEX`: the index commented.
+    commented_index: Option<String>,
 }
 
 impl Statement {
@@ -138,18 +142,43 @@ impl Declaration {
                 let line = ddl[..text_start].matches('\n').count() + 1;
                 Error::config(format!("declared DDL, statement on line {line}: {why}"))
             })?;
-            let (kind, table, refs, concurrently) = parsed;
             let shift = |(s, e): (usize, usize)| (s - text_start, e - text_start);
             statements.push(Statement {
-                kind,
-                table,
+                kind: parsed.kind,
+                table: parsed.table,
                 text: ddl[text_start..text_end].to_owned(),
-                refs: refs
+                refs: parsed
+                    .refs
                     .into_iter()
                     .map(|(s, e, n)| (s - text_start, e - text_start, n))
                     .collect(),
-                concurrently: concurrently.map(shift),
+                concurrently: parsed.concurrently.map(shift),
+                index_name: parsed.index_name,
+                commented_index: parsed.commented_index,
             });
+        }
+        // A comment on an index belongs to the table the index is on.
+        let owners: Vec<(String, TableName)> = statements
+            .iter()
+            .filter_map(|s| Some((s.index_name.clone()?, s.table.clone())))
+            .collect();
+        for s in &mut statements {
+            if let Some(index) = &s.commented_index {
+                let owner = owners
+                    .iter()
+                    .find(|(name, table)| name == index && (s.table.schema.is_none() || s.table.schema == table.schema))
+                    .map(|(_, table)| table.clone())
+                    .ok_or_else(|| {
+                        Error::config(format!(
+                            "declared DDL: COMMENT ON INDEX {index}: the index is not declared (name it in its CREATE INDEX)"
+                        ))
+                    })?;
+                // The index lives in its table's schema.
+                for r in &mut s.refs {
+                    r.2.schema = owner.schema.clone();
+                }
+                s.table = owner;
+            }
         }
         let declaration = Self { statements };
         if declaration.tables().is_empty() {
@@ -262,12 +291,32 @@ impl Declaration {
 }
 
 type Span = (usize, usize);
-type Parsed = (
-    StatementKind,
-    TableName,
-    Vec<(usize, usize, TableName)>,
-    Option<Span>,
-);
+
+/// What [`parse_statement`] found.
+struct Parsed {
+    kind: StatementKind,
+    table: TableName,
+    refs: Vec<(usize, usize, TableName)>,
+    concurrently: Option<Span>,
+    /// `CREATE INDEX`: the index's name, if given.
+    index_name: Option<String>,
+    /// `COMMENT ON INDEX`: the index commented (its table is found from the
+    /// declaration's `CREATE INDEX`).
+    commented_index: Option<String>,
+}
+
+impl Parsed {
+    fn new(kind: StatementKind, table: TableName, refs: Vec<(usize, usize, TableName)>) -> Self {
+        Self {
+            kind,
+            table,
+            refs,
+            concurrently: None,
+            index_name: None,
+            commented_index: None,
+        }
+    }
+}
 
 /// A possibly qualified name at `tokens[at..]`: its parts, byte span and the
 /// index after it.
@@ -330,7 +379,7 @@ fn parse_statement(tokens: &[Token]) -> Result<Parsed, String> {
                 }
                 j += 1;
             }
-            return Ok((StatementKind::Table, table, refs, None));
+            return Ok(Parsed::new(StatementKind::Table, table, refs));
         }
         if word(i) == "unique" {
             i += 1;
@@ -342,7 +391,11 @@ fn parse_statement(tokens: &[Token]) -> Result<Parsed, String> {
                 concurrently = Some((tokens[i].start, tokens[i].end));
                 i += 1;
             }
+            let mut index_name = None;
             while i < tokens.len() && word(i) != "on" {
+                if !matches!(word(i), "if" | "not" | "exists") {
+                    index_name = tokens[i].ident().map(str::to_owned);
+                }
                 i += 1;
             }
             i += 1;
@@ -351,12 +404,14 @@ fn parse_statement(tokens: &[Token]) -> Result<Parsed, String> {
             }
             let (parts, span, _) = qualified_name(tokens, i).ok_or("expected ON table")?;
             let table = table_name(&parts)?;
-            return Ok((
+            let mut parsed = Parsed::new(
                 StatementKind::Index,
                 table.clone(),
                 vec![(span.0, span.1, table)],
-                concurrently,
-            ));
+            );
+            parsed.concurrently = concurrently;
+            parsed.index_name = index_name;
+            return Ok(parsed);
         }
     }
     if word(0) == "comment" && word(1) == "on" {
@@ -376,7 +431,14 @@ fn parse_statement(tokens: &[Token]) -> Result<Parsed, String> {
                 (&parts[..parts.len() - 1], (span.0, last_dot))
             }
             "index" => {
-                return Err("COMMENT ON INDEX is not supported yet; declare index comments in a later version".to_owned());
+                let index = table_name(&parts)?;
+                let mut parsed = Parsed::new(
+                    StatementKind::Comment,
+                    index.clone(),
+                    vec![(span.0, span.1, index.clone())],
+                );
+                parsed.commented_index = Some(index.name);
+                return Ok(parsed);
             }
             _ => {
                 return Err(format!(
@@ -386,11 +448,10 @@ fn parse_statement(tokens: &[Token]) -> Result<Parsed, String> {
             }
         };
         let table = table_name(table_parts)?;
-        return Ok((
+        return Ok(Parsed::new(
             StatementKind::Comment,
             table.clone(),
             vec![(span.0, span.1, table)],
-            None,
         ));
     }
     let first: Vec<String> = tokens
