@@ -28,6 +28,7 @@ pub mod catalog;
 pub mod codec;
 pub mod connect;
 pub mod conninfo;
+pub mod csv;
 pub mod copy;
 mod error;
 pub mod ingest;

@@ -1,0 +1,379 @@
+//! A CSV reader with PostgreSQL `COPY ... (FORMAT csv)` semantics: any
+//! single-byte delimiter, quote and escape; quoted fields spanning lines;
+//! an unquoted empty field (or the NULL string, unquoted) is NULL while a
+//! quoted one is a value; a UTF-8 BOM is ignored. It works on bytes (so any
+//! ASCII-compatible encoding parses the same), tracks line numbers, and can
+//! keep each record's raw bytes for reject files. Blank lines are skipped.
+
+use std::io::{self, Read};
+
+/// How a file is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dialect {
+    /// Field separator (default `,`).
+    pub delimiter: u8,
+    /// Quote character (default `"`).
+    pub quote: u8,
+    /// Escape inside quotes (default: the quote, doubled).
+    pub escape: u8,
+    /// An unquoted field equal to this is NULL. Default: the empty field.
+    pub null: Vec<u8>,
+}
+
+impl Default for Dialect {
+    fn default() -> Self {
+        Self {
+            delimiter: b',',
+            quote: b'"',
+            escape: b'"',
+            null: Vec::new(),
+        }
+    }
+}
+
+/// A record could not be read.
+#[derive(Debug)]
+pub enum CsvError {
+    /// The input ended inside a quoted field that starts on `line`.
+    UnclosedQuote {
+        /// Where the quoted field starts.
+        line: u64,
+    },
+    /// Reading failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for CsvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnclosedQuote { line } => write!(
+                f,
+                "unterminated quoted field starting on line {line} (the file ends inside quotes)"
+            ),
+            Self::Io(e) => write!(f, "read error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CsvError {}
+
+/// One field: where it ends in the record's field buffer, and whether it
+/// was quoted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Field {
+    end: usize,
+    quoted: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    StartField,
+    Unquoted,
+    Quoted,
+    AfterQuote,
+}
+
+/// Reads records from a byte stream.
+#[derive(Debug)]
+pub struct Reader<R> {
+    inner: R,
+    dialect: Dialect,
+    buf: Box<[u8]>,
+    pos: usize,
+    len: usize,
+    eof: bool,
+    /// Unescaped field bytes of the current record.
+    data: Vec<u8>,
+    fields: Vec<Field>,
+    /// Raw bytes of the current record (when `keep_raw`).
+    raw: Vec<u8>,
+    keep_raw: bool,
+    /// The line the next record starts on (1-based).
+    line: u64,
+    /// The line the current record started on.
+    record_line: u64,
+    /// Bytes consumed from the stream (position after the current record).
+    offset: u64,
+    bom_checked: bool,
+}
+
+/// A record just read: borrow its fields from the reader.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    data: &'a [u8],
+    fields: &'a [Field],
+    null: &'a [u8],
+    /// The line the record starts on.
+    pub line: u64,
+    /// The record's bytes as they were in the input (empty unless the
+    /// reader keeps them).
+    pub raw: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    /// The number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether the record has no fields.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Field `i`'s bytes, or `None` when it is NULL (unquoted and equal to
+    /// the NULL string).
+    pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+        let f = self.fields.get(i)?;
+        let start = if i == 0 { 0 } else { self.fields[i - 1].end };
+        let bytes = &self.data[start..f.end];
+        if !f.quoted && bytes == self.null {
+            None
+        } else {
+            Some(bytes)
+        }
+    }
+
+    /// Field `i`'s bytes whether or not it is NULL.
+    pub fn raw_field(&self, i: usize) -> &'a [u8] {
+        let start = if i == 0 { 0 } else { self.fields[i - 1].end };
+        self.fields.get(i).map_or(&[], |f| &self.data[start..f.end])
+    }
+}
+
+impl<R: Read> Reader<R> {
+    /// A reader of `inner` in `dialect`.
+    pub fn new(inner: R, dialect: Dialect) -> Self {
+        Self {
+            inner,
+            dialect,
+            buf: vec![0; 256 * 1024].into_boxed_slice(),
+            pos: 0,
+            len: 0,
+            eof: false,
+            data: Vec::with_capacity(1024),
+            fields: Vec::with_capacity(64),
+            raw: Vec::new(),
+            keep_raw: false,
+            line: 1,
+            record_line: 1,
+            offset: 0,
+            bom_checked: false,
+        }
+    }
+
+    /// Keep each record's raw bytes (for reject files).
+    pub fn keep_raw(&mut self, keep: bool) {
+        self.keep_raw = keep;
+    }
+
+    /// Bytes of the stream consumed so far (the end of the last record).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The line the next record starts on.
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// Skips `n` physical lines (not records: quotes are not interpreted).
+    pub fn skip_lines(&mut self, n: u64) -> Result<(), CsvError> {
+        for _ in 0..n {
+            loop {
+                if self.pos == self.len && !self.fill()? {
+                    return Ok(());
+                }
+                let hay = &self.buf[self.pos..self.len];
+                match memchr::memchr(b'\n', hay) {
+                    Some(i) => {
+                        self.advance_raw(i + 1);
+                        self.line += 1;
+                        break;
+                    }
+                    None => {
+                        let n = hay.len();
+                        self.advance_raw(n);
+                    }
+                }
+            }
+        }
+        self.raw.clear();
+        Ok(())
+    }
+
+    fn fill(&mut self) -> Result<bool, CsvError> {
+        if self.eof {
+            return Ok(false);
+        }
+        self.pos = 0;
+        self.len = loop {
+            match self.inner.read(&mut self.buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CsvError::Io(e)),
+            }
+        };
+        if self.len == 0 {
+            self.eof = true;
+            return Ok(false);
+        }
+        if !self.bom_checked {
+            self.bom_checked = true;
+            if self.buf[..self.len].starts_with(b"\xEF\xBB\xBF") {
+                self.pos = 3;
+                self.offset += 3;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Consumes `n` bytes from the buffer, keeping them as raw when asked.
+    fn advance_raw(&mut self, n: usize) {
+        if self.keep_raw {
+            self.raw.extend_from_slice(&self.buf[self.pos..self.pos + n]);
+        }
+        self.pos += n;
+        self.offset += n as u64;
+    }
+
+    fn end_field(&mut self, quoted: bool) {
+        self.fields.push(Field {
+            end: self.data.len(),
+            quoted,
+        });
+    }
+
+    /// Reads the next record, or `None` at the end of the input.
+    pub fn read_record(&mut self) -> Result<Option<Record<'_>>, CsvError> {
+        loop {
+            self.data.clear();
+            self.fields.clear();
+            self.raw.clear();
+            self.record_line = self.line;
+            if !self.parse_record()? {
+                return Ok(None);
+            }
+            // Blank lines carry no record.
+            if self.fields.len() == 1 && self.data.is_empty() && !self.fields[0].quoted {
+                continue;
+            }
+            return Ok(Some(Record {
+                data: &self.data,
+                fields: &self.fields,
+                null: &self.dialect.null,
+                line: self.record_line,
+                raw: &self.raw,
+            }));
+        }
+    }
+
+    /// Parses one record into `data`/`fields`; false at the end of input.
+    fn parse_record(&mut self) -> Result<bool, CsvError> {
+        let (delim, quote, escape) = (self.dialect.delimiter, self.dialect.quote, self.dialect.escape);
+        let mut state = State::StartField;
+        let mut quoted = false;
+        let mut any = false;
+        loop {
+            if self.pos == self.len && !self.fill()? {
+                return match state {
+                    State::Quoted => Err(CsvError::UnclosedQuote {
+                        line: self.record_line,
+                    }),
+                    _ if !any => Ok(false),
+                    _ => {
+                        self.end_field(quoted);
+                        Ok(true)
+                    }
+                };
+            }
+            any = true;
+            match state {
+                State::StartField | State::Unquoted | State::AfterQuote => {
+                    if state == State::StartField && self.buf[self.pos] == quote {
+                        self.advance_raw(1);
+                        state = State::Quoted;
+                        quoted = true;
+                        continue;
+                    }
+                    // Copy up to the next delimiter or line end in one go.
+                    let hay = &self.buf[self.pos..self.len];
+                    let stop = memchr::memchr3(delim, b'\n', b'\r', hay);
+                    let n = stop.unwrap_or(hay.len());
+                    self.data.extend_from_slice(&hay[..n]);
+                    self.advance_raw(n);
+                    if stop.is_none() {
+                        if state == State::StartField {
+                            state = State::Unquoted;
+                        }
+                        continue;
+                    }
+                    let b = self.buf[self.pos];
+                    self.advance_raw(1);
+                    if b == delim {
+                        self.end_field(quoted);
+                        quoted = false;
+                        state = State::StartField;
+                        continue;
+                    }
+                    // A line end: `\n`, `\r\n` or a lone `\r`.
+                    if b == b'\r' {
+                        if self.pos == self.len {
+                            self.fill()?;
+                        }
+                        if self.pos < self.len && self.buf[self.pos] == b'\n' {
+                            self.advance_raw(1);
+                        }
+                    }
+                    self.line += 1;
+                    self.end_field(quoted);
+                    return Ok(true);
+                }
+                State::Quoted => {
+                    let hay = &self.buf[self.pos..self.len];
+                    let stop = if escape == quote {
+                        memchr::memchr2(quote, b'\n', hay)
+                    } else {
+                        memchr::memchr3(quote, escape, b'\n', hay)
+                    };
+                    let n = stop.unwrap_or(hay.len());
+                    self.data.extend_from_slice(&hay[..n]);
+                    self.advance_raw(n);
+                    if stop.is_none() {
+                        continue;
+                    }
+                    let b = self.buf[self.pos];
+                    self.advance_raw(1);
+                    if b == b'\n' {
+                        self.data.push(b'\n');
+                        self.line += 1;
+                        continue;
+                    }
+                    // A quote or escape: look at the next byte.
+                    if self.pos == self.len && !self.fill()? {
+                        if b == quote {
+                            self.end_field(true);
+                            return Ok(true);
+                        }
+                        return Err(CsvError::UnclosedQuote {
+                            line: self.record_line,
+                        });
+                    }
+                    let next = self.buf[self.pos];
+                    if b == escape && (next == quote || next == escape) {
+                        self.data.push(next);
+                        self.advance_raw(1);
+                    } else if b == quote {
+                        state = State::AfterQuote;
+                    } else {
+                        // An escape not followed by quote or escape is itself.
+                        self.data.push(b);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

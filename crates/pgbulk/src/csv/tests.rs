@@ -1,0 +1,101 @@
+use super::*;
+
+fn records(input: &str, dialect: Dialect) -> Vec<(u64, Vec<Option<String>>)> {
+    let mut r = Reader::new(input.as_bytes(), dialect);
+    let mut out = Vec::new();
+    while let Some(rec) = r.read_record().expect("parses") {
+        let fields = (0..rec.len())
+            .map(|i| rec.get(i).map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect();
+        out.push((rec.line, fields));
+    }
+    out
+}
+
+fn s(v: &str) -> Option<String> {
+    Some(v.to_owned())
+}
+
+#[test]
+fn copy_csv_semantics() {
+    let got = records("a,,\"\",\"x,y\"\n\"multi\nline\",\"say \"\"hi\"\"\",z\r\nlast,row", Dialect::default());
+    assert_eq!(
+        got,
+        vec![
+            (1, vec![s("a"), None, s(""), s("x,y")]),
+            (2, vec![s("multi\nline"), s("say \"hi\""), s("z")]),
+            (4, vec![s("last"), s("row")]),
+        ]
+    );
+}
+
+#[test]
+fn dialects() {
+    let semi = Dialect {
+        delimiter: b';',
+        ..Dialect::default()
+    };
+    assert_eq!(records("PointOfSale;Product\n121017;1724\n", semi)[1].1, vec![s("121017"), s("1724")]);
+    let tab_backslash = Dialect {
+        delimiter: b'\t',
+        quote: b'\'',
+        escape: b'\\',
+        null: b"NULL".to_vec(),
+    };
+    assert_eq!(
+        records("'it\\'s'\tNULL\t'NULL'\t\\x\n", tab_backslash)[0].1,
+        vec![s("it's"), None, s("NULL"), s("\\x")]
+    );
+}
+
+#[test]
+fn bom_blank_lines_and_lone_cr() {
+    let got = records("\u{feff}h1,h2\r\n\r\n1,2\r3,4\n\n", Dialect::default());
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].1[0], s("h1"));
+    assert_eq!(got[2], (4, vec![s("3"), s("4")]));
+}
+
+#[test]
+fn unclosed_quote_names_its_line() {
+    let mut r = Reader::new("a,b\n\"open,\nmore\n".as_bytes(), Dialect::default());
+    assert!(r.read_record().expect("first").is_some());
+    match r.read_record() {
+        Err(CsvError::UnclosedQuote { line }) => assert_eq!(line, 2),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn raw_bytes_and_offsets() {
+    let input = "x,\"y\nz\"\r\nnext,1\n";
+    let mut r = Reader::new(input.as_bytes(), Dialect::default());
+    r.keep_raw(true);
+    let first = r.read_record().expect("ok").expect("record").raw.to_vec();
+    assert_eq!(first, b"x,\"y\nz\"\r\n");
+    assert_eq!(r.offset(), 9);
+    let second = r.read_record().expect("ok").expect("record").raw.to_vec();
+    assert_eq!(second, b"next,1\n");
+    assert!(r.read_record().expect("ok").is_none());
+}
+
+#[test]
+fn fields_across_buffer_refills() {
+    // Longer than the read buffer, with quotes and delimiters throughout.
+    let mut input = String::new();
+    for i in 0..50_000 {
+        input.push_str(&format!("{i},\"q{i},\"\"x\"\"\",tail{i}\n"));
+    }
+    let got = records(&input, Dialect::default());
+    assert_eq!(got.len(), 50_000);
+    assert_eq!(got[49_999].1, vec![s("49999"), s("q49999,\"x\""), s("tail49999")]);
+    assert_eq!(got[49_999].0, 50_000);
+}
+
+#[test]
+fn skip_lines_ignores_quotes() {
+    let mut r = Reader::new("title \"line\nsecond\na,b\n".as_bytes(), Dialect::default());
+    r.skip_lines(2).expect("skip");
+    let rec = r.read_record().expect("ok").expect("record");
+    assert_eq!((rec.line, rec.get(0)), (3, Some(&b"a"[..])));
+}
