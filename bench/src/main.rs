@@ -163,7 +163,7 @@ fn batches(
         Some(Ok(Batch {
             high_watermark: BatchWatermark::Value(Some(serde_json::json!(number))),
             metadata: serde_json::Value::Null,
-            rows: Box::new(rows),
+            rows: pgbulk::ingest::Rows::values(rows),
             resume: None,
         }))
     }))

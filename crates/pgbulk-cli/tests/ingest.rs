@@ -30,7 +30,7 @@ fn batch(hw: serde_json::Value, rows: Vec<Row>) -> Result<Batch> {
     Ok(Batch {
         high_watermark: BatchWatermark::Value(Some(hw)),
         metadata: json!({}),
-        rows: Box::new(rows.into_iter().map(Ok)),
+        rows: pgbulk::ingest::Rows::values(rows.into_iter().map(Ok)),
         resume: None,
     })
 }
@@ -566,7 +566,7 @@ async fn watermarks_latest_earliest_explicit_and_computed() {
             vec![Ok(Batch {
                 high_watermark: BatchWatermark::Computed(Box::new(|| Some(json!("computed")))),
                 metadata: json!({"file": "x"}),
-                rows: Box::new(std::iter::empty()),
+                rows: pgbulk::ingest::Rows::values(std::iter::empty()),
                 resume: None,
             })]
         },

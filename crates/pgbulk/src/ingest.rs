@@ -69,6 +69,9 @@ pub enum Upsert {
     /// but a row inserted concurrently by another writer is updated instead
     /// of failing the batch with a unique violation.
     OnConflict,
+    /// No upsert: rows are appended straight from COPY even when the table
+    /// has a key (a key that exists fails the batch).
+    Append,
 }
 
 /// Which high watermark the source is started from.
@@ -122,10 +125,109 @@ impl Row {
     }
 }
 
-/// A batch's rows: streamed, so a batch of any size is loaded in bounded
-/// memory. An error from the iterator rolls the batch back and ends the
+/// A batch's rows, streamed, so a batch of any size is loaded in bounded
+/// memory. An error from the source rolls the batch back and ends the
 /// ingest.
-pub type Rows = Box<dyn Iterator<Item = Result<Row>> + Send>;
+pub enum Rows {
+    /// Typed rows for any of the declared tables, each naming its table and
+    /// giving a value for every column.
+    Values(Box<dyn Iterator<Item = Result<Row>> + Send>),
+    /// Text fields for one table (files): converted with the syntax of the
+    /// server's input functions, without an allocation per field.
+    Text(Box<dyn TextRows>),
+}
+
+impl std::fmt::Debug for Rows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Values(_) => f.write_str("Rows::Values"),
+            Self::Text(t) => write!(f, "Rows::Text({})", t.table()),
+        }
+    }
+}
+
+impl Rows {
+    /// Typed rows from an iterator.
+    pub fn values(rows: impl Iterator<Item = Result<Row>> + Send + 'static) -> Self {
+        Self::Values(Box::new(rows))
+    }
+}
+
+/// Rows of text fields for one table, read by the engine one at a time into
+/// a reused buffer.
+pub trait TextRows: Send {
+    /// The table (`schema.table`, or `table` when unambiguous).
+    fn table(&self) -> &str;
+    /// The columns the fields fill, in field order; columns left out take
+    /// their defaults (and keep their values on update).
+    fn columns(&self) -> &[String];
+    /// Reads the next row into `row`; `false` at the end of the batch.
+    fn next_row(&mut self, row: &mut TextRow) -> Result<bool>;
+    /// A field of the row just read does not convert. `Ok(())` rejects the
+    /// row (it is left out and the batch goes on); an error fails the batch.
+    fn reject(&mut self, failure: &RowFailure<'_>) -> Result<()>;
+    /// Where the source stands once the batch's rows are read, stored with
+    /// the watermark (resumable sources).
+    fn resume(&self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// One row of text fields; `None` is NULL.
+#[derive(Debug, Default)]
+pub struct TextRow {
+    data: String,
+    fields: Vec<Option<(usize, usize)>>,
+}
+
+impl TextRow {
+    /// Empties the row for the next one.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.fields.clear();
+    }
+
+    /// Appends a field.
+    pub fn push(&mut self, field: Option<&str>) {
+        self.fields.push(field.map(|f| {
+            let start = self.data.len();
+            self.data.push_str(f);
+            (start, self.data.len())
+        }));
+    }
+
+    /// The number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether the row has no fields.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Field `i`.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        self.fields
+            .get(i)
+            .copied()
+            .flatten()
+            .map(|(a, b)| &self.data[a..b])
+    }
+}
+
+/// Why a row of text fields was not loaded.
+#[derive(Debug)]
+pub struct RowFailure<'a> {
+    /// The field's position in the row (0-based).
+    pub field: usize,
+    /// The column it was for.
+    pub column: &'a str,
+    /// The field's text (`None`: NULL).
+    pub value: Option<&'a str>,
+    /// Why it does not convert.
+    pub reason: String,
+}
 
 /// A batch: committed atomically with its high watermark.
 pub struct Batch {
@@ -146,7 +248,7 @@ impl Batch {
         Self {
             high_watermark: BatchWatermark::Value(high_watermark),
             metadata: serde_json::Value::Null,
-            rows: Box::new(rows.into_iter().map(Ok)),
+            rows: Rows::values(rows.into_iter().map(Ok)),
             resume: None,
         }
     }
@@ -202,6 +304,11 @@ pub struct Options {
     pub merge_work_mem: Option<String>,
     /// The upsert statement.
     pub upsert: Upsert,
+    /// Upsert keys other than the primary key, by table (`schema.table`):
+    /// the columns rows are matched on.
+    pub keys: BTreeMap<String, Vec<String>>,
+    /// Called after each batch commits (progress, interrupt summaries).
+    pub on_commit: Option<Arc<dyn Fn(&BatchReport) + Send + Sync>>,
 }
 
 impl Default for Options {
@@ -213,6 +320,8 @@ impl Default for Options {
             before_visible: None,
             merge_work_mem: Some("256MB".to_owned()),
             upsert: Upsert::Auto,
+            keys: BTreeMap::new(),
+            on_commit: None,
         }
     }
 }
@@ -226,6 +335,8 @@ impl std::fmt::Debug for Options {
             .field("before_visible", &self.before_visible.is_some())
             .field("merge_work_mem", &self.merge_work_mem)
             .field("upsert", &self.upsert)
+            .field("keys", &self.keys)
+            .field("on_commit", &self.on_commit.is_some())
             .finish()
     }
 }
@@ -300,6 +411,34 @@ struct Target {
 impl Target {
     fn needs_cast(&self) -> bool {
         self.columns.iter().any(|c| c.ty.needs_cast())
+    }
+
+    /// The target restricted to `names`, in that order (the columns a text
+    /// source fills). Keyed targets need every key column.
+    fn project(&self, names: &[String]) -> Result<Target> {
+        let mut columns = Vec::with_capacity(names.len());
+        for name in names {
+            let column = self.columns.iter().find(|c| c.name == *name).ok_or_else(|| {
+                Error::config(format!("table {} has no column \"{name}\"", self.name))
+            })?;
+            columns.push(column.clone());
+        }
+        let mut key = Vec::with_capacity(self.key.len());
+        for &k in &self.key {
+            let name = &self.columns[k].name;
+            let at = columns.iter().position(|c| c.name == *name).ok_or_else(|| {
+                Error::config(format!(
+                    "the input has no value for key column \"{name}\" of {} (upserts need the whole key)",
+                    self.name
+                ))
+            })?;
+            key.push(at);
+        }
+        Ok(Target {
+            columns,
+            key,
+            ..self.clone()
+        })
     }
 }
 
@@ -428,7 +567,7 @@ where
                 migrate_existing(client, &options.lock_policy, plan, migrate, report).await?;
                 names.iter().map(|n| (n.clone(), n.clone())).collect()
             };
-            let list = read_targets(client, &pairs, zone_offset).await?;
+            let list = keyed(read_targets(client, &pairs, zone_offset).await?, options)?;
             let lookup = name_lookup(&list);
             targets = Some(Targets { list, lookup });
         }
@@ -462,19 +601,23 @@ where
             // The rebuilt tables have new oids.
             let pairs: Vec<(TableName, TableName)> =
                 names.iter().map(|n| (n.clone(), n.clone())).collect();
-            let list = read_targets(client, &pairs, zone_offset).await?;
+            let list = keyed(read_targets(client, &pairs, zone_offset).await?, options)?;
             let lookup = name_lookup(&list);
             targets = Some(Targets { list, lookup });
         }
         for (table, c) in &counts {
             report.tables.entry(table.clone()).or_default().add(c);
         }
-        report.batches.push(BatchReport {
+        let batch_report = BatchReport {
             number,
             tables: counts,
             skipped,
             seconds: batch_started.elapsed().as_secs_f64(),
-        });
+        };
+        if let Some(on_commit) = &options.on_commit {
+            on_commit(&batch_report);
+        }
+        report.batches.push(batch_report);
         last = Some(committed);
     }
     if let (true, Some(last)) = (replace, last) {
@@ -714,6 +857,26 @@ async fn read_targets(
     Ok(targets)
 }
 
+/// Applies the options' keys: `Upsert::Append` drops every key, and a key
+/// given for a table replaces its primary key.
+fn keyed(mut targets: Vec<Target>, options: &Options) -> Result<Vec<Target>> {
+    for t in &mut targets {
+        if options.upsert == Upsert::Append {
+            t.key.clear();
+        } else if let Some(names) = options.keys.get(&t.name.to_string()) {
+            t.key = names
+                .iter()
+                .map(|n| {
+                    t.columns.iter().position(|c| c.name == *n).ok_or_else(|| {
+                        Error::config(format!("key column \"{n}\" is not a column of {}", t.name))
+                    })
+                })
+                .collect::<Result<_>>()?;
+        }
+    }
+    Ok(targets)
+}
+
 /// The declared tables as written, and how row table names find them.
 #[derive(Debug, Clone)]
 struct Targets {
@@ -781,6 +944,7 @@ struct OpenCopy {
 /// COPY open while rows of the same table follow, so the server loads while
 /// the client encodes and memory stays bounded whatever the batch's size.
 /// Rows for undeclared tables are counted as skipped.
+#[allow(clippy::too_many_arguments)]
 async fn stage_rows(
     tx: &Transaction<'_>,
     targets: &[Target],
@@ -788,51 +952,78 @@ async fn stage_rows(
     rows: Rows,
     number: usize,
     skipped: &mut BTreeMap<String, u64>,
+    resume: &mut Option<serde_json::Value>,
 ) -> Result<Vec<Option<Pending>>> {
     let mut pending: Vec<Option<Pending>> = targets.iter().map(|_| None).collect();
     let mut open: Option<OpenCopy> = None;
     let hasher = std::collections::hash_map::RandomState::new();
-    let mut last: Option<(Arc<str>, Option<usize>)> = None;
-    for (i, row) in rows.enumerate() {
-        let row = row?;
-        let found = match &last {
-            Some((name, t)) if Arc::ptr_eq(name, &row.table) => *t,
-            _ => {
-                let t = lookup.get(&*row.table).copied();
-                last = Some((row.table.clone(), t));
-                t
+    let new_pending = |target: &Target| Pending {
+        writer: CopyWriter::tuples_only(),
+        into: None,
+        direct: target.key.is_empty() && !target.needs_cast(),
+        rows: 0,
+        copied: 0,
+        keys: Some(Vec::new()),
+        duplicates: false,
+    };
+    match rows {
+        Rows::Values(rows) => {
+            let mut last: Option<(Arc<str>, Option<usize>)> = None;
+            for (i, row) in rows.enumerate() {
+                let row = row?;
+                let found = match &last {
+                    Some((name, t)) if Arc::ptr_eq(name, &row.table) => *t,
+                    _ => {
+                        let t = lookup.get(&*row.table).copied();
+                        last = Some((row.table.clone(), t));
+                        t
+                    }
+                };
+                let Some(t) = found else {
+                    *skipped.entry(row.table.to_string()).or_default() += 1;
+                    continue;
+                };
+                let target = &targets[t];
+                if row.values.len() != target.columns.len() {
+                    return Err(data_error(
+                        number,
+                        &target.name,
+                        i + 1,
+                        format!(
+                            "{} values for {} columns ({})",
+                            row.values.len(),
+                            target.columns.len(),
+                            column_names(target)
+                        ),
+                    ));
+                }
+                let p = pending[t].get_or_insert_with(|| new_pending(target));
+                encode_row(p, target, &row, i + 1, number, &hasher)?;
+                if p.writer.len() >= CHUNK {
+                    flush(tx, targets, &mut pending, &mut open, t, false).await?;
+                }
             }
-        };
-        let Some(t) = found else {
-            *skipped.entry(row.table.to_string()).or_default() += 1;
-            continue;
-        };
-        let target = &targets[t];
-        if row.values.len() != target.columns.len() {
-            return Err(data_error(
-                number,
-                &target.name,
-                i + 1,
-                format!(
-                    "{} values for {} columns ({})",
-                    row.values.len(),
-                    target.columns.len(),
-                    column_names(target)
-                ),
-            ));
         }
-        let p = pending[t].get_or_insert_with(|| Pending {
-            writer: CopyWriter::tuples_only(),
-            into: None,
-            direct: target.key.is_empty() && !target.needs_cast(),
-            rows: 0,
-            copied: 0,
-            keys: Some(Vec::new()),
-            duplicates: false,
-        });
-        encode_row(p, target, &row, i + 1, number, &hasher)?;
-        if p.writer.len() >= CHUNK {
-            flush(tx, targets, &mut pending, &mut open, t, false).await?;
+        Rows::Text(mut source) => {
+            let Some(&t) = lookup.get(source.table()) else {
+                return Err(Error::config(format!(
+                    "table {} is not declared",
+                    source.table()
+                )));
+            };
+            let target = &targets[t];
+            let mut row = TextRow::default();
+            while source.next_row(&mut row)? {
+                let p = pending[t].get_or_insert_with(|| new_pending(target));
+                if let Some(failure) = encode_text_row(p, target, &row, &hasher) {
+                    source.reject(&failure)?;
+                    continue;
+                }
+                if p.writer.len() >= CHUNK {
+                    flush(tx, targets, &mut pending, &mut open, t, false).await?;
+                }
+            }
+            *resume = source.resume();
         }
     }
     for t in 0..targets.len() {
@@ -861,6 +1052,60 @@ fn column_names(target: &Target) -> String {
         .map(|c| c.name.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Encodes one row of text fields (already projected to `target`'s
+/// columns) into its table's buffer; on failure the buffer is left as it
+/// was and the failure returned.
+fn encode_text_row<'a>(
+    p: &mut Pending,
+    target: &'a Target,
+    row: &'a TextRow,
+    hasher: &std::collections::hash_map::RandomState,
+) -> Option<RowFailure<'a>> {
+    let mark = p.writer.len();
+    p.writer
+        .start_tuple(u16::try_from(target.columns.len()).unwrap_or(u16::MAX));
+    let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
+    for (c, column) in target.columns.iter().enumerate() {
+        let value = row.get(c);
+        let before = p.writer.len();
+        let failure = if value.is_none() && column.not_null {
+            Some("NULL in a NOT NULL column".to_owned())
+        } else {
+            p.writer.text(value, &column.ty).err().map(|e| e.to_string())
+        };
+        if let Some(reason) = failure {
+            p.writer.truncate(mark);
+            return Some(RowFailure {
+                field: c,
+                column: &column.name,
+                value,
+                reason,
+            });
+        }
+        if let Some(h) = key_hash.as_mut() {
+            if target.key.contains(&c) {
+                h.write(p.writer.bytes_since(before));
+            }
+        }
+    }
+    track_key(p, key_hash.map(|h| h.finish()));
+    None
+}
+
+/// Notes a row's key hash (for the repeated-key check) and counts the row.
+fn track_key(p: &mut Pending, key_hash: Option<u64>) {
+    if let Some(h) = key_hash {
+        match p.keys.as_mut() {
+            Some(keys) if keys.len() < MAX_TRACKED_KEYS => keys.push(h),
+            _ => {
+                p.keys = None;
+                p.duplicates = true;
+            }
+        }
+    }
+    p.rows += 1;
 }
 
 /// Encodes one row into its table's buffer, noting repeated keys.
@@ -904,16 +1149,7 @@ fn encode_row(
             }
         }
     }
-    if let Some(h) = key_hash {
-        match p.keys.as_mut() {
-            Some(keys) if keys.len() < MAX_TRACKED_KEYS => keys.push(h.finish()),
-            _ => {
-                p.keys = None;
-                p.duplicates = true;
-            }
-        }
-    }
-    p.rows += 1;
+    track_key(p, key_hash.map(|h| h.finish()));
     Ok(())
 }
 
@@ -1070,6 +1306,21 @@ async fn load_batch(
     let mut skipped_by_table = BTreeMap::new();
     let lookup = &targets.lookup;
     let targets = targets.list.as_slice();
+    // Text rows fill only the columns the source names.
+    let projected;
+    let targets = match &batch.rows {
+        Rows::Text(source) => {
+            let t = *lookup
+                .get(source.table())
+                .ok_or_else(|| Error::config(format!("table {} is not declared", source.table())))?;
+            let mut list = targets.to_vec();
+            list[t] = list[t].project(source.columns())?;
+            projected = list;
+            projected.as_slice()
+        }
+        Rows::Values(_) => targets,
+    };
+    let mut resume = batch.resume;
     let staged = stage_rows(
         &tx,
         targets,
@@ -1077,6 +1328,7 @@ async fn load_batch(
         batch.rows,
         number,
         &mut skipped_by_table,
+        &mut resume,
     )
     .await
     .map_err(|e| match e.kind() {
@@ -1215,7 +1467,7 @@ async fn load_batch(
             first,
             high_watermark.as_ref(),
             &batch.metadata,
-            batch.resume.as_ref(),
+            resume.as_ref(),
         )
         .await?;
     }
@@ -1234,7 +1486,7 @@ async fn load_batch(
     let committed = Committed {
         high_watermark,
         metadata: batch.metadata,
-        resume: batch.resume,
+        resume,
     };
     Ok((counts, skipped, committed))
 }

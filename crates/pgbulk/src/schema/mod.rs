@@ -127,6 +127,9 @@ impl Statement {
 #[derive(Debug, Clone, Default)]
 pub struct Declaration {
     statements: Vec<Statement>,
+    /// Tables taken as they are (no DDL): their live shape is the
+    /// declaration.
+    existing: Vec<TableName>,
 }
 
 impl Declaration {
@@ -180,7 +183,10 @@ impl Declaration {
                 s.table = owner;
             }
         }
-        let declaration = Self { statements };
+        let declaration = Self {
+            statements,
+            existing: Vec::new(),
+        };
         if declaration.tables().is_empty() {
             return Err(Error::config("declared DDL holds no CREATE TABLE"));
         }
@@ -206,7 +212,17 @@ impl Declaration {
             .iter()
             .filter(|s| s.kind == StatementKind::Table)
             .map(|s| s.table.clone())
+            .chain(self.existing.iter().cloned())
             .collect()
+    }
+
+    /// Existing tables taken as they are: nothing is created or migrated,
+    /// and resolving fails when one does not exist.
+    pub fn existing(tables: Vec<TableName>) -> Self {
+        Self {
+            statements: Vec::new(),
+            existing: tables,
+        }
     }
 
     /// The statements, in order.
@@ -230,6 +246,7 @@ impl Declaration {
                     ..s.clone()
                 })
                 .collect(),
+            existing: self.existing.iter().map(fix).collect(),
         }
     }
 
@@ -271,6 +288,14 @@ impl Declaration {
         }
         let mut out = Vec::with_capacity(tables.len());
         for t in tables {
+            if declaration.existing.contains(&t) {
+                let oid = facts::table_oid(&tx, t.schema_or_public(), &t.name)
+                    .await?
+                    .ok_or_else(|| Error::config(format!("table {t} does not exist")))?;
+                let facts = facts::read(&tx, oid).await?;
+                out.push((t, facts));
+                continue;
+            }
             let oid: u32 = tx
                 .query_one(
                     "SELECT c.oid FROM pg_catalog.pg_class c \

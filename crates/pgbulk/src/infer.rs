@@ -1,0 +1,205 @@
+//! Column types inferred from a sample of text fields, narrowest first:
+//! `integer`, `bigint`, `numeric`, `double precision`, `boolean`, `date`,
+//! `timestamp`, `timestamptz`, `uuid`, `jsonb`, else `text`. A value is
+//! tested with the same conversions the load uses, so what is inferred
+//! loads. Numbers with leading zeros (codes, zip codes) stay text.
+
+use crate::codec::{ColumnType, TypeKind, encode_text};
+use crate::schema::{TableName, quote_ident};
+
+/// A column and the type inferred for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InferredColumn {
+    /// The column's name (normalised: lower case, `_` for other characters).
+    pub name: String,
+    /// The SQL type.
+    pub sql_type: &'static str,
+    /// Whether a NULL was seen.
+    pub nullable: bool,
+}
+
+/// Candidate types, narrowest first.
+const CANDIDATES: &[(&str, u32)] = &[
+    ("integer", 23),
+    ("bigint", 20),
+    ("numeric", 1700),
+    ("double precision", 701),
+    ("boolean", 16),
+    ("date", 1082),
+    ("timestamp", 1114),
+    ("timestamptz", 1184),
+    ("uuid", 2950),
+    ("jsonb", 3802),
+];
+
+/// A column name as pgbulk creates it: lower case, characters other than
+/// letters, digits and `_` replaced by `_`, never empty.
+pub fn normalize_name(name: &str) -> String {
+    let mut out: String = name
+        .trim()
+        .chars()
+        .map(|c| if c.is_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    if out.is_empty() {
+        out.push_str("column");
+    }
+    out
+}
+
+/// Tracks which types every value of a column fits.
+#[derive(Debug, Clone)]
+pub struct Inference {
+    names: Vec<String>,
+    alive: Vec<Vec<bool>>,
+    nullable: Vec<bool>,
+    seen: Vec<bool>,
+    scratch: Vec<u8>,
+}
+
+impl Inference {
+    /// Starts inferring columns called `names`.
+    pub fn new(names: &[String]) -> Self {
+        Self {
+            names: names.iter().map(|n| normalize_name(n)).collect(),
+            alive: names.iter().map(|_| vec![true; CANDIDATES.len()]).collect(),
+            nullable: vec![false; names.len()],
+            seen: vec![false; names.len()],
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Feeds one row (missing trailing fields count as NULL).
+    pub fn add_row(&mut self, fields: &[Option<&str>]) {
+        for c in 0..self.names.len() {
+            match fields.get(c).copied().flatten() {
+                None => self.nullable[c] = true,
+                Some(v) => {
+                    self.seen[c] = true;
+                    for (t, (_, oid)) in CANDIDATES.iter().enumerate() {
+                        if self.alive[c][t] && !fits(v, *oid, &mut self.scratch) {
+                            self.alive[c][t] = false;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The inferred columns.
+    pub fn columns(&self) -> Vec<InferredColumn> {
+        (0..self.names.len())
+            .map(|c| InferredColumn {
+                name: self.names[c].clone(),
+                sql_type: if self.seen[c] {
+                    CANDIDATES
+                        .iter()
+                        .zip(&self.alive[c])
+                        .find(|(_, alive)| **alive)
+                        .map_or("text", |((name, _), _)| name)
+                } else {
+                    "text"
+                },
+                nullable: self.nullable[c] || !self.seen[c],
+            })
+            .collect()
+    }
+}
+
+fn fits(value: &str, oid: u32, scratch: &mut Vec<u8>) -> bool {
+    let v = value.trim();
+    let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
+    let numeric = matches!(oid, 23 | 20 | 1700 | 701);
+    if numeric && digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0.") {
+        return false;
+    }
+    match oid {
+        // Only words for booleans: 0/1 are numbers.
+        16 => {
+            let l = v.to_ascii_lowercase();
+            return matches!(l.as_str(), "true" | "false" | "t" | "f" | "yes" | "no");
+        }
+        // Numeric only for plain decimals; exponents mean floating point.
+        1700 if v.contains(['e', 'E']) || v.eq_ignore_ascii_case("nan") || v.to_ascii_lowercase().contains("inf") => {
+            return false;
+        }
+        // Timestamps need a time; dates must not have one.
+        1114 | 1184 if !v.contains(':') => return false,
+        1114 if has_zone(v) => return false,
+        1184 if !has_zone(v) => return false,
+        3802 if !(v.starts_with('{') || v.starts_with('[')) => return false,
+        3802 => return serde_json::from_str::<serde_json::Value>(v).is_ok(),
+        _ => {}
+    }
+    let ty = ColumnType {
+        oid,
+        kind: ColumnType::kind_of_builtin(oid),
+        name: String::new(),
+    };
+    debug_assert!(ty.kind != TypeKind::Other);
+    scratch.clear();
+    encode_text(v, &ty, scratch).is_ok()
+}
+
+/// Whether a timestamp text ends with a zone (`Z`, `+02`, `-05:30`).
+fn has_zone(v: &str) -> bool {
+    let time = v.rsplit([' ', 'T']).next().unwrap_or("");
+    time.ends_with(['Z', 'z']) || time.contains('+') || time.rfind('-').is_some_and(|i| i > 0)
+}
+
+/// `CREATE TABLE` for inferred columns, with `key` as the primary key.
+pub fn create_table_sql(table: &TableName, columns: &[InferredColumn], key: &[String]) -> String {
+    let mut lines: Vec<String> = columns
+        .iter()
+        .map(|c| format!("    {} {}", quote_ident(&c.name), c.sql_type))
+        .collect();
+    if !key.is_empty() {
+        lines.push(format!(
+            "    PRIMARY KEY ({})",
+            key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    format!("CREATE TABLE {} (\n{}\n);\n", table.quoted(), lines.join(",\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn infer(rows: &[&[&str]]) -> Vec<&'static str> {
+        let names: Vec<String> = (0..rows[0].len()).map(|i| format!("c{i}")).collect();
+        let mut inf = Inference::new(&names);
+        for r in rows {
+            let fields: Vec<Option<&str>> = r.iter().map(|f| if f.is_empty() { None } else { Some(*f) }).collect();
+            inf.add_row(&fields);
+        }
+        inf.columns().iter().map(|c| c.sql_type).collect()
+    }
+
+    #[test]
+    fn narrowest_type_that_fits_every_value() {
+        assert_eq!(
+            infer(&[
+                &["121017", "17240503103734", "2019-08-17", "2", "1.5", "true", "2019-08-17 10:00", "2019-08-17T10:00:00Z", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "{\"a\":1}", "x"],
+                &["5", "1", "2019-08-18", "", "2", "no", "2019-08-17 11:00:00.5", "2019-08-17 10:00+02", "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A12", "[1]", "12"],
+            ]),
+            ["integer", "bigint", "date", "integer", "numeric", "boolean", "timestamp", "timestamptz", "uuid", "jsonb", "text"]
+        );
+    }
+
+    #[test]
+    fn codes_with_leading_zeros_stay_text() {
+        assert_eq!(infer(&[&["00123", "0", "0.5"], &["0042", "7", "1e3"]]), ["text", "integer", "double precision"]);
+        assert_eq!(infer(&[&["", "NaN"]]), ["text", "double precision"]);
+    }
+
+    #[test]
+    fn names_and_ddl() {
+        assert_eq!(normalize_name(" Point Of Sale "), "point_of_sale");
+        assert_eq!(normalize_name("Größe"), "größe");
+        let cols = vec![InferredColumn { name: "id".into(), sql_type: "integer", nullable: false }];
+        assert_eq!(
+            create_table_sql(&TableName::new("s", "t"), &cols, &["id".to_owned()]),
+            "CREATE TABLE \"s\".\"t\" (\n    \"id\" integer,\n    PRIMARY KEY (\"id\")\n);\n"
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! Opening the inputs of a load: files or standard input, gzip and zstd
+//! recognised by their magic bytes, text in any encoding `encoding_rs`
+//! knows (ASCII-compatible encodings are parsed as bytes and decoded per
+//! field; UTF-16 is transcoded to UTF-8 first).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use encoding_rs::Encoding;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Where rows come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file.
+    File(PathBuf),
+    /// Standard input.
+    Stdin,
+}
+
+impl Source {
+    /// `-` is standard input.
+    pub fn from_arg(arg: &str) -> Self {
+        if arg == "-" {
+            Self::Stdin
+        } else {
+            Self::File(PathBuf::from(arg))
+        }
+    }
+
+    /// The name used in messages (`sales.csv`, `stdin`).
+    pub fn name(&self) -> String {
+        match self {
+            Self::File(p) => p.display().to_string(),
+            Self::Stdin => "stdin".to_owned(),
+        }
+    }
+
+    /// Size on disk, when known.
+    pub fn size(&self) -> Option<u64> {
+        match self {
+            Self::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+            Self::Stdin => None,
+        }
+    }
+
+    /// What identifies this input for resuming: canonical path, size and
+    /// modification time. Standard input has none (it cannot be resumed).
+    pub fn identity(&self) -> Option<serde_json::Value> {
+        let Self::File(p) = self else {
+            return None;
+        };
+        let meta = std::fs::metadata(p).ok()?;
+        let modified = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        let path = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        Some(serde_json::json!({
+            "path": path.display().to_string(),
+            "size": meta.len(),
+            "modified_ns": modified.as_nanos().to_string(),
+        }))
+    }
+}
+
+/// Counts bytes read from the underlying file (compressed bytes, for
+/// progress).
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// How the input was compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Not compressed.
+    None,
+    /// gzip (one or more members).
+    Gzip,
+    /// Zstandard.
+    Zstd,
+}
+
+/// Opens `source`: decompressed, and for encodings that are not
+/// ASCII-compatible transcoded to UTF-8. Bytes read from the file or pipe
+/// are added to `counter`.
+pub fn open(
+    source: &Source,
+    encoding: &'static Encoding,
+    counter: Arc<AtomicU64>,
+) -> Result<(Box<dyn Read + Send>, Compression)> {
+    let raw: Box<dyn Read + Send> = match source {
+        Source::File(p) => Box::new(File::open(p).map_err(|e| open_error(p, e))?),
+        Source::Stdin => Box::new(io::stdin()),
+    };
+    let mut reader = BufReader::with_capacity(
+        256 * 1024,
+        Counting {
+            inner: raw,
+            count: counter,
+        },
+    );
+    let head = reader
+        .fill_buf()
+        .map_err(|e| Error::io(format!("cannot read {}", source.name()), e))?;
+    let compression = if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
+    let decompressed: Box<dyn Read + Send> = match compression {
+        Compression::None => Box::new(reader),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Compression::Zstd => Box::new(
+            ruzstd::decoding::StreamingDecoder::new(reader)
+                .map_err(|e| Error::new(ErrorKind::Data, format!("{}: not a valid zstd stream: {e}", source.name())))?,
+        ),
+    };
+    let text: Box<dyn Read + Send> = if encoding.is_ascii_compatible() {
+        decompressed
+    } else {
+        Box::new(Transcoder::new(decompressed, encoding, source.name()))
+    };
+    Ok((text, compression))
+}
+
+fn open_error(path: &Path, e: io::Error) -> Error {
+    Error::io(format!("cannot open {}", path.display()), e)
+}
+
+/// Looks an encoding up by any of its WHATWG labels (`utf-8`, `latin1`,
+/// `windows-1252`, `utf-16le`, ...).
+pub fn encoding(label: &str) -> Result<&'static Encoding> {
+    Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| {
+        Error::config(format!(
+            "unknown encoding \"{label}\" (try utf-8, latin1, windows-1252, utf-16le, utf-16be, shift_jis, ...)"
+        ))
+    })
+}
+
+/// Decodes one field from an ASCII-compatible `encoding` into UTF-8.
+/// `Err(offset)` gives the byte offset of the first undecodable sequence.
+pub fn decode_field<'a>(bytes: &'a [u8], encoding: &'static Encoding, scratch: &'a mut String) -> std::result::Result<&'a str, usize> {
+    if encoding == encoding_rs::UTF_8 {
+        return std::str::from_utf8(bytes).map_err(|e| e.valid_up_to());
+    }
+    if bytes.is_ascii() {
+        return std::str::from_utf8(bytes).map_err(|e| e.valid_up_to());
+    }
+    let mut decoder = encoding.new_decoder_without_bom_handling();
+    scratch.clear();
+    scratch.reserve(bytes.len() * 3);
+    let (result, read) = decoder.decode_to_string_without_replacement(bytes, scratch, true);
+    match result {
+        encoding_rs::DecoderResult::InputEmpty => Ok(scratch.as_str()),
+        encoding_rs::DecoderResult::Malformed(bad, _) => Err(read.saturating_sub(usize::from(bad))),
+        encoding_rs::DecoderResult::OutputFull => Err(read),
+    }
+}
+
+/// Transcodes a non-ASCII-compatible encoding (UTF-16) to UTF-8 as it
+/// reads; an undecodable sequence is a read error naming its offset.
+struct Transcoder {
+    inner: Box<dyn Read + Send>,
+    decoder: encoding_rs::Decoder,
+    name: String,
+    input: Vec<u8>,
+    output: String,
+    out_pos: usize,
+    consumed: u64,
+    done: bool,
+}
+
+impl Transcoder {
+    fn new(inner: Box<dyn Read + Send>, encoding: &'static Encoding, name: String) -> Self {
+        Self {
+            inner,
+            decoder: encoding.new_decoder_with_bom_removal(),
+            name,
+            input: vec![0; 64 * 1024],
+            output: String::with_capacity(192 * 1024),
+            out_pos: 0,
+            consumed: 0,
+            done: false,
+        }
+    }
+}
+
+impl Read for Transcoder {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.out_pos == self.output.len() {
+            if self.done {
+                return Ok(0);
+            }
+            let n = self.inner.read(&mut self.input)?;
+            let last = n == 0;
+            self.output.clear();
+            self.out_pos = 0;
+            let (result, read) =
+                self.decoder
+                    .decode_to_string_without_replacement(&self.input[..n], &mut self.output, last);
+            if let encoding_rs::DecoderResult::Malformed(bad, _) = result {
+                let at = self.consumed + read as u64 - u64::from(bad);
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: undecodable byte sequence for encoding {} at byte {at}",
+                        self.name,
+                        self.decoder.encoding().name()
+                    ),
+                ));
+            }
+            self.consumed += read as u64;
+            self.done = last;
+        }
+        let bytes = &self.output.as_bytes()[self.out_pos..];
+        let n = bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        self.out_pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_fields() {
+        let mut scratch = String::new();
+        assert_eq!(decode_field(b"caf\xc3\xa9", encoding_rs::UTF_8, &mut scratch), Ok("café"));
+        assert_eq!(decode_field(b"ab\xff", encoding_rs::UTF_8, &mut scratch), Err(2));
+        let latin1 = encoding("latin1").expect("latin1");
+        assert_eq!(decode_field(b"caf\xe9", latin1, &mut scratch), Ok("café"));
+        assert!(encoding("klingon").is_err());
+    }
+
+    #[test]
+    fn transcodes_utf16() {
+        let mut bytes = vec![0xff, 0xfe];
+        for u in "a,ü\n".encode_utf16() {
+            bytes.extend_from_slice(&u.to_le_bytes());
+        }
+        let mut t = Transcoder::new(Box::new(io::Cursor::new(bytes)), encoding_rs::UTF_16LE, "x".into());
+        let mut out = String::new();
+        t.read_to_string(&mut out).expect("decodes");
+        assert_eq!(out, "a,ü\n");
+        let bad = vec![0x00, 0xd8, 0x41, 0x00];
+        let mut t = Transcoder::new(Box::new(io::Cursor::new(bad)), encoding_rs::UTF_16LE, "x".into());
+        let err = t.read_to_string(&mut out).unwrap_err();
+        assert!(err.to_string().contains("undecodable"), "{err}");
+    }
+}
