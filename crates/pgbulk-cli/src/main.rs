@@ -1,14 +1,25 @@
 //! The `pgbulk` command: parses flags, sets up logging, calls the library and
 //! maps its errors to the exit codes documented in the README.
 
+mod progress;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use pgbulk::conninfo::{Environment, Request};
+use pgbulk::csv::Dialect;
+use pgbulk::input::Source;
+use pgbulk::load::{LoadMode, LoadOptions, Progress};
 use pgbulk::local::{Cluster, Status};
+use pgbulk::schema::TableName;
 use pgbulk::target::LocalUse;
 use pgbulk::{ErrorKind, target};
+
+use crate::progress::thousands;
 
 /// Exit codes (documented in the README).
 mod exit {
@@ -57,11 +68,112 @@ struct Cli {
 enum Command {
     /// Connect, then print the target (without password), server version and latency.
     Ping,
+    /// Load CSV files (or stdin; gzip and zstd recognised) into a table.
+    Load(LoadArgs),
+    /// Print the CREATE TABLE pgbulk would infer for a CSV file, without loading.
+    Infer(InferArgs),
+    /// Print the migration plan of a declared schema, without running it.
+    Plan {
+        /// The declared DDL (CREATE TABLE, CREATE INDEX, COMMENT ON).
+        #[arg(long, value_name = "FILE.sql")]
+        schema: PathBuf,
+    },
     /// Manage pgbulk's own local PostgreSQL cluster (under $PGBULK_HOME).
     Local {
         #[command(subcommand)]
         action: LocalAction,
     },
+}
+
+/// How the input is written.
+#[derive(Debug, Args)]
+struct DialectArgs {
+    /// Field delimiter: one byte, or \t (tab).
+    #[arg(long, default_value = ",", value_name = "C")]
+    delimiter: String,
+    /// Quote character.
+    #[arg(long, default_value = "\"", value_name = "C")]
+    quote: String,
+    /// Escape character inside quotes (default: the quote, doubled).
+    #[arg(long, value_name = "C")]
+    escape: Option<String>,
+    /// The files have no header line (name the columns with --columns).
+    #[arg(long)]
+    no_header: bool,
+    /// An unquoted field equal to this is NULL (default: an unquoted empty field).
+    #[arg(long, value_name = "STRING")]
+    null: Option<String>,
+    /// Text encoding: utf-8, latin1, windows-1252, utf-16le, shift_jis, ...
+    #[arg(long, default_value = "utf-8", value_name = "NAME")]
+    encoding: String,
+    /// Lines to skip before the header (or the data).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    skip_lines: u64,
+    /// Column names for the fields, comma-separated (headerless files, or overriding the header).
+    #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
+    columns: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Append,
+    Upsert,
+    Replace,
+    ReplaceAtomic,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Input files; none or - reads stdin.
+    #[arg(value_name = "FILE")]
+    files: Vec<String>,
+    /// The target table: [SCHEMA.]TABLE.
+    #[arg(long, short = 't', value_name = "TABLE")]
+    table: String,
+    #[command(flatten)]
+    dialect: DialectArgs,
+    /// Skip file columns the table lacks instead of failing.
+    #[arg(long)]
+    ignore_extra: bool,
+    /// Declared DDL for the table: created if missing, migrated if different.
+    #[arg(long, value_name = "FILE.sql")]
+    schema: Option<PathBuf>,
+    /// append, upsert, replace or replace-atomic (default: upsert when the table has a key, else append).
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// Upsert on these columns (default: the primary key).
+    #[arg(long, value_delimiter = ',', value_name = "COL,...")]
+    key: Option<Vec<String>>,
+    /// Rows per batch; each batch commits.
+    #[arg(long, default_value_t = pgbulk::load::DEFAULT_BATCH_ROWS, value_name = "N")]
+    batch_rows: u64,
+    /// Load everything in one transaction.
+    #[arg(long)]
+    single_transaction: bool,
+    /// Bad rows to reject (with --reject-file) before failing.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    max_errors: u64,
+    /// Where rejected rows go, as they were in the input; reasons go to PATH.log.
+    #[arg(long, value_name = "PATH")]
+    reject_file: Option<PathBuf>,
+    /// Load the inputs from the start, ignoring where an interrupted run stopped.
+    #[arg(long)]
+    restart: bool,
+}
+
+#[derive(Debug, Args)]
+struct InferArgs {
+    /// The CSV file (or - for stdin).
+    #[arg(value_name = "FILE")]
+    file: String,
+    /// The table name to use in the DDL.
+    #[arg(long, short = 't', default_value = "imported", value_name = "TABLE")]
+    table: String,
+    #[command(flatten)]
+    dialect: DialectArgs,
+    /// Primary key columns for the DDL.
+    #[arg(long, value_delimiter = ',', value_name = "COL,...")]
+    key: Option<Vec<String>>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,19 +206,9 @@ fn main() -> ExitCode {
         Err(e) => return fail(&anyhow::Error::new(e), cli.verbose),
     };
     let verbose = cli.verbose;
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            result = run(cli) => Some(result),
-            _ = tokio::signal::ctrl_c() => None,
-        }
-    });
-    match outcome {
-        Some(Ok(code)) => ExitCode::from(code),
-        Some(Err(e)) => fail(&e, verbose),
-        None => {
-            eprintln!("pgbulk: interrupted");
-            ExitCode::from(exit::INTERRUPTED)
-        }
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => fail(&e, verbose),
     }
 }
 
@@ -167,15 +269,217 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Ping => ping(&request, &env).await,
         Command::Local { action } => local(action, &env),
+        Command::Load(args) => load(args, &request, &env, cli.quiet).await,
+        Command::Infer(args) => infer(args),
+        Command::Plan { schema } => plan(&schema, &request, &env).await,
     }
 }
 
-async fn ping(request: &Request, env: &Environment) -> anyhow::Result<u8> {
+fn single_byte(flag: &str, value: &str) -> anyhow::Result<u8> {
+    match value {
+        "\\t" | "tab" | "\t" => Ok(b'\t'),
+        v if v.len() == 1 => Ok(v.as_bytes()[0]),
+        v => Err(pgbulk::Error::new(
+            ErrorKind::Config,
+            format!("--{flag} must be a single byte (or \\t for tab), not \"{v}\""),
+        )
+        .into()),
+    }
+}
+
+fn load_options(dialect: &DialectArgs, table: &str) -> anyhow::Result<LoadOptions> {
+    let quote = single_byte("quote", &dialect.quote)?;
+    Ok(LoadOptions {
+        table: TableName::parse(table)?,
+        dialect: Dialect {
+            delimiter: single_byte("delimiter", &dialect.delimiter)?,
+            quote,
+            escape: match &dialect.escape {
+                Some(e) => single_byte("escape", e)?,
+                None => quote,
+            },
+            null: dialect.null.clone().unwrap_or_default().into_bytes(),
+        },
+        header: !dialect.no_header,
+        skip_lines: dialect.skip_lines,
+        encoding: pgbulk::input::encoding(&dialect.encoding)?,
+        columns: dialect.columns.clone(),
+        ..LoadOptions::default()
+    })
+}
+
+fn connect_target(
+    request: &Request,
+    env: &Environment,
+) -> anyhow::Result<pgbulk::conninfo::ConnParams> {
     let target = target::resolve(request, env)?;
     if let Some((how, dir)) = &target.local {
         say_local(*how, dir);
     }
-    let params = &target.params;
+    Ok(target.params)
+}
+
+async fn load(
+    args: LoadArgs,
+    request: &Request,
+    env: &Environment,
+    quiet: bool,
+) -> anyhow::Result<u8> {
+    let mut opts = load_options(&args.dialect, &args.table)?;
+    opts.sources = args.files.iter().map(|f| Source::from_arg(f)).collect();
+    opts.ignore_extra = args.ignore_extra;
+    opts.schema_ddl = match &args.schema {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            pgbulk::Error::new(
+                ErrorKind::Config,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?),
+        None => None,
+    };
+    opts.mode = args.mode.map(|m| match m {
+        ModeArg::Append => LoadMode::Append,
+        ModeArg::Upsert => LoadMode::Upsert,
+        ModeArg::Replace => LoadMode::Replace,
+        ModeArg::ReplaceAtomic => LoadMode::ReplaceAtomic,
+    });
+    opts.key = args.key;
+    opts.batch_rows = args.batch_rows;
+    opts.single_transaction = args.single_transaction;
+    opts.max_errors = args.max_errors;
+    opts.reject_file = args.reject_file;
+    opts.restart = args.restart;
+    if opts.max_errors > 0 && opts.reject_file.is_none() {
+        tracing::warn!("--max-errors without --reject-file: bad rows are skipped and only counted");
+    }
+
+    let params = connect_target(request, env)?;
+    let session = pgbulk::connect::connect(&params).await?;
+    let cancel = session.client.cancel_token();
+    let mut client = session.client;
+    let progress = Arc::new(Progress::default());
+    let display = progress::Display::start(progress.clone(), quiet);
+    let names: Vec<String> = opts.sources.iter().map(Source::name).collect();
+    let inputs = if names.is_empty() {
+        "stdin".to_owned()
+    } else {
+        names.join(", ")
+    };
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let outcome = tokio::select! {
+        result = pgbulk::load::load(&mut client, &opts, progress.clone()) => Some(result),
+        _ = tokio::signal::ctrl_c() => None,
+        _ = sigterm.recv() => None,
+    };
+    display.finish().await;
+    let Some(result) = outcome else {
+        // The load future is dropped: its transaction rolls back. Ask the
+        // server to stop the statement in flight too.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            pgbulk::connect::cancel(&cancel, &params),
+        )
+        .await;
+        let rows = progress.rows_committed.load(Ordering::Relaxed);
+        let batches = progress.batches_committed.load(Ordering::Relaxed);
+        if opts.single_transaction || batches == 0 {
+            eprintln!("pgbulk: interrupted: nothing was committed");
+        } else {
+            eprintln!(
+                "pgbulk: interrupted: {} rows in {batches} batches were committed; the batch in flight was rolled back. Run the same command again to continue.",
+                thousands(rows)
+            );
+        }
+        return Ok(exit::INTERRUPTED);
+    };
+    let report = result?;
+    if let Some(ddl) = &report.inferred_ddl {
+        eprintln!("pgbulk: created {} from inferred types:\n{ddl}", opts.table);
+    }
+    for m in &report.migrations {
+        tracing::info!("migrated: {m}");
+    }
+    if report.already_loaded {
+        println!("{inputs} was loaded completely before; nothing to do (--restart loads it again)");
+        return Ok(0);
+    }
+    if let Some(rows) = report.resumed_after_rows {
+        println!(
+            "resumed after {} rows committed by an earlier run",
+            thousands(rows)
+        );
+    }
+    let rate = report.rows_read as f64 / report.seconds.max(0.001);
+    let mut summary = format!(
+        "loaded {inputs} into {}: {} rows read, {} inserted, {} updated, {} unchanged",
+        opts.table,
+        thousands(report.rows_read),
+        thousands(report.inserted),
+        thousands(report.updated),
+        thousands(report.unchanged)
+    );
+    if report.deleted > 0 {
+        summary.push_str(&format!(", {} deleted", thousands(report.deleted)));
+    }
+    summary.push_str(&format!(", {} rejected", thousands(report.rejected)));
+    if report.rejected > 0 {
+        if let Some(path) = &opts.reject_file {
+            summary.push_str(&format!(" (in {})", path.display()));
+        }
+    }
+    summary.push_str(&format!(
+        "; {} batches in {:.1} s ({} rows/s)",
+        report.batches,
+        report.seconds,
+        thousands(rate as u64)
+    ));
+    println!("{summary}");
+    Ok(0)
+}
+
+fn infer(args: InferArgs) -> anyhow::Result<u8> {
+    let mut opts = load_options(&args.dialect, &args.table)?;
+    opts.key = args.key;
+    let source = Source::from_arg(&args.file);
+    let (mut reader, _) = pgbulk::input::open(&source, opts.encoding, Default::default())?;
+    let mut sample = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut reader, 1 << 20), &mut sample)
+        .map_err(|e| {
+            pgbulk::Error::new(ErrorKind::Io, format!("cannot read {}: {e}", source.name()))
+        })?;
+    if sample.len() == 1 << 20 {
+        if let Some(end) = sample.iter().rposition(|b| *b == b'\n') {
+            sample.truncate(end + 1);
+        }
+    }
+    let ddl = pgbulk::load::infer_ddl(&sample, &source, &opts, &opts.table)?;
+    print!("{ddl}");
+    Ok(0)
+}
+
+async fn plan(
+    schema: &std::path::Path,
+    request: &Request,
+    env: &Environment,
+) -> anyhow::Result<u8> {
+    let ddl = std::fs::read_to_string(schema).map_err(|e| {
+        pgbulk::Error::new(
+            ErrorKind::Config,
+            format!("cannot read {}: {e}", schema.display()),
+        )
+    })?;
+    let declaration = pgbulk::schema::Declaration::parse(&ddl)?;
+    let params = connect_target(request, env)?;
+    let mut client = pgbulk::connect::connect(&params).await?.client;
+    let plan = pgbulk::plan::plan(&mut client, &declaration).await?;
+    print!("{plan}");
+    Ok(0)
+}
+
+async fn ping(request: &Request, env: &Environment) -> anyhow::Result<u8> {
+    let params = &connect_target(request, env)?;
     tracing::info!("connecting to {params}");
     let report = pgbulk::ping::ping(params).await?;
     let origin = params

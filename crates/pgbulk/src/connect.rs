@@ -80,6 +80,27 @@ pub async fn connect(params: &ConnParams) -> Result<Session> {
     Err(error)
 }
 
+/// Asks the server to cancel the statement running on the session that
+/// `token` belongs to (TLS as `params` demand).
+pub async fn cancel(token: &tokio_postgres::CancelToken, params: &ConnParams) -> Result<()> {
+    let result = match params.sslmode {
+        SslMode::Disable | SslMode::Allow | SslMode::Prefer => {
+            token.cancel_query(tokio_postgres::NoTls).await
+        }
+        _ => {
+            token
+                .cancel_query(tls::connector(params.sslmode, &params.tls)?)
+                .await
+        }
+    };
+    result.map_err(|e| {
+        Error::new(
+            ErrorKind::Connect,
+            format!("cancelling the running statement: {e}"),
+        )
+    })
+}
+
 /// Fisher-Yates with the system's random source.
 fn shuffle<T>(items: &mut [T]) {
     use ring::rand::{SecureRandom, SystemRandom};

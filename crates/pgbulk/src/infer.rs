@@ -38,7 +38,13 @@ pub fn normalize_name(name: &str) -> String {
     let mut out: String = name
         .trim()
         .chars()
-        .map(|c| if c.is_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_alphanumeric() || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() {
         out.push_str("column");
@@ -119,7 +125,10 @@ fn fits(value: &str, oid: u32, scratch: &mut Vec<u8>) -> bool {
             return matches!(l.as_str(), "true" | "false" | "t" | "f" | "yes" | "no");
         }
         // Numeric only for plain decimals; exponents mean floating point.
-        1700 if v.contains(['e', 'E']) || v.eq_ignore_ascii_case("nan") || v.to_ascii_lowercase().contains("inf") => {
+        1700 if v.contains(['e', 'E'])
+            || v.eq_ignore_ascii_case("nan")
+            || v.to_ascii_lowercase().contains("inf") =>
+        {
             return false;
         }
         // Timestamps need a time; dates must not have one.
@@ -155,10 +164,17 @@ pub fn create_table_sql(table: &TableName, columns: &[InferredColumn], key: &[St
     if !key.is_empty() {
         lines.push(format!(
             "    PRIMARY KEY ({})",
-            key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")
+            key.iter()
+                .map(|k| quote_ident(k))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
-    format!("CREATE TABLE {} (\n{}\n);\n", table.quoted(), lines.join(",\n"))
+    format!(
+        "CREATE TABLE {} (\n{}\n);\n",
+        table.quoted(),
+        lines.join(",\n")
+    )
 }
 
 #[cfg(test)]
@@ -169,7 +185,10 @@ mod tests {
         let names: Vec<String> = (0..rows[0].len()).map(|i| format!("c{i}")).collect();
         let mut inf = Inference::new(&names);
         for r in rows {
-            let fields: Vec<Option<&str>> = r.iter().map(|f| if f.is_empty() { None } else { Some(*f) }).collect();
+            let fields: Vec<Option<&str>> = r
+                .iter()
+                .map(|f| if f.is_empty() { None } else { Some(*f) })
+                .collect();
             inf.add_row(&fields);
         }
         inf.columns().iter().map(|c| c.sql_type).collect()
@@ -179,16 +198,55 @@ mod tests {
     fn narrowest_type_that_fits_every_value() {
         assert_eq!(
             infer(&[
-                &["121017", "17240503103734", "2019-08-17", "2", "1.5", "true", "2019-08-17 10:00", "2019-08-17T10:00:00Z", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "{\"a\":1}", "x"],
-                &["5", "1", "2019-08-18", "", "2", "no", "2019-08-17 11:00:00.5", "2019-08-17 10:00+02", "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A12", "[1]", "12"],
+                &[
+                    "121017",
+                    "17240503103734",
+                    "2019-08-17",
+                    "2",
+                    "1.5",
+                    "true",
+                    "2019-08-17 10:00",
+                    "2019-08-17T10:00:00Z",
+                    "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+                    "{\"a\":1}",
+                    "x"
+                ],
+                &[
+                    "5",
+                    "1",
+                    "2019-08-18",
+                    "",
+                    "2",
+                    "no",
+                    "2019-08-17 11:00:00.5",
+                    "2019-08-17 10:00+02",
+                    "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A12",
+                    "[1]",
+                    "12"
+                ],
             ]),
-            ["integer", "bigint", "date", "integer", "numeric", "boolean", "timestamp", "timestamptz", "uuid", "jsonb", "text"]
+            [
+                "integer",
+                "bigint",
+                "date",
+                "integer",
+                "numeric",
+                "boolean",
+                "timestamp",
+                "timestamptz",
+                "uuid",
+                "jsonb",
+                "text"
+            ]
         );
     }
 
     #[test]
     fn codes_with_leading_zeros_stay_text() {
-        assert_eq!(infer(&[&["00123", "0", "0.5"], &["0042", "7", "1e3"]]), ["text", "integer", "double precision"]);
+        assert_eq!(
+            infer(&[&["00123", "0", "0.5"], &["0042", "7", "1e3"]]),
+            ["text", "integer", "double precision"]
+        );
         assert_eq!(infer(&[&["", "NaN"]]), ["text", "double precision"]);
     }
 
@@ -196,7 +254,11 @@ mod tests {
     fn names_and_ddl() {
         assert_eq!(normalize_name(" Point Of Sale "), "point_of_sale");
         assert_eq!(normalize_name("Größe"), "größe");
-        let cols = vec![InferredColumn { name: "id".into(), sql_type: "integer", nullable: false }];
+        let cols = vec![InferredColumn {
+            name: "id".into(),
+            sql_type: "integer",
+            nullable: false,
+        }];
         assert_eq!(
             create_table_sql(&TableName::new("s", "t"), &cols, &["id".to_owned()]),
             "CREATE TABLE \"s\".\"t\" (\n    \"id\" integer,\n    PRIMARY KEY (\"id\")\n);\n"

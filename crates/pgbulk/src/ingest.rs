@@ -288,6 +288,9 @@ pub trait BeforeVisible: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 }
 
+/// A callback after each committed batch.
+pub type OnCommit = Arc<dyn Fn(&BatchReport) + Send + Sync>;
+
 /// Options of an ingest.
 #[derive(Clone)]
 pub struct Options {
@@ -308,7 +311,7 @@ pub struct Options {
     /// the columns rows are matched on.
     pub keys: BTreeMap<String, Vec<String>>,
     /// Called after each batch commits (progress, interrupt summaries).
-    pub on_commit: Option<Arc<dyn Fn(&BatchReport) + Send + Sync>>,
+    pub on_commit: Option<OnCommit>,
 }
 
 impl Default for Options {
@@ -418,9 +421,13 @@ impl Target {
     fn project(&self, names: &[String]) -> Result<Target> {
         let mut columns = Vec::with_capacity(names.len());
         for name in names {
-            let column = self.columns.iter().find(|c| c.name == *name).ok_or_else(|| {
-                Error::config(format!("table {} has no column \"{name}\"", self.name))
-            })?;
+            let column = self
+                .columns
+                .iter()
+                .find(|c| c.name == *name)
+                .ok_or_else(|| {
+                    Error::config(format!("table {} has no column \"{name}\"", self.name))
+                })?;
             columns.push(column.clone());
         }
         let mut key = Vec::with_capacity(self.key.len());
@@ -1073,7 +1080,10 @@ fn encode_text_row<'a>(
         let failure = if value.is_none() && column.not_null {
             Some("NULL in a NOT NULL column".to_owned())
         } else {
-            p.writer.text(value, &column.ty).err().map(|e| e.to_string())
+            p.writer
+                .text(value, &column.ty)
+                .err()
+                .map(|e| e.to_string())
         };
         if let Some(reason) = failure {
             p.writer.truncate(mark);
@@ -1310,9 +1320,9 @@ async fn load_batch(
     let projected;
     let targets = match &batch.rows {
         Rows::Text(source) => {
-            let t = *lookup
-                .get(source.table())
-                .ok_or_else(|| Error::config(format!("table {} is not declared", source.table())))?;
+            let t = *lookup.get(source.table()).ok_or_else(|| {
+                Error::config(format!("table {} is not declared", source.table()))
+            })?;
             let mut list = targets.to_vec();
             list[t] = list[t].project(source.columns())?;
             projected = list;

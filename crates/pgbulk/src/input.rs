@@ -127,10 +127,14 @@ pub fn open(
     let decompressed: Box<dyn Read + Send> = match compression {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Compression::Zstd => Box::new(
-            ruzstd::decoding::StreamingDecoder::new(reader)
-                .map_err(|e| Error::new(ErrorKind::Data, format!("{}: not a valid zstd stream: {e}", source.name())))?,
-        ),
+        Compression::Zstd => Box::new(ruzstd::decoding::StreamingDecoder::new(reader).map_err(
+            |e| {
+                Error::new(
+                    ErrorKind::Data,
+                    format!("{}: not a valid zstd stream: {e}", source.name()),
+                )
+            },
+        )?),
     };
     let text: Box<dyn Read + Send> = if encoding.is_ascii_compatible() {
         decompressed
@@ -156,7 +160,11 @@ pub fn encoding(label: &str) -> Result<&'static Encoding> {
 
 /// Decodes one field from an ASCII-compatible `encoding` into UTF-8.
 /// `Err(offset)` gives the byte offset of the first undecodable sequence.
-pub fn decode_field<'a>(bytes: &'a [u8], encoding: &'static Encoding, scratch: &'a mut String) -> std::result::Result<&'a str, usize> {
+pub fn decode_field<'a>(
+    bytes: &'a [u8],
+    encoding: &'static Encoding,
+    scratch: &'a mut String,
+) -> std::result::Result<&'a str, usize> {
     if encoding == encoding_rs::UTF_8 {
         return std::str::from_utf8(bytes).map_err(|e| e.valid_up_to());
     }
@@ -212,9 +220,11 @@ impl Read for Transcoder {
             let last = n == 0;
             self.output.clear();
             self.out_pos = 0;
-            let (result, read) =
-                self.decoder
-                    .decode_to_string_without_replacement(&self.input[..n], &mut self.output, last);
+            let (result, read) = self.decoder.decode_to_string_without_replacement(
+                &self.input[..n],
+                &mut self.output,
+                last,
+            );
             if let encoding_rs::DecoderResult::Malformed(bad, _) = result {
                 let at = self.consumed + read as u64 - u64::from(bad);
                 return Err(io::Error::new(
@@ -244,8 +254,14 @@ mod tests {
     #[test]
     fn decodes_fields() {
         let mut scratch = String::new();
-        assert_eq!(decode_field(b"caf\xc3\xa9", encoding_rs::UTF_8, &mut scratch), Ok("café"));
-        assert_eq!(decode_field(b"ab\xff", encoding_rs::UTF_8, &mut scratch), Err(2));
+        assert_eq!(
+            decode_field(b"caf\xc3\xa9", encoding_rs::UTF_8, &mut scratch),
+            Ok("café")
+        );
+        assert_eq!(
+            decode_field(b"ab\xff", encoding_rs::UTF_8, &mut scratch),
+            Err(2)
+        );
         let latin1 = encoding("latin1").expect("latin1");
         assert_eq!(decode_field(b"caf\xe9", latin1, &mut scratch), Ok("café"));
         assert!(encoding("klingon").is_err());
@@ -257,12 +273,20 @@ mod tests {
         for u in "a,ü\n".encode_utf16() {
             bytes.extend_from_slice(&u.to_le_bytes());
         }
-        let mut t = Transcoder::new(Box::new(io::Cursor::new(bytes)), encoding_rs::UTF_16LE, "x".into());
+        let mut t = Transcoder::new(
+            Box::new(io::Cursor::new(bytes)),
+            encoding_rs::UTF_16LE,
+            "x".into(),
+        );
         let mut out = String::new();
         t.read_to_string(&mut out).expect("decodes");
         assert_eq!(out, "a,ü\n");
         let bad = vec![0x00, 0xd8, 0x41, 0x00];
-        let mut t = Transcoder::new(Box::new(io::Cursor::new(bad)), encoding_rs::UTF_16LE, "x".into());
+        let mut t = Transcoder::new(
+            Box::new(io::Cursor::new(bad)),
+            encoding_rs::UTF_16LE,
+            "x".into(),
+        );
         let err = t.read_to_string(&mut out).unwrap_err();
         assert!(err.to_string().contains("undecodable"), "{err}");
     }

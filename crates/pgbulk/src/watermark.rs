@@ -81,6 +81,29 @@ pub async fn read(
     Ok(comment.and_then(|c| pg_bulk_ingest_watermark(&c)))
 }
 
+/// The resume state stored with the last committed batch of the ingest
+/// keyed by `first`, if any.
+pub async fn read_resume(
+    client: &impl GenericClient,
+    first: &TableName,
+) -> Result<Option<serde_json::Value>> {
+    let schema = first.schema_or_public();
+    if !exists(client, schema).await? {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT resume::text FROM {} WHERE table_name = $1",
+                table(schema).quoted()
+            ),
+            &[&first.to_string()],
+        )
+        .await
+        .map_err(|e| Error::server("reading the resume state", e))?;
+    parse(row.and_then(|r| r.get(0)))
+}
+
 /// The watermark in a pg-bulk-ingest table comment, if there is one.
 pub fn pg_bulk_ingest_watermark(comment: &str) -> Option<serde_json::Value> {
     let json: serde_json::Value = serde_json::from_str(comment).ok()?;

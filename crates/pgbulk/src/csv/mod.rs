@@ -177,6 +177,36 @@ impl<R: Read> Reader<R> {
         self.line
     }
 
+    /// The raw bytes of the record that failed to parse (an unterminated
+    /// quote: the rest of the input), when raw bytes are kept.
+    pub fn take_raw(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.raw)
+    }
+
+    /// Whether the input is exhausted (reads ahead if needed).
+    pub fn at_end(&mut self) -> Result<bool, CsvError> {
+        if self.pos == self.len {
+            self.fill()?;
+        }
+        Ok(self.pos == self.len)
+    }
+
+    /// Discards input up to byte `offset` of the stream (a record boundary
+    /// saved earlier) and continues counting lines from `line`.
+    pub fn skip_to(&mut self, offset: u64, line: u64) -> Result<(), CsvError> {
+        while self.offset < offset {
+            if self.pos == self.len && !self.fill()? {
+                break;
+            }
+            let want = usize::try_from(offset - self.offset).unwrap_or(usize::MAX);
+            let n = want.min(self.len - self.pos);
+            self.advance_raw(n);
+        }
+        self.raw.clear();
+        self.line = line;
+        Ok(())
+    }
+
     /// Skips `n` physical lines (not records: quotes are not interpreted).
     pub fn skip_lines(&mut self, n: u64) -> Result<(), CsvError> {
         for _ in 0..n {
@@ -231,7 +261,8 @@ impl<R: Read> Reader<R> {
     /// Consumes `n` bytes from the buffer, keeping them as raw when asked.
     fn advance_raw(&mut self, n: usize) {
         if self.keep_raw {
-            self.raw.extend_from_slice(&self.buf[self.pos..self.pos + n]);
+            self.raw
+                .extend_from_slice(&self.buf[self.pos..self.pos + n]);
         }
         self.pos += n;
         self.offset += n as u64;
@@ -270,7 +301,11 @@ impl<R: Read> Reader<R> {
 
     /// Parses one record into `data`/`fields`; false at the end of input.
     fn parse_record(&mut self) -> Result<bool, CsvError> {
-        let (delim, quote, escape) = (self.dialect.delimiter, self.dialect.quote, self.dialect.escape);
+        let (delim, quote, escape) = (
+            self.dialect.delimiter,
+            self.dialect.quote,
+            self.dialect.escape,
+        );
         let mut state = State::StartField;
         let mut quoted = false;
         let mut any = false;

@@ -18,7 +18,10 @@ fn s(v: &str) -> Option<String> {
 
 #[test]
 fn copy_csv_semantics() {
-    let got = records("a,,\"\",\"x,y\"\n\"multi\nline\",\"say \"\"hi\"\"\",z\r\nlast,row", Dialect::default());
+    let got = records(
+        "a,,\"\",\"x,y\"\n\"multi\nline\",\"say \"\"hi\"\"\",z\r\nlast,row",
+        Dialect::default(),
+    );
     assert_eq!(
         got,
         vec![
@@ -35,7 +38,10 @@ fn dialects() {
         delimiter: b';',
         ..Dialect::default()
     };
-    assert_eq!(records("PointOfSale;Product\n121017;1724\n", semi)[1].1, vec![s("121017"), s("1724")]);
+    assert_eq!(
+        records("PointOfSale;Product\n121017;1724\n", semi)[1].1,
+        vec![s("121017"), s("1724")]
+    );
     let tab_backslash = Dialect {
         delimiter: b'\t',
         quote: b'\'',
@@ -88,7 +94,10 @@ fn fields_across_buffer_refills() {
     }
     let got = records(&input, Dialect::default());
     assert_eq!(got.len(), 50_000);
-    assert_eq!(got[49_999].1, vec![s("49999"), s("q49999,\"x\""), s("tail49999")]);
+    assert_eq!(
+        got[49_999].1,
+        vec![s("49999"), s("q49999,\"x\""), s("tail49999")]
+    );
     assert_eq!(got[49_999].0, 50_000);
 }
 

@@ -32,6 +32,22 @@ pub struct TableName {
 }
 
 impl TableName {
+    /// Parses `table` or `schema.table` with SQL's rules: unquoted parts
+    /// fold to lower case, `"Quoted"` parts keep case, dots and spaces.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || {
+            Error::config(format!(
+                "cannot read table name \"{text}\" (use schema.table)"
+            ))
+        };
+        let tokens = sql::tokenize(text).map_err(|_| bad())?;
+        let (parts, _, next) = qualified_name(&tokens, 0).ok_or_else(bad)?;
+        if next != tokens.len() {
+            return Err(bad());
+        }
+        table_name(&parts).map_err(|_| bad())
+    }
+
     /// A qualified name.
     pub fn new(schema: &str, name: &str) -> Self {
         Self {
@@ -535,6 +551,21 @@ mod tests {
             "COMMENT ON COLUMN X.\"Order Items 🐘\".id IS 'the id; really'"
         );
         assert_eq!(q.statements()[1].table, TableName::new("app", "orders"));
+    }
+
+    #[test]
+    fn table_names_follow_sql() {
+        assert_eq!(
+            TableName::parse("Sales.Stock").expect("ok"),
+            TableName::new("sales", "stock")
+        );
+        assert_eq!(
+            TableName::parse("\"My.Schema\".\"Odd 🐘\"").expect("ok"),
+            TableName::new("My.Schema", "Odd 🐘")
+        );
+        assert_eq!(TableName::parse("t").expect("ok").schema, None);
+        assert!(TableName::parse("a.b.c").is_err());
+        assert!(TableName::parse("a b").is_err());
     }
 
     #[test]
