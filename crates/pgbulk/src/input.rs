@@ -158,6 +158,16 @@ pub fn encoding(label: &str) -> Result<&'static Encoding> {
     })
 }
 
+/// The encoding fields are in once [`open`] has run: the input's own when
+/// it is ASCII-compatible, else UTF-8 (it was transcoded).
+pub fn field_encoding(encoding: &'static Encoding) -> &'static Encoding {
+    if encoding.is_ascii_compatible() {
+        encoding
+    } else {
+        encoding_rs::UTF_8
+    }
+}
+
 /// Decodes one field from an ASCII-compatible `encoding` into UTF-8.
 /// `Err(offset)` gives the byte offset of the first undecodable sequence.
 pub fn decode_field<'a>(

@@ -228,7 +228,22 @@ pub async fn load(
         .map(|(_, f)| f)
         .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
 
-    let has_key = facts.primary_key.is_some() || opts.key.is_some();
+    // Key columns named as in the file are matched like header names.
+    let key: Option<Vec<String>> = opts
+        .key
+        .as_ref()
+        .map(|names| {
+            names
+                .iter()
+                .map(|n| {
+                    match_column(&facts, n).ok_or_else(|| {
+                        Error::config(format!("key column \"{n}\" is not a column of {table}"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?;
+    let has_key = facts.primary_key.is_some() || key.is_some();
     let mode = opts.mode.unwrap_or(if has_key {
         LoadMode::Upsert
     } else {
@@ -309,8 +324,7 @@ pub async fn load(
         } else {
             Upsert::Auto
         },
-        keys: opts
-            .key
+        keys: key
             .iter()
             .map(|k| (table.to_string(), k.clone()))
             .collect::<BTreeMap<_, _>>(),
@@ -398,7 +412,7 @@ pub fn infer_ddl(
         .map_err(|e| csv_error(&name, e))?;
     let mut scratch = String::new();
     let mut decode = |b: &[u8], line: u64, field: usize| -> Result<String> {
-        input::decode_field(b, opts.encoding, &mut scratch)
+        input::decode_field(b, input::field_encoding(opts.encoding), &mut scratch)
             .map(str::to_owned)
             .map_err(|at| {
                 Error::new(
@@ -469,6 +483,34 @@ pub fn infer_ddl(
         .map(|k| infer::normalize_name(k))
         .collect();
     Ok(infer::create_table_sql(table, &columns, &key))
+}
+
+/// The writable column of `facts` a file column called `name` fills:
+/// the same name, else the only one equal ignoring case, else the name as
+/// pgbulk normalises it.
+fn match_column(facts: &TableFacts, name: &str) -> Option<String> {
+    let columns: Vec<&str> = facts
+        .columns
+        .iter()
+        .filter(|c| c.generated.is_none())
+        .map(|c| c.name.as_str())
+        .collect();
+    if let Some(c) = columns.iter().find(|c| **c == name) {
+        return Some((*c).to_owned());
+    }
+    if let [only] = columns
+        .iter()
+        .filter(|c| c.eq_ignore_ascii_case(name))
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        return Some((**only).to_owned());
+    }
+    let normalized = infer::normalize_name(name);
+    columns
+        .iter()
+        .find(|c| **c == normalized)
+        .map(|c| (*c).to_owned())
 }
 
 fn empty_file(name: &str) -> Error {
@@ -607,7 +649,7 @@ impl Shared {
             let line = record.line;
             let mut fields = Vec::with_capacity(record.len());
             for i in 0..record.len() {
-                let text = input::decode_field(record.raw_field(i), self.opts.encoding, &mut self.scratch)
+                let text = input::decode_field(record.raw_field(i), input::field_encoding(self.opts.encoding), &mut self.scratch)
                     .map_err(|at| {
                         Error::new(
                             ErrorKind::Data,
@@ -669,24 +711,12 @@ impl Shared {
             .filter(|c| c.generated.is_none())
             .map(|c| c.name.as_str())
             .collect();
-        let find = |n: &str| -> Option<&str> {
-            if let Some(c) = table_columns.iter().find(|c| **c == n) {
-                return Some(c);
-            }
-            let ci: Vec<&&str> = table_columns
-                .iter()
-                .filter(|c| c.eq_ignore_ascii_case(n))
-                .collect();
-            if let [only] = ci.as_slice() {
-                return Some(only);
-            }
-            let normalized = infer::normalize_name(n);
-            table_columns.iter().find(|c| **c == normalized).copied()
-        };
+        let facts = &self.facts;
+        let find = |n: &str| match_column(facts, n);
         let mut file_columns: Vec<String> = Vec::new();
         let mut mapping = Vec::with_capacity(names.len());
         for (i, n) in names.iter().enumerate() {
-            match find(n) {
+            match find(n).as_deref() {
                 Some(c) if file_columns.iter().any(|f| f == c) => {
                     return Err(Error::new(
                         ErrorKind::Data,
@@ -915,7 +945,11 @@ impl TextRows for CsvRows {
                 match record.get(i) {
                     None => row.push(None),
                     Some(bytes) => {
-                        match input::decode_field(bytes, s.opts.encoding, &mut s.scratch) {
+                        match input::decode_field(
+                            bytes,
+                            input::field_encoding(s.opts.encoding),
+                            &mut s.scratch,
+                        ) {
                             Ok(text) => row.push(Some(text)),
                             Err(at) => {
                                 let message = format!(

@@ -169,14 +169,26 @@ fn out_of_range(type_name: &str, text: &str) -> EncodeError {
     ))
 }
 
-/// A value shortened for messages: at most 60 characters.
+/// A value for messages: at most 60 characters, control characters
+/// escaped (`\0`, `\n`, `\x1b`, ...).
 pub fn shorten(text: &str) -> String {
     const MAX: usize = 60;
-    if text.chars().count() <= MAX {
-        return text.to_owned();
+    let mut out = String::with_capacity(text.len().min(MAX + 8));
+    for (n, c) in text.chars().enumerate() {
+        if n == MAX - 3 && text.chars().count() > MAX {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '\0' => out.push_str("\\0"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
     }
-    let head: String = text.chars().take(MAX - 3).collect();
-    format!("{head}...")
+    out
 }
 
 /// Writes binary COPY: the header, then tuples, then the trailer.

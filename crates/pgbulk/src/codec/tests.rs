@@ -139,8 +139,9 @@ fn typed_values() {
 }
 
 #[test]
-fn shortens_long_values() {
+fn shortens_long_values_and_escapes_controls() {
     let long = "x".repeat(100);
     assert_eq!(shorten(&long).chars().count(), 60);
     assert!(shorten(&long).ends_with("..."));
+    assert_eq!(shorten("a\0b\nc\u{1b}"), "a\\0b\\nc\\x1b");
 }

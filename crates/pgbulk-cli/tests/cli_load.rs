@@ -1,0 +1,646 @@
+//! `pgbulk load`, `infer` and `plan` end to end against a real server.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::harness::{Run, Scratch, TestDb, pgbulk, run};
+
+fn load(db: &TestDb, home: &Scratch, args: &[&str]) -> Run {
+    run(pgbulk(home).arg("load").arg("--db").arg(&db.url).args(args))
+}
+
+async fn rows(db: &TestDb, sql: &str) -> Vec<Vec<Option<String>>> {
+    let client = db.connect().await;
+    client
+        .simple_query(sql)
+        .await
+        .expect("query")
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+async fn count(db: &TestDb, table: &str) -> i64 {
+    rows(db, &format!("SELECT count(*) FROM {table}")).await[0][0]
+        .as_deref()
+        .expect("count")
+        .parse()
+        .expect("number")
+}
+
+fn s(v: &str) -> Option<String> {
+    Some(v.to_owned())
+}
+
+const SALES: &str = "PointOfSale;Product;Date;Stock\n121017;17240503103734;2019-08-17;2\n121017;17240503103735;2019-08-17;5\n121018;17240503103734;2019-08-18;1\n";
+
+fn assert_ok(out: &Run) {
+    assert_eq!(
+        out.code, 0,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
+}
+
+fn assert_bad(out: &Run, message: &str) {
+    assert_eq!(
+        out.code, 9,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!("pgbulk: error: {message}"),
+        "stderr: {}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn sales_file_inferred_then_upserted_with_a_key() {
+    let db = TestDb::new("load_sales").await;
+    let home = Scratch::new("load-sales");
+    let file = home.file("sales.csv", SALES, 0o644);
+    let f = file.to_str().expect("utf8");
+    let out = load(
+        &db,
+        &home,
+        &[
+            f,
+            "--table",
+            "sales",
+            "--delimiter",
+            ";",
+            "--key",
+            "PointOfSale,Product,Date",
+        ],
+    );
+    assert_ok(&out);
+    assert!(
+        out.stderr
+            .contains("PRIMARY KEY (\"pointofsale\", \"product\", \"date\")"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout
+            .contains("3 rows read, 3 inserted, 0 updated, 0 unchanged, 0 rejected"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        rows(&db, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'sales'::regclass AND attnum > 0 ORDER BY attnum").await,
+        vec![vec![s("integer")], vec![s("bigint")], vec![s("date")], vec![s("integer")]]
+    );
+    // The same file again: already loaded, nothing to do.
+    let again = load(&db, &home, &[f, "--table", "sales", "--delimiter", ";"]);
+    assert_ok(&again);
+    assert!(
+        again.stdout.contains("was loaded completely before"),
+        "{}",
+        again.stdout
+    );
+    // A changed file repeating a key: upsert by default (the table has a key), last row wins.
+    let changed = home.file(
+        "sales2.csv",
+        "PointOfSale;Product;Date;Stock\n121017;17240503103734;2019-08-17;7\n121017;17240503103734;2019-08-17;9\n121017;17240503103735;2019-08-17;5\n121019;1;2019-08-19;3\n",
+        0o644,
+    );
+    let out = load(
+        &db,
+        &home,
+        &[
+            changed.to_str().expect("utf8"),
+            "--table",
+            "sales",
+            "--delimiter",
+            ";",
+        ],
+    );
+    assert_ok(&out);
+    assert!(
+        out.stdout
+            .contains("4 rows read, 1 inserted, 1 updated, 2 unchanged"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT stock::text FROM sales WHERE product = 17240503103734 AND pointofsale = 121017"
+        )
+        .await,
+        vec![vec![s("9")]]
+    );
+    assert_eq!(count(&db, "sales").await, 4);
+}
+
+#[tokio::test]
+async fn dialect_matrix() {
+    let db = TestDb::new("load_dialects").await;
+    let home = Scratch::new("load-dialects");
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE d (id int PRIMARY KEY, name text, note text, day date)")
+        .await
+        .expect("table");
+    drop(client);
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "comma",
+            "id,name,note,day\n1,\"multi\nline\",,2024-01-01\n".to_owned(),
+            vec![],
+        ),
+        (
+            "semicolon-crlf",
+            "id;name;note;day\r\n2;\"a;b\";\"\";2024-01-02\r\n".to_owned(),
+            vec!["--delimiter", ";"],
+        ),
+        (
+            "tab-headerless",
+            "3\tx\t\\N\t2024-01-03\n".to_owned(),
+            vec![
+                "--delimiter",
+                "\\t",
+                "--no-header",
+                "--columns",
+                "id,name,note,day",
+                "--null",
+                "\\N",
+            ],
+        ),
+        (
+            "quote-escape",
+            "id|name|note|day\n4|'it\\'s'|'NULL'|2024-01-04\n".to_owned(),
+            vec!["--delimiter", "|", "--quote", "'", "--escape", "\\"],
+        ),
+        (
+            "bom-skip",
+            "\u{feff}# exported 2024\n# by a tool\nDAY,ID,Name\n2024-01-05,5,reordered\n"
+                .to_owned(),
+            vec!["--skip-lines", "2"],
+        ),
+    ];
+    for (name, text, flags) in &cases {
+        let file = home.file(&format!("{name}.csv"), text, 0o644);
+        let mut args = vec![file.to_str().expect("utf8"), "--table", "d"];
+        args.extend(flags.iter().copied());
+        assert_ok(&load(&db, &home, &args));
+    }
+    // latin1 and UTF-16.
+    let latin1 = home.path().join("latin1.csv");
+    std::fs::write(&latin1, b"id,name\n6,caf\xe9\n").expect("write");
+    assert_ok(&load(
+        &db,
+        &home,
+        &[
+            latin1.to_str().expect("utf8"),
+            "--table",
+            "d",
+            "--encoding",
+            "latin1",
+        ],
+    ));
+    let utf16 = home.path().join("utf16.csv");
+    let mut bytes = vec![0xff, 0xfe];
+    for u in "id,name\n7,Grüße 🐘\n".encode_utf16() {
+        bytes.extend_from_slice(&u.to_le_bytes());
+    }
+    std::fs::write(&utf16, bytes).expect("write");
+    assert_ok(&load(
+        &db,
+        &home,
+        &[
+            utf16.to_str().expect("utf8"),
+            "--table",
+            "d",
+            "--encoding",
+            "utf-16le",
+        ],
+    ));
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT id::text, name, note, day::text FROM d ORDER BY id"
+        )
+        .await,
+        vec![
+            vec![s("1"), s("multi\nline"), None, s("2024-01-01")],
+            vec![s("2"), s("a;b"), s(""), s("2024-01-02")],
+            vec![s("3"), s("x"), None, s("2024-01-03")],
+            vec![s("4"), s("it's"), s("NULL"), s("2024-01-04")],
+            vec![s("5"), s("reordered"), None, s("2024-01-05")],
+            vec![s("6"), s("café"), None, None],
+            vec![s("7"), s("Grüße 🐘"), None, None],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn bad_rows_name_file_line_column_and_reason() {
+    let db = TestDb::new("load_bad").await;
+    let home = Scratch::new("load-bad");
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE b (a int, b text, d date, n numeric)")
+        .await
+        .expect("table");
+    let cases: Vec<(&str, &[u8], String)> = vec![
+        ("unclosed", b"a,b,d,n\n1,x,2024-01-01,1\n2,\"open,2024-01-01,1\n3,y,2024-01-01,1\n", "unclosed.csv:3: unterminated quoted field (a quote opened on line 3 is never closed)".into()),
+        ("fields", b"a,b,d,n\n1,x,2024-01-01\n", "fields.csv:2: expected 4 fields, found 3".into()),
+        ("undecodable", b"a,b,d,n\n1,ab\xffc,2024-01-01,1\n", "undecodable.csv:2:2: column \"b\": undecodable byte sequence for encoding UTF-8 at byte 2 of the field".into()),
+        ("nul", b"a,b,d,n\n1,a\0b,2024-01-01,1\n", "nul.csv:2:2: column \"b\": value \"a\\0b\": invalid byte sequence for encoding \"UTF8\": 0x00 (a NUL character at position 2)".into()),
+        ("overflow", b"a,b,d,n\n99999999999,x,2024-01-01,1\n", "overflow.csv:2:1: column \"a\": value \"99999999999\" is out of range for type integer".into()),
+        ("date", b"a,b,d,n\n1,x,2019-02-30,1\n", "date.csv:2:3: column \"d\": invalid input syntax for type date: \"2019-02-30\"".into()),
+        ("number", b"a,b,d,n\n1,x,2024-01-01,1.2.3\n", "number.csv:2:4: column \"n\": invalid input syntax for type numeric: \"1.2.3\"".into()),
+        ("empty", b"", "empty.csv: the input is empty (expected a header line)".into()),
+        ("duplicate", b"a,b,a\n1,2,3\n", "duplicate.csv:1: duplicate column name \"a\" in the header (fields 1 and 3)".into()),
+        ("extra", b"a,zzz\n1,2\n", "extra.csv:1: column \"zzz\" (field 2) is not a column of public.b (it has: a, b, d, n); --ignore-extra skips it".into()),
+    ];
+    for (name, bytes, message) in &cases {
+        let path = home.path().join(format!("{name}.csv"));
+        std::fs::write(&path, bytes).expect("write");
+        let out = run(pgbulk(&home).current_dir(home.path()).args([
+            "load",
+            &format!("{name}.csv"),
+            "--table",
+            "b",
+            "--db",
+            &db.url,
+        ]));
+        assert_bad(&out, message);
+    }
+    assert_eq!(
+        count(&db, "b").await,
+        0,
+        "nothing of a failed batch is visible"
+    );
+    let header_only = home.file("header.csv", "a,b,d,n\n", 0o644);
+    let out = load(
+        &db,
+        &home,
+        &[header_only.to_str().expect("utf8"), "--table", "b"],
+    );
+    assert_ok(&out);
+    assert!(out.stdout.contains("0 rows read"), "{}", out.stdout);
+    let extra = home.file("extra2.csv", "a,zzz\n1,2\n", 0o644);
+    assert_ok(&load(
+        &db,
+        &home,
+        &[
+            extra.to_str().expect("utf8"),
+            "--table",
+            "b",
+            "--ignore-extra",
+        ],
+    ));
+    client
+        .batch_execute("CREATE TABLE req (id int NOT NULL, v text)")
+        .await
+        .expect("table");
+    let missing = home.file("missing.csv", "v\nx\n", 0o644);
+    let out = run(pgbulk(&home).current_dir(home.path()).args([
+        "load",
+        "missing.csv",
+        "--table",
+        "req",
+        "--db",
+        &db.url,
+    ]));
+    assert_bad(
+        &out,
+        "missing.csv: column \"id\" of public.req is NOT NULL without a default, and the input has no such column",
+    );
+    let _ = missing;
+}
+
+#[tokio::test]
+async fn reject_file_keeps_bad_rows_byte_for_byte() {
+    let db = TestDb::new("load_reject").await;
+    let home = Scratch::new("load-reject");
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE r (a int, b text)")
+        .await
+        .expect("table");
+    let input: &[u8] = b"a,b\r\n1,one\r\nx,\"two\r\nlines\"\r\n3,three\r\n4\r\n5,five\r\n";
+    std::fs::write(home.path().join("r.csv"), input).expect("write");
+    let out = run(pgbulk(&home).current_dir(home.path()).args([
+        "load",
+        "r.csv",
+        "--table",
+        "r",
+        "--db",
+        &db.url,
+        "--max-errors",
+        "5",
+        "--reject-file",
+        "bad.csv",
+    ]));
+    assert_ok(&out);
+    assert!(
+        out.stdout.contains("5 rows read, 3 inserted")
+            && out.stdout.contains("2 rejected (in bad.csv)"),
+        "{}",
+        out.stdout
+    );
+    let rejected = std::fs::read(home.path().join("bad.csv")).expect("reject file");
+    assert_eq!(rejected, b"x,\"two\r\nlines\"\r\n4\r\n");
+    let log = std::fs::read_to_string(home.path().join("bad.csv.log")).expect("log");
+    assert_eq!(
+        log,
+        "r.csv:3:1: column \"a\": invalid input syntax for type integer: \"x\"\nr.csv:6: expected 2 fields, found 1\n"
+    );
+    assert_eq!(count(&db, "r").await, 3);
+    let out = run(pgbulk(&home).current_dir(home.path()).args([
+        "load",
+        "r.csv",
+        "--table",
+        "r",
+        "--db",
+        &db.url,
+        "--max-errors",
+        "1",
+        "--reject-file",
+        "bad2.csv",
+        "--restart",
+    ]));
+    assert_bad(
+        &out,
+        "r.csv:6: expected 2 fields, found 1 (more than --max-errors 1 bad rows)",
+    );
+}
+
+#[tokio::test]
+async fn stdin_gzip_and_zstd() {
+    let db = TestDb::new("load_stdin").await;
+    let home = Scratch::new("load-stdin");
+    let text = "id,v\n1,a\n2,b\n";
+    let mut child = pgbulk(&home)
+        .args(["load", "--table", "s", "--db", &db.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (tool, text) in [("gzip", "id,v\n3,c\n"), ("zstd", "id,v\n4,d\n")] {
+        let path = home.file(&format!("in-{tool}.csv"), text, 0o644);
+        let status = Command::new(tool)
+            .arg("-q")
+            .arg("-f")
+            .arg(&path)
+            .status()
+            .expect("compress");
+        assert!(status.success());
+        let compressed = format!(
+            "{}.{}",
+            path.display(),
+            if tool == "gzip" { "gz" } else { "zst" }
+        );
+        assert_ok(&load(&db, &home, &[&compressed, "--table", "s"]));
+    }
+    assert_eq!(
+        rows(&db, "SELECT id::text, v FROM s ORDER BY id").await,
+        vec![
+            vec![s("1"), s("a")],
+            vec![s("2"), s("b")],
+            vec![s("3"), s("c")],
+            vec![s("4"), s("d")]
+        ]
+    );
+}
+
+#[tokio::test]
+async fn interrupted_load_keeps_whole_batches_and_resumes() {
+    let db = TestDb::new("load_sigint").await;
+    let home = Scratch::new("load-sigint");
+    let total = 600_000u64;
+    let mut text = String::from("id,v\n");
+    for i in 0..total {
+        text.push_str(&format!("{i},value number {i}\n"));
+    }
+    let file = home.file("big.csv", &text, 0o644);
+    let f = file.to_str().expect("utf8").to_owned();
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE big (id int, v text)")
+        .await
+        .expect("table");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "load",
+            &f,
+            "--table",
+            "big",
+            "--db",
+            &db.url,
+            "--batch-rows",
+            "20000",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    };
+    let child = pgbulk(&home)
+        .args(args(&[]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until some batches are committed, then interrupt.
+    let client = db.connect().await;
+    loop {
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_class WHERE relname = 'pgbulk_watermark'",
+                &[],
+            )
+            .await
+            .expect("q")
+            .get(0);
+        if n == 1 {
+            let committed: i64 = client
+                .query_one("SELECT count(*) FROM big", &[])
+                .await
+                .expect("q")
+                .get(0);
+            if committed >= 40_000 {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pid = child.id();
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("were committed; the batch in flight was rolled back"),
+        "{stderr}"
+    );
+    let committed: i64 = client
+        .query_one("SELECT count(*) FROM big", &[])
+        .await
+        .expect("q")
+        .get(0);
+    assert_eq!(committed % 20_000, 0, "only whole batches are committed");
+    assert!(committed < total as i64, "interrupted before the end");
+    let reported: String = stderr
+        .split("interrupted: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .expect("count in message")
+        .replace(',', "");
+    assert_eq!(reported.parse::<i64>().expect("number"), committed);
+    // The same command again continues where the first stopped.
+    let out = run(pgbulk(&home).args(args(&[])));
+    assert_ok(&out);
+    assert!(
+        out.stdout.contains(&format!(
+            "resumed after {}",
+            crate_thousands(committed as u64)
+        )),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(count(&db, "big").await, total as i64);
+    assert_eq!(
+        rows(&db, "SELECT count(DISTINCT id) FROM big").await[0][0].as_deref(),
+        Some(total.to_string().as_str()),
+        "no row loaded twice"
+    );
+    // --single-transaction: an interrupted load leaves nothing at all.
+    db.connect()
+        .await
+        .batch_execute("TRUNCATE big")
+        .await
+        .expect("truncate");
+    let child = pgbulk(&home)
+        .args(args(&["--single-transaction"]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    loop {
+        let busy: i64 = client
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%' AND pid <> pg_backend_pid()", &[])
+            .await
+            .expect("q")
+            .get(0);
+        if busy > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was committed"));
+    assert_eq!(count(&db, "big").await, 0);
+}
+
+fn crate_thousands(n: u64) -> String {
+    let d = n.to_string();
+    let mut out = String::new();
+    for (i, c) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[tokio::test]
+async fn infer_and_plan_print_without_changing_anything() {
+    let db = TestDb::new("load_infer").await;
+    let home = Scratch::new("load-infer");
+    let file = home.file("sales.csv", SALES, 0o644);
+    let out = run(pgbulk(&home).args([
+        "infer",
+        file.to_str().expect("utf8"),
+        "--delimiter",
+        ";",
+        "--table",
+        "sales.stock",
+        "--key",
+        "PointOfSale,Product,Date",
+    ]));
+    assert_ok(&out);
+    assert_eq!(
+        out.stdout,
+        "CREATE TABLE \"sales\".\"stock\" (\n    \"pointofsale\" integer,\n    \"product\" bigint,\n    \"date\" date,\n    \"stock\" integer,\n    PRIMARY KEY (\"pointofsale\", \"product\", \"date\")\n);\n"
+    );
+    let schema = home.file("schema.sql", &out.stdout.replace("\"sales\".", ""), 0o644);
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE stock (pointofsale int, product bigint, date date)")
+        .await
+        .expect("t");
+    let plan = run(pgbulk(&home).args([
+        "plan",
+        "--schema",
+        schema.to_str().expect("utf8"),
+        "--db",
+        &db.url,
+    ]));
+    assert_ok(&plan);
+    assert!(
+        plan.stdout.contains("add column stock at the end"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("PRIMARY KEY USING INDEX"),
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(
+        count(&db, "information_schema.columns WHERE table_name = 'stock'").await,
+        3,
+        "plan changes nothing"
+    );
+    // Loading with the schema applies it.
+    assert_ok(&load(
+        &db,
+        &home,
+        &[
+            file.to_str().expect("utf8"),
+            "--table",
+            "stock",
+            "--delimiter",
+            ";",
+            "--schema",
+            schema.to_str().expect("utf8"),
+        ],
+    ));
+    assert_eq!(count(&db, "stock").await, 3);
+}
