@@ -11,11 +11,20 @@
 //!   engine;
 //! - the same upsert again with unchanged data.
 //!
+//! `pgbulk-bench load [ROWS]` runs the `pgbulk` binary (built beside this
+//! one) against `psql \copy` of the same file into the same kind of empty
+//! table: narrow rows (text, text, date, int; `;`-delimited with a header,
+//! like the sales file) and wide rows (12 columns: bigint, text, varchar,
+//! int, bigint, numeric(12,2), float8, bool, date, timestamptz, uuid,
+//! jsonb), with pgbulk's peak RSS; and the narrow load at 1 M and 17 M rows
+//! to show memory does not grow with the input. ROWS sets the narrow count
+//! (default 5 M; wide is a fifth of it).
+//!
 //! Prints seconds and the ratio pgbulk / psql for each (lower is better).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -47,6 +56,7 @@ fn main() -> anyhow::Result<()> {
     match what {
         "ingest" => runtime.block_on(bench_ingest(rows)),
         "append" => runtime.block_on(bench_append(rows)),
+        "load" => bench_load(args.get(1).is_some().then_some(rows)),
         other => bail!("unknown benchmark {other:?} (try: ingest [ROWS])"),
     }
 }
@@ -189,6 +199,185 @@ fn report(label: &str, ours: f64, theirs: f64, bar: f64) {
         "{label:<44} pgbulk {ours:>7.2} s   psql {theirs:>7.2} s   ratio {ratio:>5.2}x   bar <= {bar:.2}x {}",
         if ratio <= bar { "ok" } else { "MISSED" }
     );
+}
+
+/// Runs `cmd`, returning seconds and the child's peak RSS in MB.
+fn timed(cmd: &mut Command) -> anyhow::Result<(f64, f64)> {
+    let started = Instant::now();
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("spawning")?;
+    let pid = i32::try_from(child.id())?;
+    let mut status = 0;
+    // SAFETY: rusage is a plain C struct; all-zero is valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; the pointers are to live locals.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let secs = started.elapsed().as_secs_f64();
+    if rc != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr {
+            let _ = e.read_to_string(&mut err);
+        }
+        bail!("{:?} failed: {err}", cmd.get_program());
+    }
+    Ok((secs, usage.ru_maxrss as f64 / 1024.0))
+}
+
+/// The `pgbulk` binary built beside this benchmark.
+fn pgbulk_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("pgbulk");
+    if !bin.is_file() {
+        bail!(
+            "{} not found: cargo build --release -p pgbulk-cli first",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn write_narrow(path: &Path, rows: usize) -> anyhow::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    writeln!(out, "PointOfSale;Product;Date;Stock")?;
+    for i in 0..rows {
+        let day = 1 + (i * 7) % 28;
+        writeln!(
+            out,
+            "{};{};2019-08-{day:02};{}",
+            100_000 + i % 1000,
+            17_240_503_100_000u64 + (i / 1000) as u64,
+            i % 97
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn write_wide(path: &Path, rows: usize) -> anyhow::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    writeln!(
+        out,
+        "id,name,code,qty,ref,amount,ratio,active,day,at,uid,attrs"
+    )?;
+    for i in 0..rows {
+        let day = 1 + i % 28;
+        writeln!(
+            out,
+            "{i},name {i},C{:05},{},{},{}.{:02},{},{},2020-03-{day:02},2020-03-{day:02} {:02}:{:02}:{:02}+00,{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x},\"{{\"\"k\"\": {}, \"\"tags\"\": [\"\"a\"\", \"\"b\"\"]}}\"",
+            i % 100_000,
+            i % 1000,
+            i * 31,
+            i % 10_000,
+            i % 100,
+            (i as f64) / 7.0,
+            i % 2 == 0,
+            i % 24,
+            i % 60,
+            (i * 7) % 60,
+            i as u32,
+            i % 65_536,
+            i % 4096,
+            (i * 3) % 4096,
+            i as u64 * 7919,
+            i % 10
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn bench_load(rows: Option<usize>) -> anyhow::Result<()> {
+    let narrow_rows = rows.unwrap_or(5_000_000);
+    let wide_rows = (narrow_rows / 5).max(1);
+    let server = server()?;
+    let bin = pgbulk_binary()?;
+    let dir = std::env::temp_dir().join(format!("pgbulk-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let narrow = dir.join("narrow.csv");
+    let wide = dir.join("wide.csv");
+    write_narrow(&narrow, narrow_rows)?;
+    write_wide(&wide, wide_rows)?;
+    let file = |p: &Path| p.display().to_string().replace('\'', "''");
+    println!("load benchmark: {narrow_rows} narrow rows, {wide_rows} wide rows");
+    let narrow_cols = "(pointofsale text, product text, date date, stock int)";
+    let wide_cols = "(id bigint, name text, code varchar(20), qty int, ref bigint, amount numeric(12,2), ratio float8, \
+                     active bool, day date, at timestamptz, uid uuid, attrs jsonb)";
+    let pgbulk_load = |table: &str, path: &Path, extra: &[&str]| -> anyhow::Result<(f64, f64)> {
+        let mut cmd = Command::new(&bin);
+        cmd.args(["load", "--quiet", "--db", &server.url, "--table", table])
+            .arg(path)
+            .args(extra);
+        timed(&mut cmd)
+    };
+    for (label, cols, path, extra, bar) in [
+        (
+            "narrow",
+            narrow_cols,
+            &narrow,
+            vec!["--delimiter", ";"],
+            0.7,
+        ),
+        ("wide", wide_cols, &wide, vec![], 0.55),
+    ] {
+        psql(
+            &server,
+            &[
+                &format!("CREATE TABLE {label}_psql {cols}"),
+                &format!("CREATE TABLE {label}_pgbulk {cols}"),
+            ],
+        )?;
+        let delimiter = if label == "narrow" {
+            ", DELIMITER ';'"
+        } else {
+            ""
+        };
+        let theirs = psql(
+            &server,
+            &[&format!(
+                "\\copy {label}_psql FROM '{}' (FORMAT csv, HEADER{delimiter})",
+                file(path)
+            )],
+        )?;
+        let (ours, rss) = pgbulk_load(&format!("{label}_pgbulk"), path, &extra)?;
+        report(
+            &format!(
+                "load {label} ({} rows), peak RSS {rss:.0} MB",
+                if label == "narrow" {
+                    narrow_rows
+                } else {
+                    wide_rows
+                }
+            ),
+            ours,
+            theirs,
+            bar,
+        );
+    }
+    // Memory against input size: 1 M and 17 M narrow rows.
+    let mut rss = Vec::new();
+    for n in [1_000_000, 17_000_000] {
+        let path = dir.join(format!("narrow-{n}.csv"));
+        write_narrow(&path, n)?;
+        psql(&server, &[&format!("CREATE TABLE mem_{n} {narrow_cols}")])?;
+        let (secs, peak) = pgbulk_load(&format!("mem_{n}"), &path, &["--delimiter", ";"])?;
+        println!("narrow {n:>9} rows: {secs:6.2} s, peak RSS {peak:.0} MB");
+        rss.push(peak);
+        std::fs::remove_file(&path)?;
+    }
+    let growth = rss[1] / rss[0];
+    println!(
+        "peak RSS 17 M / 1 M rows: {growth:.2}x (bar <= 1.20x, under 200 MB) {}",
+        if growth <= 1.2 && rss[1] < 200.0 {
+            "ok"
+        } else {
+            "MISSED"
+        }
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
 }
 
 fn peak_rss_mb() -> f64 {

@@ -687,6 +687,7 @@ async fn swap_in(
     watermark::write(
         &tx,
         first,
+        None,
         last.high_watermark.as_ref(),
         &last.metadata,
         last.resume.as_ref(),
@@ -1472,9 +1473,11 @@ async fn load_batch(
         BatchWatermark::Computed(f) => f(),
     };
     if ctx.write_watermark {
+        let first_oid = targets.iter().find(|t| t.name == *first).map(|t| t.oid);
         watermark::write(
             &tx,
             first,
+            first_oid,
             high_watermark.as_ref(),
             &batch.metadata,
             resume.as_ref(),

@@ -302,6 +302,7 @@ pub async fn load(
         scratch: String::new(),
         raw: Vec::new(),
         line: 0,
+        name: String::new(),
     }));
 
     let batch_rows = if opts.single_transaction {
@@ -609,19 +610,21 @@ struct Shared {
     /// The raw bytes and line of the row just read (for rejects).
     raw: Vec<u8>,
     line: u64,
+    /// The current input's name.
+    name: String,
 }
 
 impl Shared {
+    /// The current input's name (kept, not rebuilt per row).
     fn name(&self) -> String {
-        self.sources
-            .get(self.file)
-            .map_or_else(|| "input".to_owned(), Source::name)
+        self.name.clone()
     }
 
     /// Opens the current input, reads its header and maps its columns.
     fn open(&mut self) -> Result<()> {
         let source = self.sources[self.file].clone();
         let name = source.name();
+        self.name = name.clone();
         let stream: Box<dyn Read + Send> = match self.sample.take() {
             // Standard input was sampled: read the sample again, then the rest.
             Some((sample, rest)) if self.file == 0 => {
@@ -788,16 +791,22 @@ impl Shared {
         Err(Error::new(ErrorKind::Data, format!("{message}{limit}")))
     }
 
-    /// The position after the rows read so far.
-    fn position(&self) -> Option<serde_json::Value> {
+    /// The position after the rows read so far (the next input's start
+    /// once the current one is exhausted).
+    fn position(&mut self) -> Option<serde_json::Value> {
         let identities = self.identities.as_ref()?;
-        let (offset, line) = self
+        let exhausted = self
             .reader
-            .as_ref()
-            .map_or((0, 1), |r| (r.offset(), r.line()));
+            .as_mut()
+            .is_none_or(|r| r.at_end().unwrap_or(false));
+        let (file, offset, line) = match (&self.reader, exhausted) {
+            (_, true) => (self.file + usize::from(self.reader.is_some()), 0, 1),
+            (Some(r), false) => (self.file, r.offset(), r.line()),
+            (None, false) => (self.file, 0, 1),
+        };
         Some(serde_json::json!({
             "inputs": identities,
-            "file": self.file,
+            "file": file,
             "offset": offset,
             "line": line,
             "rows": self.rows_before + self.rows_in_batches,
@@ -876,7 +885,7 @@ impl TextRows for CsvRows {
             if self.left == 0 {
                 return Ok(false);
             }
-            let name = s.name();
+            let name = s.name.as_str();
             let Some(reader) = s.reader.as_mut() else {
                 return Ok(false);
             };
@@ -916,7 +925,7 @@ impl TextRows for CsvRows {
                     s.bad_row(message)?;
                     continue;
                 }
-                Err(e) => return Err(csv_error(&name, e)),
+                Err(e) => return Err(csv_error(name, e)),
             };
             s.progress.rows_read.fetch_add(1, Ordering::Relaxed);
             s.rows_in_batches += 1;

@@ -82,7 +82,8 @@ pub async fn read(
 }
 
 /// The resume state stored with the last committed batch of the ingest
-/// keyed by `first`, if any.
+/// keyed by `first`, if any and if it was stored for the table that exists
+/// now (not one dropped and created again since).
 pub async fn read_resume(
     client: &impl GenericClient,
     first: &TableName,
@@ -91,6 +92,9 @@ pub async fn read_resume(
     if !exists(client, schema).await? {
         return Ok(None);
     }
+    let Some(oid) = crate::schema::facts::table_oid(client, schema, &first.name).await? else {
+        return Ok(None);
+    };
     let row = client
         .query_opt(
             &format!(
@@ -101,7 +105,12 @@ pub async fn read_resume(
         )
         .await
         .map_err(|e| Error::server("reading the resume state", e))?;
-    parse(row.and_then(|r| r.get(0)))
+    let Some(stored) = parse(row.and_then(|r| r.get(0)))? else {
+        return Ok(None);
+    };
+    let same_table =
+        stored.get("table_oid").and_then(serde_json::Value::as_u64) == Some(u64::from(oid));
+    Ok(same_table.then(|| stored.get("state").cloned()).flatten())
 }
 
 /// The watermark in a pg-bulk-ingest table comment, if there is one.
@@ -122,11 +131,12 @@ fn parse(text: Option<String>) -> Result<Option<serde_json::Value>> {
     .transpose()
 }
 
-/// Writes the watermark (and the batch's metadata and resume state) in the
-/// caller's transaction.
+/// Writes the watermark (and the batch's metadata and resume state, tied
+/// to the first table's oid) in the caller's transaction.
 pub(crate) async fn write(
     client: &impl GenericClient,
     first: &TableName,
+    first_oid: Option<u32>,
     high_watermark: Option<&serde_json::Value>,
     metadata: &serde_json::Value,
     resume: Option<&serde_json::Value>,
@@ -141,7 +151,8 @@ pub(crate) async fn write(
     );
     let hw = high_watermark.map(serde_json::Value::to_string);
     let meta = metadata.to_string();
-    let resume = resume.map(serde_json::Value::to_string);
+    let resume = resume
+        .map(|state| serde_json::json!({ "table_oid": first_oid, "state": state }).to_string());
     client
         .execute(&sql, &[&first.to_string(), &hw, &meta, &resume])
         .await

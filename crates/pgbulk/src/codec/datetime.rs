@@ -178,7 +178,27 @@ fn split_offset(s: &str) -> Result<(&str, Option<i32>), ()> {
     Ok((s[..at].trim_end(), Some(offset)))
 }
 
+/// `YYYY-MM-DD` exactly: the common case, without splitting or trimming.
+fn iso_date(t: &[u8]) -> Option<i64> {
+    if t.len() != 10 || t[4] != b'-' || t[7] != b'-' {
+        return None;
+    }
+    let d = |r: std::ops::Range<usize>| -> Option<i64> {
+        t[r].iter().try_fold(0i64, |acc, b| {
+            b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0'))
+        })
+    };
+    let (y, m, day) = (d(0..4)?, d(5..7)?, d(8..10)?);
+    (y > 0 && (1..=12).contains(&m) && day >= 1 && day <= days_in_month(y, m))
+        .then(|| days_from_civil(y, m, day) - PG_EPOCH_DAYS)
+}
+
 pub(super) fn date(text: &str, out: &mut Vec<u8>) -> Encoded {
+    if let Some(days) = iso_date(text.as_bytes()) {
+        // Years 1 to 9999: always in range.
+        out.extend_from_slice(&i32::try_from(days).unwrap_or(0).to_be_bytes());
+        return Ok(());
+    }
     let t = text.trim();
     let days = match special(t) {
         Some(Parsed::PosInfinity) => i64::from(i32::MAX),

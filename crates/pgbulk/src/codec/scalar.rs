@@ -22,6 +22,11 @@ pub(super) fn bool(text: &str, out: &mut Vec<u8>) -> Encoded {
 }
 
 fn int(text: &str, type_name: &str) -> Result<i64, EncodeError> {
+    // The common case: plain digits, at most 18 of them (cannot overflow).
+    let b = text.as_bytes();
+    if !b.is_empty() && b.len() <= 18 && b.iter().all(u8::is_ascii_digit) {
+        return Ok(b.iter().fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0')));
+    }
     let t = text.trim_matches(|c: char| c.is_ascii_whitespace());
     let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
