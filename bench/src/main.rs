@@ -334,6 +334,7 @@ fn bench_load(rows: Option<usize>) -> anyhow::Result<()> {
         } else {
             ""
         };
+        psql(&server, &["CHECKPOINT"])?;
         let theirs = psql(
             &server,
             &[&format!(
@@ -341,6 +342,7 @@ fn bench_load(rows: Option<usize>) -> anyhow::Result<()> {
                 file(path)
             )],
         )?;
+        psql(&server, &["CHECKPOINT"])?;
         let (ours, rss) = pgbulk_load(&format!("{label}_pgbulk"), path, &extra)?;
         report(
             &format!(
@@ -361,7 +363,10 @@ fn bench_load(rows: Option<usize>) -> anyhow::Result<()> {
     for n in [1_000_000, 17_000_000] {
         let path = dir.join(format!("narrow-{n}.csv"));
         write_narrow(&path, n)?;
-        psql(&server, &[&format!("CREATE TABLE mem_{n} {narrow_cols}")])?;
+        psql(
+            &server,
+            &[&format!("CREATE TABLE mem_{n} {narrow_cols}"), "CHECKPOINT"],
+        )?;
         let (secs, peak) = pgbulk_load(&format!("mem_{n}"), &path, &["--delimiter", ";"])?;
         println!("narrow {n:>9} rows: {secs:6.2} s, peak RSS {peak:.0} MB");
         rss.push(peak);

@@ -312,6 +312,10 @@ pub struct Options {
     pub keys: BTreeMap<String, Vec<String>>,
     /// Called after each batch commits (progress, interrupt summaries).
     pub on_commit: Option<OnCommit>,
+    /// For one of several parallel streams into the same tables: the
+    /// stream's name, so each keeps its own watermark row
+    /// (`<first table>#<stream>`).
+    pub stream: Option<String>,
 }
 
 impl Default for Options {
@@ -325,6 +329,7 @@ impl Default for Options {
             upsert: Upsert::Auto,
             keys: BTreeMap::new(),
             on_commit: None,
+            stream: None,
         }
     }
 }
@@ -340,6 +345,7 @@ impl std::fmt::Debug for Options {
             .field("upsert", &self.upsert)
             .field("keys", &self.keys)
             .field("on_commit", &self.on_commit.is_some())
+            .field("stream", &self.stream)
             .finish()
     }
 }
@@ -478,7 +484,10 @@ where
     create_missing(client, &options.lock_policy, &create, &first, &mut report).await?;
 
     let start_hw = match &options.high_watermark {
-        HighWatermark::Latest => watermark::read(&*client, &first).await?,
+        HighWatermark::Latest => {
+            let key = watermark::key(&first, options.stream.as_deref());
+            watermark::read(&*client, &first, &key).await?
+        }
         HighWatermark::Earliest => None,
         HighWatermark::Value(v) => Some(v.clone()),
     };
@@ -687,6 +696,7 @@ async fn swap_in(
     watermark::write(
         &tx,
         first,
+        &watermark::key(first, options.stream.as_deref()),
         None,
         last.high_watermark.as_ref(),
         &last.metadata,
@@ -1216,10 +1226,14 @@ async fn flush(
         *open = Some(OpenCopy { table: t, sink });
     }
     if let Some(copy) = open.as_mut() {
-        let chunk = p.writer.take();
-        if !chunk.is_empty() {
+        if !p.writer.is_empty_buffer() {
+            // Copy the chunk out and keep the writer's buffer: a fixed-size
+            // allocation per chunk instead of a growing buffer each time
+            // keeps the process's memory flat however long the load runs.
+            let chunk = Bytes::copy_from_slice(p.writer.bytes_since(0));
+            p.writer.truncate(0);
             copy.sink
-                .send(Bytes::from(chunk))
+                .send(chunk)
                 .await
                 .map_err(|e| with_table(Error::server("COPY", e), &target.name.to_string()))?;
         }
@@ -1477,6 +1491,7 @@ async fn load_batch(
         watermark::write(
             &tx,
             first,
+            &watermark::key(first, options.stream.as_deref()),
             first_oid,
             high_watermark.as_ref(),
             &batch.metadata,

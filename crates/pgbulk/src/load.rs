@@ -89,6 +89,9 @@ pub struct LoadOptions {
     pub restart: bool,
     /// Lock timeouts for migrations.
     pub lock_policy: LockPolicy,
+    /// Connections to load with at once (one big uncompressed file is split
+    /// in halves); 1 disables it.
+    pub streams: usize,
 }
 
 /// The default rows per batch: measured, see the README.
@@ -117,6 +120,7 @@ impl Default for LoadOptions {
             reject_file: None,
             restart: false,
             lock_policy: LockPolicy::default(),
+            streams: 2,
         }
     }
 }
@@ -136,6 +140,36 @@ pub struct Progress {
     pub rows_committed: AtomicU64,
     /// Batches committed.
     pub batches_committed: AtomicU64,
+    /// Cancel tokens of the load's connections.
+    cancel: CancelTokens,
+}
+
+/// The cancel tokens of a load's connections.
+#[derive(Default)]
+struct CancelTokens(Mutex<Vec<tokio_postgres::CancelToken>>);
+
+impl std::fmt::Debug for CancelTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CancelTokens")
+    }
+}
+
+impl Progress {
+    fn register(&self, client: &Client) {
+        if let Ok(mut tokens) = self.cancel.0.lock() {
+            tokens.push(client.cancel_token());
+        }
+    }
+
+    /// Asks the server to stop whatever the load's connections are running
+    /// (after an interrupt).
+    pub async fn cancel(&self, params: &crate::conninfo::ConnParams) {
+        let tokens: Vec<tokio_postgres::CancelToken> =
+            self.cancel.0.lock().map(|t| t.clone()).unwrap_or_default();
+        for token in tokens {
+            let _ = crate::connect::cancel(&token, params).await;
+        }
+    }
 }
 
 /// What a load did.
@@ -169,11 +203,18 @@ pub struct LoadReport {
 }
 
 /// Loads the inputs into the table. See the module documentation.
+/// `client` does the work; when `opts.streams` allows and the input is one
+/// big uncompressed file (append and upsert), a second connection to
+/// `params` loads its second half at the same time. Every connection's
+/// cancel token is registered in `progress` for interrupt handling.
 pub async fn load(
-    client: &mut Client,
+    client: Client,
+    params: &crate::conninfo::ConnParams,
     opts: &LoadOptions,
     progress: Arc<Progress>,
 ) -> Result<LoadReport> {
+    progress.register(&client);
+    let mut clients = vec![client];
     let started = Instant::now();
     let mut report = LoadReport::default();
     let sources = if opts.sources.is_empty() {
@@ -183,7 +224,7 @@ pub async fn load(
     };
     let total: u64 = sources.iter().filter_map(Source::size).sum();
     progress.bytes_total.store(total, Ordering::Relaxed);
-    let schema: String = client
+    let schema: String = clients[0]
         .query_one("SELECT current_schema()::text", &[])
         .await
         .map_err(|e| Error::server("reading current_schema()", e))?
@@ -208,7 +249,7 @@ pub async fn load(
             )));
         }
         d
-    } else if crate::schema::facts::table_oid(&*client, table.schema_or_public(), &table.name)
+    } else if crate::schema::facts::table_oid(&clients[0], table.schema_or_public(), &table.name)
         .await?
         .is_some()
     {
@@ -221,7 +262,7 @@ pub async fn load(
         Declaration::parse(&ddl)?
     };
     let facts = declaration
-        .resolve(client)
+        .resolve(&mut clients[0])
         .await?
         .into_iter()
         .find(|(n, _)| *n == table)
@@ -260,61 +301,247 @@ pub async fn load(
     let resumable = matches!(mode, LoadMode::Append | LoadMode::Upsert)
         && identities.iter().all(Option::is_some)
         && !opts.single_transaction;
-    let mut start = Position::default();
-    if resumable && !opts.restart {
-        if let Some(state) = watermark::read_resume(&*client, &table).await? {
-            if state.get("inputs") == Some(&serde_json::json!(identities)) {
-                start = Position::from_json(&state);
-                if start.file >= sources.len() {
-                    report.already_loaded = true;
-                    report.seconds = started.elapsed().as_secs_f64();
-                    return Ok(report);
-                }
-                if start.rows > 0 {
-                    report.resumed_after_rows = Some(start.rows);
-                }
-            }
+    let options = engine_options(mode, key.as_ref(), &table, opts, &progress);
+
+    // One stream, or two reading halves of one big file on two connections
+    // (the server's work is then spread over two backends).
+    let mut streams = vec![Stream {
+        name: None,
+        start: Position::default(),
+        limit: None,
+    }];
+    // Measured: narrow rows leave the client idle while one backend is busy,
+    // so a second stream helps; wide rows already keep both cores busy.
+    let narrow = facts.columns.len() <= PARALLEL_MAX_COLUMNS;
+    if opts.streams > 1
+        && narrow
+        && resumable
+        && sample.is_none()
+        && parallel_input(&sources, opts)?
+    {
+        if let Some((offset, line)) = split_point(&sources[0], opts)? {
+            let second = crate::connect::connect(params).await?.client;
+            progress.register(&second);
+            clients.push(second);
+            streams = vec![
+                Stream {
+                    name: Some("1".to_owned()),
+                    start: Position::default(),
+                    limit: Some(offset),
+                },
+                Stream {
+                    name: Some("2".to_owned()),
+                    start: Position {
+                        file: 0,
+                        offset,
+                        line,
+                        rows: 0,
+                    },
+                    limit: None,
+                },
+            ];
         }
+    }
+    for stream in &mut streams {
+        if !resumable || opts.restart {
+            continue;
+        }
+        let key = watermark::key(&table, stream.name.as_deref());
+        let Some(state) = watermark::read_resume(&clients[0], &table, &key).await? else {
+            continue;
+        };
+        if state.get("inputs") == Some(&serde_json::json!(identities))
+            && state.get("limit").and_then(serde_json::Value::as_u64) == stream.limit
+        {
+            stream.start = Position::from_json(&state);
+        }
+    }
+    if streams.iter().all(|s| s.start.file >= sources.len()) {
+        report.already_loaded = true;
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    let resumed: u64 = streams.iter().map(|s| s.start.rows).sum();
+    if resumed > 0 {
+        report.resumed_after_rows = Some(resumed);
     }
 
     let rejects = match &opts.reject_file {
-        Some(path) => Some(Rejects::create(path)?),
+        Some(path) => Some(Arc::new(Mutex::new(Rejects::create(path)?))),
         None => None,
     };
-    let shared = Arc::new(Mutex::new(Shared {
-        opts: opts.clone(),
-        table: table.clone(),
-        facts,
-        sources,
-        identities: if resumable { Some(identities) } else { None },
-        file: start.file,
-        resume_at: Some(start.clone()),
-        reader: None,
-        file_columns: Vec::new(),
-        mapping: Vec::new(),
-        fields_expected: 0,
-        sample,
-        rows_before: start.rows,
-        rows_in_batches: 0,
-        rejects,
-        rejected: 0,
-        progress: progress.clone(),
-        scratch: String::new(),
-        raw: Vec::new(),
-        line: 0,
-        name: String::new(),
-    }));
-
+    let rejected = Arc::new(AtomicU64::new(0));
     let batch_rows = if opts.single_transaction {
         u64::MAX
     } else {
         opts.batch_rows.max(1)
     };
-    let source_shared = shared.clone();
-    let batches = std::iter::from_fn(move || next_batch(&source_shared, batch_rows).transpose());
+    let make_shared = |stream: &Stream, sample: Option<Replay>| {
+        Arc::new(Mutex::new(Shared {
+            opts: opts.clone(),
+            table: table.clone(),
+            facts: facts.clone(),
+            sources: sources.clone(),
+            identities: resumable.then(|| identities.clone()),
+            file: stream.start.file,
+            resume_at: Some(stream.start.clone()),
+            limit: stream.limit,
+            reader: None,
+            file_columns: Vec::new(),
+            mapping: Vec::new(),
+            fields_expected: 0,
+            sample,
+            rows_before: stream.start.rows,
+            rows_in_batches: 0,
+            rejects: rejects.clone(),
+            rejected: rejected.clone(),
+            progress: progress.clone(),
+            scratch: String::new(),
+            raw: Vec::new(),
+            line: 0,
+            name: String::new(),
+        }))
+    };
 
+    let engine = if streams.len() == 1 {
+        let shared = make_shared(&streams[0], sample);
+        let batches = std::iter::from_fn(move || next_batch(&shared, batch_rows).transpose());
+        ingest::ingest(&mut clients[0], &declaration, |_| batches, &options).await?
+    } else {
+        // Create and migrate once, then load both halves at once.
+        let setup = Options {
+            stream: Some("setup".to_owned()),
+            on_commit: None,
+            ..options.clone()
+        };
+        ingest::ingest(
+            &mut clients[0],
+            &declaration,
+            |_| vec![Ok(Batch::new(None, Vec::new()))],
+            &setup,
+        )
+        .await?;
+        let mut tasks = Vec::new();
+        for (stream, mut client) in streams.iter().zip(clients) {
+            let shared = make_shared(stream, None);
+            let declaration = declaration.clone();
+            let options = Options {
+                stream: stream.name.clone(),
+                ..options.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                let batches =
+                    std::iter::from_fn(move || next_batch(&shared, batch_rows).transpose());
+                ingest::ingest(&mut client, &declaration, |_| batches, &options).await
+            }));
+        }
+        let mut merged = ingest::Report::default();
+        let mut first_error = None;
+        for task in tasks {
+            match task.await {
+                Ok(Ok(r)) => {
+                    for (t, c) in r.tables {
+                        let e = merged.tables.entry(t).or_default();
+                        e.inserted += c.inserted;
+                        e.updated += c.updated;
+                        e.unchanged += c.unchanged;
+                        e.deleted += c.deleted;
+                    }
+                    merged.batches.extend(r.batches);
+                    merged.migrations.extend(r.migrations);
+                }
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(Error::new(
+                        ErrorKind::Io,
+                        format!("a load stream failed: {e}"),
+                    ));
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        merged
+    };
+    for c in engine.tables.values() {
+        report.inserted += c.inserted;
+        report.updated += c.updated;
+        report.unchanged += c.unchanged;
+        report.deleted += c.deleted;
+    }
+    report.batches = engine.batches.len() as u64;
+    report.migrations = engine.migrations;
+    report.rows_read = progress.rows_read.load(Ordering::Relaxed);
+    report.rejected = rejected.load(Ordering::Relaxed);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Files at least this big are read as two halves on two connections.
+const PARALLEL_MIN_BYTES: u64 = 32 << 20;
+
+/// Tables with more columns load with one stream (the client's encoding
+/// then keeps a core busy by itself).
+const PARALLEL_MAX_COLUMNS: usize = 6;
+
+/// One reader of the inputs: where it starts, where it stops, and the name
+/// its watermark row is kept under.
+#[derive(Debug, Clone)]
+struct Stream {
+    name: Option<String>,
+    start: Position,
+    limit: Option<u64>,
+}
+
+/// Whether the inputs can be split into halves: one big, uncompressed file
+/// in an ASCII-compatible encoding.
+fn parallel_input(sources: &[Source], opts: &LoadOptions) -> Result<bool> {
+    let [source @ Source::File(_)] = sources else {
+        return Ok(false);
+    };
+    if !opts.encoding.is_ascii_compatible() || source.size().unwrap_or(0) < PARALLEL_MIN_BYTES {
+        return Ok(false);
+    }
+    let (_, compression) = input::open(source, opts.encoding, Arc::default())?;
+    Ok(compression == input::Compression::None)
+}
+
+/// The first record boundary at or after the middle of the file, and the
+/// line it starts on, found with the same parser the load uses.
+fn split_point(source: &Source, opts: &LoadOptions) -> Result<Option<(u64, u64)>> {
+    let name = source.name();
+    let middle = source.size().unwrap_or(0) / 2;
+    let (stream, _) = input::open(source, opts.encoding, Arc::default())?;
+    let mut reader = csv::Reader::new(stream, opts.dialect.clone());
+    reader
+        .skip_lines(opts.skip_lines)
+        .map_err(|e| csv_error(&name, e))?;
+    while reader.offset() < middle {
+        match reader.read_record() {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(CsvError::UnclosedQuote { .. }) => return Ok(None),
+            Err(e) => return Err(csv_error(&name, e)),
+        }
+    }
+    if reader.at_end().map_err(|e| csv_error(&name, e))? {
+        return Ok(None);
+    }
+    Ok(Some((reader.offset(), reader.line())))
+}
+
+/// The engine's options for a load in `mode`.
+fn engine_options(
+    mode: LoadMode,
+    key: Option<&Vec<String>>,
+    table: &TableName,
+    opts: &LoadOptions,
+    progress: &Arc<Progress>,
+) -> Options {
     let commit_progress = progress.clone();
-    let options = Options {
+    Options {
         mode: match mode {
             LoadMode::Append | LoadMode::Upsert => Mode::Upsert,
             LoadMode::Replace => Mode::DeleteThenUpsert,
@@ -327,7 +554,7 @@ pub async fn load(
         },
         keys: key
             .iter()
-            .map(|k| (table.to_string(), k.clone()))
+            .map(|k| (table.to_string(), (*k).clone()))
             .collect::<BTreeMap<_, _>>(),
         lock_policy: opts.lock_policy.clone(),
         on_commit: Some(Arc::new(move |b: &ingest::BatchReport| {
@@ -344,23 +571,7 @@ pub async fn load(
                 .fetch_add(1, Ordering::Relaxed);
         })),
         ..Options::default()
-    };
-    let engine = ingest::ingest(client, &declaration, |_| batches, &options).await?;
-    for c in engine.tables.values() {
-        report.inserted += c.inserted;
-        report.updated += c.updated;
-        report.unchanged += c.unchanged;
-        report.deleted += c.deleted;
     }
-    report.batches = engine.batches.len() as u64;
-    report.migrations = engine.migrations;
-    let shared = shared
-        .lock()
-        .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
-    report.rows_read = progress.rows_read.load(Ordering::Relaxed);
-    report.rejected = shared.rejected;
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
 }
 
 /// A sample read from a stream that cannot be reopened (stdin), and the
@@ -589,8 +800,10 @@ struct Shared {
     sources: Vec<Source>,
     identities: Option<Vec<Option<serde_json::Value>>>,
     file: usize,
-    /// Where to start in `file` when it is opened (resume).
+    /// Where to start in `file` when it is opened (resume, second half).
     resume_at: Option<Position>,
+    /// Where to stop in the (single) input: the first half's end.
+    limit: Option<u64>,
     reader: Option<csv::Reader<Box<dyn Read + Send>>>,
     /// The table columns the current file's fields fill.
     file_columns: Vec<String>,
@@ -603,8 +816,9 @@ struct Shared {
     rows_before: u64,
     /// Records read so far in this run (loaded or rejected).
     rows_in_batches: u64,
-    rejects: Option<Rejects>,
-    rejected: u64,
+    rejects: Option<Arc<Mutex<Rejects>>>,
+    /// Rows rejected by every stream of the load.
+    rejected: Arc<AtomicU64>,
     progress: Arc<Progress>,
     scratch: String,
     /// The raw bytes and line of the row just read (for rejects).
@@ -769,14 +983,19 @@ impl Shared {
 
     /// Handles a bad row: rejected while under the limit, else the error.
     fn bad_row(&mut self, message: String) -> Result<()> {
-        if self.rejected < self.opts.max_errors {
-            self.rejected += 1;
+        let counted = self
+            .rejected
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.opts.max_errors).then_some(n + 1)
+            })
+            .is_ok();
+        if counted {
             self.progress.rows_rejected.fetch_add(1, Ordering::Relaxed);
-            if let Some(rejects) = self.rejects.as_mut() {
-                let raw = std::mem::take(&mut self.raw);
-                let result = rejects.write(&raw, &message);
-                self.raw = raw;
-                result?;
+            if let Some(rejects) = &self.rejects {
+                rejects
+                    .lock()
+                    .map_err(|_| Error::new(ErrorKind::Io, "reject file poisoned"))?
+                    .write(&self.raw, &message)?;
             }
             return Ok(());
         }
@@ -795,10 +1014,11 @@ impl Shared {
     /// once the current one is exhausted).
     fn position(&mut self) -> Option<serde_json::Value> {
         let identities = self.identities.as_ref()?;
+        let limit = self.limit;
         let exhausted = self
             .reader
             .as_mut()
-            .is_none_or(|r| r.at_end().unwrap_or(false));
+            .is_none_or(|r| limit.is_some_and(|l| r.offset() >= l) || r.at_end().unwrap_or(false));
         let (file, offset, line) = match (&self.reader, exhausted) {
             (_, true) => (self.file + usize::from(self.reader.is_some()), 0, 1),
             (Some(r), false) => (self.file, r.offset(), r.line()),
@@ -806,6 +1026,7 @@ impl Shared {
         };
         Some(serde_json::json!({
             "inputs": identities,
+            "limit": self.limit,
             "file": file,
             "offset": offset,
             "line": line,
@@ -827,10 +1048,17 @@ fn next_batch(shared: &Arc<Mutex<Shared>>, batch_rows: u64) -> Result<Option<Bat
             s.open()?;
         }
         let name = s.name();
+        let limit = s.limit;
         let at_end = s
             .reader
             .as_mut()
-            .map_or(Ok(true), csv::Reader::at_end)
+            .map_or(Ok(true), |r| {
+                if limit.is_some_and(|l| r.offset() >= l) {
+                    Ok(true)
+                } else {
+                    r.at_end()
+                }
+            })
             .map_err(|e| csv_error(&name, e))?;
         if !at_end {
             break;
@@ -889,6 +1117,9 @@ impl TextRows for CsvRows {
             let Some(reader) = s.reader.as_mut() else {
                 return Ok(false);
             };
+            if s.limit.is_some_and(|limit| reader.offset() >= limit) {
+                return Ok(false);
+            }
             let record = match reader.read_record() {
                 Ok(Some(r)) => r,
                 Ok(None) => {

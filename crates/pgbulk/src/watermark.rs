@@ -20,6 +20,15 @@ use tokio_postgres::GenericClient;
 use crate::error::{Error, Result};
 use crate::schema::TableName;
 
+/// The key of an ingest's row: the first table's name, and for one of
+/// several parallel streams of a load, `#` and the stream's name.
+pub fn key(first: &TableName, stream: Option<&str>) -> String {
+    match stream {
+        Some(stream) => format!("{first}#{stream}"),
+        None => first.to_string(),
+    }
+}
+
 /// The table holding watermarks in `schema`.
 pub fn table(schema: &str) -> TableName {
     TableName::new(schema, "pgbulk_watermark")
@@ -52,6 +61,7 @@ pub(crate) async fn exists(client: &impl GenericClient, schema: &str) -> Result<
 pub async fn read(
     client: &impl GenericClient,
     first: &TableName,
+    key: &str,
 ) -> Result<Option<serde_json::Value>> {
     let schema = first.schema_or_public();
     if exists(client, schema).await? {
@@ -61,7 +71,7 @@ pub async fn read(
                     "SELECT high_watermark::text FROM {} WHERE table_name = $1",
                     table(schema).quoted()
                 ),
-                &[&first.to_string()],
+                &[&key],
             )
             .await
             .map_err(|e| Error::server("reading the high watermark", e))?;
@@ -87,6 +97,7 @@ pub async fn read(
 pub async fn read_resume(
     client: &impl GenericClient,
     first: &TableName,
+    key: &str,
 ) -> Result<Option<serde_json::Value>> {
     let schema = first.schema_or_public();
     if !exists(client, schema).await? {
@@ -101,7 +112,7 @@ pub async fn read_resume(
                 "SELECT resume::text FROM {} WHERE table_name = $1",
                 table(schema).quoted()
             ),
-            &[&first.to_string()],
+            &[&key],
         )
         .await
         .map_err(|e| Error::server("reading the resume state", e))?;
@@ -136,6 +147,7 @@ fn parse(text: Option<String>) -> Result<Option<serde_json::Value>> {
 pub(crate) async fn write(
     client: &impl GenericClient,
     first: &TableName,
+    key: &str,
     first_oid: Option<u32>,
     high_watermark: Option<&serde_json::Value>,
     metadata: &serde_json::Value,
@@ -154,7 +166,7 @@ pub(crate) async fn write(
     let resume = resume
         .map(|state| serde_json::json!({ "table_oid": first_oid, "state": state }).to_string());
     client
-        .execute(&sql, &[&first.to_string(), &hw, &meta, &resume])
+        .execute(&sql, &[&key, &hw, &meta, &resume])
         .await
         .map_err(|e| Error::server("writing the high watermark", e))?;
     Ok(())

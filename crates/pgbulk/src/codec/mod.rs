@@ -268,6 +268,11 @@ impl CopyWriter {
         std::mem::take(&mut self.buf)
     }
 
+    /// Whether no byte is buffered.
+    pub fn is_empty_buffer(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// The bytes written since byte `start`.
     pub fn bytes_since(&self, start: usize) -> &[u8] {
         &self.buf[start.min(self.buf.len())..]
