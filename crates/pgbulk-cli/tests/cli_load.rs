@@ -644,3 +644,95 @@ async fn infer_and_plan_print_without_changing_anything() {
     ));
     assert_eq!(count(&db, "stock").await, 3);
 }
+
+#[tokio::test]
+async fn a_big_file_loads_in_two_streams_and_resumes_each() {
+    let db = TestDb::new("load_streams").await;
+    let home = Scratch::new("load-streams");
+    let total = 1_000_000u64;
+    let mut text = String::with_capacity(40 * total as usize);
+    text.push_str("id,v\n");
+    for i in 0..total {
+        text.push_str(&format!("{i},value number {i} with some padding\n"));
+    }
+    assert!(text.len() > 32 << 20, "big enough for two streams");
+    let file = home.file("big.csv", &text, 0o644);
+    drop(text);
+    let f = file.to_str().expect("utf8").to_owned();
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE big2 (id int, v text)")
+        .await
+        .expect("table");
+    let args = [
+        "load",
+        &f,
+        "--table",
+        "big2",
+        "--db",
+        &db.url,
+        "--batch-rows",
+        "50000",
+    ];
+    let child = pgbulk(&home)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let client = db.connect().await;
+    loop {
+        let committed: i64 = client
+            .query_one("SELECT count(*) FROM big2", &[])
+            .await
+            .expect("q")
+            .get(0);
+        if committed >= 100_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let streams: i64 = client
+        .query_one("SELECT count(*) FROM pgbulk_watermark WHERE table_name IN ('public.big2#1', 'public.big2#2')", &[])
+        .await
+        .expect("q")
+        .get(0);
+    assert!(streams >= 1, "the halves keep their own positions");
+    let out = run(pgbulk(&home).args(args));
+    assert_ok(&out);
+    assert!(out.stdout.contains("resumed after"), "{}", out.stdout);
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM big2",
+            &[],
+        )
+        .await
+        .expect("q");
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i32>(2),
+            row.get::<_, i32>(3)
+        ),
+        (total as i64, total as i64, 0, total as i32 - 1),
+        "every row exactly once"
+    );
+    let again = run(pgbulk(&home).args(args));
+    assert!(
+        again.stdout.contains("was loaded completely before"),
+        "{}",
+        again.stdout
+    );
+}
