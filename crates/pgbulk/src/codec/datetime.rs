@@ -140,9 +140,12 @@ fn digits(s: &str, max_len: usize) -> Option<i64> {
 /// A trailing UTC offset, in seconds east: `Z`, `UTC`, `±HH`, `±HHMM`,
 /// `±HH:MM[:SS]`. Returns the text before it.
 fn split_offset(s: &str) -> Result<(&str, Option<i32>), ()> {
-    let upper = s.to_ascii_uppercase();
-    for zulu in ["Z", " UTC", "UTC", " GMT", "+00", " Z"] {
-        if upper.ends_with(zulu) && zulu != "+00" {
+    let ends_with = |suffix: &str| {
+        s.len() >= suffix.len()
+            && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    };
+    for zulu in ["UTC", "GMT", "Z"] {
+        if ends_with(zulu) {
             return Ok((s[..s.len() - zulu.len()].trim_end(), Some(0)));
         }
     }

@@ -53,41 +53,6 @@ pub(super) fn encode(text: &str, out: &mut Vec<u8>) -> Encoded {
     }
     let frac_len = i64::try_from(frac_part.len()).unwrap_or(i64::MAX);
     let dscale = (frac_len - exponent).max(0);
-    let mut digits: Vec<u8> = int_part
-        .bytes()
-        .chain(frac_part.bytes())
-        .map(|b| b - b'0')
-        .collect();
-    // Position of the decimal point within `digits`.
-    let mut point = i64::try_from(int_part.len()).unwrap_or(i64::MAX) + exponent;
-    if point < 0 {
-        let pad = usize::try_from(-point).unwrap_or(0);
-        digits.splice(0..0, std::iter::repeat_n(0, pad));
-        point = 0;
-    }
-    let point = usize::try_from(point).unwrap_or(0);
-    if point > digits.len() {
-        digits.resize(point, 0);
-    }
-    // Align the point to a group boundary, then pad the end to whole groups.
-    let lead = (4 - point % 4) % 4;
-    digits.splice(0..0, std::iter::repeat_n(0, lead));
-    let point = point + lead;
-    let tail = (4 - digits.len() % 4) % 4;
-    digits.extend(std::iter::repeat_n(0, tail));
-    let mut groups: Vec<i16> = digits
-        .chunks(4)
-        .map(|c| {
-            i16::from(c[0]) * 1000 + i16::from(c[1]) * 100 + i16::from(c[2]) * 10 + i16::from(c[3])
-        })
-        .collect();
-    let mut weight = i64::try_from(point / 4).unwrap_or(i64::MAX) - 1;
-    let leading_zeros = groups.iter().take_while(|g| **g == 0).count();
-    groups.drain(..leading_zeros);
-    weight -= i64::try_from(leading_zeros).unwrap_or(0);
-    while groups.last() == Some(&0) {
-        groups.pop();
-    }
     let overflow = || {
         EncodeError(format!(
             "value overflows numeric format: \"{}\"",
@@ -98,14 +63,38 @@ pub(super) fn encode(text: &str, out: &mut Vec<u8>) -> Encoded {
         .ok()
         .filter(|d| *d <= 0x3FFF)
         .ok_or_else(overflow)?;
-    if groups.is_empty() {
+    // Digit j (of int_part ++ frac_part) is worth 10^(point - 1 - j); it
+    // lands in the base-10000 group of weight floor(x / 4).
+    let n = i64::try_from(int_part.len() + frac_part.len()).unwrap_or(i64::MAX);
+    let point = i64::try_from(int_part.len()).unwrap_or(i64::MAX) + exponent;
+    let (w_hi, w_lo) = ((point - 1).div_euclid(4), (point - n).div_euclid(4));
+    let count = usize::try_from(w_hi - w_lo + 1).unwrap_or(0);
+    let mut stack = [0i16; 32];
+    let mut heap = Vec::new();
+    let groups: &mut [i16] = if count <= stack.len() {
+        &mut stack[..count]
+    } else {
+        heap.resize(count, 0);
+        &mut heap
+    };
+    const POW: [i16; 4] = [1, 10, 100, 1000];
+    for (j, b) in int_part.bytes().chain(frac_part.bytes()).enumerate() {
+        let x = point - 1 - i64::try_from(j).unwrap_or(i64::MAX);
+        let slot = usize::try_from(w_hi - x.div_euclid(4)).unwrap_or(0);
+        let r = usize::try_from(x.rem_euclid(4)).unwrap_or(0);
+        groups[slot] += i16::from(b - b'0') * POW[r];
+    }
+    let first = groups.iter().position(|g| *g != 0);
+    let Some(first) = first else {
         write(out, 0, 0, POSITIVE, dscale, &[]);
         return Ok(());
-    }
-    let weight = i16::try_from(weight).map_err(|_| overflow())?;
-    let ndigits = i16::try_from(groups.len()).map_err(|_| overflow())?;
+    };
+    let last = groups.iter().rposition(|g| *g != 0).unwrap_or(first);
+    let weight = i16::try_from(w_hi - i64::try_from(first).unwrap_or(0)).map_err(|_| overflow())?;
+    let digits = &groups[first..=last];
+    let ndigits = i16::try_from(digits.len()).map_err(|_| overflow())?;
     let sign = if negative { NEGATIVE } else { POSITIVE };
-    write(out, ndigits, weight, sign, dscale, &groups);
+    write(out, ndigits, weight, sign, dscale, digits);
     Ok(())
 }
 

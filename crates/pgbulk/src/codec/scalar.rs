@@ -170,23 +170,29 @@ pub(super) fn uuid(text: &str, out: &mut Vec<u8>) -> Encoded {
         .strip_prefix('{')
         .and_then(|s| s.strip_suffix('}'))
         .unwrap_or(t);
-    let mut nibbles = Vec::with_capacity(32);
+    let mut bytes = [0u8; 16];
+    let mut n = 0;
     let mut since_hyphen = 0;
     for (i, b) in inner.bytes().enumerate() {
         if b == b'-' {
-            if i == 0 || since_hyphen % 4 != 0 || since_hyphen == 0 || nibbles.len() == 32 {
+            if i == 0 || since_hyphen % 4 != 0 || since_hyphen == 0 || n == 32 {
                 return Err(invalid("uuid", text));
             }
             since_hyphen = 0;
             continue;
         }
-        nibbles.push(hex_val(b).ok_or_else(|| invalid("uuid", text))?);
+        let v = hex_val(b).ok_or_else(|| invalid("uuid", text))?;
+        if n == 32 {
+            return Err(invalid("uuid", text));
+        }
+        bytes[n / 2] |= if n % 2 == 0 { v << 4 } else { v };
+        n += 1;
         since_hyphen += 1;
     }
-    if nibbles.len() != 32 || inner.ends_with('-') {
+    if n != 32 || inner.ends_with('-') {
         return Err(invalid("uuid", text));
     }
-    out.extend(nibbles.chunks(2).map(|p| p[0] << 4 | p[1]));
+    out.extend_from_slice(&bytes);
     Ok(())
 }
 
