@@ -64,20 +64,8 @@ pub async fn read(
     key: &str,
 ) -> Result<Option<serde_json::Value>> {
     let schema = first.schema_or_public();
-    if exists(client, schema).await? {
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT high_watermark::text FROM {} WHERE table_name = $1",
-                    table(schema).quoted()
-                ),
-                &[&key],
-            )
-            .await
-            .map_err(|e| Error::server("reading the high watermark", e))?;
-        if let Some(row) = row {
-            return parse(row.get(0));
-        }
+    if let Some(value) = stored(client, schema, key, "high_watermark").await? {
+        return parse(value);
     }
     let comment: Option<String> = client
         .query_opt(
@@ -91,6 +79,30 @@ pub async fn read(
     Ok(comment.and_then(|c| pg_bulk_ingest_watermark(&c)))
 }
 
+/// Column `column` (as text) of the watermark row `key` in `schema`: `None`
+/// without a row (or without the table), `Some(None)` for SQL NULL.
+async fn stored(
+    client: &impl GenericClient,
+    schema: &str,
+    key: &str,
+    column: &str,
+) -> Result<Option<Option<String>>> {
+    if !exists(client, schema).await? {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {column}::text FROM {} WHERE table_name = $1",
+                table(schema).quoted()
+            ),
+            &[&key],
+        )
+        .await
+        .map_err(|e| Error::server(&format!("reading the stored {column}"), e))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// The resume state stored with the last committed batch of the ingest
 /// keyed by `first`, if any and if it was stored for the table that exists
 /// now (not one dropped and created again since).
@@ -100,23 +112,10 @@ pub async fn read_resume(
     key: &str,
 ) -> Result<Option<serde_json::Value>> {
     let schema = first.schema_or_public();
-    if !exists(client, schema).await? {
-        return Ok(None);
-    }
     let Some(oid) = crate::schema::facts::table_oid(client, schema, &first.name).await? else {
         return Ok(None);
     };
-    let row = client
-        .query_opt(
-            &format!(
-                "SELECT resume::text FROM {} WHERE table_name = $1",
-                table(schema).quoted()
-            ),
-            &[&key],
-        )
-        .await
-        .map_err(|e| Error::server("reading the resume state", e))?;
-    let Some(stored) = parse(row.and_then(|r| r.get(0)))? else {
+    let Some(stored) = parse(stored(client, schema, key, "resume").await?.flatten())? else {
         return Ok(None);
     };
     let same_table =
