@@ -1,0 +1,261 @@
+//! One batch's transaction: staging, the ingest lock, delete or merge, the
+//! rebuild swap, the watermark, the hook and the commit.
+
+use std::collections::BTreeMap;
+
+use tokio_postgres::Client;
+
+use super::merge::{cast_list, column_list, merge_statement, on_conflict_statement, xact_stats};
+use super::stage::stage_rows;
+use super::target::{Target, Targets, read_targets};
+use super::{
+    Batch, BatchContext, BatchInfo, BatchWatermark, Committed, Counts, LOCK_NAMESPACE, Mode,
+    Report, Rows,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::rebuild;
+use crate::schema::{TableName, quote_literal};
+use crate::watermark;
+
+/// Stages, merges and commits one batch with its watermark.
+pub(super) async fn load_batch(
+    client: &mut Client,
+    targets: &Targets,
+    batch: Batch,
+    ctx: &BatchContext<'_>,
+    report: &mut Report,
+) -> Result<(BTreeMap<String, Counts>, u64, Committed)> {
+    let (number, first, options) = (ctx.number, ctx.first, ctx.options);
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::server("BEGIN", e))?;
+    // 0. Tables being rebuilt: their new tables receive the rows.
+    let mut news = Vec::new();
+    let mut local;
+    let targets = if ctx.rebuild.is_empty() {
+        targets
+    } else {
+        local = targets.clone();
+        for (name, _, declared) in &ctx.rebuild {
+            let new = rebuild::create_new(&tx, name, declared).await?;
+            let fresh = read_targets(
+                tx.client(),
+                &[(name.clone(), new.name.clone())],
+                ctx.zone_offset,
+            )
+            .await?;
+            if let (Some(&i), Some(t)) = (
+                local.lookup.get(&name.to_string()),
+                fresh.into_iter().next(),
+            ) {
+                local.list[i] = t;
+            }
+            news.push(new);
+        }
+        &local
+    };
+    let context = |table: &TableName, what: &str| format!("batch {number}, table {table}: {what}");
+    // 1. Stage: the client streams; no strong lock is held.
+    let mut skipped_by_table = BTreeMap::new();
+    let lookup = &targets.lookup;
+    let targets = targets.list.as_slice();
+    // Text rows fill only the columns the source names.
+    let projected;
+    let targets = match &batch.rows {
+        Rows::Text(source) => {
+            let t = *lookup.get(source.table()).ok_or_else(|| {
+                Error::config(format!("table {} is not declared", source.table()))
+            })?;
+            let mut list = targets.to_vec();
+            list[t] = list[t].project(source.columns())?;
+            projected = list;
+            projected.as_slice()
+        }
+        Rows::Values(_) => targets,
+    };
+    let mut resume = batch.resume;
+    let staged = stage_rows(
+        &tx,
+        targets,
+        lookup,
+        batch.rows,
+        number,
+        &mut skipped_by_table,
+        &mut resume,
+    )
+    .await
+    .map_err(|e| match e.kind() {
+        ErrorKind::Data => e,
+        _ => Error::new(e.kind(), format!("batch {number}: {}", e.message())).with_source(e),
+    })?;
+    let skipped: u64 = skipped_by_table.values().sum();
+    for (table, n) in skipped_by_table {
+        *report.skipped.entry(table).or_default() += n;
+    }
+    // The live rows of rebuilt tables, copied by column name while writers
+    // wait and readers go on (unless the first batch deletes them anyway).
+    for ((name, live, declared), new) in ctx.rebuild.iter().zip(&news) {
+        let live_oid: u32 = tx
+            .query_one("SELECT $1::text::regclass::oid", &[&name.quoted()])
+            .await
+            .map_err(|e| Error::server("looking up a table", e))?
+            .get(0);
+        rebuild::lock_for_copy(&tx, &options.lock_policy, name, live_oid).await?;
+        if !(number == 1 && options.mode == Mode::DeleteThenUpsert) {
+            rebuild::copy_rows(&tx, new, live, declared).await?;
+        }
+    }
+    let work: Vec<(&Target, String, bool, u64, bool)> = targets
+        .iter()
+        .zip(staged)
+        .filter_map(|(target, p)| {
+            let p = p?;
+            Some((target, p.into?, p.direct, p.copied, p.duplicates))
+        })
+        .collect();
+    // 2. Serialise with other ingests of the same tables, in oid order.
+    let mut keys: Vec<String> = work.iter().map(|w| w.0.name.to_string()).collect();
+    if number == 1 && options.mode == Mode::DeleteThenUpsert || !ctx.rebuild.is_empty() {
+        keys = targets.iter().map(|t| t.name.to_string()).collect();
+    }
+    keys.sort();
+    keys.dedup();
+    for key in &keys {
+        tx.execute(
+            "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
+            &[&LOCK_NAMESPACE, key],
+        )
+        .await
+        .map_err(|e| Error::server("taking the ingest lock", e))?;
+    }
+    let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
+    // 3. Delete (first batch of delete-then-upsert), then merge.
+    if number == 1 && options.mode == Mode::DeleteThenUpsert {
+        for target in targets {
+            let deleted = tx
+                .execute(&format!("DELETE FROM {}", target.write.quoted()), &[])
+                .await
+                .map_err(|e| {
+                    with_table(
+                        Error::server("DELETE", e),
+                        &context(&target.name, "deleting"),
+                    )
+                })?;
+            counts.entry(target.name.to_string()).or_default().deleted = deleted;
+        }
+    }
+    for (target, stage, direct, copied, duplicates) in work {
+        let c = counts.entry(target.name.to_string()).or_default();
+        if direct {
+            c.inserted += copied;
+            continue;
+        }
+        if target.key.is_empty() {
+            let inserted = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO {} ({}) SELECT {} FROM {stage}",
+                        target.write.quoted(),
+                        column_list(target),
+                        cast_list(target, "")
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| {
+                    with_table(
+                        Error::server("INSERT", e),
+                        &context(&target.name, "appending"),
+                    )
+                })?;
+            c.inserted += inserted;
+            continue;
+        }
+        let upsert = |e| {
+            with_table(
+                Error::server("upsert", e),
+                &context(&target.name, "upserting"),
+            )
+        };
+        let (inserted, updated) = if ctx.merge {
+            if let Some(work_mem) = &options.merge_work_mem {
+                tx.batch_execute(&format!("SET LOCAL work_mem = {}", quote_literal(work_mem)))
+                    .await
+                    .map_err(|e| Error::server("SET work_mem", e))?;
+            }
+            let before = xact_stats(&tx, target.oid).await?;
+            tx.execute(&merge_statement(target, &stage, duplicates), &[])
+                .await
+                .map_err(upsert)?;
+            let after = xact_stats(&tx, target.oid).await?;
+            (
+                after.0.saturating_sub(before.0),
+                after.1.saturating_sub(before.1),
+            )
+        } else {
+            let row = tx
+                .query_one(&on_conflict_statement(target, &stage, duplicates), &[])
+                .await
+                .map_err(upsert)?;
+            (
+                u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+            )
+        };
+        c.inserted += inserted;
+        c.updated += updated;
+        c.unchanged += copied.saturating_sub(inserted + updated);
+    }
+    // 4. Rebuilt tables take their place; watermark, hook, commit.
+    for new in &news {
+        rebuild::swap(&tx, &options.lock_policy, new).await?;
+    }
+    let high_watermark = match batch.high_watermark {
+        BatchWatermark::Value(v) => v,
+        BatchWatermark::Computed(f) => f(),
+    };
+    if ctx.write_watermark {
+        let first_oid = targets.iter().find(|t| t.name == *first).map(|t| t.oid);
+        watermark::write(
+            &tx,
+            first,
+            &watermark::key(first, options.stream.as_deref()),
+            first_oid,
+            high_watermark.as_ref(),
+            &batch.metadata,
+            resume.as_ref(),
+        )
+        .await?;
+    }
+    if let Some(hook) = &options.before_visible {
+        let info = BatchInfo {
+            number,
+            metadata: batch.metadata.clone(),
+            high_watermark: high_watermark.clone(),
+            tables: counts.clone(),
+        };
+        hook.call(&tx, &info).await?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| Error::server(&format!("batch {number}: COMMIT"), e))?;
+    let committed = Committed {
+        high_watermark,
+        metadata: batch.metadata,
+        resume,
+    };
+    Ok((counts, skipped, committed))
+}
+
+/// Prefixes an error's message with where it happened, keeping its kind
+/// and source (the server's detail, hint and constraint stay reachable).
+pub(super) fn with_table(error: Error, context: &str) -> Error {
+    let constraint = error
+        .db_error()
+        .and_then(|db| db.constraint().map(|c| format!(" (constraint {c})")))
+        .unwrap_or_default();
+    let message = format!("{context}: {}{constraint}", error.message());
+    let kind = error.kind();
+    Error::new(kind, message).with_source(error)
+}

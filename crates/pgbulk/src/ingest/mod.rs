@@ -1,0 +1,756 @@
+//! The ingest engine: batches of rows into declared tables.
+//!
+//! [`ingest`] creates what is missing (schema, tables, the watermark table)
+//! at once, migrates existing tables to their declaration when the first
+//! batch arrives (a changed declaration with zero batches migrates
+//! nothing), and commits each batch in one transaction together with its
+//! high watermark:
+//!
+//! 1. rows are encoded to binary COPY and copied into TEMP staging tables
+//!    (no strong lock is held while the client streams);
+//! 2. a transaction-scoped advisory lock per target table, taken in oid
+//!    order, serialises concurrent ingests into the same table (so they
+//!    neither corrupt nor deadlock each other);
+//! 3. tables with a primary key are upserted: the last row per key in the
+//!    batch wins, `INSERT ... ON CONFLICT DO UPDATE` of the non-key columns
+//!    guarded by `IS DISTINCT FROM`, so unchanged rows are not rewritten
+//!    (no dead tuples, no WAL); `DO NOTHING` when every column is in the
+//!    key. Tables without a key are appended to, straight from COPY when no
+//!    column needs a server-side cast;
+//! 4. the watermark row is written, the hook runs, and the transaction
+//!    commits: other sessions see all of the batch or none of it.
+
+mod batch;
+mod merge;
+mod stage;
+mod target;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_postgres::{Client, Transaction};
+use tracing::info;
+
+use crate::codec::Value;
+use crate::error::{Error, ErrorKind, Result};
+use crate::lock::{self, LockPolicy};
+use crate::plan::{self, Phase, Plan, Step};
+use crate::rebuild::{self, NewTable};
+use crate::schema::TableFacts;
+use crate::schema::{Declaration, TableName};
+use crate::watermark;
+use batch::load_batch;
+use target::{Targets, keyed, name_lookup, read_targets, session_utc_offset};
+
+/// How batches change the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Upsert each batch (append without a key), committing each batch.
+    #[default]
+    Upsert,
+    /// Delete all rows in the first batch's transaction, then upsert,
+    /// committing each batch. Zero batches delete nothing.
+    DeleteThenUpsert,
+    /// Load every batch into a new table and swap it in after the final
+    /// batch, keeping grants, views and the rest as a rebuild does: readers
+    /// see all the old rows, then all the new ones. The watermark commits
+    /// with the swap. Zero batches change nothing.
+    ReplaceAtomic,
+}
+
+/// Which statement merges a batch into a table with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Upsert {
+    /// `MERGE` on PostgreSQL 15 and later (one hash join; unchanged rows
+    /// are not locked), else `INSERT ... ON CONFLICT`.
+    #[default]
+    Auto,
+    /// `INSERT ... ON CONFLICT DO UPDATE` always: slower on large batches,
+    /// but a row inserted concurrently by another writer is updated instead
+    /// of failing the batch with a unique violation.
+    OnConflict,
+    /// No upsert: rows are appended straight from COPY even when the table
+    /// has a key (a key that exists fails the batch).
+    Append,
+}
+
+/// Which high watermark the source is started from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum HighWatermark {
+    /// The stored one (none the first time).
+    #[default]
+    Latest,
+    /// None.
+    Earliest,
+    /// This value.
+    Value(serde_json::Value),
+}
+
+/// The high watermark a batch commits with.
+pub enum BatchWatermark {
+    /// Known up front (`None` stores SQL NULL).
+    Value(Option<serde_json::Value>),
+    /// Computed just before commit.
+    Computed(Box<dyn FnOnce() -> Option<serde_json::Value> + Send + Sync>),
+}
+
+impl std::fmt::Debug for BatchWatermark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Value(v) => f.debug_tuple("Value").field(v).finish(),
+            Self::Computed(_) => f.write_str("Computed"),
+        }
+    }
+}
+
+/// One row, tagged with its table (`schema.table`, or `table` when the name
+/// is unambiguous), its values in the order of the table's columns
+/// (generated columns left out).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The table. Clone one `Arc` for all rows of a table: rows naming the
+    /// same `Arc` as the row before skip the table lookup.
+    pub table: Arc<str>,
+    /// The values.
+    pub values: Vec<Value>,
+}
+
+impl Row {
+    /// A row for `table`.
+    pub fn new(table: impl Into<Arc<str>>, values: Vec<Value>) -> Self {
+        Self {
+            table: table.into(),
+            values,
+        }
+    }
+}
+
+/// A batch's rows, streamed, so a batch of any size is loaded in bounded
+/// memory. An error from the source rolls the batch back and ends the
+/// ingest.
+pub enum Rows {
+    /// Typed rows for any of the declared tables, each naming its table and
+    /// giving a value for every column.
+    Values(Box<dyn Iterator<Item = Result<Row>> + Send>),
+    /// Text fields for one table (files): converted with the syntax of the
+    /// server's input functions, without an allocation per field.
+    Text(Box<dyn TextRows>),
+}
+
+impl std::fmt::Debug for Rows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Values(_) => f.write_str("Rows::Values"),
+            Self::Text(t) => write!(f, "Rows::Text({})", t.table()),
+        }
+    }
+}
+
+impl Rows {
+    /// Typed rows from an iterator.
+    pub fn values(rows: impl Iterator<Item = Result<Row>> + Send + 'static) -> Self {
+        Self::Values(Box::new(rows))
+    }
+}
+
+/// Rows of text fields for one table, read by the engine one at a time into
+/// a reused buffer.
+pub trait TextRows: Send {
+    /// The table (`schema.table`, or `table` when unambiguous).
+    fn table(&self) -> &str;
+    /// The columns the fields fill, in field order; columns left out take
+    /// their defaults (and keep their values on update).
+    fn columns(&self) -> &[String];
+    /// Reads the next row into `row`; `false` at the end of the batch.
+    fn next_row(&mut self, row: &mut TextRow) -> Result<bool>;
+    /// A field of the row just read does not convert. `Ok(())` rejects the
+    /// row (it is left out and the batch goes on); an error fails the batch.
+    fn reject(&mut self, failure: &RowFailure<'_>) -> Result<()>;
+    /// Where the source stands once the batch's rows are read, stored with
+    /// the watermark (resumable sources).
+    fn resume(&self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// One row of text fields; `None` is NULL.
+#[derive(Debug, Default)]
+pub struct TextRow {
+    data: String,
+    fields: Vec<Option<(usize, usize)>>,
+}
+
+impl TextRow {
+    /// Empties the row for the next one.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.fields.clear();
+    }
+
+    /// Appends a field.
+    pub fn push(&mut self, field: Option<&str>) {
+        self.fields.push(field.map(|f| {
+            let start = self.data.len();
+            self.data.push_str(f);
+            (start, self.data.len())
+        }));
+    }
+
+    /// The number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether the row has no fields.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Field `i`.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        self.fields
+            .get(i)
+            .copied()
+            .flatten()
+            .map(|(a, b)| &self.data[a..b])
+    }
+}
+
+/// Why a row of text fields was not loaded.
+#[derive(Debug)]
+pub struct RowFailure<'a> {
+    /// The field's position in the row (0-based).
+    pub field: usize,
+    /// The column it was for.
+    pub column: &'a str,
+    /// The field's text (`None`: NULL).
+    pub value: Option<&'a str>,
+    /// Why it does not convert.
+    pub reason: String,
+}
+
+/// A batch: committed atomically with its high watermark.
+pub struct Batch {
+    /// The high watermark stored with the batch.
+    pub high_watermark: BatchWatermark,
+    /// Free-form metadata, passed to the hook and stored with the watermark.
+    pub metadata: serde_json::Value,
+    /// Rows for any of the declared tables.
+    pub rows: Rows,
+    /// Where a resumable source stands after this batch (stored with the
+    /// watermark).
+    pub resume: Option<serde_json::Value>,
+}
+
+impl Batch {
+    /// A batch of `rows` with a known watermark and no metadata.
+    pub fn new(high_watermark: Option<serde_json::Value>, rows: Vec<Row>) -> Self {
+        Self {
+            high_watermark: BatchWatermark::Value(high_watermark),
+            metadata: serde_json::Value::Null,
+            rows: Rows::values(rows.into_iter().map(Ok)),
+            resume: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("high_watermark", &self.high_watermark)
+            .field("metadata", &self.metadata)
+            .field("resume", &self.resume)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the hook sees of a batch.
+#[derive(Debug, Clone)]
+pub struct BatchInfo {
+    /// 1 for the first batch.
+    pub number: usize,
+    /// The batch's metadata.
+    pub metadata: serde_json::Value,
+    /// The watermark being committed.
+    pub high_watermark: Option<serde_json::Value>,
+    /// Row counts per table.
+    pub tables: BTreeMap<String, Counts>,
+}
+
+/// Called inside each batch's transaction before it commits: it sees the
+/// batch's rows; an error rolls the batch back.
+pub trait BeforeVisible: Send + Sync {
+    /// Runs the hook.
+    fn call<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        batch: &'a BatchInfo,
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+}
+
+/// A callback after each committed batch.
+pub type OnCommit = Arc<dyn Fn(&BatchReport) + Send + Sync>;
+
+/// Options of an ingest.
+#[derive(Clone)]
+pub struct Options {
+    /// Where the source starts.
+    pub high_watermark: HighWatermark,
+    /// How batches change the tables.
+    pub mode: Mode,
+    /// Lock timeouts and retries for migrations.
+    pub lock_policy: LockPolicy,
+    /// The hook before each batch becomes visible.
+    pub before_visible: Option<Arc<dyn BeforeVisible>>,
+    /// `work_mem` for the statement merging a batch (its hash join holds
+    /// the batch's keys); `None` keeps the session's. Default 256MB.
+    pub merge_work_mem: Option<String>,
+    /// The upsert statement.
+    pub upsert: Upsert,
+    /// Upsert keys other than the primary key, by table (`schema.table`):
+    /// the columns rows are matched on.
+    pub keys: BTreeMap<String, Vec<String>>,
+    /// Called after each batch commits (progress, interrupt summaries).
+    pub on_commit: Option<OnCommit>,
+    /// For one of several parallel streams into the same tables: the
+    /// stream's name, so each keeps its own watermark row
+    /// (`<first table>#<stream>`).
+    pub stream: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            high_watermark: HighWatermark::default(),
+            mode: Mode::default(),
+            lock_policy: LockPolicy::default(),
+            before_visible: None,
+            merge_work_mem: Some("256MB".to_owned()),
+            upsert: Upsert::Auto,
+            keys: BTreeMap::new(),
+            on_commit: None,
+            stream: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("high_watermark", &self.high_watermark)
+            .field("mode", &self.mode)
+            .field("lock_policy", &self.lock_policy)
+            .field("before_visible", &self.before_visible.is_some())
+            .field("merge_work_mem", &self.merge_work_mem)
+            .field("upsert", &self.upsert)
+            .field("keys", &self.keys)
+            .field("on_commit", &self.on_commit.is_some())
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+/// Rows counted for one table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// New rows.
+    pub inserted: u64,
+    /// Existing rows whose values changed.
+    pub updated: u64,
+    /// Rows whose key existed with the same values (not rewritten), and
+    /// earlier rows for a key repeated in the same batch.
+    pub unchanged: u64,
+    /// Rows deleted (delete-then-upsert, first batch).
+    pub deleted: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.deleted += other.deleted;
+    }
+}
+
+/// One committed batch.
+#[derive(Debug, Clone)]
+pub struct BatchReport {
+    /// 1 for the first batch.
+    pub number: usize,
+    /// Counts per table.
+    pub tables: BTreeMap<String, Counts>,
+    /// Rows for undeclared tables, skipped.
+    pub skipped: u64,
+    /// Seconds from receiving the batch to its commit.
+    pub seconds: f64,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Each committed batch.
+    pub batches: Vec<BatchReport>,
+    /// Totals per table.
+    pub tables: BTreeMap<String, Counts>,
+    /// Rows skipped per undeclared table name.
+    pub skipped: BTreeMap<String, u64>,
+    /// Migration steps applied, in words.
+    pub migrations: Vec<String>,
+    /// Seconds in all.
+    pub seconds: f64,
+}
+
+/// Runs an ingest: see the module documentation. `source` is called once
+/// with the high watermark chosen by `options` and yields batches; when it
+/// yields an error, the batches before stay committed and the error is
+/// returned.
+pub async fn ingest<I>(
+    client: &mut Client,
+    declaration: &Declaration,
+    source: impl FnOnce(Option<serde_json::Value>) -> I,
+    options: &Options,
+) -> Result<Report>
+where
+    I: IntoIterator<Item = Result<Batch>>,
+{
+    let started = Instant::now();
+    let mut report = Report::default();
+    let plan = plan::plan(client, declaration).await?;
+    let first = plan
+        .live
+        .first()
+        .map(|(n, _)| n.clone())
+        .ok_or_else(|| Error::config("nothing declared"))?;
+    let (create, migrate): (Vec<Step>, Vec<Step>) = plan.steps.iter().cloned().partition(|s| {
+        plan.live
+            .iter()
+            .any(|(n, oid)| *n == s.table && oid.is_none())
+    });
+    create_missing(client, &options.lock_policy, &create, &first, &mut report).await?;
+
+    let start_hw = match &options.high_watermark {
+        HighWatermark::Latest => {
+            let key = watermark::key(&first, options.stream.as_deref());
+            watermark::read(&*client, &first, &key).await?
+        }
+        HighWatermark::Earliest => None,
+        HighWatermark::Value(v) => Some(v.clone()),
+    };
+    let zone_offset = session_utc_offset(client).await?;
+    let names: Vec<TableName> = plan.live.iter().map(|(n, _)| n.clone()).collect();
+    let replace = options.mode == Mode::ReplaceAtomic;
+    if replace {
+        lock_tables_for_session(client, &names, true).await?;
+    }
+    let result = run_batches(
+        client,
+        &plan,
+        &migrate,
+        &names,
+        source(start_hw),
+        zone_offset,
+        &first,
+        options,
+        &mut report,
+    )
+    .await;
+    if replace {
+        lock_tables_for_session(client, &names, false).await?;
+    }
+    result?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// A key for advisory locks on a declared table: stable across rebuilds.
+const LOCK_NAMESPACE: i32 = 1_885_827_693;
+
+/// Takes (or releases) session-level advisory locks on `names`, in name
+/// order: a replace-atomic run owns its tables from the first batch to the
+/// swap.
+async fn lock_tables_for_session(client: &Client, names: &[TableName], lock: bool) -> Result<()> {
+    let mut keys: Vec<String> = names.iter().map(ToString::to_string).collect();
+    keys.sort();
+    let function = if lock {
+        "pg_advisory_lock"
+    } else {
+        "pg_advisory_unlock"
+    };
+    for key in keys {
+        client
+            .execute(
+                &format!("SELECT pg_catalog.{function}($1, pg_catalog.hashtext($2))"),
+                &[&LOCK_NAMESPACE, &key],
+            )
+            .await
+            .map_err(|e| Error::server("taking the ingest lock", e))?;
+    }
+    Ok(())
+}
+
+/// The loop over batches (see [`ingest`]).
+#[allow(clippy::too_many_arguments)]
+async fn run_batches<I>(
+    client: &mut Client,
+    plan: &Plan,
+    migrate: &[Step],
+    names: &[TableName],
+    batches: I,
+    zone_offset: Option<i32>,
+    first: &TableName,
+    options: &Options,
+    report: &mut Report,
+) -> Result<()>
+where
+    I: IntoIterator<Item = Result<Batch>>,
+{
+    let replace = options.mode == Mode::ReplaceAtomic;
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .map_err(|e| Error::server("reading server_version_num", e))?
+        .get(0);
+    let merge = version >= 150_000 && options.upsert == Upsert::Auto;
+    let mut targets: Option<Targets> = None;
+    let mut news: Vec<NewTable> = Vec::new();
+    let mut last: Option<Committed> = None;
+    for (number, batch) in batches.into_iter().enumerate() {
+        let number = number + 1;
+        let batch = batch?;
+        let batch_started = Instant::now();
+        if targets.is_none() {
+            let pairs: Vec<(TableName, TableName)> = if replace {
+                news = create_new_tables(client, plan).await?;
+                news.iter()
+                    .map(|n| (n.target.clone(), n.name.clone()))
+                    .collect()
+            } else {
+                migrate_existing(client, &options.lock_policy, plan, migrate, report).await?;
+                names.iter().map(|n| (n.clone(), n.clone())).collect()
+            };
+            let list = keyed(read_targets(client, &pairs, zone_offset).await?, options)?;
+            let lookup = name_lookup(&list);
+            targets = Some(Targets { list, lookup });
+        }
+        let Some(current) = targets.as_ref() else {
+            continue;
+        };
+        let context = BatchContext {
+            number,
+            first,
+            options,
+            rebuild: if number == 1 && !replace {
+                rebuild_list(plan)
+            } else {
+                Vec::new()
+            },
+            write_watermark: !replace,
+            zone_offset,
+            merge,
+        };
+        let rebuilt = !context.rebuild.is_empty();
+        let (counts, skipped, committed) =
+            load_batch(client, current, batch, &context, report).await?;
+        info!(batch = number, "committed");
+        if rebuilt {
+            report.migrations.extend(
+                context
+                    .rebuild
+                    .iter()
+                    .map(|(n, _, _)| format!("{n}: rebuilt and swapped in")),
+            );
+            // The rebuilt tables have new oids.
+            let pairs: Vec<(TableName, TableName)> =
+                names.iter().map(|n| (n.clone(), n.clone())).collect();
+            let list = keyed(read_targets(client, &pairs, zone_offset).await?, options)?;
+            let lookup = name_lookup(&list);
+            targets = Some(Targets { list, lookup });
+        }
+        for (table, c) in &counts {
+            report.tables.entry(table.clone()).or_default().add(c);
+        }
+        let batch_report = BatchReport {
+            number,
+            tables: counts,
+            skipped,
+            seconds: batch_started.elapsed().as_secs_f64(),
+        };
+        if let Some(on_commit) = &options.on_commit {
+            on_commit(&batch_report);
+        }
+        report.batches.push(batch_report);
+        last = Some(committed);
+    }
+    if let (true, Some(last)) = (replace, last) {
+        swap_in(client, &news, first, &last, options).await?;
+        report.migrations.extend(
+            news.iter()
+                .map(|n| format!("{}: replaced atomically", n.target)),
+        );
+    }
+    Ok(())
+}
+
+/// Tables the plan rebuilds, with their live and declared facts.
+fn rebuild_list(plan: &Plan) -> Vec<(TableName, TableFacts, TableFacts)> {
+    let mut names: Vec<&TableName> = plan.rebuilds.iter().map(|(n, _)| n).collect();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let live = plan.live_facts.iter().find(|(l, _)| l == n)?.1.clone();
+            let declared = plan.declared.iter().find(|(d, _)| d == n)?.1.clone();
+            Some((n.clone(), live, declared))
+        })
+        .collect()
+}
+
+/// Replace-atomic: the new tables, built in the declared shape and
+/// committed empty before the first batch loads into them.
+async fn create_new_tables(client: &mut Client, plan: &Plan) -> Result<Vec<NewTable>> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::server("BEGIN", e))?;
+    let mut news = Vec::new();
+    for (name, declared) in &plan.declared {
+        news.push(rebuild::create_new(&tx, name, declared).await?);
+    }
+    tx.commit()
+        .await
+        .map_err(|e| Error::server("creating the new tables", e))?;
+    Ok(news)
+}
+
+/// Replace-atomic, after the final batch: swaps every new table in and
+/// commits the watermark with it.
+async fn swap_in(
+    client: &mut Client,
+    news: &[NewTable],
+    first: &TableName,
+    last: &Committed,
+    options: &Options,
+) -> Result<()> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::server("BEGIN", e))?;
+    for new in news {
+        rebuild::swap(&tx, &options.lock_policy, new).await?;
+    }
+    watermark::write(
+        &tx,
+        first,
+        &watermark::key(first, options.stream.as_deref()),
+        None,
+        last.high_watermark.as_ref(),
+        &last.metadata,
+        last.resume.as_ref(),
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(|e| Error::server("committing the swap", e))
+}
+
+/// What a batch committed with.
+#[derive(Debug)]
+struct Committed {
+    high_watermark: Option<serde_json::Value>,
+    metadata: serde_json::Value,
+    resume: Option<serde_json::Value>,
+}
+
+/// What one batch's transaction must do besides loading rows.
+struct BatchContext<'a> {
+    number: usize,
+    first: &'a TableName,
+    options: &'a Options,
+    /// Tables rebuilt in this batch's transaction (first batch only).
+    rebuild: Vec<(TableName, TableFacts, TableFacts)>,
+    write_watermark: bool,
+    zone_offset: Option<i32>,
+    /// Whether the server has `MERGE` (PostgreSQL 15 and later).
+    merge: bool,
+}
+
+/// Creates the schema, tables and watermark table that do not exist, in one
+/// transaction, whether or not any batch arrives.
+async fn create_missing(
+    client: &mut Client,
+    policy: &LockPolicy,
+    create: &[Step],
+    first: &TableName,
+    report: &mut Report,
+) -> Result<()> {
+    let mut sql: Vec<String> = create.iter().flat_map(|s| s.sql.clone()).collect();
+    let schema = first.schema_or_public();
+    let needs_watermark = !watermark::exists(&*client, schema).await?;
+    if needs_watermark {
+        sql.push(watermark::create_sql(schema));
+    }
+    if sql.is_empty() {
+        return Ok(());
+    }
+    lock::run_in_own_transaction(client, policy, None, "creating tables", &sql).await?;
+    report
+        .migrations
+        .extend(create.iter().map(|s| format!("{}: {}", s.table, s.summary)));
+    if needs_watermark {
+        report.migrations.push(format!(
+            "{}: create the watermark table",
+            watermark::table(schema)
+        ));
+    }
+    Ok(())
+}
+
+/// Applies the in-place migration steps of existing tables (first batch).
+async fn migrate_existing(
+    client: &mut Client,
+    policy: &LockPolicy,
+    plan: &Plan,
+    steps: &[Step],
+    report: &mut Report,
+) -> Result<()> {
+    for step in steps {
+        let oid = plan
+            .live
+            .iter()
+            .find(|(n, _)| *n == step.table)
+            .and_then(|(_, oid)| *oid);
+        let what = format!("{}: {}", step.table, step.summary);
+        info!("migrating {what}");
+        match step.phase {
+            Phase::Transaction => {
+                lock::run_in_own_transaction(client, policy, oid, &what, &step.sql).await?;
+            }
+            Phase::Concurrently => {
+                for sql in &step.sql {
+                    lock::run_outside_transaction(
+                        client,
+                        policy,
+                        oid,
+                        &what,
+                        sql,
+                        step.cleanup.as_deref(),
+                    )
+                    .await?;
+                }
+            }
+        }
+        report.migrations.push(what);
+    }
+    Ok(())
+}
+
+fn data_error(number: usize, table: &TableName, row: usize, detail: String) -> Error {
+    Error::new(
+        ErrorKind::Data,
+        format!("batch {number}, table {table}, row {row}: {detail}"),
+    )
+}

@@ -1,0 +1,187 @@
+//! The declared tables as the engine writes them: columns with their
+//! encoders (adjusted to the session's time zone), keys, and how row table
+//! names find them.
+
+use std::collections::HashMap;
+
+use tokio_postgres::Client;
+
+use super::{Options, Upsert};
+use crate::catalog::{self, Column};
+use crate::codec::{ColumnType, TypeKind};
+use crate::error::{Error, ErrorKind, Result};
+use crate::schema::TableName;
+
+/// A declared table as the engine writes it.
+#[derive(Debug, Clone)]
+pub(super) struct Target {
+    /// The declared table.
+    pub(super) name: TableName,
+    /// Where rows go: the table itself, or the new table replacing it.
+    pub(super) write: TableName,
+    /// The oid of `write`.
+    pub(super) oid: u32,
+    /// Written columns (generated ones left out), types adjusted to the
+    /// session's time zone.
+    pub(super) columns: Vec<Column>,
+    /// Positions in `columns` of the primary key.
+    pub(super) key: Vec<usize>,
+}
+
+impl Target {
+    pub(super) fn needs_cast(&self) -> bool {
+        self.columns.iter().any(|c| c.ty.needs_cast())
+    }
+
+    /// The target restricted to `names`, in that order (the columns a text
+    /// source fills). Keyed targets need every key column.
+    pub(super) fn project(&self, names: &[String]) -> Result<Target> {
+        let mut columns = Vec::with_capacity(names.len());
+        for name in names {
+            let column = self
+                .columns
+                .iter()
+                .find(|c| c.name == *name)
+                .ok_or_else(|| {
+                    Error::config(format!("table {} has no column \"{name}\"", self.name))
+                })?;
+            columns.push(column.clone());
+        }
+        let mut key = Vec::with_capacity(self.key.len());
+        for &k in &self.key {
+            let name = &self.columns[k].name;
+            let at = columns.iter().position(|c| c.name == *name).ok_or_else(|| {
+                Error::config(format!(
+                    "the input has no value for key column \"{name}\" of {} (upserts need the whole key)",
+                    self.name
+                ))
+            })?;
+            key.push(at);
+        }
+        Ok(Target {
+            columns,
+            key,
+            ..self.clone()
+        })
+    }
+}
+
+/// The session's `TimeZone` as a fixed offset east of UTC, when it is one.
+pub(super) async fn session_utc_offset(client: &Client) -> Result<Option<i32>> {
+    let zone: String = client
+        .query_one("SELECT current_setting('TimeZone')", &[])
+        .await
+        .map_err(|e| Error::server("reading TimeZone", e))?
+        .get(0);
+    let utc = [
+        "UTC",
+        "Etc/UTC",
+        "GMT",
+        "Etc/GMT",
+        "UCT",
+        "Etc/UCT",
+        "Universal",
+        "Zulu",
+        "Etc/Zulu",
+        "Etc/Universal",
+        "Etc/GMT0",
+        "GMT0",
+    ];
+    Ok(utc
+        .iter()
+        .any(|z| z.eq_ignore_ascii_case(&zone))
+        .then_some(0))
+}
+
+/// Adjusts zone-dependent kinds: a fixed session offset is applied by the
+/// encoder; any other zone sends the text for the server to interpret.
+pub(super) fn with_zone(ty: &ColumnType, offset: Option<i32>) -> ColumnType {
+    let kind = match (&ty.kind, offset) {
+        (TypeKind::TimestampTz(_), Some(o)) => TypeKind::TimestampTz(o),
+        (TypeKind::TimeTz(_), Some(o)) => TypeKind::TimeTz(o),
+        (TypeKind::TimestampTz(_) | TypeKind::TimeTz(_), None) => TypeKind::Other,
+        (TypeKind::Array(elem), _) => TypeKind::Array(Box::new(with_zone(elem, offset))),
+        (other, _) => other.clone(),
+    };
+    ColumnType { kind, ..ty.clone() }
+}
+
+/// Reads the targets: `(declared name, table written)` pairs.
+pub(super) async fn read_targets(
+    client: &Client,
+    names: &[(TableName, TableName)],
+    offset: Option<i32>,
+) -> Result<Vec<Target>> {
+    let mut targets = Vec::with_capacity(names.len());
+    for (name, write) in names {
+        let table = catalog::table(client, write.schema_or_public(), &write.name)
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::Server, format!("table {write} disappeared")))?;
+        let columns: Vec<Column> = table
+            .columns
+            .iter()
+            .filter(|c| !c.generated)
+            .map(|c| Column {
+                ty: with_zone(&c.ty, offset),
+                ..c.clone()
+            })
+            .collect();
+        let key = table
+            .primary_key
+            .iter()
+            .filter_map(|k| columns.iter().position(|c| c.name == *k))
+            .collect();
+        targets.push(Target {
+            name: name.clone(),
+            write: write.clone(),
+            oid: table.oid,
+            columns,
+            key,
+        });
+    }
+    Ok(targets)
+}
+
+/// Applies the options' keys: `Upsert::Append` drops every key, and a key
+/// given for a table replaces its primary key.
+pub(super) fn keyed(mut targets: Vec<Target>, options: &Options) -> Result<Vec<Target>> {
+    for t in &mut targets {
+        if options.upsert == Upsert::Append {
+            t.key.clear();
+        } else if let Some(names) = options.keys.get(&t.name.to_string()) {
+            t.key = names
+                .iter()
+                .map(|n| {
+                    t.columns.iter().position(|c| c.name == *n).ok_or_else(|| {
+                        Error::config(format!("key column \"{n}\" is not a column of {}", t.name))
+                    })
+                })
+                .collect::<Result<_>>()?;
+        }
+    }
+    Ok(targets)
+}
+
+/// The declared tables as written, and how row table names find them.
+#[derive(Debug, Clone)]
+pub(super) struct Targets {
+    pub(super) list: Vec<Target>,
+    pub(super) lookup: HashMap<String, usize>,
+}
+
+/// Row table names to targets: `schema.table` always, `table` when only
+/// one declared table has that name.
+pub(super) fn name_lookup(targets: &[Target]) -> HashMap<String, usize> {
+    let mut map = HashMap::new();
+    let mut bare: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, t) in targets.iter().enumerate() {
+        map.insert(t.name.to_string(), i);
+        bare.entry(t.name.name.as_str()).or_default().push(i);
+    }
+    for (name, ids) in bare {
+        if let [only] = ids.as_slice() {
+            map.entry(name.to_owned()).or_insert(*only);
+        }
+    }
+    map
+}
