@@ -456,18 +456,7 @@ fn infer(args: InferArgs) -> anyhow::Result<u8> {
     let mut opts = load_options(&args.dialect, &args.table)?;
     opts.key = args.key;
     let source = Source::from_arg(&args.file);
-    let (mut reader, _) = pgbulk::input::open(&source, opts.encoding, Default::default())?;
-    let mut sample = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(&mut reader, 1 << 20), &mut sample)
-        .map_err(|e| {
-            pgbulk::Error::new(ErrorKind::Io, format!("cannot read {}: {e}", source.name()))
-        })?;
-    if sample.len() == 1 << 20 {
-        if let Some(end) = sample.iter().rposition(|b| *b == b'\n') {
-            sample.truncate(end + 1);
-        }
-    }
-    let ddl = pgbulk::load::infer_ddl(&sample, &source, &opts, &opts.table)?;
+    let ddl = pgbulk::load::infer_source(&source, &opts, &opts.table)?;
     print!("{ddl}");
     Ok(0)
 }

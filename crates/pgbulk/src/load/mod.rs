@@ -1,0 +1,568 @@
+//! `load`: CSV files (or standard input) into a table, through the ingest
+//! engine.
+//!
+//! The target's columns come from the existing table, a declared schema
+//! (created or migrated by the engine), or types inferred from a sample of
+//! the input. File columns are matched to table columns by header name. Rows
+//! are parsed and encoded on this side while the server writes; every batch
+//! commits with the input's identity and position, so running the same
+//! command again after an interruption continues after the last committed
+//! batch instead of loading rows twice. Bad rows stop the load with
+//! `file:line:field`, the column, the value and the reason, or, with a limit
+//! and a reject file, are written there exactly as they were in the input.
+
+mod reader;
+mod sample;
+mod streams;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use encoding_rs::Encoding;
+use tokio_postgres::Client;
+use tracing::info;
+
+use crate::csv::{CsvError, Dialect};
+use crate::error::{Error, ErrorKind, Result};
+use crate::infer;
+use crate::ingest::{self, Batch, Mode, Options, Upsert};
+use crate::input::Source;
+use crate::lock::LockPolicy;
+use crate::schema::facts::TableFacts;
+use crate::schema::{Declaration, TableName};
+use crate::watermark;
+use reader::{Position, Rejects, Shared, next_batch};
+use sample::{Replay, infer_from};
+pub use sample::{infer_ddl, infer_source};
+use streams::{PARALLEL_MAX_COLUMNS, Stream, parallel_input, split_point};
+
+/// How the load changes the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Insert every row (a key that exists fails the batch).
+    Append,
+    /// Insert new keys, update changed rows, leave unchanged ones alone.
+    Upsert,
+    /// Delete all rows in the first batch's transaction, then load.
+    Replace,
+    /// Load a new table and swap it in at the end: readers see all old,
+    /// then all new.
+    ReplaceAtomic,
+}
+
+/// What to load and how.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The inputs, in order; empty means standard input.
+    pub sources: Vec<Source>,
+    /// The target table.
+    pub table: TableName,
+    /// The CSV dialect.
+    pub dialect: Dialect,
+    /// Whether the first record of each input is a header.
+    pub header: bool,
+    /// Physical lines to skip before the header or data.
+    pub skip_lines: u64,
+    /// The text encoding.
+    pub encoding: &'static Encoding,
+    /// Column names for the fields (headerless files, or overriding the
+    /// header).
+    pub columns: Option<Vec<String>>,
+    /// Skip file columns the table lacks instead of failing.
+    pub ignore_extra: bool,
+    /// Declared DDL for the table (created or migrated).
+    pub schema_ddl: Option<String>,
+    /// The mode; `None`: upsert when the table has a key, else append.
+    pub mode: Option<LoadMode>,
+    /// Upsert on these columns instead of the primary key.
+    pub key: Option<Vec<String>>,
+    /// Rows per batch (each batch commits).
+    pub batch_rows: u64,
+    /// The whole load in one transaction.
+    pub single_transaction: bool,
+    /// Bad rows tolerated (rejected) before the load fails.
+    pub max_errors: u64,
+    /// Where rejected rows go, exactly as in the input; reasons go to
+    /// `PATH.log`.
+    pub reject_file: Option<PathBuf>,
+    /// Ignore the stored position and load the inputs from the start.
+    pub restart: bool,
+    /// Lock timeouts for migrations.
+    pub lock_policy: LockPolicy,
+    /// Connections to load with at once (one big uncompressed file is split
+    /// in halves); 1 disables it.
+    pub streams: usize,
+}
+
+/// The default rows per batch: measured, see the README.
+pub const DEFAULT_BATCH_ROWS: u64 = 1_000_000;
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            sources: Vec::new(),
+            table: TableName {
+                schema: None,
+                name: String::new(),
+            },
+            dialect: Dialect::default(),
+            header: true,
+            skip_lines: 0,
+            encoding: encoding_rs::UTF_8,
+            columns: None,
+            ignore_extra: false,
+            schema_ddl: None,
+            mode: None,
+            key: None,
+            batch_rows: DEFAULT_BATCH_ROWS,
+            single_transaction: false,
+            max_errors: 0,
+            reject_file: None,
+            restart: false,
+            lock_policy: LockPolicy::default(),
+            streams: 2,
+        }
+    }
+}
+
+/// Live counters of a load, for progress display and interrupt summaries.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes read from the inputs (compressed bytes for compressed inputs).
+    pub bytes_read: Arc<AtomicU64>,
+    /// Total size of the inputs, 0 when unknown.
+    pub bytes_total: AtomicU64,
+    /// Records read.
+    pub rows_read: AtomicU64,
+    /// Rows rejected.
+    pub rows_rejected: AtomicU64,
+    /// Rows in committed batches (inserted, updated or unchanged).
+    pub rows_committed: AtomicU64,
+    /// Batches committed.
+    pub batches_committed: AtomicU64,
+    /// Cancel tokens of the load's connections.
+    cancel: CancelTokens,
+}
+
+/// The cancel tokens of a load's connections.
+#[derive(Default)]
+struct CancelTokens(Mutex<Vec<tokio_postgres::CancelToken>>);
+
+impl std::fmt::Debug for CancelTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CancelTokens")
+    }
+}
+
+impl Progress {
+    fn register(&self, client: &Client) {
+        if let Ok(mut tokens) = self.cancel.0.lock() {
+            tokens.push(client.cancel_token());
+        }
+    }
+
+    /// Asks the server to stop whatever the load's connections are running
+    /// (after an interrupt).
+    pub async fn cancel(&self, params: &crate::conninfo::ConnParams) {
+        let tokens: Vec<tokio_postgres::CancelToken> =
+            self.cancel.0.lock().map(|t| t.clone()).unwrap_or_default();
+        for token in tokens {
+            let _ = crate::connect::cancel(&token, params).await;
+        }
+    }
+}
+
+/// What a load did.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Records read (including rejected ones).
+    pub rows_read: u64,
+    /// Rows inserted.
+    pub inserted: u64,
+    /// Rows updated.
+    pub updated: u64,
+    /// Rows whose key existed with the same values (and repeats of a key).
+    pub unchanged: u64,
+    /// Rows deleted (replace).
+    pub deleted: u64,
+    /// Rows rejected.
+    pub rejected: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Seconds in all.
+    pub seconds: f64,
+    /// The DDL chosen when the table was created from inferred types.
+    pub inferred_ddl: Option<String>,
+    /// Rows of the inputs already loaded by an earlier, interrupted run and
+    /// skipped now.
+    pub resumed_after_rows: Option<u64>,
+    /// The inputs were loaded completely before: nothing was done.
+    pub already_loaded: bool,
+    /// Migrations applied.
+    pub migrations: Vec<String>,
+}
+
+/// Loads the inputs into the table. See the module documentation.
+/// `client` does the work; when `opts.streams` allows and the input is one
+/// big uncompressed file (append and upsert), a second connection to
+/// `params` loads its second half at the same time. Every connection's
+/// cancel token is registered in `progress` for interrupt handling.
+pub async fn load(
+    client: Client,
+    params: &crate::conninfo::ConnParams,
+    opts: &LoadOptions,
+    progress: Arc<Progress>,
+) -> Result<LoadReport> {
+    progress.register(&client);
+    let mut clients = vec![client];
+    let started = Instant::now();
+    let mut report = LoadReport::default();
+    let sources = if opts.sources.is_empty() {
+        vec![Source::Stdin]
+    } else {
+        opts.sources.clone()
+    };
+    let total: u64 = sources.iter().filter_map(Source::size).sum();
+    progress.bytes_total.store(total, Ordering::Relaxed);
+    let schema: String = clients[0]
+        .query_one("SELECT current_schema()::text", &[])
+        .await
+        .map_err(|e| Error::server("reading current_schema()", e))?
+        .get(0);
+    let table = TableName::new(
+        opts.table.schema.as_deref().unwrap_or(&schema),
+        &opts.table.name,
+    );
+
+    // The declaration: given, the existing table, or inferred.
+    let mut sample: Option<Replay> = None;
+    let declaration = if let Some(ddl) = &opts.schema_ddl {
+        let d = Declaration::parse(ddl)?.qualified(&schema);
+        if !d.tables().contains(&table) {
+            return Err(Error::config(format!(
+                "the schema file does not declare table {table} (it declares {})",
+                d.tables()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        d
+    } else if crate::schema::facts::table_oid(&clients[0], table.schema_or_public(), &table.name)
+        .await?
+        .is_some()
+    {
+        Declaration::existing(vec![table.clone()])
+    } else {
+        let (ddl, replay) = infer_from(&sources[0], opts, &table, progress.bytes_read.clone())?;
+        info!("created from inferred types:\n{ddl}");
+        report.inferred_ddl = Some(ddl.clone());
+        sample = replay;
+        Declaration::parse(&ddl)?
+    };
+    let facts = declaration
+        .resolve(&mut clients[0])
+        .await?
+        .into_iter()
+        .find(|(n, _)| *n == table)
+        .map(|(_, f)| f)
+        .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
+
+    // Key columns named as in the file are matched like header names.
+    let key: Option<Vec<String>> = opts
+        .key
+        .as_ref()
+        .map(|names| {
+            names
+                .iter()
+                .map(|n| {
+                    match_column(&facts, n).ok_or_else(|| {
+                        Error::config(format!("key column \"{n}\" is not a column of {table}"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?;
+    let has_key = facts.primary_key.is_some() || key.is_some();
+    let mode = opts.mode.unwrap_or(if has_key {
+        LoadMode::Upsert
+    } else {
+        LoadMode::Append
+    });
+    if mode == LoadMode::Upsert && !has_key {
+        return Err(Error::config(format!(
+            "upsert needs a key: {table} has no primary key (name the key columns with --key)"
+        )));
+    }
+
+    // Where an earlier run of the same inputs stopped.
+    let identities: Vec<Option<serde_json::Value>> = sources.iter().map(Source::identity).collect();
+    let resumable = matches!(mode, LoadMode::Append | LoadMode::Upsert)
+        && identities.iter().all(Option::is_some)
+        && !opts.single_transaction;
+    let options = engine_options(mode, key.as_ref(), &table, opts, &progress);
+
+    // One stream, or two reading halves of one big file on two connections
+    // (the server's work is then spread over two backends).
+    let mut streams = vec![Stream {
+        name: None,
+        start: Position::default(),
+        limit: None,
+    }];
+    // Measured: narrow rows leave the client idle while one backend is busy,
+    // so a second stream helps; wide rows already keep both cores busy.
+    let narrow = facts.columns.len() <= PARALLEL_MAX_COLUMNS;
+    if opts.streams > 1
+        && narrow
+        && resumable
+        && sample.is_none()
+        && parallel_input(&sources, opts)?
+    {
+        if let Some((offset, line)) = split_point(&sources[0], opts)? {
+            let second = crate::connect::connect(params).await?.client;
+            progress.register(&second);
+            clients.push(second);
+            streams = vec![
+                Stream {
+                    name: Some("1".to_owned()),
+                    start: Position::default(),
+                    limit: Some(offset),
+                },
+                Stream {
+                    name: Some("2".to_owned()),
+                    start: Position {
+                        file: 0,
+                        offset,
+                        line,
+                        rows: 0,
+                    },
+                    limit: None,
+                },
+            ];
+        }
+    }
+    for stream in &mut streams {
+        if !resumable || opts.restart {
+            continue;
+        }
+        let key = watermark::key(&table, stream.name.as_deref());
+        let Some(state) = watermark::read_resume(&clients[0], &table, &key).await? else {
+            continue;
+        };
+        if state.get("inputs") == Some(&serde_json::json!(identities))
+            && state.get("limit").and_then(serde_json::Value::as_u64) == stream.limit
+        {
+            stream.start = Position::from_json(&state);
+        }
+    }
+    if streams.iter().all(|s| s.start.file >= sources.len()) {
+        report.already_loaded = true;
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    let resumed: u64 = streams.iter().map(|s| s.start.rows).sum();
+    if resumed > 0 {
+        report.resumed_after_rows = Some(resumed);
+    }
+
+    let rejects = match &opts.reject_file {
+        Some(path) => Some(Arc::new(Mutex::new(Rejects::create(path)?))),
+        None => None,
+    };
+    let rejected = Arc::new(AtomicU64::new(0));
+    let batch_rows = if opts.single_transaction {
+        u64::MAX
+    } else {
+        opts.batch_rows.max(1)
+    };
+    let make_shared = |stream: &Stream, sample: Option<Replay>| {
+        Arc::new(Mutex::new(Shared {
+            opts: opts.clone(),
+            table: table.clone(),
+            facts: facts.clone(),
+            sources: sources.clone(),
+            identities: resumable.then(|| identities.clone()),
+            file: stream.start.file,
+            resume_at: Some(stream.start.clone()),
+            limit: stream.limit,
+            reader: None,
+            file_columns: Vec::new(),
+            mapping: Vec::new(),
+            fields_expected: 0,
+            sample,
+            rows_before: stream.start.rows,
+            rows_in_batches: 0,
+            rejects: rejects.clone(),
+            rejected: rejected.clone(),
+            progress: progress.clone(),
+            scratch: String::new(),
+            raw: Vec::new(),
+            line: 0,
+            name: String::new(),
+        }))
+    };
+
+    let engine = if streams.len() == 1 {
+        let shared = make_shared(&streams[0], sample);
+        let batches = std::iter::from_fn(move || next_batch(&shared, batch_rows).transpose());
+        ingest::ingest(&mut clients[0], &declaration, |_| batches, &options).await?
+    } else {
+        // Create and migrate once, then load both halves at once.
+        let setup = Options {
+            stream: Some("setup".to_owned()),
+            on_commit: None,
+            ..options.clone()
+        };
+        ingest::ingest(
+            &mut clients[0],
+            &declaration,
+            |_| vec![Ok(Batch::new(None, Vec::new()))],
+            &setup,
+        )
+        .await?;
+        let mut tasks = Vec::new();
+        for (stream, mut client) in streams.iter().zip(clients) {
+            let shared = make_shared(stream, None);
+            let declaration = declaration.clone();
+            let options = Options {
+                stream: stream.name.clone(),
+                ..options.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                let batches =
+                    std::iter::from_fn(move || next_batch(&shared, batch_rows).transpose());
+                ingest::ingest(&mut client, &declaration, |_| batches, &options).await
+            }));
+        }
+        let mut merged = ingest::Report::default();
+        let mut first_error = None;
+        for task in tasks {
+            match task.await {
+                Ok(Ok(r)) => {
+                    for (t, c) in r.tables {
+                        let e = merged.tables.entry(t).or_default();
+                        e.inserted += c.inserted;
+                        e.updated += c.updated;
+                        e.unchanged += c.unchanged;
+                        e.deleted += c.deleted;
+                    }
+                    merged.batches.extend(r.batches);
+                    merged.migrations.extend(r.migrations);
+                }
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(Error::new(
+                        ErrorKind::Io,
+                        format!("a load stream failed: {e}"),
+                    ));
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        merged
+    };
+    for c in engine.tables.values() {
+        report.inserted += c.inserted;
+        report.updated += c.updated;
+        report.unchanged += c.unchanged;
+        report.deleted += c.deleted;
+    }
+    report.batches = engine.batches.len() as u64;
+    report.migrations = engine.migrations;
+    report.rows_read = progress.rows_read.load(Ordering::Relaxed);
+    report.rejected = rejected.load(Ordering::Relaxed);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The engine's options for a load in `mode`.
+fn engine_options(
+    mode: LoadMode,
+    key: Option<&Vec<String>>,
+    table: &TableName,
+    opts: &LoadOptions,
+    progress: &Arc<Progress>,
+) -> Options {
+    let commit_progress = progress.clone();
+    Options {
+        mode: match mode {
+            LoadMode::Append | LoadMode::Upsert => Mode::Upsert,
+            LoadMode::Replace => Mode::DeleteThenUpsert,
+            LoadMode::ReplaceAtomic => Mode::ReplaceAtomic,
+        },
+        upsert: if mode == LoadMode::Append {
+            Upsert::Append
+        } else {
+            Upsert::Auto
+        },
+        keys: key
+            .iter()
+            .map(|k| (table.to_string(), (*k).clone()))
+            .collect::<BTreeMap<_, _>>(),
+        lock_policy: opts.lock_policy.clone(),
+        on_commit: Some(Arc::new(move |b: &ingest::BatchReport| {
+            let rows: u64 = b
+                .tables
+                .values()
+                .map(|c| c.inserted + c.updated + c.unchanged)
+                .sum();
+            commit_progress
+                .rows_committed
+                .fetch_add(rows, Ordering::Relaxed);
+            commit_progress
+                .batches_committed
+                .fetch_add(1, Ordering::Relaxed);
+        })),
+        ..Options::default()
+    }
+}
+
+/// The writable column of `facts` a file column called `name` fills:
+/// the same name, else the only one equal ignoring case, else the name as
+/// pgbulk normalises it.
+fn match_column(facts: &TableFacts, name: &str) -> Option<String> {
+    let columns: Vec<&str> = facts
+        .columns
+        .iter()
+        .filter(|c| c.generated.is_none())
+        .map(|c| c.name.as_str())
+        .collect();
+    if let Some(c) = columns.iter().find(|c| **c == name) {
+        return Some((*c).to_owned());
+    }
+    if let [only] = columns
+        .iter()
+        .filter(|c| c.eq_ignore_ascii_case(name))
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        return Some((**only).to_owned());
+    }
+    let normalized = infer::normalize_name(name);
+    columns
+        .iter()
+        .find(|c| **c == normalized)
+        .map(|c| (*c).to_owned())
+}
+
+fn empty_file(name: &str) -> Error {
+    Error::new(
+        ErrorKind::Data,
+        format!("{name}: the input is empty (expected a header line)"),
+    )
+}
+
+fn csv_error(name: &str, e: CsvError) -> Error {
+    match e {
+        CsvError::Io(io) => Error::new(ErrorKind::Data, format!("{name}: {io}")).with_source(io),
+        other => Error::new(ErrorKind::Data, format!("{name}: {other}")),
+    }
+}

@@ -1,0 +1,521 @@
+//! Reading the inputs for the batches of a load: one shared reader per
+//! stream, handed out batch by batch, with bad rows rejected or failing.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::sample::Replay;
+use super::{LoadOptions, Progress, csv_error, empty_file, match_column};
+use crate::codec::shorten;
+use crate::csv::{self, CsvError};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ingest::{Batch, BatchWatermark, RowFailure, Rows, TextRow, TextRows};
+use crate::input::{self, Source};
+use crate::schema::TableName;
+use crate::schema::facts::TableFacts;
+
+/// Where a load stands: input file, byte offset in it (after decompression)
+/// and line, and rows of the inputs committed before.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Position {
+    pub(super) file: usize,
+    pub(super) offset: u64,
+    pub(super) line: u64,
+    pub(super) rows: u64,
+}
+
+impl Position {
+    pub(super) fn from_json(v: &serde_json::Value) -> Self {
+        let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        Self {
+            file: usize::try_from(n("file")).unwrap_or(usize::MAX),
+            offset: n("offset"),
+            line: n("line"),
+            rows: n("rows"),
+        }
+    }
+}
+
+/// The reject file and its log.
+pub(super) struct Rejects {
+    pub(super) data: BufWriter<File>,
+    pub(super) log: BufWriter<File>,
+}
+
+impl Rejects {
+    pub(super) fn create(path: &std::path::Path) -> Result<Self> {
+        let create = |p: &std::path::Path| {
+            File::create(p)
+                .map(BufWriter::new)
+                .map_err(|e| Error::io(format!("cannot create {}", p.display()), e))
+        };
+        let mut log_path = path.as_os_str().to_owned();
+        log_path.push(".log");
+        Ok(Self {
+            data: create(path)?,
+            log: create(std::path::Path::new(&log_path))?,
+        })
+    }
+
+    fn write(&mut self, raw: &[u8], reason: &str) -> Result<()> {
+        self.data
+            .write_all(raw)
+            .and_then(|()| writeln!(self.log, "{reason}"))
+            .and_then(|()| self.data.flush())
+            .and_then(|()| self.log.flush())
+            .map_err(|e| Error::io("cannot write the reject file", e))
+    }
+}
+
+/// The reading state shared by the batches of one load.
+pub(super) struct Shared {
+    pub(super) opts: LoadOptions,
+    pub(super) table: TableName,
+    pub(super) facts: TableFacts,
+    pub(super) sources: Vec<Source>,
+    pub(super) identities: Option<Vec<Option<serde_json::Value>>>,
+    pub(super) file: usize,
+    /// Where to start in `file` when it is opened (resume, second half).
+    pub(super) resume_at: Option<Position>,
+    /// Where to stop in the (single) input: the first half's end.
+    pub(super) limit: Option<u64>,
+    pub(super) reader: Option<csv::Reader<Box<dyn Read + Send>>>,
+    /// The table columns the current file's fields fill.
+    pub(super) file_columns: Vec<String>,
+    /// For each field of the current file: its position in `file_columns`,
+    /// or `None` when skipped (`--ignore-extra`).
+    pub(super) mapping: Vec<Option<usize>>,
+    pub(super) fields_expected: usize,
+    /// Standard input read for inference, replayed for the load.
+    pub(super) sample: Option<Replay>,
+    pub(super) rows_before: u64,
+    /// Records read so far in this run (loaded or rejected).
+    pub(super) rows_in_batches: u64,
+    pub(super) rejects: Option<Arc<Mutex<Rejects>>>,
+    /// Rows rejected by every stream of the load.
+    pub(super) rejected: Arc<AtomicU64>,
+    pub(super) progress: Arc<Progress>,
+    pub(super) scratch: String,
+    /// The raw bytes and line of the row just read (for rejects).
+    pub(super) raw: Vec<u8>,
+    pub(super) line: u64,
+    /// The current input's name.
+    pub(super) name: String,
+}
+
+impl Shared {
+    /// The current input's name (kept, not rebuilt per row).
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// Opens the current input, reads its header and maps its columns.
+    fn open(&mut self) -> Result<()> {
+        let source = self.sources[self.file].clone();
+        let name = source.name();
+        self.name = name.clone();
+        let stream: Box<dyn Read + Send> = match self.sample.take() {
+            // Standard input was sampled: read the sample again, then the rest.
+            Some((sample, rest)) if self.file == 0 => {
+                Box::new(std::io::Cursor::new(sample).chain(rest))
+            }
+            _ => {
+                input::open(
+                    &source,
+                    self.opts.encoding,
+                    self.progress.bytes_read.clone(),
+                )?
+                .0
+            }
+        };
+        let mut reader = csv::Reader::new(stream, self.opts.dialect.clone());
+        reader.keep_raw(self.opts.reject_file.is_some());
+        reader
+            .skip_lines(self.opts.skip_lines)
+            .map_err(|e| csv_error(&name, e))?;
+        let header: Option<Vec<String>> = if self.opts.header {
+            let record = reader
+                .read_record()
+                .map_err(|e| csv_error(&name, e))?
+                .ok_or_else(|| empty_file(&name))?;
+            let line = record.line;
+            let mut fields = Vec::with_capacity(record.len());
+            for i in 0..record.len() {
+                let text = input::decode_field(record.raw_field(i), input::field_encoding(self.opts.encoding), &mut self.scratch)
+                    .map_err(|at| {
+                        Error::new(
+                            ErrorKind::Data,
+                            format!("{name}:{line}:{}: undecodable byte sequence in the header at byte {at}", i + 1),
+                        )
+                    })?;
+                fields.push(text.trim().to_owned());
+            }
+            Some(fields)
+        } else {
+            None
+        };
+        let names = match (&self.opts.columns, header) {
+            (Some(cols), _) => cols.clone(),
+            (None, Some(h)) => h,
+            (None, None) => self
+                .facts
+                .columns
+                .iter()
+                .filter(|c| c.generated.is_none())
+                .map(|c| c.name.clone())
+                .collect(),
+        };
+        self.map_columns(&name, &names)?;
+        if let Some(at) = self
+            .resume_at
+            .take()
+            .filter(|p| p.file == self.file && p.offset > 0)
+        {
+            reader
+                .skip_to(at.offset, at.line)
+                .map_err(|e| csv_error(&name, e))?;
+        }
+        self.reader = Some(reader);
+        Ok(())
+    }
+
+    /// Matches the file's column names to the table's: exactly, then
+    /// ignoring case, then as pgbulk normalises names.
+    fn map_columns(&mut self, file: &str, names: &[String]) -> Result<()> {
+        let line = self.opts.skip_lines + 1;
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, n) in names.iter().enumerate() {
+            if let Some(first) = seen.insert(n.clone(), i) {
+                return Err(Error::new(
+                    ErrorKind::Data,
+                    format!(
+                        "{file}:{line}: duplicate column name \"{n}\" in the header (fields {} and {})",
+                        first + 1,
+                        i + 1
+                    ),
+                ));
+            }
+        }
+        let table_columns: Vec<&str> = self
+            .facts
+            .columns
+            .iter()
+            .filter(|c| c.generated.is_none())
+            .map(|c| c.name.as_str())
+            .collect();
+        let facts = &self.facts;
+        let find = |n: &str| match_column(facts, n);
+        let mut file_columns: Vec<String> = Vec::new();
+        let mut mapping = Vec::with_capacity(names.len());
+        for (i, n) in names.iter().enumerate() {
+            match find(n).as_deref() {
+                Some(c) if file_columns.iter().any(|f| f == c) => {
+                    return Err(Error::new(
+                        ErrorKind::Data,
+                        format!(
+                            "{file}:{line}: fields {} (\"{n}\") and another both match column \"{c}\" of {}",
+                            i + 1,
+                            self.table
+                        ),
+                    ));
+                }
+                Some(c) => {
+                    mapping.push(Some(file_columns.len()));
+                    file_columns.push(c.to_owned());
+                }
+                None if self.opts.ignore_extra => mapping.push(None),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Data,
+                        format!(
+                            "{file}:{line}: column \"{n}\" (field {}) is not a column of {} (it has: {}); --ignore-extra skips it",
+                            i + 1,
+                            self.table,
+                            table_columns.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        for c in &self.facts.columns {
+            let required =
+                c.not_null && c.default.is_none() && c.identity.is_none() && c.generated.is_none();
+            if required && !file_columns.contains(&c.name) {
+                return Err(Error::new(
+                    ErrorKind::Data,
+                    format!(
+                        "{file}: column \"{}\" of {} is NOT NULL without a default, and the input has no such column",
+                        c.name, self.table
+                    ),
+                ));
+            }
+        }
+        self.fields_expected = names.len();
+        self.file_columns = file_columns;
+        self.mapping = mapping;
+        Ok(())
+    }
+
+    /// Handles a bad row: rejected while under the limit, else the error.
+    fn bad_row(&mut self, message: String) -> Result<()> {
+        let counted = self
+            .rejected
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.opts.max_errors).then_some(n + 1)
+            })
+            .is_ok();
+        if counted {
+            self.progress.rows_rejected.fetch_add(1, Ordering::Relaxed);
+            if let Some(rejects) = &self.rejects {
+                rejects
+                    .lock()
+                    .map_err(|_| Error::new(ErrorKind::Io, "reject file poisoned"))?
+                    .write(&self.raw, &message)?;
+            }
+            return Ok(());
+        }
+        let limit = if self.opts.max_errors > 0 {
+            format!(
+                " (more than --max-errors {} bad rows)",
+                self.opts.max_errors
+            )
+        } else {
+            String::new()
+        };
+        Err(Error::new(ErrorKind::Data, format!("{message}{limit}")))
+    }
+
+    /// The position after the rows read so far (the next input's start
+    /// once the current one is exhausted).
+    fn position(&mut self) -> Option<serde_json::Value> {
+        let identities = self.identities.as_ref()?;
+        let limit = self.limit;
+        let exhausted = self
+            .reader
+            .as_mut()
+            .is_none_or(|r| limit.is_some_and(|l| r.offset() >= l) || r.at_end().unwrap_or(false));
+        let (file, offset, line) = match (&self.reader, exhausted) {
+            (_, true) => (self.file + usize::from(self.reader.is_some()), 0, 1),
+            (Some(r), false) => (self.file, r.offset(), r.line()),
+            (None, false) => (self.file, 0, 1),
+        };
+        Some(serde_json::json!({
+            "inputs": identities,
+            "limit": self.limit,
+            "file": file,
+            "offset": offset,
+            "line": line,
+            "rows": self.rows_before + self.rows_in_batches,
+        }))
+    }
+}
+
+/// The next batch, or `None` when every input is read.
+pub(super) fn next_batch(shared: &Arc<Mutex<Shared>>, batch_rows: u64) -> Result<Option<Batch>> {
+    let mut s = shared
+        .lock()
+        .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
+    loop {
+        if s.file >= s.sources.len() {
+            return Ok(None);
+        }
+        if s.reader.is_none() {
+            s.open()?;
+        }
+        let name = s.name();
+        let limit = s.limit;
+        let at_end = s
+            .reader
+            .as_mut()
+            .map_or(Ok(true), |r| {
+                if limit.is_some_and(|l| r.offset() >= l) {
+                    Ok(true)
+                } else {
+                    r.at_end()
+                }
+            })
+            .map_err(|e| csv_error(&name, e))?;
+        if !at_end {
+            break;
+        }
+        s.reader = None;
+        s.file += 1;
+    }
+    let name = s.name();
+    let table = s.table.to_string();
+    let columns = s.file_columns.clone();
+    drop(s);
+    Ok(Some(Batch {
+        high_watermark: BatchWatermark::Value(None),
+        metadata: serde_json::json!({ "source": name }),
+        rows: Rows::Text(Box::new(CsvRows {
+            shared: shared.clone(),
+            table,
+            columns,
+            left: batch_rows,
+            field_of: Vec::new(),
+        })),
+        resume: None,
+    }))
+}
+
+/// One batch's rows, read from the shared reader.
+pub(super) struct CsvRows {
+    pub(super) shared: Arc<Mutex<Shared>>,
+    pub(super) table: String,
+    pub(super) columns: Vec<String>,
+    pub(super) left: u64,
+    /// For the row just read: the file field of each projected column.
+    pub(super) field_of: Vec<usize>,
+}
+
+impl TextRows for CsvRows {
+    fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    fn next_row(&mut self, row: &mut TextRow) -> Result<bool> {
+        let mut guard = self
+            .shared
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
+        let s = &mut *guard;
+        'records: loop {
+            if self.left == 0 {
+                return Ok(false);
+            }
+            let name = s.name.as_str();
+            let Some(reader) = s.reader.as_mut() else {
+                return Ok(false);
+            };
+            if s.limit.is_some_and(|limit| reader.offset() >= limit) {
+                return Ok(false);
+            }
+            let record = match reader.read_record() {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    // The file is done; the next batch opens the next one.
+                    // A batch does not span files whose columns differ.
+                    s.reader = None;
+                    s.file += 1;
+                    if s.file < s.sources.len() && s.sources.len() > 1 {
+                        s.open()?;
+                        if s.file_columns != self.columns {
+                            if s.opts.single_transaction {
+                                return Err(Error::new(
+                                    ErrorKind::Data,
+                                    format!(
+                                        "{}: its columns differ from the previous input's; they cannot load in one transaction",
+                                        s.name()
+                                    ),
+                                ));
+                            }
+                            return Ok(false);
+                        }
+                        continue;
+                    }
+                    return Ok(false);
+                }
+                Err(CsvError::UnclosedQuote { line }) => {
+                    s.line = line;
+                    s.raw = reader.take_raw();
+                    s.progress.rows_read.fetch_add(1, Ordering::Relaxed);
+                    s.rows_in_batches += 1;
+                    let message = format!(
+                        "{name}:{line}: unterminated quoted field (a quote opened on line {line} is never closed)"
+                    );
+                    s.bad_row(message)?;
+                    continue;
+                }
+                Err(e) => return Err(csv_error(name, e)),
+            };
+            s.progress.rows_read.fetch_add(1, Ordering::Relaxed);
+            s.rows_in_batches += 1;
+            let line = record.line;
+            s.line = line;
+            if s.opts.reject_file.is_some() {
+                s.raw.clear();
+                s.raw.extend_from_slice(record.raw);
+            }
+            if record.len() != s.fields_expected {
+                let message = format!(
+                    "{name}:{line}: expected {} fields, found {}",
+                    s.fields_expected,
+                    record.len()
+                );
+                s.bad_row(message)?;
+                continue;
+            }
+            row.clear();
+            self.field_of.clear();
+            for (i, target) in s.mapping.iter().enumerate() {
+                if target.is_none() {
+                    continue;
+                }
+                self.field_of.push(i);
+                match record.get(i) {
+                    None => row.push(None),
+                    Some(bytes) => {
+                        match input::decode_field(
+                            bytes,
+                            input::field_encoding(s.opts.encoding),
+                            &mut s.scratch,
+                        ) {
+                            Ok(text) => row.push(Some(text)),
+                            Err(at) => {
+                                let message = format!(
+                                    "{name}:{line}:{}: column \"{}\": undecodable byte sequence for encoding {} at byte {at} of the field",
+                                    i + 1,
+                                    self.columns[self.field_of.len() - 1],
+                                    s.opts.encoding.name()
+                                );
+                                s.bad_row(message)?;
+                                continue 'records;
+                            }
+                        }
+                    }
+                }
+            }
+            self.left -= 1;
+            return Ok(true);
+        }
+    }
+
+    fn reject(&mut self, failure: &RowFailure<'_>) -> Result<()> {
+        let mut s = self
+            .shared
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
+        let field = self
+            .field_of
+            .get(failure.field)
+            .map_or(failure.field, |f| *f)
+            + 1;
+        let value = match failure.value {
+            Some(v) if !failure.reason.contains(&format!("\"{}\"", shorten(v))) => {
+                format!(" value \"{}\":", shorten(v))
+            }
+            None if !failure.reason.contains("NULL") => " NULL:".to_owned(),
+            _ => String::new(),
+        };
+        let message = format!(
+            "{}:{}:{field}: column \"{}\":{value} {}",
+            s.name(),
+            s.line,
+            failure.column,
+            failure.reason
+        );
+        s.bad_row(message)
+    }
+
+    fn resume(&self) -> Option<serde_json::Value> {
+        self.shared.lock().ok()?.position()
+    }
+}
