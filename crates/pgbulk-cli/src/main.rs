@@ -56,7 +56,7 @@ struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
-    /// Only errors.
+    /// Only errors and the final summary (no progress).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
 

@@ -144,6 +144,39 @@ pub fn open(
     Ok((text, compression))
 }
 
+/// Opens an uncompressed file at byte `offset` (a record boundary found
+/// earlier), counting what is read from there into `counter`. `None` when
+/// the input cannot be positioned that way (standard input, compressed, or
+/// transcoded): the caller reads up to the offset instead.
+pub fn open_at(
+    source: &Source,
+    encoding: &'static Encoding,
+    counter: Arc<AtomicU64>,
+    offset: u64,
+) -> Result<Option<Box<dyn Read + Send>>> {
+    let Source::File(path) = source else {
+        return Ok(None);
+    };
+    if !encoding.is_ascii_compatible() {
+        return Ok(None);
+    }
+    let (_, compression) = open(source, encoding, Arc::default())?;
+    if compression != Compression::None {
+        return Ok(None);
+    }
+    use std::io::{Seek, SeekFrom};
+    let mut file = File::open(path).map_err(|e| open_error(path, e))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| Error::io(format!("cannot seek in {}", path.display()), e))?;
+    Ok(Some(Box::new(BufReader::with_capacity(
+        256 * 1024,
+        Counting {
+            inner: file,
+            count: counter,
+        },
+    ))))
+}
+
 fn open_error(path: &Path, e: io::Error) -> Error {
     Error::io(format!("cannot open {}", path.display()), e)
 }

@@ -162,6 +162,16 @@ impl<R: Read> Reader<R> {
         }
     }
 
+    /// A reader of `inner` that starts at byte `offset` of a stream whose
+    /// line there is `line` (a record boundary of an input opened there).
+    pub fn starting_at(inner: R, dialect: Dialect, offset: u64, line: u64) -> Self {
+        let mut reader = Self::new(inner, dialect);
+        reader.offset = offset;
+        reader.line = line;
+        reader.bom_checked = true;
+        reader
+    }
+
     /// Keep each record's raw bytes (for reject files).
     pub fn keep_raw(&mut self, keep: bool) {
         self.keep_raw = keep;

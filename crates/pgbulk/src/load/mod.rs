@@ -312,6 +312,7 @@ pub async fn load(
         name: None,
         start: Position::default(),
         limit: None,
+        credit: 0,
     }];
     // Measured: narrow rows leave the client idle while one backend is busy,
     // so a second stream helps; wide rows already keep both cores busy.
@@ -331,6 +332,7 @@ pub async fn load(
                     name: Some("1".to_owned()),
                     start: Position::default(),
                     limit: Some(offset),
+                    credit: 0,
                 },
                 Stream {
                     name: Some("2".to_owned()),
@@ -341,6 +343,7 @@ pub async fn load(
                         rows: 0,
                     },
                     limit: None,
+                    credit: 0,
                 },
             ];
         }
@@ -356,7 +359,9 @@ pub async fn load(
         if state.get("inputs") == Some(&serde_json::json!(identities))
             && state.get("limit").and_then(serde_json::Value::as_u64) == stream.limit
         {
-            stream.start = Position::from_json(&state);
+            let resumed = Position::from_json(&state);
+            stream.credit = resumed.offset.saturating_sub(stream.start.offset);
+            stream.start = resumed;
         }
     }
     if streams.iter().all(|s| s.start.file >= sources.len()) {
@@ -389,6 +394,7 @@ pub async fn load(
             file: stream.start.file,
             resume_at: Some(stream.start.clone()),
             limit: stream.limit,
+            credit: stream.credit,
             reader: None,
             file_columns: Vec::new(),
             mapping: Vec::new(),

@@ -82,6 +82,9 @@ pub(super) struct Shared {
     pub(super) resume_at: Option<Position>,
     /// Where to stop in the (single) input: the first half's end.
     pub(super) limit: Option<u64>,
+    /// Bytes before `resume_at` an earlier run loaded (counted as progress
+    /// when the input is opened there).
+    pub(super) credit: u64,
     pub(super) reader: Option<csv::Reader<Box<dyn Read + Send>>>,
     /// The table columns the current file's fields fill.
     pub(super) file_columns: Vec<String>,
@@ -117,6 +120,7 @@ impl Shared {
         let source = self.sources[self.file].clone();
         let name = source.name();
         self.name = name.clone();
+        let counted_before = self.progress.bytes_read.load(Ordering::Relaxed);
         let stream: Box<dyn Read + Send> = match self.sample.take() {
             // Standard input was sampled: read the sample again, then the rest.
             Some((sample, rest)) if self.file == 0 => {
@@ -174,9 +178,32 @@ impl Shared {
             .take()
             .filter(|p| p.file == self.file && p.offset > 0)
         {
-            reader
-                .skip_to(at.offset, at.line)
-                .map_err(|e| csv_error(&name, e))?;
+            let counter = self.progress.bytes_read.clone();
+            match input::open_at(&source, self.opts.encoding, counter, at.offset)? {
+                Some(stream) => {
+                    // The header was read from a reader of its own: only
+                    // the bytes from the offset on count as progress, plus
+                    // what an earlier run loaded.
+                    let header_bytes =
+                        self.progress.bytes_read.load(Ordering::Relaxed) - counted_before;
+                    self.progress
+                        .bytes_read
+                        .fetch_sub(header_bytes, Ordering::Relaxed);
+                    self.progress
+                        .bytes_read
+                        .fetch_add(self.credit, Ordering::Relaxed);
+                    reader = csv::Reader::starting_at(
+                        stream,
+                        self.opts.dialect.clone(),
+                        at.offset,
+                        at.line,
+                    );
+                    reader.keep_raw(self.opts.reject_file.is_some());
+                }
+                None => reader
+                    .skip_to(at.offset, at.line)
+                    .map_err(|e| csv_error(&name, e))?,
+            }
         }
         self.reader = Some(reader);
         Ok(())

@@ -23,6 +23,8 @@ pub(super) struct Stream {
     pub(super) name: Option<String>,
     pub(super) start: Position,
     pub(super) limit: Option<u64>,
+    /// Bytes already loaded by an earlier run before `start` (progress).
+    pub(super) credit: u64,
 }
 
 /// Whether the inputs can be split into halves: one big, uncompressed file
