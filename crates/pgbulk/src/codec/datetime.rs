@@ -242,7 +242,48 @@ pub(super) fn timetz(text: &str, default_offset: i32, out: &mut Vec<u8>) -> Enco
 
 /// Microseconds since 2000-01-01 00:00 of `date[ T]time`, and the offset
 /// if one was given.
+/// `YYYY-MM-DD HH:MM:SS` with an optional `+HH` / `-HH` / `Z` offset,
+/// exactly: the common case, without splitting or searching.
+fn iso_timestamp(t: &[u8]) -> Option<(i64, Option<i32>)> {
+    if t.len() < 19 || !(t[10] == b' ' || t[10] == b'T') || t[13] != b':' || t[16] != b':' {
+        return None;
+    }
+    let days = iso_date(&t[..10])?;
+    let num = |a: usize, b: usize| -> Option<i64> {
+        t[a..b].iter().try_fold(0i64, |acc, d| {
+            d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
+        })
+    };
+    let (h, m, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if h > 23 || m > 59 || sec > 59 {
+        return None;
+    }
+    let offset = match &t[19..] {
+        [] => None,
+        [b'Z' | b'z'] => Some(0),
+        [sign @ (b'+' | b'-'), a, b] if a.is_ascii_digit() && b.is_ascii_digit() => {
+            let hours = i32::from(a - b'0') * 10 + i32::from(b - b'0');
+            if hours > 15 {
+                return None;
+            }
+            Some(if *sign == b'-' {
+                -hours * 3600
+            } else {
+                hours * 3600
+            })
+        }
+        _ => return None,
+    };
+    Some((
+        days * USECS_PER_DAY + ((h * 60 + m) * 60 + sec) * USECS_PER_SEC,
+        offset,
+    ))
+}
+
 fn parse_timestamp(text: &str, type_name: &str) -> Result<(Parsed, Option<i32>), EncodeError> {
+    if let Some((us, offset)) = iso_timestamp(text.as_bytes()) {
+        return Ok((Parsed::Finite(us), offset));
+    }
     let t = text.trim();
     if let Some(p) = special(t) {
         return Ok((

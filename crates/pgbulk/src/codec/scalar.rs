@@ -8,11 +8,19 @@ use super::{EncodeError, Encoded, invalid, out_of_range};
 /// `boolean`: `t`, `true`, `yes`, `on`, `1` and their opposites, any case,
 /// unique prefixes, surrounding white space.
 pub(super) fn bool(text: &str, out: &mut Vec<u8>) -> Encoded {
-    let t = text.trim().to_ascii_lowercase();
-    let is_prefix = |word: &str, min: usize| t.len() >= min && word.starts_with(t.as_str());
-    let value = if is_prefix("true", 1) || is_prefix("yes", 1) || t == "on" || t == "1" {
+    let t = text.trim().as_bytes();
+    let is_prefix = |word: &str, min: usize| {
+        t.len() >= min
+            && t.len() <= word.len()
+            && word.as_bytes()[..t.len()].eq_ignore_ascii_case(t)
+    };
+    let value = if is_prefix("true", 1)
+        || is_prefix("yes", 1)
+        || t.eq_ignore_ascii_case(b"on")
+        || t == b"1"
+    {
         true
-    } else if is_prefix("false", 1) || is_prefix("no", 1) || is_prefix("off", 2) || t == "0" {
+    } else if is_prefix("false", 1) || is_prefix("no", 1) || is_prefix("off", 2) || t == b"0" {
         false
     } else {
         return Err(invalid("boolean", text));
