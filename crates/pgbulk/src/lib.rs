@@ -2,15 +2,22 @@
 //! the live database.
 //!
 //! This crate holds all of pgbulk's behaviour; the `pgbulk` command is a thin
-//! layer over it. The foundation:
+//! layer over it.
 //!
 //! - [`conninfo`] resolves where to connect exactly as libpq does (URIs,
 //!   `key=value` strings, `PG*` variables, `~/.pgpass`, `pg_service.conf`,
-//!   `sslmode`) plus named profiles from `pgbulk.toml`;
-//! - [`connect`] opens a session over TCP or a unix socket, with rustls TLS;
+//!   `sslmode`) plus named profiles from `pgbulk.toml`; [`connect`] opens a
+//!   session over TCP or a unix socket, with rustls TLS; [`ping`] checks it;
 //! - [`local`] runs a local PostgreSQL cluster from the installed server
 //!   programs, for tests and as the default target;
-//! - [`ping`] checks a target.
+//! - [`schema`] reads declared tables (plain DDL, parsed by the server) into
+//!   [`schema::facts`], [`catalog`] reads live ones, and [`plan`] diffs them
+//!   into migration steps run under the [`lock`] policy;
+//! - [`codec`] encodes rows to binary COPY (sans-IO), [`copy`] streams it;
+//! - [`ingest`] is the engine: batches of rows into declared tables with
+//!   upserts and atomic watermarks ([`watermark`]);
+//! - [`csv`], [`input`], [`infer`] and [`load`] turn files into batches for
+//!   the engine (`pgbulk load`).
 //!
 //! ```no_run
 //! # async fn example() -> pgbulk::Result<()> {
