@@ -736,3 +736,103 @@ async fn a_big_file_loads_in_two_streams_and_resumes_each() {
         again.stdout
     );
 }
+
+#[tokio::test]
+async fn upsert_on_a_key_other_than_the_primary_key_and_replace_modes() {
+    let db = TestDb::new("load_key").await;
+    let home = Scratch::new("load-key");
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE k (code text, qty int, note text DEFAULT 'kept')")
+        .await
+        .expect("table");
+    let first = home.file("k1.csv", "code,qty\nA,1\nB,2\n", 0o644);
+    let out = load(
+        &db,
+        &home,
+        &[
+            first.to_str().expect("utf8"),
+            "--table",
+            "k",
+            "--mode",
+            "upsert",
+            "--key",
+            "code",
+        ],
+    );
+    assert_ok(&out);
+    let second = home.file("k2.csv", "code,qty\nB,3\nC,4\nA,1\n", 0o644);
+    let out = load(
+        &db,
+        &home,
+        &[
+            second.to_str().expect("utf8"),
+            "--table",
+            "k",
+            "--mode",
+            "upsert",
+            "--key",
+            "code",
+        ],
+    );
+    assert_ok(&out);
+    assert!(
+        out.stdout
+            .contains("3 rows read, 1 inserted, 1 updated, 1 unchanged"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        rows(&db, "SELECT code, qty::text, note FROM k ORDER BY code").await,
+        vec![
+            vec![s("A"), s("1"), s("kept")],
+            vec![s("B"), s("3"), s("kept")],
+            vec![s("C"), s("4"), s("kept")],
+        ],
+        "columns the file lacks keep their defaults and values"
+    );
+    let out = load(
+        &db,
+        &home,
+        &[
+            first.to_str().expect("utf8"),
+            "--table",
+            "k",
+            "--mode",
+            "upsert",
+        ],
+    );
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("upsert needs a key"), "{}", out.stderr);
+    // replace: the table ends up with exactly the file's rows.
+    let out = load(
+        &db,
+        &home,
+        &[
+            second.to_str().expect("utf8"),
+            "--table",
+            "k",
+            "--mode",
+            "replace",
+        ],
+    );
+    assert_ok(&out);
+    assert!(out.stdout.contains("3 deleted"), "{}", out.stdout);
+    assert_eq!(count(&db, "k").await, 3);
+    let out = load(
+        &db,
+        &home,
+        &[
+            first.to_str().expect("utf8"),
+            "--table",
+            "k",
+            "--mode",
+            "replace-atomic",
+        ],
+    );
+    assert_ok(&out);
+    assert_eq!(
+        rows(&db, "SELECT string_agg(code, ',' ORDER BY code) FROM k").await,
+        vec![vec![s("A,B")]]
+    );
+}

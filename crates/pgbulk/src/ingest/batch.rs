@@ -75,6 +75,9 @@ pub(super) async fn load_batch(
         Rows::Values(_) => targets,
     };
     let mut resume = batch.resume;
+    // The first batch of delete-then-upsert deletes after staging: its rows
+    // must not be in the table yet.
+    let deletes_first = number == 1 && options.mode == Mode::DeleteThenUpsert;
     let staged = stage_rows(
         &tx,
         targets,
@@ -83,6 +86,7 @@ pub(super) async fn load_batch(
         number,
         &mut skipped_by_table,
         &mut resume,
+        !deletes_first,
     )
     .await
     .map_err(|e| match e.kind() {

@@ -53,7 +53,9 @@ pub(super) struct OpenCopy {
 /// into its own buffer and sent in chunks of [`CHUNK`] bytes, keeping one
 /// COPY open while rows of the same table follow, so the server loads while
 /// the client encodes and memory stays bounded whatever the batch's size.
-/// Rows for undeclared tables are counted as skipped.
+/// Rows for undeclared tables are counted as skipped. Without
+/// `direct_allowed` (a batch that deletes first), keyless tables are staged
+/// too instead of copied straight into the table.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn stage_rows(
     tx: &Transaction<'_>,
@@ -63,6 +65,7 @@ pub(super) async fn stage_rows(
     number: usize,
     skipped: &mut BTreeMap<String, u64>,
     resume: &mut Option<serde_json::Value>,
+    direct_allowed: bool,
 ) -> Result<Vec<Option<Pending>>> {
     let mut pending: Vec<Option<Pending>> = targets.iter().map(|_| None).collect();
     let mut open: Option<OpenCopy> = None;
@@ -70,7 +73,7 @@ pub(super) async fn stage_rows(
     let new_pending = |target: &Target| Pending {
         writer: CopyWriter::tuples_only(),
         into: None,
-        direct: target.key.is_empty() && !target.needs_cast(),
+        direct: direct_allowed && target.key.is_empty() && !target.needs_cast(),
         rows: 0,
         copied: 0,
         keys: Some(Vec::new()),
