@@ -1272,3 +1272,94 @@ async fn the_builder_declares_what_the_ddl_declares() {
     .expect("built");
     assert!(report.migrations.is_empty(), "{:?}", report.migrations);
 }
+
+#[tokio::test]
+async fn types_without_an_encoder_and_a_local_time_zone_go_through_the_server() {
+    let db = TestDb::new("ingest_other").await;
+    let mut client = db.connect().await;
+    client
+        .batch_execute("SET TimeZone = 'Europe/Berlin'")
+        .await
+        .expect("zone");
+    let d = decl(
+        "CREATE TABLE o (id int PRIMARY KEY, r int4range, p point, x xml, at timestamptz, tags int4range[]);\
+         CREATE TABLE plain (r int4range, at timestamptz);",
+    );
+    let rows = |v: &str| -> Vec<Row> {
+        vec![
+            row(
+                "o",
+                vec![
+                    Value::Int(1),
+                    text("[1,5)"),
+                    text("(1,2)"),
+                    Value::Text(format!("<a>{v}</a>")),
+                    text("2024-06-01 12:00"),
+                    text("{\"[1,2)\",\"[3,4)\"}"),
+                ],
+            ),
+            row(
+                "o",
+                vec![
+                    Value::Int(2),
+                    text("empty"),
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                ],
+            ),
+            row("plain", vec![text("[2,3]"), text("2024-01-01 00:00")]),
+        ]
+    };
+    let first = ingest(
+        &mut client,
+        &d,
+        |_| vec![batch(json!(1), rows("one"))],
+        &Options::default(),
+    )
+    .await
+    .expect("first");
+    assert_eq!(first.tables["public.o"].inserted, 2);
+    assert_eq!(first.tables["public.plain"].inserted, 1);
+    let again = ingest(
+        &mut client,
+        &d,
+        |_| vec![batch(json!(2), rows("one"))],
+        &Options::default(),
+    )
+    .await
+    .expect("unchanged");
+    let c = again.tables["public.o"];
+    assert_eq!((c.inserted, c.updated, c.unchanged), (0, 0, 2), "{c:?}");
+    let changed = ingest(
+        &mut client,
+        &d,
+        |_| vec![batch(json!(3), rows("two"))],
+        &Options::default(),
+    )
+    .await
+    .expect("changed");
+    assert_eq!(changed.tables["public.o"].updated, 1);
+    let row = client
+        .query_one(
+            "SELECT r::text, p::text, x::text, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), tags::text FROM o WHERE id = 1",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert_eq!(row.get::<_, String>(0), "[1,5)");
+    assert_eq!(row.get::<_, String>(1), "(1,2)");
+    assert_eq!(row.get::<_, String>(2), "<a>two</a>");
+    assert_eq!(
+        row.get::<_, String>(3),
+        "2024-06-01 10:00",
+        "read in the session's zone (CEST)"
+    );
+    assert_eq!(row.get::<_, String>(4), "{\"[1,2)\",\"[3,4)\"}");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM plain WHERE r = '[2,4)'").await,
+        3,
+        "appended by each run"
+    );
+}

@@ -386,6 +386,10 @@ fn encode_typed(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
             }
             serde_json::to_writer(&mut *out, j).map_err(|e| EncodeError(e.to_string()))
         }
+        (Value::Array(_), TypeKind::Array(elem)) if elem.needs_cast() => Err(EncodeError(format!(
+            "arrays of {} are sent as text: pass the array in its text form",
+            elem.name
+        ))),
         (Value::Array(items), TypeKind::Array(elem)) => array::encode_values(items, elem, out),
         _ => Err(mismatch()),
     }
@@ -406,6 +410,12 @@ fn value_kind(value: &Value) -> &'static str {
 
 /// The body of a value given in its text form.
 pub(crate) fn encode_text(text: &str, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
+    if let TypeKind::Array(elem) = &ty.kind {
+        if elem.needs_cast() {
+            // The whole array travels as text for the server to cast.
+            return scalar::text(text, out);
+        }
+    }
     match &ty.kind {
         TypeKind::Bool => scalar::bool(text, out),
         TypeKind::Int2 => scalar::int2(text, out),
