@@ -836,3 +836,82 @@ async fn upsert_on_a_key_other_than_the_primary_key_and_replace_modes() {
         vec![vec![s("A,B")]]
     );
 }
+
+#[tokio::test]
+async fn identity_generated_and_defaulted_columns_fill_themselves() {
+    let db = TestDb::new("load_generated").await;
+    let home = Scratch::new("load-generated");
+    let schema = home.file(
+        "g.sql",
+        "CREATE TABLE g (id bigint GENERATED ALWAYS AS IDENTITY, code text PRIMARY KEY, qty int NOT NULL DEFAULT 1, \
+         double_qty int GENERATED ALWAYS AS (qty * 2) STORED, seen timestamptz DEFAULT '2024-01-01 00:00+00');",
+        0o644,
+    );
+    let file = home.file("g.csv", "Code,Qty\nx,5\ny,\n", 0o644);
+    let out = load(
+        &db,
+        &home,
+        &[
+            file.to_str().expect("utf8"),
+            "--table",
+            "g",
+            "--schema",
+            schema.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(
+        out.code, 9,
+        "an empty qty is NULL, and qty is NOT NULL: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("g.csv:3:2: column \"qty\": NULL in a NOT NULL column"),
+        "{}",
+        out.stderr
+    );
+    let file = home.file("g2.csv", "Code,Qty\nx,5\ny,7\n", 0o644);
+    assert_ok(&load(
+        &db,
+        &home,
+        &[
+            file.to_str().expect("utf8"),
+            "--table",
+            "g",
+            "--schema",
+            schema.to_str().expect("utf8"),
+        ],
+    ));
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT id::text, code, qty::text, double_qty::text, seen::text FROM g ORDER BY id"
+        )
+        .await,
+        vec![
+            vec![s("1"), s("x"), s("5"), s("10"), s("2024-01-01 00:00:00+00")],
+            vec![s("2"), s("y"), s("7"), s("14"), s("2024-01-01 00:00:00+00")],
+        ]
+    );
+    // Replace atomically: the new table keeps identity and generated columns.
+    let file = home.file("g3.csv", "code,qty\nz,1\n", 0o644);
+    assert_ok(&load(
+        &db,
+        &home,
+        &[
+            file.to_str().expect("utf8"),
+            "--table",
+            "g",
+            "--mode",
+            "replace-atomic",
+        ],
+    ));
+    assert_eq!(
+        rows(&db, "SELECT code, double_qty::text FROM g").await,
+        vec![vec![s("z"), s("2")]]
+    );
+    assert_eq!(
+        rows(&db, "SELECT attidentity::text, attgenerated::text FROM pg_attribute WHERE attrelid = 'g'::regclass AND attname IN ('id', 'double_qty') ORDER BY attnum").await,
+        vec![vec![s("a"), s("")], vec![s(""), s("s")]]
+    );
+}
