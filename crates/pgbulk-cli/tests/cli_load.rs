@@ -928,25 +928,58 @@ async fn several_files_with_different_headers() {
     let one = home.file("one.csv", "a,b\n1,x\n2,y\n", 0o644);
     let two = home.file("two.csv", "b,a\nz,3\n", 0o644);
     let three = home.file("three.csv.gz.src", "a,b\n4,w\n", 0o644);
-    let status = Command::new("gzip").arg("-q").arg("-f").arg("-S").arg(".gz").arg(&three).status().expect("gzip");
+    let status = Command::new("gzip")
+        .arg("-q")
+        .arg("-f")
+        .arg("-S")
+        .arg(".gz")
+        .arg(&three)
+        .status()
+        .expect("gzip");
     assert!(status.success());
     let three = format!("{}.gz", three.display());
-    let files = [one.to_str().expect("utf8"), two.to_str().expect("utf8"), three.as_str()];
+    let files = [
+        one.to_str().expect("utf8"),
+        two.to_str().expect("utf8"),
+        three.as_str(),
+    ];
     let mut args = files.to_vec();
     args.extend(["--table", "f"]);
     let out = load(&db, &home, &args);
     assert_ok(&out);
-    assert!(out.stdout.contains("4 rows read, 4 inserted"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("4 rows read, 4 inserted"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(
         rows(&db, "SELECT a::text, b FROM f ORDER BY a").await,
-        vec![vec![s("1"), s("x")], vec![s("2"), s("y")], vec![s("3"), s("z")], vec![s("4"), s("w")]]
+        vec![
+            vec![s("1"), s("x")],
+            vec![s("2"), s("y")],
+            vec![s("3"), s("z")],
+            vec![s("4"), s("w")]
+        ]
     );
     let again = load(&db, &home, &args);
-    assert!(again.stdout.contains("was loaded completely before"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("was loaded completely before"),
+        "{}",
+        again.stdout
+    );
     let mut single = args.clone();
     single.extend(["--single-transaction", "--restart"]);
     let out = load(&db, &home, &single);
     assert_eq!(out.code, 9, "{}", out.stderr);
-    assert!(out.stderr.contains("columns differ from the previous input's"), "{}", out.stderr);
-    assert_eq!(count(&db, "f").await, 4, "nothing of the failed single transaction is left");
+    assert!(
+        out.stderr
+            .contains("columns differ from the previous input's"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        count(&db, "f").await,
+        4,
+        "nothing of the failed single transaction is left"
+    );
 }

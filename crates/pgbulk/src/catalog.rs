@@ -141,10 +141,15 @@ pub async fn column_type(client: &Client, oid: Oid, typmod: i32) -> Result<Colum
         } else {
             ColumnType::kind_of_builtin(current)
         };
+        // varchar(n) and char(n) keep n + 4 in their typmod.
+        let max_chars = (matches!(current, 1043 | 1042) && typmod >= 4)
+            .then(|| u32::try_from(typmod - 4).ok())
+            .flatten();
         return Ok(ColumnType {
             oid: current,
             kind,
             name,
+            max_chars,
         });
     }
     Err(Error::new(

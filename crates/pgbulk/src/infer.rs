@@ -143,6 +143,7 @@ fn fits(value: &str, oid: u32, scratch: &mut Vec<u8>) -> bool {
         oid,
         kind: ColumnType::kind_of_builtin(oid),
         name: String::new(),
+        max_chars: None,
     };
     debug_assert!(ty.kind != TypeKind::Other);
     scratch.clear();

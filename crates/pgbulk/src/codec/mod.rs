@@ -76,6 +76,10 @@ pub struct ColumnType {
     pub kind: TypeKind,
     /// `format_type` of the declared type, e.g. `numeric(12,2)`.
     pub name: String,
+    /// For `varchar(n)` and `char(n)`: `n`. Longer values fail here, with
+    /// the row's position, rather than on the server (excess spaces are cut,
+    /// as PostgreSQL cuts them).
+    pub max_chars: Option<u32>,
 }
 
 impl ColumnType {
@@ -424,7 +428,11 @@ pub(crate) fn encode_text(text: &str, ty: &ColumnType, out: &mut Vec<u8>) -> Enc
         TypeKind::Float4 => scalar::float4(text, out),
         TypeKind::Float8 => scalar::float8(text, out),
         TypeKind::Numeric => numeric::encode(text, out),
-        TypeKind::Text | TypeKind::Json | TypeKind::Other => scalar::text(text, out),
+        TypeKind::Text => match ty.max_chars {
+            Some(max) => scalar::bounded_text(text, max, &ty.name, out),
+            None => scalar::text(text, out),
+        },
+        TypeKind::Json | TypeKind::Other => scalar::text(text, out),
         TypeKind::Jsonb => {
             out.push(1);
             scalar::text(text, out)

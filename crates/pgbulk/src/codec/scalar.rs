@@ -121,6 +121,20 @@ pub(super) fn text(text: &str, out: &mut Vec<u8>) -> Encoded {
     Ok(())
 }
 
+/// Text for `varchar(n)` / `char(n)`: at most `max` characters, beyond
+/// which only spaces may follow (and are cut).
+pub(super) fn bounded_text(text: &str, max: u32, type_name: &str, out: &mut Vec<u8>) -> Encoded {
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    match text.char_indices().nth(max) {
+        None => self::text(text, out),
+        Some((cut, _)) if text[cut..].bytes().all(|b| b == b' ') => self::text(&text[..cut], out),
+        Some(_) => Err(EncodeError(format!(
+            "value too long for type {type_name}: \"{}\"",
+            super::shorten(text)
+        ))),
+    }
+}
+
 fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),

@@ -8,6 +8,7 @@ fn ty(kind: TypeKind, oid: u32, name: &str) -> ColumnType {
         oid,
         kind,
         name: name.to_owned(),
+        max_chars: None,
     }
 }
 
