@@ -55,7 +55,6 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match what {
         "ingest" => runtime.block_on(bench_ingest(rows)),
-        "append" => runtime.block_on(bench_append(rows)),
         "load" => bench_load(args.get(1).is_some().then_some(rows)),
         other => bail!("unknown benchmark {other:?} (try: ingest [ROWS])"),
     }
@@ -201,6 +200,13 @@ fn report(label: &str, ours: f64, theirs: f64, bar: f64) {
     );
 }
 
+/// A scratch directory for the generated files (removed by the caller).
+fn work_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("pgbulk-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// Runs `cmd`, returning seconds and the child's peak RSS in MB.
 fn timed(cmd: &mut Command) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
@@ -294,8 +300,7 @@ fn bench_load(rows: Option<usize>) -> anyhow::Result<()> {
     let wide_rows = (narrow_rows / 5).max(1);
     let server = server()?;
     let bin = pgbulk_binary()?;
-    let dir = std::env::temp_dir().join(format!("pgbulk-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = work_dir()?;
     let narrow = dir.join("narrow.csv");
     let wide = dir.join("wide.csv");
     write_narrow(&narrow, narrow_rows)?;
@@ -398,30 +403,9 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Only the append, for profiling.
-async fn bench_append(rows: usize) -> anyhow::Result<()> {
-    let server = server()?;
-    let dir = std::env::temp_dir().join(format!("pgbulk-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let original = dir.join("narrow.csv");
-    write_csv(&original, rows, 0)?;
-    let cols = "(pos text, product text, day date, stock int";
-    let ours = pgbulk_ingest(
-        &server,
-        &format!("CREATE TABLE append_pgbulk {cols});"),
-        &original,
-        "append_pgbulk",
-    )
-    .await?;
-    println!("append: {ours:.2} s");
-    std::fs::remove_dir_all(&dir)?;
-    Ok(())
-}
-
 async fn bench_ingest(rows: usize) -> anyhow::Result<()> {
     let server = server()?;
-    let dir = std::env::temp_dir().join(format!("pgbulk-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = work_dir()?;
     let original = dir.join("narrow.csv");
     let changed = dir.join("narrow-changed.csv");
     write_csv(&original, rows, 0)?;
