@@ -516,7 +516,13 @@ async fn interrupted_load_keeps_whole_batches_and_resumes() {
         .and_then(|r| r.split(' ').next())
         .expect("count in message")
         .replace(',', "");
-    assert_eq!(reported.parse::<i64>().expect("number"), committed);
+    let reported: i64 = reported.parse().expect("number");
+    // A COMMIT in flight when the signal arrives may land unconfirmed: the
+    // message counts confirmed batches, so it can be one batch short.
+    assert!(
+        reported == committed || reported + 20_000 == committed,
+        "reported {reported}, committed {committed}"
+    );
     // The same command again continues where the first stopped.
     let out = run(pgbulk(&home).args(args(&[])));
     assert_ok(&out);
