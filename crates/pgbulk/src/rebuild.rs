@@ -345,6 +345,18 @@ fn comment_sql(comments: &[(Option<String>, String)], kind: &str, on: &str) -> V
         .collect()
 }
 
+/// The one text column `sql` returns for relation `oid` (definitions to
+/// replay after the swap).
+async fn definitions(tx: &Transaction<'_>, sql: &str, oid: Oid, what: &str) -> Result<Vec<String>> {
+    Ok(tx
+        .query(sql, &[&oid])
+        .await
+        .map_err(|e| Error::server(what, e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// Views and materialized views depending on `oid`, directly or through
 /// other views, deepest last.
 async fn dependent_views(tx: &Transaction<'_>, oid: Oid) -> Result<Vec<View>> {
@@ -380,16 +392,13 @@ async fn dependent_views(tx: &Transaction<'_>, oid: Oid) -> Result<Vec<View>> {
         } else {
             "VIEW"
         };
-        let indexes = tx
-            .query(
-                "SELECT pg_catalog.pg_get_indexdef(indexrelid) FROM pg_catalog.pg_index WHERE indrelid = $1",
-                &[&view_oid],
-            )
-            .await
-            .map_err(|e| Error::server("reading materialized view indexes", e))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let indexes = definitions(
+            tx,
+            "SELECT pg_catalog.pg_get_indexdef(indexrelid) FROM pg_catalog.pg_index WHERE indrelid = $1",
+            view_oid,
+            "reading materialized view indexes",
+        )
+        .await?;
         views.push(View {
             grants: grants(tx, view_oid, &on).await?,
             comments: comment_sql(&comments(tx, view_oid).await?, kind, &on),
@@ -462,16 +471,13 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    let triggers: Vec<String> = tx
-        .query(
-            "SELECT pg_catalog.pg_get_triggerdef(oid) FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal",
-            &[&oid],
-        )
-        .await
-        .map_err(|e| Error::server("reading triggers", e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let triggers = definitions(
+        tx,
+        "SELECT pg_catalog.pg_get_triggerdef(oid) FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal",
+        oid,
+        "reading triggers",
+    )
+    .await?;
     // Sequence positions of serial columns present in both tables.
     let sequences: Vec<(String, String)> = tx
         .query(
