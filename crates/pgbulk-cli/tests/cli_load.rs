@@ -5,11 +5,11 @@ use std::process::{Command, Stdio};
 
 use crate::harness::{Run, Scratch, TestDb, pgbulk, run};
 
-fn load(db: &TestDb, home: &Scratch, args: &[&str]) -> Run {
+pub(crate) fn load(db: &TestDb, home: &Scratch, args: &[&str]) -> Run {
     run(pgbulk(home).arg("load").arg("--db").arg(&db.url).args(args))
 }
 
-async fn rows(db: &TestDb, sql: &str) -> Vec<Vec<Option<String>>> {
+pub(crate) async fn rows(db: &TestDb, sql: &str) -> Vec<Vec<Option<String>>> {
     let client = db.connect().await;
     client
         .simple_query(sql)
@@ -25,7 +25,7 @@ async fn rows(db: &TestDb, sql: &str) -> Vec<Vec<Option<String>>> {
         .collect()
 }
 
-async fn count(db: &TestDb, table: &str) -> i64 {
+pub(crate) async fn count(db: &TestDb, table: &str) -> i64 {
     rows(db, &format!("SELECT count(*) FROM {table}")).await[0][0]
         .as_deref()
         .expect("count")
@@ -33,13 +33,13 @@ async fn count(db: &TestDb, table: &str) -> i64 {
         .expect("number")
 }
 
-fn s(v: &str) -> Option<String> {
+pub(crate) fn s(v: &str) -> Option<String> {
     Some(v.to_owned())
 }
 
 const SALES: &str = "PointOfSale;Product;Date;Stock\n121017;17240503103734;2019-08-17;2\n121017;17240503103735;2019-08-17;5\n121018;17240503103734;2019-08-18;1\n";
 
-fn assert_ok(out: &Run) {
+pub(crate) fn assert_ok(out: &Run) {
     assert_eq!(
         out.code, 0,
         "stdout: {}\nstderr: {}",
@@ -47,7 +47,7 @@ fn assert_ok(out: &Run) {
     );
 }
 
-fn assert_bad(out: &Run, message: &str) {
+pub(crate) fn assert_bad(out: &Run, message: &str) {
     assert_eq!(
         out.code, 9,
         "stdout: {}\nstderr: {}",

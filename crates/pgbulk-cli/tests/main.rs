@@ -3,6 +3,7 @@
 
 #![allow(unreachable_pub)]
 
+mod cli_first_contact;
 mod cli_load;
 mod cli_local;
 mod cli_ping;

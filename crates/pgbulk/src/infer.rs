@@ -195,6 +195,27 @@ mod tests {
         inf.columns().iter().map(|c| c.sql_type).collect()
     }
 
+    /// Inference tries every value as every candidate type, and names
+    /// become column names: arbitrary Unicode never panics.
+    #[test]
+    fn never_panics() {
+        use crate::arbitrary::{Strings, case_count, each_case};
+        let mut strings = Strings::new(31);
+        let seeds = [
+            "José Lu",
+            "2024-01-01",
+            "12.5",
+            "t",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        ];
+        each_case(&strings.cases(&seeds, case_count()), |text| {
+            let mut inf = Inference::new(&[text.to_owned(), "b".to_owned()]);
+            inf.add_row(&[Some(text), None]);
+            let columns = inf.columns();
+            let _ = create_table_sql(&TableName::new("public", text), &columns, &[]);
+        });
+    }
+
     #[test]
     fn narrowest_type_that_fits_every_value() {
         assert_eq!(

@@ -31,6 +31,8 @@
 //! ```
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
+#[cfg(test)]
+mod arbitrary;
 pub mod catalog;
 pub mod codec;
 pub mod connect;

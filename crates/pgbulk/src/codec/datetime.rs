@@ -78,7 +78,7 @@ fn parse_date(s: &str, bc: bool) -> Option<i64> {
     let (y, m, d) = if let Some((y, rest)) = s.split_once('-') {
         let (m, d) = rest.split_once('-')?;
         (y, m, d)
-    } else if s.len() == 8 {
+    } else if s.len() == 8 && s.is_ascii() {
         (&s[..4], &s[4..6], &s[6..])
     } else {
         return None;
@@ -165,7 +165,7 @@ fn split_offset(s: &str) -> Result<(&str, Option<i32>), ()> {
         let m = digits(p.next().ok_or(())?, 2).ok_or(())?;
         let sec = p.next().map_or(Some(0), |x| digits(x, 2)).ok_or(())?;
         (h, m, sec)
-    } else if zone.len() == 4 {
+    } else if zone.len() == 4 && zone.is_ascii() {
         (
             digits(&zone[..2], 2).ok_or(())?,
             digits(&zone[2..], 2).ok_or(())?,
@@ -305,7 +305,13 @@ fn parse_timestamp(text: &str, type_name: &str) -> Result<(Parsed, Option<i32>),
         Some(tp) => parse_time(tp).ok_or_else(|| invalid(type_name, text))?,
         None => 0,
     };
-    Ok((Parsed::Finite(days * USECS_PER_DAY + micros), offset))
+    // Years far past PostgreSQL's range overflow here: out of range, never
+    // a wrapped value.
+    let us = days
+        .checked_mul(USECS_PER_DAY)
+        .and_then(|us| us.checked_add(micros))
+        .ok_or_else(|| out_of_range(type_name, text))?;
+    Ok((Parsed::Finite(us), offset))
 }
 
 fn write_timestamp(
@@ -319,7 +325,9 @@ fn write_timestamp(
         Parsed::PosInfinity => i64::MAX,
         Parsed::NegInfinity => i64::MIN,
         Parsed::Finite(us) => {
-            let us = us - shift;
+            let us = us
+                .checked_sub(shift)
+                .ok_or_else(|| out_of_range(type_name, text))?;
             // 4714-11-24 BC to 294276-12-31 AD, as PostgreSQL allows.
             let low = (days_from_civil(-4713, 11, 24) - PG_EPOCH_DAYS) * USECS_PER_DAY;
             let high = (days_from_civil(294_277, 1, 1) - PG_EPOCH_DAYS) * USECS_PER_DAY;

@@ -146,3 +146,143 @@ fn shortens_long_values_and_escapes_controls() {
     assert!(shorten(&long).ends_with("..."));
     assert_eq!(shorten("a\0b\nc\u{1b}"), "a\\0b\\nc\\x1b");
 }
+
+/// Every type's text parser, and arrays of it, on arbitrary Unicode
+/// strings and mutations of valid inputs: an error or a value, never a
+/// panic.
+#[test]
+fn text_parsers_never_panic() {
+    use crate::arbitrary::{Strings, case_count, each_case};
+    let kinds = [
+        (TypeKind::Bool, 16, "boolean", vec!["true", "off", "y"]),
+        (TypeKind::Int2, 21, "smallint", vec!["-32768", " 12 "]),
+        (TypeKind::Int4, 23, "integer", vec!["2147483647", "+1"]),
+        (TypeKind::Int8, 20, "bigint", vec!["-9223372036854775808"]),
+        (
+            TypeKind::Float4,
+            700,
+            "real",
+            vec!["1.5e10", "NaN", "-Infinity"],
+        ),
+        (
+            TypeKind::Float8,
+            701,
+            "double precision",
+            vec!["1e-320", "inf"],
+        ),
+        (
+            TypeKind::Numeric,
+            1700,
+            "numeric",
+            vec!["-12.345e-3", "NaN", ".5"],
+        ),
+        (TypeKind::Text, 25, "text", vec!["José Lu"]),
+        (TypeKind::Bytea, 17, "bytea", vec!["\\x0aff", "a\\\\b\\001"]),
+        (
+            TypeKind::Date,
+            1082,
+            "date",
+            vec!["2024-01-31", "20240131", "4713-11-24 BC", "infinity"],
+        ),
+        (
+            TypeKind::Time,
+            1083,
+            "time",
+            vec!["10:00", "23:59:59.999999", "24:00:00"],
+        ),
+        (
+            TypeKind::TimeTz(3600),
+            1266,
+            "timetz",
+            vec!["10:00+01", "10:00:00-0530", "10:00Z"],
+        ),
+        (
+            TypeKind::Timestamp,
+            1114,
+            "timestamp",
+            vec!["2024-01-01 10:00:00", "2024-01-01T10:00:00.5", "epoch"],
+        ),
+        (
+            TypeKind::TimestampTz(0),
+            1184,
+            "timestamptz",
+            vec![
+                "2024-01-01 10:00+1",
+                "2024-01-01 10:00:00-05:30:15",
+                "2024-01-01 10:00 UTC",
+            ],
+        ),
+        (
+            TypeKind::Interval,
+            1186,
+            "interval",
+            vec![
+                "1 year 2 mons -3 days 04:05:06.5",
+                "@ 1 hour ago",
+                "P1Y2M3DT4H5M6.5S",
+                "3days",
+            ],
+        ),
+        (
+            TypeKind::Uuid,
+            2950,
+            "uuid",
+            vec![
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+                "{a0eebc999c0b4ef8bb6d6bb9bd380a11}",
+            ],
+        ),
+        (TypeKind::Json, 114, "json", vec!["{\"a\": [1, null]}"]),
+        (TypeKind::Jsonb, 3802, "jsonb", vec!["[true]"]),
+        (
+            TypeKind::Inet,
+            869,
+            "inet",
+            vec!["192.168.0.1/24", "::ffff:1.2.3.4", "fe80::1%eth0"],
+        ),
+        (
+            TypeKind::Cidr,
+            650,
+            "cidr",
+            vec!["10.0.0.0/8", "2001:db8::/32"],
+        ),
+        (
+            TypeKind::MacAddr,
+            829,
+            "macaddr",
+            vec!["08:00:2b:01:02:03", "0800.2b01.0203"],
+        ),
+    ];
+    let mut strings = Strings::new(7);
+    for (kind, oid, name, seeds) in kinds {
+        let scalar = ty(kind, oid, name);
+        let array = ty(
+            TypeKind::Array(Box::new(scalar.clone())),
+            0,
+            &format!("{name}[]"),
+        );
+        let mut array_seeds: Vec<String> =
+            seeds.iter().map(|s| format!("{{\"{s}\",NULL}}")).collect();
+        array_seeds.push("{{1,2},{3,4}}".to_owned());
+        array_seeds.push("[0:1]={a,b}".to_owned());
+        let cases = strings.cases(&seeds, case_count());
+        each_case(&cases, |text| {
+            let _ = body(text, &scalar);
+        });
+        let array_seeds: Vec<&str> = array_seeds.iter().map(String::as_str).collect();
+        let cases = strings.cases(&array_seeds, case_count() / 4);
+        each_case(&cases, |text| {
+            let _ = body(text, &array);
+        });
+    }
+    let bounded = ColumnType {
+        max_chars: Some(3),
+        ..ty(TypeKind::Text, 1043, "character varying(3)")
+    };
+    each_case(&strings.cases(&["abc  ", "é  "], case_count()), |text| {
+        let _ = body(text, &bounded);
+    });
+    each_case(&strings.cases(&["José Lu"], case_count()), |text| {
+        let _ = shorten(text);
+    });
+}

@@ -53,17 +53,10 @@ pub(crate) fn load(env: &Environment, name: &str) -> Result<Vec<(String, String)
             Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
         };
         searched.push(path.display().to_string());
-        let file: File = toml::from_str(&text).map_err(|e| {
-            Error::config(format!(
-                "invalid profile file {}: {}",
-                path.display(),
-                e.message()
-            ))
-        })?;
-        if let Some(profile) = file.profiles.get(name) {
-            return settings(&path, name, profile);
+        match parse(&text, &path, name)? {
+            Ok(settings) => return Ok(settings),
+            Err(names) => known.extend(names),
         }
-        known.extend(file.profiles.into_keys());
     }
     known.sort();
     known.dedup();
@@ -76,6 +69,30 @@ pub(crate) fn load(env: &Environment, name: &str) -> Result<Vec<(String, String)
         "profile \"{name}\" not found in {} ({known})",
         searched.join(" or ")
     )))
+}
+
+/// A profile's settings, or the names of the profiles a file defines
+/// instead.
+pub(crate) type Lookup = std::result::Result<Vec<(String, String)>, Vec<String>>;
+
+/// The settings of profile `name` in the text of profile file `path`, or
+/// the names of the profiles it defines when it has no such profile.
+pub(crate) fn parse(
+    text: &str,
+    path: &Path,
+    name: &str,
+) -> Result<Lookup> {
+    let file: File = toml::from_str(text).map_err(|e| {
+        Error::config(format!(
+            "invalid profile file {}: {}",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    match file.profiles.get(name) {
+        Some(profile) => settings(path, name, profile).map(Ok),
+        None => Ok(Err(file.profiles.into_keys().collect())),
+    }
 }
 
 fn settings(

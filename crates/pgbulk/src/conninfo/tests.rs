@@ -346,3 +346,46 @@ fn percent_encoding_round_trips() {
     let encoded = percent_encode(raw);
     assert_eq!(parse::decode(&encoded, "x").expect("decodes"), raw);
 }
+
+/// Connection strings, URIs, pgpass lines, service files and profile files
+/// from arbitrary Unicode: a result or an error, never a panic.
+#[test]
+fn parsers_never_panic() {
+    use crate::arbitrary::{Strings, case_count, each_case};
+    let mut strings = Strings::new(23);
+    let conn_seeds = [
+        "postgresql://us%20er:p%40ss@[::1]:5433,host2/db?sslmode=require&application_name=é",
+        "host=a port=5432 dbname='my db' password='it\\'s'",
+        "postgres://h/d?options=-c%20x%3Dy",
+        "mydb",
+    ];
+    each_case(&strings.cases(&conn_seeds, case_count()), |text| {
+        let _ = parse::parse(text);
+        let _ = parse::decode(text, "test");
+        let request = Request {
+            db: Some(text.to_owned()),
+            profile: None,
+        };
+        let _ = resolve(&request, &Environment::empty().with_os_user("u"));
+    });
+    let pgpass_seeds = [
+        "h:5432:db:u:secret\n*:*:*:*:x\\:y",
+        "# comment\nhost\\:1:*:d:u:p\\\\w",
+    ];
+    each_case(&strings.cases(&pgpass_seeds, case_count()), |text| {
+        let _ = pgpass::find(text, "h", "5432", "db", "u");
+        let _ = pgpass::find(text, "hé", "", "", "");
+    });
+    let service_seeds = ["[svc]\nhost=a\nport = 5\n# c\n[other]\nx=y", "[svc\nhost"];
+    let file = std::path::Path::new("pg_service.conf");
+    each_case(&strings.cases(&service_seeds, case_count()), |text| {
+        let _ = service::find(text, file, "svc");
+    });
+    let profile_seeds = [
+        "[profiles.dev]\nurl = \"postgresql://h/d\"\nport = 5432\n",
+        "[profiles.é]\nsslmode = \"verify-full\"\nkeepalives = true",
+    ];
+    each_case(&strings.cases(&profile_seeds, case_count()), |text| {
+        let _ = profile::parse(text, std::path::Path::new("pgbulk.toml"), "dev");
+    });
+}

@@ -108,3 +108,49 @@ fn skip_lines_ignores_quotes() {
     let rec = r.read_record().expect("ok").expect("record");
     assert_eq!((rec.line, rec.get(0)), (3, Some(&b"a"[..])));
 }
+
+/// The reader on arbitrary bytes in several dialects: records or an error,
+/// never a panic; and reading resumes where `offset` said.
+#[test]
+fn reader_never_panics() {
+    use crate::arbitrary::{Strings, case_count, each_case};
+    let mut strings = Strings::new(11);
+    let seeds = [
+        "a,b\n1,\"x\"\"y\"\n",
+        "\"multi\nline\",2\r\n3,\\N\n",
+        "p;q\n\"unclosed\n",
+        "\u{feff}h1\th2\n1\t2",
+    ];
+    let cases = strings.cases(&seeds, case_count());
+    let dialects = [
+        Dialect::default(),
+        Dialect {
+            delimiter: b';',
+            null: b"\\N".to_vec(),
+            ..Dialect::default()
+        },
+        Dialect {
+            delimiter: b'\t',
+            escape: b'\\',
+            ..Dialect::default()
+        },
+    ];
+    each_case(&cases, |text| {
+        for dialect in &dialects {
+            let mut r = Reader::new(text.as_bytes(), dialect.clone());
+            r.keep_raw(true);
+            for _ in 0..100 {
+                match r.read_record() {
+                    Ok(Some(rec)) => {
+                        for i in 0..rec.len() {
+                            let _ = rec.get(i);
+                            let _ = rec.raw_field(i);
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let _ = r.take_raw();
+        }
+    });
+}
