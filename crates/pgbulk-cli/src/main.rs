@@ -414,8 +414,14 @@ async fn load(
     for m in &report.migrations {
         tracing::info!("migrated: {m}");
     }
+    for note in &report.ledger_notes {
+        eprintln!("pgbulk: {note}");
+    }
     if report.already_loaded {
-        println!("{inputs} was loaded completely before; nothing to do (--restart loads it again)");
+        println!(
+            "{inputs} was loaded completely into {} by an earlier run with the same options, and the table has not been emptied or rewritten since; nothing to do (--restart loads it again)",
+            opts.table
+        );
         return Ok(0);
     }
     if let Some(rows) = report.resumed_after_rows {

@@ -103,6 +103,18 @@ async fn stored(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// A resume state stored with a committed batch, for the table that exists
+/// now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResume {
+    /// The state the source stored.
+    pub state: serde_json::Value,
+    /// Whether the table's storage changed since (`TRUNCATE`, `VACUUM
+    /// FULL`, `CLUSTER`, a rewriting `ALTER TABLE`): rows the state counts
+    /// may be gone.
+    pub rewritten: bool,
+}
+
 /// The resume state stored with the last committed batch of the ingest
 /// keyed by `first`, if any and if it was stored for the table that exists
 /// now (not one dropped and created again since).
@@ -110,7 +122,7 @@ pub async fn read_resume(
     client: &impl GenericClient,
     first: &TableName,
     key: &str,
-) -> Result<Option<serde_json::Value>> {
+) -> Result<Option<StoredResume>> {
     let schema = first.schema_or_public();
     let Some(oid) = crate::schema::facts::table_oid(client, schema, &first.name).await? else {
         return Ok(None);
@@ -120,7 +132,22 @@ pub async fn read_resume(
     };
     let same_table =
         stored.get("table_oid").and_then(serde_json::Value::as_u64) == Some(u64::from(oid));
-    Ok(same_table.then(|| stored.get("state").cloned()).flatten())
+    let Some(state) = stored.get("state").filter(|_| same_table).cloned() else {
+        return Ok(None);
+    };
+    let filenode: Option<u32> = client
+        .query_one(
+            "SELECT pg_catalog.pg_relation_filenode($1::oid::regclass)",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::server("reading the table's storage", e))?
+        .get(0);
+    let rewritten = stored
+        .get("relfilenode")
+        .and_then(serde_json::Value::as_u64)
+        .is_some_and(|stored| Some(stored) != filenode.map(u64::from));
+    Ok(Some(StoredResume { state, rewritten }))
 }
 
 /// The watermark in a pg-bulk-ingest table comment, if there is one.
@@ -142,12 +169,13 @@ fn parse(text: Option<String>) -> Result<Option<serde_json::Value>> {
 }
 
 /// Writes the watermark (and the batch's metadata and resume state, tied
-/// to the first table's oid) in the caller's transaction.
+/// to the first table as it is in this transaction: its oid and its
+/// storage, so a table dropped, truncated or rewritten since is noticed) in
+/// the caller's transaction.
 pub(crate) async fn write(
     client: &impl GenericClient,
     first: &TableName,
     key: &str,
-    first_oid: Option<u32>,
     high_watermark: Option<&serde_json::Value>,
     metadata: &serde_json::Value,
     resume: Option<&serde_json::Value>,
@@ -155,17 +183,22 @@ pub(crate) async fn write(
     let schema = first.schema_or_public();
     let sql = format!(
         "INSERT INTO {t} AS w (table_name, high_watermark, batch_metadata, resume, updated_at) \
-         VALUES ($1, $2::text::jsonb, $3::text::jsonb, $4::text::jsonb, now()) \
+         SELECT $1, $2::text::jsonb, $3::text::jsonb, \
+         CASE WHEN $4::text IS NOT NULL THEN pg_catalog.jsonb_build_object(\
+         'table_oid', c.oid::bigint, \
+         'relfilenode', pg_catalog.pg_relation_filenode(c.oid)::bigint, \
+         'state', $4::text::jsonb) END, now() \
+         FROM (SELECT pg_catalog.to_regclass($5)::oid AS oid) c \
          ON CONFLICT (table_name) DO UPDATE SET high_watermark = EXCLUDED.high_watermark, \
          batch_metadata = EXCLUDED.batch_metadata, resume = EXCLUDED.resume, updated_at = now()",
         t = table(schema).quoted()
     );
     let hw = high_watermark.map(serde_json::Value::to_string);
     let meta = metadata.to_string();
-    let resume = resume
-        .map(|state| serde_json::json!({ "table_oid": first_oid, "state": state }).to_string());
+    let resume = resume.map(serde_json::Value::to_string);
+    let regclass = first.quoted();
     client
-        .execute(&sql, &[&key, &hw, &meta, &resume])
+        .execute(&sql, &[&key, &hw, &meta, &resume, &regclass])
         .await
         .map_err(|e| Error::server("writing the high watermark", e))?;
     Ok(())

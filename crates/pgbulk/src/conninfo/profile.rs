@@ -77,11 +77,7 @@ pub(crate) type Lookup = std::result::Result<Vec<(String, String)>, Vec<String>>
 
 /// The settings of profile `name` in the text of profile file `path`, or
 /// the names of the profiles it defines when it has no such profile.
-pub(crate) fn parse(
-    text: &str,
-    path: &Path,
-    name: &str,
-) -> Result<Lookup> {
+pub(crate) fn parse(text: &str, path: &Path, name: &str) -> Result<Lookup> {
     let file: File = toml::from_str(text).map_err(|e| {
         Error::config(format!(
             "invalid profile file {}: {}",

@@ -220,12 +220,10 @@ pub(super) async fn load_batch(
         BatchWatermark::Computed(f) => f(),
     };
     if ctx.write_watermark {
-        let first_oid = targets.iter().find(|t| t.name == *first).map(|t| t.oid);
         watermark::write(
             &tx,
             first,
             &watermark::key(first, options.stream.as_deref()),
-            first_oid,
             high_watermark.as_ref(),
             &batch.metadata,
             resume.as_ref(),

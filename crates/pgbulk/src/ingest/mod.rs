@@ -646,7 +646,6 @@ async fn swap_in(
         &tx,
         first,
         &watermark::key(first, options.stream.as_deref()),
-        None,
         last.high_watermark.as_ref(),
         &last.metadata,
         last.resume.as_ref(),

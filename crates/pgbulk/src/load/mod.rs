@@ -11,6 +11,7 @@
 //! `file:line:field`, the column, the value and the reason, or, with a limit
 //! and a reject file, are written there exactly as they were in the input.
 
+mod ledger;
 mod reader;
 mod sample;
 mod streams;
@@ -199,10 +200,14 @@ pub struct LoadReport {
     /// Rows of the inputs already loaded by an earlier, interrupted run and
     /// skipped now.
     pub resumed_after_rows: Option<u64>,
-    /// The inputs were loaded completely before: nothing was done.
+    /// The same load (inputs and options) completed before, and the table
+    /// was not emptied or rewritten since: nothing was done.
     pub already_loaded: bool,
     /// Migrations applied.
     pub migrations: Vec<String>,
+    /// Why an earlier run's ledger was not followed (the table was emptied
+    /// or rewritten since).
+    pub ledger_notes: Vec<String>,
 }
 
 /// Loads the inputs into the table. See the module documentation.
@@ -299,17 +304,29 @@ pub async fn load(
         )));
     }
 
-    // Where an earlier run of the same inputs stopped.
+    // Where an earlier run of the same load stopped: its ledger rows are
+    // kept under the load's fingerprint (see `ledger`).
     let identities: Vec<Option<serde_json::Value>> = sources.iter().map(Source::identity).collect();
-    let resumable = matches!(mode, LoadMode::Append | LoadMode::Upsert)
-        && identities.iter().all(Option::is_some)
-        && !opts.single_transaction;
-    let options = engine_options(mode, key.as_ref(), &table, opts, &progress);
+    let resumable = identities.iter().all(Option::is_some) && !opts.single_transaction;
+    // The key rows are matched on: named, else the primary key (so naming
+    // the primary key's columns or not is the same load).
+    let effective_key = key
+        .clone()
+        .or_else(|| facts.primary_key.as_ref().map(|(_, cols)| cols.clone()));
+    let fingerprint =
+        resumable.then(|| ledger::fingerprint(&identities, mode, effective_key.as_ref(), opts));
+    let ledger_name = |part: Option<&str>| {
+        fingerprint.as_ref().map(|fp| match part {
+            Some(part) => format!("load:{fp}:{part}"),
+            None => format!("load:{fp}"),
+        })
+    };
+    let mut options = engine_options(mode, key.as_ref(), &table, opts, &progress);
 
     // One stream, or two reading halves of one big file on two connections
     // (the server's work is then spread over two backends).
     let mut streams = vec![Stream {
-        name: None,
+        name: ledger_name(None),
         start: Position::default(),
         limit: None,
         credit: 0,
@@ -320,6 +337,7 @@ pub async fn load(
     if opts.streams > 1
         && narrow
         && resumable
+        && matches!(mode, LoadMode::Append | LoadMode::Upsert)
         && sample.is_none()
         && parallel_input(&sources, opts)?
     {
@@ -329,13 +347,13 @@ pub async fn load(
             clients.push(second);
             streams = vec![
                 Stream {
-                    name: Some("1".to_owned()),
+                    name: ledger_name(Some("1")),
                     start: Position::default(),
                     limit: Some(offset),
                     credit: 0,
                 },
                 Stream {
-                    name: Some("2".to_owned()),
+                    name: ledger_name(Some("2")),
                     start: Position {
                         file: 0,
                         offset,
@@ -348,20 +366,36 @@ pub async fn load(
             ];
         }
     }
+    let mut table_empty: Option<bool> = None;
     for stream in &mut streams {
         if !resumable || opts.restart {
             continue;
         }
         let key = watermark::key(&table, stream.name.as_deref());
-        let Some(state) = watermark::read_resume(&clients[0], &table, &key).await? else {
-            continue;
-        };
-        if state.get("inputs") == Some(&serde_json::json!(identities))
-            && state.get("limit").and_then(serde_json::Value::as_u64) == stream.limit
-        {
-            let resumed = Position::from_json(&state);
-            stream.credit = resumed.offset.saturating_sub(stream.start.offset);
-            stream.start = resumed;
+        let stored = watermark::read_resume(&clients[0], &table, &key).await?;
+        if stored.is_some() && table_empty.is_none() {
+            table_empty = Some(is_empty(&clients[0], &table).await?);
+        }
+        let verdict = ledger::judge(
+            stored.as_ref(),
+            stream.limit,
+            mode,
+            table_empty.unwrap_or(false),
+            &table.to_string(),
+        );
+        match verdict {
+            ledger::Verdict::Resume(resumed) => {
+                stream.credit = resumed.offset.saturating_sub(stream.start.offset);
+                stream.start = resumed;
+            }
+            ledger::Verdict::Fresh(why) => {
+                if let Some(why) = why {
+                    if !report.ledger_notes.contains(&why) {
+                        report.ledger_notes.push(why);
+                    }
+                }
+            }
+            ledger::Verdict::Refuse(why) => return Err(Error::config(why)),
         }
     }
     if streams.iter().all(|s| s.start.file >= sources.len()) {
@@ -372,6 +406,14 @@ pub async fn load(
     let resumed: u64 = streams.iter().map(|s| s.start.rows).sum();
     if resumed > 0 {
         report.resumed_after_rows = Some(resumed);
+    }
+    let started_before = streams
+        .iter()
+        .any(|s| s.start.file > 0 || s.start.offset > 0 || s.start.rows > 0);
+    if started_before && mode == LoadMode::Replace {
+        // The interrupted run's first batch deleted the old rows and
+        // committed: continuing must not delete what it loaded.
+        options.mode = Mode::Upsert;
     }
 
     let rejects = match &opts.reject_file {
@@ -415,6 +457,10 @@ pub async fn load(
     let engine = if streams.len() == 1 {
         let shared = make_shared(&streams[0], sample);
         let batches = std::iter::from_fn(move || next_batch(&shared, batch_rows).transpose());
+        let options = Options {
+            stream: streams[0].name.clone(),
+            ..options
+        };
         ingest::ingest(&mut clients[0], &declaration, |_| batches, &options).await?
     } else {
         // Create and migrate once, then load both halves at once.
@@ -557,6 +603,18 @@ fn match_column(facts: &TableFacts, name: &str) -> Option<String> {
         .iter()
         .find(|c| **c == normalized)
         .map(|c| (*c).to_owned())
+}
+
+/// Whether `table` holds no row.
+async fn is_empty(client: &Client, table: &TableName) -> Result<bool> {
+    let row = client
+        .query_one(
+            &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", table.quoted()),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::server(&format!("reading {table}"), e))?;
+    Ok(row.get(0))
 }
 
 fn empty_file(name: &str) -> Error {

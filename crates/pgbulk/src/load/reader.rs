@@ -267,6 +267,21 @@ impl Shared {
                 }
             }
         }
+        if file_columns.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Data,
+                format!(
+                    "{file}:{line}: no column of the input matches a column of {} (the input has: {}; the table has: {}); is the delimiter right?",
+                    self.table,
+                    names
+                        .iter()
+                        .map(|n| format!("\"{}\"", shorten(n)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    table_columns.join(", ")
+                ),
+            ));
+        }
         for c in &self.facts.columns {
             let required =
                 c.not_null && c.default.is_none() && c.identity.is_none() && c.generated.is_none();
