@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pgbulk::conninfo::{Environment, Request};
 use pgbulk::csv::Dialect;
+use pgbulk::ingest::OnDuplicate;
 use pgbulk::input::Source;
 use pgbulk::load::{LoadMode, LoadOptions, Progress};
 use pgbulk::local::{Cluster, Status};
@@ -122,6 +123,13 @@ enum ModeArg {
     ReplaceAtomic,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OnDuplicateArg {
+    Last,
+    First,
+    Error,
+}
+
 #[derive(Debug, Args)]
 struct LoadArgs {
     /// Input files; none or - reads stdin.
@@ -144,6 +152,9 @@ struct LoadArgs {
     /// Upsert on these columns (default: the primary key).
     #[arg(long, value_delimiter = ',', value_name = "COL,...")]
     key: Option<Vec<String>>,
+    /// When rows of one batch repeat a key: keep the last, the first, or fail (error).
+    #[arg(long, value_enum, default_value = "last", value_name = "WHICH")]
+    on_duplicate: OnDuplicateArg,
     /// Rows per batch; each batch commits.
     #[arg(long, default_value_t = pgbulk::load::DEFAULT_BATCH_ROWS, value_name = "N")]
     batch_rows: u64,
@@ -361,6 +372,11 @@ async fn load(
         ModeArg::ReplaceAtomic => LoadMode::ReplaceAtomic,
     });
     opts.key = args.key;
+    opts.on_duplicate = match args.on_duplicate {
+        OnDuplicateArg::Last => OnDuplicate::Last,
+        OnDuplicateArg::First => OnDuplicate::First,
+        OnDuplicateArg::Error => OnDuplicate::Error,
+    };
     opts.batch_rows = args.batch_rows;
     opts.single_transaction = args.single_transaction;
     opts.max_errors = args.max_errors;
@@ -441,6 +457,16 @@ async fn load(
     );
     if report.deleted > 0 {
         summary.push_str(&format!(", {} deleted", thousands(report.deleted)));
+    }
+    if report.repeated > 0 {
+        let kept = match opts.on_duplicate {
+            OnDuplicate::First => "first",
+            _ => "last",
+        };
+        summary.push_str(&format!(
+            ", {} repeated a key already in their batch (the {kept} row per key was kept)",
+            thousands(report.repeated)
+        ));
     }
     summary.push_str(&format!(", {} rejected", thousands(report.rejected)));
     if report.rejected > 0 {

@@ -189,3 +189,59 @@ async fn changed_options_are_a_new_load() {
     assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
     assert_eq!(count(&db, "m").await, 2);
 }
+
+#[tokio::test]
+async fn repeated_keys_are_counted_and_said() {
+    let db = TestDb::new("fc_repeats").await;
+    let home = Scratch::new("fc-repeats");
+    home.file(
+        "f.csv",
+        "day,flight,carrier,dep\n1,10,AA,a\n1,10,AA,b\n2,10,AA,c\n1,10,AA,d\n3,11,UA,e\n",
+        0o644,
+    );
+    let key = ["--key", "day,flight,carrier"];
+    let out = load(&db, &home, &[&["f.csv", "-t", "last"][..], &key].concat());
+    assert_ok(&out);
+    assert!(
+        out.stdout.contains("3 inserted, 0 updated, 0 unchanged, 2 repeated a key already in their batch (the last row per key was kept)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        rows(&db, "SELECT dep FROM last ORDER BY day").await,
+        vec![vec![s("d")], vec![s("c")], vec![s("e")]]
+    );
+    let first = load(
+        &db,
+        &home,
+        &[
+            &["f.csv", "-t", "first", "--on-duplicate", "first"][..],
+            &key,
+        ]
+        .concat(),
+    );
+    assert_ok(&first);
+    assert!(
+        first.stdout.contains("the first row per key was kept"),
+        "{}",
+        first.stdout
+    );
+    assert_eq!(
+        rows(&db, "SELECT dep FROM first ORDER BY day").await,
+        vec![vec![s("a")], vec![s("c")], vec![s("e")]]
+    );
+    assert_bad(
+        &load(
+            &db,
+            &home,
+            &[
+                &["f.csv", "-t", "strict", "--on-duplicate", "error"][..],
+                &key,
+            ]
+            .concat(),
+        ),
+        "batch 1, table public.strict: 2 rows repeat the key of another row in the same batch, e.g. (\"day\", \"flight\", \"carrier\") = (1,10,AA); --on-duplicate last or first keeps one row per key",
+    );
+    assert_eq!(count(&db, "pg_class WHERE relname = 'strict'").await, 1);
+    assert_eq!(count(&db, "strict").await, 0);
+}

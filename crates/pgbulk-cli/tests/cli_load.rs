@@ -126,7 +126,7 @@ async fn sales_file_inferred_then_upserted_with_a_key() {
     assert_ok(&out);
     assert!(
         out.stdout
-            .contains("4 rows read, 1 inserted, 1 updated, 2 unchanged"),
+            .contains("4 rows read, 1 inserted, 1 updated, 1 unchanged, 1 repeated a key already in their batch (the last row per key was kept)"),
         "{}",
         out.stdout
     );

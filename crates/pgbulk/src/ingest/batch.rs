@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 
 use tokio_postgres::Client;
 
-use super::merge::{cast_list, column_list, merge_statement, on_conflict_statement, xact_stats};
+use super::merge::{
+    cast_list, column_list, key_list, merge_statement, on_conflict_statement, repeats, xact_stats,
+};
 use super::stage::stage_rows;
 use super::target::{Target, Targets, read_targets};
 use super::{
     Batch, BatchContext, BatchInfo, BatchWatermark, Committed, Counts, LOCK_NAMESPACE, Mode,
-    Report, Rows,
+    OnDuplicate, Report, Rows,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::rebuild;
@@ -182,6 +184,26 @@ pub(super) async fn load_batch(
                 &context(&target.name, "upserting"),
             )
         };
+        // Repeated keys (the client's key hashes said so): counted, and
+        // one row per key kept or the batch refused.
+        let mut repeated = 0;
+        if duplicates {
+            let (n, example) = repeats(&tx, target, &stage).await?;
+            if n > 0 && options.on_duplicate == OnDuplicate::Error {
+                return Err(Error::new(
+                    ErrorKind::Data,
+                    format!(
+                        "batch {number}, table {}: {n} rows repeat the key of another row in the same batch, e.g. ({}) = {}; --on-duplicate last or first keeps one row per key",
+                        target.name,
+                        key_list(target),
+                        example.unwrap_or_default()
+                    ),
+                ));
+            }
+            repeated = n;
+        }
+        let duplicates = (repeated > 0).then_some(options.on_duplicate);
+        c.repeated += repeated;
         let (inserted, updated) = if ctx.merge {
             if let Some(work_mem) = &options.merge_work_mem {
                 tx.batch_execute(&format!("SET LOCAL work_mem = {}", quote_literal(work_mem)))
@@ -209,7 +231,7 @@ pub(super) async fn load_batch(
         };
         c.inserted += inserted;
         c.updated += updated;
-        c.unchanged += copied.saturating_sub(inserted + updated);
+        c.unchanged += copied.saturating_sub(inserted + updated + repeated);
     }
     // 4. Rebuilt tables take their place; watermark, hook, commit.
     for new in &news {

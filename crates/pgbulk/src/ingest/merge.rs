@@ -2,6 +2,7 @@
 
 use tokio_postgres::Transaction;
 
+use super::OnDuplicate;
 use super::target::Target;
 use crate::catalog::Column;
 use crate::codec::{ColumnType, TypeKind};
@@ -88,15 +89,48 @@ pub(super) fn comparable_list(columns: &[&Column], expr: impl Fn(&Column) -> Str
         .join(", ")
 }
 
-/// The staged rows, one per key: the last in arrival order when the batch
-/// repeats a key (sorted only then).
-pub(super) fn merge_source(target: &Target, stage: &str, duplicates: bool) -> String {
-    if duplicates {
-        let key = key_list(target);
-        format!("(SELECT DISTINCT ON ({key}) * FROM {stage} ORDER BY {key}, ctid DESC) s")
-    } else {
-        format!("{stage} s")
+/// The staged rows, one per key: the last (or first) in arrival order when
+/// the batch repeats a key (sorted only then). A staging table is only
+/// appended to, so `ctid` order is arrival order.
+pub(super) fn merge_source(
+    target: &Target,
+    stage: &str,
+    duplicates: Option<OnDuplicate>,
+) -> String {
+    match duplicates {
+        Some(which) => {
+            let key = key_list(target);
+            let order = if which == OnDuplicate::First {
+                "ASC"
+            } else {
+                "DESC"
+            };
+            format!("(SELECT DISTINCT ON ({key}) * FROM {stage} ORDER BY {key}, ctid {order}) s")
+        }
+        None => format!("{stage} s"),
     }
+}
+
+/// Rows of the staged batch that repeat the key of another, and one such
+/// key in its text form.
+pub(super) async fn repeats(
+    tx: &Transaction<'_>,
+    target: &Target,
+    stage: &str,
+) -> Result<(u64, Option<String>)> {
+    let key = key_list(target);
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT COALESCE(sum(n - 1), 0)::bigint, \
+                 (pg_catalog.array_agg(k) FILTER (WHERE n > 1))[1] \
+                 FROM (SELECT count(*) AS n, ROW({key})::text AS k FROM {stage} GROUP BY {key}) g"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::server("counting repeated keys", e))?;
+    Ok((u64::try_from(row.get::<_, i64>(0)).unwrap_or(0), row.get(1)))
 }
 
 pub(super) fn key_list(target: &Target) -> String {
@@ -121,7 +155,11 @@ pub(super) fn staged(column: &Column) -> String {
 /// The upsert as `MERGE` (PostgreSQL 15+): one hash join of the batch with
 /// the table; a matched row is updated only when a non-key column differs,
 /// so unchanged rows are neither rewritten nor locked (no WAL).
-pub(super) fn merge_statement(target: &Target, stage: &str, duplicates: bool) -> String {
+pub(super) fn merge_statement(
+    target: &Target,
+    stage: &str,
+    duplicates: Option<OnDuplicate>,
+) -> String {
     let t = target.write.quoted();
     let on: Vec<String> = target
         .key
@@ -159,7 +197,11 @@ pub(super) fn merge_statement(target: &Target, stage: &str, duplicates: bool) ->
 /// The upsert before PostgreSQL 15: `INSERT ... ON CONFLICT DO UPDATE`,
 /// guarded so unchanged rows are not rewritten, counting inserts and
 /// updates from `RETURNING`.
-pub(super) fn on_conflict_statement(target: &Target, stage: &str, duplicates: bool) -> String {
+pub(super) fn on_conflict_statement(
+    target: &Target,
+    stage: &str,
+    duplicates: Option<OnDuplicate>,
+) -> String {
     let t = target.write.quoted();
     let key = key_list(target);
     let source = merge_source(target, stage, duplicates);

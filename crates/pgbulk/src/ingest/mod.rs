@@ -77,6 +77,18 @@ pub enum Upsert {
     Append,
 }
 
+/// Which row wins when rows of one batch repeat a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDuplicate {
+    /// The last row in arrival order (as repeated upserts would).
+    #[default]
+    Last,
+    /// The first row.
+    First,
+    /// None: the batch fails, naming a repeated key.
+    Error,
+}
+
 /// Which high watermark the source is started from.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum HighWatermark {
@@ -313,6 +325,8 @@ pub struct Options {
     /// Upsert keys other than the primary key, by table (`schema.table`):
     /// the columns rows are matched on.
     pub keys: BTreeMap<String, Vec<String>>,
+    /// Which row wins when rows of a batch repeat a key.
+    pub on_duplicate: OnDuplicate,
     /// Called after each batch commits (progress, interrupt summaries).
     pub on_commit: Option<OnCommit>,
     /// For one of several parallel streams into the same tables: the
@@ -331,6 +345,7 @@ impl Default for Options {
             merge_work_mem: Some("256MB".to_owned()),
             upsert: Upsert::Auto,
             keys: BTreeMap::new(),
+            on_duplicate: OnDuplicate::Last,
             on_commit: None,
             stream: None,
         }
@@ -347,6 +362,7 @@ impl std::fmt::Debug for Options {
             .field("merge_work_mem", &self.merge_work_mem)
             .field("upsert", &self.upsert)
             .field("keys", &self.keys)
+            .field("on_duplicate", &self.on_duplicate)
             .field("on_commit", &self.on_commit.is_some())
             .field("stream", &self.stream)
             .finish()
@@ -360,19 +376,23 @@ pub struct Counts {
     pub inserted: u64,
     /// Existing rows whose values changed.
     pub updated: u64,
-    /// Rows whose key existed with the same values (not rewritten), and
-    /// earlier rows for a key repeated in the same batch.
+    /// Rows whose key existed with the same values (not rewritten).
     pub unchanged: u64,
     /// Rows deleted (delete-then-upsert, first batch).
     pub deleted: u64,
+    /// Rows left out because another row of the same batch had the same
+    /// key (see [`OnDuplicate`]).
+    pub repeated: u64,
 }
 
 impl Counts {
-    fn add(&mut self, other: &Counts) {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Counts) {
         self.inserted += other.inserted;
         self.updated += other.updated;
         self.unchanged += other.unchanged;
         self.deleted += other.deleted;
+        self.repeated += other.repeated;
     }
 }
 
@@ -402,6 +422,31 @@ pub struct Report {
     pub migrations: Vec<String>,
     /// Seconds in all.
     pub seconds: f64,
+}
+
+impl Report {
+    /// Adds another ingest's report (a parallel stream of the same load)
+    /// to this one.
+    pub fn merge(&mut self, other: Report) {
+        for (table, counts) in &other.tables {
+            self.tables.entry(table.clone()).or_default().add(counts);
+        }
+        for (table, n) in other.skipped {
+            *self.skipped.entry(table).or_default() += n;
+        }
+        self.batches.extend(other.batches);
+        self.migrations.extend(other.migrations);
+        self.seconds = self.seconds.max(other.seconds);
+    }
+
+    /// The counts of every table, summed.
+    pub fn total(&self) -> Counts {
+        let mut total = Counts::default();
+        for counts in self.tables.values() {
+            total.add(counts);
+        }
+        total
+    }
 }
 
 /// Runs an ingest: see the module documentation. `source` is called once

@@ -39,6 +39,7 @@ pub(super) fn fingerprint(
         "schema": opts.schema_ddl,
         "mode": format!("{mode:?}"),
         "key": key,
+        "on_duplicate": format!("{:?}", opts.on_duplicate),
     });
     let hash = digest::digest(&digest::SHA256, described.to_string().as_bytes());
     hash.as_ref()[..8]

@@ -29,7 +29,7 @@ use tracing::info;
 use crate::csv::{CsvError, Dialect};
 use crate::error::{Error, ErrorKind, Result};
 use crate::infer;
-use crate::ingest::{self, Batch, Mode, Options, Upsert};
+use crate::ingest::{self, Batch, Mode, OnDuplicate, Options, Upsert};
 use crate::input::Source;
 use crate::lock::LockPolicy;
 use crate::schema::facts::TableFacts;
@@ -80,6 +80,8 @@ pub struct LoadOptions {
     pub mode: Option<LoadMode>,
     /// Upsert on these columns instead of the primary key.
     pub key: Option<Vec<String>>,
+    /// Which row wins when rows of one batch repeat a key.
+    pub on_duplicate: OnDuplicate,
     /// Rows per batch (each batch commits).
     pub batch_rows: u64,
     /// The whole load in one transaction.
@@ -118,6 +120,7 @@ impl Default for LoadOptions {
             schema_ddl: None,
             mode: None,
             key: None,
+            on_duplicate: OnDuplicate::Last,
             batch_rows: DEFAULT_BATCH_ROWS,
             single_transaction: false,
             max_errors: 0,
@@ -185,10 +188,13 @@ pub struct LoadReport {
     pub inserted: u64,
     /// Rows updated.
     pub updated: u64,
-    /// Rows whose key existed with the same values (and repeats of a key).
+    /// Rows whose key existed with the same values.
     pub unchanged: u64,
     /// Rows deleted (replace).
     pub deleted: u64,
+    /// Rows left out because a row of the same batch had the same key
+    /// (`on_duplicate` says which one was kept).
+    pub repeated: u64,
     /// Rows rejected.
     pub rejected: u64,
     /// Batches committed.
@@ -494,17 +500,7 @@ pub async fn load(
         let mut first_error = None;
         for task in tasks {
             match task.await {
-                Ok(Ok(r)) => {
-                    for (t, c) in r.tables {
-                        let e = merged.tables.entry(t).or_default();
-                        e.inserted += c.inserted;
-                        e.updated += c.updated;
-                        e.unchanged += c.unchanged;
-                        e.deleted += c.deleted;
-                    }
-                    merged.batches.extend(r.batches);
-                    merged.migrations.extend(r.migrations);
-                }
+                Ok(Ok(r)) => merged.merge(r),
                 Ok(Err(e)) => {
                     first_error.get_or_insert(e);
                 }
@@ -521,12 +517,12 @@ pub async fn load(
         }
         merged
     };
-    for c in engine.tables.values() {
-        report.inserted += c.inserted;
-        report.updated += c.updated;
-        report.unchanged += c.unchanged;
-        report.deleted += c.deleted;
-    }
+    let total = engine.total();
+    report.inserted = total.inserted;
+    report.updated = total.updated;
+    report.unchanged = total.unchanged;
+    report.deleted = total.deleted;
+    report.repeated = total.repeated;
     report.batches = engine.batches.len() as u64;
     report.migrations = engine.migrations;
     report.rows_read = progress.rows_read.load(Ordering::Relaxed);
@@ -560,11 +556,12 @@ fn engine_options(
             .map(|k| (table.to_string(), (*k).clone()))
             .collect::<BTreeMap<_, _>>(),
         lock_policy: opts.lock_policy.clone(),
+        on_duplicate: opts.on_duplicate,
         on_commit: Some(Arc::new(move |b: &ingest::BatchReport| {
             let rows: u64 = b
                 .tables
                 .values()
-                .map(|c| c.inserted + c.updated + c.unchanged)
+                .map(|c| c.inserted + c.updated + c.unchanged + c.repeated)
                 .sum();
             commit_progress
                 .rows_committed
