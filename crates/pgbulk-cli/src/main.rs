@@ -14,7 +14,7 @@ use pgbulk::conninfo::{Environment, Request};
 use pgbulk::csv::Dialect;
 use pgbulk::ingest::OnDuplicate;
 use pgbulk::input::Source;
-use pgbulk::load::{LoadMode, LoadOptions, Progress};
+use pgbulk::load::{LoadMode, LoadOptions, Progress, Sample};
 use pgbulk::local::{Cluster, Status};
 use pgbulk::schema::TableName;
 use pgbulk::target::LocalUse;
@@ -115,6 +115,51 @@ struct DialectArgs {
     columns: Option<Vec<String>>,
 }
 
+/// How column types are inferred for a table pgbulk creates.
+#[derive(Debug, Args)]
+struct InferenceArgs {
+    /// Infer from the first N rows (default: 1 MiB from the start, middle and end of a file).
+    #[arg(long, value_name = "N", conflicts_with = "sample_all")]
+    sample_rows: Option<u64>,
+    /// Infer from every row (reads a file twice).
+    #[arg(long)]
+    sample_all: bool,
+    /// Column types overriding inference, e.g. --type code=text,amount=numeric(12,2).
+    #[arg(long = "type", value_name = "COL=TYPE,...", value_parser = parse_type_overrides)]
+    types: Vec<Vec<(String, String)>>,
+}
+
+/// `COL=TYPE,...`: commas inside a type's parentheses (`numeric(12,2)`)
+/// belong to the type.
+fn parse_type_overrides(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut items = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&text[start..]);
+    items
+        .into_iter()
+        .map(|item| {
+            let bad = || format!("expected COL=TYPE, got \"{item}\"");
+            let (column, sql_type) = item.split_once('=').ok_or_else(bad)?;
+            let (column, sql_type) = (column.trim(), sql_type.trim());
+            if column.is_empty() || sql_type.is_empty() {
+                return Err(bad());
+            }
+            Ok((column.to_owned(), sql_type.to_owned()))
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ModeArg {
     Append,
@@ -140,6 +185,11 @@ struct LoadArgs {
     table: String,
     #[command(flatten)]
     dialect: DialectArgs,
+    #[command(flatten)]
+    inference: InferenceArgs,
+    /// Drop the table's shape and create it from --schema or from inference, swapping the new table in atomically at the end (grants and views kept).
+    #[arg(long)]
+    recreate: bool,
     /// Skip file columns the table lacks instead of failing.
     #[arg(long)]
     ignore_extra: bool,
@@ -185,6 +235,8 @@ struct InferArgs {
     table: String,
     #[command(flatten)]
     dialect: DialectArgs,
+    #[command(flatten)]
+    inference: InferenceArgs,
     /// Primary key columns for the DDL.
     #[arg(long, value_delimiter = ',', value_name = "COL,...")]
     key: Option<Vec<String>>,
@@ -315,9 +367,19 @@ fn single_byte(flag: &str, value: &str) -> anyhow::Result<u8> {
     }
 }
 
-fn load_options(dialect: &DialectArgs, table: &str) -> anyhow::Result<LoadOptions> {
+fn load_options(
+    dialect: &DialectArgs,
+    inference: &InferenceArgs,
+    table: &str,
+) -> anyhow::Result<LoadOptions> {
     let quote = single_byte("quote", &dialect.quote)?;
     Ok(LoadOptions {
+        sample: match (inference.sample_all, inference.sample_rows) {
+            (true, _) => Sample::All,
+            (false, Some(n)) => Sample::Rows(n),
+            (false, None) => Sample::Parts,
+        },
+        types: inference.types.concat(),
         table: TableName::parse(table)?,
         dialect: Dialect {
             delimiter: single_byte("delimiter", &dialect.delimiter)?,
@@ -353,8 +415,9 @@ async fn load(
     env: &Environment,
     quiet: bool,
 ) -> anyhow::Result<u8> {
-    let mut opts = load_options(&args.dialect, &args.table)?;
+    let mut opts = load_options(&args.dialect, &args.inference, &args.table)?;
     opts.sources = args.files.iter().map(|f| Source::from_arg(f)).collect();
+    opts.recreate = args.recreate;
     opts.ignore_extra = args.ignore_extra;
     opts.schema_ddl = match &args.schema {
         Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
@@ -425,7 +488,15 @@ async fn load(
     };
     let report = result?;
     if let Some(ddl) = &report.inferred_ddl {
-        eprintln!("pgbulk: created {} from inferred types:\n{ddl}", opts.table);
+        let sampled = report
+            .sampled
+            .as_ref()
+            .map(pgbulk::load::Sampled::comment)
+            .unwrap_or_default();
+        eprintln!(
+            "pgbulk: created {} from inferred types:\n{sampled}{ddl}",
+            opts.table
+        );
     }
     for m in &report.migrations {
         tracing::info!("migrated: {m}");
@@ -485,7 +556,7 @@ async fn load(
 }
 
 fn infer(args: InferArgs) -> anyhow::Result<u8> {
-    let mut opts = load_options(&args.dialect, &args.table)?;
+    let mut opts = load_options(&args.dialect, &args.inference, &args.table)?;
     opts.key = args.key;
     let source = Source::from_arg(&args.file);
     let ddl = pgbulk::load::infer_source(&source, &opts, &opts.table)?;

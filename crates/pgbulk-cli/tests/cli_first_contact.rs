@@ -242,6 +242,177 @@ async fn repeated_keys_are_counted_and_said() {
         ),
         "batch 1, table public.strict: 2 rows repeat the key of another row in the same batch, e.g. (\"day\", \"flight\", \"carrier\") = (1,10,AA); --on-duplicate last or first keeps one row per key",
     );
-    assert_eq!(count(&db, "pg_class WHERE relname = 'strict'").await, 1);
-    assert_eq!(count(&db, "strict").await, 0);
+    assert_eq!(count(&db, "pg_class WHERE relname = 'strict'").await, 0);
+}
+
+#[tokio::test]
+async fn a_failed_first_load_leaves_no_table() {
+    let db = TestDb::new("fc_no_table").await;
+    let home = Scratch::new("fc-no-table");
+    // Inference samples parts of the file; a value between them does not
+    // fit the inferred type.
+    let mut codes = String::from("code,n\n");
+    for i in 0..1_200_000 {
+        codes.push_str(if i == 360_000 { "A17,c\n" } else { "1234,a\n" });
+    }
+    home.file("codes.csv", &codes, 0o644);
+    let out = load(&db, &home, &["codes.csv", "-t", "fresh.codes"]);
+    assert_eq!(out.code, 9, "{}", out.stderr);
+    assert_eq!(
+        count(
+            &db,
+            "pg_class WHERE relname IN ('codes', 'pgbulk_watermark')"
+        )
+        .await,
+        0,
+        "no table is left behind"
+    );
+    assert_eq!(count(&db, "pg_namespace WHERE nspname = 'fresh'").await, 0);
+    // The repeated-key refusal of a new table leaves nothing either.
+    home.file("k.csv", "id,v\n1,a\n1,b\n", 0o644);
+    let refused = load(
+        &db,
+        &home,
+        &["k.csv", "-t", "k", "--key", "id", "--on-duplicate", "error"],
+    );
+    assert_eq!(refused.code, 9, "{}", refused.stderr);
+    assert_eq!(count(&db, "pg_class WHERE relname = 'k'").await, 0);
+}
+
+#[tokio::test]
+async fn inference_samples_the_file_and_takes_overrides() {
+    let db = TestDb::new("fc_sample").await;
+    let home = Scratch::new("fc-sample");
+    let mut codes = String::from("code,n\n");
+    for i in 0..1_200_000 {
+        codes.push_str(if i == 360_000 { "A17,c\n" } else { "1234,a\n" });
+    }
+    // The last part of the file is read too: its 2.5 has to widen n.
+    codes.push_str("7,2.5\n");
+    home.file("codes.csv", &codes, 0o644);
+    let infer = run(pgbulk(&home).args(["infer", "codes.csv", "-t", "codes"]));
+    assert_ok(&infer);
+    assert!(
+        infer.stdout.starts_with("-- types inferred from ")
+            && infer
+                .stdout
+                .contains("bytes: the start, middle and end of 8400012 bytes)"),
+        "{}",
+        infer.stdout
+    );
+    assert!(
+        infer.stdout.contains("\"code\" integer"),
+        "{}",
+        infer.stdout
+    );
+    assert!(infer.stdout.contains("\"n\" text"), "{}", infer.stdout);
+    let rows_only = run(pgbulk(&home).args(["infer", "codes.csv", "--sample-rows", "2"]));
+    assert!(
+        rows_only
+            .stdout
+            .starts_with("-- types inferred from 2 rows"),
+        "{}",
+        rows_only.stdout
+    );
+    let all = run(pgbulk(&home).args(["infer", "codes.csv", "--sample-all"]));
+    assert!(all.stdout.contains("\"code\" text"), "{}", all.stdout);
+    let typed = run(pgbulk(&home).args([
+        "infer",
+        "codes.csv",
+        "--type",
+        "code=varchar(8),n=numeric(12,2)",
+    ]));
+    assert!(
+        typed
+            .stdout
+            .contains("\"code\" varchar(8),\n    \"n\" numeric(12,2)"),
+        "{}",
+        typed.stdout
+    );
+    // The load names the misfit and the way out.
+    let failed = load(&db, &home, &["codes.csv", "-t", "codes"]);
+    assert_eq!(failed.code, 9);
+    assert!(
+        failed.stderr.contains("codes.csv:360002:1: column \"code\": invalid input syntax for type integer: \"A17\" (the type was inferred from a sample of the input; --type code=text or --sample-all)"),
+        "{}",
+        failed.stderr
+    );
+    assert_ok(&load(
+        &db,
+        &home,
+        &["codes.csv", "-t", "codes", "--type", "code=text"],
+    ));
+    assert_eq!(count(&db, "codes").await, 1_200_001);
+    assert_eq!(
+        rows(&db, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'codes'::regclass AND attnum > 0 ORDER BY attnum").await,
+        vec![vec![s("text")], vec![s("text")]]
+    );
+}
+
+#[tokio::test]
+async fn recreate_gives_the_table_a_new_shape_atomically() {
+    let db = TestDb::new("fc_recreate").await;
+    let home = Scratch::new("fc-recreate");
+    home.file("v1.csv", "id,amount\n1,10\n2,20\n", 0o644);
+    home.file("v2.csv", "id,amount,note\n1,10.5,x\n3,7,y\n", 0o644);
+    assert_ok(&load(&db, &home, &["v1.csv", "-t", "t"]));
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE ROLE fc_reader; GRANT SELECT ON t TO fc_reader")
+        .await
+        .expect("grant");
+    let conflict = load(
+        &db,
+        &home,
+        &["v2.csv", "-t", "t", "--recreate", "--mode", "append"],
+    );
+    assert_eq!(conflict.code, 3, "{}", conflict.stderr);
+    let out = load(&db, &home, &["v2.csv", "-t", "t", "--recreate"]);
+    assert_ok(&out);
+    assert!(out.stderr.contains("\"amount\" numeric"), "{}", out.stderr);
+    assert_eq!(
+        rows(&db, "SELECT id, amount, note FROM t ORDER BY id").await,
+        vec![
+            vec![s("1"), s("10.5"), s("x")],
+            vec![s("3"), s("7"), s("y")]
+        ]
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT has_table_privilege('fc_reader', 't', 'SELECT')::text"
+        )
+        .await,
+        vec![vec![s("true")]],
+        "grants kept"
+    );
+    client
+        .batch_execute("DROP OWNED BY fc_reader; DROP ROLE fc_reader")
+        .await
+        .expect("drop role");
+}
+
+#[tokio::test]
+async fn long_headers_match_the_names_the_server_kept() {
+    let db = TestDb::new("fc_long").await;
+    let home = Scratch::new("fc-long");
+    let long = format!(
+        "{}_measured_in_degrees_celsius_at_the_north_station_every_hour",
+        "temperature"
+    );
+    assert!(long.len() > 63);
+    home.file("w.csv", &format!("id,{long}\n1,20\n"), 0o644);
+    assert_ok(&load(&db, &home, &["w.csv", "-t", "w"]));
+    home.file("w2.csv", &format!("id,{long}\n2,21\n"), 0o644);
+    assert_ok(&load(&db, &home, &["w2.csv", "-t", "w"]));
+    assert_eq!(count(&db, "w").await, 2);
+    // A table created by hand with the long name (cut by the server) too.
+    db.connect()
+        .await
+        .batch_execute(&format!("CREATE TABLE h (\"{long}\" int)"))
+        .await
+        .expect("table");
+    home.file("h.csv", &format!("{long}\n5\n"), 0o644);
+    assert_ok(&load(&db, &home, &["h.csv", "-t", "h"]));
+    assert_eq!(count(&db, "h").await, 1);
 }

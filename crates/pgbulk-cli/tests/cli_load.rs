@@ -603,7 +603,7 @@ async fn infer_and_plan_print_without_changing_anything() {
     assert_ok(&out);
     assert_eq!(
         out.stdout,
-        "CREATE TABLE \"sales\".\"stock\" (\n    \"pointofsale\" integer,\n    \"product\" bigint,\n    \"date\" date,\n    \"stock\" integer,\n    PRIMARY KEY (\"pointofsale\", \"product\", \"date\")\n);\n"
+        "-- types inferred from 3 rows (136 bytes: all of it); --sample-all reads every row, --type COL=TYPE overrides one\nCREATE TABLE \"sales\".\"stock\" (\n    \"pointofsale\" integer,\n    \"product\" bigint,\n    \"date\" date,\n    \"stock\" integer,\n    PRIMARY KEY (\"pointofsale\", \"product\", \"date\")\n);\n"
     );
     let schema = home.file("schema.sql", &out.stdout.replace("\"sales\".", ""), 0o644);
     db.connect()

@@ -13,7 +13,7 @@ pub struct InferredColumn {
     /// The column's name (normalised: lower case, `_` for other characters).
     pub name: String,
     /// The SQL type.
-    pub sql_type: &'static str,
+    pub sql_type: String,
     /// Whether a NULL was seen.
     pub nullable: bool,
 }
@@ -32,8 +32,25 @@ const CANDIDATES: &[(&str, u32)] = &[
     ("jsonb", 3802),
 ];
 
+/// The longest identifier PostgreSQL keeps, in bytes (`NAMEDATALEN - 1`).
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// `name` as PostgreSQL stores it: cut to 63 bytes on a character
+/// boundary.
+pub fn truncate_identifier(name: &str) -> &str {
+    if name.len() <= MAX_IDENTIFIER_BYTES {
+        return name;
+    }
+    let mut end = MAX_IDENTIFIER_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 /// A column name as pgbulk creates it: lower case, characters other than
-/// letters, digits and `_` replaced by `_`, never empty.
+/// letters, digits and `_` replaced by `_`, never empty, at most 63 bytes
+/// (as the server would cut it).
 pub fn normalize_name(name: &str) -> String {
     let mut out: String = name
         .trim()
@@ -49,6 +66,8 @@ pub fn normalize_name(name: &str) -> String {
     if out.is_empty() {
         out.push_str("column");
     }
+    let cut = truncate_identifier(&out).len();
+    out.truncate(cut);
     out
 }
 
@@ -104,7 +123,8 @@ impl Inference {
                         .map_or("text", |((name, _), _)| name)
                 } else {
                     "text"
-                },
+                }
+                .to_owned(),
                 nullable: self.nullable[c] || !self.seen[c],
             })
             .collect()
@@ -182,7 +202,7 @@ pub fn create_table_sql(table: &TableName, columns: &[InferredColumn], key: &[St
 mod tests {
     use super::*;
 
-    fn infer(rows: &[&[&str]]) -> Vec<&'static str> {
+    fn infer(rows: &[&[&str]]) -> Vec<String> {
         let names: Vec<String> = (0..rows[0].len()).map(|i| format!("c{i}")).collect();
         let mut inf = Inference::new(&names);
         for r in rows {
@@ -192,7 +212,7 @@ mod tests {
                 .collect();
             inf.add_row(&fields);
         }
-        inf.columns().iter().map(|c| c.sql_type).collect()
+        inf.columns().into_iter().map(|c| c.sql_type).collect()
     }
 
     /// Inference tries every value as every candidate type, and names
@@ -276,9 +296,16 @@ mod tests {
     fn names_and_ddl() {
         assert_eq!(normalize_name(" Point Of Sale "), "point_of_sale");
         assert_eq!(normalize_name("Größe"), "größe");
+        let long = "é".repeat(40);
+        assert_eq!(
+            normalize_name(&long),
+            "é".repeat(31),
+            "63 bytes, cut before a character"
+        );
+        assert_eq!(truncate_identifier(&long).len(), 62);
         let cols = vec![InferredColumn {
             name: "id".into(),
-            sql_type: "integer",
+            sql_type: "integer".into(),
             nullable: false,
         }];
         assert_eq!(

@@ -172,6 +172,12 @@ impl<R: Read> Reader<R> {
         reader
     }
 
+    /// The underlying reader; bytes it read ahead into this reader's
+    /// buffer are not in it any more.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// Keep each record's raw bytes (for reject files).
     pub fn keep_raw(&mut self, keep: bool) {
         self.keep_raw = keep;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use tokio_postgres::Client;
+use tokio_postgres::Transaction;
 
 use super::merge::{
     cast_list, column_list, key_list, merge_statement, on_conflict_statement, repeats, xact_stats,
@@ -21,17 +21,13 @@ use crate::watermark;
 
 /// Stages, merges and commits one batch with its watermark.
 pub(super) async fn load_batch(
-    client: &mut Client,
+    tx: Transaction<'_>,
     targets: &Targets,
     batch: Batch,
     ctx: &BatchContext<'_>,
     report: &mut Report,
 ) -> Result<(BTreeMap<String, Counts>, u64, Committed)> {
     let (number, first, options) = (ctx.number, ctx.first, ctx.options);
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| Error::server("BEGIN", e))?;
     // 0. Tables being rebuilt: their new tables receive the rows.
     let mut news = Vec::new();
     let mut local;

@@ -333,6 +333,12 @@ pub struct Options {
     /// stream's name, so each keeps its own watermark row
     /// (`<first table>#<stream>`).
     pub stream: Option<String>,
+    /// Create missing tables (and the schema and watermark table) in the
+    /// first batch's transaction instead of at once: a run that fails
+    /// before its first commit leaves nothing behind, and zero batches
+    /// create nothing. Not with [`Mode::ReplaceAtomic`], which creates at
+    /// once.
+    pub create_with_first_batch: bool,
 }
 
 impl Default for Options {
@@ -348,6 +354,7 @@ impl Default for Options {
             on_duplicate: OnDuplicate::Last,
             on_commit: None,
             stream: None,
+            create_with_first_batch: false,
         }
     }
 }
@@ -365,6 +372,7 @@ impl std::fmt::Debug for Options {
             .field("on_duplicate", &self.on_duplicate)
             .field("on_commit", &self.on_commit.is_some())
             .field("stream", &self.stream)
+            .field("create_with_first_batch", &self.create_with_first_batch)
             .finish()
     }
 }
@@ -475,7 +483,14 @@ where
             .iter()
             .any(|(n, oid)| *n == s.table && oid.is_none())
     });
-    create_missing(client, &options.lock_policy, &create, &first, &mut report).await?;
+    let mut create = creation(client, &create, &first).await?;
+    let deferred = options.create_with_first_batch && options.mode != Mode::ReplaceAtomic;
+    if !deferred && !create.sql.is_empty() {
+        let what = "creating tables";
+        lock::run_in_own_transaction(client, &options.lock_policy, None, what, &create.sql).await?;
+        report.migrations.append(&mut create.summaries);
+        create = Creation::default();
+    }
 
     let start_hw = match &options.high_watermark {
         HighWatermark::Latest => {
@@ -494,6 +509,7 @@ where
     let result = run_batches(
         client,
         &plan,
+        create,
         &migrate,
         &names,
         source(start_hw),
@@ -542,6 +558,7 @@ async fn lock_tables_for_session(client: &Client, names: &[TableName], lock: boo
 async fn run_batches<I>(
     client: &mut Client,
     plan: &Plan,
+    mut create: Creation,
     migrate: &[Step],
     names: &[TableName],
     batches: I,
@@ -567,17 +584,40 @@ where
         let number = number + 1;
         let batch = batch?;
         let batch_started = Instant::now();
+        let mut pairs = None;
         if targets.is_none() {
-            let pairs: Vec<(TableName, TableName)> = if replace {
+            pairs = Some(if replace {
                 news = create_new_tables(client, plan).await?;
                 news.iter()
                     .map(|n| (n.target.clone(), n.name.clone()))
-                    .collect()
+                    .collect::<Vec<(TableName, TableName)>>()
             } else {
                 migrate_existing(client, &options.lock_policy, plan, migrate, report).await?;
                 names.iter().map(|n| (n.clone(), n.clone())).collect()
-            };
-            let list = keyed(read_targets(client, &pairs, zone_offset).await?, options)?;
+            });
+        }
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| Error::server("BEGIN", e))?;
+        let created = std::mem::take(&mut create.summaries);
+        if !create.sql.is_empty() {
+            // Deferred creation: the tables exist once this batch commits.
+            let mut sql = vec![format!(
+                "SET LOCAL lock_timeout = '{}ms'",
+                options.lock_policy.lock_timeout.as_millis()
+            )];
+            sql.append(&mut create.sql);
+            sql.push("SET LOCAL lock_timeout = DEFAULT".to_owned());
+            tx.batch_execute(&sql.join(";\n"))
+                .await
+                .map_err(|e| Error::server("creating tables", e))?;
+        }
+        if let Some(pairs) = pairs {
+            let list = keyed(
+                read_targets(tx.client(), &pairs, zone_offset).await?,
+                options,
+            )?;
             let lookup = name_lookup(&list);
             targets = Some(Targets { list, lookup });
         }
@@ -598,9 +638,9 @@ where
             merge,
         };
         let rebuilt = !context.rebuild.is_empty();
-        let (counts, skipped, committed) =
-            load_batch(client, current, batch, &context, report).await?;
+        let (counts, skipped, committed) = load_batch(tx, current, batch, &context, report).await?;
         info!(batch = number, "committed");
+        report.migrations.extend(created);
         if rebuilt {
             report.migrations.extend(
                 context
@@ -724,33 +764,30 @@ struct BatchContext<'a> {
 
 /// Creates the schema, tables and watermark table that do not exist, in one
 /// transaction, whether or not any batch arrives.
-async fn create_missing(
-    client: &mut Client,
-    policy: &LockPolicy,
-    create: &[Step],
-    first: &TableName,
-    report: &mut Report,
-) -> Result<()> {
+/// What is missing: the declared tables not there yet (with their
+/// schemas) and the watermark table. The caller runs the statements and
+/// reports the summaries once they committed.
+#[derive(Debug, Default)]
+struct Creation {
+    sql: Vec<String>,
+    summaries: Vec<String>,
+}
+
+async fn creation(client: &Client, create: &[Step], first: &TableName) -> Result<Creation> {
     let mut sql: Vec<String> = create.iter().flat_map(|s| s.sql.clone()).collect();
+    let mut summaries: Vec<String> = create
+        .iter()
+        .map(|s| format!("{}: {}", s.table, s.summary))
+        .collect();
     let schema = first.schema_or_public();
-    let needs_watermark = !watermark::exists(&*client, schema).await?;
-    if needs_watermark {
+    if !watermark::exists(client, schema).await? {
         sql.push(watermark::create_sql(schema));
-    }
-    if sql.is_empty() {
-        return Ok(());
-    }
-    lock::run_in_own_transaction(client, policy, None, "creating tables", &sql).await?;
-    report
-        .migrations
-        .extend(create.iter().map(|s| format!("{}: {}", s.table, s.summary)));
-    if needs_watermark {
-        report.migrations.push(format!(
+        summaries.push(format!(
             "{}: create the watermark table",
             watermark::table(schema)
         ));
     }
-    Ok(())
+    Ok(Creation { sql, summaries })
 }
 
 /// Applies the in-place migration steps of existing tables (first batch).

@@ -37,7 +37,7 @@ use crate::schema::{Declaration, TableName};
 use crate::watermark;
 use reader::{Position, Rejects, Shared, next_batch};
 use sample::{Replay, infer_from};
-pub use sample::{infer_ddl, infer_source};
+pub use sample::{Sample, Sampled, infer_source};
 use streams::{PARALLEL_MAX_COLUMNS, Stream, parallel_input, split_point};
 
 /// How the load changes the table.
@@ -80,6 +80,14 @@ pub struct LoadOptions {
     pub mode: Option<LoadMode>,
     /// Upsert on these columns instead of the primary key.
     pub key: Option<Vec<String>>,
+    /// How much of the input type inference reads.
+    pub sample: Sample,
+    /// Types for inferred columns, overriding inference: `(column, type)`.
+    pub types: Vec<(String, String)>,
+    /// Create the table anew from `schema_ddl` or inference even though it
+    /// exists, swapping the new table in atomically at the end (grants,
+    /// owner, comments and views kept).
+    pub recreate: bool,
     /// Which row wins when rows of one batch repeat a key.
     pub on_duplicate: OnDuplicate,
     /// Rows per batch (each batch commits).
@@ -120,6 +128,9 @@ impl Default for LoadOptions {
             schema_ddl: None,
             mode: None,
             key: None,
+            sample: Sample::Parts,
+            types: Vec::new(),
+            recreate: false,
             on_duplicate: OnDuplicate::Last,
             batch_rows: DEFAULT_BATCH_ROWS,
             single_transaction: false,
@@ -203,6 +214,8 @@ pub struct LoadReport {
     pub seconds: f64,
     /// The DDL chosen when the table was created from inferred types.
     pub inferred_ddl: Option<String>,
+    /// What the types were inferred from.
+    pub sampled: Option<Sampled>,
     /// Rows of the inputs already loaded by an earlier, interrupted run and
     /// skipped now.
     pub resumed_after_rows: Option<u64>,
@@ -250,6 +263,15 @@ pub async fn load(
 
     // The declaration: given, the existing table, or inferred.
     let mut sample: Option<Replay> = None;
+    let exists =
+        crate::schema::facts::table_oid(&clients[0], table.schema_or_public(), &table.name)
+            .await?
+            .is_some();
+    if opts.recreate && opts.mode.is_some_and(|m| m != LoadMode::ReplaceAtomic) {
+        return Err(Error::config(
+            "--recreate swaps a new table in atomically (mode replace-atomic); leave --mode out",
+        ));
+    }
     let declaration = if let Some(ddl) = &opts.schema_ddl {
         let d = Declaration::parse(ddl)?.qualified(&schema);
         if !d.tables().contains(&table) {
@@ -263,13 +285,12 @@ pub async fn load(
             )));
         }
         d
-    } else if crate::schema::facts::table_oid(&clients[0], table.schema_or_public(), &table.name)
-        .await?
-        .is_some()
-    {
+    } else if !opts.recreate && exists {
         Declaration::existing(vec![table.clone()])
     } else {
-        let (ddl, replay) = infer_from(&sources[0], opts, &table, progress.bytes_read.clone())?;
+        let (ddl, sampled, replay) =
+            infer_from(&sources[0], opts, &table, progress.bytes_read.clone())?;
+        report.sampled = Some(sampled);
         info!("created from inferred types:\n{ddl}");
         report.inferred_ddl = Some(ddl.clone());
         sample = replay;
@@ -299,7 +320,9 @@ pub async fn load(
         })
         .transpose()?;
     let has_key = facts.primary_key.is_some() || key.is_some();
-    let mode = opts.mode.unwrap_or(if has_key {
+    let mode = opts.mode.unwrap_or(if opts.recreate && exists {
+        LoadMode::ReplaceAtomic
+    } else if has_key {
         LoadMode::Upsert
     } else {
         LoadMode::Append
@@ -432,6 +455,7 @@ pub async fn load(
     } else {
         opts.batch_rows.max(1)
     };
+    let inferred = report.inferred_ddl.is_some();
     let make_shared = |stream: &Stream, sample: Option<Replay>| {
         Arc::new(Mutex::new(Shared {
             opts: opts.clone(),
@@ -457,6 +481,7 @@ pub async fn load(
             raw: Vec::new(),
             line: 0,
             name: String::new(),
+            inferred,
         }))
     };
 
@@ -557,6 +582,8 @@ fn engine_options(
             .collect::<BTreeMap<_, _>>(),
         lock_policy: opts.lock_policy.clone(),
         on_duplicate: opts.on_duplicate,
+        // A load that fails before its first commit leaves no table.
+        create_with_first_batch: true,
         on_commit: Some(Arc::new(move |b: &ingest::BatchReport| {
             let rows: u64 = b
                 .tables
@@ -575,9 +602,10 @@ fn engine_options(
 }
 
 /// The writable column of `facts` a file column called `name` fills:
-/// the same name, else the only one equal ignoring case, else the name as
-/// pgbulk normalises it.
+/// the same name (as the server keeps it: cut to 63 bytes), else the only
+/// one equal ignoring case, else the name as pgbulk normalises it.
 fn match_column(facts: &TableFacts, name: &str) -> Option<String> {
+    let name = infer::truncate_identifier(name);
     let columns: Vec<&str> = facts
         .columns
         .iter()

@@ -107,6 +107,9 @@ pub(super) struct Shared {
     pub(super) line: u64,
     /// The current input's name.
     pub(super) name: String,
+    /// Whether this run created the table from inferred types (a value
+    /// that does not fit then suggests `--type`).
+    pub(super) inferred: bool,
 }
 
 impl Shared {
@@ -547,8 +550,16 @@ impl TextRows for CsvRows {
             None if !failure.reason.contains("NULL") => " NULL:".to_owned(),
             _ => String::new(),
         };
+        let hint = if s.inferred && failure.value.is_some() {
+            format!(
+                " (the type was inferred from a sample of the input; --type {}=text or --sample-all)",
+                failure.column
+            )
+        } else {
+            String::new()
+        };
         let message = format!(
-            "{}:{}:{field}: column \"{}\":{value} {}",
+            "{}:{}:{field}: column \"{}\":{value} {}{hint}",
             s.name(),
             s.line,
             failure.column,
