@@ -416,3 +416,69 @@ async fn long_headers_match_the_names_the_server_kept() {
     assert_ok(&load(&db, &home, &["h.csv", "-t", "h"]));
     assert_eq!(count(&db, "h").await, 1);
 }
+
+#[tokio::test]
+async fn a_resumed_load_keeps_the_rejects_of_the_run_before() {
+    let db = TestDb::new("fc_rejects").await;
+    let home = Scratch::new("fc-rejects");
+    let mut text = String::from("id\n");
+    let mut bad = Vec::new();
+    for i in 1..=30 {
+        text.push_str(&format!("{i}\n"));
+        if [4, 8, 12, 13, 14, 24].contains(&i) {
+            let row = format!("bad{i}\n");
+            text.push_str(&row);
+            bad.push(row);
+        }
+    }
+    home.file("r.csv", &text, 0o644);
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE r (id int)")
+        .await
+        .expect("table");
+    let args = |max: &'static str| {
+        vec![
+            "r.csv",
+            "-t",
+            "r",
+            "--batch-rows",
+            "5",
+            "--reject-file",
+            "rej.csv",
+            "--max-errors",
+            max,
+        ]
+    };
+    // Batches of 5 records: 1-3 commit with a bad row each; batch 4
+    // rejects one more, then fails on the next: it rolls back.
+    let failed = load(&db, &home, &args("4"));
+    assert_eq!(failed.code, 9, "{}", failed.stderr);
+    let committed = count(&db, "r").await;
+    let first_rejects = std::fs::read_to_string(home.path().join("rej.csv")).expect("rejects");
+    // Run 1 wrote a reject in the batch that rolled back.
+    let committed_bad = bad
+        .iter()
+        .filter(|b| b[3..b.len() - 1].parse::<i64>().unwrap_or(0) <= committed)
+        .count();
+    assert!(
+        first_rejects.lines().count() > committed_bad,
+        "{committed}: {first_rejects}"
+    );
+    let out = load(&db, &home, &args("100"));
+    assert_ok(&out);
+    assert!(out.stdout.contains("resumed after"), "{}", out.stdout);
+    assert_eq!(count(&db, "r").await, 30);
+    let rejected = std::fs::read_to_string(home.path().join("rej.csv")).expect("rejects");
+    assert_eq!(rejected, bad.concat(), "every bad row exactly once");
+    let log = std::fs::read_to_string(home.path().join("rej.csv.log")).expect("log");
+    assert_eq!(log.lines().count(), 6, "{log}");
+    // A fresh run starts a fresh file.
+    assert_ok(&load(
+        &db,
+        &home,
+        &[&args("100")[..], &["--restart"]].concat(),
+    ));
+    let again = std::fs::read_to_string(home.path().join("rej.csv")).expect("rejects");
+    assert_eq!(again, bad.concat());
+}

@@ -554,7 +554,7 @@ async fn interrupted_load_keeps_whole_batches_and_resumes() {
         .expect("spawn");
     loop {
         let busy: i64 = client
-            .query_one("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%' AND pid <> pg_backend_pid()", &[])
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%' AND pid <> pg_backend_pid()", &[])
             .await
             .expect("q")
             .get(0);

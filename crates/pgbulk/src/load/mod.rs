@@ -384,10 +384,9 @@ pub async fn load(
                 Stream {
                     name: ledger_name(Some("2")),
                     start: Position {
-                        file: 0,
                         offset,
                         line,
-                        rows: 0,
+                        ..Position::default()
                     },
                     limit: None,
                     credit: 0,
@@ -446,7 +445,16 @@ pub async fn load(
     }
 
     let rejects = match &opts.reject_file {
-        Some(path) => Some(Arc::new(Mutex::new(Rejects::create(path)?))),
+        Some(path) => {
+            // Resumed: the reject file as it was at the last commit (of
+            // the stream that wrote most), appended to.
+            let resume = started_before.then(|| {
+                streams.iter().fold((0, 0), |(d, l), s| {
+                    (d.max(s.start.rejects), l.max(s.start.rejects_log))
+                })
+            });
+            Some(Arc::new(Mutex::new(Rejects::open(path, resume)?)))
+        }
         None => None,
     };
     let rejected = Arc::new(AtomicU64::new(0));

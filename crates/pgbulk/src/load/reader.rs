@@ -18,13 +18,16 @@ use crate::schema::TableName;
 use crate::schema::facts::TableFacts;
 
 /// Where a load stands: input file, byte offset in it (after decompression)
-/// and line, and rows of the inputs committed before.
+/// and line, rows of the inputs committed before, and the lengths of the
+/// reject file and its log when the batch committed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Position {
     pub(super) file: usize,
     pub(super) offset: u64,
     pub(super) line: u64,
     pub(super) rows: u64,
+    pub(super) rejects: u64,
+    pub(super) rejects_log: u64,
 }
 
 impl Position {
@@ -35,38 +38,69 @@ impl Position {
             offset: n("offset"),
             line: n("line"),
             rows: n("rows"),
+            rejects: n("rejects"),
+            rejects_log: n("rejects_log"),
         }
     }
 }
 
-/// The reject file and its log.
+/// The reject file and its log, and the bytes written to each.
 pub(super) struct Rejects {
     pub(super) data: BufWriter<File>,
     pub(super) log: BufWriter<File>,
+    pub(super) data_len: u64,
+    pub(super) log_len: u64,
 }
 
 impl Rejects {
-    pub(super) fn create(path: &std::path::Path) -> Result<Self> {
-        let create = |p: &std::path::Path| {
-            File::create(p)
-                .map(BufWriter::new)
-                .map_err(|e| Error::io(format!("cannot create {}", p.display()), e))
+    /// A fresh reject file (and log) at `path`; or, when a load resumes,
+    /// the existing ones cut back to the lengths they had when its last
+    /// batch committed (the rows rejected by the batch that rolled back are
+    /// read, and rejected, again) and appended to.
+    pub(super) fn open(path: &std::path::Path, resume: Option<(u64, u64)>) -> Result<Self> {
+        let open = |p: &std::path::Path, keep: Option<u64>| -> Result<(BufWriter<File>, u64)> {
+            let err = |e| Error::io(format!("cannot open {}", p.display()), e);
+            let file = match keep {
+                None => File::create(p).map_err(err)?,
+                Some(len) => {
+                    let mut file = File::options()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(p)
+                        .map_err(err)?;
+                    let len = len.min(file.metadata().map_err(err)?.len());
+                    file.set_len(len).map_err(err)?;
+                    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len)).map_err(err)?;
+                    file
+                }
+            };
+            let len = file.metadata().map_err(err)?.len();
+            Ok((BufWriter::new(file), len))
         };
         let mut log_path = path.as_os_str().to_owned();
         log_path.push(".log");
+        let (data, data_len) = open(path, resume.map(|r| r.0))?;
+        let (log, log_len) = open(std::path::Path::new(&log_path), resume.map(|r| r.1))?;
         Ok(Self {
-            data: create(path)?,
-            log: create(std::path::Path::new(&log_path))?,
+            data,
+            log,
+            data_len,
+            log_len,
         })
     }
 
     fn write(&mut self, raw: &[u8], reason: &str) -> Result<()> {
+        let line = format!("{reason}\n");
         self.data
             .write_all(raw)
-            .and_then(|()| writeln!(self.log, "{reason}"))
+            .and_then(|()| self.log.write_all(line.as_bytes()))
             .and_then(|()| self.data.flush())
             .and_then(|()| self.log.flush())
-            .map_err(|e| Error::io("cannot write the reject file", e))
+            .map_err(|e| Error::io("cannot write the reject file", e))?;
+        self.data_len += raw.len() as u64;
+        self.log_len += line.len() as u64;
+        Ok(())
     }
 }
 
@@ -347,6 +381,11 @@ impl Shared {
             (Some(r), false) => (self.file, r.offset(), r.line()),
             (None, false) => (self.file, 0, 1),
         };
+        let (rejects, rejects_log) = self
+            .rejects
+            .as_ref()
+            .and_then(|r| r.lock().ok().map(|r| (r.data_len, r.log_len)))
+            .unwrap_or((0, 0));
         Some(serde_json::json!({
             "inputs": identities,
             "limit": self.limit,
@@ -354,6 +393,8 @@ impl Shared {
             "offset": offset,
             "line": line,
             "rows": self.rows_before + self.rows_in_batches,
+            "rejects": rejects,
+            "rejects_log": rejects_log,
         }))
     }
 }
