@@ -89,15 +89,15 @@ enum Command {
 /// How the input is written.
 #[derive(Debug, Args)]
 struct DialectArgs {
-    /// Field delimiter: one byte, or \t (tab).
-    #[arg(long, default_value = ",", value_name = "C")]
-    delimiter: String,
+    /// Field delimiter: one byte, or \t (tab) (default: detected from the header and first lines among , ; tab |).
+    #[arg(long, value_name = "C", value_parser = Dialect::parse_byte)]
+    delimiter: Option<u8>,
     /// Quote character.
-    #[arg(long, default_value = "\"", value_name = "C")]
-    quote: String,
+    #[arg(long, default_value = "\"", value_name = "C", value_parser = Dialect::parse_byte)]
+    quote: u8,
     /// Escape character inside quotes (default: the quote, doubled).
-    #[arg(long, value_name = "C")]
-    escape: Option<String>,
+    #[arg(long, value_name = "C", value_parser = Dialect::parse_byte)]
+    escape: Option<u8>,
     /// The files have no header line (name the columns with --columns).
     #[arg(long)]
     no_header: bool,
@@ -355,16 +355,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-fn single_byte(flag: &str, value: &str) -> anyhow::Result<u8> {
-    match value {
-        "\\t" | "tab" | "\t" => Ok(b'\t'),
-        v if v.len() == 1 => Ok(v.as_bytes()[0]),
-        v => Err(pgbulk::Error::new(
-            ErrorKind::Config,
-            format!("--{flag} must be a single byte (or \\t for tab), not \"{v}\""),
-        )
-        .into()),
-    }
+/// Exits with code 2 and clap's usage message: a flag combination that
+/// cannot work.
+fn usage_error(message: &str) -> ! {
+    use clap::CommandFactory;
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
 }
 
 fn load_options(
@@ -372,8 +369,20 @@ fn load_options(
     inference: &InferenceArgs,
     table: &str,
 ) -> anyhow::Result<LoadOptions> {
-    let quote = single_byte("quote", &dialect.quote)?;
+    let quote = dialect.quote;
+    let parsed = Dialect {
+        delimiter: dialect.delimiter.unwrap_or(b','),
+        quote,
+        escape: dialect.escape.unwrap_or(quote),
+        null: dialect.null.clone().unwrap_or_default().into_bytes(),
+    };
+    if dialect.delimiter.is_some() {
+        if let Err(why) = parsed.validate() {
+            usage_error(&why);
+        }
+    }
     Ok(LoadOptions {
+        detect_delimiter: dialect.delimiter.is_none(),
         sample: match (inference.sample_all, inference.sample_rows) {
             (true, _) => Sample::All,
             (false, Some(n)) => Sample::Rows(n),
@@ -381,15 +390,7 @@ fn load_options(
         },
         types: inference.types.concat(),
         table: TableName::parse(table)?,
-        dialect: Dialect {
-            delimiter: single_byte("delimiter", &dialect.delimiter)?,
-            quote,
-            escape: match &dialect.escape {
-                Some(e) => single_byte("escape", e)?,
-                None => quote,
-            },
-            null: dialect.null.clone().unwrap_or_default().into_bytes(),
-        },
+        dialect: parsed,
         header: !dialect.no_header,
         skip_lines: dialect.skip_lines,
         encoding: pgbulk::input::encoding(&dialect.encoding)?,
@@ -501,7 +502,7 @@ async fn load(
     for m in &report.migrations {
         tracing::info!("migrated: {m}");
     }
-    for note in &report.ledger_notes {
+    for note in &report.notes {
         eprintln!("pgbulk: {note}");
     }
     if report.already_loaded {

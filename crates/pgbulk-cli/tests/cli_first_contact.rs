@@ -141,7 +141,11 @@ async fn changed_options_are_a_new_load() {
         .await
         .expect("table");
     // The wrong delimiter: one column named "code;qty" does not match.
-    let wrong = load(&db, &home, &["m.csv", "-t", "m", "--ignore-extra"]);
+    let wrong = load(
+        &db,
+        &home,
+        &["m.csv", "-t", "m", "--ignore-extra", "--delimiter", ","],
+    );
     assert_eq!(wrong.code, 9, "{}", wrong.stderr);
     assert!(
         wrong
@@ -481,4 +485,79 @@ async fn a_resumed_load_keeps_the_rejects_of_the_run_before() {
     ));
     let again = std::fs::read_to_string(home.path().join("rej.csv")).expect("rejects");
     assert_eq!(again, bad.concat());
+}
+
+#[tokio::test]
+async fn the_dialect_is_detected_or_refused_never_guessed_wrong() {
+    let db = TestDb::new("fc_dialect").await;
+    let home = Scratch::new("fc-dialect");
+    home.file(
+        "sales.csv",
+        "PointOfSale;Product;Date;Stock\n121017;17240503103734;2019-08-17;2,5\n",
+        0o644,
+    );
+    let out = load(&db, &home, &["sales.csv", "-t", "sales"]);
+    assert_ok(&out);
+    assert!(
+        out.stderr.contains("sales.csv: delimiter ';' (detected from the header and first lines; --delimiter sets it)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        rows(&db, "SELECT pointofsale::text, stock FROM sales").await,
+        vec![vec![s("121017"), s("2,5")]]
+    );
+    // The same load with the delimiter given is the same load.
+    let again = load(
+        &db,
+        &home,
+        &["sales.csv", "-t", "sales", "--delimiter", ";"],
+    );
+    assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+
+    home.file("odd.csv", "a;b,c\n1;2,3\n", 0o644);
+    assert_bad(
+        &load(&db, &home, &["odd.csv", "-t", "odd"]),
+        "odd.csv: cannot tell the delimiter: ',' and ';' each split every line into 2 fields; give --delimiter",
+    );
+    assert_eq!(count(&db, "pg_class WHERE relname = 'odd'").await, 0);
+
+    // UTF-16 with a byte order mark.
+    let mut utf16 = vec![0xff, 0xfe];
+    for unit in "id\tname\n1\tZoë\n".encode_utf16() {
+        utf16.extend_from_slice(&unit.to_le_bytes());
+    }
+    std::fs::write(home.path().join("u16.csv"), utf16).expect("write");
+    let out = load(&db, &home, &["u16.csv", "-t", "u16"]);
+    assert_ok(&out);
+    assert!(
+        out.stderr.contains("reading it as UTF-16LE"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        rows(&db, "SELECT id::text, name FROM u16").await,
+        vec![vec![s("1"), s("Zoë")]]
+    );
+
+    // bzip2 and xz are named, not "undecodable".
+    std::fs::write(home.path().join("x.csv.bz2"), b"BZh91AY&SY\x00\x00").expect("write");
+    assert_bad(
+        &load(&db, &home, &["x.csv.bz2", "-t", "x"]),
+        "x.csv.bz2 is bzip2-compressed; pgbulk reads gzip and zstd: decompress it first, e.g. `bzcat x.csv.bz2 | pgbulk load -`",
+    );
+    std::fs::write(home.path().join("x.csv.xz"), b"\xfd7zXZ\x00\x00\x04").expect("write");
+    let xz = load(&db, &home, &["x.csv.xz", "-t", "x"]);
+    assert!(xz.stderr.contains("is xz-compressed"), "{}", xz.stderr);
+
+    // Dialects COPY refuses are usage errors.
+    for bad in [
+        &["sales.csv", "-t", "t", "--delimiter", ";;"][..],
+        &["sales.csv", "-t", "t", "--delimiter", ";", "--quote", ";"],
+        &["sales.csv", "-t", "t", "--delimiter", ",", "--null", "a,b"],
+        &["sales.csv", "-t", "t", "--no-such-flag"],
+    ] {
+        let out = load(&db, &home, bad);
+        assert_eq!(out.code, 2, "{bad:?}: {}", out.stderr);
+    }
 }

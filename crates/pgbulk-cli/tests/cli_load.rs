@@ -381,7 +381,8 @@ async fn reject_file_keeps_bad_rows_byte_for_byte() {
 async fn stdin_gzip_and_zstd() {
     let db = TestDb::new("load_stdin").await;
     let home = Scratch::new("load-stdin");
-    let text = "id,v\n1,a\n2,b\n";
+    // Standard input is peeked for its delimiter, then read whole.
+    let text = "id;v\n1;a\n2;b\n";
     let mut child = pgbulk(&home)
         .args(["load", "--table", "s", "--db", &db.url])
         .stdin(Stdio::piped())

@@ -6,8 +6,8 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use encoding_rs::Encoding;
 
@@ -105,7 +105,10 @@ pub fn open(
 ) -> Result<(Box<dyn Read + Send>, Compression)> {
     let raw: Box<dyn Read + Send> = match source {
         Source::File(p) => Box::new(File::open(p).map_err(|e| open_error(p, e))?),
-        Source::Stdin => Box::new(io::stdin()),
+        Source::Stdin => {
+            let peeked = std::mem::take(&mut *STDIN_PEEKED.lock().map_err(|_| poisoned())?);
+            Box::new(io::Cursor::new(peeked).chain(io::stdin()))
+        }
     };
     let mut reader = BufReader::with_capacity(
         256 * 1024,
@@ -122,6 +125,23 @@ pub fn open(
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Compression::Zstd
     } else {
+        let unsupported = if head.starts_with(b"BZh") && head.get(3).is_some_and(u8::is_ascii_digit)
+        {
+            Some(("bzip2", "bzcat"))
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Some(("xz", "xzcat"))
+        } else {
+            None
+        };
+        if let Some((format, tool)) = unsupported {
+            let name = source.name();
+            return Err(Error::new(
+                ErrorKind::Data,
+                format!(
+                    "{name} is {format}-compressed; pgbulk reads gzip and zstd: decompress it first, e.g. `{tool} {name} | pgbulk load -`"
+                ),
+            ));
+        }
         Compression::None
     };
     let decompressed: Box<dyn Read + Send> = match compression {
@@ -175,6 +195,74 @@ pub fn open_at(
             count: counter,
         },
     ))))
+}
+
+/// Bytes of standard input read ahead by [`peek_stdin`], given back to
+/// the first [`open`] of standard input.
+static STDIN_PEEKED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+fn poisoned() -> Error {
+    Error::new(ErrorKind::Io, "standard input buffer poisoned")
+}
+
+/// Reads up to `max` bytes of standard input ahead (fewer at its end) and
+/// returns them; the next [`open`] of standard input reads them again.
+pub fn peek_stdin(max: usize) -> Result<Vec<u8>> {
+    let mut peeked = STDIN_PEEKED.lock().map_err(|_| poisoned())?;
+    let mut stdin = io::stdin().lock();
+    let mut chunk = vec![0; 64 * 1024];
+    while peeked.len() < max {
+        let want = (max - peeked.len()).min(chunk.len());
+        match stdin.read(&mut chunk[..want]) {
+            Ok(0) => break,
+            Ok(n) => peeked.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("cannot read standard input", e)),
+        }
+    }
+    Ok(peeked.clone())
+}
+
+/// Up to `max` bytes of `source`'s text as [`open`] delivers it
+/// (decompressed, transcoded), for sniffing its dialect. Standard input
+/// is peeked, not consumed. A stream cut short by `max` is not an error.
+pub fn head(source: &Source, encoding: &'static Encoding, max: usize) -> Result<Vec<u8>> {
+    let mut text = Vec::new();
+    let reader: Box<dyn Read + Send> = match source {
+        Source::File(_) => open(source, encoding, Arc::default())?.0,
+        Source::Stdin => {
+            // Decompress what was peeked, not standard input itself.
+            let peeked = peek_stdin(max)?;
+            let mut reader = BufReader::new(io::Cursor::new(peeked));
+            let head = reader
+                .fill_buf()
+                .map_err(|e| Error::io("cannot read standard input", e))?;
+            let decompressed: Box<dyn Read + Send> = if head.starts_with(&[0x1f, 0x8b]) {
+                Box::new(flate2::read::MultiGzDecoder::new(reader))
+            } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                match ruzstd::decoding::StreamingDecoder::new(reader) {
+                    Ok(d) => Box::new(d),
+                    Err(_) => return Ok(text),
+                }
+            } else {
+                Box::new(reader)
+            };
+            if encoding.is_ascii_compatible() {
+                decompressed
+            } else {
+                Box::new(Transcoder::new(decompressed, encoding, source.name()))
+            }
+        }
+    };
+    let mut limited = reader.take(max as u64);
+    let mut chunk = vec![0; 64 * 1024];
+    loop {
+        match limited.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Ok(text)
 }
 
 fn open_error(path: &Path, e: io::Error) -> Error {

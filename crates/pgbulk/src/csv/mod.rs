@@ -20,6 +20,48 @@ pub struct Dialect {
     pub null: Vec<u8>,
 }
 
+impl Dialect {
+    /// One byte from its spelling on a command line: the character itself,
+    /// or `\t` / `tab` for a tab.
+    pub fn parse_byte(text: &str) -> Result<u8, String> {
+        match text {
+            "\\t" | "tab" | "\t" => Ok(b'\t'),
+            t if t.len() == 1 => Ok(t.as_bytes()[0]),
+            t => Err(format!(
+                "must be a single one-byte character (or \\t for tab), not \"{t}\""
+            )),
+        }
+    }
+
+    /// Refuses the combinations COPY refuses: a delimiter, quote or escape
+    /// that is a line end, a delimiter equal to the quote or escape, a NULL
+    /// marker holding the delimiter or a line end.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, b) in [
+            ("delimiter", self.delimiter),
+            ("quote", self.quote),
+            ("escape", self.escape),
+        ] {
+            if b == b'\n' || b == b'\r' {
+                return Err(format!("the {name} cannot be a line end"));
+            }
+        }
+        if self.delimiter == self.quote {
+            return Err("the delimiter and the quote must differ".to_owned());
+        }
+        if self.delimiter == self.escape {
+            return Err("the delimiter and the escape must differ".to_owned());
+        }
+        if self.null.contains(&self.delimiter) {
+            return Err("the NULL marker cannot contain the delimiter".to_owned());
+        }
+        if self.null.iter().any(|b| *b == b'\n' || *b == b'\r') {
+            return Err("the NULL marker cannot contain a line end".to_owned());
+        }
+        Ok(())
+    }
+}
+
 impl Default for Dialect {
     fn default() -> Self {
         Self {

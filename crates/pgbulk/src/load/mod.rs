@@ -14,6 +14,7 @@
 mod ledger;
 mod reader;
 mod sample;
+mod sniff;
 mod streams;
 
 use std::collections::BTreeMap;
@@ -63,6 +64,10 @@ pub struct LoadOptions {
     pub table: TableName,
     /// The CSV dialect.
     pub dialect: Dialect,
+    /// Detect the delimiter from the first input's header and first lines
+    /// (`dialect.delimiter` is then ignored); a UTF-16 byte order mark
+    /// always selects UTF-16 when the encoding is UTF-8.
+    pub detect_delimiter: bool,
     /// Whether the first record of each input is a header.
     pub header: bool,
     /// Physical lines to skip before the header or data.
@@ -120,6 +125,7 @@ impl Default for LoadOptions {
                 name: String::new(),
             },
             dialect: Dialect::default(),
+            detect_delimiter: false,
             header: true,
             skip_lines: 0,
             encoding: encoding_rs::UTF_8,
@@ -224,9 +230,10 @@ pub struct LoadReport {
     pub already_loaded: bool,
     /// Migrations applied.
     pub migrations: Vec<String>,
-    /// Why an earlier run's ledger was not followed (the table was emptied
-    /// or rewritten since).
-    pub ledger_notes: Vec<String>,
+    /// What the user should know but did not ask: a detected delimiter or
+    /// encoding, why an earlier run's ledger was not followed (the table
+    /// was emptied or rewritten since).
+    pub notes: Vec<String>,
 }
 
 /// Loads the inputs into the table. See the module documentation.
@@ -244,6 +251,9 @@ pub async fn load(
     let mut clients = vec![client];
     let started = Instant::now();
     let mut report = LoadReport::default();
+    let (detected, notes) = detect_dialect(opts)?;
+    let opts = &detected;
+    report.notes = notes;
     let sources = if opts.sources.is_empty() {
         vec![Source::Stdin]
     } else {
@@ -418,8 +428,8 @@ pub async fn load(
             }
             ledger::Verdict::Fresh(why) => {
                 if let Some(why) = why {
-                    if !report.ledger_notes.contains(&why) {
-                        report.ledger_notes.push(why);
+                    if !report.notes.contains(&why) {
+                        report.notes.push(why);
                     }
                 }
             }
@@ -562,6 +572,55 @@ pub async fn load(
     report.rejected = rejected.load(Ordering::Relaxed);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Bytes of the first input read to detect its dialect.
+const SNIFF_BYTES: usize = 256 * 1024;
+
+/// `opts` with what the first input says about itself: a UTF-16 byte
+/// order mark when the encoding is UTF-8, and the delimiter when
+/// `detect_delimiter` asks for it. The notes say what was detected.
+pub fn detect_dialect(opts: &LoadOptions) -> Result<(LoadOptions, Vec<String>)> {
+    let mut detected = opts.clone();
+    let mut notes = Vec::new();
+    if !opts.detect_delimiter {
+        opts.dialect.validate().map_err(Error::config)?;
+        if opts.encoding != encoding_rs::UTF_8 {
+            return Ok((detected, notes));
+        }
+    }
+    let source = opts.sources.first().cloned().unwrap_or(Source::Stdin);
+    let name = source.name();
+    let mut head = crate::input::head(&source, encoding_rs::UTF_8, SNIFF_BYTES)?;
+    if opts.encoding == encoding_rs::UTF_8 {
+        if let Some(encoding) = sniff::bom_encoding(&head) {
+            detected.encoding = encoding;
+            notes.push(format!(
+                "{name}: reading it as {} (its byte order mark says so; --encoding sets it)",
+                encoding.name()
+            ));
+            head = crate::input::head(&source, encoding, SNIFF_BYTES)?;
+        }
+    }
+    if opts.detect_delimiter {
+        let delimiter = sniff::delimiter(&head, &opts.dialect, opts.skip_lines)
+            .map_err(|why| Error::new(ErrorKind::Data, format!("{name}: {why}")))?;
+        detected.dialect.delimiter = delimiter;
+        detected.detect_delimiter = false;
+        detected.dialect.validate().map_err(|why| {
+            Error::config(format!(
+                "{name}: with the delimiter detected ({}): {why}; give --delimiter",
+                sniff::describe(delimiter)
+            ))
+        })?;
+        if delimiter != b',' {
+            notes.push(format!(
+                "{name}: delimiter {} (detected from the header and first lines; --delimiter sets it)",
+                sniff::describe(delimiter)
+            ));
+        }
+    }
+    Ok((detected, notes))
 }
 
 /// The engine's options for a load in `mode`.

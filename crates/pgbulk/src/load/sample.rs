@@ -127,9 +127,16 @@ pub(super) fn infer_from(
 
 /// The `CREATE TABLE` inferred from a sample of `source` for `table`,
 /// preceded by a comment saying what was sampled (`pgbulk infer`).
+/// The dialect is detected as [`super::detect_dialect`] does.
 pub fn infer_source(source: &Source, opts: &LoadOptions, table: &TableName) -> Result<String> {
-    infer_from(source, opts, table, Arc::default())
-        .map(|(ddl, sampled, _)| format!("{}{ddl}", sampled.comment()))
+    let opts = LoadOptions {
+        sources: vec![source.clone()],
+        ..opts.clone()
+    };
+    let (opts, notes) = super::detect_dialect(&opts)?;
+    let notes: String = notes.iter().map(|n| format!("-- {n}\n")).collect();
+    infer_from(source, &opts, table, Arc::default())
+        .map(|(ddl, sampled, _)| format!("{notes}{}{ddl}", sampled.comment()))
 }
 
 /// The header's fields, or the names given; `None` without either.

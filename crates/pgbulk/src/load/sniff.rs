@@ -1,0 +1,145 @@
+//! What an input says about itself when the user did not: its encoding
+//! from a byte order mark, its delimiter from the header and first lines.
+
+use encoding_rs::Encoding;
+
+use crate::csv::{CsvError, Dialect, Reader};
+
+/// Delimiters tried, in order of preference.
+pub(super) const CANDIDATES: &[u8] = b",;\t|";
+
+/// Lines read to decide.
+const LINES: usize = 50;
+
+/// The encoding a UTF-16 byte order mark names (those bytes are never
+/// valid UTF-8, so the mark settles it). A UTF-8 mark needs nothing: the
+/// reader skips it.
+pub(super) fn bom_encoding(head: &[u8]) -> Option<&'static Encoding> {
+    if head.starts_with(&[0xff, 0xfe]) {
+        Some(encoding_rs::UTF_16LE)
+    } else if head.starts_with(&[0xfe, 0xff]) {
+        Some(encoding_rs::UTF_16BE)
+    } else {
+        None
+    }
+}
+
+/// The delimiter that splits the header and the first lines of `text` (the
+/// input's start, after `skip_lines`) into the same number of fields, more
+/// than one. With no such candidate the input is one column (`,`). With
+/// several that split alike, and none splitting into more fields than the
+/// others, the answer is an error saying which.
+pub(super) fn delimiter(text: &[u8], dialect: &Dialect, skip_lines: u64) -> Result<u8, String> {
+    // Only whole lines: the last one may be cut.
+    let text = match text.iter().rposition(|b| *b == b'\n') {
+        Some(end) => &text[..=end],
+        None => text,
+    };
+    let mut even: Vec<(u8, usize)> = Vec::new();
+    for &candidate in CANDIDATES {
+        if candidate == dialect.quote {
+            continue;
+        }
+        let d = Dialect {
+            delimiter: candidate,
+            ..dialect.clone()
+        };
+        if let Some(fields) = fields_per_record(text, d, skip_lines) {
+            if fields > 1 {
+                even.push((candidate, fields));
+            }
+        }
+    }
+    match even.as_slice() {
+        [] => Ok(b','),
+        [(only, _)] => Ok(*only),
+        several => {
+            let most = several.iter().map(|(_, n)| *n).max().unwrap_or(0);
+            let widest: Vec<&(u8, usize)> = several.iter().filter(|(_, n)| *n == most).collect();
+            if let [(only, _)] = widest.as_slice() {
+                return Ok(*only);
+            }
+            Err(format!(
+                "cannot tell the delimiter: {} each split every line into {most} fields; give --delimiter",
+                widest
+                    .iter()
+                    .map(|(d, _)| describe(*d))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ))
+        }
+    }
+}
+
+/// The number of fields every record has, when they all have the same.
+fn fields_per_record(text: &[u8], dialect: Dialect, skip_lines: u64) -> Option<usize> {
+    let mut reader = Reader::new(text, dialect);
+    reader.skip_lines(skip_lines).ok()?;
+    let mut fields = None;
+    for _ in 0..LINES {
+        match reader.read_record() {
+            Ok(Some(record)) => match fields {
+                None => fields = Some(record.len()),
+                Some(n) if n != record.len() => return None,
+                Some(_) => {}
+            },
+            Ok(None) | Err(CsvError::UnclosedQuote { .. }) => break,
+            Err(_) => return None,
+        }
+    }
+    fields
+}
+
+/// A delimiter as the user would type it.
+pub(super) fn describe(delimiter: u8) -> String {
+    match delimiter {
+        b'\t' => "tab".to_owned(),
+        d => format!("'{}'", char::from(d)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detect(text: &str) -> Result<u8, String> {
+        delimiter(text.as_bytes(), &Dialect::default(), 0)
+    }
+
+    #[test]
+    fn the_delimiter_that_splits_every_line_alike() {
+        assert_eq!(detect("a,b,c\n1,2,3\n"), Ok(b','));
+        assert_eq!(
+            detect("PointOfSale;Product;Date;Stock\n121017;1724;2019-08-17;2\n"),
+            Ok(b';')
+        );
+        // Decimal commas inside a ';' file.
+        assert_eq!(detect("a;b\n1,5;2\n3;4,25\n"), Ok(b';'));
+        assert_eq!(detect("a\tb\nx, y\tz\n"), Ok(b'\t'));
+        assert_eq!(detect("a|b\n1|2\n"), Ok(b'|'));
+        // Quoted delimiters do not count.
+        assert_eq!(detect("name,note\n\"Lu; José\",\"a;b;c\"\n"), Ok(b','));
+        // One column.
+        assert_eq!(detect("name\nJosé\n"), Ok(b','));
+        // A cut last line is ignored.
+        assert_eq!(detect("a;b\n1;2\n3;"), Ok(b';'));
+        // More fields wins when both split alike.
+        assert_eq!(detect("a,b;c,d\n1,2;3,4\n"), Ok(b','));
+    }
+
+    #[test]
+    fn ambiguous_inputs_are_refused() {
+        let err = detect("a;b,c\n1;2,3\n").expect_err("ambiguous");
+        assert!(
+            err.contains("',' and ';'") && err.contains("--delimiter"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn byte_order_marks() {
+        assert_eq!(bom_encoding(b"\xff\xfea\0"), Some(encoding_rs::UTF_16LE));
+        assert_eq!(bom_encoding(b"\xfe\xff\0a"), Some(encoding_rs::UTF_16BE));
+        assert_eq!(bom_encoding(b"\xef\xbb\xbfa"), None);
+    }
+}
