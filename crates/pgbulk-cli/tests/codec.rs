@@ -48,6 +48,9 @@ async fn oracle(db: &TestDb, sql_type: &str, inputs: &[String]) {
         writer.value(&Value::Int(i as i64), int4).expect("id");
         match writer.text(Some(input), ty) {
             Ok(()) => accepted.push(i),
+            // Not a form the encoder reads exactly: the server's input
+            // function decides (the engine sends such text for it to cast).
+            Err(err) if err.is_for_server() => writer.truncate(mark),
             Err(err) => {
                 writer.truncate(mark);
                 // The server's own COPY of the same text (input function and

@@ -420,7 +420,7 @@ async fn failures_keep_earlier_batches_and_name_the_value() {
     assert_eq!(err.kind(), ErrorKind::Data);
     assert_eq!(
         err.message(),
-        "batch 2, table public.t, row 2: column amount: value \"12x\": invalid input syntax for type integer: \"12x\""
+        "batch 2, table public.t, row 2: column amount: invalid input syntax for type integer: \"12x\""
     );
     assert_eq!(
         count(&client, "SELECT count(*) FROM t").await,

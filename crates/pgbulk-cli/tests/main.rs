@@ -11,3 +11,4 @@ mod codec;
 mod connect;
 mod harness;
 mod ingest;
+mod values;

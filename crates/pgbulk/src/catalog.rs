@@ -109,11 +109,18 @@ pub async fn table(client: &Client, schema: &str, name: &str) -> Result<Option<T
 /// Resolves a type for encoding: domains to their base type, enums to
 /// text, arrays to their element type. `typmod` only affects the name.
 pub async fn column_type(client: &Client, oid: Oid, typmod: i32) -> Result<ColumnType> {
-    let name: String = client
-        .query_one("SELECT pg_catalog.format_type($1, $2)", &[&oid, &typmod])
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.format_type($1, $2), \
+             pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(t.typname) \
+             FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
+             WHERE t.oid = $1",
+            &[&oid, &typmod],
+        )
         .await
-        .map_err(|e| Error::server("reading a type", e))?
-        .get(0);
+        .map_err(|e| Error::server("reading a type", e))?;
+    let name: String = row.get(0);
+    let cast_name: String = row.get(1);
     let mut current = oid;
     for _ in 0..32 {
         let row = client
@@ -145,11 +152,24 @@ pub async fn column_type(client: &Client, oid: Oid, typmod: i32) -> Result<Colum
         let max_chars = (matches!(current, 1043 | 1042) && typmod >= 4)
             .then(|| u32::try_from(typmod - 4).ok())
             .flatten();
+        // numeric(p, s) keeps ((p << 16) | s) + 4, s as 11 signed bits.
+        let precision_scale = (current == 1700 && typmod >= 4).then(|| {
+            let t = typmod - 4;
+            let scale = t & 0x7ff;
+            let scale = if scale & 0x400 != 0 {
+                scale - 0x800
+            } else {
+                scale
+            };
+            (u32::try_from((t >> 16) & 0xffff).unwrap_or(0), scale)
+        });
         return Ok(ColumnType {
             oid: current,
             kind,
             name,
+            cast_name,
             max_chars,
+            precision_scale,
         });
     }
     Err(Error::new(

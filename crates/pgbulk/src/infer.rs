@@ -163,7 +163,9 @@ fn fits(value: &str, oid: u32, scratch: &mut Vec<u8>) -> bool {
         oid,
         kind: ColumnType::kind_of_builtin(oid),
         name: String::new(),
+        cast_name: String::new(),
         max_chars: None,
+        precision_scale: None,
     };
     debug_assert!(ty.kind != TypeKind::Other);
     scratch.clear();

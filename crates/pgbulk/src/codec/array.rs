@@ -10,8 +10,10 @@ enum Node {
     Elem(Option<String>),
 }
 
+/// An array text this parser does not read (it may still be one the
+/// server's parser reads, e.g. with dimension bounds): the server decides.
 fn malformed(text: &str, why: &str) -> EncodeError {
-    EncodeError(format!(
+    EncodeError::for_server_because(format!(
         "malformed array literal: \"{}\" ({why})",
         shorten(text)
     ))
@@ -24,7 +26,7 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn skip_ws(&mut self) {
-        while self.chars.next_if(|c| c.is_whitespace()).is_some() {}
+        while self.chars.next_if(|c| super::is_space(*c)).is_some() {}
     }
 
     fn list(&mut self) -> Result<Node, EncodeError> {
@@ -90,7 +92,7 @@ impl Parser<'_> {
                 s.push(c);
             }
         }
-        let trimmed = s.trim_end();
+        let trimmed = s.trim_end_matches(super::is_space);
         if trimmed.is_empty() {
             return Err(malformed(self.text, "empty element"));
         }
@@ -156,7 +158,7 @@ fn check<T: Nested>(node: &T, dims: &[usize]) -> Result<(), String> {
 }
 
 fn header(out: &mut Vec<u8>, dims: &[usize], has_null: bool, elem_oid: u32) -> Encoded {
-    let too_big = || EncodeError("array is too large".to_owned());
+    let too_big = || EncodeError::new("array is too large".to_owned());
     let ndim = if dims.first() == Some(&0) {
         0
     } else {
@@ -210,7 +212,7 @@ fn flatten<'a>(node: &'a Node, leaves: &mut Vec<Option<&'a str>>) {
 
 pub(super) fn encode_values(items: &[Value], elem: &ColumnType, out: &mut Vec<u8>) -> Encoded {
     let root = Value::Array(items.to_vec());
-    let dims = dims_of(&root).map_err(EncodeError)?;
+    let dims = dims_of(&root).map_err(EncodeError::new)?;
     let mut leaves = Vec::new();
     flatten_values(&root, &mut leaves);
     header(

@@ -65,9 +65,9 @@ fn era(t: &str) -> (&str, bool) {
     let n = t.len();
     let tail = t.get(n.saturating_sub(3)..).unwrap_or("");
     if n >= 3 && tail.eq_ignore_ascii_case(" bc") {
-        (t[..n - 3].trim_end(), true)
+        (t[..n - 3].trim_end_matches(super::is_space), true)
     } else if n >= 3 && tail.eq_ignore_ascii_case(" ad") {
-        (t[..n - 3].trim_end(), false)
+        (t[..n - 3].trim_end_matches(super::is_space), false)
     } else {
         (t, false)
     }
@@ -88,6 +88,11 @@ fn parse_date(s: &str, bc: bool) -> Option<i64> {
             .then(|| p.parse().ok())
             .flatten()
     };
+    // A year of fewer than four digits reads differently under each
+    // DateStyle (`1-5-21` is 2021-01-05 in MDY): the server's to read.
+    if y.len() < 4 {
+        return None;
+    }
     let (mut y, m, d) = (num(y)?, num(m)?, num(d)?);
     if y == 0 || !(1..=12).contains(&m) || d < 1 || d > days_in_month(if bc { 1 - y } else { y }, m)
     {
@@ -146,7 +151,10 @@ fn split_offset(s: &str) -> Result<(&str, Option<i32>), ()> {
     };
     for zulu in ["UTC", "GMT", "Z"] {
         if ends_with(zulu) {
-            return Ok((s[..s.len() - zulu.len()].trim_end(), Some(0)));
+            return Ok((
+                s[..s.len() - zulu.len()].trim_end_matches(super::is_space),
+                Some(0),
+            ));
         }
     }
     // The sign of an offset comes after the time's colon-separated part.
@@ -178,7 +186,7 @@ fn split_offset(s: &str) -> Result<(&str, Option<i32>), ()> {
         return Err(());
     }
     let offset = i32::try_from(sign * (h * 3600 + m * 60 + sec)).map_err(|_| ())?;
-    Ok((s[..at].trim_end(), Some(offset)))
+    Ok((s[..at].trim_end_matches(super::is_space), Some(offset)))
 }
 
 /// `YYYY-MM-DD` exactly: the common case, without splitting or trimming.
@@ -202,7 +210,7 @@ pub(super) fn date(text: &str, out: &mut Vec<u8>) -> Encoded {
         out.extend_from_slice(&i32::try_from(days).unwrap_or(0).to_be_bytes());
         return Ok(());
     }
-    let t = text.trim();
+    let t = super::trim_space(text);
     let days = match special(t) {
         Some(Parsed::PosInfinity) => i64::from(i32::MAX),
         Some(Parsed::NegInfinity) => i64::from(i32::MIN),
@@ -225,14 +233,15 @@ pub(super) fn date(text: &str, out: &mut Vec<u8>) -> Encoded {
 }
 
 pub(super) fn time(text: &str, out: &mut Vec<u8>) -> Encoded {
-    let micros = parse_time(text.trim()).ok_or_else(|| invalid("time without time zone", text))?;
+    let micros = parse_time(super::trim_space(text))
+        .ok_or_else(|| invalid("time without time zone", text))?;
     out.extend_from_slice(&micros.to_be_bytes());
     Ok(())
 }
 
 pub(super) fn timetz(text: &str, default_offset: i32, out: &mut Vec<u8>) -> Encoded {
     let bad = || invalid("time with time zone", text);
-    let (t, offset) = split_offset(text.trim()).map_err(|()| bad())?;
+    let (t, offset) = split_offset(super::trim_space(text)).map_err(|()| bad())?;
     let micros = parse_time(t).ok_or_else(bad)?;
     out.extend_from_slice(&micros.to_be_bytes());
     // PostgreSQL stores the zone as seconds west of UTC.
@@ -284,7 +293,7 @@ fn parse_timestamp(text: &str, type_name: &str) -> Result<(Parsed, Option<i32>),
     if let Some((us, offset)) = iso_timestamp(text.as_bytes()) {
         return Ok((Parsed::Finite(us), offset));
     }
-    let t = text.trim();
+    let t = super::trim_space(text);
     if let Some(p) = special(t) {
         return Ok((
             match p {
@@ -297,7 +306,10 @@ fn parse_timestamp(text: &str, type_name: &str) -> Result<(Parsed, Option<i32>),
     let (t, bc) = era(t);
     let (t, offset) = split_offset(t).map_err(|()| invalid(type_name, text))?;
     let (date_part, time_part) = match t.find(['T', 't', ' ']) {
-        Some(at) => (&t[..at], Some(t[at + 1..].trim_start())),
+        Some(at) => (
+            &t[..at],
+            Some(t[at + 1..].trim_start_matches(super::is_space)),
+        ),
         None => (t, None),
     };
     let days = parse_date(date_part, bc).ok_or_else(|| invalid(type_name, text))?;
@@ -355,155 +367,101 @@ pub(super) fn timestamptz(text: &str, default_offset: i32, out: &mut Vec<u8>) ->
     write_timestamp(parsed, shift, text, name, out)
 }
 
-/// An interval being accumulated: months, days, microseconds.
-#[derive(Default)]
-struct Span {
-    months: f64,
-    days: f64,
-    micros: f64,
-}
-
-impl Span {
-    /// Adds `n` of a unit, spilling fractions down as PostgreSQL does
-    /// (a month is 30 days, a day 24 hours).
-    fn add(&mut self, n: f64, unit: &str) -> Option<()> {
-        let micros_per = |secs: f64| secs * 1e6;
-        match unit {
-            "microsecond" | "microseconds" | "us" | "usec" | "usecs" | "useconds" => {
-                self.micros += n
-            }
-            "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" | "mseconds" => {
-                self.micros += n * 1e3
-            }
-            "second" | "seconds" | "s" | "sec" | "secs" => self.micros += micros_per(n),
-            "minute" | "minutes" | "m" | "min" | "mins" => self.micros += micros_per(n * 60.0),
-            "hour" | "hours" | "h" | "hr" | "hrs" => self.micros += micros_per(n * 3600.0),
-            "day" | "days" | "d" => self.whole_days(n),
-            "week" | "weeks" | "w" => self.whole_days(n * 7.0),
-            "month" | "months" | "mon" | "mons" => self.whole_months(n),
-            "year" | "years" | "y" | "yr" | "yrs" => self.whole_months(n * 12.0),
-            "decade" | "decades" => self.whole_months(n * 120.0),
-            "century" | "centuries" | "c" => self.whole_months(n * 1200.0),
-            "millennium" | "millennia" | "millenniums" => self.whole_months(n * 12000.0),
-            _ => return None,
-        }
-        Some(())
-    }
-
-    fn whole_days(&mut self, n: f64) {
-        let whole = n.trunc();
-        self.days += whole;
-        self.micros += (n - whole) * 86_400e6;
-    }
-
-    fn whole_months(&mut self, n: f64) {
-        let whole = n.trunc();
-        self.months += whole;
-        self.whole_days((n - whole) * 30.0);
-    }
-}
-
-#[allow(clippy::cast_possible_truncation)]
+/// `interval` in the server's own output form (`IntervalStyle`
+/// `postgres`): `[N year[s]] [N mon[s]] [N day[s]] [[+-]H:MM:SS[.ffffff]]`
+/// with integer counts, converted with integer arithmetic as the server
+/// does. Every other spelling (`@ 1 hour ago`, `1.5 days`, ISO 8601
+/// `P1D`, `3days`) is the server's to read.
 pub(super) fn interval(text: &str, out: &mut Vec<u8>) -> Encoded {
-    let bad = || invalid("interval", text);
-    let t = text.trim();
-    let mut span = Span::default();
-    if let Some(iso) = t.strip_prefix(['P', 'p']) {
-        let mut in_time = false;
-        let mut number = String::new();
-        for c in iso.chars() {
-            match c {
-                'T' | 't' => in_time = true,
-                '0'..='9' | '.' | '-' | '+' => number.push(c),
-                unit => {
-                    let n: f64 = number.parse().map_err(|_| bad())?;
-                    number.clear();
-                    let unit = match (unit.to_ascii_uppercase(), in_time) {
-                        ('Y', false) => "years",
-                        ('M', false) => "months",
-                        ('W', false) => "weeks",
-                        ('D', false) => "days",
-                        ('H', true) => "hours",
-                        ('M', true) => "minutes",
-                        ('S', true) => "seconds",
-                        _ => return Err(bad()),
-                    };
-                    span.add(n, unit).ok_or_else(bad)?;
-                }
+    let undecided = || invalid("interval", text);
+    let mut words = text
+        .split(super::is_space)
+        .filter(|w| !w.is_empty())
+        .peekable();
+    if words.peek().is_none() {
+        return Err(undecided());
+    }
+    let (mut months, mut days, mut micros) = (0i64, 0i64, 0i64);
+    // Units must come in the output's order, each once.
+    let mut next_unit = 0;
+    while let Some(word) = words.next() {
+        if word.contains(':') {
+            if words.peek().is_some() {
+                return Err(undecided());
             }
+            micros = clock(word).ok_or_else(undecided)?;
+            break;
         }
-        if !number.is_empty() {
-            return Err(bad());
+        let count = signed_count(word).ok_or_else(undecided)?;
+        let unit = match words.next() {
+            Some("year" | "years") => 1,
+            Some("mon" | "mons") => 2,
+            Some("day" | "days") => 3,
+            _ => return Err(undecided()),
+        };
+        if unit <= next_unit {
+            return Err(undecided());
         }
-    } else {
-        let mut words: Vec<&str> = t.trim_start_matches('@').split_whitespace().collect();
-        let ago = words.last().is_some_and(|w| w.eq_ignore_ascii_case("ago"));
-        if ago {
-            words.pop();
-        }
-        if words.is_empty() {
-            return Err(bad());
-        }
-        let mut i = 0;
-        while i < words.len() {
-            let w = words[i];
-            if w.contains(':') {
-                let (neg, clock) = match w.strip_prefix('-') {
-                    Some(rest) => (true, rest),
-                    None => (false, w.strip_prefix('+').unwrap_or(w)),
-                };
-                let mut parts = clock.split(':');
-                let h: f64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-                let m: f64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-                let s: f64 = match parts.next() {
-                    Some(p) => p.parse().map_err(|_| bad())?,
-                    None => 0.0,
-                };
-                if parts.next().is_some() || m >= 60.0 || s >= 60.0 {
-                    return Err(bad());
-                }
-                let us = ((h * 60.0 + m) * 60.0 + s) * 1e6;
-                span.micros += if neg { -us } else { us };
-                i += 1;
-                continue;
-            }
-            // A number, optionally glued to its unit ("3days").
-            let split = w.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(w.len());
-            let n: f64 = w[..split].parse().map_err(|_| bad())?;
-            let unit = if split < w.len() {
-                w[split..].to_ascii_lowercase()
-            } else if let Some(next) = words
-                .get(i + 1)
-                .filter(|n| n.chars().all(|c| c.is_ascii_alphabetic()))
-            {
-                i += 1;
-                next.to_ascii_lowercase()
-            } else {
-                "seconds".to_owned()
-            };
-            span.add(n, &unit).ok_or_else(bad)?;
-            i += 1;
-        }
-        if ago {
-            span = Span {
-                months: -span.months,
-                days: -span.days,
-                micros: -span.micros,
-            };
+        next_unit = unit;
+        match unit {
+            1 => months = count.checked_mul(12).ok_or_else(undecided)?,
+            2 => months = months.checked_add(count).ok_or_else(undecided)?,
+            _ => days = count,
         }
     }
-    let fits = |v: f64| v.is_finite() && v.abs() < 2_147_483_648.0;
-    if !fits(span.months)
-        || !fits(span.days)
-        || !span.micros.is_finite()
-        || span.micros.abs() > 9.2e18
-    {
-        return Err(out_of_range("interval", text));
-    }
-    out.extend_from_slice(&(span.micros.round() as i64).to_be_bytes());
-    out.extend_from_slice(&(span.days as i32).to_be_bytes());
-    out.extend_from_slice(&(span.months as i32).to_be_bytes());
+    let months = i32::try_from(months).map_err(|_| undecided())?;
+    let days = i32::try_from(days).map_err(|_| undecided())?;
+    out.extend_from_slice(&micros.to_be_bytes());
+    out.extend_from_slice(&days.to_be_bytes());
+    out.extend_from_slice(&months.to_be_bytes());
     Ok(())
+}
+
+/// A signed integer of at most 10 digits.
+fn signed_count(word: &str) -> Option<i64> {
+    let digits = word.strip_prefix(['-', '+']).unwrap_or(word);
+    if digits.is_empty() || digits.len() > 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    word.parse().ok()
+}
+
+/// `[+-]H:MM:SS[.ffffff]` (any number of hour digits up to 10) to
+/// microseconds.
+fn clock(word: &str) -> Option<i64> {
+    let (negative, rest) = match word.as_bytes().first()? {
+        b'-' => (true, &word[1..]),
+        b'+' => (false, &word[1..]),
+        _ => (false, word),
+    };
+    let mut parts = rest.split(':');
+    let h = parts.next()?;
+    let m = parts.next()?;
+    let s = parts.next()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    let (s, frac) = s.split_once('.').unwrap_or((s, ""));
+    let number = |p: &str, min: usize, max: usize| -> Option<i64> {
+        (p.len() >= min && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse().ok())
+            .flatten()
+    };
+    let (h, m, s) = (number(h, 1, 10)?, number(m, 2, 2)?, number(s, 2, 2)?);
+    if m > 59 || s > 59 || (frac.is_empty() && rest.ends_with('.')) || frac.len() > 6 {
+        return None;
+    }
+    let frac_micros = if frac.is_empty() {
+        0
+    } else {
+        number(frac, 1, 6)? * 10i64.pow(6 - u32::try_from(frac.len()).ok()?)
+    };
+    let total = h
+        .checked_mul(3600)?
+        .checked_add(m * 60 + s)?
+        .checked_mul(USECS_PER_SEC)?
+        .checked_add(frac_micros)?;
+    Some(if negative { -total } else { total })
 }
 
 #[cfg(test)]
@@ -559,11 +517,34 @@ mod tests {
         );
         assert_eq!(i32::from_be_bytes(out[8..12].try_into().expect("4")), 3);
         assert_eq!(i32::from_be_bytes(out[12..16].try_into().expect("4")), 14);
-        let mut iso = Vec::new();
-        interval("P1Y2M3DT4H5M6.5S", &mut iso).expect("ok");
-        assert_eq!(out, iso);
-        let mut ago = Vec::new();
-        interval("@ 1 day ago", &mut ago).expect("ok");
-        assert_eq!(i32::from_be_bytes(ago[8..12].try_into().expect("4")), -1);
+        let mut negative = Vec::new();
+        interval("-1 years +2 mons -3 days -04:05:06.000001", &mut negative).expect("ok");
+        assert_eq!(
+            be_i64(&negative),
+            -((4 * 3600 + 5 * 60 + 6) * USECS_PER_SEC + 1)
+        );
+        assert_eq!(
+            i32::from_be_bytes(negative[8..12].try_into().expect("4")),
+            -3
+        );
+        assert_eq!(
+            i32::from_be_bytes(negative[12..16].try_into().expect("4")),
+            -10
+        );
+        // Other spellings are the server's to read.
+        for other in [
+            "@ 1 day ago",
+            "P1Y2M3DT4H5M6.5S",
+            "1.5 days",
+            "3days",
+            "P",
+            "1 day 1 year",
+            "9223372036854775807 usec",
+            "10:00",
+            "",
+        ] {
+            let err = interval(other, &mut Vec::new()).expect_err(other);
+            assert!(err.is_for_server(), "{other}");
+        }
     }
 }

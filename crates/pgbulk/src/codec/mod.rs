@@ -76,10 +76,20 @@ pub struct ColumnType {
     pub kind: TypeKind,
     /// `format_type` of the declared type, e.g. `numeric(12,2)`.
     pub name: String,
+    /// The declared type by its qualified catalog name, without a type
+    /// modifier (`pg_catalog."numeric"`, `pg_catalog."bpchar"`): text cast
+    /// to it keeps its length, so assigning it to the column applies the
+    /// modifier as COPY does (an error for a too-long `varchar` or `bit`,
+    /// where a cast to `varchar(3)` would cut silently).
+    pub cast_name: String,
     /// For `varchar(n)` and `char(n)`: `n`. Longer values fail here, with
     /// the row's position, rather than on the server (excess spaces are cut,
     /// as PostgreSQL cuts them).
     pub max_chars: Option<u32>,
+    /// For `numeric(p, s)`: `(p, s)`. A value that would need rounding
+    /// near the precision, or one too large, is left to the server (its
+    /// rounding and its message); others are sent exactly.
+    pub precision_scale: Option<(u32, i32)>,
 }
 
 impl ColumnType {
@@ -145,13 +155,60 @@ pub enum Value {
     Array(Vec<Value>),
 }
 
-/// Why a value does not fit its column.
+/// Why a value was not encoded: it does not fit its column, or its text is
+/// not in a form this encoder converts exactly as the server's input
+/// function would, so the server must decide ([`EncodeError::for_server`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodeError(pub String);
+pub struct EncodeError {
+    message: String,
+    for_server: bool,
+}
+
+impl EncodeError {
+    /// The value does not fit: the server would refuse it too.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            for_server: false,
+        }
+    }
+
+    /// The text is not a form the encoder converts exactly as the server
+    /// does (`01/08/1999`, `Jan 8 1999`, a named time zone, `0x1F`): it is
+    /// sent as text for the server's own input function, which accepts or
+    /// rejects it.
+    pub fn for_server(type_name: &str, text: &str) -> Self {
+        Self {
+            message: format!(
+                "invalid input syntax for type {type_name}: \"{}\"",
+                shorten(text)
+            ),
+            for_server: true,
+        }
+    }
+
+    /// Like [`EncodeError::for_server`], with a message of its own.
+    pub(crate) fn for_server_because(message: String) -> Self {
+        Self {
+            message,
+            for_server: true,
+        }
+    }
+
+    /// Whether the server must decide (see [`EncodeError::for_server`]).
+    pub fn is_for_server(&self) -> bool {
+        self.for_server
+    }
+
+    /// What is wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
 
 impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -159,15 +216,28 @@ impl std::error::Error for EncodeError {}
 
 pub(crate) type Encoded = Result<(), EncodeError>;
 
-fn invalid(type_name: &str, text: &str) -> EncodeError {
-    EncodeError(format!(
-        "invalid input syntax for type {type_name}: \"{}\"",
-        shorten(text)
-    ))
+/// White space as the server's input functions skip it (C `isspace`):
+/// space, tab, line feed, vertical tab, form feed, carriage return. Not
+/// Unicode spaces: `t\u{a0}` is no boolean to the server.
+pub(crate) fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0B' | '\x0C' | '\r')
 }
 
+/// `text` without the white space the server skips around a value.
+pub(crate) fn trim_space(text: &str) -> &str {
+    text.trim_matches(is_space)
+}
+
+/// A text this encoder does not parse: the server's input function
+/// decides (it may accept forms the encoder does not know).
+fn invalid(type_name: &str, text: &str) -> EncodeError {
+    EncodeError::for_server(type_name, text)
+}
+
+/// A value parsed exactly that is outside the type's range: the server
+/// would say the same.
 fn out_of_range(type_name: &str, text: &str) -> EncodeError {
-    EncodeError(format!(
+    EncodeError::new(format!(
         "value \"{}\" is out of range for type {type_name}",
         shorten(text)
     ))
@@ -300,7 +370,7 @@ fn field(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>) -> Encoded) -> Encod
     out.extend_from_slice(&[0; 4]);
     body(out)?;
     let len = i32::try_from(out.len() - at - 4)
-        .map_err(|_| EncodeError("value is larger than 2 GB".to_owned()))?;
+        .map_err(|_| EncodeError::new("value is larger than 2 GB".to_owned()))?;
     out[at..at + 4].copy_from_slice(&len.to_be_bytes());
     Ok(())
 }
@@ -319,14 +389,14 @@ fn encode_value(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
 /// The body of a non-null typed value.
 fn encode_typed(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
     let mismatch = || {
-        EncodeError(format!(
+        EncodeError::new(format!(
             "a {} value does not fit a column of type {}",
             value_kind(value),
             ty.name
         ))
     };
     match (value, &ty.kind) {
-        (Value::Null, _) => Err(EncodeError("NULL inside a field".to_owned())),
+        (Value::Null, _) => Err(EncodeError::new("NULL inside a field".to_owned())),
         (Value::Text(text), _) => encode_text(text, ty, out),
         (Value::Bool(b), TypeKind::Bool) => {
             out.push(u8::from(*b));
@@ -356,7 +426,9 @@ fn encode_typed(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
             out.extend_from_slice(&(*i as f64).to_be_bytes());
             Ok(())
         }
-        (Value::Int(i), TypeKind::Numeric) => numeric::encode(&i.to_string(), out),
+        (Value::Int(i), TypeKind::Numeric) => {
+            numeric::encode_within(&i.to_string(), ty.precision_scale, out)
+        }
         (Value::Float(f), TypeKind::Float8) => {
             out.extend_from_slice(&f.to_be_bytes());
             Ok(())
@@ -388,12 +460,14 @@ fn encode_typed(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
             if ty.kind == TypeKind::Jsonb {
                 out.push(1);
             }
-            serde_json::to_writer(&mut *out, j).map_err(|e| EncodeError(e.to_string()))
+            serde_json::to_writer(&mut *out, j).map_err(|e| EncodeError::new(e.to_string()))
         }
-        (Value::Array(_), TypeKind::Array(elem)) if elem.needs_cast() => Err(EncodeError(format!(
-            "arrays of {} are sent as text: pass the array in its text form",
-            elem.name
-        ))),
+        (Value::Array(_), TypeKind::Array(elem)) if elem.needs_cast() => {
+            Err(EncodeError::new(format!(
+                "arrays of {} are sent as text: pass the array in its text form",
+                elem.name
+            )))
+        }
         (Value::Array(items), TypeKind::Array(elem)) => array::encode_values(items, elem, out),
         _ => Err(mismatch()),
     }
@@ -427,16 +501,14 @@ pub(crate) fn encode_text(text: &str, ty: &ColumnType, out: &mut Vec<u8>) -> Enc
         TypeKind::Int8 => scalar::int8(text, out),
         TypeKind::Float4 => scalar::float4(text, out),
         TypeKind::Float8 => scalar::float8(text, out),
-        TypeKind::Numeric => numeric::encode(text, out),
+        TypeKind::Numeric => numeric::encode_within(text, ty.precision_scale, out),
         TypeKind::Text => match ty.max_chars {
             Some(max) => scalar::bounded_text(text, max, &ty.name, out),
             None => scalar::text(text, out),
         },
-        TypeKind::Json | TypeKind::Other => scalar::text(text, out),
-        TypeKind::Jsonb => {
-            out.push(1);
-            scalar::text(text, out)
-        }
+        TypeKind::Json => scalar::json(text, false, out),
+        TypeKind::Jsonb => scalar::json(text, true, out),
+        TypeKind::Other => scalar::text(text, out),
         TypeKind::Bytea => scalar::bytea(text, out),
         TypeKind::Date => datetime::date(text, out),
         TypeKind::Time => datetime::time(text, out),

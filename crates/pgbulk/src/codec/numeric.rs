@@ -8,11 +8,76 @@ const NAN: u16 = 0xC000;
 const PINF: u16 = 0xD000;
 const NINF: u16 = 0xF000;
 
+/// Encodes a value for `numeric(p, s)` (`precision_scale`) or plain
+/// `numeric`: values that fit are sent exactly (the server rounds them to
+/// the scale as its own input would); a value that is too large, or that
+/// rounding could make too large, or any value of a negative scale, is
+/// the server's to round or refuse.
+pub(super) fn encode_within(
+    text: &str,
+    precision_scale: Option<(u32, i32)>,
+    out: &mut Vec<u8>,
+) -> Encoded {
+    if let Some((precision, scale)) = precision_scale {
+        if !fits(text, precision, scale) {
+            return Err(EncodeError::for_server_because(format!(
+                "numeric field overflow: \"{}\" does not fit numeric({precision},{scale})",
+                super::shorten(text)
+            )));
+        }
+    }
+    encode(text, out)
+}
+
+/// Whether a plain decimal `text` fits `numeric(precision, scale)` without
+/// rounding near the limit: its integer digits leave room, or it has no
+/// digit beyond the scale that could round up into one more. Anything not
+/// plainly decimal says yes (the encoder then decides).
+fn fits(text: &str, precision: u32, scale: i32) -> bool {
+    let t = super::trim_space(text);
+    let body = t.strip_prefix(['-', '+']).unwrap_or(t);
+    if body.eq_ignore_ascii_case("inf") || body.eq_ignore_ascii_case("infinity") {
+        // Infinities do not fit a typed numeric.
+        return false;
+    }
+    let (mantissa, exponent) = match body.find(['e', 'E']) {
+        Some(at) => match body[at + 1..].parse::<i64>() {
+            Ok(e) if e.abs() <= 100_000 => (&body[..at], e),
+            _ => return true,
+        },
+        None => (body, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int_part.is_empty() && frac_part.is_empty()
+        || !int_part
+            .bytes()
+            .chain(frac_part.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return true;
+    }
+    if scale < 0 {
+        return false;
+    }
+    let digits: Vec<u8> = int_part.bytes().chain(frac_part.bytes()).collect();
+    let point = i64::try_from(int_part.len()).unwrap_or(i64::MAX) + exponent;
+    let Some(lead) = digits.iter().position(|d| *d != b'0') else {
+        return true;
+    };
+    let int_digits = (point - i64::try_from(lead).unwrap_or(0)).max(0);
+    let room = i64::from(precision) - i64::from(scale);
+    // A nonzero digit past the scale is rounded away, possibly up.
+    let beyond = digits
+        .iter()
+        .enumerate()
+        .any(|(j, d)| *d != b'0' && i64::try_from(j).unwrap_or(0) - point >= i64::from(scale));
+    int_digits < room || (int_digits == room && !beyond)
+}
+
 /// Encodes `[+-]digits[.digits][e[+-]digits]`, `NaN`, `Infinity`, `inf`
-/// (any case, surrounding white space). Precision and scale of a typed
-/// column are applied by the server.
+/// (any case, surrounding white space), unconstrained.
 pub(super) fn encode(text: &str, out: &mut Vec<u8>) -> Encoded {
-    let t = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    let t = super::trim_space(text);
     let (negative, body) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
         Some(b'+') => (false, &t[1..]),
@@ -46,19 +111,12 @@ pub(super) fn encode(text: &str, out: &mut Vec<u8>) -> Encoded {
         return Err(invalid("numeric", text));
     }
     if exponent.abs() > 100_000 {
-        return Err(EncodeError(format!(
-            "value overflows numeric format: \"{}\"",
-            super::shorten(text)
-        )));
+        return Err(EncodeError::for_server("numeric", text));
     }
     let frac_len = i64::try_from(frac_part.len()).unwrap_or(i64::MAX);
     let dscale = (frac_len - exponent).max(0);
-    let overflow = || {
-        EncodeError(format!(
-            "value overflows numeric format: \"{}\"",
-            super::shorten(text)
-        ))
-    };
+    // Beyond what this encoder writes: the server says whether it fits.
+    let overflow = || EncodeError::for_server("numeric", text);
     let dscale = u16::try_from(dscale)
         .ok()
         .filter(|d| *d <= 0x3FFF)

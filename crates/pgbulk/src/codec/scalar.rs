@@ -8,7 +8,7 @@ use super::{EncodeError, Encoded, invalid, out_of_range};
 /// `boolean`: `t`, `true`, `yes`, `on`, `1` and their opposites, any case,
 /// unique prefixes, surrounding white space.
 pub(super) fn bool(text: &str, out: &mut Vec<u8>) -> Encoded {
-    let t = text.trim().as_bytes();
+    let t = super::trim_space(text).as_bytes();
     let is_prefix = |word: &str, min: usize| {
         t.len() >= min
             && t.len() <= word.len()
@@ -35,7 +35,7 @@ fn int(text: &str, type_name: &str) -> Result<i64, EncodeError> {
     if !b.is_empty() && b.len() <= 18 && b.iter().all(u8::is_ascii_digit) {
         return Ok(b.iter().fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0')));
     }
-    let t = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    let t = super::trim_space(text);
     let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid(type_name, text));
@@ -69,7 +69,7 @@ fn is_special(t: &str) -> bool {
 }
 
 fn float_text(text: &str, type_name: &str) -> Result<String, EncodeError> {
-    let t = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    let t = super::trim_space(text);
     let ok = !t.is_empty()
         && (is_special(t)
             || t.bytes()
@@ -112,7 +112,7 @@ pub(super) fn float8(text: &str, out: &mut Vec<u8>) -> Encoded {
 /// Text is sent as is; PostgreSQL text cannot hold a NUL character.
 pub(super) fn text(text: &str, out: &mut Vec<u8>) -> Encoded {
     if let Some(at) = text.find('\0') {
-        return Err(EncodeError(format!(
+        return Err(EncodeError::new(format!(
             "invalid byte sequence for encoding \"UTF8\": 0x00 (a NUL character at position {})",
             text[..at].chars().count() + 1
         )));
@@ -128,7 +128,7 @@ pub(super) fn bounded_text(text: &str, max: u32, type_name: &str, out: &mut Vec<
     match text.char_indices().nth(max) {
         None => self::text(text, out),
         Some((cut, _)) if text[cut..].bytes().all(|b| b == b' ') => self::text(&text[..cut], out),
-        Some(_) => Err(EncodeError(format!(
+        Some(_) => Err(EncodeError::new(format!(
             "value too long for type {type_name}: \"{}\"",
             super::shorten(text)
         ))),
@@ -149,18 +149,21 @@ fn hex_val(b: u8) -> Option<u8> {
 pub(super) fn bytea(text: &str, out: &mut Vec<u8>) -> Encoded {
     let bytes = text.as_bytes();
     if let Some(hex) = text.strip_prefix("\\x") {
-        let mut digits = hex.bytes().filter(|b| !b.is_ascii_whitespace());
-        while let Some(hi) = digits.next() {
-            let hi = hex_val(hi).ok_or_else(|| {
-                EncodeError(format!("invalid hexadecimal digit: \"{}\"", char::from(hi)))
-            })?;
-            let lo = digits.next().ok_or_else(|| {
-                EncodeError("invalid hexadecimal data: odd number of digits".to_owned())
-            })?;
-            let lo = hex_val(lo).ok_or_else(|| {
-                EncodeError(format!("invalid hexadecimal digit: \"{}\"", char::from(lo)))
-            })?;
+        // As the server reads it: white space only between pairs.
+        let hex = hex.as_bytes();
+        let mut i = 0;
+        while i < hex.len() {
+            if matches!(hex[i], b' ' | b'\n' | b'\t' | b'\r') {
+                i += 1;
+                continue;
+            }
+            let hi = hex_val(hex[i]).ok_or_else(|| invalid("bytea", text))?;
+            let lo = hex
+                .get(i + 1)
+                .and_then(|b| hex_val(*b))
+                .ok_or_else(|| invalid("bytea", text))?;
             out.push(hi << 4 | lo);
+            i += 2;
         }
         return Ok(());
     }
@@ -187,7 +190,7 @@ pub(super) fn bytea(text: &str, out: &mut Vec<u8>) -> Encoded {
 /// `uuid`: 32 hex digits, optionally in braces, hyphens after any group of
 /// four digits.
 pub(super) fn uuid(text: &str, out: &mut Vec<u8>) -> Encoded {
-    let t = text.trim();
+    let t = super::trim_space(text);
     let inner = t
         .strip_prefix('{')
         .and_then(|s| s.strip_suffix('}'))
@@ -221,34 +224,22 @@ pub(super) fn uuid(text: &str, out: &mut Vec<u8>) -> Encoded {
 /// `inet` / `cidr`: an address with an optional `/bits`.
 pub(super) fn inet(text: &str, cidr: bool, out: &mut Vec<u8>) -> Encoded {
     let type_name = if cidr { "cidr" } else { "inet" };
-    let t = text.trim();
+    let t = super::trim_space(text);
     let (addr, bits) = match t.split_once('/') {
         Some((a, b)) => (a, Some(b)),
         None => (t, None),
     };
-    let addr: IpAddr = match addr.parse() {
-        Ok(a) => a,
-        // cidr accepts abbreviated IPv4 networks such as 10/8 or 192.168/16.
-        Err(_) if cidr && !addr.contains(':') => {
-            let parts: Vec<&str> = addr.split('.').collect();
-            if parts.is_empty() || parts.len() > 4 {
-                return Err(invalid(type_name, text));
-            }
-            let mut octets = [0u8; 4];
-            for (o, p) in octets.iter_mut().zip(&parts) {
-                *o = p.parse().map_err(|_| invalid(type_name, text))?;
-            }
-            IpAddr::from(octets)
-        }
-        Err(_) => return Err(invalid(type_name, text)),
-    };
+    // Four dotted octets or an IPv6 address; abbreviated networks
+    // (`10/8`, classful `222.105.29`) are the server's to read.
+    let addr: IpAddr = addr.parse().map_err(|_| invalid(type_name, text))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let bits: u8 = match bits {
-        Some(b) => b
+        Some(b) if !b.is_empty() && b.len() <= 3 && b.bytes().all(|d| d.is_ascii_digit()) => b
             .parse()
             .ok()
             .filter(|b| *b <= max)
             .ok_or_else(|| invalid(type_name, text))?,
+        Some(_) => return Err(invalid(type_name, text)),
         None => max,
     };
     let octets: Vec<u8> = match addr {
@@ -263,7 +254,7 @@ pub(super) fn inet(text: &str, cidr: bool, out: &mut Vec<u8>) -> Encoded {
             o & !mask != 0
         });
         if host_bits_set {
-            return Err(EncodeError(format!(
+            return Err(EncodeError::new(format!(
                 "invalid cidr value: \"{}\" (value has bits set to right of mask)",
                 super::shorten(text)
             )));
@@ -278,30 +269,42 @@ pub(super) fn inet(text: &str, cidr: bool, out: &mut Vec<u8>) -> Encoded {
     Ok(())
 }
 
-/// `macaddr`: six bytes in any of PostgreSQL's spellings
-/// (`08:00:2b:01:02:03`, `08-00-2b-01-02-03`, `08002b:010203`,
-/// `0800.2b01.0203`, `08002b010203`, ...).
+/// `macaddr` in its output form: six pairs of hex digits separated by `:`
+/// (or all by `-`). Its other spellings are the server's to read.
 pub(super) fn macaddr(text: &str, out: &mut Vec<u8>) -> Encoded {
-    let t = text.trim();
-    let digits: Vec<u8> = t
-        .bytes()
-        .filter(|b| !matches!(b, b':' | b'-' | b'.'))
-        .map(hex_val)
-        .collect::<Option<_>>()
-        .ok_or_else(|| invalid("macaddr", text))?;
-    let separators: String = t.chars().filter(|c| matches!(c, ':' | '-' | '.')).collect();
-    let groups: Vec<usize> = t.split([':', '-', '.']).map(str::len).collect();
-    let shape_ok = match separators.len() {
-        0 => true,
-        1 => groups == [6, 6],
-        2 => groups == [4, 4, 4],
-        5 => groups.iter().all(|g| *g == 2),
-        _ => false,
-    };
-    let one_kind = separators.chars().all(|c| separators.starts_with(c));
-    if digits.len() != 12 || !shape_ok || !one_kind {
+    let t = text.as_bytes();
+    let separator = t.get(2).copied().unwrap_or(0);
+    if t.len() != 17 || !matches!(separator, b':' | b'-') {
         return Err(invalid("macaddr", text));
     }
-    out.extend(digits.chunks(2).map(|p| p[0] << 4 | p[1]));
+    let mut bytes = [0u8; 6];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        let at = i * 3;
+        if i > 0 && t[at - 1] != separator {
+            return Err(invalid("macaddr", text));
+        }
+        let hi = hex_val(t[at]).ok_or_else(|| invalid("macaddr", text))?;
+        let lo = hex_val(t[at + 1]).ok_or_else(|| invalid("macaddr", text))?;
+        *byte = hi << 4 | lo;
+    }
+    out.extend_from_slice(&bytes);
     Ok(())
+}
+
+/// `json` / `jsonb`: the text as is, once a JSON parser accepted it (so a
+/// bad document is a bad row with its position, not a failed COPY). What
+/// the parser refuses (numbers beyond `f64`, deep nesting) and `jsonb`
+/// text holding `\u0000` (which `jsonb` refuses and `json` keeps) are the
+/// server's to judge.
+pub(super) fn json(text: &str, jsonb: bool, out: &mut Vec<u8>) -> Encoded {
+    let type_name = if jsonb { "jsonb" } else { "json" };
+    if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err()
+        || (jsonb && text.contains("\\u0000"))
+    {
+        return Err(invalid(type_name, text));
+    }
+    if jsonb {
+        out.push(1);
+    }
+    self::text(text, out)
 }

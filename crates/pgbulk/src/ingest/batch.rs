@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use tokio_postgres::Transaction;
 
 use super::merge::{
-    cast_list, column_list, key_list, merge_statement, on_conflict_statement, repeats, xact_stats,
+    column_list, is_value_error, key_list, merge_statement, on_conflict_statement, rejected_values,
+    repeats, xact_stats,
 };
-use super::stage::stage_rows;
+use super::stage::{Layout, stage_rows};
 use super::target::{Target, Targets, read_targets};
 use super::{
     Batch, BatchContext, BatchInfo, BatchWatermark, Committed, Counts, LOCK_NAMESPACE, Mode,
-    OnDuplicate, Report, Rows,
+    OnDuplicate, Report, Rows, StagedRejection,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::rebuild;
@@ -76,7 +77,7 @@ pub(super) async fn load_batch(
     // The first batch of delete-then-upsert deletes after staging: its rows
     // must not be in the table yet.
     let deletes_first = number == 1 && options.mode == Mode::DeleteThenUpsert;
-    let staged = stage_rows(
+    let (staged, mut source) = stage_rows(
         &tx,
         targets,
         lookup,
@@ -108,16 +109,24 @@ pub(super) async fn load_batch(
             rebuild::copy_rows(&tx, new, live, declared).await?;
         }
     }
-    let work: Vec<(&Target, String, bool, u64, bool)> = targets
+    let mut work: Vec<Staged<'_>> = targets
         .iter()
         .zip(staged)
         .filter_map(|(target, p)| {
             let p = p?;
-            Some((target, p.into?, p.direct, p.copied, p.duplicates))
+            Some(Staged {
+                target,
+                stage: p.into?,
+                direct: p.direct,
+                copied: p.copied,
+                copied_direct: p.copied_direct,
+                duplicates: p.duplicates,
+                shadows: p.shadows,
+            })
         })
         .collect();
     // 2. Serialise with other ingests of the same tables, in oid order.
-    let mut keys: Vec<String> = work.iter().map(|w| w.0.name.to_string()).collect();
+    let mut keys: Vec<String> = work.iter().map(|w| w.target.name.to_string()).collect();
     if number == 1 && options.mode == Mode::DeleteThenUpsert || !ctx.rebuild.is_empty() {
         keys = targets.iter().map(|t| t.name.to_string()).collect();
     }
@@ -147,87 +156,86 @@ pub(super) async fn load_batch(
             counts.entry(target.name.to_string()).or_default().deleted = deleted;
         }
     }
-    for (target, stage, direct, copied, duplicates) in work {
+    for w in &mut work {
+        let target = w.target;
         let c = counts.entry(target.name.to_string()).or_default();
-        if direct {
-            c.inserted += copied;
+        c.inserted += w.copied_direct;
+        if w.direct {
+            c.inserted += w.copied;
             continue;
         }
-        if target.key.is_empty() {
-            let inserted = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO {} ({}) SELECT {} FROM {stage}",
-                        target.write.quoted(),
-                        column_list(target),
-                        cast_list(target, "")
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(|e| {
-                    with_table(
-                        Error::server("INSERT", e),
-                        &context(&target.name, "appending"),
-                    )
-                })?;
-            c.inserted += inserted;
-            continue;
-        }
-        let upsert = |e| {
-            with_table(
-                Error::server("upsert", e),
-                &context(&target.name, "upserting"),
-            )
+        let layout = Layout {
+            target,
+            shadows: &w.shadows,
         };
-        // Repeated keys (the client's key hashes said so): counted, and
-        // one row per key kept or the batch refused.
-        let mut repeated = 0;
-        if duplicates {
-            let (n, example) = repeats(&tx, target, &stage).await?;
-            if n > 0 && options.on_duplicate == OnDuplicate::Error {
-                return Err(Error::new(
-                    ErrorKind::Data,
-                    format!(
-                        "batch {number}, table {}: {n} rows repeat the key of another row in the same batch, e.g. ({}) = {}; --on-duplicate last or first keeps one row per key",
-                        target.name,
-                        key_list(target),
-                        example.unwrap_or_default()
-                    ),
-                ));
-            }
-            repeated = n;
-        }
-        let duplicates = (repeated > 0).then_some(options.on_duplicate);
-        c.repeated += repeated;
-        let (inserted, updated) = if ctx.merge {
-            if let Some(work_mem) = &options.merge_work_mem {
-                tx.batch_execute(&format!("SET LOCAL work_mem = {}", quote_literal(work_mem)))
+        let merged = if layout.any() {
+            // Shadowed values are cast by the server here: a value it
+            // rejects is found, its row rejected (or the batch failed with
+            // its location), and the merge runs again without it.
+            loop {
+                tx.batch_execute("SAVEPOINT pgbulk_cast")
                     .await
-                    .map_err(|e| Error::server("SET work_mem", e))?;
+                    .map_err(|e| Error::server("SAVEPOINT", e))?;
+                match merge_staged(&tx, layout, &w.stage, w.copied, w.duplicates, ctx).await {
+                    Ok(merged) => {
+                        tx.batch_execute("RELEASE SAVEPOINT pgbulk_cast")
+                            .await
+                            .map_err(|e| Error::server("RELEASE SAVEPOINT", e))?;
+                        break merged;
+                    }
+                    Err(e) if is_value_error(&e) => {
+                        tx.batch_execute("ROLLBACK TO SAVEPOINT pgbulk_cast")
+                            .await
+                            .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))?;
+                        let rejected = rejected_values(&tx, layout, &w.stage).await?;
+                        if rejected.is_empty() {
+                            return Err(e);
+                        }
+                        for r in &rejected {
+                            let rejection = StagedRejection {
+                                location: &r.location,
+                                raw: r.raw.as_deref(),
+                                column: &r.column,
+                                value: &r.value,
+                                reason: &r.reason,
+                            };
+                            match source.as_mut() {
+                                Some(source) => source.reject_staged(&rejection)?,
+                                None => {
+                                    return Err(Error::new(
+                                        ErrorKind::Data,
+                                        format!(
+                                            "batch {number}, table {}, {}: column {}: {}",
+                                            target.name, r.location, r.column, r.reason
+                                        ),
+                                    ));
+                                }
+                            }
+                        }
+                        let ctids: Vec<&str> = rejected.iter().map(|r| r.ctid.as_str()).collect();
+                        tx.execute(
+                            &format!(
+                                "DELETE FROM {} WHERE ctid = ANY($1::text[]::tid[])",
+                                w.stage
+                            ),
+                            &[&ctids],
+                        )
+                        .await
+                        .map_err(|e| Error::server("leaving out rejected rows", e))?;
+                        w.copied = w.copied.saturating_sub(rejected.len() as u64);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            let before = xact_stats(&tx, target.oid).await?;
-            tx.execute(&merge_statement(target, &stage, duplicates), &[])
-                .await
-                .map_err(upsert)?;
-            let after = xact_stats(&tx, target.oid).await?;
-            (
-                after.0.saturating_sub(before.0),
-                after.1.saturating_sub(before.1),
-            )
         } else {
-            let row = tx
-                .query_one(&on_conflict_statement(target, &stage, duplicates), &[])
-                .await
-                .map_err(upsert)?;
-            (
-                u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
-                u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
-            )
+            merge_staged(&tx, layout, &w.stage, w.copied, w.duplicates, ctx).await?
         };
-        c.inserted += inserted;
-        c.updated += updated;
-        c.unchanged += copied.saturating_sub(inserted + updated + repeated);
+        c.add(&merged);
+    }
+    // Rows the server rejected while merging changed where the source
+    // stands (its reject file grew): store that.
+    if let Some(position) = source.as_ref().and_then(|s| s.resume()) {
+        resume = Some(position);
     }
     // 4. Rebuilt tables take their place; watermark, hook, commit.
     for new in &news {
@@ -266,6 +274,99 @@ pub(super) async fn load_batch(
         resume,
     };
     Ok((counts, skipped, committed))
+}
+
+/// A table's staged rows, once the batch's rows are read.
+struct Staged<'a> {
+    target: &'a Target,
+    /// The staging table (or the target, when copied straight in).
+    stage: String,
+    direct: bool,
+    copied: u64,
+    /// Rows copied straight into the target before staging began.
+    copied_direct: u64,
+    duplicates: bool,
+    shadows: Vec<bool>,
+}
+
+/// Merges (or appends) one table's staged rows; counts what it did.
+async fn merge_staged(
+    tx: &Transaction<'_>,
+    layout: Layout<'_>,
+    stage: &str,
+    copied: u64,
+    duplicates: bool,
+    ctx: &BatchContext<'_>,
+) -> Result<Counts> {
+    let (number, options) = (ctx.number, ctx.options);
+    let target = layout.target;
+    let context = |what: &str| format!("batch {number}, table {}: {what}", target.name);
+    let mut c = Counts::default();
+    if target.key.is_empty() {
+        c.inserted = tx
+            .execute(
+                &format!(
+                    "INSERT INTO {} ({}) SELECT {} FROM {stage}",
+                    target.write.quoted(),
+                    column_list(target),
+                    layout.values("")
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| with_table(Error::server("INSERT", e), &context("appending")))?;
+        return Ok(c);
+    }
+    let upsert = |e| with_table(Error::server("upsert", e), &context("upserting"));
+    // Repeated keys (the client's key hashes said so): counted, and one
+    // row per key kept or the batch refused.
+    let mut repeated = 0;
+    if duplicates {
+        let (n, example) = repeats(tx, layout, stage).await?;
+        if n > 0 && options.on_duplicate == OnDuplicate::Error {
+            return Err(Error::new(
+                ErrorKind::Data,
+                format!(
+                    "batch {number}, table {}: {n} rows repeat the key of another row in the same batch, e.g. ({}) = {}; --on-duplicate last or first keeps one row per key",
+                    target.name,
+                    key_list(target),
+                    example.unwrap_or_default()
+                ),
+            ));
+        }
+        repeated = n;
+    }
+    let duplicates = (repeated > 0).then_some(options.on_duplicate);
+    let (inserted, updated) = if ctx.merge {
+        if let Some(work_mem) = &options.merge_work_mem {
+            tx.batch_execute(&format!("SET LOCAL work_mem = {}", quote_literal(work_mem)))
+                .await
+                .map_err(|e| Error::server("SET work_mem", e))?;
+        }
+        let before = xact_stats(tx, target.oid).await?;
+        tx.execute(&merge_statement(layout, stage, duplicates), &[])
+            .await
+            .map_err(upsert)?;
+        let after = xact_stats(tx, target.oid).await?;
+        (
+            after.0.saturating_sub(before.0),
+            after.1.saturating_sub(before.1),
+        )
+    } else {
+        let row = tx
+            .query_one(&on_conflict_statement(layout, stage, duplicates), &[])
+            .await
+            .map_err(upsert)?;
+        (
+            u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+        )
+    };
+    c.inserted = inserted;
+    c.updated = updated;
+    c.repeated = repeated;
+    c.unchanged = copied.saturating_sub(inserted + updated + repeated);
+    Ok(c)
 }
 
 /// Prefixes an error's message with where it happened, keeping its kind

@@ -1,10 +1,11 @@
-//! The statements that merge a staged batch into its table.
+//! The statements that merge a staged batch into its table, and the search
+//! for the values the server rejects when a cast of a shadowed value fails.
 
 use tokio_postgres::Transaction;
 
 use super::OnDuplicate;
+use super::stage::{Layout, RAW_COLUMN, WHERE_COLUMN};
 use super::target::Target;
-use crate::catalog::Column;
 use crate::codec::{ColumnType, TypeKind};
 use crate::error::{Error, Result};
 use crate::schema::quote_ident;
@@ -14,23 +15,6 @@ pub(super) fn column_list(target: &Target) -> String {
         .columns
         .iter()
         .map(|c| quote_ident(&c.name))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The staged columns, cast to their real types where they travel as text.
-pub(super) fn cast_list(target: &Target, prefix: &str) -> String {
-    target
-        .columns
-        .iter()
-        .map(|c| {
-            let col = format!("{prefix}{}", quote_ident(&c.name));
-            if c.ty.needs_cast() {
-                format!("{col}::{}", c.ty.name)
-            } else {
-                col
-            }
-        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -61,25 +45,25 @@ pub(super) async fn xact_stats(tx: &Transaction<'_>, oid: u32) -> Result<(u64, u
     ))
 }
 
-/// The columns outside the primary key.
-pub(super) fn non_key_columns(target: &Target) -> Vec<&Column> {
-    target
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !target.key.contains(i))
-        .map(|(_, c)| c)
+/// The positions of the columns outside the primary key.
+pub(super) fn non_key_columns(target: &Target) -> Vec<usize> {
+    (0..target.columns.len())
+        .filter(|i| !target.key.contains(i))
         .collect()
 }
 
 /// `expr` of each column, as text where its type has no equality operator,
 /// joined for a row comparison.
-pub(super) fn comparable_list(columns: &[&Column], expr: impl Fn(&Column) -> String) -> String {
+pub(super) fn comparable_list(
+    target: &Target,
+    columns: &[usize],
+    expr: impl Fn(usize) -> String,
+) -> String {
     columns
         .iter()
-        .map(|c| {
+        .map(|&c| {
             let v = expr(c);
-            if compares_natively(&c.ty) {
+            if compares_natively(&target.columns[c].ty) {
                 v
             } else {
                 format!("({v})::text")
@@ -93,13 +77,13 @@ pub(super) fn comparable_list(columns: &[&Column], expr: impl Fn(&Column) -> Str
 /// the batch repeats a key (sorted only then). A staging table is only
 /// appended to, so `ctid` order is arrival order.
 pub(super) fn merge_source(
-    target: &Target,
+    layout: Layout<'_>,
     stage: &str,
     duplicates: Option<OnDuplicate>,
 ) -> String {
     match duplicates {
         Some(which) => {
-            let key = key_list(target);
+            let key = layout.key_values("");
             let order = if which == OnDuplicate::First {
                 "ASC"
             } else {
@@ -115,10 +99,10 @@ pub(super) fn merge_source(
 /// key in its text form.
 pub(super) async fn repeats(
     tx: &Transaction<'_>,
-    target: &Target,
+    layout: Layout<'_>,
     stage: &str,
 ) -> Result<(u64, Option<String>)> {
-    let key = key_list(target);
+    let key = layout.key_values("");
     let row = tx
         .query_one(
             &format!(
@@ -142,32 +126,22 @@ pub(super) fn key_list(target: &Target) -> String {
         .join(", ")
 }
 
-/// A staged column, cast to its real type when it travels as text.
-pub(super) fn staged(column: &Column) -> String {
-    let col = format!("s.{}", quote_ident(&column.name));
-    if column.ty.needs_cast() {
-        format!("{col}::{}", column.ty.name)
-    } else {
-        col
-    }
-}
-
 /// The upsert as `MERGE` (PostgreSQL 15+): one hash join of the batch with
 /// the table; a matched row is updated only when a non-key column differs,
 /// so unchanged rows are neither rewritten nor locked (no WAL).
 pub(super) fn merge_statement(
-    target: &Target,
+    layout: Layout<'_>,
     stage: &str,
     duplicates: Option<OnDuplicate>,
 ) -> String {
+    let target = layout.target;
     let t = target.write.quoted();
+    let name = |c: usize| quote_ident(&target.columns[c].name);
+    let staged = |c: usize| layout.value(c, "s.");
     let on: Vec<String> = target
         .key
         .iter()
-        .map(|&k| {
-            let c = &target.columns[k];
-            format!("t.{} = {}", quote_ident(&c.name), staged(c))
-        })
+        .map(|&k| format!("t.{} = {}", name(k), staged(k)))
         .collect();
     let others = non_key_columns(target);
     let matched = if others.is_empty() {
@@ -175,22 +149,21 @@ pub(super) fn merge_statement(
     } else {
         let set: Vec<String> = others
             .iter()
-            .map(|c| format!("{} = {}", quote_ident(&c.name), staged(c)))
+            .map(|&c| format!("{} = {}", name(c), staged(c)))
             .collect();
         format!(
             " WHEN MATCHED AND ({}) IS DISTINCT FROM ({}) THEN UPDATE SET {}",
-            comparable_list(&others, |c| format!("t.{}", quote_ident(&c.name))),
-            comparable_list(&others, staged),
+            comparable_list(target, &others, |c| format!("t.{}", name(c))),
+            comparable_list(target, &others, staged),
             set.join(", ")
         )
     };
-    let values: Vec<String> = target.columns.iter().map(staged).collect();
     format!(
         "MERGE INTO {t} AS t USING {} ON {}{matched} WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})",
-        merge_source(target, stage, duplicates),
+        merge_source(layout, stage, duplicates),
         on.join(" AND "),
         column_list(target),
-        values.join(", ")
+        layout.values("s.")
     )
 }
 
@@ -198,26 +171,28 @@ pub(super) fn merge_statement(
 /// guarded so unchanged rows are not rewritten, counting inserts and
 /// updates from `RETURNING`.
 pub(super) fn on_conflict_statement(
-    target: &Target,
+    layout: Layout<'_>,
     stage: &str,
     duplicates: Option<OnDuplicate>,
 ) -> String {
+    let target = layout.target;
     let t = target.write.quoted();
     let key = key_list(target);
-    let source = merge_source(target, stage, duplicates);
+    let source = merge_source(layout, stage, duplicates);
     let others = non_key_columns(target);
+    let name = |c: usize| quote_ident(&target.columns[c].name);
     let on_conflict = if others.is_empty() {
         format!("ON CONFLICT ({key}) DO NOTHING")
     } else {
         let set: Vec<String> = others
             .iter()
-            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(&c.name)))
+            .map(|&c| format!("{0} = EXCLUDED.{0}", name(c)))
             .collect();
         format!(
             "ON CONFLICT ({key}) DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
             set.join(", "),
-            comparable_list(&others, |c| format!("t.{}", quote_ident(&c.name))),
-            comparable_list(&others, |c| format!("EXCLUDED.{}", quote_ident(&c.name)))
+            comparable_list(target, &others, |c| format!("t.{}", name(c))),
+            comparable_list(target, &others, |c| format!("EXCLUDED.{}", name(c)))
         )
     };
     format!(
@@ -225,6 +200,99 @@ pub(super) fn on_conflict_statement(
          RETURNING (xmax = 0) AS inserted) \
          SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM ins",
         cols = column_list(target),
-        casts = cast_list(target, "s.")
+        casts = layout.values("s.")
     )
+}
+
+/// A shadowed value the server's input function rejects: the staged row
+/// (its `ctid`), where it came from, the column and the server's message.
+#[derive(Debug)]
+pub(super) struct Rejected {
+    pub(super) ctid: String,
+    pub(super) location: String,
+    pub(super) raw: Option<Vec<u8>>,
+    pub(super) column: String,
+    pub(super) value: String,
+    pub(super) reason: String,
+}
+
+/// The staged rows whose shadowed values the server rejects, in arrival
+/// order, one per row (its first bad column). Each value is cast in a
+/// subtransaction of its own by a temporary function, so this runs only
+/// after a cast failed.
+pub(super) async fn rejected_values(
+    tx: &Transaction<'_>,
+    layout: Layout<'_>,
+    stage: &str,
+) -> Result<Vec<Rejected>> {
+    // Each value goes into a column of the target's type as a literal, read
+    // by the type's input function with the column's modifier, as COPY reads
+    // it.
+    tx.batch_execute(
+        "CREATE OR REPLACE FUNCTION pg_temp.pgbulk_input_error(value text) \
+         RETURNS text LANGUAGE plpgsql AS $f$ \
+         BEGIN EXECUTE pg_catalog.format('INSERT INTO pg_temp.pgbulk_probe VALUES (%L)', value); \
+         RETURN NULL; \
+         EXCEPTION WHEN OTHERS THEN RETURN SQLERRM; END $f$",
+    )
+    .await
+    .map_err(|e| Error::server("creating the input check", e))?;
+    let mut found: Vec<Rejected> = Vec::new();
+    for (c, column) in layout.target.columns.iter().enumerate() {
+        if !layout.cast_by_server(c) {
+            continue;
+        }
+        tx.batch_execute(&format!(
+            "DROP TABLE IF EXISTS pg_temp.pgbulk_probe; CREATE TEMP TABLE pgbulk_probe (v {}) ON COMMIT DROP",
+            column.ty.name
+        ))
+        .await
+        .map_err(|e| Error::server("creating the input check", e))?;
+        let shadow = layout.server_text(c);
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT ctid::text, {w}, {r}, {shadow}, e FROM {stage}, \
+                     LATERAL (SELECT pg_temp.pgbulk_input_error({shadow})) x(e) \
+                     WHERE {shadow} IS NOT NULL AND e IS NOT NULL ORDER BY ctid",
+                    w = quote_ident(WHERE_COLUMN),
+                    r = quote_ident(RAW_COLUMN),
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| Error::server("checking values for the server", e))?;
+        for row in rows {
+            let ctid: String = row.get(0);
+            if found.iter().any(|f| f.ctid == ctid) {
+                continue;
+            }
+            found.push(Rejected {
+                ctid,
+                location: row.get::<_, Option<String>>(1).unwrap_or_default(),
+                raw: row.get(2),
+                column: column.name.clone(),
+                value: row.get(3),
+                reason: row.get(4),
+            });
+        }
+    }
+    found.sort_by_key(|r| ctid_order(&r.ctid));
+    Ok(found)
+}
+
+/// `(block,offset)` as numbers, for arrival order.
+fn ctid_order(ctid: &str) -> (u64, u64) {
+    let inner = ctid.trim_start_matches('(').trim_end_matches(')');
+    let (block, offset) = inner.split_once(',').unwrap_or((inner, "0"));
+    (block.parse().unwrap_or(0), offset.parse().unwrap_or(0))
+}
+
+/// Whether an error is the server refusing a value (a data exception, or
+/// a domain's check), as a failed cast of a shadowed value is.
+pub(super) fn is_value_error(error: &Error) -> bool {
+    error.db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code.starts_with("22") || code == "23514"
+    })
 }

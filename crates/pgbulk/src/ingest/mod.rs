@@ -186,6 +186,44 @@ pub trait TextRows: Send {
     fn resume(&self) -> Option<serde_json::Value> {
         None
     }
+    /// Where the row just read came from (`file:line`), kept with a row
+    /// whose value the server must convert.
+    fn location(&self) -> String {
+        String::new()
+    }
+    /// The row just read as it was in the input, when the source keeps it
+    /// (for reject files).
+    fn raw(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// The server rejected a value of a staged row: `location` and `raw`
+    /// are what [`TextRows::location`] and [`TextRows::raw`] said of it.
+    /// `Ok(())` leaves the row out (the batch goes on); an error fails the
+    /// batch.
+    fn reject_staged(&mut self, rejected: &StagedRejection<'_>) -> Result<()> {
+        Err(Error::new(
+            ErrorKind::Data,
+            format!(
+                "{}: column \"{}\": {}",
+                rejected.location, rejected.column, rejected.reason
+            ),
+        ))
+    }
+}
+
+/// A staged row the server rejected a value of.
+#[derive(Debug)]
+pub struct StagedRejection<'a> {
+    /// Where it came from (`file:line`).
+    pub location: &'a str,
+    /// The row as it was in the input, when kept.
+    pub raw: Option<&'a [u8]>,
+    /// The column.
+    pub column: &'a str,
+    /// The value.
+    pub value: &'a str,
+    /// The server's message.
+    pub reason: &'a str,
 }
 
 /// One row of text fields; `None` is NULL.

@@ -13,8 +13,8 @@ use tokio_postgres::Transaction;
 use super::batch::with_table;
 use super::merge::column_list;
 use super::target::Target;
-use super::{Row, RowFailure, Rows, TextRow, data_error};
-use crate::codec::{CopyWriter, Value, shorten};
+use super::{Row, RowFailure, Rows, TextRow, TextRows, data_error};
+use crate::codec::{ColumnType, CopyWriter, TypeKind, Value, shorten};
 use crate::error::{Error, Result};
 use crate::schema::quote_ident;
 
@@ -37,6 +37,149 @@ pub(super) struct Pending {
     /// server).
     pub(super) keys: Option<Vec<u64>>,
     pub(super) duplicates: bool,
+    /// Per column: whether the stage has a text shadow for it, holding the
+    /// values the encoder left to the server (see [`Layout`]).
+    pub(super) shadows: Vec<bool>,
+    /// Rows copied straight into the target before a value had to be left
+    /// to the server (the rest of the batch is staged).
+    pub(super) copied_direct: u64,
+}
+
+/// The stage's layout beyond the target's columns: a text shadow per column
+/// whose values the encoder could not convert exactly (`01/08/1999` for a
+/// date), cast by the server when merging; and, with any shadow, where each
+/// row with such a value came from, so a value the server rejects names
+/// its row.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Layout<'a> {
+    pub(super) target: &'a Target,
+    pub(super) shadows: &'a [bool],
+}
+
+/// The column of the stage holding the input's location of a row with
+/// shadowed values.
+pub(super) const WHERE_COLUMN: &str = "pgbulk#where";
+/// The column holding such a row's raw input (for reject files).
+pub(super) const RAW_COLUMN: &str = "pgbulk#raw";
+
+impl Layout<'_> {
+    /// The shadow column of column `c`.
+    pub(super) fn shadow_name(c: usize) -> String {
+        format!("pgbulk#text{c}")
+    }
+
+    /// Whether some values are cast by the server when merging: shadowed
+    /// ones, or a column that travels as text.
+    pub(super) fn any(&self) -> bool {
+        self.shadows.iter().any(|s| *s) || self.target.needs_cast()
+    }
+
+    /// Whether column `c`'s values may be cast by the server: shadowed, or
+    /// travelling as text. Its [`Layout::server_text`] holds them.
+    pub(super) fn cast_by_server(&self, c: usize) -> bool {
+        self.shadows.get(c).copied().unwrap_or(false) || self.target.columns[c].ty.needs_cast()
+    }
+
+    /// The staged text the server casts for column `c`.
+    pub(super) fn server_text(&self, c: usize) -> String {
+        if self.shadows.get(c).copied().unwrap_or(false) {
+            quote_ident(&Self::shadow_name(c))
+        } else {
+            quote_ident(&self.target.columns[c].name)
+        }
+    }
+
+    /// Column `c` of the staged row, typed: its shadow cast by the server
+    /// when it holds the value, the column cast when it travels as text.
+    /// Casts go to the type without its modifier; the assignment to the
+    /// column applies the modifier as COPY would.
+    pub(super) fn value(&self, c: usize, prefix: &str) -> String {
+        let column = &self.target.columns[c];
+        let col = format!("{prefix}{}", quote_ident(&column.name));
+        let typed = if column.ty.needs_cast() {
+            format!("{col}::{}", column.ty.cast_name)
+        } else {
+            col
+        };
+        if self.shadows.get(c).copied().unwrap_or(false) {
+            let shadow = format!("{prefix}{}", quote_ident(&Self::shadow_name(c)));
+            format!(
+                "(CASE WHEN {shadow} IS NULL THEN {typed} ELSE {shadow}::{} END)",
+                column.ty.cast_name
+            )
+        } else {
+            typed
+        }
+    }
+
+    /// Every column's [`Layout::value`], comma-separated.
+    pub(super) fn values(&self, prefix: &str) -> String {
+        (0..self.target.columns.len())
+            .map(|c| self.value(c, prefix))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The key columns' values, comma-separated.
+    pub(super) fn key_values(&self, prefix: &str) -> String {
+        self.target
+            .key
+            .iter()
+            .map(|&k| self.value(k, prefix))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The stage's columns as COPY fills them: the target's, the shadows,
+    /// and with any shadow the row's location and raw input.
+    pub(super) fn copy_columns(&self) -> String {
+        let mut names: Vec<String> = self
+            .target
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        names.extend(
+            self.extra_columns()
+                .into_iter()
+                .map(|(n, _)| quote_ident(&n)),
+        );
+        names.join(", ")
+    }
+
+    /// The columns beyond the target's, with their types.
+    pub(super) fn extra_columns(&self) -> Vec<(String, &'static str)> {
+        let mut extra: Vec<(String, &'static str)> = self
+            .shadows
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s)
+            .map(|(c, _)| (Self::shadow_name(c), "text"))
+            .collect();
+        if self.any() {
+            extra.push((WHERE_COLUMN.to_owned(), "text"));
+            extra.push((RAW_COLUMN.to_owned(), "bytea"));
+        }
+        extra
+    }
+
+    /// Fields in a staged tuple.
+    fn fields(&self) -> u16 {
+        let shadows = self.shadows.iter().filter(|s| **s).count();
+        let extra = if self.any() { shadows + 2 } else { 0 };
+        u16::try_from(self.target.columns.len() + extra).unwrap_or(u16::MAX)
+    }
+}
+
+/// How encoding one row went.
+pub(super) enum Encoded<'a> {
+    /// The row is in the buffer.
+    Row,
+    /// A value does not fit its column: the row is left out.
+    Failed(RowFailure<'a>),
+    /// Values of these columns are the server's to convert and the stage
+    /// has no shadow for them yet: nothing was written.
+    NeedsShadows(Vec<usize>),
 }
 
 /// Key hashes tracked per table and batch (8 bytes each): beyond this the
@@ -66,7 +209,7 @@ pub(super) async fn stage_rows(
     skipped: &mut BTreeMap<String, u64>,
     resume: &mut Option<serde_json::Value>,
     direct_allowed: bool,
-) -> Result<Vec<Option<Pending>>> {
+) -> Result<(Vec<Option<Pending>>, Option<Box<dyn TextRows>>)> {
     let mut pending: Vec<Option<Pending>> = targets.iter().map(|_| None).collect();
     let mut open: Option<OpenCopy> = None;
     let hasher = std::collections::hash_map::RandomState::new();
@@ -78,7 +221,10 @@ pub(super) async fn stage_rows(
         copied: 0,
         keys: Some(Vec::new()),
         duplicates: false,
+        shadows: vec![false; target.columns.len()],
+        copied_direct: 0,
     };
+    let mut text_source = None;
     match rows {
         Rows::Values(rows) => {
             let mut last: Option<(Arc<str>, Option<usize>)> = None;
@@ -111,7 +257,17 @@ pub(super) async fn stage_rows(
                     ));
                 }
                 let p = pending[t].get_or_insert_with(|| new_pending(target));
-                encode_row(p, target, &row, i + 1, number, &hasher)?;
+                if let Err(columns) = encode_row(p, target, &row, i + 1, number, &hasher)? {
+                    widen(tx, targets, &mut pending, &mut open, t, &columns).await?;
+                    let p = pending[t].get_or_insert_with(|| new_pending(target));
+                    if let Err(columns) = encode_row(p, target, &row, i + 1, number, &hasher)? {
+                        return Err(Error::new(
+                            crate::ErrorKind::Io,
+                            format!("columns {columns:?} still have no shadow"),
+                        ));
+                    }
+                }
+                let p = pending[t].get_or_insert_with(|| new_pending(target));
                 if p.writer.len() >= CHUNK {
                     flush(tx, targets, &mut pending, &mut open, t, false).await?;
                 }
@@ -127,16 +283,34 @@ pub(super) async fn stage_rows(
             let target = &targets[t];
             let mut row = TextRow::default();
             while source.next_row(&mut row)? {
-                let p = pending[t].get_or_insert_with(|| new_pending(target));
-                if let Some(failure) = encode_text_row(p, target, &row, &hasher) {
-                    source.reject(&failure)?;
-                    continue;
+                let mut widened = false;
+                loop {
+                    let p = pending[t].get_or_insert_with(|| new_pending(target));
+                    match encode_text_row(p, target, &row, &hasher, &*source) {
+                        Encoded::Row => break,
+                        Encoded::Failed(failure) => {
+                            source.reject(&failure)?;
+                            break;
+                        }
+                        Encoded::NeedsShadows(columns) if !widened => {
+                            widen(tx, targets, &mut pending, &mut open, t, &columns).await?;
+                            widened = true;
+                        }
+                        Encoded::NeedsShadows(columns) => {
+                            return Err(Error::new(
+                                crate::ErrorKind::Io,
+                                format!("columns {columns:?} still have no shadow"),
+                            ));
+                        }
+                    }
                 }
+                let p = pending[t].get_or_insert_with(|| new_pending(target));
                 if p.writer.len() >= CHUNK {
                     flush(tx, targets, &mut pending, &mut open, t, false).await?;
                 }
             }
             *resume = source.resume();
+            text_source = Some(source);
         }
     }
     for t in 0..targets.len() {
@@ -155,7 +329,77 @@ pub(super) async fn stage_rows(
             p.copied += copied;
         }
     }
-    Ok(pending)
+    Ok((pending, text_source))
+}
+
+/// Gives table `t`'s stage text shadows for `columns` (and the location
+/// columns with its first shadow): the rows buffered so far are sent in
+/// the old layout and its COPY ends; a table copied straight into its
+/// target is staged from here on.
+async fn widen(
+    tx: &Transaction<'_>,
+    targets: &[Target],
+    pending: &mut [Option<Pending>],
+    open: &mut Option<OpenCopy>,
+    t: usize,
+    columns: &[usize],
+) -> Result<()> {
+    let target = &targets[t];
+    let needs_flush = pending[t].as_ref().is_some_and(|p| {
+        !p.writer.is_empty_buffer() || open.as_ref().is_some_and(|o| o.table == t)
+    });
+    if needs_flush {
+        flush(tx, targets, pending, open, t, true).await?;
+    }
+    let Some(p) = pending[t].as_mut() else {
+        return Ok(());
+    };
+    if p.direct {
+        // Rows so far went straight in; the rest needs the server's casts.
+        p.direct = false;
+        p.copied_direct = p.copied;
+        p.copied = 0;
+        p.into = None;
+        p.keys = None;
+    }
+    let had_any = Layout {
+        target,
+        shadows: &p.shadows,
+    }
+    .any();
+    let mut added = Vec::new();
+    for &c in columns {
+        if !p.shadows[c] {
+            p.shadows[c] = true;
+            added.push(c);
+        }
+    }
+    // A key left to the server cannot be compared by its hash: let the
+    // server find repeats.
+    if columns.iter().any(|c| target.key.contains(c)) {
+        p.duplicates = true;
+    }
+    if let Some(stage) = p.into.clone() {
+        let mut alter: Vec<String> = added
+            .iter()
+            .map(|c| format!("ADD COLUMN {} text", quote_ident(&Layout::shadow_name(*c))))
+            .collect();
+        if !had_any {
+            alter.push(format!("ADD COLUMN {} text", quote_ident(WHERE_COLUMN)));
+            alter.push(format!("ADD COLUMN {} bytea", quote_ident(RAW_COLUMN)));
+        }
+        if !alter.is_empty() {
+            tx.batch_execute(&format!("ALTER TABLE {stage} {}", alter.join(", ")))
+                .await
+                .map_err(|e| {
+                    with_table(
+                        Error::server("widening the staging table", e),
+                        &target.name.to_string(),
+                    )
+                })?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn column_names(target: &Target) -> String {
@@ -169,31 +413,46 @@ pub(super) fn column_names(target: &Target) -> String {
 
 /// Encodes one row of text fields (already projected to `target`'s
 /// columns) into its table's buffer; on failure the buffer is left as it
-/// was and the failure returned.
+/// was. Values the encoder leaves to the server go to their shadows, with
+/// the row's location from `source`.
 pub(super) fn encode_text_row<'a>(
     p: &mut Pending,
     target: &'a Target,
     row: &'a TextRow,
     hasher: &std::collections::hash_map::RandomState,
-) -> Option<RowFailure<'a>> {
+    source: &dyn TextRows,
+) -> Encoded<'a> {
     let mark = p.writer.len();
-    p.writer
-        .start_tuple(u16::try_from(target.columns.len()).unwrap_or(u16::MAX));
+    let layout = Layout {
+        target,
+        shadows: &p.shadows,
+    };
+    p.writer.start_tuple(layout.fields());
     let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
+    let mut deferred: Vec<(usize, &str)> = Vec::new();
+    let mut missing: Vec<usize> = Vec::new();
     for (c, column) in target.columns.iter().enumerate() {
         let value = row.get(c);
         let before = p.writer.len();
         let failure = if value.is_none() && column.not_null {
             Some("NULL in a NOT NULL column".to_owned())
         } else {
-            p.writer
-                .text(value, &column.ty)
-                .err()
-                .map(|e| e.to_string())
+            match p.writer.text(value, &column.ty) {
+                Ok(()) => None,
+                Err(e) if e.is_for_server() => {
+                    if !p.shadows[c] {
+                        missing.push(c);
+                    }
+                    deferred.push((c, value.unwrap_or_default()));
+                    p.writer.text(None, &column.ty).ok();
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            }
         };
         if let Some(reason) = failure {
             p.writer.truncate(mark);
-            return Some(RowFailure {
+            return Encoded::Failed(RowFailure {
                 field: c,
                 column: &column.name,
                 value,
@@ -206,8 +465,77 @@ pub(super) fn encode_text_row<'a>(
             }
         }
     }
+    if !missing.is_empty() {
+        p.writer.truncate(mark);
+        return Encoded::NeedsShadows(missing);
+    }
+    if deferred.is_empty() && !target.needs_cast() {
+        write_shadows(p, target, &deferred, None);
+    } else {
+        let location = source.location();
+        write_shadows(
+            p,
+            target,
+            &deferred,
+            Some((&location, source.raw().as_deref())),
+        );
+    }
     track_key(p, key_hash.map(|h| h.finish()));
-    None
+    Encoded::Row
+}
+
+/// Appends the shadow fields of a tuple (the deferred values, NULL for the
+/// other shadowed columns) and, when the server casts any value of the
+/// stage, the row's location and raw input (`located`: given for a row
+/// with a value the server casts).
+fn write_shadows(
+    p: &mut Pending,
+    target: &Target,
+    deferred: &[(usize, &str)],
+    located: Option<(&str, Option<&[u8]>)>,
+) {
+    let layout = Layout {
+        target,
+        shadows: &p.shadows,
+    };
+    if !layout.any() {
+        return;
+    }
+    let text = ColumnType {
+        oid: 25,
+        kind: TypeKind::Text,
+        name: "text".to_owned(),
+        cast_name: String::new(),
+        max_chars: None,
+        precision_scale: None,
+    };
+    let bytea = ColumnType {
+        oid: 17,
+        kind: TypeKind::Bytea,
+        name: "bytea".to_owned(),
+        cast_name: String::new(),
+        max_chars: None,
+        precision_scale: None,
+    };
+    for c in (0..p.shadows.len()).filter(|c| p.shadows[*c]) {
+        let value = deferred.iter().find(|(d, _)| *d == c).map(|(_, v)| *v);
+        // Text fields only fail on NUL, which the encoder refused already.
+        p.writer.text(value, &text).ok();
+    }
+    if let Some((location, raw)) = located {
+        p.writer.text(Some(location), &text).ok();
+        match raw {
+            Some(raw) => {
+                p.writer.value(&Value::Bytes(raw.to_vec()), &bytea).ok();
+            }
+            None => {
+                p.writer.text(None, &bytea).ok();
+            }
+        }
+    } else {
+        p.writer.text(None, &text).ok();
+        p.writer.text(None, &text).ok();
+    }
 }
 
 /// Notes a row's key hash (for the repeated-key check) and counts the row.
@@ -224,7 +552,9 @@ pub(super) fn track_key(p: &mut Pending, key_hash: Option<u64>) {
     p.rows += 1;
 }
 
-/// Encodes one row into its table's buffer, noting repeated keys.
+/// Encodes one row into its table's buffer, noting repeated keys. `Ok(Err)`
+/// names the columns whose values are the server's to convert and that
+/// have no shadow yet (nothing was written).
 pub(super) fn encode_row(
     p: &mut Pending,
     target: &Target,
@@ -232,23 +562,43 @@ pub(super) fn encode_row(
     row_number: usize,
     number: usize,
     hasher: &std::collections::hash_map::RandomState,
-) -> Result<()> {
+) -> Result<std::result::Result<(), Vec<usize>>> {
     let mark = p.writer.len();
-    p.writer
-        .start_tuple(u16::try_from(target.columns.len()).unwrap_or(u16::MAX));
+    let layout = Layout {
+        target,
+        shadows: &p.shadows,
+    };
+    p.writer.start_tuple(layout.fields());
     let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
+    let mut deferred: Vec<(usize, String)> = Vec::new();
+    let mut missing: Vec<usize> = Vec::new();
     for (c, (value, column)) in row.values.iter().zip(&target.columns).enumerate() {
         let before = p.writer.len();
         let failure = if matches!(value, Value::Null) && column.not_null {
             Some("NULL in a NOT NULL column".to_owned())
         } else {
-            p.writer
-                .value(value, &column.ty)
-                .err()
-                .map(|e| match value {
+            match p.writer.value(value, &column.ty) {
+                Ok(()) => None,
+                Err(e) if e.is_for_server() && matches!(value, Value::Text(_) | Value::Int(_)) => {
+                    if !p.shadows[c] {
+                        missing.push(c);
+                    }
+                    deferred.push((
+                        c,
+                        match value {
+                            Value::Int(i) => i.to_string(),
+                            Value::Text(t) => t.clone(),
+                            _ => String::new(),
+                        },
+                    ));
+                    p.writer.text(None, &column.ty).ok();
+                    None
+                }
+                Err(e) => Some(match value {
                     Value::Text(t) => format!("value \"{}\": {e}", shorten(t)),
                     _ => e.to_string(),
-                })
+                }),
+            }
         };
         if let Some(why) = failure {
             p.writer.truncate(mark);
@@ -265,8 +615,17 @@ pub(super) fn encode_row(
             }
         }
     }
+    if !missing.is_empty() {
+        p.writer.truncate(mark);
+        return Ok(Err(missing));
+    }
+    let deferred: Vec<(usize, &str)> = deferred.iter().map(|(c, t)| (*c, t.as_str())).collect();
+    let location = format!("row {row_number}");
+    let located =
+        (!deferred.is_empty() || target.needs_cast()).then_some((location.as_str(), None));
+    write_shadows(p, target, &deferred, located);
     track_key(p, key_hash.map(|h| h.finish()));
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// Sends table `t`'s buffered rows, opening its COPY (and creating its
@@ -299,17 +658,27 @@ pub(super) async fn flush(
                     target.write.quoted()
                 } else {
                     let stage = quote_ident(&format!("pgbulk_stage_{t}"));
-                    create_stage(tx, target, &stage).await?;
+                    let layout = Layout {
+                        target,
+                        shadows: &p.shadows,
+                    };
+                    create_stage(tx, layout, &stage).await?;
                     stage
                 };
                 p.into = Some(into.clone());
                 into
             }
         };
-        let statement = format!(
-            "COPY {into} ({}) FROM STDIN (FORMAT binary)",
+        let columns = if p.direct {
             column_list(target)
-        );
+        } else {
+            Layout {
+                target,
+                shadows: &p.shadows,
+            }
+            .copy_columns()
+        };
+        let statement = format!("COPY {into} ({columns}) FROM STDIN (FORMAT binary)");
         let sink = tx
             .copy_in::<_, Bytes>(&statement)
             .await
@@ -341,10 +710,15 @@ pub(super) async fn flush(
     Ok(())
 }
 
-/// Creates the TEMP staging table of `target` (dropped at commit); columns
-/// the server must cast arrive as `text`.
-pub(super) async fn create_stage(tx: &Transaction<'_>, target: &Target, stage: &str) -> Result<()> {
-    let cols: Vec<String> = target
+/// Creates the TEMP staging table of a target in `layout` (dropped at
+/// commit); columns the server must cast arrive as `text`.
+pub(super) async fn create_stage(
+    tx: &Transaction<'_>,
+    layout: Layout<'_>,
+    stage: &str,
+) -> Result<()> {
+    let target = layout.target;
+    let mut cols: Vec<String> = target
         .columns
         .iter()
         .map(|c| {
@@ -356,6 +730,12 @@ pub(super) async fn create_stage(tx: &Transaction<'_>, target: &Target, stage: &
             format!("{} {ty}", quote_ident(&c.name))
         })
         .collect();
+    cols.extend(
+        layout
+            .extra_columns()
+            .into_iter()
+            .map(|(name, ty)| format!("{} {ty}", quote_ident(&name))),
+    );
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE {stage} ({}) ON COMMIT DROP",
         cols.join(", ")

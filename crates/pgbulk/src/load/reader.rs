@@ -12,7 +12,7 @@ use super::{LoadOptions, Progress, csv_error, empty_file, match_column};
 use crate::codec::shorten;
 use crate::csv::{self, CsvError};
 use crate::error::{Error, ErrorKind, Result};
-use crate::ingest::{Batch, BatchWatermark, RowFailure, Rows, TextRow, TextRows};
+use crate::ingest::{Batch, BatchWatermark, RowFailure, Rows, StagedRejection, TextRow, TextRows};
 use crate::input::{self, Source};
 use crate::schema::TableName;
 use crate::schema::facts::TableFacts;
@@ -611,5 +611,56 @@ impl TextRows for CsvRows {
 
     fn resume(&self) -> Option<serde_json::Value> {
         self.shared.lock().ok()?.position()
+    }
+
+    fn location(&self) -> String {
+        self.shared
+            .lock()
+            .map(|s| format!("{}:{}", s.name, s.line))
+            .unwrap_or_default()
+    }
+
+    fn raw(&self) -> Option<Vec<u8>> {
+        let s = self.shared.lock().ok()?;
+        s.opts.reject_file.is_some().then(|| s.raw.clone())
+    }
+
+    fn reject_staged(&mut self, rejected: &StagedRejection<'_>) -> Result<()> {
+        let mut s = self
+            .shared
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
+        let value = shorten(rejected.value);
+        let mention = if rejected.reason.contains(&value) {
+            String::new()
+        } else {
+            format!(" value \"{value}\":")
+        };
+        // The field, when the row is from the input being read (its header
+        // maps the columns).
+        let field = rejected
+            .location
+            .strip_prefix(s.name.as_str())
+            .filter(|rest| rest.starts_with(':'))
+            .and_then(|_| {
+                let c = s.file_columns.iter().position(|c| c == rejected.column)?;
+                s.mapping.iter().position(|m| *m == Some(c))
+            })
+            .map(|f| format!(":{}", f + 1))
+            .unwrap_or_default();
+        let hint = if s.inferred {
+            format!(
+                " (the type was inferred from a sample of the input; --type {}=text or --sample-all)",
+                rejected.column
+            )
+        } else {
+            String::new()
+        };
+        let message = format!(
+            "{}{field}: column \"{}\":{mention} {}{hint}",
+            rejected.location, rejected.column, rejected.reason
+        );
+        s.raw = rejected.raw.map(<[u8]>::to_vec).unwrap_or_default();
+        s.bad_row(message)
     }
 }
