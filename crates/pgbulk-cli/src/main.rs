@@ -276,6 +276,7 @@ fn fix_malloc_threshold() {
 fn main() -> ExitCode {
     fix_malloc_threshold();
     let cli = Cli::parse();
+    QUIET.store(cli.quiet, Ordering::Relaxed);
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -447,6 +448,7 @@ async fn load(
     opts.reject_file = args.reject_file;
     opts.restart = args.restart;
     opts.streams = args.streams.max(1);
+    say_stdin_terminal(&opts.sources);
     if opts.max_errors > 0 && opts.reject_file.is_none() {
         tracing::warn!("--max-errors without --reject-file: bad rows are skipped and only counted");
     }
@@ -488,7 +490,7 @@ async fn load(
         return Ok(exit::INTERRUPTED);
     };
     let report = result?;
-    if let Some(ddl) = &report.inferred_ddl {
+    if let Some(ddl) = report.inferred_ddl.as_ref().filter(|_| !quiet) {
         let sampled = report
             .sampled
             .as_ref()
@@ -502,8 +504,12 @@ async fn load(
     for m in &report.migrations {
         tracing::info!("migrated: {m}");
     }
-    for note in &report.notes {
+    for note in report.notes.iter().filter(|_| !quiet) {
         eprintln!("pgbulk: {note}");
+    }
+    if let Some(why) = &report.nothing_to_load {
+        println!("{why}");
+        return Ok(0);
     }
     if report.already_loaded {
         println!(
@@ -560,6 +566,7 @@ fn infer(args: InferArgs) -> anyhow::Result<u8> {
     let mut opts = load_options(&args.dialect, &args.inference, &args.table)?;
     opts.key = args.key;
     let source = Source::from_arg(&args.file);
+    say_stdin_terminal(std::slice::from_ref(&source));
     let ddl = pgbulk::load::infer_source(&source, &opts, &opts.table)?;
     print!("{ddl}");
     Ok(0)
@@ -613,7 +620,28 @@ async fn ping(request: &Request, env: &Environment) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// Says that standard input is read when it is a terminal (where a silent
+/// wait looks like a hang).
+fn say_stdin_terminal(sources: &[Source]) {
+    let reads_stdin = sources.is_empty() || sources.contains(&Source::Stdin);
+    // SAFETY: isatty only inspects the descriptor.
+    let terminal = unsafe { libc::isatty(0) } == 1;
+    if reads_stdin && terminal && !quiet() {
+        eprintln!("pgbulk: reading CSV from standard input (a terminal); Ctrl-D ends it");
+    }
+}
+
+/// `--quiet`: only errors and the final summary are printed.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
 fn say_local(how: LocalUse, dir: &std::path::Path) {
+    if quiet() {
+        return;
+    }
     let what = match how {
         LocalUse::Running => "running",
         LocalUse::Started => "started it",

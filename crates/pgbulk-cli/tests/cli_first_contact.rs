@@ -561,3 +561,55 @@ async fn the_dialect_is_detected_or_refused_never_guessed_wrong() {
         assert_eq!(out.code, 2, "{bad:?}: {}", out.stderr);
     }
 }
+
+#[tokio::test]
+async fn empty_inputs_names_and_quiet_say_what_they_mean() {
+    let db = TestDb::new("fc_messages").await;
+    let home = Scratch::new("fc-messages");
+    home.file("empty.csv", "", 0o644);
+    let out = load(&db, &home, &["empty.csv", "-t", "e"]);
+    assert_ok(&out);
+    assert_eq!(out.stdout.trim(), "empty.csv is empty: nothing to load");
+    home.file("header.csv", "a,b\n", 0o644);
+    let out = load(&db, &home, &["header.csv", "-t", "h"]);
+    assert_ok(&out);
+    assert!(
+        out.stdout
+            .contains("header.csv has no rows: nothing to load, and public.h was not created"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(count(&db, "pg_class WHERE relname IN ('e', 'h')").await, 0);
+    // An empty file among others is skipped, and said.
+    home.file("one.csv", "a,b\n1,2\n", 0o644);
+    let out = load(&db, &home, &["empty.csv", "one.csv", "-t", "o"]);
+    assert_ok(&out);
+    assert!(
+        out.stderr.contains("empty.csv is empty: skipped"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(count(&db, "o").await, 1);
+
+    let out = load(&db, &home, &["one.csv", "-t", "my-sales"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot read table name \"my-sales\": an unquoted name holds only letters, digits and _; quote it as SQL does, e.g. -t '\"my-sales\"'"),
+        "{}",
+        out.stderr
+    );
+    let out = load(&db, &home, &["one.csv", "-t", "\"my-sales\""]);
+    assert_ok(&out);
+    assert_eq!(count(&db, "\"my-sales\"").await, 1);
+
+    // --quiet: the summary only.
+    home.file("q.csv", "x;y\n1;2\n", 0o644);
+    let out = run(pgbulk(&home).args(["--quiet", "load", "q.csv", "-t", "q", "--db", &db.url]));
+    assert_ok(&out);
+    assert_eq!(out.stderr, "", "quiet");
+    assert!(
+        out.stdout.starts_with("loaded q.csv into q: 1 rows read"),
+        "{}",
+        out.stdout
+    );
+}

@@ -225,6 +225,9 @@ pub struct LoadReport {
     /// Rows of the inputs already loaded by an earlier, interrupted run and
     /// skipped now.
     pub resumed_after_rows: Option<u64>,
+    /// Why nothing was loaded although the load succeeded: the inputs are
+    /// empty, or have a header and no rows for a table to create.
+    pub nothing_to_load: Option<String>,
     /// The same load (inputs and options) completed before, and the table
     /// was not emptied or rewritten since: nothing was done.
     pub already_loaded: bool,
@@ -259,6 +262,25 @@ pub async fn load(
     } else {
         opts.sources.clone()
     };
+    // Empty inputs hold nothing to load: said, not an error.
+    let mut sources: Vec<Source> = sources;
+    let empty: Vec<String> = sources
+        .iter()
+        .filter(|s| match s {
+            Source::File(_) => s.size() == Some(0),
+            Source::Stdin => crate::input::peek_stdin(1).is_ok_and(|b| b.is_empty()),
+        })
+        .map(Source::name)
+        .collect();
+    if !empty.is_empty() {
+        sources.retain(|s| !empty.contains(&s.name()));
+        let what = format!("{} is empty", empty.join(", "));
+        if sources.is_empty() {
+            report.nothing_to_load = Some(format!("{what}: nothing to load"));
+            return Ok(report);
+        }
+        report.notes.push(format!("{what}: skipped"));
+    }
     let total: u64 = sources.iter().filter_map(Source::size).sum();
     progress.bytes_total.store(total, Ordering::Relaxed);
     let schema: String = clients[0]
@@ -300,6 +322,13 @@ pub async fn load(
     } else {
         let (ddl, sampled, replay) =
             infer_from(&sources[0], opts, &table, progress.bytes_read.clone())?;
+        if sampled.rows == 0 && sources.len() == 1 {
+            report.nothing_to_load = Some(format!(
+                "{} has no rows: nothing to load, and {table} was not created (no values to infer its column types from; --schema declares them)",
+                sources[0].name()
+            ));
+            return Ok(report);
+        }
         report.sampled = Some(sampled);
         info!("created from inferred types:\n{ddl}");
         report.inferred_ddl = Some(ddl.clone());

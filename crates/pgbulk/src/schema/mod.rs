@@ -36,9 +36,19 @@ impl TableName {
     /// fold to lower case, `"Quoted"` parts keep case, dots and spaces.
     pub fn parse(text: &str) -> Result<Self> {
         let bad = || {
-            Error::config(format!(
-                "cannot read table name \"{text}\" (use schema.table)"
-            ))
+            let plain = |c: char| c.is_alphanumeric() || c == '_' || c == '$' || c == '.';
+            let hint = if text.trim().is_empty() {
+                "a table name is needed".to_owned()
+            } else if !text.contains('"') && !text.chars().all(plain) {
+                format!(
+                    "an unquoted name holds only letters, digits and _; quote it as SQL does, e.g. -t '\"{}\"' (or -t 'schema.\"{}\"')",
+                    text.replace('"', "\"\""),
+                    text.replace('"', "\"\"")
+                )
+            } else {
+                "write it as table or schema.table, quoting parts with other characters in double quotes".to_owned()
+            };
+            Error::config(format!("cannot read table name \"{text}\": {hint}"))
         };
         let tokens = sql::tokenize(text).map_err(|_| bad())?;
         let (parts, _, next) = qualified_name(&tokens, 0).ok_or_else(bad)?;
