@@ -129,6 +129,30 @@ struct InferenceArgs {
     types: Vec<Vec<(String, String)>>,
 }
 
+/// A size in bytes: `N`, or with `K`, `M`, `G` (powers of 1024; `B`/`iB`
+/// may follow).
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: usize = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a size like 64M, got \"{text}\""))?;
+    n.checked_mul(1 << shift)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("size \"{text}\" is out of range"))
+}
+
 /// `COL=TYPE,...`: commas inside a type's parentheses (`numeric(12,2)`)
 /// belong to the type.
 fn parse_type_overrides(text: &str) -> Result<Vec<(String, String)>, String> {
@@ -205,6 +229,9 @@ struct LoadArgs {
     /// When rows of one batch repeat a key: keep the last, the first, or fail (error).
     #[arg(long, value_enum, default_value = "last", value_name = "WHICH")]
     on_duplicate: OnDuplicateArg,
+    /// The longest field accepted (bytes, or with K, M, G); a longer one stops the load at its line.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1G")]
+    max_field_size: usize,
     /// Rows per batch; each batch commits.
     #[arg(long, default_value_t = pgbulk::load::DEFAULT_BATCH_ROWS, value_name = "N")]
     batch_rows: u64,
@@ -443,6 +470,7 @@ async fn load(
         OnDuplicateArg::Error => OnDuplicate::Error,
     };
     opts.batch_rows = args.batch_rows;
+    opts.max_field_size = args.max_field_size.min(pgbulk::csv::MAX_FIELD);
     opts.single_transaction = args.single_transaction;
     opts.max_errors = args.max_errors;
     opts.reject_file = args.reject_file;

@@ -613,3 +613,52 @@ async fn empty_inputs_names_and_quiet_say_what_they_mean() {
         out.stdout
     );
 }
+
+#[tokio::test]
+async fn huge_fields_and_lines_give_bounded_errors() {
+    let db = TestDb::new("fc_huge").await;
+    let home = Scratch::new("fc-huge");
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE t (a text, b text)")
+        .await
+        .expect("table");
+    // One line of 8 MB: the header names a column that does not exist.
+    home.file("line.csv", &"x".repeat(8 << 20), 0o644);
+    let out = load(&db, &home, &["line.csv", "-t", "t", "--delimiter", ","]);
+    assert_eq!(out.code, 9, "{}", &out.stderr[..out.stderr.len().min(500)]);
+    assert!(
+        out.stderr.len() < 1000,
+        "a bounded message: {} bytes",
+        out.stderr.len()
+    );
+    assert!(
+        out.stderr.contains("... (8388608 bytes in all)"),
+        "{}",
+        out.stderr
+    );
+    // A quote never closed: stopped at the limit, where it opened.
+    let mut text = String::from("a,b\n1,x\n2,\"open\n");
+    for _ in 0..50_000 {
+        text.push_str("more text, on and on\n");
+    }
+    home.file("quote.csv", &text, 0o644);
+    let out = load(
+        &db,
+        &home,
+        &["quote.csv", "-t", "t", "--max-field-size", "64K"],
+    );
+    assert_eq!(out.code, 9, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("quote.csv: a quoted field starting on line 3 is longer than 65536 bytes (--max-field-size); is its quote never closed?"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(count(&db, "t").await, 0);
+    let bad = load(
+        &db,
+        &home,
+        &["quote.csv", "-t", "t", "--max-field-size", "lots"],
+    );
+    assert_eq!(bad.code, 2);
+}

@@ -244,13 +244,14 @@ fn out_of_range(type_name: &str, text: &str) -> EncodeError {
 }
 
 /// A value for messages: at most 60 characters, control characters
-/// escaped (`\0`, `\n`, `\x1b`, ...).
+/// escaped (`\0`, `\n`, `\x1b`, ...); a longer one is cut with `...` and
+/// its length.
 pub fn shorten(text: &str) -> String {
     const MAX: usize = 60;
-    let mut out = String::with_capacity(text.len().min(MAX + 8));
+    let mut out = String::with_capacity(text.len().min(MAX + 32));
     for (n, c) in text.chars().enumerate() {
-        if n == MAX - 3 && text.chars().count() > MAX {
-            out.push_str("...");
+        if n == MAX - 3 && text.chars().nth(MAX).is_some() {
+            out.push_str(&format!("... ({} bytes in all)", text.len()));
             break;
         }
         match c {

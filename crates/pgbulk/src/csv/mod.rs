@@ -81,6 +81,16 @@ pub enum CsvError {
         /// Where the quoted field starts.
         line: u64,
     },
+    /// A field grew past the limit ([`Reader::set_max_field`]); for a
+    /// quoted one, most likely a quote that is never closed.
+    FieldTooLong {
+        /// Where the record starts.
+        line: u64,
+        /// The limit in bytes.
+        limit: usize,
+        /// Whether the field is quoted.
+        quoted: bool,
+    },
     /// Reading failed.
     Io(io::Error),
 }
@@ -91,6 +101,18 @@ impl std::fmt::Display for CsvError {
             Self::UnclosedQuote { line } => write!(
                 f,
                 "unterminated quoted field starting on line {line} (the file ends inside quotes)"
+            ),
+            Self::FieldTooLong {
+                line,
+                limit,
+                quoted: true,
+            } => write!(
+                f,
+                "a quoted field starting on line {line} is longer than {limit} bytes (--max-field-size); is its quote never closed?"
+            ),
+            Self::FieldTooLong { line, limit, .. } => write!(
+                f,
+                "a field on line {line} is longer than {limit} bytes (--max-field-size)"
             ),
             Self::Io(e) => write!(f, "read error: {e}"),
         }
@@ -137,7 +159,12 @@ pub struct Reader<R> {
     /// Bytes consumed from the stream (position after the current record).
     offset: u64,
     bom_checked: bool,
+    /// The longest field read, in bytes.
+    max_field: usize,
 }
+
+/// PostgreSQL's own limit on a field: 1 GB.
+pub const MAX_FIELD: usize = (1 << 30) - 1;
 
 /// A record just read: borrow its fields from the reader.
 #[derive(Debug, Clone, Copy)]
@@ -201,6 +228,7 @@ impl<R: Read> Reader<R> {
             record_line: 1,
             offset: 0,
             bom_checked: false,
+            max_field: MAX_FIELD,
         }
     }
 
@@ -218,6 +246,13 @@ impl<R: Read> Reader<R> {
     /// buffer are not in it any more.
     pub fn into_inner(self) -> R {
         self.inner
+    }
+
+    /// Fails a record with a field longer than `bytes` (default
+    /// [`MAX_FIELD`]) instead of buffering it: memory stays bounded by the
+    /// limit, and an unclosed quote is reported where it opened.
+    pub fn set_max_field(&mut self, bytes: usize) {
+        self.max_field = bytes;
     }
 
     /// Keep each record's raw bytes (for reject files).
@@ -368,6 +403,14 @@ impl<R: Read> Reader<R> {
         let mut quoted = false;
         let mut any = false;
         loop {
+            let field_start = self.fields.last().map_or(0, |f| f.end);
+            if self.data.len() - field_start > self.max_field {
+                return Err(CsvError::FieldTooLong {
+                    line: self.record_line,
+                    limit: self.max_field,
+                    quoted: state == State::Quoted,
+                });
+            }
             if self.pos == self.len && !self.fill()? {
                 return match state {
                     State::Quoted => Err(CsvError::UnclosedQuote {

@@ -97,6 +97,9 @@ pub struct LoadOptions {
     pub on_duplicate: OnDuplicate,
     /// Rows per batch (each batch commits).
     pub batch_rows: u64,
+    /// The longest field accepted, in bytes (default: PostgreSQL's 1 GB):
+    /// a longer one fails the load at its line instead of being buffered.
+    pub max_field_size: usize,
     /// The whole load in one transaction.
     pub single_transaction: bool,
     /// Bad rows tolerated (rejected) before the load fails.
@@ -139,6 +142,7 @@ impl Default for LoadOptions {
             recreate: false,
             on_duplicate: OnDuplicate::Last,
             batch_rows: DEFAULT_BATCH_ROWS,
+            max_field_size: crate::csv::MAX_FIELD,
             single_transaction: false,
             max_errors: 0,
             reject_file: None,
@@ -745,9 +749,14 @@ fn empty_file(name: &str) -> Error {
     )
 }
 
+/// A reader's error: bad input is a data error (exit 9); a failed read
+/// (a disk, a pipe) is an I/O error (exit 1).
 fn csv_error(name: &str, e: CsvError) -> Error {
     match e {
-        CsvError::Io(io) => Error::new(ErrorKind::Data, format!("{name}: {io}")).with_source(io),
+        CsvError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            Error::new(ErrorKind::Data, format!("{name}: {io}")).with_source(io)
+        }
+        CsvError::Io(io) => Error::new(ErrorKind::Io, format!("{name}: {io}")).with_source(io),
         other => Error::new(ErrorKind::Data, format!("{name}: {other}")),
     }
 }

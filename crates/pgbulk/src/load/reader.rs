@@ -173,6 +173,7 @@ impl Shared {
             }
         };
         let mut reader = csv::Reader::new(stream, self.opts.dialect.clone());
+        reader.set_max_field(self.opts.max_field_size);
         reader.keep_raw(self.opts.reject_file.is_some());
         reader
             .skip_lines(self.opts.skip_lines)
@@ -235,6 +236,7 @@ impl Shared {
                         at.offset,
                         at.line,
                     );
+                    reader.set_max_field(self.opts.max_field_size);
                     reader.keep_raw(self.opts.reject_file.is_some());
                 }
                 None => reader
@@ -253,6 +255,7 @@ impl Shared {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for (i, n) in names.iter().enumerate() {
             if let Some(first) = seen.insert(n.clone(), i) {
+                let n = shorten(n);
                 return Err(Error::new(
                     ErrorKind::Data,
                     format!(
@@ -275,12 +278,13 @@ impl Shared {
         let mut file_columns: Vec<String> = Vec::new();
         let mut mapping = Vec::with_capacity(names.len());
         for (i, n) in names.iter().enumerate() {
+            let shown = shorten(n);
             match find(n).as_deref() {
                 Some(c) if file_columns.iter().any(|f| f == c) => {
                     return Err(Error::new(
                         ErrorKind::Data,
                         format!(
-                            "{file}:{line}: fields {} (\"{n}\") and another both match column \"{c}\" of {}",
+                            "{file}:{line}: fields {} (\"{shown}\") and another both match column \"{c}\" of {}",
                             i + 1,
                             self.table
                         ),
@@ -295,7 +299,7 @@ impl Shared {
                     return Err(Error::new(
                         ErrorKind::Data,
                         format!(
-                            "{file}:{line}: column \"{n}\" (field {}) is not a column of {} (it has: {}); --ignore-extra skips it",
+                            "{file}:{line}: column \"{shown}\" (field {}) is not a column of {} (it has: {}); --ignore-extra skips it",
                             i + 1,
                             self.table,
                             table_columns.join(", ")

@@ -82,6 +82,7 @@ pub(super) fn infer_from(
         Sample::All => (None, None),
     };
     let mut csv = csv::Reader::new(tee, opts.dialect.clone());
+    csv.set_max_field(opts.max_field_size);
     csv.skip_lines(opts.skip_lines)
         .map_err(|e| csv_error(&name, e))?;
     let mut scratch = String::new();
@@ -277,6 +278,7 @@ fn sample_middle_and_end(
             return Ok(());
         };
         let mut csv = csv::Reader::starting_at(stream, opts.dialect.clone(), 0, 1);
+        csv.set_max_field(opts.max_field_size);
         // The rest of the line the offset fell in.
         if csv.skip_lines(1).is_err() {
             continue;

@@ -47,6 +47,7 @@ pub(super) fn split_point(source: &Source, opts: &LoadOptions) -> Result<Option<
     let middle = source.size().unwrap_or(0) / 2;
     let (stream, _) = input::open(source, opts.encoding, Arc::default())?;
     let mut reader = csv::Reader::new(stream, opts.dialect.clone());
+    reader.set_max_field(opts.max_field_size);
     reader
         .skip_lines(opts.skip_lines)
         .map_err(|e| csv_error(&name, e))?;
