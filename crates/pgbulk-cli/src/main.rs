@@ -494,17 +494,23 @@ async fn load(
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    let load = pgbulk::load::load(client, &params, &opts, progress.clone());
+    tokio::pin!(load);
     let outcome = tokio::select! {
-        result = pgbulk::load::load(client, &params, &opts, progress.clone()) => Some(result),
+        result = &mut load => Some(result),
         _ = tokio::signal::ctrl_c() => None,
         _ = sigterm.recv() => None,
     };
     display.finish().await;
     let Some(result) = outcome else {
-        // The load future is dropped: its transaction rolls back. Ask the
-        // server to stop the statement in flight too.
+        // Ask the server to stop the statement in flight, then let the load
+        // see that error: a COMMIT that landed meanwhile is counted, the
+        // batch in flight rolls back. A load that does not stop soon is
+        // dropped (its transaction rolls back with its connection).
+        progress.interrupt();
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(1), progress.cancel(&params)).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut load).await;
         let rows = progress.rows_committed.load(Ordering::Relaxed);
         let batches = progress.batches_committed.load(Ordering::Relaxed);
         if opts.single_transaction || batches == 0 {

@@ -71,8 +71,10 @@ impl Display {
 }
 
 fn render(p: &Progress, elapsed: Duration) -> String {
-    let bytes = p.bytes_read.load(Ordering::Relaxed);
     let total = p.bytes_total.load(Ordering::Relaxed);
+    let bytes = p.bytes_read.load(Ordering::Relaxed);
+    // Compressed inputs count compressed bytes; never show more than all.
+    let bytes = if total > 0 { bytes.min(total) } else { bytes };
     let rows = p.rows_read.load(Ordering::Relaxed);
     let secs = elapsed.as_secs_f64().max(0.001);
     let rate = rows as f64 / secs;
@@ -86,7 +88,10 @@ fn render(p: &Progress, elapsed: Duration) -> String {
         thousands(rows),
         thousands(rate as u64)
     ));
-    if total > 0 && bytes > 0 && bytes < total {
+    let merging = p.merging.load(Ordering::Relaxed);
+    if merging > 0 {
+        line.push_str(&format!("  merging batch {merging}"));
+    } else if total > 0 && bytes > 0 && bytes < total {
         let eta = secs * (total - bytes) as f64 / bytes as f64;
         line.push_str(&format!(
             "  ETA {}:{:02}",

@@ -151,7 +151,10 @@ fn typed_values() {
 #[test]
 fn shortens_long_values_and_escapes_controls() {
     let long = "x".repeat(100);
-    assert_eq!(shorten(&long), format!("{}... (100 bytes in all)", "x".repeat(57)));
+    assert_eq!(
+        shorten(&long),
+        format!("{}... (100 bytes in all)", "x".repeat(57))
+    );
     assert_eq!(shorten(&"x".repeat(60)), "x".repeat(60));
     assert_eq!(shorten("a\0b\nc\u{1b}"), "a\\0b\\nc\\x1b");
 }

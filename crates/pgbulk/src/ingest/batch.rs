@@ -92,6 +92,9 @@ pub(super) async fn load_batch(
         ErrorKind::Data => e,
         _ => Error::new(e.kind(), format!("batch {number}: {}", e.message())).with_source(e),
     })?;
+    if let Some(merging) = &options.merging {
+        merging.store(number as u64, std::sync::atomic::Ordering::Relaxed);
+    }
     let skipped: u64 = skipped_by_table.values().sum();
     for (table, n) in skipped_by_table {
         *report.skipped.entry(table).or_default() += n;
@@ -268,6 +271,9 @@ pub(super) async fn load_batch(
     tx.commit()
         .await
         .map_err(|e| Error::server(&format!("batch {number}: COMMIT"), e))?;
+    if let Some(merging) = &options.merging {
+        merging.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
     let committed = Committed {
         high_watermark,
         metadata: batch.metadata,

@@ -367,6 +367,10 @@ pub struct Options {
     pub on_duplicate: OnDuplicate,
     /// Called after each batch commits (progress, interrupt summaries).
     pub on_commit: Option<OnCommit>,
+    /// Set to the number of the batch being merged while its rows are
+    /// merged and committed (the client waits on the server then), 0
+    /// otherwise: for progress displays.
+    pub merging: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// For one of several parallel streams into the same tables: the
     /// stream's name, so each keeps its own watermark row
     /// (`<first table>#<stream>`).
@@ -391,6 +395,7 @@ impl Default for Options {
             keys: BTreeMap::new(),
             on_duplicate: OnDuplicate::Last,
             on_commit: None,
+            merging: None,
             stream: None,
             create_with_first_batch: false,
         }

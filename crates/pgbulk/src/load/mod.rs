@@ -168,6 +168,11 @@ pub struct Progress {
     pub rows_committed: AtomicU64,
     /// Batches committed.
     pub batches_committed: AtomicU64,
+    /// The batch being merged and committed (0: none): the client waits on
+    /// the server.
+    pub merging: Arc<AtomicU64>,
+    /// Set by [`Progress::interrupt`]: the load reads no further row.
+    interrupted: std::sync::atomic::AtomicBool,
     /// Cancel tokens of the load's connections.
     cancel: CancelTokens,
 }
@@ -187,6 +192,18 @@ impl Progress {
         if let Ok(mut tokens) = self.cancel.0.lock() {
             tokens.push(client.cancel_token());
         }
+    }
+
+    /// Stops the load: no further row is read (the batch being read fails
+    /// and rolls back). Follow with [`Progress::cancel`] for the statement
+    /// the server is running.
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Progress::interrupt`] was called.
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
     }
 
     /// Asks the server to stop whatever the load's connections are running
@@ -682,6 +699,7 @@ fn engine_options(
             .collect::<BTreeMap<_, _>>(),
         lock_policy: opts.lock_policy.clone(),
         on_duplicate: opts.on_duplicate,
+        merging: Some(progress.merging.clone()),
         // A load that fails before its first commit leaves no table.
         create_with_first_batch: true,
         on_commit: Some(Arc::new(move |b: &ingest::BatchReport| {

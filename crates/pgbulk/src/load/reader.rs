@@ -478,6 +478,9 @@ impl TextRows for CsvRows {
             .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
         let s = &mut *guard;
         'records: loop {
+            if s.progress.is_interrupted() {
+                return Err(Error::new(ErrorKind::Io, "interrupted"));
+            }
             if self.left == 0 {
                 return Ok(false);
             }
