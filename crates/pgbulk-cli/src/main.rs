@@ -1,15 +1,15 @@
 //! The `pgbulk` command: parses flags, sets up logging, calls the library and
 //! maps its errors to the exit codes documented in the README.
 
+mod args;
 mod progress;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::Parser;
 use pgbulk::conninfo::{Environment, Request};
 use pgbulk::csv::Dialect;
 use pgbulk::ingest::OnDuplicate;
@@ -20,6 +20,10 @@ use pgbulk::schema::TableName;
 use pgbulk::target::LocalUse;
 use pgbulk::{ErrorKind, target};
 
+use crate::args::{
+    Cli, Command, DialectArgs, InferArgs, InferenceArgs, LoadArgs, LocalAction, ModeArg,
+    OnDuplicateArg,
+};
 use crate::progress::thousands;
 
 /// Exit codes (documented in the README).
@@ -33,258 +37,6 @@ mod exit {
     pub(crate) const NOT_RUNNING: u8 = 8;
     pub(crate) const DATA: u8 = 9;
     pub(crate) const INTERRUPTED: u8 = 130;
-}
-
-/// Move data into PostgreSQL in bulk: fast, incremental, safe for the live
-/// database.
-///
-/// Connections resolve as in libpq: --db takes a URI, a key=value string or a
-/// database name; PG* variables, ~/.pgpass and pg_service.conf apply; profiles
-/// come from pgbulk.toml. With nothing configured, pgbulk uses (and starts) its
-/// own local cluster under $PGBULK_HOME.
-#[derive(Debug, Parser)]
-#[command(name = "pgbulk", version, propagate_version = true)]
-struct Cli {
-    /// Connection string: postgresql:// URI, "key=value ..." or a database name.
-    #[arg(long, global = true, value_name = "CONNINFO", hide_env_values = true)]
-    db: Option<String>,
-
-    /// Connection profile from pgbulk.toml (default: $PGBULK_PROFILE).
-    #[arg(long, global = true, value_name = "NAME")]
-    profile: Option<String>,
-
-    /// More output: -v for progress, -vv for debugging.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
-
-    /// Only errors and the final summary (no progress).
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
-    quiet: bool,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Connect, then print the target (without password), server version and latency.
-    Ping,
-    /// Load CSV files (or stdin; gzip and zstd recognised) into a table.
-    Load(LoadArgs),
-    /// Print the CREATE TABLE pgbulk would infer for a CSV file, without loading.
-    Infer(InferArgs),
-    /// Print the migration plan of a declared schema, without running it.
-    Plan {
-        /// The declared DDL (CREATE TABLE, CREATE INDEX, COMMENT ON).
-        #[arg(long, value_name = "FILE.sql")]
-        schema: PathBuf,
-    },
-    /// Manage pgbulk's own local PostgreSQL cluster (under $PGBULK_HOME).
-    Local {
-        #[command(subcommand)]
-        action: LocalAction,
-    },
-}
-
-/// How the input is written.
-#[derive(Debug, Args)]
-struct DialectArgs {
-    /// Field delimiter: one byte, or \t (tab) (default: detected from the header and first lines among , ; tab |).
-    #[arg(long, value_name = "C", value_parser = Dialect::parse_byte)]
-    delimiter: Option<u8>,
-    /// Quote character.
-    #[arg(long, default_value = "\"", value_name = "C", value_parser = Dialect::parse_byte)]
-    quote: u8,
-    /// Escape character inside quotes (default: the quote, doubled).
-    #[arg(long, value_name = "C", value_parser = Dialect::parse_byte)]
-    escape: Option<u8>,
-    /// The files have no header line (name the columns with --columns).
-    #[arg(long)]
-    no_header: bool,
-    /// An unquoted field equal to this is NULL (default: an unquoted empty field).
-    #[arg(long, value_name = "STRING")]
-    null: Option<String>,
-    /// Text encoding: utf-8, latin1, windows-1252, utf-16le, shift_jis, ...
-    #[arg(long, default_value = "utf-8", value_name = "NAME")]
-    encoding: String,
-    /// Lines to skip before the header (or the data).
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    skip_lines: u64,
-    /// Column names for the fields, comma-separated (headerless files, or overriding the header).
-    #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
-    columns: Option<Vec<String>>,
-}
-
-/// How column types are inferred for a table pgbulk creates.
-#[derive(Debug, Args)]
-struct InferenceArgs {
-    /// Infer from the first N rows (default: 1 MiB from the start, middle and end of a file).
-    #[arg(long, value_name = "N", conflicts_with = "sample_all")]
-    sample_rows: Option<u64>,
-    /// Infer from every row (reads a file twice).
-    #[arg(long)]
-    sample_all: bool,
-    /// Column types overriding inference, e.g. --type code=text,amount=numeric(12,2).
-    #[arg(long = "type", value_name = "COL=TYPE,...", value_parser = parse_type_overrides)]
-    types: Vec<Vec<(String, String)>>,
-}
-
-/// A size in bytes: `N`, or with `K`, `M`, `G` (powers of 1024; `B`/`iB`
-/// may follow).
-fn parse_size(text: &str) -> Result<usize, String> {
-    let t = text.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .or_else(|| t.strip_suffix('b'))
-        .unwrap_or(t);
-    let (digits, shift) = match t.chars().last() {
-        Some('k' | 'K') => (&t[..t.len() - 1], 10),
-        Some('m' | 'M') => (&t[..t.len() - 1], 20),
-        Some('g' | 'G') => (&t[..t.len() - 1], 30),
-        _ => (t, 0),
-    };
-    let n: usize = digits
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a size like 64M, got \"{text}\""))?;
-    n.checked_mul(1 << shift)
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("size \"{text}\" is out of range"))
-}
-
-/// `COL=TYPE,...`: commas inside a type's parentheses (`numeric(12,2)`)
-/// belong to the type.
-fn parse_type_overrides(text: &str) -> Result<Vec<(String, String)>, String> {
-    let mut items = Vec::new();
-    let (mut depth, mut start) = (0i32, 0);
-    for (i, c) in text.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                items.push(&text[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    items.push(&text[start..]);
-    items
-        .into_iter()
-        .map(|item| {
-            let bad = || format!("expected COL=TYPE, got \"{item}\"");
-            let (column, sql_type) = item.split_once('=').ok_or_else(bad)?;
-            let (column, sql_type) = (column.trim(), sql_type.trim());
-            if column.is_empty() || sql_type.is_empty() {
-                return Err(bad());
-            }
-            Ok((column.to_owned(), sql_type.to_owned()))
-        })
-        .collect()
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ModeArg {
-    Append,
-    Upsert,
-    Replace,
-    ReplaceAtomic,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum OnDuplicateArg {
-    Last,
-    First,
-    Error,
-}
-
-#[derive(Debug, Args)]
-struct LoadArgs {
-    /// Input files; none or - reads stdin.
-    #[arg(value_name = "FILE")]
-    files: Vec<String>,
-    /// The target table: [SCHEMA.]TABLE.
-    #[arg(long, short = 't', value_name = "TABLE")]
-    table: String,
-    #[command(flatten)]
-    dialect: DialectArgs,
-    #[command(flatten)]
-    inference: InferenceArgs,
-    /// Drop the table's shape and create it from --schema or from inference, swapping the new table in atomically at the end (grants and views kept).
-    #[arg(long)]
-    recreate: bool,
-    /// Skip file columns the table lacks instead of failing.
-    #[arg(long)]
-    ignore_extra: bool,
-    /// Declared DDL for the table: created if missing, migrated if different.
-    #[arg(long, value_name = "FILE.sql")]
-    schema: Option<PathBuf>,
-    /// append, upsert, replace or replace-atomic (default: upsert when the table has a key, else append).
-    #[arg(long, value_enum)]
-    mode: Option<ModeArg>,
-    /// Upsert on these columns (default: the primary key).
-    #[arg(long, value_delimiter = ',', value_name = "COL,...")]
-    key: Option<Vec<String>>,
-    /// When rows of one batch repeat a key: keep the last, the first, or fail (error).
-    #[arg(long, value_enum, default_value = "last", value_name = "WHICH")]
-    on_duplicate: OnDuplicateArg,
-    /// The longest field accepted (bytes, or with K, M, G); a longer one stops the load at its line.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1G")]
-    max_field_size: usize,
-    /// Rows per batch; each batch commits.
-    #[arg(long, default_value_t = pgbulk::load::DEFAULT_BATCH_ROWS, value_name = "N")]
-    batch_rows: u64,
-    /// Load everything in one transaction.
-    #[arg(long)]
-    single_transaction: bool,
-    /// Bad rows to reject (with --reject-file) before failing.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    max_errors: u64,
-    /// Where rejected rows go, as they were in the input; reasons go to PATH.log.
-    #[arg(long, value_name = "PATH")]
-    reject_file: Option<PathBuf>,
-    /// Load the inputs from the start, ignoring where an interrupted run stopped.
-    #[arg(long)]
-    restart: bool,
-    /// Connections to load one big uncompressed file with (its halves at once).
-    #[arg(long, default_value_t = 2, value_name = "N")]
-    streams: usize,
-}
-
-#[derive(Debug, Args)]
-struct InferArgs {
-    /// The CSV file (or - for stdin).
-    #[arg(value_name = "FILE")]
-    file: String,
-    /// The table name to use in the DDL.
-    #[arg(long, short = 't', default_value = "imported", value_name = "TABLE")]
-    table: String,
-    #[command(flatten)]
-    dialect: DialectArgs,
-    #[command(flatten)]
-    inference: InferenceArgs,
-    /// Primary key columns for the DDL.
-    #[arg(long, value_delimiter = ',', value_name = "COL,...")]
-    key: Option<Vec<String>>,
-}
-
-#[derive(Debug, Subcommand)]
-enum LocalAction {
-    /// Create the cluster if needed and start it.
-    Start,
-    /// Stop the cluster.
-    Stop,
-    /// Say whether the cluster exists and runs (exit 8 when it does not run).
-    Status,
-    /// Print the connection URL (starting the cluster if needed).
-    Url,
-    /// Run psql against the cluster (starting it if needed); extra arguments go to psql.
-    Psql {
-        /// Arguments for psql.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
 }
 
 /// glibc raises its mmap threshold whenever a large block is freed, after
@@ -370,16 +122,15 @@ fn fail(error: &anyhow::Error, verbose: u8) -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let env = Environment::from_process();
-    let request = Request {
-        db: cli.db,
-        profile: cli.profile,
-    };
     match cli.command {
-        Command::Ping => ping(&request, &env).await,
+        Command::Ping { connection } => ping(&connection.request(), &env).await,
         Command::Local { action } => local(action, &env),
-        Command::Load(args) => load(args, &request, &env, cli.quiet).await,
+        Command::Load(args) => {
+            let request = args.connection.request();
+            load(args, &request, &env, cli.quiet).await
+        }
         Command::Infer(args) => infer(args),
-        Command::Plan { schema } => plan(&schema, &request, &env).await,
+        Command::Plan { schema, connection } => plan(&schema, &connection.request(), &env).await,
     }
 }
 
@@ -536,6 +287,10 @@ async fn load(
         );
     }
     for m in &report.migrations {
+        // A schema pgbulk created is said: it was not asked for by name.
+        if m.contains(": create schema ") && !quiet {
+            eprintln!("pgbulk: {m} (for the new table)");
+        }
         tracing::info!("migrated: {m}");
     }
     for note in report.notes.iter().filter(|_| !quiet) {

@@ -272,6 +272,19 @@ async fn a_failed_first_load_leaves_no_table() {
         "no table is left behind"
     );
     assert_eq!(count(&db, "pg_namespace WHERE nspname = 'fresh'").await, 0);
+    // Loaded, the schema is created with the table, and said.
+    let out = load(
+        &db,
+        &home,
+        &["codes.csv", "-t", "fresh.codes", "--sample-all"],
+    );
+    assert_ok(&out);
+    assert!(
+        out.stderr
+            .contains("fresh.codes: create schema fresh (for the new table)"),
+        "{}",
+        out.stderr
+    );
     // The repeated-key refusal of a new table leaves nothing either.
     home.file("k.csv", "id,v\n1,a\n1,b\n", 0o644);
     let refused = load(

@@ -1,0 +1,362 @@
+//! The command line as clap reads it: raw flags, each defined once. `main`
+//! turns them into the library's options.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pgbulk::conninfo::Request;
+use pgbulk::csv::Dialect;
+
+/// Move data into PostgreSQL in bulk: fast, incremental, safe for the live
+/// database.
+///
+/// Connections resolve as in libpq: --db takes a URI, a key=value string or a
+/// database name; PG* variables, ~/.pgpass and pg_service.conf apply; profiles
+/// come from pgbulk.toml. With nothing configured, pgbulk uses (and starts) its
+/// own local cluster under $PGBULK_HOME.
+#[derive(Debug, Parser)]
+#[command(name = "pgbulk", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// More output: -v for progress, -vv for debugging.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    /// Only errors and the final summary (no progress).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Where to connect, as libpq resolves it.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Connection")]
+pub(crate) struct ConnectionArgs {
+    /// Connection string: postgresql:// URI, "key=value ..." or a database name.
+    #[arg(long, value_name = "CONNINFO", hide_env_values = true)]
+    pub(crate) db: Option<String>,
+    /// Connection profile from pgbulk.toml (default: $PGBULK_PROFILE).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) profile: Option<String>,
+}
+
+impl ConnectionArgs {
+    pub(crate) fn request(&self) -> Request {
+        Request {
+            db: self.db.clone(),
+            profile: self.profile.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Connect, then print the target (without password), server version and latency.
+    #[command(after_help = "Example:\n  pgbulk ping --db postgresql://loader@db.example.com/sales")]
+    Ping {
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Load CSV files (or stdin; gzip and zstd recognised) into a table.
+    #[command(
+        after_help = "Examples:\n  pgbulk load sales.csv -t sales --key PointOfSale,Product,Date\n  zcat day.csv.gz | pgbulk load - -t staging.orders --db service=warehouse\n  pgbulk load landing/*.csv -t events --max-errors 100 --reject-file rejects.csv"
+    )]
+    Load(LoadArgs),
+    /// Print the CREATE TABLE pgbulk would infer for a CSV file, without loading.
+    #[command(
+        after_help = "Example:\n  pgbulk infer sales.csv -t sales --key PointOfSale,Product,Date --type stock=numeric(10,2)"
+    )]
+    Infer(InferArgs),
+    /// Print the migration plan of a declared schema, without running it.
+    #[command(
+        after_help = "Example:\n  pgbulk plan --schema schema.sql --db postgresql://loader@db/sales"
+    )]
+    Plan {
+        /// The declared DDL (CREATE TABLE, CREATE INDEX, COMMENT ON).
+        #[arg(long, value_name = "FILE.sql")]
+        schema: PathBuf,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Manage pgbulk's own local PostgreSQL cluster (under $PGBULK_HOME).
+    #[command(after_help = "Example:\n  pgbulk local psql -c 'SELECT count(*) FROM sales'")]
+    Local {
+        #[command(subcommand)]
+        action: LocalAction,
+    },
+}
+
+/// How the input is written.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Input dialect")]
+pub(crate) struct DialectArgs {
+    /// Field delimiter: one byte, or \t (tab) (default: detected from the header and first lines among , ; tab |).
+    #[arg(long, value_name = "C", value_parser = Dialect::parse_byte)]
+    pub(crate) delimiter: Option<u8>,
+    /// Quote character.
+    #[arg(long, default_value = "\"", value_name = "C", value_parser = Dialect::parse_byte)]
+    pub(crate) quote: u8,
+    /// Escape character inside quotes (default: the quote, doubled).
+    #[arg(long, value_name = "C", value_parser = Dialect::parse_byte)]
+    pub(crate) escape: Option<u8>,
+    /// The files have no header line (name the columns with --columns).
+    #[arg(long)]
+    pub(crate) no_header: bool,
+    /// An unquoted field equal to this is NULL (default: an unquoted empty field).
+    #[arg(long, value_name = "STRING")]
+    pub(crate) null: Option<String>,
+    /// Text encoding: utf-8, latin1, windows-1252, utf-16le, shift_jis, ...
+    #[arg(long, default_value = "utf-8", value_name = "NAME")]
+    pub(crate) encoding: String,
+    /// Lines to skip before the header (or the data).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub(crate) skip_lines: u64,
+    /// Column names for the fields, comma-separated (headerless files, or overriding the header).
+    #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
+    pub(crate) columns: Option<Vec<String>>,
+}
+
+/// How column types are inferred for a table pgbulk creates.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Type inference (for a table pgbulk creates)")]
+pub(crate) struct InferenceArgs {
+    /// Infer from the first N rows (default: 1 MiB from the start, middle and end of a file).
+    #[arg(long, value_name = "N", conflicts_with = "sample_all")]
+    pub(crate) sample_rows: Option<u64>,
+    /// Infer from every row (reads a file twice).
+    #[arg(long)]
+    pub(crate) sample_all: bool,
+    /// Column types overriding inference, e.g. --type code=text,amount=numeric(12,2).
+    #[arg(long = "type", value_name = "COL=TYPE,...", value_parser = parse_type_overrides)]
+    pub(crate) types: Vec<Vec<(String, String)>>,
+}
+
+/// A size in bytes: `N`, or with `K`, `M`, `G` (powers of 1024; `B`/`iB`
+/// may follow).
+pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: usize = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a size like 64M, got \"{text}\""))?;
+    n.checked_mul(1 << shift)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("size \"{text}\" is out of range"))
+}
+
+/// `COL=TYPE,...`: commas inside a type's parentheses (`numeric(12,2)`)
+/// belong to the type.
+pub(crate) fn parse_type_overrides(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut items = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&text[start..]);
+    items
+        .into_iter()
+        .map(|item| {
+            let bad = || format!("expected COL=TYPE, got \"{item}\"");
+            let (column, sql_type) = item.split_once('=').ok_or_else(bad)?;
+            let (column, sql_type) = (column.trim(), sql_type.trim());
+            if column.is_empty() || sql_type.is_empty() {
+                return Err(bad());
+            }
+            Ok((column.to_owned(), sql_type.to_owned()))
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ModeArg {
+    Append,
+    Upsert,
+    Replace,
+    ReplaceAtomic,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum OnDuplicateArg {
+    Last,
+    First,
+    Error,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    /// Input files; none or - reads stdin.
+    #[arg(value_name = "FILE")]
+    pub(crate) files: Vec<String>,
+    /// The target table: [SCHEMA.]TABLE (SQL rules: quote names with other characters).
+    #[arg(long, short = 't', value_name = "TABLE", help_heading = "Target")]
+    pub(crate) table: String,
+    /// Declared DDL for the table: created if missing, migrated if different.
+    #[arg(long, value_name = "FILE.sql", help_heading = "Target")]
+    pub(crate) schema: Option<PathBuf>,
+    /// Create the table anew from --schema or inference, swapping it in atomically at the end (grants and views kept).
+    #[arg(long, help_heading = "Target")]
+    pub(crate) recreate: bool,
+    /// append, upsert, replace or replace-atomic (default: upsert when the table has a key, else append).
+    #[arg(long, value_enum, help_heading = "Target")]
+    pub(crate) mode: Option<ModeArg>,
+    /// Upsert on these columns (default: the primary key).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "COL,...",
+        help_heading = "Target"
+    )]
+    pub(crate) key: Option<Vec<String>>,
+    /// When rows of one batch repeat a key: keep the last, the first, or fail (error).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "last",
+        value_name = "WHICH",
+        help_heading = "Target"
+    )]
+    pub(crate) on_duplicate: OnDuplicateArg,
+    /// Skip file columns the table lacks instead of failing.
+    #[arg(long, help_heading = "Target")]
+    pub(crate) ignore_extra: bool,
+    #[command(flatten)]
+    pub(crate) dialect: DialectArgs,
+    #[command(flatten)]
+    pub(crate) inference: InferenceArgs,
+    /// Rows per batch; each batch commits.
+    #[arg(long, default_value_t = pgbulk::load::DEFAULT_BATCH_ROWS, value_name = "N", help_heading = "Behaviour")]
+    pub(crate) batch_rows: u64,
+    /// Load everything in one transaction.
+    #[arg(long, help_heading = "Behaviour")]
+    pub(crate) single_transaction: bool,
+    /// Bad rows to reject (with --reject-file) before failing.
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "N",
+        help_heading = "Behaviour"
+    )]
+    pub(crate) max_errors: u64,
+    /// Where rejected rows go, as they were in the input; reasons go to PATH.log.
+    #[arg(long, value_name = "PATH", help_heading = "Behaviour")]
+    pub(crate) reject_file: Option<PathBuf>,
+    /// Load the inputs from the start, ignoring where an earlier run of the same load stopped (or that it completed).
+    #[arg(long, help_heading = "Behaviour")]
+    pub(crate) restart: bool,
+    /// Connections to load one big uncompressed file with (its halves at once).
+    #[arg(
+        long,
+        default_value_t = 2,
+        value_name = "N",
+        help_heading = "Behaviour"
+    )]
+    pub(crate) streams: usize,
+    /// The longest field accepted (bytes, or with K, M, G); a longer one stops the load at its line.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1G", help_heading = "Behaviour")]
+    pub(crate) max_field_size: usize,
+    #[command(flatten)]
+    pub(crate) connection: ConnectionArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InferArgs {
+    /// The CSV file (or - for stdin).
+    #[arg(value_name = "FILE")]
+    pub(crate) file: String,
+    /// The table name to use in the DDL.
+    #[arg(long, short = 't', default_value = "imported", value_name = "TABLE")]
+    pub(crate) table: String,
+    #[command(flatten)]
+    pub(crate) dialect: DialectArgs,
+    #[command(flatten)]
+    pub(crate) inference: InferenceArgs,
+    /// Primary key columns for the DDL.
+    #[arg(long, value_delimiter = ',', value_name = "COL,...")]
+    pub(crate) key: Option<Vec<String>>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LocalAction {
+    /// Create the cluster if needed and start it.
+    Start,
+    /// Stop the cluster.
+    Stop,
+    /// Say whether the cluster exists and runs (exit 8 when it does not run).
+    Status,
+    /// Print the connection URL (starting the cluster if needed).
+    Url,
+    /// Run psql against the cluster (starting it if needed); extra arguments go to psql.
+    Psql {
+        /// Arguments for psql.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every flag of `pgbulk load` is documented in the README's flag table
+    /// (and the table names no flag that does not exist).
+    #[test]
+    fn the_readme_documents_every_load_flag() {
+        let readme = include_str!("../../../README.md");
+        let table_start = readme
+            .find("### `pgbulk load` flags")
+            .expect("the README has a load flag table");
+        let table: String = readme[table_start..]
+            .lines()
+            .skip(1)
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let command = Cli::command();
+        let load = command.find_subcommand("load").expect("load exists");
+        let flags: Vec<String> = load
+            .get_arguments()
+            .chain(command.get_arguments())
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .filter(|f| !matches!(f.as_str(), "--help" | "--version" | "--db" | "--profile"))
+            .collect();
+        for flag in &flags {
+            assert!(
+                table.contains(&format!("`{flag}"))
+                    || table.contains(&format!("{flag}`"))
+                    || table.contains(&format!("{flag} ")),
+                "README's load flag table lacks {flag}"
+            );
+        }
+        for word in table.split(['`', ' ', ',']) {
+            if let Some(flag) = word.strip_prefix("--") {
+                assert!(
+                    flags.contains(&format!("--{flag}")),
+                    "README's load flag table names --{flag}, which pgbulk load does not have"
+                );
+            }
+        }
+    }
+}
