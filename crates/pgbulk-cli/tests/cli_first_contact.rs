@@ -675,3 +675,63 @@ async fn huge_fields_and_lines_give_bounded_errors() {
     );
     assert_eq!(bad.code, 2);
 }
+
+#[tokio::test]
+async fn rows_a_constraint_refuses_are_isolated_with_their_lines() {
+    let db = TestDb::new("fc_constraints").await;
+    let home = Scratch::new("fc-constraints");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE shop (code text PRIMARY KEY);
+             INSERT INTO shop VALUES ('A'), ('B');
+             CREATE TABLE sale (id int PRIMARY KEY, shop text REFERENCES shop, amount int CHECK (amount > 0), ref text UNIQUE);
+             INSERT INTO sale VALUES (100, 'A', 1, 'taken')",
+        )
+        .await
+        .expect("tables");
+    home.file(
+        "sale.csv",
+        "id,shop,amount,ref\n1,A,5,r1\n2,A,-3,r2\n3,Z,7,r3\n4,B,2,taken\n5,B,9,r5\n",
+        0o644,
+    );
+    // Without --max-errors the batch fails with the server's message.
+    let failed = load(&db, &home, &["sale.csv", "-t", "sale"]);
+    assert_ne!(failed.code, 0);
+    assert_eq!(count(&db, "sale").await, 1);
+    let out = load(
+        &db,
+        &home,
+        &[
+            "sale.csv",
+            "-t",
+            "sale",
+            "--max-errors",
+            "10",
+            "--reject-file",
+            "bad.csv",
+        ],
+    );
+    assert_ok(&out);
+    assert_eq!(
+        rows(&db, "SELECT id::text FROM sale ORDER BY sale.id").await,
+        vec![vec![s("1")], vec![s("5")], vec![s("100")]]
+    );
+    let rejected = std::fs::read_to_string(home.path().join("bad.csv")).expect("rejects");
+    assert_eq!(rejected, "2,A,-3,r2\n3,Z,7,r3\n4,B,2,taken\n");
+    let log = std::fs::read_to_string(home.path().join("bad.csv.log")).expect("log");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(
+        lines[0].starts_with("sale.csv:3:") && lines[0].contains("check constraint"),
+        "{log}"
+    );
+    assert!(
+        lines[1].starts_with("sale.csv:4:") && lines[1].contains("foreign key"),
+        "{log}"
+    );
+    assert!(
+        lines[2].starts_with("sale.csv:5:") && lines[2].contains("duplicate key"),
+        "{log}"
+    );
+}

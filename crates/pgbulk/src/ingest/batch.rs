@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use tokio_postgres::Transaction;
 
 use super::merge::{
-    column_list, is_value_error, key_list, merge_statement, on_conflict_statement, rejected_values,
-    repeats, xact_stats,
+    Rejected, column_list, is_row_error, is_value_error, key_list, merge_statement,
+    on_conflict_statement, rejected_values, repeats, xact_stats,
 };
-use super::stage::{Layout, stage_rows};
+use super::stage::{Layout, RAW_COLUMN, WHERE_COLUMN, stage_rows};
 use super::target::{Target, Targets, read_targets};
 use super::{
     Batch, BatchContext, BatchInfo, BatchWatermark, Committed, Counts, LOCK_NAMESPACE, Mode,
@@ -17,7 +17,7 @@ use super::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::rebuild;
-use crate::schema::{TableName, quote_literal};
+use crate::schema::{TableName, quote_ident, quote_literal};
 use crate::watermark;
 
 /// Stages, merges and commits one batch with its watermark.
@@ -86,6 +86,7 @@ pub(super) async fn load_batch(
         &mut skipped_by_table,
         &mut resume,
         !deletes_first,
+        options.reject_rows,
     )
     .await
     .map_err(|e| match e.kind() {
@@ -125,6 +126,7 @@ pub(super) async fn load_batch(
                 copied_direct: p.copied_direct,
                 duplicates: p.duplicates,
                 shadows: p.shadows,
+                locate_all: p.locate_all,
             })
         })
         .collect();
@@ -170,65 +172,75 @@ pub(super) async fn load_batch(
         let layout = Layout {
             target,
             shadows: &w.shadows,
+            locate_all: w.locate_all,
         };
         let merged = if layout.any() {
-            // Shadowed values are cast by the server here: a value it
-            // rejects is found, its row rejected (or the batch failed with
-            // its location), and the merge runs again without it.
+            // Values the server casts, and with `reject_rows` every row, are
+            // checked here: a row the server refuses is found, rejected (or
+            // the batch fails naming it), and the merge runs again without
+            // it.
             loop {
                 tx.batch_execute("SAVEPOINT pgbulk_cast")
                     .await
                     .map_err(|e| Error::server("SAVEPOINT", e))?;
-                match merge_staged(&tx, layout, &w.stage, w.copied, w.duplicates, ctx).await {
+                let e = match merge_staged(&tx, layout, &w.stage, w.copied, w.duplicates, ctx).await
+                {
                     Ok(merged) => {
                         tx.batch_execute("RELEASE SAVEPOINT pgbulk_cast")
                             .await
                             .map_err(|e| Error::server("RELEASE SAVEPOINT", e))?;
                         break merged;
                     }
-                    Err(e) if is_value_error(&e) => {
-                        tx.batch_execute("ROLLBACK TO SAVEPOINT pgbulk_cast")
-                            .await
-                            .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))?;
-                        let rejected = rejected_values(&tx, layout, &w.stage).await?;
-                        if rejected.is_empty() {
-                            return Err(e);
-                        }
-                        for r in &rejected {
-                            let rejection = StagedRejection {
-                                location: &r.location,
-                                raw: r.raw.as_deref(),
-                                column: &r.column,
-                                value: &r.value,
-                                reason: &r.reason,
-                            };
-                            match source.as_mut() {
-                                Some(source) => source.reject_staged(&rejection)?,
-                                None => {
-                                    return Err(Error::new(
-                                        ErrorKind::Data,
-                                        format!(
-                                            "batch {number}, table {}, {}: column {}: {}",
-                                            target.name, r.location, r.column, r.reason
-                                        ),
-                                    ));
-                                }
-                            }
-                        }
-                        let ctids: Vec<&str> = rejected.iter().map(|r| r.ctid.as_str()).collect();
-                        tx.execute(
-                            &format!(
-                                "DELETE FROM {} WHERE ctid = ANY($1::text[]::tid[])",
-                                w.stage
-                            ),
-                            &[&ctids],
-                        )
-                        .await
-                        .map_err(|e| Error::server("leaving out rejected rows", e))?;
-                        w.copied = w.copied.saturating_sub(rejected.len() as u64);
-                    }
+                    Err(e) if is_value_error(&e) || (w.locate_all && is_row_error(&e)) => e,
                     Err(e) => return Err(e),
+                };
+                tx.batch_execute("ROLLBACK TO SAVEPOINT pgbulk_cast")
+                    .await
+                    .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))?;
+                let mut rejected = if is_value_error(&e) {
+                    rejected_values(&tx, layout, &w.stage).await?
+                } else {
+                    Vec::new()
+                };
+                if rejected.is_empty() && w.locate_all {
+                    rejected
+                        .extend(refused_row(&tx, layout, &w.stage, w.duplicates, ctx, &e).await?);
                 }
+                if rejected.is_empty() {
+                    return Err(e);
+                }
+                for r in &rejected {
+                    let rejection = StagedRejection {
+                        location: &r.location,
+                        raw: r.raw.as_deref(),
+                        column: &r.column,
+                        value: &r.value,
+                        reason: &r.reason,
+                    };
+                    match source.as_mut() {
+                        Some(source) => source.reject_staged(&rejection)?,
+                        None => {
+                            return Err(Error::new(
+                                ErrorKind::Data,
+                                format!(
+                                    "batch {number}, table {}, {}: column {}: {}",
+                                    target.name, r.location, r.column, r.reason
+                                ),
+                            ));
+                        }
+                    }
+                }
+                let ctids: Vec<&str> = rejected.iter().map(|r| r.ctid.as_str()).collect();
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {} WHERE ctid = ANY($1::text[]::tid[])",
+                        w.stage
+                    ),
+                    &[&ctids],
+                )
+                .await
+                .map_err(|e| Error::server("leaving out rejected rows", e))?;
+                w.copied = w.copied.saturating_sub(rejected.len() as u64);
             }
         } else {
             merge_staged(&tx, layout, &w.stage, w.copied, w.duplicates, ctx).await?
@@ -293,6 +305,128 @@ struct Staged<'a> {
     copied_direct: u64,
     duplicates: bool,
     shadows: Vec<bool>,
+    locate_all: bool,
+}
+
+/// The first staged row that the merge refuses by itself (a constraint,
+/// a value), found by merging halves of the stage in savepoints that are
+/// rolled back: `None` when no single row fails alone (rows that fail only
+/// together, such as two new rows with the same unique value).
+async fn refused_row(
+    tx: &Transaction<'_>,
+    layout: Layout<'_>,
+    stage: &str,
+    duplicates: bool,
+    ctx: &BatchContext<'_>,
+    error: &Error,
+) -> Result<Option<Rejected>> {
+    let ctids: Vec<String> = tx
+        .query(
+            &format!("SELECT ctid::text FROM {stage} ORDER BY ctid"),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::server("reading the staged rows", e))?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (mut lo, mut hi) = (0, ctids.len());
+    let mut reason = server_words(error);
+    // Invariant: merging rows lo..hi fails.
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        let mut narrowed = false;
+        for (a, b) in [(lo, mid), (mid, hi)] {
+            if let Some(why) = merge_fails(tx, layout, stage, &ctids[a..b], duplicates, ctx).await?
+            {
+                (lo, hi, reason, narrowed) = (a, b, why, true);
+                break;
+            }
+        }
+        if !narrowed {
+            return Ok(None);
+        }
+    }
+    let Some(ctid) = ctids.get(lo) else {
+        return Ok(None);
+    };
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT {w}, {r} FROM {stage} WHERE ctid = $1::text::tid",
+                w = quote_ident(WHERE_COLUMN),
+                r = quote_ident(RAW_COLUMN)
+            ),
+            &[ctid],
+        )
+        .await
+        .map_err(|e| Error::server("reading a refused row", e))?;
+    let column = error
+        .db_error()
+        .and_then(|db| db.column().map(str::to_owned))
+        .unwrap_or_default();
+    Ok(Some(Rejected {
+        ctid: ctid.clone(),
+        location: row.get::<_, Option<String>>(0).unwrap_or_default(),
+        raw: row.get(1),
+        column,
+        value: String::new(),
+        reason,
+    }))
+}
+
+/// The server's message and detail (`Key (shop)=(Z) is not present in
+/// table "shop".`), or the error's own message.
+fn server_words(error: &Error) -> String {
+    match error.db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {detail}", db.message()),
+            None => db.message().to_owned(),
+        },
+        None => error.message().to_owned(),
+    }
+}
+
+/// Whether merging only the staged rows `ctids` fails, and why; rolled
+/// back either way.
+async fn merge_fails(
+    tx: &Transaction<'_>,
+    layout: Layout<'_>,
+    stage: &str,
+    ctids: &[String],
+    duplicates: bool,
+    ctx: &BatchContext<'_>,
+) -> Result<Option<String>> {
+    tx.batch_execute("SAVEPOINT pgbulk_probe")
+        .await
+        .map_err(|e| Error::server("SAVEPOINT", e))?;
+    // A copy of those rows, in their order, stands in for the stage.
+    tx.execute(
+        &format!(
+            "CREATE TEMP TABLE pgbulk_subset AS SELECT * FROM {stage} \
+             WHERE ctid = ANY($1::text[]::tid[]) ORDER BY ctid"
+        ),
+        &[&ctids],
+    )
+    .await
+    .map_err(|e| Error::server("copying staged rows", e))?;
+    let outcome = merge_staged(
+        tx,
+        layout,
+        "pgbulk_subset",
+        ctids.len() as u64,
+        duplicates,
+        ctx,
+    )
+    .await;
+    tx.batch_execute("ROLLBACK TO SAVEPOINT pgbulk_probe; RELEASE SAVEPOINT pgbulk_probe")
+        .await
+        .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))?;
+    Ok(match outcome {
+        Ok(_) => None,
+        Err(e) if is_value_error(&e) || is_row_error(&e) => Some(server_words(&e)),
+        Err(e) => return Err(e),
+    })
 }
 
 /// Merges (or appends) one table's staged rows; counts what it did.

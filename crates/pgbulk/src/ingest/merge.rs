@@ -288,6 +288,14 @@ fn ctid_order(ctid: &str) -> (u64, u64) {
     (block.parse().unwrap_or(0), offset.parse().unwrap_or(0))
 }
 
+/// Whether an error is a constraint refusing a row (unique, foreign key,
+/// check, not-null, exclusion).
+pub(super) fn is_row_error(error: &Error) -> bool {
+    error
+        .db_error()
+        .is_some_and(|db| db.code().code().starts_with("23"))
+}
+
 /// Whether an error is the server refusing a value (a data exception, or
 /// a domain's check), as a failed cast of a shadowed value is.
 pub(super) fn is_value_error(error: &Error) -> bool {

@@ -365,6 +365,12 @@ pub struct Options {
     pub keys: BTreeMap<String, Vec<String>>,
     /// Which row wins when rows of a batch repeat a key.
     pub on_duplicate: OnDuplicate,
+    /// Rows the server refuses (a constraint, a value) are found and handed
+    /// to the source's [`TextRows::reject_staged`] (which may still fail the
+    /// batch) instead of failing the batch at once. Every row is staged
+    /// with its location then, and a failing merge is bisected: slower on
+    /// bad data, unchanged on good data.
+    pub reject_rows: bool,
     /// Called after each batch commits (progress, interrupt summaries).
     pub on_commit: Option<OnCommit>,
     /// Set to the number of the batch being merged while its rows are
@@ -394,6 +400,7 @@ impl Default for Options {
             upsert: Upsert::Auto,
             keys: BTreeMap::new(),
             on_duplicate: OnDuplicate::Last,
+            reject_rows: false,
             on_commit: None,
             merging: None,
             stream: None,

@@ -43,6 +43,20 @@ pub(super) struct Pending {
     /// Rows copied straight into the target before a value had to be left
     /// to the server (the rest of the batch is staged).
     pub(super) copied_direct: u64,
+    /// Every row keeps its location (rows the server refuses are isolated
+    /// and rejected, not only values it casts).
+    pub(super) locate_all: bool,
+}
+
+impl Pending {
+    /// The layout of this table's stage.
+    pub(super) fn layout<'a>(&'a self, target: &'a Target) -> Layout<'a> {
+        Layout {
+            target,
+            shadows: &self.shadows,
+            locate_all: self.locate_all,
+        }
+    }
 }
 
 /// The stage's layout beyond the target's columns: a text shadow per column
@@ -54,6 +68,8 @@ pub(super) struct Pending {
 pub(super) struct Layout<'a> {
     pub(super) target: &'a Target,
     pub(super) shadows: &'a [bool],
+    /// Every row has its location (not only those with server-cast values).
+    pub(super) locate_all: bool,
 }
 
 /// The column of the stage holding the input's location of a row with
@@ -71,7 +87,7 @@ impl Layout<'_> {
     /// Whether some values are cast by the server when merging: shadowed
     /// ones, or a column that travels as text.
     pub(super) fn any(&self) -> bool {
-        self.shadows.iter().any(|s| *s) || self.target.needs_cast()
+        self.shadows.iter().any(|s| *s) || self.target.needs_cast() || self.locate_all
     }
 
     /// Whether column `c`'s values may be cast by the server: shadowed, or
@@ -209,6 +225,7 @@ pub(super) async fn stage_rows(
     skipped: &mut BTreeMap<String, u64>,
     resume: &mut Option<serde_json::Value>,
     direct_allowed: bool,
+    locate_all: bool,
 ) -> Result<(Vec<Option<Pending>>, Option<Box<dyn TextRows>>)> {
     let mut pending: Vec<Option<Pending>> = targets.iter().map(|_| None).collect();
     let mut open: Option<OpenCopy> = None;
@@ -216,13 +233,14 @@ pub(super) async fn stage_rows(
     let new_pending = |target: &Target| Pending {
         writer: CopyWriter::tuples_only(),
         into: None,
-        direct: direct_allowed && target.key.is_empty() && !target.needs_cast(),
+        direct: direct_allowed && !locate_all && target.key.is_empty() && !target.needs_cast(),
         rows: 0,
         copied: 0,
         keys: Some(Vec::new()),
         duplicates: false,
         shadows: vec![false; target.columns.len()],
         copied_direct: 0,
+        locate_all,
     };
     let mut text_source = None;
     match rows {
@@ -362,11 +380,7 @@ async fn widen(
         p.into = None;
         p.keys = None;
     }
-    let had_any = Layout {
-        target,
-        shadows: &p.shadows,
-    }
-    .any();
+    let had_any = p.layout(target).any();
     let mut added = Vec::new();
     for &c in columns {
         if !p.shadows[c] {
@@ -423,10 +437,7 @@ pub(super) fn encode_text_row<'a>(
     source: &dyn TextRows,
 ) -> Encoded<'a> {
     let mark = p.writer.len();
-    let layout = Layout {
-        target,
-        shadows: &p.shadows,
-    };
+    let layout = p.layout(target);
     p.writer.start_tuple(layout.fields());
     let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
     let mut deferred: Vec<(usize, &str)> = Vec::new();
@@ -469,7 +480,7 @@ pub(super) fn encode_text_row<'a>(
         p.writer.truncate(mark);
         return Encoded::NeedsShadows(missing);
     }
-    if deferred.is_empty() && !target.needs_cast() {
+    if deferred.is_empty() && !target.needs_cast() && !p.locate_all {
         write_shadows(p, target, &deferred, None);
     } else {
         let location = source.location();
@@ -494,10 +505,7 @@ fn write_shadows(
     deferred: &[(usize, &str)],
     located: Option<(&str, Option<&[u8]>)>,
 ) {
-    let layout = Layout {
-        target,
-        shadows: &p.shadows,
-    };
+    let layout = p.layout(target);
     if !layout.any() {
         return;
     }
@@ -564,10 +572,7 @@ pub(super) fn encode_row(
     hasher: &std::collections::hash_map::RandomState,
 ) -> Result<std::result::Result<(), Vec<usize>>> {
     let mark = p.writer.len();
-    let layout = Layout {
-        target,
-        shadows: &p.shadows,
-    };
+    let layout = p.layout(target);
     p.writer.start_tuple(layout.fields());
     let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
     let mut deferred: Vec<(usize, String)> = Vec::new();
@@ -621,8 +626,8 @@ pub(super) fn encode_row(
     }
     let deferred: Vec<(usize, &str)> = deferred.iter().map(|(c, t)| (*c, t.as_str())).collect();
     let location = format!("row {row_number}");
-    let located =
-        (!deferred.is_empty() || target.needs_cast()).then_some((location.as_str(), None));
+    let located = (!deferred.is_empty() || target.needs_cast() || p.locate_all)
+        .then_some((location.as_str(), None));
     write_shadows(p, target, &deferred, located);
     track_key(p, key_hash.map(|h| h.finish()));
     Ok(Ok(()))
@@ -658,10 +663,7 @@ pub(super) async fn flush(
                     target.write.quoted()
                 } else {
                     let stage = quote_ident(&format!("pgbulk_stage_{t}"));
-                    let layout = Layout {
-                        target,
-                        shadows: &p.shadows,
-                    };
+                    let layout = p.layout(target);
                     create_stage(tx, layout, &stage).await?;
                     stage
                 };
@@ -672,11 +674,7 @@ pub(super) async fn flush(
         let columns = if p.direct {
             column_list(target)
         } else {
-            Layout {
-                target,
-                shadows: &p.shadows,
-            }
-            .copy_columns()
+            p.layout(target).copy_columns()
         };
         let statement = format!("COPY {into} ({columns}) FROM STDIN (FORMAT binary)");
         let sink = tx

@@ -700,6 +700,7 @@ fn engine_options(
         lock_policy: opts.lock_policy.clone(),
         on_duplicate: opts.on_duplicate,
         merging: Some(progress.merging.clone()),
+        reject_rows: opts.max_errors > 0,
         // A load that fails before its first commit leaves no table.
         create_with_first_batch: true,
         on_commit: Some(Arc::new(move |b: &ingest::BatchReport| {

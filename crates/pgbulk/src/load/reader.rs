@@ -663,10 +663,15 @@ impl TextRows for CsvRows {
         } else {
             String::new()
         };
-        let message = format!(
-            "{}{field}: column \"{}\":{mention} {}{hint}",
-            rejected.location, rejected.column, rejected.reason
-        );
+        let message = if rejected.column.is_empty() {
+            // A constraint refused the row as a whole.
+            format!("{}: {}", rejected.location, rejected.reason)
+        } else {
+            format!(
+                "{}{field}: column \"{}\":{mention} {}{hint}",
+                rejected.location, rejected.column, rejected.reason
+            )
+        };
         s.raw = rejected.raw.map(<[u8]>::to_vec).unwrap_or_default();
         s.bad_row(message)
     }
