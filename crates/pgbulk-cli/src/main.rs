@@ -264,8 +264,13 @@ async fn load(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut load).await;
         let rows = progress.rows_committed.load(Ordering::Relaxed);
         let batches = progress.batches_committed.load(Ordering::Relaxed);
-        if opts.single_transaction || batches == 0 {
+        if batches == 0 {
             eprintln!("pgbulk: interrupted: nothing was committed");
+        } else if opts.single_transaction {
+            eprintln!(
+                "pgbulk: interrupted after the load committed: all {} rows are in",
+                thousands(rows)
+            );
         } else {
             eprintln!(
                 "pgbulk: interrupted: {} rows in {batches} batches were committed; the batch in flight was rolled back. Run the same command again to continue.",

@@ -31,6 +31,22 @@ pub struct TestCa {
 
 static SERVER: OnceLock<Server> = OnceLock::new();
 
+/// The server programs the suite runs: `PGBULK_TEST_PG_BINDIR`, or
+/// `PGBULK_TEST_PG` naming a major version fetched by `scripts/pg-versions`
+/// (under `PGBULK_PG_CACHE`, default `/var/cache/pgbulk-pg`); else the
+/// machine's own.
+fn test_bindir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("PGBULK_TEST_PG_BINDIR").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    let major = std::env::var("PGBULK_TEST_PG")
+        .ok()
+        .filter(|m| !m.is_empty())?;
+    let cache = std::env::var_os("PGBULK_PG_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/pgbulk-pg"), PathBuf::from);
+    Some(cache.join(major).join("bin"))
+}
+
 /// The suite's server, started on first use.
 pub fn server() -> &'static Server {
     SERVER.get_or_init(|| {
@@ -46,6 +62,7 @@ pub fn server() -> &'static Server {
         let certs = make_certs();
         let file = |name: &str| read(&certs.path().join(name));
         let setup = ServerSetup {
+            bindir: test_bindir(),
             settings: vec![
                 ("ssl".into(), "on".into()),
                 ("ssl_cert_file".into(), "server.crt".into()),

@@ -119,7 +119,9 @@ fn parse_time(s: &str) -> Option<i64> {
     if parts.next().is_some() || m > 59 || sec > 60 {
         return None;
     }
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+    // A bare trailing `.` is read differently by server versions (13
+    // refuses `24:00:00.`): the server's to judge.
+    if !frac.bytes().all(|b| b.is_ascii_digit()) || (frac.is_empty() && s.ends_with('.')) {
         return None;
     }
     // As PostgreSQL does: the fraction as a double, times 1e6, rounded half

@@ -5,8 +5,6 @@ use super::{EncodeError, Encoded, invalid};
 const POSITIVE: u16 = 0x0000;
 const NEGATIVE: u16 = 0x4000;
 const NAN: u16 = 0xC000;
-const PINF: u16 = 0xD000;
-const NINF: u16 = 0xF000;
 
 /// Encodes a value for `numeric(p, s)` (`precision_scale`) or plain
 /// `numeric`: values that fit are sent exactly (the server rounds them to
@@ -88,7 +86,9 @@ pub(super) fn encode(text: &str, out: &mut Vec<u8>) -> Encoded {
         return special(NAN, out);
     }
     if lower == "infinity" || lower == "inf" {
-        return special(if negative { NINF } else { PINF }, out);
+        // PostgreSQL 14 added numeric infinities; 13 refuses their binary
+        // form. The server's input decides, in its own words.
+        return Err(EncodeError::for_server("numeric", text));
     }
     let (mantissa, exponent) = match body.find(['e', 'E']) {
         Some(at) => {
@@ -203,8 +203,10 @@ mod tests {
         assert_eq!(enc("1.5e3"), (1, 0, POSITIVE, 0, vec![1500]));
         assert_eq!(enc("15e-5"), (2, -1, POSITIVE, 5, vec![1, 5000]));
         assert_eq!(enc(" NaN ").2, NAN);
-        assert_eq!(enc("-Infinity").2, NINF);
-        assert_eq!(enc("inf").2, PINF);
+        // Infinities are the server's (PostgreSQL 13 has none).
+        for inf in ["-Infinity", "inf"] {
+            assert!(encode(inf, &mut Vec::new()).expect_err(inf).is_for_server());
+        }
     }
 
     #[test]

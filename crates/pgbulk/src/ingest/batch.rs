@@ -7,7 +7,7 @@ use tokio_postgres::Transaction;
 
 use super::merge::{
     Rejected, column_list, is_row_error, is_value_error, key_list, merge_statement,
-    on_conflict_statement, rejected_values, repeats, xact_stats,
+    on_conflict_statement, rejected_values, repeats, update_then_insert_statement, xact_stats,
 };
 use super::stage::{Layout, RAW_COLUMN, WHERE_COLUMN, stage_rows};
 use super::target::{Target, Targets, read_targets};
@@ -365,10 +365,14 @@ async fn refused_row(
         .db_error()
         .and_then(|db| db.column().map(str::to_owned))
         .unwrap_or_default();
+    let read = |e| Error::server("reading a refused row", e);
     Ok(Some(Rejected {
         ctid: ctid.clone(),
-        location: row.get::<_, Option<String>>(0).unwrap_or_default(),
-        raw: row.get(1),
+        location: row
+            .try_get::<_, Option<String>>(0)
+            .map_err(read)?
+            .unwrap_or_default(),
+        raw: row.try_get(1).map_err(read)?,
         column,
         value: String::new(),
         reason,
@@ -493,10 +497,12 @@ async fn merge_staged(
             after.1.saturating_sub(before.1),
         )
     } else {
-        let row = tx
-            .query_one(&on_conflict_statement(layout, stage, duplicates), &[])
-            .await
-            .map_err(upsert)?;
+        let statement = if target.key_is_primary {
+            on_conflict_statement(layout, stage, duplicates)
+        } else {
+            update_then_insert_statement(layout, stage, duplicates)
+        };
+        let row = tx.query_one(&statement, &[]).await.map_err(upsert)?;
         (
             u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
             u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),

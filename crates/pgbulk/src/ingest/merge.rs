@@ -204,6 +204,56 @@ pub(super) fn on_conflict_statement(
     )
 }
 
+/// The upsert on columns named for it before PostgreSQL 15 (no unique
+/// index for `ON CONFLICT` to use): matched rows are updated when a non-key
+/// column differs, the others inserted, in one statement; the ingest lock
+/// keeps other pgbulk ingests of the table out meanwhile. Counts inserts
+/// and updates.
+pub(super) fn update_then_insert_statement(
+    layout: Layout<'_>,
+    stage: &str,
+    duplicates: Option<OnDuplicate>,
+) -> String {
+    let target = layout.target;
+    let t = target.write.quoted();
+    let name = |c: usize| quote_ident(&target.columns[c].name);
+    let source = merge_source(layout, stage, duplicates);
+    // The staged rows, typed, under the target's column names.
+    let typed: Vec<String> = (0..target.columns.len())
+        .map(|c| format!("{} AS {}", layout.value(c, "s."), name(c)))
+        .collect();
+    let matches: Vec<String> = target
+        .key
+        .iter()
+        .map(|&k| format!("t.{0} = src.{0}", name(k)))
+        .collect();
+    let others = non_key_columns(target);
+    let update = if others.is_empty() {
+        "upd AS (SELECT 1 WHERE false)".to_owned()
+    } else {
+        let set: Vec<String> = others
+            .iter()
+            .map(|&c| format!("{0} = src.{0}", name(c)))
+            .collect();
+        format!(
+            "upd AS (UPDATE {t} AS t SET {} FROM src WHERE {} AND ({}) IS DISTINCT FROM ({}) RETURNING 1)",
+            set.join(", "),
+            matches.join(" AND "),
+            comparable_list(target, &others, |c| format!("t.{}", name(c))),
+            comparable_list(target, &others, |c| format!("src.{}", name(c)))
+        )
+    };
+    format!(
+        "WITH src AS (SELECT {typed} FROM {source}), {update}, \
+         ins AS (INSERT INTO {t} ({cols}) SELECT {cols} FROM src \
+         WHERE NOT EXISTS (SELECT 1 FROM {t} AS t WHERE {on}) RETURNING 1) \
+         SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)",
+        typed = typed.join(", "),
+        cols = column_list(target),
+        on = matches.join(" AND ")
+    )
+}
+
 /// A shadowed value the server's input function rejects: the staged row
 /// (its `ctid`), where it came from, the column and the server's message.
 #[derive(Debug)]
@@ -252,7 +302,8 @@ pub(super) async fn rejected_values(
         let rows = tx
             .query(
                 &format!(
-                    "SELECT ctid::text, {w}, {r}, {shadow}, e FROM {stage}, \
+                    "SELECT ctid::text, {w}, {r}, pg_catalog.textsend({shadow}), \
+                     pg_catalog.textsend(e) FROM {stage}, \
                      LATERAL (SELECT pg_temp.pgbulk_input_error({shadow})) x(e) \
                      WHERE {shadow} IS NOT NULL AND e IS NOT NULL ORDER BY ctid",
                     w = quote_ident(WHERE_COLUMN),
@@ -262,18 +313,28 @@ pub(super) async fn rejected_values(
             )
             .await
             .map_err(|e| Error::server("checking values for the server", e))?;
+        let read = |e| Error::server("reading values the server refused", e);
         for row in rows {
-            let ctid: String = row.get(0);
+            let ctid: String = row.try_get(0).map_err(read)?;
             if found.iter().any(|f| f.ctid == ctid) {
                 continue;
             }
+            // The value and the server's message as bytes: a message need
+            // not be valid UTF-8.
+            let text = |i: usize| -> Result<String> {
+                let bytes: Vec<u8> = row.try_get(i).map_err(read)?;
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
+            };
             found.push(Rejected {
                 ctid,
-                location: row.get::<_, Option<String>>(1).unwrap_or_default(),
-                raw: row.get(2),
+                location: row
+                    .try_get::<_, Option<String>>(1)
+                    .map_err(read)?
+                    .unwrap_or_default(),
+                raw: row.try_get(2).map_err(read)?,
                 column: column.name.clone(),
-                value: row.get(3),
-                reason: row.get(4),
+                value: text(3)?,
+                reason: text(4)?,
             });
         }
     }

@@ -24,8 +24,11 @@ pub(super) struct Target {
     /// Written columns (generated ones left out), types adjusted to the
     /// session's time zone.
     pub(super) columns: Vec<Column>,
-    /// Positions in `columns` of the primary key.
+    /// Positions in `columns` of the key rows are matched on.
     pub(super) key: Vec<usize>,
+    /// Whether `key` is the primary key (a unique index `ON CONFLICT` can
+    /// use), not columns named for the upsert.
+    pub(super) key_is_primary: bool,
 }
 
 impl Target {
@@ -137,6 +140,7 @@ pub(super) async fn read_targets(
             oid: table.oid,
             columns,
             key,
+            key_is_primary: true,
         });
     }
     Ok(targets)
@@ -149,6 +153,7 @@ pub(super) fn keyed(mut targets: Vec<Target>, options: &Options) -> Result<Vec<T
         if options.upsert == Upsert::Append {
             t.key.clear();
         } else if let Some(names) = options.keys.get(&t.name.to_string()) {
+            t.key_is_primary = false;
             t.key = names
                 .iter()
                 .map(|n| {

@@ -66,6 +66,20 @@ impl Binaries {
             })
     }
 
+    /// The server programs in `dir`, which must hold them.
+    pub fn at(dir: &Path) -> Result<Self> {
+        if has_programs(dir) {
+            Ok(Self {
+                bindir: dir.to_path_buf(),
+            })
+        } else {
+            Err(Error::local(format!(
+                "{} does not hold initdb, pg_ctl and postgres",
+                dir.display()
+            )))
+        }
+    }
+
     /// The path of one program in the directory.
     pub fn program(&self, name: &str) -> PathBuf {
         self.bindir.join(name)

@@ -53,6 +53,9 @@ pub struct ServerSetup {
     pub settings: Vec<(String, String)>,
     /// Files for the data directory, `(file name, contents)`.
     pub data_files: Vec<(String, Vec<u8>)>,
+    /// The directory of the server programs to run (another major
+    /// version's, say); default: found as [`Binaries::find`] finds them.
+    pub bindir: Option<PathBuf>,
 }
 
 /// A local cluster: its directory, the programs that run it and the account
@@ -100,7 +103,10 @@ impl Cluster {
     /// [`Cluster::throwaway`] with extra server settings and files (such as
     /// a TLS certificate and key) put in place before the server starts.
     pub fn throwaway_with(setup: &ServerSetup) -> Result<Self> {
-        let binaries = Binaries::find(&Environment::from_process())?;
+        let binaries = match &setup.bindir {
+            Some(dir) => Binaries::at(dir)?,
+            None => Binaries::find(&Environment::from_process())?,
+        };
         let server_account = server_account()?;
         let root = unique_temp_dir()?;
         let mut cluster = Self {
