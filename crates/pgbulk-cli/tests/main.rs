@@ -9,6 +9,7 @@ mod cli_local;
 mod cli_ping;
 mod codec;
 mod connect;
+mod faults;
 mod harness;
 mod ingest;
 mod values;

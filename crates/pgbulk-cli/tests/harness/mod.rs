@@ -35,7 +35,7 @@ static SERVER: OnceLock<Server> = OnceLock::new();
 /// `PGBULK_TEST_PG` naming a major version fetched by `scripts/pg-versions`
 /// (under `PGBULK_PG_CACHE`, default `/var/cache/pgbulk-pg`); else the
 /// machine's own.
-fn test_bindir() -> Option<PathBuf> {
+pub fn test_bindir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("PGBULK_TEST_PG_BINDIR").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(dir));
     }

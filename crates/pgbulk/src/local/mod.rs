@@ -335,6 +335,17 @@ impl Cluster {
 
     /// Stops the server (fast shutdown). Returns whether it was running.
     pub fn stop(&self) -> Result<bool> {
+        self.stop_in("fast")
+    }
+
+    /// Stops the server at once, as a crash would: no shutdown checkpoint,
+    /// the next start recovers from the WAL (fault tests). Returns whether
+    /// it was running.
+    pub fn stop_immediately(&self) -> Result<bool> {
+        self.stop_in("immediate")
+    }
+
+    fn stop_in(&self, mode: &str) -> Result<bool> {
         if !matches!(self.status()?, Status::Running { .. }) {
             return Ok(false);
         }
@@ -343,7 +354,7 @@ impl Cluster {
             .arg("stop")
             .arg("-w")
             .arg("-m")
-            .arg("fast")
+            .arg(mode)
             .arg("-D")
             .arg(self.data_dir());
         run(&mut pg_ctl, "pg_ctl stop")?;

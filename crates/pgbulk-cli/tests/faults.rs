@@ -1,0 +1,236 @@
+//! Faults as tests: `pgbulk load` killed with SIGKILL at many instants, its
+//! connections terminated, the server itself killed; after each, the same
+//! command run again ends in exactly the right table.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pgbulk::local::{Cluster, ServerSetup, Status};
+
+use crate::harness::{Scratch, TestDb, pgbulk, run, test_bindir};
+
+const ROWS: u64 = 200_000;
+
+/// `id,v` rows `0..ROWS` with `v` derived from `id` and `salt`.
+fn write_input(home: &Scratch, salt: &str) -> String {
+    let mut text = String::from("id,v\n");
+    for i in 0..ROWS {
+        text.push_str(&format!("{i},{salt} {i}\n"));
+    }
+    home.file("in.csv", &text, 0o644);
+    "in.csv".to_owned()
+}
+
+fn load_command(home: &Scratch, url: &str, extra: &[&str]) -> Command {
+    let mut cmd = pgbulk(home);
+    cmd.args([
+        "--quiet",
+        "load",
+        "in.csv",
+        "-t",
+        "t",
+        "--db",
+        url,
+        "--batch-rows",
+        "10000",
+    ])
+    .args(extra)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmd
+}
+
+/// Whether `t` holds exactly rows `0..ROWS` with `v = '<salt> <id>'`.
+async fn exact(client: &tokio_postgres::Client, salt: &str) -> (i64, i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT id), \
+             count(*) FILTER (WHERE v = $1 || ' ' || id) FROM t",
+            &[&salt],
+        )
+        .await
+        .expect("count");
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// Runs the same command until it succeeds (each run may be the one a
+/// fault interrupted); fails after a few tries.
+fn converge(home: &Scratch, url: &str, extra: &[&str]) {
+    for _ in 0..4 {
+        let out = run(&mut load_command(home, url, extra));
+        if out.code == 0 {
+            return;
+        }
+        eprintln!("rerun failed ({}): {}", out.code, out.stderr);
+    }
+    panic!("the load did not converge");
+}
+
+fn kill9(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn sigkill_at_any_instant_then_the_same_command_converges() {
+    let db = TestDb::new("faults_kill9").await;
+    let home = Scratch::new("faults-kill9");
+    let client = db.connect().await;
+    // Killed instants spread over the load: before the first commit,
+    // between and during batches, near the end (fixed, not random, so a
+    // failure can be reproduced; the load's speed moves them anyway).
+    let delays_ms = [30u64, 120, 260, 410, 600, 850];
+    for (mode, ddl, extra) in [
+        ("append", "CREATE TABLE t (id int, v text)", &[][..]),
+        (
+            "upsert",
+            "CREATE TABLE t (id int PRIMARY KEY, v text)",
+            &["--mode", "upsert"][..],
+        ),
+    ] {
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS t, pgbulk_watermark; {ddl}"))
+            .await
+            .expect("table");
+        if mode == "upsert" {
+            // Every other key is there already, with an old value.
+            client
+                .batch_execute(&format!(
+                    "INSERT INTO t SELECT i, 'old' FROM generate_series(0, {}, 2) i",
+                    ROWS - 1
+                ))
+                .await
+                .expect("old rows");
+        }
+        let salt = format!("{mode}-value");
+        write_input(&home, &salt);
+        for delay in delays_ms {
+            let mut child = load_command(&home, &db.url, extra).spawn().expect("spawn");
+            std::thread::sleep(Duration::from_millis(delay));
+            kill9(&mut child);
+        }
+        converge(&home, &db.url, extra);
+        assert_eq!(
+            exact(&client, &salt).await,
+            (ROWS as i64, ROWS as i64, ROWS as i64),
+            "{mode}: every row exactly once, with its value, after SIGKILLs"
+        );
+        let again = run(&mut load_command(&home, &db.url, extra));
+        assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+    }
+}
+
+#[tokio::test]
+async fn lost_connections_fail_the_run_and_a_rerun_converges() {
+    let db = TestDb::new("faults_terminate").await;
+    let home = Scratch::new("faults-terminate");
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .expect("table");
+    let salt = "terminated";
+    write_input(&home, salt);
+    let child = load_command(&home, &db.url, &[]).spawn().expect("spawn");
+    // Once a batch committed, cut every connection of the load.
+    let started = Instant::now();
+    loop {
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .expect("count")
+            .get(0);
+        if n > 0 || started.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("terminate");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Either the cut landed (an error, said) or the load had finished.
+    if out.status.code() != Some(0) {
+        assert!(stderr.contains("pgbulk: error:"), "{stderr}");
+    }
+    converge(&home, &db.url, &[]);
+    assert_eq!(
+        exact(&client, salt).await,
+        (ROWS as i64, ROWS as i64, ROWS as i64)
+    );
+}
+
+#[tokio::test]
+async fn a_server_crash_mid_load_then_the_same_command_converges() {
+    // A cluster of its own: this test kills its server.
+    let cluster = Cluster::throwaway_with(&ServerSetup {
+        bindir: test_bindir(),
+        ..ServerSetup::default()
+    })
+    .expect("cluster");
+    let url = cluster.tcp_url("postgres").expect("url");
+    let home = Scratch::new("faults-crash");
+    let params = crate::harness::resolve(&url);
+    let connect = || async {
+        pgbulk::connect::connect(&params)
+            .await
+            .expect("connect")
+            .client
+    };
+    connect()
+        .await
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .expect("table");
+    let salt = "crashed";
+    write_input(&home, salt);
+    let child = load_command(&home, &url, &[]).spawn().expect("spawn");
+    let client = connect().await;
+    let started = Instant::now();
+    loop {
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .expect("count")
+            .get(0);
+        if n > 0 || started.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(client);
+    // An immediate stop: every backend killed, no shutdown checkpoint; the
+    // restart recovers from the WAL, as after a crash.
+    assert!(cluster.stop_immediately().expect("crash"));
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(0) {
+        assert!(stderr.contains("pgbulk: error:"), "{stderr}");
+    }
+    cluster.start().expect("restart");
+    assert!(
+        matches!(cluster.status(), Ok(Status::Running { .. })),
+        "{}",
+        cluster.log_tail(20)
+    );
+    // The restarted server may listen on another port.
+    let url = cluster.tcp_url("postgres").expect("url");
+    let params = crate::harness::resolve(&url);
+    converge(&home, &url, &[]);
+    let client = pgbulk::connect::connect(&params)
+        .await
+        .expect("connect")
+        .client;
+    assert_eq!(
+        exact(&client, salt).await,
+        (ROWS as i64, ROWS as i64, ROWS as i64)
+    );
+}
