@@ -522,6 +522,12 @@ where
 {
     let started = Instant::now();
     let mut report = Report::default();
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .map_err(|e| Error::server("reading server_version_num", e))?
+        .get(0);
+    supported(version)?;
     let plan = plan::plan(client, declaration).await?;
     let first = plan
         .live
@@ -558,6 +564,7 @@ where
     }
     let result = run_batches(
         client,
+        version,
         &plan,
         create,
         &migrate,
@@ -575,6 +582,42 @@ where
     result?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The oldest PostgreSQL pgbulk writes to: 13 (`server_version_num`).
+pub const OLDEST_SERVER: i32 = 130_000;
+
+/// Refuses a server older than [`OLDEST_SERVER`], naming its version.
+fn supported(version_num: i32) -> Result<()> {
+    if version_num >= OLDEST_SERVER {
+        return Ok(());
+    }
+    let (major, minor) = if version_num >= 100_000 {
+        (version_num / 10_000, version_num % 10_000)
+    } else {
+        (version_num / 10_000, (version_num / 100) % 100)
+    };
+    Err(Error::new(
+        ErrorKind::Connect,
+        format!(
+            "the server runs PostgreSQL {major}.{minor}; pgbulk needs PostgreSQL 13 or later (older versions are out of support)"
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn servers_before_13_are_refused_by_name() {
+        assert!(supported(130_000).is_ok());
+        assert!(supported(180_004).is_ok());
+        let err = supported(120_019).expect_err("12");
+        assert_eq!(err.kind(), ErrorKind::Connect);
+        assert!(err.message().contains("PostgreSQL 12.19; pgbulk needs PostgreSQL 13 or later"));
+        assert!(supported(90_624).expect_err("9.6").message().contains("9.6"));
+    }
 }
 
 /// A key for advisory locks on a declared table: stable across rebuilds.
@@ -607,6 +650,7 @@ async fn lock_tables_for_session(client: &Client, names: &[TableName], lock: boo
 #[allow(clippy::too_many_arguments)]
 async fn run_batches<I>(
     client: &mut Client,
+    version: i32,
     plan: &Plan,
     mut create: Creation,
     migrate: &[Step],
@@ -621,11 +665,6 @@ where
     I: IntoIterator<Item = Result<Batch>>,
 {
     let replace = options.mode == Mode::ReplaceAtomic;
-    let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int4", &[])
-        .await
-        .map_err(|e| Error::server("reading server_version_num", e))?
-        .get(0);
     let merge = version >= 150_000 && options.upsert == Upsert::Auto;
     let mut targets: Option<Targets> = None;
     let mut news: Vec<NewTable> = Vec::new();
