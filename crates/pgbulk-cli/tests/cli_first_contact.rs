@@ -735,3 +735,25 @@ async fn rows_a_constraint_refuses_are_isolated_with_their_lines() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_duplicate_key_in_append_mode_is_bad_data() {
+    let db = TestDb::new("fc_append_dup").await;
+    let home = Scratch::new("fc-append-dup");
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE k (id int PRIMARY KEY, v text); INSERT INTO k VALUES (1, 'a')")
+        .await
+        .expect("table");
+    home.file("k.csv", "id,v\n2,b\n1,c\n", 0o644);
+    let out = load(&db, &home, &["k.csv", "-t", "k", "--mode", "append"]);
+    assert_eq!(out.code, 9, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "duplicate key value violates unique constraint \"k_pkey\" (constraint k_pkey)"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(count(&db, "k").await, 1);
+}

@@ -447,7 +447,9 @@ async fn failures_keep_earlier_batches_and_name_the_value() {
     )
     .await
     .expect_err("unique violation");
-    assert_eq!(err.kind(), ErrorKind::Server);
+    // A row the server refuses is bad data, with a coarse kind to branch on.
+    assert_eq!(err.kind(), ErrorKind::Data);
+    assert_eq!(err.server_kind(), Some(pgbulk::ServerErrorKind::UniqueViolation));
     assert!(
         err.message()
             .contains("duplicate key value violates unique constraint"),

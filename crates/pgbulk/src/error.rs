@@ -29,6 +29,30 @@ pub enum ErrorKind {
     Io,
 }
 
+/// What the server refused, coarsely (from its SQLSTATE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ServerErrorKind {
+    /// A unique or primary key constraint (23505).
+    UniqueViolation,
+    /// A NOT NULL constraint (23502).
+    NotNullViolation,
+    /// A CHECK constraint, or a domain's (23514).
+    CheckViolation,
+    /// A foreign key (23503).
+    ForeignKeyViolation,
+    /// A value the type's input refused, or out of range (class 22).
+    InvalidValue,
+    /// A lock was not granted within `lock_timeout` (55P03).
+    LockTimeout,
+    /// The statement was canceled (57014).
+    Canceled,
+    /// The connection or the server went away (class 08, 57P).
+    ConnectionLost,
+    /// Anything else.
+    Other,
+}
+
 /// The error of every fallible pgbulk operation.
 ///
 /// `Display` prints one line that never contains a password. The server's
@@ -84,9 +108,46 @@ impl Error {
         Self::new(ErrorKind::Server, message).with_source(source)
     }
 
+    /// Prefixes the message with where it happened (`batch 2, table
+    /// public.t: upserting`), keeping the source (the server's detail,
+    /// hint and constraint stay reachable) and naming the constraint. A
+    /// value or row the server refused (SQLSTATE classes 22 and 23) is bad
+    /// data ([`ErrorKind::Data`]): a duplicate key in append mode exits as
+    /// bad input, not as a failure.
+    pub(crate) fn in_context(error: Error, context: &str) -> Error {
+        let constraint = error
+            .db_error()
+            .and_then(|db| db.constraint().map(|c| format!(" (constraint {c})")))
+            .unwrap_or_default();
+        let message = format!("{context}: {}{constraint}", error.message());
+        let data = error.db_error().is_some_and(|db| {
+            let code = db.code().code();
+            code.starts_with("22") || code.starts_with("23")
+        });
+        let kind = if data { ErrorKind::Data } else { error.kind() };
+        Error::new(kind, message).with_source(error)
+    }
+
     /// What went wrong, coarsely.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// What the server refused, coarsely, when it refused something: so
+    /// callers branch without knowing SQLSTATEs.
+    pub fn server_kind(&self) -> Option<ServerErrorKind> {
+        let code = self.db_error()?.code().code();
+        Some(match code {
+            "23505" => ServerErrorKind::UniqueViolation,
+            "23502" => ServerErrorKind::NotNullViolation,
+            "23514" => ServerErrorKind::CheckViolation,
+            "23503" => ServerErrorKind::ForeignKeyViolation,
+            "55P03" => ServerErrorKind::LockTimeout,
+            "57014" => ServerErrorKind::Canceled,
+            c if c.starts_with("22") => ServerErrorKind::InvalidValue,
+            c if c.starts_with("08") || c.starts_with("57P") => ServerErrorKind::ConnectionLost,
+            _ => ServerErrorKind::Other,
+        })
     }
 
     /// The one-line message (also what `Display` prints).

@@ -55,4 +55,4 @@ pub mod target;
 mod tls;
 pub mod watermark;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, ServerErrorKind};

@@ -153,7 +153,7 @@ pub(super) async fn load_batch(
                 .execute(&format!("DELETE FROM {}", target.write.quoted()), &[])
                 .await
                 .map_err(|e| {
-                    with_table(
+                    Error::in_context(
                         Error::server("DELETE", e),
                         &context(&target.name, "deleting"),
                     )
@@ -458,10 +458,10 @@ async fn merge_staged(
                 &[],
             )
             .await
-            .map_err(|e| with_table(Error::server("INSERT", e), &context("appending")))?;
+            .map_err(|e| Error::in_context(Error::server("INSERT", e), &context("appending")))?;
         return Ok(c);
     }
-    let upsert = |e| with_table(Error::server("upsert", e), &context("upserting"));
+    let upsert = |e| Error::in_context(Error::server("upsert", e), &context("upserting"));
     // Repeated keys (the client's key hashes said so): counted, and one
     // row per key kept or the batch refused.
     let mut repeated = 0;
@@ -513,16 +513,4 @@ async fn merge_staged(
     c.repeated = repeated;
     c.unchanged = copied.saturating_sub(inserted + updated + repeated);
     Ok(c)
-}
-
-/// Prefixes an error's message with where it happened, keeping its kind
-/// and source (the server's detail, hint and constraint stay reachable).
-pub(super) fn with_table(error: Error, context: &str) -> Error {
-    let constraint = error
-        .db_error()
-        .and_then(|db| db.constraint().map(|c| format!(" (constraint {c})")))
-        .unwrap_or_default();
-    let message = format!("{context}: {}{constraint}", error.message());
-    let kind = error.kind();
-    Error::new(kind, message).with_source(error)
 }

@@ -615,8 +615,16 @@ mod version_tests {
         assert!(supported(180_004).is_ok());
         let err = supported(120_019).expect_err("12");
         assert_eq!(err.kind(), ErrorKind::Connect);
-        assert!(err.message().contains("PostgreSQL 12.19; pgbulk needs PostgreSQL 13 or later"));
-        assert!(supported(90_624).expect_err("9.6").message().contains("9.6"));
+        assert!(
+            err.message()
+                .contains("PostgreSQL 12.19; pgbulk needs PostgreSQL 13 or later")
+        );
+        assert!(
+            supported(90_624)
+                .expect_err("9.6")
+                .message()
+                .contains("9.6")
+        );
     }
 }
 

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_postgres::Transaction;
 
-use super::batch::with_table;
 use super::merge::column_list;
 use super::target::Target;
 use super::{Row, RowFailure, Rows, TextRow, TextRows, data_error};
@@ -406,7 +405,7 @@ async fn widen(
             tx.batch_execute(&format!("ALTER TABLE {stage} {}", alter.join(", ")))
                 .await
                 .map_err(|e| {
-                    with_table(
+                    Error::in_context(
                         Error::server("widening the staging table", e),
                         &target.name.to_string(),
                     )
@@ -677,10 +676,9 @@ pub(super) async fn flush(
             p.layout(target).copy_columns()
         };
         let statement = format!("COPY {into} ({columns}) FROM STDIN (FORMAT binary)");
-        let sink = tx
-            .copy_in::<_, Bytes>(&statement)
-            .await
-            .map_err(|e| with_table(Error::server("starting COPY", e), &target.name.to_string()))?;
+        let sink = tx.copy_in::<_, Bytes>(&statement).await.map_err(|e| {
+            Error::in_context(Error::server("starting COPY", e), &target.name.to_string())
+        })?;
         let mut sink = Box::pin(sink);
         sink.send(Bytes::from_static(crate::codec::COPY_HEADER))
             .await
@@ -694,10 +692,9 @@ pub(super) async fn flush(
             // keeps the process's memory flat however long the load runs.
             let chunk = Bytes::copy_from_slice(p.writer.bytes_since(0));
             p.writer.truncate(0);
-            copy.sink
-                .send(chunk)
-                .await
-                .map_err(|e| with_table(Error::server("COPY", e), &target.name.to_string()))?;
+            copy.sink.send(chunk).await.map_err(|e| {
+                Error::in_context(Error::server("COPY", e), &target.name.to_string())
+            })?;
         }
     }
     if last {
@@ -740,7 +737,7 @@ pub(super) async fn create_stage(
     ))
     .await
     .map_err(|e| {
-        with_table(
+        Error::in_context(
             Error::server("creating the staging table", e),
             &target.name.to_string(),
         )
@@ -754,9 +751,9 @@ pub(super) async fn finish_copy(
 ) -> Result<u64> {
     sink.send(Bytes::from_static(crate::codec::COPY_TRAILER))
         .await
-        .map_err(|e| with_table(Error::server("COPY", e), &target.name.to_string()))?;
+        .map_err(|e| Error::in_context(Error::server("COPY", e), &target.name.to_string()))?;
     sink.as_mut()
         .finish()
         .await
-        .map_err(|e| with_table(Error::server("COPY", e), &target.name.to_string()))
+        .map_err(|e| Error::in_context(Error::server("COPY", e), &target.name.to_string()))
 }
