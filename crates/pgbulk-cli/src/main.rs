@@ -15,10 +15,9 @@ use pgbulk::csv::Dialect;
 use pgbulk::ingest::OnDuplicate;
 use pgbulk::input::Source;
 use pgbulk::load::{LoadMode, LoadOptions, Progress, Sample};
-use pgbulk::local::{Cluster, Status};
+use pgbulk::local::{Cluster, LocalUse, Status};
 use pgbulk::schema::TableName;
-use pgbulk::target::LocalUse;
-use pgbulk::{ErrorKind, target};
+use pgbulk::{ErrorKind, endpoint};
 
 use crate::args::{
     Cli, Command, DialectArgs, InferArgs, InferenceArgs, LoadArgs, LocalAction, ModeArg,
@@ -182,11 +181,11 @@ fn connect_target(
     request: &Request,
     env: &Environment,
 ) -> anyhow::Result<pgbulk::conninfo::ConnParams> {
-    let target = target::resolve(request, env)?;
-    if let Some((how, dir)) = &target.local {
+    let endpoint = endpoint::resolve(request, env)?;
+    if let Some((how, dir)) = &endpoint.local {
         say_local(*how, dir);
     }
-    Ok(target.params)
+    Ok(endpoint.params)
 }
 
 async fn load(
@@ -450,11 +449,11 @@ fn say_local(how: LocalUse, dir: &std::path::Path) {
 fn local(action: LocalAction, env: &Environment) -> anyhow::Result<u8> {
     let cluster = Cluster::persistent(env)?;
     let ensure_running = |cluster: &Cluster| -> anyhow::Result<()> {
-        let created = cluster.create()?;
-        if cluster.start()? {
+        let how = cluster.ensure_running()?;
+        if how != LocalUse::Running && !quiet() {
             eprintln!(
                 "pgbulk: {} the local cluster in {}",
-                if created {
+                if how == LocalUse::Created {
                     "created and started"
                 } else {
                     "started"

@@ -449,7 +449,10 @@ async fn failures_keep_earlier_batches_and_name_the_value() {
     .expect_err("unique violation");
     // A row the server refuses is bad data, with a coarse kind to branch on.
     assert_eq!(err.kind(), ErrorKind::Data);
-    assert_eq!(err.server_kind(), Some(pgbulk::ServerErrorKind::UniqueViolation));
+    assert_eq!(
+        err.server_kind(),
+        Some(pgbulk::ServerErrorKind::UniqueViolation)
+    );
     assert!(
         err.message()
             .contains("duplicate key value violates unique constraint"),

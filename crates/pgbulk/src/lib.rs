@@ -9,7 +9,7 @@
 //!   `sslmode`) plus named profiles from `pgbulk.toml`; [`connect`] opens a
 //!   session over TCP or a unix socket, with rustls TLS; [`ping`] checks it;
 //! - [`local`] runs a local PostgreSQL cluster from the installed server
-//!   programs, for tests and as the default target;
+//!   programs, for tests and as the default endpoint ([`endpoint`]);
 //! - [`schema`] reads declared tables (plain DDL, parsed by the server) into
 //!   [`schema::facts`], [`catalog`] reads live ones, and [`plan`] diffs them
 //!   into migration steps run under the [`lock`] policy;
@@ -39,6 +39,7 @@ pub mod connect;
 pub mod conninfo;
 pub mod copy;
 pub mod csv;
+pub mod endpoint;
 mod error;
 pub mod infer;
 pub mod ingest;
@@ -51,7 +52,6 @@ pub mod ping;
 pub mod plan;
 mod rebuild;
 pub mod schema;
-pub mod target;
 mod tls;
 pub mod watermark;
 

@@ -58,6 +58,17 @@ pub struct ServerSetup {
     pub bindir: Option<PathBuf>,
 }
 
+/// How [`Cluster::ensure_running`] brought the cluster into use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalUse {
+    /// It was running already.
+    Running,
+    /// It existed and was started now.
+    Started,
+    /// It was created and started now.
+    Created,
+}
+
 /// A local cluster: its directory, the programs that run it and the account
 /// it runs as.
 #[derive(Debug)]
@@ -331,6 +342,18 @@ impl Cluster {
             }
         }
         Err(last_error.unwrap_or_else(|| Error::local("pg_ctl start failed")))
+    }
+
+    /// Creates the cluster if needed and starts it if it is not running;
+    /// says which it did.
+    pub fn ensure_running(&self) -> Result<LocalUse> {
+        let created = self.create()?;
+        let started = self.start()?;
+        Ok(match (created, started) {
+            (true, _) => LocalUse::Created,
+            (false, true) => LocalUse::Started,
+            (false, false) => LocalUse::Running,
+        })
     }
 
     /// Stops the server (fast shutdown). Returns whether it was running.
