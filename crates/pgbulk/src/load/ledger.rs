@@ -75,15 +75,14 @@ pub(super) fn judge(
     let Some(stored) = stored else {
         return Verdict::Fresh(None);
     };
-    if stored
-        .state
-        .get("limit")
-        .and_then(serde_json::Value::as_u64)
-        != limit
-    {
+    let Some(position) = Position::from_state(&stored.state) else {
+        return Verdict::Fresh(Some(format!(
+            "the ledger row of an earlier run of this load into {table} does not read as a position: loading from the start"
+        )));
+    };
+    if position.limit != limit {
         return Verdict::Fresh(None);
     }
-    let position = Position::from_json(&stored.state);
     if position.rows == 0 {
         return Verdict::Resume(position);
     }

@@ -17,30 +17,34 @@ use crate::input::{self, Source};
 use crate::schema::TableName;
 use crate::schema::facts::TableFacts;
 
-/// Where a load stands: input file, byte offset in it (after decompression)
-/// and line, rows of the inputs committed before, and the lengths of the
-/// reject file and its log when the batch committed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Position {
-    pub(super) file: usize,
-    pub(super) offset: u64,
-    pub(super) line: u64,
-    pub(super) rows: u64,
-    pub(super) rejects: u64,
-    pub(super) rejects_log: u64,
+/// Where a load stands, stored with each committed batch: input file, byte
+/// offset in it (after decompression) and line, records of the inputs read
+/// by committed batches, the lengths of the reject file and its log at that
+/// commit, and the end of the stream's part of the input (one of two
+/// halves).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Position {
+    /// The input (index in the load's inputs) to go on with.
+    pub file: usize,
+    /// Its byte offset (after decompression).
+    pub offset: u64,
+    /// Its line there.
+    pub line: u64,
+    /// Records read by committed batches (loaded or rejected).
+    pub rows: u64,
+    /// Bytes of the reject file then.
+    pub rejects: u64,
+    /// Bytes of the reject log then.
+    pub rejects_log: u64,
+    /// Where the stream's part of the input ends (`None`: at its end).
+    pub limit: Option<u64>,
 }
 
 impl Position {
-    pub(super) fn from_json(v: &serde_json::Value) -> Self {
-        let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-        Self {
-            file: usize::try_from(n("file")).unwrap_or(usize::MAX),
-            offset: n("offset"),
-            line: n("line"),
-            rows: n("rows"),
-            rejects: n("rejects"),
-            rejects_log: n("rejects_log"),
-        }
+    /// The position stored in a ledger row, if it reads as one.
+    pub(super) fn from_state(state: &serde_json::Value) -> Option<Self> {
+        serde_json::from_value(state.clone()).ok()
     }
 }
 
@@ -374,7 +378,6 @@ impl Shared {
     /// The position after the rows read so far (the next input's start
     /// once the current one is exhausted).
     fn position(&mut self) -> Option<serde_json::Value> {
-        let identities = self.identities.as_ref()?;
         let limit = self.limit;
         let exhausted = self
             .reader
@@ -390,16 +393,17 @@ impl Shared {
             .as_ref()
             .and_then(|r| r.lock().ok().map(|r| (r.data_len, r.log_len)))
             .unwrap_or((0, 0));
-        Some(serde_json::json!({
-            "inputs": identities,
-            "limit": self.limit,
-            "file": file,
-            "offset": offset,
-            "line": line,
-            "rows": self.rows_before + self.rows_in_batches,
-            "rejects": rejects,
-            "rejects_log": rejects_log,
-        }))
+        self.identities.as_ref()?;
+        serde_json::to_value(Position {
+            file,
+            offset,
+            line,
+            rows: self.rows_before + self.rows_in_batches,
+            rejects,
+            rejects_log,
+            limit: self.limit,
+        })
+        .ok()
     }
 }
 
