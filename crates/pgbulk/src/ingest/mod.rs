@@ -493,7 +493,12 @@ impl Report {
             *self.skipped.entry(table).or_default() += n;
         }
         self.batches.extend(other.batches);
-        self.migrations.extend(other.migrations);
+        // Streams of one load share the migrations settled before them.
+        for m in other.migrations {
+            if !self.migrations.contains(&m) {
+                self.migrations.push(m);
+            }
+        }
         self.seconds = self.seconds.max(other.seconds);
     }
 
@@ -507,21 +512,59 @@ impl Report {
     }
 }
 
-/// Runs an ingest: see the module documentation. `source` is called once
-/// with the high watermark chosen by `options` and yields batches; when it
-/// yields an error, the batches before stay committed and the error is
-/// returned.
-pub async fn ingest<I>(
-    client: &mut Client,
-    declaration: &Declaration,
-    source: impl FnOnce(Option<serde_json::Value>) -> I,
-    options: &Options,
-) -> Result<Report>
-where
-    I: IntoIterator<Item = Result<Batch>>,
-{
-    let started = Instant::now();
-    let mut report = Report::default();
+/// What an ingest knows before its first batch: the plan (declared and
+/// live facts, the steps to create and migrate), the server's version and
+/// the session's time zone. Read once with [`prepare`]; callers take the
+/// declared facts from it instead of resolving the declaration again.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    plan: Plan,
+    first: TableName,
+    version: i32,
+    zone_offset: Option<i32>,
+    /// Migrations already applied by [`settle`].
+    done: Vec<String>,
+}
+
+impl Prepared {
+    /// The declared facts of `table` (one of the declared tables).
+    pub fn facts(&self, table: &TableName) -> Option<&TableFacts> {
+        self.plan
+            .declared
+            .iter()
+            .find(|(n, _)| n == table)
+            .map(|(_, f)| f)
+    }
+
+    /// The plan: what creating and migrating the tables takes.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// `server_version_num`.
+    pub fn server_version(&self) -> i32 {
+        self.version
+    }
+
+    fn names(&self) -> Vec<TableName> {
+        self.plan.live.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// The steps creating missing tables, and the others.
+    fn steps(&self) -> (Vec<Step>, Vec<Step>) {
+        self.plan.steps.iter().cloned().partition(|s| {
+            self.plan
+                .live
+                .iter()
+                .any(|(n, oid)| *n == s.table && oid.is_none())
+        })
+    }
+}
+
+/// Plans an ingest of `declaration` (nothing is changed): refuses a server
+/// older than PostgreSQL 13, resolves the declaration, reads the live tables
+/// and the session's time zone.
+pub async fn prepare(client: &mut Client, declaration: &Declaration) -> Result<Prepared> {
     let version: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int4", &[])
         .await
@@ -534,12 +577,130 @@ where
         .first()
         .map(|(n, _)| n.clone())
         .ok_or_else(|| Error::config("nothing declared"))?;
-    let (create, migrate): (Vec<Step>, Vec<Step>) = plan.steps.iter().cloned().partition(|s| {
-        plan.live
-            .iter()
-            .any(|(n, oid)| *n == s.table && oid.is_none())
-    });
-    let mut create = creation(client, &create, &first).await?;
+    let zone_offset = session_utc_offset(client).await?;
+    Ok(Prepared {
+        plan,
+        first,
+        version,
+        zone_offset,
+        done: Vec::new(),
+    })
+}
+
+/// Creates and migrates what `prepared` plans, now, without a batch (and
+/// without a watermark row): for several connections loading the same
+/// tables at once, which then each run [`ingest_prepared`] on the settled
+/// plan. Not for [`Mode::ReplaceAtomic`].
+pub async fn settle(
+    client: &mut Client,
+    prepared: Prepared,
+    options: &Options,
+) -> Result<Prepared> {
+    if options.mode == Mode::ReplaceAtomic {
+        return Err(Error::config(
+            "replace-atomic loads on one connection: nothing to settle",
+        ));
+    }
+    let options = Options {
+        create_with_first_batch: false,
+        before_visible: None,
+        on_commit: None,
+        ..options.clone()
+    };
+    let mut report = Report::default();
+    run(
+        client,
+        &prepared,
+        vec![Ok(Batch::new(None, Vec::new()))],
+        &options,
+        false,
+        &mut report,
+    )
+    .await?;
+    let mut done = prepared.done;
+    done.extend(report.migrations);
+    Ok(Prepared {
+        plan: Plan {
+            steps: Vec::new(),
+            rebuilds: Vec::new(),
+            ..prepared.plan
+        },
+        done,
+        ..prepared
+    })
+}
+
+/// Runs an ingest: see the module documentation. `source` is called once
+/// with the high watermark chosen by `options` and yields batches; when it
+/// yields an error, the batches before stay committed and the error is
+/// returned. [`prepare`] then [`ingest_prepared`].
+pub async fn ingest<I>(
+    client: &mut Client,
+    declaration: &Declaration,
+    source: impl FnOnce(Option<serde_json::Value>) -> I,
+    options: &Options,
+) -> Result<Report>
+where
+    I: IntoIterator<Item = Result<Batch>>,
+{
+    let prepared = prepare(client, declaration).await?;
+    ingest_prepared(client, &prepared, source, options).await
+}
+
+/// Runs an ingest planned by [`prepare`] (see [`ingest`]).
+pub async fn ingest_prepared<I>(
+    client: &mut Client,
+    prepared: &Prepared,
+    source: impl FnOnce(Option<serde_json::Value>) -> I,
+    options: &Options,
+) -> Result<Report>
+where
+    I: IntoIterator<Item = Result<Batch>>,
+{
+    let started = Instant::now();
+    let mut report = Report {
+        migrations: prepared.done.clone(),
+        ..Report::default()
+    };
+    let first = &prepared.first;
+    let start_hw = match &options.high_watermark {
+        HighWatermark::Latest => {
+            let key = watermark::key(first, options.stream.as_deref());
+            watermark::read(&*client, first, &key).await?
+        }
+        HighWatermark::Earliest => None,
+        HighWatermark::Value(v) => Some(v.clone()),
+    };
+    let replace = options.mode == Mode::ReplaceAtomic;
+    run(
+        client,
+        prepared,
+        source(start_hw),
+        options,
+        !replace,
+        &mut report,
+    )
+    .await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Creates what is missing (at once, or in the first batch's transaction),
+/// then runs the batches; `write_watermark` as the batches' context says.
+async fn run<I>(
+    client: &mut Client,
+    prepared: &Prepared,
+    batches: I,
+    options: &Options,
+    write_watermark: bool,
+    report: &mut Report,
+) -> Result<()>
+where
+    I: IntoIterator<Item = Result<Batch>>,
+{
+    let first = &prepared.first;
+    let (create, migrate) = prepared.steps();
+    let mut create = creation(client, &create, first).await?;
     let deferred = options.create_with_first_batch && options.mode != Mode::ReplaceAtomic;
     if !deferred && !create.sql.is_empty() {
         let what = "creating tables";
@@ -547,41 +708,30 @@ where
         report.migrations.append(&mut create.summaries);
         create = Creation::default();
     }
-
-    let start_hw = match &options.high_watermark {
-        HighWatermark::Latest => {
-            let key = watermark::key(&first, options.stream.as_deref());
-            watermark::read(&*client, &first, &key).await?
-        }
-        HighWatermark::Earliest => None,
-        HighWatermark::Value(v) => Some(v.clone()),
-    };
-    let zone_offset = session_utc_offset(client).await?;
-    let names: Vec<TableName> = plan.live.iter().map(|(n, _)| n.clone()).collect();
+    let names = prepared.names();
     let replace = options.mode == Mode::ReplaceAtomic;
     if replace {
         lock_tables_for_session(client, &names, true).await?;
     }
     let result = run_batches(
         client,
-        version,
-        &plan,
+        prepared.version,
+        &prepared.plan,
         create,
         &migrate,
         &names,
-        source(start_hw),
-        zone_offset,
-        &first,
+        batches,
+        prepared.zone_offset,
+        first,
         options,
-        &mut report,
+        write_watermark,
+        report,
     )
     .await;
     if replace {
         lock_tables_for_session(client, &names, false).await?;
     }
-    result?;
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    result
 }
 
 /// The oldest PostgreSQL pgbulk writes to: 13 (`server_version_num`).
@@ -667,6 +817,7 @@ async fn run_batches<I>(
     zone_offset: Option<i32>,
     first: &TableName,
     options: &Options,
+    write_watermark: bool,
     report: &mut Report,
 ) -> Result<()>
 where
@@ -730,7 +881,7 @@ where
             } else {
                 Vec::new()
             },
-            write_watermark: !replace,
+            write_watermark,
             zone_offset,
             merge,
         };

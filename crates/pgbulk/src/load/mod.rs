@@ -30,7 +30,7 @@ use tracing::info;
 use crate::csv::{CsvError, Dialect};
 use crate::error::{Error, ErrorKind, Result};
 use crate::infer;
-use crate::ingest::{self, Batch, Mode, OnDuplicate, Options, Upsert};
+use crate::ingest::{self, Mode, OnDuplicate, Options, Upsert};
 use crate::input::Source;
 use crate::lock::LockPolicy;
 use crate::schema::facts::TableFacts;
@@ -357,12 +357,11 @@ pub async fn load(
         sample = replay;
         Declaration::parse(&ddl)?
     };
-    let facts = declaration
-        .resolve(&mut clients[0])
-        .await?
-        .into_iter()
-        .find(|(n, _)| *n == table)
-        .map(|(_, f)| f)
+    // Planned once: the declared facts come from the plan.
+    let prepared = ingest::prepare(&mut clients[0], &declaration).await?;
+    let facts = prepared
+        .facts(&table)
+        .cloned()
         .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
 
     // Key columns named as in the file are matched like header names.
@@ -561,25 +560,14 @@ pub async fn load(
             stream: streams[0].name.clone(),
             ..options
         };
-        ingest::ingest(&mut clients[0], &declaration, |_| batches, &options).await?
+        ingest::ingest_prepared(&mut clients[0], &prepared, |_| batches, &options).await?
     } else {
         // Create and migrate once, then load both halves at once.
-        let setup = Options {
-            stream: Some("setup".to_owned()),
-            on_commit: None,
-            ..options.clone()
-        };
-        ingest::ingest(
-            &mut clients[0],
-            &declaration,
-            |_| vec![Ok(Batch::new(None, Vec::new()))],
-            &setup,
-        )
-        .await?;
+        let settled = ingest::settle(&mut clients[0], prepared, &options).await?;
         let mut tasks = Vec::new();
         for (stream, mut client) in streams.iter().zip(clients) {
             let shared = make_shared(stream, None);
-            let declaration = declaration.clone();
+            let settled = settled.clone();
             let options = Options {
                 stream: stream.name.clone(),
                 ..options.clone()
@@ -587,7 +575,7 @@ pub async fn load(
             tasks.push(tokio::spawn(async move {
                 let batches =
                     std::iter::from_fn(move || next_batch(&shared, batch_rows).transpose());
-                ingest::ingest(&mut client, &declaration, |_| batches, &options).await
+                ingest::ingest_prepared(&mut client, &settled, |_| batches, &options).await
             }));
         }
         let mut merged = ingest::Report::default();
