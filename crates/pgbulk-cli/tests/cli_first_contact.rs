@@ -757,3 +757,29 @@ async fn a_duplicate_key_in_append_mode_is_bad_data() {
     );
     assert_eq!(count(&db, "k").await, 1);
 }
+
+#[tokio::test]
+async fn dates_in_other_spellings_load_as_the_server_reads_them() {
+    let db = TestDb::new("fc_datestyle").await;
+    let home = Scratch::new("fc-datestyle");
+    home.file(
+        "d.csv",
+        "id,day,stamp\n1,2012/01/31,5/19/2006 0:00:00\n2,Jan 8 1999,2024-01-01 10:00\n3,8 Jan 1999,Jan 8 1999 04:05:06 PM\n",
+        0o644,
+    );
+    let out = load(
+        &db,
+        &home,
+        &["d.csv", "-t", "d", "--type", "stamp=timestamp"],
+    );
+    assert_ok(&out);
+    assert!(out.stderr.contains("\"day\" date"), "{}", out.stderr);
+    assert_eq!(
+        rows(&db, "SELECT day::text, stamp::text FROM d ORDER BY id").await,
+        vec![
+            vec![s("2012-01-31"), s("2006-05-19 00:00:00")],
+            vec![s("1999-01-08"), s("2024-01-01 10:00:00")],
+            vec![s("1999-01-08"), s("1999-01-08 16:05:06")],
+        ]
+    );
+}

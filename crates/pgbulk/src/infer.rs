@@ -2,7 +2,10 @@
 //! `integer`, `bigint`, `numeric`, `double precision`, `boolean`, `date`,
 //! `timestamp`, `timestamptz`, `uuid`, `jsonb`, else `text`. A value is
 //! tested with the same conversions the load uses, so what is inferred
-//! loads. Numbers with leading zeros (codes, zip codes) stay text.
+//! loads. Numbers with leading zeros (codes, zip codes) stay text. Dates
+//! in spellings every `DateStyle` reads alike (`2012/01/31`, `Jan 8 1999`,
+//! `8 Jan 1999`, `January 8, 1999`) are dates too (the server converts
+//! them when loading); `01/08/1999` is not (January or August?).
 
 use crate::codec::{ColumnType, TypeKind, encode_text};
 use crate::schema::{TableName, quote_ident};
@@ -170,6 +173,55 @@ fn fits(value: &str, oid: u32, scratch: &mut Vec<u8>) -> bool {
     debug_assert!(ty.kind != TypeKind::Other);
     scratch.clear();
     encode_text(v, &ty, scratch).is_ok()
+        || (oid == 1082 && unambiguous_date(v).is_some_and(|iso| fits(&iso, 1082, scratch)))
+}
+
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+
+/// A date spelled so that every `DateStyle` reads it alike, as ISO
+/// `YYYY-MM-DD`: `YYYY/M/D`, or a month name with a day and a 4-digit year
+/// in either order.
+fn unambiguous_date(v: &str) -> Option<String> {
+    let iso = |y: &str, m: u32, d: &str| -> Option<String> {
+        let day: u32 = d.parse().ok()?;
+        (y.len() == 4 && y.bytes().all(|b| b.is_ascii_digit()) && d.len() <= 2)
+            .then(|| format!("{y}-{m:02}-{day:02}"))
+    };
+    let parts: Vec<&str> = v.split('/').collect();
+    if let [y, m, d] = parts.as_slice() {
+        let month: u32 = m.parse().ok().filter(|_| m.len() <= 2)?;
+        return iso(y, month, d);
+    }
+    let words: Vec<&str> = v
+        .split([' ', ','])
+        .filter(|w| !w.is_empty())
+        .collect();
+    let month_of = |w: &str| -> Option<u32> {
+        let w = w.to_ascii_lowercase();
+        let w = w.strip_suffix('.').unwrap_or(&w);
+        MONTHS
+            .iter()
+            .position(|m| *m == w || (w.len() == 3 && m.starts_with(w)))
+            .and_then(|i| u32::try_from(i + 1).ok())
+    };
+    match words.as_slice() {
+        [m, d, y] if month_of(m).is_some() => iso(y, month_of(m)?, d),
+        [d, m, y] if month_of(m).is_some() => iso(y, month_of(m)?, d),
+        _ => None,
+    }
 }
 
 /// Whether a timestamp text ends with a zone (`Z`, `+02`, `-05:30`).
@@ -292,6 +344,19 @@ mod tests {
             ["text", "integer", "double precision"]
         );
         assert_eq!(infer(&[&["", "NaN"]]), ["text", "double precision"]);
+    }
+
+    #[test]
+    fn dates_every_datestyle_reads_alike() {
+        assert_eq!(infer(&[&["2012/01/31"], &["1999/8/1"]]), ["date"]);
+        assert_eq!(
+            infer(&[&["Jan 8 1999"], &["8 Jan 1999"], &["January 8, 1999"]]),
+            ["date"]
+        );
+        // Which is the month? Text, not a guess.
+        assert_eq!(infer(&[&["01/08/1999"]]), ["text"]);
+        assert_eq!(infer(&[&["2012/02/30"]]), ["text"]);
+        assert_eq!(infer(&[&["Jan 8 99"]]), ["text"]);
     }
 
     #[test]
