@@ -111,6 +111,35 @@ async fn sigkill_at_any_instant_then_the_same_command_converges() {
             std::thread::sleep(Duration::from_millis(delay));
             kill9(&mut child);
         }
+        // From 14 on the server notices the dead client within a second or
+        // two (client_connection_check_interval): no orphan keeps running.
+        let version: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int4", &[])
+            .await
+            .expect("version")
+            .get(0);
+        if version >= 140_000 {
+            let since = Instant::now();
+            loop {
+                let orphans: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                        &[],
+                    )
+                    .await
+                    .expect("orphans")
+                    .get(0);
+                if orphans == 0 {
+                    break;
+                }
+                assert!(
+                    since.elapsed() < Duration::from_secs(10),
+                    "{mode}: {orphans} backends of killed loads still run"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         converge(&home, &db.url, extra);
         assert_eq!(
             exact(&client, &salt).await,

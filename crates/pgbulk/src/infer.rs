@@ -205,10 +205,7 @@ fn unambiguous_date(v: &str) -> Option<String> {
         let month: u32 = m.parse().ok().filter(|_| m.len() <= 2)?;
         return iso(y, month, d);
     }
-    let words: Vec<&str> = v
-        .split([' ', ','])
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words: Vec<&str> = v.split([' ', ',']).filter(|w| !w.is_empty()).collect();
     let month_of = |w: &str| -> Option<u32> {
         let w = w.to_ascii_lowercase();
         let w = w.strip_suffix('.').unwrap_or(&w);

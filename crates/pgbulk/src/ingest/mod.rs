@@ -662,6 +662,7 @@ where
         migrations: prepared.done.clone(),
         ..Report::default()
     };
+    watch_for_a_dead_client(client, prepared.version).await?;
     let first = &prepared.first;
     let start_hw = match &options.high_watermark {
         HighWatermark::Latest => {
@@ -732,6 +733,19 @@ where
         lock_tables_for_session(client, &names, false).await?;
     }
     result
+}
+
+/// On PostgreSQL 14 and later, makes the server check the client every
+/// second while a statement runs: a killed pgbulk's merge is ended within
+/// a second or two instead of holding its locks until it finishes.
+async fn watch_for_a_dead_client(client: &Client, version: i32) -> Result<()> {
+    if version < 140_000 {
+        return Ok(());
+    }
+    client
+        .batch_execute("SET client_connection_check_interval = 1000")
+        .await
+        .map_err(|e| Error::server("SET client_connection_check_interval", e))
 }
 
 /// The oldest PostgreSQL pgbulk writes to: 13 (`server_version_num`).
