@@ -35,6 +35,7 @@ mod exit {
     pub(crate) const LOCAL: u8 = 7;
     pub(crate) const NOT_RUNNING: u8 = 8;
     pub(crate) const DATA: u8 = 9;
+    pub(crate) const CONNECTION_LOST: u8 = 10;
     pub(crate) const INTERRUPTED: u8 = 130;
 }
 
@@ -114,6 +115,7 @@ fn fail(error: &anyhow::Error, verbose: u8) -> ExitCode {
         Some(ErrorKind::Tls) => exit::TLS,
         Some(ErrorKind::Local) => exit::LOCAL,
         Some(ErrorKind::Data) => exit::DATA,
+        Some(ErrorKind::ConnectionLost) => exit::CONNECTION_LOST,
         _ => exit::FAILURE,
     };
     ExitCode::from(code)

@@ -186,9 +186,14 @@ async fn lost_connections_fail_the_run_and_a_rerun_converges() {
         .expect("terminate");
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    // Either the cut landed (an error, said) or the load had finished.
+    // Either the cut landed (said, with its own exit code) or the load had
+    // finished.
     if out.status.code() != Some(0) {
-        assert!(stderr.contains("pgbulk: error:"), "{stderr}");
+        assert_eq!(out.status.code(), Some(10), "{stderr}");
+        assert!(
+            stderr.contains("the connection was lost; what was in flight rolled back, run the same command again to continue"),
+            "{stderr}"
+        );
     }
     converge(&home, &db.url, &[]);
     assert_eq!(
@@ -242,7 +247,8 @@ async fn a_server_crash_mid_load_then_the_same_command_converges() {
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.code() != Some(0) {
-        assert!(stderr.contains("pgbulk: error:"), "{stderr}");
+        assert_eq!(out.status.code(), Some(10), "{stderr}");
+        assert!(stderr.contains("the connection was lost"), "{stderr}");
     }
     cluster.start().expect("restart");
     assert!(

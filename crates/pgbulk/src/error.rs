@@ -25,6 +25,10 @@ pub enum ErrorKind {
     /// A value or row in the input does not fit its table: names the table,
     /// column, batch and row.
     Data,
+    /// The connection went away mid-run (the server stopped or restarted,
+    /// the session was terminated, the network dropped): the transaction in
+    /// flight rolled back, and running the same command again continues.
+    ConnectionLost,
     /// A local file or process failed.
     Io,
 }
@@ -101,10 +105,31 @@ impl Error {
     /// A statement failed on the server: keeps the server's message, and its
     /// detail and hint stay reachable through [`Error::db_error`].
     pub(crate) fn server(context: &str, source: tokio_postgres::Error) -> Self {
+        let lost = match source.as_db_error() {
+            // Terminated, shut down, crashed: 57P01..57P03, and class 08.
+            Some(db) => {
+                let code = db.code().code();
+                code.starts_with("57P") || code.starts_with("08")
+            }
+            None => {
+                source.is_closed()
+                    || std::error::Error::source(&source)
+                        .is_some_and(|e| e.downcast_ref::<std::io::Error>().is_some())
+            }
+        };
         let message = match source.as_db_error() {
             Some(db) => format!("{context}: {}", db.message()),
             None => format!("{context}: {source}"),
         };
+        if lost {
+            return Self::new(
+                ErrorKind::ConnectionLost,
+                format!(
+                    "{message}: the connection was lost; what was in flight rolled back, run the same command again to continue"
+                ),
+            )
+            .with_source(source);
+        }
         Self::new(ErrorKind::Server, message).with_source(source)
     }
 
@@ -124,7 +149,11 @@ impl Error {
             let code = db.code().code();
             code.starts_with("22") || code.starts_with("23")
         });
-        let kind = if data { ErrorKind::Data } else { error.kind() };
+        let kind = if data && error.kind() != ErrorKind::ConnectionLost {
+            ErrorKind::Data
+        } else {
+            error.kind()
+        };
         Error::new(kind, message).with_source(error)
     }
 
