@@ -85,6 +85,45 @@ pub async fn blockers(client: &impl GenericClient, table: Oid) -> Result<Vec<Blo
         .collect())
 }
 
+/// Runs a locking statement inside the caller's transaction under the
+/// policy: each attempt under `lock_timeout` in a savepoint, rolled back and
+/// retried with backoff while the lock is not available (`what` names it in
+/// messages).
+pub(crate) async fn run_in_savepoint(
+    tx: &tokio_postgres::Transaction<'_>,
+    policy: &LockPolicy,
+    table: Oid,
+    what: &str,
+    statement: &str,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        tx.batch_execute(&format!(
+            "SAVEPOINT pgbulk_lock; SET LOCAL lock_timeout = '{}ms'",
+            policy.lock_timeout.as_millis()
+        ))
+        .await
+        .map_err(|e| Error::server("SAVEPOINT", e))?;
+        match tx.batch_execute(statement).await {
+            Ok(()) => {
+                tx.batch_execute("RELEASE SAVEPOINT pgbulk_lock; SET LOCAL lock_timeout = 0")
+                    .await
+                    .map_err(|e| Error::server("RELEASE SAVEPOINT", e))?;
+                return Ok(());
+            }
+            Err(e) if is_lock_timeout(&e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT pgbulk_lock")
+                    .await
+                    .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))?;
+                attempt += 1;
+                wait_or_give_up(tx.client(), policy, Some(table), what, started, attempt).await?;
+            }
+            Err(e) => return Err(Error::server(what, e)),
+        }
+    }
+}
+
 fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
     e.as_db_error()
         .is_some_and(|db| db.code().code() == "55P03")

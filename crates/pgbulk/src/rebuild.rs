@@ -435,12 +435,12 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         .map(|v| v.name.quoted())
         .collect();
     order.push(t.clone());
-    lock_with_retries(
+    lock::run_in_savepoint(
         tx,
         policy,
         oid,
+        &format!("swapping in {target}"),
         &format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", order.join(", ")),
-        target,
     )
     .await?;
 
@@ -587,52 +587,6 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
     Ok(())
 }
 
-/// Runs a locking statement inside `tx` under the lock policy: each attempt
-/// under `lock_timeout` in a savepoint, rolled back and retried with backoff
-/// while the lock is not available.
-async fn lock_with_retries(
-    tx: &Transaction<'_>,
-    policy: &LockPolicy,
-    oid: Oid,
-    statement: &str,
-    target: &TableName,
-) -> Result<()> {
-    let started = Instant::now();
-    let mut attempt = 0;
-    loop {
-        tx.batch_execute(&format!(
-            "SAVEPOINT pgbulk_lock; SET LOCAL lock_timeout = '{}ms'",
-            policy.lock_timeout.as_millis()
-        ))
-        .await
-        .map_err(|e| Error::server("SAVEPOINT", e))?;
-        match tx.batch_execute(statement).await {
-            Ok(()) => {
-                tx.batch_execute("RELEASE SAVEPOINT pgbulk_lock; SET LOCAL lock_timeout = 0")
-                    .await
-                    .map_err(|e| Error::server("RELEASE SAVEPOINT", e))?;
-                return Ok(());
-            }
-            Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "55P03") => {
-                tx.batch_execute("ROLLBACK TO SAVEPOINT pgbulk_lock")
-                    .await
-                    .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))?;
-                attempt += 1;
-                lock::wait_or_give_up(
-                    tx.client(),
-                    policy,
-                    Some(oid),
-                    &format!("swapping in {target}"),
-                    started,
-                    attempt,
-                )
-                .await?;
-            }
-            Err(e) => return Err(Error::server(&format!("locking {target}"), e)),
-        }
-    }
-}
-
 /// Takes `SHARE` on the live table (writers wait, readers do not) under the
 /// lock policy, so rows cannot change while they are copied.
 pub(crate) async fn lock_for_copy(
@@ -641,12 +595,12 @@ pub(crate) async fn lock_for_copy(
     target: &TableName,
     oid: Oid,
 ) -> Result<()> {
-    lock_with_retries(
+    lock::run_in_savepoint(
         tx,
         policy,
         oid,
+        &format!("locking {target} for copying"),
         &format!("LOCK TABLE {} IN SHARE MODE", target.quoted()),
-        target,
     )
     .await
 }
