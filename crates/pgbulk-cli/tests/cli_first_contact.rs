@@ -783,3 +783,51 @@ async fn dates_in_other_spellings_load_as_the_server_reads_them() {
         ]
     );
 }
+
+#[tokio::test]
+async fn bad_inference_flags_are_refused_before_anything_is_written() {
+    let db = TestDb::new("fc_bad_flags").await;
+    let home = Scratch::new("fc-bad-flags");
+    home.file("a.csv", "id,v\n1,x\n", 0o644);
+    for (args, code, words) in [
+        (
+            &["--type", "nosuch=int"][..],
+            3,
+            "--type nosuch=int: the input has no column \"nosuch\"",
+        ),
+        (&["--type", "id"][..], 2, "expected COL=TYPE"),
+        (&["--type", "id=no_such_type"][..], 3, "no_such_type"),
+        (
+            &["--sample-rows", "5", "--sample-all"][..],
+            2,
+            "cannot be used with",
+        ),
+    ] {
+        let out = load(&db, &home, &[&["a.csv", "-t", "a"][..], args].concat());
+        assert_eq!(out.code, code, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(words), "{args:?}: {}", out.stderr);
+        assert_eq!(
+            count(&db, "pg_class WHERE relname = 'a'").await,
+            0,
+            "{args:?}"
+        );
+    }
+    // --sample-all reads the input twice: not standard input.
+    let mut child = pgbulk(&home)
+        .args(["load", "-", "-t", "a", "--sample-all", "--db", &db.url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"id,v\n1,x\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give a file, not standard input"));
+}

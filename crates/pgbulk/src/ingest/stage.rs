@@ -45,9 +45,23 @@ pub(super) struct Pending {
     /// Every row keeps its location (rows the server refuses are isolated
     /// and rejected, not only values it casts).
     pub(super) locate_all: bool,
+    /// The layout's fields per tuple and whether rows carry their location:
+    /// kept, not recomputed for every row ([`Pending::relayout`]).
+    tuple_fields: u16,
+    located: bool,
 }
 
 impl Pending {
+    /// Recomputes what depends on the layout (after a shadow was added).
+    fn relayout(&mut self, target: &Target) {
+        let (fields, located) = {
+            let layout = self.layout(target);
+            (layout.fields(), layout.any())
+        };
+        self.tuple_fields = fields;
+        self.located = located;
+    }
+
     /// The layout of this table's stage.
     pub(super) fn layout<'a>(&'a self, target: &'a Target) -> Layout<'a> {
         Layout {
@@ -240,6 +254,13 @@ pub(super) async fn stage_rows(
         shadows: vec![false; target.columns.len()],
         copied_direct: 0,
         locate_all,
+        tuple_fields: 0,
+        located: false,
+    };
+    let new_pending = |target: &Target| {
+        let mut p = new_pending(target);
+        p.relayout(target);
+        p
     };
     let mut text_source = None;
     match rows {
@@ -387,6 +408,7 @@ async fn widen(
             added.push(c);
         }
     }
+    p.relayout(target);
     // A key left to the server cannot be compared by its hash: let the
     // server find repeats.
     if columns.iter().any(|c| target.key.contains(c)) {
@@ -436,8 +458,7 @@ pub(super) fn encode_text_row<'a>(
     source: &dyn TextRows,
 ) -> Encoded<'a> {
     let mark = p.writer.len();
-    let layout = p.layout(target);
-    p.writer.start_tuple(layout.fields());
+    p.writer.start_tuple(p.tuple_fields);
     let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
     let mut deferred: Vec<(usize, &str)> = Vec::new();
     let mut missing: Vec<usize> = Vec::new();
@@ -479,16 +500,14 @@ pub(super) fn encode_text_row<'a>(
         p.writer.truncate(mark);
         return Encoded::NeedsShadows(missing);
     }
-    if deferred.is_empty() && !target.needs_cast() && !p.locate_all {
-        write_shadows(p, target, &deferred, None);
-    } else {
-        let location = source.location();
-        write_shadows(
-            p,
-            target,
-            &deferred,
-            Some((&location, source.raw().as_deref())),
-        );
+    // Beyond the target's columns only when the stage has more.
+    if p.located {
+        if deferred.is_empty() && !target.needs_cast() && !p.locate_all {
+            write_shadows(p, &deferred, None);
+        } else {
+            let location = source.location();
+            write_shadows(p, &deferred, Some((&location, source.raw().as_deref())));
+        }
     }
     track_key(p, key_hash.map(|h| h.finish()));
     Encoded::Row
@@ -500,12 +519,10 @@ pub(super) fn encode_text_row<'a>(
 /// with a value the server casts).
 fn write_shadows(
     p: &mut Pending,
-    target: &Target,
     deferred: &[(usize, &str)],
     located: Option<(&str, Option<&[u8]>)>,
 ) {
-    let layout = p.layout(target);
-    if !layout.any() {
+    if !p.located {
         return;
     }
     let text = ColumnType {
@@ -571,8 +588,7 @@ pub(super) fn encode_row(
     hasher: &std::collections::hash_map::RandomState,
 ) -> Result<std::result::Result<(), Vec<usize>>> {
     let mark = p.writer.len();
-    let layout = p.layout(target);
-    p.writer.start_tuple(layout.fields());
+    p.writer.start_tuple(p.tuple_fields);
     let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
     let mut deferred: Vec<(usize, String)> = Vec::new();
     let mut missing: Vec<usize> = Vec::new();
@@ -623,11 +639,15 @@ pub(super) fn encode_row(
         p.writer.truncate(mark);
         return Ok(Err(missing));
     }
-    let deferred: Vec<(usize, &str)> = deferred.iter().map(|(c, t)| (*c, t.as_str())).collect();
-    let location = format!("row {row_number}");
-    let located = (!deferred.is_empty() || target.needs_cast() || p.locate_all)
-        .then_some((location.as_str(), None));
-    write_shadows(p, target, &deferred, located);
+    if p.located {
+        let deferred: Vec<(usize, &str)> = deferred.iter().map(|(c, t)| (*c, t.as_str())).collect();
+        if !deferred.is_empty() || target.needs_cast() || p.locate_all {
+            let location = format!("row {row_number}");
+            write_shadows(p, &deferred, Some((&location, None)));
+        } else {
+            write_shadows(p, &deferred, None);
+        }
+    }
     track_key(p, key_hash.map(|h| h.finish()));
     Ok(Ok(()))
 }
