@@ -6,23 +6,7 @@ use pgbulk::catalog;
 use pgbulk::codec::{CopyWriter, Value};
 use pgbulk::copy::copy_in;
 
-use crate::harness::TestDb;
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::harness::{Rng, TestDb};
 
 /// Encodes `inputs` for a column of `sql_type`, copies the accepted ones in
 /// and compares each with the server's cast; checks that the server also

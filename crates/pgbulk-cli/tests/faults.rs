@@ -66,6 +66,22 @@ fn converge(home: &Scratch, url: &str, extra: &[&str]) {
     panic!("the load did not converge");
 }
 
+/// Waits until `t` has rows (a batch committed), 30 s at most.
+async fn first_commit(client: &tokio_postgres::Client) {
+    let started = Instant::now();
+    loop {
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .expect("count")
+            .get(0);
+        if n > 0 || started.elapsed() > Duration::from_secs(30) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn kill9(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
@@ -164,18 +180,7 @@ async fn lost_connections_fail_the_run_and_a_rerun_converges() {
     write_input(&home, salt);
     let child = load_command(&home, &db.url, &[]).spawn().expect("spawn");
     // Once a batch committed, cut every connection of the load.
-    let started = Instant::now();
-    loop {
-        let n: i64 = client
-            .query_one("SELECT count(*) FROM t", &[])
-            .await
-            .expect("count")
-            .get(0);
-        if n > 0 || started.elapsed() > Duration::from_secs(30) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    first_commit(&client).await;
     client
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -227,20 +232,7 @@ async fn a_server_crash_mid_load_then_the_same_command_converges() {
     let salt = "crashed";
     write_input(&home, salt);
     let child = load_command(&home, &url, &[]).spawn().expect("spawn");
-    let client = connect().await;
-    let started = Instant::now();
-    loop {
-        let n: i64 = client
-            .query_one("SELECT count(*) FROM t", &[])
-            .await
-            .expect("count")
-            .get(0);
-        if n > 0 || started.elapsed() > Duration::from_secs(30) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    drop(client);
+    first_commit(&connect().await).await;
     // An immediate stop: every backend killed, no shutdown checkpoint; the
     // restart recovers from the WAL, as after a crash.
     assert!(cluster.stop_immediately().expect("crash"));

@@ -5,23 +5,7 @@
 //! when, the server rejects it.
 
 use crate::cli_load::{assert_ok, load};
-use crate::harness::{Scratch, TestDb};
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).unwrap_or(0)
-    }
-}
+use crate::harness::{Rng, Scratch, TestDb};
 
 const SPICE: &[char] = &[
     '-', ':', '+', '.', ' ', '/', 'T', 't', 'Z', 'e', '0', '1', '5', '9', 'é', '١', '٣', '：',
@@ -33,11 +17,11 @@ const SPICE: &[char] = &[
 fn with_mutations(rng: &mut Rng, seeds: &[&str], count: usize) -> Vec<String> {
     let mut out: Vec<String> = seeds.iter().map(|s| (*s).to_owned()).collect();
     for _ in 0..count {
-        let mut chars: Vec<char> = seeds[rng.below(seeds.len())].chars().collect();
-        for _ in 0..=rng.below(2) {
-            let at = rng.below(chars.len() + 1);
-            let c = SPICE[rng.below(SPICE.len())];
-            match rng.below(3) {
+        let mut chars: Vec<char> = seeds[rng.index(seeds.len())].chars().collect();
+        for _ in 0..=rng.index(2) {
+            let at = rng.index(chars.len() + 1);
+            let c = SPICE[rng.index(SPICE.len())];
+            match rng.index(3) {
                 0 => chars.insert(at, c),
                 1 if at < chars.len() => chars[at] = c,
                 _ if at < chars.len() => {
