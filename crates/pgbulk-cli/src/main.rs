@@ -89,23 +89,27 @@ fn init_logging(cli: &Cli) {
         .init();
 }
 
-/// Prints the error on one line (the cause chain and server detail too with
-/// -v) and picks the exit code from its kind.
+/// Prints the error on one line with the server's detail and hint as psql
+/// does (the cause chain and SQLSTATE too with -v), and picks the exit code
+/// from its kind.
 fn fail(error: &anyhow::Error, verbose: u8) -> ExitCode {
     let lib = error.downcast_ref::<pgbulk::Error>();
     eprintln!("pgbulk: error: {error}");
+    let db = lib.and_then(pgbulk::Error::db_error);
+    if let Some(db) = db {
+        if let Some(detail) = db.detail() {
+            eprintln!("  detail: {detail}");
+        }
+        if let Some(hint) = db.hint() {
+            eprintln!("  hint: {hint}");
+        }
+    }
     if verbose > 0 {
         for cause in error.chain().skip(1) {
             eprintln!("  caused by: {cause}");
         }
-        if let Some(db) = lib.and_then(pgbulk::Error::db_error) {
+        if let Some(db) = db {
             eprintln!("  sqlstate: {}", db.code().code());
-            if let Some(detail) = db.detail() {
-                eprintln!("  detail: {detail}");
-            }
-            if let Some(hint) = db.hint() {
-                eprintln!("  hint: {hint}");
-            }
         }
     }
     let code = match lib.map(pgbulk::Error::kind) {

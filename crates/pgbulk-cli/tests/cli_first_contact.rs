@@ -3,7 +3,7 @@
 //! a wrong guess is said, not loaded.
 
 use crate::cli_load::{assert_bad, assert_ok, count, load, rows, s};
-use crate::harness::{Scratch, TestDb, pgbulk, run};
+use crate::harness::{Scratch, TestDb, peak_memory, pgbulk, run};
 
 #[tokio::test]
 async fn non_ascii_text_never_panics() {
@@ -677,6 +677,46 @@ async fn huge_fields_and_lines_give_bounded_errors() {
 }
 
 #[tokio::test]
+async fn a_huge_field_costs_about_twice_its_size_in_memory() {
+    let db = TestDb::new("fc_big_field").await;
+    let home = Scratch::new("fc-big-field");
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, body text)")
+        .await
+        .expect("table");
+    const FIELD: usize = 96 << 20;
+    let mut text = String::with_capacity(FIELD + 64);
+    text.push_str("id,body\n1,small\n2,");
+    text.push_str(&"x".repeat(FIELD));
+    text.push_str("\n3,tiny\n");
+    home.file("big.csv", &text, 0o644);
+    drop(text);
+    // Appended straight into the table, then upserted through the stage.
+    for extra in [&[][..], &["--key", "id", "--restart"][..]] {
+        let (code, kib) = peak_memory(
+            pgbulk(&home)
+                .args(["load", "--db", &db.url, "big.csv", "-t", "t"])
+                .args(extra),
+        );
+        assert_eq!(code, 0, "{extra:?}");
+        let field_kib = (FIELD / 1024) as u64;
+        assert!(
+            kib < field_kib * 5 / 2 + 64 * 1024,
+            "{extra:?}: peak {kib} KiB for a field of {field_kib} KiB"
+        );
+    }
+    assert_eq!(
+        rows(&db, "SELECT id, length(body) FROM t ORDER BY id").await,
+        vec![
+            vec![s("1"), s("5")],
+            vec![s("2"), Some(FIELD.to_string())],
+            vec![s("3"), s("4")],
+        ]
+    );
+}
+
+#[tokio::test]
 async fn rows_a_constraint_refuses_are_isolated_with_their_lines() {
     let db = TestDb::new("fc_constraints").await;
     let home = Scratch::new("fc-constraints");
@@ -695,9 +735,17 @@ async fn rows_a_constraint_refuses_are_isolated_with_their_lines() {
         "id,shop,amount,ref\n1,A,5,r1\n2,A,-3,r2\n3,Z,7,r3\n4,B,2,taken\n5,B,9,r5\n",
         0o644,
     );
-    // Without --max-errors the batch fails with the server's message.
+    // Without --max-errors the batch fails with the server's message and
+    // detail, and says how to have the rows named by line.
     let failed = load(&db, &home, &["sale.csv", "-t", "sale"]);
-    assert_ne!(failed.code, 0);
+    assert_eq!(failed.code, 9, "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("violates check constraint \"sale_amount_check\"")
+            && failed.stderr.contains("  detail: Failing row contains (2, A, -3, r2).")
+            && failed.stderr.contains("--max-errors N sets such rows aside (in --reject-file), each named by its input line"),
+        "{}",
+        failed.stderr
+    );
     assert_eq!(count(&db, "sale").await, 1);
     let out = load(
         &db,

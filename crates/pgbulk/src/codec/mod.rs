@@ -338,9 +338,14 @@ impl CopyWriter {
     }
 
     /// Takes the bytes written so far, leaving the writer empty (the header
-    /// is written only once).
+    /// is written only once) with a buffer of the usual size.
     pub fn take(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.buf)
+        std::mem::replace(&mut self.buf, Vec::with_capacity(64 * 1024))
+    }
+
+    /// The buffer's allocated size.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Whether no byte is buffered.

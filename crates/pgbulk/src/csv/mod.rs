@@ -163,6 +163,10 @@ pub struct Reader<R> {
     max_field: usize,
 }
 
+/// A buffer grown past this by one record is replaced by a small one for
+/// the next.
+const OVERSIZED: usize = 8 << 20;
+
 /// PostgreSQL's own limit on a field: 1 GB.
 pub const MAX_FIELD: usize = (1 << 30) - 1;
 
@@ -201,6 +205,23 @@ impl<'a> Record<'a> {
         } else {
             Some(bytes)
         }
+    }
+
+    /// Where field `i`'s bytes are in the record's data (see
+    /// [`Reader::exchange_data`]), or `None` when it is NULL or absent.
+    pub fn span(&self, i: usize) -> Option<(usize, usize)> {
+        let f = self.fields.get(i)?;
+        let start = if i == 0 { 0 } else { self.fields[i - 1].end };
+        if !f.quoted && &self.data[start..f.end] == self.null {
+            None
+        } else {
+            Some((start, f.end))
+        }
+    }
+
+    /// All fields' bytes, one after the other.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
     }
 
     /// Field `i`'s bytes whether or not it is NULL.
@@ -274,6 +295,30 @@ impl<R: Read> Reader<R> {
     /// quote: the rest of the input), when raw bytes are kept.
     pub fn take_raw(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.raw)
+    }
+
+    /// Exchanges the current record's field bytes with `other` (which the
+    /// next record reuses): a record's fields move out without a copy. A
+    /// record's fields are addressed by [`Record::span`].
+    pub fn exchange_data(&mut self, other: &mut Vec<u8>) {
+        std::mem::swap(&mut self.data, other);
+    }
+
+    /// Exchanges the current record's raw bytes with `other`.
+    pub fn exchange_raw(&mut self, other: &mut Vec<u8>) {
+        std::mem::swap(&mut self.raw, other);
+    }
+
+    /// The record last read (its fields as [`Reader::read_record`] gave
+    /// them, unless [`Reader::exchange_data`] moved them out).
+    pub fn current(&self) -> Record<'_> {
+        Record {
+            data: &self.data,
+            fields: &self.fields,
+            null: &self.dialect.null,
+            line: self.record_line,
+            raw: &self.raw,
+        }
     }
 
     /// Whether the input is exhausted (reads ahead if needed).
@@ -371,9 +416,14 @@ impl<R: Read> Reader<R> {
     /// Reads the next record, or `None` at the end of the input.
     pub fn read_record(&mut self) -> Result<Option<Record<'_>>, CsvError> {
         loop {
-            self.data.clear();
+            // A buffer a huge field grew is not kept for the rest of the run.
+            for buf in [&mut self.data, &mut self.raw] {
+                if buf.capacity() > OVERSIZED {
+                    *buf = Vec::with_capacity(1024);
+                }
+                buf.clear();
+            }
             self.fields.clear();
-            self.raw.clear();
             self.record_line = self.line;
             if !self.parse_record()? {
                 return Ok(None);

@@ -249,6 +249,28 @@ impl TextRow {
         }));
     }
 
+    /// Makes the row `data` with its fields at `fields` (byte ranges of
+    /// `data`, `None` for NULL): the fields move in without a copy.
+    /// Returns the row's previous buffer (for the caller to reuse), or
+    /// gives `data` back when a range is not a string slice of it.
+    pub fn set(
+        &mut self,
+        data: String,
+        fields: &[Option<(usize, usize)>],
+    ) -> std::result::Result<Vec<u8>, Vec<u8>> {
+        let fits = fields.iter().flatten().all(|&(a, b)| {
+            a <= b && b <= data.len() && data.is_char_boundary(a) && data.is_char_boundary(b)
+        });
+        if !fits {
+            return Err(data.into_bytes());
+        }
+        self.fields.clear();
+        self.fields.extend_from_slice(fields);
+        let mut previous = std::mem::replace(&mut self.data, data).into_bytes();
+        previous.clear();
+        Ok(previous)
+    }
+
     /// The number of fields.
     pub fn len(&self) -> usize {
         self.fields.len()

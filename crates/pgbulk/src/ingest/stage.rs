@@ -652,6 +652,10 @@ pub(super) fn encode_row(
     Ok(Ok(()))
 }
 
+/// A writer buffer larger than this (grown by a huge field; chunks are
+/// sent at about 1 MiB) is sent as it is rather than copied and kept.
+const OVERSIZED_BUFFER: usize = 8 << 20;
+
 /// Sends table `t`'s buffered rows, opening its COPY (and creating its
 /// staging table) first if needed; with `last`, ends its COPY.
 pub(super) async fn flush(
@@ -710,11 +714,25 @@ pub(super) async fn flush(
             // Copy the chunk out and keep the writer's buffer: a fixed-size
             // allocation per chunk instead of a growing buffer each time
             // keeps the process's memory flat however long the load runs.
-            let chunk = Bytes::copy_from_slice(p.writer.bytes_since(0));
-            p.writer.truncate(0);
-            copy.sink.send(chunk).await.map_err(|e| {
-                Error::in_context(Error::server("COPY", e), &target.name.to_string())
-            })?;
+            // A buffer a huge field grew is handed over instead: no second
+            // copy of the field, and its memory is freed once sent.
+            let chunk = if p.writer.capacity() > OVERSIZED_BUFFER {
+                Bytes::from(p.writer.take())
+            } else {
+                let chunk = Bytes::copy_from_slice(p.writer.bytes_since(0));
+                p.writer.truncate(0);
+                chunk
+            };
+            // Sent in slices of the chunk size: the connection copies each
+            // message into its write buffer, which so stays small.
+            let mut start = 0;
+            while start < chunk.len() {
+                let end = chunk.len().min(start + CHUNK);
+                copy.sink.send(chunk.slice(start..end)).await.map_err(|e| {
+                    Error::in_context(Error::server("COPY", e), &target.name.to_string())
+                })?;
+                start = end;
+            }
         }
     }
     if last {

@@ -560,7 +560,9 @@ pub async fn load(
             stream: streams[0].name.clone(),
             ..options
         };
-        ingest::ingest_prepared(&mut clients[0], &prepared, |_| batches, &options).await?
+        ingest::ingest_prepared(&mut clients[0], &prepared, |_| batches, &options)
+            .await
+            .map_err(|e| suggest_max_errors(e, opts.max_errors))?
     } else {
         // Create and migrate once, then load both halves at once.
         let settled = ingest::settle(&mut clients[0], prepared, &options).await?;
@@ -595,7 +597,7 @@ pub async fn load(
             }
         }
         if let Some(e) = first_error {
-            return Err(e);
+            return Err(suggest_max_errors(e, opts.max_errors));
         }
         merged
     };
@@ -767,4 +769,28 @@ fn csv_error(name: &str, e: CsvError) -> Error {
         CsvError::Io(io) => Error::new(ErrorKind::Io, format!("{name}: {io}")).with_source(io),
         other => Error::new(ErrorKind::Data, format!("{name}: {other}")),
     }
+}
+
+/// A row a constraint refused failed its batch (the server names the
+/// constraint and the row's values, not the input line): says how to have
+/// such rows set aside, each named by its line.
+fn suggest_max_errors(error: Error, max_errors: u64) -> Error {
+    use crate::ServerErrorKind::{
+        CheckViolation, ForeignKeyViolation, NotNullViolation, UniqueViolation,
+    };
+    let refused = matches!(
+        error.server_kind(),
+        Some(UniqueViolation | NotNullViolation | CheckViolation | ForeignKeyViolation)
+    );
+    if max_errors > 0 || !refused {
+        return error;
+    }
+    Error::new(
+        error.kind(),
+        format!(
+            "{}; --max-errors N sets such rows aside (in --reject-file), each named by its input line",
+            error.message()
+        ),
+    )
+    .with_source(error)
 }

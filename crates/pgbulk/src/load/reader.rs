@@ -451,6 +451,8 @@ pub(super) fn next_batch(shared: &Arc<Mutex<Shared>>, batch_rows: u64) -> Result
             columns,
             left: batch_rows,
             field_of: Vec::new(),
+            spans: Vec::new(),
+            spare: Vec::new(),
         })),
         resume: None,
     }))
@@ -464,6 +466,10 @@ pub(super) struct CsvRows {
     pub(super) left: u64,
     /// For the row just read: the file field of each projected column.
     pub(super) field_of: Vec<usize>,
+    /// For the row just read: where each projected column's bytes are.
+    pub(super) spans: Vec<Option<(usize, usize)>>,
+    /// A buffer for the reader's next record (the row's previous one).
+    pub(super) spare: Vec<u8>,
 }
 
 impl TextRows for CsvRows {
@@ -537,19 +543,50 @@ impl TextRows for CsvRows {
             s.rows_in_batches += 1;
             let line = record.line;
             s.line = line;
-            if s.opts.reject_file.is_some() {
-                s.raw.clear();
-                s.raw.extend_from_slice(record.raw);
+            let fields = record.len();
+            self.field_of.clear();
+            self.spans.clear();
+            for (i, target) in s.mapping.iter().enumerate() {
+                if target.is_some() {
+                    self.field_of.push(i);
+                    self.spans.push(record.span(i));
+                }
             }
-            if record.len() != s.fields_expected {
+            if s.opts.reject_file.is_some() {
+                reader.exchange_raw(&mut s.raw);
+            }
+            if fields != s.fields_expected {
                 let message = format!(
                     "{name}:{line}: expected {} fields, found {}",
-                    s.fields_expected,
-                    record.len()
+                    s.fields_expected, fields
                 );
                 s.bad_row(message)?;
                 continue;
             }
+            // UTF-8 fields move into the row without a copy (a huge field
+            // is then in memory once, not twice).
+            if input::field_encoding(s.opts.encoding) == encoding_rs::UTF_8 {
+                let mut data = std::mem::take(&mut self.spare);
+                reader.exchange_data(&mut data);
+                let data = match String::from_utf8(data) {
+                    Ok(text) => row.set(text, &self.spans),
+                    Err(e) => Err(e.into_bytes()),
+                };
+                match data {
+                    Ok(previous) => {
+                        self.spare = previous;
+                        self.left -= 1;
+                        return Ok(true);
+                    }
+                    Err(mut data) => {
+                        // Not valid UTF-8: the fields are read one by one
+                        // below, naming the bad one.
+                        reader.exchange_data(&mut data);
+                        self.spare = data;
+                    }
+                }
+            }
+            let record = reader.current();
             row.clear();
             self.field_of.clear();
             for (i, target) in s.mapping.iter().enumerate() {
