@@ -204,15 +204,11 @@ async fn load(
     opts.sources = args.files.iter().map(|f| Source::from_arg(f)).collect();
     opts.recreate = args.recreate;
     opts.ignore_extra = args.ignore_extra;
-    opts.schema_ddl = match &args.schema {
-        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-            pgbulk::Error::new(
-                ErrorKind::Config,
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?),
-        None => None,
-    };
+    opts.schema_ddl = args
+        .schema
+        .as_deref()
+        .map(pgbulk::schema::read_ddl)
+        .transpose()?;
     opts.mode = args.mode.map(|m| match m {
         ModeArg::Append => LoadMode::Append,
         ModeArg::Upsert => LoadMode::Upsert,
@@ -376,13 +372,7 @@ async fn plan(
     request: &Request,
     env: &Environment,
 ) -> anyhow::Result<u8> {
-    let ddl = std::fs::read_to_string(schema).map_err(|e| {
-        pgbulk::Error::new(
-            ErrorKind::Config,
-            format!("cannot read {}: {e}", schema.display()),
-        )
-    })?;
-    let declaration = pgbulk::schema::Declaration::parse(&ddl)?;
+    let declaration = pgbulk::schema::Declaration::read(schema)?;
     let params = connect_target(request, env)?;
     let mut client = pgbulk::connect::connect(&params).await?.client;
     let plan = pgbulk::plan::plan(&mut client, &declaration).await?;

@@ -1,7 +1,8 @@
 //! The lock policy: every statement that takes a strong lock runs under a
 //! short `lock_timeout` and is retried with backoff, so readers never queue
 //! behind it for long. After the total wait it fails naming the backends in
-//! the way, or, when asked, terminates them after a grace period.
+//! the way, or, when asked, terminates them after a grace period. It also
+//! owns pgbulk's advisory locks, which serialise ingests into one table.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use tokio_postgres::{Client, GenericClient};
 use tracing::{info, warn};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::schema::TableName;
 
 /// How long to wait for locks, and what to do about blockers.
 #[derive(Debug, Clone)]
@@ -290,5 +292,56 @@ pub(crate) async fn wait_or_give_up(
         }
     );
     tokio::time::sleep(backoff).await;
+    Ok(())
+}
+
+/// The first key of pgbulk's advisory locks (the second is the hash of a
+/// table's name: stable across rebuilds, which change its oid).
+const ADVISORY_NAMESPACE: i32 = 1_885_827_693;
+
+/// The names of `tables`, sorted and without repeats: advisory locks are
+/// always taken in this order, so two ingests never deadlock on them.
+fn advisory_keys(tables: &[&TableName]) -> Vec<String> {
+    let mut keys: Vec<String> = tables.iter().map(ToString::to_string).collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Serialises ingests into `tables` until the transaction ends (a
+/// transaction-scoped advisory lock per table, in name order).
+pub(crate) async fn serialise_ingests(
+    tx: &impl GenericClient,
+    tables: &[&TableName],
+) -> Result<()> {
+    for key in advisory_keys(tables) {
+        tx.execute(
+            "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
+            &[&ADVISORY_NAMESPACE, &key],
+        )
+        .await
+        .map_err(|e| Error::server("taking the ingest lock", e))?;
+    }
+    Ok(())
+}
+
+/// Takes (`hold`) or releases the same locks for the session: a
+/// replace-atomic run owns its tables from the first batch to the swap.
+pub(crate) async fn hold_tables(client: &Client, tables: &[TableName], hold: bool) -> Result<()> {
+    let function = if hold {
+        "pg_advisory_lock"
+    } else {
+        "pg_advisory_unlock"
+    };
+    let tables: Vec<&TableName> = tables.iter().collect();
+    for key in advisory_keys(&tables) {
+        client
+            .execute(
+                &format!("SELECT pg_catalog.{function}($1, pg_catalog.hashtext($2))"),
+                &[&ADVISORY_NAMESPACE, &key],
+            )
+            .await
+            .map_err(|e| Error::server("taking the ingest lock", e))?;
+    }
     Ok(())
 }

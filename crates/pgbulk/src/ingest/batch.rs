@@ -12,8 +12,8 @@ use super::merge::{
 use super::stage::{Layout, RAW_COLUMN, WHERE_COLUMN, stage_rows};
 use super::target::{Target, Targets, read_targets};
 use super::{
-    Batch, BatchContext, BatchInfo, BatchWatermark, Committed, Counts, LOCK_NAMESPACE, Mode,
-    OnDuplicate, Report, Rows, StagedRejection,
+    Batch, BatchContext, BatchInfo, BatchWatermark, Committed, Counts, Mode, OnDuplicate, Report,
+    Rows, StagedRejection,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::rebuild;
@@ -130,21 +130,12 @@ pub(super) async fn load_batch(
             })
         })
         .collect();
-    // 2. Serialise with other ingests of the same tables, in oid order.
-    let mut keys: Vec<String> = work.iter().map(|w| w.target.name.to_string()).collect();
+    // 2. Serialise with other ingests of the same tables, in name order.
+    let mut names: Vec<&TableName> = work.iter().map(|w| &w.target.name).collect();
     if number == 1 && options.mode == Mode::DeleteThenUpsert || !ctx.rebuild.is_empty() {
-        keys = targets.iter().map(|t| t.name.to_string()).collect();
+        names = targets.iter().map(|t| &t.name).collect();
     }
-    keys.sort();
-    keys.dedup();
-    for key in &keys {
-        tx.execute(
-            "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
-            &[&LOCK_NAMESPACE, key],
-        )
-        .await
-        .map_err(|e| Error::server("taking the ingest lock", e))?;
-    }
+    crate::lock::serialise_ingests(&tx, &names).await?;
     let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
     // 3. Delete (first batch of delete-then-upsert), then merge.
     if number == 1 && options.mode == Mode::DeleteThenUpsert {

@@ -734,7 +734,7 @@ where
     let names = prepared.names();
     let replace = options.mode == Mode::ReplaceAtomic;
     if replace {
-        lock_tables_for_session(client, &names, true).await?;
+        crate::lock::hold_tables(client, &names, true).await?;
     }
     let result = run_batches(
         client,
@@ -752,7 +752,7 @@ where
     )
     .await;
     if replace {
-        lock_tables_for_session(client, &names, false).await?;
+        crate::lock::hold_tables(client, &names, false).await?;
     }
     result
 }
@@ -812,32 +812,6 @@ mod version_tests {
                 .contains("9.6")
         );
     }
-}
-
-/// A key for advisory locks on a declared table: stable across rebuilds.
-const LOCK_NAMESPACE: i32 = 1_885_827_693;
-
-/// Takes (or releases) session-level advisory locks on `names`, in name
-/// order: a replace-atomic run owns its tables from the first batch to the
-/// swap.
-async fn lock_tables_for_session(client: &Client, names: &[TableName], lock: bool) -> Result<()> {
-    let mut keys: Vec<String> = names.iter().map(ToString::to_string).collect();
-    keys.sort();
-    let function = if lock {
-        "pg_advisory_lock"
-    } else {
-        "pg_advisory_unlock"
-    };
-    for key in keys {
-        client
-            .execute(
-                &format!("SELECT pg_catalog.{function}($1, pg_catalog.hashtext($2))"),
-                &[&LOCK_NAMESPACE, &key],
-            )
-            .await
-            .map_err(|e| Error::server("taking the ingest lock", e))?;
-    }
-    Ok(())
 }
 
 /// The loop over batches (see [`ingest`]).

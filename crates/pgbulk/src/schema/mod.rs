@@ -158,7 +158,19 @@ pub struct Declaration {
     existing: Vec<TableName>,
 }
 
+/// The text of a file of DDL; a file that cannot be read is a
+/// configuration error naming it.
+pub fn read_ddl(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::config(format!("cannot read {}: {e}", path.display())))
+}
+
 impl Declaration {
+    /// Reads and parses a file of DDL (see [`Declaration::parse`]).
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        Self::parse(&read_ddl(path)?)
+    }
+
     /// Parses DDL text. Each statement must be a `CREATE TABLE`,
     /// `CREATE [UNIQUE] INDEX` or `COMMENT ON TABLE|COLUMN|INDEX`.
     pub fn parse(ddl: &str) -> Result<Self> {
