@@ -1,4 +1,4 @@
-//! The integration tests: one binary, one throwaway cluster per run (or
+//! The command's integration tests: one binary, one throwaway cluster per run (or
 //! `PGBULK_TEST_DATABASE_URL`), a fresh database per test.
 
 #![allow(unreachable_pub)]
@@ -7,9 +7,6 @@ mod cli_first_contact;
 mod cli_load;
 mod cli_local;
 mod cli_ping;
-mod codec;
-mod connect;
 mod faults;
 mod harness;
-mod ingest;
 mod values;

@@ -1,6 +1,7 @@
 //! The test harness: one throwaway PostgreSQL cluster per test run (TLS on,
 //! with a test CA), or the server `PGBULK_TEST_DATABASE_URL` names; a fresh,
-//! uniquely named database per test, dropped afterwards.
+//! uniquely named database per test, dropped afterwards. Shared by the
+//! library's and the command's integration tests.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -11,6 +12,7 @@ use pgbulk::conninfo::{self, ConnParams, Environment, Host, Request};
 use pgbulk::local::{Cluster, ServerSetup};
 
 /// The server the suite runs against.
+#[derive(Debug)]
 pub struct Server {
     /// Superuser URL (with password) of the `postgres` database, over TCP.
     pub url: String,
@@ -24,6 +26,7 @@ pub struct Server {
 /// Certificates for TLS tests: the CA that signed the server's certificate
 /// (for `localhost` only) and an unrelated CA. They live in the cluster's
 /// directory, so they go when it goes.
+#[derive(Debug)]
 pub struct TestCa {
     pub ca: PathBuf,
     pub other_ca: PathBuf,
@@ -131,6 +134,7 @@ impl Server {
 }
 
 /// A database created for one test and dropped when this is dropped.
+#[derive(Debug)]
 pub struct TestDb {
     pub name: String,
     /// Superuser URL of this database.
@@ -195,6 +199,7 @@ impl Drop for TestDb {
 }
 
 /// A scratch directory, removed on drop.
+#[derive(Debug)]
 pub struct Scratch(PathBuf);
 
 impl Scratch {
@@ -231,19 +236,8 @@ impl Drop for Scratch {
     }
 }
 
-/// The `pgbulk` binary in a clean environment: no `PG*` variables, `HOME`
-/// and `PGBULK_HOME` inside `home`, working directory `home`.
-pub fn pgbulk(home: &Scratch) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgbulk"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("PGBULK_HOME", home.path().join("pgbulk-home"))
-        .current_dir(home.path());
-    cmd
-}
-
 /// A finished command's exit code, stdout and stderr.
+#[derive(Debug)]
 pub struct Run {
     pub code: i32,
     pub stdout: String,
@@ -361,10 +355,11 @@ fn make_certs() -> Scratch {
 }
 
 /// A small deterministic generator (xorshift64*) for seeded test inputs.
+#[derive(Debug)]
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -372,7 +367,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 
     /// An index below `n`.

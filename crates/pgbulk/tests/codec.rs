@@ -116,7 +116,7 @@ async fn scalar_types_match_the_server() {
         "0x10",
     ]);
     for _ in 0..200 {
-        let v = rng.next() as i64 >> rng.below(63);
+        let v = rng.next_u64() as i64 >> rng.below(63);
         ints.push(v.to_string());
     }
     for t in ["smallint", "integer", "bigint"] {
@@ -153,8 +153,8 @@ async fn scalar_types_match_the_server() {
         "123456789012345678901234567890",
     ]);
     for _ in 0..200 {
-        floats.push(format!("{:e}", f64::from_bits(rng.next() >> 2)));
-        floats.push(format!("{}", (rng.next() as i64 as f64) / 1000.0));
+        floats.push(format!("{:e}", f64::from_bits(rng.next_u64() >> 2)));
+        floats.push(format!("{}", (rng.next_u64() as i64 as f64) / 1000.0));
     }
     for t in ["real", "double precision"] {
         oracle(&db, t, &floats).await;
@@ -185,8 +185,8 @@ async fn scalar_types_match_the_server() {
         "99999999999999999999999999999999999999999999999999.00000000000000000000000001",
     ]);
     for _ in 0..200 {
-        let int = rng.next() >> rng.below(64);
-        let frac = rng.next() % 1_000_000;
+        let int = rng.next_u64() >> rng.below(64);
+        let frac = rng.next_u64() % 1_000_000;
         let scale = rng.below(8);
         let sign = if rng.below(2) == 0 { "-" } else { "" };
         numerics.push(format!(
@@ -287,7 +287,7 @@ async fn scalar_types_match_the_server() {
         "",
     ]);
     for _ in 0..50 {
-        uuids.push(format!("{:016x}{:016x}", rng.next(), rng.next()));
+        uuids.push(format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64()));
     }
     oracle(&db, "uuid", &uuids).await;
 

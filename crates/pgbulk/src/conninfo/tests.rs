@@ -4,35 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pgbulk_testkit::Scratch;
+
 use super::*;
 use crate::ErrorKind;
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("pgbulk-conninfo-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-
-    fn file(&self, name: &str, text: &str, mode: u32) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn env() -> Environment {
     Environment::empty()
@@ -152,7 +127,7 @@ fn service_file_sits_between_connection_string_and_environment() {
 fn system_service_file_from_pgsysconfdir() {
     let dir = Scratch::new("sysconf");
     dir.file("pg_service.conf", "[qa]\nhost=qa-db\n", 0o644);
-    let e = env().with_var("PGSYSCONFDIR", dir.0.to_str().expect("utf8"));
+    let e = env().with_var("PGSYSCONFDIR", dir.path().to_str().expect("utf8"));
     let p = resolve_ok(&db("service=qa"), &e);
     assert_eq!(p.endpoints, vec![tcp("qa-db", 5432)]);
 }
@@ -172,8 +147,8 @@ fn profiles_from_the_working_directory_then_pgbulk_home() {
         0o600,
     );
     let e = env()
-        .with_cwd(&cwd.0)
-        .with_var("PGBULK_HOME", home.0.to_str().expect("utf8"))
+        .with_cwd(cwd.path())
+        .with_var("PGBULK_HOME", home.path().to_str().expect("utf8"))
         .with_var("PGHOST", "envhost");
     let dev = Request {
         db: None,
@@ -222,7 +197,7 @@ fn profiles_from_the_working_directory_then_pgbulk_home() {
 fn profile_password_needs_a_private_file() {
     let cwd = Scratch::new("profile-perm");
     cwd.file("pgbulk.toml", "[profiles.p]\npassword = \"pw\"\n", 0o644);
-    let e = env().with_cwd(&cwd.0);
+    let e = env().with_cwd(cwd.path());
     let req = Request {
         db: None,
         profile: Some("p".to_owned()),

@@ -1,0 +1,10 @@
+//! The library's integration tests: one binary, one throwaway cluster per
+//! run (or `PGBULK_TEST_DATABASE_URL`), a fresh database per test.
+
+#![allow(unreachable_pub)]
+
+mod codec;
+mod connect;
+mod ingest;
+
+use pgbulk_testkit as harness;
