@@ -90,8 +90,8 @@ fn init_logging(cli: &Cli) {
 }
 
 /// Prints the error on one line with the server's detail and hint as psql
-/// does (the cause chain and SQLSTATE too with -v), and picks the exit code
-/// from its kind.
+/// does (the cause chain, SQLSTATE and server context too with -v), and
+/// picks the exit code from its kind.
 fn fail(error: &anyhow::Error, verbose: u8) -> ExitCode {
     let lib = error.downcast_ref::<pgbulk::Error>();
     eprintln!("pgbulk: error: {error}");
@@ -110,6 +110,9 @@ fn fail(error: &anyhow::Error, verbose: u8) -> ExitCode {
         }
         if let Some(db) = db {
             eprintln!("  sqlstate: {}", db.code().code());
+            if let Some(context) = db.where_() {
+                eprintln!("  context: {context}");
+            }
         }
     }
     let code = match lib.map(pgbulk::Error::kind) {

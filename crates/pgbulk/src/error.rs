@@ -59,26 +59,81 @@ pub enum ServerErrorKind {
 
 /// The error of every fallible pgbulk operation.
 ///
-/// `Display` prints one line that never contains a password. The server's
-/// detail and hint, when there are any, are available through
-/// [`Error::db_error`].
-#[derive(thiserror::Error)]
-#[error("{message}")]
-pub struct Error {
+/// `Display` prints one line that never contains a password. What is known
+/// of where it happened is also kept as data: the input [`Location`], the
+/// table, column, batch, row and value ([`Error::location`] and the other
+/// accessors), and the server's report with its detail, hint and context
+/// ([`Error::db_error`], [`Error::server_kind`]).
+pub struct Error(Box<Inner>);
+
+struct Inner {
     kind: ErrorKind,
     message: String,
-    #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    location: Option<Location>,
+    table: Option<String>,
+    column: Option<String>,
+    batch: Option<u64>,
+    row: Option<u64>,
+    value: Option<String>,
 }
+
+/// Where in the input a row or value is: the input's name (a file, or
+/// `-` for standard input), its line (1-based, where the row starts) and,
+/// for a value, its field (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The input's name as given.
+    pub input: String,
+    /// The line the row starts on.
+    pub line: u64,
+    /// The field, for an error about one value.
+    pub field: Option<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.input, self.line)?;
+        if let Some(field) = self.field {
+            write!(f, ":{field}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The longest value an error keeps (longer ones are cut, see
+/// [`crate::codec::shorten`]).
+const KEPT_VALUE: usize = 200;
 
 impl Error {
     /// An error of `kind` described by `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Inner {
             kind,
             message: message.into(),
             source: None,
-        }
+            location: None,
+            table: None,
+            column: None,
+            batch: None,
+            row: None,
+            value: None,
+        }))
     }
 
     /// Attaches the underlying cause.
@@ -86,8 +141,91 @@ impl Error {
         mut self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {
-        self.source = Some(source.into());
+        self.0.source = Some(source.into());
         self
+    }
+
+    /// Records where in the input it happened (the message is unchanged).
+    pub fn at(mut self, location: Location) -> Self {
+        self.0.location = Some(location);
+        self
+    }
+
+    /// Records the table it happened in, unless one is known already.
+    pub fn in_table(mut self, table: impl fmt::Display) -> Self {
+        self.0.table.get_or_insert_with(|| table.to_string());
+        self
+    }
+
+    /// Records the batch (1-based) it happened in, unless known already.
+    pub fn in_batch(mut self, batch: u64) -> Self {
+        self.0.batch.get_or_insert(batch);
+        self
+    }
+
+    /// Records the row of the batch (1-based) it is about.
+    pub fn in_row(mut self, row: u64) -> Self {
+        self.0.row.get_or_insert(row);
+        self
+    }
+
+    /// Records the column it is about.
+    pub fn for_column(mut self, column: impl Into<String>) -> Self {
+        self.0.column.get_or_insert_with(|| column.into());
+        self
+    }
+
+    /// Records the value it is about (`None`: SQL NULL), cut to a bounded
+    /// length.
+    pub fn with_value(mut self, value: Option<&str>) -> Self {
+        if self.0.value.is_none() {
+            self.0.value = value.map(|v| {
+                if v.len() > KEPT_VALUE {
+                    crate::codec::shorten(v)
+                } else {
+                    v.to_owned()
+                }
+            });
+        }
+        self
+    }
+
+    /// A copy of the message with `prefix` before it, keeping every field
+    /// and taking this error as the source.
+    fn prefixed(self, kind: ErrorKind, message: String) -> Self {
+        let Inner {
+            location,
+            table,
+            column,
+            batch,
+            row,
+            value,
+            ..
+        } = &*self.0;
+        let mut wrapped = Self::new(kind, message);
+        wrapped.0.location = location.clone();
+        wrapped.0.table = table.clone();
+        wrapped.0.column = column.clone();
+        wrapped.0.batch = *batch;
+        wrapped.0.row = *row;
+        wrapped.0.value = value.clone();
+        wrapped.with_source(self)
+    }
+
+    /// Prefixes the message with `context` (`batch 2`), keeping the fields
+    /// and the source.
+    pub(crate) fn context(self, context: impl fmt::Display) -> Self {
+        let message = format!("{context}: {}", self.0.message);
+        let kind = self.0.kind;
+        self.prefixed(kind, message)
+    }
+
+    /// Adds `text` at the end of the message, keeping the fields and the
+    /// source.
+    pub(crate) fn append(self, text: &str) -> Self {
+        let message = format!("{}{text}", self.0.message);
+        let kind = self.0.kind;
+        self.prefixed(kind, message)
     }
 
     pub(crate) fn config(message: impl Into<String>) -> Self {
@@ -154,12 +292,19 @@ impl Error {
         } else {
             error.kind()
         };
-        Error::new(kind, message).with_source(error)
+        let column = error
+            .db_error()
+            .and_then(|db| db.column().map(str::to_owned));
+        let error = error.prefixed(kind, message);
+        match column {
+            Some(c) => error.for_column(c),
+            None => error,
+        }
     }
 
     /// What went wrong, coarsely.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// What the server refused, coarsely, when it refused something: so
@@ -181,12 +326,49 @@ impl Error {
 
     /// The one-line message (also what `Display` prints).
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
+    }
+
+    /// Where in the input the bad row or value is.
+    pub fn location(&self) -> Option<&Location> {
+        self.0.location.as_ref()
+    }
+
+    /// The table it happened in (`schema.table`, quoted where needed).
+    pub fn table(&self) -> Option<&str> {
+        self.0.table.as_deref()
+    }
+
+    /// The column the bad value is for.
+    pub fn column(&self) -> Option<&str> {
+        self.0.column.as_deref()
+    }
+
+    /// The batch (1-based) it happened in.
+    pub fn batch(&self) -> Option<u64> {
+        self.0.batch
+    }
+
+    /// The row of the batch (1-based), for rows given as values.
+    pub fn row(&self) -> Option<u64> {
+        self.0.row
+    }
+
+    /// The bad value (cut when long); `None` also when it was NULL.
+    pub fn value(&self) -> Option<&str> {
+        self.0.value.as_deref()
+    }
+
+    /// The server's context lines for the error (its `CONTEXT`, e.g.
+    /// `COPY t, line 3`), when it sent any.
+    pub fn server_context(&self) -> Option<&str> {
+        self.db_error().and_then(|db| db.where_())
     }
 
     /// The server's error report, when the server sent one.
     pub fn db_error(&self) -> Option<&tokio_postgres::error::DbError> {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = self
+            .0
             .source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static));
@@ -207,11 +389,27 @@ impl Error {
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Error")
-            .field("kind", &self.kind)
-            .field("message", &self.message)
-            .field("source", &self.source)
-            .finish()
+        let i = &*self.0;
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &i.kind).field("message", &i.message);
+        if let Some(l) = &i.location {
+            d.field("location", l);
+        }
+        for (name, v) in [
+            ("table", &i.table),
+            ("column", &i.column),
+            ("value", &i.value),
+        ] {
+            if let Some(v) = v {
+                d.field(name, v);
+            }
+        }
+        for (name, v) in [("batch", &i.batch), ("row", &i.row)] {
+            if let Some(v) = v {
+                d.field(name, v);
+            }
+        }
+        d.field("source", &i.source).finish()
     }
 }
 

@@ -55,4 +55,4 @@ pub mod schema;
 mod tls;
 pub mod watermark;
 
-pub use error::{Error, ErrorKind, Result, ServerErrorKind};
+pub use error::{Error, ErrorKind, Location, Result, ServerErrorKind};

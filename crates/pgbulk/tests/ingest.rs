@@ -422,6 +422,23 @@ async fn failures_keep_earlier_batches_and_name_the_value() {
         err.message(),
         "batch 2, table public.t, row 2: column amount: invalid input syntax for type integer: \"12x\""
     );
+    // The same, as data.
+    assert_eq!(
+        (
+            err.batch(),
+            err.table(),
+            err.row(),
+            err.column(),
+            err.value()
+        ),
+        (
+            Some(2),
+            Some("public.t"),
+            Some(2),
+            Some("amount"),
+            Some("12x")
+        )
+    );
     assert_eq!(
         count(&client, "SELECT count(*) FROM t").await,
         1,
@@ -459,6 +476,7 @@ async fn failures_keep_earlier_batches_and_name_the_value() {
         "{err}"
     );
     assert!(err.message().contains("(constraint t_code_key)"), "{err}");
+    assert_eq!((err.batch(), err.table()), (Some(1), Some("public.t")));
     assert!(
         err.db_error()
             .and_then(|d| d.detail())

@@ -6,5 +6,6 @@
 mod codec;
 mod connect;
 mod ingest;
+mod load;
 
 use pgbulk_testkit as harness;

@@ -90,8 +90,10 @@ pub(super) async fn load_batch(
     )
     .await
     .map_err(|e| match e.kind() {
-        ErrorKind::Data => e,
-        _ => Error::new(e.kind(), format!("batch {number}: {}", e.message())).with_source(e),
+        ErrorKind::Data => e.in_batch(number as u64),
+        _ => e
+            .context(format_args!("batch {number}"))
+            .in_batch(number as u64),
     })?;
     if let Some(merging) = &options.merging {
         merging.store(number as u64, std::sync::atomic::Ordering::Relaxed);
@@ -148,6 +150,7 @@ pub(super) async fn load_batch(
                         Error::server("DELETE", e),
                         &context(&target.name, "deleting"),
                     )
+                    .in_table(&target.name)
                 })?;
             counts.entry(target.name.to_string()).or_default().deleted = deleted;
         }
@@ -211,13 +214,21 @@ pub(super) async fn load_batch(
                     match source.as_mut() {
                         Some(source) => source.reject_staged(&rejection)?,
                         None => {
-                            return Err(Error::new(
+                            let error = Error::new(
                                 ErrorKind::Data,
                                 format!(
                                     "batch {number}, table {}, {}: column {}: {}",
                                     target.name, r.location, r.column, r.reason
                                 ),
-                            ));
+                            )
+                            .in_table(&target.name)
+                            .for_column(&r.column)
+                            .with_value(Some(&r.value));
+                            // Rows given as values are located as `row N`.
+                            return Err(match r.location.strip_prefix("row ").map(str::parse) {
+                                Some(Ok(row)) => error.in_row(row),
+                                _ => error,
+                            });
                         }
                     }
                 }
@@ -449,10 +460,15 @@ async fn merge_staged(
                 &[],
             )
             .await
-            .map_err(|e| Error::in_context(Error::server("INSERT", e), &context("appending")))?;
+            .map_err(|e| {
+                Error::in_context(Error::server("INSERT", e), &context("appending"))
+                    .in_table(&target.name)
+            })?;
         return Ok(c);
     }
-    let upsert = |e| Error::in_context(Error::server("upsert", e), &context("upserting"));
+    let upsert = |e| {
+        Error::in_context(Error::server("upsert", e), &context("upserting")).in_table(&target.name)
+    };
     // Repeated keys (the client's key hashes said so): counted, and one
     // row per key kept or the batch refused.
     let mut repeated = 0;

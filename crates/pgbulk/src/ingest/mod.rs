@@ -896,7 +896,9 @@ where
             merge,
         };
         let rebuilt = !context.rebuild.is_empty();
-        let (counts, skipped, committed) = load_batch(tx, current, batch, &context, report).await?;
+        let (counts, skipped, committed) = load_batch(tx, current, batch, &context, report)
+            .await
+            .map_err(|e| e.in_batch(number as u64))?;
         info!(batch = number, "committed");
         report.migrations.extend(created);
         if rebuilt {
@@ -1092,4 +1094,7 @@ fn data_error(number: usize, table: &TableName, row: usize, detail: String) -> E
         ErrorKind::Data,
         format!("batch {number}, table {table}, row {row}: {detail}"),
     )
+    .in_batch(number as u64)
+    .in_table(table)
+    .in_row(row as u64)
 }

@@ -431,6 +431,7 @@ async fn widen(
                         Error::server("widening the staging table", e),
                         &target.name.to_string(),
                     )
+                    .in_table(&target.name)
                 })?;
         }
     }
@@ -622,12 +623,19 @@ pub(super) fn encode_row(
         };
         if let Some(why) = failure {
             p.writer.truncate(mark);
+            let text = match value {
+                Value::Null => None,
+                Value::Text(t) => Some(t.clone()),
+                other => Some(format!("{other:?}")),
+            };
             return Err(data_error(
                 number,
                 &target.name,
                 row_number,
                 format!("column {}: {why}", column.name),
-            ));
+            )
+            .for_column(&column.name)
+            .with_value(text.as_deref()));
         }
         if let Some(h) = key_hash.as_mut() {
             if target.key.contains(&c) {
@@ -702,6 +710,7 @@ pub(super) async fn flush(
         let statement = format!("COPY {into} ({columns}) FROM STDIN (FORMAT binary)");
         let sink = tx.copy_in::<_, Bytes>(&statement).await.map_err(|e| {
             Error::in_context(Error::server("starting COPY", e), &target.name.to_string())
+                .in_table(&target.name)
         })?;
         let mut sink = Box::pin(sink);
         sink.send(Bytes::from_static(crate::codec::COPY_HEADER))
@@ -730,6 +739,7 @@ pub(super) async fn flush(
                 let end = chunk.len().min(start + CHUNK);
                 copy.sink.send(chunk.slice(start..end)).await.map_err(|e| {
                     Error::in_context(Error::server("COPY", e), &target.name.to_string())
+                        .in_table(&target.name)
                 })?;
                 start = end;
             }
@@ -779,6 +789,7 @@ pub(super) async fn create_stage(
             Error::server("creating the staging table", e),
             &target.name.to_string(),
         )
+        .in_table(&target.name)
     })
 }
 
@@ -789,9 +800,11 @@ pub(super) async fn finish_copy(
 ) -> Result<u64> {
     sink.send(Bytes::from_static(crate::codec::COPY_TRAILER))
         .await
-        .map_err(|e| Error::in_context(Error::server("COPY", e), &target.name.to_string()))?;
-    sink.as_mut()
-        .finish()
-        .await
-        .map_err(|e| Error::in_context(Error::server("COPY", e), &target.name.to_string()))
+        .map_err(|e| {
+            Error::in_context(Error::server("COPY", e), &target.name.to_string())
+                .in_table(&target.name)
+        })?;
+    sink.as_mut().finish().await.map_err(|e| {
+        Error::in_context(Error::server("COPY", e), &target.name.to_string()).in_table(&target.name)
+    })
 }

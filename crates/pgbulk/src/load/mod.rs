@@ -785,12 +785,7 @@ fn suggest_max_errors(error: Error, max_errors: u64) -> Error {
     if max_errors > 0 || !refused {
         return error;
     }
-    Error::new(
-        error.kind(),
-        format!(
-            "{}; --max-errors N sets such rows aside (in --reject-file), each named by its input line",
-            error.message()
-        ),
+    error.append(
+        "; --max-errors N sets such rows aside (in --reject-file), each named by its input line",
     )
-    .with_source(error)
 }

@@ -11,7 +11,7 @@ use super::sample::Replay;
 use super::{LoadOptions, Progress, csv_error, empty_file, match_column};
 use crate::codec::shorten;
 use crate::csv::{self, CsvError};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Location, Result};
 use crate::ingest::{Batch, BatchWatermark, RowFailure, Rows, StagedRejection, TextRow, TextRows};
 use crate::input::{self, Source};
 use crate::schema::TableName;
@@ -346,8 +346,20 @@ impl Shared {
         Ok(())
     }
 
+    /// A bad row of the current input at the current line (or a bad value
+    /// in its `field`, 1-based), as data.
+    fn row_error(&self, message: String, field: Option<usize>) -> Error {
+        Error::new(ErrorKind::Data, message)
+            .at(Location {
+                input: self.name.clone(),
+                line: self.line,
+                field,
+            })
+            .in_table(&self.table)
+    }
+
     /// Handles a bad row: rejected while under the limit, else the error.
-    fn bad_row(&mut self, message: String) -> Result<()> {
+    fn bad_row(&mut self, error: Error) -> Result<()> {
         let counted = self
             .rejected
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
@@ -360,19 +372,17 @@ impl Shared {
                 rejects
                     .lock()
                     .map_err(|_| Error::new(ErrorKind::Io, "reject file poisoned"))?
-                    .write(&self.raw, &message)?;
+                    .write(&self.raw, error.message())?;
             }
             return Ok(());
         }
-        let limit = if self.opts.max_errors > 0 {
-            format!(
+        if self.opts.max_errors > 0 {
+            return Err(error.append(&format!(
                 " (more than --max-errors {} bad rows)",
                 self.opts.max_errors
-            )
-        } else {
-            String::new()
-        };
-        Err(Error::new(ErrorKind::Data, format!("{message}{limit}")))
+            )));
+        }
+        Err(error)
     }
 
     /// The position after the rows read so far (the next input's start
@@ -534,7 +544,7 @@ impl TextRows for CsvRows {
                     let message = format!(
                         "{name}:{line}: unterminated quoted field (a quote opened on line {line} is never closed)"
                     );
-                    s.bad_row(message)?;
+                    s.bad_row(s.row_error(message, None))?;
                     continue;
                 }
                 Err(e) => return Err(csv_error(name, e)),
@@ -560,7 +570,7 @@ impl TextRows for CsvRows {
                     "{name}:{line}: expected {} fields, found {}",
                     s.fields_expected, fields
                 );
-                s.bad_row(message)?;
+                s.bad_row(s.row_error(message, None))?;
                 continue;
             }
             // UTF-8 fields move into the row without a copy (a huge field
@@ -610,7 +620,10 @@ impl TextRows for CsvRows {
                                     self.columns[self.field_of.len() - 1],
                                     s.opts.encoding.name()
                                 );
-                                s.bad_row(message)?;
+                                let error = s
+                                    .row_error(message, Some(i + 1))
+                                    .for_column(&self.columns[self.field_of.len() - 1]);
+                                s.bad_row(error)?;
                                 continue 'records;
                             }
                         }
@@ -654,7 +667,11 @@ impl TextRows for CsvRows {
             failure.column,
             failure.reason
         );
-        s.bad_row(message)
+        let error = s
+            .row_error(message, Some(field))
+            .for_column(failure.column)
+            .with_value(failure.value);
+        s.bad_row(error)
     }
 
     fn resume(&self) -> Option<serde_json::Value> {
@@ -714,6 +731,21 @@ impl TextRows for CsvRows {
             )
         };
         s.raw = rejected.raw.map(<[u8]>::to_vec).unwrap_or_default();
-        s.bad_row(message)
+        let mut error = Error::new(ErrorKind::Data, message).in_table(&s.table);
+        if let Some((input, line)) = rejected.location.rsplit_once(':') {
+            if let Ok(line) = line.parse() {
+                error = error.at(Location {
+                    input: input.to_owned(),
+                    line,
+                    field: field.strip_prefix(':').and_then(|f| f.parse().ok()),
+                });
+            }
+        }
+        if !rejected.column.is_empty() {
+            error = error
+                .for_column(rejected.column)
+                .with_value(Some(rejected.value));
+        }
+        s.bad_row(error)
     }
 }
