@@ -583,6 +583,20 @@ impl Prepared {
     }
 }
 
+pub use crate::watermark::StoredResume;
+
+/// Where the source of `stream`'s ingest into `first` (the first declared
+/// table) stood when its last batch committed, as the source said through
+/// [`Batch::resume`]; `None` when nothing was stored, or it was stored for
+/// a table of that name that was dropped since.
+pub async fn stored_resume(
+    client: &Client,
+    first: &TableName,
+    stream: Option<&str>,
+) -> Result<Option<StoredResume>> {
+    watermark::read_resume(client, first, &watermark::key(first, stream)).await
+}
+
 /// Plans an ingest of `declaration` (nothing is changed): refuses a server
 /// older than PostgreSQL 13, resolves the declaration, reads the live tables
 /// and the session's time zone.

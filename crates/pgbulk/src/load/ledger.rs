@@ -15,7 +15,7 @@ use ring::digest;
 
 use super::reader::Position;
 use super::{LoadMode, LoadOptions};
-use crate::watermark::StoredResume;
+use crate::ingest::StoredResume;
 
 /// The fingerprint of a load: 16 hex digits.
 pub(super) fn fingerprint(

@@ -12,6 +12,7 @@
 //! and a reject file, are written there exactly as they were in the input.
 
 mod ledger;
+mod plan;
 mod reader;
 mod sample;
 mod sniff;
@@ -29,18 +30,16 @@ use tracing::info;
 
 use crate::csv::{CsvError, Dialect};
 use crate::error::{Error, ErrorKind, Result};
-use crate::infer;
 use crate::ingest::{self, Mode, OnDuplicate, Options, Upsert};
 use crate::input::Source;
 use crate::lock::LockPolicy;
-use crate::schema::facts::TableFacts;
 use crate::schema::{Declaration, TableName};
-use crate::watermark;
+use plan::match_column;
 pub use reader::Position;
 use reader::{Rejects, Shared, next_batch};
 use sample::{Replay, infer_from};
 pub use sample::{Sample, Sampled, infer_source};
-use streams::{PARALLEL_MAX_COLUMNS, Stream, parallel_input, split_point};
+use streams::{Stream, parallel_input, split_point};
 
 /// How the load changes the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,41 +320,25 @@ pub async fn load(
         crate::schema::facts::table_oid(&clients[0], table.schema_or_public(), &table.name)
             .await?
             .is_some();
-    if opts.recreate && opts.mode.is_some_and(|m| m != LoadMode::ReplaceAtomic) {
-        return Err(Error::config(
-            "--recreate swaps a new table in atomically (mode replace-atomic); leave --mode out",
-        ));
-    }
-    let declaration = if let Some(ddl) = &opts.schema_ddl {
-        let d = Declaration::parse(ddl)?.qualified(&schema);
-        if !d.tables().contains(&table) {
-            return Err(Error::config(format!(
-                "the schema file does not declare table {table} (it declares {})",
-                d.tables()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+    let declaration = match plan::declared(opts, &table, &schema, exists)? {
+        plan::Declared::Given(d) => d,
+        plan::Declared::Existing => Declaration::existing(vec![table.clone()]),
+        plan::Declared::Inferred => {
+            let (ddl, sampled, replay) =
+                infer_from(&sources[0], opts, &table, progress.bytes_read.clone())?;
+            if sampled.rows == 0 && sources.len() == 1 {
+                report.nothing_to_load = Some(format!(
+                    "{} has no rows: nothing to load, and {table} was not created (no values to infer its column types from; --schema declares them)",
+                    sources[0].name()
+                ));
+                return Ok(report);
+            }
+            report.sampled = Some(sampled);
+            info!("created from inferred types:\n{ddl}");
+            report.inferred_ddl = Some(ddl.clone());
+            sample = replay;
+            Declaration::parse(&ddl)?
         }
-        d
-    } else if !opts.recreate && exists {
-        Declaration::existing(vec![table.clone()])
-    } else {
-        let (ddl, sampled, replay) =
-            infer_from(&sources[0], opts, &table, progress.bytes_read.clone())?;
-        if sampled.rows == 0 && sources.len() == 1 {
-            report.nothing_to_load = Some(format!(
-                "{} has no rows: nothing to load, and {table} was not created (no values to infer its column types from; --schema declares them)",
-                sources[0].name()
-            ));
-            return Ok(report);
-        }
-        report.sampled = Some(sampled);
-        info!("created from inferred types:\n{ddl}");
-        report.inferred_ddl = Some(ddl.clone());
-        sample = replay;
-        Declaration::parse(&ddl)?
     };
     // Planned once: the declared facts come from the plan.
     let prepared = ingest::prepare(&mut clients[0], &declaration).await?;
@@ -364,52 +347,19 @@ pub async fn load(
         .cloned()
         .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
 
-    // Key columns named as in the file are matched like header names.
-    let key: Option<Vec<String>> = opts
-        .key
-        .as_ref()
-        .map(|names| {
-            names
-                .iter()
-                .map(|n| {
-                    match_column(&facts, n).ok_or_else(|| {
-                        Error::config(format!("key column \"{n}\" is not a column of {table}"))
-                    })
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-        .transpose()?;
-    let has_key = facts.primary_key.is_some() || key.is_some();
-    let mode = opts.mode.unwrap_or(if opts.recreate && exists {
-        LoadMode::ReplaceAtomic
-    } else if has_key {
-        LoadMode::Upsert
-    } else {
-        LoadMode::Append
-    });
-    if mode == LoadMode::Upsert && !has_key {
-        return Err(Error::config(format!(
-            "upsert needs a key: {table} has no primary key (name the key columns with --key)"
-        )));
-    }
+    let plan::KeyAndMode {
+        key,
+        effective_key,
+        mode,
+    } = plan::key_and_mode(opts, &facts, &table, exists)?;
 
     // Where an earlier run of the same load stopped: its ledger rows are
     // kept under the load's fingerprint (see `ledger`).
     let identities: Vec<Option<serde_json::Value>> = sources.iter().map(Source::identity).collect();
     let resumable = identities.iter().all(Option::is_some) && !opts.single_transaction;
-    // The key rows are matched on: named, else the primary key (so naming
-    // the primary key's columns or not is the same load).
-    let effective_key = key
-        .clone()
-        .or_else(|| facts.primary_key.as_ref().map(|(_, cols)| cols.clone()));
     let fingerprint =
         resumable.then(|| ledger::fingerprint(&identities, mode, effective_key.as_ref(), opts));
-    let ledger_name = |part: Option<&str>| {
-        fingerprint.as_ref().map(|fp| match part {
-            Some(part) => format!("load:{fp}:{part}"),
-            None => format!("load:{fp}"),
-        })
-    };
+    let ledger_name = |part| plan::ledger_name(fingerprint.as_deref(), part);
     let mut options = engine_options(mode, key.as_ref(), &table, opts, &progress);
 
     // One stream, or two reading halves of one big file on two connections
@@ -420,14 +370,7 @@ pub async fn load(
         limit: None,
         credit: 0,
     }];
-    // Measured: narrow rows leave the client idle while one backend is busy,
-    // so a second stream helps; wide rows already keep both cores busy.
-    let narrow = facts.columns.len() <= PARALLEL_MAX_COLUMNS;
-    if opts.streams > 1
-        && narrow
-        && resumable
-        && matches!(mode, LoadMode::Append | LoadMode::Upsert)
-        && sample.is_none()
+    if plan::may_split(opts, &facts, mode, resumable, sample.is_some())
         && parallel_input(&sources, opts)?
     {
         if let Some((offset, line)) = split_point(&sources[0], opts)? {
@@ -459,8 +402,7 @@ pub async fn load(
         if !resumable || opts.restart {
             continue;
         }
-        let key = watermark::key(&table, stream.name.as_deref());
-        let stored = watermark::read_resume(&clients[0], &table, &key).await?;
+        let stored = ingest::stored_resume(&clients[0], &table, stream.name.as_deref()).await?;
         if stored.is_some() && table_empty.is_none() {
             table_empty = Some(is_empty(&clients[0], &table).await?);
         }
@@ -471,50 +413,30 @@ pub async fn load(
             table_empty.unwrap_or(false),
             &table.to_string(),
         );
-        match verdict {
-            ledger::Verdict::Resume(resumed) => {
-                stream.credit = resumed.offset.saturating_sub(stream.start.offset);
-                stream.start = resumed;
+        if let Some(why) = plan::follow(stream, verdict)? {
+            if !report.notes.contains(&why) {
+                report.notes.push(why);
             }
-            ledger::Verdict::Fresh(why) => {
-                if let Some(why) = why {
-                    if !report.notes.contains(&why) {
-                        report.notes.push(why);
-                    }
-                }
-            }
-            ledger::Verdict::Refuse(why) => return Err(Error::config(why)),
         }
     }
-    if streams.iter().all(|s| s.start.file >= sources.len()) {
+    let start = plan::start(&streams, sources.len());
+    if start.already_loaded {
         report.already_loaded = true;
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
-    let resumed: u64 = streams.iter().map(|s| s.start.rows).sum();
-    if resumed > 0 {
-        report.resumed_after_rows = Some(resumed);
+    if start.resumed_rows > 0 {
+        report.resumed_after_rows = Some(start.resumed_rows);
     }
-    let started_before = streams
-        .iter()
-        .any(|s| s.start.file > 0 || s.start.offset > 0 || s.start.rows > 0);
-    if started_before && mode == LoadMode::Replace {
+    if start.continues && mode == LoadMode::Replace {
         // The interrupted run's first batch deleted the old rows and
         // committed: continuing must not delete what it loaded.
         options.mode = Mode::Upsert;
     }
 
     let rejects = match &opts.reject_file {
-        Some(path) => {
-            // Resumed: the reject file as it was at the last commit (of
-            // the stream that wrote most), appended to.
-            let resume = started_before.then(|| {
-                streams.iter().fold((0, 0), |(d, l), s| {
-                    (d.max(s.start.rejects), l.max(s.start.rejects_log))
-                })
-            });
-            Some(Arc::new(Mutex::new(Rejects::open(path, resume)?)))
-        }
+        // Resumed: the reject file as it was at the last commit, appended to.
+        Some(path) => Some(Arc::new(Mutex::new(Rejects::open(path, start.rejects)?))),
         None => None,
     };
     let rejected = Arc::new(AtomicU64::new(0));
@@ -709,35 +631,6 @@ fn engine_options(
         })),
         ..Options::default()
     }
-}
-
-/// The writable column of `facts` a file column called `name` fills:
-/// the same name (as the server keeps it: cut to 63 bytes), else the only
-/// one equal ignoring case, else the name as pgbulk normalises it.
-fn match_column(facts: &TableFacts, name: &str) -> Option<String> {
-    let name = infer::truncate_identifier(name);
-    let columns: Vec<&str> = facts
-        .columns
-        .iter()
-        .filter(|c| c.generated.is_none())
-        .map(|c| c.name.as_str())
-        .collect();
-    if let Some(c) = columns.iter().find(|c| **c == name) {
-        return Some((*c).to_owned());
-    }
-    if let [only] = columns
-        .iter()
-        .filter(|c| c.eq_ignore_ascii_case(name))
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        return Some((**only).to_owned());
-    }
-    let normalized = infer::normalize_name(name);
-    columns
-        .iter()
-        .find(|c| **c == normalized)
-        .map(|c| (*c).to_owned())
 }
 
 /// Whether `table` holds no row.
