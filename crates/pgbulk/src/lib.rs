@@ -52,6 +52,7 @@ pub mod ping;
 pub mod plan;
 mod rebuild;
 pub mod schema;
+pub mod session;
 mod tls;
 pub mod watermark;
 

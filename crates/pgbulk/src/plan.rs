@@ -16,6 +16,7 @@ use tokio_postgres::Client;
 use crate::error::Result;
 use crate::schema::facts::{self, ColumnFacts, TableFacts};
 use crate::schema::{Declaration, TableName, quote_ident, quote_literal};
+use crate::session::Session;
 
 /// Where a step runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,17 +124,22 @@ impl fmt::Display for Plan {
 /// Plans the migration of every declared table: reads the live tables and
 /// the declaration (parsed by the server).
 pub async fn plan(client: &mut Client, declaration: &Declaration) -> Result<Plan> {
-    let declared = declaration.resolve(client).await?;
+    let session = Session::read(client).await?;
+    plan_in(client, &session, declaration).await
+}
+
+/// [`plan`] on a connection whose [`Session`] was read already.
+pub async fn plan_in(
+    client: &mut Client,
+    session: &Session,
+    declaration: &Declaration,
+) -> Result<Plan> {
+    let declared = declaration.resolve(client, &session.current_schema).await?;
     let mut plan = Plan {
         declared: declared.clone(),
         ..Plan::default()
     };
-    let schema: String = client
-        .query_one("SELECT current_schema()::text", &[])
-        .await
-        .map_err(|e| crate::Error::server("reading current_schema()", e))?
-        .get(0);
-    let declaration = declaration.qualified(&schema);
+    let declaration = declaration.qualified(&session.current_schema);
     let mut schemas_created = Vec::new();
     for (name, want) in &declared {
         let schema = name.schema_or_public().to_owned();

@@ -1270,8 +1270,11 @@ async fn the_builder_declares_what_the_ddl_declares() {
         .comment("per day")
         .to_sql();
     let built = decl(&built);
-    let a = written.resolve(&mut client).await.expect("written");
-    let b = built.resolve(&mut client).await.expect("built");
+    let a = written
+        .resolve(&mut client, "public")
+        .await
+        .expect("written");
+    let b = built.resolve(&mut client, "public").await.expect("built");
     let strip = |mut f: pgbulk::schema::TableFacts| {
         f.oid = 0;
         f

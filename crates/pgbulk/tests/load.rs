@@ -70,3 +70,35 @@ async fn a_bad_value_is_located_as_data() {
     .expect("loaded");
     assert_eq!((report.rejected, report.inserted), (1, 1), "{report:?}");
 }
+
+#[tokio::test]
+async fn a_session_without_a_current_schema_is_refused_by_name() {
+    let db = TestDb::new("lib_load_no_schema").await;
+    let dir = Scratch::new("lib-load-no-schema");
+    let file = dir.file("a.csv", "a\n1\n", 0o644);
+    let params = resolve(&db.url);
+    let client = pgbulk::connect::connect(&params)
+        .await
+        .expect("connect")
+        .client;
+    client
+        .batch_execute("SET search_path = no_such_schema")
+        .await
+        .expect("SET");
+    let opts = LoadOptions {
+        sources: vec![Source::File(file)],
+        table: TableName {
+            schema: None,
+            name: "t".to_owned(),
+        },
+        ..LoadOptions::default()
+    };
+    let err = load(client, &params, &opts, Arc::new(Progress::default()))
+        .await
+        .expect_err("no current schema");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(
+        err.message().contains("the session has no current schema"),
+        "{err}"
+    );
+}

@@ -41,9 +41,10 @@ use crate::plan::{self, Phase, Plan, Step};
 use crate::rebuild::{self, NewTable};
 use crate::schema::TableFacts;
 use crate::schema::{Declaration, TableName};
+use crate::session::Session;
 use crate::watermark;
 use batch::load_batch;
-use target::{Targets, keyed, name_lookup, read_targets, session_utc_offset};
+use target::{Targets, keyed, name_lookup, read_targets};
 
 /// How batches change the tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -542,8 +543,7 @@ impl Report {
 pub struct Prepared {
     plan: Plan,
     first: TableName,
-    version: i32,
-    zone_offset: Option<i32>,
+    session: Session,
     /// Migrations already applied by [`settle`].
     done: Vec<String>,
 }
@@ -565,7 +565,12 @@ impl Prepared {
 
     /// `server_version_num`.
     pub fn server_version(&self) -> i32 {
-        self.version
+        self.session.server_version
+    }
+
+    /// The facts of the session it was prepared on.
+    pub fn session(&self) -> &Session {
+        &self.session
     }
 
     fn names(&self) -> Vec<TableName> {
@@ -601,24 +606,27 @@ pub async fn stored_resume(
 /// older than PostgreSQL 13, resolves the declaration, reads the live tables
 /// and the session's time zone.
 pub async fn prepare(client: &mut Client, declaration: &Declaration) -> Result<Prepared> {
-    let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int4", &[])
-        .await
-        .map_err(|e| Error::server("reading server_version_num", e))?
-        .get(0);
-    supported(version)?;
-    let plan = plan::plan(client, declaration).await?;
+    let session = Session::read(client).await?;
+    prepare_in(client, session, declaration).await
+}
+
+/// [`prepare`] on a connection whose [`Session`] was read already.
+pub async fn prepare_in(
+    client: &mut Client,
+    session: Session,
+    declaration: &Declaration,
+) -> Result<Prepared> {
+    supported(session.server_version)?;
+    let plan = plan::plan_in(client, &session, declaration).await?;
     let first = plan
         .live
         .first()
         .map(|(n, _)| n.clone())
         .ok_or_else(|| Error::config("nothing declared"))?;
-    let zone_offset = session_utc_offset(client).await?;
     Ok(Prepared {
         plan,
         first,
-        version,
-        zone_offset,
+        session,
         done: Vec::new(),
     })
 }
@@ -698,7 +706,7 @@ where
         migrations: prepared.done.clone(),
         ..Report::default()
     };
-    watch_for_a_dead_client(client, prepared.version).await?;
+    watch_for_a_dead_client(client, prepared.session.server_version).await?;
     let first = &prepared.first;
     let start_hw = match &options.high_watermark {
         HighWatermark::Latest => {
@@ -752,13 +760,13 @@ where
     }
     let result = run_batches(
         client,
-        prepared.version,
+        prepared.session.server_version,
         &prepared.plan,
         create,
         &migrate,
         &names,
         batches,
-        prepared.zone_offset,
+        prepared.session.utc_offset,
         first,
         options,
         write_watermark,

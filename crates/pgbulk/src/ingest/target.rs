@@ -69,33 +69,6 @@ impl Target {
     }
 }
 
-/// The session's `TimeZone` as a fixed offset east of UTC, when it is one.
-pub(super) async fn session_utc_offset(client: &Client) -> Result<Option<i32>> {
-    let zone: String = client
-        .query_one("SELECT current_setting('TimeZone')", &[])
-        .await
-        .map_err(|e| Error::server("reading TimeZone", e))?
-        .get(0);
-    let utc = [
-        "UTC",
-        "Etc/UTC",
-        "GMT",
-        "Etc/GMT",
-        "UCT",
-        "Etc/UCT",
-        "Universal",
-        "Zulu",
-        "Etc/Zulu",
-        "Etc/Universal",
-        "Etc/GMT0",
-        "GMT0",
-    ];
-    Ok(utc
-        .iter()
-        .any(|z| z.eq_ignore_ascii_case(&zone))
-        .then_some(0))
-}
-
 /// Adjusts zone-dependent kinds: a fixed session offset is applied by the
 /// encoder; any other zone sends the text for the server to interpret.
 pub(super) fn with_zone(ty: &ColumnType, offset: Option<i32>) -> ColumnType {

@@ -34,6 +34,7 @@ use crate::ingest::{self, Mode, OnDuplicate, Options, Upsert};
 use crate::input::Source;
 use crate::lock::LockPolicy;
 use crate::schema::{Declaration, TableName};
+use crate::session::Session;
 use plan::match_column;
 pub use reader::Position;
 use reader::{Rejects, Shared, next_batch};
@@ -304,11 +305,8 @@ pub async fn load(
     }
     let total: u64 = sources.iter().filter_map(Source::size).sum();
     progress.bytes_total.store(total, Ordering::Relaxed);
-    let schema: String = clients[0]
-        .query_one("SELECT current_schema()::text", &[])
-        .await
-        .map_err(|e| Error::server("reading current_schema()", e))?
-        .get(0);
+    let session = Session::read(&clients[0]).await?;
+    let schema = session.current_schema.clone();
     let table = TableName::new(
         opts.table.schema.as_deref().unwrap_or(&schema),
         &opts.table.name,
@@ -341,7 +339,7 @@ pub async fn load(
         }
     };
     // Planned once: the declared facts come from the plan.
-    let prepared = ingest::prepare(&mut clients[0], &declaration).await?;
+    let prepared = ingest::prepare_in(&mut clients[0], session, &declaration).await?;
     let facts = prepared
         .facts(&table)
         .cloned()

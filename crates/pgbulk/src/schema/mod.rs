@@ -290,15 +290,14 @@ impl Declaration {
 
     /// Lets the server parse the declaration: runs it against temporary
     /// tables in a transaction that is rolled back, and returns the facts of
-    /// each declared table (names qualified with `current_schema()` where
-    /// the DDL left them unqualified).
-    pub async fn resolve(&self, client: &mut Client) -> Result<Vec<(TableName, TableFacts)>> {
-        let schema: String = client
-            .query_one("SELECT current_schema()::text", &[])
-            .await
-            .map_err(|e| Error::server("reading current_schema()", e))?
-            .get(0);
-        let declaration = self.qualified(&schema);
+    /// each declared table (names qualified with `current_schema`, the
+    /// session's, where the DDL left them unqualified).
+    pub async fn resolve(
+        &self,
+        client: &mut Client,
+        current_schema: &str,
+    ) -> Result<Vec<(TableName, TableFacts)>> {
+        let declaration = self.qualified(current_schema);
         let tables = declaration.tables();
         let mut seen = std::collections::HashSet::new();
         for t in &tables {

@@ -1,0 +1,84 @@
+//! What pgbulk needs to know about a connection's session, read once per
+//! connection in one round trip: the schema unqualified names land in, the
+//! server's version, and the time zone the encoder must honour.
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+/// The facts of one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// `current_schema()`: where unqualified names are created and found.
+    pub current_schema: String,
+    /// `server_version_num` (e.g. 150004).
+    pub server_version: i32,
+    /// The session's `TimeZone` as a fixed offset east of UTC in seconds,
+    /// when it is one (timestamptz text is then converted by the encoder;
+    /// otherwise the server converts it).
+    pub utc_offset: Option<i32>,
+}
+
+impl Session {
+    /// Reads the facts of `client`'s session.
+    pub async fn read(client: &Client) -> Result<Self> {
+        let row = client
+            .query_one(
+                "SELECT current_schema()::text, \
+                 current_setting('server_version_num')::int4, \
+                 current_setting('TimeZone')",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::server("reading the session's settings", e))?;
+        let read = |e| Error::server("reading the session's settings", e);
+        let zone: String = row.try_get(2).map_err(read)?;
+        let current_schema: Option<String> = row.try_get(0).map_err(read)?;
+        Ok(Self {
+            current_schema: current_schema.ok_or_else(|| {
+                Error::config(
+                    "the session has no current schema (no schema on its search_path exists); set search_path (e.g. options='-c search_path=public') or create the schema",
+                )
+            })?,
+            server_version: row.try_get(1).map_err(read)?,
+            utc_offset: utc_offset(&zone),
+        })
+    }
+}
+
+/// The offset of a `TimeZone` setting that is UTC by another name; `None`
+/// for any other zone (its offset may change with the date).
+fn utc_offset(zone: &str) -> Option<i32> {
+    const UTC: [&str; 12] = [
+        "UTC",
+        "Etc/UTC",
+        "GMT",
+        "Etc/GMT",
+        "UCT",
+        "Etc/UCT",
+        "Universal",
+        "Zulu",
+        "Etc/Zulu",
+        "Etc/Universal",
+        "Etc/GMT0",
+        "GMT0",
+    ];
+    UTC.iter()
+        .any(|z| z.eq_ignore_ascii_case(zone))
+        .then_some(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_offset;
+
+    #[test]
+    fn only_utc_by_any_name_is_a_fixed_offset() {
+        for zone in ["UTC", "utc", "Etc/UTC", "GMT", "Zulu", "Etc/GMT0"] {
+            assert_eq!(utc_offset(zone), Some(0), "{zone}");
+        }
+        for zone in ["Europe/Berlin", "America/New_York", "", "UTC+1", "EST"] {
+            assert_eq!(utc_offset(zone), None, "{zone}");
+        }
+    }
+}
