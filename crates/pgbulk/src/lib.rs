@@ -10,9 +10,10 @@
 //!   session over TCP or a unix socket, with rustls TLS; [`ping`] checks it;
 //! - [`local`] runs a local PostgreSQL cluster from the installed server
 //!   programs, for tests and as the default endpoint ([`endpoint`]);
-//! - [`schema`] reads declared tables (plain DDL, parsed by the server) into
-//!   [`schema::facts`], [`catalog`] reads live ones, and [`plan`] diffs them
-//!   into migration steps run under the [`lock`] policy;
+//! - [`schema`] reads declared tables (plain DDL, parsed by the server) and
+//!   [`catalog`] live ones into the same [`catalog::TableFacts`]; [`plan`]
+//!   diffs them into migration steps run under the [`lock`] policy;
+//!   [`session`] holds what a connection's settings mean for them;
 //! - [`codec`] encodes rows to binary COPY (sans-IO), [`copy`] streams it;
 //! - [`ingest`] is the engine: batches of rows into declared tables with
 //!   upserts and atomic watermarks ([`watermark`]);

@@ -13,8 +13,8 @@ use std::fmt;
 
 use tokio_postgres::Client;
 
+use crate::catalog::{self, ColumnFacts, TableFacts};
 use crate::error::Result;
-use crate::schema::facts::{self, ColumnFacts, TableFacts};
 use crate::schema::{Declaration, TableName, quote_ident, quote_literal};
 use crate::session::Session;
 
@@ -143,7 +143,7 @@ pub async fn plan_in(
     let mut schemas_created = Vec::new();
     for (name, want) in &declared {
         let schema = name.schema_or_public().to_owned();
-        let oid = facts::table_oid(&*client, &schema, &name.name).await?;
+        let oid = catalog::table_oid(&*client, &schema, &name.name).await?;
         plan.live.push((name.clone(), oid));
         match oid {
             None => {
@@ -190,7 +190,7 @@ pub async fn plan_in(
                 });
             }
             Some(oid) => {
-                let have = facts::read(&*client, oid).await?;
+                let have = catalog::facts::read(&*client, oid).await?;
                 diff(name, &have, want, &mut plan);
                 plan.live_facts.push((name.clone(), have));
             }

@@ -15,9 +15,9 @@ use tokio_postgres::Transaction;
 use tokio_postgres::types::Oid;
 use tracing::info;
 
+use crate::catalog::{ColumnFacts, TableFacts};
 use crate::error::{Error, Result};
 use crate::lock::{self, LockPolicy};
-use crate::schema::facts::{ColumnFacts, TableFacts};
 use crate::schema::{TableName, quote_ident, quote_literal};
 
 /// A new table being built for `target`.

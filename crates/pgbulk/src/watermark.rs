@@ -50,7 +50,7 @@ pub(crate) fn create_sql(schema: &str) -> String {
 /// Whether the watermark table exists in `schema`.
 pub(crate) async fn exists(client: &impl GenericClient, schema: &str) -> Result<bool> {
     Ok(
-        crate::schema::facts::table_oid(client, schema, "pgbulk_watermark")
+        crate::catalog::table_oid(client, schema, "pgbulk_watermark")
             .await?
             .is_some(),
     )
@@ -124,7 +124,7 @@ pub async fn read_resume(
     key: &str,
 ) -> Result<Option<StoredResume>> {
     let schema = first.schema_or_public();
-    let Some(oid) = crate::schema::facts::table_oid(client, schema, &first.name).await? else {
+    let Some(oid) = crate::catalog::table_oid(client, schema, &first.name).await? else {
         return Ok(None);
     };
     let Some(stored) = parse(stored(client, schema, key, "resume").await?.flatten())? else {

@@ -314,10 +314,9 @@ pub async fn load(
 
     // The declaration: given, the existing table, or inferred.
     let mut sample: Option<Replay> = None;
-    let exists =
-        crate::schema::facts::table_oid(&clients[0], table.schema_or_public(), &table.name)
-            .await?
-            .is_some();
+    let exists = crate::catalog::table_oid(&clients[0], table.schema_or_public(), &table.name)
+        .await?
+        .is_some();
     let declaration = match plan::declared(opts, &table, &schema, exists)? {
         plan::Declared::Given(d) => d,
         plan::Declared::Existing => Declaration::existing(vec![table.clone()]),

@@ -4,9 +4,9 @@
 //! starts. No I/O here, so each rule is unit-tested without a server;
 //! `load::load` reads what these decisions need and carries them out.
 
+use crate::catalog::TableFacts;
 use crate::error::{Error, Result};
 use crate::infer;
-use crate::schema::facts::TableFacts;
 use crate::schema::{Declaration, TableName};
 
 use super::ledger::Verdict;
@@ -222,8 +222,8 @@ pub(super) fn start(streams: &[Stream], inputs: usize) -> Start {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::ColumnFacts;
     use crate::load::Position;
-    use crate::schema::facts::ColumnFacts;
 
     fn column(name: &str) -> ColumnFacts {
         ColumnFacts {
@@ -235,6 +235,8 @@ mod tests {
             identity: None,
             generated: None,
             collation: None,
+            type_oid: 25,
+            typmod: -1,
         }
     }
 

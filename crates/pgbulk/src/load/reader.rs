@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use super::sample::Replay;
 use super::{LoadOptions, Progress, csv_error, empty_file, match_column};
+use crate::catalog::TableFacts;
 use crate::codec::shorten;
 use crate::csv::{self, CsvError};
 use crate::error::{Error, ErrorKind, Location, Result};
 use crate::ingest::{Batch, BatchWatermark, RowFailure, Rows, StagedRejection, TextRow, TextRows};
 use crate::input::{self, Source};
 use crate::schema::TableName;
-use crate::schema::facts::TableFacts;
 
 /// Where a load stands, stored with each committed batch: input file, byte
 /// offset in it (after decompression) and line, records of the inputs read

@@ -8,17 +8,17 @@
 //! compare without any type-name normalisation of ours.
 
 pub mod builder;
-pub mod facts;
 pub(crate) mod sql;
 
 use std::fmt;
 
 use tokio_postgres::Client;
 
-pub use facts::TableFacts;
+pub use crate::catalog::TableFacts;
 use sql::{Token, TokenKind};
 pub use sql::{quote_ident, quote_literal};
 
+use crate::catalog;
 use crate::error::{Error, ErrorKind, Result};
 
 /// A schema-qualified table name. `schema` is `None` until resolved against
@@ -326,10 +326,10 @@ impl Declaration {
         let mut out = Vec::with_capacity(tables.len());
         for t in tables {
             if declaration.existing.contains(&t) {
-                let oid = facts::table_oid(&tx, t.schema_or_public(), &t.name)
+                let oid = catalog::table_oid(&tx, t.schema_or_public(), &t.name)
                     .await?
                     .ok_or_else(|| Error::config(format!("table {t} does not exist")))?;
-                let facts = facts::read(&tx, oid).await?;
+                let facts = catalog::facts::read(&tx, oid).await?;
                 out.push((t, facts));
                 continue;
             }
@@ -342,7 +342,7 @@ impl Declaration {
                 .await
                 .map_err(|e| Error::server("reading the declared table", e))?
                 .get(0);
-            let facts = facts::read(&tx, oid).await?;
+            let facts = catalog::facts::read(&tx, oid).await?;
             out.push((t, facts));
         }
         tx.rollback()

@@ -29,6 +29,10 @@ pub struct ColumnFacts {
     pub generated: Option<String>,
     /// A collation other than the type's default.
     pub collation: Option<String>,
+    /// `atttypid` (not compared: `type_name` is).
+    pub type_oid: Oid,
+    /// `atttypmod` (not compared).
+    pub typmod: i32,
 }
 
 /// A unique, check or exclusion constraint, by definition.
@@ -112,7 +116,7 @@ pub async fn read(client: &impl GenericClient, oid: Oid) -> Result<TableFacts> {
                     pg_catalog.pg_get_expr(d.adbin, d.adrelid), nullif(a.attidentity::text, ''), \
                     nullif(a.attgenerated::text, ''), \
                     CASE WHEN a.attcollation <> t.typcollation THEN co.collname::text END, \
-                    pg_catalog.col_description(a.attrelid, a.attnum) \
+                    pg_catalog.col_description(a.attrelid, a.attnum), a.atttypid, a.atttypmod \
              FROM pg_catalog.pg_attribute a \
              JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
              LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
@@ -139,6 +143,8 @@ pub async fn read(client: &impl GenericClient, oid: Oid) -> Result<TableFacts> {
                 identity: r.get(4),
                 generated: r.get(5),
                 collation: r.get(6),
+                type_oid: r.get(8),
+                typmod: r.get(9),
             }
         })
         .collect();
@@ -206,23 +212,6 @@ pub async fn read(client: &impl GenericClient, oid: Oid) -> Result<TableFacts> {
         comment,
         column_comments,
     })
-}
-
-/// The oid of table `schema.name`, if it exists.
-pub async fn table_oid(
-    client: &impl GenericClient,
-    schema: &str,
-    name: &str,
-) -> Result<Option<Oid>> {
-    Ok(client
-        .query_opt(
-            "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-            &[&schema, &name],
-        )
-        .await
-        .map_err(|e| Error::server("looking up a table", e))?
-        .map(|r| r.get(0)))
 }
 
 #[cfg(test)]

@@ -1,11 +1,17 @@
-//! Reads live tables from the system catalogs into facts: columns with
-//! their types, nullability and defaults, and the primary key.
+//! The one place pgbulk reads the system catalogs: a table's oid by name,
+//! its [`TableFacts`] (columns, keys, constraints, indexes, comments: what
+//! plans compare), and the encoder's view of the same facts ([`Table`],
+//! each column's type resolved through domains, enums and arrays).
 
-use tokio_postgres::Client;
+use tokio_postgres::GenericClient;
 use tokio_postgres::types::Oid;
 
 use crate::codec::{ColumnType, TypeKind};
 use crate::error::{Error, Result};
+
+pub mod facts;
+
+pub use facts::{ColumnFacts, ConstraintFacts, IndexFacts, TableFacts};
 
 /// One column of a table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,69 +52,54 @@ impl Table {
     }
 }
 
-/// Reads table `schema.name`, or `None` when it does not exist.
-pub async fn table(client: &Client, schema: &str, name: &str) -> Result<Option<Table>> {
-    let row = client
+/// The oid of table `schema.name` (an ordinary or partitioned table), if
+/// it exists: the one lookup of a table by name.
+pub async fn table_oid(
+    client: &impl GenericClient,
+    schema: &str,
+    name: &str,
+) -> Result<Option<Oid>> {
+    Ok(client
         .query_opt(
-            "SELECT c.oid, pg_catalog.obj_description(c.oid, 'pg_class') \
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+            "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
             &[&schema, &name],
         )
         .await
-        .map_err(|e| Error::server("reading the catalog", e))?;
-    let Some(row) = row else {
+        .map_err(|e| Error::server("looking up a table", e))?
+        .map(|r| r.get(0)))
+}
+
+/// Reads table `schema.name` for encoding, or `None` when it does not
+/// exist: its [`TableFacts`] with each column's type resolved.
+pub async fn table(client: &impl GenericClient, schema: &str, name: &str) -> Result<Option<Table>> {
+    let Some(oid) = table_oid(client, schema, name).await? else {
         return Ok(None);
     };
-    let oid: Oid = row.get(0);
-    let comment: Option<String> = row.get(1);
-    let rows = client
-        .query(
-            "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull, \
-                    pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attgenerated <> '' \
-             FROM pg_catalog.pg_attribute a \
-             LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-            &[&oid],
-        )
-        .await
-        .map_err(|e| Error::server("reading columns", e))?;
-    let mut columns = Vec::with_capacity(rows.len());
-    for r in rows {
+    let facts = facts::read(client, oid).await?;
+    let mut columns = Vec::with_capacity(facts.columns.len());
+    for c in &facts.columns {
         columns.push(Column {
-            name: r.get(0),
-            ty: column_type(client, r.get(1), r.get(2)).await?,
-            not_null: r.get(3),
-            default: r.get(4),
-            generated: r.get(5),
+            name: c.name.clone(),
+            ty: column_type(client, c.type_oid, c.typmod).await?,
+            not_null: c.not_null,
+            default: c.raw_default.clone(),
+            generated: c.generated.is_some(),
         });
     }
-    let primary_key = client
-        .query(
-            "SELECT a.attname::text FROM pg_catalog.pg_index i \
-             CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
-            &[&oid],
-        )
-        .await
-        .map_err(|e| Error::server("reading the primary key", e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
     Ok(Some(Table {
         oid,
         schema: schema.to_owned(),
         name: name.to_owned(),
         columns,
-        primary_key,
-        comment,
+        primary_key: facts.key().to_vec(),
+        comment: facts.comment,
     }))
 }
 
 /// Resolves a type for encoding: domains to their base type, enums to
 /// text, arrays to their element type. `typmod` only affects the name.
-pub async fn column_type(client: &Client, oid: Oid, typmod: i32) -> Result<ColumnType> {
+pub async fn column_type(client: &impl GenericClient, oid: Oid, typmod: i32) -> Result<ColumnType> {
     let row = client
         .query_one(
             "SELECT pg_catalog.format_type($1, $2), \
