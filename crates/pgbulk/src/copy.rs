@@ -1,34 +1,93 @@
-//! Streaming binary COPY data into the server.
+//! Streaming binary COPY data into the server: the one place pgbulk runs
+//! `COPY ... FROM STDIN (FORMAT binary)`.
+
+use std::pin::Pin;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, CopyInSink};
 
+use crate::codec::{COPY_HEADER, COPY_TRAILER};
 use crate::error::{Error, Result};
 
-/// Runs `statement` (a `COPY ... FROM STDIN (FORMAT binary)`) and sends
-/// `chunks`, complete binary COPY data from header to trailer. Returns the
-/// number of rows the server copied. On error the COPY is aborted; the
-/// server's message (with its `COPY ..., line N` context) is kept.
+/// The largest message sent at once. The connection copies each message
+/// into its write buffer, so a larger chunk (a huge field) goes in slices
+/// and that buffer stays small.
+const MESSAGE: usize = 1 << 20;
+
+/// An open binary COPY: the header is sent when it opens, tuples as they
+/// come, the trailer when it finishes. Dropped unfinished, the COPY is
+/// aborted (and so is the transaction it ran in).
+pub struct CopyIn {
+    sink: Pin<Box<CopyInSink<Bytes>>>,
+}
+
+impl std::fmt::Debug for CopyIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CopyIn")
+    }
+}
+
+impl CopyIn {
+    /// Runs `statement` (a `COPY ... FROM STDIN (FORMAT binary)`) on
+    /// `client` (inside a transaction: `tx.client()`) and sends the header.
+    pub async fn start(client: &Client, statement: &str) -> Result<Self> {
+        let mut copy = Self::open(client, statement).await?;
+        copy.send(Bytes::from_static(COPY_HEADER)).await?;
+        Ok(copy)
+    }
+
+    async fn open(client: &Client, statement: &str) -> Result<Self> {
+        let sink = client
+            .copy_in::<_, Bytes>(statement)
+            .await
+            .map_err(|e| Error::server("starting COPY", e))?;
+        Ok(Self {
+            sink: Box::pin(sink),
+        })
+    }
+
+    /// Sends encoded tuples (whole ones or not: the server reassembles).
+    pub async fn send(&mut self, data: Bytes) -> Result<()> {
+        let mut start = 0;
+        while start < data.len() {
+            let end = data.len().min(start + MESSAGE);
+            self.sink
+                .send(data.slice(start..end))
+                .await
+                .map_err(|e| Error::server("COPY", e))?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Sends the trailer and ends the COPY; returns the rows the server
+    /// copied. An error keeps the server's message (with its `COPY ...,
+    /// line N` context).
+    pub async fn finish(mut self) -> Result<u64> {
+        self.send(Bytes::from_static(COPY_TRAILER)).await?;
+        self.sink
+            .as_mut()
+            .finish()
+            .await
+            .map_err(|e| Error::server("COPY", e))
+    }
+}
+
+/// Runs `statement` and sends `chunks`: complete binary COPY data from
+/// header to trailer (as [`crate::codec::CopyWriter::finish`] makes it).
+/// Returns the number of rows the server copied.
 pub async fn copy_in(
     client: &Client,
     statement: &str,
     chunks: impl IntoIterator<Item = Vec<u8>>,
 ) -> Result<u64> {
-    let sink = client
-        .copy_in::<_, Bytes>(statement)
-        .await
-        .map_err(|e| Error::server("starting COPY", e))?;
-    futures_util::pin_mut!(sink);
+    let mut copy = CopyIn::open(client, statement).await?;
     for chunk in chunks {
-        if chunk.is_empty() {
-            continue;
-        }
-        sink.send(Bytes::from(chunk))
-            .await
-            .map_err(|e| Error::server("COPY", e))?;
+        copy.send(Bytes::from(chunk)).await?;
     }
-    sink.as_mut()
+    copy.sink
+        .as_mut()
         .finish()
         .await
         .map_err(|e| Error::server("COPY", e))

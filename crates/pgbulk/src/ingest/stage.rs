@@ -3,17 +3,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
 use tokio_postgres::Transaction;
 
 use super::merge::column_list;
 use super::target::Target;
 use super::{Row, RowFailure, Rows, TextRow, TextRows, data_error};
+use std::borrow::Cow;
+
 use crate::codec::{ColumnType, CopyWriter, TypeKind, Value, shorten};
+use crate::copy::CopyIn;
 use crate::error::{Error, Result};
 use crate::schema::quote_ident;
 
@@ -218,7 +219,7 @@ pub(super) const MAX_TRACKED_KEYS: usize = 8 << 20;
 /// The COPY in progress on the batch's connection.
 pub(super) struct OpenCopy {
     pub(super) table: usize,
-    pub(super) sink: Pin<Box<tokio_postgres::CopyInSink<Bytes>>>,
+    pub(super) copy: CopyIn,
 }
 
 /// Streams the batch's rows into staging: each table's rows are encoded
@@ -362,7 +363,7 @@ pub(super) async fn stage_rows(
         }
     }
     if let Some(copy) = open.take() {
-        let copied = finish_copy(copy.sink, &targets[copy.table]).await?;
+        let copied = finish_copy(copy.copy, &targets[copy.table]).await?;
         if let Some(p) = pending[copy.table].as_mut() {
             p.copied += copied;
         }
@@ -447,6 +448,107 @@ pub(super) fn column_names(target: &Target) -> String {
         .join(", ")
 }
 
+/// One field of a row to encode: text read from an input (`None`: NULL),
+/// or a value given by the caller.
+#[derive(Clone, Copy)]
+enum Field<'a> {
+    Text(Option<&'a str>),
+    Value(&'a Value),
+}
+
+/// How encoding a row's fields went (see [`encode_fields`]).
+enum Fields {
+    Row,
+    NeedsShadows(Vec<usize>),
+    /// Field `field` does not fit its column.
+    Failed {
+        field: usize,
+        reason: String,
+    },
+}
+
+/// Encodes one row (`field(c)` is column `c`'s field) into its table's
+/// buffer, noting its key; on failure the buffer is left as it was. Values
+/// the encoder leaves to the server go to their shadows, and then the row's
+/// location and raw input (from `locate`) with them; when a shadow they
+/// need is missing, nothing is written and the columns are named.
+fn encode_fields<'a>(
+    p: &mut Pending,
+    target: &Target,
+    field: impl Fn(usize) -> Field<'a>,
+    hasher: &std::collections::hash_map::RandomState,
+    locate: impl FnOnce() -> (String, Option<Vec<u8>>),
+) -> Fields {
+    let mark = p.writer.len();
+    p.writer.start_tuple(p.tuple_fields);
+    let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
+    let mut deferred: Vec<(usize, Cow<'a, str>)> = Vec::new();
+    let mut missing: Vec<usize> = Vec::new();
+    for (c, column) in target.columns.iter().enumerate() {
+        let f = field(c);
+        let before = p.writer.len();
+        let null = matches!(f, Field::Text(None) | Field::Value(Value::Null));
+        let result = if null && column.not_null {
+            Err(None)
+        } else {
+            match f {
+                Field::Text(text) => p.writer.text(text, &column.ty),
+                Field::Value(value) => p.writer.value(value, &column.ty),
+            }
+            .map_err(Some)
+        };
+        let failure = match result {
+            Ok(()) => None,
+            Err(Some(e)) if e.is_for_server() => {
+                let text: Option<Cow<'a, str>> = match f {
+                    Field::Text(Some(t)) => Some(Cow::Borrowed(t)),
+                    Field::Value(Value::Text(t)) => Some(Cow::Borrowed(t.as_str())),
+                    Field::Value(Value::Int(i)) => Some(Cow::Owned(i.to_string())),
+                    _ => None,
+                };
+                match text {
+                    Some(text) => {
+                        if !p.shadows[c] {
+                            missing.push(c);
+                        }
+                        deferred.push((c, text));
+                        p.writer.text(None, &column.ty).ok();
+                        None
+                    }
+                    None => Some(e.to_string()),
+                }
+            }
+            Err(Some(e)) => Some(e.to_string()),
+            Err(None) => Some("NULL in a NOT NULL column".to_owned()),
+        };
+        if let Some(reason) = failure {
+            p.writer.truncate(mark);
+            return Fields::Failed { field: c, reason };
+        }
+        if let Some(h) = key_hash.as_mut() {
+            if target.key.contains(&c) {
+                h.write(p.writer.bytes_since(before));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        p.writer.truncate(mark);
+        return Fields::NeedsShadows(missing);
+    }
+    // Beyond the target's columns only when the stage has more.
+    if p.located {
+        let deferred: Vec<(usize, &str)> = deferred.iter().map(|(c, t)| (*c, t.as_ref())).collect();
+        if deferred.is_empty() && !target.needs_cast() && !p.locate_all {
+            write_shadows(p, &deferred, None);
+        } else {
+            let (location, raw) = locate();
+            write_shadows(p, &deferred, Some((&location, raw.as_deref())));
+        }
+    }
+    track_key(p, key_hash.map(|h| h.finish()));
+    Fields::Row
+}
+
 /// Encodes one row of text fields (already projected to `target`'s
 /// columns) into its table's buffer; on failure the buffer is left as it
 /// was. Values the encoder leaves to the server go to their shadows, with
@@ -458,60 +560,23 @@ pub(super) fn encode_text_row<'a>(
     hasher: &std::collections::hash_map::RandomState,
     source: &dyn TextRows,
 ) -> Encoded<'a> {
-    let mark = p.writer.len();
-    p.writer.start_tuple(p.tuple_fields);
-    let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
-    let mut deferred: Vec<(usize, &str)> = Vec::new();
-    let mut missing: Vec<usize> = Vec::new();
-    for (c, column) in target.columns.iter().enumerate() {
-        let value = row.get(c);
-        let before = p.writer.len();
-        let failure = if value.is_none() && column.not_null {
-            Some("NULL in a NOT NULL column".to_owned())
-        } else {
-            match p.writer.text(value, &column.ty) {
-                Ok(()) => None,
-                Err(e) if e.is_for_server() => {
-                    if !p.shadows[c] {
-                        missing.push(c);
-                    }
-                    deferred.push((c, value.unwrap_or_default()));
-                    p.writer.text(None, &column.ty).ok();
-                    None
-                }
-                Err(e) => Some(e.to_string()),
-            }
-        };
-        if let Some(reason) = failure {
-            p.writer.truncate(mark);
-            return Encoded::Failed(RowFailure {
-                field: c,
-                column: &column.name,
-                value,
-                reason,
-            });
-        }
-        if let Some(h) = key_hash.as_mut() {
-            if target.key.contains(&c) {
-                h.write(p.writer.bytes_since(before));
-            }
-        }
+    let encoded = encode_fields(
+        p,
+        target,
+        |c| Field::Text(row.get(c)),
+        hasher,
+        || (source.location(), source.raw()),
+    );
+    match encoded {
+        Fields::Row => Encoded::Row,
+        Fields::NeedsShadows(columns) => Encoded::NeedsShadows(columns),
+        Fields::Failed { field, reason } => Encoded::Failed(RowFailure {
+            field,
+            column: &target.columns[field].name,
+            value: row.get(field),
+            reason,
+        }),
     }
-    if !missing.is_empty() {
-        p.writer.truncate(mark);
-        return Encoded::NeedsShadows(missing);
-    }
-    // Beyond the target's columns only when the stage has more.
-    if p.located {
-        if deferred.is_empty() && !target.needs_cast() && !p.locate_all {
-            write_shadows(p, &deferred, None);
-        } else {
-            let location = source.location();
-            write_shadows(p, &deferred, Some((&location, source.raw().as_deref())));
-        }
-    }
-    track_key(p, key_hash.map(|h| h.finish()));
-    Encoded::Row
 }
 
 /// Appends the shadow fields of a tuple (the deferred values, NULL for the
@@ -588,76 +653,37 @@ pub(super) fn encode_row(
     number: usize,
     hasher: &std::collections::hash_map::RandomState,
 ) -> Result<std::result::Result<(), Vec<usize>>> {
-    let mark = p.writer.len();
-    p.writer.start_tuple(p.tuple_fields);
-    let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
-    let mut deferred: Vec<(usize, String)> = Vec::new();
-    let mut missing: Vec<usize> = Vec::new();
-    for (c, (value, column)) in row.values.iter().zip(&target.columns).enumerate() {
-        let before = p.writer.len();
-        let failure = if matches!(value, Value::Null) && column.not_null {
-            Some("NULL in a NOT NULL column".to_owned())
-        } else {
-            match p.writer.value(value, &column.ty) {
-                Ok(()) => None,
-                Err(e) if e.is_for_server() && matches!(value, Value::Text(_) | Value::Int(_)) => {
-                    if !p.shadows[c] {
-                        missing.push(c);
-                    }
-                    deferred.push((
-                        c,
-                        match value {
-                            Value::Int(i) => i.to_string(),
-                            Value::Text(t) => t.clone(),
-                            _ => String::new(),
-                        },
-                    ));
-                    p.writer.text(None, &column.ty).ok();
-                    None
-                }
-                Err(e) => Some(match value {
-                    Value::Text(t) => format!("value \"{}\": {e}", shorten(t)),
-                    _ => e.to_string(),
-                }),
-            }
-        };
-        if let Some(why) = failure {
-            p.writer.truncate(mark);
-            let text = match value {
-                Value::Null => None,
-                Value::Text(t) => Some(t.clone()),
-                other => Some(format!("{other:?}")),
+    let encoded = encode_fields(
+        p,
+        target,
+        |c| Field::Value(&row.values[c]),
+        hasher,
+        || (format!("row {row_number}"), None),
+    );
+    match encoded {
+        Fields::Row => Ok(Ok(())),
+        Fields::NeedsShadows(columns) => Ok(Err(columns)),
+        Fields::Failed { field, reason } => {
+            let column = &target.columns[field];
+            let value = &row.values[field];
+            let (text, why) = match value {
+                Value::Null => (None, reason),
+                Value::Text(t) => (
+                    Some(t.clone()),
+                    format!("value \"{}\": {reason}", shorten(t)),
+                ),
+                other => (Some(format!("{other:?}")), reason),
             };
-            return Err(data_error(
+            Err(data_error(
                 number,
                 &target.name,
                 row_number,
                 format!("column {}: {why}", column.name),
             )
             .for_column(&column.name)
-            .with_value(text.as_deref()));
-        }
-        if let Some(h) = key_hash.as_mut() {
-            if target.key.contains(&c) {
-                h.write(p.writer.bytes_since(before));
-            }
+            .with_value(text.as_deref()))
         }
     }
-    if !missing.is_empty() {
-        p.writer.truncate(mark);
-        return Ok(Err(missing));
-    }
-    if p.located {
-        let deferred: Vec<(usize, &str)> = deferred.iter().map(|(c, t)| (*c, t.as_str())).collect();
-        if !deferred.is_empty() || target.needs_cast() || p.locate_all {
-            let location = format!("row {row_number}");
-            write_shadows(p, &deferred, Some((&location, None)));
-        } else {
-            write_shadows(p, &deferred, None);
-        }
-    }
-    track_key(p, key_hash.map(|h| h.finish()));
-    Ok(Ok(()))
 }
 
 /// A writer buffer larger than this (grown by a huge field; chunks are
@@ -676,7 +702,7 @@ pub(super) async fn flush(
 ) -> Result<()> {
     if open.as_ref().is_some_and(|o| o.table != t) {
         if let Some(copy) = open.take() {
-            let copied = finish_copy(copy.sink, &targets[copy.table]).await?;
+            let copied = finish_copy(copy.copy, &targets[copy.table]).await?;
             if let Some(p) = pending[copy.table].as_mut() {
                 p.copied += copied;
             }
@@ -708,15 +734,10 @@ pub(super) async fn flush(
             p.layout(target).copy_columns()
         };
         let statement = format!("COPY {into} ({columns}) FROM STDIN (FORMAT binary)");
-        let sink = tx.copy_in::<_, Bytes>(&statement).await.map_err(|e| {
-            Error::in_context(Error::server("starting COPY", e), &target.name.to_string())
-                .in_table(&target.name)
-        })?;
-        let mut sink = Box::pin(sink);
-        sink.send(Bytes::from_static(crate::codec::COPY_HEADER))
+        let copy = CopyIn::start(tx.client(), &statement)
             .await
-            .map_err(|e| Error::server("COPY", e))?;
-        *open = Some(OpenCopy { table: t, sink });
+            .map_err(|e| Error::in_context(e, &target.name.to_string()).in_table(&target.name))?;
+        *open = Some(OpenCopy { table: t, copy });
     }
     if let Some(copy) = open.as_mut() {
         if !p.writer.is_empty_buffer() {
@@ -732,22 +753,14 @@ pub(super) async fn flush(
                 p.writer.truncate(0);
                 chunk
             };
-            // Sent in slices of the chunk size: the connection copies each
-            // message into its write buffer, which so stays small.
-            let mut start = 0;
-            while start < chunk.len() {
-                let end = chunk.len().min(start + CHUNK);
-                copy.sink.send(chunk.slice(start..end)).await.map_err(|e| {
-                    Error::in_context(Error::server("COPY", e), &target.name.to_string())
-                        .in_table(&target.name)
-                })?;
-                start = end;
-            }
+            copy.copy.send(chunk).await.map_err(|e| {
+                Error::in_context(e, &target.name.to_string()).in_table(&target.name)
+            })?;
         }
     }
     if last {
         if let Some(copy) = open.take() {
-            p.copied += finish_copy(copy.sink, target).await?;
+            p.copied += finish_copy(copy.copy, target).await?;
         }
     }
     Ok(())
@@ -794,17 +807,8 @@ pub(super) async fn create_stage(
 }
 
 /// Ends a COPY (trailer, then `CopyDone`) and returns the rows copied.
-pub(super) async fn finish_copy(
-    mut sink: Pin<Box<tokio_postgres::CopyInSink<Bytes>>>,
-    target: &Target,
-) -> Result<u64> {
-    sink.send(Bytes::from_static(crate::codec::COPY_TRAILER))
+pub(super) async fn finish_copy(copy: CopyIn, target: &Target) -> Result<u64> {
+    copy.finish()
         .await
-        .map_err(|e| {
-            Error::in_context(Error::server("COPY", e), &target.name.to_string())
-                .in_table(&target.name)
-        })?;
-    sink.as_mut().finish().await.map_err(|e| {
-        Error::in_context(Error::server("COPY", e), &target.name.to_string()).in_table(&target.name)
-    })
+        .map_err(|e| Error::in_context(e, &target.name.to_string()).in_table(&target.name))
 }
