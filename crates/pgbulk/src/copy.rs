@@ -66,6 +66,11 @@ impl CopyIn {
     /// line N` context).
     pub async fn finish(mut self) -> Result<u64> {
         self.send(Bytes::from_static(COPY_TRAILER)).await?;
+        self.end().await
+    }
+
+    /// Ends the COPY (`CopyDone`) as it stands.
+    async fn end(mut self) -> Result<u64> {
         self.sink
             .as_mut()
             .finish()
@@ -86,9 +91,5 @@ pub async fn copy_in(
     for chunk in chunks {
         copy.send(Bytes::from(chunk)).await?;
     }
-    copy.sink
-        .as_mut()
-        .finish()
-        .await
-        .map_err(|e| Error::server("COPY", e))
+    copy.end().await
 }
