@@ -3,6 +3,7 @@
 
 mod args;
 mod progress;
+mod settings;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,18 +12,13 @@ use std::sync::atomic::Ordering;
 use anyhow::Context as _;
 use clap::Parser;
 use pgbulk::conninfo::{Environment, Request};
-use pgbulk::csv::Dialect;
 use pgbulk::ingest::OnDuplicate;
 use pgbulk::input::Source;
-use pgbulk::load::{LoadMode, LoadOptions, Progress, Sample};
+use pgbulk::load::{LoadOptions, Progress};
 use pgbulk::local::{Cluster, LocalUse, Status};
-use pgbulk::schema::TableName;
 use pgbulk::{ErrorKind, endpoint};
 
-use crate::args::{
-    Cli, Command, DialectArgs, InferArgs, InferenceArgs, LoadArgs, LocalAction, ModeArg,
-    OnDuplicateArg,
-};
+use crate::args::{Cli, Command, InferArgs, LoadArgs, LocalAction};
 use crate::progress::thousands;
 
 /// Exit codes (documented in the README).
@@ -151,39 +147,13 @@ fn usage_error(message: &str) -> ! {
         .exit()
 }
 
-fn load_options(
-    dialect: &DialectArgs,
-    inference: &InferenceArgs,
-    table: &str,
-) -> anyhow::Result<LoadOptions> {
-    let quote = dialect.quote;
-    let parsed = Dialect {
-        delimiter: dialect.delimiter.unwrap_or(b','),
-        quote,
-        escape: dialect.escape.unwrap_or(quote),
-        null: dialect.null.clone().unwrap_or_default().into_bytes(),
-    };
-    if dialect.delimiter.is_some() {
-        if let Err(why) = parsed.validate() {
-            usage_error(&why);
-        }
+/// The settings the flags resolve to; a usage error exits 2.
+fn settled(settings: Result<LoadOptions, settings::Refusal>) -> anyhow::Result<LoadOptions> {
+    match settings {
+        Ok(opts) => Ok(opts),
+        Err(settings::Refusal::Usage(why)) => usage_error(&why),
+        Err(settings::Refusal::Invalid(e)) => Err(e.into()),
     }
-    Ok(LoadOptions {
-        detect_delimiter: dialect.delimiter.is_none(),
-        sample: match (inference.sample_all, inference.sample_rows) {
-            (true, _) => Sample::All,
-            (false, Some(n)) => Sample::Rows(n),
-            (false, None) => Sample::Parts,
-        },
-        types: inference.types.concat(),
-        table: TableName::parse(table)?,
-        dialect: parsed,
-        header: !dialect.no_header,
-        skip_lines: dialect.skip_lines,
-        encoding: pgbulk::input::encoding(&dialect.encoding)?,
-        columns: dialect.columns.clone(),
-        ..LoadOptions::default()
-    })
 }
 
 fn connect_target(
@@ -203,34 +173,12 @@ async fn load(
     env: &Environment,
     quiet: bool,
 ) -> anyhow::Result<u8> {
-    let mut opts = load_options(&args.dialect, &args.inference, &args.table)?;
-    opts.sources = args.files.iter().map(|f| Source::from_arg(f)).collect();
-    opts.recreate = args.recreate;
-    opts.ignore_extra = args.ignore_extra;
+    let mut opts = settled(settings::load(&args))?;
     opts.schema_ddl = args
         .schema
         .as_deref()
         .map(pgbulk::schema::read_ddl)
         .transpose()?;
-    opts.mode = args.mode.map(|m| match m {
-        ModeArg::Append => LoadMode::Append,
-        ModeArg::Upsert => LoadMode::Upsert,
-        ModeArg::Replace => LoadMode::Replace,
-        ModeArg::ReplaceAtomic => LoadMode::ReplaceAtomic,
-    });
-    opts.key = args.key;
-    opts.on_duplicate = match args.on_duplicate {
-        OnDuplicateArg::Last => OnDuplicate::Last,
-        OnDuplicateArg::First => OnDuplicate::First,
-        OnDuplicateArg::Error => OnDuplicate::Error,
-    };
-    opts.batch_rows = args.batch_rows;
-    opts.max_field_size = args.max_field_size.min(pgbulk::csv::MAX_FIELD);
-    opts.single_transaction = args.single_transaction;
-    opts.max_errors = args.max_errors;
-    opts.reject_file = args.reject_file;
-    opts.restart = args.restart;
-    opts.streams = args.streams.max(1);
     say_stdin_terminal(&opts.sources);
     if opts.max_errors > 0 && opts.reject_file.is_none() {
         tracing::warn!("--max-errors without --reject-file: bad rows are skipped and only counted");
@@ -361,8 +309,7 @@ async fn load(
 }
 
 fn infer(args: InferArgs) -> anyhow::Result<u8> {
-    let mut opts = load_options(&args.dialect, &args.inference, &args.table)?;
-    opts.key = args.key;
+    let opts = settled(settings::infer(&args))?;
     let source = Source::from_arg(&args.file);
     say_stdin_terminal(std::slice::from_ref(&source));
     let ddl = pgbulk::load::infer_source(&source, &opts, &opts.table)?;

@@ -1,0 +1,229 @@
+//! Resolved settings: the raw flags of `args.rs` turned into the library's
+//! options, without I/O (files named by flags are read by the caller), so
+//! every rule is unit-tested.
+
+use pgbulk::csv::Dialect;
+use pgbulk::ingest::OnDuplicate;
+use pgbulk::input::Source;
+use pgbulk::load::{LoadMode, LoadOptions, Sample};
+use pgbulk::schema::TableName;
+
+use crate::args::{DialectArgs, InferArgs, InferenceArgs, LoadArgs, ModeArg, OnDuplicateArg};
+
+/// Why flags do not make settings.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// A combination that cannot work: a usage error (exit 2).
+    Usage(String),
+    /// A value the library refuses (a table name, an encoding).
+    Invalid(pgbulk::Error),
+}
+
+impl From<pgbulk::Error> for Refusal {
+    fn from(e: pgbulk::Error) -> Self {
+        Self::Invalid(e)
+    }
+}
+
+/// The options of `pgbulk load` (`schema_ddl` is left for the caller to
+/// read from `args.schema`).
+pub(crate) fn load(args: &LoadArgs) -> Result<LoadOptions, Refusal> {
+    Ok(LoadOptions {
+        sources: args.files.iter().map(|f| Source::from_arg(f)).collect(),
+        recreate: args.recreate,
+        ignore_extra: args.ignore_extra,
+        mode: args.mode.map(|m| match m {
+            ModeArg::Append => LoadMode::Append,
+            ModeArg::Upsert => LoadMode::Upsert,
+            ModeArg::Replace => LoadMode::Replace,
+            ModeArg::ReplaceAtomic => LoadMode::ReplaceAtomic,
+        }),
+        key: args.key.clone(),
+        on_duplicate: match args.on_duplicate {
+            OnDuplicateArg::Last => OnDuplicate::Last,
+            OnDuplicateArg::First => OnDuplicate::First,
+            OnDuplicateArg::Error => OnDuplicate::Error,
+        },
+        batch_rows: args.batch_rows,
+        max_field_size: args.max_field_size.min(pgbulk::csv::MAX_FIELD),
+        single_transaction: args.single_transaction,
+        max_errors: args.max_errors,
+        reject_file: args.reject_file.clone(),
+        restart: args.restart,
+        streams: args.streams.max(1),
+        ..reading(&args.dialect, &args.inference, &args.table)?
+    })
+}
+
+/// The options of `pgbulk infer`.
+pub(crate) fn infer(args: &InferArgs) -> Result<LoadOptions, Refusal> {
+    Ok(LoadOptions {
+        key: args.key.clone(),
+        ..reading(&args.dialect, &args.inference, &args.table)?
+    })
+}
+
+/// What `load` and `infer` share: the table, the dialect and inference.
+fn reading(
+    dialect: &DialectArgs,
+    inference: &InferenceArgs,
+    table: &str,
+) -> Result<LoadOptions, Refusal> {
+    let quote = dialect.quote;
+    let parsed = Dialect {
+        delimiter: dialect.delimiter.unwrap_or(b','),
+        quote,
+        escape: dialect.escape.unwrap_or(quote),
+        null: dialect.null.clone().unwrap_or_default().into_bytes(),
+    };
+    // A detected delimiter is checked against the rest once detected.
+    if dialect.delimiter.is_some() {
+        parsed.validate().map_err(Refusal::Usage)?;
+    }
+    Ok(LoadOptions {
+        detect_delimiter: dialect.delimiter.is_none(),
+        sample: match (inference.sample_all, inference.sample_rows) {
+            (true, _) => Sample::All,
+            (false, Some(n)) => Sample::Rows(n),
+            (false, None) => Sample::Parts,
+        },
+        types: inference.types.concat(),
+        table: TableName::parse(table)?,
+        dialect: parsed,
+        header: !dialect.no_header,
+        skip_lines: dialect.skip_lines,
+        encoding: pgbulk::input::encoding(&dialect.encoding)?,
+        columns: dialect.columns.clone(),
+        ..LoadOptions::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Cli, Command};
+
+    fn load_args(argv: &[&str]) -> LoadArgs {
+        let argv = ["pgbulk", "load"].iter().chain(argv);
+        match Cli::try_parse_from(argv).expect("flags parse").command {
+            Command::Load(args) => args,
+            _ => unreachable!("a load command"),
+        }
+    }
+
+    fn settle(argv: &[&str]) -> Result<LoadOptions, Refusal> {
+        load(&load_args(argv))
+    }
+
+    #[test]
+    fn defaults_detect_the_delimiter_and_infer_from_parts() {
+        let o = settle(&["sales.csv", "-t", "sales"]).expect("settings");
+        assert!(o.detect_delimiter);
+        assert_eq!(o.sample, Sample::Parts);
+        assert_eq!(o.table.to_string(), "sales");
+        assert_eq!(o.sources, vec![Source::File("sales.csv".into())]);
+        assert_eq!((o.mode, o.on_duplicate), (None, OnDuplicate::Last));
+        assert!(o.header && o.streams >= 1);
+    }
+
+    #[test]
+    fn flags_become_options() {
+        let o = settle(&[
+            "-",
+            "a.csv",
+            "-t",
+            "s.t",
+            "--delimiter",
+            "\\t",
+            "--null",
+            "NA",
+            "--mode",
+            "replace-atomic",
+            "--key",
+            "a,b",
+            "--on-duplicate",
+            "error",
+            "--max-errors",
+            "5",
+            "--reject-file",
+            "bad.csv",
+            "--streams",
+            "0",
+            "--max-field-size",
+            "4G",
+            "--sample-rows",
+            "10",
+            "--type",
+            "a=text,b=numeric(12,2)",
+            "--no-header",
+            "--columns",
+            "a,b",
+        ])
+        .expect("settings");
+        assert_eq!(o.sources, vec![Source::Stdin, Source::File("a.csv".into())]);
+        assert_eq!(o.table.to_string(), "s.t");
+        assert_eq!(
+            (
+                o.dialect.delimiter,
+                o.dialect.null.as_slice(),
+                o.detect_delimiter
+            ),
+            (b'\t', &b"NA"[..], false)
+        );
+        assert_eq!(o.mode, Some(LoadMode::ReplaceAtomic));
+        assert_eq!(o.key, Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(o.on_duplicate, OnDuplicate::Error);
+        assert_eq!(
+            (o.max_errors, o.reject_file.as_deref()),
+            (5, Some("bad.csv".as_ref()))
+        );
+        assert_eq!(o.streams, 1, "no fewer than one stream");
+        assert_eq!(
+            o.max_field_size,
+            pgbulk::csv::MAX_FIELD,
+            "capped at the server's limit"
+        );
+        assert_eq!(o.sample, Sample::Rows(10));
+        assert_eq!(
+            o.types,
+            vec![
+                ("a".to_owned(), "text".to_owned()),
+                ("b".to_owned(), "numeric(12,2)".to_owned())
+            ]
+        );
+        assert!(!o.header);
+        assert_eq!(o.columns, Some(vec!["a".to_owned(), "b".to_owned()]));
+    }
+
+    #[test]
+    fn contradictions_are_usage_errors_and_bad_values_invalid() {
+        assert!(matches!(
+            settle(&["a.csv", "-t", "t", "--delimiter", ";", "--quote", ";"]),
+            Err(Refusal::Usage(_))
+        ));
+        assert!(matches!(
+            settle(&["a.csv", "-t", "my-sales.x.y"]),
+            Err(Refusal::Invalid(_))
+        ));
+        assert!(matches!(
+            settle(&["a.csv", "-t", "t", "--encoding", "klingon"]),
+            Err(Refusal::Invalid(_))
+        ));
+        // clap itself refuses conflicting inference flags.
+        assert!(
+            Cli::try_parse_from([
+                "pgbulk",
+                "load",
+                "a.csv",
+                "-t",
+                "t",
+                "--sample-all",
+                "--sample-rows",
+                "5"
+            ])
+            .is_err()
+        );
+    }
+}
