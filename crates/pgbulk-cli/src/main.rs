@@ -4,6 +4,7 @@
 mod args;
 mod progress;
 mod settings;
+mod summary;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,14 +13,12 @@ use std::sync::atomic::Ordering;
 use anyhow::Context as _;
 use clap::Parser;
 use pgbulk::conninfo::{Environment, Request};
-use pgbulk::ingest::OnDuplicate;
 use pgbulk::input::Source;
 use pgbulk::load::{LoadOptions, Progress};
 use pgbulk::local::{Cluster, LocalUse, Status};
 use pgbulk::{ErrorKind, endpoint};
 
 use crate::args::{Cli, Command, InferArgs, LoadArgs, LocalAction};
-use crate::progress::thousands;
 
 /// Exit codes (documented in the README).
 mod exit {
@@ -188,12 +187,6 @@ async fn load(
     let client = pgbulk::connect::connect(&params).await?.client;
     let progress = Arc::new(Progress::default());
     let display = progress::Display::start(progress.clone(), quiet);
-    let names: Vec<String> = opts.sources.iter().map(Source::name).collect();
-    let inputs = if names.is_empty() {
-        "stdin".to_owned()
-    } else {
-        names.join(", ")
-    };
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -216,95 +209,22 @@ async fn load(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut load).await;
         let rows = progress.rows_committed.load(Ordering::Relaxed);
         let batches = progress.batches_committed.load(Ordering::Relaxed);
-        if batches == 0 {
-            eprintln!("pgbulk: interrupted: nothing was committed");
-        } else if opts.single_transaction {
-            eprintln!(
-                "pgbulk: interrupted after the load committed: all {} rows are in",
-                thousands(rows)
-            );
-        } else {
-            eprintln!(
-                "pgbulk: interrupted: {} rows in {batches} batches were committed; the batch in flight was rolled back. Run the same command again to continue.",
-                thousands(rows)
-            );
-        }
+        eprintln!(
+            "pgbulk: {}",
+            summary::interrupted(rows, batches, opts.single_transaction)
+        );
         return Ok(exit::INTERRUPTED);
     };
     let report = result?;
-    if let Some(ddl) = report.inferred_ddl.as_ref().filter(|_| !quiet) {
-        let sampled = report
-            .sampled
-            .as_ref()
-            .map(pgbulk::load::Sampled::comment)
-            .unwrap_or_default();
-        eprintln!(
-            "pgbulk: created {} from inferred types:\n{sampled}{ddl}",
-            opts.table
-        );
+    if !quiet {
+        for line in summary::said_on_stderr(&report, &opts) {
+            eprintln!("pgbulk: {line}");
+        }
     }
     for m in &report.migrations {
-        // A schema pgbulk created is said: it was not asked for by name.
-        if m.contains(": create schema ") && !quiet {
-            eprintln!("pgbulk: {m} (for the new table)");
-        }
         tracing::info!("migrated: {m}");
     }
-    for note in report.notes.iter().filter(|_| !quiet) {
-        eprintln!("pgbulk: {note}");
-    }
-    if let Some(why) = &report.nothing_to_load {
-        println!("{why}");
-        return Ok(0);
-    }
-    if report.already_loaded {
-        println!(
-            "{inputs} was loaded completely into {} by an earlier run with the same options, and the table has not been emptied or rewritten since; nothing to do (--restart loads it again)",
-            opts.table
-        );
-        return Ok(0);
-    }
-    if let Some(rows) = report.resumed_after_rows {
-        println!(
-            "resumed after {} rows committed by an earlier run",
-            thousands(rows)
-        );
-    }
-    let rate = report.rows_read as f64 / report.seconds.max(0.001);
-    let mut summary = format!(
-        "loaded {inputs} into {}: {} rows read, {} inserted, {} updated, {} unchanged",
-        opts.table,
-        thousands(report.rows_read),
-        thousands(report.inserted),
-        thousands(report.updated),
-        thousands(report.unchanged)
-    );
-    if report.deleted > 0 {
-        summary.push_str(&format!(", {} deleted", thousands(report.deleted)));
-    }
-    if report.repeated > 0 {
-        let kept = match opts.on_duplicate {
-            OnDuplicate::First => "first",
-            _ => "last",
-        };
-        summary.push_str(&format!(
-            ", {} repeated a key already in their batch (the {kept} row per key was kept)",
-            thousands(report.repeated)
-        ));
-    }
-    summary.push_str(&format!(", {} rejected", thousands(report.rejected)));
-    if report.rejected > 0 {
-        if let Some(path) = &opts.reject_file {
-            summary.push_str(&format!(" (in {})", path.display()));
-        }
-    }
-    summary.push_str(&format!(
-        "; {} batches in {:.1} s ({} rows/s)",
-        report.batches,
-        report.seconds,
-        thousands(rate as u64)
-    ));
-    println!("{summary}");
+    println!("{}", summary::outcome(&report, &opts));
     Ok(0)
 }
 
