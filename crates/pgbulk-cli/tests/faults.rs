@@ -105,17 +105,28 @@ async fn sigkill_at_any_instant_then_the_same_command_converges() {
             "CREATE TABLE t (id int PRIMARY KEY, v text)",
             &["--mode", "upsert"][..],
         ),
+        (
+            "replace",
+            "CREATE TABLE t (id int PRIMARY KEY, v text)",
+            &["--mode", "replace"][..],
+        ),
+        (
+            "replace-atomic",
+            "CREATE TABLE t (id int PRIMARY KEY, v text)",
+            &["--mode", "replace-atomic"][..],
+        ),
     ] {
         client
             .batch_execute(&format!("DROP TABLE IF EXISTS t, pgbulk_watermark; {ddl}"))
             .await
             .expect("table");
-        if mode == "upsert" {
-            // Every other key is there already, with an old value.
+        if mode != "append" {
+            // Every other key is there already, with an old value, and
+            // keys the input lacks (a replace removes them).
             client
                 .batch_execute(&format!(
                     "INSERT INTO t SELECT i, 'old' FROM generate_series(0, {}, 2) i",
-                    ROWS - 1
+                    ROWS + 99
                 ))
                 .await
                 .expect("old rows");
@@ -157,10 +168,22 @@ async fn sigkill_at_any_instant_then_the_same_command_converges() {
             }
         }
         converge(&home, &db.url, extra);
+        let expected = if mode == "upsert" {
+            // The old keys the input lacks stay.
+            let extra = (ROWS..ROWS + 100).step_by(2).count() as i64;
+            (ROWS as i64 + extra, ROWS as i64 + extra, ROWS as i64)
+        } else {
+            (ROWS as i64, ROWS as i64, ROWS as i64)
+        };
         assert_eq!(
             exact(&client, &salt).await,
-            (ROWS as i64, ROWS as i64, ROWS as i64),
+            expected,
             "{mode}: every row exactly once, with its value, after SIGKILLs"
+        );
+        assert_eq!(
+            leftovers(&client).await,
+            (0, 0),
+            "{mode}: no staging or new table, no invalid index is left"
         );
         let again = run(&mut load_command(&home, &db.url, extra));
         assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
@@ -260,4 +283,205 @@ async fn a_server_crash_mid_load_then_the_same_command_converges() {
         exact(&client, salt).await,
         (ROWS as i64, ROWS as i64, ROWS as i64)
     );
+}
+
+/// A concurrent index build that failed (or was killed) leaves an INVALID
+/// index with the declared name and definition: it matches nothing, so the
+/// plan drops it and builds it again, and the load leaves it valid.
+#[tokio::test]
+async fn an_invalid_index_left_by_a_failed_build_is_rebuilt() {
+    let db = TestDb::new("fault_invalid_index").await;
+    let home = Scratch::new("fault-invalid-index");
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, code text);
+             INSERT INTO t VALUES (1, 'a'), (2, 'a');",
+        )
+        .await
+        .expect("table");
+    // The unique build fails on the duplicate and leaves the index INVALID.
+    let failed = client
+        .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY t_code ON t (code)")
+        .await;
+    assert!(failed.is_err());
+    client
+        .batch_execute("UPDATE t SET code = 'b' WHERE id = 2")
+        .await
+        .expect("fix the data");
+    let invalid = "SELECT count(*) FROM pg_index WHERE indrelid = 't'::regclass AND NOT indisvalid";
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[])
+                .await
+                .expect("count")
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(count(invalid).await, 1);
+    home.file(
+        "schema.sql",
+        "CREATE TABLE t (id int PRIMARY KEY, code text);\nCREATE UNIQUE INDEX t_code ON t (code);\n",
+        0o644,
+    );
+    let plan = run(pgbulk(&home).args(["plan", "--schema", "schema.sql", "--db", &db.url]));
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stdout.contains("drop invalid index t_code")
+            && plan
+                .stdout
+                .contains("create unique index t_code concurrently"),
+        "{}",
+        plan.stdout
+    );
+    home.file("rows.csv", "id,code\n3,c\n", 0o644);
+    let out = run(pgbulk(&home).args([
+        "load",
+        "rows.csv",
+        "-t",
+        "t",
+        "--schema",
+        "schema.sql",
+        "--db",
+        &db.url,
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(count(invalid).await, 0);
+    assert_eq!(
+        count("SELECT count(*) FROM pg_index WHERE indexrelid = 't_code'::regclass AND indisunique AND indisvalid").await,
+        1
+    );
+    let again = run(pgbulk(&home).args(["plan", "--schema", "schema.sql", "--db", &db.url]));
+    assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+}
+
+/// Whether anything pgbulk builds on the side is left in `public`: a
+/// staging or new table, an invalid index.
+async fn leftovers(client: &tokio_postgres::Client) -> (i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = 'public' AND c.relname NOT IN ('t', 'pgbulk_watermark') \
+                     AND c.relkind IN ('r', 'p')), \
+                    (SELECT count(*) FROM pg_index WHERE NOT indisvalid)",
+            &[],
+        )
+        .await
+        .expect("leftovers");
+    (row.get(0), row.get(1))
+}
+
+/// SIGKILL while a migration rebuilds the table (a column declared in the
+/// middle), at several instants; the same command converges, leaving no
+/// half-built table.
+#[tokio::test]
+async fn sigkill_during_a_rebuild_migration_then_the_same_command_converges() {
+    let db = TestDb::new("faults_kill9_rebuild").await;
+    let home = Scratch::new("faults-kill9-rebuild");
+    let client = db.connect().await;
+    let salt = "rebuilt";
+    write_input(&home, salt);
+    home.file(
+        "v2.sql",
+        "CREATE TABLE t (id int PRIMARY KEY, w int, v text);\n",
+        0o644,
+    );
+    let extra = ["--schema", "v2.sql"];
+    for delay in [20u64, 80, 200, 400] {
+        client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS t, pgbulk_watermark;
+                 CREATE TABLE t (id int PRIMARY KEY, v text);
+                 INSERT INTO t SELECT i, 'old' FROM generate_series(0, {}) i;",
+                ROWS - 1
+            ))
+            .await
+            .expect("v1");
+        let mut child = load_command(&home, &db.url, &extra).spawn().expect("spawn");
+        std::thread::sleep(Duration::from_millis(delay));
+        kill9(&mut child);
+        converge(&home, &db.url, &extra);
+        assert_eq!(
+            exact(&client, salt).await,
+            (ROWS as i64, ROWS as i64, ROWS as i64),
+            "killed after {delay} ms"
+        );
+        let columns: Vec<String> = client
+            .query(
+                "SELECT attname::text FROM pg_attribute WHERE attrelid = 't'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                &[],
+            )
+            .await
+            .expect("columns")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(columns, ["id", "w", "v"], "killed after {delay} ms");
+        assert_eq!(leftovers(&client).await, (0, 0), "killed after {delay} ms");
+    }
+}
+
+/// SIGKILL while a migration builds an index CONCURRENTLY (held in the
+/// build by an open transaction on the table, so the kill lands there):
+/// the invalid index it leaves is dropped and built again by the rerun.
+#[tokio::test]
+async fn sigkill_during_a_concurrent_index_build_then_the_rerun_rebuilds_it() {
+    let db = TestDb::new("faults_kill9_index").await;
+    let home = Scratch::new("faults-kill9-index");
+    let client = db.connect().await;
+    let salt = "indexed";
+    write_input(&home, salt);
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE t (id int PRIMARY KEY, v text);
+             INSERT INTO t SELECT i, 'old' FROM generate_series(0, {}) i;",
+            ROWS - 1
+        ))
+        .await
+        .expect("v1");
+    home.file(
+        "v2.sql",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);\nCREATE INDEX t_v ON t (v);\n",
+        0o644,
+    );
+    let extra = ["--schema", "v2.sql"];
+    // An open writer: the build waits for it after its first phase, with
+    // the index already in the catalog, invalid.
+    let mut blocker = db.connect().await;
+    let tx = blocker.transaction().await.expect("BEGIN");
+    tx.batch_execute("UPDATE t SET v = 'held' WHERE id = 0")
+        .await
+        .expect("UPDATE");
+    let mut child = load_command(&home, &db.url, &extra).spawn().expect("spawn");
+    let since = Instant::now();
+    loop {
+        let (_, invalid) = leftovers(&client).await;
+        if invalid > 0 {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "the build never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill9(&mut child);
+    tx.rollback().await.expect("ROLLBACK");
+    converge(&home, &db.url, &extra);
+    assert_eq!(
+        exact(&client, salt).await,
+        (ROWS as i64, ROWS as i64, ROWS as i64)
+    );
+    assert_eq!(leftovers(&client).await, (0, 0));
+    let valid: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_index WHERE indexrelid = 't_v'::regclass AND indisvalid",
+            &[],
+        )
+        .await
+        .expect("index")
+        .get(0);
+    assert_eq!(valid, 1);
 }

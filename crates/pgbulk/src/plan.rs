@@ -13,7 +13,7 @@ use std::fmt;
 
 use tokio_postgres::Client;
 
-use crate::catalog::{self, ColumnFacts, TableFacts};
+use crate::catalog::{self, ColumnFacts, IndexFacts, TableFacts};
 use crate::error::Result;
 use crate::schema::{Declaration, TableName, quote_ident, quote_literal};
 use crate::session::Session;
@@ -507,8 +507,25 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
         }
     }
 
-    // Indexes backing no constraint, by definition.
-    for i in have.indexes.iter().filter(|i| {
+    // Indexes backing no constraint, by definition; an invalid one (left by
+    // a failed or killed concurrent build) matches nothing and is dropped
+    // before anything is built.
+    for i in have.indexes.iter().filter(|i| !i.valid) {
+        let iname = TableName::new(name.schema_or_public(), &i.name).quoted();
+        let mut s = step(
+            name,
+            format!(
+                "drop invalid index {} (a failed or interrupted build)",
+                i.name
+            ),
+            vec![format!("DROP INDEX CONCURRENTLY IF EXISTS {iname}")],
+            "SHARE UPDATE EXCLUSIVE (reads and writes continue)",
+        );
+        s.phase = Phase::Concurrently;
+        steps.insert(0, s);
+    }
+    let have_valid: Vec<&IndexFacts> = have.indexes.iter().filter(|i| i.valid).collect();
+    for i in have_valid.iter().filter(|i| {
         !want
             .indexes
             .iter()
@@ -527,8 +544,7 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
         steps.push(s);
     }
     for w in want.indexes.iter().filter(|w| {
-        !have
-            .indexes
+        !have_valid
             .iter()
             .any(|i| i.unique == w.unique && i.def == w.def)
     }) {

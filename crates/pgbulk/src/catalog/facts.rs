@@ -57,6 +57,9 @@ pub struct IndexFacts {
     pub name: String,
     /// The index's comment.
     pub comment: Option<String>,
+    /// Whether it is valid: a `CREATE INDEX CONCURRENTLY` that failed or
+    /// was killed leaves an invalid index, which matches nothing declared.
+    pub valid: bool,
 }
 
 /// Everything pgbulk compares about a table.
@@ -180,7 +183,7 @@ pub async fn read(client: &impl GenericClient, oid: Oid) -> Result<TableFacts> {
     let mut indexes: Vec<IndexFacts> = client
         .query(
             "SELECT i.indisunique, pg_catalog.pg_get_indexdef(i.indexrelid), ic.relname::text, \
-                    pg_catalog.obj_description(i.indexrelid, 'pg_class') \
+                    pg_catalog.obj_description(i.indexrelid, 'pg_class'), i.indisvalid \
              FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
              WHERE i.indrelid = $1 AND NOT EXISTS ( \
                  SELECT 1 FROM pg_catalog.pg_constraint con \
@@ -195,6 +198,7 @@ pub async fn read(client: &impl GenericClient, oid: Oid) -> Result<TableFacts> {
             def: index_body(&r.get::<_, String>(1)),
             name: r.get(2),
             comment: r.get(3),
+            valid: r.get(4),
         })
         .collect();
     indexes.sort();
