@@ -485,3 +485,67 @@ async fn sigkill_during_a_concurrent_index_build_then_the_rerun_rebuilds_it() {
         .get(0);
     assert_eq!(valid, 1);
 }
+
+/// Several processes load into a fresh database at once (pipeline jobs,
+/// Spark tasks, backfills): some into one new table, some into tables of
+/// their own, all in a schema that does not exist yet. Creating the
+/// schema, the tables and the watermark table is serialised: every load
+/// succeeds and every row is there once.
+#[tokio::test]
+async fn parallel_first_loads_into_a_fresh_database_all_succeed() {
+    let db = TestDb::new("faults_parallel_first").await;
+    let home = Scratch::new("faults-parallel-first");
+    let client = db.connect().await;
+    for round in 0..3 {
+        let schema = format!("fresh{round}");
+        let mut children = Vec::new();
+        for i in 0..8 {
+            let file = format!("p{round}_{i}.csv");
+            let mut text = String::from("id,v\n");
+            for r in 0..200 {
+                text.push_str(&format!("{},{i}\n", i * 1000 + r));
+            }
+            home.file(&file, &text, 0o644);
+            // Half into one shared table, half into tables of their own.
+            let table = if i % 2 == 0 {
+                format!("{schema}.shared")
+            } else {
+                format!("{schema}.own{i}")
+            };
+            children.push((
+                i,
+                pgbulk(&home)
+                    .args(["--quiet", "load", &file, "-t", &table, "--db", &db.url])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn"),
+            ));
+        }
+        for (i, child) in children {
+            let out = child.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "round {round}, load {i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let shared: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {schema}.shared"), &[])
+            .await
+            .expect("shared")
+            .get(0);
+        assert_eq!(shared, 800, "round {round}");
+        for i in [1, 3, 5, 7] {
+            let own: i64 = client
+                .query_one(
+                    &format!("SELECT count(DISTINCT id) FROM {schema}.own{i}"),
+                    &[],
+                )
+                .await
+                .expect("own")
+                .get(0);
+            assert_eq!(own, 200, "round {round}");
+        }
+    }
+}

@@ -345,3 +345,24 @@ pub(crate) async fn hold_tables(client: &Client, tables: &[TableName], hold: boo
     }
     Ok(())
 }
+
+/// The advisory-lock key serialising the creation of schema `name`.
+pub(crate) fn schema_key(name: &str) -> String {
+    format!("schema {name}")
+}
+
+/// Statements taking the advisory locks of `keys` (tables by name, schemas
+/// by [`schema_key`]) until the transaction ends, in name order: what
+/// concurrent creators of the same objects serialise on.
+pub(crate) fn creation_locks(mut keys: Vec<String>) -> Vec<String> {
+    keys.sort();
+    keys.dedup();
+    keys.iter()
+        .map(|k| {
+            format!(
+                "SELECT pg_catalog.pg_advisory_xact_lock({ADVISORY_NAMESPACE}, pg_catalog.hashtext({}))",
+                crate::schema::dollar_quote(k)
+            )
+        })
+        .collect()
+}

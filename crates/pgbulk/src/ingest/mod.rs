@@ -40,7 +40,7 @@ use crate::lock::{self, LockPolicy};
 use crate::plan::{self, Phase, Plan, Step};
 use crate::rebuild::{self, NewTable};
 use crate::schema::TableFacts;
-use crate::schema::{Declaration, TableName};
+use crate::schema::{Declaration, TableName, dollar_quote};
 use crate::session::Session;
 use crate::watermark;
 use batch::load_batch;
@@ -749,7 +749,8 @@ where
     let deferred = options.create_with_first_batch && options.mode != Mode::ReplaceAtomic;
     if !deferred && !create.sql.is_empty() {
         let what = "creating tables";
-        lock::run_in_own_transaction(client, &options.lock_policy, None, what, &create.sql).await?;
+        let sql: Vec<String> = create.locks.iter().chain(&create.sql).cloned().collect();
+        lock::run_in_own_transaction(client, &options.lock_policy, None, what, &sql).await?;
         report.migrations.append(&mut create.summaries);
         create = Creation::default();
     }
@@ -883,10 +884,14 @@ where
         let created = std::mem::take(&mut create.summaries);
         if !create.sql.is_empty() {
             // Deferred creation: the tables exist once this batch commits.
-            let mut sql = vec![format!(
+            // Another process creating the same tables holds the locks
+            // until its first batch commits: waited for without a timeout,
+            // as for the ingest lock.
+            let mut sql = std::mem::take(&mut create.locks);
+            sql.push(format!(
                 "SET LOCAL lock_timeout = '{}ms'",
                 options.lock_policy.lock_timeout.as_millis()
-            )];
+            ));
             sql.append(&mut create.sql);
             sql.push("SET LOCAL lock_timeout = DEFAULT".to_owned());
             tx.batch_execute(&sql.join(";\n"))
@@ -1044,32 +1049,66 @@ struct BatchContext<'a> {
     merge: bool,
 }
 
-/// Creates the schema, tables and watermark table that do not exist, in one
-/// transaction, whether or not any batch arrives.
 /// What is missing: the declared tables not there yet (with their
-/// schemas) and the watermark table. The caller runs the statements and
-/// reports the summaries once they committed.
+/// schemas) and the watermark table, as statements for one transaction,
+/// and their summaries for the report once it committed.
+///
+/// Several pgbulk processes may create the same things at once (pipeline
+/// jobs, Spark tasks, backfills): the statements first take an advisory
+/// lock per schema, table and watermark table (in name order, until the
+/// transaction ends), then create each table only if it still does not
+/// exist (another process may have created it meanwhile), and the schema
+/// and the watermark table with `IF NOT EXISTS`.
 #[derive(Debug, Default)]
 struct Creation {
+    /// The advisory locks, taken first.
+    locks: Vec<String>,
     sql: Vec<String>,
     summaries: Vec<String>,
 }
 
 async fn creation(client: &Client, create: &[Step], first: &TableName) -> Result<Creation> {
-    let mut sql: Vec<String> = create.iter().flat_map(|s| s.sql.clone()).collect();
     let mut summaries: Vec<String> = create
         .iter()
         .map(|s| format!("{}: {}", s.table, s.summary))
         .collect();
+    let mut keys: Vec<String> = Vec::new();
+    let mut body: Vec<String> = Vec::new();
+    // The steps of one table (its schema's, then its own) under one guard.
+    let mut tables: Vec<&TableName> = create.iter().map(|s| &s.table).collect();
+    tables.dedup();
+    for table in tables {
+        keys.push(lock::schema_key(table.schema_or_public()));
+        keys.push(table.to_string());
+        let statements: Vec<&str> = create
+            .iter()
+            .filter(|s| s.table == *table)
+            .flat_map(|s| s.sql.iter().map(String::as_str))
+            .collect();
+        let guarded = format!(
+            "BEGIN IF pg_catalog.to_regclass({}) IS NULL THEN {}; END IF; END",
+            dollar_quote(&table.quoted()),
+            statements.join(";\n")
+        );
+        body.push(format!("DO {}", dollar_quote(&guarded)));
+    }
     let schema = first.schema_or_public();
     if !watermark::exists(client, schema).await? {
-        sql.push(watermark::create_sql(schema));
+        keys.push(watermark::table(schema).to_string());
+        body.push(watermark::create_sql(schema));
         summaries.push(format!(
             "{}: create the watermark table",
             watermark::table(schema)
         ));
     }
-    Ok(Creation { sql, summaries })
+    if body.is_empty() {
+        return Ok(Creation::default());
+    }
+    Ok(Creation {
+        locks: lock::creation_locks(keys),
+        sql: body,
+        summaries,
+    })
 }
 
 /// Applies the in-place migration steps of existing tables (first batch).

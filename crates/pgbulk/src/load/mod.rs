@@ -672,7 +672,8 @@ fn suggest_max_errors(error: Error, max_errors: u64) -> Error {
         error.server_kind(),
         Some(UniqueViolation | NotNullViolation | CheckViolation | ForeignKeyViolation)
     );
-    if max_errors > 0 || !refused {
+    // Only rows: a catalog conflict (creating a table) is not bad data.
+    if max_errors > 0 || !refused || error.kind() != ErrorKind::Data {
         return error;
     }
     error.append(

@@ -16,7 +16,7 @@ use tokio_postgres::Client;
 
 pub use crate::catalog::TableFacts;
 use sql::{Token, TokenKind};
-pub use sql::{quote_ident, quote_literal};
+pub use sql::{dollar_quote, quote_ident, quote_literal};
 
 use crate::catalog;
 use crate::error::{Error, ErrorKind, Result};

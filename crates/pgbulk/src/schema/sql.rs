@@ -215,9 +215,28 @@ pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
+/// `text` as a dollar-quoted literal, its tag chosen not to occur in it
+/// (so any text, whatever the session's `standard_conforming_strings`).
+pub fn dollar_quote(text: &str) -> String {
+    let tag = (0..)
+        .map(|n| format!("$pgbulk{n}$"))
+        .find(|tag| !text.contains(tag.as_str()))
+        .unwrap_or_default();
+    format!("{tag}{text}{tag}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dollar_quotes_pick_a_tag_the_text_lacks() {
+        assert_eq!(dollar_quote("a'b\\c"), "$pgbulk0$a'b\\c$pgbulk0$");
+        assert_eq!(
+            dollar_quote("x $pgbulk0$ y"),
+            "$pgbulk1$x $pgbulk0$ y$pgbulk1$"
+        );
+    }
 
     fn idents(sql: &str) -> Vec<String> {
         tokenize(sql)
