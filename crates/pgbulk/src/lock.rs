@@ -16,7 +16,9 @@ use crate::schema::TableName;
 /// How long to wait for locks, and what to do about blockers.
 #[derive(Debug, Clone)]
 pub struct LockPolicy {
-    /// `lock_timeout` of each attempt (default 2 s).
+    /// `lock_timeout` of each attempt (default 200 ms): while an attempt
+    /// waits, new readers of the table queue behind it, so this bounds
+    /// how long pgbulk can make a reader wait.
     pub lock_timeout: Duration,
     /// Give up after waiting this long in all (default 5 minutes).
     pub total_wait: Duration,
@@ -28,7 +30,7 @@ pub struct LockPolicy {
 impl Default for LockPolicy {
     fn default() -> Self {
         Self {
-            lock_timeout: Duration::from_secs(2),
+            lock_timeout: Duration::from_millis(200),
             total_wait: Duration::from_secs(300),
             terminate_blockers_after: None,
         }
@@ -272,8 +274,10 @@ pub(crate) async fn wait_or_give_up(
             ),
         ));
     }
-    let backoff = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6)))
-        .min(Duration::from_secs(5));
+    let backoff = jittered(
+        Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6)))
+            .min(Duration::from_secs(5)),
+    );
     let backoff = backoff.min(policy.total_wait.saturating_sub(waited));
     info!(
         "{what}: lock not available (attempt {attempt}), retrying in {} ms{}",
@@ -293,6 +297,16 @@ pub(crate) async fn wait_or_give_up(
     );
     tokio::time::sleep(backoff).await;
     Ok(())
+}
+
+/// Between half and all of `backoff`, at random: processes retrying the
+/// same lock do not retry in step.
+fn jittered(backoff: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    let unit = (h.finish() % 1000) as u32;
+    backoff / 2 + backoff / 2 * unit / 1000
 }
 
 /// The first key of pgbulk's advisory locks (the second is the hash of a

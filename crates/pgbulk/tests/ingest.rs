@@ -1389,3 +1389,55 @@ async fn types_without_an_encoder_and_a_local_time_zone_go_through_the_server() 
         "appended by each run"
     );
 }
+
+/// While a long transaction keeps a migration from its lock, pgbulk's
+/// attempts (the default policy) never make a new reader wait long: each
+/// queues for at most its short `lock_timeout`. The reader's own
+/// `lock_timeout` of 1 s makes a longer wait an error (the old policy's
+/// 2 s attempts failed it); the longest wait seen is printed.
+#[tokio::test]
+async fn readers_never_queue_long_behind_lock_attempts() {
+    let db = TestDb::new("ingest_reader_wait").await;
+    let mut client = db.connect().await;
+    let v1 = decl("CREATE TABLE t (id int PRIMARY KEY);");
+    ingest(
+        &mut client,
+        &v1,
+        |_| vec![batch(json!(1), vec![row("t", vec![Value::Int(1)])])],
+        &Options::default(),
+    )
+    .await
+    .expect("v1");
+    let blocker = db.connect().await;
+    blocker
+        .batch_execute("BEGIN; SELECT * FROM t")
+        .await
+        .expect("blocker holds ACCESS SHARE");
+    let (stop, readers) = reader(&db, "t", 1000);
+    let url = db.url.clone();
+    let migration = tokio::spawn(async move {
+        let mut client = pgbulk::connect::connect(&crate::harness::resolve(&url))
+            .await
+            .expect("connect")
+            .client;
+        let v2 = decl("CREATE TABLE t (id int PRIMARY KEY, added int);");
+        ingest(
+            &mut client,
+            &v2,
+            |_| vec![batch(json!(2), vec![])],
+            &Options::default(),
+        )
+        .await
+    });
+    // Several attempts come and go while the blocker holds on.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    blocker.batch_execute("COMMIT").await.expect("COMMIT");
+    migration
+        .await
+        .expect("task")
+        .expect("migrated once the blocker let go");
+    stop.store(true, Ordering::SeqCst);
+    let seen = readers.await.expect("the reader never waited 1 s");
+    assert!(seen.len() > 3, "the reader kept reading: {}", seen.len());
+    assert_eq!(count(&client, "SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'added'").await, 1);
+}
