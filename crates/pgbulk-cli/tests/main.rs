@@ -9,4 +9,5 @@ mod cli_local;
 mod cli_ping;
 mod faults;
 mod harness;
+mod security;
 mod values;

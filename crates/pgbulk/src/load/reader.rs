@@ -61,24 +61,38 @@ impl Rejects {
     /// the existing ones cut back to the lengths they had when its last
     /// batch committed (the rows rejected by the batch that rolled back are
     /// read, and rejected, again) and appended to.
+    ///
+    /// The files hold rows of the input: they are created readable by the
+    /// owner only, and a path that is a symbolic link is refused rather
+    /// than followed (it could point at a file to overwrite).
     pub(super) fn open(path: &std::path::Path, resume: Option<(u64, u64)>) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
         let open = |p: &std::path::Path, keep: Option<u64>| -> Result<(BufWriter<File>, u64)> {
-            let err = |e| Error::io(format!("cannot open {}", p.display()), e);
-            let file = match keep {
-                None => File::create(p).map_err(err)?,
-                Some(len) => {
-                    let mut file = File::options()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(p)
-                        .map_err(err)?;
-                    let len = len.min(file.metadata().map_err(err)?.len());
-                    file.set_len(len).map_err(err)?;
-                    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len)).map_err(err)?;
-                    file
+            let err = |e: std::io::Error| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    return Error::new(
+                        ErrorKind::Config,
+                        format!(
+                            "{} is a symbolic link; pgbulk does not write reject files through links (name the file itself)",
+                            p.display()
+                        ),
+                    );
                 }
+                Error::io(format!("cannot open {}", p.display()), e)
             };
+            let mut file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(p)
+                .map_err(err)?;
+            // A fresh run starts a fresh file; a resumed one keeps what was
+            // there at its last commit.
+            let len = keep.unwrap_or(0).min(file.metadata().map_err(err)?.len());
+            file.set_len(len).map_err(err)?;
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len)).map_err(err)?;
             let len = file.metadata().map_err(err)?.len();
             Ok((BufWriter::new(file), len))
         };
