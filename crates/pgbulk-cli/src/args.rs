@@ -132,6 +132,27 @@ pub(crate) struct InferenceArgs {
     pub(crate) types: Vec<Vec<(String, String)>>,
 }
 
+/// A duration: `N` seconds, or `N` with `ms`, `s`, `m` or `h`.
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a duration (e.g. 30s, 2m, 500ms)"))?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" | "min" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        other => return Err(format!("unknown unit \"{other}\" (use ms, s, m or h)")),
+    };
+    ms.map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("\"{text}\" is too long"))
+}
+
 /// A size in bytes: `N`, or with `K`, `M`, `G` (powers of 1024; `B`/`iB`
 /// may follow).
 pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
@@ -274,6 +295,9 @@ pub(crate) struct LoadArgs {
     /// The longest field accepted (bytes, or with K, M, G); a longer one stops the load at its line.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1G", help_heading = "Behaviour")]
     pub(crate) max_field_size: usize,
+    /// End the sessions that keep pgbulk from its locks once it has waited this long (e.g. 30s, 2m; 0 at once), and at once those a killed earlier run left behind.
+    #[arg(long, value_name = "AFTER", value_parser = parse_duration, help_heading = "Behaviour")]
+    pub(crate) terminate_blockers: Option<std::time::Duration>,
     #[command(flatten)]
     pub(crate) connection: ConnectionArgs,
 }
@@ -318,6 +342,18 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let ms = |t: &str| parse_duration(t).map(|d| d.as_millis());
+        assert_eq!(ms("0"), Ok(0));
+        assert_eq!(ms("30s"), Ok(30_000));
+        assert_eq!(ms("2m"), Ok(120_000));
+        assert_eq!(ms("500ms"), Ok(500));
+        assert_eq!(ms("1h"), Ok(3_600_000));
+        assert!(ms("soon").is_err() && ms("5 fortnights").is_err() && ms("").is_err());
+        assert!(ms("99999999999999999999h").is_err());
+    }
 
     /// Every flag of `pgbulk load` is documented in the README's flag table
     /// (and the table names no flag that does not exist).

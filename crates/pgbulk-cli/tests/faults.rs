@@ -549,3 +549,93 @@ async fn parallel_first_loads_into_a_fresh_database_all_succeed() {
         }
     }
 }
+
+/// A backend a killed run left behind (its `application_name` names a
+/// process of this host that is gone) holds the table's ingest lock: the
+/// rerun names it and waits; with `--terminate-blockers` it ends it at once.
+#[tokio::test]
+async fn the_orphan_of_a_killed_run_is_named_and_can_be_ended() {
+    use std::io::BufRead;
+    let db = TestDb::new("faults_orphan").await;
+    let home = Scratch::new("faults-orphan");
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .expect("t");
+    home.file("in.csv", "id,v\n1,a\n2,b\n", 0o644);
+    let mut gone = Command::new("true").spawn().expect("true");
+    let pid = gone.id();
+    gone.wait().expect("reaped");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let orphan_app = format!("pgbulk [pgbulk {}:{pid}]", host.trim());
+    let hold = format!(
+        "SET application_name = '{orphan_app}'; SELECT pg_advisory_lock(1885827693, hashtext('public.t'))"
+    );
+    let orphan = db.connect().await;
+    orphan.batch_execute(&hold).await.expect("the orphan holds");
+
+    // Without the option: named, then waited for.
+    let mut child = pgbulk(&home)
+        .args(["load", "in.csv", "-t", "t", "--db", &db.url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (said, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = said.send(line);
+        }
+    });
+    let named = loop {
+        match heard.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.contains("left running by an earlier pgbulk run that was killed") => {
+                break line;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("the wait was not said: {e}"),
+        }
+    };
+    assert!(named.contains(&orphan_app), "{named}");
+    orphan
+        .batch_execute("SELECT pg_advisory_unlock_all()")
+        .await
+        .expect("unlock");
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(
+        client
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .expect("count")
+            .get::<_, i64>(0),
+        2
+    );
+
+    // With it: ended at once.
+    orphan
+        .batch_execute(&hold)
+        .await
+        .expect("the orphan holds again");
+    let out = run(pgbulk(&home).args([
+        "load",
+        "in.csv",
+        "-t",
+        "t",
+        "--restart",
+        "--terminate-blockers",
+        "10m",
+        "--db",
+        &db.url,
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("ending backend"), "{}", out.stderr);
+    assert!(
+        orphan.simple_query("SELECT 1").await.is_err(),
+        "the orphan's session was ended"
+    );
+}

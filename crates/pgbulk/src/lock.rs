@@ -323,41 +323,163 @@ fn advisory_keys(tables: &[&TableName]) -> Vec<String> {
 }
 
 /// Serialises ingests into `tables` until the transaction ends (a
-/// transaction-scoped advisory lock per table, in name order).
+/// transaction-scoped advisory lock per table, in name order). Waiting for
+/// one is said, naming who holds it (see [`advisory_lock`]).
 pub(crate) async fn serialise_ingests(
     tx: &impl GenericClient,
+    policy: &LockPolicy,
     tables: &[&TableName],
 ) -> Result<()> {
     for key in advisory_keys(tables) {
-        tx.execute(
-            "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))",
-            &[&ADVISORY_NAMESPACE, &key],
-        )
-        .await
-        .map_err(|e| Error::server("taking the ingest lock", e))?;
+        advisory_lock(tx, policy, &key, false).await?;
     }
     Ok(())
 }
 
 /// Takes (`hold`) or releases the same locks for the session: a
 /// replace-atomic run owns its tables from the first batch to the swap.
-pub(crate) async fn hold_tables(client: &Client, tables: &[TableName], hold: bool) -> Result<()> {
-    let function = if hold {
-        "pg_advisory_lock"
-    } else {
-        "pg_advisory_unlock"
-    };
+pub(crate) async fn hold_tables(
+    client: &Client,
+    policy: &LockPolicy,
+    tables: &[TableName],
+    hold: bool,
+) -> Result<()> {
     let tables: Vec<&TableName> = tables.iter().collect();
     for key in advisory_keys(&tables) {
-        client
-            .execute(
-                &format!("SELECT pg_catalog.{function}($1, pg_catalog.hashtext($2))"),
-                &[&ADVISORY_NAMESPACE, &key],
-            )
-            .await
-            .map_err(|e| Error::server("taking the ingest lock", e))?;
+        if hold {
+            advisory_lock(client, policy, &key, true).await?;
+        } else {
+            client
+                .execute(
+                    "SELECT pg_catalog.pg_advisory_unlock($1, pg_catalog.hashtext($2))",
+                    &[&ADVISORY_NAMESPACE, &key],
+                )
+                .await
+                .map_err(|e| Error::server("releasing the ingest lock", e))?;
+        }
     }
     Ok(())
+}
+
+/// Takes pgbulk's advisory lock on `key`, for the session or until the
+/// transaction ends. When another backend holds it,
+/// says who before waiting: another pgbulk run, or the orphan of a killed
+/// one (its `application_name` names a process of this host that is gone),
+/// which the server ends once its statement notices the client is gone,
+/// or which is terminated at once when the policy terminates blockers.
+async fn advisory_lock(
+    client: &impl GenericClient,
+    policy: &LockPolicy,
+    key: &str,
+    session: bool,
+) -> Result<()> {
+    let err = |e| Error::server("taking the ingest lock", e);
+    let (try_lock, lock) = if session {
+        ("pg_try_advisory_lock", "pg_advisory_lock")
+    } else {
+        ("pg_try_advisory_xact_lock", "pg_advisory_xact_lock")
+    };
+    let taken: bool = client
+        .query_one(
+            &format!("SELECT pg_catalog.{try_lock}($1, pg_catalog.hashtext($2))"),
+            &[&ADVISORY_NAMESPACE, &key],
+        )
+        .await
+        .map_err(err)?
+        .get(0);
+    if taken {
+        return Ok(());
+    }
+    let holders = client
+        .query(
+            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), \
+                    coalesce(pg_catalog.to_char(a.xact_start, 'YYYY-MM-DD HH24:MI:SS'), '') \
+             FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
+               AND l.classid = $1::int8::oid \
+               AND l.objid = ((pg_catalog.hashtext($2)::int8 + 4294967296) % 4294967296)::oid \
+               AND l.pid <> pg_catalog.pg_backend_pid()",
+            &[&i64::from(ADVISORY_NAMESPACE), &key],
+        )
+        .await
+        .map_err(err)?;
+    for h in &holders {
+        let pid: i32 = h.get(0);
+        let app: String = h.get(1);
+        let state: String = h.get(2);
+        let since: String = h.get(3);
+        if is_orphan(&app) {
+            if policy.terminate_blockers_after.is_some() {
+                warn!(
+                    "{key}: ending backend {pid} ({app}), left running by an earlier pgbulk run that was killed"
+                );
+                client
+                    .execute("SELECT pg_catalog.pg_terminate_backend($1)", &[&pid])
+                    .await
+                    .map_err(|e| Error::server("pg_terminate_backend", e))?;
+            } else {
+                warn!(
+                    "{key}: waiting for backend {pid} ({app}, {state} since {since}), left running by an earlier pgbulk run that was killed; it ends when its statement notices (or pass --terminate-blockers to end it now)"
+                );
+            }
+        } else {
+            warn!(
+                "{key}: waiting for backend {pid} ({app}, {state} since {since}), which is loading the same table"
+            );
+        }
+    }
+    client
+        .execute(
+            &format!("SELECT pg_catalog.{lock}($1, pg_catalog.hashtext($2))"),
+            &[&ADVISORY_NAMESPACE, &key],
+        )
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+/// The `application_name` pgbulk gives its sessions: `base` (the user's
+/// own, or `pgbulk`) followed by ` [pgbulk <host>:<pid>]`, so that a later
+/// run can tell a session whose process is gone. At most 63 bytes (the
+/// server's limit), cut on a character boundary, the tag kept whole.
+pub(crate) fn session_tag(base: &str) -> String {
+    let tag = format!(" [pgbulk {}:{}]", hostname(), std::process::id());
+    let mut keep = 63usize.saturating_sub(tag.len()).min(base.len());
+    while !base.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{tag}", &base[..keep])
+}
+
+/// Whether `application_name` is a pgbulk session tag of a process of this
+/// host that no longer exists.
+fn is_orphan(application_name: &str) -> bool {
+    let Some(rest) = application_name.rsplit_once(" [pgbulk ").map(|(_, r)| r) else {
+        return false;
+    };
+    let Some((host, pid)) = rest.trim_end_matches(']').rsplit_once(':') else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<libc::pid_t>() else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    let gone = unsafe { libc::kill(pid, 0) } != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    host == hostname() && gone
+}
+
+/// This machine's host name (empty when it cannot be read).
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer and its length are valid; the name is NUL-ended
+    // when it fits.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    if !ok {
+        return String::new();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// The advisory-lock key serialising the creation of schema `name`.
@@ -379,4 +501,25 @@ pub(crate) fn creation_locks(mut keys: Vec<String>) -> Vec<String> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_tags_fit_the_server_and_name_this_process() {
+        let tag = session_tag("pgbulk");
+        assert!(
+            tag.starts_with("pgbulk [pgbulk ")
+                && tag.ends_with(&format!(":{}]", std::process::id()))
+        );
+        assert!(!is_orphan(&tag), "this process is alive");
+        let long = session_tag(&"é".repeat(60));
+        assert!(long.len() <= 63, "{long}");
+        assert!(long.ends_with(&format!(":{}]", std::process::id())));
+        assert!(!is_orphan("psql") && !is_orphan("x [pgbulk nohost]"));
+        // A process of another host is never taken for an orphan.
+        assert!(!is_orphan("pgbulk [pgbulk elsewhere.example:1]"));
+    }
 }

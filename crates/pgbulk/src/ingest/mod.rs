@@ -706,7 +706,7 @@ where
         migrations: prepared.done.clone(),
         ..Report::default()
     };
-    watch_for_a_dead_client(client, prepared.session.server_version).await?;
+    tag_session(client, prepared.session.server_version).await?;
     let first = &prepared.first;
     let start_hw = match &options.high_watermark {
         HighWatermark::Latest => {
@@ -757,7 +757,7 @@ where
     let names = prepared.names();
     let replace = options.mode == Mode::ReplaceAtomic;
     if replace {
-        crate::lock::hold_tables(client, &names, true).await?;
+        crate::lock::hold_tables(client, &options.lock_policy, &names, true).await?;
     }
     let result = run_batches(
         client,
@@ -775,15 +775,32 @@ where
     )
     .await;
     if replace {
-        crate::lock::hold_tables(client, &names, false).await?;
+        crate::lock::hold_tables(client, &options.lock_policy, &names, false).await?;
     }
     result
 }
 
-/// On PostgreSQL 14 and later, makes the server check the client every
-/// second while a statement runs: a killed pgbulk's merge is ended within
-/// a second or two instead of holding its locks until it finishes.
-async fn watch_for_a_dead_client(client: &Client, version: i32) -> Result<()> {
+/// Tags the session's `application_name` with this process (see
+/// [`lock::session_tag`]); on PostgreSQL 14 and later, makes the server
+/// check the client every second while a statement runs: a killed pgbulk's
+/// merge is ended within a second or two instead of holding its locks
+/// until it finishes.
+async fn tag_session(client: &Client, version: i32) -> Result<()> {
+    // Tagged with this process, so a later run can tell an orphan.
+    let app: String = client
+        .query_one("SELECT current_setting('application_name')", &[])
+        .await
+        .map_err(|e| Error::server("reading application_name", e))?
+        .get(0);
+    if !app.contains(" [pgbulk ") {
+        client
+            .execute(
+                "SELECT pg_catalog.set_config('application_name', $1, false)",
+                &[&lock::session_tag(&app)],
+            )
+            .await
+            .map_err(|e| Error::server("SET application_name", e))?;
+    }
     if version < 140_000 {
         return Ok(());
     }
