@@ -295,6 +295,14 @@ pub(crate) struct LoadArgs {
     /// The longest field accepted (bytes, or with K, M, G); a longer one stops the load at its line.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1G", help_heading = "Behaviour")]
     pub(crate) max_field_size: usize,
+    /// After a lost connection (server restart, failover, network), continue from the last committed batch, this many times at most (files only).
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "N",
+        help_heading = "Behaviour"
+    )]
+    pub(crate) retries: u32,
     /// End the sessions that keep pgbulk from its locks once it has waited this long (e.g. 30s, 2m; 0 at once), and at once those a killed earlier run left behind.
     #[arg(long, value_name = "AFTER", value_parser = parse_duration, help_heading = "Behaviour")]
     pub(crate) terminate_blockers: Option<std::time::Duration>,

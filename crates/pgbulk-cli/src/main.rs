@@ -184,13 +184,12 @@ async fn load(
     }
 
     let params = connect_target(request, env)?;
-    let client = pgbulk::connect::connect(&params).await?.client;
     let progress = Arc::new(Progress::default());
     let display = progress::Display::start(progress.clone(), quiet);
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let load = pgbulk::load::load(client, &params, &opts, progress.clone());
+    let load = pgbulk::load::load_retrying(&params, &opts, progress.clone());
     tokio::pin!(load);
     let outcome = tokio::select! {
         result = &mut load => Some(result),

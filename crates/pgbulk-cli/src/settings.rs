@@ -51,6 +51,7 @@ pub(crate) fn load(args: &LoadArgs) -> Result<LoadOptions, Refusal> {
         reject_file: args.reject_file.clone(),
         restart: args.restart,
         streams: args.streams.max(1),
+        retries: args.retries,
         lock_policy: pgbulk::lock::LockPolicy {
             terminate_blockers_after: args.terminate_blockers,
             ..pgbulk::lock::LockPolicy::default()

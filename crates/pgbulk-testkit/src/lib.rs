@@ -375,3 +375,66 @@ impl Rng {
         usize::try_from(self.below(n as u64)).unwrap_or(0)
     }
 }
+
+/// A TCP proxy in front of the suite's server that the test controls:
+/// [`Proxy::cut`] drops every connection open through it (as a network
+/// failure would), new ones are still accepted.
+#[derive(Debug)]
+pub struct Proxy {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    cut: tokio::sync::watch::Sender<u64>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Listens on a free local port, forwarding to the suite's server.
+    pub async fn start() -> Self {
+        let (host, port) = server().host_port();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy listens");
+        let local = listener.local_addr().expect("proxy address").port();
+        let (cut, watch) = tokio::sync::watch::channel(0u64);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                let target = format!("{host}:{port}");
+                tokio::spawn(async move {
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    watch.borrow_and_update();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                        _ = watch.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port: local,
+            cut,
+            accept,
+        }
+    }
+
+    /// Drops every connection open now.
+    pub fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// `db`'s URL, through this proxy.
+    pub fn url(&self, db: &TestDb) -> String {
+        let (_, port) = server().host_port();
+        db.url
+            .replacen(&format!(":{port}/"), &format!(":{}/", self.port), 1)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}

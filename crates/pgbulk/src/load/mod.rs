@@ -115,6 +115,9 @@ pub struct LoadOptions {
     /// Connections to load with at once (one big uncompressed file is split
     /// in halves); 1 disables it.
     pub streams: usize,
+    /// Runs again after a lost connection, this many times at most (see
+    /// [`load_retrying`]).
+    pub retries: u32,
 }
 
 /// The default rows per batch: measured, see the README.
@@ -150,6 +153,7 @@ impl Default for LoadOptions {
             restart: false,
             lock_policy: LockPolicy::default(),
             streams: 2,
+            retries: 0,
         }
     }
 }
@@ -259,6 +263,59 @@ pub struct LoadReport {
     /// encoding, why an earlier run's ledger was not followed (the table
     /// was emptied or rewritten since).
     pub notes: Vec<String>,
+}
+
+/// Connects to `params` and runs [`load`]; when the connection is lost
+/// (the server restarted or failed over, the network dropped) or cannot be
+/// made again, waits (1 s, doubling up to 30 s) and runs it again, at most
+/// `opts.retries` times. That is safe: each batch commits with its ledger
+/// row or not at all, so the next run reads from the ledger where the last
+/// one stopped, also when a COMMIT's acknowledgement was what got lost.
+/// Standard input cannot be read again: with it, nothing is retried.
+pub async fn load_retrying(
+    params: &crate::conninfo::ConnParams,
+    opts: &LoadOptions,
+    progress: Arc<Progress>,
+) -> Result<LoadReport> {
+    let rereadable = !opts.sources.is_empty() && !opts.sources.contains(&Source::Stdin);
+    let retries = if rereadable { opts.retries } else { 0 };
+    let mut lost = Vec::new();
+    for attempt in 0..=retries {
+        let outcome = match crate::connect::connect(params).await {
+            Ok(session) => load(session.client, params, opts, progress.clone()).await,
+            // Only a reconnection may fail to connect and be retried.
+            Err(e) if attempt > 0 => Err(e),
+            Err(e) => return Err(e),
+        };
+        match outcome {
+            Err(e)
+                if attempt < retries
+                    && !progress.is_interrupted()
+                    && matches!(e.kind(), ErrorKind::ConnectionLost | ErrorKind::Connect) =>
+            {
+                let wait = std::time::Duration::from_secs((1u64 << attempt.min(5)).min(30));
+                tracing::warn!(
+                    "{e}; retrying in {} s (retry {} of {retries})",
+                    wait.as_secs(),
+                    attempt + 1
+                );
+                lost.push(e.message().to_owned());
+                progress.bytes_read.store(0, Ordering::Relaxed);
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e),
+            Ok(mut report) => {
+                if !lost.is_empty() {
+                    report.notes.push(format!(
+                        "the connection was lost {} time(s) and the load continued where its last batch committed",
+                        lost.len()
+                    ));
+                }
+                return Ok(report);
+            }
+        }
+    }
+    Err(Error::new(ErrorKind::ConnectionLost, "no attempt was made"))
 }
 
 /// Loads the inputs into the table. See the module documentation.
