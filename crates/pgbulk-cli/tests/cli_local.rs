@@ -100,3 +100,48 @@ fn missing_server_programs_say_what_to_install() {
     assert_eq!(out.code, expected, "{}", out.stderr);
     let _ = run(pgbulk(&home).args(["local", "stop"]));
 }
+
+/// `PGBULK_PG_VERSION` picks the major version of the local cluster: the
+/// one this suite runs on (`PGBULK_TEST_PG`, else the machine's own).
+#[test]
+fn the_local_cluster_runs_the_version_asked_for() {
+    let major = std::env::var("PGBULK_TEST_PG")
+        .ok()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| {
+            let out = std::process::Command::new("pg_config")
+                .arg("--version")
+                .output()
+                .expect("pg_config runs");
+            // "PostgreSQL 15.14 (Debian ...)"
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.split('.').next())
+                .expect("a version")
+                .to_owned()
+        });
+    let home = Scratch::new("local-version");
+    let cache = std::env::var("PGBULK_PG_CACHE").ok();
+    let out = run(pgbulk(&home)
+        .env("PGBULK_PG_VERSION", &major)
+        .envs(cache.map(|c| ("PGBULK_PG_CACHE", c)))
+        .arg("ping"));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!("PostgreSQL {major}.")),
+        "{}",
+        out.stdout
+    );
+    let stop = run(pgbulk(&home)
+        .env("PGBULK_PG_VERSION", &major)
+        .args(["local", "stop"]));
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    let missing = run(pgbulk(&home).env("PGBULK_PG_VERSION", "9").arg("ping"));
+    assert_eq!(missing.code, 7, "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("PGBULK_PG_VERSION=9"),
+        "{}",
+        missing.stderr
+    );
+}

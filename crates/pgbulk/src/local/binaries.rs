@@ -16,11 +16,35 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Finds the server programs: `$PGBULK_PG_BINDIR`, then `initdb` on
-    /// `PATH`, then `pg_config --bindir`, then the newest
+    /// Finds the server programs: `$PGBULK_PG_BINDIR`; else, when
+    /// `$PGBULK_PG_VERSION` names a major version, that version's (fetched
+    /// by `scripts/pg-versions` under `$PGBULK_PG_CACHE`, default
+    /// `/var/cache/pgbulk-pg`, or `/usr/lib/postgresql/<version>/bin`);
+    /// else `initdb` on `PATH`, then `pg_config --bindir`, then the newest
     /// `/usr/lib/postgresql/<version>/bin`, then `/usr/local/pgsql/bin`.
     pub fn find(env: &Environment) -> Result<Self> {
         let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(version) = env.var("PGBULK_PG_VERSION").filter(|v| !v.is_empty()) {
+            let cache = env
+                .var("PGBULK_PG_CACHE")
+                .filter(|c| !c.is_empty())
+                .unwrap_or("/var/cache/pgbulk-pg");
+            let dirs = [
+                Path::new(cache).join(version).join("bin"),
+                Path::new("/usr/lib/postgresql").join(version).join("bin"),
+            ];
+            return dirs
+                .iter()
+                .find(|d| has_programs(d))
+                .map(|d| Self { bindir: d.clone() })
+                .ok_or_else(|| {
+                    Error::local(format!(
+                        "PGBULK_PG_VERSION={version}: no server programs in {} or {} (scripts/pg-versions fetches 13 to 18)",
+                        dirs[0].display(),
+                        dirs[1].display()
+                    ))
+                });
+        }
         if let Some(dir) = env.var("PGBULK_PG_BINDIR").filter(|d| !d.is_empty()) {
             let dir = PathBuf::from(dir);
             return if has_programs(&dir) {
