@@ -101,7 +101,18 @@ async fn sigkill_at_any_instant_then_the_same_command_converges() {
     // Killed instants spread over the load: before the first commit,
     // between and during batches, near the end (fixed, not random, so a
     // failure can be reproduced; the load's speed moves them anyway).
-    let delays_ms = [30u64, 120, 260, 410, 600, 850];
+    // `PGBULK_SOAK_KILLS=N` (scripts/soak) kills at N seeded random
+    // instants per mode instead and prints a summary.
+    let soak: Option<u64> = std::env::var("PGBULK_SOAK_KILLS")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    let delays_ms: Vec<u64> = match soak {
+        Some(n) => {
+            let mut rng = crate::harness::Rng(0x50a4_0000_0000_0001);
+            (0..n).map(|_| rng.below(900)).collect()
+        }
+        None => vec![30, 120, 260, 410, 600, 850],
+    };
     for (mode, ddl, extra) in [
         ("append", "CREATE TABLE t (id int, v text)", &[][..]),
         (
@@ -137,9 +148,13 @@ async fn sigkill_at_any_instant_then_the_same_command_converges() {
         }
         let salt = format!("{mode}-value");
         write_input(&home, &salt);
-        for delay in delays_ms {
+        let mut finished = 0;
+        for delay in &delays_ms {
             let mut child = load_command(&home, &db.url, extra).spawn().expect("spawn");
-            std::thread::sleep(Duration::from_millis(delay));
+            std::thread::sleep(Duration::from_millis(*delay));
+            if child.try_wait().ok().flatten().is_some() {
+                finished += 1;
+            }
             kill9(&mut child);
         }
         // From 14 on the server notices the dead client within a second or
@@ -172,6 +187,12 @@ async fn sigkill_at_any_instant_then_the_same_command_converges() {
             }
         }
         converge(&home, &db.url, extra);
+        if soak.is_some() {
+            println!(
+                "soak {mode}: {} kills at random instants ({finished} runs had finished first); converged, checking the table",
+                delays_ms.len()
+            );
+        }
         let expected = if mode == "upsert" {
             // The old keys the input lacks stay.
             let extra = (ROWS..ROWS + 100).step_by(2).count() as i64;

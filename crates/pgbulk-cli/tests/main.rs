@@ -9,5 +9,6 @@ mod cli_local;
 mod cli_ping;
 mod faults;
 mod harness;
+mod mutations;
 mod security;
 mod values;
