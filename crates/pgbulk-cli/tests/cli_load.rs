@@ -943,6 +943,60 @@ async fn identity_generated_and_defaulted_columns_fill_themselves() {
     );
 }
 
+/// PostgreSQL 18's virtual generated columns are computed on read: never
+/// written, kept by a rebuild. Before 18 the same declaration is refused
+/// by the server, and said so.
+#[tokio::test]
+async fn virtual_generated_columns_are_left_to_the_server() {
+    let db = TestDb::new("load_virtual").await;
+    let home = Scratch::new("load-virtual");
+    let version: i32 = db
+        .connect()
+        .await
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .expect("version")
+        .get(0);
+    home.file(
+        "v.sql",
+        "CREATE TABLE v (id int PRIMARY KEY, qty int, twice int GENERATED ALWAYS AS (qty * 2) VIRTUAL);",
+        0o644,
+    );
+    home.file("v.csv", "id,qty\n1,5\n2,7\n", 0o644);
+    let out = load(&db, &home, &["v.csv", "-t", "v", "--schema", "v.sql"]);
+    if version < 180_000 {
+        assert_eq!(out.code, 3, "{}", out.stderr);
+        assert!(out.stderr.contains("VIRTUAL"), "{}", out.stderr);
+        return;
+    }
+    assert_ok(&out);
+    // A column declared in the middle forces a rebuild: it keeps the
+    // virtual column virtual.
+    home.file(
+        "v2.sql",
+        "CREATE TABLE v (id int PRIMARY KEY, note text, qty int, twice int GENERATED ALWAYS AS (qty * 2) VIRTUAL);",
+        0o644,
+    );
+    home.file("v2.csv", "id,qty,note\n3,1,n\n", 0o644);
+    assert_ok(&load(
+        &db,
+        &home,
+        &["v2.csv", "-t", "v", "--schema", "v2.sql"],
+    ));
+    assert_eq!(
+        rows(&db, "SELECT id::text, twice::text FROM v ORDER BY id").await,
+        vec![
+            vec![s("1"), s("10")],
+            vec![s("2"), s("14")],
+            vec![s("3"), s("2")]
+        ]
+    );
+    assert_eq!(
+        rows(&db, "SELECT attgenerated::text FROM pg_attribute WHERE attrelid = 'v'::regclass AND attname = 'twice'").await,
+        vec![vec![s("v")]]
+    );
+}
+
 #[tokio::test]
 async fn several_files_with_different_headers() {
     let db = TestDb::new("load_files").await;

@@ -64,11 +64,17 @@ pub(crate) fn new_table_name(target: &TableName) -> TableName {
 
 fn render_column(c: &ColumnFacts) -> String {
     let name = quote_ident(&c.name);
-    let mut sql = if c.generated.is_some() {
+    let mut sql = if let Some(generated) = &c.generated {
+        // `s`: stored; `v`: virtual (PostgreSQL 18), computed on read.
         format!(
-            "{name} {} GENERATED ALWAYS AS ({}) STORED",
+            "{name} {} GENERATED ALWAYS AS ({}) {}",
             c.type_name,
-            c.raw_default.as_deref().unwrap_or("NULL")
+            c.raw_default.as_deref().unwrap_or("NULL"),
+            if generated == "v" {
+                "VIRTUAL"
+            } else {
+                "STORED"
+            }
         )
     } else if let Some(identity) = &c.identity {
         format!(
