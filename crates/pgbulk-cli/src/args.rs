@@ -63,6 +63,11 @@ pub(crate) enum Command {
         after_help = "Examples:\n  pgbulk load sales.csv -t sales --key PointOfSale,Product,Date\n  zcat day.csv.gz | pgbulk load - -t staging.orders --db service=warehouse\n  pgbulk load landing/*.csv -t events --max-errors 100 --reject-file rejects.csv"
     )]
     Load(LoadArgs),
+    /// Copy a table of another PostgreSQL database into this one, columns matched by name.
+    #[command(
+        after_help = "Examples:\n  pgbulk sync --from postgresql://reader@src/app --table users --db service=warehouse\n  pgbulk sync --from service=app --table users --where \"created_at::date = '2024-05-01'\" --to staging.users"
+    )]
+    Sync(SyncArgs),
     /// Print the CREATE TABLE pgbulk would infer for a CSV file, without loading.
     #[command(
         after_help = "Example:\n  pgbulk infer sales.csv -t sales --key PointOfSale,Product,Date --type stock=numeric(10,2)"
@@ -308,6 +313,60 @@ pub(crate) struct LoadArgs {
     pub(crate) terminate_blockers: Option<std::time::Duration>,
     #[command(flatten)]
     pub(crate) connection: ConnectionArgs,
+}
+
+/// `pgbulk sync`.
+#[derive(Debug, Args)]
+pub(crate) struct SyncArgs {
+    /// The source database: what --db takes (URI, "key=value ...", service=NAME, a database name).
+    #[arg(
+        long,
+        value_name = "CONNINFO",
+        hide_env_values = true,
+        help_heading = "Source"
+    )]
+    pub(crate) from: Option<String>,
+    /// The source's connection profile from pgbulk.toml.
+    #[arg(long, value_name = "NAME", help_heading = "Source")]
+    pub(crate) from_profile: Option<String>,
+    /// The source table: [SCHEMA.]TABLE.
+    #[arg(long, short = 't', value_name = "TABLE", help_heading = "Source")]
+    pub(crate) table: String,
+    /// Only the source rows this SQL condition selects (run on the source).
+    #[arg(long = "where", value_name = "SQL", help_heading = "Source")]
+    pub(crate) filter: Option<String>,
+    /// The destination table (default: the source's name).
+    #[arg(long, value_name = "TABLE", help_heading = "Target")]
+    pub(crate) to: Option<String>,
+    /// How the destination changes (default: upsert when it has a key, else append).
+    #[arg(long, value_enum, help_heading = "Target")]
+    pub(crate) mode: Option<ModeArg>,
+    /// Key columns to upsert on (default: the destination's primary key).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "COL,...",
+        help_heading = "Target"
+    )]
+    pub(crate) key: Option<Vec<String>>,
+    /// Leave out source columns the destination lacks (default: refuse the run).
+    #[arg(long, help_heading = "Target")]
+    pub(crate) ignore_extra: bool,
+    /// Rows per batch; each batch commits.
+    #[arg(long, default_value_t = pgbulk::load::DEFAULT_BATCH_ROWS, value_name = "N", help_heading = "Behaviour")]
+    pub(crate) batch_rows: u64,
+    #[command(flatten)]
+    pub(crate) connection: ConnectionArgs,
+}
+
+impl SyncArgs {
+    /// Where the source is.
+    pub(crate) fn source(&self) -> Request {
+        Request {
+            db: self.from.clone(),
+            profile: self.from_profile.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -18,7 +18,7 @@ use pgbulk::load::{LoadOptions, Progress};
 use pgbulk::local::{Cluster, LocalUse, Status};
 use pgbulk::{ErrorKind, endpoint};
 
-use crate::args::{Cli, Command, InferArgs, LoadArgs, LocalAction};
+use crate::args::{Cli, Command, InferArgs, LoadArgs, LocalAction, SyncArgs};
 
 /// Exit codes (documented in the README).
 mod exit {
@@ -132,6 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let request = args.connection.request();
             load(args, &request, &env, cli.quiet).await
         }
+        Command::Sync(args) => sync(args, &env, cli.quiet).await,
         Command::Infer(args) => infer(args),
         Command::Plan { schema, connection } => plan(&schema, &connection.request(), &env).await,
     }
@@ -224,6 +225,31 @@ async fn load(
         tracing::info!("migrated: {m}");
     }
     println!("{}", summary::outcome(&report, &opts));
+    Ok(0)
+}
+
+async fn sync(args: SyncArgs, env: &Environment, quiet: bool) -> anyhow::Result<u8> {
+    let opts = match settings::sync(&args) {
+        Ok(opts) => opts,
+        Err(settings::Refusal::Usage(why)) => usage_error(&why),
+        Err(settings::Refusal::Invalid(e)) => return Err(e.into()),
+    };
+    let source_params = pgbulk::conninfo::resolve(&args.source(), env)?;
+    let params = connect_target(&args.connection.request(), env)?;
+    let source = pgbulk::connect::connect(&source_params).await?.client;
+    let dest = pgbulk::connect::connect(&params).await?.client;
+    let progress = Arc::new(Progress::default());
+    let display = progress::Display::start(progress.clone(), quiet);
+    let result = pgbulk::sync::sync(source, dest, &params, &opts, progress).await;
+    display.finish().await;
+    let report = result?;
+    for m in &report.mapping {
+        tracing::info!("column {m}");
+    }
+    for m in report.load.migrations.iter().filter(|_| !quiet) {
+        eprintln!("pgbulk: {m}");
+    }
+    println!("{}", summary::synced(&report, &opts));
     Ok(0)
 }
 

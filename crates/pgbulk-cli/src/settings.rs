@@ -8,7 +8,9 @@ use pgbulk::input::Source;
 use pgbulk::load::{LoadMode, LoadOptions, Sample};
 use pgbulk::schema::TableName;
 
-use crate::args::{DialectArgs, InferArgs, InferenceArgs, LoadArgs, ModeArg, OnDuplicateArg};
+use crate::args::{
+    DialectArgs, InferArgs, InferenceArgs, LoadArgs, ModeArg, OnDuplicateArg, SyncArgs,
+};
 
 /// Why flags do not make settings.
 #[derive(Debug)]
@@ -32,12 +34,7 @@ pub(crate) fn load(args: &LoadArgs) -> Result<LoadOptions, Refusal> {
         sources: args.files.iter().map(|f| Source::from_arg(f)).collect(),
         recreate: args.recreate,
         ignore_extra: args.ignore_extra,
-        mode: args.mode.map(|m| match m {
-            ModeArg::Append => LoadMode::Append,
-            ModeArg::Upsert => LoadMode::Upsert,
-            ModeArg::Replace => LoadMode::Replace,
-            ModeArg::ReplaceAtomic => LoadMode::ReplaceAtomic,
-        }),
+        mode: args.mode.map(mode),
         key: args.key.clone(),
         on_duplicate: match args.on_duplicate {
             OnDuplicateArg::Last => OnDuplicate::Last,
@@ -58,6 +55,34 @@ pub(crate) fn load(args: &LoadArgs) -> Result<LoadOptions, Refusal> {
         },
         ..reading(&args.dialect, &args.inference, &args.table)?
     })
+}
+
+/// The options of `pgbulk sync`.
+pub(crate) fn sync(args: &SyncArgs) -> Result<pgbulk::sync::SyncOptions, Refusal> {
+    if args.from.is_none() && args.from_profile.is_none() {
+        return Err(Refusal::Usage(
+            "sync needs a source: --from CONNINFO or --from-profile NAME".to_owned(),
+        ));
+    }
+    Ok(pgbulk::sync::SyncOptions {
+        table: TableName::parse(&args.table)?,
+        to: args.to.as_deref().map(TableName::parse).transpose()?,
+        filter: args.filter.clone(),
+        mode: args.mode.map(mode),
+        key: args.key.clone(),
+        ignore_extra: args.ignore_extra,
+        batch_rows: args.batch_rows,
+        lock_policy: pgbulk::lock::LockPolicy::default(),
+    })
+}
+
+fn mode(m: ModeArg) -> LoadMode {
+    match m {
+        ModeArg::Append => LoadMode::Append,
+        ModeArg::Upsert => LoadMode::Upsert,
+        ModeArg::Replace => LoadMode::Replace,
+        ModeArg::ReplaceAtomic => LoadMode::ReplaceAtomic,
+    }
 }
 
 /// The options of `pgbulk infer`.

@@ -102,6 +102,30 @@ pub(crate) fn outcome(report: &LoadReport, opts: &LoadOptions) -> String {
     out
 }
 
+/// The outcome of a sync for stdout.
+pub(crate) fn synced(
+    report: &pgbulk::sync::SyncReport,
+    opts: &pgbulk::sync::SyncOptions,
+) -> String {
+    let load = &report.load;
+    let to = opts.to.as_ref().unwrap_or(&opts.table);
+    format!(
+        "synced {} into {to}: {} rows read, {} inserted, {} updated, {} unchanged{}; {} batches in {:.1} s",
+        opts.table,
+        thousands(load.rows_read),
+        thousands(load.inserted),
+        thousands(load.updated),
+        thousands(load.unchanged),
+        if load.deleted > 0 {
+            format!(", {} deleted", thousands(load.deleted))
+        } else {
+            String::new()
+        },
+        load.batches,
+        load.seconds
+    )
+}
+
 /// What an interrupted load says: what committed, and what to do.
 pub(crate) fn interrupted(rows: u64, batches: u64, single_transaction: bool) -> String {
     if batches == 0 {

@@ -7,6 +7,7 @@ mod cli_first_contact;
 mod cli_load;
 mod cli_local;
 mod cli_ping;
+mod cli_sync;
 mod faults;
 mod harness;
 mod mutations;

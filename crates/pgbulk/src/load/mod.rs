@@ -118,6 +118,11 @@ pub struct LoadOptions {
     /// Runs again after a lost connection, this many times at most (see
     /// [`load_retrying`]).
     pub retries: u32,
+    /// Keep a ledger of the inputs loaded, to resume an interrupted load
+    /// and skip one loaded before (default). Off for inputs that are new
+    /// each run (a sync's spool): then only the table's watermark row is
+    /// kept.
+    pub ledger: bool,
 }
 
 /// The default rows per batch: measured, see the README.
@@ -154,6 +159,7 @@ impl Default for LoadOptions {
             lock_policy: LockPolicy::default(),
             streams: 2,
             retries: 0,
+            ledger: true,
         }
     }
 }
@@ -410,7 +416,8 @@ pub async fn load(
     // Where an earlier run of the same load stopped: its ledger rows are
     // kept under the load's fingerprint (see `ledger`).
     let identities: Vec<Option<serde_json::Value>> = sources.iter().map(Source::identity).collect();
-    let resumable = identities.iter().all(Option::is_some) && !opts.single_transaction;
+    let resumable =
+        opts.ledger && identities.iter().all(Option::is_some) && !opts.single_transaction;
     let fingerprint =
         resumable.then(|| ledger::fingerprint(&identities, mode, effective_key.as_ref(), opts));
     let ledger_name = |part| plan::ledger_name(fingerprint.as_deref(), part);
