@@ -335,6 +335,12 @@ pub(crate) struct SyncArgs {
     /// Only the source rows this SQL condition selects (run on the source).
     #[arg(long = "where", value_name = "SQL", help_heading = "Source")]
     pub(crate) filter: Option<String>,
+    /// Read only rows at or after the stored watermark of this column (timestamptz, timestamp, date or integer); the next start is stored once they committed.
+    #[arg(long, value_name = "COLUMN", help_heading = "Source")]
+    pub(crate) incremental: Option<String>,
+    /// With --incremental: re-read this much before the watermark too (e.g. 5m), for columns stamped by application clocks.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "incremental", help_heading = "Source")]
+    pub(crate) lookback: Option<std::time::Duration>,
     /// The destination table (default: the source's name).
     #[arg(long, value_name = "TABLE", help_heading = "Target")]
     pub(crate) to: Option<String>,

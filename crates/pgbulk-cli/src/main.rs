@@ -249,6 +249,13 @@ async fn sync(args: SyncArgs, env: &Environment, quiet: bool) -> anyhow::Result<
     for m in report.load.migrations.iter().filter(|_| !quiet) {
         eprintln!("pgbulk: {m}");
     }
+    if let Some((from, next)) = &report.watermarks {
+        tracing::info!(
+            "read from {}; the next sync starts at {}",
+            from.as_deref().unwrap_or("the beginning"),
+            next.as_deref().unwrap_or("the beginning")
+        );
+    }
     println!("{}", summary::synced(&report, &opts));
     Ok(0)
 }

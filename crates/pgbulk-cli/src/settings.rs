@@ -73,6 +73,8 @@ pub(crate) fn sync(args: &SyncArgs) -> Result<pgbulk::sync::SyncOptions, Refusal
         ignore_extra: args.ignore_extra,
         batch_rows: args.batch_rows,
         lock_policy: pgbulk::lock::LockPolicy::default(),
+        incremental: args.incremental.clone(),
+        lookback: args.lookback,
     })
 }
 
