@@ -361,6 +361,9 @@ pub(crate) struct SyncArgs {
     /// Rows per batch; each batch commits.
     #[arg(long, default_value_t = pgbulk::load::DEFAULT_BATCH_ROWS, value_name = "N", help_heading = "Behaviour")]
     pub(crate) batch_rows: u64,
+    /// Print the column mapping, casts, what would be read and a table to create; write nothing.
+    #[arg(long, help_heading = "Behaviour")]
+    pub(crate) dry_run: bool,
     #[command(flatten)]
     pub(crate) connection: ConnectionArgs,
 }

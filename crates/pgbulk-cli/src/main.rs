@@ -243,6 +243,16 @@ async fn sync(args: SyncArgs, env: &Environment, quiet: bool) -> anyhow::Result<
     let result = pgbulk::sync::sync(source, dest, &params, &opts, progress).await;
     display.finish().await;
     let report = result?;
+    if opts.dry_run {
+        println!("columns (destination <- source):");
+        for m in &report.mapping {
+            println!("  {m}");
+        }
+        for line in &report.plan {
+            println!("{line}");
+        }
+        return Ok(0);
+    }
     for m in &report.mapping {
         tracing::info!("column {m}");
     }

@@ -75,6 +75,7 @@ pub(crate) fn sync(args: &SyncArgs) -> Result<pgbulk::sync::SyncOptions, Refusal
         lock_policy: pgbulk::lock::LockPolicy::default(),
         incremental: args.incremental.clone(),
         lookback: args.lookback,
+        dry_run: args.dry_run,
     })
 }
 

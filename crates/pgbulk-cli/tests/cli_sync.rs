@@ -101,6 +101,30 @@ async fn columns_match_by_name_and_a_mismatch_writes_nothing() {
         )
         .await
         .expect("destination");
+    let dry = run(pgbulk(&home).args([
+        "sync",
+        "--from",
+        &src.url,
+        "--table",
+        "u",
+        "--db",
+        &dst.url,
+        "--dry-run",
+    ]));
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    for line in [
+        "  id <- \"id\"::bigint",
+        "  doc <- \"doc\"::jsonb",
+        "  at <- (\"at\" AT TIME ZONE '",
+        "would read public.u into public.u",
+    ] {
+        assert!(dry.stdout.contains(line), "{line}: {}", dry.stdout);
+    }
+    assert_eq!(
+        rows(&dst, "SELECT count(*)::text FROM u").await,
+        vec![vec![s("0")]],
+        "a dry run writes nothing"
+    );
     let out =
         run(pgbulk(&home).args(["sync", "--from", &src.url, "--table", "u", "--db", &dst.url]));
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -223,4 +247,65 @@ async fn an_incremental_sync_does_not_miss_a_late_commit() {
         &dst.url,
     ]));
     assert_eq!(append.code, 3, "{}", append.stderr);
+}
+
+/// A sync killed with SIGKILL at several instants, then run again, ends
+/// with exactly the source's rows (and no spool left behind by the rerun).
+#[tokio::test]
+async fn a_killed_sync_then_the_same_command_converges() {
+    let src = TestDb::new("sync_kill_src").await;
+    let dst = TestDb::new("sync_kill_dst").await;
+    let home = Scratch::new("sync-kill");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE big (id int PRIMARY KEY, v text, n numeric);
+             INSERT INTO big SELECT i, 'row ' || i, i / 3.0 FROM generate_series(1, 200000) i;",
+        )
+        .await
+        .expect("source");
+    let command = || {
+        let mut cmd = pgbulk(&home);
+        cmd.args([
+            "--quiet",
+            "sync",
+            "--from",
+            &src.url,
+            "--table",
+            "big",
+            "--batch-rows",
+            "20000",
+            "--db",
+            &dst.url,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        cmd
+    };
+    for delay in [50u64, 300, 700, 1200] {
+        let mut child = command().spawn().expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+    let out = run(&mut command());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let check = "SELECT count(*)::text, sum(id)::text, md5(string_agg(id || v || n, ',' ORDER BY id)) FROM big";
+    assert_eq!(rows(&dst, check).await, rows(&src, check).await);
+    // The killed runs' spools are gone (a run removes those of dead
+    // processes).
+    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .expect("tmp")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| {
+            n.strip_prefix("pgbulk-sync-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<i32>().ok())
+                .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .collect();
+    assert!(left.is_empty(), "spools of killed syncs left: {left:?}");
 }

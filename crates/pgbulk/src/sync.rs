@@ -74,6 +74,8 @@ pub struct SyncOptions {
     /// Widen the re-read overlap by this much (an interval, e.g. `5
     /// minutes`), for columns stamped by application clocks.
     pub lookback: Option<std::time::Duration>,
+    /// Plan only: say what would be read and how, write nothing.
+    pub dry_run: bool,
 }
 
 /// What a sync did: the load of the rows read, and what was read.
@@ -88,6 +90,9 @@ pub struct SyncReport {
     pub load: LoadReport,
     /// How each destination column is filled (`column <- source expr`).
     pub mapping: Vec<String>,
+    /// With `dry_run`: the destination's `CREATE TABLE` when it would be
+    /// created, and the source query.
+    pub plan: Vec<String>,
 }
 
 /// One destination column and the source expression that fills it.
@@ -388,6 +393,40 @@ pub async fn sync(
         }
         _ => None,
     };
+    if opts.dry_run {
+        let mut plan = Vec::new();
+        if let Some(ddl) = &schema_ddl {
+            plan.push(format!(
+                "{dest_name} does not exist: it would be created as\n{ddl}"
+            ));
+        }
+        let start = incremental.as_ref().map(|inc| {
+            format!(
+                "rows with {} >= {}",
+                inc.column,
+                inc.start
+                    .as_deref()
+                    .unwrap_or("(everything: no watermark yet)")
+            )
+        });
+        plan.push(format!(
+            "would read {src_name}{}{} into {dest_name}",
+            opts.filter
+                .as_deref()
+                .map(|w| format!(" WHERE {w}"))
+                .unwrap_or_default(),
+            start.map(|s| format!(", {s}")).unwrap_or_default()
+        ));
+        return Ok(SyncReport {
+            mapping: maps
+                .iter()
+                .map(|m| format!("{} <- {}", m.to, m.expr))
+                .collect(),
+            watermarks: incremental.map(|inc| (inc.start, None)),
+            plan,
+            ..SyncReport::default()
+        });
+    }
     let mut source = source;
     let tx = source
         .build_transaction()
@@ -529,6 +568,7 @@ pub async fn sync(
     Ok(SyncReport {
         rows_read: load.rows_read,
         watermarks: incremental.map(|inc| (inc.start, next)),
+        plan: Vec::new(),
         mapping: maps
             .iter()
             .map(|m| format!("{} <- {}", m.to, m.expr))
@@ -548,15 +588,19 @@ struct Incremental {
     start: Option<String>,
 }
 
-/// A private spool directory, removed on drop.
+/// A private spool directory (`pgbulk-sync-<pid>-<nanos>` in the temporary
+/// directory), removed on drop.
 struct Spool {
     dir: std::path::PathBuf,
     path: std::path::PathBuf,
 }
 
 impl Spool {
+    /// A new spool; the spools of killed syncs (their process is gone)
+    /// are removed first.
     fn new() -> Result<Self> {
         use std::os::unix::fs::DirBuilderExt;
+        Self::remove_orphans();
         let dir = std::env::temp_dir().join(format!(
             "pgbulk-sync-{}-{}",
             std::process::id(),
@@ -571,6 +615,29 @@ impl Spool {
             .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         let path = dir.join("rows.csv");
         Ok(Self { dir, path })
+    }
+
+    fn remove_orphans() {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("pgbulk-sync-"))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: signal 0 only checks that the process exists.
+            let gone = unsafe { libc::kill(pid, 0) } != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            if gone {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 
     fn create(&self) -> Result<std::fs::File> {
