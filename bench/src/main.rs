@@ -20,6 +20,13 @@
 //! to show memory does not grow with the input. ROWS sets the narrow count
 //! (default 5 M; wide is a fifth of it).
 //!
+//! `pgbulk-bench sync [ROWS]` copies a narrow (ROWS, default 5 M) and a
+//! wide (a fifth) table from one database into an empty one on the same
+//! server: `pgbulk sync` (creating the destination) against `psql -c
+//! "\copy (SELECT ...) TO STDOUT" | psql -c "\copy t FROM STDIN"` into a
+//! created table; then `pgbulk sync` again with nothing changed (every row
+//! re-read, none rewritten), with pgbulk's peak RSS.
+//!
 //! Prints seconds and the ratio pgbulk / psql for each (lower is better).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -56,6 +63,7 @@ fn main() -> anyhow::Result<()> {
     match what {
         "ingest" => runtime.block_on(bench_ingest(rows)),
         "load" => bench_load(args.get(1).is_some().then_some(rows)),
+        "sync" => bench_sync(rows),
         other => bail!("unknown benchmark {other:?} (try: ingest [ROWS])"),
     }
 }
@@ -482,5 +490,114 @@ async fn bench_ingest(rows: usize) -> anyhow::Result<()> {
 
     println!("peak RSS of pgbulk-bench: {:.0} MB", peak_rss_mb());
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// `server`'s URL for database `name`.
+fn db_url(server: &Server, name: &str) -> String {
+    match server.url.split_once('?') {
+        Some((base, query)) => format!(
+            "{}/{name}?{query}",
+            base.rsplit_once('/').map_or(base, |(b, _)| b)
+        ),
+        None => format!(
+            "{}/{name}",
+            server
+                .url
+                .rsplit_once('/')
+                .map_or(server.url.as_str(), |(b, _)| b)
+        ),
+    }
+}
+
+fn bench_sync(rows: usize) -> anyhow::Result<()> {
+    let narrow_rows = rows;
+    let wide_rows = (rows / 5).max(1);
+    let server = server()?;
+    let bin = pgbulk_binary()?;
+    println!("sync benchmark: {narrow_rows} narrow rows, {wide_rows} wide rows");
+    psql(
+        &server,
+        &[
+            "CREATE DATABASE sync_src",
+            "CREATE DATABASE sync_psql",
+            "CREATE DATABASE sync_pgbulk",
+        ],
+    )?;
+    let src = Server {
+        url: db_url(&server, "sync_src"),
+        psql: server.psql.clone(),
+        _cluster: None,
+    };
+    let narrow = "(id bigint PRIMARY KEY, pointofsale text, product text, date date, stock int)";
+    let wide = "(id bigint PRIMARY KEY, name text, code varchar(20), qty int, ref bigint, amount numeric(12,2), \
+                ratio float8, active bool, day date, at timestamptz, uid uuid, attrs jsonb)";
+    psql(
+        &src,
+        &[
+            &format!("CREATE TABLE narrow {narrow}"),
+            &format!(
+                "INSERT INTO narrow SELECT i, (100000 + i % 1000)::text, (17240503100000 + i / 1000)::text, \
+                 date '2019-08-01' + (i * 7) % 28, i % 97 FROM generate_series(1, {narrow_rows}) i"
+            ),
+            &format!("CREATE TABLE wide {wide}"),
+            &format!(
+                "INSERT INTO wide SELECT i, 'name ' || i, 'c' || i % 1000, i % 100, i * 31, (i % 100000) / 100.0, \
+                 i / 7.0, i % 2 = 0, date '2020-01-01' + i % 1000, timestamptz '2020-01-01 00:00+00' + i * interval '1 second', \
+                 md5(i::text)::uuid, jsonb_build_object('k', i % 10, 'tag', 'x' || i % 7) FROM generate_series(1, {wide_rows}) i"
+            ),
+            "VACUUM ANALYZE",
+            "CHECKPOINT",
+        ],
+    )?;
+    let dst_psql = Server {
+        url: db_url(&server, "sync_psql"),
+        psql: server.psql.clone(),
+        _cluster: None,
+    };
+    let dst_pgbulk = db_url(&server, "sync_pgbulk");
+    for (label, cols, bar) in [("narrow", narrow, 0.6), ("wide", wide, 0.5)] {
+        psql(&dst_psql, &[&format!("CREATE TABLE {label} {cols}")])?;
+        let pipe = format!(
+            "{p} -X -q -v ON_ERROR_STOP=1 '{src}' -c '\\copy (SELECT * FROM {label}) TO STDOUT' | \
+             {p} -X -q -v ON_ERROR_STOP=1 '{dst}' -c '\\copy {label} FROM STDIN'",
+            p = server.psql.display(),
+            src = src.url,
+            dst = dst_psql.url
+        );
+        psql(&server, &["CHECKPOINT"])?;
+        let started = Instant::now();
+        let out = Command::new("sh").arg("-c").arg(&pipe).output()?;
+        let theirs = started.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!("psql pipe failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        psql(&server, &["CHECKPOINT"])?;
+        let sync = |cmd: &mut Command| {
+            cmd.args([
+                "sync",
+                "--quiet",
+                "--from",
+                &src.url,
+                "--table",
+                label,
+                "--db",
+                &dst_pgbulk,
+            ]);
+            timed(cmd)
+        };
+        let (ours, rss) = sync(&mut Command::new(&bin))?;
+        report(
+            &format!("sync {label}, peak RSS {rss:.0} MB"),
+            ours,
+            theirs,
+            bar,
+        );
+        let (again, rss) = sync(&mut Command::new(&bin))?;
+        println!(
+            "sync {label} again, nothing changed: {again:.2} s ({:.2}x of the first), peak RSS {rss:.0} MB",
+            again / ours
+        );
+    }
     Ok(())
 }
