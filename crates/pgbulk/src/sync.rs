@@ -524,12 +524,42 @@ pub async fn sync(
         .map_err(|e| Error::server("ending the source snapshot", e))?;
     drop(source);
 
+    // Into a new or empty destination keyed like the source, the source's
+    // rows are unique by that key: they are appended (straight COPY), not
+    // merged. A destination that has rows (another run's, a killed one's)
+    // is upserted.
+    let unique_in_source = |key: &[String]| {
+        src_facts
+            .primary_key
+            .as_ref()
+            .is_some_and(|(_, pk)| pk.as_slice() == key)
+    };
+    let empty_twin = match &dest_facts {
+        None => src_facts.primary_key.is_some(),
+        Some(d) => {
+            let key = opts.key.clone().unwrap_or_else(|| d.key().to_vec());
+            !key.is_empty()
+                && unique_in_source(&key)
+                && dest
+                    .query_one(
+                        &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", dest_name.quoted()),
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| Error::server(&format!("reading {dest_name}"), e))?
+                    .get::<_, bool>(0)
+        }
+    };
+    let mode = match opts.mode {
+        None if empty_twin => Some(LoadMode::Append),
+        m => m,
+    };
     let load_opts = LoadOptions {
         sources: vec![Source::File(spool.path.clone())],
         table: dest_name.clone(),
         detect_delimiter: false,
         schema_ddl,
-        mode: opts.mode,
+        mode,
         key: opts.key.clone(),
         batch_rows: if opts.batch_rows > 0 {
             opts.batch_rows
