@@ -309,3 +309,45 @@ async fn a_killed_sync_then_the_same_command_converges() {
         .collect();
     assert!(left.is_empty(), "spools of killed syncs left: {left:?}");
 }
+
+/// Bad flags and names: a usage error, or a clear refusal that creates
+/// nothing in the destination.
+#[tokio::test]
+async fn bad_sync_requests_are_refused_before_writing() {
+    let src = TestDb::new("sync_bad_src").await;
+    let dst = TestDb::new("sync_bad_dst").await;
+    let home = Scratch::new("sync-bad");
+    src.connect()
+        .await
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, at timestamptz)")
+        .await
+        .expect("source");
+    let sync = |args: &[&str]| run(pgbulk(&home).args(["sync", "--db", &dst.url]).args(args));
+    let no_source = sync(&["--table", "t"]);
+    assert_eq!(no_source.code, 2, "{}", no_source.stderr);
+    let missing = sync(&["--from", &src.url, "--table", "nope"]);
+    assert_eq!(missing.code, 3, "{}", missing.stderr);
+    assert!(
+        missing
+            .stderr
+            .contains("the source has no table public.nope"),
+        "{}",
+        missing.stderr
+    );
+    let column = sync(&["--from", &src.url, "--table", "t", "--incremental", "nope"]);
+    assert_eq!(column.code, 3, "{}", column.stderr);
+    assert!(
+        column.stderr.contains("has no column \"nope\""),
+        "{}",
+        column.stderr
+    );
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT count(*)::text FROM pg_class WHERE relname IN ('t', 'nope', 'pgbulk_watermark')"
+        )
+        .await,
+        vec![vec![s("0")]],
+        "nothing was created"
+    );
+}

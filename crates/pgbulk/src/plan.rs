@@ -240,7 +240,7 @@ fn maybe_volatile(default: &str) -> bool {
 }
 
 /// Whether changing `from` to `to` only relaxes a length limit (no rewrite).
-fn is_widening(from: &str, to: &str) -> bool {
+pub(crate) fn is_widening(from: &str, to: &str) -> bool {
     let varchar_len = |t: &str| -> Option<Option<u32>> {
         if t == "character varying" {
             return Some(None);

@@ -178,33 +178,21 @@ fn cast(
         return Ok(None);
     }
     let col = quote_ident(&s.name);
-    let varchar_len = |t: &str| -> Option<Option<u32>> {
-        if t == "character varying" {
-            return Some(None);
-        }
-        t.strip_prefix("character varying(")
-            .and_then(|r| r.strip_suffix(')'))
-            .and_then(|n| n.parse().ok())
-            .map(Some)
-    };
     let integers = ["smallint", "integer", "bigint"];
     let rank = |t: &str| integers.iter().position(|i| *i == t);
     let safe = match (from, to) {
         _ if rank(from).is_some() && rank(to).is_some() => rank(from) < rank(to),
         _ if rank(from).is_some() => to == "numeric",
         ("json", "jsonb") | ("jsonb", "json") | ("uuid", "text") => true,
-        (_, "text") if is_enum || varchar_len(from).is_some() => true,
+        (_, "text") if is_enum => true,
         ("timestamp without time zone", "timestamp with time zone") => {
             return Ok(Some(format!(
                 "({col} AT TIME ZONE {})",
                 quote_literal(source_zone)
             )));
         }
-        _ => match (varchar_len(from), varchar_len(to)) {
-            (Some(Some(n)), Some(m)) => m.is_none_or(|m| m >= n),
-            (Some(None), Some(None)) => true,
-            _ => false,
-        },
+        // varchar(n) into text or a varchar as long or longer.
+        _ => crate::plan::is_widening(from, to),
     };
     if safe {
         Ok(Some(format!("{col}::{to}")))
