@@ -65,7 +65,7 @@ pub(crate) enum Command {
     Load(LoadArgs),
     /// Copy a table of another PostgreSQL database into this one, columns matched by name.
     #[command(
-        after_help = "Examples:\n  pgbulk sync --from postgresql://reader@src/app --table users --db service=warehouse\n  pgbulk sync --from service=app --table users --where \"created_at::date = '2024-05-01'\" --to staging.users"
+        after_help = "Examples:\n  pgbulk sync --from postgresql://reader@src/app --table users --db service=warehouse\n  pgbulk sync --from service=app --table users --where \"created_at::date = '2024-05-01'\" --delete-missing"
     )]
     Sync(SyncArgs),
     /// Print the CREATE TABLE pgbulk would infer for a CSV file, without loading.
@@ -358,6 +358,9 @@ pub(crate) struct SyncArgs {
     /// Leave out source columns the destination lacks (default: refuse the run).
     #[arg(long, help_heading = "Target")]
     pub(crate) ignore_extra: bool,
+    /// Delete the destination's rows (within --where, evaluated there too) whose key is not among the rows read, with the last batch.
+    #[arg(long, conflicts_with = "incremental", help_heading = "Target")]
+    pub(crate) delete_missing: bool,
     /// Rows per batch; each batch commits.
     #[arg(long, default_value_t = pgbulk::load::DEFAULT_BATCH_ROWS, value_name = "N", help_heading = "Behaviour")]
     pub(crate) batch_rows: u64,

@@ -76,6 +76,7 @@ pub(crate) fn sync(args: &SyncArgs) -> Result<pgbulk::sync::SyncOptions, Refusal
         incremental: args.incremental.clone(),
         lookback: args.lookback,
         dry_run: args.dry_run,
+        delete_missing: args.delete_missing,
     })
 }
 

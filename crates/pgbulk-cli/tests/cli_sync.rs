@@ -351,3 +351,126 @@ async fn bad_sync_requests_are_refused_before_writing() {
         "nothing was created"
     );
 }
+
+#[tokio::test]
+async fn delete_missing_replaces_a_window_with_the_last_batch() {
+    let src = TestDb::new("sync_del_src").await;
+    let dst = TestDb::new("sync_del_dst").await;
+    let home = Scratch::new("sync-delete");
+    let source = src.connect().await;
+    source
+        .batch_execute(
+            "CREATE TABLE users (id int PRIMARY KEY, day date NOT NULL, name text);
+             INSERT INTO users SELECT i, CASE WHEN i <= 5 THEN date '2024-05-01' ELSE date '2024-05-02' END, 'u' || i
+             FROM generate_series(1, 8) i",
+        )
+        .await
+        .expect("source");
+    let sync = |args: &[&str]| {
+        run(pgbulk(&home)
+            .args([
+                "sync", "--from", &src.url, "--table", "users", "--db", &dst.url,
+            ])
+            .args(args))
+    };
+    let first = sync(&[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    dst.connect()
+        .await
+        .batch_execute("ALTER TABLE users ADD CHECK (name <> 'bad')")
+        .await
+        .expect("check");
+    // The source changes within the day 2024-05-01 and outside it.
+    source
+        .batch_execute(
+            "DELETE FROM users WHERE id IN (2, 6); UPDATE users SET name = 'changed' WHERE id = 3;
+             INSERT INTO users VALUES (9, '2024-05-01', 'bad')",
+        )
+        .await
+        .expect("changes");
+    let day1 = [
+        "--where",
+        "day = '2024-05-01'",
+        "--delete-missing",
+        "--batch-rows",
+        "2",
+    ];
+    let ids = || async { rows(&dst, "SELECT id::text, name FROM users ORDER BY id").await };
+    // The last batch fails: the rows missing from the source are still there.
+    let failed = sync(&day1);
+    assert_ne!(failed.code, 0, "{}", failed.stdout);
+    assert!(failed.stderr.contains("check"), "{}", failed.stderr);
+    assert!(ids().await.contains(&vec![s("2"), s("u2")]), "not deleted");
+    source
+        .batch_execute("UPDATE users SET name = 'new' WHERE id = 9")
+        .await
+        .expect("fix");
+    let plan = sync(&[&day1[..], &["--dry-run"]].concat());
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stdout.contains(
+            "would delete the rows of public.users WHERE day = '2024-05-01' whose key (id) is not among them"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let done = sync(&day1);
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert!(done.stdout.contains("1 deleted"), "{}", done.stdout);
+    // Row 6 is outside the window: kept although the source lost it.
+    let expect = |pairs: &[(&str, &str)]| -> Vec<Vec<Option<String>>> {
+        pairs.iter().map(|(i, n)| vec![s(i), s(n)]).collect()
+    };
+    assert_eq!(
+        ids().await,
+        expect(&[
+            ("1", "u1"),
+            ("3", "changed"),
+            ("4", "u4"),
+            ("5", "u5"),
+            ("6", "u6"),
+            ("7", "u7"),
+            ("8", "u8"),
+            ("9", "new")
+        ])
+    );
+    // A window the source no longer has rows in: all of it goes.
+    source
+        .batch_execute("DELETE FROM users WHERE day = '2024-05-02'")
+        .await
+        .expect("empty day");
+    let day2 = sync(&["--where", "day = '2024-05-02'", "--delete-missing"]);
+    assert_eq!(day2.code, 0, "{}", day2.stderr);
+    assert!(day2.stdout.contains("3 deleted"), "{}", day2.stdout);
+    assert_eq!(all(&dst, "users").await, all(&src, "users").await);
+
+    // Refused: with replace, and a --where the destination cannot evaluate.
+    let replace = sync(&["--delete-missing", "--mode", "replace"]);
+    assert_eq!(replace.code, 3, "{}", replace.stderr);
+    dst.connect()
+        .await
+        .batch_execute("CREATE TABLE narrow (id int PRIMARY KEY, name text); INSERT INTO narrow VALUES (100, 'x')")
+        .await
+        .expect("narrow");
+    let narrow = sync(&[
+        "--to",
+        "narrow",
+        "--ignore-extra",
+        "--where",
+        "day = '2024-05-01'",
+        "--delete-missing",
+    ]);
+    assert_ne!(narrow.code, 0, "{}", narrow.stdout);
+    assert!(
+        narrow
+            .stderr
+            .contains("--delete-missing applies --where to public.narrow as well"),
+        "{}",
+        narrow.stderr
+    );
+    assert_eq!(
+        rows(&dst, "SELECT id::text FROM narrow").await,
+        vec![vec![s("100")]],
+        "nothing written"
+    );
+}

@@ -31,8 +31,12 @@
 //! without concurrent writers). Rows re-read at the boundary are upserted
 //! unchanged (not rewritten); an incremental sync needs a key.
 //!
-//! Not yet: `--jobs` over one exported snapshot, `--delete-missing`,
-//! binary pass-through.
+//! `delete_missing`: the keys read go (same snapshot) into a temporary
+//! table of the destination session, and the destination rows within the
+//! filter whose key is not among them are deleted in the last batch's
+//! transaction.
+//!
+//! Not yet: `--jobs` over one exported snapshot, binary pass-through.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -42,6 +46,7 @@ use tokio_postgres::Client;
 
 use crate::catalog::{self, ColumnFacts, TableFacts};
 use crate::error::{Error, ErrorKind, Result};
+use crate::ingest;
 use crate::input::Source;
 use crate::load::{LoadMode, LoadOptions, LoadReport, Progress};
 use crate::schema::{TableName, quote_ident, quote_literal};
@@ -76,6 +81,11 @@ pub struct SyncOptions {
     pub lookback: Option<std::time::Duration>,
     /// Plan only: say what would be read and how, write nothing.
     pub dry_run: bool,
+    /// Delete the destination rows (within `filter`, evaluated on the
+    /// destination too) whose key is not among the rows read, in the
+    /// transaction of the last batch. Not with `incremental` or the
+    /// replace modes.
+    pub delete_missing: bool,
 }
 
 /// What a sync did: the load of the rows read, and what was read.
@@ -232,7 +242,7 @@ pub fn create_ddl(dest: &TableName, source: &TableFacts) -> String {
 /// (`dest`, a session to `dest_params`). See the module documentation.
 pub async fn sync(
     source: Client,
-    dest: Client,
+    mut dest: Client,
     dest_params: &crate::conninfo::ConnParams,
     opts: &SyncOptions,
     progress: Arc<Progress>,
@@ -249,6 +259,7 @@ pub async fn sync(
         .await?
         .ok_or_else(|| Error::config(format!("the source has no table {src_name}")))?;
     let src_facts = catalog::facts::read(&source, src_oid).await?;
+    let src_relation = src_name.quoted();
     let enums: Vec<String> = source
         .query(
             "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
@@ -312,6 +323,15 @@ pub async fn sync(
             "no column of {src_name} matches a column of {dest_name}"
         )));
     }
+
+    let delete = match (&dest_facts, opts.delete_missing) {
+        (Some(d), true) => Some(plan_delete(&dest, &dest_name, d, &maps, opts).await?),
+        (None, true) => {
+            refuse_delete(opts)?;
+            None
+        }
+        _ => None,
+    };
 
     // Incremental: where to read from, and the bound of the next start.
     let incremental = match &opts.incremental {
@@ -405,6 +425,16 @@ pub async fn sync(
                 .unwrap_or_default(),
             start.map(|s| format!(", {s}")).unwrap_or_default()
         ));
+        if let Some(delete) = &delete {
+            plan.push(format!(
+                "would delete the rows of {dest_name}{} whose key ({}) is not among them, with the last batch",
+                opts.filter
+                    .as_deref()
+                    .map(|w| format!(" WHERE {w}"))
+                    .unwrap_or_default(),
+                delete.key.join(", ")
+            ));
+        }
         return Ok(SyncReport {
             mapping: maps
                 .iter()
@@ -446,7 +476,7 @@ pub async fn sync(
         };
         let newest: Option<String> = tx
             .query_one(
-                &format!("SELECT max({col})::text FROM {}{within}", src_name.quoted()),
+                &format!("SELECT max({col})::text FROM {src_relation}{within}"),
                 &[],
             )
             .await
@@ -487,9 +517,8 @@ pub async fn sync(
         format!(" WHERE {}", filters.join(" AND "))
     };
     let query = format!(
-        "COPY (SELECT {} FROM {}{filter}) TO STDOUT (FORMAT csv, HEADER)",
+        "COPY (SELECT {} FROM {src_relation}{filter}) TO STDOUT (FORMAT csv, HEADER)",
         select.join(", "),
-        src_name.quoted()
     );
     let spool = Spool::new()?;
     {
@@ -506,6 +535,33 @@ pub async fn sync(
         }
         file.flush()
             .map_err(|e| Error::io("writing the spool file", e))?;
+    }
+    // --delete-missing: the keys read, in the same snapshot, into a
+    // temporary table of the destination session the load runs on.
+    let mut before_final_commit = None;
+    let mut deleted = None;
+    if let Some(delete) = &delete {
+        let keys = copy_keys(&tx, &dest, &dest_name, &src_relation, &filter, delete).await?;
+        let hook = Arc::new(DeleteMissing {
+            sql: delete.sql(&dest_name, opts.filter.as_deref(), keys > 0),
+            deleted: std::sync::atomic::AtomicU64::new(0),
+            ran: std::sync::atomic::AtomicBool::new(false),
+        });
+        if keys == 0 {
+            // No batch will run the hook: nothing read, every row of the
+            // window goes.
+            let tx = dest
+                .transaction()
+                .await
+                .map_err(|e| Error::server("starting the delete", e))?;
+            ingest::BeforeVisible::call(hook.as_ref(), &tx, &ingest::BatchInfo::default()).await?;
+            tx.commit()
+                .await
+                .map_err(|e| Error::server(&format!("deleting from {dest_name}"), e))?;
+        } else {
+            before_final_commit = Some(crate::load::FinalHook(hook.clone()));
+        }
+        deleted = Some(hook);
     }
     tx.commit()
         .await
@@ -559,9 +615,21 @@ pub async fn sync(
         // an earlier run loaded changes nothing).
         ledger: false,
         streams: 1,
+        before_final_commit,
         ..LoadOptions::default()
     };
-    let load = crate::load::load(dest, dest_params, &load_opts, progress).await?;
+    let mut load = crate::load::load(dest, dest_params, &load_opts, progress).await?;
+    if let Some(hook) = &deleted {
+        if !hook.ran.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "the rows of {dest_name} missing from the source were not deleted: no batch read the rows to their end"
+                ),
+            ));
+        }
+        load.deleted += hook.deleted.load(std::sync::atomic::Ordering::SeqCst);
+    }
     // Every row up to the new watermark committed: store it.
     if let (Some(inc), Some(next)) = (&incremental, &next) {
         let dest = crate::connect::connect(dest_params).await?.client;
@@ -593,6 +661,186 @@ pub async fn sync(
             .collect(),
         load,
     })
+}
+
+/// `--delete-missing`: which destination rows go.
+#[derive(Debug)]
+struct Delete {
+    /// The destination's key columns.
+    key: Vec<String>,
+    /// The source expression of each key column.
+    exprs: Vec<String>,
+}
+
+impl Delete {
+    /// The `DELETE` of the destination rows within `filter` whose key is
+    /// not in the keys read (`keys`: some were read).
+    fn sql(&self, dest: &TableName, filter: Option<&str>, keys: bool) -> String {
+        let mut conditions: Vec<String> = filter.iter().map(|w| format!("({w})")).collect();
+        if keys {
+            let matches: Vec<String> = self
+                .key
+                .iter()
+                .map(|k| {
+                    let k = quote_ident(k);
+                    format!("k.{k} = {}.{k}", dest.quoted())
+                })
+                .collect();
+            conditions.push(format!(
+                "NOT EXISTS (SELECT 1 FROM pg_temp.{KEYS} k WHERE {})",
+                matches.join(" AND ")
+            ));
+        }
+        let mut sql = format!("DELETE FROM {}", dest.quoted());
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql
+    }
+}
+
+/// The temporary table of the keys read, in the destination session.
+const KEYS: &str = "pgbulk_sync_keys";
+
+/// Refuses `--delete-missing` where it has no meaning.
+fn refuse_delete(opts: &SyncOptions) -> Result<()> {
+    if opts.incremental.is_some() {
+        return Err(Error::config(
+            "--delete-missing needs every row of the window read: not with --incremental, which reads only the rows changed",
+        ));
+    }
+    if matches!(opts.mode, Some(LoadMode::Replace | LoadMode::ReplaceAtomic)) {
+        return Err(Error::config(
+            "--delete-missing with --mode replace: replace deletes every row of the destination already",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `--delete-missing` against the existing destination: its key,
+/// and that `--where` can be evaluated there (it selects the rows the
+/// delete considers).
+async fn plan_delete(
+    dest: &Client,
+    dest_name: &TableName,
+    facts: &TableFacts,
+    maps: &[ColumnMap],
+    opts: &SyncOptions,
+) -> Result<Delete> {
+    refuse_delete(opts)?;
+    let key = opts.key.clone().unwrap_or_else(|| facts.key().to_vec());
+    if key.is_empty() {
+        return Err(Error::config(format!(
+            "--delete-missing needs a key: {dest_name} has no primary key (--key names columns)"
+        )));
+    }
+    let mut exprs = Vec::new();
+    for k in &key {
+        let map = maps.iter().find(|m| &m.to == k).ok_or_else(|| {
+            Error::config(format!(
+                "--delete-missing: the key column \"{k}\" of {dest_name} is not filled from the source"
+            ))
+        })?;
+        exprs.push(map.expr.clone());
+    }
+    if let Some(filter) = &opts.filter {
+        dest.batch_execute(&format!(
+            "SELECT 1 FROM {} WHERE ({filter}) LIMIT 0",
+            dest_name.quoted()
+        ))
+        .await
+        .map_err(|e| {
+            Error::server(
+                &format!("--delete-missing applies --where to {dest_name} as well"),
+                e,
+            )
+        })?;
+    }
+    Ok(Delete { key, exprs })
+}
+
+/// Copies the keys of the rows read (`relation` and `filter` as in the
+/// rows' `SELECT`, in the same snapshot `tx`) into a new temporary table
+/// of the `dest` session, typed like `dest_name`'s key; returns how many.
+async fn copy_keys(
+    tx: &tokio_postgres::Transaction<'_>,
+    dest: &Client,
+    dest_name: &TableName,
+    relation: &str,
+    filter: &str,
+    delete: &Delete,
+) -> Result<u64> {
+    use futures_util::SinkExt;
+    let columns: Vec<String> = delete.key.iter().map(|k| quote_ident(k)).collect();
+    let selected: Vec<String> = delete
+        .exprs
+        .iter()
+        .zip(&columns)
+        .map(|(e, c)| format!("{e} AS {c}"))
+        .collect();
+    dest.batch_execute(&format!(
+        "DROP TABLE IF EXISTS pg_temp.{KEYS}; \
+         CREATE TEMP TABLE {KEYS} AS SELECT {} FROM {} WITH NO DATA",
+        columns.join(", "),
+        dest_name.quoted()
+    ))
+    .await
+    .map_err(|e| Error::server("creating the table of the keys read", e))?;
+    let sink = dest
+        .copy_in::<_, bytes::Bytes>(&format!("COPY pg_temp.{KEYS} FROM STDIN (FORMAT csv)"))
+        .await
+        .map_err(|e| Error::server("copying the keys read", e))?;
+    futures_util::pin_mut!(sink);
+    let stream = tx
+        .copy_out(&format!(
+            "COPY (SELECT {} FROM {relation}{filter}) TO STDOUT (FORMAT csv)",
+            selected.join(", ")
+        ))
+        .await
+        .map_err(|e| Error::server("reading the source's keys", e))?;
+    futures_util::pin_mut!(stream);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::server("reading the source's keys", e))?;
+        sink.send(chunk)
+            .await
+            .map_err(|e| Error::server("copying the keys read", e))?;
+    }
+    let keys = sink
+        .finish()
+        .await
+        .map_err(|e| Error::server("copying the keys read", e))?;
+    dest.batch_execute(&format!("ANALYZE pg_temp.{KEYS}"))
+        .await
+        .map_err(|e| Error::server("analyzing the keys read", e))?;
+    Ok(keys)
+}
+
+/// The `--delete-missing` hook: runs the delete in the transaction it is
+/// given and counts the rows.
+struct DeleteMissing {
+    sql: String,
+    deleted: std::sync::atomic::AtomicU64,
+    ran: std::sync::atomic::AtomicBool,
+}
+
+impl ingest::BeforeVisible for DeleteMissing {
+    fn call<'a>(
+        &'a self,
+        tx: &'a tokio_postgres::Transaction<'a>,
+        _batch: &'a ingest::BatchInfo,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let n = tx
+                .execute(self.sql.as_str(), &[])
+                .await
+                .map_err(|e| Error::server("deleting the rows missing from the source", e))?;
+            self.deleted
+                .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+            self.ran.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        })
+    }
 }
 
 /// An incremental sync's column and where it starts.

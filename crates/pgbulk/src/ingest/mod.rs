@@ -341,7 +341,7 @@ impl std::fmt::Debug for Batch {
 }
 
 /// What the hook sees of a batch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BatchInfo {
     /// 1 for the first batch.
     pub number: usize,

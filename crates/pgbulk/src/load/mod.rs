@@ -123,6 +123,50 @@ pub struct LoadOptions {
     /// each run (a sync's spool): then only the table's watermark row is
     /// kept.
     pub ledger: bool,
+    /// Runs inside the transaction of the last batch (the one that reads
+    /// the inputs to their end), before it commits; its error rolls that
+    /// batch back. With it the input is read by one stream. Zero batches
+    /// run it not at all.
+    pub before_final_commit: Option<FinalHook>,
+}
+
+/// A hook for [`LoadOptions::before_final_commit`].
+#[derive(Clone)]
+pub struct FinalHook(pub Arc<dyn ingest::BeforeVisible>);
+
+impl std::fmt::Debug for FinalHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FinalHook")
+    }
+}
+
+/// Runs the final hook in the batch after which the input is exhausted.
+struct AtEnd {
+    shared: Arc<Mutex<Shared>>,
+    hook: Arc<dyn ingest::BeforeVisible>,
+}
+
+impl ingest::BeforeVisible for AtEnd {
+    fn call<'a>(
+        &'a self,
+        tx: &'a tokio_postgres::Transaction<'a>,
+        batch: &'a ingest::BatchInfo,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let last = {
+                let mut s = self
+                    .shared
+                    .lock()
+                    .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
+                reader::exhausted(&mut s)?
+            };
+            if last {
+                self.hook.call(tx, batch).await
+            } else {
+                Ok(())
+            }
+        })
+    }
 }
 
 /// The default rows per batch: measured, see the README.
@@ -160,6 +204,7 @@ impl Default for LoadOptions {
             streams: 2,
             retries: 0,
             ledger: true,
+            before_final_commit: None,
         }
     }
 }
@@ -538,9 +583,16 @@ pub async fn load(
 
     let engine = if streams.len() == 1 {
         let shared = make_shared(&streams[0], sample);
+        let before_visible = opts.before_final_commit.as_ref().map(|h| {
+            Arc::new(AtEnd {
+                shared: shared.clone(),
+                hook: h.0.clone(),
+            }) as Arc<dyn ingest::BeforeVisible>
+        });
         let batches = std::iter::from_fn(move || next_batch(&shared, batch_rows).transpose());
         let options = Options {
             stream: streams[0].name.clone(),
+            before_visible,
             ..options
         };
         ingest::ingest_prepared(&mut clients[0], &prepared, |_| batches, &options)

@@ -170,6 +170,7 @@ pub(super) fn may_split(
         && resumable
         && matches!(mode, LoadMode::Append | LoadMode::Upsert)
         && !replaying_sample
+        && opts.before_final_commit.is_none()
 }
 
 /// Moves `stream` to where the ledger says it stands; returns a note for

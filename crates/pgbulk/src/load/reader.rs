@@ -436,31 +436,8 @@ pub(super) fn next_batch(shared: &Arc<Mutex<Shared>>, batch_rows: u64) -> Result
     let mut s = shared
         .lock()
         .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
-    loop {
-        if s.file >= s.sources.len() {
-            return Ok(None);
-        }
-        if s.reader.is_none() {
-            s.open()?;
-        }
-        let name = s.name();
-        let limit = s.limit;
-        let at_end = s
-            .reader
-            .as_mut()
-            .map_or(Ok(true), |r| {
-                if limit.is_some_and(|l| r.offset() >= l) {
-                    Ok(true)
-                } else {
-                    r.at_end()
-                }
-            })
-            .map_err(|e| csv_error(&name, e))?;
-        if !at_end {
-            break;
-        }
-        s.reader = None;
-        s.file += 1;
+    if exhausted(&mut s)? {
+        return Ok(None);
     }
     let name = s.name();
     let table = s.table.to_string();
@@ -480,6 +457,37 @@ pub(super) fn next_batch(shared: &Arc<Mutex<Shared>>, batch_rows: u64) -> Result
         })),
         resume: None,
     }))
+}
+
+/// Whether every input (up to the stream's limit) has been read: moves
+/// past inputs read to their end, opening the next one.
+pub(super) fn exhausted(s: &mut Shared) -> Result<bool> {
+    loop {
+        if s.file >= s.sources.len() {
+            return Ok(true);
+        }
+        if s.reader.is_none() {
+            s.open()?;
+        }
+        let name = s.name();
+        let limit = s.limit;
+        let at_end = s
+            .reader
+            .as_mut()
+            .map_or(Ok(true), |r| {
+                if limit.is_some_and(|l| r.offset() >= l) {
+                    Ok(true)
+                } else {
+                    r.at_end()
+                }
+            })
+            .map_err(|e| csv_error(&name, e))?;
+        if !at_end {
+            return Ok(false);
+        }
+        s.reader = None;
+        s.file += 1;
+    }
 }
 
 /// One batch's rows, read from the shared reader.
