@@ -331,7 +331,16 @@ pub(crate) struct SyncArgs {
     pub(crate) from_profile: Option<String>,
     /// The source table: [SCHEMA.]TABLE.
     #[arg(long, short = 't', value_name = "TABLE", help_heading = "Source")]
-    pub(crate) table: String,
+    pub(crate) table: Option<String>,
+    /// Instead of --table: the rows of this SELECT (then --to and --key are required).
+    #[arg(
+        long,
+        value_name = "SQL",
+        conflicts_with = "table",
+        requires_all = ["to", "key"],
+        help_heading = "Source"
+    )]
+    pub(crate) query: Option<String>,
     /// Only the source rows this SQL condition selects (run on the source).
     #[arg(long = "where", value_name = "SQL", help_heading = "Source")]
     pub(crate) filter: Option<String>,

@@ -64,8 +64,17 @@ pub(crate) fn sync(args: &SyncArgs) -> Result<pgbulk::sync::SyncOptions, Refusal
             "sync needs a source: --from CONNINFO or --from-profile NAME".to_owned(),
         ));
     }
+    let source = match (&args.table, &args.query) {
+        (Some(table), None) => pgbulk::sync::SyncSource::Table(TableName::parse(table)?),
+        (None, Some(query)) => pgbulk::sync::SyncSource::Query(query.clone()),
+        _ => {
+            return Err(Refusal::Usage(
+                "sync reads --table TABLE or --query SQL".to_owned(),
+            ));
+        }
+    };
     Ok(pgbulk::sync::SyncOptions {
-        table: TableName::parse(&args.table)?,
+        source,
         to: args.to.as_deref().map(TableName::parse).transpose()?,
         filter: args.filter.clone(),
         mode: args.mode.map(mode),

@@ -108,10 +108,13 @@ pub(crate) fn synced(
     opts: &pgbulk::sync::SyncOptions,
 ) -> String {
     let load = &report.load;
-    let to = opts.to.as_ref().unwrap_or(&opts.table);
+    let to = match (&opts.to, &opts.source) {
+        (Some(to), _) => to.to_string(),
+        (None, source) => source.to_string(),
+    };
     format!(
         "synced {} into {to}: {} rows read, {} inserted, {} updated, {} unchanged{}; {} batches in {:.1} s",
-        opts.table,
+        opts.source,
         thousands(load.rows_read),
         thousands(load.inserted),
         thousands(load.updated),

@@ -474,3 +474,120 @@ async fn delete_missing_replaces_a_window_with_the_last_batch() {
         "nothing written"
     );
 }
+
+#[tokio::test]
+async fn a_query_syncs_into_a_named_table_keyed_as_told() {
+    let src = TestDb::new("sync_query_src").await;
+    let dst = TestDb::new("sync_query_dst").await;
+    let home = Scratch::new("sync-query");
+    let source = src.connect().await;
+    source
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, customer int NOT NULL, amount numeric(10,2), code varchar(5));
+             INSERT INTO orders VALUES (1, 10, 1.50, 'a'), (2, 10, 2.25, 'bb'), (3, 20, 7.00, 'ccc')",
+        )
+        .await
+        .expect("source");
+    dst.connect()
+        .await
+        .batch_execute("CREATE TABLE codes (id int PRIMARY KEY, code varchar(5))")
+        .await
+        .expect("codes");
+    let sync = |args: &[&str]| {
+        run(pgbulk(&home)
+            .args(["sync", "--from", &src.url, "--db", &dst.url])
+            .args(args))
+    };
+    let totals = [
+        "--query",
+        "SELECT customer, sum(amount) AS total, count(*)::int AS n FROM orders GROUP BY customer;",
+        "--to",
+        "totals",
+        "--key",
+        "customer",
+    ];
+    let first = sync(&totals);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(
+        first
+            .stdout
+            .contains("synced the query into totals: 2 rows read, 2 inserted"),
+        "{}",
+        first.stdout
+    );
+    let read = || async {
+        rows(
+            &dst,
+            "SELECT customer::text, total::text, n::text FROM totals ORDER BY customer",
+        )
+        .await
+    };
+    assert_eq!(
+        read().await,
+        vec![
+            vec![s("10"), s("3.75"), s("2")],
+            vec![s("20"), s("7.00"), s("1")]
+        ]
+    );
+    // Created keyed on --key: the next sync upserts.
+    source
+        .batch_execute("INSERT INTO orders VALUES (4, 20, 1.00, 'd')")
+        .await
+        .expect("more");
+    let second = sync(&totals);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(
+        second.stdout.contains("0 inserted, 1 updated, 1 unchanged"),
+        "{}",
+        second.stdout
+    );
+    assert_eq!(read().await[1], vec![s("20"), s("8.00"), s("2")]);
+    // The query's column types keep their modifiers: varchar(5) fits
+    // varchar(5).
+    let codes = sync(&[
+        "--query",
+        "SELECT id, code FROM orders",
+        "--to",
+        "codes",
+        "--key",
+        "id",
+    ]);
+    assert_eq!(codes.code, 0, "{}", codes.stderr);
+    assert_eq!(
+        rows(&dst, "SELECT string_agg(code, ',' ORDER BY id) FROM codes").await,
+        vec![vec![s("a,bb,ccc,d")]]
+    );
+    // Refused: no --to or --key, two columns of one name, a key it lacks.
+    let unnamed = sync(&["--query", "SELECT 1 AS id"]);
+    assert_eq!(unnamed.code, 2, "{}", unnamed.stderr);
+    let twice = sync(&[
+        "--query",
+        "SELECT id, id FROM orders",
+        "--to",
+        "twice",
+        "--key",
+        "id",
+    ]);
+    assert_eq!(twice.code, 3, "{}", twice.stderr);
+    assert!(
+        twice.stderr.contains("two columns named \"id\""),
+        "{}",
+        twice.stderr
+    );
+    let nokey = sync(&[
+        "--query",
+        "SELECT id FROM orders",
+        "--to",
+        "k",
+        "--key",
+        "nope",
+    ]);
+    assert_eq!(nokey.code, 3, "{}", nokey.stderr);
+    assert!(
+        nokey
+            .stderr
+            .contains("the query returns no column \"nope\""),
+        "{}",
+        nokey.stderr
+    );
+}

@@ -1,6 +1,6 @@
-//! `pgbulk sync`: a table (or the rows of it a `WHERE` selects) of one
-//! PostgreSQL database into a table of another, columns matched by name,
-//! never by position.
+//! `pgbulk sync`: a table (or the rows of it a `WHERE` selects, or the rows
+//! of a query) of one PostgreSQL database into a table of another, columns
+//! matched by name, never by position.
 //!
 //! Before anything is written the columns are compared: identical types
 //! travel as they are, safe differences are cast in the source `SELECT`
@@ -53,11 +53,30 @@ use crate::schema::{TableName, quote_ident, quote_literal};
 use crate::session::Session;
 use crate::watermark;
 
+/// What a sync reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncSource {
+    /// A table (or view).
+    Table(TableName),
+    /// The rows of a query (a `SELECT`): the destination must be named and
+    /// a key given.
+    Query(String),
+}
+
+impl std::fmt::Display for SyncSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Table(t) => write!(f, "{t}"),
+            Self::Query(_) => f.write_str("the query"),
+        }
+    }
+}
+
 /// What to sync, and how.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
-    /// The source table.
-    pub table: TableName,
+    /// What is read.
+    pub source: SyncSource,
     /// The destination table (default: the source's name).
     pub to: Option<TableName>,
     /// A filter on the source rows (SQL, run on the source).
@@ -238,7 +257,7 @@ pub fn create_ddl(dest: &TableName, source: &TableFacts) -> String {
     )
 }
 
-/// Syncs `opts.table` of the `source` session into the destination
+/// Syncs `opts.source` of the `source` session into the destination
 /// (`dest`, a session to `dest_params`). See the module documentation.
 pub async fn sync(
     source: Client,
@@ -247,31 +266,13 @@ pub async fn sync(
     opts: &SyncOptions,
     progress: Arc<Progress>,
 ) -> Result<SyncReport> {
-    let src_session = Session::read(&source).await?;
-    let src_name = TableName::new(
-        opts.table
-            .schema
-            .as_deref()
-            .unwrap_or(&src_session.current_schema),
-        &opts.table.name,
-    );
-    let src_oid = catalog::table_oid(&source, src_name.schema_or_public(), &src_name.name)
-        .await?
-        .ok_or_else(|| Error::config(format!("the source has no table {src_name}")))?;
-    let src_facts = catalog::facts::read(&source, src_oid).await?;
-    let src_relation = src_name.quoted();
-    let enums: Vec<String> = source
-        .query(
-            "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
-             JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype = 'e'",
-            &[&src_oid],
-        )
-        .await
-        .map_err(|e| Error::server("reading the source's enum columns", e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let Described {
+        label: src_name,
+        relation: src_relation,
+        facts: src_facts,
+        enums,
+        unique,
+    } = describe(&source, opts).await?;
     let zone: String = source
         .query_one("SELECT current_setting('TimeZone')", &[])
         .await
@@ -279,7 +280,15 @@ pub async fn sync(
         .get(0);
 
     let dest_session = Session::read(&dest).await?;
-    let to = opts.to.clone().unwrap_or_else(|| opts.table.clone());
+    let to = match (&opts.to, &opts.source) {
+        (Some(to), _) => to.clone(),
+        (None, SyncSource::Table(table)) => table.clone(),
+        (None, SyncSource::Query(_)) => {
+            return Err(Error::config(
+                "a sync of a query needs the destination table named (--to)",
+            ));
+        }
+    };
     let dest_name = TableName::new(
         to.schema.as_deref().unwrap_or(&dest_session.current_schema),
         &to.name,
@@ -573,13 +582,14 @@ pub async fn sync(
     // merged. A destination that has rows (another run's, a killed one's)
     // is upserted.
     let unique_in_source = |key: &[String]| {
-        src_facts
-            .primary_key
-            .as_ref()
-            .is_some_and(|(_, pk)| pk.as_slice() == key)
+        unique
+            && src_facts
+                .primary_key
+                .as_ref()
+                .is_some_and(|(_, pk)| pk.as_slice() == key)
     };
     let empty_twin = match &dest_facts {
-        None => src_facts.primary_key.is_some(),
+        None => unique,
         Some(d) => {
             let key = opts.key.clone().unwrap_or_else(|| d.key().to_vec());
             !key.is_empty()
@@ -661,6 +671,116 @@ pub async fn sync(
             .collect(),
         load,
     })
+}
+
+/// The source as a sync reads it.
+struct Described {
+    /// How messages name it.
+    label: String,
+    /// What `FROM` reads.
+    relation: String,
+    /// Its columns (for a query: its key as primary key).
+    facts: TableFacts,
+    /// Its columns of enum types.
+    enums: Vec<String>,
+    /// Whether its rows are unique by its primary key (a table's are).
+    unique: bool,
+}
+
+/// Reads the source's columns: the table's, or those a query returns
+/// (prepared, not run).
+async fn describe(source: &Client, opts: &SyncOptions) -> Result<Described> {
+    match &opts.source {
+        SyncSource::Table(table) => {
+            let session = Session::read(source).await?;
+            let name = TableName::new(
+                table.schema.as_deref().unwrap_or(&session.current_schema),
+                &table.name,
+            );
+            let oid = catalog::table_oid(source, name.schema_or_public(), &name.name)
+                .await?
+                .ok_or_else(|| Error::config(format!("the source has no table {name}")))?;
+            let facts = catalog::facts::read(source, oid).await?;
+            let enums = source
+                .query(
+                    "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+                     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+                     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype = 'e'",
+                    &[&oid],
+                )
+                .await
+                .map_err(|e| Error::server("reading the source's enum columns", e))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            Ok(Described {
+                label: name.to_string(),
+                relation: name.quoted(),
+                unique: facts.primary_key.is_some(),
+                facts,
+                enums,
+            })
+        }
+        SyncSource::Query(query) => {
+            let key = opts
+                .key
+                .clone()
+                .ok_or_else(|| Error::config("a sync of a query needs its key named (--key)"))?;
+            let query = query.trim().trim_end_matches(';').trim_end();
+            let relation = format!("({query}) AS pgbulk_query");
+            let statement = source
+                .prepare(&format!("SELECT * FROM {relation}"))
+                .await
+                .map_err(|e| Error::server("reading the query's columns", e))?;
+            let mut columns: Vec<ColumnFacts> = Vec::new();
+            let mut enums = Vec::new();
+            for c in statement.columns() {
+                if columns.iter().any(|o| o.name == c.name()) {
+                    return Err(Error::config(format!(
+                        "the query returns two columns named \"{}\" (columns are matched by name: give each its own with AS)",
+                        c.name()
+                    )));
+                }
+                let row = source
+                    .query_one(
+                        "SELECT pg_catalog.format_type($1, $2), t.typtype = 'e' \
+                         FROM pg_catalog.pg_type t WHERE t.oid = $1",
+                        &[&c.type_().oid(), &c.type_modifier()],
+                    )
+                    .await
+                    .map_err(|e| Error::server("reading the query's column types", e))?;
+                if row.get::<_, bool>(1) {
+                    enums.push(c.name().to_owned());
+                }
+                columns.push(ColumnFacts::plain(
+                    c.name(),
+                    row.get(0),
+                    c.type_().oid(),
+                    c.type_modifier(),
+                ));
+            }
+            if let Some(k) = key.iter().find(|k| !columns.iter().any(|c| &c.name == *k)) {
+                return Err(Error::config(format!(
+                    "--key: the query returns no column \"{k}\""
+                )));
+            }
+            Ok(Described {
+                label: "the query".to_owned(),
+                relation,
+                facts: TableFacts {
+                    oid: 0,
+                    columns,
+                    primary_key: Some(("query_key".to_owned(), key)),
+                    constraints: Vec::new(),
+                    indexes: Vec::new(),
+                    comment: None,
+                    column_comments: Default::default(),
+                },
+                enums,
+                unique: false,
+            })
+        }
+    }
 }
 
 /// `--delete-missing`: which destination rows go.
@@ -924,16 +1044,8 @@ mod tests {
 
     fn col(name: &str, ty: &str, not_null: bool) -> ColumnFacts {
         ColumnFacts {
-            name: name.to_owned(),
-            type_name: ty.to_owned(),
             not_null,
-            default: None,
-            raw_default: None,
-            identity: None,
-            generated: None,
-            collation: None,
-            type_oid: 0,
-            typmod: -1,
+            ..ColumnFacts::plain(name, ty, 0, -1)
         }
     }
 

@@ -35,6 +35,25 @@ pub struct ColumnFacts {
     pub typmod: i32,
 }
 
+impl ColumnFacts {
+    /// A nullable column of `type_name` without default, identity,
+    /// generation or collation.
+    pub fn plain(name: &str, type_name: &str, type_oid: Oid, typmod: i32) -> Self {
+        Self {
+            name: name.to_owned(),
+            type_name: type_name.to_owned(),
+            not_null: false,
+            default: None,
+            raw_default: None,
+            identity: None,
+            generated: None,
+            collation: None,
+            type_oid,
+            typmod,
+        }
+    }
+}
+
 /// A unique, check or exclusion constraint, by definition.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConstraintFacts {

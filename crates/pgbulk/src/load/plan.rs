@@ -227,18 +227,7 @@ mod tests {
     use crate::load::Position;
 
     fn column(name: &str) -> ColumnFacts {
-        ColumnFacts {
-            name: name.to_owned(),
-            type_name: "text".to_owned(),
-            not_null: false,
-            default: None,
-            raw_default: None,
-            identity: None,
-            generated: None,
-            collation: None,
-            type_oid: 25,
-            typmod: -1,
-        }
+        ColumnFacts::plain(name, "text", 25, -1)
     }
 
     fn facts(columns: &[&str], pk: Option<&[&str]>) -> TableFacts {
