@@ -259,6 +259,9 @@ async fn sync(args: SyncArgs, env: &Environment, quiet: bool) -> anyhow::Result<
     for m in report.load.migrations.iter().filter(|_| !quiet) {
         eprintln!("pgbulk: {m}");
     }
+    for n in report.notes.iter().filter(|_| !quiet) {
+        eprintln!("pgbulk: {n}");
+    }
     if let Some((from, next)) = &report.watermarks {
         tracing::info!(
             "read from {}; the next sync starts at {}",

@@ -8,8 +8,9 @@
 //! wider `varchar`, `json`/`jsonb`, `uuid` or an enum to `text`,
 //! `timestamp` to `timestamptz` in the source's time zone), and anything
 //! else refuses the run, listing every mismatch. A destination that does
-//! not exist is created from the source's columns, `NOT NULL` and primary
-//! key.
+//! not exist is created from the source's columns, `NOT NULL`, constant
+//! defaults and primary key; the identity and serial sequences of an
+//! existing one are advanced past the values copied.
 //!
 //! The rows are read with `COPY (SELECT ...) TO STDOUT (FORMAT csv)` in a
 //! source session set for an exact text round trip (ISO dates, UTC, hex
@@ -122,6 +123,8 @@ pub struct SyncReport {
     /// With `dry_run`: the destination's `CREATE TABLE` when it would be
     /// created, and the source query.
     pub plan: Vec<String>,
+    /// What the user should know: sequences advanced, or not.
+    pub notes: Vec<String>,
 }
 
 /// One destination column and the source expression that fills it.
@@ -231,15 +234,22 @@ fn cast(
 }
 
 /// The `CREATE TABLE` of a destination made from the source's columns
-/// (generated ones left out), `NOT NULL` and primary key.
+/// (generated ones left out), `NOT NULL`, defaults that are constants and
+/// primary key.
 pub fn create_ddl(dest: &TableName, source: &TableFacts) -> String {
     let mut lines: Vec<String> = source
         .columns
         .iter()
         .filter(|c| c.generated.is_none())
         .map(|c| {
+            let default = c
+                .raw_default
+                .as_deref()
+                .filter(|d| c.identity.is_none() && is_constant(d))
+                .map(|d| format!(" DEFAULT {d}"))
+                .unwrap_or_default();
             format!(
-                "    {} {}{}",
+                "    {} {}{default}{}",
                 quote_ident(&c.name),
                 c.type_name,
                 if c.not_null { " NOT NULL" } else { "" }
@@ -255,6 +265,53 @@ pub fn create_ddl(dest: &TableName, source: &TableFacts) -> String {
         dest.quoted(),
         lines.join(",\n")
     )
+}
+
+/// Whether a default expression (as `pg_get_expr` prints it) is a
+/// constant: one literal (a quoted string, a number, `true`, `false`,
+/// `NULL`), possibly parenthesised, then only casts. Functions (`now()`,
+/// `nextval(...)`), operators and anything else are not.
+fn is_constant(expr: &str) -> bool {
+    let e = expr.trim();
+    let casts = if let Some(body) = e.strip_prefix('\'') {
+        let bytes = body.as_bytes();
+        let mut i = 0;
+        loop {
+            match bytes.get(i) {
+                None => return false,
+                Some(b'\'') if bytes.get(i + 1) == Some(&b'\'') => i += 2,
+                Some(b'\'') => break,
+                Some(_) => i += 1,
+            }
+        }
+        &body[i + 1..]
+    } else {
+        let end = e.find("::").unwrap_or(e.len());
+        let core = &e[..end];
+        let inner = core
+            .strip_prefix('(')
+            .and_then(|c| c.strip_suffix(')'))
+            .unwrap_or(core);
+        let number = inner.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+            && inner.chars().any(|c| c.is_ascii_digit())
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'));
+        if !(number || matches!(inner, "true" | "false" | "NULL")) {
+            return false;
+        }
+        &e[end..]
+    };
+    casts.is_empty()
+        || casts.strip_prefix("::").is_some_and(|types| {
+            types.split("::").all(|t| {
+                !t.trim().is_empty()
+                    && t.chars().all(|c| {
+                        c.is_alphanumeric()
+                            || matches!(c, '_' | ' ' | '.' | '"' | '[' | ']' | '(' | ')' | ',')
+                    })
+            })
+        })
 }
 
 /// Syncs `opts.source` of the `source` session into the destination
@@ -661,7 +718,13 @@ pub async fn sync(
         )
         .await?;
     }
+    let notes = if load.inserted > 0 {
+        advance_sequences(dest_params, &dest_name, &maps).await
+    } else {
+        Vec::new()
+    };
     Ok(SyncReport {
+        notes,
         rows_read: load.rows_read,
         watermarks: incremental.map(|inc| (inc.start, next)),
         plan: Vec::new(),
@@ -671,6 +734,67 @@ pub async fn sync(
             .collect(),
         load,
     })
+}
+
+/// Advances the identity and serial sequences of the destination's
+/// columns filled from the source past the largest value now in them
+/// (never backwards), so the destination's own inserts do not collide
+/// with copied rows. A sequence that cannot be advanced (privileges) is
+/// said in a note: the rows are in either way.
+async fn advance_sequences(
+    params: &crate::conninfo::ConnParams,
+    dest: &TableName,
+    maps: &[ColumnMap],
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let outcome: Result<()> = async {
+        let client = crate::connect::connect(params).await?.client;
+        let quoted = dest.quoted();
+        let sequences = client
+            .query(
+                "SELECT a.attname::text, pg_catalog.pg_get_serial_sequence($1, a.attname::text) \
+                 FROM pg_catalog.pg_attribute a \
+                 WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+                   AND pg_catalog.pg_get_serial_sequence($1, a.attname::text) IS NOT NULL",
+                &[&quoted],
+            )
+            .await
+            .map_err(|e| Error::server(&format!("reading the sequences of {dest}"), e))?;
+        for row in sequences {
+            let column: String = row.get(0);
+            let sequence: String = row.get(1);
+            if !maps.iter().any(|m| m.to == column) {
+                continue;
+            }
+            let advanced = client
+                .query_opt(
+                    &format!(
+                        "SELECT pg_catalog.setval($1::text::regclass, m)::text \
+                         FROM (SELECT max({})::bigint AS m FROM {quoted}) x \
+                         WHERE m > coalesce(pg_catalog.pg_sequence_last_value($1::text::regclass), \
+                           (SELECT s.seqstart - 1 FROM pg_catalog.pg_sequence s WHERE s.seqrelid = $1::text::regclass))",
+                        quote_ident(&column)
+                    ),
+                    &[&sequence],
+                )
+                .await
+                .map_err(|e| Error::server(&format!("advancing {sequence}"), e))?;
+            if let Some(row) = advanced {
+                let to: String = row.get(0);
+                notes.push(format!(
+                    "{sequence} (of {dest}.{column}) advanced to {to}, past the rows copied"
+                ));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        notes.push(format!(
+            "the sequences of {dest} were not advanced past the rows copied: {e}"
+        ));
+    }
+    notes
 }
 
 /// The source as a sync reads it.
@@ -1124,6 +1248,40 @@ mod tests {
         // --ignore-extra leaves the extra column out, the rest still refuse.
         let why = map_columns(&source, &[], &dest, true, "UTC").expect_err("refused");
         assert_eq!(why.len(), 4);
+    }
+
+    #[test]
+    fn only_constant_defaults_are_constants() {
+        for constant in [
+            "0",
+            "(-1)",
+            "1.5e10",
+            "(0)::numeric",
+            "'x'::text",
+            "'it''s'::character varying",
+            "'{}'::jsonb",
+            "'sad'::mood",
+            "true",
+            "NULL::integer",
+            "'2024-01-01 00:00:00'::timestamp without time zone",
+            "'{1,2}'::integer[]",
+        ] {
+            assert!(is_constant(constant), "{constant}");
+        }
+        for not in [
+            "now()",
+            "nextval('t_id_seq'::regclass)",
+            "gen_random_uuid()",
+            "'a'::text || 'b'::text",
+            "(1 + 2)",
+            "CURRENT_TIMESTAMP",
+            "'x",
+            "'x'::text::",
+            "inf",
+            "e",
+        ] {
+            assert!(!is_constant(not), "{not}");
+        }
     }
 
     #[test]
