@@ -373,6 +373,15 @@ pub(crate) struct SyncArgs {
     /// Rows per batch; each batch commits.
     #[arg(long, default_value_t = pgbulk::load::DEFAULT_BATCH_ROWS, value_name = "N", help_heading = "Behaviour")]
     pub(crate) batch_rows: u64,
+    /// Read and load N ranges of the source at once, from one snapshot (by a single integer key, else by blocks on PostgreSQL 14+); each range commits on its own and a rerun redoes only unfinished ones.
+    #[arg(
+        long,
+        short = 'j',
+        default_value_t = 1,
+        value_name = "N",
+        help_heading = "Behaviour"
+    )]
+    pub(crate) jobs: usize,
     /// Print the column mapping, casts, what would be read and a table to create; write nothing.
     #[arg(long, help_heading = "Behaviour")]
     pub(crate) dry_run: bool,

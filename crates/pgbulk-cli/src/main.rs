@@ -236,11 +236,9 @@ async fn sync(args: SyncArgs, env: &Environment, quiet: bool) -> anyhow::Result<
     };
     let source_params = pgbulk::conninfo::resolve(&args.source(), env)?;
     let params = connect_target(&args.connection.request(), env)?;
-    let source = pgbulk::connect::connect(&source_params).await?.client;
-    let dest = pgbulk::connect::connect(&params).await?.client;
     let progress = Arc::new(Progress::default());
     let display = progress::Display::start(progress.clone(), quiet);
-    let result = pgbulk::sync::sync(source, dest, &params, &opts, progress).await;
+    let result = pgbulk::sync::sync(&source_params, &params, &opts, progress).await;
     display.finish().await;
     let report = result?;
     if opts.dry_run {

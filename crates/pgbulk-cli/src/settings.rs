@@ -86,6 +86,7 @@ pub(crate) fn sync(args: &SyncArgs) -> Result<pgbulk::sync::SyncOptions, Refusal
         lookback: args.lookback,
         dry_run: args.dry_run,
         delete_missing: args.delete_missing,
+        jobs: args.jobs,
     })
 }
 

@@ -113,8 +113,12 @@ pub(crate) fn synced(
         (None, source) => source.to_string(),
     };
     format!(
-        "synced {} into {to}: {} rows read, {} inserted, {} updated, {} unchanged{}; {} batches in {:.1} s",
+        "synced {}{} into {to}: {} rows read, {} inserted, {} updated, {} unchanged{}; {} batches in {:.1} s",
         opts.source,
+        report
+            .ranges
+            .map(|n| format!(" (in {n} ranges)"))
+            .unwrap_or_default(),
         thousands(load.rows_read),
         thousands(load.inserted),
         thousands(load.updated),

@@ -253,9 +253,20 @@ async fn an_incremental_sync_does_not_miss_a_late_commit() {
 /// with exactly the source's rows (and no spool left behind by the rerun).
 #[tokio::test]
 async fn a_killed_sync_then_the_same_command_converges() {
-    let src = TestDb::new("sync_kill_src").await;
-    let dst = TestDb::new("sync_kill_dst").await;
-    let home = Scratch::new("sync-kill");
+    killed_then_rerun("1").await;
+}
+
+/// The same with two jobs: ranges committed by a killed run are kept, the
+/// others read again.
+#[tokio::test]
+async fn a_killed_sync_of_two_jobs_then_the_same_command_converges() {
+    killed_then_rerun("2").await;
+}
+
+async fn killed_then_rerun(jobs: &str) {
+    let src = TestDb::new(&format!("sync_kill{jobs}_src")).await;
+    let dst = TestDb::new(&format!("sync_kill{jobs}_dst")).await;
+    let home = Scratch::new(&format!("sync-kill-{jobs}"));
     src.connect()
         .await
         .batch_execute(
@@ -275,6 +286,8 @@ async fn a_killed_sync_then_the_same_command_converges() {
             "big",
             "--batch-rows",
             "20000",
+            "--jobs",
+            jobs,
             "--db",
             &dst.url,
         ])
@@ -294,6 +307,15 @@ async fn a_killed_sync_then_the_same_command_converges() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let check = "SELECT count(*)::text, sum(id)::text, md5(string_agg(id || v || n, ',' ORDER BY id)) FROM big";
     assert_eq!(rows(&dst, check).await, rows(&src, check).await);
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT count(*)::text FROM pgbulk_watermark WHERE table_name LIKE '%#sync:%'"
+        )
+        .await,
+        vec![vec![s("0")]],
+        "the ranges' ledger is removed once all are in"
+    );
     // The killed runs' spools are gone (a run removes those of dead
     // processes).
     let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
@@ -659,4 +681,143 @@ async fn defaults_that_are_constants_are_kept_and_sequences_advance() {
         rows(&dst, "SELECT max(id)::text, max(serial_)::text FROM tagged").await,
         vec![vec![s("41"), s("41")]]
     );
+}
+
+#[tokio::test]
+async fn jobs_read_ranges_of_one_snapshot_and_a_rerun_redoes_only_the_unfinished() {
+    let src = TestDb::new("sync_jobs_src").await;
+    let dst = TestDb::new("sync_jobs_dst").await;
+    let home = Scratch::new("sync-jobs");
+    let source = src.connect().await;
+    source
+        .batch_execute(
+            "CREATE TABLE big (id int PRIMARY KEY, v text);
+             INSERT INTO big SELECT i, 'row ' || i FROM generate_series(1, 100000) i;
+             CREATE TABLE heap (v text, n int);
+             INSERT INTO heap SELECT 'value ' || i, i % 7 FROM generate_series(1, 100000) i;
+             ANALYZE big, heap;",
+        )
+        .await
+        .expect("source");
+    let sync = |args: &[&str]| {
+        run(pgbulk(&home)
+            .args(["sync", "--from", &src.url, "--db", &dst.url, "--jobs", "2"])
+            .args(args))
+    };
+    let same = |table: &str| {
+        format!(
+            "SELECT count(*)::text, md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"
+        )
+    };
+    let plan = sync(&["--table", "big", "--dry-run"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stdout
+            .contains("in 2 ranges read at once from one snapshot:\n  \"id\" < "),
+        "{}",
+        plan.stdout
+    );
+    // By the integer key, and by blocks (no key) on PostgreSQL 14 and
+    // later (before, in one).
+    let version: i32 = rows(&src, "SELECT current_setting('server_version_num')").await[0][0]
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .expect("version");
+    for table in ["big", "heap"] {
+        let out = sync(&["--table", table]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let ranges = if table == "heap" && version < 140_000 {
+            ""
+        } else {
+            " (in 2 ranges)"
+        };
+        assert!(
+            out.stdout.contains(&format!(
+                "synced {table}{ranges} into {table}: 100,000 rows read"
+            )),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(
+            rows(&dst, &same(table)).await,
+            rows(&src, &same(table)).await,
+            "{table}"
+        );
+    }
+    // The upper range fails; the lower one commits and is not read again.
+    dst.connect()
+        .await
+        .batch_execute("CREATE TABLE guarded (id int PRIMARY KEY, v text CHECK (v <> 'row 90000'))")
+        .await
+        .expect("guarded");
+    let guarded = ["--table", "big", "--to", "guarded", "--batch-rows", "10000"];
+    let failed = sync(&guarded);
+    assert_ne!(failed.code, 0, "{}", failed.stdout);
+    assert!(failed.stderr.contains("range 2 of 2"), "{}", failed.stderr);
+    // The boundary the plan printed: the lower range is every id below.
+    let bound: u64 = plan
+        .stdout
+        .split("\"id\" < ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect("a boundary");
+    assert!(
+        rows(
+            &dst,
+            &format!("SELECT count(*)::text FROM guarded WHERE id < {bound}")
+        )
+        .await
+            == vec![vec![Some((bound - 1).to_string())]],
+        "the lower range committed"
+    );
+    source
+        .batch_execute("UPDATE big SET v = 'changed' WHERE id = 90000")
+        .await
+        .expect("fix");
+    let rerun = sync(&guarded);
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    assert!(
+        rerun
+            .stderr
+            .contains("1 of 2 ranges were synced by an interrupted run and skipped"),
+        "{}",
+        rerun.stderr
+    );
+    let read_again = (100_000 - (bound - 1)).to_string();
+    let read_again = format!(
+        "{},{}",
+        &read_again[..read_again.len() - 3],
+        &read_again[read_again.len() - 3..]
+    );
+    assert!(
+        rerun.stdout.contains(&format!(": {read_again} rows read")),
+        "only the unfinished range is read ({read_again} rows): {}",
+        rerun.stdout
+    );
+    assert_eq!(
+        rows(&dst, &same("guarded")).await,
+        rows(&src, &same("big")).await
+    );
+    // Incremental in ranges: the watermark is stored once both are in.
+    source
+        .batch_execute(
+            "CREATE TABLE stamped (id int PRIMARY KEY, at timestamptz NOT NULL);
+             INSERT INTO stamped SELECT i, '2024-01-01'::timestamptz + i * interval '1 second'
+             FROM generate_series(1, 100000) i; ANALYZE stamped;",
+        )
+        .await
+        .expect("stamped");
+    let first = sync(&["--table", "stamped", "--incremental", "at"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(
+        first
+            .stdout
+            .contains("(in 2 ranges) into stamped: 100,000 rows read"),
+        "{}",
+        first.stdout
+    );
+    let second = sync(&["--table", "stamped", "--incremental", "at"]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(second.stdout.contains(": 1 rows read"), "{}", second.stdout);
 }

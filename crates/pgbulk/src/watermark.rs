@@ -103,6 +103,63 @@ async fn stored(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// The keys of the watermark rows in `schema` that start with `prefix`
+/// (none without the table).
+pub(crate) async fn keys_with_prefix(
+    client: &impl GenericClient,
+    schema: &str,
+    prefix: &str,
+) -> Result<Vec<String>> {
+    if !exists(client, schema).await? {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT table_name FROM {} WHERE left(table_name, length($1)) = $1",
+                table(schema).quoted()
+            ),
+            &[&prefix],
+        )
+        .await
+        .map_err(|e| Error::server("reading the stored watermarks", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Deletes the watermark rows in `schema` whose key starts with `prefix`
+/// (in the caller's transaction).
+pub(crate) async fn remove_prefix(
+    client: &impl GenericClient,
+    schema: &str,
+    prefix: &str,
+) -> Result<()> {
+    client
+        .execute(
+            &format!(
+                "DELETE FROM {} WHERE left(table_name, length($1)) = $1",
+                table(schema).quoted()
+            ),
+            &[&prefix],
+        )
+        .await
+        .map_err(|e| Error::server("removing stored watermarks", e))?;
+    Ok(())
+}
+
+/// Creates the watermark table of `schema` unless it exists (in its own
+/// transaction, under the creation locks).
+pub(crate) async fn ensure(client: &tokio_postgres::Client, schema: &str) -> Result<()> {
+    if exists(client, schema).await? {
+        return Ok(());
+    }
+    let mut sql = crate::lock::creation_locks(vec![table(schema).to_string()]);
+    sql.push(create_sql(schema));
+    client
+        .batch_execute(&format!("BEGIN; {}; COMMIT", sql.join(";\n")))
+        .await
+        .map_err(|e| Error::server("creating the watermark table", e))
+}
+
 /// A resume state stored with a committed batch, for the table that exists
 /// now.
 #[derive(Debug, Clone, PartialEq)]

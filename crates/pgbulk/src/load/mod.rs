@@ -244,7 +244,8 @@ impl std::fmt::Debug for CancelTokens {
 }
 
 impl Progress {
-    fn register(&self, client: &Client) {
+    /// Registers `client`'s cancel token, for [`Progress::cancel`].
+    pub fn register(&self, client: &Client) {
         if let Ok(mut tokens) = self.cancel.0.lock() {
             tokens.push(client.cancel_token());
         }
@@ -648,6 +649,36 @@ pub async fn load(
     report.rejected = rejected.load(Ordering::Relaxed);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Creates or migrates `opts.table` to `opts.schema_ddl` now, loading no
+/// row (nothing without a declaration): for loads into it that then run
+/// side by side, each without the declaration.
+pub async fn settle_declared(client: &mut Client, opts: &LoadOptions) -> Result<()> {
+    let Some(ddl) = &opts.schema_ddl else {
+        return Ok(());
+    };
+    let session = Session::read(client).await?;
+    let table = TableName::new(
+        opts.table
+            .schema
+            .as_deref()
+            .unwrap_or(&session.current_schema),
+        &opts.table.name,
+    );
+    let declaration = Declaration::parse(ddl)?.qualified(&session.current_schema);
+    if !declaration.tables().contains(&table) {
+        return Err(Error::config(format!(
+            "the schema does not declare {table}"
+        )));
+    }
+    let prepared = ingest::prepare_in(client, session, &declaration).await?;
+    let options = Options {
+        lock_policy: opts.lock_policy.clone(),
+        ..Options::default()
+    };
+    ingest::settle(client, prepared, &options).await?;
+    Ok(())
 }
 
 /// Bytes of the first input read to detect its dialect.

@@ -4,7 +4,7 @@
 //! [`Declaration::resolve`] runs the DDL against temporary tables (in the
 //! session's `pg_temp` schema, inside a transaction that is rolled back, so
 //! no privilege beyond TEMP is needed) and reads them back as catalog
-//! [`facts`]: the same representation a live table is read into, so the two
+//! [`facts`](crate::catalog::facts): the same representation a live table is read into, so the two
 //! compare without any type-name normalisation of ours.
 
 pub mod builder;

@@ -1,0 +1,328 @@
+//! Matching a source's columns to a destination's, by name, and the
+//! destination a sync creates.
+
+use crate::catalog::{ColumnFacts, TableFacts};
+use crate::schema::{TableName, quote_ident, quote_literal};
+
+/// One destination column and the source expression that fills it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnMap {
+    /// The destination column.
+    pub to: String,
+    /// The source `SELECT` expression (the column, or its cast).
+    pub expr: String,
+}
+
+/// Matches the source's columns to the destination's by name, casting
+/// safe differences (`source_zone`: the source's `TimeZone`, for
+/// `timestamp` into `timestamptz`; `enums`: source columns of enum types).
+/// Every mismatch is listed in the error; nothing is written before this
+/// passes.
+pub fn map_columns(
+    source: &TableFacts,
+    enums: &[String],
+    dest: &TableFacts,
+    ignore_extra: bool,
+    source_zone: &str,
+) -> std::result::Result<Vec<ColumnMap>, Vec<String>> {
+    let mut maps = Vec::new();
+    let mut mismatches = Vec::new();
+    for s in source.columns.iter().filter(|c| c.generated.is_none()) {
+        let Some(d) = dest.column(&s.name) else {
+            if !ignore_extra {
+                mismatches.push(format!(
+                    "column \"{}\" ({}) is not in the destination (--ignore-extra leaves it out)",
+                    s.name, s.type_name
+                ));
+            }
+            continue;
+        };
+        if d.generated.is_some() {
+            continue;
+        }
+        let col = quote_ident(&s.name);
+        match cast(s, enums.contains(&s.name), d, source_zone) {
+            Ok(None) => maps.push(ColumnMap {
+                to: d.name.clone(),
+                expr: col,
+            }),
+            Ok(Some(expr)) => maps.push(ColumnMap {
+                to: d.name.clone(),
+                expr,
+            }),
+            Err(why) => mismatches.push(format!(
+                "column \"{}\": source {}, destination {}: {why}",
+                s.name, s.type_name, d.type_name
+            )),
+        }
+    }
+    for d in &dest.columns {
+        let filled = maps.iter().any(|m| m.to == d.name);
+        let required =
+            d.not_null && d.default.is_none() && d.identity.is_none() && d.generated.is_none();
+        if !filled && required && source.column(&d.name).is_none() {
+            mismatches.push(format!(
+                "column \"{}\" ({}) of the destination is NOT NULL without a default, and the source has no such column",
+                d.name, d.type_name
+            ));
+        }
+    }
+    if mismatches.is_empty() {
+        Ok(maps)
+    } else {
+        Err(mismatches)
+    }
+}
+
+/// How source column `s` fills destination column `d`: as it is
+/// (`None`), through a cast (the expression), or not at all (why).
+fn cast(
+    s: &ColumnFacts,
+    is_enum: bool,
+    d: &ColumnFacts,
+    source_zone: &str,
+) -> std::result::Result<Option<String>, String> {
+    let (from, to) = (s.type_name.as_str(), d.type_name.as_str());
+    if from == to {
+        return Ok(None);
+    }
+    let col = quote_ident(&s.name);
+    let integers = ["smallint", "integer", "bigint"];
+    let rank = |t: &str| integers.iter().position(|i| *i == t);
+    let safe = match (from, to) {
+        _ if rank(from).is_some() && rank(to).is_some() => rank(from) < rank(to),
+        _ if rank(from).is_some() => to == "numeric",
+        ("json", "jsonb") | ("jsonb", "json") | ("uuid", "text") => true,
+        (_, "text") if is_enum => true,
+        ("timestamp without time zone", "timestamp with time zone") => {
+            return Ok(Some(format!(
+                "({col} AT TIME ZONE {})",
+                quote_literal(source_zone)
+            )));
+        }
+        // varchar(n) into text or a varchar as long or longer.
+        _ => crate::plan::is_widening(from, to),
+    };
+    if safe {
+        Ok(Some(format!("{col}::{to}")))
+    } else {
+        Err("not a safe conversion (it could fail or change values)".to_owned())
+    }
+}
+
+/// The `CREATE TABLE` of a destination made from the source's columns
+/// (generated ones left out), `NOT NULL`, defaults that are constants and
+/// primary key.
+pub fn create_ddl(dest: &TableName, source: &TableFacts) -> String {
+    let mut lines: Vec<String> = source
+        .columns
+        .iter()
+        .filter(|c| c.generated.is_none())
+        .map(|c| {
+            let default = c
+                .raw_default
+                .as_deref()
+                .filter(|d| c.identity.is_none() && is_constant(d))
+                .map(|d| format!(" DEFAULT {d}"))
+                .unwrap_or_default();
+            format!(
+                "    {} {}{default}{}",
+                quote_ident(&c.name),
+                c.type_name,
+                if c.not_null { " NOT NULL" } else { "" }
+            )
+        })
+        .collect();
+    if let Some((_, key)) = &source.primary_key {
+        let cols: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+        lines.push(format!("    PRIMARY KEY ({})", cols.join(", ")));
+    }
+    format!(
+        "CREATE TABLE {} (\n{}\n);\n",
+        dest.quoted(),
+        lines.join(",\n")
+    )
+}
+
+/// Whether a default expression (as `pg_get_expr` prints it) is a
+/// constant: one literal (a quoted string, a number, `true`, `false`,
+/// `NULL`), possibly parenthesised, then only casts. Functions (`now()`,
+/// `nextval(...)`), operators and anything else are not.
+fn is_constant(expr: &str) -> bool {
+    let e = expr.trim();
+    let casts = if let Some(body) = e.strip_prefix('\'') {
+        let bytes = body.as_bytes();
+        let mut i = 0;
+        loop {
+            match bytes.get(i) {
+                None => return false,
+                Some(b'\'') if bytes.get(i + 1) == Some(&b'\'') => i += 2,
+                Some(b'\'') => break,
+                Some(_) => i += 1,
+            }
+        }
+        &body[i + 1..]
+    } else {
+        let end = e.find("::").unwrap_or(e.len());
+        let core = &e[..end];
+        let inner = core
+            .strip_prefix('(')
+            .and_then(|c| c.strip_suffix(')'))
+            .unwrap_or(core);
+        let number = inner.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+            && inner.chars().any(|c| c.is_ascii_digit())
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'));
+        if !(number || matches!(inner, "true" | "false" | "NULL")) {
+            return false;
+        }
+        &e[end..]
+    };
+    casts.is_empty()
+        || casts.strip_prefix("::").is_some_and(|types| {
+            types.split("::").all(|t| {
+                !t.trim().is_empty()
+                    && t.chars().all(|c| {
+                        c.is_alphanumeric()
+                            || matches!(c, '_' | ' ' | '.' | '"' | '[' | ']' | '(' | ')' | ',')
+                    })
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, ty: &str, not_null: bool) -> ColumnFacts {
+        ColumnFacts {
+            not_null,
+            ..ColumnFacts::plain(name, ty, 0, -1)
+        }
+    }
+
+    fn table(columns: Vec<ColumnFacts>) -> TableFacts {
+        TableFacts {
+            oid: 1,
+            columns,
+            primary_key: None,
+            constraints: Vec::new(),
+            indexes: Vec::new(),
+            comment: None,
+            column_comments: Default::default(),
+        }
+    }
+
+    #[test]
+    fn columns_match_by_name_and_cast_only_safely() {
+        let source = table(vec![
+            col("id", "integer", true),
+            col("name", "character varying(20)", false),
+            col("at", "timestamp without time zone", false),
+            col("doc", "json", false),
+            col("mood", "mood", false),
+        ]);
+        // The destination orders its columns differently.
+        let dest = table(vec![
+            col("doc", "jsonb", false),
+            col("at", "timestamp with time zone", false),
+            col("name", "text", false),
+            col("id", "bigint", true),
+            col("mood", "text", false),
+        ]);
+        let maps = map_columns(&source, &["mood".to_owned()], &dest, false, "Europe/Berlin")
+            .expect("safe");
+        let exprs: Vec<(&str, &str)> = maps
+            .iter()
+            .map(|m| (m.to.as_str(), m.expr.as_str()))
+            .collect();
+        assert_eq!(
+            exprs,
+            vec![
+                ("id", "\"id\"::bigint"),
+                ("name", "\"name\"::text"),
+                ("at", "(\"at\" AT TIME ZONE 'Europe/Berlin')"),
+                ("doc", "\"doc\"::jsonb"),
+                ("mood", "\"mood\"::text"),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_mismatch_is_listed() {
+        let source = table(vec![
+            col("id", "bigint", true),
+            col("name", "text", false),
+            col("extra", "integer", false),
+            col("code", "character varying(30)", false),
+        ]);
+        let dest = table(vec![
+            col("id", "integer", true),
+            col("name", "integer", false),
+            col("code", "character varying(10)", false),
+            col("required", "text", true),
+        ]);
+        let why = map_columns(&source, &[], &dest, false, "UTC").expect_err("refused");
+        assert_eq!(why.len(), 5, "{why:#?}");
+        assert!(why[0].starts_with("column \"id\": source bigint, destination integer"));
+        assert!(
+            why.iter()
+                .any(|w| w.contains("\"extra\" (integer) is not in the destination"))
+        );
+        assert!(
+            why.iter()
+                .any(|w| w.contains("\"required\" (text) of the destination is NOT NULL"))
+        );
+        // --ignore-extra leaves the extra column out, the rest still refuse.
+        let why = map_columns(&source, &[], &dest, true, "UTC").expect_err("refused");
+        assert_eq!(why.len(), 4);
+    }
+
+    #[test]
+    fn only_constant_defaults_are_constants() {
+        for constant in [
+            "0",
+            "(-1)",
+            "1.5e10",
+            "(0)::numeric",
+            "'x'::text",
+            "'it''s'::character varying",
+            "'{}'::jsonb",
+            "'sad'::mood",
+            "true",
+            "NULL::integer",
+            "'2024-01-01 00:00:00'::timestamp without time zone",
+            "'{1,2}'::integer[]",
+        ] {
+            assert!(is_constant(constant), "{constant}");
+        }
+        for not in [
+            "now()",
+            "nextval('t_id_seq'::regclass)",
+            "gen_random_uuid()",
+            "'a'::text || 'b'::text",
+            "(1 + 2)",
+            "CURRENT_TIMESTAMP",
+            "'x",
+            "'x'::text::",
+            "inf",
+            "e",
+        ] {
+            assert!(!is_constant(not), "{not}");
+        }
+    }
+
+    #[test]
+    fn a_created_destination_copies_columns_not_null_and_key() {
+        let mut source = table(vec![col("id", "integer", true), col("Name", "text", false)]);
+        source.primary_key = Some(("t_pkey".to_owned(), vec!["id".to_owned()]));
+        let mut generated = col("twice", "integer", false);
+        generated.generated = Some("s".to_owned());
+        source.columns.push(generated);
+        assert_eq!(
+            create_ddl(&TableName::new("public", "t"), &source),
+            "CREATE TABLE \"public\".\"t\" (\n    \"id\" integer NOT NULL,\n    \"Name\" text,\n    PRIMARY KEY (\"id\")\n);\n"
+        );
+    }
+}

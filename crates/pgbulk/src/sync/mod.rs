@@ -1,0 +1,781 @@
+//! `pgbulk sync`: a table (or the rows of it a `WHERE` selects, or the rows
+//! of a query) of one PostgreSQL database into a table of another, columns
+//! matched by name, never by position.
+//!
+//! Before anything is written the columns are compared: identical types
+//! travel as they are, safe differences are cast in the source `SELECT`
+//! (integer widening, integers to `numeric`, `varchar(n)` to `text` or a
+//! wider `varchar`, `json`/`jsonb`, `uuid` or an enum to `text`,
+//! `timestamp` to `timestamptz` in the source's time zone), and anything
+//! else refuses the run, listing every mismatch. A destination that does
+//! not exist is created from the source's columns, `NOT NULL`, constant
+//! defaults and primary key; the identity and serial sequences of an
+//! existing one are advanced past the values copied.
+//!
+//! The rows are read with `COPY (SELECT ...) TO STDOUT (FORMAT csv)` in a
+//! source session set for an exact text round trip (ISO dates, UTC, hex
+//! bytea, shortest-exact floats) into a private spool file, which
+//! [`crate::load`] then loads: the same modes, keys, upsert, batches,
+//! ledger, migrations and lock policy. Memory does not grow with the
+//! table; disk holds one copy of the rows read.
+//!
+//! Incremental (`incremental`): rows at or after the stored watermark are
+//! read, in one snapshot with the new watermark, which is stored once every
+//! row up to it committed. For a `timestamptz`/`timestamp` column the new
+//! watermark is never later than the start of the oldest transaction open
+//! on the source database just before the snapshot (nor advanced while
+//! prepared transactions exist): a transaction that stamps rows with its
+//! `now()` and commits after the read is read by the next run. That is
+//! exact for columns stamped by the writing transaction's `now()` (default
+//! or trigger); for application clocks use `lookback`; for integer and
+//! `date` columns the watermark is the largest value read (exact only
+//! without concurrent writers). Rows re-read at the boundary are upserted
+//! unchanged (not rewritten); an incremental sync needs a key.
+//!
+//! `delete_missing`: the keys read go (same snapshot) into a temporary
+//! table of the destination session, and the destination rows within the
+//! filter whose key is not among them are deleted in the last batch's
+//! transaction.
+//!
+//! `jobs`: the source is read in ranges on several connections importing
+//! one snapshot, each range committed and recorded on its own (see
+//! `ranges.rs`).
+//!
+//! Not yet: binary pass-through.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+
+mod columns;
+mod delete;
+mod ranges;
+mod source;
+mod spool;
+
+use crate::catalog;
+use crate::conninfo::ConnParams;
+use crate::error::{Error, ErrorKind, Result};
+use crate::ingest;
+use crate::input::Source;
+use crate::load::{LoadMode, LoadOptions, LoadReport, Progress};
+use crate::schema::{TableName, quote_ident};
+use crate::session::Session;
+use crate::watermark;
+pub use columns::{ColumnMap, create_ddl, map_columns};
+use delete::{DeleteMissing, copy_keys, plan_delete, refuse_delete};
+use source::{Described, describe};
+use spool::Spool;
+
+/// What a sync reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncSource {
+    /// A table (or view).
+    Table(TableName),
+    /// The rows of a query (a `SELECT`): the destination must be named and
+    /// a key given.
+    Query(String),
+}
+
+impl std::fmt::Display for SyncSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Table(t) => write!(f, "{t}"),
+            Self::Query(_) => f.write_str("the query"),
+        }
+    }
+}
+
+/// What to sync, and how.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// What is read.
+    pub source: SyncSource,
+    /// The destination table (default: the source's name).
+    pub to: Option<TableName>,
+    /// A filter on the source rows (SQL, run on the source).
+    pub filter: Option<String>,
+    /// As for `load`.
+    pub mode: Option<LoadMode>,
+    /// Key columns (destination names).
+    pub key: Option<Vec<String>>,
+    /// Source columns the destination lacks are left out instead of
+    /// refusing the run.
+    pub ignore_extra: bool,
+    /// Rows per batch (0: the load's default).
+    pub batch_rows: u64,
+    /// As for `load`.
+    pub lock_policy: crate::lock::LockPolicy,
+    /// Read only the rows whose value in this source column is at or after
+    /// the stored watermark (see [`sync`]).
+    pub incremental: Option<String>,
+    /// Widen the re-read overlap by this much (an interval, e.g. `5
+    /// minutes`), for columns stamped by application clocks.
+    pub lookback: Option<std::time::Duration>,
+    /// Plan only: say what would be read and how, write nothing.
+    pub dry_run: bool,
+    /// Delete the destination rows (within `filter`, evaluated on the
+    /// destination too) whose key is not among the rows read, in the
+    /// transaction of the last batch. Not with `incremental` or the
+    /// replace modes.
+    pub delete_missing: bool,
+    /// Read and load this many ranges at once, from one snapshot (see
+    /// the module documentation); 0 or 1: one stream.
+    pub jobs: usize,
+}
+
+/// What a sync did: the load of the rows read, and what was read.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    /// Rows read from the source.
+    pub rows_read: u64,
+    /// With `incremental`: the watermark the rows were read from, and the
+    /// one stored for the next run (as the source prints the column).
+    pub watermarks: Option<(Option<String>, Option<String>)>,
+    /// The destination's side.
+    pub load: LoadReport,
+    /// How each destination column is filled (`column <- source expr`).
+    pub mapping: Vec<String>,
+    /// With `dry_run`: the destination's `CREATE TABLE` when it would be
+    /// created, and the source query.
+    pub plan: Vec<String>,
+    /// What the user should know: sequences advanced, or not.
+    pub notes: Vec<String>,
+    /// With `jobs`: the ranges the source was read in.
+    pub ranges: Option<usize>,
+}
+
+/// Syncs `opts.source` of the `source` session into the destination
+/// (`dest`, a session to `dest_params`). See the module documentation.
+pub async fn sync(
+    source_params: &ConnParams,
+    dest_params: &ConnParams,
+    opts: &SyncOptions,
+    progress: Arc<Progress>,
+) -> Result<SyncReport> {
+    let mut source = crate::connect::connect(source_params).await?.client;
+    let mut dest = crate::connect::connect(dest_params).await?.client;
+    progress.register(&source);
+    let Described {
+        label: src_name,
+        relation: src_relation,
+        facts: src_facts,
+        enums,
+        unique,
+    } = describe(&source, opts).await?;
+    let zone: String = source
+        .query_one("SELECT current_setting('TimeZone')", &[])
+        .await
+        .map_err(|e| Error::server("reading the source's TimeZone", e))?
+        .get(0);
+
+    let dest_session = Session::read(&dest).await?;
+    let to = match (&opts.to, &opts.source) {
+        (Some(to), _) => to.clone(),
+        (None, SyncSource::Table(table)) => table.clone(),
+        (None, SyncSource::Query(_)) => {
+            return Err(Error::config(
+                "a sync of a query needs the destination table named (--to)",
+            ));
+        }
+    };
+    let dest_name = TableName::new(
+        to.schema.as_deref().unwrap_or(&dest_session.current_schema),
+        &to.name,
+    );
+    let dest_facts =
+        match catalog::table_oid(&dest, dest_name.schema_or_public(), &dest_name.name).await? {
+            Some(oid) => Some(catalog::facts::read(&dest, oid).await?),
+            None => None,
+        };
+    let (maps, schema_ddl) = match &dest_facts {
+        Some(d) => {
+            let maps = map_columns(&src_facts, &enums, d, opts.ignore_extra, &zone).map_err(
+                |mismatches| {
+                    Error::new(
+                        ErrorKind::Data,
+                        format!(
+                            "{src_name} does not fit {dest_name}; nothing was written:\n  {}",
+                            mismatches.join("\n  ")
+                        ),
+                    )
+                    .in_table(&dest_name)
+                },
+            )?;
+            (maps, None)
+        }
+        None => {
+            let maps = src_facts
+                .columns
+                .iter()
+                .filter(|c| c.generated.is_none())
+                .map(|c| ColumnMap {
+                    to: c.name.clone(),
+                    expr: quote_ident(&c.name),
+                })
+                .collect();
+            (maps, Some(create_ddl(&dest_name, &src_facts)))
+        }
+    };
+    if maps.is_empty() {
+        return Err(Error::config(format!(
+            "no column of {src_name} matches a column of {dest_name}"
+        )));
+    }
+
+    let delete = match (&dest_facts, opts.delete_missing) {
+        (Some(d), true) => Some(plan_delete(&dest, &dest_name, d, &maps, opts).await?),
+        (None, true) => {
+            refuse_delete(opts)?;
+            None
+        }
+        _ => None,
+    };
+
+    // Incremental: where to read from, and the bound of the next start.
+    let incremental = match &opts.incremental {
+        Some(column) => {
+            let c = src_facts.column(column).ok_or_else(|| {
+                Error::config(format!(
+                    "--incremental: {src_name} has no column \"{column}\""
+                ))
+            })?;
+            if opts.mode == Some(LoadMode::Append)
+                || opts.mode == Some(LoadMode::ReplaceAtomic)
+                || opts.mode == Some(LoadMode::Replace)
+            {
+                return Err(Error::config(
+                    "--incremental re-reads the rows at its boundary: it needs an upsert (a key), not append or replace",
+                ));
+            }
+            let key = watermark::key(&dest_name, Some(&format!("sync:{src_name}.{column}")));
+            let stored = watermark::read(&dest, &dest_name, &key)
+                .await?
+                .and_then(|v| v.as_str().map(str::to_owned));
+            // No stored watermark: start after what the destination has.
+            let start = match (stored, &dest_facts) {
+                (Some(w), _) => Some(w),
+                (None, Some(d)) if d.column(column).is_some() => dest
+                    .query_one(
+                        &format!(
+                            "SELECT max({})::text FROM {}",
+                            quote_ident(column),
+                            dest_name.quoted()
+                        ),
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| Error::server("reading the destination's newest row", e))?
+                    .get(0),
+                _ => None,
+            };
+            Some(Incremental {
+                column: column.clone(),
+                type_name: c.type_name.clone(),
+                key,
+                start,
+            })
+        }
+        None => None,
+    };
+    // Before the snapshot: the oldest transaction open on the source.
+    let bound = match &incremental {
+        Some(inc) if inc.type_name.starts_with("timestamp") => {
+            let row = source
+                .query_one(
+                    &format!(
+                        "SELECT least(min(a.xact_start), clock_timestamp())::{}::text, \
+                         EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts p WHERE p.database = current_database()) \
+                         FROM pg_catalog.pg_stat_activity a \
+                         WHERE a.datname = current_database() AND a.xact_start IS NOT NULL \
+                           AND a.pid <> pg_catalog.pg_backend_pid()",
+                        inc.type_name
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| Error::server("reading the source's open transactions", e))?;
+            let prepared: bool = row.get(1);
+            Some((row.get::<_, Option<String>>(0), prepared))
+        }
+        _ => None,
+    };
+    // --delete-missing needs every key in one session, and replace
+    // deletes with its first batch: one job.
+    let one_job =
+        delete.is_some() || matches!(opts.mode, Some(LoadMode::Replace | LoadMode::ReplaceAtomic));
+    let jobs = if one_job { 1 } else { opts.jobs.max(1) };
+    let version = Session::read(&source).await?.server_version;
+    if opts.dry_run {
+        let mut plan = Vec::new();
+        if let Some(ddl) = &schema_ddl {
+            plan.push(format!(
+                "{dest_name} does not exist: it would be created as\n{ddl}"
+            ));
+        }
+        let start = incremental.as_ref().map(|inc| {
+            format!(
+                "rows with {} >= {}",
+                inc.column,
+                inc.start
+                    .as_deref()
+                    .unwrap_or("(everything: no watermark yet)")
+            )
+        });
+        plan.push(format!(
+            "would read {src_name}{}{} into {dest_name}",
+            opts.filter
+                .as_deref()
+                .map(|w| format!(" WHERE {w}"))
+                .unwrap_or_default(),
+            start.map(|s| format!(", {s}")).unwrap_or_default()
+        ));
+        if let Some(delete) = &delete {
+            plan.push(format!(
+                "would delete the rows of {dest_name}{} whose key ({}) is not among them, with the last batch",
+                opts.filter
+                    .as_deref()
+                    .map(|w| format!(" WHERE {w}"))
+                    .unwrap_or_default(),
+                delete.key.join(", ")
+            ));
+        }
+        if jobs > 1 {
+            let reading = Reading {
+                label: src_name.clone(),
+                relation: src_relation.clone(),
+                select: String::new(),
+                filters: opts.filter.iter().map(|w| format!("({w})")).collect(),
+            };
+            let ranges =
+                ranges::split(&source, &src_facts, unique, &reading, version, jobs).await?;
+            plan.push(if ranges.len() > 1 {
+                format!(
+                    "in {} ranges read at once from one snapshot:\n  {}",
+                    ranges.len(),
+                    ranges.join("\n  ")
+                )
+            } else {
+                "in one range: the source has no single integer key and is not a plain table on PostgreSQL 14 or later, or is small".to_owned()
+            });
+        }
+        return Ok(SyncReport {
+            mapping: maps
+                .iter()
+                .map(|m| format!("{} <- {}", m.to, m.expr))
+                .collect(),
+            watermarks: incremental.map(|inc| (inc.start, None)),
+            plan,
+            ..SyncReport::default()
+        });
+    }
+    // Into a new or empty destination keyed like the source, the source's
+    // rows are unique by that key: they are appended (straight COPY), not
+    // merged. A destination that has rows (another run's, a killed one's)
+    // is upserted.
+    let unique_in_source = |key: &[String]| {
+        unique
+            && src_facts
+                .primary_key
+                .as_ref()
+                .is_some_and(|(_, pk)| pk.as_slice() == key)
+    };
+    let empty_twin = match &dest_facts {
+        None => unique,
+        Some(d) => {
+            let key = opts.key.clone().unwrap_or_else(|| d.key().to_vec());
+            !key.is_empty()
+                && unique_in_source(&key)
+                && dest
+                    .query_one(
+                        &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", dest_name.quoted()),
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| Error::server(&format!("reading {dest_name}"), e))?
+                    .get::<_, bool>(0)
+        }
+    };
+    let mut load_opts = LoadOptions {
+        table: dest_name.clone(),
+        detect_delimiter: false,
+        schema_ddl,
+        mode: match opts.mode {
+            None if empty_twin => Some(LoadMode::Append),
+            m => m,
+        },
+        key: opts.key.clone(),
+        batch_rows: if opts.batch_rows > 0 {
+            opts.batch_rows
+        } else {
+            LoadOptions::default().batch_rows
+        },
+        lock_policy: opts.lock_policy.clone(),
+        // The spool is new each run: no ledger of it (an upsert of rows
+        // an earlier run loaded changes nothing).
+        ledger: false,
+        streams: 1,
+        ..LoadOptions::default()
+    };
+
+    let tx = snapshot(&mut source).await?;
+    let mut filters: Vec<String> = opts.filter.iter().map(|w| format!("({w})")).collect();
+    let mut next = None;
+    if let Some(inc) = &incremental {
+        let col = quote_ident(&inc.column);
+        if let Some(start) = &inc.start {
+            let lookback = opts
+                .lookback
+                .filter(|_| inc.type_name.starts_with("timestamp") || inc.type_name == "date")
+                .map(|d| format!(" - interval '{} milliseconds'", d.as_millis()))
+                .unwrap_or_default();
+            filters.push(format!(
+                "{col} >= ({}::{}{lookback})",
+                crate::schema::dollar_quote(start),
+                inc.type_name
+            ));
+        }
+        let within = if opts.filter.is_some() {
+            format!(" WHERE {}", opts.filter.as_deref().unwrap_or_default())
+        } else {
+            String::new()
+        };
+        let newest: Option<String> = tx
+            .query_one(
+                &format!("SELECT max({col})::text FROM {src_relation}{within}"),
+                &[],
+            )
+            .await
+            .map_err(|e| Error::server("reading the source's newest row", e))?
+            .get(0);
+        next = match (&bound, newest) {
+            // Prepared transactions: their rows' stamps are unknown.
+            (Some((_, true)), _) => inc.start.clone(),
+            (Some((Some(bound), false)), Some(newest)) => tx
+                .query_one(
+                    &format!(
+                        "SELECT least($1::text::{t}, $2::text::{t})::text",
+                        t = inc.type_name
+                    ),
+                    &[&newest, bound],
+                )
+                .await
+                .map_err(|e| Error::server("bounding the watermark", e))?
+                .get(0),
+            (_, Some(newest)) => Some(newest),
+            (_, None) => inc.start.clone(),
+        };
+    }
+    // The rows, spooled: an exact text round trip.
+    tx.batch_execute(EXACT_TEXT)
+        .await
+        .map_err(|e| Error::server("setting up the source session", e))?;
+    let select: Vec<String> = maps
+        .iter()
+        .map(|m| format!("{} AS {}", m.expr, quote_ident(&m.to)))
+        .collect();
+    let reading = Reading {
+        label: src_name.clone(),
+        relation: src_relation.clone(),
+        select: select.join(", "),
+        filters,
+    };
+    let spool = Spool::new()?;
+    let split = if jobs > 1 {
+        let split = ranges::split(&tx, &src_facts, unique, &reading, version, jobs).await?;
+        let ledger = ranges::Ledger::new(&dest_name, &reading, jobs);
+        let resuming = ledger.pending(&dest).await?.is_some();
+        (split.len() > 1 || resuming).then_some((split, ledger))
+    } else {
+        None
+    };
+    let (load, ranged) = match split {
+        Some((split, ledger)) => {
+            // Created once, before the ranges load at once.
+            crate::load::settle_declared(&mut dest, &load_opts).await?;
+            load_opts.schema_ddl = None;
+            drop(dest);
+            let run = ranges::Run {
+                source: source_params,
+                dest: dest_params,
+                load: load_opts,
+                spool: spool.dir(),
+                progress: progress.clone(),
+            };
+            let outcome = ranges::run(tx, run, &reading, &ledger, split, next.clone()).await?;
+            next = outcome.next.clone();
+            let mut client = crate::connect::connect(dest_params).await?.client;
+            let stored = match (&incremental, &next) {
+                (Some(inc), Some(next)) => Some((
+                    inc.key.as_str(),
+                    next.as_str(),
+                    serde_json::json!({ "source": src_name, "column": inc.column }),
+                )),
+                _ => None,
+            };
+            ledger.finish(&mut client, stored).await?;
+            let load = outcome.load.clone();
+            (load, Some(outcome))
+        }
+        None => {
+            let path = spool.path("rows.csv");
+            spool_rows(&tx, &reading.copy(), &path, &src_name).await?;
+            // --delete-missing: the keys read, in the same snapshot, into
+            // a temporary table of the destination session the load runs
+            // on.
+            let mut deleted = None;
+            if let Some(delete) = &delete {
+                let keys = copy_keys(
+                    &tx,
+                    &dest,
+                    &dest_name,
+                    &src_relation,
+                    &reading.filter(),
+                    delete,
+                )
+                .await?;
+                let hook = Arc::new(DeleteMissing {
+                    sql: delete.sql(&dest_name, opts.filter.as_deref(), keys > 0),
+                    deleted: std::sync::atomic::AtomicU64::new(0),
+                    ran: std::sync::atomic::AtomicBool::new(false),
+                });
+                if keys == 0 {
+                    // No batch will run the hook: nothing read, every row
+                    // of the window goes.
+                    let tx = dest
+                        .transaction()
+                        .await
+                        .map_err(|e| Error::server("starting the delete", e))?;
+                    ingest::BeforeVisible::call(hook.as_ref(), &tx, &ingest::BatchInfo::default())
+                        .await?;
+                    tx.commit()
+                        .await
+                        .map_err(|e| Error::server(&format!("deleting from {dest_name}"), e))?;
+                } else {
+                    load_opts.before_final_commit = Some(crate::load::FinalHook(hook.clone()));
+                }
+                deleted = Some(hook);
+            }
+            tx.commit()
+                .await
+                .map_err(|e| Error::server("ending the source snapshot", e))?;
+            load_opts.sources = vec![Source::File(path)];
+            let mut load = crate::load::load(dest, dest_params, &load_opts, progress).await?;
+            if let Some(hook) = &deleted {
+                if !hook.ran.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        format!(
+                            "the rows of {dest_name} missing from the source were not deleted: no batch read the rows to their end"
+                        ),
+                    ));
+                }
+                load.deleted += hook.deleted.load(std::sync::atomic::Ordering::SeqCst);
+            }
+            // Every row up to the new watermark committed: store it.
+            if let (Some(inc), Some(next)) = (&incremental, &next) {
+                let dest = crate::connect::connect(dest_params).await?.client;
+                watermark::ensure(&dest, dest_name.schema_or_public()).await?;
+                watermark::write(
+                    &dest,
+                    &dest_name,
+                    &inc.key,
+                    Some(&serde_json::Value::String(next.clone())),
+                    &serde_json::json!({ "source": src_name, "column": inc.column }),
+                    None,
+                )
+                .await?;
+            }
+            (load, None)
+        }
+    };
+    drop(source);
+    let mut notes = if load.inserted > 0 {
+        advance_sequences(dest_params, &dest_name, &maps).await
+    } else {
+        Vec::new()
+    };
+    if opts.jobs > 1 && jobs == 1 {
+        notes.push(
+            "read with one job: --delete-missing and the replace modes read in one".to_owned(),
+        );
+    }
+    if let Some(r) = &ranged {
+        if r.done_before > 0 {
+            notes.push(format!(
+                "{} of {} ranges were synced by an interrupted run and skipped; the others were read now",
+                r.done_before, r.ranges
+            ));
+        }
+    }
+    Ok(SyncReport {
+        notes,
+        rows_read: load.rows_read,
+        ranges: ranged.map(|r| r.ranges),
+        watermarks: incremental.map(|inc| (inc.start, next)),
+        plan: Vec::new(),
+        mapping: maps
+            .iter()
+            .map(|m| format!("{} <- {}", m.to, m.expr))
+            .collect(),
+        load,
+    })
+}
+
+/// A read-only `REPEATABLE READ` transaction: one snapshot of the source.
+pub(super) async fn snapshot(
+    client: &mut tokio_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'_>> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| Error::server("starting a snapshot of the source", e))
+}
+
+/// The session settings for an exact text round trip of every value.
+const EXACT_TEXT: &str = "SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL IntervalStyle = 'postgres'; \
+     SET LOCAL TimeZone = 'UTC'; SET LOCAL bytea_output = 'hex'; SET LOCAL extra_float_digits = 3";
+
+/// What is read from the source: columns (cast), relation and conditions.
+pub(super) struct Reading {
+    /// How messages name the source.
+    pub(super) label: String,
+    /// What `FROM` reads.
+    pub(super) relation: String,
+    /// The `SELECT` list.
+    pub(super) select: String,
+    /// Conditions on the rows (`--where`, the incremental start).
+    pub(super) filters: Vec<String>,
+}
+
+impl Reading {
+    /// ` WHERE ...` of the conditions, or nothing.
+    pub(super) fn filter(&self) -> String {
+        self.filter_and("")
+    }
+
+    /// ` WHERE ...` of the conditions and `more` (if not empty).
+    pub(super) fn filter_and(&self, more: &str) -> String {
+        let mut all: Vec<&str> = self.filters.iter().map(String::as_str).collect();
+        let more = format!("({more})");
+        if more != "()" {
+            all.push(&more);
+        }
+        if all.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", all.join(" AND "))
+        }
+    }
+
+    /// The `COPY` of the rows as CSV with a header.
+    fn copy(&self) -> String {
+        format!(
+            "COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT csv, HEADER)",
+            self.select,
+            self.relation,
+            self.filter()
+        )
+    }
+}
+
+/// Runs `copy` (a `COPY ... TO STDOUT`) in `tx` into the file `path`;
+/// `what` names the source in errors.
+pub(super) async fn spool_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    copy: &str,
+    path: &std::path::Path,
+    what: &str,
+) -> Result<()> {
+    let stream = tx
+        .copy_out(copy)
+        .await
+        .map_err(|e| Error::server(&format!("reading {what}"), e))?;
+    futures_util::pin_mut!(stream);
+    let file = std::fs::File::create(path)
+        .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
+    let mut file = std::io::BufWriter::new(file);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::server(&format!("reading {what}"), e))?;
+        file.write_all(&chunk)
+            .map_err(|e| Error::io("writing the spool file", e))?;
+    }
+    file.flush()
+        .map_err(|e| Error::io("writing the spool file", e))
+}
+
+/// Advances the identity and serial sequences of the destination's
+/// columns filled from the source past the largest value now in them
+/// (never backwards), so the destination's own inserts do not collide
+/// with copied rows. A sequence that cannot be advanced (privileges) is
+/// said in a note: the rows are in either way.
+async fn advance_sequences(
+    params: &crate::conninfo::ConnParams,
+    dest: &TableName,
+    maps: &[ColumnMap],
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let outcome: Result<()> = async {
+        let client = crate::connect::connect(params).await?.client;
+        let quoted = dest.quoted();
+        let sequences = client
+            .query(
+                "SELECT a.attname::text, pg_catalog.pg_get_serial_sequence($1, a.attname::text) \
+                 FROM pg_catalog.pg_attribute a \
+                 WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+                   AND pg_catalog.pg_get_serial_sequence($1, a.attname::text) IS NOT NULL",
+                &[&quoted],
+            )
+            .await
+            .map_err(|e| Error::server(&format!("reading the sequences of {dest}"), e))?;
+        for row in sequences {
+            let column: String = row.get(0);
+            let sequence: String = row.get(1);
+            if !maps.iter().any(|m| m.to == column) {
+                continue;
+            }
+            let advanced = client
+                .query_opt(
+                    &format!(
+                        "SELECT pg_catalog.setval($1::text::regclass, m)::text \
+                         FROM (SELECT max({})::bigint AS m FROM {quoted}) x \
+                         WHERE m > coalesce(pg_catalog.pg_sequence_last_value($1::text::regclass), \
+                           (SELECT s.seqstart - 1 FROM pg_catalog.pg_sequence s WHERE s.seqrelid = $1::text::regclass))",
+                        quote_ident(&column)
+                    ),
+                    &[&sequence],
+                )
+                .await
+                .map_err(|e| Error::server(&format!("advancing {sequence}"), e))?;
+            if let Some(row) = advanced {
+                let to: String = row.get(0);
+                notes.push(format!(
+                    "{sequence} (of {dest}.{column}) advanced to {to}, past the rows copied"
+                ));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        notes.push(format!(
+            "the sequences of {dest} were not advanced past the rows copied: {e}"
+        ));
+    }
+    notes
+}
+
+/// An incremental sync's column and where it starts.
+#[derive(Debug)]
+struct Incremental {
+    column: String,
+    type_name: String,
+    /// Its row in the destination's watermark table.
+    key: String,
+    /// Read from here (`>=`); `None`: everything.
+    start: Option<String>,
+}

@@ -1,0 +1,462 @@
+//! `--jobs N`: the source read in ranges on N connections from one
+//! exported snapshot, each range loaded and committed on its own, recorded
+//! in a ledger so a rerun redoes only the ranges not finished.
+//!
+//! Ranges: equal-count ranges of a single integer primary key (boundaries
+//! from a sample of the table), else block ranges of `ctid` (PostgreSQL 14
+//! and later: a TID range scan reads only its blocks), else none (one
+//! stream). The first range is open below and the last above, so every row
+//! is in exactly one.
+//!
+//! Ledger: rows of the destination's `pgbulk_watermark` table, keyed
+//! `<dest>#sync:<source>#plan` (the ranges, the run's fingerprint and the
+//! watermark it will store) and `...#range:<i>` (committed in the
+//! transaction of range i's last batch). A run finding a plan with its own
+//! fingerprint reads only the ranges without a row; once every range is
+//! in, the incremental watermark is stored and the ledger rows removed in
+//! one transaction.
+
+use std::sync::Arc;
+
+use tokio_postgres::{GenericClient, Transaction};
+
+use super::Reading;
+use crate::catalog::TableFacts;
+use crate::conninfo::ConnParams;
+use crate::error::{Error, ErrorKind, Result};
+use crate::ingest;
+use crate::load::{FinalHook, LoadOptions, LoadReport, Progress};
+use crate::schema::{TableName, quote_ident, quote_literal};
+use crate::watermark;
+
+/// Rows a sample for key boundaries reads, about.
+const SAMPLE_ROWS: f64 = 200_000.0;
+
+/// Fewer blocks than this per job: not split (the table is small).
+const MIN_BLOCKS_PER_JOB: i64 = 64;
+
+/// How the source splits into at most `jobs` ranges: SQL conditions on its
+/// rows, each selecting one range (empty or one: no split).
+pub(super) async fn split(
+    client: &impl GenericClient,
+    facts: &TableFacts,
+    unique: bool,
+    reading: &Reading,
+    server_version: i32,
+    jobs: usize,
+) -> Result<Vec<String>> {
+    if jobs < 2 || facts.oid == 0 {
+        return Ok(Vec::new());
+    }
+    let key = facts
+        .primary_key
+        .as_ref()
+        .map(|(_, k)| k.as_slice())
+        .unwrap_or_default();
+    let integer_key = match key {
+        [k] if unique => facts
+            .column(k)
+            .filter(|c| matches!(c.type_name.as_str(), "smallint" | "integer" | "bigint")),
+        _ => None,
+    };
+    if let Some(column) = integer_key {
+        let col = quote_ident(&column.name);
+        let row = client
+            .query_one(
+                "SELECT c.reltuples::float8 FROM pg_catalog.pg_class c WHERE c.oid = $1",
+                &[&facts.oid],
+            )
+            .await
+            .map_err(|e| Error::server("reading the source's size", e))?;
+        let tuples: f64 = row.get(0);
+        let percent = if tuples > SAMPLE_ROWS {
+            (100.0 * SAMPLE_ROWS / tuples).max(0.001)
+        } else {
+            100.0
+        };
+        let fractions: Vec<f64> = (1..jobs).map(|i| i as f64 / jobs as f64).collect();
+        let sample = if percent < 100.0 {
+            format!(" TABLESAMPLE SYSTEM ({percent})")
+        } else {
+            String::new()
+        };
+        let bounds: Option<Vec<Option<i64>>> = client
+            .query_one(
+                &format!(
+                    "SELECT (percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY {col}))::int8[] \
+                     FROM {}{sample}{}",
+                    reading.relation,
+                    reading.filter()
+                ),
+                &[&fractions],
+            )
+            .await
+            .map_err(|e| Error::server("sampling the source's key for ranges", e))?
+            .get(0);
+        let mut bounds: Vec<i64> = bounds.unwrap_or_default().into_iter().flatten().collect();
+        bounds.dedup();
+        return Ok(conditions(&col, &bounds, |b| b.to_string()));
+    }
+    let plain_table: bool = client
+        .query_one(
+            "SELECT c.relkind = 'r' FROM pg_catalog.pg_class c WHERE c.oid = $1",
+            &[&facts.oid],
+        )
+        .await
+        .map_err(|e| Error::server("reading the source's kind", e))?
+        .get(0);
+    if server_version < 140_000 || !plain_table {
+        return Ok(Vec::new());
+    }
+    let blocks: i64 = client
+        .query_one(
+            "SELECT pg_catalog.pg_relation_size($1::oid::regclass) \
+             / current_setting('block_size')::int8",
+            &[&facts.oid],
+        )
+        .await
+        .map_err(|e| Error::server("reading the source's size", e))?
+        .get(0);
+    if blocks < MIN_BLOCKS_PER_JOB * jobs as i64 {
+        return Ok(Vec::new());
+    }
+    let bounds: Vec<i64> = (1..jobs as i64).map(|i| blocks * i / jobs as i64).collect();
+    Ok(conditions("ctid", &bounds, |b| format!("'({b},0)'::tid")))
+}
+
+/// `col < b1`, `col >= b1 AND col < b2`, ..., `col >= bn`.
+fn conditions(col: &str, bounds: &[i64], literal: impl Fn(i64) -> String) -> Vec<String> {
+    if bounds.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![format!("{col} < {}", literal(bounds[0]))];
+    for pair in bounds.windows(2) {
+        out.push(format!(
+            "{col} >= {} AND {col} < {}",
+            literal(pair[0]),
+            literal(pair[1])
+        ));
+    }
+    out.push(format!("{col} >= {}", literal(bounds[bounds.len() - 1])));
+    out
+}
+
+/// The ledger of a ranged sync in the destination.
+pub(super) struct Ledger {
+    dest: TableName,
+    prefix: String,
+    fingerprint: String,
+}
+
+/// A plan a killed run left: its ranges, those done, its watermark.
+pub(super) struct Pending {
+    pub(super) ranges: Vec<String>,
+    pub(super) done: Vec<usize>,
+    pub(super) next: Option<String>,
+}
+
+impl Ledger {
+    /// The ledger of syncing `reading` into `dest` with `jobs`.
+    pub(super) fn new(dest: &TableName, reading: &Reading, jobs: usize) -> Self {
+        Self {
+            dest: dest.clone(),
+            prefix: watermark::key(dest, Some(&format!("sync:{}#", reading.label))),
+            fingerprint: format!(
+                "jobs {jobs}: SELECT {} FROM {}{}",
+                reading.select,
+                reading.relation,
+                reading.filter()
+            ),
+        }
+    }
+
+    fn plan_key(&self) -> String {
+        format!("{}plan", self.prefix)
+    }
+
+    fn range_key(&self, i: usize) -> String {
+        format!("{}range:{i}", self.prefix)
+    }
+
+    /// The plan of an earlier run of the same sync that did not finish;
+    /// the plans of other syncs into the table under this name are
+    /// removed.
+    pub(super) async fn pending(&self, client: &impl GenericClient) -> Result<Option<Pending>> {
+        let schema = self.dest.schema_or_public();
+        let keys = watermark::keys_with_prefix(client, schema, &self.prefix).await?;
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let plan = watermark::read(client, &self.dest, &self.plan_key()).await?;
+        let same = plan.as_ref().and_then(|p| p.get("fingerprint"))
+            == Some(&self.fingerprint.clone().into());
+        let Some(plan) = plan.filter(|_| same) else {
+            watermark::remove_prefix(client, schema, &self.prefix).await?;
+            return Ok(None);
+        };
+        let ranges: Vec<String> = plan
+            .get("ranges")
+            .and_then(|r| serde_json::from_value(r.clone()).ok())
+            .unwrap_or_default();
+        let done = (0..ranges.len())
+            .filter(|i| keys.contains(&self.range_key(*i)))
+            .collect();
+        Ok(Some(Pending {
+            ranges,
+            done,
+            next: plan.get("next").and_then(|n| n.as_str().map(str::to_owned)),
+        }))
+    }
+
+    /// Records the plan of this run (ranges, and the watermark stored at
+    /// its end).
+    async fn start(
+        &self,
+        client: &impl GenericClient,
+        ranges: &[String],
+        next: Option<&str>,
+    ) -> Result<()> {
+        let plan = serde_json::json!({
+            "fingerprint": self.fingerprint,
+            "ranges": ranges,
+            "next": next,
+        });
+        watermark::write(
+            client,
+            &self.dest,
+            &self.plan_key(),
+            Some(&plan),
+            &serde_json::json!({}),
+            None,
+        )
+        .await
+    }
+
+    /// Every range is in: stores the incremental watermark (`next` under
+    /// `watermark_key`) and removes the ledger rows, in one transaction.
+    pub(super) async fn finish(
+        &self,
+        client: &mut tokio_postgres::Client,
+        watermark_key: Option<(&str, &str, serde_json::Value)>,
+    ) -> Result<()> {
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| Error::server("finishing the ranges", e))?;
+        if let Some((key, next, metadata)) = watermark_key {
+            watermark::write(
+                &tx,
+                &self.dest,
+                key,
+                Some(&serde_json::Value::String(next.to_owned())),
+                &metadata,
+                None,
+            )
+            .await?;
+        }
+        watermark::remove_prefix(&tx, self.dest.schema_or_public(), &self.prefix).await?;
+        tx.commit()
+            .await
+            .map_err(|e| Error::server("finishing the ranges", e))
+    }
+}
+
+/// Records range `i` done, in the transaction of its last batch.
+struct RangeDone {
+    dest: TableName,
+    key: String,
+    ran: std::sync::atomic::AtomicBool,
+}
+
+impl ingest::BeforeVisible for RangeDone {
+    fn call<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        _batch: &'a ingest::BatchInfo,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(self.record(tx))
+    }
+}
+
+impl RangeDone {
+    /// Writes the range's ledger row (in `client`'s transaction, if any).
+    async fn record(&self, client: &impl GenericClient) -> Result<()> {
+        watermark::write(
+            client,
+            &self.dest,
+            &self.key,
+            Some(&serde_json::Value::Bool(true)),
+            &serde_json::json!({}),
+            None,
+        )
+        .await?;
+        self.ran.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Adds one range's load to the sum.
+fn add(sum: &mut LoadReport, range: &LoadReport) {
+    sum.inserted += range.inserted;
+    sum.updated += range.updated;
+    sum.unchanged += range.unchanged;
+    sum.deleted += range.deleted;
+    sum.repeated += range.repeated;
+    sum.rejected += range.rejected;
+    sum.batches += range.batches;
+    sum.seconds = sum.seconds.max(range.seconds);
+    for m in &range.migrations {
+        if !sum.migrations.contains(m) {
+            sum.migrations.push(m.clone());
+        }
+    }
+}
+
+/// What the ranges did.
+pub(super) struct Outcome {
+    /// The ranges' loads, added up.
+    pub(super) load: LoadReport,
+    /// Ranges in all, and those an earlier run finished.
+    pub(super) ranges: usize,
+    pub(super) done_before: usize,
+    /// The watermark to store (the plan's).
+    pub(super) next: Option<String>,
+}
+
+/// Where the ranges run: the source, the destination and the load's
+/// options (its `sources` and hook are set per range).
+pub(super) struct Run<'a> {
+    pub(super) source: &'a ConnParams,
+    pub(super) dest: &'a ConnParams,
+    pub(super) load: LoadOptions,
+    pub(super) spool: &'a std::path::Path,
+    pub(super) progress: Arc<Progress>,
+}
+
+/// Reads and loads the ranges not done (`split`, or the pending plan's),
+/// each on its own source connection importing `tx`'s snapshot and its
+/// own destination connection; `tx` ends once every range imported it.
+pub(super) async fn run(
+    tx: Transaction<'_>,
+    run: Run<'_>,
+    reading: &Reading,
+    ledger: &Ledger,
+    split: Vec<String>,
+    next: Option<String>,
+) -> Result<Outcome> {
+    let dest = crate::connect::connect(run.dest).await?.client;
+    watermark::ensure(&dest, ledger.dest.schema_or_public()).await?;
+    let pending = ledger.pending(&dest).await?;
+    let (ranges, done, next) = match pending {
+        Some(p) => (p.ranges, p.done, p.next),
+        None => {
+            ledger.start(&dest, &split, next.as_deref()).await?;
+            (split, Vec::new(), next)
+        }
+    };
+    drop(dest);
+    let snapshot: String = tx
+        .query_one("SELECT pg_catalog.pg_export_snapshot()", &[])
+        .await
+        .map_err(|e| Error::server("exporting the source snapshot", e))?
+        .get(0);
+    let (imported, mut imports) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut tasks = Vec::new();
+    for (i, condition) in ranges.iter().enumerate() {
+        if done.contains(&i) {
+            continue;
+        }
+        let source = run.source.clone();
+        let dest = run.dest.clone();
+        let progress = run.progress.clone();
+        let imported = imported.clone();
+        let snapshot = snapshot.clone();
+        let query = format!(
+            "COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT csv, HEADER)",
+            reading.select,
+            reading.relation,
+            reading.filter_and(condition)
+        );
+        let path = run.spool.join(format!("range-{i}.csv"));
+        let hook = Arc::new(RangeDone {
+            dest: ledger.dest.clone(),
+            key: ledger.range_key(i),
+            ran: std::sync::atomic::AtomicBool::new(false),
+        });
+        let load = LoadOptions {
+            sources: vec![crate::input::Source::File(path.clone())],
+            before_final_commit: Some(FinalHook(hook.clone())),
+            ..run.load.clone()
+        };
+        let label = format!(
+            "{} range {} of {} ({condition})",
+            reading.label,
+            i + 1,
+            ranges.len()
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut client = crate::connect::connect(&source).await?.client;
+            let tx = super::snapshot(&mut client).await?;
+            tx.batch_execute(&format!(
+                "SET TRANSACTION SNAPSHOT {}; {}",
+                quote_literal(&snapshot),
+                super::EXACT_TEXT
+            ))
+            .await
+            .map_err(|e| Error::server("importing the source snapshot", e))?;
+            let _ = imported.send(());
+            drop(imported);
+            super::spool_rows(&tx, &query, &path, &label).await?;
+            tx.commit()
+                .await
+                .map_err(|e| Error::server("ending a range's snapshot", e))?;
+            drop(client);
+            let dest_client = crate::connect::connect(&dest).await?.client;
+            let report = crate::load::load(dest_client, &dest, &load, progress)
+                .await
+                .map_err(|e| e.context(&label))?;
+            let _ = std::fs::remove_file(&path);
+            if !hook.ran.load(std::sync::atomic::Ordering::SeqCst) {
+                // No batch (an empty range): recorded on its own.
+                let dest_client = crate::connect::connect(&dest).await?.client;
+                hook.record(&dest_client).await?;
+            }
+            Ok::<LoadReport, Error>(report)
+        }));
+    }
+    drop(imported);
+    // The snapshot is kept exported until every range imported it (or
+    // failed before).
+    while imports.recv().await.is_some() {}
+    tx.commit()
+        .await
+        .map_err(|e| Error::server("ending the source snapshot", e))?;
+    let mut load = LoadReport::default();
+    let mut first_error = None;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(r)) => add(&mut load, &r),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error
+                    .get_or_insert(Error::new(ErrorKind::Io, format!("a range failed: {e}")));
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    // Each range's load counts the rows of all (one progress).
+    load.rows_read = run
+        .progress
+        .rows_read
+        .load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Outcome {
+        load,
+        ranges: ranges.len(),
+        done_before: done.len(),
+        next,
+    })
+}

@@ -1,0 +1,119 @@
+//! What a sync reads: a table's or a query's columns.
+
+use tokio_postgres::Client;
+
+use super::{SyncOptions, SyncSource};
+use crate::catalog::{self, ColumnFacts, TableFacts};
+use crate::error::{Error, Result};
+use crate::schema::TableName;
+use crate::session::Session;
+
+/// The source as a sync reads it.
+pub(super) struct Described {
+    /// How messages name it.
+    pub(super) label: String,
+    /// What `FROM` reads.
+    pub(super) relation: String,
+    /// Its columns (for a query: its key as primary key).
+    pub(super) facts: TableFacts,
+    /// Its columns of enum types.
+    pub(super) enums: Vec<String>,
+    /// Whether its rows are unique by its primary key (a table's are).
+    pub(super) unique: bool,
+}
+
+/// Reads the source's columns: the table's, or those a query returns
+/// (prepared, not run).
+pub(super) async fn describe(source: &Client, opts: &SyncOptions) -> Result<Described> {
+    match &opts.source {
+        SyncSource::Table(table) => {
+            let session = Session::read(source).await?;
+            let name = TableName::new(
+                table.schema.as_deref().unwrap_or(&session.current_schema),
+                &table.name,
+            );
+            let oid = catalog::table_oid(source, name.schema_or_public(), &name.name)
+                .await?
+                .ok_or_else(|| Error::config(format!("the source has no table {name}")))?;
+            let facts = catalog::facts::read(source, oid).await?;
+            let enums = source
+                .query(
+                    "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+                     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+                     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype = 'e'",
+                    &[&oid],
+                )
+                .await
+                .map_err(|e| Error::server("reading the source's enum columns", e))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            Ok(Described {
+                label: name.to_string(),
+                relation: name.quoted(),
+                unique: facts.primary_key.is_some(),
+                facts,
+                enums,
+            })
+        }
+        SyncSource::Query(query) => {
+            let key = opts
+                .key
+                .clone()
+                .ok_or_else(|| Error::config("a sync of a query needs its key named (--key)"))?;
+            let query = query.trim().trim_end_matches(';').trim_end();
+            let relation = format!("({query}) AS pgbulk_query");
+            let statement = source
+                .prepare(&format!("SELECT * FROM {relation}"))
+                .await
+                .map_err(|e| Error::server("reading the query's columns", e))?;
+            let mut columns: Vec<ColumnFacts> = Vec::new();
+            let mut enums = Vec::new();
+            for c in statement.columns() {
+                if columns.iter().any(|o| o.name == c.name()) {
+                    return Err(Error::config(format!(
+                        "the query returns two columns named \"{}\" (columns are matched by name: give each its own with AS)",
+                        c.name()
+                    )));
+                }
+                let row = source
+                    .query_one(
+                        "SELECT pg_catalog.format_type($1, $2), t.typtype = 'e' \
+                         FROM pg_catalog.pg_type t WHERE t.oid = $1",
+                        &[&c.type_().oid(), &c.type_modifier()],
+                    )
+                    .await
+                    .map_err(|e| Error::server("reading the query's column types", e))?;
+                if row.get::<_, bool>(1) {
+                    enums.push(c.name().to_owned());
+                }
+                columns.push(ColumnFacts::plain(
+                    c.name(),
+                    row.get(0),
+                    c.type_().oid(),
+                    c.type_modifier(),
+                ));
+            }
+            if let Some(k) = key.iter().find(|k| !columns.iter().any(|c| &c.name == *k)) {
+                return Err(Error::config(format!(
+                    "--key: the query returns no column \"{k}\""
+                )));
+            }
+            Ok(Described {
+                label: "the query".to_owned(),
+                relation,
+                facts: TableFacts {
+                    oid: 0,
+                    columns,
+                    primary_key: Some(("query_key".to_owned(), key)),
+                    constraints: Vec::new(),
+                    indexes: Vec::new(),
+                    comment: None,
+                    column_comments: Default::default(),
+                },
+                enums,
+                unique: false,
+            })
+        }
+    }
+}
