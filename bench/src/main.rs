@@ -529,23 +529,28 @@ fn bench_sync(rows: usize) -> anyhow::Result<()> {
         psql: server.psql.clone(),
         _cluster: None,
     };
-    let narrow = "(id bigint PRIMARY KEY, pointofsale text, product text, date date, stock int)";
+    let narrow = "(id bigint PRIMARY KEY, pointofsale text, product text, date date, stock int, \
+                  updated_at timestamptz NOT NULL)";
     let wide = "(id bigint PRIMARY KEY, name text, code varchar(20), qty int, ref bigint, amount numeric(12,2), \
-                ratio float8, active bool, day date, at timestamptz, uid uuid, attrs jsonb)";
+                ratio float8, active bool, day date, at timestamptz, uid uuid, attrs jsonb, updated_at timestamptz NOT NULL)";
     psql(
         &src,
         &[
             &format!("CREATE TABLE narrow {narrow}"),
             &format!(
                 "INSERT INTO narrow SELECT i, (100000 + i % 1000)::text, (17240503100000 + i / 1000)::text, \
-                 date '2019-08-01' + (i * 7) % 28, i % 97 FROM generate_series(1, {narrow_rows}) i"
+                 date '2019-08-01' + (i * 7) % 28, i % 97, timestamptz '2020-01-01 00:00+00' + i * interval '1 ms' \
+                 FROM generate_series(1, {narrow_rows}) i"
             ),
+            "CREATE INDEX ON narrow (updated_at)",
             &format!("CREATE TABLE wide {wide}"),
             &format!(
                 "INSERT INTO wide SELECT i, 'name ' || i, 'c' || i % 1000, i % 100, i * 31, (i % 100000) / 100.0, \
                  i / 7.0, i % 2 = 0, date '2020-01-01' + i % 1000, timestamptz '2020-01-01 00:00+00' + i * interval '1 second', \
-                 md5(i::text)::uuid, jsonb_build_object('k', i % 10, 'tag', 'x' || i % 7) FROM generate_series(1, {wide_rows}) i"
+                 md5(i::text)::uuid, jsonb_build_object('k', i % 10, 'tag', 'x' || i % 7), \
+                 timestamptz '2020-01-01 00:00+00' + i * interval '1 ms' FROM generate_series(1, {wide_rows}) i"
             ),
+            "CREATE INDEX ON wide (updated_at)",
             "VACUUM ANALYZE",
             "CHECKPOINT",
         ],
@@ -573,30 +578,71 @@ fn bench_sync(rows: usize) -> anyhow::Result<()> {
             bail!("psql pipe failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         psql(&server, &["CHECKPOINT"])?;
-        let sync = |cmd: &mut Command| {
-            cmd.args([
-                "sync",
-                "--quiet",
-                "--from",
-                &src.url,
-                "--table",
-                label,
-                "--db",
-                &dst_pgbulk,
-            ]);
-            timed(cmd)
+        let sync = |extra: &[&str]| {
+            psql(&server, &["CHECKPOINT"])?;
+            timed(
+                Command::new(&bin)
+                    .args([
+                        "sync",
+                        "--quiet",
+                        "--from",
+                        &src.url,
+                        "--table",
+                        label,
+                        "--db",
+                        &dst_pgbulk,
+                    ])
+                    .args(extra),
+            )
         };
-        let (ours, rss) = sync(&mut Command::new(&bin))?;
+        let (ours, rss) = sync(&[])?;
         report(
             &format!("sync {label}, peak RSS {rss:.0} MB"),
             ours,
             theirs,
             bar,
         );
-        let (again, rss) = sync(&mut Command::new(&bin))?;
+        let (again, rss) = sync(&[])?;
         println!(
             "sync {label} again, nothing changed: {again:.2} s ({:.2}x of the first), peak RSS {rss:.0} MB",
             again / ours
+        );
+        let (jobs, rss) = sync(&["--jobs", "2", "--to", &format!("{label}_jobs")])?;
+        report(
+            &format!("sync {label} --jobs 2, peak RSS {rss:.0} MB"),
+            jobs,
+            theirs,
+            bar,
+        );
+        // Incremental: a first run reads everything, then 1% of the rows
+        // change, then nothing does.
+        let incremental = [
+            "--incremental",
+            "updated_at",
+            "--to",
+            &format!("{label}_inc"),
+        ];
+        sync(&incremental)?;
+        psql(
+            &src,
+            &[&format!(
+                "UPDATE {label} SET updated_at = now() WHERE id % 100 = 0"
+            )],
+        )?;
+        let (changed, rss) = sync(&incremental)?;
+        println!(
+            "sync {label} --incremental after 1% changed: {changed:.2} s ({:.3}x of a full sync, bar <= 0.05x {}), peak RSS {rss:.0} MB",
+            changed / ours,
+            if changed / ours <= 0.05 {
+                "ok"
+            } else {
+                "MISSED"
+            }
+        );
+        let (nothing, _) = sync(&incremental)?;
+        println!(
+            "sync {label} --incremental, nothing new: {nothing:.2} s (bar < 1 s {})",
+            if nothing < 1.0 { "ok" } else { "MISSED" }
         );
     }
     Ok(())

@@ -1064,3 +1064,50 @@ async fn several_files_with_different_headers() {
         "nothing of the failed single transaction is left"
     );
 }
+
+/// A few rows upserted into a table 20 times their size are merged by
+/// probing the key's index: the same counts and values as the hash join.
+#[tokio::test]
+async fn a_small_upsert_into_a_big_table_counts_and_stores_the_same() {
+    let db = TestDb::new("small_upsert").await;
+    let home = Scratch::new("small-upsert");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE big (id int PRIMARY KEY, v text, n int);
+             INSERT INTO big SELECT i, 'v' || i, i FROM generate_series(1, 50000) i",
+        )
+        .await
+        .expect("big");
+    // 100 rows: ids 1-25 unchanged, 26-50 changed, 50001-50050 new.
+    let mut csv = String::from("id,v,n\n");
+    for i in 1..=25 {
+        csv.push_str(&format!("{i},v{i},{i}\n"));
+    }
+    for i in 26..=50 {
+        csv.push_str(&format!("{i},changed,{}\n", -i));
+    }
+    for i in 50_001..=50_050 {
+        csv.push_str(&format!("{i},new,{i}\n"));
+    }
+    let file = home.file("few.csv", &csv, 0o644);
+    let out = load(&db, &home, &[file.to_str().expect("path"), "-t", "big"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("50 inserted, 25 updated, 25 unchanged"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT count(*)::text, sum(n)::text, count(*) FILTER (WHERE v = 'changed')::text FROM big"
+        )
+        .await,
+        vec![vec![
+            Some("50050".to_owned()),
+            Some((50_000i64 * 50_001 / 2 - 2 * (26..=50).sum::<i64>() + (50_001..=50_050).sum::<i64>()).to_string()),
+            Some("25".to_owned())
+        ]]
+    );
+}
