@@ -252,7 +252,8 @@ pub async fn sync(
             let key = watermark::key(&dest_name, Some(&format!("sync:{src_name}.{column}")));
             let stored = watermark::read(&dest, &dest_name, &key)
                 .await?
-                .and_then(|v| v.as_str().map(str::to_owned));
+                .as_ref()
+                .and_then(Mark::from_json);
             // No stored watermark: start after what the destination has.
             let start = match (stored, &dest_facts) {
                 (Some(w), _) => Some(w),
@@ -267,7 +268,11 @@ pub async fn sync(
                     )
                     .await
                     .map_err(|e| Error::server("reading the destination's newest row", e))?
-                    .get(0),
+                    .get::<_, Option<String>>(0)
+                    .map(|value| Mark {
+                        value,
+                        after: false,
+                    }),
                 _ => None,
             };
             Some(Incremental {
@@ -314,14 +319,14 @@ pub async fn sync(
                 "{dest_name} does not exist: it would be created as\n{ddl}"
             ));
         }
-        let start = incremental.as_ref().map(|inc| {
-            format!(
-                "rows with {} >= {}",
+        let start = incremental.as_ref().map(|inc| match &inc.start {
+            Some(m) => format!(
+                "rows with {} {} {}",
                 inc.column,
-                inc.start
-                    .as_deref()
-                    .unwrap_or("(everything: no watermark yet)")
-            )
+                if m.after { ">" } else { ">=" },
+                m.value
+            ),
+            None => format!("rows with any {} (no watermark yet)", inc.column),
         });
         plan.push(format!(
             "would read {src_name}{}{} into {dest_name}",
@@ -365,7 +370,7 @@ pub async fn sync(
                 .iter()
                 .map(|m| format!("{} <- {}", m.to, m.expr))
                 .collect(),
-            watermarks: incremental.map(|inc| (inc.start, None)),
+            watermarks: incremental.map(|inc| (inc.start.map(|m| m.value), None)),
             plan,
             ..SyncReport::default()
         });
@@ -428,12 +433,19 @@ pub async fn sync(
             let lookback = opts
                 .lookback
                 .filter(|_| inc.type_name.starts_with("timestamp") || inc.type_name == "date")
-                .map(|d| format!(" - interval '{} milliseconds'", d.as_millis()))
-                .unwrap_or_default();
+                .map(|d| format!(" - interval '{} milliseconds'", d.as_millis()));
+            // After the mark only when no later commit can carry its value
+            // (see `Mark`) and no lookback widens the overlap.
+            let op = if start.after && lookback.is_none() {
+                ">"
+            } else {
+                ">="
+            };
             filters.push(format!(
-                "{col} >= ({}::{}{lookback})",
-                crate::schema::dollar_quote(start),
-                inc.type_name
+                "{col} {op} ({}::{}{})",
+                crate::schema::dollar_quote(&start.value),
+                inc.type_name,
+                lookback.unwrap_or_default()
             ));
         }
         let within = if opts.filter.is_some() {
@@ -452,18 +464,26 @@ pub async fn sync(
         next = match (&bound, newest) {
             // Prepared transactions: their rows' stamps are unknown.
             (Some((_, true)), _) => inc.start.clone(),
-            (Some((Some(bound), false)), Some(newest)) => tx
-                .query_one(
-                    &format!(
-                        "SELECT least($1::text::{t}, $2::text::{t})::text",
-                        t = inc.type_name
-                    ),
-                    &[&newest, bound],
-                )
-                .await
-                .map_err(|e| Error::server("bounding the watermark", e))?
-                .get(0),
-            (_, Some(newest)) => Some(newest),
+            (Some((Some(bound), false)), Some(newest)) => {
+                let row = tx
+                    .query_one(
+                        &format!(
+                            "SELECT least($1::text::{t}, $2::text::{t})::text, $2::text::{t} > $1::text::{t}",
+                            t = inc.type_name
+                        ),
+                        &[&newest, bound],
+                    )
+                    .await
+                    .map_err(|e| Error::server("bounding the watermark", e))?;
+                Some(Mark {
+                    value: row.get(0),
+                    after: row.get(1),
+                })
+            }
+            (_, Some(newest)) => Some(Mark {
+                value: newest,
+                after: false,
+            }),
             (_, None) => inc.start.clone(),
         };
     }
@@ -509,7 +529,7 @@ pub async fn sync(
             let stored = match (&incremental, &next) {
                 (Some(inc), Some(next)) => Some((
                     inc.key.as_str(),
-                    next.as_str(),
+                    next.to_json(),
                     serde_json::json!({ "source": src_name, "column": inc.column }),
                 )),
                 _ => None,
@@ -581,7 +601,7 @@ pub async fn sync(
                     &dest,
                     &dest_name,
                     &inc.key,
-                    Some(&serde_json::Value::String(next.clone())),
+                    Some(&next.to_json()),
                     &serde_json::json!({ "source": src_name, "column": inc.column }),
                     None,
                 )
@@ -613,7 +633,7 @@ pub async fn sync(
         notes,
         rows_read: load.rows_read,
         ranges: ranged.map(|r| r.ranges),
-        watermarks: incremental.map(|inc| (inc.start, next)),
+        watermarks: incremental.map(|inc| (inc.start.map(|m| m.value), next.map(|m| m.value))),
         plan: Vec::new(),
         mapping: maps
             .iter()
@@ -776,6 +796,44 @@ struct Incremental {
     type_name: String,
     /// Its row in the destination's watermark table.
     key: String,
-    /// Read from here (`>=`); `None`: everything.
-    start: Option<String>,
+    /// Read from here; `None`: everything.
+    start: Option<Mark>,
+}
+
+/// A stored incremental watermark. Rows at or after `value` are read
+/// next time; only those after it (`after`) when the sync that stored it
+/// found no transaction open on the source that started at or before
+/// `value`: then no later commit can carry `value` itself (a transaction
+/// stamps rows with its start), and the boundary's rows are not read
+/// again and again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Mark {
+    pub(super) value: String,
+    pub(super) after: bool,
+}
+
+impl Mark {
+    /// As stored: the value (a JSON string), or `{"after": value}`.
+    pub(super) fn to_json(&self) -> serde_json::Value {
+        if self.after {
+            serde_json::json!({ "after": self.value })
+        } else {
+            serde_json::Value::String(self.value.clone())
+        }
+    }
+
+    /// From its stored form.
+    pub(super) fn from_json(json: &serde_json::Value) -> Option<Self> {
+        match json {
+            serde_json::Value::String(value) => Some(Self {
+                value: value.clone(),
+                after: false,
+            }),
+            serde_json::Value::Object(o) => Some(Self {
+                value: o.get("after")?.as_str()?.to_owned(),
+                after: true,
+            }),
+            _ => None,
+        }
+    }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use tokio_postgres::{GenericClient, Transaction};
 
-use super::Reading;
+use super::{Mark, Reading};
 use crate::catalog::TableFacts;
 use crate::conninfo::ConnParams;
 use crate::error::{Error, ErrorKind, Result};
@@ -152,7 +152,7 @@ pub(super) struct Ledger {
 pub(super) struct Pending {
     pub(super) ranges: Vec<String>,
     pub(super) done: Vec<usize>,
-    pub(super) next: Option<String>,
+    pub(super) next: Option<Mark>,
 }
 
 impl Ledger {
@@ -204,7 +204,7 @@ impl Ledger {
         Ok(Some(Pending {
             ranges,
             done,
-            next: plan.get("next").and_then(|n| n.as_str().map(str::to_owned)),
+            next: plan.get("next").and_then(Mark::from_json),
         }))
     }
 
@@ -214,12 +214,12 @@ impl Ledger {
         &self,
         client: &impl GenericClient,
         ranges: &[String],
-        next: Option<&str>,
+        next: Option<&Mark>,
     ) -> Result<()> {
         let plan = serde_json::json!({
             "fingerprint": self.fingerprint,
             "ranges": ranges,
-            "next": next,
+            "next": next.map(Mark::to_json),
         });
         watermark::write(
             client,
@@ -237,22 +237,14 @@ impl Ledger {
     pub(super) async fn finish(
         &self,
         client: &mut tokio_postgres::Client,
-        watermark_key: Option<(&str, &str, serde_json::Value)>,
+        watermark_key: Option<(&str, serde_json::Value, serde_json::Value)>,
     ) -> Result<()> {
         let tx = client
             .transaction()
             .await
             .map_err(|e| Error::server("finishing the ranges", e))?;
         if let Some((key, next, metadata)) = watermark_key {
-            watermark::write(
-                &tx,
-                &self.dest,
-                key,
-                Some(&serde_json::Value::String(next.to_owned())),
-                &metadata,
-                None,
-            )
-            .await?;
+            watermark::write(&tx, &self.dest, key, Some(&next), &metadata, None).await?;
         }
         watermark::remove_prefix(&tx, self.dest.schema_or_public(), &self.prefix).await?;
         tx.commit()
@@ -320,7 +312,7 @@ pub(super) struct Outcome {
     pub(super) ranges: usize,
     pub(super) done_before: usize,
     /// The watermark to store (the plan's).
-    pub(super) next: Option<String>,
+    pub(super) next: Option<Mark>,
 }
 
 /// Where the ranges run: the source, the destination and the load's
@@ -342,7 +334,7 @@ pub(super) async fn run(
     reading: &Reading,
     ledger: &Ledger,
     split: Vec<String>,
-    next: Option<String>,
+    next: Option<Mark>,
 ) -> Result<Outcome> {
     let dest = crate::connect::connect(run.dest).await?.client;
     watermark::ensure(&dest, ledger.dest.schema_or_public()).await?;
@@ -350,7 +342,7 @@ pub(super) async fn run(
     let (ranges, done, next) = match pending {
         Some(p) => (p.ranges, p.done, p.next),
         None => {
-            ledger.start(&dest, &split, next.as_deref()).await?;
+            ledger.start(&dest, &split, next.as_ref()).await?;
             (split, Vec::new(), next)
         }
     };
