@@ -823,3 +823,59 @@ async fn jobs_read_ranges_of_one_snapshot_and_a_rerun_redoes_only_the_unfinished
     assert_eq!(second.code, 0, "{}", second.stderr);
     assert!(second.stdout.contains(": 0 rows read"), "{}", second.stdout);
 }
+
+#[tokio::test]
+async fn weird_names_arrays_and_domains_are_synced_by_name() {
+    let src = TestDb::new("sync_weird_src").await;
+    let dst = TestDb::new("sync_weird_dst").await;
+    let home = Scratch::new("sync-weird");
+    src.connect()
+        .await
+        .batch_execute(
+            r#"CREATE SCHEMA "My Schema";
+               CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+               CREATE TABLE "My Schema"."Weird ""T""" (id int PRIMARY KEY, "select" text, "a b" posint,
+                                                      "Ids" int[], tags varchar(5)[]);
+               INSERT INTO "My Schema"."Weird ""T""" VALUES
+                 (1, 'x', 5, '{1,NULL,3}', '{"a,b",NULL,""}'), (2, NULL, NULL, '{}', NULL)"#,
+        )
+        .await
+        .expect("source");
+    dst.connect()
+        .await
+        .batch_execute(
+            r#"CREATE SCHEMA "Other";
+               CREATE TABLE "Other"."dest t" ("Ids" bigint[], tags text[], "a b" bigint, "select" text, id bigint PRIMARY KEY)"#,
+        )
+        .await
+        .expect("destination");
+    let out = run(pgbulk(&home).args([
+        "sync",
+        "--from",
+        &src.url,
+        "--table",
+        r#""My Schema"."Weird ""T""""#,
+        "--to",
+        r#""Other"."dest t""#,
+        "--db",
+        &dst.url,
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let read = |table: &str| {
+        format!(
+            r#"SELECT id::text, "select", "a b"::text, "Ids"::text, tags::text FROM {table} ORDER BY id"#
+        )
+    };
+    assert_eq!(
+        rows(&dst, &read(r#""Other"."dest t""#)).await,
+        rows(&src, &read(r#""My Schema"."Weird ""T""""#)).await
+    );
+    assert_eq!(
+        rows(
+            &dst,
+            r#"SELECT "Ids"::text, tags::text FROM "Other"."dest t" WHERE id = 1"#
+        )
+        .await,
+        vec![vec![s("{1,NULL,3}"), s(r#"{"a,b",NULL,""}"#)]]
+    );
+}

@@ -13,14 +13,22 @@ pub struct ColumnMap {
     pub expr: String,
 }
 
+/// What the source's columns are beyond their type names.
+#[derive(Debug, Clone, Default)]
+pub struct SourceTypes {
+    /// Columns of enum types.
+    pub enums: Vec<String>,
+    /// Columns of domain types, and the domain's base type.
+    pub domains: Vec<(String, String)>,
+}
+
 /// Matches the source's columns to the destination's by name, casting
 /// safe differences (`source_zone`: the source's `TimeZone`, for
-/// `timestamp` into `timestamptz`; `enums`: source columns of enum types).
-/// Every mismatch is listed in the error; nothing is written before this
-/// passes.
+/// `timestamp` into `timestamptz`). Every mismatch is listed in the error;
+/// nothing is written before this passes.
 pub fn map_columns(
     source: &TableFacts,
-    enums: &[String],
+    types: &SourceTypes,
     dest: &TableFacts,
     ignore_extra: bool,
     source_zone: &str,
@@ -41,7 +49,7 @@ pub fn map_columns(
             continue;
         }
         let col = quote_ident(&s.name);
-        match cast(s, enums.contains(&s.name), d, source_zone) {
+        match cast(s, types, d, source_zone) {
             Ok(None) => maps.push(ColumnMap {
                 to: d.name.clone(),
                 expr: col,
@@ -78,7 +86,7 @@ pub fn map_columns(
 /// (`None`), through a cast (the expression), or not at all (why).
 fn cast(
     s: &ColumnFacts,
-    is_enum: bool,
+    types: &SourceTypes,
     d: &ColumnFacts,
     source_zone: &str,
 ) -> std::result::Result<Option<String>, String> {
@@ -87,26 +95,50 @@ fn cast(
         return Ok(None);
     }
     let col = quote_ident(&s.name);
-    let integers = ["smallint", "integer", "bigint"];
-    let rank = |t: &str| integers.iter().position(|i| *i == t);
-    let safe = match (from, to) {
-        _ if rank(from).is_some() && rank(to).is_some() => rank(from) < rank(to),
-        _ if rank(from).is_some() => to == "numeric",
-        ("json", "jsonb") | ("jsonb", "json") | ("uuid", "text") => true,
-        (_, "text") if is_enum => true,
-        ("timestamp without time zone", "timestamp with time zone") => {
-            return Ok(Some(format!(
-                "({col} AT TIME ZONE {})",
-                quote_literal(source_zone)
-            )));
-        }
-        // varchar(n) into text or a varchar as long or longer.
-        _ => crate::plan::is_widening(from, to),
+    // A domain is read as its base type (always a valid value of it).
+    let base = types
+        .domains
+        .iter()
+        .find(|(c, _)| *c == s.name)
+        .map(|(_, b)| b.as_str());
+    let from = base.unwrap_or(from);
+    if from == to {
+        return Ok(Some(format!("{col}::{to}")));
+    }
+    if from == "timestamp without time zone" && to == "timestamp with time zone" {
+        return Ok(Some(format!(
+            "({col} AT TIME ZONE {})",
+            quote_literal(source_zone)
+        )));
+    }
+    let is_enum = types.enums.contains(&s.name);
+    let safe = match (from.strip_suffix("[]"), to.strip_suffix("[]")) {
+        // Arrays: element by element (not timestamps: AT TIME ZONE takes
+        // no array).
+        (Some(f), Some(t)) => !f.starts_with("timestamp") && safe_cast(f, t, false),
+        (None, None) => safe_cast(from, to, is_enum),
+        _ => false,
     };
     if safe {
         Ok(Some(format!("{col}::{to}")))
     } else {
         Err("not a safe conversion (it could fail or change values)".to_owned())
+    }
+}
+
+/// Whether a value of type `from` always casts to `to` without failing or
+/// changing (other than its type).
+fn safe_cast(from: &str, to: &str, is_enum: bool) -> bool {
+    let integers = ["smallint", "integer", "bigint"];
+    let rank = |t: &str| integers.iter().position(|i| *i == t);
+    match (from, to) {
+        _ if from == to => true,
+        _ if rank(from).is_some() && rank(to).is_some() => rank(from) < rank(to),
+        _ if rank(from).is_some() => to == "numeric",
+        ("json", "jsonb") | ("jsonb", "json") | ("uuid", "text") => true,
+        (_, "text") if is_enum => true,
+        // varchar(n) into text or a varchar as long or longer.
+        _ => crate::plan::is_widening(from, to),
     }
 }
 
@@ -231,8 +263,11 @@ mod tests {
             col("id", "bigint", true),
             col("mood", "text", false),
         ]);
-        let maps = map_columns(&source, &["mood".to_owned()], &dest, false, "Europe/Berlin")
-            .expect("safe");
+        let types = SourceTypes {
+            enums: vec!["mood".to_owned()],
+            domains: Vec::new(),
+        };
+        let maps = map_columns(&source, &types, &dest, false, "Europe/Berlin").expect("safe");
         let exprs: Vec<(&str, &str)> = maps
             .iter()
             .map(|m| (m.to.as_str(), m.expr.as_str()))
@@ -245,6 +280,52 @@ mod tests {
                 ("at", "(\"at\" AT TIME ZONE 'Europe/Berlin')"),
                 ("doc", "\"doc\"::jsonb"),
                 ("mood", "\"mood\"::text"),
+            ]
+        );
+    }
+
+    #[test]
+    fn arrays_cast_element_by_element_and_domains_as_their_base() {
+        let source = table(vec![
+            col("ids", "integer[]", false),
+            col("tags", "character varying(5)[]", false),
+            col("ats", "timestamp without time zone[]", false),
+            col("n", "posint", false),
+            col("m", "posint", false),
+        ]);
+        let dest = table(vec![
+            col("ids", "bigint[]", false),
+            col("tags", "text[]", false),
+            col("ats", "timestamp with time zone[]", false),
+            col("n", "bigint", false),
+            col("m", "smallint", false),
+        ]);
+        let types = SourceTypes {
+            enums: Vec::new(),
+            domains: vec![
+                ("n".to_owned(), "integer".to_owned()),
+                ("m".to_owned(), "integer".to_owned()),
+            ],
+        };
+        let why = map_columns(&source, &types, &dest, false, "UTC").expect_err("two refused");
+        assert_eq!(why.len(), 2, "{why:#?}");
+        assert!(why[0].starts_with("column \"ats\""), "{why:#?}");
+        assert!(why[1].starts_with("column \"m\""), "{why:#?}");
+        let dest = table(vec![
+            col("ids", "bigint[]", false),
+            col("tags", "text[]", false),
+            col("n", "bigint", false),
+            col("m", "integer", false),
+        ]);
+        let maps = map_columns(&source, &types, &dest, true, "UTC").expect("safe");
+        let exprs: Vec<&str> = maps.iter().map(|m| m.expr.as_str()).collect();
+        assert_eq!(
+            exprs,
+            vec![
+                "\"ids\"::bigint[]",
+                "\"tags\"::text[]",
+                "\"n\"::bigint",
+                "\"m\"::integer"
             ]
         );
     }
@@ -263,7 +344,8 @@ mod tests {
             col("code", "character varying(10)", false),
             col("required", "text", true),
         ]);
-        let why = map_columns(&source, &[], &dest, false, "UTC").expect_err("refused");
+        let why = map_columns(&source, &SourceTypes::default(), &dest, false, "UTC")
+            .expect_err("refused");
         assert_eq!(why.len(), 5, "{why:#?}");
         assert!(why[0].starts_with("column \"id\": source bigint, destination integer"));
         assert!(
@@ -275,7 +357,8 @@ mod tests {
                 .any(|w| w.contains("\"required\" (text) of the destination is NOT NULL"))
         );
         // --ignore-extra leaves the extra column out, the rest still refuse.
-        let why = map_columns(&source, &[], &dest, true, "UTC").expect_err("refused");
+        let why =
+            map_columns(&source, &SourceTypes::default(), &dest, true, "UTC").expect_err("refused");
         assert_eq!(why.len(), 4);
     }
 

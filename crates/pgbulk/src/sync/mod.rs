@@ -6,7 +6,8 @@
 //! travel as they are, safe differences are cast in the source `SELECT`
 //! (integer widening, integers to `numeric`, `varchar(n)` to `text` or a
 //! wider `varchar`, `json`/`jsonb`, `uuid` or an enum to `text`,
-//! `timestamp` to `timestamptz` in the source's time zone), and anything
+//! `timestamp` to `timestamptz` in the source's time zone, arrays of
+//! those element by element, a domain as its base type), and anything
 //! else refuses the run, listing every mismatch. A destination that does
 //! not exist is created from the source's columns, `NOT NULL`, constant
 //! defaults and primary key; the identity and serial sequences of an
@@ -63,7 +64,7 @@ use crate::load::{LoadMode, LoadOptions, LoadReport, Progress};
 use crate::schema::{TableName, quote_ident};
 use crate::session::Session;
 use crate::watermark;
-pub use columns::{ColumnMap, create_ddl, map_columns};
+pub use columns::{ColumnMap, SourceTypes, create_ddl, map_columns};
 use delete::{DeleteMissing, copy_keys, plan_delete, refuse_delete};
 use source::{Described, describe};
 use spool::Spool;
@@ -161,7 +162,7 @@ pub async fn sync(
         label: src_name,
         relation: src_relation,
         facts: src_facts,
-        enums,
+        types,
         unique,
     } = describe(&source, opts).await?;
     let zone: String = source
@@ -191,7 +192,7 @@ pub async fn sync(
         };
     let (maps, schema_ddl) = match &dest_facts {
         Some(d) => {
-            let maps = map_columns(&src_facts, &enums, d, opts.ignore_extra, &zone).map_err(
+            let maps = map_columns(&src_facts, &types, d, opts.ignore_extra, &zone).map_err(
                 |mismatches| {
                     Error::new(
                         ErrorKind::Data,

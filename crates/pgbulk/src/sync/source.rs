@@ -2,7 +2,7 @@
 
 use tokio_postgres::Client;
 
-use super::{SyncOptions, SyncSource};
+use super::{SourceTypes, SyncOptions, SyncSource};
 use crate::catalog::{self, ColumnFacts, TableFacts};
 use crate::error::{Error, Result};
 use crate::schema::TableName;
@@ -17,7 +17,7 @@ pub(super) struct Described {
     /// Its columns (for a query: its key as primary key).
     pub(super) facts: TableFacts,
     /// Its columns of enum types.
-    pub(super) enums: Vec<String>,
+    pub(super) types: SourceTypes,
     /// Whether its rows are unique by its primary key (a table's are).
     pub(super) unique: bool,
 }
@@ -36,24 +36,33 @@ pub(super) async fn describe(source: &Client, opts: &SyncOptions) -> Result<Desc
                 .await?
                 .ok_or_else(|| Error::config(format!("the source has no table {name}")))?;
             let facts = catalog::facts::read(source, oid).await?;
-            let enums = source
+            let mut types = SourceTypes::default();
+            for row in source
                 .query(
-                    "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+                    "SELECT a.attname::text, t.typtype = 'e', \
+                     pg_catalog.format_type(t.typbasetype, t.typtypmod) \
+                     FROM pg_catalog.pg_attribute a \
                      JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
-                     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype = 'e'",
+                     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+                       AND t.typtype IN ('e', 'd')",
                     &[&oid],
                 )
                 .await
-                .map_err(|e| Error::server("reading the source's enum columns", e))?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .map_err(|e| Error::server("reading the source's enum and domain columns", e))?
+            {
+                let name: String = row.get(0);
+                if row.get::<_, bool>(1) {
+                    types.enums.push(name);
+                } else {
+                    types.domains.push((name, row.get(2)));
+                }
+            }
             Ok(Described {
                 label: name.to_string(),
                 relation: name.quoted(),
                 unique: facts.primary_key.is_some(),
                 facts,
-                enums,
+                types,
             })
         }
         SyncSource::Query(query) => {
@@ -68,7 +77,7 @@ pub(super) async fn describe(source: &Client, opts: &SyncOptions) -> Result<Desc
                 .await
                 .map_err(|e| Error::server("reading the query's columns", e))?;
             let mut columns: Vec<ColumnFacts> = Vec::new();
-            let mut enums = Vec::new();
+            let mut types = SourceTypes::default();
             for c in statement.columns() {
                 if columns.iter().any(|o| o.name == c.name()) {
                     return Err(Error::config(format!(
@@ -78,14 +87,18 @@ pub(super) async fn describe(source: &Client, opts: &SyncOptions) -> Result<Desc
                 }
                 let row = source
                     .query_one(
-                        "SELECT pg_catalog.format_type($1, $2), t.typtype = 'e' \
+                        "SELECT pg_catalog.format_type($1, $2), t.typtype = 'e', \
+                         CASE WHEN t.typtype = 'd' THEN pg_catalog.format_type(t.typbasetype, t.typtypmod) END \
                          FROM pg_catalog.pg_type t WHERE t.oid = $1",
                         &[&c.type_().oid(), &c.type_modifier()],
                     )
                     .await
                     .map_err(|e| Error::server("reading the query's column types", e))?;
                 if row.get::<_, bool>(1) {
-                    enums.push(c.name().to_owned());
+                    types.enums.push(c.name().to_owned());
+                }
+                if let Some(base) = row.get::<_, Option<String>>(2) {
+                    types.domains.push((c.name().to_owned(), base));
                 }
                 columns.push(ColumnFacts::plain(
                     c.name(),
@@ -111,7 +124,7 @@ pub(super) async fn describe(source: &Client, opts: &SyncOptions) -> Result<Desc
                     comment: None,
                     column_comments: Default::default(),
                 },
-                enums,
+                types,
                 unique: false,
             })
         }
