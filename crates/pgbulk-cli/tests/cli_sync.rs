@@ -879,3 +879,69 @@ async fn weird_names_arrays_and_domains_are_synced_by_name() {
         vec![vec![s("{1,NULL,3}"), s(r#"{"a,b",NULL,""}"#)]]
     );
 }
+
+/// Between two servers: the suite's (each major in CI) and one of the
+/// machine's own PostgreSQL, both ways, every type exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_between_servers_of_different_majors_round_trips() {
+    let src = TestDb::new("sync_xver_src").await;
+    let back = TestDb::new("sync_xver_back").await;
+    let home = Scratch::new("sync-xver");
+    let other = tokio::task::spawn_blocking(|| {
+        pgbulk::local::Cluster::throwaway_with(&pgbulk::local::ServerSetup::default())
+    })
+    .await
+    .expect("join")
+    .expect("a second cluster of the machine's PostgreSQL");
+    let other_url = other.tcp_url("postgres").expect("url");
+    let (client, connection) = tokio_postgres::connect(&other_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the second cluster");
+    tokio::spawn(connection);
+    client
+        .batch_execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
+        .await
+        .expect("type");
+    src.connect()
+        .await
+        .batch_execute(&format!("{TYPES}\n{ROWS}"))
+        .await
+        .expect("source");
+    back.connect()
+        .await
+        .batch_execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
+        .await
+        .expect("type");
+    let versions = format!(
+        "{} -> {}",
+        rows(&src, "SELECT current_setting('server_version')").await[0][0]
+            .clone()
+            .unwrap_or_default(),
+        client
+            .query_one("SELECT current_setting('server_version')", &[])
+            .await
+            .expect("version")
+            .get::<_, String>(0)
+    );
+    let there = run(pgbulk(&home).args([
+        "sync", "--from", &src.url, "--table", "t", "--db", &other_url,
+    ]));
+    assert_eq!(there.code, 0, "{versions}: {}", there.stderr);
+    let and_back = run(pgbulk(&home).args([
+        "sync", "--from", &other_url, "--table", "t", "--db", &back.url,
+    ]));
+    assert_eq!(and_back.code, 0, "{versions}: {}", and_back.stderr);
+    assert_eq!(all(&back, "t").await, all(&src, "t").await, "{versions}");
+    let text: Vec<Vec<Option<String>>> = client
+        .query("SELECT t::text FROM t ORDER BY id", &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| vec![r.get(0)])
+        .collect();
+    assert_eq!(
+        text,
+        rows(&src, "SELECT t::text FROM t ORDER BY id").await,
+        "{versions}"
+    );
+}
