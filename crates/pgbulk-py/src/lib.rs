@@ -1,0 +1,294 @@
+//! `pgbulk._pgbulk`: the library for the Python package `pgbulk` (its
+//! typed signatures and docstrings live in `python/pgbulk`). Each function
+//! turns its arguments into the library's options, runs the library with
+//! the GIL released and maps its report to a dict and its errors to the
+//! exceptions of `pgbulk.errors`: no behaviour of its own.
+
+mod errors;
+mod runtime;
+
+use std::sync::Arc;
+
+use pgbulk::conninfo::{Environment, Request};
+use pgbulk::load::{LoadMode, LoadOptions, LoadReport, Progress};
+use pgbulk::schema::TableName;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// The library's result in Python: the value, or the exception.
+fn done<T>(py: Python<'_>, outcome: PyResult<pgbulk::Result<T>>) -> PyResult<T> {
+    outcome?.map_err(|e| errors::to_py(py, &e))
+}
+
+fn config_error(py: Python<'_>, message: String) -> PyErr {
+    errors::to_py(py, &pgbulk::Error::new(pgbulk::ErrorKind::Config, message))
+}
+
+/// Where `db` points, resolved as the CLI resolves `--db` (libpq's rules;
+/// nothing configured: pgbulk's local cluster, started as needed).
+fn target(py: Python<'_>, db: Option<String>) -> PyResult<pgbulk::conninfo::ConnParams> {
+    let request = Request { db, profile: None };
+    let env = Environment::from_process();
+    done(
+        py,
+        Ok(pgbulk::endpoint::resolve(&request, &env).map(|e| e.params)),
+    )
+}
+
+/// Runs the library's `work` (given the run's progress) with the GIL
+/// released; Ctrl-C interrupts it (the batch in flight rolls back).
+fn with_progress<T, F>(
+    py: Python<'_>,
+    progress: &Arc<Progress>,
+    work: impl FnOnce(Arc<Progress>) -> F,
+) -> PyResult<T>
+where
+    T: Send,
+    F: std::future::Future<Output = pgbulk::Result<T>> + Send,
+{
+    let stop = progress.clone();
+    done(
+        py,
+        runtime::run(py, work(progress.clone()), move || stop.interrupt()),
+    )
+}
+
+fn mode(py: Python<'_>, mode: Option<&str>) -> PyResult<Option<LoadMode>> {
+    Ok(match mode {
+        None => None,
+        Some("upsert") => Some(LoadMode::Upsert),
+        Some("append") => Some(LoadMode::Append),
+        Some("replace") => Some(LoadMode::Replace),
+        Some("replace-atomic") => Some(LoadMode::ReplaceAtomic),
+        Some(other) => {
+            return Err(config_error(
+                py,
+                format!(
+                    "mode {other:?}: expected \"upsert\", \"append\", \"replace\" or \"replace-atomic\""
+                ),
+            ));
+        }
+    })
+}
+
+fn table(py: Python<'_>, name: &str) -> PyResult<TableName> {
+    done(py, Ok(TableName::parse(name)))
+}
+
+/// A load's report as a dict (the Python side makes it a dataclass).
+fn load_report<'py>(py: Python<'py>, r: &LoadReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("rows_read", r.rows_read)?;
+    d.set_item("inserted", r.inserted)?;
+    d.set_item("updated", r.updated)?;
+    d.set_item("unchanged", r.unchanged)?;
+    d.set_item("deleted", r.deleted)?;
+    d.set_item("repeated", r.repeated)?;
+    d.set_item("rejected", r.rejected)?;
+    d.set_item("batches", r.batches)?;
+    d.set_item("seconds", r.seconds)?;
+    d.set_item("created_ddl", r.inferred_ddl.clone())?;
+    d.set_item("resumed_after_rows", r.resumed_after_rows)?;
+    d.set_item("nothing_to_load", r.nothing_to_load.clone())?;
+    d.set_item("already_loaded", r.already_loaded)?;
+    d.set_item("migrations", r.migrations.clone())?;
+    d.set_item("notes", r.notes.clone())?;
+    Ok(d)
+}
+
+/// `pgbulk.load_csv`: CSV files into a table, as `pgbulk load`.
+#[pyfunction]
+#[pyo3(signature = (
+    paths, table_name, *, db=None, mode_name=None, key=None, schema_ddl=None,
+    delimiter=None, header=true, null=None, encoding=None, batch_rows=None,
+    max_errors=0, reject_file=None, restart=false, single_transaction=false,
+    ignore_extra=false, streams=None, retries=0
+))]
+#[allow(clippy::too_many_arguments)]
+fn load_csv<'py>(
+    py: Python<'py>,
+    paths: Vec<String>,
+    table_name: &str,
+    db: Option<String>,
+    mode_name: Option<&str>,
+    key: Option<Vec<String>>,
+    schema_ddl: Option<String>,
+    delimiter: Option<&str>,
+    header: bool,
+    null: Option<String>,
+    encoding: Option<&str>,
+    batch_rows: Option<u64>,
+    max_errors: u64,
+    reject_file: Option<String>,
+    restart: bool,
+    single_transaction: bool,
+    ignore_extra: bool,
+    streams: Option<usize>,
+    retries: u32,
+) -> PyResult<Bound<'py, PyDict>> {
+    let defaults = LoadOptions::default();
+    let mut dialect = defaults.dialect.clone();
+    let delimiter = match delimiter {
+        None => None,
+        Some(d) if d.len() == 1 => Some(d.as_bytes()[0]),
+        Some("\\t") => Some(b'\t'),
+        Some(d) => {
+            return Err(config_error(
+                py,
+                format!("delimiter {d:?}: one ASCII character"),
+            ));
+        }
+    };
+    if let Some(d) = delimiter {
+        dialect.delimiter = d;
+    }
+    if let Some(null) = null {
+        dialect.null = null.into_bytes();
+    }
+    let opts = LoadOptions {
+        sources: paths
+            .iter()
+            .map(|p| pgbulk::input::Source::from_arg(p))
+            .collect(),
+        table: table(py, table_name)?,
+        dialect,
+        detect_delimiter: delimiter.is_none(),
+        header,
+        encoding: done(py, Ok(pgbulk::input::encoding(encoding.unwrap_or("utf-8"))))?,
+        ignore_extra,
+        schema_ddl,
+        mode: mode(py, mode_name)?,
+        key,
+        batch_rows: batch_rows.unwrap_or(defaults.batch_rows),
+        single_transaction,
+        max_errors,
+        reject_file: reject_file.map(Into::into),
+        restart,
+        streams: streams.unwrap_or(defaults.streams).max(1),
+        retries,
+        ..defaults
+    };
+    let params = target(py, db)?;
+    let progress = Arc::new(Progress::default());
+    let report = with_progress(py, &progress, |p| {
+        pgbulk::load::load_retrying(&params, &opts, p)
+    })?;
+    load_report(py, &report)
+}
+
+/// `pgbulk.sync`: a table or query of one database into a table of
+/// another, as `pgbulk sync`.
+#[pyfunction]
+#[pyo3(signature = (
+    source, *, table_name=None, query=None, db=None, to=None, where_sql=None,
+    mode_name=None, key=None, incremental=None, lookback_seconds=None,
+    jobs=1, delete_missing=false, ignore_extra=false, batch_rows=None, dry_run=false
+))]
+#[allow(clippy::too_many_arguments)]
+fn sync<'py>(
+    py: Python<'py>,
+    source: String,
+    table_name: Option<&str>,
+    query: Option<String>,
+    db: Option<String>,
+    to: Option<&str>,
+    where_sql: Option<String>,
+    mode_name: Option<&str>,
+    key: Option<Vec<String>>,
+    incremental: Option<String>,
+    lookback_seconds: Option<f64>,
+    jobs: usize,
+    delete_missing: bool,
+    ignore_extra: bool,
+    batch_rows: Option<u64>,
+    dry_run: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let what = match (table_name, query) {
+        (Some(t), None) => pgbulk::sync::SyncSource::Table(table(py, t)?),
+        (None, Some(q)) => pgbulk::sync::SyncSource::Query(q),
+        _ => {
+            return Err(config_error(
+                py,
+                "sync reads a table or a query: give one".to_owned(),
+            ));
+        }
+    };
+    let opts = pgbulk::sync::SyncOptions {
+        source: what,
+        to: to.map(|t| table(py, t)).transpose()?,
+        filter: where_sql,
+        mode: mode(py, mode_name)?,
+        key,
+        ignore_extra,
+        batch_rows: batch_rows.unwrap_or(0),
+        lock_policy: pgbulk::lock::LockPolicy::default(),
+        incremental,
+        lookback: lookback_seconds
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(std::time::Duration::from_secs_f64),
+        dry_run,
+        delete_missing,
+        jobs,
+    };
+    let env = Environment::from_process();
+    let from = done(
+        py,
+        Ok(pgbulk::conninfo::resolve(
+            &Request {
+                db: Some(source),
+                profile: None,
+            },
+            &env,
+        )),
+    )?;
+    let params = target(py, db)?;
+    let progress = Arc::new(Progress::default());
+    let report = with_progress(py, &progress, |p| {
+        pgbulk::sync::sync(&from, &params, &opts, p)
+    })?;
+    let d = load_report(py, &report.load)?;
+    d.set_item("rows_read", report.rows_read)?;
+    d.set_item("mapping", report.mapping.clone())?;
+    d.set_item("plan", report.plan.clone())?;
+    d.set_item("ranges", report.ranges)?;
+    d.set_item(
+        "watermark_from",
+        report.watermarks.as_ref().and_then(|w| w.0.clone()),
+    )?;
+    d.set_item(
+        "watermark_next",
+        report.watermarks.as_ref().and_then(|w| w.1.clone()),
+    )?;
+    let mut notes = report.load.notes.clone();
+    notes.extend(report.notes.iter().cloned());
+    d.set_item("notes", notes)?;
+    Ok(d)
+}
+
+/// `pgbulk.local.start`: pgbulk's own local cluster (under
+/// `$PGBULK_HOME`), created and started as needed; its URL.
+#[pyfunction]
+fn local_start(py: Python<'_>) -> PyResult<String> {
+    let env = Environment::from_process();
+    let cluster = done(py, Ok(pgbulk::local::Cluster::persistent(&env)))?;
+    done(py, py.detach(|| Ok(cluster.ensure_running())))?;
+    done(py, Ok(cluster.url("postgres")))
+}
+
+/// `pgbulk.local.stop`: stops the local cluster; whether it ran.
+#[pyfunction]
+fn local_stop(py: Python<'_>) -> PyResult<bool> {
+    let env = Environment::from_process();
+    let cluster = done(py, Ok(pgbulk::local::Cluster::persistent(&env)))?;
+    done(py, py.detach(|| Ok(cluster.stop())))
+}
+
+#[pymodule]
+fn _pgbulk(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(load_csv, m)?)?;
+    m.add_function(wrap_pyfunction!(sync, m)?)?;
+    m.add_function(wrap_pyfunction!(local_start, m)?)?;
+    m.add_function(wrap_pyfunction!(local_stop, m)?)?;
+    Ok(())
+}

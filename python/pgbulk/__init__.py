@@ -1,0 +1,205 @@
+"""pgbulk: move data into PostgreSQL in bulk, from Python.
+
+The same library as the ``pgbulk`` command, run in-process with the GIL
+released: ``load_csv`` is ``pgbulk load``, ``sync`` is ``pgbulk sync``.
+Connections (``db=``, ``source``) take what ``--db`` takes: a URI, a
+``key=value`` string, ``service=NAME`` or a database name, resolved with
+libpq's rules (``PG*`` variables, ``~/.pgpass``, ``pg_service.conf``);
+with nothing configured, pgbulk's own local cluster (see ``pgbulk.local``).
+Failures raise the exceptions of ``pgbulk.errors``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, Literal
+
+from . import _pgbulk, errors, local
+from .errors import (
+    AuthError,
+    ConfigError,
+    ConnectError,
+    ConnectionLostError,
+    DataError,
+    Error,
+    IOError,
+    LocalError,
+    ServerError,
+)
+
+__version__: str = _pgbulk.__version__
+
+Mode = Literal["upsert", "append", "replace", "replace-atomic"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadReport:
+    """What a load did (the summary ``pgbulk load`` prints)."""
+
+    rows_read: int
+    inserted: int
+    updated: int
+    unchanged: int
+    deleted: int
+    repeated: int
+    rejected: int
+    batches: int
+    seconds: float
+    created_ddl: str | None = None
+    resumed_after_rows: int | None = None
+    nothing_to_load: str | None = None
+    already_loaded: bool = False
+    migrations: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncReport(LoadReport):
+    """What a sync did: the load of the rows read, and what was read."""
+
+    mapping: list[str] = dataclasses.field(default_factory=list)
+    plan: list[str] = dataclasses.field(default_factory=list)
+    ranges: int | None = None
+    watermark_from: str | None = None
+    watermark_next: str | None = None
+
+
+def _paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [os.fspath(paths)]
+    return [os.fspath(p) for p in paths]
+
+
+def _report(cls: type[Any], fields: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in fields.items() if k in names})
+
+
+def load_csv(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    table: str,
+    *,
+    db: str | None = None,
+    mode: Mode | None = None,
+    key: Sequence[str] | None = None,
+    schema: str | None = None,
+    delimiter: str | None = None,
+    header: bool = True,
+    null: str | None = None,
+    encoding: str | None = None,
+    batch_rows: int | None = None,
+    max_errors: int = 0,
+    reject_file: str | os.PathLike[str] | None = None,
+    restart: bool = False,
+    single_transaction: bool = False,
+    ignore_extra: bool = False,
+    streams: int | None = None,
+    retries: int = 0,
+) -> LoadReport:
+    """Load CSV files (``"-"``: standard input) into ``table``, as ``pgbulk load``.
+
+    The table is created from ``schema`` (DDL text) or from types inferred
+    from the files when it does not exist, migrated to ``schema`` when
+    given. ``mode`` defaults to upsert when the table has a key (``key``
+    names other columns), else append. Each batch of ``batch_rows`` rows
+    commits with the files' position: calling again after an interruption
+    continues after the last committed batch (``restart`` loads from the
+    start). A bad row raises ``DataError`` naming file, line, column and
+    value, or with ``max_errors`` goes to ``reject_file``.
+    """
+    return _report(
+        LoadReport,
+        _pgbulk.load_csv(
+            _paths(paths),
+            table,
+            db=db,
+            mode_name=mode,
+            key=list(key) if key is not None else None,
+            schema_ddl=schema,
+            delimiter=delimiter,
+            header=header,
+            null=null,
+            encoding=encoding,
+            batch_rows=batch_rows,
+            max_errors=max_errors,
+            reject_file=os.fspath(reject_file) if reject_file is not None else None,
+            restart=restart,
+            single_transaction=single_transaction,
+            ignore_extra=ignore_extra,
+            streams=streams,
+            retries=retries,
+        ),
+    )
+
+
+def sync(
+    source: str,
+    *,
+    table: str | None = None,
+    query: str | None = None,
+    db: str | None = None,
+    to: str | None = None,
+    where: str | None = None,
+    mode: Mode | None = None,
+    key: Sequence[str] | None = None,
+    incremental: str | None = None,
+    lookback: timedelta | None = None,
+    jobs: int = 1,
+    delete_missing: bool = False,
+    ignore_extra: bool = False,
+    batch_rows: int | None = None,
+    dry_run: bool = False,
+) -> SyncReport:
+    """Copy ``table`` (or the rows of ``query``) of the ``source`` database
+    into ``db``, as ``pgbulk sync``.
+
+    Columns are matched by name; safe type differences are cast, anything
+    else raises ``DataError`` before a row is written. ``incremental`` reads
+    only rows at or after the stored watermark of that column, never missing
+    a row a transaction still open commits later; ``delete_missing`` deletes
+    destination rows (within ``where``) whose key was not read; ``jobs``
+    reads that many ranges at once from one snapshot.
+    """
+    return _report(
+        SyncReport,
+        _pgbulk.sync(
+            source,
+            table_name=table,
+            query=query,
+            db=db,
+            to=to,
+            where_sql=where,
+            mode_name=mode,
+            key=list(key) if key is not None else None,
+            incremental=incremental,
+            lookback_seconds=lookback.total_seconds() if lookback is not None else None,
+            jobs=jobs,
+            delete_missing=delete_missing,
+            ignore_extra=ignore_extra,
+            batch_rows=batch_rows,
+            dry_run=dry_run,
+        ),
+    )
+
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "ConnectError",
+    "ConnectionLostError",
+    "DataError",
+    "Error",
+    "IOError",
+    "LoadReport",
+    "LocalError",
+    "Mode",
+    "ServerError",
+    "SyncReport",
+    "errors",
+    "load_csv",
+    "local",
+    "sync",
+]

@@ -1,0 +1,45 @@
+from typing import Any
+
+__version__: str
+
+def load_csv(
+    paths: list[str],
+    table_name: str,
+    *,
+    db: str | None = ...,
+    mode_name: str | None = ...,
+    key: list[str] | None = ...,
+    schema_ddl: str | None = ...,
+    delimiter: str | None = ...,
+    header: bool = ...,
+    null: str | None = ...,
+    encoding: str | None = ...,
+    batch_rows: int | None = ...,
+    max_errors: int = ...,
+    reject_file: str | None = ...,
+    restart: bool = ...,
+    single_transaction: bool = ...,
+    ignore_extra: bool = ...,
+    streams: int | None = ...,
+    retries: int = ...,
+) -> dict[str, Any]: ...
+def sync(
+    source: str,
+    *,
+    table_name: str | None = ...,
+    query: str | None = ...,
+    db: str | None = ...,
+    to: str | None = ...,
+    where_sql: str | None = ...,
+    mode_name: str | None = ...,
+    key: list[str] | None = ...,
+    incremental: str | None = ...,
+    lookback_seconds: float | None = ...,
+    jobs: int = ...,
+    delete_missing: bool = ...,
+    ignore_extra: bool = ...,
+    batch_rows: int | None = ...,
+    dry_run: bool = ...,
+) -> dict[str, Any]: ...
+def local_start() -> str: ...
+def local_stop() -> bool: ...

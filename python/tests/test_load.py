@@ -1,0 +1,80 @@
+"""pgbulk.load_csv: the library's load, from Python."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import rows
+
+import pgbulk
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_a_new_table_is_created_then_upserted_by_key(db: str, tmp_path: Path) -> None:
+    first = write(tmp_path / "sales.csv", "id,item,qty\n1,apple,3\n2,pear,5\n")
+    report = pgbulk.load_csv(first, "sales", db=db)
+    assert isinstance(report, pgbulk.LoadReport)
+    assert (report.rows_read, report.inserted) == (2, 2)
+    assert report.created_ddl is not None and "CREATE TABLE" in report.created_ddl
+    second = write(tmp_path / "more.csv", "id,item,qty\n1,apple,3\n2,pear,6\n3,fig,1\n")
+    again = pgbulk.load_csv([second], "sales", db=db, key=["id"], mode="upsert")
+    assert (again.inserted, again.updated, again.unchanged) == (1, 1, 1)
+    assert rows(db, "SELECT id, item, qty FROM sales ORDER BY id") == [
+        (1, "apple", 3),
+        (2, "pear", 6),
+        (3, "fig", 1),
+    ]
+
+
+def test_a_declared_schema_and_a_delimiter(db: str, tmp_path: Path) -> None:
+    data = write(tmp_path / "t.tsv", "id\tname\n1\t\\N\n")
+    report = pgbulk.load_csv(
+        str(data),
+        "public.t",
+        db=db,
+        schema="CREATE TABLE public.t (id bigint PRIMARY KEY, name text);",
+        delimiter="\t",
+        null="\\N",
+    )
+    assert report.inserted == 1
+    assert rows(db, "SELECT id, name FROM t") == [(1, None)]
+
+
+def test_a_bad_value_is_a_data_error_naming_file_line_and_column(db: str, tmp_path: Path) -> None:
+    data = write(tmp_path / "bad.csv", "id,n\n1,2\n2,x\n")
+    with pytest.raises(pgbulk.DataError) as caught:
+        pgbulk.load_csv(data, "nums", db=db, schema="CREATE TABLE nums (id int, n int);")
+    e = caught.value
+    assert isinstance(e, pgbulk.Error)
+    assert e.input is not None and e.input.endswith("bad.csv")
+    assert (e.line, e.column, e.value) == (3, "n", "x")
+    assert rows(db, "SELECT count(*) FROM pg_class WHERE relname = 'nums'") == [(0,)]
+
+
+def test_a_refused_row_carries_the_servers_sqlstate_and_detail(db: str, tmp_path: Path) -> None:
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE pos (id int PRIMARY KEY, n int CHECK (n > 0))")
+    data = write(tmp_path / "pos.csv", "id,n\n1,5\n2,-1\n")
+    with pytest.raises(pgbulk.Error) as caught:
+        pgbulk.load_csv(data, "pos", db=db)
+    e = caught.value
+    assert e.sqlstate == "23514"
+    assert e.detail is not None and "Failing row contains" in e.detail
+    assert e.table == "pos" or e.table == "public.pos"
+
+
+def test_wrong_options_and_unreachable_servers_raise_their_kind(db: str, tmp_path: Path) -> None:
+    data = write(tmp_path / "x.csv", "a\n1\n")
+    with pytest.raises(pgbulk.ConfigError):
+        pgbulk.load_csv(data, "x", db=db, mode="merge")  # type: ignore[arg-type]
+    with pytest.raises(pgbulk.ConnectError):
+        pgbulk.load_csv(data, "x", db="postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(pgbulk.IOError):
+        pgbulk.load_csv(tmp_path / "missing.csv", "x", db=db)
