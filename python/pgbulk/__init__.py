@@ -6,6 +6,9 @@ Connections (``db=``, ``source``) take what ``--db`` takes: a URI, a
 ``key=value`` string, ``service=NAME`` or a database name, resolved with
 libpq's rules (``PG*`` variables, ``~/.pgpass``, ``pg_service.conf``);
 with nothing configured, pgbulk's own local cluster (see ``pgbulk.local``).
+They also take a connection the caller holds (psycopg 3, psycopg2, a
+SQLAlchemy connection or engine): pgbulk opens its own connections with
+its parameters and password.
 Failures raise the exceptions of ``pgbulk.errors``.
 """
 
@@ -18,6 +21,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from . import _pgbulk, errors, local
+from .connections import conninfo
 from .errors import (
     AuthError,
     ConfigError,
@@ -82,7 +86,7 @@ def load_csv(
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     table: str,
     *,
-    db: str | None = None,
+    db: str | object | None = None,
     mode: Mode | None = None,
     key: Sequence[str] | None = None,
     schema: str | None = None,
@@ -115,7 +119,7 @@ def load_csv(
         _pgbulk.load_csv(
             _paths(paths),
             table,
-            db=db,
+            db=conninfo(db),
             mode_name=mode,
             key=list(key) if key is not None else None,
             schema_ddl=schema,
@@ -136,11 +140,11 @@ def load_csv(
 
 
 def sync(
-    source: str,
+    source: str | object,
     *,
     table: str | None = None,
     query: str | None = None,
-    db: str | None = None,
+    db: str | object | None = None,
     to: str | None = None,
     where: str | None = None,
     mode: Mode | None = None,
@@ -166,10 +170,10 @@ def sync(
     return _report(
         SyncReport,
         _pgbulk.sync(
-            source,
+            conninfo(source) or "",
             table_name=table,
             query=query,
-            db=db,
+            db=conninfo(db),
             to=to,
             where_sql=where,
             mode_name=mode,

@@ -78,3 +78,29 @@ def test_wrong_options_and_unreachable_servers_raise_their_kind(db: str, tmp_pat
         pgbulk.load_csv(data, "x", db="postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
     with pytest.raises(pgbulk.IOError):
         pgbulk.load_csv(tmp_path / "missing.csv", "x", db=db)
+
+
+def test_db_takes_the_connections_python_code_holds(db: str, tmp_path: Path) -> None:
+    import psycopg
+    import psycopg2
+    import sqlalchemy
+
+    data = write(tmp_path / "c.csv", "id,v\n1,a\n")
+    with psycopg.connect(db) as conn:
+        assert pgbulk.load_csv(data, "via_psycopg", db=conn).inserted == 1
+    legacy = psycopg2.connect(db)
+    try:
+        assert pgbulk.load_csv(data, "via_psycopg2", db=legacy).inserted == 1
+    finally:
+        legacy.close()
+    engine = sqlalchemy.create_engine(db.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        assert pgbulk.load_csv(data, "via_engine", db=engine).inserted == 1
+        with engine.connect() as conn:
+            assert pgbulk.load_csv(data, "via_sqlalchemy", db=conn).inserted == 1
+    finally:
+        engine.dispose()
+    for table in ["via_psycopg", "via_psycopg2", "via_engine", "via_sqlalchemy"]:
+        assert rows(db, f"SELECT id, v FROM {table}") == [(1, "a")]
+    with pytest.raises(TypeError):
+        pgbulk.load_csv(data, "x", db=42)
