@@ -156,6 +156,7 @@ def sync(
     ignore_extra: bool = False,
     batch_rows: int | None = None,
     dry_run: bool = False,
+    schema: str | None = None,
 ) -> SyncReport:
     """Copy ``table`` (or the rows of ``query``) of the ``source`` database
     into ``db``, as ``pgbulk sync``.
@@ -165,7 +166,8 @@ def sync(
     only rows at or after the stored watermark of that column, never missing
     a row a transaction still open commits later; ``delete_missing`` deletes
     destination rows (within ``where``) whose key was not read; ``jobs``
-    reads that many ranges at once from one snapshot.
+    reads that many ranges at once from one snapshot; ``schema`` (DDL text)
+    declares the destination, created or migrated before the rows load.
     """
     return _report(
         SyncReport,
@@ -185,6 +187,7 @@ def sync(
             ignore_extra=ignore_extra,
             batch_rows=batch_rows,
             dry_run=dry_run,
+            schema_ddl=schema,
         ),
     )
 

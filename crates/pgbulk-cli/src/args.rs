@@ -367,6 +367,9 @@ pub(crate) struct SyncArgs {
     /// Leave out source columns the destination lacks (default: refuse the run).
     #[arg(long, help_heading = "Target")]
     pub(crate) ignore_extra: bool,
+    /// Declared DDL for the destination: created if missing, migrated if different; the source's columns are matched against it.
+    #[arg(long, value_name = "FILE.sql", help_heading = "Target")]
+    pub(crate) schema: Option<PathBuf>,
     /// Delete the destination's rows (within --where, evaluated there too) whose key is not among the rows read, with the last batch.
     #[arg(long, conflicts_with = "incremental", help_heading = "Target")]
     pub(crate) delete_missing: bool,

@@ -229,11 +229,16 @@ async fn load(
 }
 
 async fn sync(args: SyncArgs, env: &Environment, quiet: bool) -> anyhow::Result<u8> {
-    let opts = match settings::sync(&args) {
+    let mut opts = match settings::sync(&args) {
         Ok(opts) => opts,
         Err(settings::Refusal::Usage(why)) => usage_error(&why),
         Err(settings::Refusal::Invalid(e)) => return Err(e.into()),
     };
+    opts.schema_ddl = args
+        .schema
+        .as_deref()
+        .map(pgbulk::schema::read_ddl)
+        .transpose()?;
     let source_params = pgbulk::conninfo::resolve(&args.source(), env)?;
     let params = connect_target(&args.connection.request(), env)?;
     let progress = Arc::new(Progress::default());

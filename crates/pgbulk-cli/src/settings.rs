@@ -87,6 +87,8 @@ pub(crate) fn sync(args: &SyncArgs) -> Result<pgbulk::sync::SyncOptions, Refusal
         dry_run: args.dry_run,
         delete_missing: args.delete_missing,
         jobs: args.jobs,
+        // Read by the caller (I/O).
+        schema_ddl: None,
     })
 }
 

@@ -945,3 +945,87 @@ async fn sync_between_servers_of_different_majors_round_trips() {
         "{versions}"
     );
 }
+
+#[tokio::test]
+async fn a_declared_destination_is_created_or_migrated_and_matched_against() {
+    let src = TestDb::new("sync_schema_src").await;
+    let dst = TestDb::new("sync_schema_dst").await;
+    let home = Scratch::new("sync-schema");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, name varchar(10), qty int);
+             INSERT INTO items VALUES (1, 'a', 3), (2, 'b', NULL)",
+        )
+        .await
+        .expect("source");
+    let v1 = home.file(
+        "v1.sql",
+        "CREATE TABLE shop.items (id bigint PRIMARY KEY, name text, qty bigint, note text DEFAULT 'none');",
+        0o644,
+    );
+    let v2 = home.file(
+        "v2.sql",
+        "CREATE TABLE shop.items (id bigint PRIMARY KEY, name text, qty bigint, note text DEFAULT 'none', extra int);",
+        0o644,
+    );
+    let sync = |schema: &std::path::Path, extra: &[&str]| {
+        run(pgbulk(&home)
+            .args([
+                "sync",
+                "--from",
+                &src.url,
+                "--table",
+                "items",
+                "--to",
+                "shop.items",
+            ])
+            .arg("--schema")
+            .arg(schema)
+            .args(["--db", &dst.url])
+            .args(extra))
+    };
+    let created = sync(&v1, &[]);
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT id::text, name, qty::text, note FROM shop.items ORDER BY id"
+        )
+        .await,
+        vec![
+            vec![s("1"), s("a"), s("3"), s("none")],
+            vec![s("2"), s("b"), None, s("none")]
+        ]
+    );
+    let plan = sync(&v2, &["--dry-run"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stdout
+            .contains("would be brought to the declared schema:")
+            && plan.stdout.contains("extra"),
+        "{}",
+        plan.stdout
+    );
+    let migrated = sync(&v2, &[]);
+    assert_eq!(migrated.code, 0, "{}", migrated.stderr);
+    assert!(
+        migrated
+            .stdout
+            .contains("0 inserted, 0 updated, 2 unchanged"),
+        "{}",
+        migrated.stdout
+    );
+    assert_eq!(
+        rows(&dst, "SELECT count(*)::text FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'extra'").await,
+        vec![vec![s("1")]]
+    );
+    let other = home.file("other.sql", "CREATE TABLE elsewhere (id int);", 0o644);
+    let refused = sync(&other, &[]);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("does not declare shop.items"),
+        "{}",
+        refused.stderr
+    );
+}

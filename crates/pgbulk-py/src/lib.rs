@@ -182,7 +182,8 @@ fn load_csv<'py>(
 #[pyo3(signature = (
     source, *, table_name=None, query=None, db=None, to=None, where_sql=None,
     mode_name=None, key=None, incremental=None, lookback_seconds=None,
-    jobs=1, delete_missing=false, ignore_extra=false, batch_rows=None, dry_run=false
+    jobs=1, delete_missing=false, ignore_extra=false, batch_rows=None, dry_run=false,
+    schema_ddl=None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn sync<'py>(
@@ -202,6 +203,7 @@ fn sync<'py>(
     ignore_extra: bool,
     batch_rows: Option<u64>,
     dry_run: bool,
+    schema_ddl: Option<String>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let what = match (table_name, query) {
         (Some(t), None) => pgbulk::sync::SyncSource::Table(table(py, t)?),
@@ -229,6 +231,7 @@ fn sync<'py>(
         dry_run,
         delete_missing,
         jobs,
+        schema_ddl,
     };
     let env = Environment::from_process();
     let from = done(

@@ -124,6 +124,9 @@ pub struct SyncOptions {
     /// Read and load this many ranges at once, from one snapshot (see
     /// the module documentation); 0 or 1: one stream.
     pub jobs: usize,
+    /// Declared DDL of the destination (created or migrated like a load's
+    /// `--schema`); the source's columns are matched against it.
+    pub schema_ddl: Option<String>,
 }
 
 /// What a sync did: the load of the rows read, and what was read.
@@ -190,7 +193,32 @@ pub async fn sync(
             Some(oid) => Some(catalog::facts::read(&dest, oid).await?),
             None => None,
         };
-    let (maps, schema_ddl) = match &dest_facts {
+    // A declared destination: its facts as declared (planned on the
+    // destination, nothing changed yet); the load creates or migrates it.
+    let declared = match &opts.schema_ddl {
+        Some(ddl) => {
+            let declaration =
+                crate::schema::Declaration::parse(ddl)?.qualified(&dest_session.current_schema);
+            if !declaration.tables().contains(&dest_name) {
+                return Err(Error::config(format!(
+                    "the schema does not declare {dest_name}"
+                )));
+            }
+            let prepared =
+                ingest::prepare_in(&mut dest, dest_session.clone(), &declaration).await?;
+            let facts = prepared.facts(&dest_name).cloned();
+            let steps: Vec<String> = prepared
+                .plan()
+                .steps
+                .iter()
+                .map(|s| s.summary.clone())
+                .collect();
+            facts.map(|f| (f, steps))
+        }
+        None => None,
+    };
+    let target_facts = declared.as_ref().map(|(f, _)| f).or(dest_facts.as_ref());
+    let (maps, schema_ddl) = match target_facts {
         Some(d) => {
             let maps = map_columns(&src_facts, &types, d, opts.ignore_extra, &zone).map_err(
                 |mismatches| {
@@ -204,7 +232,7 @@ pub async fn sync(
                     .in_table(&dest_name)
                 },
             )?;
-            (maps, None)
+            (maps, opts.schema_ddl.clone())
         }
         None => {
             let maps = src_facts
@@ -315,10 +343,18 @@ pub async fn sync(
     let version = Session::read(&source).await?.server_version;
     if opts.dry_run {
         let mut plan = Vec::new();
-        if let Some(ddl) = &schema_ddl {
-            plan.push(format!(
+        match (&declared, &schema_ddl) {
+            (Some((_, steps)), _) if steps.is_empty() => {
+                plan.push(format!("{dest_name} is as declared: no migration"));
+            }
+            (Some((_, steps)), _) => plan.push(format!(
+                "{dest_name} would be brought to the declared schema:\n  {}",
+                steps.join("\n  ")
+            )),
+            (None, Some(ddl)) => plan.push(format!(
                 "{dest_name} does not exist: it would be created as\n{ddl}"
-            ));
+            )),
+            (None, None) => {}
         }
         let start = incremental.as_ref().map(|inc| match &inc.start {
             Some(m) => format!(
@@ -387,9 +423,12 @@ pub async fn sync(
                 .as_ref()
                 .is_some_and(|(_, pk)| pk.as_slice() == key)
     };
-    let empty_twin = match &dest_facts {
-        None => unique,
-        Some(d) => {
+    let empty_twin = match (&dest_facts, &declared) {
+        (None, None) => unique,
+        (None, Some((d, _))) => {
+            unique_in_source(&opts.key.clone().unwrap_or_else(|| d.key().to_vec()))
+        }
+        (Some(d), _) => {
             let key = opts.key.clone().unwrap_or_else(|| d.key().to_vec());
             !key.is_empty()
                 && unique_in_source(&key)
