@@ -71,6 +71,29 @@ class SyncReport(LoadReport):
     watermark_next: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class PlanStep:
+    """One step of a migration plan."""
+
+    table: str
+    summary: str
+    sql: list[str]
+    lock: str
+    rewrites: bool
+    hazards: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What bringing the database to a declared schema would take."""
+
+    steps: list[PlanStep]
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 def _paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
     if isinstance(paths, (str, os.PathLike)):
         return [os.fspath(paths)]
@@ -192,6 +215,14 @@ def sync(
     )
 
 
+def plan(schema: str, *, db: str | object | None = None) -> Plan:
+    """The steps (statements, locks, rewrites, hazards) that would bring
+    the database to ``schema`` (DDL text), as ``pgbulk plan``; nothing is
+    changed."""
+    raw = _pgbulk.plan(schema, db=conninfo(db))
+    return Plan(steps=[PlanStep(**s) for s in raw["steps"]], text=raw["text"])
+
+
 __all__ = [
     "AuthError",
     "ConfigError",
@@ -203,10 +234,13 @@ __all__ = [
     "LoadReport",
     "LocalError",
     "Mode",
+    "Plan",
+    "PlanStep",
     "ServerError",
     "SyncReport",
     "errors",
     "load_csv",
     "local",
+    "plan",
     "sync",
 ]

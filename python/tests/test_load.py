@@ -104,3 +104,20 @@ def test_db_takes_the_connections_python_code_holds(db: str, tmp_path: Path) -> 
         assert rows(db, f"SELECT id, v FROM {table}") == [(1, "a")]
     with pytest.raises(TypeError):
         pgbulk.load_csv(data, "x", db=42)
+
+
+def test_plan_says_what_a_migration_takes_and_changes_nothing(db: str) -> None:
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE p (id int PRIMARY KEY)")
+    plan = pgbulk.plan("CREATE TABLE p (id int PRIMARY KEY, name text NOT NULL DEFAULT '');", db=db)
+    assert isinstance(plan, pgbulk.Plan)
+    assert len(plan.steps) == 1
+    step = plan.steps[0]
+    assert step.table.endswith("p") and "name" in step.summary
+    assert any("ADD COLUMN" in sql for sql in step.sql)
+    assert "name" in str(plan)
+    assert rows(db, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'p'") == [
+        (1,)
+    ]

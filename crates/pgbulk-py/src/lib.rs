@@ -39,17 +39,17 @@ fn target(py: Python<'_>, db: Option<String>) -> PyResult<pgbulk::conninfo::Conn
 /// released; Ctrl-C interrupts it (the batch in flight rolls back).
 fn with_progress<T, F>(
     py: Python<'_>,
-    progress: &Arc<Progress>,
+    params: &pgbulk::conninfo::ConnParams,
     work: impl FnOnce(Arc<Progress>) -> F,
 ) -> PyResult<T>
 where
     T: Send,
     F: std::future::Future<Output = pgbulk::Result<T>> + Send,
 {
-    let stop = progress.clone();
+    let progress = Arc::new(Progress::default());
     done(
         py,
-        runtime::run(py, work(progress.clone()), move || stop.interrupt()),
+        runtime::run(py, work(progress.clone()), progress, Some(params.clone())),
     )
 }
 
@@ -169,8 +169,7 @@ fn load_csv<'py>(
         ..defaults
     };
     let params = target(py, db)?;
-    let progress = Arc::new(Progress::default());
-    let report = with_progress(py, &progress, |p| {
+    let report = with_progress(py, &params, |p| {
         pgbulk::load::load_retrying(&params, &opts, p)
     })?;
     load_report(py, &report)
@@ -245,8 +244,7 @@ fn sync<'py>(
         )),
     )?;
     let params = target(py, db)?;
-    let progress = Arc::new(Progress::default());
-    let report = with_progress(py, &progress, |p| {
+    let report = with_progress(py, &params, |p| {
         pgbulk::sync::sync(&from, &params, &opts, p)
     })?;
     let d = load_report(py, &report.load)?;
@@ -265,6 +263,38 @@ fn sync<'py>(
     let mut notes = report.load.notes.clone();
     notes.extend(report.notes.iter().cloned());
     d.set_item("notes", notes)?;
+    Ok(d)
+}
+
+/// `pgbulk.plan`: what bringing the database to the declared schema would
+/// take, as `pgbulk plan` (nothing is changed).
+#[pyfunction]
+#[pyo3(signature = (schema_ddl, *, db=None))]
+fn plan<'py>(
+    py: Python<'py>,
+    schema_ddl: &str,
+    db: Option<String>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let declaration = done(py, Ok(pgbulk::schema::Declaration::parse(schema_ddl)))?;
+    let params = target(py, db)?;
+    let plan = with_progress(py, &params.clone(), |_| async move {
+        let mut client = pgbulk::connect::connect(&params).await?.client;
+        pgbulk::plan::plan(&mut client, &declaration).await
+    })?;
+    let d = PyDict::new(py);
+    d.set_item("text", plan.to_string())?;
+    let steps = pyo3::types::PyList::empty(py);
+    for step in &plan.steps {
+        let s = PyDict::new(py);
+        s.set_item("table", step.table.to_string())?;
+        s.set_item("summary", step.summary.clone())?;
+        s.set_item("sql", step.sql.clone())?;
+        s.set_item("lock", step.lock)?;
+        s.set_item("rewrites", step.rewrites)?;
+        s.set_item("hazards", step.hazards.clone())?;
+        steps.append(s)?;
+    }
+    d.set_item("steps", steps)?;
     Ok(d)
 }
 
@@ -291,6 +321,7 @@ fn _pgbulk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(load_csv, m)?)?;
     m.add_function(wrap_pyfunction!(sync, m)?)?;
+    m.add_function(wrap_pyfunction!(plan, m)?)?;
     m.add_function(wrap_pyfunction!(local_start, m)?)?;
     m.add_function(wrap_pyfunction!(local_stop, m)?)?;
     Ok(())

@@ -43,18 +43,27 @@ fn runtime() -> PyResult<Arc<tokio::runtime::Runtime>> {
 }
 
 /// Runs `work` on the runtime with the GIL released, checking for Python
-/// signals (Ctrl-C) every 100 ms: on one, `interrupt` is called and the
-/// work is awaited to its end (it rolls back what is in flight), then the
-/// signal's exception is raised.
+/// signals (Ctrl-C) every 100 ms: on one, the `progress` of the work is
+/// interrupted (no further row is read) and the statement its connections
+/// to `params` run is cancelled, the work is awaited to its end (it rolls
+/// back what is in flight), then the signal's exception is raised.
 pub(crate) fn run<T, F>(
     py: Python<'_>,
     work: F,
-    interrupt: impl Fn() + Send + Sync,
+    progress: Arc<pgbulk::load::Progress>,
+    params: Option<pgbulk::conninfo::ConnParams>,
 ) -> PyResult<pgbulk::Result<T>>
 where
     T: Send,
     F: Future<Output = pgbulk::Result<T>> + Send,
 {
+    let interrupt = || {
+        progress.interrupt();
+        if let Some(params) = params.clone() {
+            let progress = progress.clone();
+            tokio::spawn(async move { progress.cancel(&params).await });
+        }
+    };
     let rt = runtime()?;
     let mut signalled = None;
     let outcome = py.detach(|| {
