@@ -188,25 +188,14 @@ async fn load(
     let progress = Arc::new(Progress::default());
     let display = progress::Display::start(progress.clone(), quiet);
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let load = pgbulk::load::load_retrying(&params, &opts, progress.clone());
-    tokio::pin!(load);
-    let outcome = tokio::select! {
-        result = &mut load => Some(result),
-        _ = tokio::signal::ctrl_c() => None,
-        _ = sigterm.recv() => None,
-    };
+    let outcome = until_interrupted(
+        pgbulk::load::load_retrying(&params, &opts, progress.clone()),
+        &progress,
+        &params,
+    )
+    .await?;
     display.finish().await;
     let Some(result) = outcome else {
-        // Ask the server to stop the statement in flight, then let the load
-        // see that error: a COMMIT that landed meanwhile is counted, the
-        // batch in flight rolls back. A load that does not stop soon is
-        // dropped (its transaction rolls back with its connection).
-        progress.interrupt();
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(1), progress.cancel(&params)).await;
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut load).await;
         let rows = progress.rows_committed.load(Ordering::Relaxed);
         let batches = progress.batches_committed.load(Ordering::Relaxed);
         eprintln!(
@@ -228,6 +217,34 @@ async fn load(
     Ok(0)
 }
 
+/// Runs `work` to its end, or until Ctrl-C or SIGTERM (`None`): then the
+/// server is asked to stop the statement in flight on the connections
+/// `progress` knows (to `params`) and the work sees that error, so a COMMIT
+/// that landed meanwhile is counted and the batch in flight rolls back. Work
+/// that does not stop soon is dropped (its transaction rolls back with its
+/// connection).
+async fn until_interrupted<T>(
+    work: impl std::future::Future<Output = T>,
+    progress: &Progress,
+    params: &pgbulk::conninfo::ConnParams,
+) -> anyhow::Result<Option<T>> {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::pin!(work);
+    let outcome = tokio::select! {
+        result = &mut work => Some(result),
+        _ = tokio::signal::ctrl_c() => None,
+        _ = sigterm.recv() => None,
+    };
+    if outcome.is_none() {
+        progress.interrupt();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), progress.cancel(params)).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut work).await;
+    }
+    Ok(outcome)
+}
+
 async fn sync(args: SyncArgs, env: &Environment, quiet: bool) -> anyhow::Result<u8> {
     let mut opts = match settings::sync(&args) {
         Ok(opts) => opts,
@@ -243,8 +260,19 @@ async fn sync(args: SyncArgs, env: &Environment, quiet: bool) -> anyhow::Result<
     let params = connect_target(&args.connection.request(), env)?;
     let progress = Arc::new(Progress::default());
     let display = progress::Display::start(progress.clone(), quiet);
-    let result = pgbulk::sync::sync(&source_params, &params, &opts, progress).await;
+    let outcome = until_interrupted(
+        pgbulk::sync::sync(&source_params, &params, &opts, progress.clone()),
+        &progress,
+        &params,
+    )
+    .await?;
     display.finish().await;
+    let Some(result) = outcome else {
+        let rows = progress.rows_committed.load(Ordering::Relaxed);
+        let batches = progress.batches_committed.load(Ordering::Relaxed);
+        eprintln!("pgbulk: {}", summary::interrupted(rows, batches, false));
+        return Ok(exit::INTERRUPTED);
+    };
     let report = result?;
     if opts.dry_run {
         println!("columns (destination <- source):");

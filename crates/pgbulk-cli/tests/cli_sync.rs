@@ -1029,3 +1029,92 @@ async fn a_declared_destination_is_created_or_migrated_and_matched_against() {
         refused.stderr
     );
 }
+
+/// Ctrl-C: the batch in flight rolls back, the spool is removed, and the
+/// same command continues to exactly the source's rows.
+#[tokio::test]
+async fn ctrl_c_rolls_back_the_batch_in_flight_and_the_rerun_completes() {
+    let src = TestDb::new("sync_int_src").await;
+    let dst = TestDb::new("sync_int_dst").await;
+    let home = Scratch::new("sync-int");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE big (id int PRIMARY KEY, v text);
+             INSERT INTO big SELECT i, 'row ' || i FROM generate_series(1, 400000) i;",
+        )
+        .await
+        .expect("source");
+    let command = || {
+        let mut cmd = pgbulk(&home);
+        cmd.args([
+            "sync",
+            "--from",
+            &src.url,
+            "--table",
+            "big",
+            "--batch-rows",
+            "20000",
+            "--db",
+            &dst.url,
+        ]);
+        cmd
+    };
+    let child = command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let client = dst.connect().await;
+    let committed = || async {
+        let exists: bool = client
+            .query_one("SELECT to_regclass('big') IS NOT NULL", &[])
+            .await
+            .expect("exists")
+            .get(0);
+        if !exists {
+            return 0;
+        }
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM big", &[])
+            .await
+            .expect("count")
+            .get(0);
+        n
+    };
+    for _ in 0..3000 {
+        if committed().await >= 40_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let pid = child.id();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("the batch in flight was rolled back"),
+        "{stderr}"
+    );
+    assert_eq!(
+        committed().await % 20_000,
+        0,
+        "only whole batches are committed"
+    );
+    let spools: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .expect("tmp")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.starts_with(&format!("pgbulk-sync-{pid}-")))
+        .collect();
+    assert!(spools.is_empty(), "the spool is removed: {spools:?}");
+    let rerun = run(&mut command());
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    let check = "SELECT count(*)::text, md5(string_agg(id || v, ',' ORDER BY id)) FROM big";
+    assert_eq!(rows(&dst, check).await, rows(&src, check).await);
+}
