@@ -18,7 +18,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from . import _pgbulk, errors, local
 from .connections import conninfo
@@ -100,7 +100,10 @@ def _paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> 
     return [os.fspath(p) for p in paths]
 
 
-def _report(cls: type[Any], fields: dict[str, Any]) -> Any:
+_R = TypeVar("_R", bound=LoadReport)
+
+
+def _report(cls: type[_R], fields: dict[str, Any]) -> _R:
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in fields.items() if k in names})
 

@@ -55,3 +55,26 @@ def test_a_mismatch_is_a_data_error_and_writes_nothing(server: str, db: str) -> 
     else:
         raise AssertionError("the mismatch was not refused")
     assert rows(db, "SELECT count(*) FROM py_wide") == [(0,)]
+
+
+def test_jobs_and_a_window_replaced_with_delete_missing(server: str, db: str) -> None:
+    from conftest import database_url
+
+    source = database_url(server, "postgres")
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS py_days")
+        conn.execute("CREATE TABLE py_days (id int PRIMARY KEY, day date NOT NULL, v text)")
+        conn.execute(
+            "INSERT INTO py_days SELECT i, date '2024-05-01' + i % 2, 'v' || i"
+            " FROM generate_series(1, 100000) i"
+        )
+        conn.execute("ANALYZE py_days")
+    full = pgbulk.sync(source, table="py_days", db=db, jobs=2)
+    assert full.ranges == 2 and full.inserted == 100_000
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute("DELETE FROM py_days WHERE id IN (2, 3)")
+    day = pgbulk.sync(
+        source, table="py_days", db=db, where="day = '2024-05-01'", delete_missing=True
+    )
+    assert day.deleted == 1
+    assert rows(db, "SELECT count(*) FROM py_days WHERE id IN (2, 3)") == [(1,)]
