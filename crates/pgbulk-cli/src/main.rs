@@ -185,26 +185,13 @@ async fn load(
     }
 
     let params = connect_target(request, env)?;
-    let progress = Arc::new(Progress::default());
-    let display = progress::Display::start(progress.clone(), quiet);
-
-    let outcome = until_interrupted(
-        pgbulk::load::load_retrying(&params, &opts, progress.clone()),
-        &progress,
-        &params,
-    )
-    .await?;
-    display.finish().await;
-    let Some(result) = outcome else {
-        let rows = progress.rows_committed.load(Ordering::Relaxed);
-        let batches = progress.batches_committed.load(Ordering::Relaxed);
-        eprintln!(
-            "pgbulk: {}",
-            summary::interrupted(rows, batches, opts.single_transaction)
-        );
-        return Ok(exit::INTERRUPTED);
+    let watched = watched(quiet, &params, opts.single_transaction, |progress| {
+        pgbulk::load::load_retrying(&params, &opts, progress)
+    });
+    let report = match watched.await? {
+        Some(result) => result?,
+        None => return Ok(exit::INTERRUPTED),
     };
-    let report = result?;
     if !quiet {
         for line in summary::said_on_stderr(&report, &opts) {
             eprintln!("pgbulk: {line}");
@@ -217,30 +204,45 @@ async fn load(
     Ok(0)
 }
 
-/// Runs `work` to its end, or until Ctrl-C or SIGTERM (`None`): then the
-/// server is asked to stop the statement in flight on the connections
-/// `progress` knows (to `params`) and the work sees that error, so a COMMIT
-/// that landed meanwhile is counted and the batch in flight rolls back. Work
-/// that does not stop soon is dropped (its transaction rolls back with its
+/// Runs `work` (given its progress) under the progress display to its end,
+/// or until Ctrl-C or SIGTERM (`None`): then the server is asked to stop the
+/// statement in flight on the work's connections (to `params`) and the work
+/// sees that error, so a COMMIT that landed meanwhile is counted and the
+/// batch in flight rolls back; what committed is said on stderr. Work that
+/// does not stop soon is dropped (its transaction rolls back with its
 /// connection).
-async fn until_interrupted<T>(
-    work: impl std::future::Future<Output = T>,
-    progress: &Progress,
+async fn watched<T, F>(
+    quiet: bool,
     params: &pgbulk::conninfo::ConnParams,
-) -> anyhow::Result<Option<T>> {
+    single_transaction: bool,
+    work: impl FnOnce(Arc<Progress>) -> F,
+) -> anyhow::Result<Option<T>>
+where
+    F: std::future::Future<Output = T>,
+{
+    let progress = Arc::new(Progress::default());
+    let display = progress::Display::start(progress.clone(), quiet);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    let work = work(progress.clone());
     tokio::pin!(work);
     let outcome = tokio::select! {
         result = &mut work => Some(result),
         _ = tokio::signal::ctrl_c() => None,
         _ = sigterm.recv() => None,
     };
+    display.finish().await;
     if outcome.is_none() {
         progress.interrupt();
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(1), progress.cancel(params)).await;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut work).await;
+        let rows = progress.rows_committed.load(Ordering::Relaxed);
+        let batches = progress.batches_committed.load(Ordering::Relaxed);
+        eprintln!(
+            "pgbulk: {}",
+            summary::interrupted(rows, batches, single_transaction)
+        );
     }
     Ok(outcome)
 }
@@ -258,22 +260,13 @@ async fn sync(args: SyncArgs, env: &Environment, quiet: bool) -> anyhow::Result<
         .transpose()?;
     let source_params = pgbulk::conninfo::resolve(&args.source(), env)?;
     let params = connect_target(&args.connection.request(), env)?;
-    let progress = Arc::new(Progress::default());
-    let display = progress::Display::start(progress.clone(), quiet);
-    let outcome = until_interrupted(
-        pgbulk::sync::sync(&source_params, &params, &opts, progress.clone()),
-        &progress,
-        &params,
-    )
-    .await?;
-    display.finish().await;
-    let Some(result) = outcome else {
-        let rows = progress.rows_committed.load(Ordering::Relaxed);
-        let batches = progress.batches_committed.load(Ordering::Relaxed);
-        eprintln!("pgbulk: {}", summary::interrupted(rows, batches, false));
-        return Ok(exit::INTERRUPTED);
+    let watched = watched(quiet, &params, false, |progress| {
+        pgbulk::sync::sync(&source_params, &params, &opts, progress)
+    });
+    let report = match watched.await? {
+        Some(result) => result?,
+        None => return Ok(exit::INTERRUPTED),
     };
-    let report = result?;
     if opts.dry_run {
         println!("columns (destination <- source):");
         for m in &report.mapping {

@@ -598,6 +598,25 @@ async fn a_query_syncs_into_a_named_table_keyed_as_told() {
         "{}",
         twice.stderr
     );
+    let broken = sync(&[
+        "--query",
+        "SELEC id FROM orders",
+        "--to",
+        "broken",
+        "--key",
+        "id",
+    ]);
+    assert_ne!(broken.code, 0, "{}", broken.stdout);
+    assert!(broken.stderr.contains("syntax error"), "{}", broken.stderr);
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT count(*)::text FROM pg_class WHERE relname = 'broken'"
+        )
+        .await,
+        vec![vec![s("0")]],
+        "nothing created"
+    );
     let nokey = sync(&[
         "--query",
         "SELECT id FROM orders",

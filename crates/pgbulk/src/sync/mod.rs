@@ -720,10 +720,9 @@ impl Reading {
 
     /// ` WHERE ...` of the conditions and `more` (if not empty).
     pub(super) fn filter_and(&self, more: &str) -> String {
-        let mut all: Vec<&str> = self.filters.iter().map(String::as_str).collect();
-        let more = format!("({more})");
-        if more != "()" {
-            all.push(&more);
+        let mut all: Vec<String> = self.filters.clone();
+        if !more.is_empty() {
+            all.push(format!("({more})"));
         }
         if all.is_empty() {
             String::new()

@@ -188,8 +188,11 @@ impl Ledger {
             return Ok(None);
         }
         let plan = watermark::read(client, &self.dest, &self.plan_key()).await?;
-        let same = plan.as_ref().and_then(|p| p.get("fingerprint"))
-            == Some(&self.fingerprint.clone().into());
+        let same = plan
+            .as_ref()
+            .and_then(|p| p.get("fingerprint"))
+            .and_then(|f| f.as_str())
+            == Some(self.fingerprint.as_str());
         let Some(plan) = plan.filter(|_| same) else {
             watermark::remove_prefix(client, schema, &self.prefix).await?;
             return Ok(None);
