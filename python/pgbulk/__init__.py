@@ -56,6 +56,7 @@ class LoadReport:
     resumed_after_rows: int | None = None
     nothing_to_load: str | None = None
     already_loaded: bool = False
+    skipped: list[str] = dataclasses.field(default_factory=list)
     migrations: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
 

@@ -179,6 +179,10 @@ async fn load(
         .as_deref()
         .map(pgbulk::schema::read_ddl)
         .transpose()?;
+    if opts.sources.is_empty() && !args.files.is_empty() {
+        println!("no file matches {}: nothing to load", args.files.join(", "));
+        return Ok(0);
+    }
     say_stdin_terminal(&opts.sources);
     if opts.max_errors > 0 && opts.reject_file.is_none() {
         tracing::warn!("--max-errors without --reject-file: bad rows are skipped and only counted");

@@ -4,7 +4,6 @@
 
 use pgbulk::csv::Dialect;
 use pgbulk::ingest::OnDuplicate;
-use pgbulk::input::Source;
 use pgbulk::load::{LoadMode, LoadOptions, Sample};
 use pgbulk::schema::TableName;
 
@@ -31,7 +30,7 @@ impl From<pgbulk::Error> for Refusal {
 /// read from `args.schema`).
 pub(crate) fn load(args: &LoadArgs) -> Result<LoadOptions, Refusal> {
     Ok(LoadOptions {
-        sources: args.files.iter().map(|f| Source::from_arg(f)).collect(),
+        sources: pgbulk::input::expand_args(&args.files)?,
         recreate: args.recreate,
         ignore_extra: args.ignore_extra,
         mode: args.mode.map(mode),
@@ -147,6 +146,8 @@ fn reading(
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+
+    use pgbulk::input::Source;
 
     use super::*;
     use crate::args::{Cli, Command};

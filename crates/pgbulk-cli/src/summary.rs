@@ -8,12 +8,18 @@ use pgbulk::load::{LoadOptions, LoadReport};
 
 use crate::progress::thousands;
 
-/// The inputs as the summary names them.
-fn inputs(opts: &LoadOptions) -> String {
+/// The inputs as the summary names them (those loaded now, when an
+/// earlier run loaded some).
+fn inputs(opts: &LoadOptions, report: &LoadReport) -> String {
     if opts.sources.is_empty() {
         "stdin".to_owned()
     } else {
-        let names: Vec<String> = opts.sources.iter().map(Source::name).collect();
+        let names: Vec<String> = opts
+            .sources
+            .iter()
+            .map(Source::name)
+            .filter(|n| report.already_loaded || !report.skipped.contains(n))
+            .collect();
         names.join(", ")
     }
 }
@@ -48,7 +54,7 @@ pub(crate) fn said_on_stderr(report: &LoadReport, opts: &LoadOptions) -> Vec<Str
 /// The outcome for stdout: nothing to load, already loaded, or the
 /// summary (after a line saying where an interrupted run is resumed).
 pub(crate) fn outcome(report: &LoadReport, opts: &LoadOptions) -> String {
-    let inputs = inputs(opts);
+    let inputs = inputs(opts, report);
     if let Some(why) = &report.nothing_to_load {
         return why.clone();
     }

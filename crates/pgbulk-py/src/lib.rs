@@ -91,6 +91,7 @@ fn load_report<'py>(py: Python<'py>, r: &LoadReport) -> PyResult<Bound<'py, PyDi
     d.set_item("resumed_after_rows", r.resumed_after_rows)?;
     d.set_item("nothing_to_load", r.nothing_to_load.clone())?;
     d.set_item("already_loaded", r.already_loaded)?;
+    d.set_item("skipped", r.skipped.clone())?;
     d.set_item("migrations", r.migrations.clone())?;
     d.set_item("notes", r.notes.clone())?;
     Ok(d)
@@ -146,10 +147,7 @@ fn load_csv<'py>(
         dialect.null = null.into_bytes();
     }
     let opts = LoadOptions {
-        sources: paths
-            .iter()
-            .map(|p| pgbulk::input::Source::from_arg(p))
-            .collect(),
+        sources: done(py, Ok(pgbulk::input::expand_args(&paths)))?,
         table: table(py, table_name)?,
         dialect,
         detect_delimiter: delimiter.is_none(),
@@ -168,6 +166,16 @@ fn load_csv<'py>(
         retries,
         ..defaults
     };
+    if opts.sources.is_empty() && !paths.is_empty() {
+        let report = pgbulk::load::LoadReport {
+            nothing_to_load: Some(format!(
+                "no file matches {}: nothing to load",
+                paths.join(", ")
+            )),
+            ..Default::default()
+        };
+        return load_report(py, &report);
+    }
     let params = target(py, db)?;
     let report = with_progress(py, &params, |p| {
         pgbulk::load::load_retrying(&params, &opts, p)

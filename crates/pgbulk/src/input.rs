@@ -48,9 +48,9 @@ impl Source {
         }
     }
 
-    /// What identifies this input for resuming: canonical path, size and
-    /// modification time. Standard input has none (it cannot be resumed).
-    pub fn identity(&self) -> Option<serde_json::Value> {
+    /// Where this input is: canonical path, size and modification time
+    /// (standard input: nowhere).
+    pub fn location(&self) -> Option<serde_json::Value> {
         let Self::File(p) = self else {
             return None;
         };
@@ -67,6 +67,72 @@ impl Source {
             "modified_ns": modified.as_nanos().to_string(),
         }))
     }
+
+    /// What identifies this input in the load ledger: its size and a hash
+    /// of its content (XXH3-128 of the bytes as stored), not its path or
+    /// modification time, so a renamed or touched file is the same input
+    /// and a file rewritten in place with the same size and time is not.
+    /// Standard input has none (it cannot be resumed).
+    pub fn identity(&self) -> Option<serde_json::Value> {
+        let Self::File(p) = self else {
+            return None;
+        };
+        let (size, hash) = content_hash(p).ok()?;
+        Some(serde_json::json!({"size": size, "xxh3": format!("{hash:032x}")}))
+    }
+}
+
+/// Size and XXH3-128 hash of the file at `path`, read in 1 MiB blocks.
+fn content_hash(path: &Path) -> io::Result<(u64, u128)> {
+    let mut file = File::open(path)?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hasher.digest128()))
+}
+
+/// The inputs named by command-line arguments: `-` is standard input; an
+/// argument with `*`, `?` or `[` that names no file is a glob pattern,
+/// expanded here (sorted by name; hidden files only when the pattern says
+/// so) for shells, schedulers and pipeline files that pass it quoted. A
+/// pattern matching nothing adds nothing.
+pub fn expand_args<S: AsRef<str>>(args: &[S]) -> Result<Vec<Source>> {
+    let mut sources = Vec::new();
+    for arg in args {
+        let arg = arg.as_ref();
+        let pattern = arg.contains(['*', '?', '[']) && !Path::new(arg).exists();
+        if !pattern {
+            sources.push(Source::from_arg(arg));
+            continue;
+        }
+        let options = glob::MatchOptions {
+            require_literal_leading_dot: true,
+            ..glob::MatchOptions::new()
+        };
+        let paths = glob::glob_with(arg, options)
+            .map_err(|e| Error::config(format!("\"{arg}\" is not a valid file pattern: {e}")))?;
+        let mut matched = Vec::new();
+        for path in paths {
+            let path = path
+                .map_err(|e| Error::io(format!("cannot read {}", e.path().display()), e.into()))?;
+            if path.is_file() {
+                matched.push(path);
+            }
+        }
+        matched.sort();
+        sources.extend(matched.into_iter().map(Source::File));
+    }
+    Ok(sources)
 }
 
 /// Counts bytes read from the underlying file (compressed bytes, for

@@ -126,6 +126,34 @@ pub(crate) async fn keys_with_prefix(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// The key of the most recent unfinished resume state of `first`'s loads
+/// whose `field` is `value` (none without the table).
+pub(crate) async fn key_of_unfinished(
+    client: &impl GenericClient,
+    first: &TableName,
+    field: &str,
+    value: &str,
+) -> Result<Option<String>> {
+    let schema = first.schema_or_public();
+    if !exists(client, schema).await? {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT table_name FROM {} WHERE left(table_name, length($1)) = $1 \
+                 AND resume->'state'->>$2 = $3 \
+                 AND resume->'state'->>'complete' IS DISTINCT FROM 'true' \
+                 ORDER BY updated_at DESC LIMIT 1",
+                table(schema).quoted()
+            ),
+            &[&format!("{first}#"), &field, &value],
+        )
+        .await
+        .map_err(|e| Error::server("reading the stored resume states", e))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// Deletes the watermark rows in `schema` whose key starts with `prefix`
 /// (in the caller's transaction).
 pub(crate) async fn remove_prefix(

@@ -311,6 +311,9 @@ pub struct LoadReport {
     pub already_loaded: bool,
     /// Migrations applied.
     pub migrations: Vec<String>,
+    /// Inputs an earlier run with the same options loaded completely:
+    /// skipped (of several files, loaded one at a time).
+    pub skipped: Vec<String>,
     /// What the user should know but did not ask: a detected delimiter or
     /// encoding, why an earlier run's ledger was not followed (the table
     /// was emptied or rewritten since).
@@ -375,11 +378,140 @@ pub async fn load_retrying(
 /// big uncompressed file (append and upsert), a second connection to
 /// `params` loads its second half at the same time. Every connection's
 /// cancel token is registered in `progress` for interrupt handling.
+///
+/// Several files with a ledger (not stdin, not replace, not one
+/// transaction, not recreate) are loaded one after another, in the order
+/// given, each as a load of its own with its own ledger row: a file an
+/// earlier run loaded completely is skipped (by content, so also when it
+/// was renamed), one it interrupted continues, a new one is loaded. A
+/// landing folder loaded by cron with a glob is so loaded once per file.
 pub async fn load(
     client: Client,
     params: &crate::conninfo::ConnParams,
     opts: &LoadOptions,
     progress: Arc<Progress>,
+) -> Result<LoadReport> {
+    if !file_by_file(opts) {
+        return load_inputs(client, params, opts, progress, None).await;
+    }
+    let started = Instant::now();
+    let total: u64 = opts.sources.iter().filter_map(Source::size).sum();
+    progress.bytes_total.store(total, Ordering::Relaxed);
+    let mut report = LoadReport::default();
+    let empty: Vec<String> = opts
+        .sources
+        .iter()
+        .filter(|s| s.size() == Some(0))
+        .map(Source::name)
+        .collect();
+    if empty.len() == opts.sources.len() {
+        report.nothing_to_load = Some(format!("{} is empty: nothing to load", empty.join(", ")));
+        return Ok(report);
+    }
+    if !empty.is_empty() {
+        report
+            .notes
+            .push(format!("{} is empty: skipped", empty.join(", ")));
+    }
+    let rows_before = progress.rows_read.load(Ordering::Relaxed);
+    let mut client = Some(client);
+    let mut appending = false;
+    let mut nothing = Vec::new();
+    let mut loaded = 0;
+    for source in opts.sources.iter().filter(|s| !empty.contains(&s.name())) {
+        let one = LoadOptions {
+            sources: vec![source.clone()],
+            ..opts.clone()
+        };
+        let client = match client.take() {
+            Some(c) => c,
+            None => crate::connect::connect(params).await?.client,
+        };
+        let part = load_inputs(client, params, &one, progress.clone(), Some(appending)).await?;
+        if part.already_loaded {
+            report.skipped.push(source.name());
+            if let Some(size) = source.size() {
+                progress.bytes_read.fetch_add(size, Ordering::Relaxed);
+            }
+        } else if let Some(why) = &part.nothing_to_load {
+            nothing.push(why.clone());
+        } else {
+            appending = true;
+            loaded += 1;
+        }
+        report.absorb(part);
+    }
+    match (loaded, report.skipped.len()) {
+        (0, 0) => report.nothing_to_load = Some(nothing.join("; ")),
+        (0, _) if nothing.is_empty() => report.already_loaded = true,
+        (_, skipped) => {
+            report.notes.extend(nothing);
+            if skipped > 0 {
+                report.notes.push(format!(
+                    "{} loaded completely by an earlier run with the same options (the same content, under any name): skipped",
+                    report.skipped.join(", ")
+                ));
+            }
+        }
+    }
+    report.rows_read = progress.rows_read.load(Ordering::Relaxed) - rows_before;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Whether [`load`] loads `opts.sources` one file at a time.
+fn file_by_file(opts: &LoadOptions) -> bool {
+    opts.sources.len() > 1
+        && opts.sources.iter().all(|s| matches!(s, Source::File(_)))
+        && opts.ledger
+        && !opts.single_transaction
+        && !opts.recreate
+        && opts.before_final_commit.is_none()
+        && !matches!(opts.mode, Some(LoadMode::Replace | LoadMode::ReplaceAtomic))
+}
+
+impl LoadReport {
+    /// Adds the counts, (new) migrations and (new) notes of `part`, a load
+    /// of some of the inputs.
+    pub(crate) fn absorb(&mut self, part: LoadReport) {
+        self.rows_read += part.rows_read;
+        self.inserted += part.inserted;
+        self.updated += part.updated;
+        self.unchanged += part.unchanged;
+        self.deleted += part.deleted;
+        self.repeated += part.repeated;
+        self.rejected += part.rejected;
+        self.batches += part.batches;
+        if self.inferred_ddl.is_none() {
+            self.inferred_ddl = part.inferred_ddl;
+            self.sampled = part.sampled;
+        }
+        if let Some(rows) = part.resumed_after_rows {
+            *self.resumed_after_rows.get_or_insert(0) += rows;
+        }
+        for m in part.migrations {
+            if !self.migrations.contains(&m) {
+                self.migrations.push(m);
+            }
+        }
+        for note in part.notes {
+            if !self.notes.contains(&note) {
+                self.notes.push(note);
+            }
+        }
+    }
+}
+
+/// [`load`] of `opts.sources` as one load (one ledger row per stream).
+/// `of_many`: they are one of several files [`load`] loads one at a time
+/// (it counts the progress total), and with `Some(true)` the reject file
+/// holds rows of inputs loaded before in this run and is appended to.
+async fn load_inputs(
+    client: Client,
+    params: &crate::conninfo::ConnParams,
+    opts: &LoadOptions,
+    progress: Arc<Progress>,
+    of_many: Option<bool>,
 ) -> Result<LoadReport> {
     progress.register(&client);
     let mut clients = vec![client];
@@ -412,8 +544,10 @@ pub async fn load(
         }
         report.notes.push(format!("{what}: skipped"));
     }
-    let total: u64 = sources.iter().filter_map(Source::size).sum();
-    progress.bytes_total.store(total, Ordering::Relaxed);
+    if of_many.is_none() {
+        let total: u64 = sources.iter().filter_map(Source::size).sum();
+        progress.bytes_total.store(total, Ordering::Relaxed);
+    }
     let session = Session::read(&clients[0]).await?;
     let schema = session.current_schema.clone();
     let table = TableName::new(
@@ -467,12 +601,20 @@ pub async fn load(
     let fingerprint =
         resumable.then(|| ledger::fingerprint(&identities, mode, effective_key.as_ref(), opts));
     let ledger_name = |part| plan::ledger_name(fingerprint.as_deref(), part);
+    // The same load by the inputs' paths, sizes and modification times: an
+    // interrupted run's rows are found by it when a file was corrected in
+    // place keeping both (its content, and so its fingerprint, changed).
+    let locations: Vec<Option<serde_json::Value>> = sources.iter().map(Source::location).collect();
+    let located =
+        resumable.then(|| ledger::fingerprint(&locations, mode, effective_key.as_ref(), opts));
+    let path_key = |part| plan::ledger_name(located.as_deref(), part);
     let mut options = engine_options(mode, key.as_ref(), &table, opts, &progress);
 
     // One stream, or two reading halves of one big file on two connections
     // (the server's work is then spread over two backends).
     let mut streams = vec![Stream {
         name: ledger_name(None),
+        path_key: path_key(None),
         start: Position::default(),
         limit: None,
         credit: 0,
@@ -487,12 +629,14 @@ pub async fn load(
             streams = vec![
                 Stream {
                     name: ledger_name(Some("1")),
+                    path_key: path_key(Some("1")),
                     start: Position::default(),
                     limit: Some(offset),
                     credit: 0,
                 },
                 Stream {
                     name: ledger_name(Some("2")),
+                    path_key: path_key(Some("2")),
                     start: Position {
                         offset,
                         line,
@@ -505,11 +649,23 @@ pub async fn load(
         }
     }
     let mut table_empty: Option<bool> = None;
+    // Ledger rows of an earlier run found by the inputs' locations: removed
+    // once this run, which keeps its own, has loaded everything.
+    let mut superseded = Vec::new();
     for stream in &mut streams {
         if !resumable || opts.restart {
             continue;
         }
-        let stored = ingest::stored_resume(&clients[0], &table, stream.name.as_deref()).await?;
+        let mut stored = ingest::stored_resume(&clients[0], &table, stream.name.as_deref()).await?;
+        if let (None, Some(path_key)) = (&stored, &stream.path_key) {
+            let earlier =
+                crate::watermark::key_of_unfinished(&clients[0], &table, "path_key", path_key)
+                    .await?;
+            if let Some(earlier) = earlier {
+                stored = crate::watermark::read_resume(&clients[0], &table, &earlier).await?;
+                superseded.push(earlier);
+            }
+        }
         if stored.is_some() && table_empty.is_none() {
             table_empty = Some(is_empty(&clients[0], &table).await?);
         }
@@ -543,7 +699,13 @@ pub async fn load(
 
     let rejects = match &opts.reject_file {
         // Resumed: the reject file as it was at the last commit, appended to.
-        Some(path) => Some(Arc::new(Mutex::new(Rejects::open(path, start.rejects)?))),
+        Some(path) => {
+            // Appended to: kept as it is (the lengths are cut to the file's).
+            let keep = start
+                .rejects
+                .or((of_many == Some(true)).then_some((u64::MAX, u64::MAX)));
+            Some(Arc::new(Mutex::new(Rejects::open(path, keep)?)))
+        }
         None => None,
     };
     let rejected = Arc::new(AtomicU64::new(0));
@@ -578,6 +740,7 @@ pub async fn load(
             raw: Vec::new(),
             line: 0,
             name: String::new(),
+            path_key: stream.path_key.clone(),
             inferred,
         }))
     };
@@ -603,7 +766,7 @@ pub async fn load(
         // Create and migrate once, then load both halves at once.
         let settled = ingest::settle(&mut clients[0], prepared, &options).await?;
         let mut tasks = Vec::new();
-        for (stream, mut client) in streams.iter().zip(clients) {
+        for (stream, mut client) in streams.iter().zip(std::mem::take(&mut clients)) {
             let shared = make_shared(stream, None);
             let settled = settled.clone();
             let options = Options {
@@ -613,15 +776,20 @@ pub async fn load(
             tasks.push(tokio::spawn(async move {
                 let batches =
                     std::iter::from_fn(move || next_batch(&shared, batch_rows).transpose());
-                ingest::ingest_prepared(&mut client, &settled, |_| batches, &options).await
+                let result =
+                    ingest::ingest_prepared(&mut client, &settled, |_| batches, &options).await;
+                (client, result)
             }));
         }
         let mut merged = ingest::Report::default();
         let mut first_error = None;
         for task in tasks {
             match task.await {
-                Ok(Ok(r)) => merged.merge(r),
-                Ok(Err(e)) => {
+                Ok((client, Ok(r))) => {
+                    clients.push(client);
+                    merged.merge(r);
+                }
+                Ok((_, Err(e))) => {
                     first_error.get_or_insert(e);
                 }
                 Err(e) => {
@@ -637,6 +805,11 @@ pub async fn load(
         }
         merged
     };
+    if let Some(client) = clients.first() {
+        for key in &superseded {
+            crate::watermark::remove_prefix(client, table.schema_or_public(), key).await?;
+        }
+    }
     let total = engine.total();
     report.inserted = total.inserted;
     report.updated = total.updated;

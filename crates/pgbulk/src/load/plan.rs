@@ -413,6 +413,7 @@ mod tests {
     #[test]
     fn streams_resume_where_the_ledger_says() {
         let stream = |offset, rows| Stream {
+            path_key: None,
             name: ledger_name(Some("fp"), None),
             start: Position {
                 offset,

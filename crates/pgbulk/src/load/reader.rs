@@ -39,6 +39,16 @@ pub struct Position {
     pub rejects_log: u64,
     /// Where the stream's part of the input ends (`None`: at its end).
     pub limit: Option<u64>,
+    /// The input read last (for `pgbulk status`; not used to resume).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Every input was read to its end (for `pgbulk status`).
+    pub complete: bool,
+    /// The ledger name of the same load by its inputs' paths, sizes and
+    /// modification times (not content): an unfinished run is found by it
+    /// after a file was corrected in place keeping all three.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_key: Option<String>,
 }
 
 impl Position {
@@ -159,6 +169,8 @@ pub(super) struct Shared {
     pub(super) line: u64,
     /// The current input's name.
     pub(super) name: String,
+    /// See [`Position::path_key`].
+    pub(super) path_key: Option<String>,
     /// Whether this run created the table from inferred types (a value
     /// that does not fit then suggests `--type`).
     pub(super) inferred: bool,
@@ -426,6 +438,12 @@ impl Shared {
             rejects,
             rejects_log,
             limit: self.limit,
+            input: self
+                .sources
+                .get(self.file.min(self.sources.len().saturating_sub(1)))
+                .map(Source::name),
+            complete: file >= self.sources.len(),
+            path_key: self.path_key.clone(),
         })
         .ok()
     }

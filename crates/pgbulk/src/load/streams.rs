@@ -21,6 +21,9 @@ pub(super) const PARALLEL_MAX_COLUMNS: usize = 6;
 #[derive(Debug, Clone)]
 pub(super) struct Stream {
     pub(super) name: Option<String>,
+    /// The name the same load has by its inputs' locations (see
+    /// [`Position::path_key`]).
+    pub(super) path_key: Option<String>,
     pub(super) start: Position,
     pub(super) limit: Option<u64>,
     /// Bytes already loaded by an earlier run before `start` (progress).

@@ -290,23 +290,6 @@ impl RangeDone {
     }
 }
 
-/// Adds one range's load to the sum.
-fn add(sum: &mut LoadReport, range: &LoadReport) {
-    sum.inserted += range.inserted;
-    sum.updated += range.updated;
-    sum.unchanged += range.unchanged;
-    sum.deleted += range.deleted;
-    sum.repeated += range.repeated;
-    sum.rejected += range.rejected;
-    sum.batches += range.batches;
-    sum.seconds = sum.seconds.max(range.seconds);
-    for m in &range.migrations {
-        if !sum.migrations.contains(m) {
-            sum.migrations.push(m.clone());
-        }
-    }
-}
-
 /// What the ranges did.
 pub(super) struct Outcome {
     /// The ranges' loads, added up.
@@ -430,7 +413,11 @@ pub(super) async fn run(
     let mut first_error = None;
     for task in tasks {
         match task.await {
-            Ok(Ok(r)) => add(&mut load, &r),
+            Ok(Ok(r)) => {
+                let seconds = load.seconds.max(r.seconds);
+                load.absorb(r);
+                load.seconds = seconds;
+            }
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
             }

@@ -1,0 +1,127 @@
+//! Files that arrive: a glob over a landing folder loads each file once,
+//! by content, in name order.
+
+use crate::cli_load::{count, load, rows};
+use crate::harness::{Scratch, TestDb};
+
+/// Rewrites `path` with `content` (same length), keeping its mtime.
+fn rewrite_keeping_mtime(path: &std::path::Path, content: &str) {
+    let meta = std::fs::metadata(path).expect("meta");
+    assert_eq!(meta.len(), content.len() as u64, "same size");
+    std::fs::write(path, content).expect("write");
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_modified(meta.modified().expect("mtime"))
+        .expect("set mtime");
+}
+
+#[tokio::test]
+async fn a_landing_folder_loads_each_file_once() {
+    let db = TestDb::new("landing").await;
+    let home = Scratch::new("landing");
+    std::fs::create_dir_all(home.path().join("landing")).expect("dir");
+    home.file("landing/2024-05-01.csv", "day,sales\n1,10\n", 0o644);
+    home.file("landing/2024-05-02.csv", "day,sales\n2,20\n", 0o644);
+    // Append mode (no key): loading a file twice would duplicate its rows.
+    let glob = "landing/*.csv";
+    let first = load(&db, &home, &[glob, "-t", "sales"]);
+    assert!(first.code == 0, "{}", first.stderr);
+    assert!(
+        first.stdout.contains("2 rows read, 2 inserted"),
+        "{}",
+        first.stdout
+    );
+    assert_eq!(count(&db, "sales").await, 2);
+
+    let again = load(&db, &home, &[glob, "-t", "sales"]);
+    assert!(again.code == 0, "{}", again.stderr);
+    assert!(
+        again.stdout.contains("by an earlier run") && again.stdout.contains("nothing to do"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(count(&db, "sales").await, 2);
+
+    // A new file loads alone; the others are said to be skipped.
+    home.file("landing/2024-05-03.csv", "day,sales\n3,30\n", 0o644);
+    let third = load(&db, &home, &[glob, "-t", "sales"]);
+    assert!(third.code == 0, "{}", third.stderr);
+    assert!(
+        third.stdout.contains("2024-05-03.csv into")
+            && !third.stdout.contains("2024-05-01.csv")
+            && third.stdout.contains("1 rows read, 1 inserted"),
+        "{}",
+        third.stdout
+    );
+    assert!(third.stderr.contains("skipped"), "{}", third.stderr);
+    assert_eq!(count(&db, "sales").await, 3);
+
+    // Renamed: the same content, not loaded again.
+    std::fs::rename(
+        home.path().join("landing/2024-05-01.csv"),
+        home.path().join("landing/2024-05-01.done.csv"),
+    )
+    .expect("rename");
+    let renamed = load(&db, &home, &[glob, "-t", "sales"]);
+    assert!(renamed.code == 0, "{}", renamed.stderr);
+    assert_eq!(count(&db, "sales").await, 3, "{}", renamed.stdout);
+
+    // Rewritten in place with the same size and mtime: noticed by its hash.
+    rewrite_keeping_mtime(
+        &home.path().join("landing/2024-05-02.csv"),
+        "day,sales\n2,21\n",
+    );
+    let rewritten = load(&db, &home, &[glob, "-t", "sales"]);
+    assert!(rewritten.code == 0, "{}", rewritten.stderr);
+    assert!(
+        rewritten.stdout.contains("2024-05-02.csv into") && rewritten.stdout.contains("1 inserted"),
+        "{}",
+        rewritten.stdout
+    );
+    assert_eq!(
+        rows(&db, "SELECT day, sales FROM sales ORDER BY day, sales").await,
+        [["1", "10"], ["2", "20"], ["2", "21"], ["3", "30"]]
+            .map(|r| r.map(|v| Some(v.to_owned())).to_vec())
+            .to_vec()
+    );
+
+    // An empty folder (the pattern matches nothing) is nothing to load,
+    // not a read of standard input.
+    let none = load(&db, &home, &["empty/*.csv", "-t", "sales"]);
+    assert!(none.code == 0, "{}", none.stderr);
+    assert!(
+        none.stdout.contains("no file matches empty/*.csv"),
+        "{}",
+        none.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_failing_file_keeps_the_files_before_it() {
+    let db = TestDb::new("landing_fail").await;
+    let home = Scratch::new("landing-fail");
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, n int)")
+        .await
+        .expect("table");
+    home.file("a.csv", "id,n\n1,1\n", 0o644);
+    home.file("b.csv", "id,n\n2,x\n", 0o644);
+    home.file("c.csv", "id,n\n3,3\n", 0o644);
+    let failed = load(&db, &home, &["*.csv", "-t", "t"]);
+    assert_eq!(failed.code, 9, "{}", failed.stderr);
+    assert!(failed.stderr.contains("b.csv"), "{}", failed.stderr);
+    assert_eq!(count(&db, "t").await, 1, "a.csv committed, b.csv not");
+    // Fixed (same size): a.csv is skipped, b.csv and c.csv load.
+    home.file("b.csv", "id,n\n2,2\n", 0o644);
+    let fixed = load(&db, &home, &["*.csv", "-t", "t"]);
+    assert!(fixed.code == 0, "{}", fixed.stderr);
+    assert!(
+        fixed.stdout.contains("2 rows read, 2 inserted"),
+        "{}",
+        fixed.stdout
+    );
+    assert_eq!(count(&db, "t").await, 3);
+}
