@@ -25,6 +25,16 @@ pub(crate) struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub(crate) quiet: bool,
 
+    /// human (default): messages for people; json: one JSON object per event on stderr, for schedulers and log collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        value_name = "FORMAT"
+    )]
+    pub(crate) log_format: LogFormat,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -84,6 +94,16 @@ pub(crate) enum Command {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
+    /// Run the jobs of a pipeline file: [[load]] and [[sync]] tables whose keys are those commands' flags.
+    #[command(
+        after_help = "Examples:\n  pgbulk run pipeline.toml\n  pgbulk run pipeline.toml --only sales,users --dry-run\n  0 * * * * cd /srv/etl && pgbulk run pipeline.toml --log-format json"
+    )]
+    Run(RunArgs),
+    /// Say what the target's ledger holds for each job of a pipeline (or for one table): watermark, files loaded, last run, pending resume.
+    #[command(
+        after_help = "Examples:\n  pgbulk status pipeline.toml\n  pgbulk status --table sales --db service=warehouse"
+    )]
+    Status(StatusArgs),
     /// Manage pgbulk's own local PostgreSQL cluster (under $PGBULK_HOME).
     #[command(after_help = "Example:\n  pgbulk local psql -c 'SELECT count(*) FROM sales'")]
     Local {
@@ -213,6 +233,12 @@ pub(crate) fn parse_type_overrides(text: &str) -> Result<Vec<(String, String)>, 
         .collect()
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Human,
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum ModeArg {
     Append,
@@ -311,6 +337,9 @@ pub(crate) struct LoadArgs {
     /// End the sessions that keep pgbulk from its locks once it has waited this long (e.g. 30s, 2m; 0 at once), and at once those a killed earlier run left behind.
     #[arg(long, value_name = "AFTER", value_parser = parse_duration, help_heading = "Behaviour")]
     pub(crate) terminate_blockers: Option<std::time::Duration>,
+    /// Print the table to create or its migration steps and each input to load, continue or skip; change nothing.
+    #[arg(long, help_heading = "Behaviour")]
+    pub(crate) dry_run: bool,
     #[command(flatten)]
     pub(crate) connection: ConnectionArgs,
 }
@@ -400,6 +429,43 @@ impl SyncArgs {
             profile: self.from_profile.clone(),
         }
     }
+}
+
+/// `pgbulk run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The pipeline file (TOML).
+    #[arg(value_name = "PIPELINE.toml")]
+    pub(crate) file: PathBuf,
+    /// Jobs run at once.
+    #[arg(long, short = 'j', default_value_t = 2, value_name = "N")]
+    pub(crate) jobs: usize,
+    /// Run only the jobs with these names.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub(crate) only: Vec<String>,
+    /// Check the file, resolve the connections (no password shown) and print each job's plan; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Stop at the first job that fails: running jobs roll back their batch in flight, the others do not start.
+    #[arg(long)]
+    pub(crate) fail_fast: bool,
+}
+
+/// `pgbulk status`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The pipeline file whose jobs to report on.
+    #[arg(
+        value_name = "PIPELINE.toml",
+        required_unless_present = "table",
+        conflicts_with = "table"
+    )]
+    pub(crate) file: Option<PathBuf>,
+    /// Instead of a pipeline: the ledger of one table ([SCHEMA.]TABLE).
+    #[arg(long, short = 't', value_name = "TABLE")]
+    pub(crate) table: Option<String>,
+    #[command(flatten)]
+    pub(crate) connection: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]

@@ -2,8 +2,12 @@
 //! maps its errors to the exit codes documented in the README.
 
 mod args;
+mod logs;
+mod pipeline;
 mod progress;
+mod run;
 mod settings;
+mod status;
 mod summary;
 
 use std::process::ExitCode;
@@ -51,66 +55,34 @@ fn main() -> ExitCode {
     fix_malloc_threshold();
     let cli = Cli::parse();
     QUIET.store(cli.quiet, Ordering::Relaxed);
-    init_logging(&cli);
+    logs::init(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return fail(&anyhow::Error::new(e), cli.verbose),
+        Err(e) => return fail(&anyhow::Error::new(e)),
     };
-    let verbose = cli.verbose;
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
-        Err(e) => fail(&e, verbose),
+        Err(e) => fail(&e),
     }
 }
 
-fn init_logging(cli: &Cli) {
-    use tracing_subscriber::filter::LevelFilter;
-    let level = match (cli.quiet, cli.verbose) {
-        (true, _) => LevelFilter::ERROR,
-        (false, 0) => LevelFilter::WARN,
-        (false, 1) => LevelFilter::INFO,
-        (false, 2) => LevelFilter::DEBUG,
-        (false, _) => LevelFilter::TRACE,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(cli.verbose > 1)
-        .without_time()
-        .init();
+/// Reports the error (see [`logs::error`]) and exits with the code of its
+/// kind.
+fn fail(error: &anyhow::Error) -> ExitCode {
+    logs::error(error, None);
+    ExitCode::from(exit_code(error))
 }
 
-/// Prints the error on one line with the server's detail and hint as psql
-/// does (the cause chain, SQLSTATE and server context too with -v), and
-/// picks the exit code from its kind.
-fn fail(error: &anyhow::Error, verbose: u8) -> ExitCode {
-    let lib = error.downcast_ref::<pgbulk::Error>();
-    eprintln!("pgbulk: error: {error}");
-    let db = lib.and_then(pgbulk::Error::db_error);
-    if let Some(db) = db {
-        if let Some(detail) = db.detail() {
-            eprintln!("  detail: {detail}");
-        }
-        if let Some(hint) = db.hint() {
-            eprintln!("  hint: {hint}");
-        }
-    }
-    if verbose > 0 {
-        for cause in error.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
-        }
-        if let Some(db) = db {
-            eprintln!("  sqlstate: {}", db.code().code());
-            if let Some(context) = db.where_() {
-                eprintln!("  context: {context}");
-            }
-        }
-    }
-    let code = match lib.map(pgbulk::Error::kind) {
+/// The exit code of an error's kind (documented in the README).
+pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
+    match error
+        .downcast_ref::<pgbulk::Error>()
+        .map(pgbulk::Error::kind)
+    {
         Some(ErrorKind::Config) => exit::CONFIG,
         Some(ErrorKind::Connect) => exit::CONNECT,
         Some(ErrorKind::Auth) => exit::AUTH,
@@ -119,8 +91,7 @@ fn fail(error: &anyhow::Error, verbose: u8) -> ExitCode {
         Some(ErrorKind::Data) => exit::DATA,
         Some(ErrorKind::ConnectionLost) => exit::CONNECTION_LOST,
         _ => exit::FAILURE,
-    };
-    ExitCode::from(code)
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -135,6 +106,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Sync(args) => sync(args, &env, cli.quiet).await,
         Command::Infer(args) => infer(args),
         Command::Plan { schema, connection } => plan(&schema, &connection.request(), &env).await,
+        Command::Run(args) => run::run(args, &env, cli.quiet).await,
+        Command::Status(args) => status::status(args, &env).await,
     }
 }
 
@@ -173,12 +146,7 @@ async fn load(
     env: &Environment,
     quiet: bool,
 ) -> anyhow::Result<u8> {
-    let mut opts = settled(settings::load(&args))?;
-    opts.schema_ddl = args
-        .schema
-        .as_deref()
-        .map(pgbulk::schema::read_ddl)
-        .transpose()?;
+    let opts = settled(settings::load_with_schema(&args))?;
     if opts.sources.is_empty() && !args.files.is_empty() {
         println!("no file matches {}: nothing to load", args.files.join(", "));
         return Ok(0);
@@ -196,9 +164,15 @@ async fn load(
         Some(result) => result?,
         None => return Ok(exit::INTERRUPTED),
     };
+    if opts.dry_run {
+        for line in report.nothing_to_load.iter().chain(&report.plan) {
+            println!("{line}");
+        }
+        return Ok(0);
+    }
     if !quiet {
         for line in summary::said_on_stderr(&report, &opts) {
-            eprintln!("pgbulk: {line}");
+            logs::say(&line);
         }
     }
     for m in &report.migrations {
@@ -243,25 +217,17 @@ where
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut work).await;
         let rows = progress.rows_committed.load(Ordering::Relaxed);
         let batches = progress.batches_committed.load(Ordering::Relaxed);
-        eprintln!(
-            "pgbulk: {}",
-            summary::interrupted(rows, batches, single_transaction)
-        );
+        logs::say(&summary::interrupted(rows, batches, single_transaction));
     }
     Ok(outcome)
 }
 
 async fn sync(args: SyncArgs, env: &Environment, quiet: bool) -> anyhow::Result<u8> {
-    let mut opts = match settings::sync(&args) {
+    let opts = match settings::sync_with_schema(&args) {
         Ok(opts) => opts,
         Err(settings::Refusal::Usage(why)) => usage_error(&why),
         Err(settings::Refusal::Invalid(e)) => return Err(e.into()),
     };
-    opts.schema_ddl = args
-        .schema
-        .as_deref()
-        .map(pgbulk::schema::read_ddl)
-        .transpose()?;
     let source_params = pgbulk::conninfo::resolve(&args.source(), env)?;
     let params = connect_target(&args.connection.request(), env)?;
     let watched = watched(quiet, &params, false, |progress| {
@@ -285,10 +251,10 @@ async fn sync(args: SyncArgs, env: &Environment, quiet: bool) -> anyhow::Result<
         tracing::info!("column {m}");
     }
     for m in report.load.migrations.iter().filter(|_| !quiet) {
-        eprintln!("pgbulk: {m}");
+        logs::say(m);
     }
     for n in report.notes.iter().filter(|_| !quiet) {
-        eprintln!("pgbulk: {n}");
+        logs::say(n);
     }
     if let Some((from, next)) = &report.watermarks {
         tracing::info!(
@@ -359,7 +325,7 @@ fn say_stdin_terminal(sources: &[Source]) {
     // SAFETY: isatty only inspects the descriptor.
     let terminal = unsafe { libc::isatty(0) } == 1;
     if reads_stdin && terminal && !quiet() {
-        eprintln!("pgbulk: reading CSV from standard input (a terminal); Ctrl-D ends it");
+        logs::say("reading CSV from standard input (a terminal); Ctrl-D ends it");
     }
 }
 
@@ -379,10 +345,10 @@ fn say_local(how: LocalUse, dir: &std::path::Path) {
         LocalUse::Started => "started it",
         LocalUse::Created => "created and started it",
     };
-    eprintln!(
-        "pgbulk: no connection configured (--db, --profile or PG* variables); using the local cluster in {} ({what})",
+    logs::say(&format!(
+        "no connection configured (--db, --profile or PG* variables); using the local cluster in {} ({what})",
         dir.display()
-    );
+    ));
 }
 
 fn local(action: LocalAction, env: &Environment) -> anyhow::Result<u8> {
@@ -390,15 +356,15 @@ fn local(action: LocalAction, env: &Environment) -> anyhow::Result<u8> {
     let ensure_running = |cluster: &Cluster| -> anyhow::Result<()> {
         let how = cluster.ensure_running()?;
         if how != LocalUse::Running && !quiet() {
-            eprintln!(
-                "pgbulk: {} the local cluster in {}",
+            logs::say(&format!(
+                "{} the local cluster in {}",
                 if how == LocalUse::Created {
                     "created and started"
                 } else {
                     "started"
                 },
                 cluster.root().display()
-            );
+            ));
         }
         Ok(())
     };

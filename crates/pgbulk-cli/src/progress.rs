@@ -19,7 +19,7 @@ pub(crate) struct Display {
 impl Display {
     pub(crate) fn start(progress: Arc<Progress>, quiet: bool) -> Self {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let terminal = std::io::stderr().is_terminal();
+        let terminal = std::io::stderr().is_terminal() && crate::logs::human();
         if quiet {
             return Self {
                 stop,
@@ -41,6 +41,18 @@ impl Display {
                     break;
                 }
                 let line = render(&progress, started.elapsed());
+                if !crate::logs::human() {
+                    tracing::info!(
+                        event = "progress",
+                        rows_read = progress.rows_read.load(Ordering::Relaxed),
+                        bytes_read = progress.bytes_read.load(Ordering::Relaxed),
+                        bytes_total = progress.bytes_total.load(Ordering::Relaxed),
+                        rows_committed = progress.rows_committed.load(Ordering::Relaxed),
+                        batches_committed = progress.batches_committed.load(Ordering::Relaxed),
+                        "{line}"
+                    );
+                    continue;
+                }
                 let mut err = std::io::stderr().lock();
                 if terminal {
                     let _ = write!(err, "\r\x1b[2K{line}");

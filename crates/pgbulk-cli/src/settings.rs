@@ -46,6 +46,7 @@ pub(crate) fn load(args: &LoadArgs) -> Result<LoadOptions, Refusal> {
         max_errors: args.max_errors,
         reject_file: args.reject_file.clone(),
         restart: args.restart,
+        dry_run: args.dry_run,
         streams: args.streams.max(1),
         retries: args.retries,
         lock_policy: pgbulk::lock::LockPolicy {
@@ -54,6 +55,27 @@ pub(crate) fn load(args: &LoadArgs) -> Result<LoadOptions, Refusal> {
         },
         ..reading(&args.dialect, &args.inference, &args.table)?
     })
+}
+
+/// [`load`] with the `--schema` file read.
+pub(crate) fn load_with_schema(args: &LoadArgs) -> Result<LoadOptions, Refusal> {
+    Ok(LoadOptions {
+        schema_ddl: schema(args.schema.as_deref())?,
+        ..load(args)?
+    })
+}
+
+/// [`sync`] with the `--schema` file read.
+pub(crate) fn sync_with_schema(args: &SyncArgs) -> Result<pgbulk::sync::SyncOptions, Refusal> {
+    Ok(pgbulk::sync::SyncOptions {
+        schema_ddl: schema(args.schema.as_deref())?,
+        ..sync(args)?
+    })
+}
+
+/// The DDL in a `--schema` file.
+fn schema(path: Option<&std::path::Path>) -> Result<Option<String>, Refusal> {
+    Ok(path.map(pgbulk::schema::read_ddl).transpose()?)
 }
 
 /// The options of `pgbulk sync`.

@@ -8,6 +8,7 @@ mod cli_landing;
 mod cli_load;
 mod cli_local;
 mod cli_ping;
+mod cli_pipeline;
 mod cli_sync;
 mod faults;
 mod harness;

@@ -54,6 +54,7 @@ pub mod plan;
 mod rebuild;
 pub mod schema;
 pub mod session;
+pub mod status;
 pub mod sync;
 mod tls;
 pub mod watermark;

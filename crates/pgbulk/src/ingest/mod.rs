@@ -943,7 +943,21 @@ where
         let (counts, skipped, committed) = load_batch(tx, current, batch, &context, report)
             .await
             .map_err(|e| e.in_batch(number as u64))?;
-        info!(batch = number, "committed");
+        for (table, c) in &counts {
+            info!(
+                event = "batch_committed",
+                table = %table,
+                batch = number,
+                stream = options.stream.as_deref(),
+                inserted = c.inserted,
+                updated = c.updated,
+                unchanged = c.unchanged,
+                deleted = c.deleted,
+                repeated = c.repeated,
+                watermark = committed.high_watermark.as_ref().map(|w| w.to_string()),
+                "batch {number} committed into {table}"
+            );
+        }
         report.migrations.extend(created);
         if rebuilt {
             report.migrations.extend(

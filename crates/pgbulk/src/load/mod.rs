@@ -128,6 +128,10 @@ pub struct LoadOptions {
     /// batch back. With it the input is read by one stream. Zero batches
     /// run it not at all.
     pub before_final_commit: Option<FinalHook>,
+    /// Say what would be done ([`LoadReport::plan`]: a table to create or
+    /// the migration steps, each input to load, continue or skip), reading
+    /// the inputs only to infer types; change nothing.
+    pub dry_run: bool,
 }
 
 /// A hook for [`LoadOptions::before_final_commit`].
@@ -205,6 +209,7 @@ impl Default for LoadOptions {
             retries: 0,
             ledger: true,
             before_final_commit: None,
+            dry_run: false,
         }
     }
 }
@@ -311,6 +316,8 @@ pub struct LoadReport {
     pub already_loaded: bool,
     /// Migrations applied.
     pub migrations: Vec<String>,
+    /// With `dry_run`: what would be done, one line per step.
+    pub plan: Vec<String>,
     /// Inputs an earlier run with the same options loaded completely:
     /// skipped (of several files, loaded one at a time).
     pub skipped: Vec<String>,
@@ -350,6 +357,9 @@ pub async fn load_retrying(
             {
                 let wait = std::time::Duration::from_secs((1u64 << attempt.min(5)).min(30));
                 tracing::warn!(
+                    event = "retry",
+                    retry = attempt + 1,
+                    retries,
                     "{e}; retrying in {} s (retry {} of {retries})",
                     wait.as_secs(),
                     attempt + 1
@@ -391,9 +401,34 @@ pub async fn load(
     opts: &LoadOptions,
     progress: Arc<Progress>,
 ) -> Result<LoadReport> {
-    if !file_by_file(opts) {
-        return load_inputs(client, params, opts, progress, None).await;
+    let report = if file_by_file(opts) {
+        load_each(client, params, opts, progress).await?
+    } else {
+        load_inputs(client, params, opts, progress, None).await?
+    };
+    if opts.ledger && !opts.dry_run && report.nothing_to_load.is_none() {
+        // Best effort: the load itself committed.
+        let recorded = async {
+            let client = crate::connect::connect(params).await?.client;
+            let counts = crate::status::counts("load", &report, report.rows_read);
+            crate::status::record_run(&client, &opts.table, counts).await
+        };
+        if let Err(e) = recorded.await {
+            tracing::warn!(
+                "the load committed, but recording it as the table's last run failed: {e}"
+            );
+        }
     }
+    Ok(report)
+}
+
+/// [`load`] of several files, one at a time.
+async fn load_each(
+    client: Client,
+    params: &crate::conninfo::ConnParams,
+    opts: &LoadOptions,
+    progress: Arc<Progress>,
+) -> Result<LoadReport> {
     let started = Instant::now();
     let total: u64 = opts.sources.iter().filter_map(Source::size).sum();
     progress.bytes_total.store(total, Ordering::Relaxed);
@@ -428,6 +463,18 @@ pub async fn load(
             None => crate::connect::connect(params).await?.client,
         };
         let part = load_inputs(client, params, &one, progress.clone(), Some(appending)).await?;
+        tracing::info!(
+            event = if part.already_loaded { "file_skipped" } else { "file_loaded" },
+            input = %source.name(),
+            table = %opts.table,
+            inserted = part.inserted,
+            updated = part.updated,
+            unchanged = part.unchanged,
+            rejected = part.rejected,
+            "{}: {}",
+            source.name(),
+            if part.already_loaded { "loaded by an earlier run, skipped" } else { "loaded" }
+        );
         if part.already_loaded {
             report.skipped.push(source.name());
             if let Some(size) = source.size() {
@@ -438,6 +485,13 @@ pub async fn load(
         } else {
             appending = true;
             loaded += 1;
+        }
+        for line in &part.plan {
+            let created = |l: &String| l.contains(" would be created from inferred types");
+            let again = created(line) && report.plan.iter().any(created);
+            if !again && !report.plan.contains(line) {
+                report.plan.push(line.clone());
+            }
         }
         report.absorb(part);
     }
@@ -457,6 +511,40 @@ pub async fn load(
     report.rows_read = progress.rows_read.load(Ordering::Relaxed) - rows_before;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// What a load would do, for [`LoadOptions::dry_run`].
+fn dry_run_plan(
+    prepared: &ingest::Prepared,
+    report: &LoadReport,
+    table: &TableName,
+    sources: &[Source],
+    start: &plan::Start,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    let steps = prepared.plan();
+    if let Some(ddl) = &report.inferred_ddl {
+        lines.push(format!(
+            "{table} would be created from inferred types:\n{ddl}"
+        ));
+    } else if !steps.is_empty() {
+        lines.push(format!("{table} would be migrated:\n{steps}"));
+    }
+    let names: Vec<String> = sources.iter().map(Source::name).collect();
+    let names = names.join(", ");
+    lines.push(if start.already_loaded {
+        format!(
+            "{names}: loaded completely by an earlier run with the same options; would be skipped"
+        )
+    } else if start.resumed_rows > 0 {
+        format!(
+            "{names}: would continue after the {} rows an earlier run committed",
+            start.resumed_rows
+        )
+    } else {
+        format!("{names}: would be loaded into {table}")
+    });
+    lines
 }
 
 /// Whether [`load`] loads `opts.sources` one file at a time.
@@ -683,6 +771,11 @@ async fn load_inputs(
         }
     }
     let start = plan::start(&streams, sources.len());
+    if opts.dry_run {
+        report.plan = dry_run_plan(&prepared, &report, &table, &sources, &start);
+        report.already_loaded = start.already_loaded;
+        return Ok(report);
+    }
     if start.already_loaded {
         report.already_loaded = true;
         report.seconds = started.elapsed().as_secs_f64();

@@ -669,6 +669,14 @@ pub async fn sync(
             ));
         }
     }
+    let counts = crate::status::counts("sync", &load, load.rows_read);
+    let recorded = async {
+        let dest = crate::connect::connect(dest_params).await?.client;
+        crate::status::record_run(&dest, &dest_name, counts).await
+    };
+    if let Err(e) = recorded.await {
+        tracing::warn!("the sync committed, but recording it as the table's last run failed: {e}");
+    }
     Ok(SyncReport {
         notes,
         rows_read: load.rows_read,

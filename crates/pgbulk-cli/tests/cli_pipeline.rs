@@ -1,0 +1,382 @@
+//! `pgbulk run` and `pgbulk status` over a pipeline of three loads (one a
+//! glob over a landing folder) and two syncs, against throwaway databases.
+
+use std::process::Command;
+
+use crate::cli_load::{count, rows};
+use crate::harness::{Run, Scratch, TestDb, pgbulk, run};
+
+const PIPELINE: &str = r#"
+[defaults]
+db = "${TARGET}"
+
+[[load]]
+name = "daily-sales"
+files = ["landing/*.csv"]
+table = "sales"
+key = ["day", "store"]
+
+[[load]]
+name = "stores"
+files = "stores.csv"
+table = "stores"
+
+[[load]]
+name = "prices"
+files = ["prices.csv"]
+table = "prices"
+key = "sku"
+
+[[sync]]
+name = "users"
+from = "${SOURCE}"
+table = "users"
+incremental = "updated_at"
+
+[[sync]]
+from = "${SOURCE}"
+table = "orders"
+to = "${ORDERS_TABLE:-orders_copy}"
+jobs = 2
+"#;
+
+struct Setup {
+    home: Scratch,
+    src: TestDb,
+    dst: TestDb,
+}
+
+impl Setup {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = pgbulk(&self.home);
+        cmd.env("TARGET", &self.dst.url)
+            .env("SOURCE", &self.src.url)
+            .args(args);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        run(&mut self.command(args))
+    }
+
+    /// The status lines of `job` (its block in `pgbulk status`).
+    fn status(&self) -> String {
+        let out = self.run(&["status", "pipeline.toml"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout
+    }
+
+    /// Activity and ledger of the target, to compare around a dry run.
+    async fn footprint(&self) -> Vec<Vec<Option<String>>> {
+        let mut all = rows(
+            &self.dst,
+            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables ORDER BY relname",
+        )
+        .await;
+        all.extend(
+            rows(
+                &self.dst,
+                "SELECT table_name, updated_at::text FROM pgbulk_watermark ORDER BY 1",
+            )
+            .await,
+        );
+        all
+    }
+}
+
+/// The status column of `job` in a summary table.
+fn job_status<'a>(table: &'a str, job: &str) -> &'a str {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(job))
+        .map(|l| {
+            // After the 9 fixed columns.
+            let mut rest = l;
+            for _ in 0..9 {
+                rest = rest.trim_start();
+                rest = &rest[rest.find(' ').unwrap_or(rest.len())..];
+            }
+            rest.trim()
+        })
+        .unwrap_or_else(|| panic!("no row for {job} in\n{table}"))
+}
+
+async fn setup(name: &str) -> Setup {
+    let src = TestDb::new(&format!("{name}_src")).await;
+    let dst = TestDb::new(&format!("{name}_dst")).await;
+    let home = Scratch::new(name);
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE users (id int PRIMARY KEY, name text, updated_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO users (id, name) SELECT g, 'u' || g FROM generate_series(1, 50) g;
+             CREATE TABLE orders (id bigint PRIMARY KEY, amount numeric);
+             INSERT INTO orders SELECT g, g * 1.5 FROM generate_series(1, 2000) g;",
+        )
+        .await
+        .expect("source");
+    home.file("pipeline.toml", PIPELINE, 0o644);
+    home.file(
+        "landing/2024-05-01.csv",
+        "day,store,sales\n2024-05-01,1,10\n2024-05-01,2,20\n",
+        0o644,
+    );
+    home.file(
+        "landing/2024-05-02.csv",
+        "day,store,sales\n2024-05-02,1,11\n",
+        0o644,
+    );
+    home.file("stores.csv", "store,city\n1,Oslo\n2,Lima\n", 0o644);
+    home.file("prices.csv", "sku,price\nA,1.50\nB,2.25\n", 0o644);
+    Setup { home, src, dst }
+}
+
+#[tokio::test]
+async fn a_pipeline_runs_reruns_and_reports() {
+    let s = setup("pipe").await;
+
+    // A dry run first: checks, resolves and plans, and changes nothing.
+    let before = s.footprint_or_empty().await;
+    let dry = s.run(&["run", "pipeline.toml", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains("== daily-sales (load) -> ")
+            && dry
+                .stdout
+                .contains("landing/2024-05-01.csv: would be loaded into")
+            && dry.stdout.contains("in 2 ranges read at once"),
+        "{}",
+        dry.stdout
+    );
+    assert!(!dry.stdout.contains("password"), "{}", dry.stdout);
+    assert_eq!(
+        s.footprint_or_empty().await,
+        before,
+        "a dry run changes nothing"
+    );
+    assert_eq!(
+        count(
+            &s.dst,
+            "pg_class WHERE relname IN ('sales', 'stores', 'prices', 'users', 'orders_copy')"
+        )
+        .await,
+        0
+    );
+
+    // First run: everything loads.
+    let first = s.run(&["run", "pipeline.toml"]);
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    for job in ["daily-sales", "stores", "prices", "users", "orders_copy"] {
+        assert_eq!(job_status(&first.stdout, job), "ok", "{}", first.stdout);
+    }
+    assert_eq!(count(&s.dst, "sales").await, 3);
+    assert_eq!(count(&s.dst, "stores").await, 2);
+    assert_eq!(count(&s.dst, "users").await, 50);
+    assert_eq!(
+        count(&s.dst, "orders_copy").await,
+        2000,
+        "${{VAR:-default}} named it"
+    );
+    let status = s.status();
+    assert!(
+        status.contains("daily-sales (load into sales)")
+            && status.contains("loaded:    ")
+            && status.contains("2024-05-01.csv (2 rows)")
+            && status.contains("last run:  load at ")
+            && status.contains("watermark: the next sync reads public.users.updated_at"),
+        "{status}"
+    );
+
+    // Rerun: nothing new, and said so.
+    let again = s.run(&["run", "pipeline.toml"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    for job in ["daily-sales", "stores", "prices"] {
+        assert_eq!(
+            job_status(&again.stdout, job),
+            "nothing new (loaded before)",
+            "{}",
+            again.stdout
+        );
+    }
+    assert_eq!(job_status(&again.stdout, "users"), "nothing new");
+
+    // A new file loads alone; a rewritten one (same size and mtime) is
+    // noticed by its hash.
+    s.home.file(
+        "landing/2024-05-03.csv",
+        "day,store,sales\n2024-05-03,1,12\n",
+        0o644,
+    );
+    let path = s.home.path().join("landing/2024-05-02.csv");
+    let mtime = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    std::fs::write(&path, "day,store,sales\n2024-05-02,1,99\n").expect("rewrite");
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("mtime");
+    let arrived = s.run(&[
+        "run",
+        "pipeline.toml",
+        "--only",
+        "daily-sales",
+        "--log-format",
+        "json",
+    ]);
+    assert_eq!(arrived.code, 0, "{}", arrived.stderr);
+    assert_eq!(
+        job_status(&arrived.stdout, "daily-sales"),
+        "ok (1 loaded before)",
+        "{}",
+        arrived.stdout
+    );
+    assert_eq!(
+        rows(
+            &s.dst,
+            "SELECT day::text, store, sales FROM sales ORDER BY 1, 2"
+        )
+        .await,
+        [
+            ["2024-05-01", "1", "10"],
+            ["2024-05-01", "2", "20"],
+            ["2024-05-02", "1", "99"],
+            ["2024-05-03", "1", "12"],
+        ]
+        .map(|r| r.map(|v| Some(v.to_owned())).to_vec())
+        .to_vec()
+    );
+    // JSON logs: every stderr line is an object with the documented fields.
+    let events: Vec<serde_json::Value> = arrived
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let of = |name: &str| -> Vec<&serde_json::Value> {
+        events.iter().filter(|e| e["event"] == name).collect()
+    };
+    for e in &events {
+        assert!(
+            e["timestamp"].is_string() && e["level"].is_string() && e["message"].is_string(),
+            "{e}"
+        );
+    }
+    assert_eq!(of("job_start").len(), 1);
+    let end = of("job_end")[0];
+    assert_eq!(
+        (
+            end["span"]["job"].as_str(),
+            end["inserted"].as_u64(),
+            end["updated"].as_u64(),
+            end["exit_code"].as_u64()
+        ),
+        (Some("daily-sales"), Some(1), Some(1), Some(0)),
+        "{end}"
+    );
+    assert_eq!(of("file_skipped").len(), 1);
+    let loaded: Vec<&str> = of("file_loaded")
+        .iter()
+        .filter_map(|e| e["input"].as_str())
+        .collect();
+    assert!(
+        loaded.len() == 2 && loaded[0].ends_with("2024-05-02.csv"),
+        "{loaded:?}"
+    );
+    let batch = of("batch_committed")[0];
+    assert_eq!(
+        (batch["table"].as_str(), batch["batch"].as_u64()),
+        (Some("public.sales"), Some(1))
+    );
+
+    // One job failing leaves the others complete, and the exit code is its.
+    s.home
+        .file("prices.csv", "sku,price\nA,1.50\nC,cheap\n", 0o644);
+    s.home
+        .file("stores.csv", "store,city\n1,Oslo\n2,Lima\n3,Pune\n", 0o644);
+    let failing = s.run(&["run", "pipeline.toml"]);
+    assert_eq!(failing.code, 9, "{}\n{}", failing.stdout, failing.stderr);
+    assert!(
+        job_status(&failing.stdout, "prices").starts_with("failed: "),
+        "{}",
+        failing.stdout
+    );
+    assert!(
+        failing.stderr.contains("prices.csv:3"),
+        "{}",
+        failing.stderr
+    );
+    assert_eq!(job_status(&failing.stdout, "stores"), "ok");
+    assert_eq!(
+        count(&s.dst, "stores").await,
+        5,
+        "stores.csv changed: loaded again (append)"
+    );
+    assert_eq!(count(&s.dst, "prices WHERE sku = 'C'").await, 0);
+
+    // --fail-fast: the jobs after the failure do not start.
+    let fast = s.run(&["run", "pipeline.toml", "--jobs", "1", "--fail-fast"]);
+    assert_eq!(fast.code, 9, "{}", fast.stdout);
+    assert!(
+        job_status(&fast.stdout, "orders_copy").starts_with("not started"),
+        "{}",
+        fast.stdout
+    );
+}
+
+impl Setup {
+    /// [`Setup::footprint`], or nothing before the ledger exists.
+    async fn footprint_or_empty(&self) -> Vec<Vec<Option<String>>> {
+        let ledger = count(&self.dst, "pg_class WHERE relname = 'pgbulk_watermark'").await;
+        if ledger == 0 {
+            return rows(
+                &self.dst,
+                "SELECT relname, n_tup_ins FROM pg_stat_user_tables ORDER BY relname",
+            )
+            .await;
+        }
+        self.footprint().await
+    }
+}
+
+#[tokio::test]
+async fn pipeline_mistakes_are_refused_before_anything_runs() {
+    let s = setup("pipe_bad").await;
+    let cases: [(&str, &str); 4] = [
+        (
+            "[[load]]\ntable = \"t\"\nfiles = \"a.csv\"\nbatch_rows = \"lots\"\n",
+            "pipeline.toml:4: key `batch_rows`",
+        ),
+        (
+            "[[load]]\nname = \"x\"\ntable = \"t\"\nfiles = \"a.csv\"\n\n[[sync]]\nname = \"y\"\ntable = \"u\"\nfrom = \"${NOT_SET}\"\n",
+            "pipeline.toml:9: key `from`: ${NOT_SET} is not set",
+        ),
+        (
+            "[[sync]]\ntable = \"u\"\nfrom = \"x\"\nfiles = [\"a\"]\n",
+            "pipeline.toml:4: unknown key `files`",
+        ),
+        (
+            "[[load]]\nfiles = \"a.csv\"\n",
+            "pipeline.toml:1: the load job lacks the required key `table`",
+        ),
+    ];
+    for (text, expected) in cases {
+        s.home.file("pipeline.toml", text, 0o644);
+        let out = s.run(&["run", "pipeline.toml"]);
+        assert_eq!(out.code, 3, "{text}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{text}: {}", out.stderr);
+    }
+    s.home.file("pipeline.toml", PIPELINE, 0o644);
+    let out = s.run(&["run", "pipeline.toml", "--only", "nope"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("its jobs: daily-sales, stores, prices, users, orders_copy"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        count(&s.dst, "pg_class WHERE relname = 'pgbulk_watermark'").await,
+        0
+    );
+}
