@@ -111,42 +111,54 @@ pub(crate) async fn run(args: RunArgs, env: &Environment, quiet: bool) -> anyhow
     }
     let stop = Arc::new(AtomicBool::new(false));
     let progresses: Vec<Arc<Progress>> = planned.iter().map(|_| Arc::default()).collect();
-    let permits = Arc::new(tokio::sync::Semaphore::new(args.jobs.max(1)));
+    let planned: Arc<Vec<Planned>> = Arc::new(planned);
+    // Workers take the jobs in the file's order.
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
-    for (index, (job, progress)) in planned.into_iter().zip(progresses.clone()).enumerate() {
-        let (stop, permits, all) = (stop.clone(), permits.clone(), progresses.clone());
+    for _ in 0..args.jobs.clamp(1, planned.len().max(1)) {
+        let (stop, next, planned, all) = (
+            stop.clone(),
+            next.clone(),
+            planned.clone(),
+            progresses.clone(),
+        );
         let fail_fast = args.fail_fast;
-        let span = tracing::info_span!("job", job = %job.name, kind = job.kind);
-        tasks.spawn(
-            async move {
-                let _permit = permits.acquire().await;
+        tasks.spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                let Some(job) = planned.get(index) else {
+                    return done;
+                };
                 if stop.load(Ordering::SeqCst) {
                     let mut outcome = Outcome::new(&job.name, job.kind);
                     outcome.status = "not started (--fail-fast)".to_owned();
                     outcome.code = exit::FAILURE;
-                    return (index, outcome);
+                    done.push((index, outcome));
+                    continue;
                 }
-                let outcome = execute(&job, progress, quiet).await;
+                let span = tracing::info_span!("job", job = %job.name, kind = job.kind);
+                let outcome = execute(job, all[index].clone(), quiet)
+                    .instrument(span)
+                    .await;
                 if outcome.code != 0 && fail_fast && !stop.swap(true, Ordering::SeqCst) {
-                    for p in &all {
-                        p.interrupt();
-                    }
-                    for p in &all {
-                        p.cancel(&job.target).await;
-                    }
+                    stop_all(&planned, &all).await;
                 }
-                (index, outcome)
+                done.push((index, outcome));
             }
-            .instrument(span),
-        );
+        });
     }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut outcomes: Vec<Option<Outcome>> = vec![None; progresses.len()];
     let mut interrupted = false;
     loop {
         tokio::select! {
-            next = tasks.join_next() => match next {
-                Some(Ok((index, outcome))) => outcomes[index] = Some(outcome),
+            finished = tasks.join_next() => match finished {
+                Some(Ok(done)) => {
+                    for (index, outcome) in done {
+                        outcomes[index] = Some(outcome);
+                    }
+                }
                 Some(Err(e)) => return Err(anyhow::anyhow!("a job's task failed: {e}")),
                 None => break,
             },
@@ -157,9 +169,7 @@ pub(crate) async fn run(args: RunArgs, env: &Environment, quiet: bool) -> anyhow
             logs::say(
                 "interrupted: stopping every job (each rolls back its batch in flight; the rerun continues)",
             );
-            for p in &progresses {
-                p.interrupt();
-            }
+            stop_all(&planned, &progresses).await;
         }
     }
     let outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
@@ -170,6 +180,18 @@ pub(crate) async fn run(args: RunArgs, env: &Environment, quiet: bool) -> anyhow
     } else {
         worst
     })
+}
+
+/// Stops every running job: no further row is read, and the statements
+/// in flight are cancelled (their batches roll back).
+async fn stop_all(planned: &[Planned], progresses: &[Arc<Progress>]) {
+    for p in progresses {
+        p.interrupt();
+    }
+    for (job, p) in planned.iter().zip(progresses) {
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), p.cancel(&job.target)).await;
+    }
 }
 
 /// `job` with its options and connections resolved.

@@ -380,3 +380,58 @@ async fn pipeline_mistakes_are_refused_before_anything_runs() {
         0
     );
 }
+
+#[tokio::test]
+async fn an_interrupted_pipeline_stops_every_job_and_the_rerun_continues() {
+    let s = setup("pipe_int").await;
+    let total = 400_000u64;
+    let mut text = String::from("day,store,sales\n");
+    for i in 0..total {
+        text.push_str(&format!("2024-01-01,{i},{i}\n"));
+    }
+    s.home.file("landing/big.csv", &text, 0o644);
+    s.home.file(
+        "pipeline.toml",
+        &PIPELINE.replace(
+            "key = [\"day\", \"store\"]",
+            "key = [\"day\", \"store\"]\nbatch_rows = 10000\nstreams = 1",
+        ),
+        0o644,
+    );
+    let child = s
+        .command(&["run", "pipeline.toml", "--only", "daily-sales,orders_copy"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    loop {
+        let ready = count(&s.dst, "pg_class WHERE relname = 'sales'").await == 1
+            && count(&s.dst, "sales").await >= 20_000;
+        if ready {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(signalled.success());
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
+    assert_eq!(
+        job_status(&stdout, "daily-sales"),
+        "interrupted",
+        "{stdout}"
+    );
+    let committed = count(&s.dst, "sales").await;
+    assert!(committed < (total + 3) as i64, "stopped before the end");
+    let status = s.status();
+    assert!(status.contains("pending:   "), "{status}");
+    let again = s.run(&["run", "pipeline.toml", "--only", "daily-sales,orders_copy"]);
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    assert_eq!(count(&s.dst, "sales").await, (total + 3) as i64);
+    assert_eq!(count(&s.dst, "orders_copy").await, 2000);
+}
