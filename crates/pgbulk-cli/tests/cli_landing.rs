@@ -2,7 +2,7 @@
 //! by content, in name order.
 
 use crate::cli_load::{count, load, rows};
-use crate::harness::{Scratch, TestDb};
+use crate::harness::{Scratch, TestDb, pgbulk, run};
 
 /// Rewrites `path` with `content` (same length), keeping its mtime.
 fn rewrite_keeping_mtime(path: &std::path::Path, content: &str) {
@@ -85,6 +85,19 @@ async fn a_landing_folder_loads_each_file_once() {
         [["1", "10"], ["2", "20"], ["2", "21"], ["3", "30"]]
             .map(|r| r.map(|v| Some(v.to_owned())).to_vec())
             .to_vec()
+    );
+
+    // The ledger, for one-off loads: each file loaded, and the last run.
+    let status = run(pgbulk(&home).args(["status", "--table", "sales", "--db", &db.url]));
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(
+        status.stdout.starts_with("sales\n")
+            && status.stdout.contains("last run:  load at ")
+            && status.stdout.contains("2024-05-03.csv (1 rows) at ")
+            && status.stdout.contains("2024-05-02.csv (1 rows) at ")
+            && !status.stdout.contains("pending"),
+        "{}",
+        status.stdout
     );
 
     // An empty folder (the pattern matches nothing) is nothing to load,
