@@ -166,6 +166,54 @@ def load_csv(
     )
 
 
+def write(
+    data: object,
+    table: str,
+    *,
+    db: str | object | None = None,
+    conn: object | None = None,
+    dsn: str | None = None,
+    mode: Mode | None = None,
+    key: Sequence[str] | None = None,
+    schema: str | None = None,
+    create: bool = True,
+    batch_rows: int | None = None,
+    single_transaction: bool = False,
+    ignore_extra: bool = False,
+) -> LoadReport:
+    """Write Arrow data into ``table``: a pyarrow Table or RecordBatchReader,
+    a polars DataFrame, a pandas DataFrame (pandas 2.2 or later), or any
+    object with ``__arrow_c_stream__`` / ``__arrow_c_array__``.
+
+    The record batches are read in Rust through the Arrow C stream
+    interface (no copy in Python, the GIL released). Columns are matched to
+    the table's by name (``ignore_extra`` leaves out those it lacks;
+    missing ones take their defaults); a missing table is created from the
+    Arrow schema (the mapping is in the README; ``key`` becomes its primary
+    key) unless ``create`` is false, or from ``schema`` (DDL text), which
+    also migrates an existing one. ``mode`` defaults to upsert when the
+    table has a key, else append. Each ``batch_rows`` rows commit
+    (``single_transaction``: all at once). ``db``, ``conn`` and ``dsn`` are
+    alternative names for the target.
+    """
+    target = next((t for t in (db, conn, dsn) if t is not None), None)
+    return _report(
+        LoadReport,
+        _pgbulk.write(
+            data,
+            table,
+            db=conninfo(target),
+            mode_name=mode,
+            key=list(key) if key is not None else None,
+            schema_ddl=schema,
+            create=create,
+            batch_rows=batch_rows,
+            single_transaction=single_transaction,
+            ignore_extra=ignore_extra,
+        ),
+    )
+
+
 def sync(
     source: str | object,
     *,
@@ -247,4 +295,5 @@ __all__ = [
     "local",
     "plan",
     "sync",
+    "write",
 ]

@@ -45,3 +45,16 @@ def sync(
 def plan(schema_ddl: str, *, db: str | None = ...) -> dict[str, Any]: ...
 def local_start() -> str: ...
 def local_stop() -> bool: ...
+def write(
+    data: object,
+    table_name: str,
+    *,
+    db: str | None = ...,
+    mode_name: str | None = ...,
+    key: list[str] | None = ...,
+    schema_ddl: str | None = ...,
+    create: bool = ...,
+    batch_rows: int | None = ...,
+    single_transaction: bool = ...,
+    ignore_extra: bool = ...,
+) -> dict[str, Any]: ...

@@ -110,7 +110,8 @@ pub(crate) fn parse(
         at.error(&span, e.message().trim())
     })?;
     let mut defaults: Vec<Entry> = Vec::new();
-    let mut sections: Vec<(&'static str, Range<usize>, &DeTable<'_>)> = Vec::new();
+    // (the kind, None for a [[job]] that says it by its keys)
+    let mut sections: Vec<(Option<&'static str>, Range<usize>, &DeTable<'_>)> = Vec::new();
     for (key, value) in doc.get_ref().iter() {
         let name = key.get_ref().as_ref();
         match (name, value.get_ref()) {
@@ -121,26 +122,25 @@ pub(crate) fn parse(
                     relative_to(base, entry);
                 }
             }
-            (kind, DeValue::Array(items)) if KINDS.contains(&kind) => {
-                let kind = KINDS
-                    .iter()
-                    .find(|k| **k == kind)
-                    .copied()
-                    .unwrap_or("load");
+            (kind, DeValue::Array(items)) if KINDS.contains(&kind) || kind == "job" => {
+                let kind = KINDS.iter().find(|k| **k == kind).copied();
                 for item in items.iter() {
                     match item.get_ref() {
                         DeValue::Table(table) => sections.push((kind, item.span(), table)),
                         _ => {
                             return Err(at.error(
                                 &item.span(),
-                                format!("each job is a table: write [[{kind}]] before its keys"),
+                                format!(
+                                    "each job is a table: write [[{}]] before its keys",
+                                    kind.unwrap_or("job")
+                                ),
                             ));
                         }
                     }
                 }
             }
             ("defaults", _) => return Err(at.error(&key.span(), "[defaults] is a table")),
-            (kind, _) if KINDS.contains(&kind) => {
+            (kind, _) if KINDS.contains(&kind) || kind == "job" => {
                 return Err(at.error(
                     &key.span(),
                     format!("jobs are written [[{kind}]] (an array of tables)"),
@@ -150,7 +150,7 @@ pub(crate) fn parse(
                 return Err(at.error(
                     &key.span(),
                     format!(
-                        "unknown section `{other}`: a pipeline has [defaults], [[load]] and [[sync]]"
+                        "unknown section `{other}`: a pipeline has [defaults], [[load]], [[sync]] and [[job]]"
                     ),
                 ));
             }
@@ -173,6 +173,10 @@ pub(crate) fn parse(
     let mut jobs: Vec<Job> = Vec::new();
     for (kind, span, table) in sections {
         let mut own = entries(&at, table, env)?;
+        let kind = match kind {
+            Some(kind) => kind,
+            None => job_kind(&at, &span, &mut own)?,
+        };
         for entry in &mut own {
             relative_to(base, entry);
         }
@@ -294,6 +298,41 @@ pub(crate) fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The command of a `[[job]]`: its `type` (`"load"` or `"sync"`), else a
+/// `load` key (the files: the key is taken as `files`), else `files` (a
+/// load) or `from` / `from_profile` (a sync).
+fn job_kind(
+    at: &Text<'_>,
+    span: &Range<usize>,
+    own: &mut Vec<Entry>,
+) -> pgbulk::Result<&'static str> {
+    if let Some(i) = own.iter().position(|e| e.key == "type") {
+        let entry = own.remove(i);
+        return match &entry.value {
+            Value::One(t) if t == "load" => Ok("load"),
+            Value::One(t) if t == "sync" => Ok("sync"),
+            _ => Err(at.error(&entry.span, "key `type` is \"load\" or \"sync\"")),
+        };
+    }
+    if let Some(entry) = own.iter_mut().find(|e| e.key == "load") {
+        entry.flag = "files".to_owned();
+        return Ok("load");
+    }
+    if own.iter().any(|e| e.flag == "files") {
+        return Ok("load");
+    }
+    if own
+        .iter()
+        .any(|e| e.flag == "from" || e.flag == "from-profile")
+    {
+        return Ok("sync");
+    }
+    Err(at.error(
+        span,
+        "a [[job]] says what it is: type = \"load\" (with files) or type = \"sync\" (with from)",
+    ))
 }
 
 /// Paths in a pipeline (`files`, `schema`, `reject_file`) are relative to
@@ -654,6 +693,33 @@ where = "day = '${DAY}'"
             Some(Path::new("examples/sales.sql"))
         );
         assert_eq!(load.connection.db.as_deref(), Some("service=warehouse"));
+    }
+
+    #[test]
+    fn a_job_table_says_its_command_by_type_or_keys() {
+        let p = parse_text(
+            "[[job]]\ntype = \"load\"\nfiles = \"a.csv\"\ntable = \"a\"\n\
+             [[job]]\nload = [\"b/*.csv\"]\ntable = \"b\"\n\
+             [[job]]\nfrom = \"service=app\"\ntable = \"c\"\n\
+             [[load]]\nfiles = \"d.csv\"\ntable = \"d\"\n",
+        )
+        .expect("parses");
+        let kinds: Vec<(&str, &str)> = p.jobs.iter().map(|j| (j.name.as_str(), j.kind)).collect();
+        assert_eq!(
+            kinds,
+            [("a", "load"), ("b", "load"), ("c", "sync"), ("d", "load")]
+        );
+        let Command::Load(b) = &p.jobs[1].command else {
+            panic!("a load")
+        };
+        assert_eq!(b.files, ["b/*.csv"]);
+        assert!(
+            refusal("[[job]]\ntable = \"t\"\n").starts_with("p.toml:1: a [[job]] says what it is")
+        );
+        assert!(
+            refusal("[[job]]\ntype = \"copy\"\ntable = \"t\"\n")
+                .starts_with("p.toml:2: key `type`")
+        );
     }
 
     #[test]

@@ -274,6 +274,112 @@ fn sync<'py>(
     Ok(d)
 }
 
+/// The Arrow stream of `data`: its `__arrow_c_stream__` (a pyarrow Table or
+/// RecordBatchReader, a polars or pandas DataFrame), else its
+/// `__arrow_c_array__` (one record batch).
+fn arrow_stream(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+) -> PyResult<(arrow_schema::SchemaRef, pgbulk::arrow::Batches)> {
+    use arrow_array::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
+    use arrow_array::{RecordBatchReader, StructArray};
+    use pyo3::types::PyCapsule;
+    let bad = |why: String| config_error(py, why);
+    if data.hasattr("__arrow_c_stream__")? {
+        let capsule = data.call_method0("__arrow_c_stream__")?;
+        let capsule = capsule
+            .cast::<PyCapsule>()
+            .map_err(|_| bad("__arrow_c_stream__ did not return a capsule".to_owned()))?;
+        let pointer = capsule.pointer_checked(Some(c"arrow_array_stream"))?;
+        // SAFETY: the capsule named "arrow_array_stream" holds an
+        // FFI_ArrowArrayStream (the Arrow PyCapsule interface); from_raw
+        // moves it out, leaving a released stream for the capsule's
+        // destructor.
+        let reader = unsafe {
+            ArrowArrayStreamReader::from_raw(pointer.as_ptr().cast::<FFI_ArrowArrayStream>())
+        }
+        .map_err(|e| bad(format!("the Arrow stream cannot be read: {e}")))?;
+        let schema = reader.schema();
+        return Ok((schema, Box::new(reader)));
+    }
+    if data.hasattr("__arrow_c_array__")? {
+        let pair = data.call_method0("__arrow_c_array__")?;
+        let (schema_capsule, array_capsule): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+            pair.extract()?;
+        let schema_capsule = schema_capsule
+            .cast::<PyCapsule>()
+            .map_err(|_| bad("__arrow_c_array__ did not return capsules".to_owned()))?;
+        let array_capsule = array_capsule
+            .cast::<PyCapsule>()
+            .map_err(|_| bad("__arrow_c_array__ did not return capsules".to_owned()))?;
+        let schema_ptr = schema_capsule.pointer_checked(Some(c"arrow_schema"))?;
+        let array_ptr = array_capsule.pointer_checked(Some(c"arrow_array"))?;
+        // SAFETY: the capsules hold an FFI_ArrowSchema and an FFI_ArrowArray
+        // (the Arrow PyCapsule interface); the array is moved out (its
+        // release left null for the capsule), the schema borrowed.
+        let data = unsafe {
+            let array = std::ptr::replace(
+                array_ptr
+                    .as_ptr()
+                    .cast::<arrow_array::ffi::FFI_ArrowArray>(),
+                arrow_array::ffi::FFI_ArrowArray::empty(),
+            );
+            let schema = &*schema_ptr
+                .as_ptr()
+                .cast::<arrow_schema::ffi::FFI_ArrowSchema>();
+            arrow_array::ffi::from_ffi(array, schema)
+        }
+        .map_err(|e| bad(format!("the Arrow array cannot be read: {e}")))?;
+        let batch = arrow_array::RecordBatch::from(StructArray::from(data));
+        let schema = batch.schema();
+        return Ok((schema, Box::new(std::iter::once(Ok(batch)))));
+    }
+    Err(bad(format!(
+        "{} is not Arrow data: pass a pyarrow Table or RecordBatchReader, a polars DataFrame or a pandas DataFrame (pandas 2.2 or later), or anything with __arrow_c_stream__",
+        data.get_type().name()?
+    )))
+}
+
+/// `pgbulk.write`: Arrow data (any object with the Arrow PyCapsule
+/// interface) into a table.
+#[pyfunction]
+#[pyo3(signature = (
+    data, table_name, *, db=None, mode_name=None, key=None, schema_ddl=None,
+    create=true, batch_rows=None, single_transaction=false, ignore_extra=false
+))]
+#[allow(clippy::too_many_arguments)]
+fn write<'py>(
+    py: Python<'py>,
+    data: Bound<'py, PyAny>,
+    table_name: &str,
+    db: Option<String>,
+    mode_name: Option<&str>,
+    key: Option<Vec<String>>,
+    schema_ddl: Option<String>,
+    create: bool,
+    batch_rows: Option<u64>,
+    single_transaction: bool,
+    ignore_extra: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let defaults = LoadOptions::default();
+    let opts = LoadOptions {
+        table: table(py, table_name)?,
+        mode: mode(py, mode_name)?,
+        key,
+        schema_ddl,
+        batch_rows: batch_rows.unwrap_or(defaults.batch_rows),
+        single_transaction,
+        ignore_extra,
+        ..defaults
+    };
+    let (schema, batches) = arrow_stream(py, &data)?;
+    let params = target(py, db)?;
+    let report = with_progress(py, &params, |p| {
+        pgbulk::arrow::write(&params, schema, batches, &opts, create, p)
+    })?;
+    load_report(py, &report)
+}
+
 /// `pgbulk.plan`: what bringing the database to the declared schema would
 /// take, as `pgbulk plan` (nothing is changed).
 #[pyfunction]
@@ -328,6 +434,7 @@ fn local_stop(py: Python<'_>) -> PyResult<bool> {
 fn _pgbulk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(load_csv, m)?)?;
+    m.add_function(wrap_pyfunction!(write, m)?)?;
     m.add_function(wrap_pyfunction!(sync, m)?)?;
     m.add_function(wrap_pyfunction!(plan, m)?)?;
     m.add_function(wrap_pyfunction!(local_start, m)?)?;

@@ -34,6 +34,8 @@
 
 #[cfg(test)]
 mod arbitrary;
+#[cfg(feature = "arrow")]
+pub mod arrow;
 pub mod catalog;
 pub mod codec;
 pub mod connect;

@@ -35,7 +35,7 @@ use crate::input::Source;
 use crate::lock::LockPolicy;
 use crate::schema::{Declaration, TableName};
 use crate::session::Session;
-use plan::match_column;
+pub(crate) use plan::{Declared, declared, key_and_mode, match_column};
 pub use reader::Position;
 use reader::{Rejects, Shared, next_batch};
 use sample::{Replay, infer_from};
@@ -559,6 +559,19 @@ fn file_by_file(opts: &LoadOptions) -> bool {
 }
 
 impl LoadReport {
+    /// Takes the counts, batches and migrations of the ingest that loaded
+    /// the rows.
+    pub(crate) fn count(&mut self, engine: ingest::Report) {
+        let total = engine.total();
+        self.inserted = total.inserted;
+        self.updated = total.updated;
+        self.unchanged = total.unchanged;
+        self.deleted = total.deleted;
+        self.repeated = total.repeated;
+        self.batches = engine.batches.len() as u64;
+        self.migrations = engine.migrations;
+    }
+
     /// Adds the counts, (new) migrations and (new) notes of `part`, a load
     /// of some of the inputs.
     pub(crate) fn absorb(&mut self, part: LoadReport) {
@@ -903,14 +916,7 @@ async fn load_inputs(
             crate::watermark::remove_prefix(client, table.schema_or_public(), key).await?;
         }
     }
-    let total = engine.total();
-    report.inserted = total.inserted;
-    report.updated = total.updated;
-    report.unchanged = total.unchanged;
-    report.deleted = total.deleted;
-    report.repeated = total.repeated;
-    report.batches = engine.batches.len() as u64;
-    report.migrations = engine.migrations;
+    report.count(engine);
     report.rows_read = progress.rows_read.load(Ordering::Relaxed);
     report.rejected = rejected.load(Ordering::Relaxed);
     report.seconds = started.elapsed().as_secs_f64();
@@ -997,7 +1003,7 @@ pub fn detect_dialect(opts: &LoadOptions) -> Result<(LoadOptions, Vec<String>)> 
 }
 
 /// The engine's options for a load in `mode`.
-fn engine_options(
+pub(crate) fn engine_options(
     mode: LoadMode,
     key: Option<&Vec<String>>,
     table: &TableName,

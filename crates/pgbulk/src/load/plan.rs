@@ -15,7 +15,7 @@ use super::{LoadMode, LoadOptions};
 
 /// Where the table's declaration comes from.
 #[derive(Debug)]
-pub(super) enum Declared {
+pub(crate) enum Declared {
     /// `--schema`, qualified with the session's schema.
     Given(Declaration),
     /// The table as it is.
@@ -26,7 +26,7 @@ pub(super) enum Declared {
 
 /// Chooses the declaration's source, refusing flags that contradict each
 /// other or a schema file that does not declare the table.
-pub(super) fn declared(
+pub(crate) fn declared(
     opts: &LoadOptions,
     table: &TableName,
     session_schema: &str,
@@ -60,19 +60,19 @@ pub(super) fn declared(
 
 /// The key and mode of a load.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct KeyAndMode {
+pub(crate) struct KeyAndMode {
     /// `--key`, as the table's column names.
-    pub(super) key: Option<Vec<String>>,
+    pub(crate) key: Option<Vec<String>>,
     /// The key rows are matched on: named, else the primary key (so naming
     /// the primary key's columns or not is the same load).
-    pub(super) effective_key: Option<Vec<String>>,
-    pub(super) mode: LoadMode,
+    pub(crate) effective_key: Option<Vec<String>>,
+    pub(crate) mode: LoadMode,
 }
 
 /// The key (`--key` columns matched like header names) and the mode:
 /// given, else replace-atomic for `--recreate` of an existing table,
 /// upsert when there is a key, append otherwise.
-pub(super) fn key_and_mode(
+pub(crate) fn key_and_mode(
     opts: &LoadOptions,
     facts: &TableFacts,
     table: &TableName,
@@ -118,7 +118,7 @@ pub(super) fn key_and_mode(
 /// The writable column of `facts` a file column called `name` fills:
 /// the same name (as the server keeps it: cut to 63 bytes), else the only
 /// one equal ignoring case, else the name as pgbulk normalises it.
-pub(super) fn match_column(facts: &TableFacts, name: &str) -> Option<String> {
+pub(crate) fn match_column(facts: &TableFacts, name: &str) -> Option<String> {
     let name = infer::truncate_identifier(name);
     let columns: Vec<&str> = facts
         .columns

@@ -1,0 +1,77 @@
+"""pgbulk.write of a wide pyarrow Table against psql \\copy of the same rows
+as CSV, on one cluster in one run; prints seconds and the ratio.
+
+    python bench/python/write.py [ROWS]      # default 1,000,000
+
+Needs pgbulk installed (maturin develop --release), pyarrow and psql; the
+target is pgbulk's local cluster (or $PGBULK_BENCH_DB).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+import pgbulk
+
+COLUMNS = """id bigint PRIMARY KEY, qty integer, price double precision, amount numeric(12,2),
+    name text, city text, ok boolean, day date, at timestamptz, note text"""
+
+
+def table(rows: int) -> pa.Table:
+    ids = pa.array(range(rows), pa.int64())
+    base = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    return pa.table(
+        {
+            "id": ids,
+            "qty": pa.array([i % 1000 for i in range(rows)], pa.int32()),
+            "price": pa.array([i * 0.25 for i in range(rows)], pa.float64()),
+            "amount": pa.array([i * 125 for i in range(rows)], pa.decimal128(12, 2)),
+            "name": pa.array([f"customer number {i}" for i in range(rows)]),
+            "city": pa.array(["Oslo", "Lima", "Pune", "Kyiv"] * (rows // 4) + ["Oslo"] * (rows % 4)),
+            "ok": pa.array([i % 3 == 0 for i in range(rows)]),
+            "day": pa.array([dt.date(2024, 1, 1) + dt.timedelta(days=i % 365) for i in range(rows)]),
+            "at": pa.array(
+                [base + dt.timedelta(seconds=i) for i in range(rows)], pa.timestamp("us", tz="UTC")
+            ),
+            "note": pa.array([None if i % 5 else "checked" for i in range(rows)], pa.string()),
+        }
+    )
+
+
+def psql(url: str, *args: str) -> None:
+    subprocess.run(["psql", url, "-qX", "-v", "ON_ERROR_STOP=1", *args], check=True)
+
+
+def main() -> None:
+    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    url = os.environ.get("PGBULK_BENCH_DB") or pgbulk.local.start()
+    data = table(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "wide.csv")
+        pacsv.write_csv(data, path)
+        psql(url, "-c", "DROP TABLE IF EXISTS bench_copy, bench_write")
+        psql(url, "-c", f"CREATE TABLE bench_copy ({COLUMNS})")
+        psql(url, "-c", f"CREATE TABLE bench_write ({COLUMNS})")
+        start = time.perf_counter()
+        psql(url, "-c", f"\\copy bench_copy FROM '{path}' WITH (FORMAT csv, HEADER)")
+        copy_s = time.perf_counter() - start
+    start = time.perf_counter()
+    report = pgbulk.write(data, "bench_write", db=url, mode="append")
+    write_s = time.perf_counter() - start
+    assert report.inserted == rows, report
+    print(f"rows: {rows:,}")
+    print(f"psql \\copy (CSV):  {copy_s:6.2f} s")
+    print(f"pgbulk.write:      {write_s:6.2f} s")
+    print(f"ratio write/copy:  {write_s / copy_s:6.2f}x (bar: <= 0.5x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,368 @@
+//! Arrow input: a stream of record batches (a pyarrow Table or
+//! RecordBatchReader, a polars or pandas DataFrame through the Arrow C
+//! stream interface) loaded into a table with the ingest engine: created
+//! from the Arrow schema when missing ([`types`]), columns matched by name
+//! like a CSV header, each value handed over as the text the server's input
+//! function reads ([`text`]), so it is stored exactly as PostgreSQL stores
+//! that value. Batches of `batch_rows` rows commit one by one (or all at
+//! once with `single_transaction`); modes, keys and lock policy as for a
+//! load.
+
+mod text;
+mod types;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::RecordBatch;
+use arrow_schema::{ArrowError, SchemaRef};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::ingest::{self, Batch, BatchWatermark, RowFailure, Rows, TextRow, TextRows};
+use crate::load::{LoadOptions, LoadReport, Progress};
+use crate::schema::{Declaration, TableName, quote_ident};
+use crate::session::Session;
+
+/// Record batches, as a stream reader yields them.
+pub type Batches = Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>;
+
+/// The `CREATE TABLE` for `schema` as `table` (primary key `key`, named as
+/// in the schema).
+pub fn create_table(
+    table: &TableName,
+    schema: &arrow_schema::Schema,
+    key: Option<&[String]>,
+) -> Result<String> {
+    let mut lines = Vec::new();
+    for field in schema.fields() {
+        let sql_type = types::column_type(field)
+            .map_err(|why| Error::config(format!("column \"{}\": {why}", field.name())))?;
+        lines.push(format!("    {} {sql_type}", quote_ident(field.name())));
+    }
+    if let Some(key) = key.filter(|k| !k.is_empty()) {
+        for k in key {
+            if schema.field_with_name(k).is_err() {
+                return Err(Error::config(format!(
+                    "key column \"{k}\" is not a column of the data"
+                )));
+            }
+        }
+        let names: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+        lines.push(format!("    PRIMARY KEY ({})", names.join(", ")));
+    }
+    Ok(format!(
+        "CREATE TABLE {} (\n{}\n);\n",
+        table.quoted(),
+        lines.join(",\n")
+    ))
+}
+
+/// Loads `batches` (whose schema is `schema`) into `opts.table` on a
+/// connection to `params`. Uses the table, its declaration (`schema_ddl`),
+/// the mode, key, duplicates rule, `ignore_extra`, `batch_rows`,
+/// `single_transaction` and lock policy of `opts`. A missing table is
+/// created from the Arrow schema when `create`, else refused.
+pub async fn write(
+    params: &crate::conninfo::ConnParams,
+    schema: SchemaRef,
+    batches: Batches,
+    opts: &LoadOptions,
+    create: bool,
+    progress: Arc<Progress>,
+) -> Result<LoadReport> {
+    let started = std::time::Instant::now();
+    let mut client = crate::connect::connect(params).await?.client;
+    progress.register(&client);
+    let session = Session::read(&client).await?;
+    let table = TableName::new(
+        opts.table
+            .schema
+            .as_deref()
+            .unwrap_or(&session.current_schema),
+        &opts.table.name,
+    );
+    let exists = crate::catalog::table_oid(&client, table.schema_or_public(), &table.name)
+        .await?
+        .is_some();
+    let mut report = LoadReport::default();
+    let declaration = match crate::load::declared(opts, &table, &session.current_schema, exists)? {
+        crate::load::Declared::Given(d) => d,
+        crate::load::Declared::Existing => Declaration::existing(vec![table.clone()]),
+        crate::load::Declared::Inferred if !create => {
+            return Err(Error::config(format!(
+                "table {table} does not exist (create=True creates it from the data's schema)"
+            )));
+        }
+        crate::load::Declared::Inferred => {
+            let ddl = create_table(&table, &schema, opts.key.as_deref())?;
+            report.inferred_ddl = Some(ddl.clone());
+            Declaration::parse(&ddl)?
+        }
+    };
+    let prepared = ingest::prepare_in(&mut client, session, &declaration).await?;
+    let facts = prepared
+        .facts(&table)
+        .cloned()
+        .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
+    let chosen = crate::load::key_and_mode(opts, &facts, &table, exists)?;
+    let options =
+        crate::load::engine_options(chosen.mode, chosen.key.as_ref(), &table, opts, &progress);
+
+    // The data's columns, matched to the table's like a header.
+    let mut columns = Vec::new();
+    let mut fields = Vec::new();
+    let mut left_out = Vec::new();
+    for (index, field) in schema.fields().iter().enumerate() {
+        match crate::load::match_column(&facts, field.name()) {
+            Some(column) if columns.contains(&column) => {
+                return Err(Error::config(format!(
+                    "columns of the data fill column \"{column}\" of {table} twice"
+                )));
+            }
+            Some(column) => {
+                columns.push(column);
+                fields.push((index, types::is_uuid(field)));
+            }
+            None if opts.ignore_extra => left_out.push(field.name().clone()),
+            None => {
+                return Err(Error::config(format!(
+                    "column \"{}\" of the data is not a column of {table} (ignore_extra leaves it out)",
+                    field.name()
+                )));
+            }
+        }
+    }
+    if !left_out.is_empty() {
+        report.notes.push(format!(
+            "left out (not columns of {table}): {}",
+            left_out.join(", ")
+        ));
+    }
+    let feed = Arc::new(Mutex::new(Feed {
+        batches,
+        current: None,
+        row: 0,
+        consumed: 0,
+    }));
+    let batch_rows = if opts.single_transaction {
+        u64::MAX
+    } else {
+        opts.batch_rows.max(1)
+    };
+    let part = Part {
+        feed: feed.clone(),
+        table: table.to_string(),
+        columns: Arc::new(columns),
+        fields: Arc::new(fields),
+        left: batch_rows,
+        scratch: String::new(),
+        progress: progress.clone(),
+    };
+    let next = feed.clone();
+    let batches = std::iter::from_fn(move || {
+        let more = next
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Io, "the Arrow feed is poisoned"))
+            .and_then(|mut f| f.has_more());
+        match more {
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+            Ok(true) => Some(Ok(Batch {
+                high_watermark: BatchWatermark::Value(None),
+                metadata: serde_json::Value::Null,
+                rows: Rows::Text(Box::new(Part {
+                    scratch: String::new(),
+                    left: batch_rows,
+                    ..part.fresh()
+                })),
+                resume: None,
+            })),
+        }
+    });
+    let engine = ingest::ingest_prepared(&mut client, &prepared, |_| batches, &options).await?;
+    report.count(engine);
+    report.rows_read = feed.lock().map(|f| f.consumed).unwrap_or(0);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The record batches being read, and where.
+struct Feed {
+    batches: Batches,
+    current: Option<RecordBatch>,
+    /// The next row of `current`.
+    row: usize,
+    /// Rows handed out in all.
+    consumed: u64,
+}
+
+impl Feed {
+    /// Whether a row remains (reads the next non-empty record batch when
+    /// the current one is done).
+    fn has_more(&mut self) -> Result<bool> {
+        loop {
+            if self
+                .current
+                .as_ref()
+                .is_some_and(|b| self.row < b.num_rows())
+            {
+                return Ok(true);
+            }
+            match self.batches.next() {
+                None => {
+                    self.current = None;
+                    return Ok(false);
+                }
+                Some(Err(e)) => {
+                    return Err(Error::new(
+                        ErrorKind::Data,
+                        format!("reading the Arrow data after row {}: {e}", self.consumed),
+                    ));
+                }
+                Some(Ok(batch)) => {
+                    self.current = Some(batch);
+                    self.row = 0;
+                }
+            }
+        }
+    }
+}
+
+/// The rows of one engine batch: up to `left` rows from the feed.
+struct Part {
+    feed: Arc<Mutex<Feed>>,
+    table: String,
+    columns: Arc<Vec<String>>,
+    /// For each column: the record batch column it comes from, and whether
+    /// it is an `arrow.uuid` column.
+    fields: Arc<Vec<(usize, bool)>>,
+    left: u64,
+    scratch: String,
+    progress: Arc<Progress>,
+}
+
+impl Part {
+    /// Another part over the same feed.
+    fn fresh(&self) -> Self {
+        Self {
+            feed: self.feed.clone(),
+            table: self.table.clone(),
+            columns: self.columns.clone(),
+            fields: self.fields.clone(),
+            left: self.left,
+            scratch: String::new(),
+            progress: self.progress.clone(),
+        }
+    }
+}
+
+impl TextRows for Part {
+    fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    fn next_row(&mut self, row: &mut TextRow) -> Result<bool> {
+        if self.left == 0 || self.progress.is_interrupted() {
+            return Ok(false);
+        }
+        let mut feed = self
+            .feed
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Io, "the Arrow feed is poisoned"))?;
+        if !feed.has_more()? {
+            return Ok(false);
+        }
+        let r = feed.row;
+        feed.row += 1;
+        feed.consumed += 1;
+        let number = feed.consumed;
+        let Some(batch) = feed.current.as_ref() else {
+            return Ok(false);
+        };
+        row.clear();
+        for (k, (index, uuid)) in self.fields.iter().enumerate() {
+            let present = text::cell(batch.column(*index).as_ref(), r, *uuid, &mut self.scratch)
+                .map_err(|why| {
+                    Error::new(
+                        ErrorKind::Data,
+                        format!(
+                            "row {number} of the data: column \"{}\": {why}",
+                            self.columns[k]
+                        ),
+                    )
+                    .in_table(&self.table)
+                    .in_row(number)
+                    .for_column(self.columns[k].clone())
+                })?;
+            row.push(present.then_some(self.scratch.as_str()));
+        }
+        self.left -= 1;
+        self.progress.rows_read.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn reject(&mut self, failure: &RowFailure<'_>) -> Result<()> {
+        let number = self.feed.lock().map(|f| f.consumed).unwrap_or(0);
+        Err(Error::new(
+            ErrorKind::Data,
+            format!(
+                "row {number} of the data: column \"{}\": {}",
+                failure.column, failure.reason
+            ),
+        )
+        .in_table(&self.table)
+        .in_row(number)
+        .for_column(failure.column)
+        .with_value(failure.value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn a_table_is_created_from_the_schema() {
+        let schema = Schema::new(vec![
+            Field::new("Id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]);
+        let ddl = create_table(&TableName::new("s", "t"), &schema, Some(&["Id".to_owned()]))
+            .expect("ddl");
+        assert_eq!(
+            ddl,
+            "CREATE TABLE \"s\".\"t\" (\n    \"Id\" bigint,\n    \"name\" text,\n    PRIMARY KEY (\"Id\")\n);\n"
+        );
+        assert!(
+            create_table(
+                &TableName::new("s", "t"),
+                &schema,
+                Some(&["nope".to_owned()])
+            )
+            .is_err()
+        );
+        let bad = Schema::new(vec![Field::new(
+            "u",
+            DataType::Union(
+                arrow_schema::UnionFields::empty(),
+                arrow_schema::UnionMode::Sparse,
+            ),
+            true,
+        )]);
+        let e = create_table(&TableName::new("s", "t"), &bad, None).expect_err("refused");
+        assert!(
+            e.message().starts_with("column \"u\": Arrow type"),
+            "{}",
+            e.message()
+        );
+        let _ = Arc::new(0);
+    }
+}

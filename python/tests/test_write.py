@@ -1,0 +1,204 @@
+"""pgbulk.write: Arrow data (pyarrow, pandas, polars) into tables, every
+value as PostgreSQL stores it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import uuid
+
+import pandas as pd
+import polars as pl
+import psycopg
+import pyarrow as pa
+import pytest
+from conftest import rows
+
+import pgbulk
+
+UTC = dt.timezone.utc
+
+
+def test_a_type_matrix_round_trips_into_a_created_table(db: str) -> None:
+    u = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+    table = pa.table(
+        {
+            "id": pa.array([1, 2, 3], pa.int64()),
+            "i8": pa.array([-128, None, 127], pa.int8()),
+            "u64": pa.array([2**64 - 1, 0, None], pa.uint64()),
+            "f32": pa.array([0.1, float("nan"), None], pa.float32()),
+            "f64": pa.array([0.1, float("-inf"), 1e-300], pa.float64()),
+            "dec": pa.array(
+                [decimal.Decimal("123.45"), decimal.Decimal("-0.05"), None], pa.decimal128(10, 2)
+            ),
+            "big": pa.array(
+                [decimal.Decimal("1" * 40), None, decimal.Decimal("0")], pa.decimal256(45, 0)
+            ),
+            "s": pa.array(['a "quoted", text\nline', "", None], pa.string()),
+            "ls": pa.array(["x", None, "é😀"], pa.large_string()),
+            "b": pa.array([b"\x00\xff", b"", None], pa.binary()),
+            "ok": pa.array([True, False, None], pa.bool_()),
+            "d": pa.array([dt.date(2024, 2, 29), dt.date(1, 1, 1), None], pa.date32()),
+            "t": pa.array([dt.time(23, 59, 59, 999999), dt.time(0, 0), None], pa.time64("us")),
+            "ts": pa.array(
+                [dt.datetime(2024, 2, 29, 23, 59, 59, 999999), None, dt.datetime(1970, 1, 1)],
+                pa.timestamp("us"),
+            ),
+            "tstz": pa.array(
+                [
+                    dt.datetime(2024, 1, 1, 12, tzinfo=UTC),
+                    None,
+                    dt.datetime(1999, 12, 31, 23, 59, tzinfo=UTC),
+                ],
+                pa.timestamp("ns", tz="Europe/Oslo"),
+            ),
+            "dur": pa.array(
+                [dt.timedelta(days=1, microseconds=5), None, dt.timedelta(seconds=-1)],
+                pa.duration("us"),
+            ),
+            "u": pa.array([u.bytes, None, uuid.UUID(int=0).bytes], pa.uuid()),
+            "li": pa.array([[1, None, 3], [], None], pa.list_(pa.int32())),
+            "ltxt": pa.array([["a,b", '"q"', None], None, []], pa.list_(pa.string())),
+            "st": pa.array(
+                [{"k": 1, "v": "x"}, None, {"k": None, "v": 'y"z'}],
+                pa.struct([("k", pa.int64()), ("v", pa.string())]),
+            ),
+            "m": pa.array([[("a", 1)], None, []], pa.map_(pa.string(), pa.int64())),
+            "dict": pa.array(["red", "blue", None]).dictionary_encode(),
+        }
+    )
+    report = pgbulk.write(table, "matrix", db=db, key=["id"])
+    assert (report.inserted, report.rows_read) == (3, 3)
+    assert report.created_ddl is not None and '"u" uuid' in report.created_ddl
+    types = dict(
+        rows(
+            db,
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = 'matrix'::regclass AND attnum > 0",
+        )
+    )
+    assert types == {
+        "id": "bigint",
+        "i8": "smallint",
+        "u64": "numeric(20,0)",
+        "f32": "real",
+        "f64": "double precision",
+        "dec": "numeric(10,2)",
+        "big": "numeric(45,0)",
+        "s": "text",
+        "ls": "text",
+        "b": "bytea",
+        "ok": "boolean",
+        "d": "date",
+        "t": "time without time zone",
+        "ts": "timestamp without time zone",
+        "tstz": "timestamp with time zone",
+        "dur": "interval",
+        "u": "uuid",
+        "li": "integer[]",
+        "ltxt": "text[]",
+        "st": "jsonb",
+        "m": "jsonb",
+        "dict": "text",
+    }
+    with psycopg.connect(db) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        got = conn.execute("SELECT * FROM matrix ORDER BY id").fetchall()
+    one, two, three = got
+    assert one[1:5] == (-128, decimal.Decimal(2**64 - 1), pytest.approx(0.1), 0.1)
+    assert one[5:11] == (
+        decimal.Decimal("123.45"),
+        decimal.Decimal("1" * 40),
+        'a "quoted", text\nline',
+        "x",
+        b"\x00\xff",
+        True,
+    )
+    assert one[11:17] == (
+        dt.date(2024, 2, 29),
+        dt.time(23, 59, 59, 999999),
+        dt.datetime(2024, 2, 29, 23, 59, 59, 999999),
+        dt.datetime(2024, 1, 1, 12, tzinfo=UTC),
+        dt.timedelta(days=1, microseconds=5),
+        u,
+    )
+    assert one[17:] == ([1, None, 3], ["a,b", '"q"', None], {"k": 1, "v": "x"}, {"a": 1}, "red")
+    assert two[1] is None and two[2] == 0 and math.isnan(two[3]) and two[4] == float("-inf")
+    assert (two[7], two[8], two[9], two[10], two[11]) == ("", None, b"", False, dt.date(1, 1, 1))
+    assert (two[17], two[18], two[19], two[20], two[21]) == ([], None, None, None, "blue")
+    assert three[4] == 1e-300 and three[8] == "é😀" and three[15] == dt.timedelta(seconds=-1)
+    assert (
+        three[16] == uuid.UUID(int=0) and three[19] == {"k": None, "v": 'y"z'} and three[20] == {}
+    )
+    # The float32 is exactly the float4 PostgreSQL stores for it.
+    assert rows(db, "SELECT f32 = '0.1'::real FROM matrix WHERE id = 1") == [(True,)]
+
+    # Again: an upsert that changes nothing.
+    again = pgbulk.write(table, "matrix", db=db)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 3)
+
+
+def test_pandas_and_polars_frames_upsert_into_an_existing_table(db: str) -> None:
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "CREATE TABLE people (id int PRIMARY KEY, name text NOT NULL, "
+            "score double precision, seen timestamptz, note text DEFAULT 'none')"
+        )
+    frame = pd.DataFrame(
+        {
+            "ID": [1, 2],
+            "name": ["Ada", "Grace"],
+            "score": [1.5, float("nan")],
+            "seen": pd.to_datetime(["2024-05-01T10:00:00Z", None], utc=True),
+        }
+    )
+    first = pgbulk.write(frame, "people", db=db)
+    assert (first.inserted, first.updated) == (2, 0)
+    polars_frame = pl.DataFrame({"id": [2, 3], "name": ["Grace H.", "Linus"], "score": [2.0, None]})
+    second = pgbulk.write(polars_frame, "people", db=db)
+    assert (second.inserted, second.updated) == (1, 1)
+    got = rows(db, "SELECT id, name, score::text, seen, note FROM people ORDER BY id")
+    assert got == [
+        (1, "Ada", "1.5", dt.datetime(2024, 5, 1, 10, tzinfo=UTC), "none"),
+        (2, "Grace H.", "2", None, "none"),
+        (3, "Linus", None, None, "none"),
+    ]
+
+
+def test_batches_commit_and_a_record_batch_reader_streams(db: str) -> None:
+    schema = pa.schema([("n", pa.int64()), ("sq", pa.int64())])
+    batches = (
+        pa.record_batch(
+            [pa.array(range(i, i + 1000)), pa.array([x * x for x in range(i, i + 1000)])],
+            schema=schema,
+        )
+        for i in range(0, 10_000, 1000)
+    )
+    reader = pa.RecordBatchReader.from_batches(schema, batches)
+    report = pgbulk.write(reader, "squares", db=db, mode="append", batch_rows=2500)
+    assert (report.inserted, report.batches) == (10_000, 4)
+    assert rows(db, "SELECT count(*), sum(sq) FROM squares") == [
+        (10_000, sum(x * x for x in range(10_000)))
+    ]
+
+
+def test_mistakes_are_the_right_exceptions(db: str) -> None:
+    with pytest.raises(pgbulk.ConfigError, match="not Arrow data"):
+        pgbulk.write([1, 2, 3], "t", db=db)
+    with pytest.raises(pgbulk.ConfigError, match="does not exist"):
+        pgbulk.write(pa.table({"a": [1]}), "missing", db=db, create=False)
+    with psycopg.connect(db) as conn:
+        conn.execute("CREATE TABLE small (id int PRIMARY KEY, v smallint)")
+    with pytest.raises(pgbulk.ConfigError, match='column "extra" of the data is not a column'):
+        pgbulk.write(pa.table({"id": [1], "extra": [1]}), "small", db=db)
+    with pytest.raises(pgbulk.DataError) as caught:
+        pgbulk.write(pa.table({"id": [1, 2], "v": [1, 70000]}), "small", db=db)
+    assert (caught.value.table, caught.value.column, caught.value.value) == (
+        "public.small",
+        "v",
+        "70000",
+    )
+    assert rows(db, "SELECT count(*) FROM small") == [(0,)], "the failed batch left nothing"
+    report = pgbulk.write(pa.table({"id": [1], "extra": [1]}), "small", db=db, ignore_extra=True)
+    assert report.inserted == 1 and any("extra" in n for n in report.notes)
