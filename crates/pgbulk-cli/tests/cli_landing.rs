@@ -26,6 +26,29 @@ async fn a_landing_folder_loads_each_file_once() {
     home.file("landing/2024-05-02.csv", "day,sales\n2,20\n", 0o644);
     // Append mode (no key): loading a file twice would duplicate its rows.
     let glob = "landing/*.csv";
+    // A dry run says what would happen and changes nothing.
+    let dry = load(&db, &home, &[glob, "-t", "sales", "--dry-run"]);
+    assert!(dry.code == 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout
+            .contains("public.sales would be created from inferred types")
+            && dry
+                .stdout
+                .contains("2024-05-01.csv: would be loaded into public.sales")
+            && dry
+                .stdout
+                .contains("2024-05-02.csv: would be loaded into public.sales"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(
+        count(
+            &db,
+            "pg_class WHERE relname IN ('sales', 'pgbulk_watermark')"
+        )
+        .await,
+        0
+    );
     let first = load(&db, &home, &[glob, "-t", "sales"]);
     assert!(first.code == 0, "{}", first.stderr);
     assert!(
@@ -35,6 +58,13 @@ async fn a_landing_folder_loads_each_file_once() {
     );
     assert_eq!(count(&db, "sales").await, 2);
 
+    let dry = load(&db, &home, &[glob, "-t", "sales", "--dry-run"]);
+    assert!(
+        dry.stdout
+            .contains("2024-05-01.csv: loaded completely by an earlier run"),
+        "{}",
+        dry.stdout
+    );
     let again = load(&db, &home, &[glob, "-t", "sales"]);
     assert!(again.code == 0, "{}", again.stderr);
     assert!(
