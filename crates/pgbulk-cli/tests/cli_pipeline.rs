@@ -187,6 +187,24 @@ async fn a_pipeline_runs_reruns_and_reports() {
         "{status}"
     );
 
+    // A dry run over loaded tables changes nothing either: not the
+    // tables' activity, not the ledger.
+    let before = s.settled_footprint().await;
+    let dry = s.run(&["run", "pipeline.toml", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains(
+            "loaded completely by an earlier run with the same options; would be skipped"
+        ) && dry.stdout.contains("rows with updated_at > "),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(
+        s.settled_footprint().await,
+        before,
+        "a dry run changes nothing"
+    );
+
     // Rerun: nothing new, and said so.
     let again = s.run(&["run", "pipeline.toml"]);
     assert_eq!(again.code, 0, "{}", again.stderr);
@@ -325,6 +343,21 @@ async fn a_pipeline_runs_reruns_and_reports() {
 }
 
 impl Setup {
+    /// [`Setup::footprint`] once the statistics of finished sessions have
+    /// arrived (two reads 300 ms apart agree).
+    async fn settled_footprint(&self) -> Vec<Vec<Option<String>>> {
+        let mut last = self.footprint().await;
+        for _ in 0..30 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let now = self.footprint().await;
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
     /// [`Setup::footprint`], or nothing before the ledger exists.
     async fn footprint_or_empty(&self) -> Vec<Vec<Option<String>>> {
         let ledger = count(&self.dst, "pg_class WHERE relname = 'pgbulk_watermark'").await;
