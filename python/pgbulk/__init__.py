@@ -57,6 +57,7 @@ class LoadReport:
     nothing_to_load: str | None = None
     already_loaded: bool = False
     skipped: list[str] = dataclasses.field(default_factory=list)
+    plan: list[str] = dataclasses.field(default_factory=list)
     migrations: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
 
@@ -66,7 +67,6 @@ class SyncReport(LoadReport):
     """What a sync did: the load of the rows read, and what was read."""
 
     mapping: list[str] = dataclasses.field(default_factory=list)
-    plan: list[str] = dataclasses.field(default_factory=list)
     ranges: int | None = None
     watermark_from: str | None = None
     watermark_next: str | None = None
@@ -129,6 +129,7 @@ def load_csv(
     ignore_extra: bool = False,
     streams: int | None = None,
     retries: int = 0,
+    dry_run: bool = False,
 ) -> LoadReport:
     """Load CSV files (``"-"``: standard input) into ``table``, as ``pgbulk load``.
 
@@ -139,7 +140,11 @@ def load_csv(
     commits with the files' position: calling again after an interruption
     continues after the last committed batch (``restart`` loads from the
     start). A bad row raises ``DataError`` naming file, line, column and
-    value, or with ``max_errors`` goes to ``reject_file``.
+    value, or with ``max_errors`` goes to ``reject_file``. Several files
+    load one at a time, each once (a file loaded before, even renamed, is
+    skipped: see ``skipped``); a quoted glob is expanded. ``dry_run``
+    changes nothing and says in ``plan`` what would be created, migrated,
+    loaded, continued or skipped.
     """
     return _report(
         LoadReport,
@@ -162,6 +167,7 @@ def load_csv(
             ignore_extra=ignore_extra,
             streams=streams,
             retries=retries,
+            dry_run=dry_run,
         ),
     )
 

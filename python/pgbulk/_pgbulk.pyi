@@ -22,6 +22,7 @@ def load_csv(
     ignore_extra: bool = ...,
     streams: int | None = ...,
     retries: int = ...,
+    dry_run: bool = ...,
 ) -> dict[str, Any]: ...
 def sync(
     source: str,

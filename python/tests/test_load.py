@@ -31,6 +31,26 @@ def test_a_new_table_is_created_then_upserted_by_key(db: str, tmp_path: Path) ->
     ]
 
 
+def test_a_landing_folder_loads_each_file_once_and_a_dry_run_says_so(
+    db: str, tmp_path: Path
+) -> None:
+    (tmp_path / "landing").mkdir()
+    write(tmp_path / "landing" / "a.csv", "id,n\n1,1\n")
+    write(tmp_path / "landing" / "b.csv", "id,n\n2,2\n")
+    pattern = str(tmp_path / "landing" / "*.csv")
+    dry = pgbulk.load_csv(pattern, "events", db=db, dry_run=True)
+    assert any("would be created" in line for line in dry.plan), dry.plan
+    assert rows(db, "SELECT count(*) FROM pg_class WHERE relname = 'events'") == [(0,)]
+    first = pgbulk.load_csv(pattern, "events", db=db)
+    assert first.inserted == 2
+    write(tmp_path / "landing" / "c.csv", "id,n\n3,3\n")
+    second = pgbulk.load_csv(pattern, "events", db=db)
+    assert (second.inserted, len(second.skipped)) == (1, 2)
+    none = pgbulk.load_csv(str(tmp_path / "empty" / "*.csv"), "events", db=db)
+    assert none.nothing_to_load is not None and "no file matches" in none.nothing_to_load
+    assert rows(db, "SELECT count(*) FROM events") == [(3,)]
+
+
 def test_a_declared_schema_and_a_delimiter(db: str, tmp_path: Path) -> None:
     data = write(tmp_path / "t.tsv", "id\tname\n1\t\\N\n")
     report = pgbulk.load_csv(

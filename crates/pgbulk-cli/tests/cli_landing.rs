@@ -168,3 +168,53 @@ async fn a_failing_file_keeps_the_files_before_it() {
     );
     assert_eq!(count(&db, "t").await, 3);
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_error_kind_and_location() {
+    let db = TestDb::new("landing_json").await;
+    let home = Scratch::new("landing-json");
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, n int)")
+        .await
+        .expect("table");
+    home.file("bad.csv", "id,n\n1,1\n2,two\n", 0o644);
+    let out = load(&db, &home, &["bad.csv", "-t", "t", "--log-format", "json"]);
+    assert_eq!(out.code, 9, "{}", out.stderr);
+    let events: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let error = events
+        .iter()
+        .find(|e| e["event"] == "error")
+        .unwrap_or_else(|| panic!("no error event in {}", out.stderr));
+    assert_eq!(
+        (
+            error["level"].as_str(),
+            error["kind"].as_str(),
+            error["exit_code"].as_u64(),
+            error["input"].as_str(),
+            error["line"].as_u64(),
+            error["column"].as_str(),
+            error["value"].as_str(),
+        ),
+        (
+            Some("ERROR"),
+            Some("Data"),
+            Some(9),
+            Some("bad.csv"),
+            Some(3),
+            Some("n"),
+            Some("two")
+        ),
+        "{error}"
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bad.csv:3")),
+        "{error}"
+    );
+}

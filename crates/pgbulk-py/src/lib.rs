@@ -92,6 +92,7 @@ fn load_report<'py>(py: Python<'py>, r: &LoadReport) -> PyResult<Bound<'py, PyDi
     d.set_item("nothing_to_load", r.nothing_to_load.clone())?;
     d.set_item("already_loaded", r.already_loaded)?;
     d.set_item("skipped", r.skipped.clone())?;
+    d.set_item("plan", r.plan.clone())?;
     d.set_item("migrations", r.migrations.clone())?;
     d.set_item("notes", r.notes.clone())?;
     Ok(d)
@@ -103,7 +104,7 @@ fn load_report<'py>(py: Python<'py>, r: &LoadReport) -> PyResult<Bound<'py, PyDi
     paths, table_name, *, db=None, mode_name=None, key=None, schema_ddl=None,
     delimiter=None, header=true, null=None, encoding=None, batch_rows=None,
     max_errors=0, reject_file=None, restart=false, single_transaction=false,
-    ignore_extra=false, streams=None, retries=0
+    ignore_extra=false, streams=None, retries=0, dry_run=false
 ))]
 #[allow(clippy::too_many_arguments)]
 fn load_csv<'py>(
@@ -126,6 +127,7 @@ fn load_csv<'py>(
     ignore_extra: bool,
     streams: Option<usize>,
     retries: u32,
+    dry_run: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let defaults = LoadOptions::default();
     let mut dialect = defaults.dialect.clone();
@@ -164,6 +166,7 @@ fn load_csv<'py>(
         restart,
         streams: streams.unwrap_or(defaults.streams).max(1),
         retries,
+        dry_run,
         ..defaults
     };
     if opts.sources.is_empty() && !paths.is_empty() {
