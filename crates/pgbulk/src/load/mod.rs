@@ -35,7 +35,9 @@ use crate::input::Source;
 use crate::lock::LockPolicy;
 use crate::schema::{Declaration, TableName};
 use crate::session::Session;
-pub(crate) use plan::{Declared, declared, key_and_mode, match_column};
+pub(crate) use plan::match_column;
+#[cfg(feature = "arrow")]
+pub(crate) use plan::{Declared, declared, key_and_mode};
 pub use reader::Position;
 use reader::{Rejects, Shared, next_batch};
 use sample::{Replay, infer_from};
