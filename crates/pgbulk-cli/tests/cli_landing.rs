@@ -218,3 +218,76 @@ async fn json_logs_carry_the_error_kind_and_location() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn killed_in_the_middle_of_a_folder_the_rerun_loads_each_row_once() {
+    let db = TestDb::new("landing_kill").await;
+    let home = Scratch::new("landing-kill");
+    let per_file = 100_000u64;
+    for f in 0..3u64 {
+        let mut text = String::from("id,v\n");
+        for i in 0..per_file {
+            text.push_str(&format!("{},row {i} of file {f}\n", f * per_file + i));
+        }
+        home.file(&format!("landing/part-{f}.csv"), &text, 0o644);
+    }
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE t (id bigint, v text)")
+        .await
+        .expect("table");
+    let args = [
+        "load",
+        "landing/*.csv",
+        "-t",
+        "t",
+        "--db",
+        &db.url,
+        "--batch-rows",
+        "10000",
+        "--streams",
+        "1",
+    ];
+    let mut child = pgbulk(&home)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // SIGKILL once the second file is half loaded.
+    loop {
+        if count(&db, "t").await >= (per_file * 3 / 2) as i64 {
+            break;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "ended before the kill"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let committed = count(&db, "t").await;
+    assert!(committed < (per_file * 3) as i64, "killed before the end");
+    let rerun = run(pgbulk(&home).args(args));
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    assert!(
+        rerun.stdout.contains("resumed after") && rerun.stderr.contains("part-0.csv"),
+        "{}\n{}",
+        rerun.stdout,
+        rerun.stderr
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM t"
+        )
+        .await,
+        vec![vec![
+            Some((per_file * 3).to_string()),
+            Some((per_file * 3).to_string()),
+            Some("0".to_owned()),
+            Some((per_file * 3 - 1).to_string()),
+        ]]
+    );
+}
