@@ -15,6 +15,7 @@ Failures raise the exceptions of ``pgbulk.errors``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
 from datetime import timedelta
@@ -220,6 +221,40 @@ def write(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class LedgerRow:
+    """One row of pgbulk's ledger (``pgbulk_watermark``) for a table."""
+
+    part: str
+    """The key after ``<table>#``: ``""`` (the table's watermark),
+    ``last-run``, ``load:<fingerprint>``, ``sync:<source>...``."""
+    high_watermark: Any
+    metadata: Any
+    resume: Any
+    updated_at: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """What the ledger in the target says of a table (``pgbulk status``)."""
+
+    table: str
+    lines: list[str]
+    """The sentences ``pgbulk status --table`` prints."""
+    rows: list[LedgerRow]
+
+
+def status(table: str, *, db: str | object | None = None) -> Status:
+    """The last run's counts, the files loaded and when, pending resumes
+    and stored watermarks of ``table``, read from the ledger in ``db``."""
+    found = _pgbulk.status(table, db=conninfo(db))
+    return Status(
+        table=found.get("table", table),
+        lines=found.get("lines", []),
+        rows=[LedgerRow(**json.loads(r)) for r in found.get("rows", [])],
+    )
+
+
 def sync(
     source: str | object,
     *,
@@ -294,12 +329,15 @@ __all__ = [
     "Mode",
     "Plan",
     "PlanStep",
+    "LedgerRow",
     "ServerError",
+    "Status",
     "SyncReport",
     "errors",
     "load_csv",
     "local",
     "plan",
+    "status",
     "sync",
     "write",
 ]

@@ -49,6 +49,11 @@ def test_a_landing_folder_loads_each_file_once_and_a_dry_run_says_so(
     none = pgbulk.load_csv(str(tmp_path / "empty" / "*.csv"), "events", db=db)
     assert none.nothing_to_load is not None and "no file matches" in none.nothing_to_load
     assert rows(db, "SELECT count(*) FROM events") == [(3,)]
+    ledger = pgbulk.status("events", db=db)
+    assert ledger.table == "public.events"
+    assert sum(line.startswith("loaded:") for line in ledger.lines) == 3, ledger.lines
+    last = next(r for r in ledger.rows if r.part == "last-run")
+    assert last.metadata["inserted"] == 1 and last.metadata["skipped_inputs"] == 2
 
 
 def test_a_declared_schema_and_a_delimiter(db: str, tmp_path: Path) -> None:

@@ -415,6 +415,44 @@ fn plan<'py>(
     Ok(d)
 }
 
+/// `pgbulk.status`: what the target's ledger holds for `table_name`, as
+/// `pgbulk status --table` says it; the rows as JSON text.
+#[pyfunction]
+#[pyo3(signature = (table_name, *, db=None))]
+fn status<'py>(
+    py: Python<'py>,
+    table_name: &str,
+    db: Option<String>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let wanted = table(py, table_name)?;
+    let params = target(py, db)?;
+    let found = with_progress(py, &params.clone(), |_| async move {
+        let client = pgbulk::connect::connect(&params).await?.client;
+        pgbulk::status::read(&client, std::slice::from_ref(&wanted)).await
+    })?;
+    let d = PyDict::new(py);
+    if let Some(s) = found.first() {
+        d.set_item("table", s.table.to_string())?;
+        d.set_item("lines", s.describe())?;
+        let rows: Vec<String> = s
+            .rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "part": r.part,
+                    "high_watermark": r.high_watermark,
+                    "metadata": r.metadata,
+                    "resume": r.resume,
+                    "updated_at": r.updated_at,
+                })
+                .to_string()
+            })
+            .collect();
+        d.set_item("rows", rows)?;
+    }
+    Ok(d)
+}
+
 /// `pgbulk.local.start`: pgbulk's own local cluster (under
 /// `$PGBULK_HOME`), created and started as needed; its URL.
 #[pyfunction]
@@ -438,6 +476,7 @@ fn _pgbulk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(load_csv, m)?)?;
     m.add_function(wrap_pyfunction!(write, m)?)?;
+    m.add_function(wrap_pyfunction!(status, m)?)?;
     m.add_function(wrap_pyfunction!(sync, m)?)?;
     m.add_function(wrap_pyfunction!(plan, m)?)?;
     m.add_function(wrap_pyfunction!(local_start, m)?)?;
