@@ -202,3 +202,25 @@ def test_mistakes_are_the_right_exceptions(db: str) -> None:
     assert rows(db, "SELECT count(*) FROM small") == [(0,)], "the failed batch left nothing"
     report = pgbulk.write(pa.table({"id": [1], "extra": [1]}), "small", db=db, ignore_extra=True)
     assert report.inserted == 1 and any("extra" in n for n in report.notes)
+
+
+def test_ctrl_c_stops_a_write_keeping_whole_batches(db: str) -> None:
+    import _thread
+    import threading
+
+    with psycopg.connect(db) as conn:
+        conn.execute("CREATE TABLE long (id bigint)")
+    schema = pa.schema([("id", pa.int64())])
+    total = 3_000_000
+    batches = (
+        pa.record_batch([pa.array(range(i, i + 100_000), pa.int64())], schema=schema)
+        for i in range(0, total, 100_000)
+    )
+    reader = pa.RecordBatchReader.from_batches(schema, batches)
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        pgbulk.write(reader, "long", db=db, mode="append", batch_rows=100_000)
+    timer.cancel()
+    (committed,) = rows(db, "SELECT count(*) FROM long")[0]
+    assert committed < total and committed % 100_000 == 0, committed

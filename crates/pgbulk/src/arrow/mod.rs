@@ -266,7 +266,11 @@ impl TextRows for Part {
     }
 
     fn next_row(&mut self, row: &mut TextRow) -> Result<bool> {
-        if self.left == 0 || self.progress.is_interrupted() {
+        if self.progress.is_interrupted() {
+            // The batch in flight rolls back.
+            return Err(Error::new(ErrorKind::Io, "interrupted"));
+        }
+        if self.left == 0 {
             return Ok(false);
         }
         let mut feed = self
