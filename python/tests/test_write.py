@@ -200,6 +200,9 @@ def test_mistakes_are_the_right_exceptions(db: str) -> None:
         "70000",
     )
     assert rows(db, "SELECT count(*) FROM small") == [(0,)], "the failed batch left nothing"
+    empty = pgbulk.write(pa.table({"a": pa.array([], pa.int64())}), "nothing", db=db)
+    assert empty.nothing_to_load is not None and "was not created" in empty.nothing_to_load
+    assert rows(db, "SELECT count(*) FROM pg_class WHERE relname = 'nothing'") == [(0,)]
     report = pgbulk.write(pa.table({"id": [1], "extra": [1]}), "small", db=db, ignore_extra=True)
     assert report.inserted == 1 and any("extra" in n for n in report.notes)
 

@@ -181,6 +181,14 @@ pub async fn write(
     });
     let engine = ingest::ingest_prepared(&mut client, &prepared, |_| batches, &options).await?;
     report.count(engine);
+    if report.batches == 0 {
+        report.nothing_to_load = Some(match report.inferred_ddl.take() {
+            Some(_) => {
+                format!("the data has no rows: nothing to load, and {table} was not created")
+            }
+            None => "the data has no rows: nothing to load".to_owned(),
+        });
+    }
     report.rows_read = feed.lock().map(|f| f.consumed).unwrap_or(0);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
