@@ -227,6 +227,11 @@ fn plan(
     };
     let (connection, work) = match &job.command {
         Command::Load(args) => {
+            if args.files.is_empty() || args.files.iter().any(|f| f == "-") {
+                return Err(refused(Refusal::Usage(
+                    "a load job names its files (files = [\"landing/*.csv\"]); standard input is not read in a pipeline".to_owned(),
+                )));
+            }
             let mut opts = settings::load_with_schema(args).map_err(refused)?;
             opts.dry_run = dry_run;
             let work = if opts.sources.is_empty() {

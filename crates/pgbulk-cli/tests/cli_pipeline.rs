@@ -375,7 +375,11 @@ impl Setup {
 #[tokio::test]
 async fn pipeline_mistakes_are_refused_before_anything_runs() {
     let s = setup("pipe_bad").await;
-    let cases: [(&str, &str); 4] = [
+    let cases: [(&str, &str); 5] = [
+        (
+            "[[load]]\nname = \"x\"\ntable = \"t\"\n",
+            "pipeline.toml:1: job `x`: a load job names its files",
+        ),
         (
             "[[load]]\ntable = \"t\"\nfiles = \"a.csv\"\nbatch_rows = \"lots\"\n",
             "pipeline.toml:4: key `batch_rows`",

@@ -510,7 +510,10 @@ async fn load_each(
             }
         }
     }
-    report.rows_read = progress.rows_read.load(Ordering::Relaxed) - rows_before;
+    report.rows_read = progress
+        .rows_read
+        .load(Ordering::Relaxed)
+        .saturating_sub(rows_before);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
