@@ -1115,3 +1115,50 @@ async fn a_small_upsert_into_a_big_table_counts_and_stores_the_same() {
         ]]
     );
 }
+
+/// Rows copied straight into a table the load's first batch created are
+/// written frozen (COPY FREEZE): the first read writes no hint bits and
+/// VACUUM has nothing to freeze. A table that existed is loaded as usual.
+#[tokio::test]
+async fn a_table_created_by_the_load_is_written_frozen() {
+    let db = TestDb::new("load_freeze").await;
+    let home = Scratch::new("load-freeze");
+    let mut text = String::from("id,name\n");
+    for i in 0..20_000 {
+        text.push_str(&format!("{i},name {i}\n"));
+    }
+    home.file("rows.csv", &text, 0o644);
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE existing (id integer, name text)")
+        .await
+        .expect("table");
+    for table in ["fresh", "existing"] {
+        let out = load(&db, &home, &["rows.csv", "-t", table]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    assert_eq!(count(&db, "fresh").await, 20_000);
+    let available = count(&db, "pg_available_extensions WHERE name = 'pg_visibility'").await;
+    // The visibility map records frozen pages written by COPY FREEZE from
+    // PostgreSQL 14 on (13 freezes the rows but leaves the map to VACUUM).
+    let version = count(
+        &db,
+        "(SELECT current_setting('server_version_num')::int AS v) s WHERE v >= 140000",
+    )
+    .await;
+    if available == 0 || version == 0 {
+        return;
+    }
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_visibility")
+        .await
+        .expect("pg_visibility");
+    let frozen = |t: &str| format!("pg_visibility_map('{t}') WHERE all_frozen");
+    let pages = |t: &str| format!("pg_visibility_map('{t}')");
+    // Every page holding rows (16 and later extend a table by several
+    // pages at once: the empty ones at its end are not marked).
+    let with_rows = count(&db, "(SELECT DISTINCT (ctid::text::point)[0] FROM fresh) p").await;
+    assert!(with_rows > 1 && count(&db, &pages("fresh")).await >= with_rows);
+    assert_eq!(count(&db, &frozen("fresh")).await, with_rows);
+    assert_eq!(count(&db, &frozen("existing")).await, 0);
+}

@@ -87,6 +87,7 @@ pub(super) async fn load_batch(
         &mut resume,
         !deletes_first,
         options.reject_rows,
+        &ctx.fresh,
     )
     .await
     .map_err(|e| match e.kind() {

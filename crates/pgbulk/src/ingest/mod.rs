@@ -899,6 +899,7 @@ where
             .await
             .map_err(|e| Error::server("BEGIN", e))?;
         let created = std::mem::take(&mut create.summaries);
+        let created_tables = std::mem::take(&mut create.tables);
         if !create.sql.is_empty() {
             // Deferred creation: the tables exist once this batch commits.
             // Another process creating the same tables holds the locks
@@ -926,10 +927,16 @@ where
         let Some(current) = targets.as_ref() else {
             continue;
         };
+        let fresh = if created_tables.is_empty() {
+            Vec::new()
+        } else {
+            fresh_tables(&tx, current, &created_tables).await?
+        };
         let context = BatchContext {
             number,
             first,
             options,
+            fresh,
             rebuild: if number == 1 && !replace {
                 rebuild_list(plan)
             } else {
@@ -996,6 +1003,35 @@ where
         );
     }
     Ok(())
+}
+
+/// The oids of the `targets` among `created` that this transaction created
+/// (not another process meanwhile: their `pg_class` row is this
+/// transaction's) and that are plain tables: `COPY FREEZE` may write into
+/// them.
+async fn fresh_tables(
+    tx: &Transaction<'_>,
+    targets: &Targets,
+    created: &[TableName],
+) -> Result<Vec<u32>> {
+    let oids: Vec<u32> = targets
+        .list
+        .iter()
+        .filter(|t| created.contains(&t.write))
+        .map(|t| t.oid)
+        .collect();
+    if oids.is_empty() {
+        return Ok(oids);
+    }
+    let rows = tx
+        .query(
+            "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid = ANY($1) AND c.relkind = 'r' \
+             AND c.xmin::text::bigint = pg_catalog.txid_current() % 4294967296",
+            &[&oids],
+        )
+        .await
+        .map_err(|e| Error::server("reading which tables this transaction created", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Tables the plan rebuilds, with their live and declared facts.
@@ -1072,6 +1108,9 @@ struct BatchContext<'a> {
     number: usize,
     first: &'a TableName,
     options: &'a Options,
+    /// Oids of the plain tables this batch's transaction created: rows
+    /// copied straight into them are written frozen (`COPY ... FREEZE`).
+    fresh: Vec<u32>,
     /// Tables rebuilt in this batch's transaction (first batch only).
     rebuild: Vec<(TableName, TableFacts, TableFacts)>,
     write_watermark: bool,
@@ -1096,6 +1135,8 @@ struct Creation {
     locks: Vec<String>,
     sql: Vec<String>,
     summaries: Vec<String>,
+    /// The tables it creates (unless another process did meanwhile).
+    tables: Vec<TableName>,
 }
 
 async fn creation(client: &Client, create: &[Step], first: &TableName) -> Result<Creation> {
@@ -1108,6 +1149,7 @@ async fn creation(client: &Client, create: &[Step], first: &TableName) -> Result
     // The steps of one table (its schema's, then its own) under one guard.
     let mut tables: Vec<&TableName> = create.iter().map(|s| &s.table).collect();
     tables.dedup();
+    let created: Vec<TableName> = tables.iter().map(|t| (*t).clone()).collect();
     for table in tables {
         keys.push(lock::schema_key(table.schema_or_public()));
         keys.push(table.to_string());
@@ -1139,6 +1181,7 @@ async fn creation(client: &Client, create: &[Step], first: &TableName) -> Result
         locks: lock::creation_locks(keys),
         sql: body,
         summaries,
+        tables: created,
     })
 }
 

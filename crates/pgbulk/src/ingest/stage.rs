@@ -30,6 +30,10 @@ pub(super) struct Pending {
     pub(super) into: Option<String>,
     /// Whether it is copied straight into the target.
     pub(super) direct: bool,
+    /// The target was created in this transaction: rows copied straight
+    /// into it are written frozen (no hint-bit writes on the first read,
+    /// nothing for VACUUM to freeze later).
+    pub(super) freeze: bool,
     pub(super) rows: u64,
     pub(super) copied: u64,
     /// Hashes of the keys seen, checked for repeats when the COPY ends;
@@ -240,6 +244,7 @@ pub(super) async fn stage_rows(
     resume: &mut Option<serde_json::Value>,
     direct_allowed: bool,
     locate_all: bool,
+    fresh: &[u32],
 ) -> Result<(Vec<Option<Pending>>, Option<Box<dyn TextRows>>)> {
     let mut pending: Vec<Option<Pending>> = targets.iter().map(|_| None).collect();
     let mut open: Option<OpenCopy> = None;
@@ -248,6 +253,7 @@ pub(super) async fn stage_rows(
         writer: CopyWriter::tuples_only(),
         into: None,
         direct: direct_allowed && !locate_all && target.key.is_empty() && !target.needs_cast(),
+        freeze: fresh.contains(&target.oid),
         rows: 0,
         copied: 0,
         keys: Some(Vec::new()),
@@ -733,7 +739,12 @@ pub(super) async fn flush(
         } else {
             p.layout(target).copy_columns()
         };
-        let statement = format!("COPY {into} ({columns}) FROM STDIN (FORMAT binary)");
+        let options = if p.direct && p.freeze {
+            "FORMAT binary, FREEZE"
+        } else {
+            "FORMAT binary"
+        };
+        let statement = format!("COPY {into} ({columns}) FROM STDIN ({options})");
         let copy = CopyIn::start(tx.client(), &statement)
             .await
             .map_err(|e| Error::in_context(e, &target.name.to_string()).in_table(&target.name))?;
