@@ -43,12 +43,7 @@ pub async fn read(client: &Client, tables: &[TableName]) -> Result<Vec<TableStat
     let session = crate::session::Session::read(client).await?;
     let qualified: Vec<TableName> = tables
         .iter()
-        .map(|t| {
-            TableName::new(
-                t.schema.as_deref().unwrap_or(&session.current_schema),
-                &t.name,
-            )
-        })
+        .map(|t| t.in_schema(&session.current_schema))
         .collect();
     let mut out: Vec<TableStatus> = qualified
         .iter()

@@ -74,13 +74,7 @@ pub async fn write(
     let mut client = crate::connect::connect(params).await?.client;
     progress.register(&client);
     let session = Session::read(&client).await?;
-    let table = TableName::new(
-        opts.table
-            .schema
-            .as_deref()
-            .unwrap_or(&session.current_schema),
-        &opts.table.name,
-    );
+    let table = opts.table.in_schema(&session.current_schema);
     let exists = crate::catalog::table_oid(&client, table.schema_or_public(), &table.name)
         .await?
         .is_some();

@@ -656,10 +656,7 @@ async fn load_inputs(
     }
     let session = Session::read(&clients[0]).await?;
     let schema = session.current_schema.clone();
-    let table = TableName::new(
-        opts.table.schema.as_deref().unwrap_or(&schema),
-        &opts.table.name,
-    );
+    let table = opts.table.in_schema(&schema);
 
     // The declaration: given, the existing table, or inferred.
     let mut sample: Option<Replay> = None;
@@ -936,13 +933,7 @@ pub async fn settle_declared(client: &mut Client, opts: &LoadOptions) -> Result<
         return Ok(());
     };
     let session = Session::read(client).await?;
-    let table = TableName::new(
-        opts.table
-            .schema
-            .as_deref()
-            .unwrap_or(&session.current_schema),
-        &opts.table.name,
-    );
+    let table = opts.table.in_schema(&session.current_schema);
     let declaration = Declaration::parse(ddl)?.qualified(&session.current_schema);
     if !declaration.tables().contains(&table) {
         return Err(Error::config(format!(

@@ -74,6 +74,12 @@ impl TableName {
         }
     }
 
+    /// The name qualified with `schema` when it names none (unqualified
+    /// names resolve in the session's current schema).
+    pub fn in_schema(&self, schema: &str) -> Self {
+        Self::new(self.schema.as_deref().unwrap_or(schema), &self.name)
+    }
+
     /// The schema, or `public` when unresolved.
     pub fn schema_or_public(&self) -> &str {
         self.schema.as_deref().unwrap_or("public")

@@ -5,7 +5,6 @@ use tokio_postgres::Client;
 use super::{SourceTypes, SyncOptions, SyncSource};
 use crate::catalog::{self, ColumnFacts, TableFacts};
 use crate::error::{Error, Result};
-use crate::schema::TableName;
 use crate::session::Session;
 
 /// The source as a sync reads it.
@@ -28,10 +27,7 @@ pub(super) async fn describe(source: &Client, opts: &SyncOptions) -> Result<Desc
     match &opts.source {
         SyncSource::Table(table) => {
             let session = Session::read(source).await?;
-            let name = TableName::new(
-                table.schema.as_deref().unwrap_or(&session.current_schema),
-                &table.name,
-            );
+            let name = table.in_schema(&session.current_schema);
             let oid = catalog::table_oid(source, name.schema_or_public(), &name.name)
                 .await?
                 .ok_or_else(|| Error::config(format!("the source has no table {name}")))?;
