@@ -60,3 +60,42 @@ def write(
     ignore_extra: bool = ...,
 ) -> dict[str, Any]: ...
 def status(table_name: str, *, db: str | None = ...) -> dict[str, Any]: ...
+def partitioned_begin(
+    data: object,
+    table_name: str,
+    *,
+    db: str | None = ...,
+    mode_name: str | None = ...,
+    key: list[str] | None = ...,
+    schema_ddl: str | None = ...,
+    on_duplicate: str | None = ...,
+    ignore_extra: bool = ...,
+    lock_timeout_ms: int | None = ...,
+    create: bool = ...,
+    stale_after_seconds: int = ...,
+) -> dict[str, Any]: ...
+def partitioned_stage(
+    data: object,
+    table_name: str,
+    write: str,
+    partition: int,
+    *,
+    db: str | None = ...,
+    ignore_extra: bool = ...,
+    lock_timeout_ms: int | None = ...,
+) -> dict[str, Any]: ...
+def partitioned_commit(
+    data: object,
+    table_name: str,
+    write: str,
+    partitions: list[int],
+    *,
+    db: str | None = ...,
+    mode_name: str | None = ...,
+    key: list[str] | None = ...,
+    schema_ddl: str | None = ...,
+    on_duplicate: str | None = ...,
+    ignore_extra: bool = ...,
+    lock_timeout_ms: int | None = ...,
+) -> dict[str, Any]: ...
+def partitioned_abort(table_name: str, write: str, *, db: str | None = ...) -> int: ...

@@ -383,6 +383,201 @@ fn write<'py>(
     load_report(py, &report)
 }
 
+/// The options of a partitioned write (`pgbulk.spark`).
+#[allow(clippy::too_many_arguments)]
+fn partitioned_options(
+    py: Python<'_>,
+    table_name: &str,
+    mode_name: Option<&str>,
+    key: Option<Vec<String>>,
+    schema_ddl: Option<String>,
+    on_duplicate: Option<&str>,
+    ignore_extra: bool,
+    lock_timeout_ms: Option<u64>,
+) -> PyResult<LoadOptions> {
+    use pgbulk::ingest::OnDuplicate;
+    let defaults = LoadOptions::default();
+    let on_duplicate = match on_duplicate {
+        None | Some("last") => OnDuplicate::Last,
+        Some("first") => OnDuplicate::First,
+        Some("error") => OnDuplicate::Error,
+        Some(other) => {
+            return Err(config_error(
+                py,
+                format!("on_duplicate {other:?}: expected \"last\", \"first\" or \"error\""),
+            ));
+        }
+    };
+    let mut lock_policy = defaults.lock_policy.clone();
+    if let Some(ms) = lock_timeout_ms {
+        lock_policy.lock_timeout = std::time::Duration::from_millis(ms);
+    }
+    Ok(LoadOptions {
+        table: table(py, table_name)?,
+        mode: mode(py, mode_name)?,
+        key,
+        schema_ddl,
+        on_duplicate,
+        ignore_extra,
+        lock_policy,
+        ..defaults
+    })
+}
+
+fn write_id(py: Python<'_>, id: &str) -> PyResult<pgbulk::arrow::partitioned::WriteId> {
+    done(py, Ok(pgbulk::arrow::partitioned::WriteId::parse(id)))
+}
+
+/// `pgbulk.spark`, on the driver before the tasks: creates or migrates the
+/// table for `data`'s schema and names the write.
+#[pyfunction]
+#[pyo3(signature = (
+    data, table_name, *, db=None, mode_name=None, key=None, schema_ddl=None,
+    on_duplicate=None, ignore_extra=false, lock_timeout_ms=None, create=true,
+    stale_after_seconds=86400
+))]
+#[allow(clippy::too_many_arguments)]
+fn partitioned_begin<'py>(
+    py: Python<'py>,
+    data: Bound<'py, PyAny>,
+    table_name: &str,
+    db: Option<String>,
+    mode_name: Option<&str>,
+    key: Option<Vec<String>>,
+    schema_ddl: Option<String>,
+    on_duplicate: Option<&str>,
+    ignore_extra: bool,
+    lock_timeout_ms: Option<u64>,
+    create: bool,
+    stale_after_seconds: u64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let opts = partitioned_options(
+        py,
+        table_name,
+        mode_name,
+        key,
+        schema_ddl,
+        on_duplicate,
+        ignore_extra,
+        lock_timeout_ms,
+    )?;
+    let (schema, _) = arrow_stream(py, &data)?;
+    let params = target(py, db)?;
+    let begun = with_progress(py, &params, |_| {
+        pgbulk::arrow::partitioned::begin(
+            &params,
+            schema,
+            &opts,
+            create,
+            std::time::Duration::from_secs(stale_after_seconds),
+        )
+    })?;
+    let d = PyDict::new(py);
+    d.set_item("write_id", begun.write.as_str())?;
+    d.set_item("table", begun.table.to_string())?;
+    d.set_item("created_ddl", begun.created_ddl)?;
+    d.set_item("migrations", begun.migrations)?;
+    d.set_item("dropped", begun.dropped)?;
+    Ok(d)
+}
+
+/// `pgbulk.spark`, in a task: stages one partition.
+#[pyfunction]
+#[pyo3(signature = (
+    data, table_name, write, partition, *, db=None, ignore_extra=false, lock_timeout_ms=None
+))]
+#[allow(clippy::too_many_arguments)]
+fn partitioned_stage<'py>(
+    py: Python<'py>,
+    data: Bound<'py, PyAny>,
+    table_name: &str,
+    write: &str,
+    partition: u32,
+    db: Option<String>,
+    ignore_extra: bool,
+    lock_timeout_ms: Option<u64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let opts = partitioned_options(
+        py,
+        table_name,
+        None,
+        None,
+        None,
+        None,
+        ignore_extra,
+        lock_timeout_ms,
+    )?;
+    let write = write_id(py, write)?;
+    let (schema, batches) = arrow_stream(py, &data)?;
+    let params = target(py, db)?;
+    let staged = with_progress(py, &params, |p| {
+        pgbulk::arrow::partitioned::stage(&params, &write, partition, schema, batches, &opts, p)
+    })?;
+    let d = PyDict::new(py);
+    d.set_item("rows", staged.rows)?;
+    d.set_item("reused", staged.reused)?;
+    Ok(d)
+}
+
+/// `pgbulk.spark`, on the driver after every task: merges the staged
+/// partitions in one transaction.
+#[pyfunction]
+#[pyo3(signature = (
+    data, table_name, write, partitions, *, db=None, mode_name=None, key=None,
+    schema_ddl=None, on_duplicate=None, ignore_extra=false, lock_timeout_ms=None
+))]
+#[allow(clippy::too_many_arguments)]
+fn partitioned_commit<'py>(
+    py: Python<'py>,
+    data: Bound<'py, PyAny>,
+    table_name: &str,
+    write: &str,
+    partitions: Vec<u32>,
+    db: Option<String>,
+    mode_name: Option<&str>,
+    key: Option<Vec<String>>,
+    schema_ddl: Option<String>,
+    on_duplicate: Option<&str>,
+    ignore_extra: bool,
+    lock_timeout_ms: Option<u64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let opts = partitioned_options(
+        py,
+        table_name,
+        mode_name,
+        key,
+        schema_ddl,
+        on_duplicate,
+        ignore_extra,
+        lock_timeout_ms,
+    )?;
+    let write = write_id(py, write)?;
+    let (schema, _) = arrow_stream(py, &data)?;
+    let params = target(py, db)?;
+    let report = with_progress(py, &params, |p| {
+        pgbulk::arrow::partitioned::commit(&params, &write, &partitions, schema, &opts, p)
+    })?;
+    load_report(py, &report)
+}
+
+/// `pgbulk.spark`, on the driver when a task failed: drops the write's
+/// stages.
+#[pyfunction]
+#[pyo3(signature = (table_name, write, *, db=None))]
+fn partitioned_abort(
+    py: Python<'_>,
+    table_name: &str,
+    write: &str,
+    db: Option<String>,
+) -> PyResult<usize> {
+    let opts = partitioned_options(py, table_name, None, None, None, None, false, None)?;
+    let write = write_id(py, write)?;
+    let params = target(py, db)?;
+    with_progress(py, &params, |_| {
+        pgbulk::arrow::partitioned::abort(&params, &write, &opts)
+    })
+}
+
 /// `pgbulk.plan`: what bringing the database to the declared schema would
 /// take, as `pgbulk plan` (nothing is changed).
 #[pyfunction]
@@ -476,6 +671,10 @@ fn _pgbulk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(load_csv, m)?)?;
     m.add_function(wrap_pyfunction!(write, m)?)?;
+    m.add_function(wrap_pyfunction!(partitioned_begin, m)?)?;
+    m.add_function(wrap_pyfunction!(partitioned_stage, m)?)?;
+    m.add_function(wrap_pyfunction!(partitioned_commit, m)?)?;
+    m.add_function(wrap_pyfunction!(partitioned_abort, m)?)?;
     m.add_function(wrap_pyfunction!(status, m)?)?;
     m.add_function(wrap_pyfunction!(sync, m)?)?;
     m.add_function(wrap_pyfunction!(plan, m)?)?;

@@ -349,15 +349,41 @@ pub(crate) async fn hold_tables(
         if hold {
             advisory_lock(client, policy, &key, true).await?;
         } else {
-            client
-                .execute(
-                    "SELECT pg_catalog.pg_advisory_unlock($1, pg_catalog.hashtext($2))",
-                    &[&ADVISORY_NAMESPACE, &key],
-                )
-                .await
-                .map_err(|e| Error::server("releasing the ingest lock", e))?;
+            release_key(client, &key).await?;
         }
     }
+    Ok(())
+}
+
+/// Takes pgbulk's advisory lock on `key` for the session (waiting, and
+/// saying for whom, as for the ingest lock): released by [`release_key`]
+/// or when the session ends, also when its process is killed.
+pub(crate) async fn hold_key(client: &Client, policy: &LockPolicy, key: &str) -> Result<()> {
+    advisory_lock(client, policy, key, true).await
+}
+
+/// Takes pgbulk's advisory lock on `key` for the session if no other
+/// session holds it; whether it did.
+pub(crate) async fn try_hold_key(client: &Client, key: &str) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT pg_catalog.pg_try_advisory_lock($1, pg_catalog.hashtext($2))",
+            &[&ADVISORY_NAMESPACE, &key],
+        )
+        .await
+        .map_err(|e| Error::server("taking an advisory lock", e))?
+        .get(0))
+}
+
+/// Releases the session's advisory lock on `key`.
+pub(crate) async fn release_key(client: &Client, key: &str) -> Result<()> {
+    client
+        .execute(
+            "SELECT pg_catalog.pg_advisory_unlock($1, pg_catalog.hashtext($2))",
+            &[&ADVISORY_NAMESPACE, &key],
+        )
+        .await
+        .map_err(|e| Error::server("releasing an advisory lock", e))?;
     Ok(())
 }
 

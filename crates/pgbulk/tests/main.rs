@@ -7,5 +7,7 @@ mod codec;
 mod connect;
 mod ingest;
 mod load;
+#[cfg(feature = "arrow")]
+mod partitioned;
 
 use pgbulk_testkit as harness;

@@ -8,6 +8,7 @@
 //! once with `single_transaction`); modes, keys and lock policy as for a
 //! load.
 
+pub mod partitioned;
 mod text;
 mod types;
 
@@ -79,20 +80,8 @@ pub async fn write(
         .await?
         .is_some();
     let mut report = LoadReport::default();
-    let declaration = match crate::load::declared(opts, &table, &session.current_schema, exists)? {
-        crate::load::Declared::Given(d) => d,
-        crate::load::Declared::Existing => Declaration::existing(vec![table.clone()]),
-        crate::load::Declared::Inferred if !create => {
-            return Err(Error::config(format!(
-                "table {table} does not exist (create=True creates it from the data's schema)"
-            )));
-        }
-        crate::load::Declared::Inferred => {
-            let ddl = create_table(&table, &schema, opts.key.as_deref())?;
-            report.inferred_ddl = Some(ddl.clone());
-            Declaration::parse(&ddl)?
-        }
-    };
+    let (declaration, inferred) = declare(opts, &table, &session, exists, &schema, create)?;
+    report.inferred_ddl = inferred;
     let prepared = ingest::prepare_in(&mut client, session, &declaration).await?;
     let facts = prepared
         .facts(&table)
@@ -102,30 +91,7 @@ pub async fn write(
     let options =
         crate::load::engine_options(chosen.mode, chosen.key.as_ref(), &table, opts, &progress);
 
-    // The data's columns, matched to the table's like a header.
-    let mut columns = Vec::new();
-    let mut fields = Vec::new();
-    let mut left_out = Vec::new();
-    for (index, field) in schema.fields().iter().enumerate() {
-        match crate::load::match_column(&facts, field.name()) {
-            Some(column) if columns.contains(&column) => {
-                return Err(Error::config(format!(
-                    "columns of the data fill column \"{column}\" of {table} twice"
-                )));
-            }
-            Some(column) => {
-                columns.push(column);
-                fields.push((index, types::is_uuid(field)));
-            }
-            None if opts.ignore_extra => left_out.push(field.name().clone()),
-            None => {
-                return Err(Error::config(format!(
-                    "column \"{}\" of the data is not a column of {table} (ignore_extra leaves it out)",
-                    field.name()
-                )));
-            }
-        }
-    }
+    let (columns, fields, left_out) = matched_columns(&facts, &table, &schema, opts.ignore_extra)?;
     if !left_out.is_empty() {
         report.notes.push(format!(
             "left out (not columns of {table}): {}",
@@ -186,6 +152,70 @@ pub async fn write(
     report.rows_read = feed.lock().map(|f| f.consumed).unwrap_or(0);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The declaration of `table` for data of `schema`: the given one, the
+/// table as it is, or (a missing table, when `create`) one inferred from
+/// the Arrow schema, returned as its DDL too.
+fn declare(
+    opts: &LoadOptions,
+    table: &TableName,
+    session: &Session,
+    exists: bool,
+    schema: &arrow_schema::Schema,
+    create: bool,
+) -> Result<(Declaration, Option<String>)> {
+    Ok(
+        match crate::load::declared(opts, table, &session.current_schema, exists)? {
+            crate::load::Declared::Given(d) => (d, None),
+            crate::load::Declared::Existing => (Declaration::existing(vec![table.clone()]), None),
+            crate::load::Declared::Inferred if !create => {
+                return Err(Error::config(format!(
+                    "table {table} does not exist (create=True creates it from the data's schema)"
+                )));
+            }
+            crate::load::Declared::Inferred => {
+                let ddl = create_table(table, schema, opts.key.as_deref())?;
+                (Declaration::parse(&ddl)?, Some(ddl))
+            }
+        },
+    )
+}
+
+/// The columns of `table` the data's fields fill (matched by name like a
+/// header), with each one's field index and whether it is an `arrow.uuid`
+/// field; and the fields left out (only with `ignore_extra`, else an error).
+#[allow(clippy::type_complexity)]
+fn matched_columns(
+    facts: &crate::schema::TableFacts,
+    table: &TableName,
+    schema: &arrow_schema::Schema,
+    ignore_extra: bool,
+) -> Result<(Vec<String>, Vec<(usize, bool)>, Vec<String>)> {
+    let mut columns = Vec::new();
+    let mut fields = Vec::new();
+    let mut left_out = Vec::new();
+    for (index, field) in schema.fields().iter().enumerate() {
+        match crate::load::match_column(facts, field.name()) {
+            Some(column) if columns.contains(&column) => {
+                return Err(Error::config(format!(
+                    "columns of the data fill column \"{column}\" of {table} twice"
+                )));
+            }
+            Some(column) => {
+                columns.push(column);
+                fields.push((index, types::is_uuid(field)));
+            }
+            None if ignore_extra => left_out.push(field.name().clone()),
+            None => {
+                return Err(Error::config(format!(
+                    "column \"{}\" of the data is not a column of {table} (ignore_extra leaves it out)",
+                    field.name()
+                )));
+            }
+        }
+    }
+    Ok((columns, fields, left_out))
 }
 
 /// The record batches being read, and where.

@@ -452,7 +452,7 @@ async fn small_stage(tx: &Transaction<'_>, table: &TableName, stage: &str) -> Re
 }
 
 /// Merges (or appends) one table's staged rows; counts what it did.
-async fn merge_staged(
+pub(super) async fn merge_staged(
     tx: &Transaction<'_>,
     layout: Layout<'_>,
     stage: &str,

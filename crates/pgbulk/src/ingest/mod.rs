@@ -23,6 +23,7 @@
 mod batch;
 mod merge;
 mod stage;
+mod stages;
 mod target;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,7 @@ use crate::schema::{Declaration, TableName, dollar_quote};
 use crate::session::Session;
 use crate::watermark;
 use batch::load_batch;
+pub use stages::merge_stages;
 use target::{Targets, keyed, name_lookup, read_targets};
 
 /// How batches change the tables.

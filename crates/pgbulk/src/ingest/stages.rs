@@ -1,0 +1,161 @@
+//! Rows staged by other processes (the tasks of a distributed write, each
+//! into a table of its own), merged into their table in one transaction.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use tokio_postgres::Client;
+
+use super::batch::merge_staged;
+use super::stage::Layout;
+use super::target::{keyed, read_targets};
+use super::{BatchContext, BatchReport, Counts, Mode, Options, Prepared, Report, Upsert};
+use crate::error::{Error, Result};
+use crate::rebuild;
+use crate::schema::{TableName, quote_ident};
+
+/// Merges the staging tables `stages` into `table` in one transaction and
+/// drops them in it: other sessions see all of their rows or none.
+///
+/// Each stage has `table`'s columns under the same names (as `CREATE TABLE
+/// ... (LIKE table)` makes it); only `columns` are written, the others keep
+/// their values (or get their defaults). Rows are taken in `stages` order,
+/// each stage in its physical order: where a key repeats, the last such row
+/// wins (or the first, or the merge fails naming the key, as
+/// `options.on_duplicate` says). Tables with a key are upserted with the
+/// engine's guarded `MERGE` / `ON CONFLICT` (unchanged rows are not
+/// rewritten); tables without one are appended to. [`Mode::DeleteThenUpsert`]
+/// deletes every row first; [`Mode::ReplaceAtomic`] fills a new table built
+/// from the declaration and swaps it in (grants, views and comments kept).
+/// No watermark is written and no hook runs.
+pub async fn merge_stages(
+    client: &mut Client,
+    prepared: &Prepared,
+    table: &TableName,
+    columns: &[String],
+    stages: &[TableName],
+    options: &Options,
+) -> Result<Report> {
+    let started = Instant::now();
+    let zone = prepared.session.utc_offset;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::server("BEGIN", e))?;
+    let new = if options.mode == Mode::ReplaceAtomic {
+        let declared = prepared
+            .facts(table)
+            .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
+        Some(rebuild::create_new(&tx, table, declared).await?)
+    } else {
+        None
+    };
+    let write = new
+        .as_ref()
+        .map_or_else(|| table.clone(), |n| n.name.clone());
+    let target = keyed(
+        read_targets(tx.client(), &[(table.clone(), write)], zone).await?,
+        options,
+    )?
+    .into_iter()
+    .next()
+    .ok_or_else(|| Error::config(format!("table {table} is not declared")))?
+    .project(columns)?;
+    crate::lock::serialise_ingests(&tx, &options.lock_policy, &[table]).await?;
+    let mut counts = Counts::default();
+    if options.mode == Mode::DeleteThenUpsert {
+        counts.deleted = tx
+            .execute(&format!("DELETE FROM {}", target.write.quoted()), &[])
+            .await
+            .map_err(|e| Error::server(&format!("deleting the rows of {table}"), e))?;
+    }
+    let layout = Layout {
+        target: &target,
+        shadows: &[],
+        locate_all: false,
+    };
+    let ctx = BatchContext {
+        number: 1,
+        first: table,
+        options,
+        fresh: Vec::new(),
+        rebuild: Vec::new(),
+        write_watermark: false,
+        zone_offset: zone,
+        merge: prepared.session.server_version >= 150_000 && options.upsert == Upsert::Auto,
+    };
+    let names: Vec<String> = target
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect();
+    let names = names.join(", ");
+    let staged: Vec<String> = stages.iter().map(TableName::quoted).collect();
+    if target.key.is_empty() {
+        for stage in &staged {
+            let c = merge_staged(&tx, layout, stage, 0, false, &ctx).await?;
+            counts.add(&c);
+        }
+    } else if !staged.is_empty() {
+        // One stage is merged as it is; several are gathered first, in
+        // order, so that one merge sees every row (and a key repeated
+        // across stages keeps the row that came last).
+        let (stage, copied) = if let [only] = staged.as_slice() {
+            let n: i64 = tx
+                .query_one(&format!("SELECT count(*) FROM {only}"), &[])
+                .await
+                .map_err(|e| Error::server("counting the staged rows", e))?
+                .get(0);
+            (only.clone(), u64::try_from(n).unwrap_or(0))
+        } else {
+            let all = "pgbulk_stages";
+            tx.batch_execute(&format!(
+                "CREATE TEMP TABLE {all} ON COMMIT DROP AS SELECT {names} FROM {} WITH NO DATA",
+                staged[0]
+            ))
+            .await
+            .map_err(|e| Error::server("creating the table gathering the stages", e))?;
+            let mut copied = 0;
+            for stage in &staged {
+                copied += tx
+                    .execute(
+                        &format!("INSERT INTO {all} ({names}) SELECT {names} FROM {stage}"),
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| Error::server(&format!("gathering the rows of {stage}"), e))?;
+            }
+            (all.to_owned(), copied)
+        };
+        let c = merge_staged(&tx, layout, &stage, copied, true, &ctx).await?;
+        counts.add(&c);
+    }
+    if !staged.is_empty() {
+        tx.batch_execute(&format!("DROP TABLE {}", staged.join(", ")))
+            .await
+            .map_err(|e| Error::server("dropping the merged stages", e))?;
+    }
+    if let Some(new) = &new {
+        rebuild::swap(&tx, &options.lock_policy, new).await?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| Error::server(&format!("{table}: COMMIT"), e))?;
+    let tables = BTreeMap::from([(table.to_string(), counts)]);
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Report {
+        batches: vec![BatchReport {
+            number: 1,
+            tables: tables.clone(),
+            skipped: 0,
+            seconds,
+        }],
+        tables,
+        migrations: new
+            .iter()
+            .map(|n| format!("{}: replaced atomically", n.target))
+            .collect(),
+        seconds,
+        ..Report::default()
+    })
+}

@@ -1,0 +1,136 @@
+//! `arrow::partitioned`: partitions staged once whatever the attempts,
+//! merged in one transaction, a commit missing a partition writing nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use pgbulk::arrow::Batches;
+use pgbulk::arrow::partitioned::{self, stage_name};
+use pgbulk::load::{LoadOptions, Progress};
+use pgbulk::schema::TableName;
+
+use crate::harness::{TestDb, resolve};
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Utf8, true),
+    ]))
+}
+
+fn rows(keys: &[i64], values: &[&str]) -> Batches {
+    let batch = RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from(keys.to_vec())),
+            Arc::new(StringArray::from(values.to_vec())),
+        ],
+    )
+    .expect("batch");
+    Box::new(std::iter::once(Ok(batch)))
+}
+
+#[tokio::test]
+async fn partitions_are_staged_once_and_merged_at_once() {
+    let db = TestDb::new("partitioned").await;
+    let params = resolve(&db.url);
+    let client = db.connect().await;
+    let opts = LoadOptions {
+        table: TableName::parse("kv").expect("name"),
+        key: Some(vec!["k".to_owned()]),
+        ..LoadOptions::default()
+    };
+    let progress = || Arc::new(Progress::default());
+    let begun = partitioned::begin(&params, schema(), &opts, true, Duration::from_secs(60))
+        .await
+        .expect("begin");
+    assert!(
+        begun
+            .created_ddl
+            .as_deref()
+            .is_some_and(|d| d.contains("PRIMARY KEY (\"k\")")),
+        "{:?}",
+        begun.created_ddl
+    );
+    let write = begun.write;
+    let stage = |p: u32, keys: &'static [i64], values: &'static [&'static str]| {
+        let (params, opts, write) = (params.clone(), opts.clone(), write.clone());
+        async move {
+            partitioned::stage(
+                &params,
+                &write,
+                p,
+                schema(),
+                rows(keys, values),
+                &opts,
+                progress(),
+            )
+            .await
+            .expect("stage")
+        }
+    };
+    let first = stage(0, &[1, 2], &["a", "b"]).await;
+    assert_eq!((first.rows, first.reused), (2, false));
+    // Another attempt of partition 0 (a retry, a speculative copy): the
+    // complete stage is kept, its rows not read.
+    let again = stage(0, &[9], &["z"]).await;
+    assert_eq!((again.rows, again.reused), (2, true));
+    // Partition 1 repeats key 2: the later partition's row wins.
+    stage(1, &[2, 3], &["B", "c"]).await;
+
+    let commit = |partitions: &'static [u32]| {
+        let (params, opts, write) = (params.clone(), opts.clone(), write.clone());
+        async move {
+            partitioned::commit(&params, &write, partitions, schema(), &opts, progress()).await
+        }
+    };
+    let err = commit(&[0, 1, 2])
+        .await
+        .expect_err("partition 2 is missing");
+    assert!(err.message().contains("partition 2"), "{}", err.message());
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM kv", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(count, 0, "a failed commit writes nothing");
+
+    // An attempt killed after creating its stage left it incomplete: the
+    // next attempt writes it anew.
+    let killed = stage_name(&TableName::parse("public.kv").expect("name"), &write, 2);
+    client
+        .batch_execute(&format!(
+            "CREATE UNLOGGED TABLE {t} AS SELECT * FROM kv WITH NO DATA; INSERT INTO {t} VALUES (66, 'junk')",
+            t = killed.quoted()
+        ))
+        .await
+        .expect("incomplete stage");
+    let retried = stage(2, &[4], &["d"]).await;
+    assert_eq!((retried.rows, retried.reused), (1, false));
+
+    let report = commit(&[0, 1, 2]).await.expect("commit");
+    assert_eq!((report.inserted, report.repeated), (4, 1));
+    let got: Vec<(i64, String)> = client
+        .query("SELECT k, v FROM kv ORDER BY k", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let want: Vec<(i64, String)> = [(1, "a"), (2, "B"), (3, "c"), (4, "d")]
+        .iter()
+        .map(|(k, v)| (*k, (*v).to_owned()))
+        .collect();
+    assert_eq!(got, want);
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgbulk\\_stage\\_%'",
+            &[],
+        )
+        .await
+        .expect("stages")
+        .get(0);
+    assert_eq!(left, 0, "the commit drops its stages");
+}

@@ -1,0 +1,259 @@
+"""pgbulk as a PySpark data source (importable when PySpark 4 is installed):
+upsert from Spark, exactly once whichever task attempts ran.
+
+    import pgbulk.spark
+    pgbulk.spark.register(spark)
+    (df.write.format("pgbulk")
+       .option("url", "postgresql://loader@db/sales")
+       .option("table", "sales.stock")
+       .option("key", "pos,product,day")
+       .mode("append")
+       .save())
+
+How a write goes (the library's ``pgbulk::arrow::partitioned``):
+
+1. On the driver, before any task: the table is created from the
+   DataFrame's schema when missing (or from the ``schema`` option, which
+   also migrates an existing table), the data's columns and key are checked
+   against it, and stages of writes into the same schema that began more
+   than ``stale_after_seconds`` ago (a crashed driver) are dropped.
+2. Each task streams its partition's Arrow record batches into an UNLOGGED
+   stage table of its own (binary COPY, one transaction), named by the
+   write and the partition, not the attempt. A retried or speculative
+   attempt of a partition whose stage is complete leaves it as it is.
+3. The driver's commit merges every staged partition in one transaction
+   (guarded ``MERGE`` / ``ON CONFLICT``: unchanged rows are not rewritten)
+   and drops the stages in it; an abort drops them.
+
+Keys across partitions: rows are taken in partition order, each partition
+in its own order, and where a key repeats the last such row wins
+(``on_duplicate``: ``last``, ``first``, or ``error`` to fail the write
+naming a repeated key). The result does not depend on timing.
+
+Options: ``url`` (or ``conninfo``, ``dsn``, ``service``: what ``--db``
+takes; with none, libpq's ``PG*`` variables), ``table`` (required),
+``key`` (comma-separated; default the table's primary key), ``mode``
+(``upsert``, ``append``, ``replace``, ``replace-atomic``; Spark's
+``append`` mode defaults to upsert when there is a key, ``overwrite`` is
+``replace-atomic``), ``schema`` (DDL text or a ``.sql`` file),
+``on_duplicate``, ``ignore_extra``, ``lock_timeout`` (milliseconds),
+``create`` (default true), ``stale_after_seconds`` (default 86400).
+Spark redacts the ``url`` option in plans and its UI; a password is better
+kept in ``~/.pgpass``, ``PGPASSWORD`` or a service file than in the URL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+from pyspark import TaskContext
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.datasource import (
+    DataSource,
+    DataSourceArrowWriter,
+    DataSourceWriter,
+    WriterCommitMessage,
+)
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import StructType
+
+from . import _pgbulk
+
+_log = logging.getLogger("pgbulk.spark")
+
+# Options naming the database, in order of preference.
+_DB_OPTIONS = ("url", "conninfo", "dsn")
+
+
+def _flag(options: dict[str, str], name: str, default: bool) -> bool:
+    value = options.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _db(options: dict[str, str]) -> str | None:
+    for name in _DB_OPTIONS:
+        if options.get(name):
+            return options[name]
+    if options.get("service"):
+        return f"service={options['service']}"
+    return None
+
+
+def _schema_ddl(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value.rstrip().lower().endswith(".sql") and os.path.isfile(value):
+        with open(value, encoding="utf-8") as f:
+            return f.read()
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedPartition(WriterCommitMessage):
+    """A task's commit message: its partition is staged."""
+
+    partition: int
+    rows: int
+    reused: bool
+
+
+class PgbulkWriter(DataSourceArrowWriter):
+    """The writer of one ``df.write.format("pgbulk")``: created on the
+    driver (which begins the write), pickled to the tasks."""
+
+    def __init__(self, options: dict[str, str], schema: StructType, overwrite: bool) -> None:
+        options = {k.lower(): v for k, v in options.items()}
+        table = options.get("table") or options.get("dbtable")
+        if not table:
+            raise ValueError('pgbulk: .option("table", "[schema.]table") is required')
+        self.table = table
+        self.db = _db(options)
+        key = options.get("key")
+        self.key = [k.strip() for k in key.split(",") if k.strip()] if key else None
+        self.mode = "replace-atomic" if overwrite else options.get("mode")
+        self.schema_ddl = _schema_ddl(options.get("schema"))
+        self.on_duplicate = options.get("on_duplicate")
+        self.ignore_extra = _flag(options, "ignore_extra", False)
+        timeout = options.get("lock_timeout")
+        self.lock_timeout_ms = int(timeout) if timeout else None
+        self.fail_after_staging = _flag(options, "test_fail_after_staging", False)
+        # Spark timestamps are instants; their zone only labels them.
+        self.arrow_schema = to_arrow_schema(schema, timezone="UTC")
+        begun = _pgbulk.partitioned_begin(
+            self.arrow_schema.empty_table(),
+            self.table,
+            **self._settings(),
+            create=_flag(options, "create", True),
+            stale_after_seconds=int(options.get("stale_after_seconds", "86400")),
+        )
+        self.write_id: str = begun["write_id"]
+        self.created_ddl: str | None = begun["created_ddl"]
+
+    def _settings(self) -> dict[str, Any]:
+        """What the driver's begin and commit both pass."""
+        return {
+            "db": self.db,
+            "mode_name": self.mode,
+            "key": self.key,
+            "schema_ddl": self.schema_ddl,
+            "on_duplicate": self.on_duplicate,
+            "ignore_extra": self.ignore_extra,
+            "lock_timeout_ms": self.lock_timeout_ms,
+        }
+
+    def write(self, iterator: Iterator[pa.RecordBatch]) -> StagedPartition:
+        context = TaskContext.get()
+        if context is None:
+            raise RuntimeError("pgbulk: write() runs in a Spark task")
+        first = next(iterator, None)
+        schema = first.schema if first is not None else self.arrow_schema
+        batches = itertools.chain([first] if first is not None else [], iterator)
+        staged = _pgbulk.partitioned_stage(
+            pa.RecordBatchReader.from_batches(schema, batches),
+            self.table,
+            self.write_id,
+            context.partitionId(),
+            db=self.db,
+            ignore_extra=self.ignore_extra,
+            lock_timeout_ms=self.lock_timeout_ms,
+        )
+        if self.fail_after_staging and context.attemptNumber() == 0:
+            raise RuntimeError("pgbulk: failing the first attempt after staging (test option)")
+        return StagedPartition(context.partitionId(), staged["rows"], staged["reused"])
+
+    def commit(self, messages: Sequence[WriterCommitMessage | None]) -> None:
+        partitions = [m.partition for m in messages if isinstance(m, StagedPartition)]
+        report = _pgbulk.partitioned_commit(
+            self.arrow_schema.empty_table(),
+            self.table,
+            self.write_id,
+            partitions,
+            **self._settings(),
+        )
+        _log.info(
+            "%s: %d partitions merged: %d inserted, %d updated, %d unchanged, "
+            "%d deleted, %d repeated",
+            self.table,
+            len(partitions),
+            report["inserted"],
+            report["updated"],
+            report["unchanged"],
+            report["deleted"],
+            report["repeated"],
+        )
+
+    def abort(self, messages: Sequence[WriterCommitMessage | None]) -> None:
+        _pgbulk.partitioned_abort(self.table, self.write_id, db=self.db)
+
+
+class PgbulkDataSource(DataSource):
+    """The data source ``pgbulk`` (writes only)."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "pgbulk"
+
+    def writer(self, schema: StructType, overwrite: bool) -> DataSourceWriter:
+        return PgbulkWriter(dict(self.options), schema, overwrite)
+
+
+# Sessions the data source is registered with (registering again while
+# another thread writes makes Spark lose it for a moment).
+_registered: set[int] = set()
+_registering = threading.Lock()
+
+
+def register(spark: SparkSession | None = None) -> None:
+    """Registers the data source ``pgbulk`` with ``spark`` (default: the
+    active session), once per session."""
+    session = spark or SparkSession.getActiveSession()
+    if session is None:
+        raise RuntimeError("pgbulk.spark.register: no active SparkSession")
+    with _registering:
+        if id(session) not in _registered:
+            session.dataSource.register(PgbulkDataSource)
+            _registered.add(id(session))
+
+
+def write(
+    df: DataFrame,
+    table: str,
+    *,
+    url: str | None = None,
+    key: Sequence[str] | None = None,
+    mode: str | None = None,
+    **options: Any,
+) -> None:
+    """``df.write.format("pgbulk")`` with these options, then ``save()``:
+    ``mode`` is one of pgbulk's (``upsert``, ``append``, ``replace``,
+    ``replace-atomic``) or Spark's ``overwrite``. Other keyword arguments
+    are options as the data source takes them."""
+    register(df.sparkSession)
+    # Spark finds Python data sources through the thread's active session:
+    # a write from another thread than the session's would not find it.
+    jvm = getattr(df.sparkSession, "_jvm", None)
+    if jvm is not None:
+        jvm.org.apache.spark.sql.SparkSession.setActiveSession(df.sparkSession._jsparkSession)
+    writer = df.write.format("pgbulk").option("table", table)
+    if url is not None:
+        writer = writer.option("url", url)
+    if key is not None:
+        writer = writer.option("key", ",".join(key))
+    if mode == "overwrite":
+        writer = writer.mode("overwrite")
+    else:
+        writer = writer.mode("append")
+        if mode is not None:
+            writer = writer.option("mode", mode)
+    for name, value in options.items():
+        writer = writer.option(name, str(value))
+    writer.save()
