@@ -16,10 +16,9 @@ import sys
 import tempfile
 import time
 
+import pgbulk
 import pyarrow as pa
 import pyarrow.csv as pacsv
-
-import pgbulk
 
 COLUMNS = """id bigint PRIMARY KEY, qty integer, price double precision, amount numeric(12,2),
     name text, city text, ok boolean, day date, at timestamptz, note text"""
@@ -27,7 +26,7 @@ COLUMNS = """id bigint PRIMARY KEY, qty integer, price double precision, amount 
 
 def table(rows: int) -> pa.Table:
     ids = pa.array(range(rows), pa.int64())
-    base = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    base = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     return pa.table(
         {
             "id": ids,
@@ -35,13 +34,20 @@ def table(rows: int) -> pa.Table:
             "price": pa.array([i * 0.25 for i in range(rows)], pa.float64()),
             "amount": pa.array([i * 125 for i in range(rows)], pa.decimal128(12, 2)),
             "name": pa.array([f"customer number {i}" for i in range(rows)]),
-            "city": pa.array(["Oslo", "Lima", "Pune", "Kyiv"] * (rows // 4) + ["Oslo"] * (rows % 4)),
-            "ok": pa.array([i % 3 == 0 for i in range(rows)]),
-            "day": pa.array([dt.date(2024, 1, 1) + dt.timedelta(days=i % 365) for i in range(rows)]),
-            "at": pa.array(
-                [base + dt.timedelta(seconds=i) for i in range(rows)], pa.timestamp("us", tz="UTC")
+            "city": pa.array(
+                ["Oslo", "Lima", "Pune", "Kyiv"] * (rows // 4) + ["Oslo"] * (rows % 4)
             ),
-            "note": pa.array([None if i % 5 else "checked" for i in range(rows)], pa.string()),
+            "ok": pa.array([i % 3 == 0 for i in range(rows)]),
+            "day": pa.array(
+                [dt.date(2024, 1, 1) + dt.timedelta(days=i % 365) for i in range(rows)]
+            ),
+            "at": pa.array(
+                [base + dt.timedelta(seconds=i) for i in range(rows)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "note": pa.array(
+                [None if i % 5 else "checked" for i in range(rows)], pa.string()
+            ),
         }
     )
 

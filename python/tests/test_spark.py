@@ -250,3 +250,15 @@ def test_stale_stages_are_dropped_by_the_next_write(spark: SparkSession, db: str
     pgbulk.spark.write(stock(spark, 10, 1), "stock", url=db)
     assert stages(db) == [(f"pgbulk_stage_{recent}_0",)]
     assert rows(db, "SELECT count(*) FROM stock") == [(10,)]
+
+
+def test_append_mode_inserts_even_into_a_keyed_table(spark: SparkSession, db: str) -> None:
+    with psycopg.connect(db) as conn:
+        conn.execute("CREATE TABLE stock (pos bigint PRIMARY KEY, stock bigint)")
+    pgbulk.spark.write(stock(spark, 500, 2), "stock", url=db, mode="append")
+    assert rows(db, "SELECT count(*), sum(stock) FROM stock") == [(500, 2 * sum(range(500)))]
+    # A key that exists: the server refuses the whole write.
+    with pytest.raises(Exception, match="duplicate key value violates unique constraint"):
+        pgbulk.spark.write(stock(spark, 10, 9), "stock", url=db, mode="append")
+    assert rows(db, "SELECT count(*), sum(stock) FROM stock") == [(500, 2 * sum(range(500)))]
+    assert stages(db) == []

@@ -358,12 +358,14 @@ pub(crate) async fn hold_tables(
 /// Takes pgbulk's advisory lock on `key` for the session (waiting, and
 /// saying for whom, as for the ingest lock): released by [`release_key`]
 /// or when the session ends, also when its process is killed.
+#[cfg(feature = "arrow")]
 pub(crate) async fn hold_key(client: &Client, policy: &LockPolicy, key: &str) -> Result<()> {
     advisory_lock(client, policy, key, true).await
 }
 
 /// Takes pgbulk's advisory lock on `key` for the session if no other
 /// session holds it; whether it did.
+#[cfg(feature = "arrow")]
 pub(crate) async fn try_hold_key(client: &Client, key: &str) -> Result<bool> {
     Ok(client
         .query_one(

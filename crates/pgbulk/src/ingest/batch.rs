@@ -168,6 +168,7 @@ pub(super) async fn load_batch(
             target,
             shadows: &w.shadows,
             locate_all: w.locate_all,
+            sorted: false,
         };
         let merged = if layout.any() {
             // Values the server casts, and with `reject_rows` every row, are

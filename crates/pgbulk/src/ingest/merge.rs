@@ -74,8 +74,9 @@ pub(super) fn comparable_list(
 }
 
 /// The staged rows, one per key: the last (or first) in arrival order when
-/// the batch repeats a key (sorted only then). A staging table is only
-/// appended to, so `ctid` order is arrival order.
+/// the batch repeats a key (sorted by key then, and when the layout asks
+/// for it). A staging table is only appended to, so `ctid` order is
+/// arrival order.
 pub(super) fn merge_source(
     layout: Layout<'_>,
     stage: &str,
@@ -90,6 +91,10 @@ pub(super) fn merge_source(
                 "DESC"
             };
             format!("(SELECT DISTINCT ON ({key}) * FROM {stage} ORDER BY {key}, ctid {order}) s")
+        }
+        None if layout.sorted => {
+            let key = layout.key_values("");
+            format!("(SELECT * FROM {stage} ORDER BY {key}) s")
         }
         None => format!("{stage} s"),
     }

