@@ -1,7 +1,10 @@
 """pgbulk.write of a wide pyarrow Table against psql \\copy of the same rows
 as CSV, on one cluster in one run; prints seconds and the ratio.
 
-    python bench/python/write.py [ROWS]      # default 1,000,000
+    python bench/python/write.py [ROWS] [--json]     # default 1,000,000
+
+With ``--json`` the last line is the result as JSON (``pgbulk-bench all``
+reads it when ``PGBULK_BENCH_PYTHON`` names this Python).
 
 Needs pgbulk installed (maturin develop --release), pyarrow and psql; the
 target is pgbulk's local cluster (or $PGBULK_BENCH_DB).
@@ -10,7 +13,9 @@ target is pgbulk's local cluster (or $PGBULK_BENCH_DB).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -57,7 +62,8 @@ def psql(url: str, *args: str) -> None:
 
 
 def main() -> None:
-    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    args = [a for a in sys.argv[1:] if a != "--json"]
+    rows = int(args[0]) if args else 1_000_000
     url = os.environ.get("PGBULK_BENCH_DB") or pgbulk.local.start()
     data = table(rows)
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,6 +83,14 @@ def main() -> None:
     print(f"psql \\copy (CSV):  {copy_s:6.2f} s")
     print(f"pgbulk.write:      {write_s:6.2f} s")
     print(f"ratio write/copy:  {write_s / copy_s:6.2f}x (bar: <= 0.5x)")
+    if "--json" in sys.argv:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result = {
+            "pgbulk_seconds": write_s,
+            "reference_seconds": copy_s,
+            "peak_rss_mb": peak_mb,
+        }
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

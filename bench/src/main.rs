@@ -27,7 +27,16 @@
 //! created table; then `pgbulk sync` again with nothing changed (every row
 //! re-read, none rewritten), with pgbulk's peak RSS.
 //!
-//! Prints seconds and the ratio pgbulk / psql for each (lower is better).
+//! `pgbulk-bench all [ROWS]` runs the three in turn, and with
+//! `PGBULK_BENCH_PYTHON` naming a Python that has pgbulk (built with
+//! `maturin develop --release`) and pyarrow, `bench/python/write.py`:
+//! `pgbulk.write` of a wide pyarrow Table (a fifth of ROWS) against `psql
+//! \copy` of the same rows as CSV.
+//!
+//! Each prints seconds and the ratio pgbulk / psql as it goes (lower is
+//! better), then one table of every workload: pgbulk, the reference tool
+//! measured in the same run, the ratio, pgbulk's peak RSS and the bar;
+//! with `--json` also that table as a JSON array, for machines.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::fs::File;
@@ -44,12 +53,20 @@ use pgbulk::ingest::{Batch, BatchWatermark, Options, Row, ingest};
 use pgbulk::local::Cluster;
 use pgbulk::schema::Declaration;
 
+/// The ingest benchmark's reference for upserts.
+const HAND_WRITTEN: &str = "\\copy + INSERT ... ON CONFLICT";
+/// The sync benchmark's reference.
+const PSQL_PIPE: &str = "psql \\copy TO piped into \\copy FROM";
+
 /// Rows per batch (each batch is streamed, so this bounds transactions,
 /// not memory).
 const BATCH_ROWS: usize = 10_000_000;
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let json = args.iter().any(|a| a == "--json");
+    let for_all = args.iter().any(|a| a == MEASURES_FLAG);
+    args.retain(|a| a != "--json" && a != MEASURES_FLAG);
     let what = args.first().map(String::as_str).unwrap_or("ingest");
     let rows: usize = args
         .get(1)
@@ -61,11 +78,202 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match what {
-        "ingest" => runtime.block_on(bench_ingest(rows)),
-        "load" => bench_load(args.get(1).is_some().then_some(rows)),
-        "sync" => bench_sync(rows),
-        other => bail!("unknown benchmark {other:?} (try: ingest [ROWS])"),
+        "ingest" => runtime.block_on(bench_ingest(rows))?,
+        "load" => bench_load(args.get(1).is_some().then_some(rows))?,
+        "sync" => bench_sync(rows)?,
+        "all" => {
+            // Each in a process of its own: a child's peak RSS includes
+            // its parent's at the moment it was spawned, so the parent
+            // stays small.
+            for part in ["load", "sync", "ingest"] {
+                let mut cmd = Command::new(std::env::current_exe()?);
+                cmd.arg(part).args(args.get(1)).arg(MEASURES_FLAG);
+                let out = cmd
+                    .stderr(std::process::Stdio::inherit())
+                    .output()
+                    .with_context(|| format!("running the {part} benchmark"))?;
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                let (shown, last) = stdout.trim_end().rsplit_once('\n').unwrap_or(("", &stdout));
+                println!("{shown}");
+                if !out.status.success() {
+                    bail!("the {part} benchmark failed");
+                }
+                for m in serde_json::from_str::<Vec<serde_json::Value>>(last)? {
+                    record(Measure::from_json(&m)?);
+                }
+            }
+            if let Some(python) = std::env::var_os("PGBULK_BENCH_PYTHON") {
+                bench_python_write(&python, (rows / 5).max(1))?;
+            }
+        }
+        other => {
+            bail!("unknown benchmark {other:?} (try: ingest, load, sync or all [ROWS] [--json])")
+        }
     }
+    if for_all {
+        let all = MEASURES
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .iter()
+            .map(Measure::to_json)
+            .collect::<Vec<_>>();
+        println!("{}", serde_json::to_string(&all)?);
+        return Ok(());
+    }
+    print_table(json)
+}
+
+/// `all` runs each part with this flag: it then prints its measures as
+/// one line of JSON at the end instead of the table.
+const MEASURES_FLAG: &str = "--measures-json";
+
+/// `bench/python/write.py` run by `python` on a throwaway server.
+fn bench_python_write(python: &std::ffi::OsStr, rows: usize) -> anyhow::Result<()> {
+    let server = server()?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/write.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(rows.to_string())
+        .arg("--json")
+        .env("PGBULK_BENCH_DB", &server.url)
+        .output()
+        .context("running bench/python/write.py")?;
+    if !out.status.success() {
+        bail!(
+            "bench/python/write.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    let last = stdout.lines().last().unwrap_or_default();
+    let result: serde_json::Value = serde_json::from_str(last)?;
+    let seconds = |k: &str| result.get(k).and_then(serde_json::Value::as_f64);
+    let (Some(ours), Some(theirs)) = (seconds("pgbulk_seconds"), seconds("reference_seconds"))
+    else {
+        bail!("bench/python/write.py printed no result: {last}");
+    };
+    report(
+        &format!("Python pgbulk.write, wide Arrow table ({rows} rows)"),
+        ours,
+        (PYTHON_REFERENCE, theirs),
+        0.5,
+        seconds("peak_rss_mb"),
+    );
+    Ok(())
+}
+
+/// One workload's outcome.
+#[derive(Debug, Clone)]
+struct Measure {
+    workload: String,
+    /// pgbulk's seconds.
+    pgbulk: f64,
+    /// The reference tool, as run in the same process.
+    reference: &'static str,
+    /// Its seconds, when the workload has a reference.
+    reference_seconds: Option<f64>,
+    /// What the ratio compares against, when not the reference's seconds.
+    ratio: Option<f64>,
+    /// pgbulk's peak RSS in MB (the `pgbulk` process; for the ingest
+    /// workloads, this benchmark's own process, which runs the engine).
+    peak_rss_mb: Option<f64>,
+    /// The bar the ratio (or the seconds) must meet, in words.
+    bar: String,
+    ok: bool,
+}
+
+impl Measure {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "workload": self.workload,
+            "pgbulk_seconds": self.pgbulk,
+            "reference": self.reference,
+            "reference_seconds": self.reference_seconds,
+            "ratio": self.ratio,
+            "peak_rss_mb": self.peak_rss_mb,
+            "bar": self.bar,
+            "ok": self.ok,
+        })
+    }
+
+    fn from_json(v: &serde_json::Value) -> anyhow::Result<Self> {
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+        };
+        let number = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+        Ok(Self {
+            workload: text("workload").to_owned(),
+            pgbulk: number("pgbulk_seconds").context("pgbulk_seconds")?,
+            reference: REFERENCES
+                .iter()
+                .find(|r| **r == text("reference"))
+                .copied()
+                .unwrap_or(""),
+            reference_seconds: number("reference_seconds"),
+            ratio: number("ratio"),
+            peak_rss_mb: number("peak_rss_mb"),
+            bar: text("bar").to_owned(),
+            ok: v
+                .get("ok")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+        })
+    }
+}
+
+/// The reference tools, by name.
+const REFERENCES: [&str; 5] = [
+    PSQL_COPY,
+    HAND_WRITTEN,
+    PSQL_PIPE,
+    "the full sync",
+    PYTHON_REFERENCE,
+];
+const PSQL_COPY: &str = "psql \\copy";
+const PYTHON_REFERENCE: &str = "psql \\copy of the rows as CSV";
+
+/// Every workload measured in this run, in order.
+static MEASURES: Mutex<Vec<Measure>> = Mutex::new(Vec::new());
+
+fn record(m: Measure) {
+    if let Ok(mut all) = MEASURES.lock() {
+        all.push(m);
+    }
+}
+
+/// Prints the run's table (and, with `json`, the same as JSON).
+fn print_table(json: bool) -> anyhow::Result<()> {
+    let all = MEASURES
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    println!();
+    println!("| workload | pgbulk | reference | ratio | peak RSS | bar |");
+    println!("|---|---|---|---|---|---|");
+    for m in &all {
+        let reference = m.reference_seconds.map_or_else(
+            || m.reference.to_owned(),
+            |s| format!("{s:.2} s ({})", m.reference),
+        );
+        println!(
+            "| {} | {:.2} s | {reference} | {} | {} | {} {} |",
+            m.workload,
+            m.pgbulk,
+            m.ratio.map_or_else(String::new, |r| format!("{r:.2}x")),
+            m.peak_rss_mb
+                .map_or_else(String::new, |r| format!("{r:.0} MB")),
+            m.bar,
+            if m.ok { "ok" } else { "MISSED" }
+        );
+    }
+    if json {
+        let rows: Vec<serde_json::Value> = all.iter().map(Measure::to_json).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
 }
 
 /// The server: a throwaway cluster unless `PGBULK_BENCH_DATABASE_URL` is set.
@@ -200,12 +408,30 @@ async fn pgbulk_ingest(server: &Server, ddl: &str, csv: &Path, table: &str) -> a
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn report(label: &str, ours: f64, theirs: f64, bar: f64) {
+/// Prints and records a workload measured against `reference` (its
+/// seconds `theirs`): the ratio must be at most `bar`.
+fn report(
+    label: &str,
+    ours: f64,
+    (reference, theirs): (&'static str, f64),
+    bar: f64,
+    rss: Option<f64>,
+) {
     let ratio = ours / theirs;
     println!(
         "{label:<44} pgbulk {ours:>7.2} s   psql {theirs:>7.2} s   ratio {ratio:>5.2}x   bar <= {bar:.2}x {}",
         if ratio <= bar { "ok" } else { "MISSED" }
     );
+    record(Measure {
+        workload: label.to_owned(),
+        pgbulk: ours,
+        reference,
+        reference_seconds: Some(theirs),
+        ratio: Some(ratio),
+        peak_rss_mb: rss,
+        bar: format!("<= {bar:.2}x"),
+        ok: ratio <= bar,
+    });
 }
 
 /// A scratch directory for the generated files (removed by the caller).
@@ -331,9 +557,9 @@ fn bench_load(rows: Option<usize>) -> anyhow::Result<()> {
             narrow_cols,
             &narrow,
             vec!["--delimiter", ";"],
-            0.7,
+            0.5,
         ),
-        ("wide", wide_cols, &wide, vec![], 0.55),
+        ("wide", wide_cols, &wide, vec![], 0.42),
     ] {
         psql(
             &server,
@@ -359,7 +585,7 @@ fn bench_load(rows: Option<usize>) -> anyhow::Result<()> {
         let (ours, rss) = pgbulk_load(&format!("{label}_pgbulk"), path, &extra)?;
         report(
             &format!(
-                "load {label} ({} rows), peak RSS {rss:.0} MB",
+                "load {label} ({} rows)",
                 if label == "narrow" {
                     narrow_rows
                 } else {
@@ -367,8 +593,9 @@ fn bench_load(rows: Option<usize>) -> anyhow::Result<()> {
                 }
             ),
             ours,
-            theirs,
+            (PSQL_COPY, theirs),
             bar,
+            Some(rss),
         );
     }
     // Memory against input size: 1 M and 17 M narrow rows.
@@ -382,6 +609,16 @@ fn bench_load(rows: Option<usize>) -> anyhow::Result<()> {
         )?;
         let (secs, peak) = pgbulk_load(&format!("mem_{n}"), &path, &["--delimiter", ";"])?;
         println!("narrow {n:>9} rows: {secs:6.2} s, peak RSS {peak:.0} MB");
+        record(Measure {
+            workload: format!("load narrow ({n} rows): memory"),
+            pgbulk: secs,
+            reference: "",
+            reference_seconds: None,
+            ratio: None,
+            peak_rss_mb: Some(peak),
+            bar: "< 100 MB".to_owned(),
+            ok: peak < 100.0,
+        });
         rss.push(peak);
         std::fs::remove_file(&path)?;
     }
@@ -440,7 +677,13 @@ async fn bench_ingest(rows: usize) -> anyhow::Result<()> {
         "append_pgbulk",
     )
     .await?;
-    report("append into an empty table", ours, theirs, 0.9);
+    report(
+        &format!("ingest append ({rows} rows)"),
+        ours,
+        (PSQL_COPY, theirs),
+        0.9,
+        Some(peak_rss_mb()),
+    );
 
     // Upsert into tables holding every key.
     let keyed = format!("{cols}, PRIMARY KEY (pos, product, day))");
@@ -471,10 +714,11 @@ async fn bench_ingest(rows: usize) -> anyhow::Result<()> {
     let ddl = format!("CREATE TABLE upsert_pgbulk {keyed};");
     let ours = pgbulk_ingest(&server, &ddl, &changed, "upsert_pgbulk").await?;
     report(
-        "upsert, every key present, values changed",
+        &format!("ingest upsert, values changed ({rows} rows)"),
         ours,
-        theirs,
-        1.0,
+        (HAND_WRITTEN, theirs),
+        0.55,
+        Some(peak_rss_mb()),
     );
     psql(
         &server,
@@ -486,7 +730,13 @@ async fn bench_ingest(rows: usize) -> anyhow::Result<()> {
         &commands.iter().map(String::as_str).collect::<Vec<_>>(),
     )?;
     let ours = pgbulk_ingest(&server, &ddl, &changed, "upsert_pgbulk").await?;
-    report("upsert again, values unchanged", ours, theirs, 0.3);
+    report(
+        &format!("ingest upsert, values unchanged ({rows} rows)"),
+        ours,
+        (HAND_WRITTEN, theirs),
+        0.12,
+        Some(peak_rss_mb()),
+    );
 
     println!("peak RSS of pgbulk-bench: {:.0} MB", peak_rss_mb());
     std::fs::remove_dir_all(&dir)?;
@@ -597,10 +847,11 @@ fn bench_sync(rows: usize) -> anyhow::Result<()> {
         };
         let (ours, rss) = sync(&[])?;
         report(
-            &format!("sync {label}, peak RSS {rss:.0} MB"),
+            &format!("sync {label}, full"),
             ours,
-            theirs,
+            (PSQL_PIPE, theirs),
             bar,
+            Some(rss),
         );
         let (again, rss) = sync(&[])?;
         println!(
@@ -609,10 +860,11 @@ fn bench_sync(rows: usize) -> anyhow::Result<()> {
         );
         let (jobs, rss) = sync(&["--jobs", "2", "--to", &format!("{label}_jobs")])?;
         report(
-            &format!("sync {label} --jobs 2, peak RSS {rss:.0} MB"),
+            &format!("sync {label}, full, --jobs 2"),
             jobs,
-            theirs,
+            (PSQL_PIPE, theirs),
             bar,
+            Some(rss),
         );
         // Incremental: a first run reads everything, then 1% of the rows
         // change, then nothing does.
@@ -639,11 +891,31 @@ fn bench_sync(rows: usize) -> anyhow::Result<()> {
                 "MISSED"
             }
         );
-        let (nothing, _) = sync(&incremental)?;
+        record(Measure {
+            workload: format!("sync {label}, incremental, 1% changed"),
+            pgbulk: changed,
+            reference: "the full sync",
+            reference_seconds: None,
+            ratio: Some(changed / ours),
+            peak_rss_mb: Some(rss),
+            bar: "<= 0.05x".to_owned(),
+            ok: changed / ours <= 0.05,
+        });
+        let (nothing, rss) = sync(&incremental)?;
         println!(
             "sync {label} --incremental, nothing new: {nothing:.2} s (bar < 1 s {})",
             if nothing < 1.0 { "ok" } else { "MISSED" }
         );
+        record(Measure {
+            workload: format!("sync {label}, incremental, nothing new"),
+            pgbulk: nothing,
+            reference: "",
+            reference_seconds: None,
+            ratio: None,
+            peak_rss_mb: Some(rss),
+            bar: "< 1 s".to_owned(),
+            ok: nothing < 1.0,
+        });
     }
     Ok(())
 }
