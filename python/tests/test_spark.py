@@ -262,3 +262,18 @@ def test_append_mode_inserts_even_into_a_keyed_table(spark: SparkSession, db: st
         pgbulk.spark.write(stock(spark, 10, 9), "stock", url=db, mode="append")
     assert rows(db, "SELECT count(*), sum(stock) FROM stock") == [(500, 2 * sum(range(500)))]
     assert stages(db) == []
+
+
+def test_a_column_the_table_lacks_is_refused_before_any_task(spark: SparkSession, db: str) -> None:
+    with psycopg.connect(db) as conn:
+        conn.execute("CREATE TABLE stock (pos bigint PRIMARY KEY, stock bigint)")
+        conn.execute("INSERT INTO stock VALUES (1, 1)")
+    df = stock(spark, 100, 1).withColumn("colour", F.lit("red"))
+    with pytest.raises(Exception, match='column "colour" of the data is not a column of'):
+        pgbulk.spark.write(df, "stock", url=db)
+    assert rows(db, "SELECT * FROM stock") == [(1, 1)]
+    assert stages(db) == []
+    # A key column the data lacks.
+    with pytest.raises(Exception, match="key"):
+        pgbulk.spark.write(stock(spark, 10, 1), "stock", url=db, key=["nope"])
+    assert rows(db, "SELECT * FROM stock") == [(1, 1)]

@@ -125,18 +125,13 @@ pub async fn begin(
     stale_after: Duration,
 ) -> Result<Begun> {
     let write = WriteId::new()?;
-    let mut client = crate::connect::connect(params).await?.client;
-    let session = Session::read(&client).await?;
-    let table = opts.table.in_schema(&session.current_schema);
-    let exists = table_exists(&client, &table).await?;
-    let (declaration, created_ddl) = declare(opts, &table, &session, exists, &schema, create)?;
-    let prepared = ingest::prepare_in(&mut client, session, &declaration).await?;
-    let facts = prepared
-        .facts(&table)
-        .cloned()
-        .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
-    crate::load::key_and_mode(opts, &facts, &table, exists)?;
-    matched_columns(&facts, &table, &schema, opts.ignore_extra)?;
+    let Opened {
+        mut client,
+        table,
+        prepared,
+        created_ddl,
+        ..
+    } = open(params, &schema, opts, create).await?;
     let plan = prepared.plan();
     let migrations: Vec<String> = plan
         .steps
@@ -154,7 +149,7 @@ pub async fn begin(
     Ok(Begun {
         write,
         table,
-        created_ddl: created_ddl.filter(|_| !exists),
+        created_ddl,
         migrations,
         dropped,
     })
@@ -242,22 +237,16 @@ pub async fn commit(
     progress: Arc<Progress>,
 ) -> Result<LoadReport> {
     let started = std::time::Instant::now();
-    let mut client = crate::connect::connect(params).await?.client;
-    let session = Session::read(&client).await?;
-    let table = opts.table.in_schema(&session.current_schema);
-    if !table_exists(&client, &table).await? {
-        return Err(Error::config(format!("table {table} does not exist")));
-    }
-    let (declaration, _) = declare(opts, &table, &session, true, &schema, false)?;
-    let prepared = ingest::prepare_in(&mut client, session, &declaration).await?;
-    let facts = prepared
-        .facts(&table)
-        .cloned()
-        .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
-    let chosen = crate::load::key_and_mode(opts, &facts, &table, true)?;
+    let Opened {
+        mut client,
+        table,
+        prepared,
+        chosen,
+        columns,
+        ..
+    } = open(params, &schema, opts, false).await?;
     let options =
         crate::load::engine_options(chosen.mode, chosen.key.as_ref(), &table, opts, &progress);
-    let (columns, _, _) = matched_columns(&facts, &table, &schema, opts.ignore_extra)?;
     let mut partitions = partitions.to_vec();
     partitions.sort_unstable();
     partitions.dedup();
@@ -293,6 +282,50 @@ pub async fn abort(
     let session = Session::read(&client).await?;
     let table = opts.table.in_schema(&session.current_schema);
     Ok(drop_stages(&client, &table, write).await?.len())
+}
+
+/// A write's table as [`begin`] and [`commit`] see it.
+struct Opened {
+    client: Client,
+    /// Qualified with the session's schema.
+    table: TableName,
+    prepared: ingest::Prepared,
+    /// The `CREATE TABLE` inferred from the data, when the table is missing.
+    created_ddl: Option<String>,
+    chosen: crate::load::KeyAndMode,
+    /// The table's columns the data fills.
+    columns: Vec<String>,
+}
+
+/// Connects and plans the write of data of `schema` into `opts.table`
+/// (created from the schema when missing and `create`), checking the key,
+/// the mode and the data's columns against the table.
+async fn open(
+    params: &crate::conninfo::ConnParams,
+    schema: &SchemaRef,
+    opts: &LoadOptions,
+    create: bool,
+) -> Result<Opened> {
+    let mut client = crate::connect::connect(params).await?.client;
+    let session = Session::read(&client).await?;
+    let table = opts.table.in_schema(&session.current_schema);
+    let exists = table_exists(&client, &table).await?;
+    let (declaration, created_ddl) = declare(opts, &table, &session, exists, schema, create)?;
+    let prepared = ingest::prepare_in(&mut client, session, &declaration).await?;
+    let facts = prepared
+        .facts(&table)
+        .cloned()
+        .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
+    let chosen = crate::load::key_and_mode(opts, &facts, &table, exists)?;
+    let (columns, _, _) = matched_columns(&facts, &table, schema, opts.ignore_extra)?;
+    Ok(Opened {
+        client,
+        table,
+        prepared,
+        created_ddl: created_ddl.filter(|_| !exists),
+        chosen,
+        columns,
+    })
 }
 
 async fn table_exists(client: &Client, table: &TableName) -> Result<bool> {
