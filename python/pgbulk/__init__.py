@@ -23,6 +23,16 @@ from typing import Any, Literal, TypeVar
 
 from . import _pgbulk, errors, local
 from .connections import conninfo
+from .declared import (
+    Delete,
+    HighWatermark,
+    IngestReport,
+    Mode,
+    TableCounts,
+    Upsert,
+    Visibility,
+    ingest,
+)
 from .errors import (
     AuthError,
     ConfigError,
@@ -37,7 +47,7 @@ from .errors import (
 
 __version__: str = _pgbulk.__version__
 
-Mode = Literal["upsert", "append", "replace", "replace-atomic"]
+LoadMode = Literal["upsert", "append", "replace", "replace-atomic"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +125,7 @@ def load_csv(
     table: str,
     *,
     db: str | object | None = None,
-    mode: Mode | None = None,
+    mode: LoadMode | None = None,
     key: Sequence[str] | None = None,
     schema: str | None = None,
     delimiter: str | None = None,
@@ -180,7 +190,7 @@ def write(
     db: str | object | None = None,
     conn: object | None = None,
     dsn: str | None = None,
-    mode: Mode | None = None,
+    mode: LoadMode | None = None,
     key: Sequence[str] | None = None,
     schema: str | None = None,
     create: bool = True,
@@ -263,7 +273,7 @@ def sync(
     db: str | object | None = None,
     to: str | None = None,
     where: str | None = None,
-    mode: Mode | None = None,
+    mode: LoadMode | None = None,
     key: Sequence[str] | None = None,
     incremental: str | None = None,
     lookback: timedelta | None = None,
@@ -322,8 +332,12 @@ __all__ = [
     "ConnectError",
     "ConnectionLostError",
     "DataError",
+    "Delete",
     "Error",
+    "HighWatermark",
     "IOError",
+    "IngestReport",
+    "LoadMode",
     "LoadReport",
     "LocalError",
     "Mode",
@@ -333,7 +347,11 @@ __all__ = [
     "ServerError",
     "Status",
     "SyncReport",
+    "TableCounts",
+    "Upsert",
+    "Visibility",
     "errors",
+    "ingest",
     "load_csv",
     "local",
     "plan",

@@ -1,3 +1,4 @@
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __version__: str
@@ -46,6 +47,21 @@ def sync(
 def plan(schema_ddl: str, *, db: str | None = ...) -> dict[str, Any]: ...
 def local_start() -> str: ...
 def local_stop() -> bool: ...
+def ingest(
+    db: str | None,
+    ddl: str,
+    lookup: dict[Any, int],
+    names: list[tuple[str | None, str]],
+    json: list[list[bool]],
+    source: Callable[[str | None], Iterable[Any]],
+    *,
+    start: str = ...,
+    start_value: str | None = ...,
+    mode_name: str = ...,
+    upsert: bool = ...,
+    lock_timeout_ms: int | None = ...,
+    on_commit: Callable[[int, dict[str, dict[str, int]]], None] | None = ...,
+) -> dict[str, Any]: ...
 def write(
     data: object,
     table_name: str,

@@ -5,6 +5,7 @@
 //! exceptions of `pgbulk.errors`: no behaviour of its own.
 
 mod errors;
+mod ingest;
 mod runtime;
 
 use std::sync::Arc;
@@ -671,6 +672,7 @@ fn _pgbulk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(load_csv, m)?)?;
     m.add_function(wrap_pyfunction!(write, m)?)?;
+    m.add_function(wrap_pyfunction!(ingest::ingest, m)?)?;
     m.add_function(wrap_pyfunction!(partitioned_begin, m)?)?;
     m.add_function(wrap_pyfunction!(partitioned_stage, m)?)?;
     m.add_function(wrap_pyfunction!(partitioned_commit, m)?)?;

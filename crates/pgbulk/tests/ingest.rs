@@ -587,7 +587,7 @@ async fn watermarks_latest_earliest_explicit_and_computed() {
         |hw| {
             seen.push(hw);
             vec![Ok(Batch {
-                high_watermark: BatchWatermark::Computed(Box::new(|| Some(json!("computed")))),
+                high_watermark: BatchWatermark::Computed(Box::new(|| Ok(Some(json!("computed"))))),
                 metadata: json!({"file": "x"}),
                 rows: pgbulk::ingest::Rows::values(std::iter::empty()),
                 resume: None,

@@ -262,7 +262,7 @@ pub(super) async fn load_batch(
     }
     let high_watermark = match batch.high_watermark {
         BatchWatermark::Value(v) => v,
-        BatchWatermark::Computed(f) => f(),
+        BatchWatermark::Computed(f) => f()?,
     };
     if ctx.write_watermark {
         watermark::write(

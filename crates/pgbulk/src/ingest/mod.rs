@@ -108,8 +108,9 @@ pub enum HighWatermark {
 pub enum BatchWatermark {
     /// Known up front (`None` stores SQL NULL).
     Value(Option<serde_json::Value>),
-    /// Computed just before commit.
-    Computed(Box<dyn FnOnce() -> Option<serde_json::Value> + Send + Sync>),
+    /// Computed just before commit; an error rolls the batch back and ends
+    /// the ingest.
+    Computed(Box<dyn FnOnce() -> Result<Option<serde_json::Value>> + Send + Sync>),
 }
 
 impl std::fmt::Debug for BatchWatermark {
@@ -412,6 +413,10 @@ pub struct Options {
     /// create nothing. Not with [`Mode::ReplaceAtomic`], which creates at
     /// once.
     pub create_with_first_batch: bool,
+    /// With `create_with_first_batch`: when no batch comes, the missing
+    /// tables are still created, in a transaction of their own at the end
+    /// (pg-bulk-ingest's behaviour) instead of not at all.
+    pub create_without_batches: bool,
 }
 
 impl Default for Options {
@@ -430,6 +435,7 @@ impl Default for Options {
             merging: None,
             stream: None,
             create_with_first_batch: false,
+            create_without_batches: false,
         }
     }
 }
@@ -448,6 +454,7 @@ impl std::fmt::Debug for Options {
             .field("on_commit", &self.on_commit.is_some())
             .field("stream", &self.stream)
             .field("create_with_first_batch", &self.create_with_first_batch)
+            .field("create_without_batches", &self.create_without_batches)
             .finish()
     }
 }
@@ -691,6 +698,24 @@ where
 {
     let prepared = prepare(client, declaration).await?;
     ingest_prepared(client, &prepared, source, options).await
+}
+
+/// [`ingest`] on a session of its own to `params`, registered with
+/// `progress` so that [`crate::load::Progress::cancel`] stops its
+/// statement.
+pub async fn ingest_at<I>(
+    params: &crate::conninfo::ConnParams,
+    declaration: &Declaration,
+    source: impl FnOnce(Option<serde_json::Value>) -> I,
+    options: &Options,
+    progress: &crate::load::Progress,
+) -> Result<Report>
+where
+    I: IntoIterator<Item = Result<Batch>>,
+{
+    let mut client = crate::connect::connect(params).await?.client;
+    progress.register(&client);
+    ingest(&mut client, declaration, source, options).await
 }
 
 /// Runs an ingest planned by [`prepare`] (see [`ingest`]).
@@ -996,6 +1021,12 @@ where
         }
         report.batches.push(batch_report);
         last = Some(committed);
+    }
+    if options.create_without_batches && !create.sql.is_empty() {
+        let sql: Vec<String> = create.locks.iter().chain(&create.sql).cloned().collect();
+        lock::run_in_own_transaction(client, &options.lock_policy, None, "creating tables", &sql)
+            .await?;
+        report.migrations.append(&mut create.summaries);
     }
     if let (true, Some(last)) = (replace, last) {
         swap_in(client, &news, first, &last, options).await?;

@@ -1,0 +1,327 @@
+"""pgbulk.ingest: pg-bulk-ingest's ``ingest(conn, metadata, batches, ...)``
+on pgbulk's engine, through SQLAlchemy connections over psycopg 3 and
+psycopg2."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from conftest import rows
+from sqlalchemy.dialects import postgresql as pg
+
+import pgbulk
+from pgbulk import Delete, HighWatermark, Mode, Upsert
+
+DRIVERS = ["postgresql+psycopg", "postgresql+psycopg2"]
+
+
+@pytest.fixture(params=DRIVERS)
+def engine(request: pytest.FixtureRequest, db: str) -> Iterator[sa.Engine]:
+    url = sa.make_url(db).set(drivername=request.param)
+    engine = sa.create_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def keyed(metadata: sa.MetaData, name: str = "t", schema: str | None = "s") -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("v", sa.String),
+        schema=schema,
+    )
+
+
+def run(engine: sa.Engine, metadata: sa.MetaData, batches: Any, **kw: Any) -> pgbulk.IngestReport:
+    with engine.connect() as conn:
+        return pgbulk.ingest(conn, metadata, batches, **kw)
+
+
+def test_a_type_matrix_is_stored_as_postgresql_reads_it(engine: sa.Engine, db: str) -> None:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "types",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("big", sa.BigInteger),
+        sa.Column("num", sa.Numeric(20, 5)),
+        sa.Column("f", sa.Float),
+        sa.Column("ok", sa.Boolean),
+        sa.Column("s", sa.String),
+        sa.Column("d", sa.Date),
+        sa.Column("ts", sa.DateTime),
+        sa.Column("tstz", sa.DateTime(timezone=True)),
+        sa.Column("tm", sa.Time),
+        sa.Column("iv", sa.Interval),
+        sa.Column("u", pg.UUID),
+        sa.Column("b", pg.BYTEA),
+        sa.Column("j", pg.JSON),
+        sa.Column("jb", pg.JSONB),
+        sa.Column("a", sa.ARRAY(sa.Integer)),
+        sa.Column("a2", sa.ARRAY(sa.Text, dimensions=2)),
+        schema="s",
+    )
+    u = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+    utc = dt.timezone.utc
+    full = (
+        1,
+        2**62,
+        decimal.Decimal("-12345.67891"),
+        0.1,
+        True,
+        'tab\there, "quote", nul-free é😀',
+        dt.date(2024, 2, 29),
+        dt.datetime(2024, 2, 29, 23, 59, 59, 999999),
+        dt.datetime(1999, 12, 31, 23, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        dt.time(23, 59, 59, 5),
+        dt.timedelta(days=-1, seconds=5, microseconds=7),
+        u,
+        b"\x00\x80\xff",
+        {"k": [1, None, "x"]},
+        [1, {"n": None}],
+        [1, None, 3],
+        [["a", None], ['"b"', "c,d"]],
+    )
+    empty = (2,) + (None,) * 16
+    batches = lambda _: [(None, None, [(table, full), (table, empty)])]  # noqa: E731
+    run(engine, metadata, batches)
+    with engine.connect() as conn:
+        got = conn.execute(sa.select(table).order_by(table.c.id)).fetchall()
+    assert got[1] == empty
+    first = list(got[0])
+    assert first[8] == dt.datetime(2000, 1, 1, 4, 0, tzinfo=utc)
+    first[8] = full[8]
+    assert tuple(first) == full
+
+
+def test_upsert_last_row_per_key_wins_and_unchanged_rows_are_not_rewritten(
+    engine: sa.Engine, db: str
+) -> None:
+    metadata = sa.MetaData()
+    table = keyed(metadata)
+    batches = lambda _: [(None, None, [(table, (1, "a")), (table, (2, "b"))])]  # noqa: E731
+    run(engine, metadata, batches)
+    batches = lambda _: [  # noqa: E731
+        (None, None, [(table, (2, "b")), (table, (1, "x")), (table, (1, "y")), (table, (3, "c"))])
+    ]
+    report = run(engine, metadata, batches)
+    assert rows(db, "SELECT id, v FROM s.t ORDER BY id") == [(1, "y"), (2, "b"), (3, "c")]
+    counts = report.tables["s.t"]
+    assert (counts.inserted, counts.updated, counts.unchanged, counts.repeated) == (1, 1, 1, 1)
+
+
+def test_upsert_off_appends_and_a_repeated_key_fails_the_batch(engine: sa.Engine, db: str) -> None:
+    metadata = sa.MetaData()
+    table = keyed(metadata)
+    run(engine, metadata, lambda _: [(None, None, [(table, (1, "a"))])], upsert=Upsert.OFF)
+    with pytest.raises(pgbulk.DataError, match="duplicate key") as failed:
+        run(engine, metadata, lambda _: [(7, None, [(table, (1, "b"))])], upsert=Upsert.OFF)
+    assert failed.value.table == "s.t"
+    assert rows(db, "SELECT id, v FROM s.t") == [(1, "a")]
+
+
+def test_delete_before_first_batch_replaces_rows_and_zero_batches_delete_nothing(
+    engine: sa.Engine, db: str
+) -> None:
+    metadata = sa.MetaData()
+    table = keyed(metadata)
+    run(engine, metadata, lambda _: [(None, None, [(table, (1, "a")), (table, (2, "b"))])])
+    run(engine, metadata, lambda _: [], delete=Delete.BEFORE_FIRST_BATCH)
+    assert rows(db, "SELECT count(*) FROM s.t") == [(2,)]
+    run(
+        engine,
+        metadata,
+        lambda _: [(None, None, [(table, (3, "c"))]), (None, None, [(table, (4, "d"))])],
+        delete=Delete.BEFORE_FIRST_BATCH,
+    )
+    assert rows(db, "SELECT id FROM s.t ORDER BY id") == [(3,), (4,)]
+
+
+def test_replace_atomic_mode_shows_every_batch_at_once(engine: sa.Engine, db: str) -> None:
+    metadata = sa.MetaData()
+    table = keyed(metadata)
+    run(engine, metadata, lambda _: [(None, None, [(table, (1, "a"))])])
+    seen: list[list[tuple[Any, ...]]] = []
+
+    def batches(_: Any) -> Iterator[Any]:
+        yield None, None, [(table, (2, "b"))]
+        seen.append(rows(db, "SELECT id FROM s.t ORDER BY id"))
+        yield 9, None, [(table, (3, "c"))]
+
+    mode = Mode.DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_AFTER_FINAL_BATCH
+    run(engine, metadata, batches, ingest_mode=mode)
+    assert seen == [[(1,)]]
+    assert rows(db, "SELECT id FROM s.t ORDER BY id") == [(2,), (3,)]
+    got: list[Any] = []
+    run(engine, metadata, lambda hw: got.append(hw) or [])
+    assert got == [9]
+
+
+def test_watermarks_latest_earliest_explicit_and_computed(engine: sa.Engine, db: str) -> None:
+    metadata = sa.MetaData()
+    table = keyed(metadata)
+    got: list[Any] = []
+
+    def batches(hw: Any) -> Iterator[Any]:
+        got.append(hw)
+        yield {"at": "2024-01-01"}, None, [(table, (1, "a"))]
+        yield (lambda: {"at": "2024-01-02"}), None, []
+
+    run(engine, metadata, batches)
+    run(engine, metadata, batches)
+    run(engine, metadata, batches, high_watermark=HighWatermark.EARLIEST)
+    run(engine, metadata, batches, high_watermark=[1, "two"])
+    assert got == [None, {"at": "2024-01-02"}, None, [1, "two"]]
+
+
+def test_an_exception_from_the_batches_is_raised_and_earlier_batches_stay(
+    engine: sa.Engine, db: str
+) -> None:
+    metadata = sa.MetaData()
+    table = keyed(metadata)
+
+    class Boom(Exception):
+        pass
+
+    def rows_then_boom() -> Iterator[Any]:
+        yield table, (3, "c")
+        raise Boom("in the rows")
+
+    def batches(hw: Any) -> Iterator[Any]:
+        yield 1, None, [(table, (1, "a"))]
+        yield 2, None, rows_then_boom()
+
+    with pytest.raises(Boom):
+        run(engine, metadata, batches)
+    assert rows(db, "SELECT id FROM s.t") == [(1,)]
+    got: list[Any] = []
+    run(engine, metadata, lambda hw: got.append(hw) or [])
+    assert got == [1]
+
+    def failing_watermark() -> Any:
+        raise Boom("in the watermark")
+
+    with pytest.raises(Boom):
+        run(engine, metadata, lambda _: [(failing_watermark, None, [(table, (5, "e"))])])
+    assert rows(db, "SELECT id FROM s.t") == [(1,)]
+
+
+def test_several_tables_per_batch_undeclared_tables_skipped_and_odd_names(
+    engine: sa.Engine, db: str
+) -> None:
+    metadata = sa.MetaData()
+    odd = sa.Table(
+        'We"ird.na me😀',
+        metadata,
+        sa.Column("Key", sa.Integer, primary_key=True),
+        sa.Column("va.l ue", sa.String),
+        schema='Sch"ema.😀',
+    )
+    plain = keyed(metadata, "plain", schema=None)
+    other = keyed(sa.MetaData(), "other")
+
+    def batch() -> Iterator[Any]:
+        for i in range(3000):
+            yield odd, (i, str(i))
+            yield other, (i, "skipped")
+            if i % 2:
+                yield plain, (i, "p")
+
+    report = run(engine, metadata, lambda _: [(None, None, batch())])
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(odd)).scalar() == 3000
+        assert conn.execute(sa.select(sa.func.count()).select_from(plain)).scalar() == 1500
+        assert sa.inspect(conn).has_table("other", schema="s") is False
+    assert report.skipped == {"s.other": 3000}
+
+
+def test_tables_appear_with_the_first_batch_and_exist_after_zero_batches(
+    engine: sa.Engine, db: str
+) -> None:
+    metadata = sa.MetaData()
+    table = keyed(metadata)
+    before: list[bool] = []
+
+    def batches(_: Any) -> Iterator[Any]:
+        with engine.connect() as conn:
+            before.append(sa.inspect(conn).has_table("t", schema="s"))
+        yield None, None, [(table, (1, "a"))]
+
+    run(engine, metadata, batches)
+    assert before == [False]
+    other = sa.MetaData()
+    keyed(other, "empty")
+    run(engine, other, lambda _: [])
+    assert rows(db, "SELECT count(*) FROM s.empty") == [(0,)]
+
+
+def test_a_changed_declaration_migrates_in_place_and_keeps_rows(engine: sa.Engine, db: str) -> None:
+    metadata = sa.MetaData()
+    table = keyed(metadata)
+    run(engine, metadata, lambda _: [(None, None, [(table, (1, "a"))])])
+    oid = rows(db, "SELECT 's.t'::regclass::oid")
+    changed = sa.MetaData()
+    wider = sa.Table(
+        "t",
+        changed,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("v", sa.String),
+        sa.Column("w", sa.Integer),
+        sa.Index("t_v", "v"),
+        schema="s",
+    )
+    run(engine, changed, lambda _: [(None, None, [(wider, (2, "b", 7))])])
+    assert rows(db, "SELECT id, v, w FROM s.t ORDER BY id") == [(1, "a", None), (2, "b", 7)]
+    assert rows(db, "SELECT 's.t'::regclass::oid") == oid
+    assert rows(db, "SELECT indexname FROM pg_indexes WHERE tablename = 't' AND indexname = 't_v'")
+    # A single integer primary key stays an integer (no SERIAL default).
+    assert rows(
+        db,
+        "SELECT column_default FROM information_schema.columns"
+        " WHERE table_schema = 's' AND table_name = 't' AND column_name = 'id'",
+    ) == [(None,)]
+
+
+def test_a_pg_bulk_ingest_watermark_in_the_table_comment_is_picked_up(
+    engine: sa.Engine, db: str
+) -> None:
+    with psycopg.connect(db) as conn:
+        conn.execute("CREATE SCHEMA s; CREATE TABLE s.t (id integer PRIMARY KEY, v varchar)")
+        comment = json.dumps({"pg-bulk-ingest": {"high-watermark": "2024-05-01"}, "other": 1})
+        conn.execute(f"COMMENT ON TABLE s.t IS '{comment}'")
+    metadata = sa.MetaData()
+    table = keyed(metadata)
+    got: list[Any] = []
+
+    def batches(hw: Any) -> Iterator[Any]:
+        got.append(hw)
+        yield "2024-05-02", None, [(table, (1, "a"))]
+
+    run(engine, metadata, batches)
+    run(engine, metadata, batches)
+    assert got == ["2024-05-01", "2024-05-02"]
+
+
+def test_bad_values_and_arguments_are_clear_errors(engine: sa.Engine, db: str) -> None:
+    metadata = sa.MetaData()
+    table = keyed(metadata)
+    with pytest.raises(pgbulk.DataError) as failed:
+        run(engine, metadata, lambda _: [(None, None, [(table, ("x", "a"))])])
+    assert "integer" in str(failed.value)
+    with pytest.raises(pgbulk.DataError, match="2 columns"):
+        run(engine, metadata, lambda _: [(None, None, [(table, (1, "a", "extra"))])])
+    with pytest.raises(pgbulk.ConfigError, match="visibility"):
+        run(engine, metadata, lambda _: [], visibility="__SOMETIME__")
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+        with pytest.raises(pgbulk.ConfigError, match="transaction in progress"):
+            pgbulk.ingest(conn, metadata, lambda _: [])
