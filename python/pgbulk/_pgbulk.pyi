@@ -61,6 +61,7 @@ def ingest(
     upsert: bool = ...,
     lock_timeout_ms: int | None = ...,
     on_commit: Callable[[int, dict[str, dict[str, int]]], None] | None = ...,
+    before_visible: Callable[[str, int, Any], None] | None = ...,
 ) -> dict[str, Any]: ...
 def write(
     data: object,

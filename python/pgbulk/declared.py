@@ -179,6 +179,14 @@ def ingest(
     and not needed: pgbulk never waits on a lock without ``lock_timeout``,
     and stages each table's rows separately however they interleave.
 
+    ``on_before_visible(conn, table, batch_metadata)`` is called for each
+    table inside each batch's transaction, after its rows and watermark
+    are written and before it commits, with a SQLAlchemy connection (same
+    driver as ``conn``) into that transaction: it sees the batch's rows
+    while other sessions do not, and what it writes commits with the batch.
+    Its ``commit()``/``rollback()`` leave the batch's transaction alone; an
+    exception (or a failed statement) rolls the batch back.
+
     An exception raised by ``batches``, its rows or a high watermark
     function is raised again after the batch in flight rolled back; the
     batches before it stay committed. Failures of pgbulk raise
@@ -188,11 +196,6 @@ def ingest(
     log = logger if logger is not None else logging.getLogger("pgbulk")
     if visibility != Visibility.AFTER_EACH_BATCH:
         raise ConfigError(f"visibility {visibility!r}: only Visibility.AFTER_EACH_BATCH")
-    if on_before_visible is not None:
-        raise ConfigError(
-            "on_before_visible is not supported yet: pgbulk commits each batch on its own"
-            " session, which a SQLAlchemy connection cannot join"
-        )
     if ingest_mode is not None:
         if ingest_mode not in _MODES:
             raise ConfigError(f"ingest_mode {ingest_mode!r}: one of pgbulk.Mode's members")
@@ -228,6 +231,31 @@ def ingest(
     def source(start_json: str | None) -> Iterable[Any]:
         return batches(None if start_json is None else json.loads(start_json))
 
+    before_visible = None
+    if on_before_visible is not None:
+        hook = on_before_visible
+        drivername = conn.engine.url.drivername
+        connect_args: dict[str, Any] = {}
+        if conn.engine.url.get_driver_name() == "psycopg":
+            # No server-side prepared statements: they would outlive the
+            # hook in pgbulk's session.
+            connect_args["prepare_threshold"] = None
+
+        def before_visible(socket_dir: str, port: int, batch_metadata: Any) -> None:
+            url = sa.URL.create(
+                drivername,
+                username=conn.engine.url.username or "pgbulk",
+                database=conn.engine.url.database or "pgbulk",
+                query={"host": socket_dir, "port": str(port)},
+            )
+            side = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=connect_args)
+            try:
+                with side.connect() as side_conn:
+                    for table in tables:
+                        hook(side_conn, table, batch_metadata)
+            finally:
+                side.dispose()
+
     def committed(number: int, counts: dict[str, dict[str, int]]) -> None:
         for table, c in counts.items():
             log.info(
@@ -253,6 +281,7 @@ def ingest(
         upsert=do_upsert,
         lock_timeout_ms=None if lock_timeout is None else int(lock_timeout * 1000),
         on_commit=committed,
+        before_visible=before_visible,
     )
     return IngestReport(
         batches=report["batches"],

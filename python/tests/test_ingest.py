@@ -325,3 +325,62 @@ def test_bad_values_and_arguments_are_clear_errors(engine: sa.Engine, db: str) -
         conn.execute(sa.text("SELECT 1"))
         with pytest.raises(pgbulk.ConfigError, match="transaction in progress"):
             pgbulk.ingest(conn, metadata, lambda _: [])
+
+
+def test_on_before_visible_joins_the_batch_transaction(engine: sa.Engine, db: str) -> None:
+    metadata = sa.MetaData()
+    table = keyed(metadata)
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("CREATE SCHEMA s; CREATE TABLE s.audit (batch text, n bigint)")
+    run(engine, metadata, lambda _: [])
+    seen: list[tuple[Any, ...]] = []
+
+    def hook(conn: sa.Connection, ingest_table: sa.Table, batch_metadata: Any) -> None:
+        n = conn.execute(sa.select(sa.func.count()).select_from(ingest_table)).scalar()
+        outside = rows(db, "SELECT count(*) FROM s.t")[0][0]
+        seen.append((batch_metadata, n, outside))
+        conn.execute(sa.text("INSERT INTO s.audit VALUES (:b, :n)"), {"b": batch_metadata, "n": n})
+        conn.commit()  # the batch's transaction stays pgbulk's
+        assert rows(db, "SELECT count(*) FROM s.audit")[0][0] == len(seen) - 1
+
+    batches = lambda _: [  # noqa: E731
+        (1, "first", [(table, (1, "a")), (table, (2, "b"))]),
+        (2, "second", [(table, (3, "c"))]),
+    ]
+    run(engine, metadata, batches, on_before_visible=hook)
+    assert seen == [("first", 2, 0), ("second", 3, 2)]
+    assert rows(db, "SELECT batch, n FROM s.audit ORDER BY n") == [("first", 2), ("second", 3)]
+
+    class Refused(Exception):
+        pass
+
+    def refuse(conn: sa.Connection, ingest_table: sa.Table, batch_metadata: Any) -> None:
+        conn.execute(sa.text("INSERT INTO s.audit VALUES ('refused', 0)"))
+        raise Refused(batch_metadata)
+
+    with pytest.raises(Refused):
+        run(
+            engine,
+            metadata,
+            lambda _: [(3, "third", [(table, (4, "d"))])],
+            on_before_visible=refuse,
+        )
+
+    def fail_quietly(conn: sa.Connection, ingest_table: sa.Table, batch_metadata: Any) -> None:
+        try:
+            conn.execute(sa.text("SELECT 1/0"))
+        except sa.exc.DBAPIError:
+            pass
+
+    with pytest.raises(pgbulk.DataError, match="rolled back"):
+        run(
+            engine,
+            metadata,
+            lambda _: [(4, None, [(table, (5, "e"))])],
+            on_before_visible=fail_quietly,
+        )
+    assert rows(db, "SELECT count(*) FROM s.t") == [(3,)]
+    assert rows(db, "SELECT count(*) FROM s.audit") == [(2,)]
+    got: list[Any] = []
+    run(engine, metadata, lambda hw: got.append(hw) or [])
+    assert got == [2]

@@ -271,8 +271,12 @@ async fn killed_in_the_middle_of_a_folder_the_rerun_loads_each_row_once() {
     assert!(committed < (per_file * 3) as i64, "killed before the end");
     let rerun = run(pgbulk(&home).args(args));
     assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    // A busy machine may let the load finish the second file before the
+    // kill lands: a rerun then starts the third at its beginning.
+    let mid_file = committed % per_file as i64 != 0;
     assert!(
-        rerun.stdout.contains("resumed after") && rerun.stderr.contains("part-0.csv"),
+        (!mid_file || rerun.stdout.contains("resumed after"))
+            && rerun.stderr.contains("part-0.csv"),
         "{}\n{}",
         rerun.stdout,
         rerun.stderr

@@ -18,6 +18,10 @@ use pyo3::types::{
     PyList, PyString, PyTuple,
 };
 
+/// Each batch's `batch_metadata` by batch number (1 for the first), kept
+/// for the hook.
+type BatchMetadata = Arc<Mutex<BTreeMap<usize, Py<PyAny>>>>;
+
 /// Rows converted per acquisition of the GIL.
 const CHUNK: usize = 512;
 
@@ -256,8 +260,8 @@ pub(crate) struct PyBatches {
     pub(crate) raised: Arc<Raised>,
     pub(crate) progress: Arc<pgbulk::load::Progress>,
     /// Each batch's `batch_metadata`, by batch number (1 for the first),
-    /// for the hook.
-    pub(crate) metadata: Arc<Mutex<BTreeMap<usize, Py<PyAny>>>>,
+    /// for the hook (when there is one).
+    pub(crate) metadata: Option<BatchMetadata>,
     pub(crate) number: usize,
 }
 
@@ -288,7 +292,7 @@ impl PyBatches {
             )
         };
         let stored = to_json(py, &metadata).unwrap_or(serde_json::Value::Null);
-        if let Ok(mut m) = self.metadata.lock() {
+        if let Some(Ok(mut m)) = self.metadata.as_ref().map(|m| m.lock()) {
             m.insert(self.number, metadata.unbind());
         }
         let rows = PyIterator::from_object(&rows)
@@ -337,6 +341,36 @@ impl Iterator for PyBatches {
     }
 }
 
+/// `on_before_visible`, called as `hook(socket_dir, port, batch_metadata)`
+/// while the batch's session is open to a libpq client at that address.
+struct Hook {
+    hook: Py<PyAny>,
+    raised: Arc<Raised>,
+    metadata: BatchMetadata,
+}
+
+impl pgbulk::ingest::SharedHook for Hook {
+    fn call(
+        &self,
+        door: &std::path::Path,
+        port: u16,
+        batch: &pgbulk::ingest::BatchInfo,
+    ) -> pgbulk::Result<()> {
+        Python::attach(|py| {
+            let metadata = self
+                .metadata
+                .lock()
+                .ok()
+                .and_then(|mut m| m.remove(&batch.number))
+                .unwrap_or_else(|| py.None());
+            self.hook
+                .call1(py, (door.to_string_lossy().into_owned(), port, metadata))
+                .map(|_| ())
+                .map_err(|e| self.raised.keep(py, "on_before_visible", e))
+        })
+    }
+}
+
 /// Counts per table as a dict of dicts.
 fn counts<'py>(
     py: Python<'py>,
@@ -361,7 +395,7 @@ fn counts<'py>(
 #[pyfunction]
 #[pyo3(signature = (
     db, ddl, lookup, names, json, source, *, start="latest", start_value=None,
-    mode_name="upsert", upsert=true, lock_timeout_ms=None, on_commit=None
+    mode_name="upsert", upsert=true, lock_timeout_ms=None, on_commit=None, before_visible=None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ingest<'py>(
@@ -378,6 +412,7 @@ pub(crate) fn ingest<'py>(
     upsert: bool,
     lock_timeout_ms: Option<u64>,
     on_commit: Option<Py<PyAny>>,
+    before_visible: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     use pgbulk::ingest::{HighWatermark, Mode, Options, Upsert};
     let config = |m: String| crate::config_error(py, m);
@@ -438,7 +473,18 @@ pub(crate) fn ingest<'py>(
     let params = crate::target(py, db)?;
     let raised = Arc::new(Raised::default());
     let progress = Arc::new(pgbulk::load::Progress::default());
-    let metadata = Arc::new(Mutex::new(BTreeMap::new()));
+    let metadata = before_visible
+        .as_ref()
+        .map(|_| Arc::new(Mutex::new(BTreeMap::new())));
+    let shared: Option<Arc<dyn pgbulk::ingest::SharedHook>> =
+        match (before_visible, metadata.clone()) {
+            (Some(hook), Some(metadata)) => Some(Arc::new(Hook {
+                hook,
+                raised: raised.clone(),
+                metadata,
+            })),
+            _ => None,
+        };
     let make_source = {
         let (raised, progress, metadata) = (raised.clone(), progress.clone(), metadata.clone());
         let tables = tables.clone();
@@ -467,7 +513,15 @@ pub(crate) fn ingest<'py>(
     let work = {
         let (params, progress) = (params.clone(), progress.clone());
         async move {
-            pgbulk::ingest::ingest_at(&params, &declaration, make_source, &options, &progress).await
+            pgbulk::ingest::ingest_at(
+                &params,
+                &declaration,
+                make_source,
+                &options,
+                &progress,
+                shared,
+            )
+            .await
         }
     };
     let outcome = crate::runtime::run(py, work, progress, Some(params))?;

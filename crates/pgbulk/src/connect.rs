@@ -64,6 +64,12 @@ pub async fn connect(params: &ConnParams) -> Result<Session> {
             }
         }
     }
+    Err(combined(failures))
+}
+
+/// The failures of every endpoint tried as one error: [`ErrorKind::Auth`]
+/// or [`ErrorKind::Tls`] when any was, else [`ErrorKind::Connect`].
+pub(crate) fn combined(failures: Vec<Error>) -> Error {
     let kind = [ErrorKind::Auth, ErrorKind::Tls]
         .into_iter()
         .find(|k| failures.iter().any(|e| e.kind() == *k))
@@ -77,7 +83,7 @@ pub async fn connect(params: &ConnParams) -> Result<Session> {
     if let Some(first) = failures.into_iter().next() {
         error = error.with_source(first);
     }
-    Err(error)
+    error
 }
 
 /// Asks the server to cancel the statement running on the session that
@@ -116,7 +122,7 @@ fn shuffle<T>(items: &mut [T]) {
 }
 
 /// The password for `endpoint` and where it came from.
-fn password_for(params: &ConnParams, endpoint: &Endpoint) -> Option<(Password, Origin)> {
+pub(crate) fn password_for(params: &ConnParams, endpoint: &Endpoint) -> Option<(Password, Origin)> {
     if let (Some(p), Some(origin)) = (params.password(), params.password_origin()) {
         return Some((p.clone(), origin.clone()));
     }
@@ -208,7 +214,7 @@ where
     });
 }
 
-fn pg_config(
+pub(crate) fn pg_config(
     params: &ConnParams,
     endpoint: &Endpoint,
     password: Option<&Password>,
@@ -296,7 +302,7 @@ async fn check_session(
 }
 
 /// Turns a tokio-postgres connect error into one line naming the endpoint.
-fn classify(
+pub(crate) fn classify(
     endpoint: &Endpoint,
     params: &ConnParams,
     password_origin: Option<&Origin>,

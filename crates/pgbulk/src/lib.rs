@@ -54,6 +54,7 @@ mod os_user;
 pub mod ping;
 pub mod plan;
 mod rebuild;
+pub mod relay;
 pub mod schema;
 pub mod session;
 pub mod status;

@@ -259,6 +259,13 @@ impl std::fmt::Debug for MakeRustls {
     }
 }
 
+impl MakeRustls {
+    /// The rustls configuration (for a TLS stream set up by hand).
+    pub(crate) fn config(&self) -> Arc<ClientConfig> {
+        self.0.clone()
+    }
+}
+
 impl MakeTlsConnect<tokio_postgres::Socket> for MakeRustls {
     type Stream = RustlsStream;
     type TlsConnect = RustlsConnect;

@@ -1441,3 +1441,94 @@ async fn readers_never_queue_long_behind_lock_attempts() {
     assert!(seen.len() > 3, "the reader kept reading: {}", seen.len());
     assert_eq!(count(&client, "SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'added'").await, 1);
 }
+
+/// The hook of a relayed session: a second client (tokio-postgres here,
+/// psycopg in the Python tests) joins the batch's transaction through the
+/// door, sees the batch's rows while other sessions do not, and writes a
+/// row that commits with the batch; its COMMIT is answered by the relay.
+struct Joining {
+    url: String,
+    seen: std::sync::Mutex<Vec<(i64, i64)>>,
+}
+
+impl pgbulk::ingest::SharedHook for Joining {
+    fn call(&self, door: &std::path::Path, port: u16, _batch: &BatchInfo) -> Result<()> {
+        let failed = |e: tokio_postgres::Error| pgbulk::Error::new(ErrorKind::Data, e.to_string());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (side, connection) = tokio_postgres::Config::new()
+                .host_path(door)
+                .port(port)
+                .user("anyone")
+                .dbname("anything")
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(failed)?;
+            tokio::spawn(connection);
+            let inside = count(&side, "SELECT count(*) FROM s.t").await;
+            let other = pgbulk::connect::connect(&crate::harness::resolve(&self.url)).await?;
+            let outside = count(&other.client, "SELECT count(*) FROM s.t").await;
+            side.execute("INSERT INTO s.audit VALUES ($1)", &[&inside])
+                .await
+                .map_err(failed)?;
+            side.batch_execute("COMMIT").await.map_err(failed)?;
+            self.seen.lock().expect("seen").push((inside, outside));
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_hook_joins_each_batch_transaction_through_the_relay() {
+    let db = TestDb::new("ingest_shared").await;
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE SCHEMA s; CREATE TABLE s.audit (n bigint); \
+             CREATE TABLE s.t (id int PRIMARY KEY, v text)",
+        )
+        .await
+        .expect("setup");
+    let hook = Arc::new(Joining {
+        url: db.url.clone(),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let params = crate::harness::resolve(&db.url);
+    let d = decl("CREATE TABLE s.t (id int PRIMARY KEY, v text);");
+    let source = |_| {
+        vec![
+            batch(json!(1), vec![row("s.t", vec![Value::Int(1), text("a")])]),
+            batch(
+                json!(2),
+                vec![
+                    row("s.t", vec![Value::Int(2), text("b")]),
+                    row("s.t", vec![Value::Int(3), text("c")]),
+                ],
+            ),
+        ]
+    };
+    let report = pgbulk::ingest::ingest_at(
+        &params,
+        &d,
+        source,
+        &Options::default(),
+        &pgbulk::load::Progress::default(),
+        Some(hook.clone()),
+    )
+    .await
+    .expect("ingest with a shared hook");
+    assert_eq!(report.batches.len(), 2);
+    assert_eq!(*hook.seen.lock().expect("seen"), vec![(1, 0), (3, 1)]);
+    assert_eq!(
+        count(&client, "SELECT sum(n)::bigint FROM s.audit").await,
+        4
+    );
+    // The session is usable after the hooks: the watermark committed.
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM s.pgbulk_watermark").await,
+        1
+    );
+}

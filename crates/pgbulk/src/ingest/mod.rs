@@ -700,22 +700,75 @@ where
     ingest_prepared(client, &prepared, source, options).await
 }
 
+/// A hook run on a thread of its own (it may block) inside each batch's
+/// transaction, before it commits, while a second client may join the
+/// session through `door` (`host=<door> port=<port>` for libpq; see
+/// [`crate::relay`]): that client sees the batch's rows. An error rolls
+/// the batch back.
+pub trait SharedHook: Send + Sync {
+    /// Runs the hook.
+    fn call(&self, door: &std::path::Path, port: u16, batch: &BatchInfo) -> Result<()>;
+}
+
+/// [`SharedHook`] as the engine's hook: the door is open while it runs.
+struct DoorHook {
+    door: Arc<crate::relay::Door>,
+    hook: Arc<dyn SharedHook>,
+}
+
+impl BeforeVisible for DoorHook {
+    fn call<'a>(
+        &'a self,
+        _tx: &'a Transaction<'a>,
+        batch: &'a BatchInfo,
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            self.door.open().await?;
+            let hook = self.hook.clone();
+            let dir = self.door.socket_dir().to_path_buf();
+            let info = batch.clone();
+            let ran = tokio::task::spawn_blocking(move || {
+                hook.call(&dir, crate::relay::DOOR_PORT, &info)
+            })
+            .await;
+            let closed = self.door.close().await;
+            ran.map_err(|e| Error::new(ErrorKind::Data, format!("the hook did not finish: {e}")))??;
+            closed
+        })
+    }
+}
+
 /// [`ingest`] on a session of its own to `params`, registered with
 /// `progress` so that [`crate::load::Progress::cancel`] stops its
-/// statement.
+/// statement. With `shared`, the session runs through a relay and
+/// `shared` is the hook before each batch becomes visible (replacing
+/// `options.before_visible`).
 pub async fn ingest_at<I>(
     params: &crate::conninfo::ConnParams,
     declaration: &Declaration,
     source: impl FnOnce(Option<serde_json::Value>) -> I,
     options: &Options,
     progress: &crate::load::Progress,
+    shared: Option<Arc<dyn SharedHook>>,
 ) -> Result<Report>
 where
     I: IntoIterator<Item = Result<Batch>>,
 {
-    let mut client = crate::connect::connect(params).await?.client;
+    let Some(hook) = shared else {
+        let mut client = crate::connect::connect(params).await?.client;
+        progress.register(&client);
+        return ingest(&mut client, declaration, source, options).await;
+    };
+    let (mut client, door) = crate::relay::connect(params).await?;
     progress.register(&client);
-    ingest(&mut client, declaration, source, options).await
+    let options = Options {
+        before_visible: Some(Arc::new(DoorHook {
+            door: Arc::new(door),
+            hook,
+        })),
+        ..options.clone()
+    };
+    ingest(&mut client, declaration, source, &options).await
 }
 
 /// Runs an ingest planned by [`prepare`] (see [`ingest`]).
