@@ -88,6 +88,7 @@ pub(super) async fn load_batch(
         !deletes_first,
         options.reject_rows,
         &ctx.fresh,
+        options.on_duplicate == OnDuplicate::Last,
     )
     .await
     .map_err(|e| match e.kind() {
@@ -249,6 +250,14 @@ pub(super) async fn load_batch(
         } else {
             merge_staged(&tx, layout, &w.stage, w.copied, w.duplicates, ctx).await?
         };
+        let mut merged = merged;
+        if w.copied_direct > 0 && !target.key.is_empty() {
+            // The table held only this batch's rows copied in: a staged row
+            // matching one repeats its key.
+            merged.repeated += merged.updated + merged.unchanged;
+            merged.updated = 0;
+            merged.unchanged = 0;
+        }
         c.add(&merged);
     }
     // Rows the server rejected while merging changed where the source

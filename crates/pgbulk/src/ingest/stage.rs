@@ -50,6 +50,12 @@ pub(super) struct Pending {
     /// Every row keeps its location (rows the server refuses are isolated
     /// and rejected, not only values it casts).
     pub(super) locate_all: bool,
+    /// For a table with a key copied straight in (it was created in this
+    /// transaction, so it held no row): the key hashes so far. The first
+    /// repeated one (or one too many to track) ends the direct COPY; the
+    /// rest of the batch is staged and merged (its rows update the ones
+    /// copied in, as the later row of a key wins).
+    seen: Option<std::collections::HashSet<u64>>,
     /// The layout's fields per tuple and whether rows carry their location:
     /// kept, not recomputed for every row ([`Pending::relayout`]).
     tuple_fields: u16,
@@ -251,24 +257,34 @@ pub(super) async fn stage_rows(
     direct_allowed: bool,
     locate_all: bool,
     fresh: &[u32],
+    keyed_direct: bool,
 ) -> Result<(Vec<Option<Pending>>, Option<Box<dyn TextRows>>)> {
     let mut pending: Vec<Option<Pending>> = targets.iter().map(|_| None).collect();
     let mut open: Option<OpenCopy> = None;
     let hasher = std::collections::hash_map::RandomState::new();
-    let new_pending = |target: &Target| Pending {
-        writer: CopyWriter::tuples_only(),
-        into: None,
-        direct: direct_allowed && !locate_all && target.key.is_empty() && !target.needs_cast(),
-        freeze: fresh.contains(&target.oid),
-        rows: 0,
-        copied: 0,
-        keys: Some(Vec::new()),
-        duplicates: false,
-        shadows: vec![false; target.columns.len()],
-        copied_direct: 0,
-        locate_all,
-        tuple_fields: 0,
-        located: false,
+    let new_pending = |target: &Target| {
+        let fresh = fresh.contains(&target.oid);
+        let keyed = !target.key.is_empty();
+        let direct = direct_allowed
+            && !locate_all
+            && !target.needs_cast()
+            && (!keyed || (keyed_direct && fresh && target.key_is_primary));
+        Pending {
+            writer: CopyWriter::tuples_only(),
+            into: None,
+            direct,
+            freeze: fresh,
+            rows: 0,
+            copied: 0,
+            keys: Some(Vec::new()),
+            duplicates: false,
+            shadows: vec![false; target.columns.len()],
+            copied_direct: 0,
+            locate_all,
+            seen: (direct && keyed).then(std::collections::HashSet::new),
+            tuple_fields: 0,
+            located: false,
+        }
     };
     let new_pending = |target: &Target| {
         let mut p = new_pending(target);
@@ -406,12 +422,13 @@ async fn widen(
         return Ok(());
     };
     if p.direct {
-        // Rows so far went straight in; the rest needs the server's casts.
+        // Rows so far went straight in; the rest needs the server's casts
+        // or repeats a key: it is staged, its keys tracked anew.
         p.direct = false;
         p.copied_direct = p.copied;
         p.copied = 0;
         p.into = None;
-        p.keys = None;
+        p.keys = p.seen.take().map(|_| Vec::new());
     }
     let had_any = p.layout(target).any();
     let mut added = Vec::new();
@@ -557,7 +574,18 @@ fn encode_fields<'a>(
             write_shadows(p, &deferred, Some((&location, raw.as_deref())));
         }
     }
-    track_key(p, key_hash.map(|h| h.finish()));
+    let key_hash = key_hash.map(|h| h.finish());
+    if let (Some(seen), Some(h)) = (p.seen.as_mut(), key_hash) {
+        if seen.len() < MAX_TRACKED_KEYS && seen.insert(h) {
+            p.rows += 1;
+            return Fields::Row;
+        }
+        // A repeated key: this row and the rest are staged (see
+        // [`Pending::seen`]).
+        p.writer.truncate(mark);
+        return Fields::NeedsShadows(Vec::new());
+    }
+    track_key(p, key_hash);
     Fields::Row
 }
 
