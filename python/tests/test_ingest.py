@@ -384,3 +384,21 @@ def test_on_before_visible_joins_the_batch_transaction(engine: sa.Engine, db: st
     got: list[Any] = []
     run(engine, metadata, lambda hw: got.append(hw) or [])
     assert got == [2]
+
+
+def test_dates_are_stored_as_their_text_would_be_in_any_column(engine: sa.Engine, db: str) -> None:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "dates",
+        metadata,
+        sa.Column("d", sa.Date),
+        sa.Column("s", sa.Text),
+        sa.Column("ts", sa.DateTime),
+        sa.Column("a", sa.ARRAY(sa.Date)),
+        schema="s",
+    )
+    days = [dt.date(1, 1, 1), dt.date(2000, 2, 29), dt.date(9999, 12, 31)]
+    batch = [(table, (d, d, d, [d, None])) for d in days]
+    run(engine, metadata, lambda _: [(None, None, batch)])
+    got = rows(db, "SELECT d, s, ts, a FROM s.dates ORDER BY d")
+    assert got == [(d, d.isoformat(), dt.datetime(d.year, d.month, d.day), [d, None]) for d in days]

@@ -72,6 +72,15 @@ fn to_json(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<serde_json::Val
     })
 }
 
+/// `date(2000, 1, 1).toordinal()`: PostgreSQL's day 0.
+const DATE_2000_01_01: i64 = 730_120;
+
+/// `datetime.date` (its subclass `datetime` is not taken for one).
+fn date_type(py: Python<'_>) -> PyResult<&Bound<'_, pyo3::types::PyType>> {
+    static DATE: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> = pyo3::sync::PyOnceLock::new();
+    DATE.import(py, "datetime", "date")
+}
+
 /// An interval's text for PostgreSQL's input function.
 fn interval(delta: &Bound<'_, PyDelta>) -> String {
     let micros = i64::from(delta.get_seconds()) * 1_000_000 + i64::from(delta.get_microseconds());
@@ -103,6 +112,14 @@ fn value(py: Python<'_>, v: &Bound<'_, PyAny>, json: bool) -> PyResult<Value> {
     }
     if let Ok(s) = v.cast::<PyString>() {
         return Ok(Value::Text(s.to_str()?.to_owned()));
+    }
+    if v.get_type().is(date_type(py)?) {
+        // One call instead of str()'s formatting and the encoder's parsing
+        // (a quarter of a microsecond per date).
+        let ordinal: i64 = v.call_method0("toordinal")?.extract()?;
+        let days = i32::try_from(ordinal - DATE_2000_01_01)
+            .map_err(|_| pyo3::exceptions::PyValueError::new_err("date out of range"))?;
+        return Ok(Value::Date(days));
     }
     if let Ok(b) = v.cast::<PyBytes>() {
         return Ok(Value::Bytes(b.as_bytes().to_vec()));

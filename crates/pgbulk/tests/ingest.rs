@@ -1584,4 +1584,18 @@ async fn a_new_keyed_table_takes_rows_straight_in_until_a_key_repeats() {
         .expect("ingest");
     assert_eq!(report.tables["s.k2"].inserted, 1000);
     assert_eq!(count(&client, "SELECT count(*) FROM s.k2").await, 1000);
+    // Keys equal to the server but not byte for byte (numeric scale) are
+    // staged from the start: the later row wins, no unique violation.
+    let d3 = decl("CREATE TABLE s.k3 (id numeric PRIMARY KEY, v text NOT NULL);");
+    let rows = vec![
+        row("s.k3", vec![text("1.0"), text("first")]),
+        row("s.k3", vec![text("1.00"), text("second")]),
+    ];
+    ingest(&mut client, &d3, |_| vec![batch(json!(1), rows)], &options)
+        .await
+        .expect("ingest numeric keys");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM s.k3 WHERE v = 'second'").await,
+        1
+    );
 }

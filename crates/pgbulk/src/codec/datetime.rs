@@ -24,6 +24,31 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The proleptic Gregorian date (astronomical year, month, day) of days
+/// since 1970-01-01: the inverse of [`days_from_civil`].
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Days from 2000-01-01 as PostgreSQL prints a date (ISO, `BC` for years
+/// before 1).
+pub(super) fn iso_date(days: i32) -> String {
+    let (y, m, d) = civil_from_days(i64::from(days) + PG_EPOCH_DAYS);
+    if y > 0 {
+        format!("{y:04}-{m:02}-{d:02}")
+    } else {
+        format!("{:04}-{m:02}-{d:02} BC", 1 - y)
+    }
+}
+
 fn is_leap(y: i64) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }
@@ -192,7 +217,7 @@ fn split_offset(s: &str) -> Result<(&str, Option<i32>), ()> {
 }
 
 /// `YYYY-MM-DD` exactly: the common case, without splitting or trimming.
-fn iso_date(t: &[u8]) -> Option<i64> {
+fn parse_iso_date(t: &[u8]) -> Option<i64> {
     if t.len() != 10 || t[4] != b'-' || t[7] != b'-' {
         return None;
     }
@@ -207,7 +232,7 @@ fn iso_date(t: &[u8]) -> Option<i64> {
 }
 
 pub(super) fn date(text: &str, out: &mut Vec<u8>) -> Encoded {
-    if let Some(days) = iso_date(text.as_bytes()) {
+    if let Some(days) = parse_iso_date(text.as_bytes()) {
         // Years 1 to 9999: always in range.
         out.extend_from_slice(&i32::try_from(days).unwrap_or(0).to_be_bytes());
         return Ok(());
@@ -259,7 +284,7 @@ fn iso_timestamp(t: &[u8]) -> Option<(i64, Option<i32>)> {
     if t.len() < 19 || !(t[10] == b' ' || t[10] == b'T') || t[13] != b':' || t[16] != b':' {
         return None;
     }
-    let days = iso_date(&t[..10])?;
+    let days = parse_iso_date(&t[..10])?;
     let num = |a: usize, b: usize| -> Option<i64> {
         t[a..b].iter().try_fold(0i64, |acc, d| {
             d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))

@@ -153,6 +153,10 @@ pub enum Value {
     Json(serde_json::Value),
     /// An array; nested arrays make more dimensions.
     Array(Vec<Value>),
+    /// A calendar date as days from 2000-01-01 (PostgreSQL's binary form);
+    /// into a column of another type it goes as its ISO text
+    /// (`YYYY-MM-DD`), as the server would read that.
+    Date(i32),
 }
 
 /// Why a value was not encoded: it does not fit its column, or its text is
@@ -475,6 +479,11 @@ fn encode_typed(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
             )))
         }
         (Value::Array(items), TypeKind::Array(elem)) => array::encode_values(items, elem, out),
+        (Value::Date(days), TypeKind::Date) => {
+            out.extend_from_slice(&days.to_be_bytes());
+            Ok(())
+        }
+        (Value::Date(days), _) => encode_text(&datetime::iso_date(*days), ty, out),
         _ => Err(mismatch()),
     }
 }
@@ -489,6 +498,7 @@ fn value_kind(value: &Value) -> &'static str {
         Value::Bytes(_) => "bytes",
         Value::Json(_) => "JSON",
         Value::Array(_) => "array",
+        Value::Date(_) => "date",
     }
 }
 

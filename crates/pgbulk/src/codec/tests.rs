@@ -299,3 +299,27 @@ fn text_parsers_never_panic() {
         let _ = shorten(text);
     });
 }
+
+#[test]
+fn dates_as_days_match_their_iso_text() {
+    let date = ty(TypeKind::Date, 1082, "date");
+    let text = ty(TypeKind::Text, 25, "text");
+    for (days, iso) in [
+        (0, "2000-01-01"),
+        (59, "2000-02-29"),
+        (-1, "1999-12-31"),
+        (-10_957, "1970-01-01"),
+        (8_825, "2024-02-29"),
+        (-730_119, "0001-01-01"),
+        (-730_120, "0001-12-31 BC"),
+        (2_921_939, "9999-12-31"),
+    ] {
+        assert_eq!(datetime::iso_date(days), iso, "{days}");
+        let mut typed = Vec::new();
+        encode_typed(&Value::Date(days), &date, &mut typed).expect("date");
+        assert_eq!(typed, body(iso, &date).expect(iso), "{iso}");
+        let mut as_text = Vec::new();
+        encode_typed(&Value::Date(days), &text, &mut as_text).expect("text");
+        assert_eq!(as_text, iso.as_bytes(), "{iso}");
+    }
+}

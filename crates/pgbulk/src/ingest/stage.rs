@@ -268,7 +268,11 @@ pub(super) async fn stage_rows(
         let direct = direct_allowed
             && !locate_all
             && !target.needs_cast()
-            && (!keyed || (keyed_direct && fresh && target.key_is_primary));
+            && (!keyed
+                || (keyed_direct
+                    && fresh
+                    && target.key_is_primary
+                    && keys_compare_by_bytes(target)));
         Pending {
             writer: CopyWriter::tuples_only(),
             into: None,
@@ -277,7 +281,9 @@ pub(super) async fn stage_rows(
             rows: 0,
             copied: 0,
             keys: Some(Vec::new()),
-            duplicates: false,
+            // Keys the client cannot compare as the server does: the
+            // server looks for repeats.
+            duplicates: keyed && !keys_compare_by_bytes(target),
             shadows: vec![false; target.columns.len()],
             copied_direct: 0,
             locate_all,
@@ -397,6 +403,32 @@ pub(super) async fn stage_rows(
         }
     }
     Ok((pending, text_source))
+}
+
+/// Whether two keys of `target` are equal exactly when their binary forms
+/// are (so a repeat the server would see is one the client's key hashes
+/// see): not for
+/// `numeric` (`1.0` = `1.00`), floats (`-0` = `0`), `char(n)` (trailing
+/// spaces) or types the server converts. Text is compared by bytes as the
+/// deterministic collations (all but custom ICU ones) do.
+fn keys_compare_by_bytes(target: &Target) -> bool {
+    use crate::codec::TypeKind;
+    target.key.iter().all(|&k| {
+        let ty = &target.columns[k].ty;
+        match ty.kind {
+            TypeKind::Text => ty.oid != 1042,
+            TypeKind::Bool
+            | TypeKind::Int2
+            | TypeKind::Int4
+            | TypeKind::Int8
+            | TypeKind::Date
+            | TypeKind::Timestamp
+            | TypeKind::TimestampTz(_)
+            | TypeKind::Uuid
+            | TypeKind::Bytea => true,
+            _ => false,
+        }
+    })
 }
 
 /// Gives table `t`'s stage text shadows for `columns` (and the location
