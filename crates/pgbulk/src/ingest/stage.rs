@@ -232,6 +232,10 @@ pub(super) enum Encoded<'a> {
 /// batch is deduplicated on the server instead.
 pub(super) const MAX_TRACKED_KEYS: usize = 8 << 20;
 
+/// Keys a table copied straight in is checked against (a hash set of
+/// about 18 MB at most); its rows after these are staged.
+const MAX_DIRECT_KEYS: usize = 1 << 20;
+
 /// The COPY in progress on the batch's connection.
 pub(super) struct OpenCopy {
     pub(super) table: usize,
@@ -608,7 +612,7 @@ fn encode_fields<'a>(
     }
     let key_hash = key_hash.map(|h| h.finish());
     if let (Some(seen), Some(h)) = (p.seen.as_mut(), key_hash) {
-        if seen.len() < MAX_TRACKED_KEYS && seen.insert(h) {
+        if seen.len() < MAX_DIRECT_KEYS && seen.insert(h) {
             p.rows += 1;
             return Fields::Row;
         }
