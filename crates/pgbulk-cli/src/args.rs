@@ -78,6 +78,11 @@ pub(crate) enum Command {
         after_help = "Examples:\n  pgbulk sync --from postgresql://reader@src/app --table users --db service=warehouse\n  pgbulk sync --from service=app --table users --where \"created_at::date = '2024-05-01'\" --delete-missing"
     )]
     Sync(SyncArgs),
+    /// Export tables of a PostgreSQL database to Parquet files, incrementally.
+    #[command(
+        after_help = "Examples:\n  pgbulk export --from service=app --table users --table orders --to parquet://exports\n  pgbulk export --from postgresql://reader@src/app -t events --incremental updated_at --to parquet:///data/events"
+    )]
+    Export(ExportArgs),
     /// Print the CREATE TABLE pgbulk would infer for a CSV file, without loading.
     #[command(
         after_help = "Example:\n  pgbulk infer sales.csv -t sales --key PointOfSale,Product,Date --type stock=numeric(10,2)"
@@ -347,17 +352,8 @@ pub(crate) struct LoadArgs {
 /// `pgbulk sync`.
 #[derive(Debug, Args)]
 pub(crate) struct SyncArgs {
-    /// The source database: what --db takes (URI, "key=value ...", service=NAME, a database name).
-    #[arg(
-        long,
-        value_name = "CONNINFO",
-        hide_env_values = true,
-        help_heading = "Source"
-    )]
-    pub(crate) from: Option<String>,
-    /// The source's connection profile from pgbulk.toml.
-    #[arg(long, value_name = "NAME", help_heading = "Source")]
-    pub(crate) from_profile: Option<String>,
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
     /// The source table: [SCHEMA.]TABLE.
     #[arg(long, short = 't', value_name = "TABLE", help_heading = "Source")]
     pub(crate) table: Option<String>,
@@ -421,14 +417,74 @@ pub(crate) struct SyncArgs {
     pub(crate) connection: ConnectionArgs,
 }
 
-impl SyncArgs {
+/// Where a sync or an export reads from.
+#[derive(Debug, Args)]
+pub(crate) struct SourceArgs {
+    /// The source database: what --db takes (URI, "key=value ...", service=NAME, a database name).
+    #[arg(
+        long,
+        value_name = "CONNINFO",
+        hide_env_values = true,
+        help_heading = "Source"
+    )]
+    pub(crate) from: Option<String>,
+    /// The source's connection profile from pgbulk.toml.
+    #[arg(long, value_name = "NAME", help_heading = "Source")]
+    pub(crate) from_profile: Option<String>,
+}
+
+impl SourceArgs {
     /// Where the source is.
-    pub(crate) fn source(&self) -> Request {
+    pub(crate) fn request(&self) -> Request {
         Request {
             db: self.from.clone(),
             profile: self.from_profile.clone(),
         }
     }
+}
+
+/// `pgbulk export`.
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+    /// A source table, [SCHEMA.]TABLE; repeat for several (each exported on its own).
+    #[arg(
+        long,
+        short = 't',
+        value_name = "TABLE",
+        required = true,
+        help_heading = "Source"
+    )]
+    pub(crate) table: Vec<String>,
+    /// Only the source rows this SQL condition selects.
+    #[arg(long = "where", value_name = "SQL", help_heading = "Source")]
+    pub(crate) filter: Option<String>,
+    /// Export only rows at or after the last run's watermark of this column (timestamptz, timestamp, date or integer); the next is stored after the rows.
+    #[arg(long, value_name = "COLUMN", help_heading = "Source")]
+    pub(crate) incremental: Option<String>,
+    /// With --incremental: re-read this much before the watermark too (e.g. 5m), for columns stamped by application clocks.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "incremental", help_heading = "Source")]
+    pub(crate) lookback: Option<std::time::Duration>,
+    /// Where to: parquet://DIR (a directory: one folder of files per table, and _pgbulk_state.json).
+    #[arg(long, value_name = "URL", help_heading = "Destination")]
+    pub(crate) to: String,
+    /// The destination's name of the table (one --table only; default: the table's name, with its schema outside public).
+    #[arg(long, value_name = "NAME", help_heading = "Destination")]
+    pub(crate) to_table: Option<String>,
+    /// NULL elements of arrays: keep them, drop them, or refuse the row.
+    #[arg(long, value_enum, default_value = "keep", help_heading = "Destination")]
+    pub(crate) array_nulls: ArrayNullsArg,
+    /// Print each table's column mapping, what would be read and the file that would be written; write nothing.
+    #[arg(long, help_heading = "Behaviour")]
+    pub(crate) dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ArrayNullsArg {
+    Keep,
+    Drop,
+    Refuse,
 }
 
 /// `pgbulk run`.

@@ -22,7 +22,7 @@ use pgbulk::load::{LoadOptions, Progress};
 use pgbulk::local::{Cluster, LocalUse, Status};
 use pgbulk::{ErrorKind, endpoint};
 
-use crate::args::{Cli, Command, InferArgs, LoadArgs, LocalAction, SyncArgs};
+use crate::args::{Cli, Command, ExportArgs, InferArgs, LoadArgs, LocalAction, SyncArgs};
 
 /// Exit codes (documented in the README).
 mod exit {
@@ -104,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             load(args, &request, &env, cli.quiet).await
         }
         Command::Sync(args) => sync(args, &env, cli.quiet).await,
+        Command::Export(args) => export(args, &env, cli.quiet).await,
         Command::Infer(args) => infer(args),
         Command::Plan { schema, connection } => plan(&schema, &connection.request(), &env).await,
         Command::Run(args) => run::run(args, &env, cli.quiet).await,
@@ -228,7 +229,7 @@ async fn sync(args: SyncArgs, env: &Environment, quiet: bool) -> anyhow::Result<
         Err(settings::Refusal::Usage(why)) => usage_error(&why),
         Err(settings::Refusal::Invalid(e)) => return Err(e.into()),
     };
-    let source_params = pgbulk::conninfo::resolve(&args.source(), env)?;
+    let source_params = pgbulk::conninfo::resolve(&args.source.request(), env)?;
     let params = connect_target(&args.connection.request(), env)?;
     let watched = watched(quiet, &params, false, |progress| {
         pgbulk::sync::sync(&source_params, &params, &opts, progress)
@@ -265,6 +266,60 @@ async fn sync(args: SyncArgs, env: &Environment, quiet: bool) -> anyhow::Result<
     }
     println!("{}", summary::synced(&report, &opts));
     Ok(0)
+}
+
+async fn export(args: ExportArgs, env: &Environment, quiet: bool) -> anyhow::Result<u8> {
+    let opts = match settings::export(&args) {
+        Ok(opts) => opts,
+        Err(settings::Refusal::Usage(why)) => usage_error(&why),
+        Err(settings::Refusal::Invalid(e)) => return Err(e.into()),
+    };
+    let params = connect_target(&args.source.request(), env)?;
+    let watched = watched(quiet, &params, false, |progress| {
+        pgbulk::export::export(&params, &opts, progress)
+    });
+    let report = match watched.await? {
+        Some(result) => result?,
+        None => return Ok(exit::INTERRUPTED),
+    };
+    let total = report.tables.len();
+    let mut first_failure = None;
+    let mut failed = Vec::new();
+    for (table, outcome) in report.tables {
+        match outcome {
+            Ok(done) if opts.dry_run => {
+                println!("{table} (columns: source -> destination):");
+                for m in &done.mapping {
+                    println!("  {m}");
+                }
+                for line in &done.plan {
+                    println!("{line}");
+                }
+            }
+            Ok(done) => {
+                for m in &done.mapping {
+                    tracing::info!("{table}: column {m}");
+                }
+                for n in done.notes.iter().filter(|_| !quiet) {
+                    logs::say(&format!("{table}: {n}"));
+                }
+                println!("{}", summary::exported(&done));
+            }
+            Err(e) => {
+                println!("{table}: failed: {e}");
+                failed.push(table);
+                first_failure.get_or_insert(e);
+            }
+        }
+    }
+    match first_failure {
+        None => Ok(0),
+        Some(e) => Err(anyhow::Error::new(e).context(format!(
+            "{} of {total} tables failed ({}); the others were exported",
+            failed.len(),
+            failed.join(", ")
+        ))),
+    }
 }
 
 fn infer(args: InferArgs) -> anyhow::Result<u8> {

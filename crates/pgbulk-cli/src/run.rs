@@ -244,7 +244,7 @@ fn plan(
         Command::Sync(args) => {
             let mut opts = settings::sync_with_schema(args).map_err(refused)?;
             opts.dry_run = dry_run;
-            let source = pgbulk::conninfo::resolve(&args.source(), env).map_err(in_job)?;
+            let source = pgbulk::conninfo::resolve(&args.source.request(), env).map_err(in_job)?;
             (&args.connection, Work::Sync(Box::new(opts), source))
         }
         _ => unreachable!("pipelines hold load and sync jobs"),

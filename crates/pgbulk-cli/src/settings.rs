@@ -8,7 +8,8 @@ use pgbulk::load::{LoadMode, LoadOptions, Sample};
 use pgbulk::schema::TableName;
 
 use crate::args::{
-    DialectArgs, InferArgs, InferenceArgs, LoadArgs, ModeArg, OnDuplicateArg, SyncArgs,
+    ArrayNullsArg, DialectArgs, ExportArgs, InferArgs, InferenceArgs, LoadArgs, ModeArg,
+    OnDuplicateArg, SyncArgs,
 };
 
 /// Why flags do not make settings.
@@ -80,7 +81,7 @@ fn schema(path: Option<&std::path::Path>) -> Result<Option<String>, Refusal> {
 
 /// The options of `pgbulk sync`.
 pub(crate) fn sync(args: &SyncArgs) -> Result<pgbulk::sync::SyncOptions, Refusal> {
-    if args.from.is_none() && args.from_profile.is_none() {
+    if args.source.from.is_none() && args.source.from_profile.is_none() {
         return Err(Refusal::Usage(
             "sync needs a source: --from CONNINFO or --from-profile NAME".to_owned(),
         ));
@@ -110,6 +111,35 @@ pub(crate) fn sync(args: &SyncArgs) -> Result<pgbulk::sync::SyncOptions, Refusal
         jobs: args.jobs,
         // Read by the caller (I/O).
         schema_ddl: None,
+    })
+}
+
+/// The options of `pgbulk export`.
+pub(crate) fn export(args: &ExportArgs) -> Result<pgbulk::export::ExportOptions, Refusal> {
+    let tables = args
+        .table
+        .iter()
+        .map(|t| TableName::parse(t))
+        .collect::<pgbulk::Result<Vec<_>>>()?;
+    if args.to_table.is_some() && tables.len() > 1 {
+        return Err(Refusal::Usage(
+            "--to-table names the destination of one --table".to_owned(),
+        ));
+    }
+    Ok(pgbulk::export::ExportOptions {
+        tables,
+        to: pgbulk::export::Destination::parse(&args.to)?,
+        to_table: args.to_table.clone(),
+        filter: args.filter.clone(),
+        incremental: args.incremental.clone(),
+        lookback: args.lookback,
+        array_nulls: match args.array_nulls {
+            ArrayNullsArg::Keep => pgbulk::export::ArrayNulls::Keep,
+            ArrayNullsArg::Drop => pgbulk::export::ArrayNulls::Drop,
+            ArrayNullsArg::Refuse => pgbulk::export::ArrayNulls::Refuse,
+        },
+        batch_rows: 0,
+        dry_run: args.dry_run,
     })
 }
 

@@ -156,6 +156,34 @@ pub(crate) fn interrupted(rows: u64, batches: u64, single_transaction: bool) -> 
     }
 }
 
+/// The line `pgbulk export` prints for a table it exported.
+pub(crate) fn exported(done: &pgbulk::export::TableExport) -> String {
+    let rows = match &done.file {
+        Some(file) => format!(
+            "{} rows into {file} ({})",
+            thousands(done.rows),
+            size(done.bytes)
+        ),
+        None => "nothing new, no file written".to_owned(),
+    };
+    let next = match &done.watermarks {
+        Some((_, Some(next))) => format!("; the next run starts at {next}"),
+        _ => String::new(),
+    };
+    format!("{}: {rows}{next}", done.source)
+}
+
+/// A byte count for people.
+fn size(bytes: u64) -> String {
+    if bytes >= 10 << 20 {
+        format!("{} MB", bytes >> 20)
+    } else if bytes >= 10 << 10 {
+        format!("{} kB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

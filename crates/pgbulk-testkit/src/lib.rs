@@ -50,6 +50,27 @@ pub fn test_bindir() -> Option<PathBuf> {
     Some(cache.join(major).join("bin"))
 }
 
+/// The DuckDB CLI (`scripts/install-deps` puts PyPI's `duckdb-cli` under
+/// `$PGBULK_TOOLS`, default `~/.cache/pgbulk-tools`; `PGBULK_DUCKDB` names
+/// another). Panics, saying how to get it, when it is missing.
+pub fn duckdb() -> PathBuf {
+    if let Some(path) = std::env::var_os("PGBULK_DUCKDB").filter(|d| !d.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let tools = std::env::var_os("PGBULK_TOOLS")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/pgbulk-tools")))
+        .unwrap_or_default();
+    let path = tools.join("bin/duckdb");
+    assert!(
+        path.is_file(),
+        "the DuckDB CLI is not at {}: run scripts/install-deps (or set PGBULK_DUCKDB)",
+        path.display()
+    );
+    path
+}
+
 /// The suite's server, started on first use.
 pub fn server() -> &'static Server {
     SERVER.get_or_init(|| {

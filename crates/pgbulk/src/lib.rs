@@ -44,12 +44,15 @@ pub mod copy;
 pub mod csv;
 pub mod endpoint;
 mod error;
+#[cfg(feature = "parquet")]
+pub mod export;
 pub mod infer;
 pub mod ingest;
 pub mod input;
 pub mod load;
 pub mod local;
 pub mod lock;
+pub mod mark;
 mod os_user;
 pub mod ping;
 pub mod plan;

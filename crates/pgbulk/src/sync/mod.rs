@@ -22,16 +22,11 @@
 //!
 //! Incremental (`incremental`): rows at or after the stored watermark are
 //! read, in one snapshot with the new watermark, which is stored once every
-//! row up to it committed. For a `timestamptz`/`timestamp` column the new
-//! watermark is never later than the start of the oldest transaction open
-//! on the source database just before the snapshot (nor advanced while
-//! prepared transactions exist): a transaction that stamps rows with its
-//! `now()` and commits after the read is read by the next run. That is
-//! exact for columns stamped by the writing transaction's `now()` (default
-//! or trigger); for application clocks use `lookback`; for integer and
-//! `date` columns the watermark is the largest value read (exact only
-//! without concurrent writers). Rows re-read at the boundary are upserted
-//! unchanged (not rewritten); an incremental sync needs a key.
+//! row up to it committed, bounded as [`crate::mark`] says: exact for
+//! columns stamped by the writing transaction's `now()`, `lookback` for
+//! application clocks, integer and `date` columns only without concurrent
+//! writers. Rows re-read at the boundary are upserted unchanged (not
+//! rewritten); an incremental sync needs a key.
 //!
 //! `delete_missing`: the keys read go (same snapshot) into a temporary
 //! table of the destination session, and the destination rows within the
@@ -61,6 +56,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ingest;
 use crate::input::Source;
 use crate::load::{LoadMode, LoadOptions, LoadReport, Progress};
+pub(crate) use crate::mark::Mark;
+use crate::mark::{self, Bound};
 use crate::schema::{TableName, quote_ident};
 use crate::session::Session;
 use crate::watermark;
@@ -298,10 +295,7 @@ pub async fn sync(
                     .await
                     .map_err(|e| Error::server("reading the destination's newest row", e))?
                     .get::<_, Option<String>>(0)
-                    .map(|value| Mark {
-                        value,
-                        after: false,
-                    }),
+                    .map(Mark::at),
                 _ => None,
             };
             Some(Incremental {
@@ -315,25 +309,8 @@ pub async fn sync(
     };
     // Before the snapshot: the oldest transaction open on the source.
     let bound = match &incremental {
-        Some(inc) if inc.type_name.starts_with("timestamp") => {
-            let row = source
-                .query_one(
-                    &format!(
-                        "SELECT least(min(a.xact_start), clock_timestamp())::{}::text, \
-                         EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts p WHERE p.database = current_database()) \
-                         FROM pg_catalog.pg_stat_activity a \
-                         WHERE a.datname = current_database() AND a.xact_start IS NOT NULL \
-                           AND a.pid <> pg_catalog.pg_backend_pid()",
-                        inc.type_name
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(|e| Error::server("reading the source's open transactions", e))?;
-            let prepared: bool = row.get(1);
-            Some((row.get::<_, Option<String>>(0), prepared))
-        }
-        _ => None,
+        Some(inc) => Bound::read(&source, &inc.type_name).await?,
+        None => None,
     };
     // --delete-missing needs every key in one session, and replace
     // deletes with its first batch: one job.
@@ -356,15 +333,9 @@ pub async fn sync(
             )),
             (None, None) => {}
         }
-        let start = incremental.as_ref().map(|inc| match &inc.start {
-            Some(m) => format!(
-                "rows with {} {} {}",
-                inc.column,
-                if m.after { ">" } else { ">=" },
-                m.value
-            ),
-            None => format!("rows with any {} (no watermark yet)", inc.column),
-        });
+        let start = incremental
+            .as_ref()
+            .map(|inc| Mark::describe(inc.start.as_ref(), &inc.column));
         plan.push(format!(
             "would read {src_name}{}{} into {dest_name}",
             opts.filter
@@ -468,64 +439,19 @@ pub async fn sync(
     let mut filters: Vec<String> = opts.filter.iter().map(|w| format!("({w})")).collect();
     let mut next = None;
     if let Some(inc) = &incremental {
-        let col = quote_ident(&inc.column);
         if let Some(start) = &inc.start {
-            let lookback = opts
-                .lookback
-                .filter(|_| inc.type_name.starts_with("timestamp") || inc.type_name == "date")
-                .map(|d| format!(" - interval '{} milliseconds'", d.as_millis()));
-            // After the mark only when no later commit can carry its value
-            // (see `Mark`) and no lookback widens the overlap.
-            let op = if start.after && lookback.is_none() {
-                ">"
-            } else {
-                ">="
-            };
-            filters.push(format!(
-                "{col} {op} ({}::{}{})",
-                crate::schema::dollar_quote(&start.value),
-                inc.type_name,
-                lookback.unwrap_or_default()
-            ));
+            filters.push(start.condition(&inc.column, &inc.type_name, opts.lookback));
         }
-        let within = if opts.filter.is_some() {
-            format!(" WHERE {}", opts.filter.as_deref().unwrap_or_default())
-        } else {
-            String::new()
-        };
-        let newest: Option<String> = tx
-            .query_one(
-                &format!("SELECT max({col})::text FROM {src_relation}{within}"),
-                &[],
-            )
-            .await
-            .map_err(|e| Error::server("reading the source's newest row", e))?
-            .get(0);
-        next = match (&bound, newest) {
-            // Prepared transactions: their rows' stamps are unknown.
-            (Some((_, true)), _) => inc.start.clone(),
-            (Some((Some(bound), false)), Some(newest)) => {
-                let row = tx
-                    .query_one(
-                        &format!(
-                            "SELECT least($1::text::{t}, $2::text::{t})::text, $2::text::{t} > $1::text::{t}",
-                            t = inc.type_name
-                        ),
-                        &[&newest, bound],
-                    )
-                    .await
-                    .map_err(|e| Error::server("bounding the watermark", e))?;
-                Some(Mark {
-                    value: row.get(0),
-                    after: row.get(1),
-                })
-            }
-            (_, Some(newest)) => Some(Mark {
-                value: newest,
-                after: false,
-            }),
-            (_, None) => inc.start.clone(),
-        };
+        next = mark::next(
+            &tx,
+            &inc.column,
+            &inc.type_name,
+            &src_relation,
+            opts.filter.as_deref(),
+            inc.start.as_ref(),
+            bound.as_ref(),
+        )
+        .await?;
     }
     // The rows, spooled: an exact text round trip.
     tx.batch_execute(EXACT_TEXT)
@@ -692,7 +618,7 @@ pub async fn sync(
 }
 
 /// A read-only `REPEATABLE READ` transaction: one snapshot of the source.
-pub(super) async fn snapshot(
+pub(crate) async fn snapshot(
     client: &mut tokio_postgres::Client,
 ) -> Result<tokio_postgres::Transaction<'_>> {
     client
@@ -845,42 +771,4 @@ struct Incremental {
     key: String,
     /// Read from here; `None`: everything.
     start: Option<Mark>,
-}
-
-/// A stored incremental watermark. Rows at or after `value` are read
-/// next time; only those after it (`after`) when the sync that stored it
-/// found no transaction open on the source that started at or before
-/// `value`: then no later commit can carry `value` itself (a transaction
-/// stamps rows with its start), and the boundary's rows are not read
-/// again and again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Mark {
-    pub(super) value: String,
-    pub(super) after: bool,
-}
-
-impl Mark {
-    /// As stored: the value (a JSON string), or `{"after": value}`.
-    pub(super) fn to_json(&self) -> serde_json::Value {
-        if self.after {
-            serde_json::json!({ "after": self.value })
-        } else {
-            serde_json::Value::String(self.value.clone())
-        }
-    }
-
-    /// From its stored form.
-    pub(super) fn from_json(json: &serde_json::Value) -> Option<Self> {
-        match json {
-            serde_json::Value::String(value) => Some(Self {
-                value: value.clone(),
-                after: false,
-            }),
-            serde_json::Value::Object(o) => Some(Self {
-                value: o.get("after")?.as_str()?.to_owned(),
-                after: true,
-            }),
-            _ => None,
-        }
-    }
 }

@@ -1,0 +1,225 @@
+//! Incremental reads of a source column: where a read starts (a stored
+//! [`Mark`]) and the next watermark, never later than a row a transaction
+//! still open on the source can carry. `sync` and `export` read the same
+//! way.
+//!
+//! For a `timestamptz`/`timestamp` column the next watermark is never later
+//! than the start of the oldest transaction open on the source database
+//! just before the snapshot (nor advanced while prepared transactions
+//! exist): a transaction that stamps rows with its `now()` and commits
+//! after the read is read by the next run. That is exact for columns
+//! stamped by the writing transaction's `now()` (default or trigger); for
+//! application clocks widen the overlap with a lookback; for integer and
+//! `date` columns the watermark is the largest value read (exact only
+//! without concurrent writers).
+
+use tokio_postgres::{Client, Transaction};
+
+use crate::error::{Error, Result};
+use crate::schema::quote_ident;
+
+/// A stored incremental watermark. Rows at or after `value` are read
+/// next time; only those after it (`after`) when the run that stored it
+/// found no transaction open on the source that started at or before
+/// `value`: then no later commit can carry `value` itself (a transaction
+/// stamps rows with its start), and the boundary's rows are not read
+/// again and again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// The column's value, as the source prints it.
+    pub value: String,
+    /// Only rows after `value` are new.
+    pub after: bool,
+}
+
+impl Mark {
+    /// A mark from which rows at or after `value` are read.
+    pub fn at(value: String) -> Self {
+        Self {
+            value,
+            after: false,
+        }
+    }
+
+    /// As stored: the value (a JSON string), or `{"after": value}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        if self.after {
+            serde_json::json!({ "after": self.value })
+        } else {
+            serde_json::Value::String(self.value.clone())
+        }
+    }
+
+    /// From its stored form.
+    pub fn from_json(json: &serde_json::Value) -> Option<Self> {
+        match json {
+            serde_json::Value::String(value) => Some(Self::at(value.clone())),
+            serde_json::Value::Object(o) => Some(Self {
+                value: o.get("after")?.as_str()?.to_owned(),
+                after: true,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The condition on `column` (of `type_name`) of the rows a read from
+    /// this mark selects; `lookback` widens it for timestamp and date
+    /// columns.
+    pub fn condition(
+        &self,
+        column: &str,
+        type_name: &str,
+        lookback: Option<std::time::Duration>,
+    ) -> String {
+        let lookback = lookback
+            .filter(|_| type_name.starts_with("timestamp") || type_name == "date")
+            .map(|d| format!(" - interval '{} milliseconds'", d.as_millis()));
+        // After the mark only when no later commit can carry its value
+        // and no lookback widens the overlap.
+        let op = if self.after && lookback.is_none() {
+            ">"
+        } else {
+            ">="
+        };
+        format!(
+            "{} {op} ({}::{}{})",
+            quote_ident(column),
+            crate::schema::dollar_quote(&self.value),
+            type_name,
+            lookback.unwrap_or_default()
+        )
+    }
+
+    /// How a plan says where a read starts.
+    pub fn describe(start: Option<&Self>, column: &str) -> String {
+        match start {
+            Some(m) => format!(
+                "rows with {column} {} {}",
+                if m.after { ">" } else { ">=" },
+                m.value
+            ),
+            None => format!("rows with any {column} (no watermark yet)"),
+        }
+    }
+}
+
+/// What bounds the next watermark of a timestamp column, read on the
+/// source before its snapshot: the start of the oldest transaction open
+/// (or the clock when none is), and whether prepared transactions exist.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    oldest: Option<String>,
+    prepared: bool,
+}
+
+impl Bound {
+    /// Reads the bound on `source`, before the snapshot is taken; `None`
+    /// for columns that are not timestamps.
+    pub async fn read(source: &Client, type_name: &str) -> Result<Option<Self>> {
+        if !type_name.starts_with("timestamp") {
+            return Ok(None);
+        }
+        let row = source
+            .query_one(
+                &format!(
+                    "SELECT least(min(a.xact_start), clock_timestamp())::{type_name}::text, \
+                     EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts p WHERE p.database = current_database()) \
+                     FROM pg_catalog.pg_stat_activity a \
+                     WHERE a.datname = current_database() AND a.xact_start IS NOT NULL \
+                       AND a.pid <> pg_catalog.pg_backend_pid()"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| Error::server("reading the source's open transactions", e))?;
+        Ok(Some(Self {
+            oldest: row.get(0),
+            prepared: row.get(1),
+        }))
+    }
+}
+
+/// The watermark the next read starts from, read in the snapshot `tx` of
+/// the source: the largest value of `column` (of `type_name`) in
+/// `relation` (` WHERE filter`), bounded by `bound`; `start` when nothing
+/// was read or prepared transactions exist.
+pub async fn next(
+    tx: &Transaction<'_>,
+    column: &str,
+    type_name: &str,
+    relation: &str,
+    filter: Option<&str>,
+    start: Option<&Mark>,
+    bound: Option<&Bound>,
+) -> Result<Option<Mark>> {
+    let within = filter.map(|w| format!(" WHERE {w}")).unwrap_or_default();
+    let newest: Option<String> = tx
+        .query_one(
+            &format!(
+                "SELECT max({})::text FROM {relation}{within}",
+                quote_ident(column)
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::server("reading the source's newest row", e))?
+        .get(0);
+    Ok(match (bound, newest) {
+        // Prepared transactions: their rows' stamps are unknown.
+        (Some(b), _) if b.prepared => start.cloned(),
+        (
+            Some(Bound {
+                oldest: Some(oldest),
+                ..
+            }),
+            Some(newest),
+        ) => {
+            let row = tx
+                .query_one(
+                    &format!(
+                        "SELECT least($1::text::{t}, $2::text::{t})::text, $2::text::{t} > $1::text::{t}",
+                        t = type_name
+                    ),
+                    &[&newest, oldest],
+                )
+                .await
+                .map_err(|e| Error::server("bounding the watermark", e))?;
+            Some(Mark {
+                value: row.get(0),
+                after: row.get(1),
+            })
+        }
+        (_, Some(newest)) => Some(Mark::at(newest)),
+        (_, None) => start.cloned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mark;
+
+    #[test]
+    fn marks_round_trip_and_say_where_they_start() {
+        let at = Mark::at("2024-05-01 00:00:00+00".to_owned());
+        let after = Mark {
+            after: true,
+            ..at.clone()
+        };
+        assert_eq!(Mark::from_json(&at.to_json()), Some(at.clone()));
+        assert_eq!(Mark::from_json(&after.to_json()), Some(after.clone()));
+        assert_eq!(
+            at.condition("t", "timestamptz", None),
+            "\"t\" >= ($pgbulk0$2024-05-01 00:00:00+00$pgbulk0$::timestamptz)"
+        );
+        assert!(
+            after
+                .condition("t", "timestamptz", None)
+                .contains("\"t\" > (")
+        );
+        assert!(
+            after
+                .condition("t", "timestamptz", Some(std::time::Duration::from_secs(60)))
+                .contains("::timestamptz - interval '60000 milliseconds')")
+        );
+    }
+}
