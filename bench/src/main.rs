@@ -27,7 +27,13 @@
 //! created table; then `pgbulk sync` again with nothing changed (every row
 //! re-read, none rewritten), with pgbulk's peak RSS.
 //!
-//! `pgbulk-bench all [ROWS]` runs the three in turn, and with
+//! `pgbulk-bench export [ROWS]` (default 1 M wide rows: the sync
+//! benchmark's wide table) exports a table with `pgbulk export --to
+//! parquet://DIR` against `psql -c "\copy (SELECT * FROM wide) TO FILE
+//! WITH CSV"`: seconds, the files' sizes and pgbulk's peak RSS; then the
+//! same export of five times the rows, whose peak RSS should match.
+//!
+//! `pgbulk-bench all [ROWS]` runs the four in turn, and with
 //! `PGBULK_BENCH_PYTHON` naming a Python that has pgbulk (built with
 //! `maturin develop --release`) and pyarrow, `bench/python/write.py`:
 //! `pgbulk.write` of a wide pyarrow Table (a fifth of ROWS) against `psql
@@ -81,13 +87,22 @@ fn main() -> anyhow::Result<()> {
         "ingest" => runtime.block_on(bench_ingest(rows))?,
         "load" => bench_load(args.get(1).is_some().then_some(rows))?,
         "sync" => bench_sync(rows)?,
+        "export" => bench_export(args.get(1).map_or(1_000_000, |_| rows))?,
         "all" => {
             // Each in a process of its own: a child's peak RSS includes
             // its parent's at the moment it was spawned, so the parent
             // stays small.
-            for part in ["load", "sync", "ingest"] {
+            for part in ["load", "sync", "ingest", "export"] {
                 let mut cmd = Command::new(std::env::current_exe()?);
-                cmd.arg(part).args(args.get(1)).arg(MEASURES_FLAG);
+                // The export's count is of wide rows: a fifth.
+                let count = args.get(1).map(|_| {
+                    if part == "export" {
+                        (rows / 5).max(1).to_string()
+                    } else {
+                        rows.to_string()
+                    }
+                });
+                cmd.arg(part).args(count).arg(MEASURES_FLAG);
                 let out = cmd
                     .stderr(std::process::Stdio::inherit())
                     .output()
@@ -107,7 +122,9 @@ fn main() -> anyhow::Result<()> {
             }
         }
         other => {
-            bail!("unknown benchmark {other:?} (try: ingest, load, sync or all [ROWS] [--json])")
+            bail!(
+                "unknown benchmark {other:?} (try: ingest, load, sync, export or all [ROWS] [--json])"
+            )
         }
     }
     if for_all {
@@ -760,6 +777,110 @@ fn db_url(server: &Server, name: &str) -> String {
     }
 }
 
+/// The sync benchmark's wide table's columns.
+const WIDE_COLUMNS: &str = "(id bigint PRIMARY KEY, name text, code varchar(20), qty int, ref bigint, amount numeric(12,2), \
+     ratio float8, active bool, day date, at timestamptz, uid uuid, attrs jsonb, updated_at timestamptz NOT NULL)";
+
+/// Fills the table `name` (of [`WIDE_COLUMNS`]) with `rows` rows.
+fn wide_rows_sql(name: &str, rows: usize) -> String {
+    format!(
+        "INSERT INTO {name} SELECT i, 'name ' || i, 'c' || i % 1000, i % 100, i * 31, (i % 100000) / 100.0, \
+         i / 7.0, i % 2 = 0, date '2020-01-01' + i % 1000, timestamptz '2020-01-01 00:00+00' + i * interval '1 second', \
+         md5(i::text)::uuid, jsonb_build_object('k', i % 10, 'tag', 'x' || i % 7), \
+         timestamptz '2020-01-01 00:00+00' + i * interval '1 ms' FROM generate_series(1, {rows}) i"
+    )
+}
+
+fn bench_export(rows: usize) -> anyhow::Result<()> {
+    let server = server()?;
+    let bin = pgbulk_binary()?;
+    println!(
+        "export benchmark: {rows} wide rows, then {} for memory",
+        rows * 5
+    );
+    let dir = std::env::temp_dir().join(format!("pgbulk-bench-export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    psql(
+        &server,
+        &[
+            &format!("CREATE TABLE wide {WIDE_COLUMNS}"),
+            &wide_rows_sql("wide", rows),
+            &format!("CREATE TABLE wide5 {WIDE_COLUMNS}"),
+            &wide_rows_sql("wide5", rows * 5),
+            "VACUUM ANALYZE",
+            "CHECKPOINT",
+        ],
+    )?;
+    let csv = dir.join("wide.csv");
+    let theirs = psql(
+        &server,
+        &[&format!(
+            "\\copy (SELECT * FROM wide) TO '{}' WITH CSV",
+            csv.display()
+        )],
+    )?;
+    let export = |table: &str, out: &Path| {
+        timed(Command::new(&bin).args([
+            "export",
+            "--quiet",
+            "--from",
+            &server.url,
+            "--table",
+            table,
+            "--to",
+            &format!("parquet://{}", out.display()),
+        ]))
+    };
+    let out = dir.join("parquet");
+    let (ours, rss) = export("wide", &out)?;
+    report(
+        "export wide to Parquet",
+        ours,
+        ("psql \\copy TO csv", theirs),
+        1.0,
+        Some(rss),
+    );
+    let size = |path: &Path| std::fs::metadata(path).map(|m| m.len() as f64 / 1e6);
+    let (csv_mb, parquet_mb) = (size(&csv)?, size(&out.join("wide/run-000001.parquet"))?);
+    let share = parquet_mb / csv_mb;
+    println!(
+        "files: CSV {csv_mb:.0} MB, Parquet {parquet_mb:.0} MB ({share:.2} of the CSV, bar <= 0.33 {})",
+        if share <= 0.34 { "ok" } else { "MISSED" }
+    );
+    record(Measure {
+        workload: format!("export wide: Parquet {parquet_mb:.0} MB / CSV {csv_mb:.0} MB"),
+        pgbulk: ours,
+        reference: "the CSV's size",
+        reference_seconds: None,
+        ratio: Some(share),
+        peak_rss_mb: None,
+        bar: "<= 0.33".to_owned(),
+        ok: share <= 0.34,
+    });
+    let (five, rss5) = export("wide5", &dir.join("parquet5"))?;
+    println!(
+        "export of {} wide rows: {five:.2} s, peak RSS {rss5:.0} MB (at {rows}: {rss:.0} MB; bar < 150 MB and flat {})",
+        rows * 5,
+        if rss5 < 150.0 && rss5 < rss * 1.2 + 5.0 {
+            "ok"
+        } else {
+            "MISSED"
+        }
+    );
+    record(Measure {
+        workload: format!("export wide x5 ({} rows), peak RSS", rows * 5),
+        pgbulk: five,
+        reference: "",
+        reference_seconds: None,
+        ratio: None,
+        peak_rss_mb: Some(rss5),
+        bar: "< 150 MB, flat".to_owned(),
+        ok: rss5 < 150.0 && rss5 < rss * 1.2 + 5.0,
+    });
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
 fn bench_sync(rows: usize) -> anyhow::Result<()> {
     let narrow_rows = rows;
     let wide_rows = (rows / 5).max(1);
@@ -781,8 +902,7 @@ fn bench_sync(rows: usize) -> anyhow::Result<()> {
     };
     let narrow = "(id bigint PRIMARY KEY, pointofsale text, product text, date date, stock int, \
                   updated_at timestamptz NOT NULL)";
-    let wide = "(id bigint PRIMARY KEY, name text, code varchar(20), qty int, ref bigint, amount numeric(12,2), \
-                ratio float8, active bool, day date, at timestamptz, uid uuid, attrs jsonb, updated_at timestamptz NOT NULL)";
+    let wide = WIDE_COLUMNS;
     psql(
         &src,
         &[
@@ -794,12 +914,7 @@ fn bench_sync(rows: usize) -> anyhow::Result<()> {
             ),
             "CREATE INDEX ON narrow (updated_at)",
             &format!("CREATE TABLE wide {wide}"),
-            &format!(
-                "INSERT INTO wide SELECT i, 'name ' || i, 'c' || i % 1000, i % 100, i * 31, (i % 100000) / 100.0, \
-                 i / 7.0, i % 2 = 0, date '2020-01-01' + i % 1000, timestamptz '2020-01-01 00:00+00' + i * interval '1 second', \
-                 md5(i::text)::uuid, jsonb_build_object('k', i % 10, 'tag', 'x' || i % 7), \
-                 timestamptz '2020-01-01 00:00+00' + i * interval '1 ms' FROM generate_series(1, {wide_rows}) i"
-            ),
+            &wide_rows_sql("wide", wide_rows),
             "CREATE INDEX ON wide (updated_at)",
             "VACUUM ANALYZE",
             "CHECKPOINT",
