@@ -1,6 +1,7 @@
-//! Pipeline files for `pgbulk run`: `[defaults]`, then `[[load]]` and
-//! `[[sync]]` jobs. A job's keys are the long flags of its command, read by
-//! the very clap definitions of `pgbulk load` and `pgbulk sync` (`batch_rows`
+//! Pipeline files for `pgbulk run`: `[defaults]`, then `[[load]]`,
+//! `[[sync]]` and `[[export]]` jobs. A job's keys are the long flags of its
+//! command, read by the very clap definitions of `pgbulk load`, `sync` and
+//! `export` (`batch_rows`
 //! or `batch-rows` is `--batch-rows`; `files` is `load`'s file arguments), so
 //! there is no second list of options to drift. `${VAR}` and
 //! `${VAR:-default}` in strings expand from the environment. Every error
@@ -18,7 +19,7 @@ use toml::de::{DeTable, DeValue};
 use crate::args::{Cli, Command};
 
 /// The job sections, each named after its command.
-const KINDS: [&str; 2] = ["load", "sync"];
+const KINDS: [&str; 3] = ["load", "sync", "export"];
 
 /// Flags a job cannot set: they belong to the whole run.
 const RUN_FLAGS: [&str; 5] = ["dry-run", "quiet", "verbose", "help", "log-format"];
@@ -150,7 +151,7 @@ pub(crate) fn parse(
                 return Err(at.error(
                     &key.span(),
                     format!(
-                        "unknown section `{other}`: a pipeline has [defaults], [[load]], [[sync]] and [[job]]"
+                        "unknown section `{other}`: a pipeline has [defaults], [[load]], [[sync]], [[export]] and [[job]]"
                     ),
                 ));
             }
@@ -163,7 +164,7 @@ pub(crate) fn parse(
             return Err(at.error(
                 &d.span,
                 format!(
-                    "unknown key `{}` in [defaults]: not an option of pgbulk load or sync",
+                    "unknown key `{}` in [defaults]: not an option of pgbulk load, sync or export",
                     d.key
                 ),
             ));
@@ -300,7 +301,8 @@ pub(crate) fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result
     Ok(out)
 }
 
-/// The command of a `[[job]]`: its `type` (`"load"` or `"sync"`), else a
+/// The command of a `[[job]]`: its `type` (`"load"`, `"sync"` or
+/// `"export"`), else a
 /// `load` key (the files: the key is taken as `files`), else `files` (a
 /// load) or `from` / `from_profile` (a sync).
 fn job_kind(
@@ -313,7 +315,11 @@ fn job_kind(
         return match &entry.value {
             Value::One(t) if t == "load" => Ok("load"),
             Value::One(t) if t == "sync" => Ok("sync"),
-            _ => Err(at.error(&entry.span, "key `type` is \"load\" or \"sync\"")),
+            Value::One(t) if t == "export" => Ok("export"),
+            _ => Err(at.error(
+                &entry.span,
+                "key `type` is \"load\", \"sync\" or \"export\"",
+            )),
         };
     }
     if let Some(entry) = own.iter_mut().find(|e| e.key == "load") {
@@ -335,9 +341,20 @@ fn job_kind(
     ))
 }
 
-/// Paths in a pipeline (`files`, `schema`, `reject_file`) are relative to
-/// its directory, so cron and Kubernetes can run it from anywhere.
+/// Paths in a pipeline (`files`, `schema`, `reject_file`, an export's
+/// `to = "parquet://DIR"`) are relative to its directory, so cron and
+/// Kubernetes can run it from anywhere.
 fn relative_to(base: &Path, entry: &mut Entry) {
+    if entry.flag == "to" {
+        if let Value::One(url) = &mut entry.value {
+            if let Some(dir) = url.strip_prefix("parquet://") {
+                if Path::new(dir).is_relative() {
+                    *url = format!("parquet://{}", base.join(dir).display());
+                }
+            }
+        }
+        return;
+    }
     if !matches!(entry.flag.as_str(), "files" | "schema" | "reject-file") {
         return;
     }

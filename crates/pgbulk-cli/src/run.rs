@@ -27,6 +27,8 @@ enum Work {
     /// No file matches the job's patterns: nothing to load.
     NoFiles(String),
     Sync(Box<SyncOptions>, ConnParams),
+    /// Exports from the job's target (its source).
+    Export(Box<pgbulk::export::ExportOptions>),
 }
 
 /// What a job did, for the summary.
@@ -225,7 +227,7 @@ fn plan(
         )
         .into()
     };
-    let (connection, work) = match &job.command {
+    let (request, work) = match &job.command {
         Command::Load(args) => {
             if args.files.is_empty() || args.files.iter().any(|f| f == "-") {
                 return Err(refused(Refusal::Usage(
@@ -239,17 +241,25 @@ fn plan(
             } else {
                 Work::Load(opts)
             };
-            (&args.connection, work)
+            (args.connection.request(), work)
         }
         Command::Sync(args) => {
             let mut opts = settings::sync_with_schema(args).map_err(refused)?;
             opts.dry_run = dry_run;
             let source = pgbulk::conninfo::resolve(&args.source.request(), env).map_err(in_job)?;
-            (&args.connection, Work::Sync(Box::new(opts), source))
+            (
+                args.connection.request(),
+                Work::Sync(Box::new(opts), source),
+            )
         }
-        _ => unreachable!("pipelines hold load and sync jobs"),
+        Command::Export(args) => {
+            let mut opts = settings::export(args).map_err(refused)?;
+            opts.dry_run = dry_run;
+            (args.source.request(), Work::Export(Box::new(opts)))
+        }
+        _ => unreachable!("pipelines hold load, sync and export jobs"),
     };
-    let target = pgbulk::endpoint::resolve(&connection.request(), env)
+    let target = pgbulk::endpoint::resolve(&request, env)
         .map_err(in_job)?
         .params;
     Ok(Planned {
@@ -262,7 +272,10 @@ fn plan(
 
 /// Prints what `p` would do.
 async fn dry_run(p: &Planned) -> anyhow::Result<()> {
-    println!("== {} ({}) -> {}", p.name, p.kind, p.target);
+    match &p.work {
+        Work::Export(opts) => println!("== {} ({}) {} -> {}", p.name, p.kind, p.target, opts.to),
+        _ => println!("== {} ({}) -> {}", p.name, p.kind, p.target),
+    }
     match &p.work {
         Work::NoFiles(why) => println!("{why}: nothing to load"),
         Work::Load(opts) => {
@@ -280,6 +293,19 @@ async fn dry_run(p: &Planned) -> anyhow::Result<()> {
             }
             for line in &report.plan {
                 println!("{line}");
+            }
+        }
+        Work::Export(opts) => {
+            let report = pgbulk::export::export(&p.target, opts, Arc::default()).await?;
+            for (table, outcome) in report.tables {
+                let done = outcome?;
+                println!("{table} (columns: source -> destination):");
+                for m in &done.mapping {
+                    println!("  {m}");
+                }
+                for line in &done.plan {
+                    println!("{line}");
+                }
             }
         }
     }
@@ -328,6 +354,12 @@ async fn execute(job: &Planned, progress: Arc<Progress>, quiet: bool) -> Outcome
                 };
                 o
             }),
+        Work::Export(opts) => {
+            match pgbulk::export::export(&job.target, opts, progress.clone()).await {
+                Ok(report) => exported(outcome.clone(), report),
+                Err(e) => Err(e),
+            }
+        }
     };
     let mut outcome = match result {
         Ok(o) => o,
@@ -366,6 +398,41 @@ async fn execute(job: &Planned, progress: Arc<Progress>, quiet: bool) -> Outcome
         eprintln!("pgbulk: job {}: {}", outcome.name, outcome.status);
     }
     outcome
+}
+
+/// The outcome of an export job: its rows, and its tables that failed
+/// (the first one's error decides the exit code).
+fn exported(
+    mut outcome: Outcome,
+    report: pgbulk::export::ExportReport,
+) -> Result<Outcome, pgbulk::Error> {
+    let mut failed = Vec::new();
+    let mut first = None;
+    let mut files = 0;
+    for (table, result) in report.tables {
+        match result {
+            Ok(done) => {
+                outcome.read += done.rows;
+                files += usize::from(done.file.is_some());
+            }
+            Err(e) => {
+                failed.push(table);
+                first.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first {
+        return Err(pgbulk::Error::new(
+            e.kind(),
+            format!("{} failed: {}", failed.join(", "), e.message()),
+        ));
+    }
+    outcome.status = if files == 0 {
+        "nothing new".to_owned()
+    } else {
+        "ok".to_owned()
+    };
+    Ok(outcome)
 }
 
 /// The summary table.

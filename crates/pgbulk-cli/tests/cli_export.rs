@@ -120,11 +120,13 @@ fn export(home: &Scratch, src: &TestDb, args: &[&str]) -> Run {
     run(pgbulk(home).args(["export", "--from", &src.url]).args(args))
 }
 
+/// The files of a table's folder but its lock file.
 fn files(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".pgbulk.lock")
                 .collect()
         })
         .unwrap_or_default();
@@ -406,4 +408,63 @@ async fn killed_mid_export_a_rerun_leaves_exactly_one_copy_of_each_row() {
         );
     }
     let _ = rows(&src, "SELECT 1").await;
+}
+
+#[tokio::test]
+async fn a_pipeline_exports_beside_its_file_and_reports_each_job() {
+    let src = TestDb::new("export_pipeline").await;
+    let home = Scratch::new("export-pipeline");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE a (id int PRIMARY KEY, v text); INSERT INTO a VALUES (1, 'x'), (2, 'y');
+             CREATE TABLE b (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO b (id) VALUES (1);",
+        )
+        .await
+        .expect("source");
+    let pipeline = home.file(
+        "etc/pipeline.toml",
+        "[[export]]\nname = \"lake\"\nfrom = \"${SOURCE}\"\ntable = [\"a\", \"b\"]\nto = \"parquet://lake\"\n\n\
+         [[job]]\ntype = \"export\"\nfrom = \"${SOURCE}\"\ntable = \"b\"\nto_table = \"b_increments\"\nincremental = \"at\"\nto = \"parquet://lake\"\n",
+        0o644,
+    );
+    let command = |extra: &[&str]| {
+        run(pgbulk(&home)
+            .env("SOURCE", &src.url)
+            .arg("run")
+            .arg(&pipeline)
+            .args(extra))
+    };
+    let dry = command(&["--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout
+            .contains("would read public.b, rows with any at (no watermark yet)"),
+        "{}",
+        dry.stdout
+    );
+    let out = command(&[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[1].starts_with("lake  export     3"), "{}", out.stdout);
+    assert!(lines[2].starts_with("b     export     1"), "{}", out.stdout);
+    let lake = home.path().join("etc/lake");
+    assert_eq!(files(&lake.join("a")), vec!["run-000001.parquet"]);
+    assert_eq!(
+        files(&lake.join("b_increments")),
+        vec!["run-000001.parquet"]
+    );
+    // Again: the incremental job has nothing new.
+    let again = command(&[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again
+            .stdout
+            .lines()
+            .nth(2)
+            .is_some_and(|l| l.ends_with("nothing new")),
+        "{}",
+        again.stdout
+    );
 }

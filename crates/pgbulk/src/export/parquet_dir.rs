@@ -11,8 +11,10 @@
 //!
 //! An incremental export adds a file per run (the rows at or after the
 //! watermark); a full export replaces the table's files with one. One
-//! export at a time writes a directory (an exclusive `flock` on
-//! `DIR/_pgbulk_state.lock`).
+//! export at a time writes a table (an exclusive `flock` on
+//! `DIR/TABLE/.pgbulk.lock`, refused when held); exports of other tables
+//! may write the directory at the same time (the state file is updated
+//! under `DIR/_pgbulk_state.lock`, held for the update only).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -30,6 +32,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// The state file's name.
 pub const STATE_FILE: &str = "_pgbulk_state.json";
 const LOCK_FILE: &str = "_pgbulk_state.lock";
+const TABLE_LOCK: &str = ".pgbulk.lock";
 
 /// Rows per row group at most.
 const ROW_GROUP_ROWS: usize = 1 << 20;
@@ -62,41 +65,39 @@ struct State {
     tables: BTreeMap<String, TableState>,
 }
 
-/// An open destination directory, locked for this export.
+/// An open destination directory.
 #[derive(Debug)]
 pub struct ParquetDir {
     dir: PathBuf,
-    /// Held open: the lock lasts as long as the file.
-    _lock: File,
+}
+
+/// Opens (creating) `path` and takes an exclusive `flock` on it: waits for
+/// it (`wait`), or returns `None` when another holds it. The lock lasts as
+/// long as the file is open.
+fn lock(path: &Path, wait: bool) -> Result<Option<File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let how = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    // SAFETY: flock on a descriptor this function owns.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), how) };
+    Ok((locked == 0).then_some(file))
 }
 
 impl ParquetDir {
-    /// Opens `dir` (created if missing) and locks it; refuses when another
-    /// export holds it.
+    /// Opens `dir`, created if missing.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-        let path = dir.join(LOCK_FILE);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-        // SAFETY: flock on a descriptor this function owns.
-        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if locked != 0 {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "another export is writing {} (it holds {LOCK_FILE}); run one at a time",
-                    dir.display()
-                ),
-            ));
-        }
         Ok(Self {
             dir: dir.to_owned(),
-            _lock: lock,
         })
     }
 
@@ -119,10 +120,20 @@ impl ParquetDir {
     /// directory its state does not list (a killed run's), and names the
     /// file this run writes.
     pub fn begin(&self, table: &str) -> Result<Run> {
-        let state = self.table_state(table)?.unwrap_or_default();
         let table_dir = self.dir.join(table);
         std::fs::create_dir_all(&table_dir)
             .map_err(|e| Error::io(format!("cannot create {}", table_dir.display()), e))?;
+        let held = lock(&table_dir.join(TABLE_LOCK), false)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Io,
+                format!(
+                    "another export is writing {table} in {} (it holds {}); one at a time",
+                    self.dir.display(),
+                    table_dir.join(TABLE_LOCK).display()
+                ),
+            )
+        })?;
+        let state = self.table_state(table)?.unwrap_or_default();
         let entries = std::fs::read_dir(&table_dir)
             .map_err(|e| Error::io(format!("cannot list {}", table_dir.display()), e))?;
         for entry in entries {
@@ -145,6 +156,7 @@ impl ParquetDir {
         let number = state.runs + 1;
         let name = format!("run-{number:06}.parquet");
         Ok(Run {
+            _lock: held,
             table: table.to_owned(),
             number,
             relative: format!("{table}/{name}"),
@@ -186,6 +198,7 @@ impl ParquetDir {
         entry.source = source.to_owned();
         entry.column = column.map(str::to_owned);
         entry.watermark = watermark;
+        let _updating = lock(&self.dir.join(LOCK_FILE), true)?;
         let mut state = self.read_state()?;
         state.pgbulk_export = 1;
         state.tables.insert(run.table.clone(), entry);
@@ -248,6 +261,8 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// One run of one table: the file it writes.
 #[derive(Debug)]
 pub struct Run {
+    /// The table's lock, held for the run.
+    _lock: File,
     table: String,
     number: u64,
     /// `TABLE/run-N.parquet`.
@@ -331,4 +346,36 @@ impl FileWriter {
 
 fn parquet_error(path: &Path, e: parquet::errors::ParquetError) -> Error {
     Error::new(ErrorKind::Io, format!("writing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_run_per_table_and_a_killed_runs_files_go() {
+        let dir = std::env::temp_dir().join(format!("pgbulk-parquet-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = ParquetDir::open(&dir).expect("open");
+        let first = out.begin("t").expect("first run");
+        assert!(out.begin("t").is_err(), "a second run of t is refused");
+        let other = out.begin("u").expect("another table");
+        drop(other);
+        // A killed run: its file renamed into place, the state not written.
+        std::fs::write(&first.partial, b"half").expect("partial");
+        std::fs::write(&first.path, b"whole").expect("published");
+        drop(first);
+        let again = out.begin("t").expect("the rerun");
+        assert_eq!(again.relative(), "t/run-000001.parquet");
+        assert!(!again.path.exists() && !again.partial.exists());
+        std::fs::write(&again.partial, b"rows").expect("rows");
+        out.commit(&again, Some(3), None, None, "public.t", true)
+            .expect("commit");
+        let state = out.table_state("t").expect("state").expect("t");
+        assert_eq!(
+            (state.runs, state.rows, state.files),
+            (1, 3, vec!["t/run-000001.parquet".to_owned()])
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
