@@ -466,15 +466,31 @@ pub(crate) struct ExportArgs {
     /// With --incremental: re-read this much before the watermark too (e.g. 5m), for columns stamped by application clocks.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "incremental", help_heading = "Source")]
     pub(crate) lookback: Option<std::time::Duration>,
-    /// Where to: parquet://DIR (a directory: one folder of files per table, and _pgbulk_state.json).
+    /// Where to: bigquery://PROJECT/DATASET, or parquet://DIR (a directory: one folder of files per table, and _pgbulk_state.json).
     #[arg(long, value_name = "URL", help_heading = "Destination")]
     pub(crate) to: String,
+    /// BigQuery: the key the MERGE matches rows on (default: the source's primary key).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "COL,...",
+        help_heading = "Destination"
+    )]
+    pub(crate) key: Option<Vec<String>>,
+    /// BigQuery: an emulator's address (host:port or URL), used without credentials.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "BIGQUERY_EMULATOR_HOST",
+        help_heading = "Destination"
+    )]
+    pub(crate) bigquery_endpoint: Option<String>,
     /// The destination's name of the table (one --table only; default: the table's name, with its schema outside public).
     #[arg(long, value_name = "NAME", help_heading = "Destination")]
     pub(crate) to_table: Option<String>,
-    /// NULL elements of arrays: keep them, drop them, or refuse the row.
-    #[arg(long, value_enum, default_value = "keep", help_heading = "Destination")]
-    pub(crate) array_nulls: ArrayNullsArg,
+    /// NULL elements of arrays: keep them, drop them, or refuse the row (default: keep in Parquet files, refuse for BigQuery, whose arrays hold none).
+    #[arg(long, value_enum, help_heading = "Destination")]
+    pub(crate) array_nulls: Option<ArrayNullsArg>,
     /// Print each table's column mapping, what would be read and the file that would be written; write nothing.
     #[arg(long, help_heading = "Behaviour")]
     pub(crate) dry_run: bool,

@@ -126,18 +126,25 @@ pub(crate) fn export(args: &ExportArgs) -> Result<pgbulk::export::ExportOptions,
             "--to-table names the destination of one --table".to_owned(),
         ));
     }
+    let to = pgbulk::export::Destination::parse(&args.to)?;
+    let array_nulls = match (args.array_nulls, &to) {
+        (Some(ArrayNullsArg::Keep), _) => pgbulk::export::ArrayNulls::Keep,
+        (Some(ArrayNullsArg::Drop), _) => pgbulk::export::ArrayNulls::Drop,
+        (Some(ArrayNullsArg::Refuse), _) | (None, pgbulk::export::Destination::BigQuery { .. }) => {
+            pgbulk::export::ArrayNulls::Refuse
+        }
+        (None, pgbulk::export::Destination::Parquet(_)) => pgbulk::export::ArrayNulls::Keep,
+    };
     Ok(pgbulk::export::ExportOptions {
         tables,
-        to: pgbulk::export::Destination::parse(&args.to)?,
+        to,
         to_table: args.to_table.clone(),
+        key: args.key.clone(),
+        bigquery_endpoint: args.bigquery_endpoint.clone(),
         filter: args.filter.clone(),
         incremental: args.incremental.clone(),
         lookback: args.lookback,
-        array_nulls: match args.array_nulls {
-            ArrayNullsArg::Keep => pgbulk::export::ArrayNulls::Keep,
-            ArrayNullsArg::Drop => pgbulk::export::ArrayNulls::Drop,
-            ArrayNullsArg::Refuse => pgbulk::export::ArrayNulls::Refuse,
-        },
+        array_nulls,
         batch_rows: 0,
         dry_run: args.dry_run,
     })

@@ -158,13 +158,27 @@ pub(crate) fn interrupted(rows: u64, batches: u64, single_transaction: bool) -> 
 
 /// The line `pgbulk export` prints for a table it exported.
 pub(crate) fn exported(done: &pgbulk::export::TableExport) -> String {
-    let rows = match &done.file {
-        Some(file) => format!(
+    let rows = match (&done.file, done.merged) {
+        (_, Some(_)) if done.rows == 0 => "nothing new".to_owned(),
+        (_, Some(merged)) => format!(
+            "{} rows read, merged into {}: {}",
+            thousands(done.rows),
+            done.table,
+            match merged.split {
+                Some((inserted, updated)) => format!(
+                    "{} inserted, {} updated",
+                    thousands(inserted),
+                    thousands(updated)
+                ),
+                None => format!("{} inserted or updated", thousands(merged.affected)),
+            }
+        ),
+        (Some(file), None) => format!(
             "{} rows into {file} ({})",
             thousands(done.rows),
             size(done.bytes)
         ),
-        None => "nothing new, no file written".to_owned(),
+        (None, None) => "nothing new, no file written".to_owned(),
     };
     let next = match &done.watermarks {
         Some((_, Some(next))) => format!("; the next run starts at {next}"),

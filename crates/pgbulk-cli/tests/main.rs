@@ -4,6 +4,7 @@
 #![allow(unreachable_pub)]
 
 mod cli_export;
+mod cli_export_bigquery;
 mod cli_first_contact;
 mod cli_landing;
 mod cli_load;

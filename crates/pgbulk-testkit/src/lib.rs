@@ -50,6 +50,165 @@ pub fn test_bindir() -> Option<PathBuf> {
     Some(cache.join(major).join("bin"))
 }
 
+/// The test tools' virtualenv (`scripts/install-deps`): `$PGBULK_TOOLS`,
+/// default `~/.cache/pgbulk-tools`.
+fn tools() -> PathBuf {
+    std::env::var_os("PGBULK_TOOLS")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/pgbulk-tools")))
+        .unwrap_or_default()
+}
+
+/// A BigQuery emulator (PyPI's `bqemulator`, from the test tools'
+/// virtualenv), started once per test binary on a free port and stopped
+/// when the binary exits.
+#[derive(Debug)]
+pub struct BigQueryEmulator {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The watchdog shell whose stdin closing stops the emulator.
+    _watchdog: std::sync::Mutex<std::process::Child>,
+    agent: ureq::Agent,
+}
+
+static BIGQUERY: OnceLock<BigQueryEmulator> = OnceLock::new();
+
+/// The emulator (see [`BigQueryEmulator`]); panics, saying how to get it,
+/// when it is not installed.
+pub fn bigquery() -> &'static BigQueryEmulator {
+    BIGQUERY.get_or_init(|| {
+        let program = tools().join("bin/bqemulator");
+        assert!(
+            program.is_file(),
+            "the BigQuery emulator is not at {}: run scripts/install-deps",
+            program.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let log =
+            std::env::temp_dir().join(format!("pgbulk-bqemulator-{}.log", std::process::id()));
+        let script = "\"$@\" >\"$LOG\" 2>&1 & child=$!; read _ignored; kill $child";
+        let watchdog = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(&program)
+            .args([
+                "start",
+                "--ephemeral",
+                "--grpc-port",
+                "0",
+                "--project",
+                "pgbulk-test",
+                "--rest-port",
+            ])
+            .arg(port.to_string())
+            .env("LOG", &log)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("the emulator starts");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("http://127.0.0.1:{port}");
+        let started = std::time::Instant::now();
+        loop {
+            let ready = agent
+                .get(format!("{url}/bigquery/v2/projects/pgbulk-test/datasets"))
+                .call()
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(120),
+                "the BigQuery emulator did not answer within two minutes: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        BigQueryEmulator {
+            url,
+            _watchdog: std::sync::Mutex::new(watchdog),
+            agent,
+        }
+    })
+}
+
+impl BigQueryEmulator {
+    /// Sends `body` (JSON) to `path` (after the address) with `method`;
+    /// the status and the JSON answer.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.url);
+        let response = match body {
+            Some(b) => self
+                .agent
+                .post(&url)
+                .content_type("application/json")
+                .send(b.to_string()),
+            None if method == "DELETE" => self.agent.delete(&url).call(),
+            None => self.agent.get(&url).call(),
+        };
+        let mut response = response.expect("the emulator answers");
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// Creates the dataset `name` of project `pgbulk-test`.
+    pub fn dataset(&self, name: &str) {
+        let (status, answer) = self.call(
+            "POST",
+            "/bigquery/v2/projects/pgbulk-test/datasets",
+            Some(serde_json::json!({ "datasetReference": { "projectId": "pgbulk-test", "datasetId": name } })),
+        );
+        assert_eq!(status, 200, "creating dataset {name}: {answer}");
+    }
+
+    /// The rows of `sql` (standard SQL), each cell as text (`None`: NULL).
+    pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let (status, answer) = self.call(
+            "POST",
+            "/bigquery/v2/projects/pgbulk-test/queries",
+            Some(serde_json::json!({ "query": sql, "useLegacySql": false })),
+        );
+        assert!(
+            status == 200 && answer.get("errors").is_none(),
+            "{sql}: {answer}"
+        );
+        let cell = |c: &serde_json::Value| match &c["v"] {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        };
+        answer["rows"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        r["f"]
+                            .as_array()
+                            .map(|f| f.iter().map(cell).collect())
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// The DuckDB CLI (`scripts/install-deps` puts PyPI's `duckdb-cli` under
 /// `$PGBULK_TOOLS`, default `~/.cache/pgbulk-tools`; `PGBULK_DUCKDB` names
 /// another). Panics, saying how to get it, when it is missing.
@@ -57,12 +216,7 @@ pub fn duckdb() -> PathBuf {
     if let Some(path) = std::env::var_os("PGBULK_DUCKDB").filter(|d| !d.is_empty()) {
         return PathBuf::from(path);
     }
-    let tools = std::env::var_os("PGBULK_TOOLS")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/pgbulk-tools")))
-        .unwrap_or_default();
-    let path = tools.join("bin/duckdb");
+    let path = tools().join("bin/duckdb");
     assert!(
         path.is_file(),
         "the DuckDB CLI is not at {}: run scripts/install-deps (or set PGBULK_DUCKDB)",

@@ -44,7 +44,7 @@ pub mod copy;
 pub mod csv;
 pub mod endpoint;
 mod error;
-#[cfg(feature = "parquet")]
+#[cfg(feature = "export")]
 pub mod export;
 pub mod infer;
 pub mod ingest;

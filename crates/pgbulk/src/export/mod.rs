@@ -1,5 +1,6 @@
-//! `pgbulk export`: tables of a PostgreSQL database into files a warehouse
-//! reads (a directory of Parquet files), incrementally.
+//! `pgbulk export`: tables of a PostgreSQL database into a warehouse (a
+//! BigQuery dataset, see [`bigquery`]) or files it reads (a directory of
+//! Parquet files, see [`parquet_dir`]), incrementally.
 //!
 //! Each table is read with `COPY (SELECT ...) TO STDOUT (FORMAT binary)`
 //! in a read-only snapshot, decoded into Arrow record batches of bounded
@@ -11,8 +12,8 @@
 //! watermark of the last run, read in one snapshot with the next
 //! watermark, bounded as [`crate::mark`] says (exact for columns stamped by
 //! the writing transaction's `now()`). The watermark is stored with the
-//! destination (the Parquet directory's state file), written after the
-//! rows.
+//! destination (the Parquet directory's state file, the dataset's
+//! `_pgbulk_state` table), written after the rows.
 //!
 //! Several tables run one after another, each its own unit: one table's
 //! failure leaves the others' exports in place, and the report says which
@@ -24,8 +25,10 @@ use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
 
+pub mod bigquery;
 pub mod columns;
 pub mod decode;
+pub mod google;
 pub mod parquet_dir;
 
 use crate::conninfo::ConnParams;
@@ -34,6 +37,7 @@ use crate::load::Progress;
 use crate::mark::{self, Bound, Mark};
 use crate::schema::{TableName, quote_ident};
 use crate::session::Session;
+use bigquery::BigQuery;
 pub use columns::{ExportColumn, Kind};
 pub use decode::ArrayNulls;
 use parquet_dir::{FileWriter, ParquetDir};
@@ -43,15 +47,36 @@ use parquet_dir::{FileWriter, ParquetDir};
 pub enum Destination {
     /// A directory of Parquet files (`parquet://DIR`).
     Parquet(PathBuf),
+    /// A BigQuery dataset (`bigquery://PROJECT/DATASET`).
+    BigQuery {
+        /// The project's id.
+        project: String,
+        /// The dataset's id.
+        dataset: String,
+    },
 }
 
 impl Destination {
-    /// Parses `parquet://DIR` (a relative or absolute path).
+    /// Parses `parquet://DIR` (a relative or absolute path) or
+    /// `bigquery://PROJECT/DATASET`.
     pub fn parse(text: &str) -> Result<Self> {
         match text.split_once("://") {
             Some(("parquet", dir)) if !dir.is_empty() => Ok(Self::Parquet(PathBuf::from(dir))),
+            Some(("bigquery", path)) => match path.trim_end_matches('/').split_once('/') {
+                Some((project, dataset))
+                    if !project.is_empty() && !dataset.is_empty() && !dataset.contains('/') =>
+                {
+                    Ok(Self::BigQuery {
+                        project: project.to_owned(),
+                        dataset: dataset.to_owned(),
+                    })
+                }
+                _ => Err(Error::config(format!(
+                    "cannot read the destination \"{text}\": write bigquery://PROJECT/DATASET"
+                ))),
+            },
             _ => Err(Error::config(format!(
-                "cannot read the destination \"{text}\": write parquet://DIR (a directory, created if missing)"
+                "cannot read the destination \"{text}\": write parquet://DIR (a directory, created if missing) or bigquery://PROJECT/DATASET"
             ))),
         }
     }
@@ -61,6 +86,7 @@ impl std::fmt::Display for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Parquet(dir) => write!(f, "parquet://{}", dir.display()),
+            Self::BigQuery { project, dataset } => write!(f, "bigquery://{project}/{dataset}"),
         }
     }
 }
@@ -73,8 +99,12 @@ pub struct ExportOptions {
     /// Where they go.
     pub to: Destination,
     /// The destination's name of the table (one table only; default: the
-    /// source's name, with its schema unless that is `public`).
+    /// source's name, with its schema unless that is `public`: `schema.name`
+    /// for files, `schema_name` in BigQuery).
     pub to_table: Option<String>,
+    /// The key BigQuery's `MERGE` matches rows on (default: the source's
+    /// primary key).
+    pub key: Option<Vec<String>>,
     /// Only the source rows this SQL condition selects.
     pub filter: Option<String>,
     /// Read only the rows whose value in this column is at or after the
@@ -86,6 +116,9 @@ pub struct ExportOptions {
     pub array_nulls: ArrayNulls,
     /// Rows per record batch (0: 8192).
     pub batch_rows: usize,
+    /// BigQuery's address: an emulator's (`host:port` or a URL), with no
+    /// credentials; `None`: BigQuery itself.
+    pub bigquery_endpoint: Option<String>,
     /// Plan only: say what would be read and written.
     pub dry_run: bool,
 }
@@ -97,20 +130,32 @@ pub struct TableExport {
     pub source: String,
     /// The destination's name of the table.
     pub table: String,
-    /// Rows written.
+    /// Rows read and written.
     pub rows: u64,
-    /// The file written (relative to the destination), if any.
+    /// The file written (relative to the destination directory), if any.
     pub file: Option<String>,
     /// Its size in bytes.
     pub bytes: u64,
+    /// BigQuery: what the `MERGE` did.
+    pub merged: Option<Merged>,
     /// With `incremental`: where the read started and where the next starts.
     pub watermarks: Option<(Option<String>, Option<String>)>,
     /// How each column is exported.
     pub mapping: Vec<String>,
     /// With `dry_run`: what would be read and written.
     pub plan: Vec<String>,
-    /// What the user should know (values clamped).
+    /// What the user should know (values clamped, a table created).
     pub notes: Vec<String>,
+}
+
+/// What BigQuery's `MERGE` of a table's rows did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Rows inserted or updated.
+    pub affected: u64,
+    /// Of those, inserted and updated, when BigQuery says so (its
+    /// `dmlStats`).
+    pub split: Option<(u64, u64)>,
 }
 
 /// What an export did, table by table.
@@ -129,6 +174,33 @@ impl ExportReport {
     }
 }
 
+/// An open destination.
+enum Open {
+    Parquet(ParquetDir),
+    /// The client, lent to blocking calls (see [`blocking`]).
+    BigQuery(Box<Option<BigQuery>>),
+    /// A dry run of a directory: nothing opened.
+    Plan(PathBuf),
+}
+
+/// Runs `work` with the BigQuery client on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    client: &mut Option<BigQuery>,
+    work: impl FnOnce(&mut BigQuery) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let mut bq = client
+        .take()
+        .ok_or_else(|| Error::new(ErrorKind::Io, "the BigQuery client was lost"))?;
+    let (bq, result) = tokio::task::spawn_blocking(move || {
+        let result = work(&mut bq);
+        (bq, result)
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Io, format!("a BigQuery call failed: {e}")))?;
+    *client = Some(bq);
+    result
+}
+
 /// Exports `opts.tables` of the `source` database to `opts.to`, each table
 /// its own unit (see the module documentation). Fails as a whole only when
 /// nothing can start (the options, the connection, the destination).
@@ -145,28 +217,32 @@ pub async fn export(
             "--to-table names the destination of one table; several are exported under their own names",
         ));
     }
+    let mut open = match &opts.to {
+        Destination::Parquet(dir) if opts.dry_run => Open::Plan(dir.clone()),
+        Destination::Parquet(dir) => Open::Parquet(ParquetDir::open(dir)?),
+        Destination::BigQuery { project, dataset } => {
+            let (project, dataset, endpoint) = (
+                project.clone(),
+                dataset.clone(),
+                opts.bigquery_endpoint.clone(),
+            );
+            let bq = tokio::task::spawn_blocking(move || {
+                BigQuery::new(&project, &dataset, endpoint.as_deref())
+            })
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("opening BigQuery: {e}")))??;
+            Open::BigQuery(Box::new(Some(bq)))
+        }
+    };
     let mut client = crate::connect::connect(source).await?.client;
     progress.register(&client);
     let session = Session::read(&client).await?;
-    let Destination::Parquet(dir) = &opts.to;
-    let destination = if opts.dry_run {
-        None
-    } else {
-        Some(ParquetDir::open(dir)?)
-    };
     let mut report = ExportReport::default();
     for table in &opts.tables {
         let name = table.in_schema(&session.current_schema);
-        let outcome = export_table(
-            &mut client,
-            &name,
-            opts,
-            destination.as_ref(),
-            dir,
-            &progress,
-        )
-        .await
-        .map_err(|e| e.in_table(&name));
+        let outcome = export_table(&mut client, &name, opts, &mut open, &progress)
+            .await
+            .map_err(|e| e.in_table(&name));
         if outcome.is_err() && client.is_closed() {
             client = crate::connect::connect(source).await?.client;
             progress.register(&client);
@@ -187,132 +263,484 @@ struct Written {
     clamped: Vec<(String, u64)>,
 }
 
-/// The destination's name of `source`: `table`, or `schema.table` outside
-/// `public`; refused when it cannot be a directory name.
+/// The destination's name of `source`: `table`, or `schema.table` (files)
+/// / `schema_table` (BigQuery) outside `public`; refused when it cannot be
+/// a directory's or a BigQuery table's name.
 fn destination_name(source: &TableName, opts: &ExportOptions) -> Result<String> {
+    let bigquery = matches!(opts.to, Destination::BigQuery { .. });
     let name = match &opts.to_table {
         Some(name) => name.clone(),
         None if source.schema_or_public() == "public" => source.name.clone(),
+        None if bigquery => format!("{}_{}", source.schema_or_public(), source.name),
         None => format!("{}.{}", source.schema_or_public(), source.name),
     };
-    if name.is_empty()
-        || name.starts_with('.')
-        || name.starts_with("_pgbulk")
-        || name.contains(['/', '\0'])
-    {
+    let bad = if bigquery {
+        name.is_empty()
+            || name.starts_with("_pgbulk")
+            || name.contains(['/', '`', '\\', '.', '\0', '?', '#'])
+    } else {
+        name.is_empty()
+            || name.starts_with('.')
+            || name.starts_with("_pgbulk")
+            || name.contains(['/', '\0'])
+    };
+    if bad {
         return Err(Error::config(format!(
-            "\"{name}\" cannot name the table's directory: give another with --to-table"
+            "\"{name}\" cannot name the destination table: give another with --to-table"
         )));
     }
     Ok(name)
+}
+
+/// The incremental column of a table: its name, source type, and where
+/// this run starts.
+struct Incremental {
+    column: String,
+    type_name: String,
+    start: Option<Mark>,
 }
 
 async fn export_table(
     client: &mut tokio_postgres::Client,
     source: &TableName,
     opts: &ExportOptions,
-    destination: Option<&ParquetDir>,
-    dir: &std::path::Path,
+    open: &mut Open,
     progress: &Arc<Progress>,
 ) -> Result<TableExport> {
     let label = source.to_string();
     let table = destination_name(source, opts)?;
-    let exists = crate::catalog::table_oid(client, source.schema_or_public(), &source.name)
+    let oid = crate::catalog::table_oid(client, source.schema_or_public(), &source.name)
         .await?
-        .is_some();
-    if !exists {
-        return Err(Error::config(format!("the source has no table {label}")));
-    }
+        .ok_or_else(|| Error::config(format!("the source has no table {label}")))?;
     let relation = source.quoted();
     let columns = columns::read(client, &relation, &label).await?;
     let mapping: Vec<String> = columns.iter().map(ExportColumn::describe).collect();
-    let state = match destination {
-        Some(d) => d.table_state(&table)?,
-        None => ParquetDir::peek(dir, &table)?,
-    };
-    let incremental = match &opts.incremental {
-        Some(column) => {
-            let c = columns.iter().find(|c| c.name == *column).ok_or_else(|| {
-                Error::config(format!("--incremental: {label} has no column \"{column}\""))
-            })?;
-            let start = state
-                .as_ref()
-                .filter(|s| s.column.as_deref() == Some(column.as_str()))
-                .and_then(|s| s.watermark.as_ref())
-                .and_then(Mark::from_json);
-            Some((column.clone(), c.source_type.clone(), start))
-        }
+    let incremental_type = match &opts.incremental {
+        Some(column) => Some(
+            columns
+                .iter()
+                .find(|c| c.name == *column)
+                .ok_or_else(|| {
+                    Error::config(format!("--incremental: {label} has no column \"{column}\""))
+                })?
+                .source_type
+                .clone(),
+        ),
         None => None,
     };
-    let mut filters: Vec<String> = opts.filter.iter().map(|w| format!("({w})")).collect();
-    if let Some((column, type_name, Some(start))) = &incremental {
-        filters.push(start.condition(column, type_name, opts.lookback));
-    }
-    let select: Vec<String> = columns
-        .iter()
-        .map(|c| format!("{} AS {}", c.select, quote_ident(&c.name)))
-        .collect();
-    let filter = if filters.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", filters.join(" AND "))
+    let copy = |start: Option<&Mark>| {
+        let mut filters: Vec<String> = opts.filter.iter().map(|w| format!("({w})")).collect();
+        if let (Some(column), Some(type_name), Some(start)) =
+            (&opts.incremental, &incremental_type, start)
+        {
+            filters.push(start.condition(column, type_name, opts.lookback));
+        }
+        let select: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{} AS {}", c.select, quote_ident(&c.name)))
+            .collect();
+        let filter = if filters.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", filters.join(" AND "))
+        };
+        format!(
+            "COPY (SELECT {} FROM {relation}{filter}) TO STDOUT (FORMAT binary)",
+            select.join(", ")
+        )
     };
-    let copy = format!(
-        "COPY (SELECT {} FROM {relation}{filter}) TO STDOUT (FORMAT binary)",
-        select.join(", ")
-    );
-    if opts.dry_run {
-        let mut plan = vec![format!(
+    let read_plan = |start: Option<&Mark>| {
+        format!(
             "would read {label}{}{}",
             opts.filter
                 .as_deref()
                 .map(|w| format!(" WHERE {w}"))
                 .unwrap_or_default(),
-            incremental
+            opts.incremental
                 .as_ref()
-                .map(|(c, _, start)| format!(", {}", Mark::describe(start.as_ref(), c)))
+                .map(|c| format!(", {}", Mark::describe(start, c)))
                 .unwrap_or_default()
-        )];
-        let runs = state.as_ref().map_or(0, |s| s.runs);
-        plan.push(format!(
-            "into {}/{table}/run-{:06}.parquet{}",
-            dir.display(),
-            runs + 1,
-            if incremental.is_some() {
-                ", beside the earlier runs' files"
-            } else {
-                ", replacing the table's earlier files"
-            }
-        ));
-        plan.push(format!("with {copy}"));
-        return Ok(TableExport {
-            source: label,
-            table,
-            mapping,
-            plan,
-            watermarks: incremental.map(|(_, _, start)| (start.map(|m| m.value), None)),
-            ..TableExport::default()
-        });
-    }
-    let Some(destination) = destination else {
-        return Err(Error::config("no destination is open"));
+        )
     };
-    let run = destination.begin(&table)?;
+    let incremental = |start: Option<Mark>| {
+        opts.incremental
+            .as_ref()
+            .zip(incremental_type.as_ref())
+            .map(|(column, type_name)| Incremental {
+                column: column.clone(),
+                type_name: type_name.clone(),
+                start,
+            })
+    };
+    let mut done = TableExport {
+        source: label.clone(),
+        table: table.clone(),
+        mapping,
+        ..TableExport::default()
+    };
+    match open {
+        Open::Plan(dir) => {
+            let state = ParquetDir::peek(dir, &table)?;
+            let start = parquet_start(state.as_ref(), opts);
+            let runs = state.as_ref().map_or(0, |s| s.runs);
+            done.plan = vec![
+                read_plan(start.as_ref()),
+                format!(
+                    "into {}/{table}/run-{:06}.parquet{}",
+                    dir.display(),
+                    runs + 1,
+                    if opts.incremental.is_some() {
+                        ", beside the earlier runs' files"
+                    } else {
+                        ", replacing the table's earlier files"
+                    }
+                ),
+                format!("with {}", copy(start.as_ref())),
+            ];
+            done.watermarks = opts
+                .incremental
+                .as_ref()
+                .map(|_| (start.map(|m| m.value), None));
+            Ok(done)
+        }
+        Open::Parquet(destination) => {
+            let state = destination.table_state(&table)?;
+            let inc = incremental(parquet_start(state.as_ref(), opts));
+            let run = destination.begin(&table)?;
+            let sql = copy(inc.as_ref().and_then(|i| i.start.as_ref()));
+            let (written, next) = match read_rows(
+                client,
+                &relation,
+                &label,
+                &columns,
+                &sql,
+                inc.as_ref(),
+                &run.partial,
+                opts,
+                progress,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&run.partial);
+                    return Err(e);
+                }
+            };
+            // An incremental run that read nothing publishes no file.
+            let publish = written.rows > 0 || inc.is_none();
+            if !publish {
+                let _ = std::fs::remove_file(&run.partial);
+            }
+            destination.commit(
+                &run,
+                publish.then_some(written.rows),
+                opts.incremental.as_deref(),
+                next.as_ref().map(Mark::to_json),
+                &label,
+                inc.is_none(),
+            )?;
+            done.rows = written.rows;
+            done.file = publish.then(|| run.relative().to_owned());
+            done.bytes = if publish { written.bytes } else { 0 };
+            done.notes = clamp_notes(&columns, written.clamped);
+            done.watermarks = inc.map(|i| (i.start.map(|m| m.value), next.map(|m| m.value)));
+            Ok(done)
+        }
+        Open::BigQuery(bq) => {
+            let key = match &opts.key {
+                Some(key) => key.clone(),
+                None => crate::catalog::facts::read(client, oid)
+                    .await?
+                    .primary_key
+                    .map(|(_, key)| key)
+                    .ok_or_else(|| {
+                        Error::config(format!(
+                            "BigQuery merges on a key: {label} has no primary key; name its key with --key"
+                        ))
+                    })?,
+            };
+            if let Some(k) = key.iter().find(|k| !columns.iter().any(|c| c.name == **k)) {
+                return Err(Error::config(format!(
+                    "--key: {label} has no column \"{k}\""
+                )));
+            }
+            let export = bigquery_export(bq, &table, &columns, &key, &label, opts).await?;
+            let start = export.start.clone();
+            let inc = incremental(start.clone());
+            if opts.dry_run {
+                done.plan = export.plan;
+                done.plan.insert(0, read_plan(start.as_ref()));
+                done.plan.push(format!("with {}", copy(start.as_ref())));
+                done.watermarks = inc.map(|i| (i.start.map(|m| m.value), None));
+                return Ok(done);
+            }
+            let path = std::env::temp_dir().join(format!(
+                "pgbulk-export-{}-{}.parquet",
+                std::process::id(),
+                STAGE_COUNTER.fetch_add(1, Ordering::SeqCst)
+            ));
+            let sql = copy(start.as_ref());
+            let read = read_rows(
+                client,
+                &relation,
+                &label,
+                &columns,
+                &sql,
+                inc.as_ref(),
+                &path,
+                opts,
+                progress,
+            )
+            .await;
+            let outcome = match read {
+                Ok((written, next)) => {
+                    let merged = if written.rows > 0 {
+                        merge_into_bigquery(bq, &table, &columns, &export, &path).await
+                    } else {
+                        Ok(Merged::default())
+                    };
+                    merged.map(|m| (written, next, m))
+                }
+                Err(e) => Err(e),
+            };
+            let _ = std::fs::remove_file(&path);
+            let (written, next, merged) = outcome?;
+            if let (Some(column), Some(next)) = (&opts.incremental, &next) {
+                let (table, column, mark, source) = (
+                    table.clone(),
+                    column.clone(),
+                    next.to_json().to_string(),
+                    label.clone(),
+                );
+                blocking(bq, move |bq| {
+                    bigquery::store_mark(bq, &table, &column, &mark, &source)
+                })
+                .await?;
+            }
+            done.rows = written.rows;
+            done.merged = Some(merged);
+            done.notes = clamp_notes(&columns, written.clamped);
+            if export.create && written.rows > 0 {
+                done.notes.push(format!(
+                    "created {} (key {}) from the type mapping",
+                    export.quoted,
+                    key.join(", ")
+                ));
+            }
+            done.watermarks = inc.map(|i| (i.start.map(|m| m.value), next.map(|m| m.value)));
+            Ok(done)
+        }
+    }
+}
 
-    let bound = match &incremental {
-        Some((_, type_name, _)) => Bound::read(client, type_name).await?,
+/// Names the staging files of one process's exports.
+static STAGE_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Where an incremental read of a directory's table starts: its state's
+/// watermark of the same column.
+fn parquet_start(state: Option<&parquet_dir::TableState>, opts: &ExportOptions) -> Option<Mark> {
+    let column = opts.incremental.as_deref()?;
+    state
+        .filter(|s| s.column.as_deref() == Some(column))
+        .and_then(|s| s.watermark.as_ref())
+        .and_then(Mark::from_json)
+}
+
+/// What BigQuery's side of a table's export was found to be.
+struct BigQueryPlan {
+    /// The destination, quoted.
+    quoted: String,
+    /// It does not exist: it is created.
+    create: bool,
+    /// How its columns are filled from the staging table's.
+    fills: Vec<bigquery::Fill>,
+    key: Vec<String>,
+    /// Where an incremental read starts.
+    start: Option<Mark>,
+    /// For dry runs.
+    plan: Vec<String>,
+    description: String,
+}
+
+/// Reads the destination `table` (columns, watermark) and checks the
+/// source's columns against it; nothing is written.
+async fn bigquery_export(
+    bq: &mut Option<BigQuery>,
+    table: &str,
+    columns: &[ExportColumn],
+    key: &[String],
+    label: &str,
+    opts: &ExportOptions,
+) -> Result<BigQueryPlan> {
+    let (table, columns, key, label, incremental) = (
+        table.to_owned(),
+        columns.to_vec(),
+        key.to_vec(),
+        label.to_owned(),
+        opts.incremental.clone(),
+    );
+    blocking(bq, move |bq| {
+        let quoted = bq.quoted(&table);
+        let existing = bq.columns(&table)?;
+        let description = format!(
+            "Exported by pgbulk from {label}; key: ({}).",
+            key.join(", ")
+        );
+        let (create, fills) = match &existing {
+            Some(dest) => {
+                let fills = bigquery::fills(&columns, dest).map_err(|mismatches| {
+                    Error::new(
+                        ErrorKind::Data,
+                        format!(
+                            "{label} does not fit {quoted}; nothing was loaded:\n  {}",
+                            mismatches.join("\n  ")
+                        ),
+                    )
+                })?;
+                for k in &key {
+                    if !fills.iter().any(|f| f.column.eq_ignore_ascii_case(k)) {
+                        return Err(Error::config(format!(
+                            "the key column \"{k}\" is not in {quoted}"
+                        )));
+                    }
+                }
+                (false, fills)
+            }
+            None => (
+                true,
+                columns
+                    .iter()
+                    .map(|c| bigquery::Fill {
+                        column: c.name.clone(),
+                        expr: format!("S.`{}`", c.name),
+                    })
+                    .collect(),
+            ),
+        };
+        let start = match &incremental {
+            Some(column) => bigquery::read_mark(bq, &table, column, existing.as_deref())?,
+            None => None,
+        };
+        let mut plan = Vec::new();
+        if create {
+            plan.push(format!(
+                "{quoted} does not exist: it would be created with the mapping above ({description})"
+            ));
+        }
+        plan.push(format!(
+            "into {quoted} by a load job into a staging table, then {}",
+            bigquery::merge_sql(&quoted, "`staging`", &key, &fills)
+        ));
+        Ok(BigQueryPlan {
+            quoted,
+            create,
+            fills,
+            key,
+            start,
+            plan,
+            description,
+        })
+    })
+    .await
+}
+
+/// Loads the Parquet file `path` into a staging table and merges it into
+/// `table` (created first when `export.create`); the staging table is
+/// dropped either way; a destination created here is dropped again when
+/// the `MERGE` fails.
+async fn merge_into_bigquery(
+    bq: &mut Option<BigQuery>,
+    table: &str,
+    columns: &[ExportColumn],
+    export: &BigQueryPlan,
+    path: &std::path::Path,
+) -> Result<Merged> {
+    let stage = format!(
+        "_pgbulk_stage_{table}_{}_{}",
+        std::process::id(),
+        STAGE_COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    let (table, columns, path, create, description, fills, key, quoted) = (
+        table.to_owned(),
+        columns.to_vec(),
+        path.to_owned(),
+        export.create,
+        export.description.clone(),
+        export.fills.clone(),
+        export.key.clone(),
+        export.quoted.clone(),
+    );
+    blocking(bq, move |bq| {
+        bq.create(
+            &stage,
+            &columns,
+            &format!("pgbulk's staging of {quoted}"),
+            true,
+        )?;
+        let merged = (|| {
+            bq.load(&stage, &path)?;
+            if create {
+                bq.create(&table, &columns, &description, false)?;
+            }
+            let sql = bigquery::merge_sql(&quoted, &bq.quoted(&stage), &key, &fills);
+            let merged = bq.query(&sql, &[], &format!("merging into {quoted}"));
+            if merged.is_err() && create {
+                let _ = bq.drop_table(&table);
+            }
+            let (_, stats) = merged?;
+            let count = |v: &serde_json::Value| {
+                v.as_str()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .or_else(|| v.as_u64())
+            };
+            let dml = &stats["dmlStats"];
+            let split = count(&dml["insertedRowCount"]).zip(count(&dml["updatedRowCount"]));
+            Ok(Merged {
+                affected: count(&stats["numDmlAffectedRows"])
+                    .or(split.map(|(i, u)| i + u))
+                    .unwrap_or(0),
+                split,
+            })
+        })();
+        let dropped = bq.drop_table(&stage);
+        let merged = merged?;
+        dropped?;
+        Ok(merged)
+    })
+    .await
+}
+
+/// Reads the rows of `copy` (a binary `COPY ... TO STDOUT`) of `relation`
+/// in a read-only snapshot into the Parquet file `path`, with the next
+/// watermark (`inc`) read in the same snapshot, bounded by the oldest
+/// transaction open before it.
+#[allow(clippy::too_many_arguments)]
+async fn read_rows(
+    client: &mut tokio_postgres::Client,
+    relation: &str,
+    label: &str,
+    columns: &[ExportColumn],
+    copy: &str,
+    inc: Option<&Incremental>,
+    path: &std::path::Path,
+    opts: &ExportOptions,
+    progress: &Arc<Progress>,
+) -> Result<(Written, Option<Mark>)> {
+    let bound = match inc {
+        Some(i) => Bound::read(client, &i.type_name).await?,
         None => None,
     };
     let tx = crate::sync::snapshot(client).await?;
-    let next = match &incremental {
-        Some((column, type_name, start)) => {
+    let next = match inc {
+        Some(i) => {
             mark::next(
                 &tx,
-                column,
-                type_name,
-                &relation,
+                &i.column,
+                &i.type_name,
+                relation,
                 opts.filter.as_deref(),
-                start.as_ref(),
+                i.start.as_ref(),
                 bound.as_ref(),
             )
             .await?
@@ -320,7 +748,7 @@ async fn export_table(
         None => None,
     };
     let stream = tx
-        .copy_out(&copy)
+        .copy_out(copy)
         .await
         .map_err(|e| Error::server(&format!("reading {label}"), e))?;
     futures_util::pin_mut!(stream);
@@ -329,8 +757,8 @@ async fn export_table(
     // more; chunks of about 256 KiB, a few in flight.
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let decoder = decode::Decoder::new(
-        &columns,
-        &label,
+        columns,
+        label,
         if opts.batch_rows > 0 {
             opts.batch_rows
         } else {
@@ -338,7 +766,7 @@ async fn export_table(
         },
         opts.array_nulls,
     );
-    let partial = run.partial.clone();
+    let partial = path.to_owned();
     let counter = progress.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<Written> {
         let mut decoder = decoder;
@@ -393,58 +821,27 @@ async fn export_table(
         .await
         .map_err(|e| Error::new(ErrorKind::Io, format!("the Parquet writer failed: {e}")));
     let written = match (read, written) {
-        (Err(e), _) => Err(e),
-        (Ok(()), Err(e)) => Err(e),
-        (Ok(()), Ok(w)) => w,
-    };
-    let Written {
-        rows,
-        bytes,
-        clamped,
-    } = match written {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = std::fs::remove_file(&run.partial);
-            return Err(e);
-        }
+        (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
+        (Ok(()), Ok(w)) => w?,
     };
     tx.commit()
         .await
         .map_err(|e| Error::server("ending the source snapshot", e))?;
+    Ok((written, next))
+}
 
-    // An incremental run that read nothing publishes no file.
-    let publish = rows > 0 || incremental.is_none();
-    if !publish {
-        let _ = std::fs::remove_file(&run.partial);
-    }
-    destination.commit(
-        &run,
-        publish.then_some(rows),
-        incremental.as_ref().map(|(c, _, _)| c.as_str()),
-        next.as_ref().map(Mark::to_json),
-        &label,
-        incremental.is_none(),
-    )?;
-    let notes = clamped
+/// What is said of the values clamped in each column.
+fn clamp_notes(columns: &[ExportColumn], clamped: Vec<(String, u64)>) -> Vec<String> {
+    clamped
         .into_iter()
         .map(|(column, n)| {
             let range = match columns.iter().find(|c| c.name == column).map(|c| &c.kind) {
                 Some(Kind::Time) => "24:00:00 became 23:59:59.999999",
                 _ => "0001-01-01 to 9999-12-31 23:59:59.999999; infinity is beyond it",
             };
-            format!("{n} values of \"{column}\" lay outside BigQuery's range and were clamped to it ({range})")
+            format!(
+                "{n} values of \"{column}\" lay outside BigQuery's range and were clamped to it ({range})"
+            )
         })
-        .collect();
-    Ok(TableExport {
-        source: label,
-        rows,
-        file: publish.then(|| run.relative().to_owned()),
-        bytes: if publish { bytes } else { 0 },
-        watermarks: incremental
-            .map(|(_, _, start)| (start.map(|m| m.value), next.map(|m| m.value))),
-        table,
-        mapping,
-        plan: Vec::new(),
-        notes,
-    })
+        .collect()
 }
