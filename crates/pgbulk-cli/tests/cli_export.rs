@@ -91,7 +91,8 @@ const COLUMNS: &[(&str, &str, &str)] = &[
 ];
 
 /// Runs `sql` in the DuckDB CLI; each row's values as text (`None`:
-/// NULL).
+/// NULL), in the order of the columns' names (JSON objects come back
+/// sorted): name them so.
 fn duckdb(sql: &str) -> Vec<Vec<Option<String>>> {
     let out = run(Command::new(crate::harness::duckdb())
         .args(["-json", "-c"])
@@ -467,4 +468,34 @@ async fn a_pipeline_exports_beside_its_file_and_reports_each_job() {
         "{}",
         again.stdout
     );
+}
+
+#[tokio::test]
+async fn weird_identifiers_are_quoted_everywhere() {
+    let src = TestDb::new("export_weird").await;
+    let home = Scratch::new("export-weird");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE SCHEMA \"Sales Data\";
+             CREATE TABLE \"Sales Data\".\"Odd \"\"Table\"\"\" (\"Mixed Case\" int, \"a;b\" text, \"select\" date);
+             INSERT INTO \"Sales Data\".\"Odd \"\"Table\"\"\" VALUES (1, 'x', '2024-01-02');",
+        )
+        .await
+        .expect("source");
+    let out_dir = home.path().join("out");
+    let to = format!("parquet://{}", out_dir.display());
+    let out = export(
+        &home,
+        &src,
+        &["-t", "\"Sales Data\".\"Odd \"\"Table\"\"\"", "--to", &to],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let file = out_dir.join("Sales Data.Odd \"Table\"/run-000001.parquet");
+    assert!(file.is_file(), "{}", out.stdout);
+    let got = duckdb(&format!(
+        "SELECT \"Mixed Case\" AS c1, \"a;b\" AS c2, CAST(\"select\" AS VARCHAR) AS c3 FROM '{}'",
+        file.display()
+    ));
+    assert_eq!(got, vec![vec![s("1"), s("x"), s("2024-01-02")]]);
 }
