@@ -404,9 +404,9 @@ async fn export_table(
             Ok(done)
         }
         Open::Parquet(destination) => {
-            let state = destination.table_state(&table)?;
-            let inc = incremental(parquet_start(state.as_ref(), opts));
+            // The state as the table's lock holder sees it.
             let run = destination.begin(&table)?;
+            let inc = incremental(parquet_start(Some(run.state()), opts));
             let sql = copy(inc.as_ref().and_then(|i| i.start.as_ref()));
             let (written, next) = match read_rows(
                 client,

@@ -275,6 +275,11 @@ pub struct Run {
 }
 
 impl Run {
+    /// The table's state when the run began (under its lock).
+    pub fn state(&self) -> &TableState {
+        &self.state
+    }
+
     /// The file's name relative to the directory.
     pub fn relative(&self) -> &str {
         &self.relative
