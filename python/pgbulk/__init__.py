@@ -84,6 +84,34 @@ class SyncReport(LoadReport):
 
 
 @dataclasses.dataclass(frozen=True)
+class TableExport:
+    """What the export of one table did."""
+
+    source: str
+    table: str
+    rows: int
+    file: str | None = None
+    bytes: int = 0
+    merged: int | None = None
+    inserted: int | None = None
+    updated: int | None = None
+    watermark_from: str | None = None
+    watermark_next: str | None = None
+    mapping: list[str] = dataclasses.field(default_factory=list)
+    plan: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What an export did: the tables exported, and those that failed
+    (their exceptions, by source table)."""
+
+    tables: list[TableExport]
+    failed: dict[str, BaseException] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
 class PlanStep:
     """One step of a migration plan."""
 
@@ -112,7 +140,7 @@ def _paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> 
     return [os.fspath(p) for p in paths]
 
 
-_R = TypeVar("_R", bound=LoadReport)
+_R = TypeVar("_R", LoadReport, SyncReport, TableExport)
 
 
 def _report(cls: type[_R], fields: dict[str, Any]) -> _R:
@@ -318,6 +346,64 @@ def sync(
     )
 
 
+ArrayNulls = Literal["keep", "drop", "refuse"]
+
+
+def export(
+    tables: str | Sequence[str],
+    to: str,
+    *,
+    source: str | object | None = None,
+    to_table: str | None = None,
+    key: Sequence[str] | None = None,
+    where: str | None = None,
+    incremental: str | None = None,
+    lookback: timedelta | None = None,
+    array_nulls: ArrayNulls | None = None,
+    bigquery_endpoint: str | None = None,
+    dry_run: bool = False,
+) -> ExportReport:
+    """Export ``tables`` of the ``source`` database (as ``db`` elsewhere:
+    nothing given is the usual default) to ``to``, as ``pgbulk export``:
+    ``"parquet://DIR"`` or ``"bigquery://PROJECT/DATASET"``.
+
+    Each table is its own unit. When some fail, the others are still
+    exported and the first failure is raised with the whole
+    :class:`ExportReport` as its ``report`` attribute. ``incremental``
+    exports only rows at or after the last run's watermark of that column;
+    ``key`` is what BigQuery's MERGE matches on (default: the primary key);
+    ``bigquery_endpoint`` (default ``$BIGQUERY_EMULATOR_HOST``) talks to an
+    emulator without credentials.
+    """
+    names = [tables] if isinstance(tables, str) else list(tables)
+    outcomes = _pgbulk.export(
+        conninfo(source),
+        names,
+        to,
+        to_table=to_table,
+        key=list(key) if key is not None else None,
+        where_sql=where,
+        incremental=incremental,
+        lookback_seconds=lookback.total_seconds() if lookback is not None else None,
+        array_nulls=array_nulls,
+        bigquery_endpoint=bigquery_endpoint or os.environ.get("BIGQUERY_EMULATOR_HOST") or None,
+        dry_run=dry_run,
+    )
+    done: list[TableExport] = []
+    failed: dict[str, BaseException] = {}
+    for name, outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            failed[name] = outcome
+        else:
+            done.append(_report(TableExport, outcome))
+    report = ExportReport(tables=done, failed=failed)
+    if failed:
+        first = next(iter(failed.values()))
+        first.report = report  # type: ignore[attr-defined]
+        raise first
+    return report
+
+
 def plan(schema: str, *, db: str | object | None = None) -> Plan:
     """The steps (statements, locks, rewrites, hazards) that would bring
     the database to ``schema`` (DDL text), as ``pgbulk plan``; nothing is
@@ -334,6 +420,7 @@ __all__ = [
     "DataError",
     "Delete",
     "Error",
+    "ExportReport",
     "HighWatermark",
     "IOError",
     "IngestReport",
@@ -348,9 +435,11 @@ __all__ = [
     "Status",
     "SyncReport",
     "TableCounts",
+    "TableExport",
     "Upsert",
     "Visibility",
     "errors",
+    "export",
     "ingest",
     "load_csv",
     "local",

@@ -44,6 +44,20 @@ def sync(
     dry_run: bool = ...,
     schema_ddl: str | None = ...,
 ) -> dict[str, Any]: ...
+def export(
+    source: str | None,
+    tables: list[str],
+    to: str,
+    *,
+    to_table: str | None = ...,
+    key: list[str] | None = ...,
+    where_sql: str | None = ...,
+    incremental: str | None = ...,
+    lookback_seconds: float | None = ...,
+    array_nulls: str | None = ...,
+    bigquery_endpoint: str | None = ...,
+    dry_run: bool = ...,
+) -> list[tuple[str, dict[str, Any] | BaseException]]: ...
 def plan(schema_ddl: str, *, db: str | None = ...) -> dict[str, Any]: ...
 def local_start() -> str: ...
 def local_stop() -> bool: ...

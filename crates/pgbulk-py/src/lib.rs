@@ -278,6 +278,96 @@ fn sync<'py>(
     Ok(d)
 }
 
+/// `pgbulk.export`: tables into Parquet files or BigQuery, as `pgbulk
+/// export`. Each table's outcome: its report (a dict) or its exception.
+#[pyfunction]
+#[pyo3(signature = (
+    source, tables, to, *, to_table=None, key=None, where_sql=None, incremental=None,
+    lookback_seconds=None, array_nulls=None, bigquery_endpoint=None, dry_run=false
+))]
+#[allow(clippy::too_many_arguments)]
+fn export<'py>(
+    py: Python<'py>,
+    source: Option<String>,
+    tables: Vec<String>,
+    to: &str,
+    to_table: Option<String>,
+    key: Option<Vec<String>>,
+    where_sql: Option<String>,
+    incremental: Option<String>,
+    lookback_seconds: Option<f64>,
+    array_nulls: Option<&str>,
+    bigquery_endpoint: Option<String>,
+    dry_run: bool,
+) -> PyResult<Vec<(String, Py<PyAny>)>> {
+    use pgbulk::export::{ArrayNulls, Destination, ExportOptions};
+    let to = done(py, Ok(Destination::parse(to)))?;
+    let array_nulls = match (array_nulls, &to) {
+        (Some("keep"), _) | (None, Destination::Parquet(_)) => ArrayNulls::Keep,
+        (Some("drop"), _) => ArrayNulls::Drop,
+        (Some("refuse"), _) | (None, Destination::BigQuery { .. }) => ArrayNulls::Refuse,
+        (Some(other), _) => {
+            return Err(config_error(
+                py,
+                format!("array_nulls {other:?}: expected \"keep\", \"drop\" or \"refuse\""),
+            ));
+        }
+    };
+    let opts = ExportOptions {
+        tables: tables
+            .iter()
+            .map(|t| table(py, t))
+            .collect::<PyResult<Vec<_>>>()?,
+        to,
+        to_table,
+        key,
+        filter: where_sql,
+        incremental,
+        lookback: lookback_seconds
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(std::time::Duration::from_secs_f64),
+        array_nulls,
+        batch_rows: 0,
+        bigquery_endpoint,
+        dry_run,
+    };
+    let params = target(py, source)?;
+    let report = with_progress(py, &params, |p| pgbulk::export::export(&params, &opts, p))?;
+    report
+        .tables
+        .into_iter()
+        .map(|(name, outcome)| {
+            let value: Py<PyAny> = match outcome {
+                Ok(t) => {
+                    let d = PyDict::new(py);
+                    d.set_item("source", &t.source)?;
+                    d.set_item("table", &t.table)?;
+                    d.set_item("rows", t.rows)?;
+                    d.set_item("file", &t.file)?;
+                    d.set_item("bytes", t.bytes)?;
+                    d.set_item("merged", t.merged.map(|m| m.affected))?;
+                    d.set_item("inserted", t.merged.and_then(|m| m.split).map(|s| s.0))?;
+                    d.set_item("updated", t.merged.and_then(|m| m.split).map(|s| s.1))?;
+                    d.set_item(
+                        "watermark_from",
+                        t.watermarks.as_ref().and_then(|w| w.0.clone()),
+                    )?;
+                    d.set_item(
+                        "watermark_next",
+                        t.watermarks.as_ref().and_then(|w| w.1.clone()),
+                    )?;
+                    d.set_item("mapping", &t.mapping)?;
+                    d.set_item("plan", &t.plan)?;
+                    d.set_item("notes", &t.notes)?;
+                    d.into_any().unbind()
+                }
+                Err(e) => errors::to_py(py, &e).into_value(py).into_any(),
+            };
+            Ok((name, value))
+        })
+        .collect()
+}
+
 /// The Arrow stream of `data`: its `__arrow_c_stream__` (a pyarrow Table or
 /// RecordBatchReader, a polars or pandas DataFrame), else its
 /// `__arrow_c_array__` (one record batch).
@@ -679,6 +769,7 @@ fn _pgbulk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(partitioned_abort, m)?)?;
     m.add_function(wrap_pyfunction!(status, m)?)?;
     m.add_function(wrap_pyfunction!(sync, m)?)?;
+    m.add_function(wrap_pyfunction!(export, m)?)?;
     m.add_function(wrap_pyfunction!(plan, m)?)?;
     m.add_function(wrap_pyfunction!(local_start, m)?)?;
     m.add_function(wrap_pyfunction!(local_stop, m)?)?;
