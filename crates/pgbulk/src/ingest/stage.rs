@@ -228,9 +228,11 @@ pub(super) enum Encoded<'a> {
     NeedsShadows(Vec<usize>),
 }
 
-/// Key hashes tracked per table and batch (8 bytes each): beyond this the
-/// batch is deduplicated on the server instead.
-pub(super) const MAX_TRACKED_KEYS: usize = 8 << 20;
+/// Key hashes tracked per table and batch (8 bytes each, 8 MB at most, so
+/// memory does not grow with the batch): beyond this the batch's repeats
+/// are counted by the server instead. A load's batches (1 M rows by
+/// default) stay under it.
+pub(super) const MAX_TRACKED_KEYS: usize = 1 << 20;
 
 /// Keys a table copied straight in is checked against (a hash set of
 /// about 18 MB at most); its rows after these are staged.
