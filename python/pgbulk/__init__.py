@@ -354,6 +354,7 @@ def export(
     to: str,
     *,
     source: str | object | None = None,
+    query: str | None = None,
     to_table: str | None = None,
     key: Sequence[str] | None = None,
     where: str | None = None,
@@ -373,13 +374,15 @@ def export(
     exports only rows at or after the last run's watermark of that column;
     ``key`` is what BigQuery's MERGE matches on (default: the primary key);
     ``bigquery_endpoint`` (default ``$BIGQUERY_EMULATOR_HOST``) talks to an
-    emulator without credentials.
+    emulator without credentials. ``query`` (a ``SELECT``) instead of
+    tables (pass ``[]``) exports its rows into ``to_table``.
     """
     names = [tables] if isinstance(tables, str) else list(tables)
     outcomes = _pgbulk.export(
         conninfo(source),
         names,
         to,
+        query=query,
         to_table=to_table,
         key=list(key) if key is not None else None,
         where_sql=where,

@@ -49,6 +49,7 @@ def export(
     tables: list[str],
     to: str,
     *,
+    query: str | None = ...,
     to_table: str | None = ...,
     key: list[str] | None = ...,
     where_sql: str | None = ...,

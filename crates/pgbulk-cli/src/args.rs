@@ -453,10 +453,19 @@ pub(crate) struct ExportArgs {
         long,
         short = 't',
         value_name = "TABLE",
-        required = true,
+        required_unless_present = "query",
         help_heading = "Source"
     )]
     pub(crate) table: Vec<String>,
+    /// Instead of --table: the rows of this SELECT (then --to-table, and for BigQuery --key, are required).
+    #[arg(
+        long,
+        value_name = "SQL",
+        conflicts_with = "table",
+        requires = "to_table",
+        help_heading = "Source"
+    )]
+    pub(crate) query: Option<String>,
     /// Only the source rows this SQL condition selects.
     #[arg(long = "where", value_name = "SQL", help_heading = "Source")]
     pub(crate) filter: Option<String>,

@@ -137,6 +137,7 @@ pub(crate) fn export(args: &ExportArgs) -> Result<pgbulk::export::ExportOptions,
     };
     Ok(pgbulk::export::ExportOptions {
         tables,
+        query: args.query.clone(),
         to,
         to_table: args.to_table.clone(),
         key: args.key.clone(),

@@ -499,3 +499,47 @@ async fn weird_identifiers_are_quoted_everywhere() {
     ));
     assert_eq!(got, vec![vec![s("1"), s("x"), s("2024-01-02")]]);
 }
+
+#[tokio::test]
+async fn the_rows_of_a_query_are_exported_into_the_table_named() {
+    let src = TestDb::new("export_query").await;
+    let home = Scratch::new("export-query");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE q (id int PRIMARY KEY, v text);
+             INSERT INTO q SELECT g, 'v' || g FROM generate_series(1, 10) g;",
+        )
+        .await
+        .expect("source");
+    let out_dir = home.path().join("out");
+    let to = format!("parquet://{}", out_dir.display());
+    let query = "SELECT id, v || '!' AS shout FROM q WHERE id <= 3;";
+    let unnamed = export(&home, &src, &["--query", query, "--to", &to]);
+    assert_eq!(unnamed.code, 2, "{}", unnamed.stderr);
+    assert!(unnamed.stderr.contains("--to-table"), "{}", unnamed.stderr);
+    let out = export(
+        &home,
+        &src,
+        &["--query", query, "--to-table", "shouts", "--to", &to],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("the query: 3 rows into shouts/run-000001.parquet"),
+        "{}",
+        out.stdout
+    );
+    let got = duckdb(&format!(
+        "SELECT CAST(id AS VARCHAR) AS c1, shout AS c2 FROM '{}/shouts/*.parquet' ORDER BY id",
+        out_dir.display()
+    ));
+    assert_eq!(
+        got,
+        vec![
+            vec![s("1"), s("v1!")],
+            vec![s("2"), s("v2!")],
+            vec![s("3"), s("v3!")]
+        ]
+    );
+}

@@ -124,6 +124,25 @@ async fn a_table_is_created_filled_then_merged_incrementally() {
         "{}",
         third.stdout
     );
+    // The rows of a query, merged on the key named.
+    let query = export(
+        &home,
+        &src,
+        "ds_first",
+        &[
+            "--query",
+            "SELECT id, upper(name) AS name FROM acc WHERE id < 3",
+            "--to-table",
+            "acc_names",
+            "--key",
+            "id",
+        ],
+    );
+    assert_eq!(query.code, 0, "{}\n{}", query.stdout, query.stderr);
+    assert_eq!(
+        bigquery().query("SELECT id, name FROM ds_first.acc_names ORDER BY id"),
+        vec![vec![s("1"), s("ANN 2")], vec![s("2"), s("BOB")]]
+    );
     // No staging table is left behind.
     let (_, tables) = bigquery().call(
         "GET",

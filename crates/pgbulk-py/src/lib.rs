@@ -282,7 +282,7 @@ fn sync<'py>(
 /// export`. Each table's outcome: its report (a dict) or its exception.
 #[pyfunction]
 #[pyo3(signature = (
-    source, tables, to, *, to_table=None, key=None, where_sql=None, incremental=None,
+    source, tables, to, *, query=None, to_table=None, key=None, where_sql=None, incremental=None,
     lookback_seconds=None, array_nulls=None, bigquery_endpoint=None, dry_run=false
 ))]
 #[allow(clippy::too_many_arguments)]
@@ -291,6 +291,7 @@ fn export<'py>(
     source: Option<String>,
     tables: Vec<String>,
     to: &str,
+    query: Option<String>,
     to_table: Option<String>,
     key: Option<Vec<String>>,
     where_sql: Option<String>,
@@ -318,6 +319,7 @@ fn export<'py>(
             .iter()
             .map(|t| table(py, t))
             .collect::<PyResult<Vec<_>>>()?,
+        query,
         to,
         to_table,
         key,

@@ -96,6 +96,9 @@ impl std::fmt::Display for Destination {
 pub struct ExportOptions {
     /// The source tables (or views).
     pub tables: Vec<TableName>,
+    /// Instead of tables: the rows of this query (a `SELECT`; then
+    /// `to_table` names the destination, and BigQuery needs `key`).
+    pub query: Option<String>,
     /// Where they go.
     pub to: Destination,
     /// The destination's name of the table (one table only; default: the
@@ -209,8 +212,19 @@ pub async fn export(
     opts: &ExportOptions,
     progress: Arc<Progress>,
 ) -> Result<ExportReport> {
-    if opts.tables.is_empty() {
-        return Err(Error::config("name a table to export (--table)"));
+    match (&opts.query, opts.tables.is_empty(), &opts.to_table) {
+        (None, true, _) => return Err(Error::config("name a table to export (--table)")),
+        (Some(_), false, _) => {
+            return Err(Error::config(
+                "export reads tables or a query, not both (--table or --query)",
+            ));
+        }
+        (Some(_), true, None) => {
+            return Err(Error::config(
+                "an export of a query needs its destination named (--to-table)",
+            ));
+        }
+        _ => {}
     }
     if opts.to_table.is_some() && opts.tables.len() > 1 {
         return Err(Error::config(
@@ -238,11 +252,18 @@ pub async fn export(
     progress.register(&client);
     let session = Session::read(&client).await?;
     let mut report = ExportReport::default();
-    for table in &opts.tables {
-        let name = table.in_schema(&session.current_schema);
-        let outcome = export_table(&mut client, &name, opts, &mut open, &progress)
+    let sources: Vec<Source> = match &opts.query {
+        Some(query) => vec![Source::Query(query.clone())],
+        None => opts
+            .tables
+            .iter()
+            .map(|t| Source::Table(t.in_schema(&session.current_schema)))
+            .collect(),
+    };
+    for name in &sources {
+        let outcome = export_table(&mut client, name, opts, &mut open, &progress)
             .await
-            .map_err(|e| e.in_table(&name));
+            .map_err(|e| e.in_table(name));
         if outcome.is_err() && client.is_closed() {
             client = crate::connect::connect(source).await?.client;
             progress.register(&client);
@@ -253,6 +274,22 @@ pub async fn export(
         }
     }
     Ok(report)
+}
+
+/// What one unit of an export reads.
+enum Source {
+    Table(TableName),
+    /// A `SELECT`.
+    Query(String),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Table(t) => write!(f, "{t}"),
+            Self::Query(_) => f.write_str("the query"),
+        }
+    }
 }
 
 /// What the writer of a table's file did.
@@ -266,13 +303,16 @@ struct Written {
 /// The destination's name of `source`: `table`, or `schema.table` (files)
 /// / `schema_table` (BigQuery) outside `public`; refused when it cannot be
 /// a directory's or a BigQuery table's name.
-fn destination_name(source: &TableName, opts: &ExportOptions) -> Result<String> {
+fn destination_name(source: &Source, opts: &ExportOptions) -> Result<String> {
     let bigquery = matches!(opts.to, Destination::BigQuery { .. });
-    let name = match &opts.to_table {
-        Some(name) => name.clone(),
-        None if source.schema_or_public() == "public" => source.name.clone(),
-        None if bigquery => format!("{}_{}", source.schema_or_public(), source.name),
-        None => format!("{}.{}", source.schema_or_public(), source.name),
+    let name = match (&opts.to_table, source) {
+        (Some(name), _) => name.clone(),
+        (None, Source::Query(_)) => {
+            return Err(Error::config(
+                "an export of a query needs its destination named (--to-table)",
+            ));
+        }
+        (None, Source::Table(source)) => table_destination(source, bigquery),
     };
     let bad = if bigquery {
         name.is_empty()
@@ -292,6 +332,15 @@ fn destination_name(source: &TableName, opts: &ExportOptions) -> Result<String> 
     Ok(name)
 }
 
+/// A source table's name at the destination.
+fn table_destination(source: &TableName, bigquery: bool) -> String {
+    match source.schema_or_public() {
+        "public" => source.name.clone(),
+        schema if bigquery => format!("{schema}_{}", source.name),
+        schema => format!("{schema}.{}", source.name),
+    }
+}
+
 /// The incremental column of a table: its name, source type, and where
 /// this run starts.
 struct Incremental {
@@ -302,17 +351,30 @@ struct Incremental {
 
 async fn export_table(
     client: &mut tokio_postgres::Client,
-    source: &TableName,
+    source: &Source,
     opts: &ExportOptions,
     open: &mut Open,
     progress: &Arc<Progress>,
 ) -> Result<TableExport> {
     let label = source.to_string();
     let table = destination_name(source, opts)?;
-    let oid = crate::catalog::table_oid(client, source.schema_or_public(), &source.name)
-        .await?
-        .ok_or_else(|| Error::config(format!("the source has no table {label}")))?;
-    let relation = source.quoted();
+    let (oid, relation) = match source {
+        Source::Table(name) => (
+            Some(
+                crate::catalog::table_oid(client, name.schema_or_public(), &name.name)
+                    .await?
+                    .ok_or_else(|| Error::config(format!("the source has no table {label}")))?,
+            ),
+            name.quoted(),
+        ),
+        Source::Query(query) => (
+            None,
+            format!(
+                "({}) AS pgbulk_query",
+                query.trim().trim_end_matches(';').trim_end()
+            ),
+        ),
+    };
     let columns = columns::read(client, &relation, &label).await?;
     let mapping: Vec<String> = columns.iter().map(ExportColumn::describe).collect();
     let incremental_type = match &opts.incremental {
@@ -448,18 +510,18 @@ async fn export_table(
             Ok(done)
         }
         Open::BigQuery(bq) => {
-            let key = match &opts.key {
-                Some(key) => key.clone(),
-                None => crate::catalog::facts::read(client, oid)
+            let primary = match oid {
+                Some(oid) => crate::catalog::facts::read(client, oid)
                     .await?
                     .primary_key
-                    .map(|(_, key)| key)
-                    .ok_or_else(|| {
-                        Error::config(format!(
-                            "BigQuery merges on a key: {label} has no primary key; name its key with --key"
-                        ))
-                    })?,
+                    .map(|(_, key)| key),
+                None => None,
             };
+            let key = opts.key.clone().or(primary).ok_or_else(|| {
+                Error::config(format!(
+                    "BigQuery merges on a key: {label} has no primary key; name its key with --key"
+                ))
+            })?;
             if let Some(k) = key.iter().find(|k| !columns.iter().any(|c| c.name == **k)) {
                 return Err(Error::config(format!(
                     "--key: {label} has no column \"{k}\""
