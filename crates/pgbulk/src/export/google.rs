@@ -45,7 +45,11 @@ pub fn agent() -> Result<ureq::Agent> {
         .http_status_as_error(false)
         // A resumable upload's 308 is an answer, not a redirect.
         .max_redirects(0)
-        .timeout_global(Some(Duration::from_secs(600)))
+        // No limit on a whole call (an upload takes as long as the file
+        // needs); a stalled connection is noticed.
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_per_read(Some(Duration::from_secs(600)))
+        .timeout_per_write(Some(Duration::from_secs(600)))
         .user_agent(format!("pgbulk/{}", env!("CARGO_PKG_VERSION")))
         .build()
         .new_agent())
