@@ -78,9 +78,10 @@ pub(crate) enum Command {
         after_help = "Examples:\n  pgbulk sync --from postgresql://reader@src/app --table users --db service=warehouse\n  pgbulk sync --from service=app --table users --where \"created_at::date = '2024-05-01'\" --delete-missing"
     )]
     Sync(SyncArgs),
-    /// Export tables of a PostgreSQL database to Parquet files, incrementally.
+    /// Export tables of a PostgreSQL database to BigQuery or Parquet files, incrementally.
+    #[cfg(feature = "export")]
     #[command(
-        after_help = "Examples:\n  pgbulk export --from service=app --table users --table orders --to parquet://exports\n  pgbulk export --from postgresql://reader@src/app -t events --incremental updated_at --to parquet:///data/events"
+        after_help = "Examples:\n  pgbulk export --from service=app --table users --table orders --to bigquery://my-project/analytics\n  pgbulk export --from service=app --table users --to parquet://exports\n  pgbulk export --from postgresql://reader@src/app -t events --incremental updated_at --to parquet:///data/events"
     )]
     Export(ExportArgs),
     /// Print the CREATE TABLE pgbulk would infer for a CSV file, without loading.
@@ -444,6 +445,7 @@ impl SourceArgs {
 }
 
 /// `pgbulk export`.
+#[cfg(feature = "export")]
 #[derive(Debug, Args)]
 pub(crate) struct ExportArgs {
     #[command(flatten)]
@@ -505,6 +507,7 @@ pub(crate) struct ExportArgs {
     pub(crate) dry_run: bool,
 }
 
+#[cfg(feature = "export")]
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum ArrayNullsArg {
     Keep,

@@ -22,7 +22,9 @@ use pgbulk::load::{LoadOptions, Progress};
 use pgbulk::local::{Cluster, LocalUse, Status};
 use pgbulk::{ErrorKind, endpoint};
 
-use crate::args::{Cli, Command, ExportArgs, InferArgs, LoadArgs, LocalAction, SyncArgs};
+#[cfg(feature = "export")]
+use crate::args::ExportArgs;
+use crate::args::{Cli, Command, InferArgs, LoadArgs, LocalAction, SyncArgs};
 
 /// Exit codes (documented in the README).
 mod exit {
@@ -104,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             load(args, &request, &env, cli.quiet).await
         }
         Command::Sync(args) => sync(args, &env, cli.quiet).await,
+        #[cfg(feature = "export")]
         Command::Export(args) => export(args, &env, cli.quiet).await,
         Command::Infer(args) => infer(args),
         Command::Plan { schema, connection } => plan(&schema, &connection.request(), &env).await,
@@ -268,6 +271,7 @@ async fn sync(args: SyncArgs, env: &Environment, quiet: bool) -> anyhow::Result<
     Ok(0)
 }
 
+#[cfg(feature = "export")]
 async fn export(args: ExportArgs, env: &Environment, quiet: bool) -> anyhow::Result<u8> {
     let opts = match settings::export(&args) {
         Ok(opts) => opts,

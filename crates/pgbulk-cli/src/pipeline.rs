@@ -19,7 +19,10 @@ use toml::de::{DeTable, DeValue};
 use crate::args::{Cli, Command};
 
 /// The job sections, each named after its command.
+#[cfg(feature = "export")]
 const KINDS: [&str; 3] = ["load", "sync", "export"];
+#[cfg(not(feature = "export"))]
+const KINDS: [&str; 2] = ["load", "sync"];
 
 /// Flags a job cannot set: they belong to the whole run.
 const RUN_FLAGS: [&str; 5] = ["dry-run", "quiet", "verbose", "help", "log-format"];
@@ -315,6 +318,7 @@ fn job_kind(
         return match &entry.value {
             Value::One(t) if t == "load" => Ok("load"),
             Value::One(t) if t == "sync" => Ok("sync"),
+            #[cfg(feature = "export")]
             Value::One(t) if t == "export" => Ok("export"),
             _ => Err(at.error(
                 &entry.span,

@@ -28,6 +28,7 @@ enum Work {
     NoFiles(String),
     Sync(Box<SyncOptions>, ConnParams),
     /// Exports from the job's target (its source).
+    #[cfg(feature = "export")]
     Export(Box<pgbulk::export::ExportOptions>),
 }
 
@@ -252,6 +253,7 @@ fn plan(
                 Work::Sync(Box::new(opts), source),
             )
         }
+        #[cfg(feature = "export")]
         Command::Export(args) => {
             let mut opts = settings::export(args).map_err(refused)?;
             opts.dry_run = dry_run;
@@ -273,6 +275,7 @@ fn plan(
 /// Prints what `p` would do.
 async fn dry_run(p: &Planned) -> anyhow::Result<()> {
     match &p.work {
+        #[cfg(feature = "export")]
         Work::Export(opts) => println!("== {} ({}) {} -> {}", p.name, p.kind, p.target, opts.to),
         _ => println!("== {} ({}) -> {}", p.name, p.kind, p.target),
     }
@@ -295,6 +298,7 @@ async fn dry_run(p: &Planned) -> anyhow::Result<()> {
                 println!("{line}");
             }
         }
+        #[cfg(feature = "export")]
         Work::Export(opts) => {
             let report = pgbulk::export::export(&p.target, opts, Arc::default()).await?;
             for (table, outcome) in report.tables {
@@ -354,6 +358,7 @@ async fn execute(job: &Planned, progress: Arc<Progress>, quiet: bool) -> Outcome
                 };
                 o
             }),
+        #[cfg(feature = "export")]
         Work::Export(opts) => {
             match pgbulk::export::export(&job.target, opts, progress.clone()).await {
                 Ok(report) => exported(outcome.clone(), report),
@@ -400,6 +405,7 @@ async fn execute(job: &Planned, progress: Arc<Progress>, quiet: bool) -> Outcome
     outcome
 }
 
+#[cfg(feature = "export")]
 /// The outcome of an export job: its rows, and its tables that failed
 /// (the first one's error decides the exit code).
 fn exported(

@@ -7,9 +7,10 @@ use pgbulk::ingest::OnDuplicate;
 use pgbulk::load::{LoadMode, LoadOptions, Sample};
 use pgbulk::schema::TableName;
 
+#[cfg(feature = "export")]
+use crate::args::{ArrayNullsArg, ExportArgs};
 use crate::args::{
-    ArrayNullsArg, DialectArgs, ExportArgs, InferArgs, InferenceArgs, LoadArgs, ModeArg,
-    OnDuplicateArg, SyncArgs,
+    DialectArgs, InferArgs, InferenceArgs, LoadArgs, ModeArg, OnDuplicateArg, SyncArgs,
 };
 
 /// Why flags do not make settings.
@@ -115,6 +116,7 @@ pub(crate) fn sync(args: &SyncArgs) -> Result<pgbulk::sync::SyncOptions, Refusal
 }
 
 /// The options of `pgbulk export`.
+#[cfg(feature = "export")]
 pub(crate) fn export(args: &ExportArgs) -> Result<pgbulk::export::ExportOptions, Refusal> {
     let tables = args
         .table

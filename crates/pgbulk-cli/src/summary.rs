@@ -157,6 +157,7 @@ pub(crate) fn interrupted(rows: u64, batches: u64, single_transaction: bool) -> 
 }
 
 /// The line `pgbulk export` prints for a table it exported.
+#[cfg(feature = "export")]
 pub(crate) fn exported(done: &pgbulk::export::TableExport) -> String {
     let rows = match (&done.file, done.merged) {
         (_, Some(_)) if done.rows == 0 => "nothing new".to_owned(),
@@ -188,6 +189,7 @@ pub(crate) fn exported(done: &pgbulk::export::TableExport) -> String {
 }
 
 /// A byte count for people.
+#[cfg(feature = "export")]
 fn size(bytes: u64) -> String {
     if bytes >= 10 << 20 {
         format!("{} MB", bytes >> 20)

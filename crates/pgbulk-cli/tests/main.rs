@@ -3,7 +3,9 @@
 
 #![allow(unreachable_pub)]
 
+#[cfg(feature = "export")]
 mod cli_export;
+#[cfg(feature = "export")]
 mod cli_export_bigquery;
 mod cli_first_contact;
 mod cli_landing;
