@@ -543,3 +543,34 @@ async fn the_rows_of_a_query_are_exported_into_the_table_named() {
         ]
     );
 }
+
+#[test]
+fn a_destination_that_cannot_be_read_is_refused_before_connecting() {
+    let home = Scratch::new("export-bad-to");
+    for (to, why) in [
+        (
+            "s3://bucket",
+            "write parquet://DIR (a directory, created if missing) or bigquery://PROJECT/DATASET",
+        ),
+        ("bigquery://project", "write bigquery://PROJECT/DATASET"),
+        ("parquet://", "write parquet://DIR"),
+    ] {
+        // The source does not exist: the destination is refused first.
+        let out = run(pgbulk(&home).args([
+            "export",
+            "--from",
+            "host=/nonexistent dbname=nothing",
+            "-t",
+            "t",
+            "--to",
+            to,
+        ]));
+        assert_eq!(out.code, 3, "{to}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("cannot read the destination \"{to}\": {why}")),
+            "{to}: {}",
+            out.stderr
+        );
+    }
+}
