@@ -1599,3 +1599,126 @@ async fn a_new_keyed_table_takes_rows_straight_in_until_a_key_repeats() {
         1
     );
 }
+
+/// The indexes and constraints of a table, as the server describes them.
+async fn index_catalog(client: &tokio_postgres::Client, table: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes \
+             WHERE format('%I.%I', schemaname, tablename) = $1 \
+             UNION ALL \
+             SELECT 'constraint ' || conname || ' ' || contype::text || ': ' || pg_get_constraintdef(oid) \
+             FROM pg_constraint WHERE conrelid = $1::text::regclass ORDER BY 1",
+            &[&table],
+        )
+        .await
+        .expect("catalog")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// A table created in the first batch's transaction gets its primary key
+/// and plain indexes built after its rows are in: the same indexes and
+/// constraints as the declaration creates on an empty table, each usable;
+/// a key that repeats in an append fails the batch as a unique violation
+/// naming the table, and leaves no table behind.
+#[tokio::test]
+async fn a_new_table_gets_its_indexes_after_its_rows() {
+    let db = TestDb::new("ingest_fresh_indexes").await;
+    let empty = TestDb::new("ingest_fresh_indexes_empty").await;
+    let mut client = db.connect().await;
+    let sql = "CREATE TABLE s.f (id int PRIMARY KEY, code text UNIQUE, v text NOT NULL, \
+               CHECK (id >= 0)); \
+               CREATE INDEX f_lower_v ON s.f (lower(v)) WHERE id > 10; \
+               CREATE INDEX f_code_v ON s.f (code, v DESC);";
+    let d = decl(sql);
+    let options = Options {
+        create_with_first_batch: true,
+        ..Options::default()
+    };
+    let rows: Vec<Row> = (0..5000)
+        .rev()
+        .map(|i| {
+            row(
+                "s.f",
+                vec![
+                    Value::Int(i),
+                    text(&format!("c{i}")),
+                    text(&format!("V{}", i % 7)),
+                ],
+            )
+        })
+        .collect();
+    let report = ingest(&mut client, &d, |_| vec![batch(json!(1), rows)], &options)
+        .await
+        .expect("ingest");
+    assert_eq!(report.tables["s.f"].inserted, 5000);
+    let mut other = empty.connect().await;
+    ingest(&mut other, &d, |_| Vec::new(), &Options::default())
+        .await
+        .expect("create empty");
+    let got = index_catalog(&client, "s.f").await;
+    assert_eq!(got, index_catalog(&other, "s.f").await);
+    // Two indexes, two constraints with indexes of their own, a check
+    // (and from PostgreSQL 18 on, NOT NULL constraints).
+    assert_eq!(
+        got.iter().filter(|l| !l.contains(" n: NOT NULL")).count(),
+        7,
+        "{got:?}"
+    );
+    // The primary key was built in one pass over the rows (the rows came
+    // in descending key order: inserted one by one, they would have left
+    // its pages half full), and is as compact as a rebuilt one.
+    let size = "SELECT pg_relation_size('s.f_pkey')";
+    let built = count(&client, size).await;
+    client
+        .batch_execute("REINDEX INDEX s.f_pkey")
+        .await
+        .expect("reindex");
+    assert_eq!(built, count(&client, size).await);
+    // Each index answers for every row.
+    client
+        .batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        .await
+        .expect("set");
+    for (sql, want) in [
+        ("SELECT count(*) FROM s.f WHERE id BETWEEN 100 AND 199", 100),
+        ("SELECT count(*) FROM s.f WHERE code = 'c4242'", 1),
+        (
+            "SELECT count(*) FROM s.f WHERE lower(v) = 'v3' AND id > 10",
+            (11..5000).filter(|i| i % 7 == 3).count() as i64,
+        ),
+    ] {
+        assert_eq!(count(&client, sql).await, want, "{sql}");
+    }
+    // An append that repeats a key into a new table.
+    let d2 = decl("CREATE TABLE s.g (id int PRIMARY KEY, v text);");
+    let rows = vec![
+        row("s.g", vec![Value::Int(1), text("a")]),
+        row("s.g", vec![Value::Int(2), text("b")]),
+        row("s.g", vec![Value::Int(1), text("c")]),
+    ];
+    let append = Options {
+        upsert: pgbulk::ingest::Upsert::Append,
+        ..options
+    };
+    let err = ingest(&mut client, &d2, |_| vec![batch(json!(1), rows)], &append)
+        .await
+        .expect_err("a repeated key");
+    assert_eq!(err.kind(), ErrorKind::Data, "{err}");
+    assert_eq!(
+        err.server_kind(),
+        Some(pgbulk::ServerErrorKind::UniqueViolation)
+    );
+    assert_eq!(err.table(), Some("s.g"), "{err}");
+    let detail = err
+        .db_error()
+        .and_then(|db| db.detail())
+        .unwrap_or_default();
+    assert!(detail.contains("(id)=(1)"), "{err}: {detail}");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM pg_class WHERE relname = 'g'").await,
+        0
+    );
+}

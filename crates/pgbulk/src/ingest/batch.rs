@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use tokio_postgres::Transaction;
 
+use super::indexes;
 use super::merge::{
     Rejected, column_list, is_row_error, is_value_error, key_list, merge_statement,
     on_conflict_statement, rejected_values, repeats, update_then_insert_statement, xact_stats,
@@ -77,6 +78,8 @@ pub(super) async fn load_batch(
     // The first batch of delete-then-upsert deletes after staging: its rows
     // must not be in the table yet.
     let deletes_first = number == 1 && options.mode == Mode::DeleteThenUpsert;
+    // Tables this transaction created get their indexes once the rows are in.
+    let deferred = indexes::defer(&tx, targets, &ctx.fresh).await?;
     let (staged, mut source) = stage_rows(
         &tx,
         targets,
@@ -97,6 +100,10 @@ pub(super) async fn load_batch(
             .context(format_args!("batch {number}"))
             .in_batch(number as u64),
     })?;
+    deferred
+        .build(&tx, number)
+        .await
+        .map_err(|e| e.in_batch(number as u64))?;
     if let Some(merging) = &options.merging {
         merging.store(number as u64, std::sync::atomic::Ordering::Relaxed);
     }

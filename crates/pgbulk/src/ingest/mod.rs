@@ -21,6 +21,7 @@
 //!    commits: other sessions see all of the batch or none of it.
 
 mod batch;
+mod indexes;
 mod merge;
 mod stage;
 mod stages;
