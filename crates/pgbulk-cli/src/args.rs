@@ -399,9 +399,9 @@ pub(crate) struct SyncArgs {
     /// Delete the destination's rows (within --where, evaluated there too) whose key is not among the rows read, with the last batch.
     #[arg(long, conflicts_with = "incremental", help_heading = "Target")]
     pub(crate) delete_missing: bool,
-    /// Rows per batch; each batch commits.
-    #[arg(long, default_value_t = pgbulk::load::DEFAULT_BATCH_ROWS, value_name = "N", help_heading = "Behaviour")]
-    pub(crate) batch_rows: u64,
+    /// Rows per batch; each batch commits [default: 1000000; a new destination is filled in one transaction: created, written frozen, indexed once its rows are in]
+    #[arg(long, value_name = "N", help_heading = "Behaviour")]
+    pub(crate) batch_rows: Option<u64>,
     /// Read and load N ranges of the source at once, from one snapshot (by a single integer key, else by blocks on PostgreSQL 14+); each range commits on its own and a rerun redoes only unfinished ones.
     #[arg(
         long,

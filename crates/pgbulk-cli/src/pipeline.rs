@@ -634,7 +634,8 @@ where = "day = '${DAY}'"
             panic!("a sync")
         };
         assert_eq!(
-            args.batch_rows, 500,
+            args.batch_rows,
+            Some(500),
             "defaults apply where the command has the flag"
         );
         assert_eq!(args.filter.as_deref(), Some("day = '2024-05-01'"));

@@ -103,7 +103,7 @@ pub(crate) fn sync(args: &SyncArgs) -> Result<pgbulk::sync::SyncOptions, Refusal
         mode: args.mode.map(mode),
         key: args.key.clone(),
         ignore_extra: args.ignore_extra,
-        batch_rows: args.batch_rows,
+        batch_rows: args.batch_rows.unwrap_or(0),
         lock_policy: pgbulk::lock::LockPolicy::default(),
         incremental: args.incremental.clone(),
         lookback: args.lookback,

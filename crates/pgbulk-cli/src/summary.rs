@@ -100,8 +100,8 @@ pub(crate) fn outcome(report: &LoadReport, opts: &LoadOptions) -> String {
         }
     }
     out.push_str(&format!(
-        "; {} batches in {:.1} s ({} rows/s)",
-        report.batches,
+        "; {} in {:.1} s ({} rows/s)",
+        batches(report.batches),
         report.seconds,
         thousands(rate as u64)
     ));
@@ -119,7 +119,7 @@ pub(crate) fn synced(
         (None, source) => source.to_string(),
     };
     format!(
-        "synced {}{} into {to}: {} rows read, {} inserted, {} updated, {} unchanged{}; {} batches in {:.1} s",
+        "synced {}{} into {to}: {} rows read, {} inserted, {} updated, {} unchanged{}; {} in {:.1} s",
         opts.source,
         report
             .ranges
@@ -134,9 +134,18 @@ pub(crate) fn synced(
         } else {
             String::new()
         },
-        load.batches,
+        batches(load.batches),
         load.seconds
     )
+}
+
+/// "1 batch", "3 batches".
+fn batches(n: u64) -> String {
+    if n == 1 {
+        "1 batch".to_owned()
+    } else {
+        format!("{} batches", thousands(n))
+    }
 }
 
 /// What an interrupted load says: what committed, and what to do.

@@ -1137,3 +1137,45 @@ async fn ctrl_c_rolls_back_the_batch_in_flight_and_the_rerun_completes() {
     let check = "SELECT count(*)::text, md5(string_agg(id || v, ',' ORDER BY id)) FROM big";
     assert_eq!(rows(&dst, check).await, rows(&src, check).await);
 }
+
+/// A new destination is filled in one transaction (one batch, whatever the
+/// table's size, unless `--batch-rows` says otherwise): created in it, its
+/// primary key built once the rows are in (as compact as a rebuilt one,
+/// though the rows came in descending key order). With `--batch-rows`,
+/// each batch commits.
+#[tokio::test]
+async fn a_new_destination_is_filled_in_one_transaction() {
+    let src = TestDb::new("sync_one_tx_src").await;
+    let dst = TestDb::new("sync_one_tx_dst").await;
+    let home = Scratch::new("sync-one-tx");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE big (id int PRIMARY KEY, v text);
+             INSERT INTO big SELECT i, 'row ' || i FROM generate_series(30000, 1, -1) i;",
+        )
+        .await
+        .expect("source");
+    let sync = |extra: &[&str]| {
+        let mut cmd = pgbulk(&home);
+        cmd.args(["sync", "--from", &src.url, "--db", &dst.url])
+            .args(extra);
+        run(&mut cmd)
+    };
+    let out = sync(&["--table", "big"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("; 1 batch in"), "{}", out.stdout);
+    let out = sync(&["--table", "big", "--to", "batched", "--batch-rows", "10000"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("; 3 batches"), "{}", out.stdout);
+    let check = "SELECT count(*)::text, md5(string_agg(id || v, ',' ORDER BY id)) FROM big";
+    assert_eq!(rows(&dst, check).await, rows(&src, check).await);
+    let size = "SELECT pg_relation_size('big_pkey')::text";
+    let built = rows(&dst, size).await;
+    dst.connect()
+        .await
+        .batch_execute("REINDEX INDEX big_pkey")
+        .await
+        .expect("reindex");
+    assert_eq!(built, rows(&dst, size).await);
+}

@@ -101,7 +101,8 @@ pub struct SyncOptions {
     /// Source columns the destination lacks are left out instead of
     /// refusing the run.
     pub ignore_extra: bool,
-    /// Rows per batch (0: the load's default).
+    /// Rows per batch (0: the load's default, except that a new
+    /// destination appended to by one job is filled in one transaction).
     pub batch_rows: u64,
     /// As for `load`.
     pub lock_policy: crate::lock::LockPolicy,
@@ -413,6 +414,10 @@ pub async fn sync(
                     .get::<_, bool>(0)
         }
     };
+    // A new destination filled by appending, in one job: in one transaction
+    // (the table is created in it, its rows are written frozen and its
+    // indexes built once they are in; a run cut short leaves no table).
+    let one_transaction = dest_facts.is_none() && empty_twin && opts.batch_rows == 0;
     let mut load_opts = LoadOptions {
         table: dest_name.clone(),
         detect_delimiter: false,
@@ -547,6 +552,8 @@ pub async fn sync(
                 .await
                 .map_err(|e| Error::server("ending the source snapshot", e))?;
             load_opts.sources = vec![Source::File(path)];
+            load_opts.single_transaction =
+                one_transaction && load_opts.mode == Some(LoadMode::Append);
             let mut load = crate::load::load(dest, dest_params, &load_opts, progress).await?;
             if let Some(hook) = &deleted {
                 if !hook.ran.load(std::sync::atomic::Ordering::SeqCst) {
