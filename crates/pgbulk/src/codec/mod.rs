@@ -10,6 +10,7 @@ mod array;
 mod datetime;
 mod numeric;
 mod scalar;
+pub mod tuples;
 
 use std::fmt;
 
@@ -345,6 +346,12 @@ impl CopyWriter {
     /// is written only once) with a buffer of the usual size.
     pub fn take(&mut self) -> Vec<u8> {
         std::mem::replace(&mut self.buf, Vec::with_capacity(64 * 1024))
+    }
+
+    /// The buffer, for appending whole tuples already in binary COPY form
+    /// (see [`tuples::Tuples`]).
+    pub(crate) fn buffer_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
     }
 
     /// The buffer's allocated size.

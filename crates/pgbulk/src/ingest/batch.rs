@@ -72,6 +72,15 @@ pub(super) async fn load_batch(
             projected = list;
             projected.as_slice()
         }
+        Rows::Binary(source) => {
+            let t = *lookup.get(source.table()).ok_or_else(|| {
+                Error::config(format!("table {} is not declared", source.table()))
+            })?;
+            let mut list = targets.to_vec();
+            list[t] = list[t].project(source.columns())?;
+            projected = list;
+            projected.as_slice()
+        }
         Rows::Values(_) => targets,
     };
     let mut resume = batch.resume;

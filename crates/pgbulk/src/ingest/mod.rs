@@ -155,6 +155,26 @@ pub enum Rows {
     /// Text fields for one table (files): converted with the syntax of the
     /// server's input functions, without an allocation per field.
     Text(Box<dyn TextRows>),
+    /// A binary COPY stream for one table, passed through undecoded.
+    Binary(Box<dyn BinaryRows>),
+}
+
+/// The rows of one table as a `COPY ... TO STDOUT (FORMAT binary)` stream
+/// (header, tuples, trailer) in chunks of any size, passed through without
+/// decoding a value: the fields of each tuple are [`BinaryRows::columns`]
+/// in that order, each of exactly the column's type (a built-in type the
+/// engine encodes itself: not one it leaves to the server to cast). Rows
+/// are staged and merged as others are, but repeated keys are found by the
+/// server, and a rejected row cannot be located.
+pub trait BinaryRows: Send {
+    /// The declared table the rows are for.
+    fn table(&self) -> &str;
+    /// The columns the tuples' fields fill, in order.
+    fn columns(&self) -> &[String];
+    /// The next chunk of the stream, or `None` after its last one.
+    fn next_chunk(
+        &mut self,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<bytes::Bytes>>> + Send + '_>>;
 }
 
 impl std::fmt::Debug for Rows {
@@ -162,6 +182,7 @@ impl std::fmt::Debug for Rows {
         match self {
             Self::Values(_) => f.write_str("Rows::Values"),
             Self::Text(t) => write!(f, "Rows::Text({})", t.table()),
+            Self::Binary(b) => write!(f, "Rows::Binary({})", b.table()),
         }
     }
 }

@@ -391,6 +391,58 @@ pub(super) async fn stage_rows(
             *resume = source.resume();
             text_source = Some(source);
         }
+        Rows::Binary(mut source) => {
+            let Some(&t) = lookup.get(source.table()) else {
+                return Err(Error::config(format!(
+                    "table {} is not declared",
+                    source.table()
+                )));
+            };
+            let target = &targets[t];
+            let mut p = new_pending(target);
+            if p.layout(target).any() {
+                return Err(Error::new(
+                    crate::ErrorKind::Io,
+                    format!(
+                        "binary COPY rows for {}: a column's type is one the server casts",
+                        target.name
+                    ),
+                ));
+            }
+            if !p.direct || p.seen.is_some() {
+                // Staged: the server finds repeated keys (nothing here
+                // hashes them).
+                p.direct = false;
+                p.seen = None;
+                p.keys = None;
+                p.duplicates = !target.key.is_empty();
+            } else {
+                p.keys = None;
+            }
+            pending[t] = Some(p);
+            let fields = u16::try_from(target.columns.len()).unwrap_or(u16::MAX);
+            let mut tuples = crate::codec::tuples::Tuples::new(fields);
+            let malformed = |why: String| {
+                Error::new(
+                    crate::ErrorKind::Data,
+                    format!("the rows for {}: {why}", target.name),
+                )
+                .in_table(&target.name)
+            };
+            while let Some(chunk) = source.next_chunk().await? {
+                let Some(p) = pending[t].as_mut() else {
+                    continue;
+                };
+                let rows = tuples
+                    .feed(&chunk, p.writer.buffer_mut())
+                    .map_err(malformed)?;
+                p.rows += rows;
+                if p.writer.len() >= CHUNK {
+                    flush(tx, targets, &mut pending, &mut open, t, false).await?;
+                }
+            }
+            tuples.finish().map_err(malformed)?;
+        }
     }
     for t in 0..targets.len() {
         if let Some(p) = pending[t].as_mut() {

@@ -35,9 +35,10 @@ use crate::input::Source;
 use crate::lock::LockPolicy;
 use crate::schema::{Declaration, TableName};
 use crate::session::Session;
-pub(crate) use plan::match_column;
 #[cfg(feature = "arrow")]
-pub(crate) use plan::{Declared, KeyAndMode, declared, key_and_mode};
+pub(crate) use plan::KeyAndMode;
+pub(crate) use plan::match_column;
+pub(crate) use plan::{Declared, declared, key_and_mode};
 pub use reader::Position;
 use reader::{Rejects, Shared, next_batch};
 use sample::{Replay, infer_from};

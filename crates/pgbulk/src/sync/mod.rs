@@ -37,7 +37,10 @@
 //! one snapshot, each range committed and recorded on its own (see
 //! `ranges.rs`).
 //!
-//! Not yet: binary pass-through.
+//! A new destination created from the source's definition, appended to by
+//! one job with every column of a built-in type, skips the spool and the
+//! text: the source's binary COPY goes straight into the destination's, in
+//! one transaction (`passthrough.rs`).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -46,6 +49,7 @@ use futures_util::StreamExt;
 
 mod columns;
 mod delete;
+mod passthrough;
 mod ranges;
 mod source;
 mod spool;
@@ -481,6 +485,7 @@ pub async fn sync(
     } else {
         None
     };
+    let mut passed_through = false;
     let (load, ranged) = match split {
         Some((split, ledger)) => {
             // Created once, before the ranges load at once.
@@ -508,6 +513,28 @@ pub async fn sync(
             ledger.finish(&mut client, stored).await?;
             let load = outcome.load.clone();
             (load, Some(outcome))
+        }
+        None if one_transaction
+            && load_opts.mode == Some(LoadMode::Append)
+            && delete.is_none()
+            && declared.is_none()
+            && passthrough::eligible(&tx, &reading).await? =>
+        {
+            let columns = maps.iter().map(|m| m.to.clone()).collect();
+            let load = passthrough::run(&tx, &reading, columns, dest, &load_opts, progress).await?;
+            tx.commit()
+                .await
+                .map_err(|e| Error::server("ending the source snapshot", e))?;
+            store_watermark(
+                dest_params,
+                &dest_name,
+                &src_name,
+                incremental.as_ref(),
+                next.as_ref(),
+            )
+            .await?;
+            passed_through = true;
+            (load, None)
         }
         None => {
             let path = spool.path("rows.csv");
@@ -566,20 +593,14 @@ pub async fn sync(
                 }
                 load.deleted += hook.deleted.load(std::sync::atomic::Ordering::SeqCst);
             }
-            // Every row up to the new watermark committed: store it.
-            if let (Some(inc), Some(next)) = (&incremental, &next) {
-                let dest = crate::connect::connect(dest_params).await?.client;
-                watermark::ensure(&dest, dest_name.schema_or_public()).await?;
-                watermark::write(
-                    &dest,
-                    &dest_name,
-                    &inc.key,
-                    Some(&next.to_json()),
-                    &serde_json::json!({ "source": src_name, "column": inc.column }),
-                    None,
-                )
-                .await?;
-            }
+            store_watermark(
+                dest_params,
+                &dest_name,
+                &src_name,
+                incremental.as_ref(),
+                next.as_ref(),
+            )
+            .await?;
             (load, None)
         }
     };
@@ -589,6 +610,12 @@ pub async fn sync(
     } else {
         Vec::new()
     };
+    if passed_through {
+        notes.push(
+            "a new table, filled in one transaction with the source's binary COPY passed through (no spool)"
+                .to_owned(),
+        );
+    }
     if opts.jobs > 1 && jobs == 1 {
         notes.push(
             "read with one job: --delete-missing and the replace modes read in one".to_owned(),
@@ -622,6 +649,31 @@ pub async fn sync(
             .collect(),
         load,
     })
+}
+
+/// Stores the next watermark of an incremental sync, once every row up to
+/// it committed.
+async fn store_watermark(
+    dest_params: &ConnParams,
+    dest_name: &TableName,
+    source: &str,
+    incremental: Option<&Incremental>,
+    next: Option<&Mark>,
+) -> Result<()> {
+    let (Some(inc), Some(next)) = (incremental, next) else {
+        return Ok(());
+    };
+    let dest = crate::connect::connect(dest_params).await?.client;
+    watermark::ensure(&dest, dest_name.schema_or_public()).await?;
+    watermark::write(
+        &dest,
+        dest_name,
+        &inc.key,
+        Some(&next.to_json()),
+        &serde_json::json!({ "source": source, "column": inc.column }),
+        None,
+    )
+    .await
 }
 
 /// A read-only `REPEATABLE READ` transaction: one snapshot of the source.
