@@ -82,12 +82,9 @@ pub async fn write(
     let mut report = LoadReport::default();
     let (declaration, inferred) = declare(opts, &table, &session, exists, &schema, create)?;
     report.inferred_ddl = inferred;
-    let prepared = ingest::prepare_in(&mut client, session, &declaration).await?;
-    let facts = prepared
-        .facts(&table)
-        .cloned()
-        .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
-    let chosen = crate::load::key_and_mode(opts, &facts, &table, exists)?;
+    let (prepared, facts, chosen) =
+        crate::load::prepare_table(&mut client, session, &declaration, opts, &table, exists)
+            .await?;
     let options =
         crate::load::engine_options(chosen.mode, chosen.key.as_ref(), &table, opts, &progress);
 

@@ -311,12 +311,9 @@ async fn open(
     let table = opts.table.in_schema(&session.current_schema);
     let exists = table_exists(&client, &table).await?;
     let (declaration, created_ddl) = declare(opts, &table, &session, exists, schema, create)?;
-    let prepared = ingest::prepare_in(&mut client, session, &declaration).await?;
-    let facts = prepared
-        .facts(&table)
-        .cloned()
-        .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
-    let chosen = crate::load::key_and_mode(opts, &facts, &table, exists)?;
+    let (prepared, facts, chosen) =
+        crate::load::prepare_table(&mut client, session, &declaration, opts, &table, exists)
+            .await?;
     let (columns, _, _) = matched_columns(&facts, &table, schema, opts.ignore_extra)?;
     Ok(Opened {
         client,

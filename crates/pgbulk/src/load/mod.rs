@@ -1000,6 +1000,26 @@ pub fn detect_dialect(opts: &LoadOptions) -> Result<(LoadOptions, Vec<String>)> 
 }
 
 /// The engine's options for a load in `mode`.
+/// Plans `declaration` on `client` (see [`ingest::prepare_in`]) and
+/// chooses the key and mode of loading `table` (which `exists` or not):
+/// the plan, the table's declared facts and the choice.
+pub(crate) async fn prepare_table(
+    client: &mut Client,
+    session: Session,
+    declaration: &Declaration,
+    opts: &LoadOptions,
+    table: &TableName,
+    exists: bool,
+) -> Result<(ingest::Prepared, crate::catalog::TableFacts, plan::KeyAndMode)> {
+    let prepared = ingest::prepare_in(client, session, declaration).await?;
+    let facts = prepared
+        .facts(table)
+        .cloned()
+        .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
+    let chosen = key_and_mode(opts, &facts, table, exists)?;
+    Ok((prepared, facts, chosen))
+}
+
 pub(crate) fn engine_options(
     mode: LoadMode,
     key: Option<&Vec<String>>,

@@ -68,12 +68,8 @@ pub(super) async fn run(
             ));
         }
     };
-    let prepared = ingest::prepare_in(&mut dest, session, &declaration).await?;
-    let facts = prepared
-        .facts(&table)
-        .cloned()
-        .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
-    let chosen = crate::load::key_and_mode(opts, &facts, &table, false)?;
+    let (prepared, _, chosen) =
+        crate::load::prepare_table(&mut dest, session, &declaration, opts, &table, false).await?;
     let options =
         crate::load::engine_options(chosen.mode, chosen.key.as_ref(), &table, opts, &progress);
     let copy = format!(
