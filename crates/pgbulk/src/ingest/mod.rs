@@ -171,10 +171,11 @@ pub trait BinaryRows: Send {
     fn table(&self) -> &str;
     /// The columns the tuples' fields fill, in order.
     fn columns(&self) -> &[String];
-    /// The next chunk of the stream, or `None` after its last one.
-    fn next_chunk(
+    /// The next chunks of the stream (those that arrived together), or
+    /// `None` after its last one.
+    fn next_chunks(
         &mut self,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<bytes::Bytes>>> + Send + '_>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Vec<bytes::Bytes>>>> + Send + '_>>;
 }
 
 impl std::fmt::Debug for Rows {

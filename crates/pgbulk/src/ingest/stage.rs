@@ -429,14 +429,16 @@ pub(super) async fn stage_rows(
                 )
                 .in_table(&target.name)
             };
-            while let Some(chunk) = source.next_chunk().await? {
+            while let Some(chunks) = source.next_chunks().await? {
                 let Some(p) = pending[t].as_mut() else {
                     continue;
                 };
-                let rows = tuples
-                    .feed(&chunk, p.writer.buffer_mut())
-                    .map_err(malformed)?;
-                p.rows += rows;
+                for chunk in chunks {
+                    let rows = tuples
+                        .feed(&chunk, p.writer.buffer_mut())
+                        .map_err(malformed)?;
+                    p.rows += rows;
+                }
                 if p.writer.len() >= CHUNK {
                     flush(tx, targets, &mut pending, &mut open, t, false).await?;
                 }

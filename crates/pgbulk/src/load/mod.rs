@@ -1010,7 +1010,11 @@ pub(crate) async fn prepare_table(
     opts: &LoadOptions,
     table: &TableName,
     exists: bool,
-) -> Result<(ingest::Prepared, crate::catalog::TableFacts, plan::KeyAndMode)> {
+) -> Result<(
+    ingest::Prepared,
+    crate::catalog::TableFacts,
+    plan::KeyAndMode,
+)> {
     let prepared = ingest::prepare_in(client, session, declaration).await?;
     let facts = prepared
         .facts(table)

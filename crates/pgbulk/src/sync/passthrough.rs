@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use tokio_postgres::{Client, Transaction};
@@ -127,7 +127,9 @@ impl BinaryRows for CopyRows {
         &self.columns
     }
 
-    fn next_chunk(&mut self) -> Pin<Box<dyn Future<Output = Result<Option<Bytes>>> + Send + '_>> {
+    fn next_chunks(
+        &mut self,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Vec<Bytes>>>> + Send + '_>> {
         Box::pin(async move {
             if self.progress.is_interrupted() {
                 return Err(Error::new(ErrorKind::Io, "interrupted"));
@@ -135,16 +137,18 @@ impl BinaryRows for CopyRows {
             let Some(messages) = self.stream.next().await else {
                 return Ok(None);
             };
-            let mut chunk = BytesMut::new();
-            for message in messages {
-                let message =
-                    message.map_err(|e| Error::server(&format!("reading {}", self.label), e))?;
-                chunk.extend_from_slice(&message);
-            }
+            let chunks = messages
+                .into_iter()
+                .collect::<std::result::Result<Vec<Bytes>, _>>()
+                .map_err(|e| Error::server(&format!("reading {}", self.label), e))?;
+            let bytes: usize = chunks.iter().map(Bytes::len).sum();
             self.progress
                 .bytes_read
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            Ok(Some(chunk.freeze()))
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+            self.progress
+                .rows_read
+                .fetch_add(chunks.len() as u64, Ordering::Relaxed);
+            Ok(Some(chunks))
         })
     }
 }
