@@ -173,10 +173,12 @@ pub trait BinaryRows: Send {
     fn columns(&self) -> &[String];
     /// The next chunks of the stream (those that arrived together), or
     /// `None` after its last one.
-    fn next_chunks(
-        &mut self,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<Vec<bytes::Bytes>>>> + Send + '_>>;
+    fn next_chunks(&mut self) -> NextChunks<'_>;
 }
+
+/// What [`BinaryRows::next_chunks`] returns.
+pub type NextChunks<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Vec<bytes::Bytes>>>> + Send + 'a>>;
 
 impl std::fmt::Debug for Rows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

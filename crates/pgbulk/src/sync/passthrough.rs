@@ -7,8 +7,6 @@
 //! `SELECT` list already casts each to the destination's type, and a
 //! built-in type's binary form is the same on every server).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -20,7 +18,7 @@ use tokio_postgres::{Client, Transaction};
 use super::Reading;
 use crate::codec::{ColumnType, TypeKind};
 use crate::error::{Error, ErrorKind, Result};
-use crate::ingest::{self, Batch, BatchWatermark, BinaryRows, Rows};
+use crate::ingest::{self, Batch, BatchWatermark, BinaryRows, NextChunks, Rows};
 use crate::load::{Declared, LoadOptions, LoadReport, Progress};
 use crate::session::Session;
 
@@ -127,9 +125,7 @@ impl BinaryRows for CopyRows {
         &self.columns
     }
 
-    fn next_chunks(
-        &mut self,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<Vec<Bytes>>>> + Send + '_>> {
+    fn next_chunks(&mut self) -> NextChunks<'_> {
         Box::pin(async move {
             if self.progress.is_interrupted() {
                 return Err(Error::new(ErrorKind::Io, "interrupted"));
