@@ -1182,6 +1182,41 @@ async fn replace_atomic_swaps_after_the_final_batch() {
         .expect("hw")
         .get(0);
     assert_eq!(hw, "\"b2\"", "the watermark commits with the swap");
+    // The new table is created in the first batch's transaction: its rows
+    // go in frozen and its key is built after them, as compact as a
+    // rebuilt one though they came in descending key order.
+    let descending: Vec<Row> = (0..3000)
+        .rev()
+        .map(|i| row("t", vec![Value::Int(i), text("desc")]))
+        .collect();
+    let opts = Options {
+        mode: Mode::ReplaceAtomic,
+        ..Options::default()
+    };
+    ingest(
+        &mut client,
+        &d,
+        |_| vec![batch(json!("b3"), descending)],
+        &opts,
+    )
+    .await
+    .expect("replace again");
+    assert_eq!(count(&client, "SELECT count(*) FROM t").await, 3000);
+    let key: String = client
+        .query_one(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 't'::regclass AND indisprimary",
+            &[],
+        )
+        .await
+        .expect("key")
+        .get(0);
+    let size = format!("SELECT pg_relation_size('{key}')");
+    let built = count(&client, &size).await;
+    client
+        .batch_execute(&format!("REINDEX INDEX {key}"))
+        .await
+        .expect("reindex");
+    assert_eq!(built, count(&client, &size).await);
 }
 
 #[tokio::test]

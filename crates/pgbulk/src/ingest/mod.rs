@@ -988,23 +988,27 @@ where
         let batch = batch?;
         let batch_started = Instant::now();
         let mut pairs = None;
-        if targets.is_none() {
-            pairs = Some(if replace {
-                news = create_new_tables(client, plan).await?;
-                news.iter()
-                    .map(|n| (n.target.clone(), n.name.clone()))
-                    .collect::<Vec<(TableName, TableName)>>()
-            } else {
-                migrate_existing(client, &options.lock_policy, plan, migrate, report).await?;
-                names.iter().map(|n| (n.clone(), n.clone())).collect()
-            });
+        if targets.is_none() && !replace {
+            migrate_existing(client, &options.lock_policy, plan, migrate, report).await?;
+            pairs = Some(names.iter().map(|n| (n.clone(), n.clone())).collect());
         }
         let tx = client
             .transaction()
             .await
             .map_err(|e| Error::server("BEGIN", e))?;
         let created = std::mem::take(&mut create.summaries);
-        let created_tables = std::mem::take(&mut create.tables);
+        let mut created_tables = std::mem::take(&mut create.tables);
+        if targets.is_none() && replace {
+            // The new tables are created in the first batch's transaction:
+            // its rows go in frozen, their indexes are built after them.
+            news = create_new_tables(&tx, plan).await?;
+            created_tables.extend(news.iter().map(|n| n.name.clone()));
+            pairs = Some(
+                news.iter()
+                    .map(|n| (n.target.clone(), n.name.clone()))
+                    .collect::<Vec<(TableName, TableName)>>(),
+            );
+        }
         if !create.sql.is_empty() {
             // Deferred creation: the tables exist once this batch commits.
             // Another process creating the same tables holds the locks
@@ -1159,20 +1163,13 @@ fn rebuild_list(plan: &Plan) -> Vec<(TableName, TableFacts, TableFacts)> {
         .collect()
 }
 
-/// Replace-atomic: the new tables, built in the declared shape and
-/// committed empty before the first batch loads into them.
-async fn create_new_tables(client: &mut Client, plan: &Plan) -> Result<Vec<NewTable>> {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| Error::server("BEGIN", e))?;
+/// Replace-atomic: the new tables, built in the declared shape in the
+/// first batch's transaction `tx`.
+async fn create_new_tables(tx: &Transaction<'_>, plan: &Plan) -> Result<Vec<NewTable>> {
     let mut news = Vec::new();
     for (name, declared) in &plan.declared {
-        news.push(rebuild::create_new(&tx, name, declared).await?);
+        news.push(rebuild::create_new(tx, name, declared).await?);
     }
-    tx.commit()
-        .await
-        .map_err(|e| Error::server("creating the new tables", e))?;
     Ok(news)
 }
 
