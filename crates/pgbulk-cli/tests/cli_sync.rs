@@ -284,20 +284,29 @@ async fn an_incremental_sync_does_not_miss_a_late_commit() {
 /// with exactly the source's rows (and no spool left behind by the rerun).
 #[tokio::test]
 async fn a_killed_sync_then_the_same_command_converges() {
-    killed_then_rerun("1").await;
+    killed_then_rerun("1", Some("20000")).await;
+}
+
+/// The same for a sync that passes the source's binary COPY through into
+/// a new table in one transaction: a killed run leaves no table.
+#[tokio::test]
+async fn a_killed_pass_through_sync_then_the_same_command_converges() {
+    killed_then_rerun("1", None).await;
 }
 
 /// The same with two jobs: ranges committed by a killed run are kept, the
 /// others read again.
 #[tokio::test]
 async fn a_killed_sync_of_two_jobs_then_the_same_command_converges() {
-    killed_then_rerun("2").await;
+    killed_then_rerun("2", Some("20000")).await;
 }
 
-async fn killed_then_rerun(jobs: &str) {
-    let src = TestDb::new(&format!("sync_kill{jobs}_src")).await;
-    let dst = TestDb::new(&format!("sync_kill{jobs}_dst")).await;
-    let home = Scratch::new(&format!("sync-kill-{jobs}"));
+async fn killed_then_rerun(jobs: &str, batch_rows: Option<&str>) {
+    let name = format!("{jobs}{}", if batch_rows.is_some() { "" } else { "_one" });
+    let jobs = jobs.to_owned();
+    let src = TestDb::new(&format!("sync_kill{name}_src")).await;
+    let dst = TestDb::new(&format!("sync_kill{name}_dst")).await;
+    let home = Scratch::new(&format!("sync-kill-{name}"));
     src.connect()
         .await
         .batch_execute(
@@ -309,19 +318,15 @@ async fn killed_then_rerun(jobs: &str) {
     let command = || {
         let mut cmd = pgbulk(&home);
         cmd.args([
-            "--quiet",
-            "sync",
-            "--from",
-            &src.url,
-            "--table",
-            "big",
-            "--batch-rows",
-            "20000",
-            "--jobs",
-            jobs,
-            "--db",
+            "--quiet", "sync", "--from", &src.url, "--table", "big", "--jobs", &jobs, "--db",
             &dst.url,
         ])
+        .args(
+            batch_rows
+                .map(|n| ["--batch-rows", n])
+                .into_iter()
+                .flatten(),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
         cmd
