@@ -134,3 +134,96 @@ async fn partitions_are_staged_once_and_merged_at_once() {
         .get(0);
     assert_eq!(left, 0, "the commit drops its stages");
 }
+
+/// An overwrite (replace-atomic) fills a new table in the commit's
+/// transaction: its key is built once the rows are in, and it is swapped
+/// in whole. Before PostgreSQL 15 (`ON CONFLICT` needs the key)
+/// the key is kept while the rows go in.
+#[tokio::test]
+async fn an_overwrite_builds_the_new_tables_key_after_its_rows() {
+    let db = TestDb::new("partitioned_overwrite").await;
+    let params = resolve(&db.url);
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE kv (k bigint PRIMARY KEY, v text); INSERT INTO kv VALUES (-1, 'old')",
+        )
+        .await
+        .expect("table");
+    let opts = LoadOptions {
+        table: TableName::parse("kv").expect("name"),
+        mode: Some(pgbulk::load::LoadMode::ReplaceAtomic),
+        ..LoadOptions::default()
+    };
+    let begun = partitioned::begin(&params, schema(), &opts, true, Duration::from_secs(60))
+        .await
+        .expect("begin");
+    for (p, range) in [(0u32, 2500..5000i64), (1, 0..2500)] {
+        let keys: Vec<i64> = range.rev().collect();
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from(keys.clone())),
+                Arc::new(StringArray::from(
+                    keys.iter().map(|k| format!("v{k}")).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .expect("batch");
+        partitioned::stage(
+            &params,
+            &begun.write,
+            p,
+            schema(),
+            Box::new(std::iter::once(Ok(batch))),
+            &opts,
+            Arc::new(Progress::default()),
+        )
+        .await
+        .expect("stage");
+    }
+    partitioned::commit(
+        &params,
+        &begun.write,
+        &[0, 1],
+        schema(),
+        &opts,
+        Arc::new(Progress::default()),
+    )
+    .await
+    .expect("commit");
+    let one = |sql: &str| {
+        let client = &client;
+        let sql = sql.to_owned();
+        async move {
+            client
+                .query_one(&sql, &[])
+                .await
+                .expect("query")
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(
+        one("SELECT count(*) FROM kv WHERE v = 'v' || k").await,
+        5000
+    );
+    assert_eq!(one("SELECT count(*) FROM kv").await, 5000);
+    let key: String = client
+        .query_one(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'kv'::regclass AND indisprimary",
+            &[],
+        )
+        .await
+        .expect("key")
+        .get(0);
+    // Built once the rows were in, the key's statistics count them (an
+    // index filled row by row has none until VACUUM or ANALYZE).
+    let counted = one(&format!(
+        "SELECT reltuples::bigint FROM pg_class WHERE oid = '{key}'::regclass"
+    ))
+    .await;
+    let version = one("SELECT current_setting('server_version_num')::bigint").await;
+    if version >= 150_000 {
+        assert_eq!(counted, 5000);
+    }
+}

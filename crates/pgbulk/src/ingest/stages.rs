@@ -7,6 +7,7 @@ use std::time::Instant;
 use tokio_postgres::Client;
 
 use super::batch::merge_staged;
+use super::indexes;
 use super::stage::Layout;
 use super::target::{keyed, read_targets};
 use super::{BatchContext, BatchReport, Counts, Mode, Options, Prepared, Report, Upsert};
@@ -72,6 +73,15 @@ pub async fn merge_stages(
         .ok_or_else(|| Error::config(format!("table {table} is not declared")))?
         .project(columns)?;
     crate::lock::serialise_ingests(&tx, &options.lock_policy, &[table]).await?;
+    let merge = prepared.session.server_version >= 150_000 && options.upsert == Upsert::Auto;
+    // The new table of a replace-atomic gets its indexes once the rows are
+    // in (`MERGE` needs none; `ON CONFLICT`, before 15, does).
+    let deferred = match &new {
+        Some(_) if merge || target.key.is_empty() => {
+            indexes::defer(&tx, std::slice::from_ref(&target), &[target.oid]).await?
+        }
+        _ => indexes::Deferred::default(),
+    };
     let mut counts = Counts::default();
     if options.mode == Mode::DeleteThenUpsert {
         counts.deleted = tx
@@ -94,7 +104,7 @@ pub async fn merge_stages(
         rebuild: Vec::new(),
         write_watermark: false,
         zone_offset: zone,
-        merge: prepared.session.server_version >= 150_000 && options.upsert == Upsert::Auto,
+        merge,
     };
     let names: Vec<String> = target
         .columns
@@ -175,6 +185,7 @@ pub async fn merge_stages(
             .await
             .map_err(|e| Error::server("dropping the merged stages", e))?;
     }
+    deferred.build(&tx, 1).await?;
     if let Some(new) = &new {
         rebuild::swap(&tx, &options.lock_policy, new).await?;
     }
