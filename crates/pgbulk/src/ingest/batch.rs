@@ -11,10 +11,10 @@ use super::merge::{
     on_conflict_statement, rejected_values, repeats, update_then_insert_statement, xact_stats,
 };
 use super::stage::{Layout, RAW_COLUMN, WHERE_COLUMN, stage_rows};
-use super::target::{Target, Targets, read_targets};
+use super::target::{Target, Targets, declared_index, read_targets};
 use super::{
     Batch, BatchContext, BatchInfo, BatchWatermark, Committed, Counts, Mode, OnDuplicate, Report,
-    Rows, StagedRejection,
+    StagedRejection,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::rebuild;
@@ -60,28 +60,17 @@ pub(super) async fn load_batch(
     let mut skipped_by_table = BTreeMap::new();
     let lookup = &targets.lookup;
     let targets = targets.list.as_slice();
-    // Text rows fill only the columns the source names.
+    // Text and binary rows fill only the columns the source names.
     let projected;
-    let targets = match &batch.rows {
-        Rows::Text(source) => {
-            let t = *lookup.get(source.table()).ok_or_else(|| {
-                Error::config(format!("table {} is not declared", source.table()))
-            })?;
+    let targets = match batch.rows.one_table() {
+        Some((table, columns)) => {
+            let t = declared_index(lookup, table)?;
             let mut list = targets.to_vec();
-            list[t] = list[t].project(source.columns())?;
+            list[t] = list[t].project(columns)?;
             projected = list;
             projected.as_slice()
         }
-        Rows::Binary(source) => {
-            let t = *lookup.get(source.table()).ok_or_else(|| {
-                Error::config(format!("table {} is not declared", source.table()))
-            })?;
-            let mut list = targets.to_vec();
-            list[t] = list[t].project(source.columns())?;
-            projected = list;
-            projected.as_slice()
-        }
-        Rows::Values(_) => targets,
+        None => targets,
     };
     let mut resume = batch.resume;
     // The first batch of delete-then-upsert deletes after staging: its rows

@@ -191,6 +191,16 @@ impl std::fmt::Debug for Rows {
 }
 
 impl Rows {
+    /// For rows of one table that fill only some of its columns (text and
+    /// binary sources): the table and those columns, in order.
+    fn one_table(&self) -> Option<(&str, &[String])> {
+        match self {
+            Self::Values(_) => None,
+            Self::Text(t) => Some((t.table(), t.columns())),
+            Self::Binary(b) => Some((b.table(), b.columns())),
+        }
+    }
+
     /// Typed rows from an iterator.
     pub fn values(rows: impl Iterator<Item = Result<Row>> + Send + 'static) -> Self {
         Self::Values(Box::new(rows))

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio_postgres::Transaction;
 
 use super::merge::column_list;
-use super::target::Target;
+use super::target::{Target, declared_index};
 use super::{Row, RowFailure, Rows, TextRow, TextRows, data_error};
 use std::borrow::Cow;
 
@@ -353,12 +353,7 @@ pub(super) async fn stage_rows(
             }
         }
         Rows::Text(mut source) => {
-            let Some(&t) = lookup.get(source.table()) else {
-                return Err(Error::config(format!(
-                    "table {} is not declared",
-                    source.table()
-                )));
-            };
+            let t = declared_index(lookup, source.table())?;
             let target = &targets[t];
             let mut row = TextRow::default();
             while source.next_row(&mut row)? {
@@ -392,12 +387,7 @@ pub(super) async fn stage_rows(
             text_source = Some(source);
         }
         Rows::Binary(mut source) => {
-            let Some(&t) = lookup.get(source.table()) else {
-                return Err(Error::config(format!(
-                    "table {} is not declared",
-                    source.table()
-                )));
-            };
+            let t = declared_index(lookup, source.table())?;
             let target = &targets[t];
             let mut p = new_pending(target);
             if p.layout(target).any() {
@@ -409,15 +399,13 @@ pub(super) async fn stage_rows(
                     ),
                 ));
             }
+            // Nothing here hashes the keys: a keyed table is staged and the
+            // server finds repeated keys.
+            p.keys = None;
             if !p.direct || p.seen.is_some() {
-                // Staged: the server finds repeated keys (nothing here
-                // hashes them).
                 p.direct = false;
                 p.seen = None;
-                p.keys = None;
                 p.duplicates = !target.key.is_empty();
-            } else {
-                p.keys = None;
             }
             pending[t] = Some(p);
             let fields = u16::try_from(target.columns.len()).unwrap_or(u16::MAX);
@@ -431,7 +419,10 @@ pub(super) async fn stage_rows(
             };
             while let Some(chunks) = source.next_chunks().await? {
                 let Some(p) = pending[t].as_mut() else {
-                    continue;
+                    return Err(Error::new(
+                        crate::ErrorKind::Io,
+                        format!("binary COPY rows for {}: no stage", target.name),
+                    ));
                 };
                 for chunk in chunks {
                     let rows = tuples

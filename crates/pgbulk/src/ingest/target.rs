@@ -147,6 +147,15 @@ pub(super) struct Targets {
     pub(super) lookup: HashMap<String, usize>,
 }
 
+/// The position of the declared table `table` names (through
+/// [`name_lookup`]'s map), or an error saying it is not declared.
+pub(super) fn declared_index(lookup: &HashMap<String, usize>, table: &str) -> Result<usize> {
+    lookup
+        .get(table)
+        .copied()
+        .ok_or_else(|| Error::config(format!("table {table} is not declared")))
+}
+
 /// Row table names to targets: `schema.table` always, `table` when only
 /// one declared table has that name.
 pub(super) fn name_lookup(targets: &[Target]) -> HashMap<String, usize> {
