@@ -1757,3 +1757,110 @@ async fn a_new_table_gets_its_indexes_after_its_rows() {
         0
     );
 }
+
+/// A binary COPY stream handed to the engine as it is.
+struct Stream {
+    columns: Vec<String>,
+    chunks: Vec<bytes::Bytes>,
+}
+
+impl pgbulk::ingest::BinaryRows for Stream {
+    fn table(&self) -> &str {
+        "s.b"
+    }
+
+    fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    fn next_chunks(&mut self) -> pgbulk::ingest::NextChunks<'_> {
+        let chunks = std::mem::take(&mut self.chunks);
+        Box::pin(async move { Ok((!chunks.is_empty()).then_some(chunks)) })
+    }
+}
+
+/// A tuple of binary COPY: an int4 and a text (or NULL), plus `extra`
+/// fields.
+fn binary_tuple(id: i32, v: Option<&str>, extra: usize) -> Vec<u8> {
+    let mut out = ((2 + extra) as i16).to_be_bytes().to_vec();
+    out.extend_from_slice(&4i32.to_be_bytes());
+    out.extend_from_slice(&id.to_be_bytes());
+    match v {
+        Some(v) => {
+            out.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            out.extend_from_slice(v.as_bytes());
+        }
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
+    for _ in 0..extra {
+        out.extend_from_slice(&(-1i32).to_be_bytes());
+    }
+    out
+}
+
+/// Binary rows go in as they are, split anywhere; a stream that is not
+/// binary COPY of the table's columns fails naming the table and leaves
+/// nothing (the new table is not created).
+#[tokio::test]
+async fn binary_rows_pass_through_and_a_malformed_stream_leaves_nothing() {
+    let db = TestDb::new("ingest_binary").await;
+    let mut client = db.connect().await;
+    let d = decl("CREATE TABLE s.b (id int PRIMARY KEY, v text);");
+    let options = Options {
+        create_with_first_batch: true,
+        ..Options::default()
+    };
+    let run = |chunks: Vec<Vec<u8>>| {
+        let stream = Stream {
+            columns: vec!["id".to_owned(), "v".to_owned()],
+            chunks: chunks.into_iter().map(bytes::Bytes::from).collect(),
+        };
+        vec![Ok(Batch {
+            high_watermark: BatchWatermark::Value(None),
+            metadata: json!({}),
+            rows: pgbulk::ingest::Rows::Binary(Box::new(stream)),
+            resume: None,
+        })]
+    };
+    let mut bad = pgbulk::codec::COPY_HEADER.to_vec();
+    bad.extend(binary_tuple(1, Some("a"), 0));
+    bad.extend(binary_tuple(2, Some("b"), 1));
+    bad.extend_from_slice(&[0xff, 0xff]);
+    let err = ingest(&mut client, &d, |_| run(vec![bad]), &options)
+        .await
+        .expect_err("a tuple of three fields");
+    assert_eq!(err.kind(), ErrorKind::Data, "{err}");
+    assert!(err.message().contains("3 fields where 2"), "{err}");
+    assert_eq!(err.table(), Some("s.b"), "{err}");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM pg_class WHERE relname = 'b'").await,
+        0
+    );
+    let cut = {
+        let mut all = pgbulk::codec::COPY_HEADER.to_vec();
+        all.extend(binary_tuple(1, Some("a"), 0));
+        all
+    };
+    let err = ingest(&mut client, &d, |_| run(vec![cut]), &options)
+        .await
+        .expect_err("no trailer");
+    assert!(err.message().contains("before its trailer"), "{err}");
+    let mut good = pgbulk::codec::COPY_HEADER.to_vec();
+    for i in 0..1000 {
+        good.extend(binary_tuple(i, (i % 3 != 0).then_some("väl"), 0));
+    }
+    good.extend_from_slice(&[0xff, 0xff]);
+    let chunks: Vec<Vec<u8>> = good.chunks(7).map(<[u8]>::to_vec).collect();
+    let report = ingest(&mut client, &d, |_| run(chunks), &options)
+        .await
+        .expect("binary rows");
+    assert_eq!(report.tables["s.b"].inserted, 1000);
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM s.b WHERE v IS NULL = (id % 3 = 0) AND coalesce(v, 'väl') = 'väl'"
+        )
+        .await,
+        1000
+    );
+}
