@@ -285,9 +285,30 @@ async fn scalar_types_match_the_server() {
         "a0eebc99-9c0b",
         "not-a-uuid",
         "",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1-",
+        "a0eebc99-9c0b-4ef8-bb6d_6bb9bd380a11",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1\u{e9}",
+        "a0eebc99 9c0b-4ef8-bb6d-6bb9bd380a11",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11 ",
+        "a0eebc999-c0b-4ef8-bb6d-6bb9bd380a11",
     ]);
     for _ in 0..50 {
-        uuids.push(format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64()));
+        let (a, b) = (rng.next_u64(), rng.next_u64());
+        uuids.push(format!("{a:016x}{b:016x}"));
+        let hyphenated = format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xFFFF,
+            a & 0xFFFF,
+            b >> 48,
+            b & 0xFFFF_FFFF_FFFF
+        );
+        uuids.push(if a % 2 == 0 {
+            hyphenated.to_uppercase()
+        } else {
+            hyphenated
+        });
     }
     oracle(&db, "uuid", &uuids).await;
 
@@ -368,6 +389,8 @@ async fn date_and_time_types_match_the_server() {
         "4713-11-24 BC",
         "4714-11-23 BC",
         "5874897-12-31",
+        "5874898-01-01",
+        "4714-11-24 BC",
         "infinity",
         "-infinity",
         "epoch",

@@ -250,7 +250,8 @@ pub(super) fn date(text: &str, out: &mut Vec<u8>) -> Encoded {
     let lowest = days_from_civil(-4713, 11, 24) - PG_EPOCH_DAYS;
     if days != i64::from(i32::MAX)
         && days != i64::from(i32::MIN)
-        && (days < lowest || days > 2_147_483_494 - 2_451_545)
+        // The last valid date is 5874897-12-31, one before DATE_END_JULIAN.
+        && (days < lowest || days >= 2_147_483_494 - 2_451_545)
     {
         return Err(out_of_range("date", text));
     }

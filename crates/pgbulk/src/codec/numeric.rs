@@ -27,94 +27,115 @@ pub(super) fn encode_within(
     encode(text, out)
 }
 
+/// A plain decimal: `[+-]digits[.digits][e[+-]digits]`, its digits not yet
+/// checked.
+struct Decimal<'a> {
+    negative: bool,
+    int_part: &'a [u8],
+    frac_part: &'a [u8],
+    exponent: i64,
+}
+
+impl<'a> Decimal<'a> {
+    /// Splits `body` (the text without its sign) into its parts; `None`
+    /// when the exponent is not an integer.
+    fn split(negative: bool, body: &'a str) -> Option<Self> {
+        let (mantissa, exponent) = match body.find(['e', 'E']) {
+            Some(at) => (&body[..at], body[at + 1..].parse::<i64>().ok()?),
+            None => (body, 0),
+        };
+        let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        Some(Self {
+            negative,
+            int_part: int_part.as_bytes(),
+            frac_part: frac_part.as_bytes(),
+            exponent,
+        })
+    }
+
+    /// Whether it has a digit and only digits.
+    fn is_plain(&self) -> bool {
+        !(self.int_part.is_empty() && self.frac_part.is_empty())
+            && self.int_part.iter().all(u8::is_ascii_digit)
+            && self.frac_part.iter().all(u8::is_ascii_digit)
+    }
+
+    /// Digit `j` of the integer then the fraction digits.
+    fn digits(&self) -> impl Iterator<Item = u8> + '_ {
+        self.int_part.iter().chain(self.frac_part).map(|b| b - b'0')
+    }
+
+    /// Where the decimal point falls among [`Decimal::digits`].
+    fn point(&self) -> i64 {
+        i64::try_from(self.int_part.len()).unwrap_or(i64::MAX) + self.exponent
+    }
+}
+
+/// The sign and the rest of `text` (white space around it dropped).
+fn signed(text: &str) -> (bool, &str) {
+    let t = super::trim_space(text);
+    match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    }
+}
+
 /// Whether a plain decimal `text` fits `numeric(precision, scale)` without
 /// rounding near the limit: its integer digits leave room, or it has no
 /// digit beyond the scale that could round up into one more. Anything not
 /// plainly decimal says yes (the encoder then decides).
 fn fits(text: &str, precision: u32, scale: i32) -> bool {
-    let t = super::trim_space(text);
-    let body = t.strip_prefix(['-', '+']).unwrap_or(t);
+    let (_, body) = signed(text);
     if body.eq_ignore_ascii_case("inf") || body.eq_ignore_ascii_case("infinity") {
         // Infinities do not fit a typed numeric.
         return false;
     }
-    let (mantissa, exponent) = match body.find(['e', 'E']) {
-        Some(at) => match body[at + 1..].parse::<i64>() {
-            Ok(e) if e.abs() <= 100_000 => (&body[..at], e),
-            _ => return true,
-        },
-        None => (body, 0),
+    let Some(d) = Decimal::split(false, body).filter(|d| d.exponent.abs() <= 100_000) else {
+        return true;
     };
-    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    if int_part.is_empty() && frac_part.is_empty()
-        || !int_part
-            .bytes()
-            .chain(frac_part.bytes())
-            .all(|b| b.is_ascii_digit())
-    {
+    if !d.is_plain() {
         return true;
     }
     if scale < 0 {
         return false;
     }
-    let digits: Vec<u8> = int_part.bytes().chain(frac_part.bytes()).collect();
-    let point = i64::try_from(int_part.len()).unwrap_or(i64::MAX) + exponent;
-    let Some(lead) = digits.iter().position(|d| *d != b'0') else {
+    let point = d.point();
+    let Some(lead) = d.digits().position(|x| x != 0) else {
         return true;
     };
     let int_digits = (point - i64::try_from(lead).unwrap_or(0)).max(0);
     let room = i64::from(precision) - i64::from(scale);
+    if int_digits != room {
+        return int_digits < room;
+    }
     // A nonzero digit past the scale is rounded away, possibly up.
-    let beyond = digits
-        .iter()
-        .enumerate()
-        .any(|(j, d)| *d != b'0' && i64::try_from(j).unwrap_or(0) - point >= i64::from(scale));
-    int_digits < room || (int_digits == room && !beyond)
+    let first_beyond = usize::try_from((point + i64::from(scale)).max(0)).unwrap_or(usize::MAX);
+    !d.digits().skip(first_beyond).any(|x| x != 0)
 }
 
 /// Encodes `[+-]digits[.digits][e[+-]digits]`, `NaN`, `Infinity`, `inf`
 /// (any case, surrounding white space), unconstrained.
 pub(super) fn encode(text: &str, out: &mut Vec<u8>) -> Encoded {
-    let t = super::trim_space(text);
-    let (negative, body) = match t.as_bytes().first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    let lower = body.to_ascii_lowercase();
-    if lower == "nan" && t.len() == body.len() {
+    let (negative, body) = signed(text);
+    let unsigned = body.len() == super::trim_space(text).len();
+    if body.eq_ignore_ascii_case("nan") && unsigned {
         return special(NAN, out);
     }
-    if lower == "infinity" || lower == "inf" {
+    if body.eq_ignore_ascii_case("infinity") || body.eq_ignore_ascii_case("inf") {
         // PostgreSQL 14 added numeric infinities; 13 refuses their binary
         // form. The server's input decides, in its own words.
         return Err(EncodeError::for_server("numeric", text));
     }
-    let (mantissa, exponent) = match body.find(['e', 'E']) {
-        Some(at) => {
-            let exp: i64 = body[at + 1..]
-                .parse()
-                .map_err(|_| invalid("numeric", text))?;
-            (&body[..at], exp)
-        }
-        None => (body, 0),
-    };
-    let (int_part, frac_part) = match mantissa.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (mantissa, ""),
-    };
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if (int_part.is_empty() && frac_part.is_empty())
-        || !all_digits(int_part)
-        || !all_digits(frac_part)
-    {
+    let d = Decimal::split(negative, body).ok_or_else(|| invalid("numeric", text))?;
+    if !d.is_plain() {
         return Err(invalid("numeric", text));
     }
-    if exponent.abs() > 100_000 {
+    if d.exponent.abs() > 100_000 {
         return Err(EncodeError::for_server("numeric", text));
     }
-    let frac_len = i64::try_from(frac_part.len()).unwrap_or(i64::MAX);
-    let dscale = (frac_len - exponent).max(0);
+    let frac_len = i64::try_from(d.frac_part.len()).unwrap_or(i64::MAX);
+    let dscale = (frac_len - d.exponent).max(0);
     // Beyond what this encoder writes: the server says whether it fits.
     let overflow = || EncodeError::for_server("numeric", text);
     let dscale = u16::try_from(dscale)
@@ -123,8 +144,8 @@ pub(super) fn encode(text: &str, out: &mut Vec<u8>) -> Encoded {
         .ok_or_else(overflow)?;
     // Digit j (of int_part ++ frac_part) is worth 10^(point - 1 - j); it
     // lands in the base-10000 group of weight floor(x / 4).
-    let n = i64::try_from(int_part.len() + frac_part.len()).unwrap_or(i64::MAX);
-    let point = i64::try_from(int_part.len()).unwrap_or(i64::MAX) + exponent;
+    let n = i64::try_from(d.int_part.len() + d.frac_part.len()).unwrap_or(i64::MAX);
+    let point = d.point();
     let (w_hi, w_lo) = ((point - 1).div_euclid(4), (point - n).div_euclid(4));
     let count = usize::try_from(w_hi - w_lo + 1).unwrap_or(0);
     let mut stack = [0i16; 32];
@@ -136,11 +157,19 @@ pub(super) fn encode(text: &str, out: &mut Vec<u8>) -> Encoded {
         &mut heap
     };
     const POW: [i16; 4] = [1, 10, 100, 1000];
-    for (j, b) in int_part.bytes().chain(frac_part.bytes()).enumerate() {
-        let x = point - 1 - i64::try_from(j).unwrap_or(i64::MAX);
-        let slot = usize::try_from(w_hi - x.div_euclid(4)).unwrap_or(0);
-        let r = usize::try_from(x.rem_euclid(4)).unwrap_or(0);
-        groups[slot] += i16::from(b - b'0') * POW[r];
+    // The first digit's place; each next digit is one place lower, moving
+    // to the next group after the units place of a group.
+    let x = point - 1;
+    let mut slot = usize::try_from(w_hi - x.div_euclid(4)).unwrap_or(0);
+    let mut r = usize::try_from(x.rem_euclid(4)).unwrap_or(0);
+    for digit in d.digits() {
+        groups[slot] += i16::from(digit) * POW[r];
+        if r == 0 {
+            r = 3;
+            slot += 1;
+        } else {
+            r -= 1;
+        }
     }
     let first = groups.iter().position(|g| *g != 0);
     let Some(first) = first else {
@@ -151,7 +180,7 @@ pub(super) fn encode(text: &str, out: &mut Vec<u8>) -> Encoded {
     let weight = i16::try_from(w_hi - i64::try_from(first).unwrap_or(0)).map_err(|_| overflow())?;
     let digits = &groups[first..=last];
     let ndigits = i16::try_from(digits.len()).map_err(|_| overflow())?;
-    let sign = if negative { NEGATIVE } else { POSITIVE };
+    let sign = if d.negative { NEGATIVE } else { POSITIVE };
     write(out, ndigits, weight, sign, dscale, digits);
     Ok(())
 }
@@ -161,7 +190,15 @@ fn special(sign: u16, out: &mut Vec<u8>) -> Encoded {
     Ok(())
 }
 
-fn write(out: &mut Vec<u8>, ndigits: i16, weight: i16, sign: u16, dscale: u16, groups: &[i16]) {
+/// Appends `numeric`'s binary form: the header, then the base-10000 groups.
+pub(crate) fn write(
+    out: &mut Vec<u8>,
+    ndigits: i16,
+    weight: i16,
+    sign: u16,
+    dscale: u16,
+    groups: &[i16],
+) {
     out.extend_from_slice(&ndigits.to_be_bytes());
     out.extend_from_slice(&weight.to_be_bytes());
     out.extend_from_slice(&sign.to_be_bytes());

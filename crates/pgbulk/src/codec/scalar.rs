@@ -190,7 +190,12 @@ pub(super) fn bytea(text: &str, out: &mut Vec<u8>) -> Encoded {
 /// `uuid`: 32 hex digits, optionally in braces, hyphens after any group of
 /// four digits.
 pub(super) fn uuid(text: &str, out: &mut Vec<u8>) -> Encoded {
-    let t = super::trim_space(text);
+    if let Some(bytes) = canonical_uuid(text.as_bytes()) {
+        out.extend_from_slice(&bytes);
+        return Ok(());
+    }
+    // uuid_in reads the characters as they are: no white space around.
+    let t = text;
     let inner = t
         .strip_prefix('{')
         .and_then(|s| s.strip_suffix('}'))
@@ -220,6 +225,41 @@ pub(super) fn uuid(text: &str, out: &mut Vec<u8>) -> Encoded {
     out.extend_from_slice(&bytes);
     Ok(())
 }
+
+/// The usual form, `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in either case,
+/// read without branching per character; anything else is `None`.
+fn canonical_uuid(t: &[u8]) -> Option<[u8; 16]> {
+    if t.len() != 36 || t[8] != b'-' || t[13] != b'-' || t[18] != b'-' || t[23] != b'-' {
+        return None;
+    }
+    // Where each byte's two digits start.
+    const PAIRS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let mut bytes = [0u8; 16];
+    let mut bad = 0u8;
+    for (byte, &i) in bytes.iter_mut().zip(&PAIRS) {
+        let (hi, lo) = (HEX[usize::from(t[i])], HEX[usize::from(t[i + 1])]);
+        bad |= (hi | lo) & 0x10;
+        *byte = ((hi & 0x0F) << 4) | (lo & 0x0F);
+    }
+    (bad == 0).then_some(bytes)
+}
+
+/// Hexadecimal digit values; 0x10 marks a byte that is not one.
+static HEX: [u8; 256] = {
+    let mut table = [0x10u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 /// `inet` / `cidr`: an address with an optional `/bits`.
 pub(super) fn inet(text: &str, cidr: bool, out: &mut Vec<u8>) -> Encoded {
