@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+import struct
 import uuid
 
 import pandas as pd
@@ -137,6 +138,57 @@ def test_a_type_matrix_round_trips_into_a_created_table(db: str) -> None:
     # Again: an upsert that changes nothing.
     again = pgbulk.write(table, "matrix", db=db)
     assert (again.inserted, again.updated, again.unchanged) == (0, 0, 3)
+
+
+def test_values_at_the_edges_are_stored_as_the_server_reads_their_text(db: str) -> None:
+    # Days and microseconds from 1970: the first and last date and
+    # timestamp PostgreSQL holds, and the last an int64 of microseconds can.
+    first_day, last_day = -2_440_588, 2_145_042_905
+    first_us, last_us = -210_866_803_200_000_000, 2**63 - 1
+    nan_payload = struct.unpack(">d", bytes.fromhex("fff8000000000123"))[0]
+    table = pa.table(
+        {
+            "id": pa.array([1, 2, 3], pa.int64()),
+            "d": pa.array([first_day, last_day, 0], pa.date32()),
+            "ts": pa.array([first_us, last_us, -1], pa.timestamp("us")),
+            "tz": pa.array([first_us, last_us, 1], pa.timestamp("us", tz="+05:30")),
+            "f": pa.array([nan_payload, -0.0, 5e-324], pa.float64()),
+            "n": pa.array(
+                [decimal.Decimal("-0.05"), decimal.Decimal("12345678.9012"), 0],
+                pa.decimal128(12, 4),
+            ),
+            "t": pa.array([0, 86_400_000_000, 1], pa.time64("us")),
+        }
+    )
+    pgbulk.write(table, "edges", db=db, key=["id"])
+    expected = """VALUES
+        (1, '4714-11-24 BC'::date, '4714-11-24 00:00:00 BC'::timestamp,
+         '4714-11-24 00:00:00+00 BC'::timestamptz, 'NaN'::float8, '-0.0500'::numeric,
+         '00:00'::time),
+        (2, '5874897-12-31', '294247-01-10 04:00:54.775807', '294247-01-10 04:00:54.775807+00',
+         '-0', '12345678.9012', '24:00'),
+        (3, '1970-01-01', '1969-12-31 23:59:59.999999', '1970-01-01 00:00:00.000001+00',
+         '5e-324', '0.0000', '00:00:00.000001')"""
+    # Byte for byte: each column's binary send of both sides.
+    columns = "id, d, ts, tz, f, n, t"
+    sent = (
+        "int8send(id), date_send(d), timestamp_send(ts), timestamptz_send(tz), "
+        "float8send(f), numeric_send(n), time_send(t)"
+    )
+    got = rows(db, f"SELECT {sent} FROM (SELECT {columns} FROM edges) e ORDER BY 1")
+    want = rows(
+        db,
+        f"SELECT {sent} FROM (SELECT * FROM ({expected}) v({columns})) e ORDER BY 1",
+    )
+    assert got == want
+    # One day or microsecond further is the server's to refuse, naming it.
+    for column, value in [
+        ("d", pa.array([last_day + 1], pa.date32())),
+        ("ts", pa.array([first_us - 1], pa.timestamp("us"))),
+    ]:
+        with pytest.raises(pgbulk.DataError, match=f'column "{column}".* out of range'):
+            pgbulk.write(pa.table({"id": [9], column: value}), "edges", db=db)
+    assert rows(db, "SELECT count(*) FROM edges") == [(3,)]
 
 
 def test_pandas_and_polars_frames_upsert_into_an_existing_table(db: str) -> None:

@@ -8,6 +8,7 @@
 //! once with `single_transaction`); modes, keys and lock policy as for a
 //! load.
 
+mod binary;
 pub mod partitioned;
 mod text;
 mod types;
@@ -106,11 +107,17 @@ pub async fn write(
     } else {
         opts.batch_rows.max(1)
     };
+    let data_types = fields
+        .iter()
+        .map(|(index, _)| schema.field(*index).data_type().clone())
+        .collect();
     let part = Part {
         feed: feed.clone(),
         table: table.to_string(),
         columns: Arc::new(columns),
         fields: Arc::new(fields),
+        data_types: Arc::new(data_types),
+        direct: Vec::new(),
         left: batch_rows,
         scratch: String::new(),
         progress: progress.clone(),
@@ -265,6 +272,11 @@ struct Part {
     /// For each column: the record batch column it comes from, and whether
     /// it is an `arrow.uuid` column.
     fields: Arc<Vec<(usize, bool)>>,
+    /// For each column: the Arrow type of its values.
+    data_types: Arc<Vec<arrow_schema::DataType>>,
+    /// For each column, once bound: its values' binary encoding with the
+    /// column's type oid, or `None` (as text).
+    direct: Vec<Option<(binary::Direct, u32)>>,
     left: u64,
     scratch: String,
     progress: Arc<Progress>,
@@ -278,6 +290,8 @@ impl Part {
             table: self.table.clone(),
             columns: self.columns.clone(),
             fields: self.fields.clone(),
+            data_types: self.data_types.clone(),
+            direct: Vec::new(),
             left: self.left,
             scratch: String::new(),
             progress: self.progress.clone(),
@@ -292,6 +306,18 @@ impl TextRows for Part {
 
     fn columns(&self) -> &[String] {
         &self.columns
+    }
+
+    fn bind(&mut self, types: &[crate::codec::ColumnType]) {
+        self.direct = self
+            .fields
+            .iter()
+            .zip(self.data_types.iter())
+            .zip(types)
+            .map(|(((_, uuid), data_type), ty)| {
+                binary::plan(data_type, *uuid, ty).map(|d| (d, ty.oid))
+            })
+            .collect();
     }
 
     fn next_row(&mut self, row: &mut TextRow) -> Result<bool> {
@@ -318,19 +344,28 @@ impl TextRows for Part {
         };
         row.clear();
         for (k, (index, uuid)) in self.fields.iter().enumerate() {
-            let present = text::cell(batch.column(*index).as_ref(), r, *uuid, &mut self.scratch)
-                .map_err(|why| {
-                    Error::new(
-                        ErrorKind::Data,
-                        format!(
-                            "row {number} of the data: column \"{}\": {why}",
-                            self.columns[k]
-                        ),
-                    )
-                    .in_table(&self.table)
-                    .in_row(number)
-                    .for_column(self.columns[k].clone())
-                })?;
+            let array = batch.column(*index).as_ref();
+            if let Some(Some((direct, oid))) = self.direct.get(k) {
+                if array.is_null(r) {
+                    row.push(None);
+                    continue;
+                }
+                if row.push_encoded(*oid, |out| direct.encode(array, r, out)) {
+                    continue;
+                }
+            }
+            let present = text::cell(array, r, *uuid, &mut self.scratch).map_err(|why| {
+                Error::new(
+                    ErrorKind::Data,
+                    format!(
+                        "row {number} of the data: column \"{}\": {why}",
+                        self.columns[k]
+                    ),
+                )
+                .in_table(&self.table)
+                .in_row(number)
+                .for_column(self.columns[k].clone())
+            })?;
             row.push(present.then_some(self.scratch.as_str()));
         }
         self.left -= 1;

@@ -12,6 +12,9 @@ mod numeric;
 mod scalar;
 pub mod tuples;
 
+#[cfg(feature = "arrow")]
+pub(crate) use numeric::write as write_numeric;
+
 use std::fmt;
 
 /// How a column's values are encoded.
@@ -322,6 +325,13 @@ impl CopyWriter {
             self.buf.truncate(mark);
         }
         result
+    }
+
+    /// Writes one field whose body is already in binary form.
+    pub fn encoded(&mut self, body: &[u8]) {
+        let len = i32::try_from(body.len()).unwrap_or(i32::MAX);
+        self.buf.extend_from_slice(&len.to_be_bytes());
+        self.buf.extend_from_slice(body);
     }
 
     /// A writer for tuples only: the caller sends [`COPY_HEADER`] and

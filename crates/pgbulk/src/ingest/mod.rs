@@ -215,6 +215,10 @@ pub trait TextRows: Send {
     /// The columns the fields fill, in field order; columns left out take
     /// their defaults (and keep their values on update).
     fn columns(&self) -> &[String];
+    /// The types of [`TextRows::columns`], told once before the first row
+    /// is read, so the source may give fields already encoded for them
+    /// ([`TextRow::push_encoded`]).
+    fn bind(&mut self, _types: &[crate::codec::ColumnType]) {}
     /// Reads the next row into `row`; `false` at the end of the batch.
     fn next_row(&mut self, row: &mut TextRow) -> Result<bool>;
     /// A field of the row just read does not convert. `Ok(())` rejects the
@@ -265,11 +269,31 @@ pub struct StagedRejection<'a> {
     pub reason: &'a str,
 }
 
-/// One row of text fields; `None` is NULL.
+/// One row of text fields; `None` is NULL. A source that holds typed
+/// values may give a field already in the column type's binary form
+/// ([`TextRow::push_encoded`]).
 #[derive(Debug, Default)]
 pub struct TextRow {
     data: String,
     fields: Vec<Option<(usize, usize)>>,
+    /// Binary bodies of the encoded fields.
+    encoded: Vec<u8>,
+    /// Per field: 0 for text (or NULL), else the type oid of the encoded
+    /// field's binary form. Empty while no field is encoded.
+    forms: Vec<u32>,
+}
+
+/// The largest field body a binary COPY tuple holds (PostgreSQL's limit
+/// on a value is lower still).
+const MAX_FIELD: usize = i32::MAX as usize;
+
+/// A field of a [`TextRow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldRef<'a> {
+    /// Text, or `None` for NULL.
+    Text(Option<&'a str>),
+    /// The binary form of a value of the type with this oid.
+    Encoded(u32, &'a [u8]),
 }
 
 impl TextRow {
@@ -277,15 +301,37 @@ impl TextRow {
     pub fn clear(&mut self) {
         self.data.clear();
         self.fields.clear();
+        self.encoded.clear();
+        self.forms.clear();
     }
 
     /// Appends a field.
     pub fn push(&mut self, field: Option<&str>) {
+        if !self.forms.is_empty() {
+            self.forms.push(0);
+        }
         self.fields.push(field.map(|f| {
             let start = self.data.len();
             self.data.push_str(f);
             (start, self.data.len())
         }));
+    }
+
+    /// Appends a field in the binary form of the type `oid` (a built-in
+    /// type, never 0), written by `body`: exactly what the type's receive
+    /// function reads as the value the server's input function makes of
+    /// the value's text. When `body` returns `false` nothing is appended
+    /// (the caller then pushes the text).
+    pub fn push_encoded(&mut self, oid: u32, body: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+        let start = self.encoded.len();
+        if oid == 0 || !body(&mut self.encoded) || self.encoded.len() - start > MAX_FIELD {
+            self.encoded.truncate(start);
+            return false;
+        }
+        self.forms.resize(self.fields.len(), 0);
+        self.forms.push(oid);
+        self.fields.push(Some((start, self.encoded.len())));
+        true
     }
 
     /// Makes the row `data` with its fields at `fields` (byte ranges of
@@ -305,6 +351,8 @@ impl TextRow {
         }
         self.fields.clear();
         self.fields.extend_from_slice(fields);
+        self.encoded.clear();
+        self.forms.clear();
         let mut previous = std::mem::replace(&mut self.data, data).into_bytes();
         previous.clear();
         Ok(previous)
@@ -320,13 +368,22 @@ impl TextRow {
         self.fields.is_empty()
     }
 
-    /// Field `i`.
+    /// The text of field `i` (`None`: NULL, or a field given encoded).
     pub fn get(&self, i: usize) -> Option<&str> {
-        self.fields
-            .get(i)
-            .copied()
-            .flatten()
-            .map(|(a, b)| &self.data[a..b])
+        match self.field(i) {
+            FieldRef::Text(text) => text,
+            FieldRef::Encoded(..) => None,
+        }
+    }
+
+    /// Field `i`.
+    pub(crate) fn field(&self, i: usize) -> FieldRef<'_> {
+        let span = self.fields.get(i).copied().flatten();
+        match (span, self.forms.get(i).copied().unwrap_or(0)) {
+            (None, _) => FieldRef::Text(None),
+            (Some((a, b)), 0) => FieldRef::Text(Some(&self.data[a..b])),
+            (Some((a, b)), oid) => FieldRef::Encoded(oid, &self.encoded[a..b]),
+        }
     }
 }
 

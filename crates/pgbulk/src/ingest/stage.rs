@@ -10,7 +10,7 @@ use tokio_postgres::Transaction;
 
 use super::merge::column_list;
 use super::target::{Target, declared_index};
-use super::{Row, RowFailure, Rows, TextRow, TextRows, data_error};
+use super::{FieldRef, Row, RowFailure, Rows, TextRow, TextRows, data_error};
 use std::borrow::Cow;
 
 use crate::codec::{ColumnType, CopyWriter, TypeKind, Value, shorten};
@@ -355,6 +355,8 @@ pub(super) async fn stage_rows(
         Rows::Text(mut source) => {
             let t = declared_index(lookup, source.table())?;
             let target = &targets[t];
+            let types: Vec<_> = target.columns.iter().map(|c| c.ty.clone()).collect();
+            source.bind(&types);
             let mut row = TextRow::default();
             while source.next_row(&mut row)? {
                 let mut widened = false;
@@ -566,6 +568,8 @@ pub(super) fn column_names(target: &Target) -> String {
 enum Field<'a> {
     Text(Option<&'a str>),
     Value(&'a Value),
+    /// A body already in the binary form of the type with this oid.
+    Encoded(u32, &'a [u8]),
 }
 
 /// How encoding a row's fields went (see [`encode_fields`]).
@@ -606,6 +610,14 @@ fn encode_fields<'a>(
             match f {
                 Field::Text(text) => p.writer.text(text, &column.ty),
                 Field::Value(value) => p.writer.value(value, &column.ty),
+                Field::Encoded(oid, body) if oid == column.ty.oid && !column.ty.needs_cast() => {
+                    p.writer.encoded(body);
+                    Ok(())
+                }
+                Field::Encoded(oid, _) => Err(crate::codec::EncodeError::new(format!(
+                    "a value encoded for type oid {oid} does not fit a column of type {}",
+                    column.ty.name
+                ))),
             }
             .map_err(Some)
         };
@@ -686,7 +698,10 @@ pub(super) fn encode_text_row<'a>(
     let encoded = encode_fields(
         p,
         target,
-        |c| Field::Text(row.get(c)),
+        |c| match row.field(c) {
+            FieldRef::Text(text) => Field::Text(text),
+            FieldRef::Encoded(oid, body) => Field::Encoded(oid, body),
+        },
         hasher,
         || (source.location(), source.raw()),
     );
