@@ -301,6 +301,12 @@ async fn a_killed_sync_of_two_jobs_then_the_same_command_converges() {
     killed_then_rerun("2", Some("20000")).await;
 }
 
+/// And with two jobs passing each range through in one transaction.
+#[tokio::test]
+async fn a_killed_pass_through_sync_of_two_jobs_then_the_same_command_converges() {
+    killed_then_rerun("2", None).await;
+}
+
 async fn killed_then_rerun(jobs: &str, batch_rows: Option<&str>) {
     let name = format!("{jobs}{}", if batch_rows.is_some() { "" } else { "_one" });
     let jobs = jobs.to_owned();
@@ -331,8 +337,10 @@ async fn killed_then_rerun(jobs: &str, batch_rows: Option<&str>) {
         .stderr(std::process::Stdio::null());
         cmd
     };
+    let mut killed = Vec::new();
     for delay in [50u64, 300, 700, 1200] {
         let mut child = command().spawn().expect("spawn");
+        killed.push(child.id());
         std::thread::sleep(std::time::Duration::from_millis(delay));
         let _ = std::process::Command::new("kill")
             .args(["-KILL", &child.id().to_string()])
@@ -353,7 +361,7 @@ async fn killed_then_rerun(jobs: &str, batch_rows: Option<&str>) {
         "the ranges' ledger is removed once all are in"
     );
     // The killed runs' spools are gone (a run removes those of dead
-    // processes).
+    // processes; other tests' killed runs are theirs to clean).
     let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
         .expect("tmp")
         .flatten()
@@ -361,8 +369,8 @@ async fn killed_then_rerun(jobs: &str, batch_rows: Option<&str>) {
         .filter(|n| {
             n.strip_prefix("pgbulk-sync-")
                 .and_then(|r| r.split('-').next())
-                .and_then(|p| p.parse::<i32>().ok())
-                .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|pid| killed.contains(&pid))
         })
         .collect();
     assert!(left.is_empty(), "spools of killed syncs left: {left:?}");
@@ -614,6 +622,33 @@ async fn a_query_syncs_into_a_named_table_keyed_as_told() {
     assert_eq!(
         rows(&dst, "SELECT string_agg(code, ',' ORDER BY id) FROM codes").await,
         vec![vec![s("a,bb,ccc,d")]]
+    );
+    // A query's rows may repeat a key (it has none of its own): into the
+    // existing table, passed through, the last of them wins as in a load.
+    let repeated = sync(&[
+        "--query",
+        "SELECT id, code::varchar(5) FROM (VALUES (1, 'x', 1), (1, 'y', 2), (5, 'e', 3)) v(id, code, n) ORDER BY n",
+        "--to",
+        "codes",
+        "--key",
+        "id",
+    ]);
+    assert_eq!(repeated.code, 0, "{}", repeated.stderr);
+    assert!(
+        repeated
+            .stdout
+            .contains("3 rows read, 1 inserted, 1 updated"),
+        "{}",
+        repeated.stdout
+    );
+    assert!(
+        repeated.stderr.contains(PASSED_THROUGH),
+        "{}",
+        repeated.stderr
+    );
+    assert_eq!(
+        rows(&dst, "SELECT string_agg(code, ',' ORDER BY id) FROM codes").await,
+        vec![vec![s("y,bb,ccc,d,e")]]
     );
     // Refused: no --to or --key, two columns of one name, a key it lacks.
     let unnamed = sync(&["--query", "SELECT 1 AS id"]);
@@ -1176,7 +1211,7 @@ async fn ctrl_c_rolls_back_the_batch_in_flight_and_the_rerun_completes() {
 /// table's size, unless `--batch-rows` says otherwise): created in it, its
 /// primary key built once the rows are in (as compact as a rebuilt one,
 /// though the rows came in descending key order). With `--batch-rows`,
-/// each batch commits.
+/// each batch commits (the stream cut at tuple bounds).
 #[tokio::test]
 async fn a_new_destination_is_filled_in_one_transaction() {
     let src = TestDb::new("sync_one_tx_src").await;
@@ -1203,9 +1238,20 @@ async fn a_new_destination_is_filled_in_one_transaction() {
     let out = sync(&["--table", "big", "--to", "batched", "--batch-rows", "10000"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("; 3 batches"), "{}", out.stdout);
-    assert!(!out.stderr.contains(PASSED_THROUGH), "{}", out.stderr);
+    // Passed through all the same, cut into batches at tuple bounds.
+    assert!(
+        out.stderr
+            .contains("pgbulk: the source's binary COPY passed through (no spool)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("in one transaction"), "{}", out.stderr);
     let check = "SELECT count(*)::text, md5(string_agg(id || v, ',' ORDER BY id)) FROM big";
     assert_eq!(rows(&dst, check).await, rows(&src, check).await);
+    assert_eq!(
+        rows(&dst, &check.replace("FROM big", "FROM batched")).await,
+        rows(&src, check).await
+    );
     let size = "SELECT pg_relation_size('big_pkey')::text";
     let built = rows(&dst, size).await;
     dst.connect()

@@ -104,6 +104,11 @@ impl Tuples {
         Ok(rows)
     }
 
+    /// Whether the trailer was read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
     /// Checks that the stream ended with its trailer.
     pub fn finish(&self) -> Result<(), String> {
         match self.state {

@@ -174,6 +174,13 @@ pub trait BinaryRows: Send {
     /// The next chunks of the stream (those that arrived together), or
     /// `None` after its last one.
     fn next_chunks(&mut self) -> NextChunks<'_>;
+    /// Whether the source guarantees that no two rows share the table's
+    /// key (they come from a table with that primary key): the server's
+    /// search for repeated keys is then skipped (a repeat would still fail
+    /// the batch on the key's unique index).
+    fn keys_unique(&self) -> bool {
+        false
+    }
 }
 
 /// What [`BinaryRows::next_chunks`] returns.

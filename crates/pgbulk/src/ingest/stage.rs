@@ -407,7 +407,7 @@ pub(super) async fn stage_rows(
             if !p.direct || p.seen.is_some() {
                 p.direct = false;
                 p.seen = None;
-                p.duplicates = !target.key.is_empty();
+                p.duplicates = !target.key.is_empty() && !source.keys_unique();
             }
             pending[t] = Some(p);
             let fields = u16::try_from(target.columns.len()).unwrap_or(u16::MAX);

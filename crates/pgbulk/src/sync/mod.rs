@@ -37,10 +37,12 @@
 //! one snapshot, each range committed and recorded on its own (see
 //! `ranges.rs`).
 //!
-//! A new destination created from the source's definition, appended to by
-//! one job with every column of a built-in type, skips the spool and the
-//! text: the source's binary COPY goes straight into the destination's, in
-//! one transaction (`passthrough.rs`).
+//! When every column read is of a built-in type and no `delete_missing`
+//! asks for the keys, the spool and the text are skipped: the source's
+//! binary COPY goes straight into the destination's (`passthrough.rs`): a
+//! new destination created from the source's definition in one
+//! transaction, each `jobs` range in one, anything else in batches cut at
+//! tuple bounds.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -399,6 +401,19 @@ pub async fn sync(
                 .as_ref()
                 .is_some_and(|(_, pk)| pk.as_slice() == key)
     };
+    // The destination's key, when it is the source's primary key: the
+    // rows read are unique by it.
+    let keys_unique =
+        unique_in_source(
+            &opts
+                .key
+                .clone()
+                .unwrap_or_else(|| match (&dest_facts, &declared) {
+                    (Some(d), _) => d.key().to_vec(),
+                    (None, Some((d, _))) => d.key().to_vec(),
+                    (None, None) => src_facts.key().to_vec(),
+                }),
+        );
     let empty_twin = match (&dest_facts, &declared) {
         (None, None) => unique,
         (None, Some((d, _))) => {
@@ -476,7 +491,6 @@ pub async fn sync(
         select: select.join(", "),
         filters,
     };
-    let spool = Spool::new()?;
     let split = if jobs > 1 {
         let split = ranges::split(&tx, &src_facts, unique, &reading, version, jobs).await?;
         let ledger = ranges::Ledger::new(&dest_name, &reading, jobs);
@@ -488,6 +502,11 @@ pub async fn sync(
     let mut passed_through = false;
     let (load, ranged) = match split {
         Some((split, ledger)) => {
+            // Each range in one transaction, passed through, unless batches
+            // were asked for.
+            let binary = opts.batch_rows == 0 && passthrough::eligible(&tx, &reading).await?;
+            passed_through = binary;
+            let spool = if binary { None } else { Some(Spool::new()?) };
             // Created once, before the ranges load at once.
             crate::load::settle_declared(&mut dest, &load_opts).await?;
             load_opts.schema_ddl = None;
@@ -496,8 +515,10 @@ pub async fn sync(
                 source: source_params,
                 dest: dest_params,
                 load: load_opts,
-                spool: spool.dir(),
+                spool: spool.as_ref().map(Spool::dir),
                 progress: progress.clone(),
+                binary: binary.then(|| maps.iter().map(|m| m.to.clone()).collect()),
+                keys_unique,
             };
             let outcome = ranges::run(tx, run, &reading, &ledger, split, next.clone()).await?;
             next = outcome.next.clone();
@@ -514,14 +535,30 @@ pub async fn sync(
             let load = outcome.load.clone();
             (load, Some(outcome))
         }
-        None if one_transaction
-            && load_opts.mode == Some(LoadMode::Append)
-            && delete.is_none()
-            && declared.is_none()
+        None if delete.is_none()
+            && matches!(
+                load_opts.mode,
+                None | Some(LoadMode::Upsert | LoadMode::Append)
+            )
             && passthrough::eligible(&tx, &reading).await? =>
         {
-            let columns = maps.iter().map(|m| m.to.clone()).collect();
-            let load = passthrough::run(&tx, &reading, columns, dest, &load_opts, progress).await?;
+            // The binary COPY passed through: into a new table in one
+            // transaction, else cut into batches at tuple bounds, each
+            // committed on its own.
+            let passage = passthrough::Passage {
+                reading: &reading,
+                range: None,
+                label: reading.label.clone(),
+                columns: maps.iter().map(|m| m.to.clone()).collect(),
+                before_visible: None,
+                batch_rows: if one_transaction {
+                    u64::MAX
+                } else {
+                    load_opts.batch_rows
+                },
+                keys_unique,
+            };
+            let load = passthrough::run(&tx, passage, dest, &load_opts, progress).await?;
             tx.commit()
                 .await
                 .map_err(|e| Error::server("ending the source snapshot", e))?;
@@ -537,6 +574,7 @@ pub async fn sync(
             (load, None)
         }
         None => {
+            let spool = Spool::new()?;
             let path = spool.path("rows.csv");
             spool_rows(&tx, &reading.copy(), &path, &src_name).await?;
             // --delete-missing: the keys read, in the same snapshot, into
@@ -611,10 +649,15 @@ pub async fn sync(
         Vec::new()
     };
     if passed_through {
-        notes.push(
+        notes.push(if ranged.is_some() {
+            "each range in one transaction, the source's binary COPY passed through (no spool)"
+                .to_owned()
+        } else if one_transaction && load.batches <= 1 {
             "a new table, filled in one transaction with the source's binary COPY passed through (no spool)"
-                .to_owned(),
-        );
+                .to_owned()
+        } else {
+            "the source's binary COPY passed through (no spool)".to_owned()
+        });
     }
     if opts.jobs > 1 && jobs == 1 {
         notes.push(
@@ -694,6 +737,7 @@ const EXACT_TEXT: &str = "SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL IntervalSt
      SET LOCAL TimeZone = 'UTC'; SET LOCAL bytea_output = 'hex'; SET LOCAL extra_float_digits = 3";
 
 /// What is read from the source: columns (cast), relation and conditions.
+#[derive(Debug, Clone)]
 pub(super) struct Reading {
     /// How messages name the source.
     pub(super) label: String,

@@ -1,14 +1,17 @@
 //! Binary pass-through: the source's `COPY ... TO STDOUT (FORMAT binary)`
 //! streamed into the destination's COPY as it arrives, no value decoded,
-//! no spool. Used where nothing needs the rows' text: a new destination
-//! created from the source's definition and appended to in one
-//! transaction (created in it, written frozen, indexed once the rows are
-//! in), every column of a built-in type the engine encodes itself (the
-//! `SELECT` list already casts each to the destination's type, and a
-//! built-in type's binary form is the same on every server).
+//! no spool. Used where nothing needs the rows' text and one transaction
+//! takes all the rows read: a new destination created from the source's
+//! definition and appended to in one transaction (created in it, written
+//! frozen, indexed once the rows are in), and each range of `--jobs` (a
+//! range commits on its own); every column of a built-in type the engine
+//! encodes itself (the `SELECT` list already casts each to the
+//! destination's type, and a built-in type's binary form is the same on
+//! every server).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -16,7 +19,8 @@ use futures_util::stream::BoxStream;
 use tokio_postgres::{Client, Transaction};
 
 use super::Reading;
-use crate::codec::{ColumnType, TypeKind};
+use crate::codec::tuples::Tuples;
+use crate::codec::{COPY_HEADER, COPY_TRAILER, ColumnType, TypeKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ingest::{self, Batch, BatchWatermark, BinaryRows, NextChunks, Rows};
 use crate::load::{Declared, LoadOptions, LoadReport, Progress};
@@ -41,14 +45,33 @@ pub(super) async fn eligible(tx: &Transaction<'_>, reading: &Reading) -> Result<
         .all(|c| ColumnType::kind_of_builtin(c.type_().oid()) != TypeKind::Other))
 }
 
-/// Streams the rows `reading` selects (in `tx`, the source's snapshot)
-/// into `opts.table` on `dest` as one batch: the table is declared by
-/// `opts.schema_ddl` (and created by it), `columns` are the destination
-/// columns the `SELECT` list fills, in order.
+/// What one pass-through reads and where it goes.
+pub(super) struct Passage<'a> {
+    /// The rows.
+    pub(super) reading: &'a Reading,
+    /// A condition on them besides the reading's (a range), or none.
+    pub(super) range: Option<&'a str>,
+    /// How messages name them.
+    pub(super) label: String,
+    /// The destination columns the `SELECT` list fills, in order.
+    pub(super) columns: Vec<String>,
+    /// Runs in each batch's transaction just before it commits.
+    pub(super) before_visible: Option<Arc<dyn ingest::BeforeVisible>>,
+    /// Rows per batch (`u64::MAX`: all in one), each batch committed on
+    /// its own.
+    pub(super) batch_rows: u64,
+    /// No two rows share the destination's key (it is the source's
+    /// primary key): the destination need not look for repeats.
+    pub(super) keys_unique: bool,
+}
+
+/// Streams the rows `passage` selects (in `tx`, the source's snapshot)
+/// into `opts.table` on `dest`, in batches cut at tuple bounds: a new
+/// table is declared by `opts.schema_ddl` (and created by it), an existing
+/// one is taken as it is.
 pub(super) async fn run(
     tx: &Transaction<'_>,
-    reading: &Reading,
-    columns: Vec<String>,
+    passage: Passage<'_>,
     mut dest: Client,
     opts: &LoadOptions,
     progress: Arc<Progress>,
@@ -57,8 +80,12 @@ pub(super) async fn run(
     progress.register(&dest);
     let session = Session::read(&dest).await?;
     let table = opts.table.in_schema(&session.current_schema);
-    let declaration = match crate::load::declared(opts, &table, &session.current_schema, false)? {
+    let exists = crate::catalog::table_oid(&dest, table.schema_or_public(), &table.name)
+        .await?
+        .is_some();
+    let declaration = match crate::load::declared(opts, &table, &session.current_schema, exists)? {
         Declared::Given(d) => d,
+        Declared::Existing if exists => crate::schema::Declaration::existing(vec![table.clone()]),
         _ => {
             return Err(Error::new(
                 ErrorKind::Io,
@@ -67,56 +94,188 @@ pub(super) async fn run(
         }
     };
     let (prepared, _, chosen) =
-        crate::load::prepare_table(&mut dest, session, &declaration, opts, &table, false).await?;
-    let options =
-        crate::load::engine_options(chosen.mode, chosen.key.as_ref(), &table, opts, &progress);
+        crate::load::prepare_table(&mut dest, session, &declaration, opts, &table, exists).await?;
+    let options = ingest::Options {
+        before_visible: passage.before_visible,
+        ..crate::load::engine_options(chosen.mode, chosen.key.as_ref(), &table, opts, &progress)
+    };
+    let reading = passage.reading;
+    let filter = match passage.range {
+        Some(range) => reading.filter_and(range),
+        None => reading.filter(),
+    };
     let copy = format!(
-        "COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT binary)",
-        reading.select,
-        reading.relation,
-        reading.filter()
+        "COPY (SELECT {} FROM {}{filter}) TO STDOUT (FORMAT binary)",
+        reading.select, reading.relation,
     );
-    let label = reading.label.clone();
+    let label = passage.label;
     let stream = tx
         .copy_out(&copy)
         .await
         .map_err(|e| Error::server(&format!("reading {label}"), e))?;
-    let rows = CopyRows {
-        table: table.to_string(),
-        columns,
-        label,
+    let fields = u16::try_from(passage.columns.len()).unwrap_or(u16::MAX);
+    let splitter = Arc::new(tokio::sync::Mutex::new(Splitter {
         // Each message holds one row: those already arrived are taken
         // together.
         stream: stream.ready_chunks(1024).boxed(),
+        tuples: Tuples::new(fields),
+        pending: VecDeque::new(),
+        label,
         progress: progress.clone(),
+    }));
+    let done = Arc::new(AtomicBool::new(false));
+    let part = CopyPart {
+        splitter,
+        done: done.clone(),
+        table: table.to_string(),
+        columns: Arc::new(passage.columns),
+        left: passage.batch_rows.max(1),
+        stage: Stage::Header,
+        keys_unique: passage.keys_unique,
     };
-    let batch = Batch {
-        high_watermark: BatchWatermark::Value(None),
-        metadata: serde_json::Value::Null,
-        rows: Rows::Binary(Box::new(rows)),
-        resume: None,
-    };
-    let engine =
-        ingest::ingest_prepared(&mut dest, &prepared, |_| vec![Ok(batch)], &options).await?;
+    let batches = std::iter::from_fn(move || {
+        (!done.load(Ordering::SeqCst)).then(|| {
+            Ok(Batch {
+                high_watermark: BatchWatermark::Value(None),
+                metadata: serde_json::Value::Null,
+                rows: Rows::Binary(Box::new(part.fresh())),
+                resume: None,
+            })
+        })
+    });
+    let engine = ingest::ingest_prepared(&mut dest, &prepared, |_| batches, &options).await?;
     let mut report = LoadReport::default();
     report.count(engine);
-    let total = report.inserted + report.updated + report.unchanged + report.repeated;
-    report.rows_read = total;
-    progress.rows_read.store(total, Ordering::Relaxed);
+    report.rows_read = report.inserted + report.updated + report.unchanged + report.repeated;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
-/// The source's binary COPY stream, as the engine takes it.
-struct CopyRows {
-    table: String,
-    columns: Vec<String>,
-    label: String,
+/// The source's binary COPY stream, read by one batch after another.
+struct Splitter {
     stream: BoxStream<'static, Vec<std::result::Result<Bytes, tokio_postgres::Error>>>,
+    /// The stream's framing: tuples are handed on without its header and
+    /// trailer (each batch gets its own).
+    tuples: Tuples,
+    /// Messages read and not yet handed to a batch.
+    pending: VecDeque<Bytes>,
+    label: String,
     progress: Arc<Progress>,
 }
 
-impl BinaryRows for CopyRows {
+impl Splitter {
+    /// The next message, or `None` at the end of the stream.
+    async fn next_message(&mut self) -> Result<Option<Bytes>> {
+        if let Some(message) = self.pending.pop_front() {
+            return Ok(Some(message));
+        }
+        let Some(messages) = self.stream.next().await else {
+            return Ok(None);
+        };
+        for message in messages {
+            let message =
+                message.map_err(|e| Error::server(&format!("reading {}", self.label), e))?;
+            self.progress
+                .bytes_read
+                .fetch_add(message.len() as u64, Ordering::Relaxed);
+            self.pending.push_back(message);
+        }
+        Ok(self.pending.pop_front())
+    }
+
+    /// Appends the tuples of `message` to `out`; how many.
+    fn split(&mut self, message: &[u8], out: &mut Vec<u8>) -> Result<u64> {
+        self.tuples
+            .feed(message, out)
+            .map_err(|why| Error::new(ErrorKind::Data, format!("reading {}: {why}", self.label)))
+    }
+}
+
+/// Where a batch's stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Header,
+    Tuples,
+    Trailer,
+    Done,
+}
+
+/// One batch's rows: up to `left` tuples of the source's stream, framed
+/// as a stream of their own.
+struct CopyPart {
+    splitter: Arc<tokio::sync::Mutex<Splitter>>,
+    /// Set once the source's trailer was read: no batch follows.
+    done: Arc<AtomicBool>,
+    table: String,
+    columns: Arc<Vec<String>>,
+    left: u64,
+    stage: Stage,
+    keys_unique: bool,
+}
+
+impl CopyPart {
+    /// The next batch's part (as many rows as this one was given).
+    fn fresh(&self) -> Self {
+        Self {
+            splitter: self.splitter.clone(),
+            done: self.done.clone(),
+            table: self.table.clone(),
+            columns: self.columns.clone(),
+            left: self.left,
+            stage: Stage::Header,
+            keys_unique: self.keys_unique,
+        }
+    }
+
+    /// The tuples of the messages at hand (waiting for one when none is),
+    /// up to the batch's size; empty once the batch is full or the stream
+    /// ended.
+    async fn tuples(&mut self) -> Result<Vec<u8>> {
+        let mut splitter = self.splitter.lock().await;
+        if splitter.progress.is_interrupted() {
+            return Err(Error::new(ErrorKind::Io, "interrupted"));
+        }
+        let mut out = Vec::new();
+        while self.left > 0 && !splitter.tuples.is_done() {
+            if !out.is_empty() && splitter.pending.is_empty() {
+                // Hand these on rather than wait for more.
+                break;
+            }
+            let Some(message) = splitter.next_message().await? else {
+                break;
+            };
+            let rows = splitter.split(&message, &mut out)?;
+            splitter
+                .progress
+                .rows_read
+                .fetch_add(rows, Ordering::Relaxed);
+            self.left = self.left.saturating_sub(rows);
+        }
+        if self.left == 0 && !splitter.tuples.is_done() {
+            // A full batch: when only the trailer follows, it is the last.
+            if let Some(next) = splitter.next_message().await? {
+                if next.as_ref() == COPY_TRAILER {
+                    splitter.split(&next, &mut out)?;
+                } else {
+                    splitter.pending.push_front(next);
+                }
+            }
+        }
+        if splitter.tuples.is_done() {
+            self.done.store(true, Ordering::SeqCst);
+        } else if out.is_empty() && self.left > 0 {
+            // The stream ended before its trailer.
+            let label = splitter.label.clone();
+            splitter
+                .tuples
+                .finish()
+                .map_err(|why| Error::new(ErrorKind::Data, format!("reading {label}: {why}")))?;
+        }
+        Ok(out)
+    }
+}
+
+impl BinaryRows for CopyPart {
     fn table(&self) -> &str {
         &self.table
     }
@@ -125,26 +284,143 @@ impl BinaryRows for CopyRows {
         &self.columns
     }
 
+    fn keys_unique(&self) -> bool {
+        self.keys_unique
+    }
+
     fn next_chunks(&mut self) -> NextChunks<'_> {
         Box::pin(async move {
-            if self.progress.is_interrupted() {
-                return Err(Error::new(ErrorKind::Io, "interrupted"));
+            match self.stage {
+                Stage::Header => {
+                    self.stage = Stage::Tuples;
+                    Ok(Some(vec![Bytes::from_static(COPY_HEADER)]))
+                }
+                Stage::Tuples => {
+                    let out = self.tuples().await?;
+                    if out.is_empty() {
+                        self.stage = Stage::Done;
+                        return Ok(Some(vec![Bytes::from_static(COPY_TRAILER)]));
+                    }
+                    if self.left == 0 || self.done.load(Ordering::SeqCst) {
+                        self.stage = Stage::Trailer;
+                    }
+                    Ok(Some(vec![Bytes::from(out)]))
+                }
+                Stage::Trailer => {
+                    self.stage = Stage::Done;
+                    Ok(Some(vec![Bytes::from_static(COPY_TRAILER)]))
+                }
+                Stage::Done => Ok(None),
             }
-            let Some(messages) = self.stream.next().await else {
-                return Ok(None);
-            };
-            let chunks = messages
-                .into_iter()
-                .collect::<std::result::Result<Vec<Bytes>, _>>()
-                .map_err(|e| Error::server(&format!("reading {}", self.label), e))?;
-            let bytes: usize = chunks.iter().map(Bytes::len).sum();
-            self.progress
-                .bytes_read
-                .fetch_add(bytes as u64, Ordering::Relaxed);
-            self.progress
-                .rows_read
-                .fetch_add(chunks.len() as u64, Ordering::Relaxed);
-            Ok(Some(chunks))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A binary COPY stream of `rows` one-field tuples (`i32` values), one
+    /// message per row as a server sends them: the header with the first
+    /// row, the trailer alone; `cut`: the trailer never comes.
+    fn stream(rows: i32, cut: bool) -> Vec<Bytes> {
+        let mut messages = Vec::new();
+        let mut first = COPY_HEADER.to_vec();
+        for i in 0..rows {
+            let mut m = if i == 0 {
+                std::mem::take(&mut first)
+            } else {
+                Vec::new()
+            };
+            m.extend_from_slice(&1i16.to_be_bytes());
+            m.extend_from_slice(&4i32.to_be_bytes());
+            m.extend_from_slice(&i.to_be_bytes());
+            messages.push(Bytes::from(m));
+        }
+        if !first.is_empty() {
+            messages.push(Bytes::from(first));
+        }
+        if !cut {
+            messages.push(Bytes::from_static(COPY_TRAILER));
+        }
+        messages
+    }
+
+    /// The batches `messages` are cut into at `batch_rows`, each as the
+    /// values of its tuples (checked to be a whole stream of its own).
+    async fn batches(messages: Vec<Bytes>, batch_rows: u64) -> Result<Vec<Vec<i32>>> {
+        let groups: Vec<Vec<std::result::Result<Bytes, tokio_postgres::Error>>> = messages
+            .chunks(3)
+            .map(|c| c.iter().cloned().map(Ok).collect())
+            .collect();
+        let splitter = Arc::new(tokio::sync::Mutex::new(Splitter {
+            stream: futures_util::stream::iter(groups).boxed(),
+            tuples: Tuples::new(1),
+            pending: VecDeque::new(),
+            label: "t".to_owned(),
+            progress: Arc::new(Progress::default()),
+        }));
+        let first = CopyPart {
+            splitter,
+            done: Arc::new(AtomicBool::new(false)),
+            table: "t".to_owned(),
+            columns: Arc::new(vec!["v".to_owned()]),
+            left: batch_rows,
+            stage: Stage::Header,
+            keys_unique: false,
+        };
+        let mut out = Vec::new();
+        while !first.done.load(Ordering::SeqCst) {
+            let mut part = first.fresh();
+            let mut bytes = Vec::new();
+            while let Some(chunks) = part.next_chunks().await? {
+                for c in chunks {
+                    bytes.extend_from_slice(&c);
+                }
+            }
+            let mut tuples = Tuples::new(1);
+            let mut body = Vec::new();
+            tuples.feed(&bytes, &mut body).expect("a whole stream");
+            tuples.finish().expect("with its trailer");
+            out.push(
+                body.chunks(10)
+                    .map(|t| i32::from_be_bytes([t[6], t[7], t[8], t[9]]))
+                    .collect(),
+            );
+            assert!(out.len() < 100, "batches never end");
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn the_stream_is_cut_into_batches_at_tuple_bounds() {
+        let all = |n: i32| (0..n).collect::<Vec<_>>();
+        // Full batches, the last one full too: no empty batch after it.
+        let got = batches(stream(6, false), 3).await.expect("batches");
+        assert_eq!(got, vec![vec![0, 1, 2], vec![3, 4, 5]]);
+        let got = batches(stream(7, false), 3).await.expect("batches");
+        assert_eq!(got, vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
+        assert_eq!(
+            batches(stream(7, false), u64::MAX).await.expect("one"),
+            vec![all(7)]
+        );
+        assert_eq!(
+            batches(stream(1, false), 1).await.expect("one"),
+            vec![vec![0]]
+        );
+        // No rows: one empty batch.
+        assert_eq!(
+            batches(stream(0, false), 3).await.expect("empty"),
+            vec![Vec::<i32>::new()]
+        );
+        // A stream cut before its trailer fails, whichever batch it is in.
+        for (rows, size) in [(7, 3), (6, 3), (0, 3), (5, u64::MAX)] {
+            let e = batches(stream(rows, true), size).await.expect_err("cut");
+            assert!(
+                e.message().contains("ended before its trailer"),
+                "{}",
+                e.message()
+            );
+        }
     }
 }

@@ -307,8 +307,16 @@ pub(super) struct Run<'a> {
     pub(super) source: &'a ConnParams,
     pub(super) dest: &'a ConnParams,
     pub(super) load: LoadOptions,
-    pub(super) spool: &'a std::path::Path,
+    /// Where spooled ranges go (`None` when they are passed through).
+    pub(super) spool: Option<&'a std::path::Path>,
     pub(super) progress: Arc<Progress>,
+    /// Passed through ([`super::passthrough`]), each range in one
+    /// transaction: the destination columns the `SELECT` list fills.
+    /// `None`: spooled and loaded in batches.
+    pub(super) binary: Option<Vec<String>>,
+    /// The rows are unique by the destination's key (its source's primary
+    /// key).
+    pub(super) keys_unique: bool,
 }
 
 /// Reads and loads the ranges not done (`split`, or the pending plan's),
@@ -355,14 +363,22 @@ pub(super) async fn run(
             reading.relation,
             reading.filter_and(condition)
         );
-        let path = run.spool.join(format!("range-{i}.csv"));
+        let binary = run.binary.clone();
+        let keys_unique = run.keys_unique;
+        let reading = reading.clone();
+        let condition = condition.clone();
+        let path = run.spool.map(|dir| dir.join(format!("range-{i}.csv")));
         let hook = Arc::new(RangeDone {
             dest: ledger.dest.clone(),
             key: ledger.range_key(i),
             ran: std::sync::atomic::AtomicBool::new(false),
         });
         let load = LoadOptions {
-            sources: vec![crate::input::Source::File(path.clone())],
+            sources: path
+                .iter()
+                .cloned()
+                .map(crate::input::Source::File)
+                .collect(),
             before_final_commit: Some(FinalHook(hook.clone())),
             ..run.load.clone()
         };
@@ -384,6 +400,36 @@ pub(super) async fn run(
             .map_err(|e| Error::server("importing the source snapshot", e))?;
             let _ = imported.send(());
             drop(imported);
+            if let Some(columns) = binary {
+                let passage = super::passthrough::Passage {
+                    reading: &reading,
+                    range: Some(&condition),
+                    label: label.clone(),
+                    columns,
+                    before_visible: Some(hook.clone() as Arc<dyn ingest::BeforeVisible>),
+                    batch_rows: u64::MAX,
+                    keys_unique,
+                };
+                let dest_client = crate::connect::connect(&dest).await?.client;
+                let report = super::passthrough::run(&tx, passage, dest_client, &load, progress)
+                    .await
+                    .map_err(|e| e.context(&label))?;
+                tx.commit()
+                    .await
+                    .map_err(|e| Error::server("ending a range's snapshot", e))?;
+                if !hook.ran.load(std::sync::atomic::Ordering::SeqCst) {
+                    // No batch (an empty range): recorded on its own.
+                    let dest_client = crate::connect::connect(&dest).await?.client;
+                    hook.record(&dest_client).await?;
+                }
+                return Ok::<LoadReport, Error>(report);
+            }
+            let Some(path) = path else {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("{label}: no spool directory"),
+                ));
+            };
             super::spool_rows(&tx, &query, &path, &label).await?;
             tx.commit()
                 .await
