@@ -191,6 +191,44 @@ def test_values_at_the_edges_are_stored_as_the_server_reads_their_text(db: str) 
     assert rows(db, "SELECT count(*) FROM edges") == [(3,)]
 
 
+def test_nanosecond_timestamps_round_as_the_server_rounds_their_text(db: str) -> None:
+    import random
+
+    rng = random.Random(7)
+    fractions = [0, 1, 499, 500, 501, 1_500, 2_500, 999_999_499, 999_999_500, 999_999_999]
+    fractions += [rng.randrange(10**9) for _ in range(300)]
+    fractions += [rng.randrange(10**6) * 1_000 + 500 for _ in range(300)]
+    # Nanoseconds of an int64: years 1678 to 2262.
+    seconds = [rng.randrange(-9_000_000_000, 9_000_000_000) for _ in fractions]
+    values = [s * 10**9 + f for s, f in zip(seconds, fractions, strict=True)]
+    table = pa.table(
+        {
+            "id": pa.array(range(len(values)), pa.int64()),
+            "ts": pa.array(values, pa.timestamp("ns")),
+            "tz": pa.array(values, pa.timestamp("ns", tz="UTC")),
+        }
+    )
+    pgbulk.write(table, "nanos", db=db, key=["id"])
+
+    def text(ns: int) -> str:
+        at = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=ns // 10**9)
+        return f"{at:%Y-%m-%d %H:%M:%S}.{ns % 10**9:09d}"
+
+    with psycopg.connect(db) as conn:
+        conn.execute("CREATE TABLE want (id bigint, ts timestamp, tz timestamptz)")
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO want VALUES (%s, %s::text::timestamp, %s::text::timestamptz)",
+                [(i, text(v), text(v) + "+00") for i, v in enumerate(values)],
+            )
+    differ = (
+        "SELECT count(*) FROM nanos n JOIN want w USING (id) "
+        "WHERE n.ts IS DISTINCT FROM w.ts OR n.tz IS DISTINCT FROM w.tz"
+    )
+    assert rows(db, differ) == [(0,)]
+    assert rows(db, "SELECT count(*) FROM nanos") == [(len(values),)]
+
+
 def test_pandas_and_polars_frames_upsert_into_an_existing_table(db: str) -> None:
     with psycopg.connect(db) as conn:
         conn.execute(

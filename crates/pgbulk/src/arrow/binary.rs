@@ -3,8 +3,8 @@
 //! input function makes of the value's text ([`super::text`]): integers
 //! that fit, floats (NaN as the server's own), booleans, decimals whose
 //! column holds every value of their precision, unlimited text, bytes,
-//! UUIDs, dates, times and timestamps of whole microseconds within the
-//! server's range. Any other pair, and any value outside those bounds, goes
+//! UUIDs, dates, times, and timestamps within the server's range
+//! (nanoseconds rounded as the server rounds their text). Any other pair, and any value outside those bounds, goes
 //! as text, so the server (or the engine's text encoder) decides as before.
 
 use arrow_array::Array;
@@ -12,8 +12,8 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{
     ArrowPrimitiveType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type,
     Int32Type, Int64Type, Time32MillisecondType, Time32SecondType, Time64MicrosecondType,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampSecondType, UInt8Type, UInt16Type,
-    UInt32Type,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type,
 };
 use arrow_schema::{DataType, TimeUnit};
 
@@ -115,8 +115,6 @@ pub(crate) fn plan(data_type: &DataType, uuid: bool, ty: &ColumnType) -> Option<
         (DataType::Time64(TimeUnit::Microsecond), TypeKind::Time) => {
             Some(Direct::Time(TimeUnit::Microsecond))
         }
-        // Nanoseconds are the server's to round.
-        (DataType::Timestamp(TimeUnit::Nanosecond, _), _) => None,
         (DataType::Timestamp(unit, None), TypeKind::Timestamp)
         | (DataType::Timestamp(unit, Some(_)), TypeKind::TimestampTz(_)) => {
             Some(Direct::Timestamp(*unit))
@@ -260,7 +258,9 @@ impl Direct {
                     TimeUnit::Millisecond => prim::<TimestampMillisecondType>(array, i)
                         .and_then(|v| v.checked_mul(1_000)),
                     TimeUnit::Microsecond => prim::<TimestampMicrosecondType>(array, i),
-                    TimeUnit::Nanosecond => None,
+                    TimeUnit::Nanosecond => {
+                        prim::<TimestampNanosecondType>(array, i).map(rounded_micros)
+                    }
                 };
                 micros
                     .and_then(|m| m.checked_sub(EPOCH_MICROS))
@@ -272,6 +272,17 @@ impl Direct {
             }
         }
     }
+}
+
+/// Microseconds of `ns` nanoseconds as the server reads the nine-digit
+/// fraction of their text (`ParseFractionalSecond`): the fraction as the
+/// nearest double (`strtod`; dividing two exact doubles rounds the same),
+/// times 10^6, rounded half to even (`rint`).
+fn rounded_micros(ns: i64) -> i64 {
+    let (seconds, fraction) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+    let micros = ((fraction as f64 / 1e9) * 1e6).round_ties_even() as i64;
+    seconds * 1_000_000 + micros
 }
 
 /// `numeric`'s binary form of `unscaled` × 10^-`scale`: base-10000 digit
