@@ -562,14 +562,6 @@ pub async fn sync(
             tx.commit()
                 .await
                 .map_err(|e| Error::server("ending the source snapshot", e))?;
-            store_watermark(
-                dest_params,
-                &dest_name,
-                &src_name,
-                incremental.as_ref(),
-                next.as_ref(),
-            )
-            .await?;
             passed_through = true;
             (load, None)
         }
@@ -631,17 +623,20 @@ pub async fn sync(
                 }
                 load.deleted += hook.deleted.load(std::sync::atomic::Ordering::SeqCst);
             }
-            store_watermark(
-                dest_params,
-                &dest_name,
-                &src_name,
-                incremental.as_ref(),
-                next.as_ref(),
-            )
-            .await?;
             (load, None)
         }
     };
+    if ranged.is_none() {
+        // (Ranges store it with the ledger's end.)
+        store_watermark(
+            dest_params,
+            &dest_name,
+            &src_name,
+            incremental.as_ref(),
+            next.as_ref(),
+        )
+        .await?;
+    }
     drop(source);
     let mut notes = if load.inserted > 0 {
         advance_sequences(dest_params, &dest_name, &maps).await
