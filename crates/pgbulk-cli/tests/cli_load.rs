@@ -769,6 +769,57 @@ async fn a_big_file_loads_in_two_streams_and_resumes_each() {
 }
 
 #[tokio::test]
+async fn an_upsert_of_a_big_file_keeps_the_last_row_of_a_key_in_both_halves() {
+    let db = TestDb::new("load_upsert_halves").await;
+    let home = Scratch::new("load-upsert-halves");
+    // Every key twice, once in each half of a file big enough to be split:
+    // the second half's rows come later in the file, so they win.
+    let keys = 400_000u64;
+    let mut text = String::with_capacity(130 * keys as usize);
+    text.push_str("id,v\n");
+    for half in ["first", "second"] {
+        for i in 0..keys {
+            text.push_str(&format!(
+                "{i},{half} row of key {i} padded to make it bigger\n"
+            ));
+        }
+    }
+    assert!(text.len() > 32 << 20, "big enough for two streams");
+    let file = home.file("twice.csv", &text, 0o644);
+    drop(text);
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE twice (id int PRIMARY KEY, v text)")
+        .await
+        .expect("table");
+    let f = file.to_str().expect("utf8");
+    let out = run(pgbulk(&home).args([
+        "load",
+        f,
+        "--table",
+        "twice",
+        "--db",
+        &db.url,
+        "--batch-rows",
+        "50000",
+    ]));
+    assert_ok(&out);
+    assert!(!out.stderr.contains("waiting for"), "{}", out.stderr);
+    let row = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE v LIKE 'second %') FROM twice",
+            &[],
+        )
+        .await
+        .expect("q");
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (keys as i64, keys as i64),
+        "the later row of every key"
+    );
+}
+
+#[tokio::test]
 async fn upsert_on_a_key_other_than_the_primary_key_and_replace_modes() {
     let db = TestDb::new("load_key").await;
     let home = Scratch::new("load-key");

@@ -450,7 +450,7 @@ async fn advisory_lock(
                     "{key}: waiting for backend {pid} ({app}, {state} since {since}), left running by an earlier pgbulk run that was killed; it ends when its statement notices (or pass --terminate-blockers to end it now)"
                 );
             }
-        } else {
+        } else if !is_this_process(&app) {
             warn!(
                 "{key}: waiting for backend {pid} ({app}, {state} since {since}), which is loading the same table"
             );
@@ -479,22 +479,31 @@ pub(crate) fn session_tag(base: &str) -> String {
     format!("{}{tag}", &base[..keep])
 }
 
+/// The host and process a pgbulk session tag (see [`session_tag`]) names.
+fn tagged_process(application_name: &str) -> Option<(&str, libc::pid_t)> {
+    let rest = application_name.rsplit_once(" [pgbulk ")?.1;
+    let (host, pid) = rest.strip_suffix(']')?.rsplit_once(':')?;
+    Some((host, pid.parse().ok()?))
+}
+
 /// Whether `application_name` is a pgbulk session tag of a process of this
 /// host that no longer exists.
 fn is_orphan(application_name: &str) -> bool {
-    let Some(rest) = application_name.rsplit_once(" [pgbulk ").map(|(_, r)| r) else {
-        return false;
-    };
-    let Some((host, pid)) = rest.trim_end_matches(']').rsplit_once(':') else {
-        return false;
-    };
-    let Ok(pid) = pid.parse::<libc::pid_t>() else {
+    let Some((host, pid)) = tagged_process(application_name) else {
         return false;
     };
     // SAFETY: signal 0 only checks that the process exists.
     let gone = unsafe { libc::kill(pid, 0) } != 0
         && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
     host == hostname() && gone
+}
+
+/// Whether `application_name` is a session of this very process (another
+/// stream of the same run: waiting for it is no news to the user).
+fn is_this_process(application_name: &str) -> bool {
+    tagged_process(application_name).is_some_and(|(host, pid)| {
+        u32::try_from(pid) == Ok(std::process::id()) && host == hostname()
+    })
 }
 
 /// This machine's host name (empty when it cannot be read).
@@ -543,6 +552,12 @@ mod tests {
                 && tag.ends_with(&format!(":{}]", std::process::id()))
         );
         assert!(!is_orphan(&tag), "this process is alive");
+        assert!(is_this_process(&tag));
+        assert!(!is_this_process("pgbulk [pgbulk elsewhere.example:1]"));
+        assert!(!is_this_process(&format!(
+            "pgbulk [pgbulk {}:1]",
+            hostname()
+        )));
         let long = session_tag(&"é".repeat(60));
         assert!(long.len() <= 63, "{long}");
         assert!(long.ends_with(&format!(":{}]", std::process::id())));
