@@ -49,7 +49,8 @@ pub(crate) fn load(args: &LoadArgs) -> Result<LoadOptions, Refusal> {
         reject_file: args.reject_file.clone(),
         restart: args.restart,
         dry_run: args.dry_run,
-        streams: args.streams.max(1),
+        streams: args.streams.unwrap_or(2).max(1),
+        upsert_streams: args.streams.unwrap_or(1).max(1),
         retries: args.retries,
         lock_policy: pgbulk::lock::LockPolicy {
             terminate_blockers_after: args.terminate_blockers,
@@ -288,7 +289,11 @@ mod tests {
             (o.max_errors, o.reject_file.as_deref()),
             (5, Some("bad.csv".as_ref()))
         );
-        assert_eq!(o.streams, 1, "no fewer than one stream");
+        assert_eq!(
+            (o.streams, o.upsert_streams),
+            (1, 1),
+            "no fewer than one stream"
+        );
         assert_eq!(
             o.max_field_size,
             pgbulk::csv::MAX_FIELD,

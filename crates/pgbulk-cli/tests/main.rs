@@ -14,6 +14,7 @@ mod cli_local;
 mod cli_ping;
 mod cli_pipeline;
 mod cli_sync;
+mod cli_upsert_streams;
 mod faults;
 mod harness;
 mod mutations;

@@ -144,7 +144,9 @@ pub(super) async fn load_batch(
     if number == 1 && options.mode == Mode::DeleteThenUpsert || !ctx.rebuild.is_empty() {
         names = targets.iter().map(|t| &t.name).collect();
     }
-    crate::lock::serialise_ingests(&tx, &options.lock_policy, &names).await?;
+    if ctx.ingest_lock {
+        crate::lock::serialise_ingests(&tx, &options.lock_policy, &names).await?;
+    }
     let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
     // 3. Delete (first batch of delete-then-upsert), then merge.
     if number == 1 && options.mode == Mode::DeleteThenUpsert {

@@ -23,6 +23,7 @@
 mod batch;
 mod indexes;
 mod merge;
+mod parallel;
 mod stage;
 mod stages;
 mod target;
@@ -46,6 +47,7 @@ use crate::schema::{Declaration, TableName, dollar_quote};
 use crate::session::Session;
 use crate::watermark;
 use batch::load_batch;
+pub use parallel::{ingest_parallel, unsuited as parallel_unsuited};
 pub use stages::merge_stages;
 use target::{Targets, keyed, name_lookup, read_targets};
 
@@ -765,7 +767,7 @@ pub async fn settle(
         &prepared,
         vec![Ok(Batch::new(None, Vec::new()))],
         &options,
-        false,
+        Duties::watermark(false),
         &mut report,
     )
     .await?;
@@ -901,7 +903,7 @@ where
         prepared,
         source(start_hw),
         options,
-        !replace,
+        Duties::watermark(!replace),
         &mut report,
     )
     .await?;
@@ -909,14 +911,34 @@ where
     Ok(report)
 }
 
+/// What each batch's transaction does beyond its rows.
+#[derive(Debug, Clone, Copy)]
+struct Duties {
+    /// Store the watermark (and the source's position) with the batch.
+    watermark: bool,
+    /// Take the ingest lock of the tables (not when the caller holds it
+    /// for the session of another connection: a parallel run's streams).
+    ingest_lock: bool,
+}
+
+impl Duties {
+    /// The watermark as `watermark` says, the ingest lock.
+    const fn watermark(watermark: bool) -> Self {
+        Self {
+            watermark,
+            ingest_lock: true,
+        }
+    }
+}
+
 /// Creates what is missing (at once, or in the first batch's transaction),
-/// then runs the batches; `write_watermark` as the batches' context says.
+/// then runs the batches, each with `duties`.
 async fn run<I>(
     client: &mut Client,
     prepared: &Prepared,
     batches: I,
     options: &Options,
-    write_watermark: bool,
+    duties: Duties,
     report: &mut Report,
 ) -> Result<()>
 where
@@ -949,7 +971,7 @@ where
         prepared.session.utc_offset,
         first,
         options,
-        write_watermark,
+        duties,
         report,
     )
     .await;
@@ -1046,7 +1068,7 @@ async fn run_batches<I>(
     zone_offset: Option<i32>,
     first: &TableName,
     options: &Options,
-    write_watermark: bool,
+    duties: Duties,
     report: &mut Report,
 ) -> Result<()>
 where
@@ -1125,7 +1147,8 @@ where
             } else {
                 Vec::new()
             },
-            write_watermark,
+            write_watermark: duties.watermark,
+            ingest_lock: duties.ingest_lock,
             zone_offset,
             merge,
         };
@@ -1296,6 +1319,8 @@ struct BatchContext<'a> {
     /// Tables rebuilt in this batch's transaction (first batch only).
     rebuild: Vec<(TableName, TableFacts, TableFacts)>,
     write_watermark: bool,
+    /// Take the ingest lock (see [`Duties::ingest_lock`]).
+    ingest_lock: bool,
     zone_offset: Option<i32>,
     /// Whether the server has `MERGE` (PostgreSQL 15 and later).
     merge: bool,

@@ -464,7 +464,7 @@ pub(super) async fn stage_rows(
 /// `numeric` (`1.0` = `1.00`), floats (`-0` = `0`), `char(n)` (trailing
 /// spaces) or types the server converts. Text is compared by bytes as the
 /// deterministic collations (all but custom ICU ones) do.
-fn keys_compare_by_bytes(target: &Target) -> bool {
+pub(super) fn keys_compare_by_bytes(target: &Target) -> bool {
     use crate::codec::TypeKind;
     target.key.iter().all(|&k| {
         let ty = &target.columns[k].ty;

@@ -103,6 +103,7 @@ pub async fn merge_stages(
         fresh: Vec::new(),
         rebuild: Vec::new(),
         write_watermark: false,
+        ingest_lock: true,
         zone_offset: zone,
         merge,
     };

@@ -115,9 +115,13 @@ pub struct LoadOptions {
     pub restart: bool,
     /// Lock timeouts for migrations.
     pub lock_policy: LockPolicy,
-    /// Connections to load with at once (one big uncompressed file is split
-    /// in halves); 1 disables it.
+    /// Connections to append with at once (one big uncompressed file is
+    /// split in halves); 1 disables it.
     pub streams: usize,
+    /// Connections to upsert one big file with, each key's rows sent to one
+    /// of them (see [`crate::ingest::ingest_parallel`]); 1 (the default)
+    /// disables it.
+    pub upsert_streams: usize,
     /// Runs again after a lost connection, this many times at most (see
     /// [`load_retrying`]).
     pub retries: u32,
@@ -209,6 +213,7 @@ impl Default for LoadOptions {
             restart: false,
             lock_policy: LockPolicy::default(),
             streams: 2,
+            upsert_streams: 1,
             retries: 0,
             ledger: true,
             before_final_commit: None,
@@ -854,23 +859,70 @@ async fn load_inputs(
         }))
     };
 
+    // An upsert of one big file: on several connections, each key's rows
+    // in one of them, when the table allows it.
+    let hashed = streams.len() == 1
+        && plan::may_hash(opts, mode, exists, resumable, sample.is_some(), &sources);
     let engine = if streams.len() == 1 {
         let shared = make_shared(&streams[0], sample);
-        let before_visible = opts.before_final_commit.as_ref().map(|h| {
-            Arc::new(AtEnd {
-                shared: shared.clone(),
-                hook: h.0.clone(),
-            }) as Arc<dyn ingest::BeforeVisible>
-        });
-        let batches = std::iter::from_fn(move || next_batch(&shared, batch_rows).transpose());
-        let options = Options {
-            stream: streams[0].name.clone(),
-            before_visible,
-            ..options
-        };
-        ingest::ingest_prepared(&mut clients[0], &prepared, |_| batches, &options)
-            .await
-            .map_err(|e| suggest_max_errors(e, opts.max_errors))?
+        let mut prepared = prepared;
+        let mut in_streams = None;
+        if hashed {
+            prepared = ingest::settle(&mut clients[0], prepared, &options).await?;
+            let options = Options {
+                stream: streams[0].name.clone(),
+                ..options.clone()
+            };
+            let parts = Parts {
+                params,
+                opts,
+                progress: &progress,
+                shared: &shared,
+                batch_rows,
+                table: &table,
+            };
+            match upsert_in_streams(&mut clients, &prepared, &options, parts).await {
+                Ok(done) => in_streams = done,
+                Err(e) if progress.is_interrupted() => return Err(e),
+                Err(e) => {
+                    // Every batch before the failing one committed with its
+                    // ledger row: one stream goes on from there, and names
+                    // the failing row if the input is at fault.
+                    info!(
+                        "{table}: the upsert on {} connections stopped ({e}); going on with one from its last committed batch",
+                        opts.upsert_streams
+                    );
+                    drop(std::mem::take(&mut clients));
+                    progress.bytes_read.store(0, Ordering::Relaxed);
+                    let client = crate::connect::connect(params).await?.client;
+                    let one = LoadOptions {
+                        upsert_streams: 1,
+                        ..opts.clone()
+                    };
+                    return Box::pin(load_inputs(client, params, &one, progress.clone(), of_many))
+                        .await;
+                }
+            }
+        }
+        if let Some(engine) = in_streams {
+            engine
+        } else {
+            let before_visible = opts.before_final_commit.as_ref().map(|h| {
+                Arc::new(AtEnd {
+                    shared: shared.clone(),
+                    hook: h.0.clone(),
+                }) as Arc<dyn ingest::BeforeVisible>
+            });
+            let batches = std::iter::from_fn(move || next_batch(&shared, batch_rows).transpose());
+            let options = Options {
+                stream: streams[0].name.clone(),
+                before_visible,
+                ..options
+            };
+            ingest::ingest_prepared(&mut clients[0], &prepared, |_| batches, &options)
+                .await
+                .map_err(|e| suggest_max_errors(e, opts.max_errors))?
+        }
     } else {
         // Create and migrate once, then load both halves at once.
         let settled = ingest::settle(&mut clients[0], prepared, &options).await?;
@@ -924,6 +976,58 @@ async fn load_inputs(
     report.rejected = rejected.load(Ordering::Relaxed);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// What [`upsert_in_streams`] reads and reports through.
+struct Parts<'a> {
+    params: &'a crate::conninfo::ConnParams,
+    opts: &'a LoadOptions,
+    progress: &'a Arc<Progress>,
+    shared: &'a Arc<Mutex<Shared>>,
+    batch_rows: u64,
+    table: &'a TableName,
+}
+
+/// Upserts the input on `opts.upsert_streams` connections, each key's rows in one
+/// of them (see [`ingest::ingest_parallel`]), when the table allows it:
+/// `Ok(None)` when it does not (nothing was read). `prepared` is settled.
+async fn upsert_in_streams(
+    clients: &mut Vec<Client>,
+    prepared: &ingest::Prepared,
+    options: &Options,
+    parts: Parts<'_>,
+) -> Result<Option<ingest::Report>> {
+    let columns = {
+        let mut s = parts
+            .shared
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
+        if reader::exhausted(&mut s)? {
+            return Ok(None);
+        }
+        s.file_columns.clone()
+    };
+    let unsuited =
+        ingest::parallel_unsuited(&clients[0], prepared, parts.table, &columns, options).await?;
+    if let Some(why) = unsuited {
+        tracing::debug!("{}: upserting on one connection: {why}", parts.table);
+        return Ok(None);
+    }
+    info!(
+        "{}: upserting on {} connections, each key's rows on one",
+        parts.table, parts.opts.upsert_streams
+    );
+    while clients.len() < parts.opts.upsert_streams {
+        let client = crate::connect::connect(parts.params).await?.client;
+        parts.progress.register(&client);
+        clients.push(client);
+    }
+    let (shared, batch_rows) = (parts.shared.clone(), parts.batch_rows);
+    let batches = std::iter::from_fn(move || next_batch(&shared, batch_rows).transpose());
+    let (back, result) =
+        ingest::ingest_parallel(std::mem::take(clients), prepared, batches, options).await;
+    *clients = back;
+    result.map(Some)
 }
 
 /// Creates or migrates `opts.table` to `opts.schema_ddl` now, loading no

@@ -10,8 +10,9 @@ use crate::infer;
 use crate::schema::{Declaration, TableName};
 
 use super::ledger::Verdict;
-use super::streams::{PARALLEL_MAX_COLUMNS, Stream};
+use super::streams::{PARALLEL_MAX_COLUMNS, PARALLEL_MIN_BYTES, Stream};
 use super::{LoadMode, LoadOptions};
+use crate::input::Source;
 
 /// Where the table's declaration comes from.
 #[derive(Debug)]
@@ -172,6 +173,30 @@ pub(super) fn may_split(
         && mode == LoadMode::Append
         && !replaying_sample
         && opts.before_final_commit.is_none()
+}
+
+/// Whether an upsert may run on several connections, each key's rows in
+/// one of them (the table is checked after, see
+/// [`crate::ingest::parallel_unsuited`]): one big input (the streams pay
+/// for their connections once the merges are big), into a table that is
+/// there, resumable (a stream that fails is followed by one stream from
+/// the last committed batch), without rejects, sampled rows or a hook.
+pub(super) fn may_hash(
+    opts: &LoadOptions,
+    mode: LoadMode,
+    exists: bool,
+    resumable: bool,
+    replaying_sample: bool,
+    sources: &[Source],
+) -> bool {
+    opts.upsert_streams > 1
+        && mode == LoadMode::Upsert
+        && exists
+        && resumable
+        && !replaying_sample
+        && opts.max_errors == 0
+        && opts.before_final_commit.is_none()
+        && matches!(sources, [source] if source.size().unwrap_or(0) >= PARALLEL_MIN_BYTES)
 }
 
 /// Moves `stream` to where the ledger says it stands; returns a note for

@@ -1,0 +1,248 @@
+//! `pgbulk load --streams N` of an upsert: each key's rows on one of N
+//! connections; the last row of a key wins, a failing stream hands over to
+//! one connection from the last committed batch, a killed run is completed
+//! by the next.
+
+use std::process::{Command, Stdio};
+
+use crate::cli_load::assert_ok;
+use crate::harness::{Scratch, TestDb, pgbulk, run};
+
+/// Keys in the tests' tables; three passes over them make a file big
+/// enough (32 MB) for streams.
+const KEYS: u64 = 160_000;
+
+/// A file of three passes over the keys: every key in pass 0 (ascending),
+/// every key in pass 1 (descending, so a key's two rows may share a batch),
+/// the even keys in pass 2. The last row of an odd key is its pass 1 row,
+/// of an even key its pass 2 row.
+fn three_passes() -> String {
+    let pad = "x".repeat(72);
+    let mut text = String::with_capacity(110 * 3 * KEYS as usize);
+    text.push_str("id,v,n\n");
+    for i in 0..KEYS {
+        text.push_str(&format!("{i},pass0 {pad},0\n"));
+    }
+    for i in (0..KEYS).rev() {
+        text.push_str(&format!("{i},pass1 {pad},1\n"));
+    }
+    for i in (0..KEYS).step_by(2) {
+        text.push_str(&format!("{i},pass2 {pad},2\n"));
+    }
+    assert!(text.len() > 32 << 20, "big enough for streams");
+    text
+}
+
+/// A table holding every key with an old value.
+async fn keyed_table(db: &TestDb) {
+    db.connect()
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE u (id int PRIMARY KEY, v text, n int); \
+             INSERT INTO u SELECT i, 'old', -1 FROM generate_series(0, {}) i",
+            KEYS - 1
+        ))
+        .await
+        .expect("table");
+}
+
+/// Whether every key holds its last row of [`three_passes`].
+async fn holds_last_rows(db: &TestDb) -> (i64, i64) {
+    let row = db
+        .connect()
+        .await
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE n = CASE WHEN id % 2 = 0 THEN 2 ELSE 1 END \
+               AND v LIKE 'pass' || n || ' %') FROM u",
+            &[],
+        )
+        .await
+        .expect("q");
+    (row.get(0), row.get(1))
+}
+
+fn load_args<'a>(file: &'a str, url: &'a str) -> Vec<&'a str> {
+    vec![
+        "load",
+        file,
+        "--table",
+        "u",
+        "--db",
+        url,
+        "--batch-rows",
+        "60000",
+        "--streams",
+        "2",
+        "-v",
+    ]
+}
+
+#[tokio::test]
+async fn an_upsert_on_two_connections_keeps_the_last_row_of_each_key() {
+    let db = TestDb::new("upsert_streams").await;
+    let home = Scratch::new("upsert-streams");
+    keyed_table(&db).await;
+    let file = home.file("passes.csv", &three_passes(), 0o644);
+    let f = file.to_str().expect("utf8");
+    let out = run(pgbulk(&home).args(load_args(f, &db.url)));
+    assert_ok(&out);
+    assert!(
+        out.stderr.contains("upserting on 2 connections"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("going on with one"), "{}", out.stderr);
+    // Two and a half passes over the keys.
+    assert!(out.stdout.contains("400,000 rows read"), "{}", out.stdout);
+    assert_eq!(holds_last_rows(&db).await, (KEYS as i64, KEYS as i64));
+    // The ledger says the file is loaded: the same command does nothing.
+    let again = run(pgbulk(&home).args(load_args(f, &db.url)));
+    assert!(
+        again.stdout.contains("was loaded completely into"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_bad_row_in_a_parallel_upsert_is_named_by_one_connection_from_the_last_batch() {
+    let db = TestDb::new("upsert_streams_bad").await;
+    let home = Scratch::new("upsert-streams-bad");
+    keyed_table(&db).await;
+    let mut text = three_passes();
+    // Line 2 is key 0's first row: the 200,001st line is in the fourth
+    // batch of 60,000 rows.
+    let line = 200_001;
+    let start = text
+        .match_indices('\n')
+        .nth(line - 2)
+        .map(|(i, _)| i + 1)
+        .expect("line");
+    let end = start + text[start..].find('\n').expect("end");
+    let bad = text[start..end].replacen(",1", ",not a number", 1);
+    text.replace_range(start..end, &bad);
+    let file = home.file("bad.csv", &text, 0o644);
+    let f = file.to_str().expect("utf8");
+    let out = run(pgbulk(&home).args(load_args(f, &db.url)));
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("going on with one"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("bad.csv:{line}")),
+        "the row is named: {}",
+        out.stderr
+    );
+    // The three batches before it committed, on both connections.
+    let changed: i64 = db
+        .connect()
+        .await
+        .query_one("SELECT count(*) FROM u WHERE n >= 0", &[])
+        .await
+        .expect("q")
+        .get(0);
+    assert_eq!(changed, KEYS as i64, "every key's pass 0 row is in");
+}
+
+#[tokio::test]
+async fn a_key_value_the_server_converts_hands_the_upsert_to_one_connection() {
+    let db = TestDb::new("upsert_streams_dates").await;
+    let home = Scratch::new("upsert-streams-dates");
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE d (day date PRIMARY KEY, v text)")
+        .await
+        .expect("table");
+    // Distinct days, ISO, then 1999-01-08 again as `01/08/1999` (the server
+    // reads it by its DateStyle, MDY): the later row must win.
+    let days: Vec<String> = client
+        .query(
+            "SELECT (date '1000-01-01' + i)::text FROM generate_series(0, 399999) i",
+            &[],
+        )
+        .await
+        .expect("days")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let pad = "y".repeat(80);
+    let mut text = String::from("day,v\n");
+    for day in &days {
+        text.push_str(&format!("{day},first {pad}\n"));
+    }
+    text.push_str("01/08/1999,last\n");
+    assert!(text.len() > 32 << 20);
+    let file = home.file("days.csv", &text, 0o644);
+    let f = file.to_str().expect("utf8");
+    let out = run(pgbulk(&home).args([
+        "load",
+        f,
+        "--table",
+        "d",
+        "--db",
+        &db.url,
+        "--batch-rows",
+        "100000",
+        "--streams",
+        "2",
+        "-v",
+    ]));
+    assert_ok(&out);
+    assert!(out.stderr.contains("going on with one"), "{}", out.stderr);
+    let row = client
+        .query_one(
+            "SELECT count(*), (SELECT v FROM d WHERE day = '1999-01-08') FROM d",
+            &[],
+        )
+        .await
+        .expect("q");
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, String>(1)),
+        (days.len() as i64, "last".to_owned())
+    );
+}
+
+/// Killed with SIGKILL while its streams commit (one may have committed a
+/// batch the other has not), then run again: every key ends with its last
+/// row.
+#[tokio::test]
+async fn a_killed_parallel_upsert_then_the_same_command_converges() {
+    let db = TestDb::new("upsert_streams_kill").await;
+    let home = Scratch::new("upsert-streams-kill");
+    keyed_table(&db).await;
+    let file = home.file("passes.csv", &three_passes(), 0o644);
+    let f = file.to_str().expect("utf8");
+    let client = db.connect().await;
+    for at in [40_000i64, 200_000] {
+        let child = pgbulk(&home)
+            .args(load_args(f, &db.url))
+            .arg("--restart")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let pid = child.id().to_string();
+        let mut child = child;
+        loop {
+            // Rows some stream has committed since the run began.
+            let changed: i64 = client
+                .query_one(
+                    "SELECT coalesce(sum(n_tup_upd), 0)::int8 FROM pg_stat_user_tables WHERE relname = 'u'",
+                    &[],
+                )
+                .await
+                .expect("q")
+                .get(0);
+            if changed >= at || child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .expect("kill");
+        child.wait().expect("wait");
+    }
+    let out = run(pgbulk(&home).args(load_args(f, &db.url)));
+    assert_ok(&out);
+    assert_eq!(holds_last_rows(&db).await, (KEYS as i64, KEYS as i64));
+}
