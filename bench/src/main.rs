@@ -8,7 +8,8 @@
 //!   ingest engine reading the same file;
 //! - upsert into a table holding every key, with changed values: `\copy`
 //!   into a TEMP table + `INSERT ... ON CONFLICT DO UPDATE` against the
-//!   engine;
+//!   engine, then by the `pgbulk` binary's `load` on one connection and on
+//!   two (`--streams 2`: each key's rows on one);
 //! - the same upsert again with unchanged data.
 //!
 //! `pgbulk-bench load [ROWS]` runs the `pgbulk` binary (built beside this
@@ -743,6 +744,36 @@ async fn bench_ingest(rows: usize) -> anyhow::Result<()> {
         0.55,
         Some(peak_rss_mb()),
     );
+    // The same upsert by `pgbulk load`, on one connection and on two (each
+    // key's rows on one), each into a table holding the original rows.
+    let changed_seconds = theirs;
+    let bin = pgbulk_binary()?;
+    for streams in ["1", "2"] {
+        let t = format!("upsert_load{streams}");
+        psql(
+            &server,
+            &[
+                &format!("CREATE TABLE {t} {keyed}"),
+                &format!("\\copy {t} FROM '{}' (FORMAT csv)", file(&original)),
+                &format!("VACUUM ANALYZE {t}"),
+                "CHECKPOINT",
+            ],
+        )?;
+        let (ours, rss) = timed(
+            Command::new(&bin)
+                .args(["load", "--quiet", "--db", &server.url, "--table", &t])
+                .args(["--no-header", "--columns", "pos,product,day,stock"])
+                .args(["--streams", streams])
+                .arg(&changed),
+        )?;
+        report(
+            &format!("load --streams {streams} upsert, values changed"),
+            ours,
+            (HAND_WRITTEN, changed_seconds),
+            0.55,
+            Some(rss),
+        );
+    }
     psql(
         &server,
         &["VACUUM upsert_psql", "VACUUM upsert_pgbulk", "CHECKPOINT"],

@@ -8,9 +8,8 @@ use std::process::{Command, Stdio};
 use crate::cli_load::assert_ok;
 use crate::harness::{Scratch, TestDb, pgbulk, run};
 
-/// Keys in the tests' tables; three passes over them make a file big
-/// enough (32 MB) for streams.
-const KEYS: u64 = 160_000;
+/// Keys in the tests' tables.
+const KEYS: u64 = 40_000;
 
 /// A file of three passes over the keys: every key in pass 0 (ascending),
 /// every key in pass 1 (descending, so a key's two rows may share a batch),
@@ -29,7 +28,6 @@ fn three_passes() -> String {
     for i in (0..KEYS).step_by(2) {
         text.push_str(&format!("{i},pass2 {pad},2\n"));
     }
-    assert!(text.len() > 32 << 20, "big enough for streams");
     text
 }
 
@@ -70,7 +68,7 @@ fn load_args<'a>(file: &'a str, url: &'a str) -> Vec<&'a str> {
         "--db",
         url,
         "--batch-rows",
-        "60000",
+        "15000",
         "--streams",
         "2",
         "-v",
@@ -93,7 +91,7 @@ async fn an_upsert_on_two_connections_keeps_the_last_row_of_each_key() {
     );
     assert!(!out.stderr.contains("going on with one"), "{}", out.stderr);
     // Two and a half passes over the keys.
-    assert!(out.stdout.contains("400,000 rows read"), "{}", out.stdout);
+    assert!(out.stdout.contains("100,000 rows read"), "{}", out.stdout);
     assert_eq!(holds_last_rows(&db).await, (KEYS as i64, KEYS as i64));
     // The ledger says the file is loaded: the same command does nothing.
     let again = run(pgbulk(&home).args(load_args(f, &db.url)));
@@ -110,9 +108,9 @@ async fn a_bad_row_in_a_parallel_upsert_is_named_by_one_connection_from_the_last
     let home = Scratch::new("upsert-streams-bad");
     keyed_table(&db).await;
     let mut text = three_passes();
-    // Line 2 is key 0's first row: the 200,001st line is in the fourth
-    // batch of 60,000 rows.
-    let line = 200_001;
+    // Line 2 is key 0's first row: the 50,001st line (a pass 1 row) is in
+    // the fourth batch of 15,000 rows.
+    let line = 50_001;
     let start = text
         .match_indices('\n')
         .nth(line - 2)
@@ -155,7 +153,7 @@ async fn a_key_value_the_server_converts_hands_the_upsert_to_one_connection() {
     // reads it by its DateStyle, MDY): the later row must win.
     let days: Vec<String> = client
         .query(
-            "SELECT (date '1000-01-01' + i)::text FROM generate_series(0, 399999) i",
+            "SELECT (date '1990-01-01' + i)::text FROM generate_series(0, 19999) i",
             &[],
         )
         .await
@@ -163,13 +161,12 @@ async fn a_key_value_the_server_converts_hands_the_upsert_to_one_connection() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let pad = "y".repeat(80);
+    let pad = "y".repeat(20);
     let mut text = String::from("day,v\n");
     for day in &days {
         text.push_str(&format!("{day},first {pad}\n"));
     }
     text.push_str("01/08/1999,last\n");
-    assert!(text.len() > 32 << 20);
     let file = home.file("days.csv", &text, 0o644);
     let f = file.to_str().expect("utf8");
     let out = run(pgbulk(&home).args([
@@ -180,7 +177,7 @@ async fn a_key_value_the_server_converts_hands_the_upsert_to_one_connection() {
         "--db",
         &db.url,
         "--batch-rows",
-        "100000",
+        "5000",
         "--streams",
         "2",
         "-v",
@@ -211,7 +208,8 @@ async fn a_killed_parallel_upsert_then_the_same_command_converges() {
     let file = home.file("passes.csv", &three_passes(), 0o644);
     let f = file.to_str().expect("utf8");
     let client = db.connect().await;
-    for at in [40_000i64, 200_000] {
+    let mut killed = 0;
+    for at in [10_000i64, 50_000] {
         let child = pgbulk(&home)
             .args(load_args(f, &db.url))
             .arg("--restart")
@@ -240,8 +238,10 @@ async fn a_killed_parallel_upsert_then_the_same_command_converges() {
             .args(["-KILL", &pid])
             .status()
             .expect("kill");
-        child.wait().expect("wait");
+        let status = child.wait().expect("wait");
+        killed += usize::from(status.code().is_none());
     }
+    assert!(killed > 0, "no run was killed before it ended");
     let out = run(pgbulk(&home).args(load_args(f, &db.url)));
     assert_ok(&out);
     assert_eq!(holds_last_rows(&db).await, (KEYS as i64, KEYS as i64));

@@ -130,7 +130,8 @@ async fn target(
 /// created and migrated) describes. The first client holds pgbulk's ingest
 /// lock on the table for the session meanwhile, and stores the watermark
 /// (under `options.stream`) with each batch once every stream merged it.
-/// The clients are handed back whatever happens.
+/// The clients are handed back whatever happens (but for the connection of
+/// a stream whose task panicked).
 pub async fn ingest_parallel<I>(
     clients: Vec<Client>,
     prepared: &Prepared,
@@ -159,11 +160,17 @@ where
         Ok(target) => target,
         Err(e) => return (clients, Err(e)),
     };
-    let (mut clients, result) = run_streams(clients, prepared, batches, options, target).await;
-    let released =
-        crate::lock::hold_tables(&clients[0], &options.lock_policy, &[first], false).await;
+    let (clients, result) = run_streams(clients, prepared, batches, options, target).await;
+    // A stream's task that panicked took its connection (and, for the
+    // first, the lock) with it.
+    let released = match clients.first() {
+        Some(client) => {
+            crate::lock::hold_tables(client, &options.lock_policy, &[first], false).await
+        }
+        None => Ok(()),
+    };
     let result = result.and_then(|report| released.map(|()| report));
-    (std::mem::take(&mut clients), result)
+    (clients, result)
 }
 
 /// Runs the streams and the reader until the batches end or one fails.
@@ -658,4 +665,195 @@ fn on_commit(stream: usize, gate: Arc<Gate>, then: Option<super::OnCommit>) -> s
             });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Column;
+    use crate::codec::TypeKind;
+
+    fn column(name: &str, kind: TypeKind, oid: u32) -> Column {
+        Column {
+            name: name.to_owned(),
+            ty: ColumnType {
+                oid,
+                kind,
+                name: name.to_owned(),
+                cast_name: String::new(),
+                max_chars: None,
+                precision_scale: None,
+            },
+            not_null: false,
+            default: None,
+            generated: false,
+        }
+    }
+
+    fn target(key: Column) -> Target {
+        Target {
+            name: TableName::new("public", "t"),
+            write: TableName::new("public", "t"),
+            oid: 0,
+            columns: vec![key, column("v", TypeKind::Text, 25)],
+            key: vec![0],
+            key_is_primary: true,
+        }
+    }
+
+    fn row(fields: &[&str]) -> TextRow {
+        let mut row = TextRow::default();
+        for f in fields {
+            row.push(Some(f));
+        }
+        row
+    }
+
+    fn stream(target: &Target, key: &str, n: usize) -> Result<usize> {
+        stream_of(&row(&[key, "v"]), target, &mut CopyWriter::tuples_only(), n)
+    }
+
+    #[test]
+    fn equal_keys_written_differently_go_to_one_stream() {
+        let ints = target(column("id", TypeKind::Int4, 23));
+        let uuids = target(column("id", TypeKind::Uuid, 2950));
+        for n in 2..6 {
+            let five = stream(&ints, "5", n).expect("5");
+            for same in ["+5", " 5", "005", "5 "] {
+                assert_eq!(stream(&ints, same, n).expect(same), five, "{same}");
+            }
+            let lower = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+            let at = stream(&uuids, lower, n).expect("uuid");
+            for same in [
+                "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+                "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+                "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            ] {
+                assert_eq!(stream(&uuids, same, n).expect(same), at, "{same}");
+            }
+        }
+        // Different keys spread over the streams.
+        let used: std::collections::BTreeSet<usize> = (0..64)
+            .map(|i| stream(&ints, &i.to_string(), 4).expect("key"))
+            .collect();
+        assert_eq!(used.len(), 4);
+    }
+
+    #[test]
+    fn a_key_only_the_server_reads_has_no_stream() {
+        let dates = target(column("day", TypeKind::Date, 1082));
+        assert!(stream(&dates, "1999-01-08", 2).is_ok());
+        let e = stream(&dates, "01/08/1999", 2).expect_err("DateStyle decides");
+        assert!(e.to_string().contains("\"day\""), "{e}");
+    }
+
+    /// Rows of one batch for [`route`].
+    struct Listed {
+        rows: std::vec::IntoIter<TextRow>,
+        columns: Vec<String>,
+    }
+
+    impl TextRows for Listed {
+        fn table(&self) -> &str {
+            "t"
+        }
+
+        fn columns(&self) -> &[String] {
+            &self.columns
+        }
+
+        fn next_row(&mut self, row: &mut TextRow) -> Result<bool> {
+            Ok(self.rows.next().map(|r| *row = r).is_some())
+        }
+
+        fn reject(&mut self, _: &super::super::RowFailure<'_>) -> Result<()> {
+            Ok(())
+        }
+
+        fn resume(&self) -> Option<serde_json::Value> {
+            Some(serde_json::json!(self.rows.len()))
+        }
+    }
+
+    #[test]
+    fn every_stream_gets_every_batch_and_each_key_in_order() {
+        let t = target(column("id", TypeKind::Int4, 23));
+        // Two batches; keys 0..40 three times each, interleaved.
+        let batch = |from: usize| {
+            let rows: Vec<TextRow> = (from..from + 60)
+                .map(|i| row(&[&(i % 40).to_string(), &i.to_string()]))
+                .collect();
+            Ok(Batch {
+                high_watermark: BatchWatermark::Value(Some(serde_json::json!(from))),
+                metadata: serde_json::json!({ "from": from }),
+                rows: Rows::Text(Box::new(Listed {
+                    rows: rows.into_iter(),
+                    columns: vec!["id".into(), "v".into()],
+                })),
+                resume: None,
+            })
+        };
+        let n = 3;
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| sync_channel::<Message>(1000)).unzip();
+        let (_recycle_tx, recycle_rx) = sync_channel(10);
+        route(
+            vec![batch(0), batch(60)].into_iter(),
+            &senders,
+            &t,
+            &recycle_rx,
+        )
+        .expect("routed");
+        drop(senders);
+        let mut seen: Vec<(String, usize)> = Vec::new();
+        for (s, rx) in receivers.iter().enumerate() {
+            let mut begins = 0;
+            let mut ends = 0;
+            for m in rx.try_iter() {
+                match m {
+                    Message::Begin {
+                        high_watermark,
+                        metadata,
+                        ..
+                    } => {
+                        begins += 1;
+                        let BatchWatermark::Value(hw) = high_watermark else {
+                            panic!("a computed watermark");
+                        };
+                        // Only the first stream stores the watermark.
+                        assert_eq!(hw.is_some(), s == 0);
+                        assert_eq!(metadata.is_null(), s != 0);
+                    }
+                    Message::Rows(rows) => {
+                        assert_eq!(begins, ends + 1, "rows inside a batch");
+                        for r in &rows {
+                            let FieldRef::Text(Some(key)) = r.field(0) else {
+                                panic!("a key");
+                            };
+                            let FieldRef::Text(Some(v)) = r.field(1) else {
+                                panic!("a value");
+                            };
+                            seen.push((key.to_owned(), v.parse().expect("v")));
+                            assert_eq!(stream(&t, key, n).expect("key"), s);
+                        }
+                    }
+                    Message::End { resume } => {
+                        ends += 1;
+                        assert_eq!(resume, Some(serde_json::json!(0)));
+                    }
+                }
+            }
+            assert_eq!((begins, ends), (2, 2), "stream {s}");
+        }
+        assert_eq!(seen.len(), 120, "every row once");
+        for key in 0..40 {
+            let order: Vec<usize> = seen
+                .iter()
+                .filter(|(k, _)| *k == key.to_string())
+                .map(|(_, v)| *v)
+                .collect();
+            assert!(order.windows(2).all(|w| w[0] < w[1]), "{key}: {order:?}");
+            assert_eq!(order.len(), 3);
+        }
+    }
 }

@@ -10,7 +10,7 @@ use crate::infer;
 use crate::schema::{Declaration, TableName};
 
 use super::ledger::Verdict;
-use super::streams::{PARALLEL_MAX_COLUMNS, PARALLEL_MIN_BYTES, Stream};
+use super::streams::{PARALLEL_MAX_COLUMNS, Stream};
 use super::{LoadMode, LoadOptions};
 use crate::input::Source;
 
@@ -177,10 +177,10 @@ pub(super) fn may_split(
 
 /// Whether an upsert may run on several connections, each key's rows in
 /// one of them (the table is checked after, see
-/// [`crate::ingest::parallel_unsuited`]): one big input (the streams pay
-/// for their connections once the merges are big), into a table that is
-/// there, resumable (a stream that fails is followed by one stream from
-/// the last committed batch), without rejects, sampled rows or a hook.
+/// [`crate::ingest::parallel_unsuited`]): asked for, one input into a
+/// table that is there, resumable (a stream that fails is followed by one
+/// stream from the last committed batch), without rejects, sampled rows or
+/// a hook.
 pub(super) fn may_hash(
     opts: &LoadOptions,
     mode: LoadMode,
@@ -196,7 +196,7 @@ pub(super) fn may_hash(
         && !replaying_sample
         && opts.max_errors == 0
         && opts.before_final_commit.is_none()
-        && matches!(sources, [source] if source.size().unwrap_or(0) >= PARALLEL_MIN_BYTES)
+        && sources.len() == 1
 }
 
 /// Moves `stream` to where the ledger says it stands; returns a note for
