@@ -184,6 +184,24 @@ async fn a_key_value_the_server_converts_hands_the_upsert_to_one_connection() {
     ]));
     assert_ok(&out);
     assert!(out.stderr.contains("going on with one"), "{}", out.stderr);
+    // One load: the rows the two connections committed count once, and
+    // not as an earlier run's. The second connection's share of the batch
+    // that failed may have committed: upserted again, unchanged.
+    let count = |what: &str| -> u64 {
+        let end = out.stdout.find(&format!(" {what}")).expect(what);
+        let start = out.stdout[..end].rfind(' ').map_or(0, |i| i + 1);
+        out.stdout[start..end].replace(',', "").parse().expect(what)
+    };
+    assert_eq!(count("rows read"), 20_001, "{}", out.stdout);
+    assert_eq!(count("updated"), 1, "{}", out.stdout);
+    assert_eq!(
+        count("inserted") + count("unchanged"),
+        20_000,
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("5 batches"), "{}", out.stdout);
+    assert!(!out.stdout.contains("earlier run"), "{}", out.stdout);
     let row = client
         .query_one(
             "SELECT count(*), (SELECT v FROM d WHERE day = '1999-01-08') FROM d",

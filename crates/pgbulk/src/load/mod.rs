@@ -583,6 +583,18 @@ impl LoadReport {
         self.migrations = engine.migrations;
     }
 
+    /// Adds the counts of `engine`'s batches (committed by the same load
+    /// before it went on in another way) to these.
+    fn add_counts(&mut self, engine: &ingest::Report) {
+        let total = engine.total();
+        self.inserted += total.inserted;
+        self.updated += total.updated;
+        self.unchanged += total.unchanged;
+        self.deleted += total.deleted;
+        self.repeated += total.repeated;
+        self.batches += engine.batches.len() as u64;
+    }
+
     /// Adds the counts, (new) migrations and (new) notes of `part`, a load
     /// of some of the inputs.
     pub(crate) fn absorb(&mut self, part: LoadReport) {
@@ -628,6 +640,12 @@ async fn load_inputs(
     progress.register(&client);
     let mut clients = vec![client];
     let started = Instant::now();
+    // Where the progress stood, for a handover from several connections
+    // to one (which reads again what they did not commit).
+    let read_at_entry = (
+        progress.rows_read.load(Ordering::Relaxed),
+        progress.bytes_read.load(Ordering::Relaxed),
+    );
     let mut report = LoadReport::default();
     let (detected, notes) = detect_dialect(opts)?;
     let opts = &detected;
@@ -883,24 +901,50 @@ async fn load_inputs(
             };
             match upsert_in_streams(&mut clients, &prepared, &options, parts).await {
                 Ok(done) => in_streams = done,
-                Err(e) if progress.is_interrupted() => return Err(e),
-                Err(e) => {
+                Err(stopped) if progress.is_interrupted() => return Err(stopped.error),
+                Err(Stopped { error, committed }) => {
                     // Every batch before the failing one committed with its
                     // ledger row: one stream goes on from there, and names
                     // the failing row if the input is at fault.
                     info!(
-                        "{table}: the upsert on {} connections stopped ({e}); going on with one from its last committed batch",
+                        "{table}: the upsert on {} connections stopped ({error}); going on with one from its last committed batch",
                         opts.upsert_streams
                     );
                     drop(std::mem::take(&mut clients));
-                    progress.bytes_read.store(0, Ordering::Relaxed);
+                    let done = ingest::Report {
+                        tables: committed.iter().fold(BTreeMap::new(), |mut t, b| {
+                            for (name, counts) in &b.tables {
+                                t.entry(name.clone())
+                                    .or_insert_with(ingest::Counts::default)
+                                    .add(counts);
+                            }
+                            t
+                        }),
+                        batches: committed,
+                        ..ingest::Report::default()
+                    };
+                    let total = done.total();
+                    let committed_rows =
+                        total.inserted + total.updated + total.unchanged + total.repeated;
+                    progress
+                        .rows_read
+                        .store(read_at_entry.0 + committed_rows, Ordering::Relaxed);
+                    progress
+                        .bytes_read
+                        .store(read_at_entry.1, Ordering::Relaxed);
                     let client = crate::connect::connect(params).await?.client;
                     let one = LoadOptions {
                         upsert_streams: 1,
                         ..opts.clone()
                     };
-                    return Box::pin(load_inputs(client, params, &one, progress.clone(), of_many))
-                        .await;
+                    let mut rest =
+                        Box::pin(load_inputs(client, params, &one, progress.clone(), of_many))
+                            .await?;
+                    // One load: the batches on several connections are this
+                    // run's, not an earlier run's.
+                    rest.add_counts(&done);
+                    rest.resumed_after_rows = report.resumed_after_rows;
+                    return Ok(rest);
                 }
             }
         }
@@ -988,6 +1032,22 @@ struct Parts<'a> {
     table: &'a TableName,
 }
 
+/// Why an upsert on several connections stopped, and the batches it
+/// committed before.
+struct Stopped {
+    error: Error,
+    committed: Vec<ingest::BatchReport>,
+}
+
+impl From<Error> for Stopped {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            committed: Vec::new(),
+        }
+    }
+}
+
 /// Upserts the input on `opts.upsert_streams` connections, each key's rows in one
 /// of them (see [`ingest::ingest_parallel`]), when the table allows it:
 /// `Ok(None)` when it does not (nothing was read). `prepared` is settled.
@@ -996,7 +1056,7 @@ async fn upsert_in_streams(
     prepared: &ingest::Prepared,
     options: &Options,
     parts: Parts<'_>,
-) -> Result<Option<ingest::Report>> {
+) -> std::result::Result<Option<ingest::Report>, Stopped> {
     let columns = {
         let mut s = parts
             .shared
@@ -1024,10 +1084,32 @@ async fn upsert_in_streams(
     }
     let (shared, batch_rows) = (parts.shared.clone(), parts.batch_rows);
     let batches = std::iter::from_fn(move || next_batch(&shared, batch_rows).transpose());
+    // The batches committed, each with every connection's counts.
+    let committed = Arc::new(Mutex::new(Vec::new()));
+    let options = Options {
+        on_commit: Some({
+            let (committed, then) = (committed.clone(), options.on_commit.clone());
+            Arc::new(move |batch: &ingest::BatchReport| {
+                if let Ok(mut c) = committed.lock() {
+                    c.push(batch.clone());
+                }
+                if let Some(then) = &then {
+                    then(batch);
+                }
+            })
+        }),
+        ..options.clone()
+    };
     let (back, result) =
-        ingest::ingest_parallel(std::mem::take(clients), prepared, batches, options).await;
+        ingest::ingest_parallel(std::mem::take(clients), prepared, batches, &options).await;
     *clients = back;
-    result.map(Some)
+    result.map(Some).map_err(|error| Stopped {
+        error,
+        committed: committed
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default(),
+    })
 }
 
 /// Creates or migrates `opts.table` to `opts.schema_ddl` now, loading no

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use super::reader::Position;
 use super::{LoadOptions, csv_error};
 use crate::csv::{self, CsvError};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::input::{self, Source};
+use std::io::Read;
 
 /// Files at least this big are read as two halves on two connections.
 pub(super) const PARALLEL_MIN_BYTES: u64 = 32 << 20;
@@ -44,8 +45,63 @@ pub(super) fn parallel_input(sources: &[Source], opts: &LoadOptions) -> Result<b
 }
 
 /// The first record boundary at or after the middle of the file, and the
-/// line it starts on, found with the same parser the load uses.
+/// line it starts on: where the parser the load uses finds it (see
+/// [`split_parsed`]), found without parsing when no quote or carriage
+/// return comes before it (see [`split_unquoted`]).
 pub(super) fn split_point(source: &Source, opts: &LoadOptions) -> Result<Option<(u64, u64)>> {
+    match split_unquoted(source, opts)? {
+        Some(found) => Ok(found),
+        None => split_parsed(source, opts),
+    }
+}
+
+/// [`split_point`] by a scan for line ends, or `None` when a quote or a
+/// carriage return comes before the boundary (the parser must then say
+/// where records end). Without them, every `\n` ends a record and a line,
+/// and a record is blank only when its line is empty: the boundary is the
+/// end of the first non-empty line ending at or after the middle.
+fn split_unquoted(source: &Source, opts: &LoadOptions) -> Result<Option<Option<(u64, u64)>>> {
+    let middle = source.size().unwrap_or(0) / 2;
+    let (mut stream, _) = input::open(source, opts.encoding, Arc::default())?;
+    let mut buf = vec![0u8; 1 << 20];
+    // Bytes before `buf`, `\n`s seen, where the current line starts.
+    let (mut offset, mut newlines, mut line_start) = (0u64, 0u64, 0u64);
+    let mut found = (middle == 0).then_some((0, 1));
+    loop {
+        let n = match stream.read(&mut buf) {
+            // A boundary at the input's end splits nothing.
+            Ok(0) => return Ok(Some(None)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(format!("cannot read {}", source.name()), e)),
+        };
+        if found.is_some() {
+            return Ok(Some(found));
+        }
+        let chunk = &buf[..n];
+        if memchr::memchr2(opts.dialect.quote, b'\r', chunk).is_some() {
+            return Ok(None);
+        }
+        for at in memchr::memchr_iter(b'\n', chunk) {
+            newlines += 1;
+            let end = offset + at as u64 + 1;
+            let blank = end - 1 == line_start;
+            line_start = end;
+            if end >= middle && !blank {
+                // The next record starts on the line after `newlines` lines.
+                found = Some((end, newlines + 1));
+                if at + 1 < n {
+                    return Ok(Some(found));
+                }
+                break;
+            }
+        }
+        offset += n as u64;
+    }
+}
+
+/// [`split_point`] found by the parser the load uses.
+fn split_parsed(source: &Source, opts: &LoadOptions) -> Result<Option<(u64, u64)>> {
     let name = source.name();
     let middle = source.size().unwrap_or(0) / 2;
     let (stream, _) = input::open(source, opts.encoding, Arc::default())?;
@@ -65,4 +121,85 @@ pub(super) fn split_point(source: &Source, opts: &LoadOptions) -> Result<Option<
         return Ok(None);
     }
     Ok(Some((reader.offset(), reader.line())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A boundary's offset and line.
+    type Split = Option<(u64, u64)>;
+
+    /// Both ways of splitting `text` (the scan only when it may).
+    fn splits(text: &[u8], name: &str) -> (Option<Split>, Split) {
+        let path = std::env::temp_dir().join(format!("pgbulk-split-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).expect("write");
+        let source = Source::File(path.clone());
+        let opts = LoadOptions::default();
+        let scanned = split_unquoted(&source, &opts).expect("scan");
+        let parsed = split_parsed(&source, &opts).expect("parse");
+        std::fs::remove_file(&path).expect("remove");
+        (scanned, parsed)
+    }
+
+    #[test]
+    fn the_scan_finds_the_boundary_the_parser_finds() {
+        // Lines of pseudo-random lengths, some empty, with and without a
+        // last line end; the middle falls on every kind of place.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for case in 0..400 {
+            let mut text = Vec::new();
+            for _ in 0..1 + next(12) {
+                let len = if next(4) == 0 { 0 } else { next(9) };
+                for _ in 0..len {
+                    text.push(if next(3) == 0 {
+                        b','
+                    } else {
+                        b'a' + next(26) as u8
+                    });
+                }
+                text.push(b'\n');
+            }
+            if next(2) == 0 {
+                text.pop();
+            }
+            let (scanned, parsed) = splits(&text, &case.to_string());
+            assert_eq!(
+                scanned,
+                Some(parsed),
+                "{:?}",
+                String::from_utf8_lossy(&text)
+            );
+        }
+    }
+
+    #[test]
+    fn a_boundary_at_the_end_of_a_read_is_found_once_more_input_follows() {
+        let mut text = vec![b'a'; (1 << 20) - 1];
+        text.push(b'\n');
+        let (scanned, parsed) = splits(&text, "one-line");
+        assert_eq!((scanned, parsed), (Some(None), None));
+        text.extend(std::iter::repeat_n(b'b', (1 << 20) - 10));
+        text.push(b'\n');
+        let (scanned, parsed) = splits(&text, "two-lines");
+        assert_eq!(
+            (scanned, parsed),
+            (Some(Some((1 << 20, 2))), Some((1 << 20, 2)))
+        );
+    }
+
+    #[test]
+    fn a_quote_or_carriage_return_before_the_boundary_leaves_it_to_the_parser() {
+        let (scanned, parsed) = splits(b"a,\"b\nc\"\nd,e\nf,g\n", "quote");
+        assert_eq!(scanned, None);
+        assert_eq!(parsed, Some((8, 3)));
+        let (scanned, _) = splits(b"a,b\r\nc,d\r\ne,f\r\n", "cr");
+        assert_eq!(scanned, None);
+    }
 }
