@@ -92,6 +92,14 @@ async fn an_upsert_on_two_connections_keeps_the_last_row_of_each_key() {
     assert!(!out.stderr.contains("going on with one"), "{}", out.stderr);
     // Two and a half passes over the keys.
     assert!(out.stdout.contains("100,000 rows read"), "{}", out.stdout);
+    // Each batch's commit is logged once, with both connections' counts.
+    for batch in 1..=7 {
+        let logged = out
+            .stderr
+            .matches(&format!("batch {batch} committed into"))
+            .count();
+        assert_eq!(logged, 1, "batch {batch}: {}", out.stderr);
+    }
     assert_eq!(holds_last_rows(&db).await, (KEYS as i64, KEYS as i64));
     // The ledger says the file is loaded: the same command does nothing.
     let again = run(pgbulk(&home).args(load_args(f, &db.url)));

@@ -919,6 +919,9 @@ struct Duties {
     /// Take the ingest lock of the tables (not when the caller holds it
     /// for the session of another connection: a parallel run's streams).
     ingest_lock: bool,
+    /// The batches are shares of batches the caller reports whole (a
+    /// parallel run's streams): their commits are logged at debug level.
+    share: bool,
 }
 
 impl Duties {
@@ -927,6 +930,7 @@ impl Duties {
         Self {
             watermark,
             ingest_lock: true,
+            share: false,
         }
     }
 }
@@ -1156,7 +1160,15 @@ where
         let (counts, skipped, committed) = load_batch(tx, current, batch, &context, report)
             .await
             .map_err(|e| e.in_batch(number as u64))?;
-        for (table, c) in &counts {
+        for (table, c) in counts.iter().filter(|_| duties.share) {
+            tracing::debug!(
+                "a share of batch {number} committed into {table}: {} inserted, {} updated, {} unchanged",
+                c.inserted,
+                c.updated,
+                c.unchanged
+            );
+        }
+        for (table, c) in counts.iter().filter(|_| !duties.share) {
             info!(
                 event = "batch_committed",
                 table = %table,

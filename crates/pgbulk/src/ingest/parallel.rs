@@ -211,6 +211,7 @@ where
         let duties = Duties {
             watermark: i == 0,
             ingest_lock: false,
+            share: true,
         };
         let prepared = prepared.clone();
         let gate = gate.clone();
@@ -655,6 +656,19 @@ fn on_commit(stream: usize, gate: Arc<Gate>, then: Option<super::OnCommit>) -> s
                 }
                 s.committed[0] = report.number;
             });
+            for (table, c) in &whole.tables {
+                tracing::info!(
+                    event = "batch_committed",
+                    table = %table,
+                    batch = whole.number,
+                    inserted = c.inserted,
+                    updated = c.updated,
+                    unchanged = c.unchanged,
+                    repeated = c.repeated,
+                    "batch {} committed into {table}",
+                    whole.number
+                );
+            }
             if let Some(then) = &then {
                 then(&whole);
             }
