@@ -558,4 +558,4 @@ pub(crate) fn encode_text(text: &str, ty: &ColumnType, out: &mut Vec<u8>) -> Enc
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

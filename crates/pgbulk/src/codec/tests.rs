@@ -3,7 +3,8 @@
 
 use super::*;
 
-fn ty(kind: TypeKind, oid: u32, name: &str) -> ColumnType {
+/// A column type of `kind` without cast, length or precision.
+pub(crate) fn ty(kind: TypeKind, oid: u32, name: &str) -> ColumnType {
     ColumnType {
         oid,
         kind,

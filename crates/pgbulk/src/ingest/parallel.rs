@@ -690,14 +690,7 @@ mod tests {
     fn column(name: &str, kind: TypeKind, oid: u32) -> Column {
         Column {
             name: name.to_owned(),
-            ty: ColumnType {
-                oid,
-                kind,
-                name: name.to_owned(),
-                cast_name: String::new(),
-                max_chars: None,
-                precision_scale: None,
-            },
+            ty: crate::codec::tests::ty(kind, oid, name),
             not_null: false,
             default: None,
             generated: false,

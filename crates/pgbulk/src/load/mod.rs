@@ -583,16 +583,15 @@ impl LoadReport {
         self.migrations = engine.migrations;
     }
 
-    /// Adds the counts of `engine`'s batches (committed by the same load
-    /// before it went on in another way) to these.
-    fn add_counts(&mut self, engine: &ingest::Report) {
-        let total = engine.total();
+    /// Adds `total`, the counts of `batches` batches committed by the same
+    /// load before it went on in another way, to these.
+    fn add_counts(&mut self, total: &ingest::Counts, batches: u64) {
         self.inserted += total.inserted;
         self.updated += total.updated;
         self.unchanged += total.unchanged;
         self.deleted += total.deleted;
         self.repeated += total.repeated;
-        self.batches += engine.batches.len() as u64;
+        self.batches += batches;
     }
 
     /// Adds the counts, (new) migrations and (new) notes of `part`, a load
@@ -911,19 +910,10 @@ async fn load_inputs(
                         opts.upsert_streams
                     );
                     drop(std::mem::take(&mut clients));
-                    let done = ingest::Report {
-                        tables: committed.iter().fold(BTreeMap::new(), |mut t, b| {
-                            for (name, counts) in &b.tables {
-                                t.entry(name.clone())
-                                    .or_insert_with(ingest::Counts::default)
-                                    .add(counts);
-                            }
-                            t
-                        }),
-                        batches: committed,
-                        ..ingest::Report::default()
-                    };
-                    let total = done.total();
+                    let mut total = ingest::Counts::default();
+                    for counts in committed.iter().flat_map(|b| b.tables.values()) {
+                        total.add(counts);
+                    }
                     let committed_rows =
                         total.inserted + total.updated + total.unchanged + total.repeated;
                     progress
@@ -942,7 +932,7 @@ async fn load_inputs(
                             .await?;
                     // One load: the batches on several connections are this
                     // run's, not an earlier run's.
-                    rest.add_counts(&done);
+                    rest.add_counts(&total, committed.len() as u64);
                     rest.resumed_after_rows = report.resumed_after_rows;
                     return Ok(rest);
                 }
