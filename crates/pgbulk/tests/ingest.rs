@@ -1864,3 +1864,70 @@ async fn binary_rows_pass_through_and_a_malformed_stream_leaves_nothing() {
         1000
     );
 }
+
+/// Each merge reads the table only between the staged keys' smallest and
+/// largest values: keys equal under the column's type but written
+/// differently (`1.00` and `1.0`, `-0` and `0`, padded `char`, another
+/// time zone) still match, and a column under a collation other than its
+/// type's is not restricted by a range computed under the default.
+#[tokio::test]
+async fn a_merge_matches_equal_keys_written_differently() {
+    let db = TestDb::new("ingest_key_range").await;
+    let mut client = db.connect().await;
+    let d = decl(
+        "CREATE TABLE r.k (n numeric, f float8, c char(4), t text COLLATE \"und-x-icu\", d text, \
+         ts timestamptz, v int, PRIMARY KEY (n, f, c, t, d, ts));",
+    );
+    let r = |n: &str, f: &str, c: &str, t: &str, d: &str, ts: &str, v: i64| {
+        row(
+            "r.k",
+            vec![
+                text(n),
+                text(f),
+                text(c),
+                text(t),
+                text(d),
+                text(ts),
+                Value::Int(v),
+            ],
+        )
+    };
+    let first = vec![
+        r("1.0", "0", "ab", "B", "x", "2020-01-01 00:00+00", 1),
+        r("2.5", "1.5", "cd", "a", "y", "2020-06-01 00:00+00", 2),
+        r("9", "9", "zz", "Z", "z", "2021-01-01 00:00+00", 3),
+    ];
+    let second = vec![
+        r("1.00", "-0", "ab  ", "B", "x", "2020-01-01 01:00+01", 10),
+        r("2.50", "1.50", "cd", "a", "y", "2020-06-01 02:00+02", 20),
+        r("0.5", "0", "ab", "A", "w", "2019-01-01 00:00+00", 30),
+    ];
+    let mut counts = Vec::new();
+    for (hw, rows) in [(1, first), (2, second)] {
+        let report = ingest(
+            &mut client,
+            &d,
+            |_| vec![batch(json!(hw), rows)],
+            &Options::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("batch {hw}: equal keys match instead of repeating: {e}"));
+        counts.push(report.tables["r.k"]);
+    }
+    assert_eq!(counts[0].inserted, 3);
+    let c = counts[1];
+    assert_eq!((c.inserted, c.updated, c.unchanged), (1, 2, 0), "{c:?}");
+    let rows: Vec<(String, i32)> = client
+        .query("SELECT n::text, v FROM r.k ORDER BY n", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected = [("0.5", 30), ("1.0", 10), ("2.5", 20), ("9", 3)];
+    let expected: Vec<(String, i32)> = expected
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), *v))
+        .collect();
+    assert_eq!(rows, expected);
+}

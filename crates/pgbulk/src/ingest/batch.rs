@@ -10,6 +10,7 @@ use super::merge::{
     Rejected, column_list, is_row_error, is_value_error, key_list, merge_statement,
     on_conflict_statement, rejected_values, repeats, update_then_insert_statement, xact_stats,
 };
+use super::range;
 use super::stage::{Layout, RAW_COLUMN, WHERE_COLUMN, stage_rows};
 use super::target::{Target, Targets, declared_index, read_targets};
 use super::{
@@ -538,10 +539,19 @@ pub(super) async fn merge_staged(
                 .await
                 .map_err(|e| Error::server("SET enable_hashjoin", e))?;
         }
+        // The index probe reads only the rows it matches already.
+        let bounds = if probe {
+            Vec::new()
+        } else {
+            range::key_bounds(tx, layout, stage).await?
+        };
         let before = xact_stats(tx, target.oid).await?;
-        tx.execute(&merge_statement(layout, stage, duplicates), &[])
-            .await
-            .map_err(upsert)?;
+        tx.execute(
+            &merge_statement(layout, stage, duplicates, &bounds),
+            &range::parameters(&bounds),
+        )
+        .await
+        .map_err(upsert)?;
         let after = xact_stats(tx, target.oid).await?;
         if probe {
             tx.batch_execute("RESET enable_hashjoin; RESET enable_mergejoin")

@@ -4,6 +4,7 @@
 use tokio_postgres::Transaction;
 
 use super::OnDuplicate;
+use super::range::{Bounds, restriction};
 use super::stage::{Layout, RAW_COLUMN, WHERE_COLUMN};
 use super::target::Target;
 use crate::codec::{ColumnType, TypeKind};
@@ -133,11 +134,13 @@ pub(super) fn key_list(target: &Target) -> String {
 
 /// The upsert as `MERGE` (PostgreSQL 15+): one hash join of the batch with
 /// the table; a matched row is updated only when a non-key column differs,
-/// so unchanged rows are neither rewritten nor locked (no WAL).
+/// so unchanged rows are neither rewritten nor locked (no WAL). The table
+/// is read only within `bounds` (parameters `$1`, `$2`, ...).
 pub(super) fn merge_statement(
     layout: Layout<'_>,
     stage: &str,
     duplicates: Option<OnDuplicate>,
+    bounds: &[Bounds],
 ) -> String {
     let target = layout.target;
     let t = target.write.quoted();
@@ -164,9 +167,10 @@ pub(super) fn merge_statement(
         )
     };
     format!(
-        "MERGE INTO {t} AS t USING {} ON {}{matched} WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})",
+        "MERGE INTO {t} AS t USING {} ON {}{}{matched} WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})",
         merge_source(layout, stage, duplicates),
         on.join(" AND "),
+        restriction(layout, bounds, 1),
         column_list(target),
         layout.values("s.")
     )

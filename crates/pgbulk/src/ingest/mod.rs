@@ -24,6 +24,7 @@ mod batch;
 mod indexes;
 mod merge;
 mod parallel;
+mod range;
 mod stage;
 mod stages;
 mod target;
