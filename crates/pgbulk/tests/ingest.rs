@@ -1892,11 +1892,27 @@ async fn a_merge_matches_equal_keys_written_differently() {
             ],
         )
     };
-    let first = vec![
+    // Pages more than the next batch's stage, so it is merged by a join
+    // (a stage as large as the table is not restricted), and fewer than 20
+    // times as many (it would probe the key's index instead).
+    let mut first: Vec<Row> = (100..400)
+        .map(|n| {
+            r(
+                &n.to_string(),
+                "0",
+                "ff",
+                "F",
+                "f",
+                "2022-01-01 00:00+00",
+                0,
+            )
+        })
+        .collect();
+    first.extend([
         r("1.0", "0", "ab", "B", "x", "2020-01-01 00:00+00", 1),
         r("2.5", "1.5", "cd", "a", "y", "2020-06-01 00:00+00", 2),
         r("9", "9", "zz", "Z", "z", "2021-01-01 00:00+00", 3),
-    ];
+    ]);
     let second = vec![
         r("1.00", "-0", "ab  ", "B", "x", "2020-01-01 01:00+01", 10),
         r("2.50", "1.50", "cd", "a", "y", "2020-06-01 02:00+02", 20),
@@ -1914,11 +1930,11 @@ async fn a_merge_matches_equal_keys_written_differently() {
         .unwrap_or_else(|e| panic!("batch {hw}: equal keys match instead of repeating: {e}"));
         counts.push(report.tables["r.k"]);
     }
-    assert_eq!(counts[0].inserted, 3);
+    assert_eq!(counts[0].inserted, 303);
     let c = counts[1];
     assert_eq!((c.inserted, c.updated, c.unchanged), (1, 2, 0), "{c:?}");
     let rows: Vec<(String, i32)> = client
-        .query("SELECT n::text, v FROM r.k ORDER BY n", &[])
+        .query("SELECT n::text, v FROM r.k WHERE n < 100 ORDER BY n", &[])
         .await
         .expect("rows")
         .iter()
