@@ -22,6 +22,7 @@
 
 mod batch;
 mod indexes;
+mod key_hashes;
 mod merge;
 mod parallel;
 mod range;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio_postgres::Transaction;
 
+use super::key_hashes::KeyHashes;
 use super::merge::column_list;
 use super::target::{Target, declared_index};
 use super::{FieldRef, Row, RowFailure, Rows, TextRow, TextRows, data_error};
@@ -37,9 +38,8 @@ pub(super) struct Pending {
     pub(super) rows: u64,
     pub(super) copied: u64,
     /// Hashes of the keys seen, checked for repeats when the COPY ends;
-    /// `None` past [`MAX_TRACKED_KEYS`] (repeats are then removed by the
-    /// server).
-    pub(super) keys: Option<Vec<u64>>,
+    /// `None` when nothing hashes the keys (the server looks for repeats).
+    pub(super) keys: Option<KeyHashes>,
     pub(super) duplicates: bool,
     /// Per column: whether the stage has a text shadow for it, holding the
     /// values the encoder left to the server (see [`Layout`]).
@@ -228,12 +228,6 @@ pub(super) enum Encoded<'a> {
     NeedsShadows(Vec<usize>),
 }
 
-/// Key hashes tracked per table and batch (8 bytes each, 8 MB at most, so
-/// memory does not grow with the batch): beyond this the batch's repeats
-/// are counted by the server instead. A load's batches (1 M rows by
-/// default) stay under it.
-pub(super) const MAX_TRACKED_KEYS: usize = 1 << 20;
-
 /// Keys a table copied straight in is checked against (a hash set of
 /// about 18 MB at most); its rows after these are staged.
 const MAX_DIRECT_KEYS: usize = 1 << 20;
@@ -286,7 +280,7 @@ pub(super) async fn stage_rows(
             freeze: fresh,
             rows: 0,
             copied: 0,
-            keys: Some(Vec::new()),
+            keys: Some(KeyHashes::default()),
             // Keys the client cannot compare as the server does: the
             // server looks for repeats.
             duplicates: keyed && !keys_compare_by_bytes(target),
@@ -441,10 +435,8 @@ pub(super) async fn stage_rows(
     }
     for t in 0..targets.len() {
         if let Some(p) = pending[t].as_mut() {
-            if let Some(keys) = p.keys.as_mut() {
-                keys.sort_unstable();
-                p.duplicates |= keys.windows(2).any(|w| w[0] == w[1]);
-                p.keys = None;
+            if let Some(keys) = p.keys.take() {
+                p.duplicates |= keys.maybe_repeated();
             }
             flush(tx, targets, &mut pending, &mut open, t, true).await?;
         }
@@ -513,7 +505,7 @@ async fn widen(
         p.copied_direct = p.copied;
         p.copied = 0;
         p.into = None;
-        p.keys = p.seen.take().map(|_| Vec::new());
+        p.keys = p.seen.take().map(|_| KeyHashes::default());
     }
     let had_any = p.layout(target).any();
     let mut added = Vec::new();
@@ -770,11 +762,8 @@ fn write_shadows(
 pub(super) fn track_key(p: &mut Pending, key_hash: Option<u64>) {
     if let Some(h) = key_hash {
         match p.keys.as_mut() {
-            Some(keys) if keys.len() < MAX_TRACKED_KEYS => keys.push(h),
-            _ => {
-                p.keys = None;
-                p.duplicates = true;
-            }
+            Some(keys) => keys.push(h),
+            None => p.duplicates = true,
         }
     }
     p.rows += 1;
