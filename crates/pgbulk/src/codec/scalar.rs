@@ -111,7 +111,7 @@ pub(super) fn float8(text: &str, out: &mut Vec<u8>) -> Encoded {
 
 /// Text is sent as is; PostgreSQL text cannot hold a NUL character.
 pub(super) fn text(text: &str, out: &mut Vec<u8>) -> Encoded {
-    if let Some(at) = text.find('\0') {
+    if let Some(at) = memchr::memchr(0, text.as_bytes()) {
         return Err(EncodeError::new(format!(
             "invalid byte sequence for encoding \"UTF8\": 0x00 (a NUL character at position {})",
             text[..at].chars().count() + 1

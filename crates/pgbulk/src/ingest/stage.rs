@@ -22,10 +22,64 @@ use crate::schema::quote_ident;
 /// Bytes of encoded rows sent to the server at a time.
 pub(super) const CHUNK: usize = 1 << 20;
 
+/// Buffers of sent chunks, back from the connection once it has written
+/// them: each chunk is handed over without a copy, and the next one fills
+/// memory already touched instead of a fresh allocation.
+#[derive(Clone, Default)]
+pub(super) struct ChunkPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+/// Buffers a pool keeps (more in flight are freed when they come back).
+const POOLED_CHUNKS: usize = 4;
+
+impl ChunkPool {
+    /// An empty buffer for the next chunk.
+    fn spare(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut pool| pool.pop())
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK + CHUNK / 8))
+    }
+
+    /// `chunk` as bytes to send; its buffer returns to the pool when sent.
+    fn wrap(&self, chunk: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled {
+            chunk,
+            pool: self.clone(),
+        })
+    }
+}
+
+/// A chunk on its way to the server (see [`ChunkPool`]).
+struct Pooled {
+    chunk: Vec<u8>,
+    pool: ChunkPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.chunk
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Ok(mut pool) = self.pool.0.lock() {
+            if pool.len() < POOLED_CHUNKS {
+                let mut chunk = std::mem::take(&mut self.chunk);
+                chunk.clear();
+                pool.push(chunk);
+            }
+        }
+    }
+}
+
 /// A table's rows in the batch being staged.
 pub(super) struct Pending {
     /// Encoded tuples not sent yet.
     pub(super) writer: CopyWriter,
+    /// Buffers for the writer once its chunk is sent.
+    pub(super) chunks: ChunkPool,
     /// Where its COPY goes (the target, or a TEMP staging table), once
     /// decided.
     pub(super) into: Option<String>,
@@ -275,6 +329,7 @@ pub(super) async fn stage_rows(
                     && keys_compare_by_bytes(target)));
         Pending {
             writer: CopyWriter::tuples_only(),
+            chunks: ChunkPool::default(),
             into: None,
             direct,
             freeze: fresh,
@@ -873,17 +928,17 @@ pub(super) async fn flush(
     }
     if let Some(copy) = open.as_mut() {
         if !p.writer.is_empty_buffer() {
-            // Copy the chunk out and keep the writer's buffer: a fixed-size
-            // allocation per chunk instead of a growing buffer each time
-            // keeps the process's memory flat however long the load runs.
-            // A buffer a huge field grew is handed over instead: no second
-            // copy of the field, and its memory is freed once sent.
+            // The writer's buffer goes to the connection and the writer
+            // goes on in a pooled one: a few fixed-size buffers in turn
+            // keep the process's memory flat however long the load runs.
+            // A buffer a huge field grew is not pooled: its memory is
+            // freed once sent.
             let chunk = if p.writer.capacity() > OVERSIZED_BUFFER {
                 Bytes::from(p.writer.take())
             } else {
-                let chunk = Bytes::copy_from_slice(p.writer.bytes_since(0));
-                p.writer.truncate(0);
-                chunk
+                let spare = p.chunks.spare();
+                p.chunks
+                    .wrap(std::mem::replace(p.writer.buffer_mut(), spare))
             };
             copy.copy.send(chunk).await.map_err(|e| {
                 Error::in_context(e, &target.name.to_string()).in_table(&target.name)

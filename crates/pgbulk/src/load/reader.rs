@@ -460,6 +460,7 @@ pub(super) fn next_batch(shared: &Arc<Mutex<Shared>>, batch_rows: u64) -> Result
     let name = s.name();
     let table = s.table.to_string();
     let columns = s.file_columns.clone();
+    let s_progress = s.progress.clone();
     drop(s);
     Ok(Some(Batch {
         high_watermark: BatchWatermark::Value(None),
@@ -472,6 +473,8 @@ pub(super) fn next_batch(shared: &Arc<Mutex<Shared>>, batch_rows: u64) -> Result
             field_of: Vec::new(),
             spans: Vec::new(),
             spare: Vec::new(),
+            progress: s_progress,
+            unpublished: 0,
         })),
         resume: None,
     }))
@@ -520,18 +523,29 @@ pub(super) struct CsvRows {
     pub(super) spans: Vec<Option<(usize, usize)>>,
     /// A buffer for the reader's next record (the row's previous one).
     pub(super) spare: Vec<u8>,
+    /// The load's progress, and the records read and not yet counted in
+    /// it: counted every [`PUBLISH_EVERY`] records and when the batch's
+    /// rows end, not per record (the counter is shared by the streams).
+    pub(super) progress: Arc<Progress>,
+    pub(super) unpublished: u64,
 }
 
-impl TextRows for CsvRows {
-    fn table(&self) -> &str {
-        &self.table
+/// Records read between updates of the shared progress counter.
+const PUBLISH_EVERY: u64 = 4096;
+
+impl CsvRows {
+    fn publish(&mut self) {
+        if self.unpublished > 0 {
+            self.progress
+                .rows_read
+                .fetch_add(self.unpublished, Ordering::Relaxed);
+            self.unpublished = 0;
+        }
     }
 
-    fn columns(&self) -> &[String] {
-        &self.columns
-    }
-
-    fn next_row(&mut self, row: &mut TextRow) -> Result<bool> {
+    /// Reads the next record into `row` (the body of
+    /// [`TextRows::next_row`], which counts the records it read).
+    fn read_row(&mut self, row: &mut TextRow) -> Result<bool> {
         let mut guard = self
             .shared
             .lock()
@@ -579,7 +593,7 @@ impl TextRows for CsvRows {
                 Err(CsvError::UnclosedQuote { line }) => {
                     s.line = line;
                     s.raw = reader.take_raw();
-                    s.progress.rows_read.fetch_add(1, Ordering::Relaxed);
+                    self.unpublished += 1;
                     s.rows_in_batches += 1;
                     let message = format!(
                         "{name}:{line}: unterminated quoted field (a quote opened on line {line} is never closed)"
@@ -589,7 +603,7 @@ impl TextRows for CsvRows {
                 }
                 Err(e) => return Err(csv_error(name, e)),
             };
-            s.progress.rows_read.fetch_add(1, Ordering::Relaxed);
+            self.unpublished += 1;
             s.rows_in_batches += 1;
             let line = record.line;
             s.line = line;
@@ -673,6 +687,30 @@ impl TextRows for CsvRows {
             self.left -= 1;
             return Ok(true);
         }
+    }
+}
+
+impl Drop for CsvRows {
+    fn drop(&mut self) {
+        self.publish();
+    }
+}
+
+impl TextRows for CsvRows {
+    fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    fn next_row(&mut self, row: &mut TextRow) -> Result<bool> {
+        let more = self.read_row(row);
+        if !matches!(more, Ok(true)) || self.unpublished >= PUBLISH_EVERY {
+            self.publish();
+        }
+        more
     }
 
     fn reject(&mut self, failure: &RowFailure<'_>) -> Result<()> {
