@@ -64,18 +64,22 @@ pub(super) fn int8(text: &str, out: &mut Vec<u8>) -> Encoded {
 /// Whether `t` spells an infinity or NaN, which Rust and PostgreSQL both
 /// accept.
 fn is_special(t: &str) -> bool {
-    let t = t.trim_start_matches(['+', '-']).to_ascii_lowercase();
-    t == "inf" || t == "infinity" || t == "nan"
+    let t = t.trim_start_matches(['+', '-']);
+    ["inf", "infinity", "nan"]
+        .iter()
+        .any(|word| t.eq_ignore_ascii_case(word))
 }
 
-fn float_text(text: &str, type_name: &str) -> Result<String, EncodeError> {
+/// The float's spelling without surrounding spaces, if it is one.
+fn float_text<'a>(text: &'a str, type_name: &str) -> Result<&'a str, EncodeError> {
     let t = super::trim_space(text);
     let ok = !t.is_empty()
-        && (is_special(t)
-            || t.bytes()
-                .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E')));
+        && (t
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
+            || is_special(t));
     if ok {
-        Ok(t.to_owned())
+        Ok(t)
     } else {
         Err(invalid(type_name, text))
     }
@@ -92,7 +96,7 @@ fn has_nonzero_mantissa(t: &str) -> bool {
 pub(super) fn float4(text: &str, out: &mut Vec<u8>) -> Encoded {
     let t = float_text(text, "real")?;
     let v: f32 = t.parse().map_err(|_| invalid("real", text))?;
-    if (v.is_infinite() && !is_special(&t)) || (v == 0.0 && has_nonzero_mantissa(&t)) {
+    if (v.is_infinite() && !is_special(t)) || (v == 0.0 && has_nonzero_mantissa(t)) {
         return Err(out_of_range("real", text));
     }
     out.extend_from_slice(&v.to_be_bytes());
@@ -102,7 +106,7 @@ pub(super) fn float4(text: &str, out: &mut Vec<u8>) -> Encoded {
 pub(super) fn float8(text: &str, out: &mut Vec<u8>) -> Encoded {
     let t = float_text(text, "double precision")?;
     let v: f64 = t.parse().map_err(|_| invalid("double precision", text))?;
-    if (v.is_infinite() && !is_special(&t)) || (v == 0.0 && has_nonzero_mantissa(&t)) {
+    if (v.is_infinite() && !is_special(t)) || (v == 0.0 && has_nonzero_mantissa(t)) {
         return Err(out_of_range("double precision", text));
     }
     out.extend_from_slice(&v.to_be_bytes());
