@@ -233,7 +233,15 @@ pub(crate) fn is_space(c: char) -> bool {
 
 /// `text` without the white space the server skips around a value.
 pub(crate) fn trim_space(text: &str) -> &str {
-    text.trim_matches(is_space)
+    // The spaces are ASCII: trimming bytes keeps `text`'s char boundaries.
+    let space = |b: &u8| is_space(char::from(*b));
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(|b| !space(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !space(b))
+        .map_or(start, |i| i + 1);
+    text.get(start..end).unwrap_or(text)
 }
 
 /// A text this encoder does not parse: the server's input function

@@ -324,3 +324,23 @@ fn dates_as_days_match_their_iso_text() {
         assert_eq!(as_text, iso.as_bytes(), "{iso}");
     }
 }
+
+#[test]
+fn trim_space_drops_the_servers_spaces_only() {
+    for (text, trimmed) in [
+        ("", ""),
+        (" \t\n\x0B\x0C\r", ""),
+        (" 12 ", "12"),
+        ("\t1.5e3\r\n", "1.5e3"),
+        ("\u{a0}7\u{a0}", "\u{a0}7\u{a0}"),
+        (" é ", "é"),
+        ("x y", "x y"),
+    ] {
+        assert_eq!(trim_space(text), trimmed, "{text:?}");
+    }
+    let mut strings = crate::arbitrary::Strings::new(11);
+    let cases = strings.cases(&[" 1 ", "\u{3000}", "\t\r"], crate::arbitrary::case_count());
+    crate::arbitrary::each_case(&cases, |text| {
+        assert_eq!(trim_space(text), text.trim_matches(is_space), "{text:?}");
+    });
+}
