@@ -391,6 +391,10 @@ impl<R: Read> Reader<R> {
             if self.buf[..self.len].starts_with(b"\xEF\xBB\xBF") {
                 self.pos = 3;
                 self.offset += 3;
+                if self.pos == self.len {
+                    // The read held nothing but the BOM: read on.
+                    return self.fill();
+                }
             }
         }
         Ok(true)

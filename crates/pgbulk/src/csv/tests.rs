@@ -154,3 +154,17 @@ fn reader_never_panics() {
         }
     });
 }
+
+/// A BOM that arrives alone (a pipe's first read) is skipped like one
+/// read with the rest: the first field's quotes still quote it.
+#[test]
+fn a_bom_read_alone_is_skipped() {
+    let input = std::io::Read::chain(&b"\xEF\xBB\xBF"[..], &b"\"a,1\",b\n"[..]);
+    let mut r = Reader::new(input, Dialect::default());
+    let rec = r.read_record().expect("parses").expect("a record");
+    assert_eq!(
+        (rec.get(0), rec.get(1)),
+        (Some(&b"a,1"[..]), Some(&b"b"[..]))
+    );
+    assert!(r.read_record().expect("parses").is_none());
+}
