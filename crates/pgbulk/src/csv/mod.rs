@@ -163,6 +163,9 @@ pub struct Reader<R> {
     max_field: usize,
 }
 
+/// The UTF-8 byte order mark, skipped at the start of an input.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// A buffer grown past this by one record is replaced by a small one for
 /// the next.
 const OVERSIZED: usize = 8 << 20;
@@ -388,7 +391,18 @@ impl<R: Read> Reader<R> {
         }
         if !self.bom_checked {
             self.bom_checked = true;
-            if self.buf[..self.len].starts_with(b"\xEF\xBB\xBF") {
+            // A BOM may arrive in pieces (a pipe): read until it is whole
+            // or the bytes cannot be one.
+            while self.len < BOM.len().min(self.buf.len()) && BOM.starts_with(&self.buf[..self.len])
+            {
+                match self.inner.read(&mut self.buf[self.len..]) {
+                    Ok(0) => break,
+                    Ok(n) => self.len += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(CsvError::Io(e)),
+                }
+            }
+            if self.buf[..self.len].starts_with(BOM) {
                 self.pos = 3;
                 self.offset += 3;
                 if self.pos == self.len {
