@@ -378,13 +378,9 @@ impl<R: Read> Reader<R> {
             return Ok(false);
         }
         self.pos = 0;
-        self.len = loop {
-            match self.inner.read(&mut self.buf) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(CsvError::Io(e)),
-            }
-        };
+        // Nothing stays buffered if the read fails.
+        self.len = 0;
+        self.len = self.read_at(0)?;
         if self.len == 0 {
             self.eof = true;
             return Ok(false);
@@ -395,11 +391,9 @@ impl<R: Read> Reader<R> {
             // or the bytes cannot be one.
             while self.len < BOM.len().min(self.buf.len()) && BOM.starts_with(&self.buf[..self.len])
             {
-                match self.inner.read(&mut self.buf[self.len..]) {
-                    Ok(0) => break,
-                    Ok(n) => self.len += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(CsvError::Io(e)),
+                match self.read_at(self.len)? {
+                    0 => break,
+                    n => self.len += n,
                 }
             }
             if self.buf[..self.len].starts_with(BOM) {
@@ -412,6 +406,18 @@ impl<R: Read> Reader<R> {
             }
         }
         Ok(true)
+    }
+
+    /// Reads from the input into the buffer from byte `at` on (retrying
+    /// an interrupted read); 0 at the end of the input.
+    fn read_at(&mut self, at: usize) -> Result<usize, CsvError> {
+        loop {
+            match self.inner.read(&mut self.buf[at..]) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(CsvError::Io(e)),
+            }
+        }
     }
 
     /// Consumes `n` bytes from the buffer, keeping them as raw when asked.

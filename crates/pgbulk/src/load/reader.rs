@@ -460,7 +460,7 @@ pub(super) fn next_batch(shared: &Arc<Mutex<Shared>>, batch_rows: u64) -> Result
     let name = s.name();
     let table = s.table.to_string();
     let columns = s.file_columns.clone();
-    let s_progress = s.progress.clone();
+    let progress = s.progress.clone();
     drop(s);
     Ok(Some(Batch {
         high_watermark: BatchWatermark::Value(None),
@@ -473,7 +473,7 @@ pub(super) fn next_batch(shared: &Arc<Mutex<Shared>>, batch_rows: u64) -> Result
             field_of: Vec::new(),
             spans: Vec::new(),
             spare: Vec::new(),
-            progress: s_progress,
+            progress,
             unpublished: 0,
         })),
         resume: None,
