@@ -5,6 +5,7 @@
 
 mod codec;
 mod connect;
+mod csv;
 mod ingest;
 mod load;
 #[cfg(feature = "arrow")]
