@@ -592,6 +592,17 @@ async fn empty_inputs_names_and_quiet_say_what_they_mean() {
         "{}",
         out.stdout
     );
+    // A quote never closed (an inch mark, as COPY reads it) swallowing
+    // every row is bad input named by its line, not "no rows".
+    home.file("inch.csv", "id,item\n1,12\" pipe\n2,hose\n", 0o644);
+    let out = load(&db, &home, &["inch.csv", "-t", "h"]);
+    assert_eq!(out.code, 9, "{} {}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("inch.csv: unterminated quoted field starting on line 2"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(count(&db, "pg_class WHERE relname IN ('e', 'h')").await, 0);
     // An empty file among others is skipped, and said.
     home.file("one.csv", "a,b\n1,2\n", 0o644);

@@ -215,6 +215,14 @@ fn read_rows<R: Read>(
         }
         let record = match csv.read_record() {
             Ok(Some(r)) => r,
+            // A quote never closed before any row was read: there is
+            // nothing to infer from, and the load would read the same;
+            // said here rather than "no rows".
+            Err(e @ CsvError::UnclosedQuote { .. })
+                if limits.expected.is_none() && rows == 0 && sampled.rows == 0 =>
+            {
+                return Err(csv_error(name, e));
+            }
             Ok(None) | Err(CsvError::UnclosedQuote { .. }) => break,
             Err(e) if limits.expected.is_some() => {
                 let _ = e;
