@@ -82,6 +82,15 @@ fn split_unquoted(source: &Source, opts: &LoadOptions) -> Result<Option<Option<(
         if memchr::memchr2(opts.dialect.quote, b'\r', chunk).is_some() {
             return Ok(None);
         }
+        if offset + (n as u64) < middle {
+            // No line here ends at or after the middle: count them at once.
+            newlines += memchr::memchr_iter(b'\n', chunk).count() as u64;
+            if let Some(last) = memchr::memrchr(b'\n', chunk) {
+                line_start = offset + last as u64 + 1;
+            }
+            offset += n as u64;
+            continue;
+        }
         for at in memchr::memchr_iter(b'\n', chunk) {
             newlines += 1;
             let end = offset + at as u64 + 1;
@@ -176,6 +185,31 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(&text)
             );
+        }
+    }
+
+    #[test]
+    fn whole_reads_before_the_middle_count_their_lines_as_the_parser_does() {
+        // Several reads of input, blank lines here and there and, in some
+        // cases, a run of them where the middle falls.
+        for (case, blank_every) in [3u64, 5, 7, 11].into_iter().enumerate() {
+            let mut text = Vec::new();
+            let mut i = 0u64;
+            while text.len() < 3 << 20 {
+                if !i.is_multiple_of(blank_every) {
+                    text.extend_from_slice(format!("{i},x").as_bytes());
+                }
+                text.push(b'\n');
+                i += 1;
+            }
+            if case % 2 == 1 {
+                let half = text.len() / 2 - 20;
+                let at = half + memchr::memchr(b'\n', &text[half..]).expect("a line end") + 1;
+                text.splice(at..at, std::iter::repeat_n(b'\n', 64));
+            }
+            let (scanned, parsed) = splits(&text, &format!("reads-{case}"));
+            assert!(parsed.is_some(), "case {case} splits");
+            assert_eq!(scanned, Some(parsed), "case {case}");
         }
     }
 
