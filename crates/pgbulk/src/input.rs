@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use encoding_rs::Encoding;
@@ -72,23 +72,30 @@ impl Source {
     /// of its content (XXH3-128 of the bytes as stored), not its path or
     /// modification time, so a renamed or touched file is the same input
     /// and a file rewritten in place with the same size and time is not.
-    /// Standard input has none (it cannot be resumed).
-    pub fn identity(&self) -> Option<serde_json::Value> {
+    /// Standard input has none (it cannot be resumed). Reading stops with
+    /// an `Interrupted` error once `stop` is set.
+    pub fn identity(&self, stop: &AtomicBool) -> io::Result<Option<serde_json::Value>> {
         let Self::File(p) = self else {
-            return None;
+            return Ok(None);
         };
-        let (size, hash) = content_hash(p).ok()?;
-        Some(serde_json::json!({"size": size, "xxh3": format!("{hash:032x}")}))
+        let (size, hash) = content_hash(p, stop)?;
+        Ok(Some(
+            serde_json::json!({"size": size, "xxh3": format!("{hash:032x}")}),
+        ))
     }
 }
 
-/// Size and XXH3-128 hash of the file at `path`, read in 1 MiB blocks.
-fn content_hash(path: &Path) -> io::Result<(u64, u128)> {
+/// Size and XXH3-128 hash of the file at `path`, read in 1 MiB blocks
+/// until `stop` is set.
+fn content_hash(path: &Path, stop: &AtomicBool) -> io::Result<(u64, u128)> {
     let mut file = File::open(path)?;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+        }
         let n = match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,

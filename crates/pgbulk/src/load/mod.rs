@@ -20,7 +20,7 @@ mod streams;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -677,6 +677,12 @@ async fn load_inputs(
         let total: u64 = sources.iter().filter_map(Source::size).sum();
         progress.bytes_total.store(total, Ordering::Relaxed);
     }
+    // A load of files is resumable: the ledger knows them by their
+    // content, hashed meanwhile.
+    let resumable = opts.ledger
+        && !opts.single_transaction
+        && sources.iter().all(|s| matches!(s, Source::File(_)));
+    let identities = resumable.then(|| Identities::start(&sources));
     let session = Session::read(&clients[0]).await?;
     let schema = session.current_schema.clone();
     let table = opts.table.in_schema(&schema);
@@ -719,11 +725,30 @@ async fn load_inputs(
         mode,
     } = plan::key_and_mode(opts, &facts, &table, exists)?;
 
+    // Two streams read halves of one big file on two connections (the
+    // server's work is then spread over two backends): where the second
+    // starts, and its connection, found while the inputs are hashed.
+    let split = if plan::may_split(opts, &facts, mode, resumable, sample.is_some())
+        && parallel_input(&sources, opts)?
+    {
+        match split_point(&sources[0], opts)? {
+            Some(at) => {
+                let second = crate::connect::connect(params).await?.client;
+                progress.register(&second);
+                clients.push(second);
+                Some(at)
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
     // Where an earlier run of the same load stopped: its ledger rows are
     // kept under the load's fingerprint (see `ledger`).
-    let identities: Vec<Option<serde_json::Value>> = sources.iter().map(Source::identity).collect();
-    let resumable =
-        opts.ledger && identities.iter().all(Option::is_some) && !opts.single_transaction;
+    let identities = match identities {
+        Some(hashing) => hashing.finish().await?,
+        None => Vec::new(),
+    };
     let fingerprint =
         resumable.then(|| ledger::fingerprint(&identities, mode, effective_key.as_ref(), opts));
     let ledger_name = |part| plan::ledger_name(fingerprint.as_deref(), part);
@@ -736,44 +761,36 @@ async fn load_inputs(
     let path_key = |part| plan::ledger_name(located.as_deref(), part);
     let mut options = engine_options(mode, key.as_ref(), &table, opts, &progress);
 
-    // One stream, or two reading halves of one big file on two connections
-    // (the server's work is then spread over two backends).
-    let mut streams = vec![Stream {
-        name: ledger_name(None),
-        path_key: path_key(None),
-        start: Position::default(),
-        limit: None,
-        credit: 0,
-    }];
-    if plan::may_split(opts, &facts, mode, resumable, sample.is_some())
-        && parallel_input(&sources, opts)?
-    {
-        if let Some((offset, line)) = split_point(&sources[0], opts)? {
-            let second = crate::connect::connect(params).await?.client;
-            progress.register(&second);
-            clients.push(second);
-            streams = vec![
-                Stream {
-                    name: ledger_name(Some("1")),
-                    path_key: path_key(Some("1")),
-                    start: Position::default(),
-                    limit: Some(offset),
-                    credit: 0,
+    // One stream, or the two halves.
+    let mut streams = match split {
+        None => vec![Stream {
+            name: ledger_name(None),
+            path_key: path_key(None),
+            start: Position::default(),
+            limit: None,
+            credit: 0,
+        }],
+        Some((offset, line)) => vec![
+            Stream {
+                name: ledger_name(Some("1")),
+                path_key: path_key(Some("1")),
+                start: Position::default(),
+                limit: Some(offset),
+                credit: 0,
+            },
+            Stream {
+                name: ledger_name(Some("2")),
+                path_key: path_key(Some("2")),
+                start: Position {
+                    offset,
+                    line,
+                    ..Position::default()
                 },
-                Stream {
-                    name: ledger_name(Some("2")),
-                    path_key: path_key(Some("2")),
-                    start: Position {
-                        offset,
-                        line,
-                        ..Position::default()
-                    },
-                    limit: None,
-                    credit: 0,
-                },
-            ];
-        }
-    }
+                limit: None,
+                credit: 0,
+            },
+        ],
+    };
     let mut table_empty: Option<bool> = None;
     // Ledger rows of an earlier run found by the inputs' locations: removed
     // once this run, which keeps its own, has loaded everything.
@@ -1247,6 +1264,48 @@ pub(crate) fn engine_options(
 }
 
 /// Whether `table` holds no row.
+/// The inputs' identities for the ledger (see [`Source::identity`]),
+/// taken on a thread of their own while the load gets ready: hashing reads
+/// every file once. Dropped unfinished, the thread stops reading.
+struct Identities {
+    task: Option<tokio::task::JoinHandle<Result<Vec<Option<serde_json::Value>>>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Identities {
+    fn start(sources: &[Source]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sources, stopped) = (sources.to_vec(), stop.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            sources
+                .iter()
+                .map(|s| {
+                    s.identity(&stopped)
+                        .map_err(|e| Error::io(format!("cannot read {}", s.name()), e))
+                })
+                .collect()
+        });
+        Self {
+            task: Some(task),
+            stop,
+        }
+    }
+
+    async fn finish(mut self) -> Result<Vec<Option<serde_json::Value>>> {
+        let Some(task) = self.task.take() else {
+            return Ok(Vec::new());
+        };
+        task.await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("hashing the inputs: {e}")))?
+    }
+}
+
+impl Drop for Identities {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 async fn is_empty(client: &Client, table: &TableName) -> Result<bool> {
     let row = client
         .query_one(
