@@ -62,6 +62,56 @@ pub(crate) fn assert_bad(out: &Run, message: &str) {
     );
 }
 
+/// Every byte from 0x80 up, in ISO-8859-1 and windows-1252, reads as the
+/// server's own `COPY ... (ENCODING ...)` reads it, and a byte the server
+/// refuses is a bad row.
+#[tokio::test]
+async fn single_byte_encodings_read_as_copy_reads_them() {
+    let db = TestDb::new("load_single_byte").await;
+    let home = Scratch::new("load-single-byte");
+    let client = db.connect().await;
+    for (label, server_name) in [("latin1", "LATIN1"), ("windows-1252", "WIN1252")] {
+        client
+            .batch_execute("DROP TABLE IF EXISTS theirs, ours; CREATE TABLE theirs (id int, v text); CREATE TABLE ours (id int, v text)")
+            .await
+            .expect("tables");
+        let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+        for byte in 0x80u8..=0xff {
+            let row = [format!("{byte},").into_bytes(), vec![byte, b'\n']].concat();
+            let copied = pgbulk::copy::copy_in(
+                &client,
+                &format!("COPY theirs FROM STDIN (FORMAT csv, ENCODING '{server_name}')"),
+                [row.clone()],
+            )
+            .await;
+            if copied.is_ok() {
+                accepted.extend_from_slice(&row);
+            } else {
+                refused.push(row);
+            }
+        }
+        let file = home.path().join(format!("{label}.csv"));
+        std::fs::write(&file, &accepted).expect("write");
+        let path = file.to_str().expect("utf8");
+        let flags = ["--table", "ours", "--no-header", "--encoding", label];
+        assert_ok(&load(&db, &home, &[&[path][..], &flags].concat()));
+        assert_eq!(
+            rows(&db, "SELECT count(*)::text FROM theirs t FULL JOIN ours o USING (id) WHERE t.v IS DISTINCT FROM o.v").await,
+            vec![vec![s("0")]],
+            "{label}: values differ from COPY's"
+        );
+        assert_eq!(
+            rows(&db, "SELECT count(*)::text FROM ours").await,
+            vec![vec![s(&(128 - refused.len()).to_string())]]
+        );
+        for row in &refused {
+            std::fs::write(&file, row).expect("write");
+            let out = load(&db, &home, &[&[path][..], &flags].concat());
+            assert_eq!(out.code, 9, "{label} {row:?}: {}", out.stderr);
+        }
+    }
+}
+
 #[tokio::test]
 async fn sales_file_inferred_then_upserted_with_a_key() {
     let db = TestDb::new("load_sales").await;

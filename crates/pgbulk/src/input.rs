@@ -343,13 +343,42 @@ fn open_error(path: &Path, e: io::Error) -> Error {
 }
 
 /// Looks an encoding up by any of its WHATWG labels (`utf-8`, `latin1`,
-/// `windows-1252`, `utf-16le`, ...).
+/// `windows-1252`, `utf-16le`, ...) or PostgreSQL's `UTF8`, `LATIN1` and
+/// `WIN1252`. A label naming ISO-8859-1 (`latin1`, `iso-8859-1`, ...) is
+/// ISO-8859-1 as PostgreSQL reads it, every byte the character of the same
+/// number, not windows-1252 as WHATWG would have it (byte 0x80 is U+0080,
+/// not `€`); it is carried as [`LATIN1`].
 pub fn encoding(label: &str) -> Result<&'static Encoding> {
-    Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| {
+    let label = label.trim();
+    let found = match label.to_ascii_lowercase().as_str() {
+        "win1252" => Some(encoding_rs::WINDOWS_1252),
+        "windows-1252" | "cp1252" | "x-cp1252" => Some(encoding_rs::WINDOWS_1252),
+        _ => match Encoding::for_label(label.as_bytes()) {
+            // Every other label WHATWG reads as windows-1252 names
+            // ISO-8859-1 (or ASCII, its subset).
+            Some(e) if e == encoding_rs::WINDOWS_1252 => Some(LATIN1),
+            other => other,
+        },
+    };
+    found.ok_or_else(|| {
         Error::config(format!(
             "unknown encoding \"{label}\" (try utf-8, latin1, windows-1252, utf-16le, utf-16be, shift_jis, ...)"
         ))
     })
+}
+
+/// ISO-8859-1, which `encoding_rs` does not have: carried by
+/// `x-user-defined` (a label no file is written in), decoded by
+/// [`decode_field`] byte for character and named by [`encoding_name`].
+pub const LATIN1: &Encoding = encoding_rs::X_USER_DEFINED;
+
+/// The name of an encoding [`encoding`] returned.
+pub fn encoding_name(encoding: &'static Encoding) -> &'static str {
+    if encoding == LATIN1 {
+        "ISO-8859-1"
+    } else {
+        encoding.name()
+    }
 }
 
 /// The encoding fields are in once [`open`] has run: the input's own when
@@ -374,6 +403,21 @@ pub fn decode_field<'a>(
     }
     if bytes.is_ascii() {
         return std::str::from_utf8(bytes).map_err(|e| e.valid_up_to());
+    }
+    if encoding == encoding_rs::WINDOWS_1252 {
+        // Bytes windows-1252 leaves undefined, which WHATWG reads as C1
+        // controls and PostgreSQL's WIN1252 refuses.
+        if let Some(at) = bytes
+            .iter()
+            .position(|b| matches!(b, 0x81 | 0x8d | 0x8f | 0x90 | 0x9d))
+        {
+            return Err(at);
+        }
+    }
+    if encoding == LATIN1 {
+        scratch.clear();
+        scratch.extend(bytes.iter().map(|&b| char::from(b)));
+        return Ok(scratch.as_str());
     }
     let mut decoder = encoding.new_decoder_without_bom_handling();
     scratch.clear();
@@ -469,6 +513,20 @@ mod tests {
         let latin1 = encoding("latin1").expect("latin1");
         assert_eq!(decode_field(b"caf\xe9", latin1, &mut scratch), Ok("café"));
         assert!(encoding("klingon").is_err());
+        // ISO-8859-1 as PostgreSQL reads it, windows-1252 only by its names.
+        for label in ["latin1", "ISO-8859-1", "l1", "LATIN1", "iso8859-1"] {
+            let e = encoding(label).expect("latin1");
+            assert_eq!(encoding_name(e), "ISO-8859-1");
+            let all: Vec<u8> = (0x80..=0xff).collect();
+            let want: String = (0x80..=0xffu32).filter_map(char::from_u32).collect();
+            assert_eq!(decode_field(&all, e, &mut scratch), Ok(want.as_str()));
+        }
+        for label in ["windows-1252", "WIN1252", "cp1252"] {
+            let e = encoding(label).expect("windows-1252");
+            assert_eq!(decode_field(b"\x80", e, &mut scratch), Ok("€"));
+            assert_eq!(decode_field(b"ab\x81", e, &mut scratch), Err(2));
+        }
+        assert_eq!(encoding("UTF8").expect("utf8"), encoding_rs::UTF_8);
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub(super) fn fingerprint(
         "null": String::from_utf8_lossy(&d.null),
         "header": opts.header,
         "skip_lines": opts.skip_lines,
-        "encoding": opts.encoding.name(),
+        "encoding": crate::input::encoding_name(opts.encoding),
         "columns": opts.columns,
         "ignore_extra": opts.ignore_extra,
         "schema": opts.schema_ddl,

@@ -672,7 +672,7 @@ impl CsvRows {
                                     "{name}:{line}:{}: column \"{}\": undecodable byte sequence for encoding {} at byte {at} of the field",
                                     i + 1,
                                     self.columns[self.field_of.len() - 1],
-                                    s.opts.encoding.name()
+                                    input::encoding_name(s.opts.encoding)
                                 );
                                 let error = s
                                     .row_error(message, Some(i + 1))

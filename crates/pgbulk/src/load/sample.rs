@@ -178,7 +178,7 @@ fn decode<'s>(
             format!(
                 "{name}:{line}:{}: undecodable byte sequence for encoding {} at byte {at} of the field",
                 field + 1,
-                opts.encoding.name()
+                crate::input::encoding_name(opts.encoding)
             ),
         )
     })
