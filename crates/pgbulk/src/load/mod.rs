@@ -1263,7 +1263,6 @@ pub(crate) fn engine_options(
     }
 }
 
-/// Whether `table` holds no row.
 /// The inputs' identities for the ledger (see [`Source::identity`]),
 /// taken on a thread of their own while the load gets ready: hashing reads
 /// every file once. Dropped unfinished, the thread stops reading.
@@ -1306,6 +1305,7 @@ impl Drop for Identities {
     }
 }
 
+/// Whether `table` holds no row.
 async fn is_empty(client: &Client, table: &TableName) -> Result<bool> {
     let row = client
         .query_one(
