@@ -351,8 +351,7 @@ fn open_error(path: &Path, e: io::Error) -> Error {
 pub fn encoding(label: &str) -> Result<&'static Encoding> {
     let label = label.trim();
     let found = match label.to_ascii_lowercase().as_str() {
-        "win1252" => Some(encoding_rs::WINDOWS_1252),
-        "windows-1252" | "cp1252" | "x-cp1252" => Some(encoding_rs::WINDOWS_1252),
+        "windows-1252" | "cp1252" | "x-cp1252" | "win1252" => Some(encoding_rs::WINDOWS_1252),
         _ => match Encoding::for_label(label.as_bytes()) {
             // Every other label WHATWG reads as windows-1252 names
             // ISO-8859-1 (or ASCII, its subset).
