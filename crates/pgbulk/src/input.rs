@@ -403,16 +403,6 @@ pub fn decode_field<'a>(
     if bytes.is_ascii() {
         return std::str::from_utf8(bytes).map_err(|e| e.valid_up_to());
     }
-    if encoding == encoding_rs::WINDOWS_1252 {
-        // Bytes windows-1252 leaves undefined, which WHATWG reads as C1
-        // controls and PostgreSQL's WIN1252 refuses.
-        if let Some(at) = bytes
-            .iter()
-            .position(|b| matches!(b, 0x81 | 0x8d | 0x8f | 0x90 | 0x9d))
-        {
-            return Err(at);
-        }
-    }
     if encoding == LATIN1 {
         scratch.clear();
         scratch.extend(bytes.iter().map(|&b| char::from(b)));
@@ -423,10 +413,42 @@ pub fn decode_field<'a>(
     scratch.reserve(bytes.len() * 3);
     let (result, read) = decoder.decode_to_string_without_replacement(bytes, scratch, true);
     match result {
-        encoding_rs::DecoderResult::InputEmpty => Ok(scratch.as_str()),
-        encoding_rs::DecoderResult::Malformed(bad, _) => Err(read.saturating_sub(usize::from(bad))),
-        encoding_rs::DecoderResult::OutputFull => Err(read),
+        encoding_rs::DecoderResult::InputEmpty => {}
+        encoding_rs::DecoderResult::Malformed(bad, _) => {
+            return Err(read.saturating_sub(usize::from(bad)));
+        }
+        encoding_rs::DecoderResult::OutputFull => return Err(read),
     }
+    // Where WHATWG's tables differ from PostgreSQL's (found byte by byte
+    // against the server's COPY; these code pages are one byte a
+    // character, so a character's place is its byte's): the bytes a
+    // Windows code page leaves undefined, which WHATWG reads as C1
+    // controls and PostgreSQL's WIN874 and WIN125x refuse, and 0xCA,
+    // which windows-1255 has gained since PostgreSQL's table was made.
+    if encoding.name().starts_with("windows-") {
+        let refused = scratch.chars().zip(bytes).position(|(c, &b)| {
+            ('\u{80}'..='\u{9f}').contains(&c)
+                || (encoding == encoding_rs::WINDOWS_1255 && b == 0xca)
+        });
+        if let Some(at) = refused {
+            return Err(at);
+        }
+    }
+    // KOI8-U as PostgreSQL has it: 0xAE and 0xBE are box drawings, where
+    // WHATWG's KOI8-U has the Belarusian short u.
+    if encoding == encoding_rs::KOI8_U && bytes.iter().any(|b| matches!(b, 0xae | 0xbe)) {
+        let text: String = scratch
+            .chars()
+            .zip(bytes)
+            .map(|(c, &b)| match b {
+                0xae => '\u{255d}',
+                0xbe => '\u{256c}',
+                _ => c,
+            })
+            .collect();
+        *scratch = text;
+    }
+    Ok(scratch.as_str())
 }
 
 /// Transcodes a non-ASCII-compatible encoding (UTF-16) to UTF-8 as it
