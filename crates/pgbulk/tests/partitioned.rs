@@ -32,16 +32,21 @@ fn rows(keys: &[i64], values: &[&str]) -> Batches {
     Box::new(std::iter::once(Ok(batch)))
 }
 
+/// An upsert into `kv` on `k`.
+fn upsert_kv() -> LoadOptions {
+    LoadOptions {
+        table: TableName::parse("kv").expect("name"),
+        key: Some(vec!["k".to_owned()]),
+        ..LoadOptions::default()
+    }
+}
+
 #[tokio::test]
 async fn partitions_are_staged_once_and_merged_at_once() {
     let db = TestDb::new("partitioned").await;
     let params = resolve(&db.url);
     let client = db.connect().await;
-    let opts = LoadOptions {
-        table: TableName::parse("kv").expect("name"),
-        key: Some(vec!["k".to_owned()]),
-        ..LoadOptions::default()
-    };
+    let opts = upsert_kv();
     let progress = || Arc::new(Progress::default());
     let begun = partitioned::begin(&params, schema(), &opts, true, Duration::from_secs(60))
         .await
@@ -226,4 +231,87 @@ async fn an_overwrite_builds_the_new_tables_key_after_its_rows() {
     if version >= 150_000 {
         assert_eq!(counted, 5000);
     }
+}
+
+/// An attempt that outlives its write (Spark aborts a failed job without
+/// waiting for its running tasks) is refused: it leaves no stage behind,
+/// after an abort as after a commit.
+#[tokio::test]
+async fn an_attempt_after_the_write_ended_leaves_nothing() {
+    let db = TestDb::new("partitioned_late").await;
+    let params = resolve(&db.url);
+    let client = db.connect().await;
+    let opts = upsert_kv();
+    let stages = || async {
+        client
+            .query(
+                "SELECT relname::text FROM pg_class WHERE relname LIKE 'pgbulk\\_stage\\_%' ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("stages")
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    let stage = |write: partitioned::WriteId, p: u32| {
+        let (params, opts) = (params.clone(), opts.clone());
+        async move {
+            partitioned::stage(
+                &params,
+                &write,
+                p,
+                schema(),
+                rows(&[i64::from(p)], &["x"]),
+                &opts,
+                Arc::new(Progress::default()),
+            )
+            .await
+        }
+    };
+    for commit in [false, true] {
+        let begun = partitioned::begin(&params, schema(), &opts, true, Duration::from_secs(60))
+            .await
+            .expect("begin");
+        let write = begun.write;
+        assert_eq!(
+            stages().await,
+            [format!("pgbulk_stage_{}_open", write.as_str())],
+            "an open write has its marker"
+        );
+        stage(write.clone(), 0).await.expect("stage 0");
+        if commit {
+            partitioned::commit(
+                &params,
+                &write,
+                &[0],
+                schema(),
+                &opts,
+                Arc::new(Progress::default()),
+            )
+            .await
+            .expect("commit");
+        } else {
+            let dropped = partitioned::abort(&params, &write, &opts)
+                .await
+                .expect("abort");
+            assert_eq!(dropped, 1);
+        }
+        assert_eq!(stages().await, Vec::<String>::new());
+        let late = stage(write.clone(), 1).await.expect_err("the write ended");
+        assert!(
+            late.message().contains("no longer open"),
+            "{}",
+            late.message()
+        );
+        // A retry of a partition whose stage the end dropped is refused too.
+        stage(write, 0).await.expect_err("the write ended");
+        assert_eq!(stages().await, Vec::<String>::new(), "commit {commit}");
+    }
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM kv", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(count, 1, "only the committed write's row");
 }

@@ -17,6 +17,14 @@
 //!    in one transaction ([`crate::ingest::merge_stages`]) and drops them
 //!    in it; [`abort`] drops every stage of the write.
 //!
+//! While a write is open it has a marker, an empty table
+//! `pgbulk_stage_<write>_open` that [`begin`] creates. An attempt creates
+//! its stage only while the marker is there (holding it in the creating
+//! transaction); [`commit`] and [`abort`] drop the marker before the
+//! stages, so an attempt that outlives its write (Spark aborts a job
+//! without waiting for its running tasks) is refused instead of leaving a
+//! stage behind.
+//!
 //! A write whose driver died between staging and commit leaves its stages
 //! behind; [`begin`] of a later write into the same schema drops those of
 //! writes that began more than `stale_after` ago and that no attempt is
@@ -37,6 +45,8 @@ use crate::session::Session;
 
 /// What names a stage table: `pgbulk_stage_<write>_<partition>`.
 const STAGE_PREFIX: &str = "pgbulk_stage_";
+/// What ends the name of a write's open marker.
+const OPEN: &str = "open";
 /// The comment of a stage whose rows committed (followed by their number).
 const COMPLETE: &str = "pgbulk stage complete: ";
 
@@ -87,6 +97,15 @@ pub fn stage_name(table: &TableName, write: &WriteId, partition: u32) -> TableNa
     TableName::new(
         table.schema_or_public(),
         &format!("{STAGE_PREFIX}{}_{partition}", write.as_str()),
+    )
+}
+
+/// The marker of an open `write` into `table` (see the module
+/// documentation).
+fn open_marker(table: &TableName, write: &WriteId) -> TableName {
+    TableName::new(
+        table.schema_or_public(),
+        &format!("{STAGE_PREFIX}{}_{OPEN}", write.as_str()),
     )
 }
 
@@ -146,6 +165,11 @@ pub async fn begin(
         ingest::settle(&mut client, prepared, &options).await?;
     }
     let dropped = drop_stale(&client, &table, &write, stale_after).await?;
+    let marker = open_marker(&table, &write);
+    client
+        .batch_execute(&format!("CREATE UNLOGGED TABLE {} ()", marker.quoted()))
+        .await
+        .map_err(|e| Error::server(&format!("creating the write's marker {marker}"), e))?;
     Ok(Begun {
         write,
         table,
@@ -176,7 +200,7 @@ pub async fn stage(
     opts: &LoadOptions,
     progress: Arc<Progress>,
 ) -> Result<Staged> {
-    let client = crate::connect::connect(params).await?.client;
+    let mut client = crate::connect::connect(params).await?.client;
     let session = Session::read(&client).await?;
     let table = opts.table.in_schema(&session.current_schema);
     let stage = stage_name(&table, write, partition);
@@ -185,15 +209,44 @@ pub async fn stage(
     if let Some(rows) = complete_rows(&client, &stage).await? {
         return Ok(Staged { rows, reused: true });
     }
+    // Only while the write is open: the marker, held in this transaction,
+    // cannot be dropped until the stage is there for [`drop_stages`] to see.
+    let marker = open_marker(&table, write);
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::server(&format!("creating the stage {stage}"), e))?;
+    if let Err(e) = tx
+        .batch_execute(&format!(
+            "LOCK TABLE {} IN ACCESS SHARE MODE",
+            marker.quoted()
+        ))
+        .await
+    {
+        if e.as_db_error()
+            .is_some_and(|db| db.code().code() == "42P01")
+        {
+            return Err(Error::config(format!(
+                "write {} into {table} is no longer open (it was committed or aborted): partition {partition} was not staged",
+                write.as_str()
+            )));
+        }
+        return Err(Error::server(
+            &format!("holding the write's marker {marker}"),
+            e,
+        ));
+    }
     // The stage has the table's columns and types, without constraints or
     // defaults: columns the data does not fill stay NULL there and are
     // not written by the merge.
-    client
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {s}; CREATE UNLOGGED TABLE {s} AS SELECT * FROM {t} WITH NO DATA",
-            s = stage.quoted(),
-            t = table.quoted()
-        ))
+    tx.batch_execute(&format!(
+        "DROP TABLE IF EXISTS {s}; CREATE UNLOGGED TABLE {s} AS SELECT * FROM {t} WITH NO DATA",
+        s = stage.quoted(),
+        t = table.quoted()
+    ))
+    .await
+    .map_err(|e| Error::server(&format!("creating the stage {stage}"), e))?;
+    tx.commit()
         .await
         .map_err(|e| Error::server(&format!("creating the stage {stage}"), e))?;
     let into_stage = LoadOptions {
@@ -352,7 +405,7 @@ async fn complete_rows(client: &Client, stage: &TableName) -> Result<Option<u64>
         .and_then(|n| n.parse().ok()))
 }
 
-/// The stages in `table`'s schema: `(name, write)`.
+/// The stages and open markers in `table`'s schema: `(name, write)`.
 async fn stages_in(client: &Client, table: &TableName) -> Result<Vec<(String, WriteId)>> {
     let rows = client
         .query(
@@ -370,15 +423,23 @@ async fn stages_in(client: &Client, table: &TableName) -> Result<Vec<(String, Wr
             let name: String = r.get(0);
             let rest = name.strip_prefix(STAGE_PREFIX)?;
             let (id, partition) = rest.split_once('_')?;
-            partition.parse::<u32>().ok()?;
+            if partition != OPEN {
+                partition.parse::<u32>().ok()?;
+            }
             let write = WriteId::parse(id).ok()?;
             Some((name, write))
         })
         .collect())
 }
 
-/// Drops the stages of `write`; their names.
+/// Drops the stages of `write`, its marker first (waiting for an attempt
+/// creating its stage); their names.
 async fn drop_stages(client: &Client, table: &TableName, write: &WriteId) -> Result<Vec<String>> {
+    let marker = open_marker(table, write);
+    client
+        .batch_execute(&format!("DROP TABLE IF EXISTS {}", marker.quoted()))
+        .await
+        .map_err(|e| Error::server(&format!("dropping the write's marker {marker}"), e))?;
     let mut dropped = Vec::new();
     for (name, w) in stages_in(client, table).await? {
         if w == *write {
