@@ -225,6 +225,7 @@ def write(
     batch_rows: int | None = None,
     single_transaction: bool = False,
     ignore_extra: bool = False,
+    streams: int | None = None,
 ) -> LoadReport:
     """Write Arrow data into ``table``: a pyarrow Table or RecordBatchReader,
     a polars DataFrame, a pandas DataFrame (pandas 2.2 or later), or any
@@ -238,8 +239,12 @@ def write(
     key) unless ``create`` is false, or from ``schema`` (DDL text), which
     also migrates an existing one. ``mode`` defaults to upsert when the
     table has a key, else append. Each ``batch_rows`` rows commit
-    (``single_transaction``: all at once). ``db``, ``conn`` and ``dsn`` are
-    alternative names for the target.
+    (``single_transaction``: all at once). Appending into a table that is
+    there as declared, the rows go on ``streams`` connections at once
+    (default 2; 1 keeps them in order), each committing batches of its
+    own; after a failure the others stop, their batches in flight rolled
+    back. ``db``, ``conn`` and ``dsn`` are alternative names for the
+    target.
     """
     target = next((t for t in (db, conn, dsn) if t is not None), None)
     return _report(
@@ -255,6 +260,7 @@ def write(
             batch_rows=batch_rows,
             single_transaction=single_transaction,
             ignore_extra=ignore_extra,
+            streams=streams,
         ),
     )
 

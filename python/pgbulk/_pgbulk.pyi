@@ -90,6 +90,7 @@ def write(
     batch_rows: int | None = ...,
     single_transaction: bool = ...,
     ignore_extra: bool = ...,
+    streams: int | None = ...,
 ) -> dict[str, Any]: ...
 def status(table_name: str, *, db: str | None = ...) -> dict[str, Any]: ...
 def partitioned_begin(

@@ -273,6 +273,44 @@ def test_batches_commit_and_a_record_batch_reader_streams(db: str) -> None:
     ]
 
 
+def test_appends_into_a_table_go_on_two_connections(db: str) -> None:
+    with psycopg.connect(db) as conn:
+        conn.execute("CREATE TABLE pairs (n bigint PRIMARY KEY, v smallint)")
+    total = 200_000
+    n = pa.array(range(total), pa.int64())
+    data = pa.table({"n": n, "v": pa.array([i % 30_000 for i in range(total)], pa.int16())})
+    report = pgbulk.write(data, "pairs", db=db, mode="append", batch_rows=50_000)
+    assert report.inserted == total and report.batches == 4, report
+    assert "appended on 2 connections at once" in report.notes, report
+    # Each batch in a transaction of its own.
+    assert rows(db, "SELECT count(DISTINCT xmin::text) FROM pairs") == [(4,)]
+    assert rows(db, "SELECT count(*), count(DISTINCT n), sum(v) FROM pairs") == [
+        (total, total, sum(i % 30_000 for i in range(total)))
+    ]
+    # A value the column cannot hold fails its stream's batch, named by its
+    # row of the data; the other stream stops, its batch in flight rolled
+    # back: whole batches only.
+    with psycopg.connect(db) as conn:
+        conn.execute("TRUNCATE pairs")
+    bad = pa.table(
+        {"n": n, "v": pa.array([70_000 if i == 123_456 else 1 for i in range(total)], pa.int32())}
+    )
+    with pytest.raises(pgbulk.DataError) as caught:
+        pgbulk.write(bad, "pairs", db=db, mode="append", batch_rows=10_000)
+    assert (caught.value.column, caught.value.value) == ("v", "70000")
+    assert "row 123457 of the data" in str(caught.value), caught.value
+    (committed,) = rows(db, "SELECT count(*) FROM pairs")[0]
+    assert committed < total and committed % 10_000 == 0, committed
+    assert rows(db, "SELECT count(*) FROM pairs WHERE n = 123456") == [(0,)]
+    # One stream keeps the rows in order.
+    with psycopg.connect(db) as conn:
+        conn.execute("TRUNCATE pairs")
+    one = pgbulk.write(data, "pairs", db=db, mode="append", batch_rows=50_000, streams=1)
+    assert one.batches == 4 and one.notes == [], one
+    spans = "SELECT max(n) - min(n) + 1 = count(*) FROM pairs GROUP BY xmin::text"
+    assert rows(db, spans) == [(True,)] * 4
+
+
 def test_mistakes_are_the_right_exceptions(db: str) -> None:
     with pytest.raises(pgbulk.ConfigError, match="not Arrow data"):
         pgbulk.write([1, 2, 3], "t", db=db)

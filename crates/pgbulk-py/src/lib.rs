@@ -441,7 +441,7 @@ fn arrow_stream(
 #[pyfunction]
 #[pyo3(signature = (
     data, table_name, *, db=None, mode_name=None, key=None, schema_ddl=None,
-    create=true, batch_rows=None, single_transaction=false, ignore_extra=false
+    create=true, batch_rows=None, single_transaction=false, ignore_extra=false, streams=None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn write<'py>(
@@ -456,6 +456,7 @@ fn write<'py>(
     batch_rows: Option<u64>,
     single_transaction: bool,
     ignore_extra: bool,
+    streams: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let defaults = LoadOptions::default();
     let opts = LoadOptions {
@@ -466,6 +467,7 @@ fn write<'py>(
         batch_rows: batch_rows.unwrap_or(defaults.batch_rows),
         single_transaction,
         ignore_extra,
+        streams: streams.unwrap_or(defaults.streams).max(1),
         ..defaults
     };
     let (schema, batches) = arrow_stream(py, &data)?;

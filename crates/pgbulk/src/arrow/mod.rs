@@ -21,7 +21,7 @@ use arrow_schema::{ArrowError, SchemaRef};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::ingest::{self, Batch, BatchWatermark, RowFailure, Rows, TextRow, TextRows};
-use crate::load::{LoadOptions, LoadReport, Progress};
+use crate::load::{LoadMode, LoadOptions, LoadReport, Progress};
 use crate::schema::{Declaration, TableName, quote_ident};
 use crate::session::Session;
 
@@ -101,6 +101,7 @@ pub async fn write(
         current: None,
         row: 0,
         consumed: 0,
+        stopped: false,
     }));
     let batch_rows = if opts.single_transaction {
         u64::MAX
@@ -119,31 +120,74 @@ pub async fn write(
         data_types: Arc::new(data_types),
         direct: Vec::new(),
         left: batch_rows,
+        chunk: None,
+        chunk_row: 0,
+        chunk_first: 0,
+        number: 0,
         scratch: String::new(),
         progress: progress.clone(),
     };
-    let next = feed.clone();
-    let batches = std::iter::from_fn(move || {
-        let more = next
-            .lock()
-            .map_err(|_| Error::new(ErrorKind::Io, "the Arrow feed is poisoned"))
-            .and_then(|mut f| f.has_more());
-        match more {
-            Ok(false) => None,
-            Err(e) => Some(Err(e)),
-            Ok(true) => Some(Ok(Batch {
-                high_watermark: BatchWatermark::Value(None),
-                metadata: serde_json::Value::Null,
-                rows: Rows::Text(Box::new(Part {
-                    scratch: String::new(),
-                    left: batch_rows,
-                    ..part.fresh()
-                })),
-                resume: None,
-            })),
+    // Appending batches that commit one by one into a table that is
+    // there as declared: on several connections, each taking batches of
+    // the rows as they come (the server's side of COPY is the slower).
+    let plan = prepared.plan();
+    let appends = chosen.mode == LoadMode::Append
+        || chosen.mode == LoadMode::Upsert && chosen.effective_key.is_none();
+    let streams = if appends
+        && exists
+        && !opts.single_transaction
+        && plan.steps.is_empty()
+        && plan.rebuilds.is_empty()
+    {
+        opts.streams.max(1)
+    } else {
+        1
+    };
+    if streams > 1 {
+        report
+            .notes
+            .push(format!("appended on {streams} connections at once"));
+    }
+    let engine = if streams == 1 {
+        ingest::ingest_prepared(&mut client, &prepared, |_| part.batches(), &options).await?
+    } else {
+        let mut tasks = Vec::with_capacity(streams);
+        for _ in 0..streams {
+            let mut client = crate::connect::connect(params).await?.client;
+            progress.register(&client);
+            let (prepared, options, part) = (prepared.clone(), options.clone(), part.fresh());
+            let feed = feed.clone();
+            tasks.push(tokio::spawn(async move {
+                let result =
+                    ingest::ingest_prepared(&mut client, &prepared, |_| part.batches(), &options)
+                        .await;
+                if result.is_err() {
+                    if let Ok(mut f) = feed.lock() {
+                        f.stopped = true;
+                    }
+                }
+                result
+            }));
         }
-    });
-    let engine = ingest::ingest_prepared(&mut client, &prepared, |_| batches, &options).await?;
+        let mut merged = ingest::Report::default();
+        let mut failures = Vec::new();
+        for task in tasks {
+            match task.await {
+                Ok(Ok(r)) => merged.merge(r),
+                Ok(Err(e)) => failures.push(e),
+                Err(e) => failures.push(Error::new(
+                    ErrorKind::Io,
+                    format!("a stream of the write failed: {e}"),
+                )),
+            }
+        }
+        // The failure that stopped the others.
+        failures.sort_by_key(|e| e.message().contains(STOPPED));
+        if let Some(e) = failures.into_iter().next() {
+            return Err(e);
+        }
+        merged
+    };
     report.count(engine);
     if report.batches == 0 {
         report.nothing_to_load = Some(match report.inferred_ddl.take() {
@@ -230,6 +274,8 @@ struct Feed {
     row: usize,
     /// Rows handed out in all.
     consumed: u64,
+    /// Another stream of the write failed: no more rows are handed out.
+    stopped: bool,
 }
 
 impl Feed {
@@ -262,7 +308,35 @@ impl Feed {
             }
         }
     }
+
+    /// The next at most `max` rows (a slice of the current record batch,
+    /// not copied) and the rows handed out before them; `None` when every
+    /// row was.
+    fn take(&mut self, max: usize) -> Result<Option<(RecordBatch, u64)>> {
+        if self.stopped {
+            return Err(Error::new(ErrorKind::Io, STOPPED));
+        }
+        if !self.has_more()? {
+            return Ok(None);
+        }
+        let Some(batch) = self.current.as_ref() else {
+            return Ok(None);
+        };
+        let n = max.min(batch.num_rows() - self.row);
+        let chunk = batch.slice(self.row, n);
+        let before = self.consumed;
+        self.row += n;
+        self.consumed += n as u64;
+        Ok(Some((chunk, before)))
+    }
 }
+
+/// Why a stream stopped when another stream of the write failed.
+const STOPPED: &str = "stopped: another stream of the write failed";
+
+/// Rows a part takes from the feed at a time (one lock per chunk, not per
+/// row, when several streams read the feed).
+const CHUNK_ROWS: usize = 4096;
 
 /// The rows of one engine batch: up to `left` rows from the feed.
 struct Part {
@@ -278,11 +352,57 @@ struct Part {
     /// column's type oid, or `None` (as text).
     direct: Vec<Option<(binary::Direct, u32)>>,
     left: u64,
+    /// The rows taken from the feed and not yet read, the next one's index
+    /// in it, and the rows of the data before it.
+    chunk: Option<RecordBatch>,
+    chunk_row: usize,
+    chunk_first: u64,
+    /// The data's row number (1-based) of the row just read.
+    number: u64,
     scratch: String,
     progress: Arc<Progress>,
 }
 
 impl Part {
+    /// The engine's batches: parts of up to `left` rows each, until the
+    /// feed has no more rows. A part is made with its first rows, so that
+    /// no batch is empty when other streams read the same feed.
+    fn batches(&self) -> impl Iterator<Item = Result<Batch>> + Send + 'static {
+        let part = self.fresh();
+        std::iter::from_fn(move || {
+            let taken = part
+                .feed
+                .lock()
+                .map_err(|_| Error::new(ErrorKind::Io, "the Arrow feed is poisoned"))
+                .and_then(|mut f| f.take(part.chunk_rows()));
+            match taken {
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+                Ok(Some((chunk, before))) => {
+                    part.progress
+                        .rows_read
+                        .fetch_add(chunk.num_rows() as u64, Ordering::Relaxed);
+                    Some(Ok(Batch {
+                        high_watermark: BatchWatermark::Value(None),
+                        metadata: serde_json::Value::Null,
+                        rows: Rows::Text(Box::new(Part {
+                            chunk: Some(chunk),
+                            chunk_first: before,
+                            ..part.fresh()
+                        })),
+                        resume: None,
+                    }))
+                }
+            }
+        })
+    }
+
+    /// How many rows to take from the feed next: a chunk, within the
+    /// batch.
+    fn chunk_rows(&self) -> usize {
+        CHUNK_ROWS.min(usize::try_from(self.left).unwrap_or(usize::MAX))
+    }
+
     /// Another part over the same feed.
     fn fresh(&self) -> Self {
         Self {
@@ -293,6 +413,10 @@ impl Part {
             data_types: self.data_types.clone(),
             direct: Vec::new(),
             left: self.left,
+            chunk: None,
+            chunk_row: 0,
+            chunk_first: 0,
+            number: 0,
             scratch: String::new(),
             progress: self.progress.clone(),
         }
@@ -328,20 +452,34 @@ impl TextRows for Part {
         if self.left == 0 {
             return Ok(false);
         }
-        let mut feed = self
-            .feed
-            .lock()
-            .map_err(|_| Error::new(ErrorKind::Io, "the Arrow feed is poisoned"))?;
-        if !feed.has_more()? {
-            return Ok(false);
+        if self
+            .chunk
+            .as_ref()
+            .is_none_or(|c| self.chunk_row >= c.num_rows())
+        {
+            let taken = self
+                .feed
+                .lock()
+                .map_err(|_| Error::new(ErrorKind::Io, "the Arrow feed is poisoned"))?
+                .take(self.chunk_rows())?;
+            let Some((chunk, before)) = taken else {
+                self.chunk = None;
+                return Ok(false);
+            };
+            self.progress
+                .rows_read
+                .fetch_add(chunk.num_rows() as u64, Ordering::Relaxed);
+            self.chunk = Some(chunk);
+            self.chunk_row = 0;
+            self.chunk_first = before;
         }
-        let r = feed.row;
-        feed.row += 1;
-        feed.consumed += 1;
-        let number = feed.consumed;
-        let Some(batch) = feed.current.as_ref() else {
+        let Some(batch) = self.chunk.as_ref() else {
             return Ok(false);
         };
+        let r = self.chunk_row;
+        self.chunk_row += 1;
+        let number = self.chunk_first + r as u64 + 1;
+        self.number = number;
         row.clear();
         for (k, (index, uuid)) in self.fields.iter().enumerate() {
             let array = batch.column(*index).as_ref();
@@ -369,12 +507,11 @@ impl TextRows for Part {
             row.push(present.then_some(self.scratch.as_str()));
         }
         self.left -= 1;
-        self.progress.rows_read.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
 
     fn reject(&mut self, failure: &RowFailure<'_>) -> Result<()> {
-        let number = self.feed.lock().map(|f| f.consumed).unwrap_or(0);
+        let number = self.number;
         Err(Error::new(
             ErrorKind::Data,
             format!(
