@@ -88,6 +88,7 @@ async fn single_byte_encodings_read_as_copy_reads_them() {
         ("iso-8859-6", "ISO_8859_6"),
         ("iso-8859-7", "ISO_8859_7"),
         ("iso-8859-8", "ISO_8859_8"),
+        ("iso-8859-9", "LATIN5"),
         ("iso-8859-10", "LATIN6"),
         ("iso-8859-13", "LATIN7"),
         ("iso-8859-14", "LATIN8"),

@@ -347,15 +347,23 @@ fn open_error(path: &Path, e: io::Error) -> Error {
 /// `WIN1252`. A label naming ISO-8859-1 (`latin1`, `iso-8859-1`, ...) is
 /// ISO-8859-1 as PostgreSQL reads it, every byte the character of the same
 /// number, not windows-1252 as WHATWG would have it (byte 0x80 is U+0080,
-/// not `€`); it is carried as [`LATIN1`].
+/// not `€`); it is carried as [`LATIN1`]. Likewise a label naming
+/// ISO-8859-9 (`latin5`, `iso-8859-9`, ...) is PostgreSQL's `LATIN5`, not
+/// windows-1254, carried as [`LATIN5`].
 pub fn encoding(label: &str) -> Result<&'static Encoding> {
     let label = label.trim();
     let found = match label.to_ascii_lowercase().as_str() {
         "windows-1252" | "cp1252" | "x-cp1252" | "win1252" => Some(encoding_rs::WINDOWS_1252),
+        "windows-1254" | "cp1254" | "x-cp1254" | "win1254" => Some(encoding_rs::WINDOWS_1254),
         _ => match Encoding::for_label(label.as_bytes()) {
             // Every other label WHATWG reads as windows-1252 names
-            // ISO-8859-1 (or ASCII, its subset).
+            // ISO-8859-1 (or ASCII, its subset), as windows-1254
+            // ISO-8859-9.
             Some(e) if e == encoding_rs::WINDOWS_1252 => Some(LATIN1),
+            Some(e) if e == encoding_rs::WINDOWS_1254 => Some(LATIN5),
+            // ISO-8859-8-I decodes as ISO-8859-8 (the I is about the
+            // direction text is shown in); its carrier is LATIN5's.
+            Some(e) if e == encoding_rs::ISO_8859_8_I => Some(encoding_rs::ISO_8859_8),
             other => other,
         },
     };
@@ -371,12 +379,33 @@ pub fn encoding(label: &str) -> Result<&'static Encoding> {
 /// [`decode_field`] byte for character and named by [`encoding_name`].
 pub const LATIN1: &Encoding = encoding_rs::X_USER_DEFINED;
 
+/// ISO-8859-9, which `encoding_rs` reads as windows-1254: carried by
+/// `ISO-8859-8-I` (which [`encoding`] reads as ISO-8859-8, the same
+/// bytes), decoded by [`decode_field`] and named by [`encoding_name`].
+pub const LATIN5: &Encoding = encoding_rs::ISO_8859_8_I;
+
 /// The name of an encoding [`encoding`] returned.
 pub fn encoding_name(encoding: &'static Encoding) -> &'static str {
     if encoding == LATIN1 {
         "ISO-8859-1"
+    } else if encoding == LATIN5 {
+        "ISO-8859-9"
     } else {
         encoding.name()
+    }
+}
+
+/// A byte of ISO-8859-9: ISO-8859-1's character but for the six Turkish
+/// letters in place of Icelandic ones.
+fn latin5_char(b: u8) -> char {
+    match b {
+        0xd0 => '\u{11e}',
+        0xdd => '\u{130}',
+        0xde => '\u{15e}',
+        0xf0 => '\u{11f}',
+        0xfd => '\u{131}',
+        0xfe => '\u{15f}',
+        _ => char::from(b),
     }
 }
 
@@ -406,6 +435,11 @@ pub fn decode_field<'a>(
     if encoding == LATIN1 {
         scratch.clear();
         scratch.extend(bytes.iter().map(|&b| char::from(b)));
+        return Ok(scratch.as_str());
+    }
+    if encoding == LATIN5 {
+        scratch.clear();
+        scratch.extend(bytes.iter().map(|&b| latin5_char(b)));
         return Ok(scratch.as_str());
     }
     let mut decoder = encoding.new_decoder_without_bom_handling();
@@ -548,6 +582,21 @@ mod tests {
             assert_eq!(decode_field(b"ab\x81", e, &mut scratch), Err(2));
         }
         assert_eq!(encoding("UTF8").expect("utf8"), encoding_rs::UTF_8);
+        // ISO-8859-9 as PostgreSQL's LATIN5, windows-1254 by its names.
+        for label in ["latin5", "ISO-8859-9", "l5", "LATIN5"] {
+            let e = encoding(label).expect("latin5");
+            assert_eq!(encoding_name(e), "ISO-8859-9");
+            assert_eq!(
+                decode_field(b"\x80\xd0\xe9", e, &mut scratch),
+                Ok("\u{80}Ğé")
+            );
+        }
+        for label in ["windows-1254", "WIN1254"] {
+            let e = encoding(label).expect("windows-1254");
+            assert_eq!(decode_field(b"\x80\xd0", e, &mut scratch), Ok("€Ğ"));
+        }
+        let hebrew = encoding("iso-8859-8-i").expect("iso-8859-8-i");
+        assert_eq!(hebrew, encoding_rs::ISO_8859_8);
     }
 
     #[test]
