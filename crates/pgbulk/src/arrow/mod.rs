@@ -151,10 +151,14 @@ pub async fn write(
     let engine = if streams == 1 {
         ingest::ingest_prepared(&mut client, &prepared, |_| part.batches(), &options).await?
     } else {
-        let mut tasks = Vec::with_capacity(streams);
-        for _ in 0..streams {
-            let mut client = crate::connect::connect(params).await?.client;
+        let mut clients = vec![client];
+        for _ in 1..streams {
+            let client = crate::connect::connect(params).await?.client;
             progress.register(&client);
+            clients.push(client);
+        }
+        let mut tasks = Vec::with_capacity(streams);
+        for mut client in clients {
             let (prepared, options, part) = (prepared.clone(), options.clone(), part.fresh());
             let feed = feed.clone();
             tasks.push(tokio::spawn(async move {
