@@ -280,10 +280,14 @@ def test_appends_into_a_table_go_on_two_connections(db: str) -> None:
     n = pa.array(range(total), pa.int64())
     data = pa.table({"n": n, "v": pa.array([i % 30_000 for i in range(total)], pa.int16())})
     report = pgbulk.write(data, "pairs", db=db, mode="append", batch_rows=50_000)
-    assert report.inserted == total and report.batches == 4, report
+    assert report.inserted == total, report
     assert "appended on 2 connections at once" in report.notes, report
-    # Each batch in a transaction of its own.
-    assert rows(db, "SELECT count(DISTINCT xmin::text) FROM pairs") == [(4,)]
+    # Each batch in a transaction of its own, of at most 50,000 rows: full
+    # ones, and at the end of the data at most one short one per stream.
+    sizes = "SELECT count(*) FROM pairs GROUP BY xmin::text"
+    batches = sorted(c for (c,) in rows(db, sizes))
+    assert len(batches) == report.batches and 4 <= report.batches <= 6, (report, batches)
+    assert batches[-1] <= 50_000 and sum(c < 50_000 for c in batches) <= 2, batches
     assert rows(db, "SELECT count(*), count(DISTINCT n), sum(v) FROM pairs") == [
         (total, total, sum(i % 30_000 for i in range(total)))
     ]
@@ -299,8 +303,9 @@ def test_appends_into_a_table_go_on_two_connections(db: str) -> None:
         pgbulk.write(bad, "pairs", db=db, mode="append", batch_rows=10_000)
     assert (caught.value.column, caught.value.value) == ("v", "70000")
     assert "row 123457 of the data" in str(caught.value), caught.value
-    (committed,) = rows(db, "SELECT count(*) FROM pairs")[0]
-    assert committed < total and committed % 10_000 == 0, committed
+    committed = [c for (c,) in rows(db, sizes)]
+    assert sum(committed) < total, committed
+    assert all(c <= 10_000 for c in committed) and sum(c < 10_000 for c in committed) <= 2
     assert rows(db, "SELECT count(*) FROM pairs WHERE n = 123456") == [(0,)]
     # One stream keeps the rows in order.
     with psycopg.connect(db) as conn:
@@ -341,7 +346,7 @@ def test_ctrl_c_stops_a_write_keeping_whole_batches(db: str) -> None:
 
     with psycopg.connect(db) as conn:
         conn.execute("CREATE TABLE long (id bigint)")
-    total = 3_000_000
+    total = 6_000_000
     # A Table: its stream is read without running Python code, so the
     # interrupt reaches pgbulk (a Python generator behind a reader would
     # receive the KeyboardInterrupt itself, and the write fail with it).
