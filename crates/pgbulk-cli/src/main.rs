@@ -66,7 +66,13 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::new(e)),
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(async {
+        let outcome = run(cli).await;
+        // The clients are dropped: let their sessions say goodbye.
+        pgbulk::connect::close_sessions(std::time::Duration::from_secs(2)).await;
+        outcome
+    });
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => fail(&e),
     }

@@ -1261,3 +1261,93 @@ async fn a_new_destination_is_filled_in_one_transaction() {
         .expect("reindex");
     assert_eq!(built, rows(&dst, size).await);
 }
+
+#[tokio::test]
+async fn sessions_end_with_a_goodbye_not_a_cut() {
+    let src = TestDb::new("sync_goodbye_src").await;
+    let dst = TestDb::new("sync_goodbye_dst").await;
+    let home = Scratch::new("sync-goodbye");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, v text);
+             INSERT INTO t SELECT i, 'row ' || i FROM generate_series(1, 5000) i;",
+        )
+        .await
+        .expect("source");
+    std::fs::write(home.path().join("t.csv"), "id,v\n1,a\n2,b\n").expect("csv");
+    for args in [
+        &["sync", "--from", &src.url, "--db", &dst.url, "--table", "t"][..],
+        &[
+            "sync", "--from", &src.url, "--db", &dst.url, "--table", "t", "--to", "two", "--jobs",
+            "2",
+        ],
+        &[
+            "sync",
+            "--from",
+            &src.url,
+            "--db",
+            &dst.url,
+            "--table",
+            "t",
+            "--incremental",
+            "id",
+            "--to",
+            "inc",
+        ],
+        &["load", "t.csv", "--db", &dst.url, "--table", "loaded"],
+        &["ping", "--db", &dst.url],
+    ] {
+        let out = run(pgbulk(&home).args(args));
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+    }
+    // A session the client cut (no Terminate) is counted as abandoned
+    // (PostgreSQL 14 on; on 14 the count arrives late, so 15 on).
+    let version: i32 = rows(&dst, "SELECT current_setting('server_version_num')").await[0][0]
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .expect("version");
+    if version < 150000 {
+        return;
+    }
+    for db in [&src, &dst] {
+        let client = db.connect().await;
+        let mut waited = 0;
+        loop {
+            let others: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_catalog.pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .expect("activity")
+                .get(0);
+            if others == 0 {
+                break;
+            }
+            waited += 1;
+            assert!(
+                waited < 200,
+                "{others} sessions of pgbulk still open on {}",
+                db.name
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        client
+            .batch_execute("SELECT pg_catalog.pg_stat_clear_snapshot()")
+            .await
+            .expect("fresh stats");
+        let row = client
+            .query_one(
+                "SELECT sessions, sessions_abandoned FROM pg_catalog.pg_stat_database \
+                 WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .expect("stats");
+        let (sessions, abandoned): (i64, i64) = (row.get(0), row.get(1));
+        assert!(sessions > 1, "{}: {sessions} sessions counted", db.name);
+        assert_eq!(abandoned, 0, "{}: sessions cut by pgbulk", db.name);
+    }
+}

@@ -2,6 +2,8 @@
 //! password from the settings or the password file, TLS per `sslmode`, and
 //! `target_session_attrs` checked on the open session.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::config::SslMode as PgSslMode;
@@ -207,11 +209,59 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    tokio::spawn(async move {
+    spawn_session_task(async move {
         if let Err(e) = conn.await {
             debug!(error = %e, "connection closed with an error");
         }
     });
+}
+
+/// Session tasks (connections, relays) still running.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// Woken each time a session task ends.
+static ENDED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Counts a session task while it runs.
+struct Running;
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::AcqRel);
+        ENDED.notify_waiters();
+    }
+}
+
+/// Spawns a task that carries a session (a connection, or a relay to
+/// the server), counted for [`close_sessions`].
+pub(crate) fn spawn_session_task(task: impl Future<Output = ()> + Send + 'static) {
+    RUNNING.fetch_add(1, Ordering::AcqRel);
+    let running = Running;
+    tokio::spawn(async move {
+        let _running = running;
+        task.await;
+    });
+}
+
+/// Waits, at most `limit`, for the sessions of dropped clients to end:
+/// a connection reads the server's answers to all it sent, then says
+/// goodbye (`Terminate`) and closes. A process that exits without this
+/// wait cuts its sessions: the server logs `connection to client lost`
+/// and counts them in `pg_stat_database.sessions_abandoned`. Call it
+/// after the clients are dropped, before the runtime is; returns whether
+/// every session ended.
+pub async fn close_sessions(limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let ended = ENDED.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if RUNNING.load(Ordering::Acquire) == 0 {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, ended).await.is_err() {
+            return RUNNING.load(Ordering::Acquire) == 0;
+        }
+    }
 }
 
 pub(crate) fn pg_config(

@@ -134,7 +134,7 @@ async fn connect_endpoint(
         key: None,
         status: b'I',
     };
-    tokio::spawn(relay.run(upstream, relay_end, orders));
+    crate::connect::spawn_session_task(relay.run(upstream, relay_end, orders));
     let password = crate::connect::password_for(params, endpoint);
     let config = crate::connect::pg_config(
         params,
@@ -148,7 +148,7 @@ async fn connect_endpoint(
         .map_err(|e| {
             crate::connect::classify(endpoint, params, password.as_ref().map(|(_, o)| o), e)
         })?;
-    tokio::spawn(async move {
+    crate::connect::spawn_session_task(async move {
         if let Err(e) = connection.await {
             debug!(error = %e, "relayed connection closed with an error");
         }
