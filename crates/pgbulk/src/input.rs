@@ -395,17 +395,57 @@ pub fn encoding_name(encoding: &'static Encoding) -> &'static str {
     }
 }
 
-/// A byte of ISO-8859-9: ISO-8859-1's character but for the six Turkish
-/// letters in place of Icelandic ones.
-fn latin5_char(b: u8) -> char {
-    match b {
-        0xd0 => '\u{11e}',
-        0xdd => '\u{130}',
-        0xde => '\u{15e}',
-        0xf0 => '\u{11f}',
-        0xfd => '\u{131}',
-        0xfe => '\u{15f}',
-        _ => char::from(b),
+/// Where PostgreSQL reads a single-byte encoding otherwise than the
+/// table pgbulk decodes it with (found byte by byte against the server's
+/// COPY). One byte is one character, so a character's place is its byte's.
+struct Differences {
+    /// Decoded as ISO-8859-1 is: each byte the character of its number.
+    latin1: bool,
+    /// The characters U+0080..U+009F are refused: the bytes a Windows code
+    /// page leaves undefined, which WHATWG reads as C1 controls and
+    /// PostgreSQL's WIN874 and WIN125x refuse.
+    refuse_c1: bool,
+    /// Bytes read otherwise: as this character, or refused (`None`).
+    bytes: &'static [(u8, Option<char>)],
+}
+
+/// The [`Differences`] of an ASCII-compatible `encoding` other than UTF-8.
+fn differences(encoding: &'static Encoding) -> Differences {
+    let (latin1, refuse_c1, bytes): (bool, bool, &[(u8, Option<char>)]) = if encoding == LATIN1 {
+        (true, false, &[])
+    } else if encoding == LATIN5 {
+        // ISO-8859-9: ISO-8859-1 but for six Turkish letters in place of
+        // Icelandic ones.
+        (
+            true,
+            false,
+            &[
+                (0xd0, Some('\u{11e}')),
+                (0xdd, Some('\u{130}')),
+                (0xde, Some('\u{15e}')),
+                (0xf0, Some('\u{11f}')),
+                (0xfd, Some('\u{131}')),
+                (0xfe, Some('\u{15f}')),
+            ],
+        )
+    } else if encoding == encoding_rs::KOI8_U {
+        // Box drawings, where WHATWG's KOI8-U has the Belarusian short u.
+        (
+            false,
+            false,
+            &[(0xae, Some('\u{255d}')), (0xbe, Some('\u{256c}'))],
+        )
+    } else if encoding == encoding_rs::WINDOWS_1255 {
+        // 0xCA: a character windows-1255 has gained since PostgreSQL's
+        // table was made.
+        (false, true, &[(0xca, None)])
+    } else {
+        (false, encoding.name().starts_with("windows-"), &[])
+    };
+    Differences {
+        latin1,
+        refuse_c1,
+        bytes,
     }
 }
 
@@ -432,18 +472,21 @@ pub fn decode_field<'a>(
     if bytes.is_ascii() {
         return std::str::from_utf8(bytes).map_err(|e| e.valid_up_to());
     }
-    if encoding == LATIN1 {
-        scratch.clear();
-        scratch.extend(bytes.iter().map(|&b| char::from(b)));
-        return Ok(scratch.as_str());
-    }
-    if encoding == LATIN5 {
-        scratch.clear();
-        scratch.extend(bytes.iter().map(|&b| latin5_char(b)));
+    let differences = differences(encoding);
+    let differs = |b: u8| differences.bytes.iter().find(|(at, _)| *at == b);
+    scratch.clear();
+    if differences.latin1 {
+        scratch.reserve(bytes.len() * 2);
+        for (at, &b) in bytes.iter().enumerate() {
+            match differs(b) {
+                Some((_, Some(c))) => scratch.push(*c),
+                Some((_, None)) => return Err(at),
+                None => scratch.push(char::from(b)),
+            }
+        }
         return Ok(scratch.as_str());
     }
     let mut decoder = encoding.new_decoder_without_bom_handling();
-    scratch.clear();
     scratch.reserve(bytes.len() * 3);
     let (result, read) = decoder.decode_to_string_without_replacement(bytes, scratch, true);
     match result {
@@ -453,33 +496,21 @@ pub fn decode_field<'a>(
         }
         encoding_rs::DecoderResult::OutputFull => return Err(read),
     }
-    // Where WHATWG's tables differ from PostgreSQL's (found byte by byte
-    // against the server's COPY; these code pages are one byte a
-    // character, so a character's place is its byte's): the bytes a
-    // Windows code page leaves undefined, which WHATWG reads as C1
-    // controls and PostgreSQL's WIN874 and WIN125x refuse, and 0xCA,
-    // which windows-1255 has gained since PostgreSQL's table was made.
-    if encoding.name().starts_with("windows-") {
-        let refused = scratch.chars().zip(bytes).position(|(c, &b)| {
-            ('\u{80}'..='\u{9f}').contains(&c)
-                || (encoding == encoding_rs::WINDOWS_1255 && b == 0xca)
-        });
-        if let Some(at) = refused {
-            return Err(at);
+    let refused = |c: char| differences.refuse_c1 && ('\u{80}'..='\u{9f}').contains(&c);
+    let fixed = scratch
+        .chars()
+        .zip(bytes)
+        .any(|(c, &b)| refused(c) || differs(b).is_some());
+    if fixed {
+        let mut text = String::with_capacity(scratch.len());
+        for (at, (c, &b)) in scratch.chars().zip(bytes).enumerate() {
+            match differs(b) {
+                Some((_, Some(other))) => text.push(*other),
+                Some((_, None)) => return Err(at),
+                None if refused(c) => return Err(at),
+                None => text.push(c),
+            }
         }
-    }
-    // KOI8-U as PostgreSQL has it: 0xAE and 0xBE are box drawings, where
-    // WHATWG's KOI8-U has the Belarusian short u.
-    if encoding == encoding_rs::KOI8_U && bytes.iter().any(|b| matches!(b, 0xae | 0xbe)) {
-        let text: String = scratch
-            .chars()
-            .zip(bytes)
-            .map(|(c, &b)| match b {
-                0xae => '\u{255d}',
-                0xbe => '\u{256c}',
-                _ => c,
-            })
-            .collect();
         *scratch = text;
     }
     Ok(scratch.as_str())

@@ -102,6 +102,7 @@ pub async fn write(
         row: 0,
         consumed: 0,
         stopped: false,
+        progress: progress.clone(),
     }));
     let batch_rows = if opts.single_transaction {
         u64::MAX
@@ -280,6 +281,8 @@ struct Feed {
     consumed: u64,
     /// Another stream of the write failed: no more rows are handed out.
     stopped: bool,
+    /// Counts the rows handed out as read.
+    progress: Arc<Progress>,
 }
 
 impl Feed {
@@ -331,6 +334,9 @@ impl Feed {
         let before = self.consumed;
         self.row += n;
         self.consumed += n as u64;
+        self.progress
+            .rows_read
+            .fetch_add(n as u64, Ordering::Relaxed);
         Ok(Some((chunk, before)))
     }
 }
@@ -382,21 +388,16 @@ impl Part {
             match taken {
                 Ok(None) => None,
                 Err(e) => Some(Err(e)),
-                Ok(Some((chunk, before))) => {
-                    part.progress
-                        .rows_read
-                        .fetch_add(chunk.num_rows() as u64, Ordering::Relaxed);
-                    Some(Ok(Batch {
-                        high_watermark: BatchWatermark::Value(None),
-                        metadata: serde_json::Value::Null,
-                        rows: Rows::Text(Box::new(Part {
-                            chunk: Some(chunk),
-                            chunk_first: before,
-                            ..part.fresh()
-                        })),
-                        resume: None,
-                    }))
-                }
+                Ok(Some((chunk, before))) => Some(Ok(Batch {
+                    high_watermark: BatchWatermark::Value(None),
+                    metadata: serde_json::Value::Null,
+                    rows: Rows::Text(Box::new(Part {
+                        chunk: Some(chunk),
+                        chunk_first: before,
+                        ..part.fresh()
+                    })),
+                    resume: None,
+                })),
             }
         })
     }
@@ -449,6 +450,40 @@ impl TextRows for Part {
     }
 
     fn next_row(&mut self, row: &mut TextRow) -> Result<bool> {
+        let read = self.read_row(row);
+        if read.is_err() {
+            self.stop_others();
+        }
+        read
+    }
+
+    fn reject(&mut self, failure: &RowFailure<'_>) -> Result<()> {
+        self.stop_others();
+        let number = self.number;
+        Err(Error::new(
+            ErrorKind::Data,
+            format!(
+                "row {number} of the data: column \"{}\": {}",
+                failure.column, failure.reason
+            ),
+        )
+        .in_table(&self.table)
+        .in_row(number)
+        .for_column(failure.column)
+        .with_value(failure.value))
+    }
+}
+
+impl Part {
+    /// Stops the write's other streams: this one failed.
+    fn stop_others(&self) {
+        if let Ok(mut feed) = self.feed.lock() {
+            feed.stopped = true;
+        }
+    }
+
+    /// The next row into `row`; `false` when the part has no more.
+    fn read_row(&mut self, row: &mut TextRow) -> Result<bool> {
         if self.progress.is_interrupted() {
             // The batch in flight rolls back.
             return Err(Error::new(ErrorKind::Io, "interrupted"));
@@ -470,9 +505,6 @@ impl TextRows for Part {
                 self.chunk = None;
                 return Ok(false);
             };
-            self.progress
-                .rows_read
-                .fetch_add(chunk.num_rows() as u64, Ordering::Relaxed);
             self.chunk = Some(chunk);
             self.chunk_row = 0;
             self.chunk_first = before;
@@ -512,21 +544,6 @@ impl TextRows for Part {
         }
         self.left -= 1;
         Ok(true)
-    }
-
-    fn reject(&mut self, failure: &RowFailure<'_>) -> Result<()> {
-        let number = self.number;
-        Err(Error::new(
-            ErrorKind::Data,
-            format!(
-                "row {number} of the data: column \"{}\": {}",
-                failure.column, failure.reason
-            ),
-        )
-        .in_table(&self.table)
-        .in_row(number)
-        .for_column(failure.column)
-        .with_value(failure.value))
     }
 }
 
