@@ -2,7 +2,7 @@
 //! columns match by name, a mismatch writes nothing.
 
 use crate::cli_load::{rows, s};
-use crate::harness::{Scratch, TestDb, pgbulk, run};
+use crate::harness::{Scratch, TestDb, pgbulk, run, server};
 
 const TYPES: &str = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE TABLE t (
@@ -278,6 +278,85 @@ async fn an_incremental_sync_does_not_miss_a_late_commit() {
         &dst.url,
     ]));
     assert_eq!(append.code, 3, "{}", append.stderr);
+}
+
+/// The same late commit, seen by a source role without
+/// `pg_read_all_stats`: `pg_stat_activity` hides the writer's start from
+/// it, so the watermark stays where it was (and the run says why) until
+/// the writer has committed; the late row is not missed.
+#[tokio::test]
+async fn a_reader_role_that_cannot_see_a_late_writer_still_gets_its_row() {
+    let src = TestDb::new("sync_hidden_src").await;
+    let dst = TestDb::new("sync_hidden_dst").await;
+    let home = Scratch::new("sync-hidden");
+    let role = format!("pgbulk_reader_{}", std::process::id());
+    let source = src.connect().await;
+    source
+        .batch_execute(&format!(
+            "CREATE TABLE ev (id int PRIMARY KEY, v text, at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO ev (id, v) VALUES (1, 'before');
+             CREATE ROLE {role} LOGIN PASSWORD 'reader-secret';
+             GRANT SELECT ON ev TO {role};"
+        ))
+        .await
+        .expect("source");
+    let (host, port) = server().host_port();
+    let reader = format!(
+        "host={host} port={port} user={role} password=reader-secret dbname={}",
+        src.name
+    );
+    let sync = || {
+        run(pgbulk(&home).args([
+            "sync",
+            "--from",
+            &reader,
+            "--table",
+            "ev",
+            "--incremental",
+            "at",
+            "--db",
+            &dst.url,
+        ]))
+    };
+    let first = sync();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // The writer is the superuser: its session is hidden from the reader.
+    let late = src.connect().await;
+    late.batch_execute("BEGIN; SELECT now(); INSERT INTO ev (id, v) VALUES (2, 'late')")
+        .await
+        .expect("late writer");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    source
+        .batch_execute("INSERT INTO ev (id, v) VALUES (3, 'after')")
+        .await
+        .expect("after");
+    let second = sync();
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(second.stdout.contains("1 inserted"), "{}", second.stdout);
+    assert!(
+        second.stderr.contains(&format!(
+            "1 transaction(s) of other roles were open on the source, and their start is hidden from \"{role}\""
+        )) && second.stderr.contains(&format!("GRANT pg_read_all_stats TO \"{role}\"")),
+        "{}",
+        second.stderr
+    );
+    late.batch_execute("COMMIT").await.expect("COMMIT");
+    let third = sync();
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    assert_eq!(
+        rows(&dst, "SELECT id::text, v FROM ev ORDER BY id").await,
+        vec![
+            vec![s("1"), s("before")],
+            vec![s("2"), s("late")],
+            vec![s("3"), s("after")]
+        ],
+        "the late row is there"
+    );
+    assert!(!third.stderr.contains("hidden from"), "{}", third.stderr);
+    source
+        .batch_execute(&format!("REVOKE ALL ON ev FROM {role}; DROP ROLE {role}"))
+        .await
+        .expect("drop the role");
 }
 
 /// A sync killed with SIGKILL at several instants, then run again, ends

@@ -5,8 +5,9 @@
 //!
 //! For a `timestamptz`/`timestamp` column the next watermark is never later
 //! than the start of the oldest transaction open on the source database
-//! just before the snapshot (nor advanced while prepared transactions
-//! exist): a transaction that stamps rows with its `now()` and commits
+//! just before the snapshot (nor advanced while prepared transactions,
+//! or transactions whose start is hidden from the reading role, exist): a
+//! transaction that stamps rows with its `now()` and commits
 //! after the read is read by the next run. That is exact for columns
 //! stamped by the writing transaction's `now()` (default or trigger); for
 //! application clocks widen the overlap with a lookback; for integer and
@@ -105,11 +106,18 @@ impl Mark {
 
 /// What bounds the next watermark of a timestamp column, read on the
 /// source before its snapshot: the start of the oldest transaction open
-/// (or the clock when none is), and whether prepared transactions exist.
+/// (or the clock when none is), whether prepared transactions exist, and
+/// the open transactions whose start is hidden from this role.
 #[derive(Debug, Clone)]
 pub struct Bound {
     oldest: Option<String>,
     prepared: bool,
+    /// Sessions of other roles in a transaction: `pg_stat_activity` hides
+    /// their start from a role without `pg_read_all_stats`, but their
+    /// `virtualxid` lock shows in `pg_locks`.
+    hidden: i64,
+    /// The role reading the source.
+    role: String,
 }
 
 impl Bound {
@@ -119,14 +127,19 @@ impl Bound {
         if !type_name.starts_with("timestamp") {
             return Ok(None);
         }
+        // A session in a transaction holds its own `virtualxid` lock; one
+        // with a user whose `xact_start` is NULL is hidden from this role
+        // (autovacuum workers have no user).
         let row = source
             .query_one(
                 &format!(
                     "SELECT least(min(a.xact_start), clock_timestamp())::{type_name}::text, \
-                     EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts p WHERE p.database = current_database()) \
+                     EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts p WHERE p.database = current_database()), \
+                     count(*) FILTER (WHERE a.xact_start IS NULL AND a.usesysid IS NOT NULL AND EXISTS ( \
+                       SELECT 1 FROM pg_catalog.pg_locks l WHERE l.pid = a.pid AND l.locktype = 'virtualxid')), \
+                     current_user::text \
                      FROM pg_catalog.pg_stat_activity a \
-                     WHERE a.datname = current_database() AND a.xact_start IS NOT NULL \
-                       AND a.pid <> pg_catalog.pg_backend_pid()"
+                     WHERE a.datname = current_database() AND a.pid <> pg_catalog.pg_backend_pid()"
                 ),
                 &[],
             )
@@ -135,14 +148,32 @@ impl Bound {
         Ok(Some(Self {
             oldest: row.get(0),
             prepared: row.get(1),
+            hidden: row.get(2),
+            role: row.get(3),
         }))
+    }
+
+    /// Why the watermark cannot advance past open transactions whose
+    /// start this role cannot see, when there are any.
+    pub fn hidden_note(&self) -> Option<String> {
+        (self.hidden > 0).then(|| {
+            format!(
+                "{} transaction(s) of other roles were open on the source, and their start is hidden from {} \
+                 (pg_stat_activity): the watermark stays where it was, so that their rows are read once they \
+                 commit; GRANT pg_read_all_stats TO {} lets it advance past them",
+                self.hidden,
+                quote_ident(&self.role),
+                quote_ident(&self.role)
+            )
+        })
     }
 }
 
 /// The watermark the next read starts from, read in the snapshot `tx` of
 /// the source: the largest value of `column` (of `type_name`) in
 /// `relation` (` WHERE filter`), bounded by `bound`; `start` when nothing
-/// was read or prepared transactions exist.
+/// was read, or when prepared transactions or transactions whose start
+/// is hidden exist (then `-infinity` when there is no `start`).
 pub async fn next(
     tx: &Transaction<'_>,
     column: &str,
@@ -165,8 +196,14 @@ pub async fn next(
         .map_err(|e| Error::server("reading the source's newest row", e))?
         .get(0);
     Ok(match (bound, newest) {
-        // Prepared transactions: their rows' stamps are unknown.
-        (Some(b), _) if b.prepared => start.cloned(),
+        // Prepared transactions, or transactions whose start is hidden:
+        // their rows' stamps are unknown. With no start yet, the next run
+        // reads every row again.
+        (Some(b), _) if b.prepared || b.hidden > 0 => Some(
+            start
+                .cloned()
+                .unwrap_or_else(|| Mark::at("-infinity".to_owned())),
+        ),
         (
             Some(Bound {
                 oldest: Some(oldest),

@@ -793,6 +793,9 @@ async fn read_rows(
         Some(i) => Bound::read(client, &i.type_name).await?,
         None => None,
     };
+    if let Some(note) = bound.as_ref().and_then(Bound::hidden_note) {
+        tracing::warn!("{note}");
+    }
     let tx = crate::sync::snapshot(client).await?;
     let next = match inc {
         Some(i) => {

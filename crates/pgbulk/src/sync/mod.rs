@@ -654,6 +654,9 @@ pub async fn sync(
             "the source's binary COPY passed through (no spool)".to_owned()
         });
     }
+    if let Some(note) = bound.as_ref().and_then(Bound::hidden_note) {
+        notes.push(note);
+    }
     if opts.jobs > 1 && jobs == 1 {
         notes.push(
             "read with one job: --delete-missing and the replace modes read in one".to_owned(),
