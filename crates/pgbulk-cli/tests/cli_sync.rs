@@ -2,7 +2,7 @@
 //! columns match by name, a mismatch writes nothing.
 
 use crate::cli_load::{rows, s};
-use crate::harness::{Scratch, TestDb, pgbulk, run, server};
+use crate::harness::{Run, Scratch, TestDb, pgbulk, run, server};
 
 const TYPES: &str = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE TABLE t (
@@ -192,28 +192,17 @@ async fn columns_match_by_name_and_a_mismatch_writes_nothing() {
     );
 }
 
-/// The late-commit case no other tool gets right: a transaction stamps its
-/// row with its `now()` and commits after a sync read newer rows. The
-/// watermark stops at the start of the oldest open transaction, so the
-/// next sync reads the row; a sync with nothing new writes nothing.
-#[tokio::test]
-async fn an_incremental_sync_does_not_miss_a_late_commit() {
-    let src = TestDb::new("sync_late_src").await;
-    let dst = TestDb::new("sync_late_dst").await;
-    let home = Scratch::new("sync-late");
-    let source = src.connect().await;
-    source
-        .batch_execute(
-            "CREATE TABLE ev (id int PRIMARY KEY, v text, at timestamptz NOT NULL DEFAULT now());
-             INSERT INTO ev (id, v) VALUES (1, 'before');",
-        )
-        .await
-        .expect("source");
+/// An incremental sync `from` a source into `dst`, with a late commit: a
+/// writer (the superuser) opens its transaction and stamps a row, a newer
+/// row commits, a sync runs (the second), the writer commits, a sync runs
+/// (the third). The destination then holds every row. Returns the second
+/// and third runs.
+async fn late_commit(src: &TestDb, dst: &TestDb, home: &Scratch, from: &str) -> (Run, Run) {
     let sync = || {
-        run(pgbulk(&home).args([
+        run(pgbulk(home).args([
             "sync",
             "--from",
-            &src.url,
+            from,
             "--table",
             "ev",
             "--incremental",
@@ -224,14 +213,13 @@ async fn an_incremental_sync_does_not_miss_a_late_commit() {
     };
     let first = sync();
     assert_eq!(first.code, 0, "{}", first.stderr);
-    // A writer opens its transaction (its now() is fixed here), then a row
-    // is committed by another session, after it.
     let late = src.connect().await;
     late.batch_execute("BEGIN; SELECT now(); INSERT INTO ev (id, v) VALUES (2, 'late')")
         .await
         .expect("late writer");
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    source
+    src.connect()
+        .await
         .batch_execute("INSERT INTO ev (id, v) VALUES (3, 'after')")
         .await
         .expect("after");
@@ -242,7 +230,7 @@ async fn an_incremental_sync_does_not_miss_a_late_commit() {
     let third = sync();
     assert_eq!(third.code, 0, "{}", third.stderr);
     assert_eq!(
-        rows(&dst, "SELECT id::text, v FROM ev ORDER BY id").await,
+        rows(dst, "SELECT id::text, v FROM ev ORDER BY id").await,
         vec![
             vec![s("1"), s("before")],
             vec![s("2"), s("late")],
@@ -250,33 +238,48 @@ async fn an_incremental_sync_does_not_miss_a_late_commit() {
         ],
         "the late row is there"
     );
+    (second, third)
+}
+
+const LATE_TABLE: &str =
+    "CREATE TABLE ev (id int PRIMARY KEY, v text, at timestamptz NOT NULL DEFAULT now());
+     INSERT INTO ev (id, v) VALUES (1, 'before');";
+
+/// A row stamped by a transaction still open when a sync reads is not
+/// lost: the watermark stays before the transaction's start, and the
+/// next sync reads the row; a sync with nothing new writes nothing.
+#[tokio::test]
+async fn an_incremental_sync_does_not_miss_a_late_commit() {
+    let src = TestDb::new("sync_late_src").await;
+    let dst = TestDb::new("sync_late_dst").await;
+    let home = Scratch::new("sync-late");
+    src.connect()
+        .await
+        .batch_execute(LATE_TABLE)
+        .await
+        .expect("source");
+    let (_, third) = late_commit(&src, &dst, &home, &src.url).await;
     assert!(
         third.stdout.contains("1 inserted, 0 updated"),
         "only the boundary is re-read, unchanged: {}",
         third.stdout
     );
+    let sync = |extra: &[&str]| {
+        run(pgbulk(&home)
+            .args(["sync", "--from", &src.url, "--table", "ev"])
+            .args(["--incremental", "at", "--db", &dst.url])
+            .args(extra))
+    };
     // No transaction was open: the next run reads after the watermark,
     // not the boundary's rows again.
-    let idle = sync();
+    let idle = sync(&[]);
     assert!(
         idle.stdout.contains(": 0 rows read, 0 inserted, 0 updated"),
         "{}",
         idle.stdout
     );
     // Incremental needs a key: append is refused.
-    let append = run(pgbulk(&home).args([
-        "sync",
-        "--from",
-        &src.url,
-        "--table",
-        "ev",
-        "--incremental",
-        "at",
-        "--mode",
-        "append",
-        "--db",
-        &dst.url,
-    ]));
+    let append = sync(&["--mode", "append"]);
     assert_eq!(append.code, 3, "{}", append.stderr);
 }
 
@@ -293,8 +296,7 @@ async fn a_reader_role_that_cannot_see_a_late_writer_still_gets_its_row() {
     let source = src.connect().await;
     source
         .batch_execute(&format!(
-            "CREATE TABLE ev (id int PRIMARY KEY, v text, at timestamptz NOT NULL DEFAULT now());
-             INSERT INTO ev (id, v) VALUES (1, 'before');
+            "{LATE_TABLE}
              CREATE ROLE {role} LOGIN PASSWORD 'reader-secret';
              GRANT SELECT ON ev TO {role};"
         ))
@@ -305,52 +307,14 @@ async fn a_reader_role_that_cannot_see_a_late_writer_still_gets_its_row() {
         "host={host} port={port} user={role} password=reader-secret dbname={}",
         src.name
     );
-    let sync = || {
-        run(pgbulk(&home).args([
-            "sync",
-            "--from",
-            &reader,
-            "--table",
-            "ev",
-            "--incremental",
-            "at",
-            "--db",
-            &dst.url,
-        ]))
-    };
-    let first = sync();
-    assert_eq!(first.code, 0, "{}", first.stderr);
     // The writer is the superuser: its session is hidden from the reader.
-    let late = src.connect().await;
-    late.batch_execute("BEGIN; SELECT now(); INSERT INTO ev (id, v) VALUES (2, 'late')")
-        .await
-        .expect("late writer");
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    source
-        .batch_execute("INSERT INTO ev (id, v) VALUES (3, 'after')")
-        .await
-        .expect("after");
-    let second = sync();
-    assert_eq!(second.code, 0, "{}", second.stderr);
-    assert!(second.stdout.contains("1 inserted"), "{}", second.stdout);
+    let (second, third) = late_commit(&src, &dst, &home, &reader).await;
     assert!(
         second.stderr.contains(&format!(
             "1 transaction(s) of other roles were open on the source, and their start is hidden from \"{role}\""
         )) && second.stderr.contains(&format!("GRANT pg_read_all_stats TO \"{role}\"")),
         "{}",
         second.stderr
-    );
-    late.batch_execute("COMMIT").await.expect("COMMIT");
-    let third = sync();
-    assert_eq!(third.code, 0, "{}", third.stderr);
-    assert_eq!(
-        rows(&dst, "SELECT id::text, v FROM ev ORDER BY id").await,
-        vec![
-            vec![s("1"), s("before")],
-            vec![s("2"), s("late")],
-            vec![s("3"), s("after")]
-        ],
-        "the late row is there"
     );
     assert!(!third.stderr.contains("hidden from"), "{}", third.stderr);
     source
