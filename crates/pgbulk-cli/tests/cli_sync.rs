@@ -2,7 +2,7 @@
 //! columns match by name, a mismatch writes nothing.
 
 use crate::cli_load::{rows, s};
-use crate::harness::{Run, Scratch, TestDb, pgbulk, run, server};
+use crate::harness::{Run, Scratch, Standby, TestDb, pgbulk, resolve, run, server};
 
 const TYPES: &str = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE TABLE t (
@@ -192,25 +192,31 @@ async fn columns_match_by_name_and_a_mismatch_writes_nothing() {
     );
 }
 
-/// An incremental sync `from` a source into `dst`, with a late commit: a
-/// writer (the superuser) opens its transaction and stamps a row, a newer
-/// row commits, a sync runs (the second), the writer commits, a sync runs
-/// (the third). The destination then holds every row. Returns the second
-/// and third runs.
-async fn late_commit(src: &TestDb, dst: &TestDb, home: &Scratch, from: &str) -> (Run, Run) {
+/// An incremental sync `from` a source into `dst` (with `extra`
+/// arguments), with a late commit: a writer (the superuser) opens its
+/// transaction and stamps a row, a newer row commits, a sync runs (the
+/// second), the writer commits, a sync runs (the third). The destination
+/// then holds every row. `standby`, a session on the standby `from` names,
+/// is waited for to replay each change. Returns the second and third runs.
+async fn late_commit(
+    src: &TestDb,
+    dst: &TestDb,
+    home: &Scratch,
+    (from, extra): (&str, &[&str]),
+    standby: Option<&tokio_postgres::Client>,
+) -> (Run, Run) {
     let sync = || {
-        run(pgbulk(home).args([
-            "sync",
-            "--from",
-            from,
-            "--table",
-            "ev",
-            "--incremental",
-            "at",
-            "--db",
-            &dst.url,
-        ]))
+        run(pgbulk(home)
+            .args(["sync", "--from", from, "--table", "ev"])
+            .args(["--incremental", "at", "--db", &dst.url])
+            .args(extra))
     };
+    let replayed = |count: i64| async move {
+        if let Some(standby) = standby {
+            replayed(standby, count).await;
+        }
+    };
+    replayed(1).await;
     let first = sync();
     assert_eq!(first.code, 0, "{}", first.stderr);
     let late = src.connect().await;
@@ -223,10 +229,12 @@ async fn late_commit(src: &TestDb, dst: &TestDb, home: &Scratch, from: &str) -> 
         .batch_execute("INSERT INTO ev (id, v) VALUES (3, 'after')")
         .await
         .expect("after");
+    replayed(2).await;
     let second = sync();
     assert_eq!(second.code, 0, "{}", second.stderr);
     assert!(second.stdout.contains("1 inserted"), "{}", second.stdout);
     late.batch_execute("COMMIT").await.expect("COMMIT");
+    replayed(3).await;
     let third = sync();
     assert_eq!(third.code, 0, "{}", third.stderr);
     assert_eq!(
@@ -239,6 +247,23 @@ async fn late_commit(src: &TestDb, dst: &TestDb, home: &Scratch, from: &str) -> 
         "the late row is there"
     );
     (second, third)
+}
+
+/// Waits until the standby `client` is on has replayed `count` rows of ev.
+async fn replayed(client: &tokio_postgres::Client, count: i64) {
+    for _ in 0..600 {
+        let seen: Option<i64> = client
+            .query_opt("SELECT count(*) FROM ev", &[])
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get(0));
+        if seen == Some(count) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the standby did not replay {count} rows of ev");
 }
 
 const LATE_TABLE: &str =
@@ -258,7 +283,7 @@ async fn an_incremental_sync_does_not_miss_a_late_commit() {
         .batch_execute(LATE_TABLE)
         .await
         .expect("source");
-    let (_, third) = late_commit(&src, &dst, &home, &src.url).await;
+    let (_, third) = late_commit(&src, &dst, &home, (&src.url, &[]), None).await;
     assert!(
         third.stdout.contains("1 inserted, 0 updated"),
         "only the boundary is re-read, unchanged: {}",
@@ -308,7 +333,7 @@ async fn a_reader_role_that_cannot_see_a_late_writer_still_gets_its_row() {
         src.name
     );
     // The writer is the superuser: its session is hidden from the reader.
-    let (second, third) = late_commit(&src, &dst, &home, &reader).await;
+    let (second, third) = late_commit(&src, &dst, &home, (&reader, &[]), None).await;
     assert!(
         second.stderr.contains(&format!(
             "1 transaction(s) of other roles were open on the source, and their start is hidden from \"{role}\""
@@ -321,6 +346,44 @@ async fn a_reader_role_that_cannot_see_a_late_writer_still_gets_its_row() {
         .batch_execute(&format!("REVOKE ALL ON ev FROM {role}; DROP ROLE {role}"))
         .await
         .expect("drop the role");
+}
+
+/// From a hot standby the primary's open transactions cannot be seen: a
+/// sync says so (the late row it can miss), and with `--lookback` the
+/// late row is read.
+#[tokio::test]
+async fn a_standby_source_says_what_it_cannot_see_and_lookback_covers_it() {
+    let src = TestDb::new("sync_standby_src").await;
+    let dst = TestDb::new("sync_standby_dst").await;
+    let home = Scratch::new("sync-standby");
+    src.connect()
+        .await
+        .batch_execute(LATE_TABLE)
+        .await
+        .expect("source");
+    let Some(standby) = Standby::start() else {
+        return;
+    };
+    let replica = standby.url(&src.name);
+    let on_replica = pgbulk::connect::connect(&resolve(&replica))
+        .await
+        .expect("standby session")
+        .client;
+    replayed(&on_replica, 1).await;
+    let first = run(pgbulk(&home)
+        .args(["sync", "--from", &replica, "--table", "ev"])
+        .args(["--incremental", "at", "--db", &dst.url]));
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(
+        first
+            .stderr
+            .contains("the source is a standby: transactions open on its primary cannot be seen"),
+        "{}",
+        first.stderr
+    );
+    let lookback: &[&str] = &["--lookback", "10m"];
+    let (second, _) = late_commit(&src, &dst, &home, (&replica, lookback), Some(&on_replica)).await;
+    assert!(!second.stderr.contains("standby"), "{}", second.stderr);
 }
 
 /// A sync killed with SIGKILL at several instants, then run again, ends

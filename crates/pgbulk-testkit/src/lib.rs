@@ -613,3 +613,141 @@ impl Drop for Proxy {
         self.cut();
     }
 }
+
+/// A hot standby of the suite's throwaway server: a base backup of it,
+/// streaming from it, on a unix socket of its own (`listen_addresses` is
+/// empty). Stopped and removed when dropped.
+#[derive(Debug)]
+pub struct Standby {
+    root: PathBuf,
+    pg_ctl: PathBuf,
+    port: u16,
+    user: String,
+    /// Run as root: the server runs as the `postgres` OS account.
+    as_postgres: bool,
+}
+
+impl Standby {
+    /// Starts one; `None` when the suite runs against a server it did not
+    /// start (`PGBULK_TEST_DATABASE_URL`), or its binaries have no
+    /// `pg_basebackup` (the server-only builds of other majors).
+    pub fn start() -> Option<Self> {
+        let server = server();
+        let cluster = server._cluster.as_ref()?;
+        let basebackup = cluster.binaries().program("pg_basebackup");
+        if !basebackup.is_file() {
+            return None;
+        }
+        let root = std::env::temp_dir().join(format!(
+            "pgbulk-standby-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&root).expect("standby directory");
+        // SAFETY: geteuid has no preconditions.
+        let as_postgres = unsafe { libc::geteuid() } == 0;
+        if as_postgres {
+            let chown = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&root)
+                .status()
+                .expect("chown");
+            assert!(chown.success(), "chown of {}", root.display());
+        }
+        let standby = Self {
+            pg_ctl: cluster.binaries().program("pg_ctl"),
+            port: 5432,
+            user: server.user().to_owned(),
+            as_postgres,
+            root,
+        };
+        let data = standby.root.join("data");
+        let (_, primary_port) = server.host_port();
+        standby.run(
+            Command::new(basebackup)
+                .arg("-h")
+                .arg(cluster.socket_dir())
+                .arg("-p")
+                .arg(primary_port.to_string())
+                .args([
+                    "-U",
+                    &standby.user,
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                    "-D",
+                ])
+                .arg(&data),
+        );
+        let mut conf = std::fs::read_to_string(data.join("postgresql.auto.conf")).expect("conf");
+        conf.push_str(&format!(
+            "port = {}\nunix_socket_directories = '{}'\nlisten_addresses = ''\n",
+            standby.port,
+            standby.root.display()
+        ));
+        std::fs::write(data.join("postgresql.auto.conf"), conf).expect("conf");
+        standby.run(
+            Command::new(&standby.pg_ctl)
+                .args(["start", "-w", "-t", "60", "-D"])
+                .arg(&data)
+                .arg("-l")
+                .arg(standby.root.join("server.log")),
+        );
+        Some(standby)
+    }
+
+    /// The superuser's connection string for `dbname` on the standby.
+    pub fn url(&self, dbname: &str) -> String {
+        format!(
+            "host={} port={} user={} dbname={dbname}",
+            self.root.display(),
+            self.port,
+            self.user
+        )
+    }
+
+    /// `cmd`, run as the `postgres` account when we are root.
+    fn as_server(&self, cmd: &Command) -> Command {
+        let mut wrapped = if self.as_postgres {
+            // Where util-linux installs it, also when `PATH` lacks sbin.
+            let program = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]
+                .into_iter()
+                .find(|p| Path::new(p).is_file())
+                .unwrap_or("runuser");
+            let mut runuser = Command::new(program);
+            runuser
+                .args(["-u", "postgres", "--"])
+                .arg(cmd.get_program());
+            runuser
+        } else {
+            Command::new(cmd.get_program())
+        };
+        wrapped.args(cmd.get_args());
+        wrapped
+    }
+
+    /// Runs `cmd` (see [`Standby::as_server`]); panics with its output
+    /// when it fails.
+    fn run(&self, cmd: &mut Command) {
+        let mut cmd = self.as_server(cmd);
+        let out = cmd.output().expect("standby command runs");
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let mut stop = Command::new(&self.pg_ctl);
+        stop.args(["stop", "-m", "immediate", "-w", "-D"])
+            .arg(self.root.join("data"));
+        let _ = self.as_server(&stop).output();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}

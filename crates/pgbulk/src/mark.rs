@@ -5,14 +5,15 @@
 //!
 //! For a `timestamptz`/`timestamp` column the next watermark is never later
 //! than the start of the oldest transaction open on the source database
-//! just before the snapshot (nor advanced while prepared transactions,
-//! or transactions whose start is hidden from the reading role, exist): a
-//! transaction that stamps rows with its `now()` and commits
-//! after the read is read by the next run. That is exact for columns
-//! stamped by the writing transaction's `now()` (default or trigger); for
-//! application clocks widen the overlap with a lookback; for integer and
-//! `date` columns the watermark is the largest value read (exact only
-//! without concurrent writers).
+//! just before the snapshot (nor advanced while prepared transactions, or
+//! transactions whose start is hidden from the reading role, exist): a
+//! transaction that stamps rows with its `now()` and commits after the
+//! read is read by the next run. That is exact for columns stamped by the
+//! writing transaction's `now()` (default or trigger); for application
+//! clocks, and for a standby source (its primary's transactions do not
+//! show on it), widen the overlap with a lookback; for integer and `date`
+//! columns the watermark is the largest value read (exact only without
+//! concurrent writers).
 
 use tokio_postgres::{Client, Transaction};
 
@@ -118,6 +119,9 @@ pub struct Bound {
     hidden: i64,
     /// The role reading the source.
     role: String,
+    /// The source is a hot standby: its primary's transactions do not
+    /// show in its `pg_stat_activity`.
+    standby: bool,
 }
 
 impl Bound {
@@ -137,7 +141,7 @@ impl Bound {
                      EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts p WHERE p.database = current_database()), \
                      count(*) FILTER (WHERE a.xact_start IS NULL AND a.usesysid IS NOT NULL AND EXISTS ( \
                        SELECT 1 FROM pg_catalog.pg_locks l WHERE l.pid = a.pid AND l.locktype = 'virtualxid')), \
-                     current_user::text \
+                     current_user::text, pg_catalog.pg_is_in_recovery() \
                      FROM pg_catalog.pg_stat_activity a \
                      WHERE a.datname = current_database() AND a.pid <> pg_catalog.pg_backend_pid()"
                 ),
@@ -150,22 +154,35 @@ impl Bound {
             prepared: row.get(1),
             hidden: row.get(2),
             role: row.get(3),
+            standby: row.get(4),
         }))
     }
 
-    /// Why the watermark cannot advance past open transactions whose
-    /// start this role cannot see, when there are any.
-    pub fn hidden_note(&self) -> Option<String> {
-        (self.hidden > 0).then(|| {
-            format!(
+    /// What the run should say about the bound: open transactions whose
+    /// start this role cannot see (the watermark then stays), and a
+    /// standby source read without a `lookback` (its primary's open
+    /// transactions cannot be seen from it).
+    pub fn notes(&self, lookback: bool) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.hidden > 0 {
+            notes.push(format!(
                 "{} transaction(s) of other roles were open on the source, and their start is hidden from {} \
                  (pg_stat_activity): the watermark stays where it was, so that their rows are read once they \
                  commit; GRANT pg_read_all_stats TO {} lets it advance past them",
                 self.hidden,
                 quote_ident(&self.role),
                 quote_ident(&self.role)
-            )
-        })
+            ));
+        }
+        if self.standby && !lookback {
+            notes.push(
+                "the source is a standby: transactions open on its primary cannot be seen from it, so a row \
+                 stamped with the start of one (its now()) that commits after this read is missed; give \
+                 --lookback a margin longer than the primary's longest writing transaction, or read from the primary"
+                    .to_owned(),
+            );
+        }
+        notes
     }
 }
 

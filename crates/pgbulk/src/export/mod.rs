@@ -793,7 +793,7 @@ async fn read_rows(
         Some(i) => Bound::read(client, &i.type_name).await?,
         None => None,
     };
-    if let Some(note) = bound.as_ref().and_then(Bound::hidden_note) {
+    for note in bound.iter().flat_map(|b| b.notes(opts.lookback.is_some())) {
         tracing::warn!("{note}");
     }
     let tx = crate::sync::snapshot(client).await?;

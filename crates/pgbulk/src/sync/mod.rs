@@ -654,8 +654,8 @@ pub async fn sync(
             "the source's binary COPY passed through (no spool)".to_owned()
         });
     }
-    if let Some(note) = bound.as_ref().and_then(Bound::hidden_note) {
-        notes.push(note);
+    if let Some(bound) = &bound {
+        notes.extend(bound.notes(opts.lookback.is_some()));
     }
     if opts.jobs > 1 && jobs == 1 {
         notes.push(
