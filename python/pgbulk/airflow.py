@@ -3,14 +3,16 @@
 ``PgbulkSyncOperator`` is ``pgbulk.sync`` and ``PgbulkLoadOperator`` is
 ``pgbulk.load_csv``, taking Airflow connection ids; their options are
 templated fields, so ``{{ ds }}`` windows work. The report goes to XCom as a
-dict. ``sync_task`` and ``load_task`` are the same for TaskFlow ``@task``
-code. Connections become libpq URIs from ``Connection.get_uri()`` with the
-Airflow-only extras dropped; no URI is ever logged.
+dict, and its notes go to the task's log. ``sync_task`` and ``load_task``
+are the same for TaskFlow ``@task`` code. Connections become libpq URIs
+from ``Connection.get_uri()`` with the Airflow-only extras dropped; no URI
+is ever logged.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any
@@ -80,7 +82,14 @@ def conn_uri(conn_id: str) -> str:
     )
 
 
-def _as_dict(report: pgbulk.LoadReport) -> dict[str, Any]:
+_LOG = logging.getLogger(__name__)
+
+
+def _reported(report: pgbulk.LoadReport) -> dict[str, Any]:
+    """The report as a dict; its notes go to the task's log (a standby
+    source, transactions a watermark cannot see past, ...)."""
+    for note in report.notes:
+        _LOG.info("pgbulk: %s", note)
     return dataclasses.asdict(report)
 
 
@@ -119,7 +128,7 @@ def sync_task(
         batch_rows=batch_rows,
         schema=schema,
     )
-    return _as_dict(report)
+    return _reported(report)
 
 
 def load_task(
@@ -151,7 +160,7 @@ def load_task(
         reject_file=reject_file,
         ignore_extra=ignore_extra,
     )
-    return _as_dict(report)
+    return _reported(report)
 
 
 class PgbulkSyncOperator(BaseOperator):

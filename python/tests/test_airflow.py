@@ -118,3 +118,21 @@ def test_airflow_connections_become_libpq_uris(airflow_home: Path) -> None:
     assert "@db.example.com:5433/sales?" in uri
     assert "sslmode=verify-full" in uri and "application_name=etl" in uri
     assert "cursor" not in uri
+
+
+def test_a_sync_tasks_notes_go_to_the_task_log(
+    airflow_home: Path, server: str, db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with psycopg.connect(db) as conn:
+        conn.execute("CREATE TABLE noted (id int PRIMARY KEY, v text)")
+        conn.execute("INSERT INTO noted VALUES (1, 'a'), (2, 'b')")
+    os.environ["AIRFLOW_CONN_NOTED_DB"] = db
+    from pgbulk.airflow import sync_task
+
+    with caplog.at_level("INFO", logger="pgbulk.airflow"):
+        report = sync_task("noted_db", "noted_db", table="noted", to="noted_copy")
+    assert report["inserted"] == 2
+    assert report["notes"], report
+    logged = [r.getMessage() for r in caplog.records if r.name == "pgbulk.airflow"]
+    assert logged == [f"pgbulk: {note}" for note in report["notes"]], logged
+    assert rows(db, "SELECT * FROM noted_copy ORDER BY id") == [(1, "a"), (2, "b")]
