@@ -133,14 +133,15 @@ impl Bound {
         }
         // A session in a transaction holds its own `virtualxid` lock; one
         // with a user whose `xact_start` is NULL is hidden from this role
-        // (autovacuum workers have no user).
+        // (autovacuum workers have no user). `pg_locks` is read once (a
+        // hashed subplan), not per session.
         let row = source
             .query_one(
                 &format!(
                     "SELECT least(min(a.xact_start), clock_timestamp())::{type_name}::text, \
                      EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts p WHERE p.database = current_database()), \
-                     count(*) FILTER (WHERE a.xact_start IS NULL AND a.usesysid IS NOT NULL AND EXISTS ( \
-                       SELECT 1 FROM pg_catalog.pg_locks l WHERE l.pid = a.pid AND l.locktype = 'virtualxid')), \
+                     count(*) FILTER (WHERE a.xact_start IS NULL AND a.usesysid IS NOT NULL AND a.pid IN ( \
+                       SELECT l.pid FROM pg_catalog.pg_locks l WHERE l.locktype = 'virtualxid')), \
                      current_user::text, pg_catalog.pg_is_in_recovery() \
                      FROM pg_catalog.pg_stat_activity a \
                      WHERE a.datname = current_database() AND a.pid <> pg_catalog.pg_backend_pid()"
