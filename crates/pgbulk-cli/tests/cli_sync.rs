@@ -370,17 +370,20 @@ async fn a_standby_source_says_what_it_cannot_see_and_lookback_covers_it() {
         .expect("standby session")
         .client;
     replayed(&on_replica, 1).await;
-    let first = run(pgbulk(&home)
-        .args(["sync", "--from", &replica, "--table", "ev"])
-        .args(["--incremental", "at", "--db", &dst.url]));
+    let standby_sync = |extra: &[&str]| {
+        run(pgbulk(&home)
+            .args(["sync", "--from", &replica, "--table", "ev"])
+            .args(["--incremental", "at", "--db", &dst.url])
+            .args(extra))
+    };
+    const SAID: &str = "the source is a standby: transactions open on its primary cannot be seen";
+    // Said by the plan, and by the run.
+    let plan = standby_sync(&["--dry-run"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(plan.stdout.contains(SAID), "{}", plan.stdout);
+    let first = standby_sync(&[]);
     assert_eq!(first.code, 0, "{}", first.stderr);
-    assert!(
-        first
-            .stderr
-            .contains("the source is a standby: transactions open on its primary cannot be seen"),
-        "{}",
-        first.stderr
-    );
+    assert!(first.stderr.contains(SAID), "{}", first.stderr);
     let lookback: &[&str] = &["--lookback", "10m"];
     let (second, _) = late_commit(&src, &dst, &home, (&replica, lookback), Some(&on_replica)).await;
     assert!(!second.stderr.contains("standby"), "{}", second.stderr);

@@ -380,6 +380,10 @@ pub async fn sync(
                 "in one range: the source has no single integer key and is not a plain table on PostgreSQL 14 or later, or is small".to_owned()
             });
         }
+        // What the watermark cannot see past, said before a run too.
+        if let Some(bound) = &bound {
+            plan.extend(bound.notes(opts.lookback.is_some()));
+        }
         return Ok(SyncReport {
             mapping: maps
                 .iter()
