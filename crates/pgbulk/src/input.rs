@@ -497,10 +497,14 @@ pub fn decode_field<'a>(
         encoding_rs::DecoderResult::OutputFull => return Err(read),
     }
     let refused = |c: char| differences.refuse_c1 && ('\u{80}'..='\u{9f}').contains(&c);
-    let fixed = scratch
-        .chars()
-        .zip(bytes)
-        .any(|(c, &b)| refused(c) || differs(b).is_some());
+    // Only single-byte encodings have differences: a multi-byte one's
+    // characters are not its bytes, and it is not scanned.
+    let differ = differences.refuse_c1 || !differences.bytes.is_empty();
+    let fixed = differ
+        && scratch
+            .chars()
+            .zip(bytes)
+            .any(|(c, &b)| refused(c) || differs(b).is_some());
     if fixed {
         let mut text = String::with_capacity(scratch.len());
         for (at, (c, &b)) in scratch.chars().zip(bytes).enumerate() {

@@ -133,8 +133,9 @@ impl Bound {
         }
         // A session in a transaction holds its own `virtualxid` lock; one
         // with a user whose `xact_start` is NULL is hidden from this role
-        // (autovacuum workers have no user). `pg_locks` is read once (a
-        // hashed subplan), not per session.
+        // (autovacuum workers have no user). `pg_locks` is read once (an
+        // uncorrelated subplan, its rows kept and rescanned), not per
+        // session.
         let row = source
             .query_one(
                 &format!(
