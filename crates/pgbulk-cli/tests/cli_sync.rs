@@ -348,6 +348,78 @@ async fn a_reader_role_that_cannot_see_a_late_writer_still_gets_its_row() {
         .expect("drop the role");
 }
 
+/// A first incremental sync (no watermark, an empty destination) while a
+/// transaction hidden from the reading role is open: it stores a
+/// watermark before every row (`-infinity`), not none, so the next sync
+/// reads everything again and gets the writer's row, which is older than
+/// the destination's newest one.
+#[tokio::test]
+async fn a_first_sync_with_a_hidden_writer_open_reads_everything_next_time() {
+    let src = TestDb::new("sync_hidden_first_src").await;
+    let dst = TestDb::new("sync_hidden_first_dst").await;
+    let home = Scratch::new("sync-hidden-first");
+    let role = format!("pgbulk_first_reader_{}", std::process::id());
+    let source = src.connect().await;
+    source
+        .batch_execute(&format!(
+            "{LATE_TABLE}
+             CREATE ROLE {role} LOGIN PASSWORD 'reader-secret';
+             GRANT SELECT ON ev TO {role};"
+        ))
+        .await
+        .expect("source");
+    let (host, port) = server().host_port();
+    let reader = format!(
+        "host={host} port={port} user={role} password=reader-secret dbname={}",
+        src.name
+    );
+    let sync = || {
+        run(pgbulk(&home)
+            .args(["sync", "--from", &reader, "--table", "ev"])
+            .args(["--incremental", "at", "--db", &dst.url]))
+    };
+    let late = src.connect().await;
+    late.batch_execute("BEGIN; SELECT now(); INSERT INTO ev (id, v) VALUES (2, 'late')")
+        .await
+        .expect("late writer");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    source
+        .batch_execute("INSERT INTO ev (id, v) VALUES (3, 'after')")
+        .await
+        .expect("after");
+    let first = sync();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(first.stdout.contains("2 inserted"), "{}", first.stdout);
+    assert!(first.stderr.contains("hidden from"), "{}", first.stderr);
+    late.batch_execute("COMMIT").await.expect("COMMIT");
+    let second = sync();
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(
+        second.stdout.contains("1 inserted, 0 updated, 2 unchanged"),
+        "everything is read again, the late row inserted: {}",
+        second.stdout
+    );
+    let third = sync();
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    assert!(
+        third.stdout.contains("0 inserted, 0 updated"),
+        "{}",
+        third.stdout
+    );
+    assert_eq!(
+        rows(&dst, "SELECT id::text, v FROM ev ORDER BY id").await,
+        vec![
+            vec![s("1"), s("before")],
+            vec![s("2"), s("late")],
+            vec![s("3"), s("after")]
+        ]
+    );
+    source
+        .batch_execute(&format!("REVOKE ALL ON ev FROM {role}; DROP ROLE {role}"))
+        .await
+        .expect("drop the role");
+}
+
 /// From a hot standby the primary's open transactions cannot be seen: a
 /// sync says so (the late row it can miss), and with `--lookback` the
 /// late row is read.
