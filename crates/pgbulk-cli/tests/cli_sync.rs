@@ -308,16 +308,11 @@ async fn an_incremental_sync_does_not_miss_a_late_commit() {
     assert_eq!(append.code, 3, "{}", append.stderr);
 }
 
-/// The same late commit, seen by a source role without
-/// `pg_read_all_stats`: `pg_stat_activity` hides the writer's start from
-/// it, so the watermark stays where it was (and the run says why) until
-/// the writer has committed; the late row is not missed.
-#[tokio::test]
-async fn a_reader_role_that_cannot_see_a_late_writer_still_gets_its_row() {
-    let src = TestDb::new("sync_hidden_src").await;
-    let dst = TestDb::new("sync_hidden_dst").await;
-    let home = Scratch::new("sync-hidden");
-    let role = format!("pgbulk_reader_{}", std::process::id());
+/// The late-commit table in `src`, and a login role `{prefix}_{pid}` that
+/// may read it but not other roles' transaction starts: a session on
+/// `src`, the role, and its connection string.
+async fn reader_role(src: &TestDb, prefix: &str) -> (tokio_postgres::Client, String, String) {
+    let role = format!("{prefix}_{}", std::process::id());
     let source = src.connect().await;
     source
         .batch_execute(&format!(
@@ -332,6 +327,26 @@ async fn a_reader_role_that_cannot_see_a_late_writer_still_gets_its_row() {
         "host={host} port={port} user={role} password=reader-secret dbname={}",
         src.name
     );
+    (source, role, reader)
+}
+
+async fn drop_role(source: &tokio_postgres::Client, role: &str) {
+    source
+        .batch_execute(&format!("REVOKE ALL ON ev FROM {role}; DROP ROLE {role}"))
+        .await
+        .expect("drop the role");
+}
+
+/// The same late commit, seen by a source role without
+/// `pg_read_all_stats`: `pg_stat_activity` hides the writer's start from
+/// it, so the watermark stays where it was (and the run says why) until
+/// the writer has committed; the late row is not missed.
+#[tokio::test]
+async fn a_reader_role_that_cannot_see_a_late_writer_still_gets_its_row() {
+    let src = TestDb::new("sync_hidden_src").await;
+    let dst = TestDb::new("sync_hidden_dst").await;
+    let home = Scratch::new("sync-hidden");
+    let (source, role, reader) = reader_role(&src, "pgbulk_reader").await;
     // The writer is the superuser: its session is hidden from the reader.
     let (second, third) = late_commit(&src, &dst, &home, (&reader, &[]), None).await;
     assert!(
@@ -342,10 +357,7 @@ async fn a_reader_role_that_cannot_see_a_late_writer_still_gets_its_row() {
         second.stderr
     );
     assert!(!third.stderr.contains("hidden from"), "{}", third.stderr);
-    source
-        .batch_execute(&format!("REVOKE ALL ON ev FROM {role}; DROP ROLE {role}"))
-        .await
-        .expect("drop the role");
+    drop_role(&source, &role).await;
 }
 
 /// A first incremental sync (no watermark, an empty destination) while a
@@ -358,21 +370,7 @@ async fn a_first_sync_with_a_hidden_writer_open_reads_everything_next_time() {
     let src = TestDb::new("sync_hidden_first_src").await;
     let dst = TestDb::new("sync_hidden_first_dst").await;
     let home = Scratch::new("sync-hidden-first");
-    let role = format!("pgbulk_first_reader_{}", std::process::id());
-    let source = src.connect().await;
-    source
-        .batch_execute(&format!(
-            "{LATE_TABLE}
-             CREATE ROLE {role} LOGIN PASSWORD 'reader-secret';
-             GRANT SELECT ON ev TO {role};"
-        ))
-        .await
-        .expect("source");
-    let (host, port) = server().host_port();
-    let reader = format!(
-        "host={host} port={port} user={role} password=reader-secret dbname={}",
-        src.name
-    );
+    let (source, role, reader) = reader_role(&src, "pgbulk_first_reader").await;
     let sync = || {
         run(pgbulk(&home)
             .args(["sync", "--from", &reader, "--table", "ev"])
@@ -414,10 +412,7 @@ async fn a_first_sync_with_a_hidden_writer_open_reads_everything_next_time() {
             vec![s("3"), s("after")]
         ]
     );
-    source
-        .batch_execute(&format!("REVOKE ALL ON ev FROM {role}; DROP ROLE {role}"))
-        .await
-        .expect("drop the role");
+    drop_role(&source, &role).await;
 }
 
 /// From a hot standby the primary's open transactions cannot be seen: a
