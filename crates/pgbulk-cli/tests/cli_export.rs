@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::cli_load::{rows, s};
+use crate::cli_sync::NULL_STAMP_TABLE;
 use crate::harness::{Run, Scratch, TestDb, pgbulk, run};
 
 const TYPES: &str = "CREATE TYPE mood AS ENUM ('sad', 'happy');
@@ -301,6 +302,48 @@ async fn incremental_runs_write_exactly_the_new_rows_including_late_commits() {
             .expect("state JSON");
     assert_eq!(state["tables"]["ev"]["column"], "at");
     assert_eq!(state["tables"]["ev"]["runs"], 3);
+}
+
+/// A row whose incremental column is NULL is in every run's file: no
+/// watermark can place it, and it is never left out.
+#[tokio::test]
+async fn incremental_runs_write_the_rows_with_a_null_stamp_every_time() {
+    let src = TestDb::new("export_null_stamp").await;
+    let home = Scratch::new("export-null-stamp");
+    let client = src.connect().await;
+    client
+        .batch_execute(NULL_STAMP_TABLE)
+        .await
+        .expect("source");
+    let out_dir = home.path().join("out");
+    let to = format!("parquet://{}", out_dir.display());
+    let inc = || {
+        export(
+            &home,
+            &src,
+            &["-t", "ns", "--to", &to, "--incremental", "at"],
+        )
+    };
+    let first = inc();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    client
+        .batch_execute("INSERT INTO ns VALUES (3, 'c', NULL)")
+        .await
+        .expect("unstamped row");
+    let second = inc();
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    let glob = format!("{}/ns/*.parquet", out_dir.display());
+    let per_file = duckdb(&format!(
+        "SELECT parse_filename(filename) AS f, string_agg(CAST(id AS VARCHAR) || '=' || v, ',' ORDER BY id) AS r \
+         FROM read_parquet('{glob}', filename = true) WHERE \"at\" IS NULL GROUP BY f ORDER BY f"
+    ));
+    assert_eq!(
+        per_file,
+        vec![
+            vec![s("run-000001.parquet"), s("2=b")],
+            vec![s("run-000002.parquet"), s("2=b,3=c")]
+        ]
+    );
 }
 
 #[tokio::test]

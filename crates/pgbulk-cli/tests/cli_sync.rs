@@ -308,6 +308,77 @@ async fn an_incremental_sync_does_not_miss_a_late_commit() {
     assert_eq!(append.code, 3, "{}", append.stderr);
 }
 
+/// A table whose incremental column `at` may be NULL: one row stamped,
+/// one not.
+pub(crate) const NULL_STAMP_TABLE: &str =
+    "CREATE TABLE ns (id int PRIMARY KEY, v text, at timestamptz);
+     INSERT INTO ns VALUES (1, 'a', now()), (2, 'b', NULL);";
+
+/// Rows whose incremental column is NULL cannot be placed by a watermark:
+/// every run reads them, so a new or changed row without a stamp still
+/// arrives; a column declared NOT NULL spares that read.
+#[tokio::test]
+async fn an_incremental_sync_reads_the_rows_with_a_null_stamp_every_time() {
+    let src = TestDb::new("sync_null_stamp_src").await;
+    let dst = TestDb::new("sync_null_stamp_dst").await;
+    let home = Scratch::new("sync-null-stamp");
+    let source = src.connect().await;
+    source
+        .batch_execute(NULL_STAMP_TABLE)
+        .await
+        .expect("source");
+    let sync = |extra: &[&str]| {
+        run(pgbulk(&home)
+            .args(["sync", "--from", &src.url, "--table", "ns"])
+            .args(["--incremental", "at", "--db", &dst.url])
+            .args(extra))
+    };
+    let first = sync(&[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(first.stdout.contains("2 inserted"), "{}", first.stdout);
+    source
+        .batch_execute(
+            "INSERT INTO ns VALUES (3, 'c', NULL), (4, 'd', now());
+             UPDATE ns SET v = 'b2' WHERE id = 2;",
+        )
+        .await
+        .expect("changes");
+    let plan = sync(&["--dry-run"]);
+    assert!(
+        plan.stdout
+            .contains("and every row with a NULL one (read on every run)"),
+        "{}",
+        plan.stdout
+    );
+    let second = sync(&[]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(
+        second.stdout.contains("2 inserted, 1 updated"),
+        "the unstamped row and the unstamped change arrive: {}",
+        second.stdout
+    );
+    let expected = vec![
+        vec![s("1"), s("a")],
+        vec![s("2"), s("b2")],
+        vec![s("3"), s("c")],
+        vec![s("4"), s("d")],
+    ];
+    let query = "SELECT id::text, v FROM ns ORDER BY id";
+    assert_eq!(rows(&dst, query).await, expected);
+    // Once the column is NOT NULL, only the stamped rows are read.
+    source
+        .batch_execute(
+            "UPDATE ns SET at = now() WHERE at IS NULL; ALTER TABLE ns ALTER at SET NOT NULL",
+        )
+        .await
+        .expect("NOT NULL");
+    let plan = sync(&["--dry-run"]);
+    assert!(!plan.stdout.contains("NULL one"), "{}", plan.stdout);
+    let third = sync(&[]);
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    assert_eq!(rows(&dst, query).await, expected);
+}
+
 /// The late-commit table in `src`, and a login role `{prefix}_{pid}` that
 /// may read it but not other roles' transaction starts: a session on
 /// `src`, the role, and its connection string.

@@ -13,7 +13,8 @@
 //! clocks, and for a standby source (its primary's transactions do not
 //! show on it), widen the overlap with a lookback; for integer and `date`
 //! columns the watermark is the largest value read (exact only without
-//! concurrent writers).
+//! concurrent writers). Rows whose column is NULL (when it may be) are
+//! read by every run: no watermark can place them.
 
 use tokio_postgres::{Client, Transaction};
 
@@ -66,12 +67,15 @@ impl Mark {
 
     /// The condition on `column` (of `type_name`) of the rows a read from
     /// this mark selects; `lookback` widens it for timestamp and date
-    /// columns.
+    /// columns. A `nullable` column's rows with no value are selected too:
+    /// no watermark can place them, so every read takes them again
+    /// rather than never.
     pub fn condition(
         &self,
         column: &str,
         type_name: &str,
         lookback: Option<std::time::Duration>,
+        nullable: bool,
     ) -> String {
         let lookback = lookback
             .filter(|_| type_name.starts_with("timestamp") || type_name == "date")
@@ -83,22 +87,33 @@ impl Mark {
         } else {
             ">="
         };
-        format!(
-            "{} {op} ({}::{}{})",
-            quote_ident(column),
+        let column = quote_ident(column);
+        let condition = format!(
+            "{column} {op} ({}::{}{})",
             crate::schema::dollar_quote(&self.value),
             type_name,
             lookback.unwrap_or_default()
-        )
+        );
+        if nullable {
+            format!("({condition} OR {column} IS NULL)")
+        } else {
+            condition
+        }
     }
 
-    /// How a plan says where a read starts.
-    pub fn describe(start: Option<&Self>, column: &str) -> String {
+    /// How a plan says where a read starts (`nullable`: rows with no
+    /// value in `column` are read too).
+    pub fn describe(start: Option<&Self>, column: &str, nullable: bool) -> String {
         match start {
             Some(m) => format!(
-                "rows with {column} {} {}",
+                "rows with {column} {} {}{}",
                 if m.after { ">" } else { ">=" },
-                m.value
+                m.value,
+                if nullable {
+                    ", and every row with a NULL one (read on every run)"
+                } else {
+                    ""
+                }
             ),
             None => format!("rows with any {column} (no watermark yet)"),
         }
@@ -264,17 +279,26 @@ mod tests {
         assert_eq!(Mark::from_json(&at.to_json()), Some(at.clone()));
         assert_eq!(Mark::from_json(&after.to_json()), Some(after.clone()));
         assert_eq!(
-            at.condition("t", "timestamptz", None),
+            at.condition("t", "timestamptz", None, false),
             "\"t\" >= ($pgbulk0$2024-05-01 00:00:00+00$pgbulk0$::timestamptz)"
+        );
+        assert_eq!(
+            at.condition("t", "timestamptz", None, true),
+            "(\"t\" >= ($pgbulk0$2024-05-01 00:00:00+00$pgbulk0$::timestamptz) OR \"t\" IS NULL)"
         );
         assert!(
             after
-                .condition("t", "timestamptz", None)
+                .condition("t", "timestamptz", None, false)
                 .contains("\"t\" > (")
         );
         assert!(
             after
-                .condition("t", "timestamptz", Some(std::time::Duration::from_secs(60)))
+                .condition(
+                    "t",
+                    "timestamptz",
+                    Some(std::time::Duration::from_secs(60)),
+                    false
+                )
                 .contains("::timestamptz - interval '60000 milliseconds')")
         );
     }

@@ -390,12 +390,26 @@ async fn export_table(
         ),
         None => None,
     };
+    // Rows whose incremental column is NULL are read by every run; a
+    // query's columns may always be NULL.
+    let nullable = match (&opts.incremental, oid) {
+        (Some(column), Some(oid)) => client
+            .query_opt(
+                "SELECT NOT a.attnotnull FROM pg_catalog.pg_attribute a \
+                 WHERE a.attrelid = $1 AND a.attname = $2 AND NOT a.attisdropped",
+                &[&oid, column],
+            )
+            .await
+            .map_err(|e| Error::server("reading the incremental column", e))?
+            .is_none_or(|r| r.get(0)),
+        _ => true,
+    };
     let copy = |start: Option<&Mark>| {
         let mut filters: Vec<String> = opts.filter.iter().map(|w| format!("({w})")).collect();
         if let (Some(column), Some(type_name), Some(start)) =
             (&opts.incremental, &incremental_type, start)
         {
-            filters.push(start.condition(column, type_name, opts.lookback));
+            filters.push(start.condition(column, type_name, opts.lookback, nullable));
         }
         let select: Vec<String> = columns
             .iter()
@@ -420,7 +434,7 @@ async fn export_table(
                 .unwrap_or_default(),
             opts.incremental
                 .as_ref()
-                .map(|c| format!(", {}", Mark::describe(start, c)))
+                .map(|c| format!(", {}", Mark::describe(start, c, nullable)))
                 .unwrap_or_default()
         )
     };

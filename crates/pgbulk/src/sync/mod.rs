@@ -310,6 +310,7 @@ pub async fn sync(
                 type_name: c.type_name.clone(),
                 key,
                 start,
+                nullable: !c.not_null,
             })
         }
         None => None,
@@ -342,7 +343,7 @@ pub async fn sync(
         }
         let start = incremental
             .as_ref()
-            .map(|inc| Mark::describe(inc.start.as_ref(), &inc.column));
+            .map(|inc| Mark::describe(inc.start.as_ref(), &inc.column, inc.nullable));
         plan.push(format!(
             "would read {src_name}{}{} into {dest_name}",
             opts.filter
@@ -468,7 +469,7 @@ pub async fn sync(
     let mut next = None;
     if let Some(inc) = &incremental {
         if let Some(start) = &inc.start {
-            filters.push(start.condition(&inc.column, &inc.type_name, opts.lookback));
+            filters.push(start.condition(&inc.column, &inc.type_name, opts.lookback, inc.nullable));
         }
         next = mark::next(
             &tx,
@@ -876,4 +877,6 @@ struct Incremental {
     key: String,
     /// Read from here; `None`: everything.
     start: Option<Mark>,
+    /// The column may be NULL: such rows are read by every run.
+    nullable: bool,
 }
