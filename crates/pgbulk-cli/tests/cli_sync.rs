@@ -308,6 +308,41 @@ async fn an_incremental_sync_does_not_miss_a_late_commit() {
     assert_eq!(append.code, 3, "{}", append.stderr);
 }
 
+/// An incremental column without an order (bool, uuid) is refused before
+/// anything is created or read, naming the column and its type.
+#[tokio::test]
+async fn an_incremental_column_without_an_order_is_refused_up_front() {
+    let src = TestDb::new("sync_unordered_src").await;
+    let dst = TestDb::new("sync_unordered_dst").await;
+    let home = Scratch::new("sync-unordered");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE uo (id int PRIMARY KEY, ok bool, u uuid);
+             INSERT INTO uo VALUES (1, true, NULL);",
+        )
+        .await
+        .expect("source");
+    for (column, type_name) in [("ok", "boolean"), ("u", "uuid")] {
+        let out = run(pgbulk(&home)
+            .args(["sync", "--from", &src.url, "--table", "uo"])
+            .args(["--incremental", column, "--db", &dst.url]));
+        assert_eq!(out.code, 3, "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!(
+                "--incremental {column}: column \"{column}\" of public.uo is {type_name}, which has no order"
+            )),
+            "{}",
+            out.stderr
+        );
+    }
+    assert_eq!(
+        rows(&dst, "SELECT to_regclass('uo')::text").await,
+        vec![vec![None]],
+        "nothing created"
+    );
+}
+
 /// A table whose incremental column `at` may be NULL: one row stamped,
 /// one not.
 pub(crate) const NULL_STAMP_TABLE: &str =

@@ -120,6 +120,34 @@ impl Mark {
     }
 }
 
+/// Refuses an incremental `column` (of `type_name`) of `relation` (named
+/// `label` in messages) whose values have no order to keep a watermark
+/// in (`bool`, `uuid`, `json`, ...: no `max`), before anything is read.
+pub async fn check_orderable(
+    client: &Client,
+    relation: &str,
+    column: &str,
+    type_name: &str,
+    label: &str,
+) -> Result<()> {
+    let probe = client
+        .prepare(&format!(
+            "SELECT max({}) FROM {relation} WHERE false",
+            quote_ident(column)
+        ))
+        .await;
+    match probe {
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) => {
+            Err(Error::config(format!(
+                "--incremental {column}: column \"{column}\" of {label} is {type_name}, which has no order \
+                 to keep a watermark in; give a timestamp, date or integer column"
+            )))
+        }
+        Err(e) => Err(Error::server("checking the incremental column", e)),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// What bounds the next watermark of a timestamp column, read on the
 /// source before its snapshot: the start of the oldest transaction open
 /// (or the clock when none is), whether prepared transactions exist, and

@@ -378,16 +378,18 @@ async fn export_table(
     let columns = columns::read(client, &relation, &label).await?;
     let mapping: Vec<String> = columns.iter().map(ExportColumn::describe).collect();
     let incremental_type = match &opts.incremental {
-        Some(column) => Some(
-            columns
+        Some(column) => {
+            let type_name = columns
                 .iter()
                 .find(|c| c.name == *column)
                 .ok_or_else(|| {
                     Error::config(format!("--incremental: {label} has no column \"{column}\""))
                 })?
                 .source_type
-                .clone(),
-        ),
+                .clone();
+            crate::mark::check_orderable(client, &relation, column, &type_name, &label).await?;
+            Some(type_name)
+        }
         None => None,
     };
     // Rows whose incremental column is NULL are read by every run; a

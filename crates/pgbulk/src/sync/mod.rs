@@ -274,6 +274,7 @@ pub async fn sync(
                     "--incremental: {src_name} has no column \"{column}\""
                 ))
             })?;
+            mark::check_orderable(&source, &src_relation, column, &c.type_name, &src_name).await?;
             if opts.mode == Some(LoadMode::Append)
                 || opts.mode == Some(LoadMode::ReplaceAtomic)
                 || opts.mode == Some(LoadMode::Replace)
