@@ -343,6 +343,45 @@ async fn an_incremental_column_without_an_order_is_refused_up_front() {
     );
 }
 
+/// A view named as the source table is refused as one, with the
+/// `--query` that reads it; that query syncs it.
+#[tokio::test]
+async fn a_view_named_as_a_table_gets_the_query_that_reads_it() {
+    let src = TestDb::new("sync_view_src").await;
+    let dst = TestDb::new("sync_view_dst").await;
+    let home = Scratch::new("sync-view");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE base (id int PRIMARY KEY, v text);
+             INSERT INTO base VALUES (1, 'a'), (2, 'b');
+             CREATE VIEW recent AS SELECT id, v FROM base WHERE id > 1;",
+        )
+        .await
+        .expect("source");
+    let sync = |source: &[&str]| {
+        run(pgbulk(&home)
+            .args(["sync", "--from", &src.url, "--db", &dst.url])
+            .args(source))
+    };
+    let refused = sync(&["--table", "recent"]);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    let query = "SELECT * FROM \"public\".\"recent\"";
+    assert!(
+        refused.stderr.contains(&format!(
+            "the source's public.recent is a view, not a table: read it with --query '{query}' (with --to and --key)"
+        )),
+        "{}",
+        refused.stderr
+    );
+    let synced = sync(&["--query", query, "--to", "recent", "--key", "id"]);
+    assert_eq!(synced.code, 0, "{}", synced.stderr);
+    assert_eq!(
+        rows(&dst, "SELECT id::text, v FROM recent").await,
+        vec![vec![s("2"), s("b")]]
+    );
+}
+
 /// A table whose incremental column `at` may be NULL: one row stamped,
 /// one not.
 pub(crate) const NULL_STAMP_TABLE: &str =

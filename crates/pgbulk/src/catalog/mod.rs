@@ -70,6 +70,46 @@ pub async fn table_oid(
         .map(|r| r.get(0)))
 }
 
+/// Why `schema.name` is not a table a sync or an export can read by name:
+/// what it is instead (a view, a materialized view, a foreign table, ...)
+/// and that a `--query` reads it (`with` the options that then need
+/// giving), or that it does not exist.
+pub async fn not_a_table(
+    client: &impl GenericClient,
+    schema: &str,
+    name: &str,
+    with: &str,
+) -> Result<Error> {
+    let kind: Option<String> = client
+        .query_opt(
+            "SELECT c.relkind::text FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &name],
+        )
+        .await
+        .map_err(|e| Error::server("looking up a table", e))?
+        .map(|r| r.get(0));
+    let qualified = crate::schema::TableName::new(schema, name);
+    let what = match kind.as_deref() {
+        None => {
+            return Ok(Error::config(format!(
+                "the source has no table {qualified}"
+            )));
+        }
+        Some("v") => "a view",
+        Some("m") => "a materialized view",
+        Some("f") => "a foreign table",
+        Some("S") => "a sequence",
+        Some("i" | "I") => "an index",
+        Some(_) => "not a table",
+    };
+    Ok(Error::config(format!(
+        "the source's {qualified} is {what}, not a table: read it with --query 'SELECT * FROM {}' (with {with})",
+        qualified.quoted()
+    )))
+}
+
 /// Reads table `schema.name` for encoding, or `None` when it does not
 /// exist: its [`TableFacts`] with each column's type resolved.
 pub async fn table(client: &impl GenericClient, schema: &str, name: &str) -> Result<Option<Table>> {

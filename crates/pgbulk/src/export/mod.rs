@@ -359,14 +359,21 @@ async fn export_table(
     let label = source.to_string();
     let table = destination_name(source, opts)?;
     let (oid, relation) = match source {
-        Source::Table(name) => (
-            Some(
-                crate::catalog::table_oid(client, name.schema_or_public(), &name.name)
-                    .await?
-                    .ok_or_else(|| Error::config(format!("the source has no table {label}")))?,
-            ),
-            name.quoted(),
-        ),
+        Source::Table(name) => {
+            let schema = name.schema_or_public();
+            match crate::catalog::table_oid(client, schema, &name.name).await? {
+                Some(oid) => (Some(oid), name.quoted()),
+                None => {
+                    return Err(crate::catalog::not_a_table(
+                        client,
+                        schema,
+                        &name.name,
+                        "--to-table",
+                    )
+                    .await?);
+                }
+            }
+        }
         Source::Query(query) => (
             None,
             format!(

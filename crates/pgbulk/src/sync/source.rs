@@ -28,9 +28,16 @@ pub(super) async fn describe(source: &Client, opts: &SyncOptions) -> Result<Desc
         SyncSource::Table(table) => {
             let session = Session::read(source).await?;
             let name = table.in_schema(&session.current_schema);
-            let oid = catalog::table_oid(source, name.schema_or_public(), &name.name)
-                .await?
-                .ok_or_else(|| Error::config(format!("the source has no table {name}")))?;
+            let Some(oid) = catalog::table_oid(source, name.schema_or_public(), &name.name).await?
+            else {
+                return Err(catalog::not_a_table(
+                    source,
+                    name.schema_or_public(),
+                    &name.name,
+                    "--to and --key",
+                )
+                .await?);
+            };
             let facts = catalog::facts::read(source, oid).await?;
             let mut types = SourceTypes::default();
             for row in source
