@@ -309,9 +309,10 @@ async fn an_incremental_sync_does_not_miss_a_late_commit() {
 }
 
 /// An incremental column without an order (bool, uuid) is refused before
-/// anything is created or read, naming the column and its type.
+/// anything is created or read, naming the column and its type; so is a
+/// `--where` the source rejects, naming it.
 #[tokio::test]
-async fn an_incremental_column_without_an_order_is_refused_up_front() {
+async fn an_unordered_incremental_column_or_a_bad_where_is_refused_up_front() {
     let src = TestDb::new("sync_unordered_src").await;
     let dst = TestDb::new("sync_unordered_dst").await;
     let home = Scratch::new("sync-unordered");
@@ -336,6 +337,16 @@ async fn an_incremental_column_without_an_order_is_refused_up_front() {
             out.stderr
         );
     }
+    let out = run(pgbulk(&home)
+        .args(["sync", "--from", &src.url, "--table", "uo"])
+        .args(["--where", "nosuch = 1", "--db", &dst.url]));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--where nosuch = 1: column \"nosuch\" does not exist"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(
         rows(&dst, "SELECT to_regclass('uo')::text").await,
         vec![vec![None]],

@@ -383,6 +383,9 @@ async fn export_table(
         ),
     };
     let columns = columns::read(client, &relation, &label).await?;
+    if let Some(filter) = &opts.filter {
+        crate::sync::check_filter(client, &relation, filter).await?;
+    }
     let mapping: Vec<String> = columns.iter().map(ExportColumn::describe).collect();
     let incremental_type = match &opts.incremental {
         Some(column) => {

@@ -177,6 +177,9 @@ pub async fn sync(
         .await
         .map_err(|e| Error::server("reading the source's TimeZone", e))?
         .get(0);
+    if let Some(filter) = &opts.filter {
+        check_filter(&source, &src_relation, filter).await?;
+    }
 
     let dest_session = Session::read(&dest).await?;
     let to = match (&opts.to, &opts.source) {
@@ -867,6 +870,21 @@ async fn advance_sequences(
         ));
     }
     notes
+}
+
+/// Prepares (does not run) the source's `SELECT` with `--where filter`,
+/// so that a filter the server rejects says so before anything is created
+/// or read, naming it.
+pub(crate) async fn check_filter(
+    source: &tokio_postgres::Client,
+    relation: &str,
+    filter: &str,
+) -> Result<()> {
+    source
+        .prepare(&format!("SELECT 1 FROM {relation} WHERE ({filter})"))
+        .await
+        .map(drop)
+        .map_err(|e| Error::server(&format!("--where {filter}"), e))
 }
 
 /// An incremental sync's column and where it starts.
