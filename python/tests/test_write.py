@@ -338,6 +338,13 @@ def test_mistakes_are_the_right_exceptions(db: str) -> None:
     assert rows(db, "SELECT count(*) FROM pg_class WHERE relname = 'nothing'") == [(0,)]
     report = pgbulk.write(pa.table({"id": [1], "extra": [1]}), "small", db=db, ignore_extra=True)
     assert report.inserted == 1 and any("extra" in n for n in report.notes)
+    # A pandas column that pyarrow cannot convert: a DataError naming it,
+    # pyarrow's exception its cause, no table created.
+    with pytest.raises(pgbulk.DataError, match="cannot be read as Arrow") as mixed:
+        pgbulk.write(pd.DataFrame({"id": [1, 2], "v": [1, "x"]}), "mixed", db=db)
+    assert mixed.value.column == "v"
+    assert isinstance(mixed.value.__cause__, pa.ArrowInvalid)
+    assert rows(db, "SELECT count(*) FROM pg_class WHERE relname = 'mixed'") == [(0,)]
 
 
 def test_ctrl_c_stops_a_write_keeping_whole_batches(db: str) -> None:

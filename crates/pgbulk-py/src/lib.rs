@@ -25,6 +25,31 @@ fn config_error(py: Python<'_>, message: String) -> PyErr {
     errors::to_py(py, &pgbulk::Error::new(pgbulk::ErrorKind::Config, message))
 }
 
+/// An exception raised while the data was turned into Arrow (pyarrow's,
+/// for a pandas column of mixed types) as a `DataError`, naming the column
+/// when the message does, its cause the original.
+fn conversion_error(py: Python<'_>, original: PyErr) -> PyErr {
+    let text = original
+        .value(py)
+        .str()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let mut error = pgbulk::Error::new(
+        pgbulk::ErrorKind::Data,
+        format!("the data cannot be read as Arrow: {text}"),
+    );
+    if let Some(column) = text
+        .split("Conversion failed for column ")
+        .nth(1)
+        .and_then(|rest| rest.split(" with type ").next())
+    {
+        error = error.for_column(column);
+    }
+    let converted = errors::to_py(py, &error);
+    converted.set_cause(py, Some(original));
+    converted
+}
+
 /// Where `db` points, resolved as the CLI resolves `--db` (libpq's rules;
 /// nothing configured: pgbulk's local cluster, started as needed).
 fn target(py: Python<'_>, db: Option<String>) -> PyResult<pgbulk::conninfo::ConnParams> {
@@ -382,7 +407,9 @@ fn arrow_stream(
     use pyo3::types::PyCapsule;
     let bad = |why: String| config_error(py, why);
     if data.hasattr("__arrow_c_stream__")? {
-        let capsule = data.call_method0("__arrow_c_stream__")?;
+        let capsule = data
+            .call_method0("__arrow_c_stream__")
+            .map_err(|e| conversion_error(py, e))?;
         let capsule = capsule
             .cast::<PyCapsule>()
             .map_err(|_| bad("__arrow_c_stream__ did not return a capsule".to_owned()))?;
@@ -399,7 +426,9 @@ fn arrow_stream(
         return Ok((schema, Box::new(reader)));
     }
     if data.hasattr("__arrow_c_array__")? {
-        let pair = data.call_method0("__arrow_c_array__")?;
+        let pair = data
+            .call_method0("__arrow_c_array__")
+            .map_err(|e| conversion_error(py, e))?;
         let (schema_capsule, array_capsule): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
             pair.extract()?;
         let schema_capsule = schema_capsule
