@@ -354,6 +354,49 @@ async fn an_unordered_incremental_column_or_a_bad_where_is_refused_up_front() {
     );
 }
 
+/// A `date` column's watermark is bounded like a timestamp's, by the date
+/// the oldest open transaction (or the clock) started on in the earliest
+/// time zone: a row stamped with `current_date` by a transaction open
+/// during the read, or committed after it, is read next time even when
+/// the source holds later dates.
+#[tokio::test]
+async fn an_incremental_date_column_does_not_run_ahead_of_current_date() {
+    let src = TestDb::new("sync_date_mark_src").await;
+    let dst = TestDb::new("sync_date_mark_dst").await;
+    let home = Scratch::new("sync-date-mark");
+    let source = src.connect().await;
+    source
+        .batch_execute(
+            "CREATE TABLE dm (id int PRIMARY KEY, day date NOT NULL DEFAULT current_date);
+             INSERT INTO dm VALUES (1, '2999-01-01');",
+        )
+        .await
+        .expect("source");
+    let sync = || {
+        run(pgbulk(&home)
+            .args(["sync", "--from", &src.url, "--table", "dm"])
+            .args(["--incremental", "day", "--db", &dst.url]))
+    };
+    let late = src.connect().await;
+    late.batch_execute("BEGIN; INSERT INTO dm (id) VALUES (2)")
+        .await
+        .expect("late writer");
+    let first = sync();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    late.batch_execute("COMMIT").await.expect("COMMIT");
+    source
+        .batch_execute("INSERT INTO dm (id) VALUES (3)")
+        .await
+        .expect("after");
+    let second = sync();
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(second.stdout.contains("2 inserted"), "{}", second.stdout);
+    assert_eq!(
+        rows(&dst, "SELECT id::text FROM dm ORDER BY id").await,
+        vec![vec![s("1")], vec![s("2")], vec![s("3")]]
+    );
+}
+
 /// A view named as the source table is refused as one, with the
 /// `--query` that reads it; that query syncs it.
 #[tokio::test]

@@ -11,9 +11,11 @@
 //! read is read by the next run. That is exact for columns stamped by the
 //! writing transaction's `now()` (default or trigger); for application
 //! clocks, and for a standby source (its primary's transactions do not
-//! show on it), widen the overlap with a lookback; for integer and `date`
-//! columns the watermark is the largest value read (exact only without
-//! concurrent writers). Rows whose column is NULL (when it may be) are
+//! show on it), widen the overlap with a lookback. A `date` column is
+//! bounded by that start's date in the earliest time zone, so a
+//! `current_date` stamp is exact in any zone; for integer columns the
+//! watermark is the largest value read (exact only without concurrent
+//! writers). Rows whose column is NULL (when it may be) are
 //! read by every run: no watermark can place them.
 
 use tokio_postgres::{Client, Transaction};
@@ -148,10 +150,10 @@ pub async fn check_orderable(
     }
 }
 
-/// What bounds the next watermark of a timestamp column, read on the
-/// source before its snapshot: the start of the oldest transaction open
-/// (or the clock when none is), whether prepared transactions exist, and
-/// the open transactions whose start is hidden from this role.
+/// What bounds the next watermark of a timestamp or date column, read on
+/// the source before its snapshot: the start of the oldest transaction
+/// open (or the clock when none is), whether prepared transactions exist,
+/// and the open transactions whose start is hidden from this role.
 #[derive(Debug, Clone)]
 pub struct Bound {
     oldest: Option<String>,
@@ -169,11 +171,18 @@ pub struct Bound {
 
 impl Bound {
     /// Reads the bound on `source`, before the snapshot is taken; `None`
-    /// for columns that are not timestamps.
+    /// for columns that are neither timestamps nor dates. For a `date`
+    /// column the bound is the start's date where it is earliest (UTC-12):
+    /// a writer's `current_date` is its start's date in its own time zone.
     pub async fn read(source: &Client, type_name: &str) -> Result<Option<Self>> {
-        if !type_name.starts_with("timestamp") {
+        let start = "least(min(a.xact_start), clock_timestamp())";
+        let oldest = if type_name.starts_with("timestamp") {
+            format!("{start}::{type_name}::text")
+        } else if type_name == "date" {
+            format!("({start} AT TIME ZONE INTERVAL '-12:00')::date::text")
+        } else {
             return Ok(None);
-        }
+        };
         // A session in a transaction holds its own `virtualxid` lock; one
         // with a user whose `xact_start` is NULL is hidden from this role
         // (autovacuum workers have no user). `pg_locks` is read once (an
@@ -182,7 +191,7 @@ impl Bound {
         let row = source
             .query_one(
                 &format!(
-                    "SELECT least(min(a.xact_start), clock_timestamp())::{type_name}::text, \
+                    "SELECT {oldest}, \
                      EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts p WHERE p.database = current_database()), \
                      count(*) FILTER (WHERE a.xact_start IS NULL AND a.usesysid IS NOT NULL AND a.pid IN ( \
                        SELECT l.pid FROM pg_catalog.pg_locks l WHERE l.locktype = 'virtualxid')), \

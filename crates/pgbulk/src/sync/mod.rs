@@ -23,9 +23,10 @@
 //! Incremental (`incremental`): rows at or after the stored watermark are
 //! read, in one snapshot with the new watermark, which is stored once every
 //! row up to it committed, bounded as [`crate::mark`] says: exact for
-//! columns stamped by the writing transaction's `now()`, `lookback` for
-//! application clocks, integer and `date` columns only without concurrent
-//! writers. Rows re-read at the boundary are upserted unchanged (not
+//! columns stamped by the writing transaction's `now()` (or, for a `date`
+//! column, its `current_date`), `lookback` for application clocks, integer
+//! columns only without concurrent writers. Rows whose column is NULL are
+//! read by every run. Rows re-read at the boundary are upserted unchanged (not
 //! rewritten); an incremental sync needs a key.
 //!
 //! `delete_missing`: the keys read go (same snapshot) into a temporary
