@@ -397,6 +397,70 @@ async fn an_incremental_date_column_does_not_run_ahead_of_current_date() {
     );
 }
 
+/// An incremental sync whose `--where` differs from the one its watermark
+/// was stored with says what that leaves out (the rows the new filter
+/// adds before the watermark), and how to read them; the same filter
+/// again says nothing.
+#[tokio::test]
+async fn a_changed_where_under_a_stored_watermark_is_called_out() {
+    let src = TestDb::new("sync_where_mark_src").await;
+    let dst = TestDb::new("sync_where_mark_dst").await;
+    let home = Scratch::new("sync-where-mark");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE wm (id int PRIMARY KEY, region text, at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO wm (id, region) VALUES (1, 'eu'), (2, 'us');",
+        )
+        .await
+        .expect("source");
+    let sync = |filter: &str, extra: &[&str]| {
+        run(pgbulk(&home)
+            .args([
+                "sync", "--from", &src.url, "--table", "wm", "--db", &dst.url,
+            ])
+            .args(["--incremental", "at", "--where", filter])
+            .args(extra))
+    };
+    let eu = sync("region = 'eu'", &[]);
+    assert_eq!(eu.code, 0, "{}", eu.stderr);
+    let again = sync("region = 'eu'", &[]);
+    assert!(
+        !again.stderr.contains("watermark was stored"),
+        "{}",
+        again.stderr
+    );
+    let note = "the watermark was stored by a sync with --where region = 'eu'; rows this --where selects \
+                that are older than the watermark are not read: a sync without --incremental reads them once";
+    let plan = sync("region IN ('eu', 'us')", &["--dry-run"]);
+    assert!(plan.stdout.contains(note), "{}", plan.stdout);
+    let both = sync("region IN ('eu', 'us')", &[]);
+    assert_eq!(both.code, 0, "{}", both.stderr);
+    assert!(both.stderr.contains(note), "{}", both.stderr);
+    assert_eq!(
+        rows(&dst, "SELECT id::text FROM wm ORDER BY id").await,
+        vec![vec![s("1")]],
+        "the older us row is not read, as the note says"
+    );
+    let once = run(pgbulk(&home)
+        .args([
+            "sync", "--from", &src.url, "--table", "wm", "--db", &dst.url,
+        ])
+        .args(["--where", "region IN ('eu', 'us')"]));
+    assert_eq!(once.code, 0, "{}", once.stderr);
+    assert_eq!(
+        rows(&dst, "SELECT id::text FROM wm ORDER BY id").await,
+        vec![vec![s("1")], vec![s("2")]],
+        "a sync without --incremental reads it"
+    );
+    let next = sync("region IN ('eu', 'us')", &[]);
+    assert!(
+        !next.stderr.contains("watermark was stored"),
+        "{}",
+        next.stderr
+    );
+}
+
 /// A view named as the source table is refused as one, with the
 /// `--query` that reads it; that query syncs it.
 #[tokio::test]

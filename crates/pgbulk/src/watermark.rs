@@ -79,6 +79,20 @@ pub async fn read(
     Ok(comment.and_then(|c| pg_bulk_ingest_watermark(&c)))
 }
 
+/// The metadata stored with the watermark row `key` in `first`'s schema
+/// (`None` without one).
+pub async fn read_metadata(
+    client: &impl GenericClient,
+    first: &TableName,
+    key: &str,
+) -> Result<Option<serde_json::Value>> {
+    parse(
+        stored(client, first.schema_or_public(), key, "batch_metadata")
+            .await?
+            .flatten(),
+    )
+}
+
 /// Column `column` (as text) of the watermark row `key` in `schema`: `None`
 /// without a row (or without the table), `Some(None)` for SQL NULL.
 async fn stored(

@@ -271,6 +271,7 @@ pub async fn sync(
     };
 
     // Incremental: where to read from, and the bound of the next start.
+    let mut filter_changed = None;
     let incremental = match &opts.incremental {
         Some(column) => {
             let c = src_facts.column(column).ok_or_else(|| {
@@ -292,6 +293,24 @@ pub async fn sync(
                 .await?
                 .as_ref()
                 .and_then(Mark::from_json);
+            // The watermark of another --where: what the new one adds
+            // before it is not read.
+            if stored.is_some() {
+                let metadata = watermark::read_metadata(&dest, &dest_name, &key).await?;
+                if let Some(before) = metadata.as_ref().and_then(|m| m.get("where")) {
+                    if before.as_str() != opts.filter.as_deref() {
+                        filter_changed = Some(format!(
+                            "the watermark was stored by a sync {}; rows this --where selects that are older \
+                             than the watermark are not read: a sync without --incremental reads them once",
+                            before
+                                .as_str()
+                                .map_or("without --where".to_owned(), |w| format!(
+                                    "with --where {w}"
+                                ))
+                        ));
+                    }
+                }
+            }
             // No stored watermark: start after what the destination has.
             let start = match (stored, &dest_facts) {
                 (Some(w), _) => Some(w),
@@ -390,6 +409,7 @@ pub async fn sync(
         if let Some(bound) = &bound {
             plan.extend(bound.notes(opts.lookback.is_some()));
         }
+        plan.extend(filter_changed.clone());
         return Ok(SyncReport {
             mapping: maps
                 .iter()
@@ -537,7 +557,7 @@ pub async fn sync(
                 (Some(inc), Some(next)) => Some((
                     inc.key.as_str(),
                     next.to_json(),
-                    serde_json::json!({ "source": src_name, "column": inc.column }),
+                    watermark_metadata(&src_name, inc, opts.filter.as_deref()),
                 )),
                 _ => None,
             };
@@ -641,7 +661,7 @@ pub async fn sync(
         store_watermark(
             dest_params,
             &dest_name,
-            &src_name,
+            (&src_name, opts.filter.as_deref()),
             incremental.as_ref(),
             next.as_ref(),
         )
@@ -667,6 +687,7 @@ pub async fn sync(
     if let Some(bound) = &bound {
         notes.extend(bound.notes(opts.lookback.is_some()));
     }
+    notes.extend(filter_changed);
     if opts.jobs > 1 && jobs == 1 {
         notes.push(
             "read with one job: --delete-missing and the replace modes read in one".to_owned(),
@@ -707,7 +728,7 @@ pub async fn sync(
 async fn store_watermark(
     dest_params: &ConnParams,
     dest_name: &TableName,
-    source: &str,
+    (source, filter): (&str, Option<&str>),
     incremental: Option<&Incremental>,
     next: Option<&Mark>,
 ) -> Result<()> {
@@ -721,10 +742,16 @@ async fn store_watermark(
         dest_name,
         &inc.key,
         Some(&next.to_json()),
-        &serde_json::json!({ "source": source, "column": inc.column }),
+        &watermark_metadata(source, inc, filter),
         None,
     )
     .await
+}
+
+/// What is stored with an incremental sync's watermark: the source, the
+/// column and the `--where` (`null` without), which a later run compares.
+fn watermark_metadata(source: &str, inc: &Incremental, filter: Option<&str>) -> serde_json::Value {
+    serde_json::json!({ "source": source, "column": inc.column, "where": filter })
 }
 
 /// A read-only `REPEATABLE READ` transaction: one snapshot of the source.
