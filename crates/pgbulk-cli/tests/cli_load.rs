@@ -1304,3 +1304,64 @@ async fn a_table_created_by_the_load_is_written_frozen() {
     assert_eq!(count(&db, &frozen("fresh")).await, with_rows);
     assert_eq!(count(&db, &frozen("existing")).await, 0);
 }
+
+/// Loads into a partitioned table: an upsert counts the rows its
+/// partitions took (it counted none on PostgreSQL 15+, and failed before
+/// 15: `RETURNING` cannot read a partitioned table's system columns), and
+/// a partition truncated since an earlier run is noticed, so the same file
+/// loads again (it was "nothing to do", leaving the rows gone). A
+/// partition added since is not a rewrite.
+#[tokio::test]
+async fn a_partitioned_table_counts_its_rows_and_notices_a_truncated_partition() {
+    let db = TestDb::new("load_partitioned").await;
+    let home = Scratch::new("load-partitioned");
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE ev (id int, day date, v text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+             CREATE TABLE ev_2024 PARTITION OF ev FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+             CREATE TABLE ev_rest PARTITION OF ev DEFAULT;",
+        )
+        .await
+        .expect("table");
+    // Loads `file` into ev; its summary (stdout) has `said`.
+    let into_ev = |file: &std::path::Path, said: &str| {
+        let out = load(&db, &home, &[file.to_str().expect("utf8"), "--table", "ev"]);
+        assert_ok(&out);
+        assert!(out.stdout.contains(said), "{}", out.stdout);
+        out
+    };
+    let first = home.file("a.csv", "id,day,v\n1,2024-05-01,a\n2,2030-01-01,b\n", 0o644);
+    into_ev(&first, "2 rows read, 2 inserted, 0 updated, 0 unchanged");
+    let second = home.file(
+        "b.csv",
+        "id,day,v\n1,2024-05-01,changed\n2,2030-01-01,b\n3,2024-06-01,c\n",
+        0o644,
+    );
+    into_ev(&second, "3 rows read, 1 inserted, 1 updated, 1 unchanged");
+    client
+        .batch_execute("TRUNCATE ev_2024")
+        .await
+        .expect("truncate");
+    let out = into_ev(&second, "3 rows read, 2 inserted, 0 updated, 1 unchanged");
+    assert!(
+        out.stderr.contains("public.ev was truncated or rewritten since an earlier run of this load: loading from the start"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM ev"
+        )
+        .await,
+        vec![vec![s("1=changed,2=b,3=c")]]
+    );
+    client
+        .batch_execute(
+            "CREATE TABLE ev_2025 PARTITION OF ev FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')",
+        )
+        .await
+        .expect("partition");
+    into_ev(&second, "nothing to do");
+}

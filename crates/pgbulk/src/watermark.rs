@@ -234,19 +234,40 @@ pub async fn read_resume(
     let Some(state) = stored.get("state").filter(|_| same_table).cloned() else {
         return Ok(None);
     };
-    let filenode: Option<u32> = client
-        .query_one(
-            "SELECT pg_catalog.pg_relation_filenode($1::oid::regclass)",
+    // The table's storage, and for a partitioned table its partitions'
+    // (one gone or truncated is a rewrite; one added since is not).
+    let storage: Vec<(i64, Option<i64>)> = client
+        .query(
+            "SELECT 0::int8, pg_catalog.pg_relation_filenode($1::oid::regclass)::int8 \
+             UNION ALL \
+             SELECT relid::oid::int8, pg_catalog.pg_relation_filenode(relid)::int8 \
+             FROM pg_catalog.pg_partition_tree($1::oid::regclass) WHERE isleaf AND relid <> $1::oid::regclass",
             &[&oid],
         )
         .await
         .map_err(|e| Error::server("reading the table's storage", e))?
-        .get(0);
-    let rewritten = stored
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let filenode_of = |relid: i64| storage.iter().find(|(r, _)| *r == relid).map(|(_, f)| *f);
+    let table_rewritten = stored
         .get("relfilenode")
-        .and_then(serde_json::Value::as_u64)
-        .is_some_and(|stored| Some(stored) != filenode.map(u64::from));
-    Ok(Some(StoredResume { state, rewritten }))
+        .and_then(serde_json::Value::as_i64)
+        .is_some_and(|stored| filenode_of(0).flatten() != Some(stored));
+    let partition_rewritten = stored
+        .get("partitions")
+        .and_then(serde_json::Value::as_object)
+        .is_some_and(|partitions| {
+            partitions.iter().any(|(relid, stored)| {
+                relid
+                    .parse::<i64>()
+                    .map_or(true, |relid| filenode_of(relid) != Some(stored.as_i64()))
+            })
+        });
+    Ok(Some(StoredResume {
+        state,
+        rewritten: table_rewritten || partition_rewritten,
+    }))
 }
 
 /// The watermark in a pg-bulk-ingest table comment, if there is one.
@@ -269,8 +290,9 @@ fn parse(text: Option<String>) -> Result<Option<serde_json::Value>> {
 
 /// Writes the watermark (and the batch's metadata and resume state, tied
 /// to the first table as it is in this transaction: its oid and its
-/// storage, so a table dropped, truncated or rewritten since is noticed) in
-/// the caller's transaction.
+/// storage, and its partitions' when it is partitioned, so a table
+/// dropped, truncated or rewritten since is noticed) in the caller's
+/// transaction.
 pub(crate) async fn write(
     client: &impl GenericClient,
     first: &TableName,
@@ -286,6 +308,9 @@ pub(crate) async fn write(
          CASE WHEN $4::text IS NOT NULL THEN pg_catalog.jsonb_build_object(\
          'table_oid', c.oid::bigint, \
          'relfilenode', pg_catalog.pg_relation_filenode(c.oid)::bigint, \
+         'partitions', (SELECT pg_catalog.jsonb_object_agg(p.relid::oid::bigint::text, \
+                                pg_catalog.pg_relation_filenode(p.relid)::bigint) \
+                        FROM pg_catalog.pg_partition_tree(c.oid::regclass) p WHERE p.isleaf AND p.relid <> c.oid::regclass), \
          'state', $4::text::jsonb) END, now() \
          FROM (SELECT pg_catalog.to_regclass($5)::oid AS oid) c \
          ON CONFLICT (table_name) DO UPDATE SET high_watermark = EXCLUDED.high_watermark, \

@@ -455,12 +455,15 @@ async fn merge_fails(
 }
 
 /// The bytes of the stage's and the table's pages, as on disk now
-/// (statistics of a table just loaded may not exist yet).
+/// (statistics of a table just loaded may not exist yet); a partitioned
+/// table's are its partitions'.
 async fn sizes(tx: &Transaction<'_>, table: &TableName, stage: &str) -> Result<(i64, i64)> {
     let row = tx
         .query_one(
             "SELECT pg_catalog.pg_relation_size($1::text::regclass), \
-             pg_catalog.pg_relation_size($2::text::regclass)",
+                    coalesce((SELECT sum(pg_catalog.pg_relation_size(relid))::int8 \
+                              FROM pg_catalog.pg_partition_tree($2::text::regclass) WHERE isleaf), \
+                             pg_catalog.pg_relation_size($2::text::regclass))",
             &[&stage, &table.quoted()],
         )
         .await
@@ -547,14 +550,14 @@ pub(super) async fn merge_staged(
         } else {
             range::key_bounds(tx, layout, stage).await?
         };
-        let before = xact_stats(tx, target.oid).await?;
+        let before = xact_stats(tx, target).await?;
         tx.execute(
             &merge_statement(layout, stage, duplicates, &bounds),
             &range::parameters(&bounds),
         )
         .await
         .map_err(upsert)?;
-        let after = xact_stats(tx, target.oid).await?;
+        let after = xact_stats(tx, target).await?;
         if probe {
             tx.batch_execute("RESET enable_hashjoin; RESET enable_mergejoin")
                 .await

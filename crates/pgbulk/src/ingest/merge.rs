@@ -31,12 +31,23 @@ pub(super) fn compares_natively(ty: &ColumnType) -> bool {
     }
 }
 
-/// Rows inserted and updated in `oid` by this transaction so far.
-pub(super) async fn xact_stats(tx: &Transaction<'_>, oid: u32) -> Result<(u64, u64)> {
+/// Rows inserted and updated in `target` (in its partitions when it is
+/// partitioned: the partitioned table itself counts none) by this
+/// transaction so far.
+pub(super) async fn xact_stats(tx: &Transaction<'_>, target: &Target) -> Result<(u64, u64)> {
+    let relations = if target.partitioned {
+        "SELECT relid FROM pg_catalog.pg_partition_tree($1::oid::regclass) WHERE isleaf"
+    } else {
+        "SELECT $1::oid::regclass"
+    };
     let row = tx
         .query_one(
-            "SELECT pg_catalog.pg_stat_get_xact_tuples_inserted($1), pg_catalog.pg_stat_get_xact_tuples_updated($1)",
-            &[&oid],
+            &format!(
+                "SELECT coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_inserted(r.relid)), 0)::int8, \
+                        coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_updated(r.relid)), 0)::int8 \
+                 FROM ({relations}) AS r(relid)"
+            ),
+            &[&target.oid],
         )
         .await
         .map_err(|e| Error::server("reading row counts", e))?;
@@ -204,10 +215,37 @@ pub(super) fn on_conflict_statement(
             comparable_list(target, &others, |c| format!("EXCLUDED.{}", name(c)))
         )
     };
+    // A row the statement inserted has `xmax = 0`; a partitioned table's
+    // rows have no system columns to return before PostgreSQL 15, so there
+    // a row counts as inserted when its key was not in the table before
+    // the statement (which the outer query still sees).
+    let (returning, inserted) = if target.partitioned {
+        let keys: Vec<String> = target
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| format!("t.{} AS k{i}", name(k)))
+            .collect();
+        let matches: Vec<String> = target
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| format!("o.{} = ins.k{i}", name(k)))
+            .collect();
+        (
+            keys.join(", "),
+            format!(
+                "NOT EXISTS (SELECT 1 FROM {t} AS o WHERE {})",
+                matches.join(" AND ")
+            ),
+        )
+    } else {
+        ("(xmax = 0) AS inserted".to_owned(), "inserted".to_owned())
+    };
     format!(
         "WITH ins AS (INSERT INTO {t} AS t ({cols}) SELECT {casts} FROM {source} {on_conflict} \
-         RETURNING (xmax = 0) AS inserted) \
-         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM ins",
+         RETURNING {returning}) \
+         SELECT count(*) FILTER (WHERE {inserted}), count(*) FILTER (WHERE NOT {inserted}) FROM ins",
         cols = column_list(target),
         casts = layout.values("s.")
     )

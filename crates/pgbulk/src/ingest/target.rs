@@ -29,6 +29,10 @@ pub(super) struct Target {
     /// Whether `key` is the primary key (a unique index `ON CONFLICT` can
     /// use), not columns named for the upsert.
     pub(super) key_is_primary: bool,
+    /// Whether `write` is a partitioned table (its rows are in its
+    /// partitions: `RETURNING` cannot read their system columns before
+    /// PostgreSQL 15, and row counts are the partitions').
+    pub(super) partitioned: bool,
 }
 
 impl Target {
@@ -107,6 +111,14 @@ pub(super) async fn read_targets(
             .iter()
             .filter_map(|k| columns.iter().position(|c| c.name == *k))
             .collect();
+        let partitioned: bool = client
+            .query_one(
+                "SELECT relkind = 'p' FROM pg_catalog.pg_class WHERE oid = $1",
+                &[&table.oid],
+            )
+            .await
+            .map_err(|e| Error::server(&format!("looking up {write}"), e))?
+            .get(0);
         targets.push(Target {
             name: name.clone(),
             write: write.clone(),
@@ -114,6 +126,7 @@ pub(super) async fn read_targets(
             columns,
             key,
             key_is_primary: true,
+            partitioned,
         });
     }
     Ok(targets)
