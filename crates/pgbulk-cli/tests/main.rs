@@ -13,6 +13,7 @@ mod cli_load;
 mod cli_local;
 mod cli_ping;
 mod cli_pipeline;
+mod cli_rebuild;
 mod cli_sync;
 mod cli_upsert_streams;
 mod faults;

@@ -39,7 +39,7 @@ pub(super) async fn load_batch(
     } else {
         local = targets.clone();
         for (name, _, declared) in &ctx.rebuild {
-            let new = rebuild::create_new(&tx, name, declared).await?;
+            let new = rebuild::create_new(&tx, name, declared, false).await?;
             let fresh = read_targets(
                 tx.client(),
                 &[(name.clone(), new.name.clone())],

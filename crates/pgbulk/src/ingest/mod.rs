@@ -1279,7 +1279,7 @@ fn rebuild_list(plan: &Plan) -> Vec<(TableName, TableFacts, TableFacts)> {
 async fn create_new_tables(tx: &Transaction<'_>, plan: &Plan) -> Result<Vec<NewTable>> {
     let mut news = Vec::new();
     for (name, declared) in &plan.declared {
-        news.push(rebuild::create_new(tx, name, declared).await?);
+        news.push(rebuild::create_new(tx, name, declared, true).await?);
     }
     Ok(news)
 }

@@ -47,7 +47,7 @@ pub async fn merge_stages(
         let declared = prepared
             .facts(table)
             .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
-        Some(rebuild::create_new(&tx, table, declared).await?)
+        Some(rebuild::create_new(&tx, table, declared, true).await?)
     } else {
         None
     };

@@ -7,7 +7,11 @@
 //!
 //! Readers keep reading the old table until the swap commits; the swap's
 //! `ACCESS EXCLUSIVE` lock is taken under the lock policy and held only for
-//! the catalog changes.
+//! the catalog changes. [`carried`] keeps the rest (storage settings,
+//! row-level security, publications, ...) and refuses tables a swap would
+//! take out of their hierarchy.
+
+mod carried;
 
 use std::time::Instant;
 
@@ -109,14 +113,18 @@ fn render_column(c: &ColumnFacts) -> String {
     sql
 }
 
-/// Creates the new table for `target` in the declared shape, with
-/// temporary names for everything whose name must be unique in the schema.
-/// Leftovers of an earlier attempt are dropped first.
+/// Creates the new table for `target` in the declared shape and stored as
+/// the live table is, with temporary names for everything whose name must
+/// be unique in the schema. Leftovers of an earlier attempt are dropped
+/// first. Refuses a partitioned, partition or inheritance table;
+/// `replacing`: for a replace-atomic (else a migration), for the hint.
 pub(crate) async fn create_new(
     tx: &Transaction<'_>,
     target: &TableName,
     declared: &TableFacts,
+    replacing: bool,
 ) -> Result<NewTable> {
+    let storage = carried::storage(tx, target, replacing).await?;
     let name = new_table_name(target);
     let q = name.quoted();
     tx.batch_execute(&format!("DROP TABLE IF EXISTS {q} CASCADE"))
@@ -143,7 +151,17 @@ pub(crate) async fn create_new(
             constraint_renames.push((tmp, c.name.clone()));
         }
     }
-    let mut sql = vec![format!("CREATE TABLE {q} ({})", parts.join(", "))];
+    let building = |e| Error::server(&format!("building the new {target}"), e);
+    tx.batch_execute(&format!(
+        "{} {q} ({}){}",
+        storage.create,
+        parts.join(", "),
+        storage.clauses
+    ))
+    .await
+    .map_err(building)?;
+    // Before any row goes in: the columns take the live ones' settings.
+    let mut sql = carried::column_settings(tx, target, &name).await?;
     let mut index_renames = Vec::new();
     for i in &declared.indexes {
         let tmp = temp_name("idx", &[&name.name, &i.name]);
@@ -156,9 +174,7 @@ pub(crate) async fn create_new(
         index_renames.push((tmp, i.name.clone()));
     }
     for s in &sql {
-        tx.batch_execute(s)
-            .await
-            .map_err(|e| Error::server(&format!("building the new {target}"), e))?;
+        tx.batch_execute(s).await.map_err(building)?;
     }
     let mut comments = Vec::new();
     if let Some(c) = &declared.comment {
@@ -244,6 +260,18 @@ pub(crate) async fn copy_rows(
         ""
     };
     let started = Instant::now();
+    // Every row or an error: with row_security off, a role whose row-level
+    // security would hide rows of the live table gets an error instead of
+    // a new table without them.
+    let row_security: String = tx
+        .query_one(
+            "SELECT pg_catalog.current_setting('row_security'), \
+                    pg_catalog.set_config('row_security', 'off', true)",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::server("turning row_security off", e))?
+        .get(0);
     let n = tx
         .execute(
             &format!(
@@ -257,6 +285,12 @@ pub(crate) async fn copy_rows(
         )
         .await
         .map_err(|e| Error::server(&format!("copying {} into its new shape", new.target), e))?;
+    tx.execute(
+        "SELECT pg_catalog.set_config('row_security', $1, true)",
+        &[&row_security],
+    )
+    .await
+    .map_err(|e| Error::server("restoring row_security", e))?;
     info!(
         "copied {n} rows of {} in {:.1} s",
         new.target,
@@ -498,6 +532,13 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         .iter()
         .filter_map(|r| Some((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?)))
         .collect();
+    let index_names: Vec<&str> = new
+        .index_renames
+        .iter()
+        .chain(&new.constraint_renames)
+        .map(|(_, name)| name.as_str())
+        .collect();
+    let guards = carried::guards(tx, oid, &t, &new.name, &index_names).await?;
     let mut sql: Vec<String> = Vec::new();
     for (old_seq, new_seq) in &sequences {
         sql.push(format!(
@@ -536,6 +577,7 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
             quote_ident(name)
         ));
     }
+    sql.extend(guards);
     sql.push(format!("ALTER TABLE {t} OWNER TO {}", quote_ident(&owner)));
     sql.extend(table_grants);
     sql.extend(comment_sql(&kept_comments, "TABLE", &t));

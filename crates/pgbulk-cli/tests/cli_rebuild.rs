@@ -1,0 +1,355 @@
+//! Rebuilds (`--mode replace-atomic`, and migrations that build the table
+//! anew) keep what the live table had beyond its rows and shape, and refuse
+//! tables a swap would take out of their hierarchy.
+
+use crate::cli_load::{assert_ok, count, load, rows, s};
+use std::path::Path;
+
+use crate::harness::{Run, Scratch, TestDb, server};
+
+/// Everything about table `t` a rebuild must keep, as text, by name (not
+/// by oid or column position).
+async fn described(db: &TestDb, t: &str, version: i32) -> Vec<Vec<Vec<Option<String>>>> {
+    let mut queries = vec![
+        format!(
+            "SELECT c.relpersistence::text, c.reloptions::text, t.reloptions::text, \
+                    c.relrowsecurity::text, c.relforcerowsecurity::text, c.relreplident::text \
+             FROM pg_class c LEFT JOIN pg_class t ON t.oid = c.reltoastrelid WHERE c.oid = '{t}'::regclass"
+        ),
+        format!(
+            "SELECT attname, attstattarget::text, attstorage::text FROM pg_attribute \
+             WHERE attrelid = '{t}'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attname"
+        ),
+        format!(
+            "SELECT policyname, permissive, roles::text, cmd, qual, with_check FROM pg_policies \
+             WHERE tablename = '{t}' ORDER BY 1"
+        ),
+        format!("SELECT pubname FROM pg_publication_tables WHERE tablename = '{t}' ORDER BY 1"),
+        format!(
+            "SELECT pg_get_statisticsobjdef(oid), stxstattarget::text FROM pg_statistic_ext \
+             WHERE stxrelid = '{t}'::regclass ORDER BY 1"
+        ),
+        format!(
+            "SELECT i.relname, x.indisclustered::text, x.indisreplident::text FROM pg_index x \
+             JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = '{t}'::regclass ORDER BY 1"
+        ),
+    ];
+    if version >= 140_000 {
+        queries.push(format!(
+            "SELECT attname, attcompression::text FROM pg_attribute \
+             WHERE attrelid = '{t}'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attname"
+        ));
+    }
+    if version >= 150_000 {
+        queries.push(format!(
+            "SELECT pubname, (SELECT array_agg(a ORDER BY a) FROM unnest(attnames) a)::text, rowfilter \
+             FROM pg_publication_tables WHERE tablename = '{t}' ORDER BY 1"
+        ));
+    }
+    let mut out = Vec::new();
+    for q in &queries {
+        out.push(rows(db, q).await);
+    }
+    out
+}
+
+/// `pgbulk load FILE --table TABLE --mode MODE`.
+fn load_as(db: &TestDb, home: &Scratch, file: &Path, table: &str, mode: &str) -> Run {
+    load(
+        db,
+        home,
+        &[
+            file.to_str().expect("utf8"),
+            "--table",
+            table,
+            "--mode",
+            mode,
+        ],
+    )
+}
+
+async fn version(db: &TestDb) -> i32 {
+    rows(db, "SELECT current_setting('server_version_num')").await[0][0]
+        .as_deref()
+        .expect("version")
+        .parse()
+        .expect("number")
+}
+
+/// Storage parameters, per-column settings, row-level security and its
+/// policies, replica identity, the clustering index, publications and
+/// extended statistics survive a replace-atomic and a rebuilding
+/// migration; an unlogged table stays unlogged. Before, the swap dropped
+/// them all with the old table (a table with row-level security came back
+/// open to every reader).
+#[tokio::test]
+async fn a_rebuild_keeps_storage_row_security_publications_and_statistics() {
+    let db = TestDb::new("rebuild_keeps").await;
+    let home = Scratch::new("rebuild-keeps");
+    let version = version(&db).await;
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE acct (id int PRIMARY KEY, owner text NOT NULL, amount numeric, note text) \
+               WITH (fillfactor = 70, autovacuum_enabled = false, toast.autovacuum_enabled = false);
+             ALTER TABLE acct ALTER COLUMN note SET STATISTICS 500, ALTER COLUMN note SET STORAGE EXTERNAL;
+             ALTER TABLE acct ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+             CREATE POLICY own ON acct FOR SELECT TO PUBLIC USING (owner = current_user);
+             CREATE POLICY positive ON acct AS RESTRICTIVE FOR INSERT TO CURRENT_USER WITH CHECK (amount > 0);
+             CREATE UNIQUE INDEX acct_owner ON acct (owner);
+             ALTER TABLE acct CLUSTER ON acct_owner, REPLICA IDENTITY USING INDEX acct_owner;
+             CREATE STATISTICS acct_st (dependencies) ON owner, amount FROM acct;
+             ALTER STATISTICS acct_st SET STATISTICS 300;
+             CREATE PUBLICATION acct_all FOR TABLE acct;
+             INSERT INTO acct VALUES (1, 'old', 5, 'x');
+             CREATE UNLOGGED TABLE scratchpad (id int PRIMARY KEY, v text);",
+        )
+        .await
+        .expect("tables");
+    if version >= 140_000 {
+        client
+            .batch_execute("ALTER TABLE acct ALTER COLUMN note SET COMPRESSION pglz")
+            .await
+            .expect("compression");
+    }
+    if version >= 150_000 {
+        client
+            .batch_execute(
+                "CREATE PUBLICATION acct_some FOR TABLE acct (id, owner) WHERE (amount > 10)",
+            )
+            .await
+            .expect("publication");
+    }
+    let before = described(&db, "acct", version).await;
+    assert_eq!(before[2].len(), 2, "two policies: {before:?}");
+    assert_eq!(before[4].len(), 1, "one statistics object: {before:?}");
+    let file = home.file(
+        "acct.csv",
+        "id,owner,amount,note\n1,alice,20,hi\n2,bob,30,yo\n",
+        0o644,
+    );
+    let out = load_as(&db, &home, &file, "acct", "replace-atomic");
+    assert_ok(&out);
+    assert_eq!(
+        rows(&db, "SELECT string_agg(owner, ',' ORDER BY id) FROM acct").await,
+        vec![vec![s("alice,bob")]]
+    );
+    assert_eq!(
+        described(&db, "acct", version).await,
+        before,
+        "replace-atomic keeps what the table had"
+    );
+
+    // A migration that moves a column rebuilds the table: the same again.
+    let declared = home.file(
+        "acct.sql",
+        "CREATE TABLE acct (id int PRIMARY KEY, note text, owner text NOT NULL, amount numeric);
+         CREATE UNIQUE INDEX acct_owner ON acct (owner);",
+        0o644,
+    );
+    let more = home.file("more.csv", "id,owner,amount,note\n3,carol,40,hey\n", 0o644);
+    let out = load(
+        &db,
+        &home,
+        &[
+            more.to_str().expect("utf8"),
+            "--table",
+            "acct",
+            "--schema",
+            declared.to_str().expect("utf8"),
+        ],
+    );
+    assert_ok(&out);
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'acct'::regclass AND attnum = 2"
+        )
+        .await,
+        vec![vec![s("note")]],
+        "the table was rebuilt in the declared order"
+    );
+    assert_eq!(count(&db, "acct").await, 3);
+    assert_eq!(
+        described(&db, "acct", version).await,
+        before,
+        "the rebuilding migration keeps what the table had"
+    );
+
+    let file = home.file("scratch.csv", "id,v\n1,a\n", 0o644);
+    let out = load_as(&db, &home, &file, "scratchpad", "replace-atomic");
+    assert_ok(&out);
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT relpersistence::text FROM pg_class WHERE oid = 'scratchpad'::regclass"
+        )
+        .await,
+        vec![vec![s("u")]],
+        "an unlogged table stays unlogged"
+    );
+}
+
+/// A rebuild copies the live table's rows as the loading role reads them:
+/// where row-level security would hide some of them from it, the copy is
+/// an error, and nothing changes. Before, the hidden rows were silently
+/// left behind.
+#[tokio::test]
+async fn a_rebuild_that_row_security_would_filter_is_refused() {
+    let db = TestDb::new("rebuild_rls").await;
+    let home = Scratch::new("rebuild-rls");
+    let role = format!("pgbulk_rls_owner_{}", std::process::id());
+    let admin = db.connect().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'owner-secret';
+             ALTER DATABASE {} OWNER TO {role};
+             GRANT CREATE ON SCHEMA public TO {role};",
+            db.name
+        ))
+        .await
+        .expect("role");
+    let (host, port) = server().host_port();
+    let url = format!(
+        "host={host} port={port} user={role} password=owner-secret dbname={}",
+        db.name
+    );
+    let (owner, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect as the owner");
+    tokio::spawn(connection);
+    owner
+        .batch_execute(
+            "CREATE TABLE sec (id int PRIMARY KEY, owner text, v text);
+             INSERT INTO sec VALUES (1, current_user, 'mine'), (2, 'someone else', 'theirs');
+             ALTER TABLE sec ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+             CREATE POLICY mine ON sec USING (owner = current_user);",
+        )
+        .await
+        .expect("table");
+    let declared = home.file(
+        "sec.sql",
+        "CREATE TABLE sec (id int PRIMARY KEY, v text, owner text);",
+        0o644,
+    );
+    let file = home.file("sec.csv", &format!("id,v,owner\n3,new,{role}\n"), 0o644);
+    let out = crate::harness::run(
+        crate::harness::pgbulk(&home)
+            .args(["load", "--db", &url])
+            .arg(&file)
+            .args(["--table", "sec", "--schema"])
+            .arg(&declared),
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("query would be affected by row-level security policy for table \"sec\""),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        rows(&db, "SELECT id::text, v FROM sec ORDER BY id").await,
+        vec![vec![s("1"), s("mine")], vec![s("2"), s("theirs")]],
+        "nothing changed"
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT count(*)::text FROM pg_policies WHERE tablename = 'sec'"
+        )
+        .await,
+        vec![vec![s("1")]]
+    );
+    drop(owner);
+    admin
+        .batch_execute(&format!(
+            "REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role}; DROP ROLE {role}"
+        ))
+        .await
+        .expect("drop the role");
+}
+
+/// A partitioned table, a partition and tables in an inheritance hierarchy
+/// are not rebuilt (a swap would drop the partitions or take the table out
+/// of its parent): replace-atomic is refused before anything changes, and
+/// says that `--mode replace` replaces the rows instead. Before, a
+/// partitioned table came back as a plain one without its partitions.
+#[tokio::test]
+async fn a_partitioned_or_inheriting_table_is_not_rebuilt() {
+    let db = TestDb::new("rebuild_partitioned").await;
+    let home = Scratch::new("rebuild-partitioned");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE ev (id int, day date, v text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+             CREATE TABLE ev_2024 PARTITION OF ev FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+             CREATE TABLE ev_rest PARTITION OF ev DEFAULT;
+             INSERT INTO ev VALUES (1, '2024-05-01', 'old'), (2, '2030-01-01', 'old');
+             CREATE TABLE base (id int PRIMARY KEY, v text);
+             CREATE TABLE derived (extra int) INHERITS (base);",
+        )
+        .await
+        .expect("tables");
+    let events = home.file("ev.csv", "id,day,v\n1,2024-05-01,new\n", 0o644);
+    let plain = home.file("base.csv", "id,v\n1,new\n", 0o644);
+    for (table, file, refusal) in [
+        (
+            "ev",
+            &events,
+            "public.ev is a partitioned table: replace-atomic builds a new table and swaps it in, which would drop its partitions",
+        ),
+        (
+            "ev_2024",
+            &events,
+            "public.ev_2024 is a partition of ev: replace-atomic builds a new table and swaps it in, which would take it out of ev",
+        ),
+        (
+            "base",
+            &plain,
+            "public.base is the parent of derived (INHERITS): replace-atomic builds a new table and swaps it in, which would take derived out of it",
+        ),
+        (
+            "derived",
+            &plain,
+            "public.derived is a child table of base (INHERITS): replace-atomic builds a new table and swaps it in, which would take it out of base",
+        ),
+    ] {
+        let out = load_as(&db, &home, file, table, "replace-atomic");
+        assert_eq!(out.code, 3, "{table}: {}", out.stderr);
+        assert_eq!(
+            out.stderr.trim_end(),
+            format!(
+                "pgbulk: error: {refusal}; --mode replace replaces its rows in one transaction instead \
+                 (readers see the old rows until it commits)"
+            )
+        );
+    }
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT c.relname, c.relkind::text, c.relispartition::text FROM pg_class c \
+             WHERE c.relname IN ('ev', 'ev_2024', 'ev_rest', 'base', 'derived') ORDER BY 1"
+        )
+        .await,
+        vec![
+            vec![s("base"), s("r"), s("false")],
+            vec![s("derived"), s("r"), s("false")],
+            vec![s("ev"), s("p"), s("false")],
+            vec![s("ev_2024"), s("r"), s("true")],
+            vec![s("ev_rest"), s("r"), s("true")],
+        ],
+        "every table as it was"
+    );
+    assert_eq!(
+        rows(&db, "SELECT string_agg(v, ',' ORDER BY id) FROM ev").await,
+        vec![vec![s("old,old")]]
+    );
+    let out = load_as(&db, &home, &events, "ev", "replace");
+    assert_ok(&out);
+    assert_eq!(
+        rows(&db, "SELECT string_agg(v, ',' ORDER BY id) FROM ev_2024").await,
+        vec![vec![s("new")]],
+        "--mode replace replaces the rows, the partitions stay"
+    );
+    assert_eq!(count(&db, "ev").await, 1);
+}
