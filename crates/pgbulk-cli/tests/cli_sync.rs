@@ -678,6 +678,54 @@ async fn a_first_sync_with_a_hidden_writer_open_reads_everything_next_time() {
     drop_role(&source, &role).await;
 }
 
+/// A source role whose row-level security hides rows: the sync reads with
+/// `row_security` off, as `pg_dump` does, so it fails with the server's
+/// words and writes nothing, instead of copying part of the table (and,
+/// with `--delete-missing`, deleting the rows the role cannot see).
+#[tokio::test]
+async fn a_source_role_that_row_security_filters_is_refused() {
+    let src = TestDb::new("sync_rls_src").await;
+    let dst = TestDb::new("sync_rls_dst").await;
+    let home = Scratch::new("sync-rls");
+    let (source, role, reader) = reader_role(&src, "pgbulk_rls_reader").await;
+    source
+        .batch_execute(
+            "INSERT INTO ev (id, v) VALUES (2, 'hidden');
+             ALTER TABLE ev ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY first_only ON ev FOR SELECT USING (id = 1);",
+        )
+        .await
+        .expect("row security");
+    let out = run(pgbulk(&home).args([
+        "sync", "--from", &src.url, "--table", "ev", "--db", &dst.url,
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        rows(&dst, "SELECT count(*)::text FROM ev").await,
+        vec![vec![s("2")]]
+    );
+    let out = run(pgbulk(&home)
+        .args(["sync", "--from", &reader, "--table", "ev", "--db", &dst.url])
+        .args(["--where", "id > 0", "--delete-missing"]));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("query would be affected by row-level security policy for table \"ev\""),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        rows(&dst, "SELECT string_agg(id::text, ',' ORDER BY id) FROM ev").await,
+        vec![vec![s("1,2")]],
+        "nothing deleted"
+    );
+    source
+        .batch_execute("DROP POLICY first_only ON ev")
+        .await
+        .expect("drop the policy");
+    drop_role(&source, &role).await;
+}
+
 /// From a hot standby the primary's open transactions cannot be seen: a
 /// sync says so (the late row it can miss), and with `--lookback` the
 /// late row is read.

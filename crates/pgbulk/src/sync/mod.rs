@@ -754,17 +754,25 @@ fn watermark_metadata(source: &str, inc: &Incremental, filter: Option<&str>) -> 
     serde_json::json!({ "source": source, "column": inc.column, "where": filter })
 }
 
-/// A read-only `REPEATABLE READ` transaction: one snapshot of the source.
+/// A read-only `REPEATABLE READ` transaction: one snapshot of the source,
+/// read with `row_security` off (as `pg_dump` reads): a role whose
+/// row-level security would hide rows gets the server's error, not a
+/// partial copy (nor, with `--delete-missing`, deletes of the rows it
+/// cannot see).
 pub(crate) async fn snapshot(
     client: &mut tokio_postgres::Client,
 ) -> Result<tokio_postgres::Transaction<'_>> {
-    client
+    let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await
-        .map_err(|e| Error::server("starting a snapshot of the source", e))
+        .map_err(|e| Error::server("starting a snapshot of the source", e))?;
+    tx.batch_execute("SET LOCAL row_security = off")
+        .await
+        .map_err(|e| Error::server("turning row_security off", e))?;
+    Ok(tx)
 }
 
 /// The session settings for an exact text round trip of every value.
