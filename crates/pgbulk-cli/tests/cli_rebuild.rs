@@ -79,7 +79,8 @@ async fn version(db: &TestDb) -> i32 {
 /// Storage parameters, per-column settings, row-level security and its
 /// policies, replica identity, the clustering index, publications and
 /// extended statistics survive a replace-atomic and a rebuilding
-/// migration; an unlogged table stays unlogged. Before, the swap dropped
+/// migration; an unlogged table stays unlogged, a serial's sequence keeps
+/// its name (not the new table's temporary one) and its privileges. Before, the swap dropped
 /// them all with the old table (a table with row-level security came back
 /// open to every reader).
 #[tokio::test]
@@ -102,7 +103,8 @@ async fn a_rebuild_keeps_storage_row_security_publications_and_statistics() {
              ALTER STATISTICS acct_st SET STATISTICS 300;
              CREATE PUBLICATION acct_all FOR TABLE acct;
              INSERT INTO acct VALUES (1, 'old', 5, 'x');
-             CREATE UNLOGGED TABLE scratchpad (id int PRIMARY KEY, v text);",
+             CREATE UNLOGGED TABLE scratchpad (id serial PRIMARY KEY, v text);
+             GRANT USAGE ON SEQUENCE scratchpad_id_seq TO PUBLIC;",
         )
         .await
         .expect("tables");
@@ -187,6 +189,16 @@ async fn a_rebuild_keeps_storage_row_security_publications_and_statistics() {
         .await,
         vec![vec![s("u")]],
         "an unlogged table stays unlogged"
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT pg_get_serial_sequence('scratchpad', 'id'), \
+                    has_sequence_privilege('public', 'scratchpad_id_seq', 'USAGE')::text"
+        )
+        .await,
+        vec![vec![s("public.scratchpad_id_seq"), s("true")]],
+        "the serial's sequence keeps its name and privileges"
     );
 }
 

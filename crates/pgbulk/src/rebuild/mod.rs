@@ -518,20 +518,40 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         "reading triggers",
     )
     .await?;
-    // Sequence positions of serial columns present in both tables.
-    let sequences: Vec<(String, String)> = tx
+    // Serial and identity sequences of columns present in both tables:
+    // `(old, new, the old one's simple name, GRANTs on it)`. The new ones
+    // take the old ones' positions, names and privileges (an application
+    // inserting through a serial needs USAGE on its sequence).
+    let mut sequences: Vec<(String, String, String, Vec<String>)> = Vec::new();
+    let rows = tx
         .query(
-            "SELECT pg_catalog.pg_get_serial_sequence($1, a.attname), pg_catalog.pg_get_serial_sequence($2, a.attname) \
+            "SELECT pg_catalog.pg_get_serial_sequence($1, a.attname), pg_catalog.pg_get_serial_sequence($2, a.attname), \
+                    pg_catalog.pg_get_serial_sequence($1, a.attname)::regclass::oid \
              FROM pg_catalog.pg_attribute a WHERE a.attrelid = $3 AND a.attnum > 0 AND NOT a.attisdropped \
                AND pg_catalog.pg_get_serial_sequence($1, a.attname) IS NOT NULL \
                AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute b WHERE b.attrelid = $2::regclass AND b.attname = a.attname)",
             &[&t, &new.name.quoted(), &oid],
         )
         .await
-        .map_err(|e| Error::server("reading sequences", e))?
-        .iter()
-        .filter_map(|r| Some((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?)))
-        .collect();
+        .map_err(|e| Error::server("reading sequences", e))?;
+    for r in rows {
+        let (Some(old_seq), Some(new_seq)) =
+            (r.get::<_, Option<String>>(0), r.get::<_, Option<String>>(1))
+        else {
+            continue;
+        };
+        let seq_oid: Oid = r.get(2);
+        let name: String = tx
+            .query_one(
+                "SELECT relname::text FROM pg_catalog.pg_class WHERE oid = $1",
+                &[&seq_oid],
+            )
+            .await
+            .map_err(|e| Error::server("reading sequences", e))?
+            .get(0);
+        let on = format!("SEQUENCE {old_seq}");
+        sequences.push((old_seq, new_seq, name, grants(tx, seq_oid, &on).await?));
+    }
     let index_names: Vec<&str> = new
         .index_renames
         .iter()
@@ -540,7 +560,7 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         .collect();
     let guards = carried::guards(tx, oid, &t, &new.name, &index_names).await?;
     let mut sql: Vec<String> = Vec::new();
-    for (old_seq, new_seq) in &sequences {
+    for (old_seq, new_seq, _, _) in &sequences {
         sql.push(format!(
             "SELECT pg_catalog.setval({}, s.last_value, s.is_called) FROM {old_seq} s",
             quote_literal(new_seq)
@@ -563,6 +583,12 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         new.name.quoted(),
         quote_ident(&target.name)
     ));
+    for (_, new_seq, name, _) in &sequences {
+        sql.push(format!(
+            "ALTER SEQUENCE {new_seq} RENAME TO {}",
+            quote_ident(name)
+        ));
+    }
     for (tmp, name) in &new.constraint_renames {
         sql.push(format!(
             "ALTER TABLE {t} RENAME CONSTRAINT {} TO {}",
@@ -580,6 +606,7 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
     sql.extend(guards);
     sql.push(format!("ALTER TABLE {t} OWNER TO {}", quote_ident(&owner)));
     sql.extend(table_grants);
+    sql.extend(sequences.into_iter().flat_map(|(_, _, _, grants)| grants));
     sql.extend(comment_sql(&kept_comments, "TABLE", &t));
     sql.extend(new.comments.iter().cloned());
     for (table, name, def) in &foreign_keys {
