@@ -17,7 +17,7 @@ async fn described(db: &TestDb, t: &str, version: i32) -> Vec<Vec<Vec<Option<Str
              FROM pg_class c LEFT JOIN pg_class t ON t.oid = c.reltoastrelid WHERE c.oid = '{t}'::regclass"
         ),
         format!(
-            "SELECT attname, attstattarget::text, attstorage::text FROM pg_attribute \
+            "SELECT attname, attstattarget::text, attstorage::text, attoptions::text FROM pg_attribute \
              WHERE attrelid = '{t}'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attname"
         ),
         format!(
@@ -76,13 +76,14 @@ async fn version(db: &TestDb) -> i32 {
         .expect("number")
 }
 
-/// Storage parameters, per-column settings, row-level security and its
-/// policies, replica identity, the clustering index, publications and
-/// extended statistics survive a replace-atomic and a rebuilding
-/// migration; an unlogged table stays unlogged, a serial's sequence keeps
-/// its name (not the new table's temporary one) and its privileges. Before, the swap dropped
-/// them all with the old table (a table with row-level security came back
-/// open to every reader).
+/// Storage parameters, per-column settings (statistics target, storage,
+/// compression, `n_distinct`), row-level security and its policies,
+/// replica identity, the clustering index, publications and extended
+/// statistics survive a replace-atomic and a rebuilding migration; an
+/// unlogged table stays unlogged, a serial's sequence keeps its name (not
+/// the new table's temporary one) and its privileges. Before, the swap
+/// dropped them all with the old table (a table with row-level security
+/// came back open to every reader).
 #[tokio::test]
 async fn a_rebuild_keeps_storage_row_security_publications_and_statistics() {
     let db = TestDb::new("rebuild_keeps").await;
@@ -93,7 +94,8 @@ async fn a_rebuild_keeps_storage_row_security_publications_and_statistics() {
         .batch_execute(
             "CREATE TABLE acct (id int PRIMARY KEY, owner text NOT NULL, amount numeric, note text) \
                WITH (fillfactor = 70, autovacuum_enabled = false, toast.autovacuum_enabled = false);
-             ALTER TABLE acct ALTER COLUMN note SET STATISTICS 500, ALTER COLUMN note SET STORAGE EXTERNAL;
+             ALTER TABLE acct ALTER COLUMN note SET STATISTICS 500, ALTER COLUMN note SET STORAGE EXTERNAL,
+                 ALTER COLUMN owner SET (n_distinct = 100);
              ALTER TABLE acct ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
              CREATE POLICY own ON acct FOR SELECT TO PUBLIC USING (owner = current_user);
              CREATE POLICY positive ON acct AS RESTRICTIVE FOR INSERT TO CURRENT_USER WITH CHECK (amount > 0);

@@ -98,19 +98,8 @@ pub(super) async fn storage(
             )
         }));
     }
-    let mut with: Vec<String> = Vec::new();
-    for (prefix, options) in [("", row.get(3)), ("toast.", row.get(4))] {
-        let options: Option<Vec<String>> = options;
-        for option in options.unwrap_or_default() {
-            if let Some((name, value)) = option.split_once('=') {
-                with.push(format!(
-                    "{prefix}{} = {}",
-                    quote_ident(name),
-                    quote_literal(value)
-                ));
-            }
-        }
-    }
+    let mut with = storage_parameters("", row.get(3));
+    with.extend(storage_parameters("toast.", row.get(4)));
     let mut clauses = String::new();
     if let Some(method) = row.get::<_, Option<String>>(6) {
         clauses.push_str(&format!(" USING {}", quote_ident(&method)));
@@ -131,6 +120,17 @@ pub(super) async fn storage(
     })
 }
 
+/// `name = 'value'` settings of a catalog's options array (`reloptions`,
+/// `attoptions`: `name=value` each), names prefixed by `prefix`.
+fn storage_parameters(prefix: &str, options: Option<Vec<String>>) -> Vec<String> {
+    options
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|option| option.split_once('='))
+        .map(|(name, value)| format!("{prefix}{} = {}", quote_ident(name), quote_literal(value)))
+        .collect()
+}
+
 /// The server's version number (`server_version_num`).
 async fn version(tx: &Transaction<'_>) -> Result<i32> {
     Ok(tx
@@ -144,9 +144,9 @@ async fn version(tx: &Transaction<'_>) -> Result<i32> {
 }
 
 /// `ALTER TABLE` statements giving the columns of the new table `new` the
-/// live table's per-column storage, compression and statistics target
-/// (storage and compression only where the column keeps its type). Empty
-/// when `target` does not exist.
+/// live table's per-column storage, compression, statistics target and
+/// options (`n_distinct`; storage and compression only where the column
+/// keeps its type). Empty when `target` does not exist.
 pub(super) async fn column_settings(
     tx: &Transaction<'_>,
     target: &TableName,
@@ -163,7 +163,7 @@ pub(super) async fn column_settings(
                 "SELECT o.attname::text, o.attstattarget::int, \
                         CASE WHEN n.atttypid = o.atttypid AND o.attstorage <> ty.typstorage \
                              THEN o.attstorage::text END, \
-                        {compression} \
+                        {compression}, o.attoptions::text[] \
                  FROM pg_catalog.pg_attribute o \
                  JOIN pg_catalog.pg_type ty ON ty.oid = o.atttypid \
                  JOIN pg_catalog.pg_attribute n ON n.attrelid = $2::text::regclass \
@@ -204,6 +204,13 @@ pub(super) async fn column_settings(
         if let Some(compression) = compression {
             sql.push(format!(
                 "ALTER TABLE {on} ALTER COLUMN {column} SET COMPRESSION {compression}"
+            ));
+        }
+        let options = storage_parameters("", r.get(4));
+        if !options.is_empty() {
+            sql.push(format!(
+                "ALTER TABLE {on} ALTER COLUMN {column} SET ({})",
+                options.join(", ")
             ));
         }
     }
