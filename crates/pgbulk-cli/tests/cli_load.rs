@@ -1365,3 +1365,45 @@ async fn a_partitioned_table_counts_its_rows_and_notices_a_truncated_partition()
         .expect("partition");
     into_ev(&second, "nothing to do");
 }
+
+/// A partitioned table declared with its partitions (`--schema`) is
+/// created and loaded in one transaction: the partitions' keys are their
+/// parent's, so they are not dropped to be built after the rows (that
+/// failed: "cannot drop inherited constraint").
+#[tokio::test]
+async fn a_declared_partitioned_table_is_created_with_its_partitions() {
+    let db = TestDb::new("load_declared_partitions").await;
+    let home = Scratch::new("load-declared-partitions");
+    let declared = home.file(
+        "decl.sql",
+        "CREATE TABLE decl (id int, day date, v text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+         CREATE TABLE decl_2024 PARTITION OF decl FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+         CREATE TABLE decl_rest PARTITION OF decl DEFAULT;",
+        0o644,
+    );
+    let file = home.file(
+        "decl.csv",
+        "id,day,v\n1,2024-05-01,a\n2,2030-01-01,b\n",
+        0o644,
+    );
+    let out = load(
+        &db,
+        &home,
+        &[
+            file.to_str().expect("utf8"),
+            "--table",
+            "decl",
+            "--schema",
+            declared.to_str().expect("utf8"),
+        ],
+    );
+    assert_ok(&out);
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT tableoid::regclass::text, id::text FROM decl ORDER BY id"
+        )
+        .await,
+        vec![vec![s("decl_2024"), s("1")], vec![s("decl_rest"), s("2")],]
+    );
+}

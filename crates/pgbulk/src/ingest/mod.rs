@@ -1233,8 +1233,9 @@ where
 
 /// The oids of the `targets` among `created` that this transaction created
 /// (not another process meanwhile: their `pg_class` row is this
-/// transaction's) and that are plain tables: `COPY FREEZE` may write into
-/// them.
+/// transaction's) and that are plain tables, not partitions (whose key is
+/// their parent's, not theirs to drop and build again): `COPY FREEZE` may
+/// write into them.
 async fn fresh_tables(
     tx: &Transaction<'_>,
     targets: &Targets,
@@ -1252,7 +1253,7 @@ async fn fresh_tables(
     let rows = tx
         .query(
             "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid = ANY($1) AND c.relkind = 'r' \
-             AND c.xmin::text::bigint = pg_catalog.txid_current() % 4294967296",
+             AND NOT c.relispartition AND c.xmin::text::bigint = pg_catalog.txid_current() % 4294967296",
             &[&oids],
         )
         .await
