@@ -1369,7 +1369,8 @@ async fn a_partitioned_table_counts_its_rows_and_notices_a_truncated_partition()
 /// A partitioned table declared with its partitions (`--schema`) is
 /// created and loaded in one transaction: the partitions' keys are their
 /// parent's, so they are not dropped to be built after the rows (that
-/// failed: "cannot drop inherited constraint").
+/// failed: "cannot drop inherited constraint"). A later declaration that
+/// differs from it is refused before anything is migrated.
 #[tokio::test]
 async fn a_declared_partitioned_table_is_created_with_its_partitions() {
     let db = TestDb::new("load_declared_partitions").await;
@@ -1404,6 +1405,40 @@ async fn a_declared_partitioned_table_is_created_with_its_partitions() {
             "SELECT tableoid::regclass::text, id::text FROM decl ORDER BY id"
         )
         .await,
-        vec![vec![s("decl_2024"), s("1")], vec![s("decl_rest"), s("2")],]
+        vec![vec![s("decl_2024"), s("1")], vec![s("decl_rest"), s("2")]]
+    );
+    // A declaration that differs: refused before anything changes (the
+    // parent's step went in, then the partition's failed).
+    let changed = home.file(
+        "changed.sql",
+        "CREATE TABLE decl (id int, day date, v text, note text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+         CREATE TABLE decl_2024 PARTITION OF decl FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+         CREATE TABLE decl_rest PARTITION OF decl DEFAULT;",
+        0o644,
+    );
+    let out = load(
+        &db,
+        &home,
+        &[
+            file.to_str().expect("utf8"),
+            "--table",
+            "decl",
+            "--schema",
+            changed.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "public.decl is a partitioned table and the declaration differs from it (add column note at the end): \
+             pgbulk migrates plain tables only; migrate it by hand, then run again"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        rows(&db, "SELECT count(*)::text FROM pg_attribute WHERE attrelid = 'decl'::regclass AND attname = 'note'").await,
+        vec![vec![s("0")]],
+        "nothing migrated"
     );
 }

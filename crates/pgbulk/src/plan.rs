@@ -191,12 +191,56 @@ pub async fn plan_in(
             }
             Some(oid) => {
                 let have = catalog::facts::read(&*client, oid).await?;
+                let (steps, rebuilds) = (plan.steps.len(), plan.rebuilds.len());
                 diff(name, &have, want, &mut plan);
+                if plan.steps.len() > steps || plan.rebuilds.len() > rebuilds {
+                    let changes: Vec<&str> = plan.steps[steps..]
+                        .iter()
+                        .map(|s| s.summary.as_str())
+                        .chain(
+                            plan.rebuilds[rebuilds..]
+                                .iter()
+                                .map(|(_, why)| why.as_str()),
+                        )
+                        .collect();
+                    refuse_partitioned(&*client, name, oid, &changes).await?;
+                }
                 plan.live_facts.push((name.clone(), have));
             }
         }
     }
     Ok(plan)
+}
+
+/// Refuses a migration (`changes`) of a partitioned table or a partition:
+/// the in-place steps and rebuilds are for plain tables (a column or index
+/// of a partitioned table reaches its partitions, which cannot take their
+/// own; a rebuild would drop them), so it is left to the owner.
+async fn refuse_partitioned(
+    client: &impl tokio_postgres::GenericClient,
+    name: &TableName,
+    oid: tokio_postgres::types::Oid,
+    changes: &[&str],
+) -> Result<()> {
+    let row = client
+        .query_one(
+            "SELECT c.relkind = 'p', (SELECT i.inhparent::regclass::text FROM pg_catalog.pg_inherits i \
+                                      WHERE c.relispartition AND i.inhrelid = c.oid) \
+             FROM pg_catalog.pg_class c WHERE c.oid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| crate::Error::server("looking up a table", e))?;
+    let what = match (row.get::<_, bool>(0), row.get::<_, Option<String>>(1)) {
+        (true, _) => "a partitioned table".to_owned(),
+        (false, Some(parent)) => format!("a partition of {parent}"),
+        (false, None) => return Ok(()),
+    };
+    Err(crate::Error::config(format!(
+        "{name} is {what} and the declaration differs from it ({}): pgbulk migrates plain tables only; \
+         migrate it by hand, then run again",
+        changes.join("; ")
+    )))
 }
 
 fn step(table: &TableName, summary: String, sql: Vec<String>, lock: &'static str) -> Step {
