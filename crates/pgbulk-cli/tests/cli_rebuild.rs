@@ -81,9 +81,9 @@ async fn version(db: &TestDb) -> i32 {
 /// replica identity, the clustering index, publications and extended
 /// statistics survive a replace-atomic and a rebuilding migration; an
 /// unlogged table stays unlogged, a serial's sequence keeps its name (not
-/// the new table's temporary one) and its privileges. Before, the swap
-/// dropped them all with the old table (a table with row-level security
-/// came back open to every reader).
+/// the new table's temporary one) and its privileges, and the new table
+/// comes with statistics. Before, the swap dropped them all with the old
+/// table (a table with row-level security came back open to every reader).
 #[tokio::test]
 async fn a_rebuild_keeps_storage_row_security_publications_and_statistics() {
     let db = TestDb::new("rebuild_keeps").await;
@@ -142,6 +142,15 @@ async fn a_rebuild_keeps_storage_row_security_publications_and_statistics() {
         described(&db, "acct", version).await,
         before,
         "replace-atomic keeps what the table had"
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT count(*)::text FROM pg_stats WHERE tablename = 'acct' AND attname = 'owner'"
+        )
+        .await,
+        vec![vec![s("1")]],
+        "the new table was analyzed before it was swapped in"
     );
 
     // A migration that moves a column rebuilds the table: the same again.

@@ -453,12 +453,24 @@ async fn dependent_views(tx: &Transaction<'_>, oid: Oid) -> Result<Vec<View>> {
     Ok(views)
 }
 
-/// Swaps `new` in for its target inside `tx`: takes the target's lock under
-/// the policy, captures what hangs on it, drops it, gives the new table its
-/// name and its objects their final names, and recreates the rest.
+/// Swaps `new` in for its target inside `tx`: analyzes it, takes the
+/// target's lock under the policy, captures what hangs on it, drops it,
+/// gives the new table its name and its objects their final names, and
+/// recreates the rest.
 pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTable) -> Result<()> {
     let target = &new.target;
     let t = target.quoted();
+    // The new table's statistics, before any lock on the live one: the
+    // planner does not meet the swapped-in table without them (the old
+    // table's go with it; autovacuum would take a while).
+    let started = Instant::now();
+    tx.batch_execute(&format!("ANALYZE {}", new.name.quoted()))
+        .await
+        .map_err(|e| Error::server(&format!("analyzing the new {target}"), e))?;
+    info!(
+        "analyzed the new {target} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let oid: Oid = tx
         .query_one("SELECT $1::text::regclass::oid", &[&t])
         .await
