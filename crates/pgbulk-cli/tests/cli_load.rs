@@ -1442,3 +1442,61 @@ async fn a_declared_partitioned_table_is_created_with_its_partitions() {
         "nothing migrated"
     );
 }
+
+/// `--mode replace` into a table another table's foreign key references
+/// with `ON DELETE CASCADE` (or `SET NULL`) is refused before anything is
+/// deleted: its delete of every row would have deleted (or cleared) the
+/// referencing rows, and loading the same keys again does not bring them
+/// back. A plain reference (`NO ACTION`) is left to the server, and
+/// replace-atomic keeps the reference.
+#[tokio::test]
+async fn replace_refuses_to_cascade_into_referencing_tables() {
+    let db = TestDb::new("load_replace_cascade").await;
+    let home = Scratch::new("load-replace-cascade");
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE dim (id int PRIMARY KEY, name text);
+             INSERT INTO dim VALUES (1, 'one'), (2, 'two');
+             CREATE TABLE fact (n int, dim_id int REFERENCES dim ON DELETE CASCADE);
+             INSERT INTO fact VALUES (10, 1), (20, 2);",
+        )
+        .await
+        .expect("tables");
+    let file = home.file("dim.csv", "id,name\n1,uno\n2,dos\n", 0o644);
+    let replace = |mode: &str| {
+        load(
+            &db,
+            &home,
+            &[
+                file.to_str().expect("utf8"),
+                "--table",
+                "dim",
+                "--mode",
+                mode,
+            ],
+        )
+    };
+    let out = replace("replace");
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "public.dim is referenced by fact (dim_id) ON DELETE CASCADE: replace deletes every row of public.dim first, \
+             which would delete the rows of fact that reference them"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        rows(&db, "SELECT (SELECT string_agg(name, ',' ORDER BY id) FROM dim) || ' ' || (SELECT count(*) FROM fact)").await,
+        vec![vec![s("one,two 2")]],
+        "nothing deleted"
+    );
+    let out = replace("replace-atomic");
+    assert_ok(&out);
+    assert_eq!(
+        rows(&db, "SELECT (SELECT string_agg(name, ',' ORDER BY id) FROM dim) || ' ' || (SELECT count(*) FROM fact)").await,
+        vec![vec![s("uno,dos 2")]],
+        "replace-atomic replaced the rows and kept the referencing ones"
+    );
+}

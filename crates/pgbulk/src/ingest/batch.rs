@@ -152,16 +152,12 @@ pub(super) async fn load_batch(
     // 3. Delete (first batch of delete-then-upsert), then merge.
     if number == 1 && options.mode == Mode::DeleteThenUpsert {
         for target in targets {
-            let deleted = tx
-                .execute(&format!("DELETE FROM {}", target.write.quoted()), &[])
-                .await
-                .map_err(|e| {
-                    Error::in_context(
-                        Error::server("DELETE", e),
-                        &context(&target.name, "deleting"),
-                    )
-                    .in_table(&target.name)
-                })?;
+            let deleted = target.delete_all(&tx).await.map_err(|e| {
+                if e.kind() == ErrorKind::Config {
+                    return e;
+                }
+                Error::in_context(e, &context(&target.name, "deleting")).in_table(&target.name)
+            })?;
             counts.entry(target.name.to_string()).or_default().deleted = deleted;
         }
     }

@@ -84,10 +84,7 @@ pub async fn merge_stages(
     };
     let mut counts = Counts::default();
     if options.mode == Mode::DeleteThenUpsert {
-        counts.deleted = tx
-            .execute(&format!("DELETE FROM {}", target.write.quoted()), &[])
-            .await
-            .map_err(|e| Error::server(&format!("deleting the rows of {table}"), e))?;
+        counts.deleted = target.delete_all(&tx).await?;
     }
     let layout = Layout {
         target: &target,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use super::{Options, Upsert};
 use crate::catalog::{self, Column};
@@ -36,6 +36,50 @@ pub(super) struct Target {
 }
 
 impl Target {
+    /// Deletes every row of the table written (the first step of a
+    /// replace), after refusing when another table's foreign key would
+    /// carry the delete over to its rows (`ON DELETE CASCADE`, `SET NULL`,
+    /// `SET DEFAULT`): re-inserting the same keys does not bring those
+    /// back. Returns the rows deleted.
+    pub(super) async fn delete_all(&self, tx: &Transaction<'_>) -> Result<u64> {
+        let cascade = tx
+            .query_opt(
+                "SELECT c.conrelid::regclass::text, c.confdeltype::text, \
+                        (SELECT string_agg(a.attname, ', ' ORDER BY k.i) \
+                         FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, i) \
+                         JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum) \
+                 FROM pg_catalog.pg_constraint c \
+                 WHERE c.contype = 'f' AND c.confrelid = $1 AND c.conrelid <> $1 \
+                   AND c.confdeltype IN ('c', 'n', 'd') \
+                 ORDER BY 1, c.conname LIMIT 1",
+                &[&self.oid],
+            )
+            .await
+            .map_err(|e| Error::server(&format!("reading the foreign keys to {}", self.name), e))?;
+        if let Some(row) = cascade {
+            let (child, action, columns): (String, String, String) =
+                (row.get(0), row.get(1), row.get(2));
+            let (clause, effect) = match action.as_str() {
+                "c" => ("CASCADE", "delete the rows of {child} that reference them"),
+                "n" => ("SET NULL", "set {columns} of {child} to NULL"),
+                _ => ("SET DEFAULT", "set {columns} of {child} to their default"),
+            };
+            let effect = effect
+                .replace("{child}", &child)
+                .replace("{columns}", &columns);
+            return Err(Error::config(format!(
+                "{} is referenced by {child} ({columns}) ON DELETE {clause}: replace deletes every row of {} first, \
+                 which would {effect}, and loading the same keys again does not undo that; \
+                 --mode upsert keeps them, --mode replace-atomic swaps in a new table and keeps the reference \
+                 (failing if a referenced key is missing from the input)",
+                self.name, self.name
+            )));
+        }
+        tx.execute(&format!("DELETE FROM {}", self.write.quoted()), &[])
+            .await
+            .map_err(|e| Error::server("DELETE", e))
+    }
+
     pub(super) fn needs_cast(&self) -> bool {
         self.columns.iter().any(|c| c.ty.needs_cast())
     }
