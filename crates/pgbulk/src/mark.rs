@@ -175,7 +175,16 @@ impl Bound {
     /// column the bound is the start's date where it is earliest (UTC-12):
     /// a writer's `current_date` is its start's date in its own time zone.
     pub async fn read(source: &Client, type_name: &str) -> Result<Option<Self>> {
-        let start = "least(min(a.xact_start), clock_timestamp())";
+        // A session in a transaction holds its own `virtualxid` lock. One
+        // whose transaction is just starting holds it before its
+        // `xact_start` shows: its statement's `query_start` (set first,
+        // and what its `now()` will be) stands for it. One with a user
+        // whose `xact_start` and `query_start` are both NULL is hidden from
+        // this role (autovacuum workers have no user). `pg_locks` is read
+        // once, not per session.
+        let start = "least(min(coalesce(a.xact_start, \
+                       CASE WHEN a.pid IN (SELECT pid FROM locked) THEN a.query_start END)), \
+                     clock_timestamp())";
         let oldest = if type_name.starts_with("timestamp") {
             format!("{start}::{type_name}::text")
         } else if type_name == "date" {
@@ -183,18 +192,14 @@ impl Bound {
         } else {
             return Ok(None);
         };
-        // A session in a transaction holds its own `virtualxid` lock; one
-        // with a user whose `xact_start` is NULL is hidden from this role
-        // (autovacuum workers have no user). `pg_locks` is read once (an
-        // uncorrelated subplan, its rows kept and rescanned), not per
-        // session.
         let row = source
             .query_one(
                 &format!(
-                    "SELECT {oldest}, \
+                    "WITH locked AS (SELECT l.pid FROM pg_catalog.pg_locks l WHERE l.locktype = 'virtualxid') \
+                     SELECT {oldest}, \
                      EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts p WHERE p.database = current_database()), \
-                     count(*) FILTER (WHERE a.xact_start IS NULL AND a.usesysid IS NOT NULL AND a.pid IN ( \
-                       SELECT l.pid FROM pg_catalog.pg_locks l WHERE l.locktype = 'virtualxid')), \
+                     count(*) FILTER (WHERE a.xact_start IS NULL AND a.query_start IS NULL \
+                                        AND a.usesysid IS NOT NULL AND a.pid IN (SELECT pid FROM locked)), \
                      current_user::text, pg_catalog.pg_is_in_recovery() \
                      FROM pg_catalog.pg_stat_activity a \
                      WHERE a.datname = current_database() AND a.pid <> pg_catalog.pg_backend_pid()"
