@@ -178,10 +178,12 @@ impl Bound {
         // A session in a transaction holds its own `virtualxid` lock. One
         // whose transaction is just starting holds it before its
         // `xact_start` shows: its statement's `query_start` (set first,
-        // and what its `now()` will be) stands for it. One with a user
-        // whose `xact_start` and `query_start` are both NULL is hidden from
-        // this role (autovacuum workers have no user). `pg_locks` is read
-        // once, not per session.
+        // and what its `now()` will be) stands for it. One of a role whose
+        // sessions this role cannot see (not its own or a member's, and no
+        // `pg_read_all_stats`) shows neither: it is hidden. (A visible one
+        // showing neither is still connecting: it has written nothing.
+        // Autovacuum workers have no role.) `pg_locks` is read once, not
+        // per session.
         let start = "least(min(coalesce(a.xact_start, \
                        CASE WHEN a.pid IN (SELECT pid FROM locked) THEN a.query_start END)), \
                      clock_timestamp())";
@@ -199,7 +201,9 @@ impl Bound {
                      SELECT {oldest}, \
                      EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts p WHERE p.database = current_database()), \
                      count(*) FILTER (WHERE a.xact_start IS NULL AND a.query_start IS NULL \
-                                        AND a.usesysid IS NOT NULL AND a.pid IN (SELECT pid FROM locked)), \
+                                        AND a.usesysid IS NOT NULL AND a.pid IN (SELECT pid FROM locked) \
+                                        AND NOT pg_catalog.pg_has_role(a.usesysid, 'USAGE') \
+                                        AND NOT pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE')), \
                      current_user::text, pg_catalog.pg_is_in_recovery() \
                      FROM pg_catalog.pg_stat_activity a \
                      WHERE a.datname = current_database() AND a.pid <> pg_catalog.pg_backend_pid()"
