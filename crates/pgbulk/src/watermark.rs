@@ -238,10 +238,13 @@ pub async fn read_resume(
     // (one gone or truncated is a rewrite; one added since is not).
     let storage: Vec<(i64, Option<i64>)> = client
         .query(
-            "SELECT 0::int8, pg_catalog.pg_relation_filenode($1::oid::regclass)::int8 \
-             UNION ALL \
-             SELECT relid::oid::int8, pg_catalog.pg_relation_filenode(relid)::int8 \
-             FROM pg_catalog.pg_partition_tree($1::oid::regclass) WHERE isleaf AND relid <> $1::oid::regclass",
+            &format!(
+                "SELECT 0::int8, pg_catalog.pg_relation_filenode($1::oid::regclass)::int8 \
+                 UNION ALL \
+                 SELECT l.relid::oid::int8, pg_catalog.pg_relation_filenode(l.relid)::int8 \
+                 FROM ({}) l WHERE l.relid <> $1::oid::regclass",
+                crate::catalog::leaf_partitions("$1::oid::regclass")
+            ),
             &[&oid],
         )
         .await
@@ -308,14 +311,15 @@ pub(crate) async fn write(
          CASE WHEN $4::text IS NOT NULL THEN pg_catalog.jsonb_build_object(\
          'table_oid', c.oid::bigint, \
          'relfilenode', pg_catalog.pg_relation_filenode(c.oid)::bigint, \
-         'partitions', (SELECT pg_catalog.jsonb_object_agg(p.relid::oid::bigint::text, \
-                                pg_catalog.pg_relation_filenode(p.relid)::bigint) \
-                        FROM pg_catalog.pg_partition_tree(c.oid::regclass) p WHERE p.isleaf AND p.relid <> c.oid::regclass), \
+         'partitions', (SELECT pg_catalog.jsonb_object_agg(l.relid::oid::bigint::text, \
+                                pg_catalog.pg_relation_filenode(l.relid)::bigint) \
+                        FROM ({leaves}) l WHERE l.relid <> c.oid::regclass), \
          'state', $4::text::jsonb) END, now() \
          FROM (SELECT pg_catalog.to_regclass($5)::oid AS oid) c \
          ON CONFLICT (table_name) DO UPDATE SET high_watermark = EXCLUDED.high_watermark, \
          batch_metadata = EXCLUDED.batch_metadata, resume = EXCLUDED.resume, updated_at = now()",
-        t = table(schema).quoted()
+        t = table(schema).quoted(),
+        leaves = crate::catalog::leaf_partitions("c.oid::regclass")
     );
     let hw = high_watermark.map(serde_json::Value::to_string);
     let meta = metadata.to_string();

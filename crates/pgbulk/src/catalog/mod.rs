@@ -43,6 +43,8 @@ pub struct Table {
     pub primary_key: Vec<String>,
     /// The table comment.
     pub comment: Option<String>,
+    /// Whether it is a partitioned table (its rows are in its partitions).
+    pub partitioned: bool,
 }
 
 impl Table {
@@ -59,15 +61,31 @@ pub async fn table_oid(
     schema: &str,
     name: &str,
 ) -> Result<Option<Oid>> {
+    Ok(table_class(client, schema, name).await?.map(|(oid, _)| oid))
+}
+
+/// [`table_oid`], and whether the table is partitioned.
+async fn table_class(
+    client: &impl GenericClient,
+    schema: &str,
+    name: &str,
+) -> Result<Option<(Oid, bool)>> {
     Ok(client
         .query_opt(
-            "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+            "SELECT c.oid, c.relkind = 'p' FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
             &[&schema, &name],
         )
         .await
         .map_err(|e| Error::server("looking up a table", e))?
-        .map(|r| r.get(0)))
+        .map(|r| (r.get(0), r.get(1))))
+}
+
+/// SQL selecting the leaf partitions (column `relid`) of `relation`, an
+/// SQL expression of type `regclass`: where a partitioned table's rows
+/// and storage are. A table outside any partition tree is its own leaf.
+pub(crate) fn leaf_partitions(relation: &str) -> String {
+    format!("SELECT p.relid FROM pg_catalog.pg_partition_tree({relation}) p WHERE p.isleaf")
 }
 
 /// Why `schema.name` is not a table a sync or an export can read by name:
@@ -113,7 +131,7 @@ pub async fn not_a_table(
 /// Reads table `schema.name` for encoding, or `None` when it does not
 /// exist: its [`TableFacts`] with each column's type resolved.
 pub async fn table(client: &impl GenericClient, schema: &str, name: &str) -> Result<Option<Table>> {
-    let Some(oid) = table_oid(client, schema, name).await? else {
+    let Some((oid, partitioned)) = table_class(client, schema, name).await? else {
         return Ok(None);
     };
     let facts = facts::read(client, oid).await?;
@@ -134,6 +152,7 @@ pub async fn table(client: &impl GenericClient, schema: &str, name: &str) -> Res
         columns,
         primary_key: facts.key().to_vec(),
         comment: facts.comment,
+        partitioned,
     }))
 }
 

@@ -456,10 +456,12 @@ async fn merge_fails(
 async fn sizes(tx: &Transaction<'_>, table: &TableName, stage: &str) -> Result<(i64, i64)> {
     let row = tx
         .query_one(
-            "SELECT pg_catalog.pg_relation_size($1::text::regclass), \
-                    coalesce((SELECT sum(pg_catalog.pg_relation_size(relid))::int8 \
-                              FROM pg_catalog.pg_partition_tree($2::text::regclass) WHERE isleaf), \
-                             pg_catalog.pg_relation_size($2::text::regclass))",
+            &format!(
+                "SELECT pg_catalog.pg_relation_size($1::text::regclass), \
+                        coalesce((SELECT sum(pg_catalog.pg_relation_size(l.relid))::int8 FROM ({}) l), \
+                                 pg_catalog.pg_relation_size($2::text::regclass))",
+                crate::catalog::leaf_partitions("$2::text::regclass")
+            ),
             &[&stage, &table.quoted()],
         )
         .await

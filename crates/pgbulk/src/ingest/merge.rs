@@ -36,9 +36,9 @@ pub(super) fn compares_natively(ty: &ColumnType) -> bool {
 /// transaction so far.
 pub(super) async fn xact_stats(tx: &Transaction<'_>, target: &Target) -> Result<(u64, u64)> {
     let relations = if target.partitioned {
-        "SELECT relid FROM pg_catalog.pg_partition_tree($1::oid::regclass) WHERE isleaf"
+        crate::catalog::leaf_partitions("$1::oid::regclass")
     } else {
-        "SELECT $1::oid::regclass"
+        "SELECT $1::oid::regclass".to_owned()
     };
     let row = tx
         .query_one(

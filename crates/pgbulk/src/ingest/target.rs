@@ -60,13 +60,16 @@ impl Target {
             let (child, action, columns): (String, String, String) =
                 (row.get(0), row.get(1), row.get(2));
             let (clause, effect) = match action.as_str() {
-                "c" => ("CASCADE", "delete the rows of {child} that reference them"),
-                "n" => ("SET NULL", "set {columns} of {child} to NULL"),
-                _ => ("SET DEFAULT", "set {columns} of {child} to their default"),
+                "c" => (
+                    "CASCADE",
+                    format!("delete the rows of {child} that reference them"),
+                ),
+                "n" => ("SET NULL", format!("set {columns} of {child} to NULL")),
+                _ => (
+                    "SET DEFAULT",
+                    format!("set {columns} of {child} to their default"),
+                ),
             };
-            let effect = effect
-                .replace("{child}", &child)
-                .replace("{columns}", &columns);
             return Err(Error::config(format!(
                 "{} is referenced by {child} ({columns}) ON DELETE {clause}: replace deletes every row of {} first, \
                  which would {effect}, and loading the same keys again does not undo that; \
@@ -155,14 +158,6 @@ pub(super) async fn read_targets(
             .iter()
             .filter_map(|k| columns.iter().position(|c| c.name == *k))
             .collect();
-        let partitioned: bool = client
-            .query_one(
-                "SELECT relkind = 'p' FROM pg_catalog.pg_class WHERE oid = $1",
-                &[&table.oid],
-            )
-            .await
-            .map_err(|e| Error::server(&format!("looking up {write}"), e))?
-            .get(0);
         targets.push(Target {
             name: name.clone(),
             write: write.clone(),
@@ -170,7 +165,7 @@ pub(super) async fn read_targets(
             columns,
             key,
             key_is_primary: true,
-            partitioned,
+            partitioned: table.partitioned,
         });
     }
     Ok(targets)
