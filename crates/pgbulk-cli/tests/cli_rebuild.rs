@@ -376,3 +376,66 @@ async fn a_partitioned_or_inheriting_table_is_not_rebuilt() {
     );
     assert_eq!(count(&db, "ev").await, 1);
 }
+
+/// A file without the serial or identity key replaces the rows of a table
+/// (`--mode replace` and `replace-atomic`): the new rows are numbered by
+/// the table's sequence, past the old rows' numbers, with the sequence's
+/// own options (a descending identity, a serial altered to step by 10).
+/// Before, both modes refused the file ("upserts need the whole key"), and
+/// a replace-atomic's new rows restarted at the default sequence's 1
+/// (numbers the old rows had) and its sequence came back ascending by 1.
+#[tokio::test]
+async fn a_file_without_the_serial_key_replaces_the_rows_numbered_past_the_old_ones() {
+    let db = TestDb::new("rebuild_serial").await;
+    let home = Scratch::new("rebuild-serial");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE up (id int GENERATED ALWAYS AS IDENTITY (START 100 INCREMENT -1 MAXVALUE 100) PRIMARY KEY, v text);
+             CREATE TABLE tens (id smallserial PRIMARY KEY, v text);
+             ALTER SEQUENCE tens_id_seq INCREMENT 10;
+             INSERT INTO up (v) VALUES ('old'), ('old');
+             INSERT INTO tens (v) VALUES ('old'), ('old');",
+        )
+        .await
+        .expect("tables");
+    let file = home.file("v.csv", "v\nc\nd\n", 0o644);
+    for (mode, up, tens) in [
+        ("replace", ["98", "97", "96"], ["21", "31", "41"]),
+        ("replace-atomic", ["95", "94", "93"], ["51", "61", "71"]),
+    ] {
+        for (table, expected) in [("up", up), ("tens", tens)] {
+            assert_ok(&load_as(&db, &home, &file, table, mode));
+            let next = rows(
+                &db,
+                &format!("INSERT INTO {table} (v) VALUES ('app') RETURNING id::text"),
+            )
+            .await;
+            let ids = rows(&db, &format!("SELECT id::text, v FROM {table} ORDER BY v")).await;
+            assert_eq!(
+                ids,
+                vec![
+                    vec![s(expected[2]), s("app")],
+                    vec![s(expected[0]), s("c")],
+                    vec![s(expected[1]), s("d")],
+                ],
+                "{mode} {table}"
+            );
+            assert_eq!(next[0][0].as_deref(), Some(expected[2]), "{mode} {table}");
+            // The next run replaces the application's row too.
+        }
+    }
+    // An upsert still needs the key, and says what does not.
+    let out = load_as(&db, &home, &file, "tens", "upsert");
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("an upsert matches rows by the whole key")
+            && out
+                .stderr
+                .contains("--mode append, replace or replace-atomic"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(count(&db, "tens").await, 3);
+}

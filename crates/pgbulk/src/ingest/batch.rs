@@ -67,7 +67,8 @@ pub(super) async fn load_batch(
         Some((table, columns)) => {
             let t = declared_index(lookup, table)?;
             let mut list = targets.to_vec();
-            list[t] = list[t].project(columns)?;
+            let replacing = matches!(options.mode, Mode::DeleteThenUpsert | Mode::ReplaceAtomic);
+            list[t] = list[t].project(columns, replacing)?;
             projected = list;
             projected.as_slice()
         }

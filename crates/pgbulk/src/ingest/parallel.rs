@@ -64,7 +64,7 @@ pub async fn unsuited(
     if target.key.is_empty() {
         return Ok(Some("the table has no key".into()));
     }
-    let projected = target.project(columns)?;
+    let projected = target.project(columns, false)?;
     if !keys_compare_by_bytes(&projected) {
         return Ok(Some(
             "equal keys may differ in form (numeric, float, char(n) or a type the server converts)"
@@ -350,7 +350,7 @@ where
         let Rows::Text(mut source) = batch.rows else {
             return Err(Error::config("a parallel upsert reads text rows"));
         };
-        let projected = target.project(source.columns())?;
+        let projected = target.project(source.columns(), false)?;
         let types: Vec<ColumnType> = projected.columns.iter().map(|c| c.ty.clone()).collect();
         source.bind(&types);
         let mut high_watermark = Some(batch.high_watermark);

@@ -71,7 +71,10 @@ pub async fn merge_stages(
         .into_iter()
         .next()
         .ok_or_else(|| Error::config(format!("table {table} is not declared")))?
-        .project(columns)?;
+        .project(
+            columns,
+            matches!(options.mode, Mode::DeleteThenUpsert | Mode::ReplaceAtomic),
+        )?;
     crate::lock::serialise_ingests(&tx, &options.lock_policy, &[table]).await?;
     let merge = prepared.session.server_version >= 150_000 && options.upsert == Upsert::Auto;
     // The new table of a replace-atomic gets its indexes once the rows are

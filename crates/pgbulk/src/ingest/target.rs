@@ -88,8 +88,11 @@ impl Target {
     }
 
     /// The target restricted to `names`, in that order (the columns a text
-    /// source fills). Keyed targets need every key column.
-    pub(super) fn project(&self, names: &[String]) -> Result<Target> {
+    /// source fills). An upsert needs every key column; when `replacing`
+    /// (the rows go into an emptied or new table) a source without some
+    /// key column appends its rows instead, the missing columns taking
+    /// their defaults (a serial key numbers them).
+    pub(super) fn project(&self, names: &[String], replacing: bool) -> Result<Target> {
         let mut columns = Vec::with_capacity(names.len());
         for name in names {
             let column = self
@@ -104,13 +107,20 @@ impl Target {
         let mut key = Vec::with_capacity(self.key.len());
         for &k in &self.key {
             let name = &self.columns[k].name;
-            let at = columns.iter().position(|c| c.name == *name).ok_or_else(|| {
-                Error::config(format!(
-                    "the input has no value for key column \"{name}\" of {} (upserts need the whole key)",
-                    self.name
-                ))
-            })?;
-            key.push(at);
+            match columns.iter().position(|c| c.name == *name) {
+                Some(at) => key.push(at),
+                None if replacing => {
+                    key.clear();
+                    break;
+                }
+                None => {
+                    return Err(Error::config(format!(
+                        "the input has no value for key column \"{name}\" of {}: an upsert matches rows by the whole key \
+                         (--mode append, replace or replace-atomic insert the rows with the column's default)",
+                        self.name
+                    )));
+                }
+            }
         }
         Ok(Target {
             columns,

@@ -113,6 +113,85 @@ fn render_column(c: &ColumnFacts) -> String {
     sql
 }
 
+/// The serial and identity sequences of the columns `old` and `new` both
+/// have: `(old sequence, new sequence, old sequence's oid)`.
+async fn sequence_pairs(
+    tx: &Transaction<'_>,
+    old: &TableName,
+    new: &TableName,
+) -> Result<Vec<(String, String, Oid)>> {
+    let rows = tx
+        .query(
+            "SELECT pg_catalog.pg_get_serial_sequence($1, a.attname), pg_catalog.pg_get_serial_sequence($2, a.attname), \
+                    pg_catalog.pg_get_serial_sequence($1, a.attname)::regclass::oid \
+             FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+               AND pg_catalog.pg_get_serial_sequence($1, a.attname) IS NOT NULL \
+               AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute b WHERE b.attrelid = $2::regclass AND b.attname = a.attname)",
+            &[&old.quoted(), &new.quoted()],
+        )
+        .await
+        .map_err(|e| Error::server("reading sequences", e))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get(2),
+            ))
+        })
+        .collect())
+}
+
+/// `ALTER SEQUENCE new` to the options of the sequence `oid` (type,
+/// increment, bounds, start, cache, cycle): a serial's or identity's
+/// sequence may have been altered, and the new table's starts with the
+/// defaults.
+async fn sequence_options(tx: &Transaction<'_>, oid: Oid, new: &str) -> Result<String> {
+    let row = tx
+        .query_one(
+            "SELECT s.seqtypid::regtype::text, s.seqincrement::text, s.seqmin::text, s.seqmax::text, \
+                    s.seqstart::text, s.seqcache::text, s.seqcycle \
+             FROM pg_catalog.pg_sequence s WHERE s.seqrelid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::server("reading a sequence's options", e))?;
+    let text = |i: usize| row.get::<_, String>(i);
+    Ok(format!(
+        "ALTER SEQUENCE {new} AS {} INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {}",
+        text(0),
+        text(1),
+        text(2),
+        text(3),
+        text(4),
+        text(5),
+        if row.get::<_, bool>(6) {
+            "CYCLE"
+        } else {
+            "NO CYCLE"
+        }
+    ))
+}
+
+/// SQL setting sequence `new` to where `old` stands; `forward_only`: only
+/// when `old` is further along (in its direction), never back.
+fn advance_sequence(old: &str, new: &str, forward_only: bool) -> String {
+    let set = format!(
+        "SELECT pg_catalog.setval({}, o.last_value, o.is_called) FROM {old} o",
+        quote_literal(new)
+    );
+    if !forward_only {
+        return set;
+    }
+    format!(
+        "{set}, {new} n, pg_catalog.pg_sequence q WHERE q.seqrelid = {}::regclass \
+         AND CASE WHEN q.seqincrement > 0 THEN (o.last_value, o.is_called) > (n.last_value, n.is_called) \
+         ELSE (o.last_value, NOT o.is_called) < (n.last_value, NOT n.is_called) END",
+        quote_literal(new)
+    )
+}
+
 /// Creates the new table for `target` in the declared shape and stored as
 /// the live table is, with temporary names for everything whose name must
 /// be unique in the schema. Leftovers of an earlier attempt are dropped
@@ -160,8 +239,14 @@ pub(crate) async fn create_new(
     ))
     .await
     .map_err(building)?;
-    // Before any row goes in: the columns take the live ones' settings.
+    // Before any row goes in: the columns take the live ones' settings,
+    // and the serial and identity sequences continue the live ones' (the
+    // new rows do not take numbers the old rows had).
     let mut sql = carried::column_settings(tx, target, &name).await?;
+    for (old_seq, new_seq, oid) in sequence_pairs(tx, target, &name).await? {
+        sql.push(sequence_options(tx, oid, &new_seq).await?);
+        sql.push(advance_sequence(&old_seq, &new_seq, false));
+    }
     let mut index_renames = Vec::new();
     for i in &declared.indexes {
         let tmp = temp_name("idx", &[&name.name, &i.name]);
@@ -535,24 +620,7 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
     // take the old ones' positions, names and privileges (an application
     // inserting through a serial needs USAGE on its sequence).
     let mut sequences: Vec<(String, String, String, Vec<String>)> = Vec::new();
-    let rows = tx
-        .query(
-            "SELECT pg_catalog.pg_get_serial_sequence($1, a.attname), pg_catalog.pg_get_serial_sequence($2, a.attname), \
-                    pg_catalog.pg_get_serial_sequence($1, a.attname)::regclass::oid \
-             FROM pg_catalog.pg_attribute a WHERE a.attrelid = $3 AND a.attnum > 0 AND NOT a.attisdropped \
-               AND pg_catalog.pg_get_serial_sequence($1, a.attname) IS NOT NULL \
-               AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute b WHERE b.attrelid = $2::regclass AND b.attname = a.attname)",
-            &[&t, &new.name.quoted(), &oid],
-        )
-        .await
-        .map_err(|e| Error::server("reading sequences", e))?;
-    for r in rows {
-        let (Some(old_seq), Some(new_seq)) =
-            (r.get::<_, Option<String>>(0), r.get::<_, Option<String>>(1))
-        else {
-            continue;
-        };
-        let seq_oid: Oid = r.get(2);
+    for (old_seq, new_seq, seq_oid) in sequence_pairs(tx, target, &new.name).await? {
         let name: String = tx
             .query_one(
                 "SELECT relname::text FROM pg_catalog.pg_class WHERE oid = $1",
@@ -572,11 +640,10 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         .collect();
     let guards = carried::guards(tx, oid, &t, &new.name, &index_names).await?;
     let mut sql: Vec<String> = Vec::new();
+    // The new sequences started where the old ones stood; these were used
+    // meanwhile by writers of the live table.
     for (old_seq, new_seq, _, _) in &sequences {
-        sql.push(format!(
-            "SELECT pg_catalog.setval({}, s.last_value, s.is_called) FROM {old_seq} s",
-            quote_literal(new_seq)
-        ));
+        sql.push(advance_sequence(old_seq, new_seq, true));
     }
     for v in views.iter().rev() {
         let kind = if v.materialized {
