@@ -59,6 +59,7 @@ pub mod plan;
 mod rebuild;
 pub mod relay;
 pub mod schema;
+mod sequence;
 pub mod session;
 pub mod status;
 pub mod sync;

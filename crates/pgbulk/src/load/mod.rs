@@ -409,11 +409,40 @@ pub async fn load(
     opts: &LoadOptions,
     progress: Arc<Progress>,
 ) -> Result<LoadReport> {
-    let report = if file_by_file(opts) {
+    let mut report = if file_by_file(opts) {
         load_each(client, params, opts, progress).await?
     } else {
         load_inputs(client, params, opts, progress, None).await?
     };
+    if report.inserted > 0 && !opts.dry_run {
+        // Best effort, as the rows are in: rows with explicit values in a
+        // serial or identity column must not meet the table's own inserts.
+        let notes = match crate::connect::connect(params).await {
+            Ok(session) => {
+                let session_schema = crate::session::Session::read(&session.client).await;
+                match session_schema {
+                    Ok(s) => {
+                        crate::sequence::advance_past_rows(
+                            &session.client,
+                            &opts.table.in_schema(&s.current_schema),
+                            crate::sequence::Columns::Indexed,
+                            "rows loaded",
+                        )
+                        .await
+                    }
+                    Err(e) => vec![format!(
+                        "the sequences of {} were not advanced past the rows loaded: {e}",
+                        opts.table
+                    )],
+                }
+            }
+            Err(e) => vec![format!(
+                "the sequences of {} were not advanced past the rows loaded: {e}",
+                opts.table
+            )],
+        };
+        report.notes.extend(notes);
+    }
     if opts.ledger && !opts.dry_run && report.nothing_to_load.is_none() {
         // Best effort: the load itself committed.
         let recorded = async {

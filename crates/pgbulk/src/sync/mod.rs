@@ -848,64 +848,28 @@ pub(super) async fn spool_rows(
 }
 
 /// Advances the identity and serial sequences of the destination's
-/// columns filled from the source past the largest value now in them
-/// (never backwards), so the destination's own inserts do not collide
-/// with copied rows. A sequence that cannot be advanced (privileges) is
-/// said in a note: the rows are in either way.
+/// columns filled from the source past the rows now in them
+/// ([`crate::sequence::advance_past_rows`]).
 async fn advance_sequences(
     params: &crate::conninfo::ConnParams,
     dest: &TableName,
     maps: &[ColumnMap],
 ) -> Vec<String> {
-    let mut notes = Vec::new();
-    let outcome: Result<()> = async {
-        let client = crate::connect::connect(params).await?.client;
-        let quoted = dest.quoted();
-        let sequences = client
-            .query(
-                "SELECT a.attname::text, pg_catalog.pg_get_serial_sequence($1, a.attname::text) \
-                 FROM pg_catalog.pg_attribute a \
-                 WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped \
-                   AND pg_catalog.pg_get_serial_sequence($1, a.attname::text) IS NOT NULL",
-                &[&quoted],
+    let filled: Vec<String> = maps.iter().map(|m| m.to.clone()).collect();
+    match crate::connect::connect(params).await {
+        Ok(session) => {
+            crate::sequence::advance_past_rows(
+                &session.client,
+                dest,
+                crate::sequence::Columns::Named(&filled),
+                "rows copied",
             )
             .await
-            .map_err(|e| Error::server(&format!("reading the sequences of {dest}"), e))?;
-        for row in sequences {
-            let column: String = row.get(0);
-            let sequence: String = row.get(1);
-            if !maps.iter().any(|m| m.to == column) {
-                continue;
-            }
-            let advanced = client
-                .query_opt(
-                    &format!(
-                        "SELECT pg_catalog.setval($1::text::regclass, m)::text \
-                         FROM (SELECT max({})::bigint AS m FROM {quoted}) x \
-                         WHERE m > coalesce(pg_catalog.pg_sequence_last_value($1::text::regclass), \
-                           (SELECT s.seqstart - 1 FROM pg_catalog.pg_sequence s WHERE s.seqrelid = $1::text::regclass))",
-                        quote_ident(&column)
-                    ),
-                    &[&sequence],
-                )
-                .await
-                .map_err(|e| Error::server(&format!("advancing {sequence}"), e))?;
-            if let Some(row) = advanced {
-                let to: String = row.get(0);
-                notes.push(format!(
-                    "{sequence} (of {dest}.{column}) advanced to {to}, past the rows copied"
-                ));
-            }
         }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = outcome {
-        notes.push(format!(
+        Err(e) => vec![format!(
             "the sequences of {dest} were not advanced past the rows copied: {e}"
-        ));
+        )],
     }
-    notes
 }
 
 /// Prepares (does not run) the source's `SELECT` with `--where filter`,
