@@ -438,4 +438,25 @@ async fn a_file_without_the_serial_key_replaces_the_rows_numbered_past_the_old_o
         out.stderr
     );
     assert_eq!(count(&db, "tens").await, 3);
+    // A key asked for with --key is a key to match on, also in a replace.
+    let out = load(
+        &db,
+        &home,
+        &[
+            file.to_str().expect("utf8"),
+            "--table",
+            "tens",
+            "--mode",
+            "replace",
+            "--key",
+            "id",
+        ],
+    );
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no value for key column \"id\""),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(count(&db, "tens").await, 3);
 }

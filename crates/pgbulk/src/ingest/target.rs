@@ -90,8 +90,9 @@ impl Target {
     /// The target restricted to `names`, in that order (the columns a text
     /// source fills). An upsert needs every key column; when `replacing`
     /// (the rows go into an emptied or new table) a source without some
-    /// key column appends its rows instead, the missing columns taking
-    /// their defaults (a serial key numbers them).
+    /// column of the primary key (not a key asked for) appends its rows
+    /// instead, the missing columns taking their defaults (a serial key
+    /// numbers them).
     pub(super) fn project(&self, names: &[String], replacing: bool) -> Result<Target> {
         let mut columns = Vec::with_capacity(names.len());
         for name in names {
@@ -109,7 +110,7 @@ impl Target {
             let name = &self.columns[k].name;
             match columns.iter().position(|c| c.name == *name) {
                 Some(at) => key.push(at),
-                None if replacing => {
+                None if replacing && self.key_is_primary => {
                     key.clear();
                     break;
                 }
