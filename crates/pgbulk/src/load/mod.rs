@@ -331,7 +331,7 @@ pub struct LoadReport {
     pub skipped: Vec<String>,
     /// What the user should know but did not ask: a detected delimiter or
     /// encoding, why an earlier run's ledger was not followed (the table
-    /// was emptied or rewritten since).
+    /// was emptied or rewritten since), a sequence advanced past the rows.
     pub notes: Vec<String>,
 }
 
@@ -414,49 +414,68 @@ pub async fn load(
     } else {
         load_inputs(client, params, opts, progress, None).await?
     };
-    if report.inserted > 0 && !opts.dry_run {
-        // Best effort, as the rows are in: rows with explicit values in a
-        // serial or identity column must not meet the table's own inserts.
-        let notes = match crate::connect::connect(params).await {
-            Ok(session) => {
-                let session_schema = crate::session::Session::read(&session.client).await;
-                match session_schema {
-                    Ok(s) => {
-                        crate::sequence::advance_past_rows(
-                            &session.client,
-                            &opts.table.in_schema(&s.current_schema),
-                            crate::sequence::Columns::Indexed,
-                            "rows loaded",
-                        )
-                        .await
-                    }
-                    Err(e) => vec![format!(
-                        "the sequences of {} were not advanced past the rows loaded: {e}",
-                        opts.table
-                    )],
-                }
+    after_load(params, opts, &mut report).await;
+    Ok(report)
+}
+
+/// After a load's last commit, on one connection (best effort: the rows
+/// are in either way): advances the table's serial and identity sequences
+/// past explicit values in their indexed columns, so the table's own
+/// inserts do not meet the rows loaded (said in the report's notes), and
+/// records the run as the table's last (for `pgbulk status`).
+async fn after_load(
+    params: &crate::conninfo::ConnParams,
+    opts: &LoadOptions,
+    report: &mut LoadReport,
+) {
+    let advance = report.inserted > 0 && !opts.dry_run;
+    let record = opts.ledger && !opts.dry_run && report.nothing_to_load.is_none();
+    if !advance && !record {
+        return;
+    }
+    let client = match crate::connect::connect(params).await {
+        Ok(session) => session.client,
+        Err(e) => {
+            if advance {
+                report.notes.push(format!(
+                    "the sequences of {} were not advanced past the rows loaded: {e}",
+                    opts.table
+                ));
             }
-            Err(e) => vec![format!(
+            if record {
+                tracing::warn!(
+                    "the load committed, but recording it as the table's last run failed: {e}"
+                );
+            }
+            return;
+        }
+    };
+    if advance {
+        match crate::session::Session::read(&client).await {
+            Ok(session) => {
+                let notes = crate::sequence::advance_past_rows(
+                    &client,
+                    &opts.table.in_schema(&session.current_schema),
+                    crate::sequence::Columns::Indexed,
+                    "rows loaded",
+                )
+                .await;
+                report.notes.extend(notes);
+            }
+            Err(e) => report.notes.push(format!(
                 "the sequences of {} were not advanced past the rows loaded: {e}",
                 opts.table
-            )],
-        };
-        report.notes.extend(notes);
+            )),
+        }
     }
-    if opts.ledger && !opts.dry_run && report.nothing_to_load.is_none() {
-        // Best effort: the load itself committed.
-        let recorded = async {
-            let client = crate::connect::connect(params).await?.client;
-            let counts = crate::status::counts("load", &report, report.rows_read);
-            crate::status::record_run(&client, &opts.table, counts).await
-        };
-        if let Err(e) = recorded.await {
+    if record {
+        let counts = crate::status::counts("load", report, report.rows_read);
+        if let Err(e) = crate::status::record_run(&client, &opts.table, counts).await {
             tracing::warn!(
                 "the load committed, but recording it as the table's last run failed: {e}"
             );
         }
     }
-    Ok(report)
 }
 
 /// [`load`] of several files, one at a time.
