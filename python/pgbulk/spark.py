@@ -190,6 +190,8 @@ class PgbulkWriter(DataSourceArrowWriter):
             report["deleted"],
             report["repeated"],
         )
+        for note in report["notes"]:
+            _log.info("%s: %s", self.table, note)
 
     def abort(self, messages: Sequence[WriterCommitMessage | None]) -> None:
         _pgbulk.partitioned_abort(self.table, self.write_id, db=self.db)

@@ -264,6 +264,15 @@ def test_append_mode_inserts_even_into_a_keyed_table(spark: SparkSession, db: st
     assert stages(db) == []
 
 
+def test_explicit_values_in_a_serial_key_advance_its_sequence(spark: SparkSession, db: str) -> None:
+    with psycopg.connect(db) as conn:
+        conn.execute("CREATE TABLE stock (pos bigserial PRIMARY KEY, stock bigint)")
+    pgbulk.spark.write(stock(spark, 500, 2), "stock", url=db)
+    # The application's next insert takes the next number, not a taken one
+    # (the driver's commit advanced the sequence past the rows written).
+    assert rows(db, "INSERT INTO stock (stock) VALUES (0) RETURNING pos") == [(500,)]
+
+
 def test_a_column_the_table_lacks_is_refused_before_any_task(spark: SparkSession, db: str) -> None:
     with psycopg.connect(db) as conn:
         conn.execute("CREATE TABLE stock (pos bigint PRIMARY KEY, stock bigint)")

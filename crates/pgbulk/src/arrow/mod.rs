@@ -149,8 +149,10 @@ pub async fn write(
             .notes
             .push(format!("appended on {streams} connections at once"));
     }
-    let engine = if streams == 1 {
-        ingest::ingest_prepared(&mut client, &prepared, |_| part.batches(), &options).await?
+    let (engine, client) = if streams == 1 {
+        let engine =
+            ingest::ingest_prepared(&mut client, &prepared, |_| part.batches(), &options).await?;
+        (engine, client)
     } else {
         let mut clients = vec![client];
         for _ in 1..streams {
@@ -171,15 +173,19 @@ pub async fn write(
                         f.stopped = true;
                     }
                 }
-                result
+                (result, client)
             }));
         }
         let mut merged = ingest::Report::default();
         let mut failures = Vec::new();
+        let mut first = None;
         for task in tasks {
             match task.await {
-                Ok(Ok(r)) => merged.merge(r),
-                Ok(Err(e)) => failures.push(e),
+                Ok((Ok(r), client)) => {
+                    merged.merge(r);
+                    first.get_or_insert(client);
+                }
+                Ok((Err(e), _)) => failures.push(e),
                 Err(e) => failures.push(Error::new(
                     ErrorKind::Io,
                     format!("a stream of the write failed: {e}"),
@@ -191,9 +197,24 @@ pub async fn write(
         if let Some(e) = failures.into_iter().next() {
             return Err(e);
         }
-        merged
+        let Some(client) = first else {
+            return Err(Error::new(ErrorKind::Io, "the write had no streams"));
+        };
+        (merged, client)
     };
     report.count(engine);
+    if report.inserted > 0 && !opts.dry_run {
+        // Explicit values in a serial key: the table's own inserts must
+        // not take them next.
+        let notes = crate::sequence::advance_past_rows(
+            &client,
+            &table,
+            crate::sequence::Columns::Indexed,
+            "rows written",
+        )
+        .await;
+        report.notes.extend(notes);
+    }
     if report.batches == 0 {
         report.nothing_to_load = Some(match report.inferred_ddl.take() {
             Some(_) => {

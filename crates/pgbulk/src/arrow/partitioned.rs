@@ -320,6 +320,15 @@ pub async fn commit(
     drop_stages(&client, &table, write).await?;
     let mut report = LoadReport::default();
     report.count(engine);
+    if report.inserted > 0 {
+        report.notes = crate::sequence::advance_past_rows(
+            &client,
+            &table,
+            crate::sequence::Columns::Indexed,
+            "rows written",
+        )
+        .await;
+    }
     report.rows_read = report.inserted + report.updated + report.unchanged + report.repeated;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
