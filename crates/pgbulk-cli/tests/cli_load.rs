@@ -1454,7 +1454,9 @@ async fn a_partitioned_table_counts_its_rows_and_notices_a_truncated_partition()
 /// created and loaded in one transaction: the partitions' keys are their
 /// parent's, so they are not dropped to be built after the rows (that
 /// failed: "cannot drop inherited constraint"). A later declaration that
-/// differs from it is refused before anything is migrated.
+/// adds columns, defaults, NOT NULL, checks or comments is migrated in
+/// place on the parent; one that would need a rebuild or a new index is
+/// refused before anything is migrated.
 #[tokio::test]
 async fn a_declared_partitioned_table_is_created_with_its_partitions() {
     let db = TestDb::new("load_declared_partitions").await;
@@ -1471,17 +1473,20 @@ async fn a_declared_partitioned_table_is_created_with_its_partitions() {
         "id,day,v\n1,2024-05-01,a\n2,2030-01-01,b\n",
         0o644,
     );
-    let out = load(
-        &db,
-        &home,
-        &[
-            file.to_str().expect("utf8"),
-            "--table",
-            "decl",
-            "--schema",
-            declared.to_str().expect("utf8"),
-        ],
-    );
+    let declared_load = |file: &std::path::Path, schema: &std::path::Path| {
+        load(
+            &db,
+            &home,
+            &[
+                file.to_str().expect("utf8"),
+                "--table",
+                "decl",
+                "--schema",
+                schema.to_str().expect("utf8"),
+            ],
+        )
+    };
+    let out = declared_load(&file, &declared);
     assert_ok(&out);
     assert_eq!(
         rows(
@@ -1491,39 +1496,130 @@ async fn a_declared_partitioned_table_is_created_with_its_partitions() {
         .await,
         vec![vec![s("decl_2024"), s("1")], vec![s("decl_rest"), s("2")]]
     );
-    // A declaration that differs: refused before anything changes (the
-    // parent's step went in, then the partition's failed).
+    // A declaration that adds a column, a default, NOT NULL, a check and
+    // comments: migrated in place on the parent, which PostgreSQL carries
+    // to the partitions (the partitions' own declarations agree).
     let changed = home.file(
         "changed.sql",
-        "CREATE TABLE decl (id int, day date, v text, note text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+        "CREATE TABLE decl (id int, day date, v text NOT NULL DEFAULT 'none', note text CHECK (note <> ''), \
+                            PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+         COMMENT ON TABLE decl IS 'events';
+         COMMENT ON COLUMN decl.note IS 'free text';
          CREATE TABLE decl_2024 PARTITION OF decl FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
          CREATE TABLE decl_rest PARTITION OF decl DEFAULT;",
+        0o644,
+    );
+    let with_note = home.file(
+        "note.csv",
+        "id,day,v,note\n3,2024-06-01,c,hello\n4,2031-01-01,d,\n",
+        0o644,
+    );
+    let out = declared_load(&with_note, &changed);
+    assert_ok(&out);
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT tableoid::regclass::text, id::text, v, coalesce(note, '-') FROM decl ORDER BY id"
+        )
+        .await,
+        vec![
+            vec![s("decl_2024"), s("1"), s("a"), s("-")],
+            vec![s("decl_rest"), s("2"), s("b"), s("-")],
+            vec![s("decl_2024"), s("3"), s("c"), s("hello")],
+            vec![s("decl_rest"), s("4"), s("d"), s("-")],
+        ]
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT c.relname::text, a.attnotnull::text, pg_get_expr(d.adbin, d.adrelid) \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE c.relname IN ('decl', 'decl_2024', 'decl_rest') AND a.attname = 'v' ORDER BY 1"
+        )
+        .await,
+        ["decl", "decl_2024", "decl_rest"]
+            .map(|t| vec![s(t), s("true"), s("'none'::text")])
+            .to_vec()
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT obj_description('decl'::regclass, 'pg_class'), col_description('decl'::regclass, 4), \
+                    (SELECT count(*)::text FROM pg_constraint WHERE contype = 'c' AND conrelid = 'decl_rest'::regclass)"
+        )
+        .await,
+        vec![vec![s("events"), s("free text"), s("1")]]
+    );
+    // Running the same declaration again: nothing to migrate.
+    let plan = run(pgbulk(&home)
+        .args(["plan", "--schema", changed.to_str().expect("utf8"), "--db"])
+        .arg(&db.url));
+    assert_ok(&plan);
+    assert!(!plan.stdout.contains("ALTER"), "{}", plan.stdout);
+    // What PostgreSQL cannot do in place on a partitioned table (a type
+    // change is a rebuild, which would drop the partitions; an index cannot
+    // be built concurrently on one): refused before anything changes.
+    for (name, sql, reason) in [
+        (
+            "retyped.sql",
+            "CREATE TABLE decl (id int, day date, v int NOT NULL DEFAULT 0, note text CHECK (note <> ''), \
+                                PRIMARY KEY (id, day)) PARTITION BY RANGE (day);",
+            "column v changes type from text to integer",
+        ),
+        (
+            "indexed.sql",
+            "CREATE TABLE decl (id int, day date, v text NOT NULL DEFAULT 'none', note text CHECK (note <> ''), \
+                                extra int, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+             CREATE INDEX decl_note ON decl (note);",
+            "index decl_note is added (it cannot be built concurrently on a partitioned table",
+        ),
+    ] {
+        let schema = home.file(name, sql, 0o644);
+        let out = declared_load(&with_note, &schema);
+        assert_eq!(out.code, 3, "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!(
+                "public.decl is a partitioned table and the declaration differs from it in ways pgbulk does not migrate in place on one ({reason}"
+            )),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(
+            rows(
+                &db,
+                "SELECT count(*)::text FROM pg_attribute WHERE attrelid = 'decl'::regclass AND attname = 'extra'"
+            )
+            .await,
+            vec![vec![s("0")]],
+            "nothing migrated"
+        );
+    }
+    // A partition declared without its parent takes its columns from the
+    // parent: refused, naming it.
+    let alone = home.file(
+        "partition.sql",
+        "CREATE TABLE decl_2024 (id int, day date, v text NOT NULL DEFAULT 'none', note text, extra int);",
         0o644,
     );
     let out = load(
         &db,
         &home,
         &[
-            file.to_str().expect("utf8"),
+            with_note.to_str().expect("utf8"),
             "--table",
-            "decl",
+            "decl_2024",
             "--schema",
-            changed.to_str().expect("utf8"),
+            alone.to_str().expect("utf8"),
         ],
     );
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(
         out.stderr.contains(
-            "public.decl is a partitioned table and the declaration differs from it (add column note at the end): \
-             pgbulk migrates plain tables only; migrate it by hand, then run again"
-        ),
+            "public.decl_2024 is a partition of decl and the declaration differs from it"
+        ) && out.stderr.contains("declare and migrate decl instead"),
         "{}",
         out.stderr
-    );
-    assert_eq!(
-        rows(&db, "SELECT count(*)::text FROM pg_attribute WHERE attrelid = 'decl'::regclass AND attname = 'note'").await,
-        vec![vec![s("0")]],
-        "nothing migrated"
     );
 }
 

@@ -8,6 +8,13 @@
 //! changed primary key, ...) is rebuilt instead, with the reasons listed in
 //! [`Plan::rebuilds`]: a new table in the declared shape is filled by column
 //! name and swapped in within the first batch's transaction.
+//!
+//! A partitioned table is migrated with the same steps on the parent
+//! (PostgreSQL carries them to the partitions), except what it cannot do
+//! there: a rebuild (it would drop the partitions) or a new index (none
+//! can be built concurrently on a partitioned table) refuses the plan. A
+//! partition is planned only for what is its own (comments, its own
+//! indexes) and only when its parent is declared too.
 
 use std::fmt;
 
@@ -191,19 +198,61 @@ pub async fn plan_in(
             }
             Some(oid) => {
                 let have = catalog::facts::read(&*client, oid).await?;
+                let kind = relation_kind(&*client, oid).await?;
                 let (steps, rebuilds) = (plan.steps.len(), plan.rebuilds.len());
-                diff(name, &have, want, &mut plan);
-                if plan.steps.len() > steps || plan.rebuilds.len() > rebuilds {
-                    let changes: Vec<&str> = plan.steps[steps..]
-                        .iter()
-                        .map(|s| s.summary.as_str())
-                        .chain(
-                            plan.rebuilds[rebuilds..]
-                                .iter()
-                                .map(|(_, why)| why.as_str()),
-                        )
-                        .collect();
-                    refuse_partitioned(&*client, name, oid, &changes).await?;
+                let parent_declared = matches!(&kind, Kind::Partition(_, parent)
+                    if plan.live.iter().any(|(_, o)| *o == Some(*parent)));
+                if parent_declared {
+                    // The parent's migration brings the columns, their
+                    // constraints and the key: not the partition's own to
+                    // migrate.
+                    let inherited = TableFacts {
+                        columns: want.columns.clone(),
+                        primary_key: want.primary_key.clone(),
+                        constraints: want.constraints.clone(),
+                        ..have.clone()
+                    };
+                    diff(name, &inherited, want, &mut plan, false);
+                } else {
+                    diff(name, &have, want, &mut plan, kind == Kind::Partitioned);
+                }
+                let changed = plan.steps.len() > steps || plan.rebuilds.len() > rebuilds;
+                match kind {
+                    Kind::Plain => {}
+                    Kind::Partitioned if plan.rebuilds.len() == rebuilds => {}
+                    Kind::Partitioned => {
+                        let changes: Vec<&str> = plan.rebuilds[rebuilds..]
+                            .iter()
+                            .map(|(_, why)| why.as_str())
+                            .collect();
+                        return Err(crate::Error::config(format!(
+                            "{name} is a partitioned table and the declaration differs from it in ways \
+                             pgbulk does not migrate in place on one ({}); it migrates a partitioned \
+                             table's columns, defaults, NOT NULL, checks, comments and index drops, \
+                             not a rebuild (which would drop its partitions) or a new index (which \
+                             cannot be built concurrently on one): migrate it by hand, then run again",
+                            changes.join("; ")
+                        )));
+                    }
+                    Kind::Partition(..) if parent_declared && plan.rebuilds.len() == rebuilds => {}
+                    Kind::Partition(parent, _) if changed => {
+                        let changes: Vec<&str> = plan.steps[steps..]
+                            .iter()
+                            .map(|s| s.summary.as_str())
+                            .chain(
+                                plan.rebuilds[rebuilds..]
+                                    .iter()
+                                    .map(|(_, why)| why.as_str()),
+                            )
+                            .collect();
+                        return Err(crate::Error::config(format!(
+                            "{name} is a partition of {parent} and the declaration differs from it \
+                             ({}): a partition takes its columns from its parent; declare and \
+                             migrate {parent} instead",
+                            changes.join("; ")
+                        )));
+                    }
+                    Kind::Partition(..) => {}
                 }
                 plan.live_facts.push((name.clone(), have));
             }
@@ -212,35 +261,41 @@ pub async fn plan_in(
     Ok(plan)
 }
 
-/// Refuses a migration (`changes`) of a partitioned table or a partition:
-/// the in-place steps and rebuilds are for plain tables (a column or index
-/// of a partitioned table reaches its partitions, which cannot take their
-/// own; a rebuild would drop them), so it is left to the owner.
-async fn refuse_partitioned(
+/// What kind of relation a live table is.
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    /// Its rows are in its partitions.
+    Partitioned,
+    /// A partition of this parent (its name as messages give it, its oid).
+    Partition(String, tokio_postgres::types::Oid),
+}
+
+async fn relation_kind(
     client: &impl tokio_postgres::GenericClient,
-    name: &TableName,
     oid: tokio_postgres::types::Oid,
-    changes: &[&str],
-) -> Result<()> {
+) -> Result<Kind> {
     let row = client
         .query_one(
-            "SELECT c.relkind = 'p', (SELECT i.inhparent::regclass::text FROM pg_catalog.pg_inherits i \
-                                      WHERE c.relispartition AND i.inhrelid = c.oid) \
-             FROM pg_catalog.pg_class c WHERE c.oid = $1",
+            "SELECT c.relkind = 'p', i.inhparent::regclass::text, i.inhparent \
+             FROM pg_catalog.pg_class c \
+             LEFT JOIN pg_catalog.pg_inherits i ON c.relispartition AND i.inhrelid = c.oid \
+             WHERE c.oid = $1",
             &[&oid],
         )
         .await
         .map_err(|e| crate::Error::server("looking up a table", e))?;
-    let what = match (row.get::<_, bool>(0), row.get::<_, Option<String>>(1)) {
-        (true, _) => "a partitioned table".to_owned(),
-        (false, Some(parent)) => format!("a partition of {parent}"),
-        (false, None) => return Ok(()),
-    };
-    Err(crate::Error::config(format!(
-        "{name} is {what} and the declaration differs from it ({}): pgbulk migrates plain tables only; \
-         migrate it by hand, then run again",
-        changes.join("; ")
-    )))
+    Ok(
+        match (
+            row.get::<_, bool>(0),
+            row.get::<_, Option<String>>(1),
+            row.get::<_, Option<tokio_postgres::types::Oid>>(2),
+        ) {
+            (_, Some(parent), Some(parent_oid)) => Kind::Partition(parent, parent_oid),
+            (true, ..) => Kind::Partitioned,
+            (false, ..) => Kind::Plain,
+        },
+    )
 }
 
 fn step(table: &TableName, summary: String, sql: Vec<String>, lock: &'static str) -> Step {
@@ -257,6 +312,9 @@ fn step(table: &TableName, summary: String, sql: Vec<String>, lock: &'static str
 }
 
 const BRIEF_EXCLUSIVE: &str = "ACCESS EXCLUSIVE, brief (catalog change only)";
+/// [`BRIEF_EXCLUSIVE`] on a partitioned table.
+const BRIEF_EXCLUSIVE_PARTITIONS: &str =
+    "ACCESS EXCLUSIVE on the table and each partition, brief (catalog change only)";
 
 /// A short, stable name for a helper object of column `col`.
 fn helper_name(prefix: &str, col: &str) -> String {
@@ -316,8 +374,23 @@ fn column_sql(col: &ColumnFacts) -> String {
     sql
 }
 
-fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan) {
+/// Plans the steps (or the rebuild) from `have` to `want`. On a
+/// `partitioned` table (whose statements reach its partitions) what cannot
+/// be done in place there is a rebuild reason too: an index, which
+/// PostgreSQL cannot build concurrently on a partitioned table.
+fn diff(
+    name: &TableName,
+    have: &TableFacts,
+    want: &TableFacts,
+    plan: &mut Plan,
+    partitioned: bool,
+) {
     let t = name.quoted();
+    let brief = if partitioned {
+        BRIEF_EXCLUSIVE_PARTITIONS
+    } else {
+        BRIEF_EXCLUSIVE
+    };
     let mut reasons: Vec<String> = Vec::new();
     let mut rebuild = |why: String| reasons.push(why);
     let mut steps = Vec::new();
@@ -348,7 +421,7 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
                 "ALTER TABLE {t} DROP COLUMN {}",
                 quote_ident(&col.name)
             )],
-            BRIEF_EXCLUSIVE,
+            brief,
         );
         s.hazards
             .push(format!("the data in column {} is lost", col.name));
@@ -372,7 +445,7 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
             name,
             format!("add column {} at the end", w.name),
             vec![format!("ALTER TABLE {t} ADD COLUMN {}", column_sql(w))],
-            BRIEF_EXCLUSIVE,
+            brief,
         );
         if w.not_null && w.default.is_none() {
             s.hazards
@@ -397,7 +470,7 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
                         "ALTER TABLE {t} ALTER COLUMN {c} TYPE {}",
                         w.type_name
                     )],
-                    BRIEF_EXCLUSIVE,
+                    brief,
                 ));
             } else {
                 rebuild(format!(
@@ -426,7 +499,7 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
                     name,
                     format!("change the default of {}", h.name),
                     vec![sql],
-                    BRIEF_EXCLUSIVE,
+                    brief,
                 ));
             }
         }
@@ -435,11 +508,11 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
                 name,
                 format!("drop NOT NULL on {}", h.name),
                 vec![format!("ALTER TABLE {t} ALTER COLUMN {c} DROP NOT NULL")],
-                BRIEF_EXCLUSIVE,
+                brief,
             ));
         }
         if !h.not_null && w.not_null {
-            steps.extend(set_not_null(name, &h.name));
+            steps.extend(set_not_null(name, &h.name, brief));
         }
     }
 
@@ -450,6 +523,11 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
                 "the primary key changes from ({}) to ({})",
                 a.join(", "),
                 b.join(", ")
+            ));
+        }
+        (None, Some((pk_name, _))) if partitioned => {
+            rebuild(format!(
+                "primary key {pk_name} is added (its index cannot be built concurrently on a partitioned table)"
             ));
         }
         (None, Some((pk_name, cols))) => {
@@ -473,7 +551,7 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
                     "ALTER TABLE {t} DROP CONSTRAINT {}",
                     quote_ident(pk_name)
                 )],
-                BRIEF_EXCLUSIVE,
+                brief,
             );
             s.hazards
                 .push("without a key, loads append instead of upserting".to_owned());
@@ -496,7 +574,7 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
                 "ALTER TABLE {t} DROP CONSTRAINT {}",
                 quote_ident(&c.name)
             )],
-            BRIEF_EXCLUSIVE,
+            brief,
         ));
     }
     for c in want.constraints.iter().filter(|w| {
@@ -515,7 +593,7 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
                         "ALTER TABLE {t} ADD CONSTRAINT {cn} {} NOT VALID",
                         c.def
                     )],
-                    BRIEF_EXCLUSIVE,
+                    brief,
                 );
                 add.hazards
                     .push("rows written from now on must satisfy it".to_owned());
@@ -531,6 +609,10 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
                     .push("fails if existing rows violate it".to_owned());
                 steps.push(validate);
             }
+            "u" if partitioned => rebuild(format!(
+                "unique constraint {} ({}) is added (its index cannot be built concurrently on a partitioned table)",
+                c.name, c.def
+            )),
             "u" if !c.def.contains("DEFERRABLE") => {
                 let body = c.def.trim_start_matches("UNIQUE").trim();
                 let (nulls, cols) = match body.strip_prefix("NULLS NOT DISTINCT") {
@@ -555,6 +637,13 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
     // a failed or killed concurrent build) matches nothing and is dropped
     // before anything is built.
     for i in have.indexes.iter().filter(|i| !i.valid) {
+        if partitioned {
+            rebuild(format!(
+                "index {} is invalid (not attached on every partition)",
+                i.name
+            ));
+            continue;
+        }
         let iname = TableName::new(name.schema_or_public(), &i.name).quoted();
         let mut s = step(
             name,
@@ -576,13 +665,24 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
             .any(|w| w.unique == i.unique && w.def == i.def)
     }) {
         let iname = TableName::new(name.schema_or_public(), &i.name).quoted();
-        let mut s = step(
-            name,
-            format!("drop index {} ({})", i.name, i.def),
-            vec![format!("DROP INDEX CONCURRENTLY IF EXISTS {iname}")],
-            "SHARE UPDATE EXCLUSIVE (reads and writes continue)",
-        );
-        s.phase = Phase::Concurrently;
+        // A partitioned table's index cannot be dropped concurrently.
+        let mut s = if partitioned {
+            step(
+                name,
+                format!("drop index {} ({})", i.name, i.def),
+                vec![format!("DROP INDEX IF EXISTS {iname}")],
+                brief,
+            )
+        } else {
+            let mut s = step(
+                name,
+                format!("drop index {} ({})", i.name, i.def),
+                vec![format!("DROP INDEX CONCURRENTLY IF EXISTS {iname}")],
+                "SHARE UPDATE EXCLUSIVE (reads and writes continue)",
+            );
+            s.phase = Phase::Concurrently;
+            s
+        };
         s.hazards
             .push("queries that used the index get slower".to_owned());
         steps.push(s);
@@ -592,6 +692,14 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
             .iter()
             .any(|i| i.unique == w.unique && i.def == w.def)
     }) {
+        if partitioned {
+            rebuild(format!(
+                "index {} is added (it cannot be built concurrently on a partitioned table: \
+                 build it CONCURRENTLY on each partition, create it ON ONLY the table and attach them)",
+                w.name
+            ));
+            continue;
+        }
         let iname = TableName::new(name.schema_or_public(), &w.name).quoted();
         let mut s = step(
             name,
@@ -675,7 +783,7 @@ fn diff(name: &TableName, have: &TableFacts, want: &TableFacts, plan: &mut Plan)
 /// NOT NULL without a long lock: a `NOT VALID` check, validated while reads
 /// and writes continue, then `SET NOT NULL` (which uses the check instead of
 /// scanning) and the check dropped.
-fn set_not_null(name: &TableName, column: &str) -> Vec<Step> {
+fn set_not_null(name: &TableName, column: &str, brief: &'static str) -> Vec<Step> {
     let t = name.quoted();
     let c = quote_ident(column);
     let check = quote_ident(&helper_name("nn", column));
@@ -685,7 +793,7 @@ fn set_not_null(name: &TableName, column: &str) -> Vec<Step> {
         vec![format!(
             "ALTER TABLE {t} ADD CONSTRAINT {check} CHECK ({c} IS NOT NULL) NOT VALID"
         )],
-        BRIEF_EXCLUSIVE,
+        brief,
     );
     add.hazards
         .push(format!("rows written from now on must have {column}"));
@@ -705,7 +813,7 @@ fn set_not_null(name: &TableName, column: &str) -> Vec<Step> {
             format!("ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL"),
             format!("ALTER TABLE {t} DROP CONSTRAINT {check}"),
         ],
-        BRIEF_EXCLUSIVE,
+        brief,
     );
     vec![add, validate, set]
 }
