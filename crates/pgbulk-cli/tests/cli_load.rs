@@ -1295,6 +1295,46 @@ async fn several_files_with_different_headers() {
     );
 }
 
+/// Blank header fields (a trailing delimiter, an unnamed index column) are
+/// named by their position, so several of them load; a table created when
+/// they were all called "column" still takes the file.
+#[tokio::test]
+async fn unnamed_header_fields_are_named_by_their_position() {
+    let db = TestDb::new("load_unnamed").await;
+    let home = Scratch::new("load-unnamed");
+    let file = home.file("unnamed.csv", ",name,\n0,x,\n1,y,\n", 0o644);
+    let path = file.to_str().expect("utf8");
+    let out = load(&db, &home, &[path, "--table", "t"]);
+    assert_ok(&out);
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute \
+             WHERE attrelid = 't'::regclass AND attnum > 0"
+        )
+        .await,
+        vec![vec![s("column1,name,column3")]]
+    );
+    let again = load(&db, &home, &[path, "--table", "t", "--restart"]);
+    assert_ok(&again);
+    assert_eq!(
+        rows(&db, "SELECT count(*)::text, count(column3)::text FROM t").await,
+        vec![vec![s("4"), s("0")]]
+    );
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE old (\"column\" int, name text)")
+        .await
+        .expect("table");
+    let one = home.file("one.csv", ",name\n5,z\n", 0o644);
+    let out = load(&db, &home, &[one.to_str().expect("utf8"), "--table", "old"]);
+    assert_ok(&out);
+    assert_eq!(
+        rows(&db, "SELECT \"column\"::text, name FROM old").await,
+        vec![vec![s("5"), s("z")]]
+    );
+}
+
 /// A few rows upserted into a table 20 times their size are merged by
 /// probing the key's index: the same counts and values as the hash join.
 #[tokio::test]

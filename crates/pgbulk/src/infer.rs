@@ -74,6 +74,18 @@ pub fn normalize_name(name: &str) -> String {
     out
 }
 
+/// The name pgbulk gives the column of the header field `name` at
+/// `position` (0-based): [`normalize_name`], or `column<N>` (its 1-based
+/// position) when the field is blank, so that several unnamed fields (a
+/// trailing delimiter, an index column without a name) get distinct names.
+pub fn column_name(name: &str, position: usize) -> String {
+    if name.trim().is_empty() {
+        format!("column{}", position + 1)
+    } else {
+        normalize_name(name)
+    }
+}
+
 /// Tracks which types every value of a column fits.
 #[derive(Debug, Clone)]
 pub struct Inference {
@@ -88,7 +100,11 @@ impl Inference {
     /// Starts inferring columns called `names`.
     pub fn new(names: &[String]) -> Self {
         Self {
-            names: names.iter().map(|n| normalize_name(n)).collect(),
+            names: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| column_name(n, i))
+                .collect(),
             alive: names.iter().map(|_| vec![true; CANDIDATES.len()]).collect(),
             nullable: vec![false; names.len()],
             seen: vec![false; names.len()],
@@ -359,6 +375,8 @@ mod tests {
     #[test]
     fn names_and_ddl() {
         assert_eq!(normalize_name(" Point Of Sale "), "point_of_sale");
+        assert_eq!(column_name(" Point Of Sale ", 0), "point_of_sale");
+        assert_eq!(column_name(" ", 2), "column3");
         assert_eq!(normalize_name("Größe"), "größe");
         let long = "é".repeat(40);
         assert_eq!(

@@ -284,7 +284,13 @@ impl Shared {
         let line = self.opts.skip_lines + 1;
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for (i, n) in names.iter().enumerate() {
-            if let Some(first) = seen.insert(n.clone(), i) {
+            // Blank fields are told apart by their position.
+            let named = if n.trim().is_empty() {
+                crate::infer::column_name(n, i)
+            } else {
+                n.clone()
+            };
+            if let Some(first) = seen.insert(named, i) {
                 let n = shorten(n);
                 return Err(Error::new(
                     ErrorKind::Data,
@@ -309,7 +315,14 @@ impl Shared {
         let mut mapping = Vec::with_capacity(names.len());
         for (i, n) in names.iter().enumerate() {
             let shown = shorten(n);
-            match find(n).as_deref() {
+            // A blank field is named by its position where pgbulk created
+            // the table ("column" before it numbered them).
+            let found = if n.trim().is_empty() {
+                find(&crate::infer::column_name(n, i)).or_else(|| find(n))
+            } else {
+                find(n)
+            };
+            match found.as_deref() {
                 Some(c) if file_columns.iter().any(|f| f == c) => {
                     return Err(Error::new(
                         ErrorKind::Data,
