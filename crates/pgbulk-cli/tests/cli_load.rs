@@ -1597,9 +1597,52 @@ async fn a_declared_partitioned_table_is_created_with_its_partitions() {
         .arg(&db.url));
     assert_ok(&plan);
     assert!(!plan.stdout.contains("ALTER"), "{}", plan.stdout);
+    // A new index: created ON ONLY the table, built concurrently on each
+    // partition and attached (no lock that blocks writes while it builds);
+    // a build left half-done (the table's index invalid, a partition's
+    // invalid) is completed by the next run.
+    let indexed = home.file(
+        "indexed.sql",
+        "CREATE TABLE decl (id int, day date, v text NOT NULL DEFAULT 'none', note text CHECK (note <> ''), \
+                            PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+         CREATE INDEX decl_note ON decl (note, v);",
+        0o644,
+    );
+    let out = declared_load(&with_note, &indexed);
+    assert_ok(&out);
+    let index_parts = "SELECT c.relname::text, i.indisvalid::text, \
+                              coalesce((SELECT h.inhparent::regclass::text FROM pg_inherits h WHERE h.inhrelid = c.oid), '-') \
+                       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                       WHERE c.relname LIKE '%decl_note' ORDER BY 1";
+    let built = vec![
+        vec![s("decl_2024_decl_note"), s("true"), s("decl_note")],
+        vec![s("decl_note"), s("true"), s("-")],
+        vec![s("decl_rest_decl_note"), s("true"), s("decl_note")],
+    ];
+    assert_eq!(rows(&db, index_parts).await, built);
+    db.connect()
+        .await
+        .batch_execute(
+            "DROP INDEX decl_note;
+             CREATE INDEX decl_note ON ONLY decl (note, v);
+             CREATE INDEX decl_2024_decl_note ON decl_2024 (note, v);
+             ALTER INDEX decl_note ATTACH PARTITION decl_2024_decl_note;",
+        )
+        .await
+        .expect("half an index");
+    db.connect()
+        .await
+        .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY decl_rest_decl_note ON decl_rest ((1))")
+        .await
+        .expect_err("the rows repeat its one value: an invalid index is left");
+    let more = home.file("more.csv", "id,day,v,note\n5,2024-07-01,e,again\n", 0o644);
+    let out = declared_load(&more, &indexed);
+    assert_ok(&out);
+    assert_eq!(rows(&db, index_parts).await, built);
     // What PostgreSQL cannot do in place on a partitioned table (a type
-    // change is a rebuild, which would drop the partitions; an index cannot
-    // be built concurrently on one): refused before anything changes.
+    // change is a rebuild, which would drop the partitions; a new key
+    // needs a unique index built on the table as a whole): refused before
+    // anything changes.
     for (name, sql, reason) in [
         (
             "retyped.sql",
@@ -1608,11 +1651,11 @@ async fn a_declared_partitioned_table_is_created_with_its_partitions() {
             "column v changes type from text to integer",
         ),
         (
-            "indexed.sql",
+            "keyed.sql",
             "CREATE TABLE decl (id int, day date, v text NOT NULL DEFAULT 'none', note text CHECK (note <> ''), \
-                                extra int, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
-             CREATE INDEX decl_note ON decl (note);",
-            "index decl_note is added (it cannot be built concurrently on a partitioned table",
+                                extra int, PRIMARY KEY (id, day), UNIQUE (note, day)) PARTITION BY RANGE (day);
+             CREATE INDEX decl_note ON decl (note, v);",
+            "unique constraint decl_note_day_key (UNIQUE (note, day)) is added",
         ),
     ] {
         let schema = home.file(name, sql, 0o644);

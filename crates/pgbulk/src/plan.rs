@@ -10,11 +10,12 @@
 //! name and swapped in within the first batch's transaction.
 //!
 //! A partitioned table is migrated with the same steps on the parent
-//! (PostgreSQL carries them to the partitions), except what it cannot do
-//! there: a rebuild (it would drop the partitions) or a new index (none
-//! can be built concurrently on a partitioned table) refuses the plan. A
-//! partition is planned only for what is its own (comments, its own
-//! indexes) and only when its parent is declared too.
+//! (PostgreSQL carries them to the partitions); a new index is built
+//! partition by partition (PostgreSQL cannot build one concurrently on a
+//! partitioned table); what it cannot do there (a rebuild would drop the
+//! partitions, a new key needs a unique index on the whole table) refuses
+//! the plan. A partition is planned only for what is its own (comments,
+//! its own indexes) and only when its parent is declared too.
 
 use std::fmt;
 
@@ -212,9 +213,12 @@ pub async fn plan_in(
                         constraints: want.constraints.clone(),
                         ..have.clone()
                     };
-                    diff(name, &inherited, want, &mut plan, false);
+                    diff(name, &inherited, want, &mut plan, None);
+                } else if kind == Kind::Partitioned {
+                    let tree = partition_tree(&*client, oid).await?;
+                    diff(name, &have, want, &mut plan, Some(&tree));
                 } else {
-                    diff(name, &have, want, &mut plan, kind == Kind::Partitioned);
+                    diff(name, &have, want, &mut plan, None);
                 }
                 let changed = plan.steps.len() > steps || plan.rebuilds.len() > rebuilds;
                 match kind {
@@ -228,9 +232,9 @@ pub async fn plan_in(
                         return Err(crate::Error::config(format!(
                             "{name} is a partitioned table and the declaration differs from it in ways \
                              pgbulk does not migrate in place on one ({}); it migrates a partitioned \
-                             table's columns, defaults, NOT NULL, checks, comments and index drops, \
-                             not a rebuild (which would drop its partitions) or a new index (which \
-                             cannot be built concurrently on one): migrate it by hand, then run again",
+                             table's columns, defaults, NOT NULL, checks, comments and indexes, \
+                             not a rebuild (which would drop its partitions) or a new key: migrate \
+                             it by hand, then run again",
                             changes.join("; ")
                         )));
                     }
@@ -296,6 +300,208 @@ async fn relation_kind(
             (false, ..) => Kind::Plain,
         },
     )
+}
+
+/// A partition (at any depth) of a partitioned table, as building an index
+/// on it partition by partition needs it.
+#[derive(Debug, Clone)]
+struct Partition {
+    table: TableName,
+    /// The table it is a partition of.
+    parent: TableName,
+    /// Whether it holds rows (else it is partitioned itself).
+    leaf: bool,
+    /// A foreign table: it takes no index.
+    foreign: bool,
+    /// Its indexes: name and whether valid.
+    indexes: Vec<(String, bool)>,
+}
+
+/// The partitions of the partitioned table `oid`, parents before their
+/// partitions.
+async fn partition_tree(
+    client: &impl tokio_postgres::GenericClient,
+    oid: tokio_postgres::types::Oid,
+) -> Result<Vec<Partition>> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, pn.nspname::text, pc.relname::text, t.isleaf, \
+                    c.relkind = 'f', \
+                    ARRAY(SELECT ic.relname::text FROM pg_catalog.pg_index i \
+                          JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
+                          WHERE i.indrelid = c.oid ORDER BY 1), \
+                    ARRAY(SELECT i.indisvalid FROM pg_catalog.pg_index i \
+                          JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
+                          WHERE i.indrelid = c.oid ORDER BY ic.relname::text) \
+             FROM pg_catalog.pg_partition_tree($1::oid::regclass) t \
+             JOIN pg_catalog.pg_class c ON c.oid = t.relid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_class pc ON pc.oid = t.parentrelid \
+             JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace \
+             WHERE t.level > 0 ORDER BY t.level, 1, 2",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| crate::Error::server("reading the partitions", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let names: Vec<String> = r.get(6);
+            let valid: Vec<bool> = r.get(7);
+            Partition {
+                table: TableName::new(r.get(0), r.get(1)),
+                parent: TableName::new(r.get(2), r.get(3)),
+                leaf: r.get(4),
+                foreign: r.get(5),
+                indexes: names.into_iter().zip(valid).collect(),
+            }
+        })
+        .collect())
+}
+
+/// The name of index `index`'s part on `partition`: both names joined,
+/// cut to 63 bytes with a digest of the whole when longer.
+fn partition_index_name(partition: &str, index: &str) -> String {
+    let full = format!("{partition}_{index}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, full.as_bytes());
+    let hex: String = digest.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut cut = 63 - hex.len() - 1;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{hex}", &full[..cut])
+}
+
+/// A new index `w` on the partitioned table `name` (partitions `tree`),
+/// without a lock that blocks writes while it builds (PostgreSQL cannot
+/// build one concurrently on a partitioned table): created `ON ONLY` the
+/// table and each partitioned partition (invalid, no rows read), built
+/// `CONCURRENTLY` on each partition holding rows, then each part attached
+/// to its parent's, which makes the table's valid. Every statement may run
+/// again: a build interrupted half-way is completed by the next run (an
+/// invalid part is dropped and built again).
+fn partitioned_index(name: &TableName, w: &IndexFacts, tree: &[Partition]) -> Vec<Step> {
+    let unique = if w.unique { "UNIQUE " } else { "" };
+    let part_name = |p: &TableName| -> String {
+        if p == name {
+            w.name.clone()
+        } else {
+            partition_index_name(&p.name, &w.name)
+        }
+    };
+    let mut create = step(
+        name,
+        format!(
+            "create {}index {} on the partitioned table alone (invalid until its partitions' are attached)",
+            unique.to_lowercase(),
+            w.name
+        ),
+        vec![format!(
+            "CREATE {unique}INDEX IF NOT EXISTS {} ON ONLY {} {}",
+            quote_ident(&w.name),
+            name.quoted(),
+            w.def
+        )],
+        "SHARE on the partitioned table alone, brief (no rows are read)",
+    );
+    let parts: Vec<&Partition> = tree.iter().filter(|p| !p.foreign).collect();
+    for p in parts.iter().filter(|p| !p.leaf) {
+        create.sql.push(format!(
+            "CREATE {unique}INDEX IF NOT EXISTS {} ON ONLY {} {}",
+            quote_ident(&part_name(&p.table)),
+            p.table.quoted(),
+            w.def
+        ));
+    }
+    let mut steps = vec![create];
+    for p in parts.iter().filter(|p| p.leaf) {
+        let index = part_name(&p.table);
+        let qualified = TableName::new(p.table.schema_or_public(), &index).quoted();
+        match p.indexes.iter().find(|(n, _)| *n == index) {
+            Some((_, true)) => continue,
+            Some((_, false)) => {
+                steps.push(drop_invalid_index(
+                    name,
+                    format!(
+                        "drop invalid index {index} of {} (an interrupted build)",
+                        p.table
+                    ),
+                    &qualified,
+                    "SHARE UPDATE EXCLUSIVE on the partition (reads and writes continue)",
+                ));
+            }
+            None => {}
+        }
+        let mut build = step(
+            name,
+            format!(
+                "build {}index {index} on {} concurrently",
+                unique.to_lowercase(),
+                p.table
+            ),
+            vec![format!(
+                "CREATE {unique}INDEX CONCURRENTLY IF NOT EXISTS {} ON {} {}",
+                quote_ident(&index),
+                p.table.quoted(),
+                w.def
+            )],
+            "SHARE UPDATE EXCLUSIVE on the partition while it builds (reads and writes continue)",
+        );
+        build.phase = Phase::Concurrently;
+        build.cleanup = Some(format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}"));
+        if w.unique {
+            build
+                .hazards
+                .push("fails if existing rows are not unique".to_owned());
+        }
+        steps.push(build);
+    }
+    // Deepest first: a partitioned partition's index is valid once its own
+    // partitions' are attached, and only a valid one makes its parent's so.
+    let attach: Vec<String> = parts
+        .iter()
+        .rev()
+        .map(|p| {
+            format!(
+                "ALTER INDEX {} ATTACH PARTITION {}",
+                TableName::new(p.parent.schema_or_public(), &part_name(&p.parent)).quoted(),
+                TableName::new(p.table.schema_or_public(), &part_name(&p.table)).quoted()
+            )
+        })
+        .collect();
+    if !attach.is_empty() {
+        steps.push(step(
+            name,
+            format!("attach the partitions' parts of index {}", w.name),
+            attach,
+            "SHARE UPDATE EXCLUSIVE on the indexes, brief",
+        ));
+    }
+    steps
+}
+
+/// Drops the invalid index `qualified` (left by a failed or killed
+/// concurrent build) of `table`'s, concurrently.
+fn drop_invalid_index(
+    table: &TableName,
+    summary: String,
+    qualified: &str,
+    lock: &'static str,
+) -> Step {
+    let mut s = step(
+        table,
+        summary,
+        vec![format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}")],
+        lock,
+    );
+    s.phase = Phase::Concurrently;
+    s
 }
 
 fn step(table: &TableName, summary: String, sql: Vec<String>, lock: &'static str) -> Step {
@@ -375,16 +581,18 @@ fn column_sql(col: &ColumnFacts) -> String {
 }
 
 /// Plans the steps (or the rebuild) from `have` to `want`. On a
-/// `partitioned` table (whose statements reach its partitions) what cannot
-/// be done in place there is a rebuild reason too: an index, which
-/// PostgreSQL cannot build concurrently on a partitioned table.
+/// partitioned table (`tree`: its partitions; its statements reach them)
+/// what cannot be done in place there is a rebuild reason too (a new key),
+/// and a new index is built partition by partition
+/// ([`partitioned_index`]).
 fn diff(
     name: &TableName,
     have: &TableFacts,
     want: &TableFacts,
     plan: &mut Plan,
-    partitioned: bool,
+    tree: Option<&[Partition]>,
 ) {
+    let partitioned = tree.is_some();
     let t = name.quoted();
     let brief = if partitioned {
         BRIEF_EXCLUSIVE_PARTITIONS
@@ -638,24 +846,40 @@ fn diff(
     // before anything is built.
     for i in have.indexes.iter().filter(|i| !i.valid) {
         if partitioned {
-            rebuild(format!(
-                "index {} is invalid (not attached on every partition)",
-                i.name
-            ));
+            // An index whose partitions are not all attached yet (an
+            // interrupted build): the build below completes it when it is
+            // still declared; else it is dropped.
+            let declared = want
+                .indexes
+                .iter()
+                .any(|w| w.name == i.name && w.unique == i.unique && w.def == i.def);
+            if !declared {
+                let iname = TableName::new(name.schema_or_public(), &i.name).quoted();
+                steps.insert(
+                    0,
+                    step(
+                        name,
+                        format!("drop invalid index {} (an interrupted build)", i.name),
+                        vec![format!("DROP INDEX IF EXISTS {iname}")],
+                        brief,
+                    ),
+                );
+            }
             continue;
         }
         let iname = TableName::new(name.schema_or_public(), &i.name).quoted();
-        let mut s = step(
-            name,
-            format!(
-                "drop invalid index {} (a failed or interrupted build)",
-                i.name
+        steps.insert(
+            0,
+            drop_invalid_index(
+                name,
+                format!(
+                    "drop invalid index {} (a failed or interrupted build)",
+                    i.name
+                ),
+                &iname,
+                "SHARE UPDATE EXCLUSIVE (reads and writes continue)",
             ),
-            vec![format!("DROP INDEX CONCURRENTLY IF EXISTS {iname}")],
-            "SHARE UPDATE EXCLUSIVE (reads and writes continue)",
         );
-        s.phase = Phase::Concurrently;
-        steps.insert(0, s);
     }
     let have_valid: Vec<&IndexFacts> = have.indexes.iter().filter(|i| i.valid).collect();
     for i in have_valid.iter().filter(|i| {
@@ -692,12 +916,8 @@ fn diff(
             .iter()
             .any(|i| i.unique == w.unique && i.def == w.def)
     }) {
-        if partitioned {
-            rebuild(format!(
-                "index {} is added (it cannot be built concurrently on a partitioned table: \
-                 build it CONCURRENTLY on each partition, create it ON ONLY the table and attach them)",
-                w.name
-            ));
+        if let Some(tree) = tree {
+            steps.extend(partitioned_index(name, w, tree));
             continue;
         }
         let iname = TableName::new(name.schema_or_public(), &w.name).quoted();
@@ -867,6 +1087,22 @@ mod tests {
         ));
         assert!(!is_widening("integer", "bigint"));
         assert!(!is_widening("text", "character varying(10)"));
+    }
+
+    #[test]
+    fn partition_index_names_fit_and_stay_distinct() {
+        assert_eq!(
+            partition_index_name("ev_2024", "ev_note"),
+            "ev_2024_ev_note"
+        );
+        let long = "é".repeat(40);
+        let (a, b) = (
+            partition_index_name(&long, "one"),
+            partition_index_name(&long, "two"),
+        );
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert_eq!(a, partition_index_name(&long, "one"));
     }
 
     #[test]
