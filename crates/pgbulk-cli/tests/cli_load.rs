@@ -1704,6 +1704,36 @@ async fn a_declared_partitioned_table_is_created_with_its_partitions() {
         "{}",
         out.stderr
     );
+    // A foreign partition: an index attached part by part would never
+    // become valid, so none is planned.
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE EXTENSION file_fdw;
+             CREATE SERVER files FOREIGN DATA WRAPPER file_fdw;
+             CREATE TABLE mixed (id int, day date) PARTITION BY RANGE (day);
+             CREATE TABLE mixed_2024 PARTITION OF mixed FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+             CREATE FOREIGN TABLE mixed_old PARTITION OF mixed FOR VALUES FROM ('2000-01-01') TO ('2024-01-01')
+               SERVER files OPTIONS (filename '/dev/null');",
+        )
+        .await
+        .expect("a foreign partition");
+    let mixed = home.file(
+        "mixed.sql",
+        "CREATE TABLE mixed (id int, day date) PARTITION BY RANGE (day);
+         CREATE INDEX mixed_id ON mixed (id);",
+        0o644,
+    );
+    let out = run(pgbulk(&home)
+        .args(["plan", "--schema", mixed.to_str().expect("utf8"), "--db"])
+        .arg(&db.url));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("index mixed_id is added, and partition public.mixed_old is a foreign table"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// `--mode replace` into a table another table's foreign key references
