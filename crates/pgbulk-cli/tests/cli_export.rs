@@ -344,6 +344,35 @@ async fn incremental_runs_write_the_rows_with_a_null_stamp_every_time() {
             vec![s("run-000002.parquet"), s("2=b,3=c")]
         ]
     );
+    // The watermark remembers the run's --where: a run with another says
+    // what it does not read, once; the next with the same says nothing.
+    let filtered = |extra: &[&str]| {
+        let mut args = vec![
+            "-t",
+            "ns",
+            "--to",
+            &to,
+            "--incremental",
+            "at",
+            "--where",
+            "id > 1",
+        ];
+        args.extend(extra);
+        export(&home, &src, &args)
+    };
+    let note = "the watermark was stored by an export without --where; rows this --where selects that \
+                are older than the watermark are not read: an export without --incremental reads them once";
+    let plan = filtered(&["--dry-run"]);
+    assert!(plan.stdout.contains(note), "{}", plan.stdout);
+    let third = filtered(&[]);
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    assert!(third.stderr.contains(note), "{}", third.stderr);
+    let fourth = filtered(&[]);
+    assert!(
+        !fourth.stderr.contains("watermark was stored"),
+        "{}",
+        fourth.stderr
+    );
 }
 
 #[tokio::test]

@@ -124,6 +124,20 @@ async fn a_table_is_created_filled_then_merged_incrementally() {
         "{}",
         third.stdout
     );
+    // The state remembers the run's --where: a run with another says what
+    // it does not read; the next with the same says nothing.
+    let filtered = [&inc[..], &["--where", "id > 1"]].concat();
+    let note = "the watermark was stored by an export without --where; rows this --where selects that \
+                are older than the watermark are not read: an export without --incremental reads them once";
+    let changed = export(&home, &src, "ds_first", &filtered);
+    assert_eq!(changed.code, 0, "{}", changed.stderr);
+    assert!(changed.stderr.contains(note), "{}", changed.stderr);
+    let same = export(&home, &src, "ds_first", &filtered);
+    assert!(
+        !same.stderr.contains("watermark was stored"),
+        "{}",
+        same.stderr
+    );
     // The rows of a query, merged on the key named.
     let query = export(
         &home,

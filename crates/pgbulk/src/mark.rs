@@ -20,6 +20,36 @@
 
 use tokio_postgres::{Client, Transaction};
 
+/// What to tell the user when the watermark a `command` ("sync",
+/// "export") reads from was stored with another `--where` (`before`) than
+/// this run's (`now`): rows the new filter adds that are older than the
+/// watermark are not read. `None` when the filters are the same.
+pub(crate) fn filter_changed(
+    command: &str,
+    before: Option<&str>,
+    now: Option<&str>,
+) -> Option<String> {
+    (before != now).then(|| {
+        format!(
+            "the watermark was stored by {} {command} {}; rows this --where selects that are older \
+             than the watermark are not read: {} {command} without --incremental reads them once",
+            article(command),
+            before.map_or("without --where".to_owned(), |w| format!(
+                "with --where {w}"
+            )),
+            article(command),
+        )
+    })
+}
+
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
 use crate::error::{Error, Result};
 use crate::schema::quote_ident;
 

@@ -433,19 +433,28 @@ impl BigQuery {
     }
 }
 
+/// The state table's column recording the `--where` of the run that
+/// stored a watermark, as `{"sql": ...}` (`null` without one): state tables
+/// created before it have none, and nothing is compared.
+const FILTER_COLUMN: &str = "filter";
+
 /// Where an incremental export of `table` starts: the watermark of
-/// `column` stored in the dataset's state table, else the destination's
-/// `max(column)` as BigQuery prints it (at or after it), else the
-/// beginning. `existing`: the destination's columns, if it exists.
+/// `column` stored in the dataset's state table (with the `--where` of the
+/// run that stored it, when recorded: `Some(None)` for none), else the
+/// destination's `max(column)` as BigQuery prints it (at or after it),
+/// else the beginning. `existing`: the destination's columns, if it
+/// exists.
 pub fn read_mark(
     bq: &mut BigQuery,
     table: &str,
     column: &str,
     existing: Option<&[BqColumn]>,
-) -> Result<Option<crate::mark::Mark>> {
-    if bq.columns(STATE_TABLE)?.is_some() {
+) -> Result<(Option<crate::mark::Mark>, Option<Option<String>>)> {
+    if let Some(state_columns) = bq.columns(STATE_TABLE)? {
+        let recorded = state_columns.iter().any(|c| c.name == FILTER_COLUMN);
         let sql = format!(
-            "SELECT watermark FROM {} WHERE table_name = @t AND column_name = @c",
+            "SELECT watermark{} FROM {} WHERE table_name = @t AND column_name = @c",
+            if recorded { ", `filter`" } else { "" },
             bq.quoted(STATE_TABLE)
         );
         let (rows, _) = bq.query(
@@ -453,14 +462,21 @@ pub fn read_mark(
             &[("t", table), ("c", column)],
             "reading the watermark",
         )?;
-        let stored = rows
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next().flatten())
+        let row = rows.into_iter().next().unwrap_or_default();
+        let stored = row
+            .first()
+            .cloned()
+            .flatten()
             .and_then(|w| serde_json::from_str::<Value>(&w).ok())
             .and_then(|w| crate::mark::Mark::from_json(&w));
+        let filter = row
+            .get(1)
+            .cloned()
+            .flatten()
+            .and_then(|f| serde_json::from_str::<Value>(&f).ok())
+            .map(|f| f.get("sql").and_then(Value::as_str).map(str::to_owned));
         if stored.is_some() {
-            return Ok(stored);
+            return Ok((stored, filter));
         }
     }
     let Some(dest) = existing.and_then(|cols| {
@@ -468,58 +484,79 @@ pub fn read_mark(
             .find(|c| c.name.eq_ignore_ascii_case(column))
             .map(|c| c.name.clone())
     }) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let sql = format!(
         "SELECT CAST(MAX(`{dest}`) AS STRING) FROM {}",
         bq.quoted(table)
     );
     let (rows, _) = bq.query(&sql, &[], "reading the destination's newest row")?;
-    Ok(rows
-        .into_iter()
-        .next()
-        .and_then(|r| r.into_iter().next().flatten())
-        .map(crate::mark::Mark::at))
+    Ok((
+        rows.into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten())
+            .map(crate::mark::Mark::at),
+        None,
+    ))
 }
 
 /// Stores `mark` (a [`crate::mark::Mark`]'s JSON) as where the next
-/// incremental export of `table` by `column` starts, creating the state
-/// table when missing.
+/// incremental export of `table` by `column` starts, with the run's
+/// `filter`, creating the state table when missing.
 pub fn store_mark(
     bq: &mut BigQuery,
     table: &str,
     column: &str,
     mark: &str,
+    filter: Option<&str>,
     source: &str,
 ) -> Result<()> {
-    if bq.columns(STATE_TABLE)?.is_none() {
-        let field = |name: &str, t: &str| json!({ "name": name, "type": t, "mode": "NULLABLE" });
-        bq.create_fields(
-            STATE_TABLE,
-            vec![
-                field("table_name", "STRING"),
-                field("column_name", "STRING"),
-                field("source", "STRING"),
-                field("watermark", "STRING"),
-                field("updated_at", "TIMESTAMP"),
-            ],
-            "Where pgbulk's incremental exports into this dataset start next.",
-            false,
-        )?;
-    }
+    let recorded = match bq.columns(STATE_TABLE)? {
+        Some(columns) => columns.iter().any(|c| c.name == FILTER_COLUMN),
+        None => {
+            let field =
+                |name: &str, t: &str| json!({ "name": name, "type": t, "mode": "NULLABLE" });
+            bq.create_fields(
+                STATE_TABLE,
+                vec![
+                    field("table_name", "STRING"),
+                    field("column_name", "STRING"),
+                    field("source", "STRING"),
+                    field("watermark", "STRING"),
+                    field("updated_at", "TIMESTAMP"),
+                    field(FILTER_COLUMN, "STRING"),
+                ],
+                "Where pgbulk's incremental exports into this dataset start next.",
+                false,
+            )?;
+            true
+        }
+    };
     let state = bq.quoted(STATE_TABLE);
-    let params = [("t", table), ("c", column), ("s", source), ("w", mark)];
+    let filter = json!({ "sql": filter }).to_string();
+    let params = [
+        ("t", table),
+        ("c", column),
+        ("s", source),
+        ("w", mark),
+        ("f", filter.as_str()),
+    ];
     bq.query(
         &format!("DELETE FROM {state} WHERE table_name = @t AND column_name = @c"),
         &params[..2],
         "storing the watermark",
     )?;
+    let (columns, values, params) = if recorded {
+        (", `filter`", ", @f", &params[..])
+    } else {
+        ("", "", &params[..4])
+    };
     bq.query(
         &format!(
-            "INSERT INTO {state} (table_name, column_name, source, watermark, updated_at) \
-             VALUES (@t, @c, @s, @w, CURRENT_TIMESTAMP())"
+            "INSERT INTO {state} (table_name, column_name, source, watermark, updated_at{columns}) \
+             VALUES (@t, @c, @s, @w, CURRENT_TIMESTAMP(){values})"
         ),
-        &params,
+        params,
         "storing the watermark",
     )?;
     Ok(())

@@ -485,6 +485,8 @@ async fn export_table(
                 ),
                 format!("with {}", copy(start.as_ref())),
             ];
+            done.plan
+                .extend(parquet_filter_changed(state.as_ref(), opts));
             done.watermarks = opts
                 .incremental
                 .as_ref()
@@ -525,6 +527,7 @@ async fn export_table(
                 publish.then_some(written.rows),
                 opts.incremental.as_deref(),
                 next.as_ref().map(Mark::to_json),
+                opts.filter.as_deref(),
                 &label,
                 inc.is_none(),
             )?;
@@ -532,6 +535,8 @@ async fn export_table(
             done.file = publish.then(|| run.relative().to_owned());
             done.bytes = if publish { written.bytes } else { 0 };
             done.notes = clamp_notes(&columns, written.clamped);
+            done.notes
+                .extend(parquet_filter_changed(Some(run.state()), opts));
             done.watermarks = inc.map(|i| (i.start.map(|m| m.value), next.map(|m| m.value)));
             Ok(done)
         }
@@ -560,6 +565,7 @@ async fn export_table(
                 done.plan = export.plan;
                 done.plan.insert(0, read_plan(start.as_ref()));
                 done.plan.push(format!("with {}", copy(start.as_ref())));
+                done.plan.extend(export.filter_note);
                 done.watermarks = inc.map(|i| (i.start.map(|m| m.value), None));
                 return Ok(done);
             }
@@ -601,14 +607,16 @@ async fn export_table(
                     next.to_json().to_string(),
                     label.clone(),
                 );
+                let filter = opts.filter.clone();
                 blocking(bq, move |bq| {
-                    bigquery::store_mark(bq, &table, &column, &mark, &source)
+                    bigquery::store_mark(bq, &table, &column, &mark, filter.as_deref(), &source)
                 })
                 .await?;
             }
             done.rows = written.rows;
             done.merged = Some(merged);
             done.notes = clamp_notes(&columns, written.clamped);
+            done.notes.extend(export.filter_note.clone());
             if export.create && written.rows > 0 {
                 done.notes.push(format!(
                     "created {} (key {}) from the type mapping",
@@ -635,6 +643,17 @@ fn parquet_start(state: Option<&parquet_dir::TableState>, opts: &ExportOptions) 
         .and_then(Mark::from_json)
 }
 
+/// When an incremental read starts from a watermark stored with another
+/// `--where`: what the user should know (see [`mark::filter_changed`]).
+fn parquet_filter_changed(
+    state: Option<&parquet_dir::TableState>,
+    opts: &ExportOptions,
+) -> Option<String> {
+    parquet_start(state, opts)?;
+    let before = state?.filter.as_ref()?;
+    mark::filter_changed("export", before.sql.as_deref(), opts.filter.as_deref())
+}
+
 /// What BigQuery's side of a table's export was found to be.
 struct BigQueryPlan {
     /// The destination, quoted.
@@ -646,6 +665,8 @@ struct BigQueryPlan {
     key: Vec<String>,
     /// Where an incremental read starts.
     start: Option<Mark>,
+    /// The watermark was stored with another `--where`.
+    filter_note: Option<String>,
     /// For dry runs.
     plan: Vec<String>,
     description: String,
@@ -661,12 +682,13 @@ async fn bigquery_export(
     label: &str,
     opts: &ExportOptions,
 ) -> Result<BigQueryPlan> {
-    let (table, columns, key, label, incremental) = (
+    let (table, columns, key, label, incremental, opts_filter) = (
         table.to_owned(),
         columns.to_vec(),
         key.to_vec(),
         label.to_owned(),
         opts.incremental.clone(),
+        opts.filter.clone(),
     );
     blocking(bq, move |bq| {
         let quoted = bq.quoted(&table);
@@ -706,10 +728,13 @@ async fn bigquery_export(
                     .collect(),
             ),
         };
-        let start = match &incremental {
+        let (start, stored_filter) = match &incremental {
             Some(column) => bigquery::read_mark(bq, &table, column, existing.as_deref())?,
-            None => None,
+            None => (None, None),
         };
+        let filter_note = stored_filter.and_then(|before| {
+            mark::filter_changed("export", before.as_deref(), opts_filter.as_deref())
+        });
         let mut plan = Vec::new();
         if create {
             plan.push(format!(
@@ -726,6 +751,7 @@ async fn bigquery_export(
             fills,
             key,
             start,
+            filter_note,
             plan,
             description,
         })

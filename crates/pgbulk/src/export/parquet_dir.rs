@@ -50,12 +50,23 @@ pub struct TableState {
     /// Where the next incremental read starts (a [`crate::mark::Mark`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<serde_json::Value>,
+    /// The `--where` of the run that stored the watermark (absent in
+    /// states written before it was recorded).
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub filter: Option<StoredFilter>,
     /// Runs that wrote this table (the next file's number is one more).
     pub runs: u64,
     /// The table's files, relative to the directory, oldest first.
     pub files: Vec<String>,
     /// Rows in those files.
     pub rows: u64,
+}
+
+/// A run's `--where`, as its table's state records it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredFilter {
+    /// The condition (`None`: the run had none).
+    pub sql: Option<String>,
 }
 
 /// The state file.
@@ -167,14 +178,16 @@ impl ParquetDir {
     }
 
     /// Publishes a run: its file (if one was written) renamed into place,
-    /// then the state saying so, with `watermark`; a full export
-    /// (`replace`) then removes the table's older files.
+    /// then the state saying so, with `watermark` and the run's `filter`;
+    /// a full export (`replace`) then removes the table's older files.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
         run: &Run,
         written: Option<u64>,
         column: Option<&str>,
         watermark: Option<serde_json::Value>,
+        filter: Option<&str>,
         source: &str,
         replace: bool,
     ) -> Result<()> {
@@ -198,6 +211,9 @@ impl ParquetDir {
         entry.source = source.to_owned();
         entry.column = column.map(str::to_owned);
         entry.watermark = watermark;
+        entry.filter = Some(StoredFilter {
+            sql: filter.map(str::to_owned),
+        });
         let _updating = lock(&self.dir.join(LOCK_FILE), true)?;
         let mut state = self.read_state()?;
         state.pgbulk_export = 1;
@@ -374,7 +390,7 @@ mod tests {
         assert_eq!(again.relative(), "t/run-000001.parquet");
         assert!(!again.path.exists() && !again.partial.exists());
         std::fs::write(&again.partial, b"rows").expect("rows");
-        out.commit(&again, Some(3), None, None, "public.t", true)
+        out.commit(&again, Some(3), None, None, None, "public.t", true)
             .expect("commit");
         let state = out.table_state("t").expect("state").expect("t");
         assert_eq!(

@@ -298,17 +298,8 @@ pub async fn sync(
             if stored.is_some() {
                 let metadata = watermark::read_metadata(&dest, &dest_name, &key).await?;
                 if let Some(before) = metadata.as_ref().and_then(|m| m.get("where")) {
-                    if before.as_str() != opts.filter.as_deref() {
-                        filter_changed = Some(format!(
-                            "the watermark was stored by a sync {}; rows this --where selects that are older \
-                             than the watermark are not read: a sync without --incremental reads them once",
-                            before
-                                .as_str()
-                                .map_or("without --where".to_owned(), |w| format!(
-                                    "with --where {w}"
-                                ))
-                        ));
-                    }
+                    filter_changed =
+                        mark::filter_changed("sync", before.as_str(), opts.filter.as_deref());
                 }
             }
             // No stored watermark: start after what the destination has.
