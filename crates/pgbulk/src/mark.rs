@@ -20,10 +20,14 @@
 
 use tokio_postgres::{Client, Transaction};
 
-/// What to tell the user when the watermark a `command` ("sync",
-/// "export") reads from was stored with another `--where` (`before`) than
-/// this run's (`now`): rows the new filter adds that are older than the
-/// watermark are not read. `None` when the filters are the same.
+use crate::error::{Error, Result};
+use crate::schema::quote_ident;
+
+/// What to tell the user when the watermark a run of `command` (with its
+/// article: "a sync", "an export") reads from was stored with another
+/// `--where` (`before`) than this run's (`now`): rows the new filter adds
+/// that are older than the watermark are not read. `None` when the filters
+/// are the same.
 pub(crate) fn filter_changed(
     command: &str,
     before: Option<&str>,
@@ -31,27 +35,14 @@ pub(crate) fn filter_changed(
 ) -> Option<String> {
     (before != now).then(|| {
         format!(
-            "the watermark was stored by {} {command} {}; rows this --where selects that are older \
-             than the watermark are not read: {} {command} without --incremental reads them once",
-            article(command),
+            "the watermark was stored by {command} {}; rows this --where selects that are older \
+             than the watermark are not read: {command} without --incremental reads them once",
             before.map_or("without --where".to_owned(), |w| format!(
                 "with --where {w}"
             )),
-            article(command),
         )
     })
 }
-
-fn article(word: &str) -> &'static str {
-    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    }
-}
-
-use crate::error::{Error, Result};
-use crate::schema::quote_ident;
 
 /// A stored incremental watermark. Rows at or after `value` are read
 /// next time; only those after it (`after`) when the run that stored it

@@ -651,7 +651,7 @@ fn parquet_filter_changed(
 ) -> Option<String> {
     parquet_start(state, opts)?;
     let before = state?.filter.as_ref()?;
-    mark::filter_changed("export", before.sql.as_deref(), opts.filter.as_deref())
+    mark::filter_changed("an export", before.sql.as_deref(), opts.filter.as_deref())
 }
 
 /// What BigQuery's side of a table's export was found to be.
@@ -733,7 +733,7 @@ async fn bigquery_export(
             None => (None, None),
         };
         let filter_note = stored_filter.and_then(|before| {
-            mark::filter_changed("export", before.as_deref(), opts_filter.as_deref())
+            mark::filter_changed("an export", before.as_deref(), opts_filter.as_deref())
         });
         let mut plan = Vec::new();
         if create {

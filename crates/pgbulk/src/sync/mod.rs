@@ -299,7 +299,7 @@ pub async fn sync(
                 let metadata = watermark::read_metadata(&dest, &dest_name, &key).await?;
                 if let Some(before) = metadata.as_ref().and_then(|m| m.get("where")) {
                     filter_changed =
-                        mark::filter_changed("sync", before.as_str(), opts.filter.as_deref());
+                        mark::filter_changed("a sync", before.as_str(), opts.filter.as_deref());
                 }
             }
             // No stored watermark: start after what the destination has.
