@@ -1382,6 +1382,117 @@ async fn a_small_upsert_into_a_big_table_counts_and_stores_the_same() {
     );
 }
 
+/// A large upsert that changes few rows is sieved: the rows to write are
+/// found by a join that only reads, and the merge handles those alone (none
+/// when nothing changed). The counts, the values kept for a repeated key
+/// and the untouched rows are as without the sieve; a batch that changes
+/// most rows is merged directly.
+#[tokio::test]
+async fn a_large_upsert_of_few_changes_is_sieved_and_counts_the_same() {
+    let db = TestDb::new("sieved_upsert").await;
+    let home = Scratch::new("sieved-upsert");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE big (id int PRIMARY KEY, v text, n int, doc jsonb);
+             INSERT INTO big SELECT i, 'v' || i, CASE WHEN i % 10 <> 0 THEN i END, \
+                 jsonb_build_object('i', i, 'k', 'x') FROM generate_series(1, 120000) i",
+        )
+        .await
+        .expect("big");
+    let xmin = "SELECT xmin::text FROM big WHERE id IN (1001, 119999) ORDER BY id";
+    let untouched = rows(&db, xmin).await;
+    // Ids 1-1000 changed (id 5 twice: the last row wins), 1001-120000 as
+    // they are (a document with its keys in another order is the same
+    // jsonb), 120001-120500 new.
+    let mut csv = String::from("id,v,n,doc\n");
+    let n = |i: u32| {
+        if i.is_multiple_of(10) {
+            String::new()
+        } else {
+            i.to_string()
+        }
+    };
+    for i in 1..=120_000u32 {
+        let v = if i <= 1000 {
+            "changed".to_owned()
+        } else {
+            format!("v{i}")
+        };
+        csv.push_str(&format!(
+            "{i},{v},{},\"{{\"\"k\"\": \"\"x\"\", \"\"i\"\": {i}}}\"\n",
+            n(i)
+        ));
+        if i == 5 {
+            csv.push_str("5,last,5,\"{\"\"i\"\": 5, \"\"k\"\": \"\"x\"\"}\"\n");
+        }
+    }
+    for i in 120_001..=120_500u32 {
+        csv.push_str(&format!("{i},new,{i},\n"));
+    }
+    let file = home.file("rows.csv", &csv, 0o644);
+    let path = file.to_str().expect("path");
+    // Loads the file (again), checking the summary and the debug log.
+    let upsert = |again: bool, counts: &str, log: &str| {
+        let out = run(pgbulk(&home)
+            .args(["-vv", "load", "--db", &db.url, "-t", "big", path])
+            .args(again.then_some("--restart")));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.stdout.contains(counts), "{}", out.stdout);
+        assert!(out.stderr.contains(log), "{}", out.stderr);
+        out
+    };
+    upsert(
+        false,
+        "120,501 rows read, 500 inserted, 1,000 updated, 119,000 unchanged, 1 repeated",
+        "sieved 120501 staged rows: 1500 to write",
+    );
+    assert_eq!(
+        rows(&db, xmin).await,
+        untouched,
+        "unchanged rows are not rewritten"
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT count(*)::text, count(*) FILTER (WHERE v = 'changed')::text, \
+                    (SELECT v FROM big WHERE id = 5), sum(n)::text, count(doc)::text FROM big"
+        )
+        .await,
+        vec![vec![
+            Some("120500".to_owned()),
+            Some("999".to_owned()),
+            Some("last".to_owned()),
+            Some(
+                ((1..=120_500i64)
+                    .filter(|i| i % 10 != 0 || *i > 120_000)
+                    .sum::<i64>())
+                .to_string()
+            ),
+            Some("120000".to_owned()),
+        ]]
+    );
+    // Again: nothing to write, no merge.
+    upsert(
+        true,
+        "0 inserted, 0 updated, 120,500 unchanged, 1 repeated",
+        "sieved 120501 staged rows: 0 to write",
+    );
+    // Most rows changed: merged without the sieve.
+    let changed = csv.replace("\"\"x\"\"", "\"\"y\"\"");
+    home.file("rows.csv", &changed, 0o644);
+    let out = upsert(
+        true,
+        "0 inserted, 120,000 updated, 500 unchanged, 1 repeated",
+        "merging without a sieve",
+    );
+    assert!(!out.stderr.contains("sieved"), "{}", out.stderr);
+    assert_eq!(
+        rows(&db, "SELECT count(*)::text FROM big WHERE doc->>'k' = 'y'").await,
+        vec![vec![Some("120000".to_owned())]]
+    );
+}
+
 /// Rows copied straight into a table the load's first batch created are
 /// written frozen (COPY FREEZE): the first read writes no hint bits and
 /// VACUUM has nothing to freeze. A table that existed is loaded as usual.

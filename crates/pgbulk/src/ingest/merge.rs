@@ -143,6 +143,84 @@ pub(super) fn key_list(target: &Target) -> String {
         .join(", ")
 }
 
+/// The join of staged rows `s` with the table's rows `t` on the key.
+fn key_match(layout: Layout<'_>) -> String {
+    let target = layout.target;
+    target
+        .key
+        .iter()
+        .map(|&k| {
+            format!(
+                "t.{} = {}",
+                quote_ident(&target.columns[k].name),
+                layout.value(k, "s.")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Of a staged row `s` left-joined with the table's row `t` by
+/// [`key_match`]: whether a merge writes it (its key is new, or a non-key
+/// column differs, compared as the merge compares them). A matched row's
+/// first key column is not null, as it equals the staged value.
+fn writes_row(layout: Layout<'_>) -> String {
+    let target = layout.target;
+    let name = |c: usize| quote_ident(&target.columns[c].name);
+    let new = format!("t.{} IS NULL", name(target.key[0]));
+    let others = non_key_columns(target);
+    if others.is_empty() {
+        return new;
+    }
+    format!(
+        "{new} OR ({}) IS DISTINCT FROM ({})",
+        comparable_list(target, &others, |c| format!("t.{}", name(c))),
+        comparable_list(target, &others, |c| layout.value(c, "s."))
+    )
+}
+
+/// The table that [`sieve_statement`] fills.
+pub(super) const CHANGES: &str = "pg_temp.pgbulk_changes";
+
+/// Of the staged rows in a sample of the stage's pages (`$1` percent),
+/// those a merge writes and all: whether sieving pays. Probes the key's
+/// index per sampled row.
+pub(super) fn sample_statement(layout: Layout<'_>, stage: &str) -> String {
+    format!(
+        "SELECT count(*) FILTER (WHERE {})::int8, count(*)::int8 \
+         FROM (SELECT * FROM {stage} TABLESAMPLE SYSTEM ($1::float4)) s \
+         LEFT JOIN {} AS t ON {}",
+        writes_row(layout),
+        layout.target.write.quoted(),
+        key_match(layout)
+    )
+}
+
+/// Copies into [`CHANGES`] (created like the stage) the staged rows a merge
+/// writes, one per key as [`merge_source`] keeps them: a join that only
+/// reads, so the merge that follows joins and re-reads only those rows
+/// (a `MERGE` fetches every matched row again, changed or not). The table
+/// is read only within `bounds`, as by [`merge_statement`].
+pub(super) fn sieve_statement(
+    layout: Layout<'_>,
+    stage: &str,
+    duplicates: Option<OnDuplicate>,
+    bounds: &[Bounds],
+) -> String {
+    let unsorted = Layout {
+        sorted: false,
+        ..layout
+    };
+    format!(
+        "INSERT INTO {CHANGES} SELECT s.* FROM {} LEFT JOIN {} AS t ON {}{} WHERE {}",
+        merge_source(unsorted, stage, duplicates),
+        layout.target.write.quoted(),
+        key_match(layout),
+        restriction(layout, bounds, 1),
+        writes_row(layout)
+    )
+}
+
 /// The upsert as `MERGE` (PostgreSQL 15+): one hash join of the batch with
 /// the table; a matched row is updated only when a non-key column differs,
 /// so unchanged rows are neither rewritten nor locked (no WAL). The table
@@ -157,11 +235,6 @@ pub(super) fn merge_statement(
     let t = target.write.quoted();
     let name = |c: usize| quote_ident(&target.columns[c].name);
     let staged = |c: usize| layout.value(c, "s.");
-    let on: Vec<String> = target
-        .key
-        .iter()
-        .map(|&k| format!("t.{} = {}", name(k), staged(k)))
-        .collect();
     let others = non_key_columns(target);
     let matched = if others.is_empty() {
         String::new()
@@ -180,7 +253,7 @@ pub(super) fn merge_statement(
     format!(
         "MERGE INTO {t} AS t USING {} ON {}{}{matched} WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})",
         merge_source(layout, stage, duplicates),
-        on.join(" AND "),
+        key_match(layout),
         restriction(layout, bounds, 1),
         column_list(target),
         layout.values("s.")
