@@ -1384,9 +1384,9 @@ async fn a_small_upsert_into_a_big_table_counts_and_stores_the_same() {
 
 /// A large upsert that changes few rows is sieved: the rows to write are
 /// found by a join that only reads, and the merge handles those alone (none
-/// when nothing changed). The counts, the values kept for a repeated key
-/// and the untouched rows are as without the sieve; a batch that changes
-/// most rows is merged directly.
+/// when nothing changed). The counts, the values kept for a repeated key,
+/// a value the server refuses and the untouched rows are as without the
+/// sieve; a batch that changes most rows is merged directly.
 #[tokio::test]
 async fn a_large_upsert_of_few_changes_is_sieved_and_counts_the_same() {
     let db = TestDb::new("sieved_upsert").await;
@@ -1394,7 +1394,7 @@ async fn a_large_upsert_of_few_changes_is_sieved_and_counts_the_same() {
     db.connect()
         .await
         .batch_execute(
-            "CREATE TABLE big (id int PRIMARY KEY, v text, n int, doc jsonb);
+            "CREATE TABLE big (id int PRIMARY KEY, v text, n int, doc jsonb, d date);
              INSERT INTO big SELECT i, 'v' || i, CASE WHEN i % 10 <> 0 THEN i END, \
                  jsonb_build_object('i', i, 'k', 'x') FROM generate_series(1, 120000) i",
         )
@@ -1404,8 +1404,9 @@ async fn a_large_upsert_of_few_changes_is_sieved_and_counts_the_same() {
     let untouched = rows(&db, xmin).await;
     // Ids 1-1000 changed (id 5 twice: the last row wins), 1001-120000 as
     // they are (a document with its keys in another order is the same
-    // jsonb), 120001-120500 new.
-    let mut csv = String::from("id,v,n,doc\n");
+    // jsonb), 120001-120500 new, with a date only the server reads and
+    // one it refuses in the last two.
+    let mut csv = String::from("id,v,n,doc,d\n");
     let n = |i: u32| {
         if i.is_multiple_of(10) {
             String::new()
@@ -1420,33 +1421,45 @@ async fn a_large_upsert_of_few_changes_is_sieved_and_counts_the_same() {
             format!("v{i}")
         };
         csv.push_str(&format!(
-            "{i},{v},{},\"{{\"\"k\"\": \"\"x\"\", \"\"i\"\": {i}}}\"\n",
+            "{i},{v},{},\"{{\"\"k\"\": \"\"x\"\", \"\"i\"\": {i}}}\",\n",
             n(i)
         ));
         if i == 5 {
-            csv.push_str("5,last,5,\"{\"\"i\"\": 5, \"\"k\"\": \"\"x\"\"}\"\n");
+            csv.push_str("5,last,5,\"{\"\"i\"\": 5, \"\"k\"\": \"\"x\"\"}\",\n");
         }
     }
-    for i in 120_001..=120_500u32 {
-        csv.push_str(&format!("{i},new,{i},\n"));
+    for i in 120_001..=120_498u32 {
+        csv.push_str(&format!("{i},new,{i},,\n"));
     }
+    csv.push_str("120499,new,120499,,01/08/1999\n120500,new,120500,,31/31/1999\n");
     let file = home.file("rows.csv", &csv, 0o644);
     let path = file.to_str().expect("path");
     // Loads the file (again), checking the summary and the debug log.
     let upsert = |again: bool, counts: &str, log: &str| {
         let out = run(pgbulk(&home)
-            .args(["-vv", "load", "--db", &db.url, "-t", "big", path])
+            .args([
+                "-vv",
+                "load",
+                "--db",
+                &db.url,
+                "-t",
+                "big",
+                "--max-errors",
+                "1",
+                path,
+            ])
             .args(again.then_some("--restart")));
         assert_eq!(out.code, 0, "{}", out.stderr);
         assert!(out.stdout.contains(counts), "{}", out.stdout);
         assert!(out.stderr.contains(log), "{}", out.stderr);
         out
     };
-    upsert(
+    let first = upsert(
         false,
-        "120,501 rows read, 500 inserted, 1,000 updated, 119,000 unchanged, 1 repeated",
-        "sieved 120501 staged rows: 1500 to write",
+        "120,501 rows read, 499 inserted, 1,000 updated, 119,000 unchanged, 1 repeated",
+        "sieved 120500 staged rows: 1499 to write",
     );
+    assert!(first.stdout.contains(", 1 rejected"), "{}", first.stdout);
     assert_eq!(
         rows(&db, xmin).await,
         untouched,
@@ -1456,34 +1469,36 @@ async fn a_large_upsert_of_few_changes_is_sieved_and_counts_the_same() {
         rows(
             &db,
             "SELECT count(*)::text, count(*) FILTER (WHERE v = 'changed')::text, \
-                    (SELECT v FROM big WHERE id = 5), sum(n)::text, count(doc)::text FROM big"
+                    (SELECT v FROM big WHERE id = 5), sum(n)::text, count(doc)::text, \
+                    (SELECT d::text FROM big WHERE id = 120499) FROM big"
         )
         .await,
         vec![vec![
-            Some("120500".to_owned()),
+            Some("120499".to_owned()),
             Some("999".to_owned()),
             Some("last".to_owned()),
             Some(
-                ((1..=120_500i64)
+                ((1..=120_499i64)
                     .filter(|i| i % 10 != 0 || *i > 120_000)
                     .sum::<i64>())
                 .to_string()
             ),
             Some("120000".to_owned()),
+            Some("1999-01-08".to_owned()),
         ]]
     );
     // Again: nothing to write, no merge.
     upsert(
         true,
-        "0 inserted, 0 updated, 120,500 unchanged, 1 repeated",
-        "sieved 120501 staged rows: 0 to write",
+        "0 inserted, 0 updated, 120,499 unchanged, 1 repeated",
+        "sieved 120500 staged rows: 0 to write",
     );
     // Most rows changed: merged without the sieve.
     let changed = csv.replace("\"\"x\"\"", "\"\"y\"\"");
     home.file("rows.csv", &changed, 0o644);
     let out = upsert(
         true,
-        "0 inserted, 120,000 updated, 500 unchanged, 1 repeated",
+        "0 inserted, 120,000 updated, 499 unchanged, 1 repeated",
         "merging without a sieve",
     );
     assert!(!out.stderr.contains("sieved"), "{}", out.stderr);
