@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::harness::{Run, Scratch, TestDb, pgbulk, run};
+use crate::harness::{Run, Scratch, TestDb, pgbulk, run, server};
 
 pub(crate) fn load(db: &TestDb, home: &Scratch, args: &[&str]) -> Run {
     run(pgbulk(home).arg("load").arg("--db").arg(&db.url).args(args))
@@ -1434,9 +1434,16 @@ async fn a_large_upsert_of_few_changes_is_sieved_and_counts_the_same() {
     csv.push_str("120499,new,120499,,01/08/1999\n120500,new,120500,,31/31/1999\n");
     let file = home.file("rows.csv", &csv, 0o644);
     let path = file.to_str().expect("path");
-    // Loads the file (again), checking the summary and the debug log.
+    // Loads the file (again), checking the summary and the debug log. The
+    // stage becomes UNLOGGED, and the server is told that parallel workers
+    // cost nothing, so that they sieve this small stage (and raise the
+    // refused date) too.
     let upsert = |again: bool, counts: &str, log: &str| {
         let out = run(pgbulk(&home)
+            .env(
+                "PGOPTIONS",
+                "-c parallel_setup_cost=0 -c min_parallel_table_scan_size=0",
+            )
             .args([
                 "-vv",
                 "load",
@@ -1452,6 +1459,11 @@ async fn a_large_upsert_of_few_changes_is_sieved_and_counts_the_same() {
         assert_eq!(out.code, 0, "{}", out.stderr);
         assert!(out.stdout.contains(counts), "{}", out.stdout);
         assert!(out.stderr.contains(log), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("staging in \"public\".\"pgbulk_batch_"),
+            "{}",
+            out.stderr
+        );
         out
     };
     let first = upsert(
@@ -1493,6 +1505,15 @@ async fn a_large_upsert_of_few_changes_is_sieved_and_counts_the_same() {
         "0 inserted, 0 updated, 120,499 unchanged, 1 repeated",
         "sieved 120500 staged rows: 0 to write",
     );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT relname::text FROM pg_class WHERE relname LIKE 'pgbulk\\_batch%'"
+        )
+        .await,
+        Vec::<Vec<Option<String>>>::new(),
+        "the UNLOGGED stages are gone"
+    );
     // Most rows changed: merged without the sieve.
     let changed = csv.replace("\"\"x\"\"", "\"\"y\"\"");
     home.file("rows.csv", &changed, 0o644);
@@ -1505,6 +1526,54 @@ async fn a_large_upsert_of_few_changes_is_sieved_and_counts_the_same() {
     assert_eq!(
         rows(&db, "SELECT count(*)::text FROM big WHERE doc->>'k' = 'y'").await,
         vec![vec![Some("120000".to_owned())]]
+    );
+    // A role that may not create tables in the schema: the stage stays a
+    // TEMP table, the counts are the same.
+    let role = format!("sieve_writer_{}", std::process::id());
+    let admin = db.connect().await;
+    admin
+        .batch_execute(&format!(
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC; \
+             CREATE ROLE {role} LOGIN PASSWORD 'writer-secret'; \
+             GRANT SELECT, INSERT, UPDATE ON big, pgbulk_watermark TO {role}"
+        ))
+        .await
+        .expect("role");
+    let (host, port) = server().host_port();
+    let url = format!(
+        "host={host} port={port} user={role} password=writer-secret dbname={}",
+        db.name
+    );
+    let out = run(pgbulk(&home).args([
+        "-vv",
+        "load",
+        "--db",
+        &url,
+        "-t",
+        "big",
+        "--max-errors",
+        "1",
+        "--restart",
+        path,
+    ]));
+    admin
+        .batch_execute(&format!(
+            "REVOKE ALL ON big, pgbulk_watermark FROM {role}; DROP ROLE {role}"
+        ))
+        .await
+        .expect("drop the role");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("0 inserted, 0 updated, 120,499 unchanged, 1 repeated"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("sieved 120500 staged rows: 0 to write")
+            && !out.stderr.contains("staging in"),
+        "{}",
+        out.stderr
     );
 }
 

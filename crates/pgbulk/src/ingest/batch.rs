@@ -133,6 +133,7 @@ pub(super) async fn load_batch(
             Some(Staged {
                 target,
                 stage: p.into?,
+                unlogged: p.unlogged,
                 direct: p.direct,
                 copied: p.copied,
                 copied_direct: p.copied_direct,
@@ -266,6 +267,16 @@ pub(super) async fn load_batch(
         }
         c.add(&merged);
     }
+    let unlogged: Vec<&str> = work
+        .iter()
+        .filter(|w| w.unlogged)
+        .map(|w| w.stage.as_str())
+        .collect();
+    if !unlogged.is_empty() {
+        tx.batch_execute(&format!("DROP TABLE {}", unlogged.join(", ")))
+            .await
+            .map_err(|e| Error::server("dropping the staging tables", e))?;
+    }
     // Rows the server rejected while merging changed where the source
     // stands (its reject file grew): store that.
     if let Some(position) = source.as_ref().and_then(|s| s.resume()) {
@@ -318,6 +329,8 @@ struct Staged<'a> {
     target: &'a Target,
     /// The staging table (or the target, when copied straight in).
     stage: String,
+    /// The stage is an UNLOGGED table, to be dropped before the commit.
+    unlogged: bool,
     direct: bool,
     copied: u64,
     /// Rows copied straight into the target before staging began.
@@ -472,7 +485,7 @@ async fn sizes(tx: &Transaction<'_>, table: &TableName, stage: &str) -> Result<(
 }
 
 /// Staged rows from which on [`sieve_pays`] samples the stage.
-const SIEVE_MIN_ROWS: u64 = 100_000;
+pub(super) const SIEVE_MIN_ROWS: u64 = 100_000;
 /// Staged rows that [`sieve_pays`] samples, about.
 const SIEVE_SAMPLE_ROWS: u64 = 10_000;
 /// The largest share of staged rows a merge writes for which sieving pays.
@@ -486,48 +499,85 @@ const SIEVE_MAX_WRITTEN: f64 = 0.25;
 /// Whether to sieve the stage before merging it: a large stage (from
 /// [`SIEVE_MIN_ROWS`] rows) keyed by the table's primary key, of which a
 /// sample of pages holds at most [`SIEVE_MAX_WRITTEN`] rows to write.
+/// Returns that share of the sample when it pays.
 async fn sieve_pays(
     tx: &Transaction<'_>,
     layout: Layout<'_>,
     stage: &str,
     copied: u64,
-) -> std::result::Result<bool, tokio_postgres::Error> {
+) -> std::result::Result<Option<f64>, tokio_postgres::Error> {
     if !layout.target.key_is_primary || copied < SIEVE_MIN_ROWS {
-        return Ok(false);
+        return Ok(None);
     }
     let percent = (SIEVE_SAMPLE_ROWS as f64 * 100.0 / copied as f64).min(100.0) as f32;
     let row = tx
         .query_one(&sample_statement(layout, stage), &[&percent])
         .await?;
     let (written, sampled): (i64, i64) = (row.get(0), row.get(1));
-    let pays = sampled == 0 || written as f64 <= SIEVE_MAX_WRITTEN * sampled as f64;
-    if !pays {
+    let share = if sampled == 0 {
+        0.0
+    } else {
+        written as f64 / sampled as f64
+    };
+    if share > SIEVE_MAX_WRITTEN {
         tracing::debug!(
             "table {}: {written} of {sampled} sampled staged rows to write: merging without a sieve",
             layout.target.name
         );
+        return Ok(None);
     }
-    Ok(pays)
+    Ok(Some(share))
 }
 
 /// Copies the staged rows a merge writes into [`CHANGES`]; how many.
+///
+/// A stage that is not a TEMP table may be joined by parallel workers too
+/// (a 5 M-row stage of unchanged rows in a 5 M-row table: 4.4 s on one
+/// core, 2.6 s with a worker joining). The planner, which cannot estimate
+/// the sieve's filter and expects every row out of the join, weighs
+/// handing rows over from the workers by `share`, the sampled share of
+/// rows kept; and `work_mem` is divided among the workers the server may
+/// start, so that the join's hash takes no more memory in all than on one
+/// core.
 async fn sieve(
     tx: &Transaction<'_>,
     layout: Layout<'_>,
     stage: &str,
     duplicates: Option<OnDuplicate>,
     bounds: &[range::Bounds],
+    share: f64,
 ) -> std::result::Result<u64, tokio_postgres::Error> {
+    tx.batch_execute(&format!("DROP TABLE IF EXISTS {CHANGES}"))
+        .await?;
+    let before = tx
+        .query_one(
+            "SELECT pg_catalog.current_setting('parallel_tuple_cost'), \
+                    pg_catalog.current_setting('work_mem'), \
+                    pg_catalog.set_config('parallel_tuple_cost', \
+                        (pg_catalog.current_setting('parallel_tuple_cost')::float8 * $1)::text, true), \
+                    pg_catalog.set_config('work_mem', \
+                        CASE WHEN c.relpersistence = 't' THEN pg_catalog.current_setting('work_mem') \
+                        ELSE greatest(64, pg_catalog.pg_size_bytes(pg_catalog.current_setting('work_mem')) / 1024 \
+                             / (1 + pg_catalog.current_setting('max_parallel_workers_per_gather')::int))::text || 'kB' \
+                        END, true) \
+             FROM pg_catalog.pg_class c WHERE c.oid = $2::text::regclass",
+            &[&share, &stage],
+        )
+        .await?;
+    let (cost, work_mem): (String, String) = (before.get(0), before.get(1));
+    let kept = tx
+        .execute(
+            &sieve_statement(layout, stage, duplicates, bounds),
+            &range::parameters(bounds),
+        )
+        .await?;
     tx.batch_execute(&format!(
-        "DROP TABLE IF EXISTS {CHANGES}; \
-         CREATE TEMP TABLE pgbulk_changes ON COMMIT DROP AS SELECT * FROM {stage} WITH NO DATA"
+        "SET LOCAL parallel_tuple_cost = {}; SET LOCAL work_mem = {}",
+        quote_literal(&cost),
+        quote_literal(&work_mem)
     ))
     .await?;
-    tx.execute(
-        &sieve_statement(layout, stage, duplicates, bounds),
-        &range::parameters(bounds),
-    )
-    .await
+    Ok(kept)
 }
 
 /// Merges (or appends) one table's staged rows; counts what it did. A
@@ -610,12 +660,15 @@ pub(super) async fn merge_staged(
     };
     let mut source = stage;
     let mut duplicates = duplicates;
-    if !probe
-        && sieve_pays(tx, layout, stage, copied)
+    let share = if probe {
+        None
+    } else {
+        sieve_pays(tx, layout, stage, copied)
             .await
             .map_err(upsert)?
-    {
-        let kept = sieve(tx, layout, stage, duplicates, &bounds)
+    };
+    if let Some(share) = share {
+        let kept = sieve(tx, layout, stage, duplicates, &bounds, share)
             .await
             .map_err(upsert)?;
         tracing::debug!(

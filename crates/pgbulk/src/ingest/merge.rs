@@ -196,11 +196,13 @@ pub(super) fn sample_statement(layout: Layout<'_>, stage: &str) -> String {
     )
 }
 
-/// Copies into [`CHANGES`] (created like the stage) the staged rows a merge
+/// Creates [`CHANGES`] (dropped at commit) holding the staged rows a merge
 /// writes, one per key as [`merge_source`] keeps them: a join that only
 /// reads, so the merge that follows joins and re-reads only those rows
 /// (a `MERGE` fetches every matched row again, changed or not). The table
-/// is read only within `bounds`, as by [`merge_statement`].
+/// is read only within `bounds`, as by [`merge_statement`]. As a `CREATE
+/// TABLE AS` (unlike `INSERT ... SELECT`) the join may run in parallel
+/// workers, when the stage is not a TEMP table.
 pub(super) fn sieve_statement(
     layout: Layout<'_>,
     stage: &str,
@@ -212,7 +214,8 @@ pub(super) fn sieve_statement(
         ..layout
     };
     format!(
-        "INSERT INTO {CHANGES} SELECT s.* FROM {} LEFT JOIN {} AS t ON {}{} WHERE {}",
+        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT s.* FROM {} LEFT JOIN {} AS t ON {}{} WHERE {}",
+        CHANGES.trim_start_matches("pg_temp."),
         merge_source(unsorted, stage, duplicates),
         layout.target.write.quoted(),
         key_match(layout),

@@ -1,5 +1,5 @@
 //! Staging a batch: rows encoded to binary COPY and streamed in chunks into
-//! TEMP staging tables (or straight into the target).
+//! staging tables (or straight into the target).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -80,9 +80,14 @@ pub(super) struct Pending {
     pub(super) writer: CopyWriter,
     /// Buffers for the writer once its chunk is sent.
     pub(super) chunks: ChunkPool,
-    /// Where its COPY goes (the target, or a TEMP staging table), once
+    /// Where its COPY goes (the target, or a staging table), once
     /// decided.
     pub(super) into: Option<String>,
+    /// The stage is an UNLOGGED table (see [`promote`]): dropped by the
+    /// batch before it commits, as only TEMP tables drop themselves.
+    pub(super) unlogged: bool,
+    /// Whether [`promote`] has decided this stage.
+    promoted: bool,
     /// Whether it is copied straight into the target.
     pub(super) direct: bool,
     /// The target was created in this transaction: rows copied straight
@@ -331,6 +336,8 @@ pub(super) async fn stage_rows(
             writer: CopyWriter::tuples_only(),
             chunks: ChunkPool::default(),
             into: None,
+            unlogged: false,
+            promoted: false,
             direct,
             freeze: fresh,
             rows: 0,
@@ -894,6 +901,9 @@ pub(super) async fn flush(
     let Some(p) = pending[t].as_mut() else {
         return Ok(());
     };
+    if !p.direct && !p.promoted && p.rows >= PROMOTE_ROWS && p.into.is_some() {
+        promote(tx, target, p, open).await?;
+    }
     if open.is_none() {
         let into = match &p.into {
             Some(into) => into.clone(),
@@ -950,6 +960,74 @@ pub(super) async fn flush(
             p.copied += finish_copy(copy.copy, target).await?;
         }
     }
+    Ok(())
+}
+
+/// Staged rows from which a stage may become UNLOGGED ([`promote`]): the
+/// rows from which a merge may sieve the stage first.
+const PROMOTE_ROWS: u64 = super::batch::SIEVE_MIN_ROWS;
+
+/// Moves a large TEMP stage of a table keyed by its primary key into an
+/// UNLOGGED table of the table's schema, created in the batch's
+/// transaction (so no other session ever sees it, and it is gone if the
+/// batch fails), when the role may create tables there and the server runs
+/// parallel queries: the server's parallel workers cannot read TEMP tables,
+/// and with this stage the join that sieves the unchanged rows out
+/// ([`super::merge::sieve_statement`]) runs on more than one core. Small
+/// batches stay in TEMP stages, which cost less to create and drop. Ends
+/// the table's open COPY; the next one goes into the new stage.
+async fn promote(
+    tx: &Transaction<'_>,
+    target: &Target,
+    p: &mut Pending,
+    open: &mut Option<OpenCopy>,
+) -> Result<()> {
+    p.promoted = true;
+    let Some(old) = p.into.clone() else {
+        return Ok(());
+    };
+    if !target.key_is_primary {
+        return Ok(());
+    }
+    if let Some(copy) = open.take() {
+        p.copied += finish_copy(copy.copy, target).await?;
+    }
+    let context = |e| {
+        Error::in_context(
+            Error::server("moving the staging table", e),
+            &target.name.to_string(),
+        )
+        .in_table(&target.name)
+    };
+    let place = tx
+        .query_opt(
+            "SELECT n.nspname::text, pg_catalog.pg_backend_pid() \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid = $1 AND c.relpersistence <> 't' \
+               AND pg_catalog.has_schema_privilege(n.oid, 'CREATE') \
+               AND pg_catalog.current_setting('max_parallel_workers_per_gather')::int > 0 \
+               AND pg_catalog.current_setting('max_parallel_workers')::int > 0",
+            &[&target.oid],
+        )
+        .await
+        .map_err(context)?;
+    let Some(place) = place else {
+        return Ok(());
+    };
+    let (schema, pid): (String, i32) = (place.get(0), place.get(1));
+    let stage = format!(
+        "{}.{}",
+        quote_ident(&schema),
+        quote_ident(&format!("pgbulk_batch_{pid}_{}", target.oid))
+    );
+    tx.batch_execute(&format!(
+        "CREATE UNLOGGED TABLE {stage} AS SELECT * FROM {old}; DROP TABLE {old}"
+    ))
+    .await
+    .map_err(context)?;
+    tracing::debug!("table {}: staging in {stage}", target.name);
+    p.into = Some(stage);
+    p.unlogged = true;
     Ok(())
 }
 
