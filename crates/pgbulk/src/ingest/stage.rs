@@ -1001,25 +1001,26 @@ async fn promote(
     };
     let place = tx
         .query_opt(
-            "SELECT n.nspname::text, pg_catalog.pg_backend_pid() \
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+            "SELECT n.nspname::text, s.name \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace, \
+                  LATERAL (SELECT 'pgbulk_batch_' || pg_catalog.pg_backend_pid() || '_' || c.oid AS name) s \
              WHERE c.oid = $1 AND c.relpersistence <> 't' \
                AND pg_catalog.has_schema_privilege(n.oid, 'CREATE') \
                AND pg_catalog.current_setting('max_parallel_workers_per_gather')::int > 0 \
-               AND pg_catalog.current_setting('max_parallel_workers')::int > 0",
+               AND pg_catalog.current_setting('max_parallel_workers')::int > 0 \
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_class o \
+                               WHERE o.relnamespace = n.oid AND o.relname = s.name)",
             &[&target.oid],
         )
         .await
         .map_err(context)?;
+    // Not where the role may not create tables, nor where a table of that
+    // name exists (never written into).
     let Some(place) = place else {
         return Ok(());
     };
-    let (schema, pid): (String, i32) = (place.get(0), place.get(1));
-    let stage = format!(
-        "{}.{}",
-        quote_ident(&schema),
-        quote_ident(&format!("pgbulk_batch_{pid}_{}", target.oid))
-    );
+    let (schema, name): (String, String) = (place.get(0), place.get(1));
+    let stage = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
     tx.batch_execute(&format!(
         "CREATE UNLOGGED TABLE {stage} AS SELECT * FROM {old}; DROP TABLE {old}"
     ))
