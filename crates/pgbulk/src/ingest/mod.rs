@@ -6,8 +6,11 @@
 //! nothing), and commits each batch in one transaction together with its
 //! high watermark:
 //!
-//! 1. rows are encoded to binary COPY and copied into TEMP staging tables
-//!    (no strong lock is held while the client streams);
+//! 1. rows are encoded to binary COPY and copied into staging tables
+//!    (TEMP ones; a large stage of a table with a primary key moves to an
+//!    UNLOGGED table created and dropped in the batch's transaction, which
+//!    parallel workers can read); no strong lock is held while the client
+//!    streams;
 //! 2. a transaction-scoped advisory lock per target table, taken in oid
 //!    order, serialises concurrent ingests into the same table (so they
 //!    neither corrupt nor deadlock each other);
