@@ -1577,6 +1577,86 @@ async fn a_large_upsert_of_few_changes_is_sieved_and_counts_the_same() {
     );
 }
 
+/// A large batch of part of a larger table is sieved reading only the
+/// table's rows within the staged keys' bounds (from PostgreSQL 15, where
+/// the merge is a `MERGE`): the sieve's statement takes them as
+/// parameters. Rows outside the bounds are neither read into the join nor
+/// touched.
+#[tokio::test]
+async fn a_sieved_batch_of_part_of_the_table_reads_within_its_bounds() {
+    let db = TestDb::new("sieved_bounds").await;
+    let home = Scratch::new("sieved-bounds");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE ranged (id int PRIMARY KEY, v text);
+             INSERT INTO ranged SELECT i, 'v' || i FROM generate_series(1, 400000) i \
+                 WHERE i NOT BETWEEN 300001 AND 300100",
+        )
+        .await
+        .expect("ranged");
+    let version: i32 = rows(&db, "SELECT current_setting('server_version_num')").await[0][0]
+        .as_deref()
+        .expect("version")
+        .parse()
+        .expect("a number");
+    let xmin = "SELECT xmin::text FROM ranged WHERE id IN (1, 250000, 400000) ORDER BY id";
+    let untouched = rows(&db, xmin).await;
+    // Ids 200001-350000: the first 1,000 changed, 300001-300100 new.
+    let mut csv = String::from("id,v\n");
+    for i in 200_001..=350_000u32 {
+        if i <= 201_000 {
+            csv.push_str(&format!("{i},changed\n"));
+        } else {
+            csv.push_str(&format!("{i},v{i}\n"));
+        }
+    }
+    let file = home.file("part.csv", &csv, 0o644);
+    let out = run(pgbulk(&home).args([
+        "-vv",
+        "load",
+        "--db",
+        &db.url,
+        "-t",
+        "ranged",
+        file.to_str().expect("path"),
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("100 inserted, 1,000 updated, 148,900 unchanged"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr
+            .contains("sieved 150000 staged rows: 1100 to write"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr
+            .contains("the table is read within the staged keys' bounds"),
+        version >= 150_000,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(rows(&db, xmin).await, untouched);
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT count(*)::text, count(*) FILTER (WHERE v = 'changed')::text, \
+                    count(*) FILTER (WHERE v = 'v' || id)::text FROM ranged"
+        )
+        .await,
+        vec![vec![
+            Some("400000".to_owned()),
+            Some("1000".to_owned()),
+            Some("399000".to_owned()),
+        ]]
+    );
+}
+
 /// Rows copied straight into a table the load's first batch created are
 /// written frozen (COPY FREEZE): the first read writes no hint bits and
 /// VACUUM has nothing to freeze. A table that existed is loaded as usual.

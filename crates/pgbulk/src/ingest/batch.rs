@@ -656,7 +656,14 @@ pub(super) async fn merge_staged(
     let bounds = if !ctx.merge || probe || stage_bytes.saturating_mul(2) >= table_bytes {
         Vec::new()
     } else {
-        range::key_bounds(tx, layout, stage).await?
+        let bounds = range::key_bounds(tx, layout, stage).await?;
+        if !bounds.is_empty() {
+            tracing::debug!(
+                "{}: the table is read within the staged keys' bounds",
+                context("upserting")
+            );
+        }
+        bounds
     };
     let mut source = stage;
     let mut duplicates = duplicates;
