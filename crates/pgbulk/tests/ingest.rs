@@ -934,7 +934,8 @@ async fn rebuild_keeps_grants_views_owner_comments_and_keys() {
              CREATE TABLE sales.child (id int PRIMARY KEY, t_id int REFERENCES sales.t (id)); \
              INSERT INTO sales.child VALUES (1, 5); \
              CREATE FUNCTION sales.touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$; \
-             CREATE TRIGGER t_touch BEFORE UPDATE ON sales.t FOR EACH ROW EXECUTE FUNCTION sales.touch();"
+             CREATE TRIGGER t_touch BEFORE UPDATE ON sales.t FOR EACH ROW EXECUTE FUNCTION sales.touch(); \
+             CREATE RULE t_keep AS ON DELETE TO sales.t WHERE old.id < 10 DO INSTEAD NOTHING;"
         ))
         .await
         .expect("live objects");
@@ -1047,6 +1048,15 @@ async fn rebuild_keeps_grants_views_owner_comments_and_keys() {
     );
     assert!(check("SELECT count(*) = 1 FROM pg_constraint WHERE conrelid = 'sales.child'::regclass AND contype = 'f' AND confrelid = 'sales.t'::regclass AND convalidated".into()).await, "foreign key re-pointed");
     assert!(check("SELECT count(*) = 1 FROM pg_trigger WHERE tgrelid = 'sales.t'::regclass AND tgname = 't_touch'".into()).await);
+    client
+        .batch_execute("DELETE FROM sales.t WHERE id IN (1, 20)")
+        .await
+        .expect("delete");
+    assert!(
+        check("SELECT count(*) = 1499 AND count(*) FILTER (WHERE id = 1) = 1 FROM sales.t".into())
+            .await,
+        "rule kept: the row it guards stays, the other goes"
+    );
     assert!(
         check(
             "SELECT indisunique FROM pg_index WHERE indexrelid = 'sales.t_note_u'::regclass".into()

@@ -3,7 +3,7 @@
 //! transaction that keeps everything users attached to the old one: owner,
 //! grants (PUBLIC and column grants too), comments, dependent views and
 //! materialized views (with their indexes, owners, grants and comments),
-//! foreign keys from other tables, triggers and sequence positions.
+//! foreign keys from other tables, triggers, rules and sequence positions.
 //!
 //! Readers keep reading the old table until the swap commits; the swap's
 //! `ACCESS EXCLUSIVE` lock is taken under the lock policy and held only for
@@ -615,6 +615,16 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         "reading triggers",
     )
     .await?;
+    // Rules on the table (`CREATE RULE ... ON INSERT TO t DO ...`), which
+    // the old table's DROP would take with it.
+    let rules = definitions(
+        tx,
+        "SELECT pg_catalog.pg_get_ruledef(oid) FROM pg_catalog.pg_rewrite \
+         WHERE ev_class = $1 AND rulename <> '_RETURN' ORDER BY rulename",
+        oid,
+        "reading rules",
+    )
+    .await?;
     // Serial and identity sequences of columns present in both tables:
     // `(old, new, the old one's simple name, GRANTs on it)`. The new ones
     // take the old ones' positions, names and privileges (an application
@@ -695,6 +705,7 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         sql.push(format!("ALTER TABLE {table} VALIDATE CONSTRAINT {name}"));
     }
     sql.extend(triggers);
+    sql.extend(rules);
     for v in &views {
         let q = v.name.quoted();
         let with = v
