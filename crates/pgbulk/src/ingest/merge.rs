@@ -173,9 +173,20 @@ fn writes_row(layout: Layout<'_>) -> String {
         return new;
     }
     format!(
-        "{new} OR ({}) IS DISTINCT FROM ({})",
-        comparable_list(target, &others, |c| format!("t.{}", name(c))),
-        comparable_list(target, &others, |c| layout.value(c, "s."))
+        "{new} OR {}",
+        differs(target, &others, |c| layout.value(c, "s."))
+    )
+}
+
+/// Whether the table's row `t` differs from `other(c)` in the non-key
+/// columns `others`: the one test of a changed row, shared by the merges
+/// and the sieve so that they always agree.
+fn differs(target: &Target, others: &[usize], other: impl Fn(usize) -> String) -> String {
+    let name = |c: usize| quote_ident(&target.columns[c].name);
+    format!(
+        "({}) IS DISTINCT FROM ({})",
+        comparable_list(target, others, |c| format!("t.{}", name(c))),
+        comparable_list(target, others, other)
     )
 }
 
@@ -247,9 +258,8 @@ pub(super) fn merge_statement(
             .map(|&c| format!("{} = {}", name(c), staged(c)))
             .collect();
         format!(
-            " WHEN MATCHED AND ({}) IS DISTINCT FROM ({}) THEN UPDATE SET {}",
-            comparable_list(target, &others, |c| format!("t.{}", name(c))),
-            comparable_list(target, &others, staged),
+            " WHEN MATCHED AND {} THEN UPDATE SET {}",
+            differs(target, &others, staged),
             set.join(", ")
         )
     };
@@ -285,10 +295,9 @@ pub(super) fn on_conflict_statement(
             .map(|&c| format!("{0} = EXCLUDED.{0}", name(c)))
             .collect();
         format!(
-            "ON CONFLICT ({key}) DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+            "ON CONFLICT ({key}) DO UPDATE SET {} WHERE {}",
             set.join(", "),
-            comparable_list(target, &others, |c| format!("t.{}", name(c))),
-            comparable_list(target, &others, |c| format!("EXCLUDED.{}", name(c)))
+            differs(target, &others, |c| format!("EXCLUDED.{}", name(c)))
         )
     };
     // A row the statement inserted has `xmax = 0`; a partitioned table's
@@ -359,11 +368,10 @@ pub(super) fn update_then_insert_statement(
             .map(|&c| format!("{0} = src.{0}", name(c)))
             .collect();
         format!(
-            "upd AS (UPDATE {t} AS t SET {} FROM src WHERE {} AND ({}) IS DISTINCT FROM ({}) RETURNING 1)",
+            "upd AS (UPDATE {t} AS t SET {} FROM src WHERE {} AND {} RETURNING 1)",
             set.join(", "),
             matches.join(" AND "),
-            comparable_list(target, &others, |c| format!("t.{}", name(c))),
-            comparable_list(target, &others, |c| format!("src.{}", name(c)))
+            differs(target, &others, |c| format!("src.{}", name(c)))
         )
     };
     format!(
