@@ -164,28 +164,7 @@ async fn an_overwrite_builds_the_new_tables_key_after_its_rows() {
         .await
         .expect("begin");
     for (p, range) in [(0u32, 2500..5000i64), (1, 0..2500)] {
-        let keys: Vec<i64> = range.rev().collect();
-        let batch = RecordBatch::try_new(
-            schema(),
-            vec![
-                Arc::new(Int64Array::from(keys.clone())),
-                Arc::new(StringArray::from(
-                    keys.iter().map(|k| format!("v{k}")).collect::<Vec<_>>(),
-                )),
-            ],
-        )
-        .expect("batch");
-        partitioned::stage(
-            &params,
-            &begun.write,
-            p,
-            schema(),
-            Box::new(std::iter::once(Ok(batch))),
-            &opts,
-            Arc::new(Progress::default()),
-        )
-        .await
-        .expect("stage");
+        stage_range(&params, &begun.write, &opts, p, range).await;
     }
     partitioned::commit(
         &params,
@@ -197,22 +176,11 @@ async fn an_overwrite_builds_the_new_tables_key_after_its_rows() {
     )
     .await
     .expect("commit");
-    let one = |sql: &str| {
-        let client = &client;
-        let sql = sql.to_owned();
-        async move {
-            client
-                .query_one(&sql, &[])
-                .await
-                .expect("query")
-                .get::<_, i64>(0)
-        }
-    };
     assert_eq!(
-        one("SELECT count(*) FROM kv WHERE v = 'v' || k").await,
+        one(&client, "SELECT count(*) FROM kv WHERE v = 'v' || k").await,
         5000
     );
-    assert_eq!(one("SELECT count(*) FROM kv").await, 5000);
+    assert_eq!(one(&client, "SELECT count(*) FROM kv").await, 5000);
     let key: String = client
         .query_one(
             "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'kv'::regclass AND indisprimary",
@@ -223,11 +191,16 @@ async fn an_overwrite_builds_the_new_tables_key_after_its_rows() {
         .get(0);
     // Built once the rows were in, the key's statistics count them (an
     // index filled row by row has none until VACUUM or ANALYZE).
-    let counted = one(&format!(
-        "SELECT reltuples::bigint FROM pg_class WHERE oid = '{key}'::regclass"
-    ))
+    let counted = one(
+        &client,
+        &format!("SELECT reltuples::bigint FROM pg_class WHERE oid = '{key}'::regclass"),
+    )
     .await;
-    let version = one("SELECT current_setting('server_version_num')::bigint").await;
+    let version = one(
+        &client,
+        "SELECT current_setting('server_version_num')::bigint",
+    )
+    .await;
     if version >= 150_000 {
         assert_eq!(counted, 5000);
     }
@@ -314,4 +287,181 @@ async fn an_attempt_after_the_write_ended_leaves_nothing() {
         .expect("count")
         .get(0);
     assert_eq!(count, 1, "only the committed write's row");
+}
+
+/// The one `int8` that `sql` returns.
+async fn one(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+/// Stages the rows `range` (values `v<k>`) as partition `p` of `write`.
+async fn stage_range(
+    params: &pgbulk::conninfo::ConnParams,
+    write: &partitioned::WriteId,
+    opts: &LoadOptions,
+    p: u32,
+    range: std::ops::Range<i64>,
+) {
+    let keys: Vec<i64> = range.rev().collect();
+    let batch = RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from(keys.clone())),
+            Arc::new(StringArray::from(
+                keys.iter().map(|k| format!("v{k}")).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .expect("batch");
+    partitioned::stage(
+        params,
+        write,
+        p,
+        schema(),
+        Box::new(std::iter::once(Ok(batch))),
+        opts,
+        Arc::new(Progress::default()),
+    )
+    .await
+    .expect("stage");
+}
+
+/// Appends the keys from each range's start up to its end (one partition
+/// each) to `table` in one write.
+async fn append(
+    params: &pgbulk::conninfo::ConnParams,
+    table: &str,
+    ranges: &[(i64, i64)],
+) -> pgbulk::Result<pgbulk::load::LoadReport> {
+    let opts = LoadOptions {
+        table: TableName::parse(table).expect("name"),
+        mode: Some(pgbulk::load::LoadMode::Append),
+        ..LoadOptions::default()
+    };
+    let begun = partitioned::begin(params, schema(), &opts, true, Duration::from_secs(60))
+        .await
+        .expect("begin");
+    let mut partitions = Vec::new();
+    for (p, &(start, end)) in (0u32..).zip(ranges) {
+        stage_range(params, &begun.write, &opts, p, start..end).await;
+        partitions.push(p);
+    }
+    partitioned::commit(
+        params,
+        &begun.write,
+        &partitions,
+        schema(),
+        &opts,
+        Arc::new(Progress::default()),
+    )
+    .await
+}
+
+/// A write into an empty table fills a new copy of it (its key built once
+/// the rows are in) and swaps it in, keeping what users attached to the
+/// table; a table that holds rows, has a trigger, or that a reader keeps
+/// the swap from locking is written in place, and a repeated key fails
+/// with the table's own constraint named, writing nothing.
+#[tokio::test]
+async fn a_write_into_an_empty_table_fills_a_copy_and_swaps_it_in() {
+    let db = TestDb::new("partitioned_empty").await;
+    let params = resolve(&db.url);
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE kv (k bigint PRIMARY KEY, v text);
+             CREATE VIEW kv_view AS SELECT k, v FROM kv;
+             GRANT SELECT ON kv TO PUBLIC;
+             COMMENT ON TABLE kv IS 'the rows';
+             CREATE TABLE kt (k bigint PRIMARY KEY, v text);
+             CREATE TABLE kt_seen (n bigint);
+             CREATE FUNCTION kt_count() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN INSERT INTO kt_seen VALUES (1); RETURN NULL; END $$;
+             CREATE TRIGGER kt_count AFTER INSERT ON kt FOR EACH ROW EXECUTE FUNCTION kt_count();
+             CREATE TABLE kr (k bigint PRIMARY KEY, v text)",
+        )
+        .await
+        .expect("tables");
+    let oid = |t: &str| format!("SELECT '{t}'::regclass::oid::int8");
+    let before = one(&client, &oid("kv")).await;
+    // A repeated key: the rows go into the table itself, whose key names
+    // the error, and nothing is written.
+    let err = append(&params, "kv", &[(0, 10), (5, 15)])
+        .await
+        .expect_err("a repeated key");
+    assert!(err.message().contains("kv_pkey"), "{}", err.message());
+    assert_eq!(one(&client, "SELECT count(*) FROM kv").await, 0);
+    assert_eq!(one(&client, &oid("kv")).await, before);
+
+    append(&params, "kv", &[(2500, 5000), (0, 2500)])
+        .await
+        .expect("append into the empty table");
+    assert_eq!(
+        one(&client, "SELECT count(*) FROM kv WHERE v = 'v' || k").await,
+        5000
+    );
+    assert_ne!(
+        one(&client, &oid("kv")).await,
+        before,
+        "a new copy was swapped in"
+    );
+    assert_eq!(one(&client, "SELECT count(*) FROM kv_view").await, 5000);
+    assert_eq!(
+        one(
+            &client,
+            "SELECT has_table_privilege('public', 'kv', 'SELECT')::int::int8"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        one(
+            &client,
+            "SELECT (obj_description('kv'::regclass, 'pg_class') = 'the rows')::int::int8"
+        )
+        .await,
+        1
+    );
+    // Built once the rows were in, the key counts them.
+    assert_eq!(
+        one(
+            &client,
+            "SELECT reltuples::int8 FROM pg_class WHERE oid = 'kv_pkey'::regclass"
+        )
+        .await,
+        5000
+    );
+    let left = "SELECT count(*) FROM pg_class \
+                WHERE relname LIKE 'pgbulk\\_new\\_%' OR relname LIKE 'pgbulk\\_pk\\_%'";
+    assert_eq!(one(&client, left).await, 0);
+
+    // The table holds rows now: in place.
+    let filled = one(&client, &oid("kv")).await;
+    append(&params, "kv", &[(5000, 5100)])
+        .await
+        .expect("append");
+    assert_eq!(one(&client, "SELECT count(*) FROM kv").await, 5100);
+    assert_eq!(one(&client, &oid("kv")).await, filled);
+
+    // A trigger fires for each row written, as it would in place.
+    let kt = one(&client, &oid("kt")).await;
+    append(&params, "kt", &[(0, 100), (100, 200)])
+        .await
+        .expect("append");
+    assert_eq!(one(&client, "SELECT count(*) FROM kt_seen").await, 200);
+    assert_eq!(one(&client, &oid("kt")).await, kt);
+
+    // A reader keeps the swap from its lock: in place.
+    let kr = one(&client, &oid("kr")).await;
+    let mut reader = db.connect().await;
+    let open = reader.transaction().await.expect("reader");
+    open.query("SELECT * FROM kr", &[]).await.expect("read");
+    append(&params, "kr", &[(0, 100)]).await.expect("append");
+    open.rollback().await.expect("reader ends");
+    assert_eq!(one(&client, "SELECT count(*) FROM kr").await, 100);
+    assert_eq!(one(&client, &oid("kr")).await, kr);
 }

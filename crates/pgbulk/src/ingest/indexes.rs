@@ -102,6 +102,11 @@ pub(super) async fn defer(
 }
 
 impl Deferred {
+    /// Whether no index was dropped.
+    pub(super) fn is_empty(&self) -> bool {
+        self.build.is_empty()
+    }
+
     /// Builds the deferred indexes (in the same transaction, before
     /// anything merges into the tables).
     /// A key that repeats fails it with the server's unique violation,

@@ -2,18 +2,24 @@
 //! into a table of its own), merged into their table in one transaction.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
+use tracing::debug;
 
 use super::batch::merge_staged;
 use super::indexes;
 use super::stage::Layout;
 use super::target::{keyed, read_targets};
 use super::{BatchContext, BatchReport, Counts, Mode, Options, Prepared, Report, Upsert};
-use crate::error::{Error, Result};
-use crate::rebuild;
+use crate::error::{Error, Result, ServerErrorKind};
+use crate::lock::LockPolicy;
+use crate::rebuild::{self, NewTable};
 use crate::schema::{TableName, quote_ident, quote_literal};
+
+/// How long the swap of an empty table's filled copy waits for its lock
+/// before the rows go into the table itself.
+const EMPTY_SWAP_WAIT: Duration = Duration::from_secs(5);
 
 /// Merges the staging tables `stages` into `table` in one transaction and
 /// drops them in it: other sessions see all of their rows or none.
@@ -28,6 +34,12 @@ use crate::schema::{TableName, quote_ident, quote_literal};
 /// rewritten); tables without one are appended to. [`Mode::DeleteThenUpsert`]
 /// deletes every row first; [`Mode::ReplaceAtomic`] fills a new table built
 /// from the declaration and swaps it in (grants, views and comments kept).
+/// Into an empty table (see [`rebuild::empty_for_swap`]) the other modes
+/// do the same with a copy of the table as it is: its indexes are built
+/// once the rows are in, one sort each instead of an insertion per row;
+/// the table is written in place when the swap cannot have its lock
+/// within a few seconds or anything else on that way fails (a repeated
+/// key then fails the merge naming the table's own constraint).
 /// No watermark is written and no hook runs.
 pub async fn merge_stages(
     client: &mut Client,
@@ -38,22 +50,120 @@ pub async fn merge_stages(
     options: &Options,
 ) -> Result<Report> {
     let started = Instant::now();
-    let zone = prepared.session.utc_offset;
     let tx = client
         .transaction()
         .await
         .map_err(|e| Error::server("BEGIN", e))?;
-    let new = if options.mode == Mode::ReplaceAtomic {
-        let declared = prepared
-            .facts(table)
-            .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
-        Some(rebuild::create_new(&tx, table, declared, true).await?)
-    } else {
-        None
+    // Before anything is read of the table: a write that committed while
+    // this one waited may have swapped a new table in under its name.
+    crate::lock::serialise_ingests(&tx, &options.lock_policy, &[table]).await?;
+    let mut counts = None;
+    if options.mode != Mode::ReplaceAtomic && !stages.is_empty() {
+        if let Some(live) = rebuild::empty_for_swap(&tx, table).await? {
+            // The rows go into a new copy of the empty table, indexed once
+            // they are in, which is swapped in; if anything fails on the
+            // way (a lock the swap cannot get, a repeated key), the rows go
+            // into the table itself instead, as if it held rows.
+            // The swap tries for its lock for a few seconds, and terminates
+            // no one, whatever the policy: an append never needed more
+            // than a lock that readers and writers share.
+            let swap = LockPolicy {
+                lock_timeout: options.lock_policy.lock_timeout,
+                total_wait: options.lock_policy.total_wait.min(EMPTY_SWAP_WAIT),
+                terminate_blockers_after: None,
+            };
+            let rebuilt = async {
+                let new = rebuild::create_new(&tx, table, &live, false).await?;
+                merge_into(
+                    &tx,
+                    prepared,
+                    table,
+                    columns,
+                    stages,
+                    options,
+                    Some((&new, &swap)),
+                )
+                .await
+            }
+            .await;
+            match rebuilt {
+                Ok(c) => {
+                    tx.batch_execute("RELEASE SAVEPOINT pgbulk_empty")
+                        .await
+                        .map_err(|e| Error::server("RELEASE SAVEPOINT", e))?;
+                    counts = Some(c);
+                }
+                Err(e)
+                    if !matches!(
+                        e.server_kind(),
+                        Some(ServerErrorKind::Canceled | ServerErrorKind::ConnectionLost)
+                    ) =>
+                {
+                    debug!(
+                        "{table}: filling a new copy of the empty table failed ({e}); writing into the table"
+                    );
+                    tx.batch_execute(
+                        "ROLLBACK TO SAVEPOINT pgbulk_empty; RELEASE SAVEPOINT pgbulk_empty",
+                    )
+                    .await
+                    .map_err(|_| e)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let counts = match counts {
+        Some(c) => c,
+        None => {
+            let new = if options.mode == Mode::ReplaceAtomic {
+                let declared = prepared
+                    .facts(table)
+                    .ok_or_else(|| Error::config(format!("table {table} is not declared")))?;
+                Some(rebuild::create_new(&tx, table, declared, true).await?)
+            } else {
+                None
+            };
+            let new = new.as_ref().map(|n| (n, &options.lock_policy));
+            merge_into(&tx, prepared, table, columns, stages, options, new).await?
+        }
     };
-    let write = new
-        .as_ref()
-        .map_or_else(|| table.clone(), |n| n.name.clone());
+    tx.commit()
+        .await
+        .map_err(|e| Error::server(&format!("{table}: COMMIT"), e))?;
+    let tables = BTreeMap::from([(table.to_string(), counts)]);
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Report {
+        batches: vec![BatchReport {
+            number: 1,
+            tables: tables.clone(),
+            skipped: 0,
+            seconds,
+        }],
+        tables,
+        migrations: if options.mode == Mode::ReplaceAtomic {
+            vec![format!("{table}: replaced atomically")]
+        } else {
+            Vec::new()
+        },
+        seconds,
+        ..Report::default()
+    })
+}
+
+/// Merges `stages` into `table`, or into `new` (then swapped in for it
+/// under the lock policy given with it), and drops the stages: the body of
+/// [`merge_stages`], inside its transaction.
+async fn merge_into(
+    tx: &Transaction<'_>,
+    prepared: &Prepared,
+    table: &TableName,
+    columns: &[String],
+    stages: &[TableName],
+    options: &Options,
+    new: Option<(&NewTable, &LockPolicy)>,
+) -> Result<Counts> {
+    let zone = prepared.session.utc_offset;
+    let write = new.map_or_else(|| table.clone(), |(n, _)| n.name.clone());
     let live = read_targets(tx.client(), &[(table.clone(), write)], zone).await?;
     // The primary key's columns: rows appended in its order fill its index
     // from left to right instead of splitting pages all over it (2 M rows
@@ -75,19 +185,18 @@ pub async fn merge_stages(
             columns,
             matches!(options.mode, Mode::DeleteThenUpsert | Mode::ReplaceAtomic),
         )?;
-    crate::lock::serialise_ingests(&tx, &options.lock_policy, &[table]).await?;
     let merge = prepared.session.server_version >= 150_000 && options.upsert == Upsert::Auto;
     // The new table of a replace-atomic gets its indexes once the rows are
     // in (`MERGE` needs none; `ON CONFLICT`, before 15, does).
     let deferred = match &new {
         Some(_) if merge || target.key.is_empty() => {
-            indexes::defer(&tx, std::slice::from_ref(&target), &[target.oid]).await?
+            indexes::defer(tx, std::slice::from_ref(&target), &[target.oid]).await?
         }
         _ => indexes::Deferred::default(),
     };
     let mut counts = Counts::default();
     if options.mode == Mode::DeleteThenUpsert {
-        counts.deleted = target.delete_all(&tx).await?;
+        counts.deleted = target.delete_all(tx).await?;
     }
     let layout = Layout {
         target: &target,
@@ -116,7 +225,7 @@ pub async fn merge_stages(
     let staged: Vec<String> = stages.iter().map(TableName::quoted).collect();
     if target.key.is_empty() && !primary.is_empty() && !staged.is_empty() {
         // Appended to a table with a primary key: every stage at once, in
-        // the key's order.
+        // the key's order while the key is indexed.
         if let Some(work_mem) = &options.merge_work_mem {
             tx.batch_execute(&format!("SET LOCAL work_mem = {}", quote_literal(work_mem)))
                 .await
@@ -126,14 +235,18 @@ pub async fn merge_stages(
             .iter()
             .map(|s| format!("SELECT {names} FROM {s}"))
             .collect();
+        let order = if deferred.is_empty() {
+            format!(" ORDER BY {}", primary.join(", "))
+        } else {
+            String::new()
+        };
         counts.inserted += tx
             .execute(
                 &format!(
-                    "INSERT INTO {} ({names}) SELECT {} FROM ({}) s ORDER BY {}",
+                    "INSERT INTO {} ({names}) SELECT {} FROM ({}) s{order}",
                     target.write.quoted(),
                     layout.values(""),
                     all.join(" UNION ALL "),
-                    primary.join(", ")
                 ),
                 &[],
             )
@@ -144,7 +257,7 @@ pub async fn merge_stages(
             })?;
     } else if target.key.is_empty() {
         for stage in &staged {
-            let c = merge_staged(&tx, layout, stage, 0, false, &ctx).await?;
+            let c = merge_staged(tx, layout, stage, 0, false, &ctx).await?;
             counts.add(&c);
         }
     } else if !staged.is_empty() {
@@ -178,7 +291,7 @@ pub async fn merge_stages(
             }
             (all.to_owned(), copied)
         };
-        let c = merge_staged(&tx, layout, &stage, copied, true, &ctx).await?;
+        let c = merge_staged(tx, layout, &stage, copied, true, &ctx).await?;
         counts.add(&c);
     }
     if !staged.is_empty() {
@@ -186,28 +299,9 @@ pub async fn merge_stages(
             .await
             .map_err(|e| Error::server("dropping the merged stages", e))?;
     }
-    deferred.build(&tx, 1).await?;
-    if let Some(new) = &new {
-        rebuild::swap(&tx, &options.lock_policy, new).await?;
+    deferred.build(tx, 1).await?;
+    if let Some((new, policy)) = new {
+        rebuild::swap(tx, policy, new).await?;
     }
-    tx.commit()
-        .await
-        .map_err(|e| Error::server(&format!("{table}: COMMIT"), e))?;
-    let tables = BTreeMap::from([(table.to_string(), counts)]);
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(Report {
-        batches: vec![BatchReport {
-            number: 1,
-            tables: tables.clone(),
-            skipped: 0,
-            seconds,
-        }],
-        tables,
-        migrations: new
-            .iter()
-            .map(|n| format!("{}: replaced atomically", n.target))
-            .collect(),
-        seconds,
-        ..Report::default()
-    })
+    Ok(counts)
 }

@@ -752,6 +752,78 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
     Ok(())
 }
 
+/// The facts of `table` when a new copy of it may be filled and swapped in
+/// for it because it holds no row: a plain table (no partition, no
+/// inheritance, no trigger, rule, row security or foreign key from another
+/// table, and no publication in the database) that the role owns, in a
+/// schema where it may create tables, and of at most 1 MiB. Sets the
+/// savepoint `pgbulk_empty` and takes `SHARE` on the table without waiting
+/// (writers then wait until the transaction ends, readers do not), so the
+/// table stays empty until the swap; the caller releases the savepoint, or
+/// rolls back to it to go on without the lock. `None` (no savepoint, no
+/// lock) when any of that does not hold or the lock is taken.
+pub(crate) async fn empty_for_swap(
+    tx: &Transaction<'_>,
+    table: &TableName,
+) -> Result<Option<TableFacts>> {
+    let q = table.quoted();
+    let oid: Option<Oid> = tx
+        .query_opt(
+            "SELECT c.oid FROM pg_catalog.pg_class c \
+             WHERE c.oid = pg_catalog.to_regclass($1) AND c.relkind = 'r' \
+               AND c.relpersistence IN ('p', 'u') AND NOT c.relispartition \
+               AND NOT c.relhasrules AND NOT c.relrowsecurity \
+               AND pg_catalog.pg_has_role(c.relowner, 'USAGE') \
+               AND pg_catalog.has_schema_privilege(c.relnamespace, 'CREATE') \
+               AND pg_catalog.pg_relation_size(c.oid) <= 1048576 \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i \
+                               WHERE i.inhrelid = c.oid OR i.inhparent = c.oid) \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t \
+                               WHERE t.tgrelid = c.oid AND NOT t.tgisinternal) \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint f \
+                               WHERE f.confrelid = c.oid) \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication)",
+            &[&q],
+        )
+        .await
+        .map_err(|e| Error::server(&format!("looking up {table}"), e))?
+        .map(|r| r.get(0));
+    let Some(oid) = oid else {
+        return Ok(None);
+    };
+    tx.batch_execute("SAVEPOINT pgbulk_empty")
+        .await
+        .map_err(|e| Error::server("SAVEPOINT", e))?;
+    let back = || async {
+        tx.batch_execute("ROLLBACK TO SAVEPOINT pgbulk_empty; RELEASE SAVEPOINT pgbulk_empty")
+            .await
+            .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))
+    };
+    match tx
+        .batch_execute(&format!("LOCK TABLE {q} IN SHARE MODE NOWAIT"))
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "55P03") => {
+            back().await?;
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::server(&format!("locking {table}"), e)),
+    }
+    let empty: bool = tx
+        .query_one(&format!("SELECT NOT EXISTS (SELECT FROM {q})"), &[])
+        .await
+        .map_err(|e| Error::server(&format!("reading {table}"), e))?
+        .get(0);
+    if !empty {
+        back().await?;
+        return Ok(None);
+    }
+    crate::catalog::facts::read(tx.client(), oid)
+        .await
+        .map(Some)
+}
+
 /// Takes `SHARE` on the live table (writers wait, readers do not) under the
 /// lock policy, so rows cannot change while they are copied.
 pub(crate) async fn lock_for_copy(
