@@ -10,5 +10,7 @@ mod ingest;
 mod load;
 #[cfg(feature = "arrow")]
 mod partitioned;
+#[cfg(feature = "arrow")]
+mod write;
 
 use pgbulk_testkit as harness;

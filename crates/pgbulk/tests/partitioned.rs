@@ -13,7 +13,7 @@ use pgbulk::schema::TableName;
 
 use crate::harness::{TestDb, resolve};
 
-fn schema() -> SchemaRef {
+pub(crate) fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, false),
         Field::new("v", DataType::Utf8, true),
@@ -290,12 +290,54 @@ async fn an_attempt_after_the_write_ended_leaves_nothing() {
 }
 
 /// The one `int8` that `sql` returns.
-async fn one(client: &tokio_postgres::Client, sql: &str) -> i64 {
+pub(crate) async fn one(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client
         .query_one(sql, &[])
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
+}
+
+/// `kv` (`k bigint` primary key, `v text`) with a view, a grant and a
+/// comment: what a swap must keep.
+pub(crate) const KV_WITH_USERS: &str = "CREATE TABLE kv (k bigint PRIMARY KEY, v text);
+     CREATE VIEW kv_view AS SELECT k, v FROM kv;
+     GRANT SELECT ON kv TO PUBLIC;
+     COMMENT ON TABLE kv IS 'the rows';";
+
+/// Checks that a new copy of [`KV_WITH_USERS`]'s `kv` (whose oid was
+/// `before`) holding `rows` rows `v<k>` was swapped in: the view, the grant
+/// and the comment kept, its key built once the rows were in (an index
+/// filled row by row counts none until `VACUUM` or `ANALYZE`), no leftover.
+pub(crate) async fn assert_swapped_in(client: &tokio_postgres::Client, before: i64, rows: i64) {
+    let checks = [
+        ("SELECT count(*) FROM kv_view WHERE v = 'v' || k", rows),
+        (
+            "SELECT has_table_privilege('public', 'kv', 'SELECT')::int::int8",
+            1,
+        ),
+        (
+            "SELECT (obj_description('kv'::regclass, 'pg_class') = 'the rows')::int::int8",
+            1,
+        ),
+        (
+            "SELECT reltuples::int8 FROM pg_class WHERE oid = 'kv_pkey'::regclass",
+            rows,
+        ),
+        (
+            "SELECT count(*) FROM pg_class \
+             WHERE relname LIKE 'pgbulk\\_new\\_%' OR relname LIKE 'pgbulk\\_pk\\_%'",
+            0,
+        ),
+    ];
+    for (sql, want) in checks {
+        assert_eq!(one(client, sql).await, want, "{sql}");
+    }
+    assert_ne!(
+        one(client, "SELECT 'kv'::regclass::oid::int8").await,
+        before,
+        "a new copy was swapped in"
+    );
 }
 
 /// Stages the rows `range` (values `v<k>`) as partition `p` of `write`.
@@ -372,18 +414,15 @@ async fn a_write_into_an_empty_table_fills_a_copy_and_swaps_it_in() {
     let params = resolve(&db.url);
     let client = db.connect().await;
     client
-        .batch_execute(
-            "CREATE TABLE kv (k bigint PRIMARY KEY, v text);
-             CREATE VIEW kv_view AS SELECT k, v FROM kv;
-             GRANT SELECT ON kv TO PUBLIC;
-             COMMENT ON TABLE kv IS 'the rows';
+        .batch_execute(&format!(
+            "{KV_WITH_USERS}
              CREATE TABLE kt (k bigint PRIMARY KEY, v text);
              CREATE TABLE kt_seen (n bigint);
              CREATE FUNCTION kt_count() RETURNS trigger LANGUAGE plpgsql AS
                $$ BEGIN INSERT INTO kt_seen VALUES (1); RETURN NULL; END $$;
              CREATE TRIGGER kt_count AFTER INSERT ON kt FOR EACH ROW EXECUTE FUNCTION kt_count();
-             CREATE TABLE kr (k bigint PRIMARY KEY, v text)",
-        )
+             CREATE TABLE kr (k bigint PRIMARY KEY, v text)"
+        ))
         .await
         .expect("tables");
     let oid = |t: &str| format!("SELECT '{t}'::regclass::oid::int8");
@@ -400,44 +439,7 @@ async fn a_write_into_an_empty_table_fills_a_copy_and_swaps_it_in() {
     append(&params, "kv", &[(2500, 5000), (0, 2500)])
         .await
         .expect("append into the empty table");
-    assert_eq!(
-        one(&client, "SELECT count(*) FROM kv WHERE v = 'v' || k").await,
-        5000
-    );
-    assert_ne!(
-        one(&client, &oid("kv")).await,
-        before,
-        "a new copy was swapped in"
-    );
-    assert_eq!(one(&client, "SELECT count(*) FROM kv_view").await, 5000);
-    assert_eq!(
-        one(
-            &client,
-            "SELECT has_table_privilege('public', 'kv', 'SELECT')::int::int8"
-        )
-        .await,
-        1
-    );
-    assert_eq!(
-        one(
-            &client,
-            "SELECT (obj_description('kv'::regclass, 'pg_class') = 'the rows')::int::int8"
-        )
-        .await,
-        1
-    );
-    // Built once the rows were in, the key counts them.
-    assert_eq!(
-        one(
-            &client,
-            "SELECT reltuples::int8 FROM pg_class WHERE oid = 'kv_pkey'::regclass"
-        )
-        .await,
-        5000
-    );
-    let left = "SELECT count(*) FROM pg_class \
-                WHERE relname LIKE 'pgbulk\\_new\\_%' OR relname LIKE 'pgbulk\\_pk\\_%'";
-    assert_eq!(one(&client, left).await, 0);
+    assert_swapped_in(&client, before, 5000).await;
 
     // The table holds rows now: in place.
     let filled = one(&client, &oid("kv")).await;

@@ -86,7 +86,7 @@ pub async fn write(
     let (prepared, facts, chosen) =
         crate::load::prepare_table(&mut client, session, &declaration, opts, &table, exists)
             .await?;
-    let options =
+    let mut options =
         crate::load::engine_options(chosen.mode, chosen.key.as_ref(), &table, opts, &progress);
 
     let (columns, fields, left_out) = matched_columns(&facts, &table, &schema, opts.ignore_extra)?;
@@ -134,12 +134,19 @@ pub async fn write(
     let plan = prepared.plan();
     let appends = chosen.mode == LoadMode::Append
         || chosen.mode == LoadMode::Upsert && chosen.effective_key.is_none();
-    let streams = if appends
+    let parallel = appends
         && exists
         && !opts.single_transaction
         && plan.steps.is_empty()
+        && plan.rebuilds.is_empty();
+    // An empty table with an index: its rows go into a new copy of it on
+    // one connection, the index built once they are in (1 M rows with a
+    // bigint key: 1.35 s, against 1.7-2.1 s on two connections into it).
+    options.fill_empty = exists
+        && plan.steps.is_empty()
         && plan.rebuilds.is_empty()
-    {
+        && crate::rebuild::fill_pays(&mut client, &table).await?;
+    let streams = if parallel && !options.fill_empty {
         opts.streams.max(1)
     } else {
         1

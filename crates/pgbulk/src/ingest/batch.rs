@@ -18,7 +18,7 @@ use super::{
     Batch, BatchContext, BatchInfo, BatchWatermark, Committed, Counts, Mode, OnDuplicate, Report,
     StagedRejection,
 };
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, ServerErrorKind};
 use crate::rebuild;
 use crate::schema::{TableName, quote_ident, quote_literal};
 use crate::watermark;
@@ -283,6 +283,15 @@ pub(super) async fn load_batch(
         resume = Some(position);
     }
     // 4. Rebuilt tables take their place; watermark, hook, commit.
+    for new in &ctx.fill {
+        let merged = swap_or_merge(&tx, targets, new, ctx).await?;
+        if let Some(merged) = merged {
+            let c = counts.entry(new.target.to_string()).or_default();
+            let repeated = c.repeated;
+            *c = merged;
+            c.repeated += repeated;
+        }
+    }
     for new in &news {
         rebuild::swap(&tx, &options.lock_policy, new).await?;
     }
@@ -322,6 +331,106 @@ pub(super) async fn load_batch(
         resume,
     };
     Ok((counts, skipped, committed))
+}
+
+/// The new copy `new` of a table that was empty when the batch began (see
+/// [`super::Options::fill_empty`]), filled with the batch's rows: swapped
+/// in when the table is still empty, under `SHARE` (writers wait, readers
+/// do not) and the swap's lock, each had within a few seconds and
+/// terminating no one whatever the policy (an append never needed more
+/// than a lock that writers share). Else (rows came in meanwhile, a lock
+/// was not had) its rows are merged into the table as a stage's would be
+/// and it is dropped: returns what that merge counted.
+async fn swap_or_merge(
+    tx: &Transaction<'_>,
+    targets: &[Target],
+    new: &rebuild::NewTable,
+    ctx: &BatchContext<'_>,
+) -> Result<Option<Counts>> {
+    let live_oid: u32 = tx
+        .query_one("SELECT $1::text::regclass::oid", &[&new.target.quoted()])
+        .await
+        .map_err(|e| Error::server("looking up a table", e))?
+        .get(0);
+    let policy = crate::lock::LockPolicy {
+        lock_timeout: ctx.options.lock_policy.lock_timeout,
+        total_wait: ctx
+            .options
+            .lock_policy
+            .total_wait
+            .min(rebuild::EMPTY_SWAP_WAIT),
+        terminate_blockers_after: None,
+    };
+    tx.batch_execute("SAVEPOINT pgbulk_fill")
+        .await
+        .map_err(|e| Error::server("SAVEPOINT", e))?;
+    let swapped = async {
+        rebuild::lock_for_copy(tx, &policy, &new.target, live_oid).await?;
+        if !rebuild::is_empty(tx, &new.target).await? {
+            return Ok(false);
+        }
+        rebuild::swap(tx, &policy, new).await?;
+        Ok::<_, Error>(true)
+    }
+    .await;
+    match swapped {
+        Ok(true) => {
+            tx.batch_execute("RELEASE SAVEPOINT pgbulk_fill")
+                .await
+                .map_err(|e| Error::server("RELEASE SAVEPOINT", e))?;
+            return Ok(None);
+        }
+        Err(e)
+            if matches!(
+                e.server_kind(),
+                Some(ServerErrorKind::Canceled | ServerErrorKind::ConnectionLost)
+            ) =>
+        {
+            return Err(e);
+        }
+        Ok(false) | Err(_) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT pgbulk_fill; RELEASE SAVEPOINT pgbulk_fill")
+                .await
+                .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))?;
+        }
+    }
+    tracing::debug!(
+        "{}: not swapped in (it holds rows now, or a lock was not had): the batch is merged into it",
+        new.target
+    );
+    let Some(filled) = targets.iter().find(|t| t.write == new.name) else {
+        return Ok(None);
+    };
+    let live = Target {
+        write: new.target.clone(),
+        oid: live_oid,
+        ..filled.clone()
+    };
+    let stage = new.name.quoted();
+    let rows: i64 = tx
+        .query_one(&format!("SELECT count(*) FROM {stage}"), &[])
+        .await
+        .map_err(|e| Error::server("counting the batch's rows", e))?
+        .get(0);
+    let layout = Layout {
+        target: &live,
+        shadows: &[],
+        locate_all: false,
+        sorted: false,
+    };
+    let merged = merge_staged(
+        tx,
+        layout,
+        &stage,
+        u64::try_from(rows).unwrap_or(0),
+        false,
+        ctx,
+    )
+    .await?;
+    tx.batch_execute(&format!("DROP TABLE {stage}"))
+        .await
+        .map_err(|e| Error::server("dropping the unused copy", e))?;
+    Ok(Some(merged))
 }
 
 /// A table's staged rows, once the batch's rows are read.

@@ -523,6 +523,15 @@ pub struct Options {
     /// tables are still created, in a transaction of their own at the end
     /// (pg-bulk-ingest's behaviour) instead of not at all.
     pub create_without_batches: bool,
+    /// When the one table of an upsert or append is empty and has indexes
+    /// (`crate::rebuild::empty_and_indexed`), the first batch
+    /// fills a new copy of it, rows frozen and indexes built once they are
+    /// in, and swaps it in at its commit (grants, views and the rest kept);
+    /// if the table got rows meanwhile, or the swap cannot have its locks
+    /// within a few seconds, the copy's rows are merged into the table
+    /// instead. For a run on one connection only: another one loading the
+    /// same table at once would wait for the swap's `SHARE` lock.
+    pub fill_empty: bool,
 }
 
 impl Default for Options {
@@ -542,6 +551,7 @@ impl Default for Options {
             stream: None,
             create_with_first_batch: false,
             create_without_batches: false,
+            fill_empty: false,
         }
     }
 }
@@ -561,6 +571,7 @@ impl std::fmt::Debug for Options {
             .field("stream", &self.stream)
             .field("create_with_first_batch", &self.create_with_first_batch)
             .field("create_without_batches", &self.create_without_batches)
+            .field("fill_empty", &self.fill_empty)
             .finish()
     }
 }
@@ -1103,6 +1114,14 @@ where
             .map_err(|e| Error::server("BEGIN", e))?;
         let created = std::mem::take(&mut create.summaries);
         let mut created_tables = std::mem::take(&mut create.tables);
+        let mut fill = Vec::new();
+        if targets.is_none() && !replace {
+            if let Some(new) = empty_copy(&tx, plan, names, &created_tables, options).await? {
+                created_tables.push(new.name.clone());
+                pairs = Some(vec![(new.target.clone(), new.name.clone())]);
+                fill.push(new);
+            }
+        }
         if targets.is_none() && replace {
             // The new tables are created in the first batch's transaction:
             // its rows go in frozen, their indexes are built after them.
@@ -1156,12 +1175,14 @@ where
             } else {
                 Vec::new()
             },
+            fill,
             write_watermark: duties.watermark,
             ingest_lock: duties.ingest_lock,
             zone_offset,
             merge,
         };
         let rebuilt = !context.rebuild.is_empty();
+        let filled = !context.fill.is_empty();
         let (counts, skipped, committed) = load_batch(tx, current, batch, &context, report)
             .await
             .map_err(|e| e.in_batch(number as u64))?;
@@ -1189,7 +1210,7 @@ where
             );
         }
         report.migrations.extend(created);
-        if rebuilt {
+        if rebuilt || filled {
             report.migrations.extend(
                 context
                     .rebuild
@@ -1264,6 +1285,37 @@ async fn fresh_tables(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// With [`Options::fill_empty`], in the first batch's transaction: the new
+/// copy of the run's one table, when that table is empty, has an index to
+/// build after the rows instead of maintaining it row by row, and may be
+/// swapped ([`rebuild::swappable_when_empty`]). No lock is taken: the batch
+/// checks again before the swap.
+async fn empty_copy(
+    tx: &Transaction<'_>,
+    plan: &Plan,
+    names: &[TableName],
+    created: &[TableName],
+    options: &Options,
+) -> Result<Option<NewTable>> {
+    let [name] = names else {
+        return Ok(None);
+    };
+    if !options.fill_empty
+        || options.mode != Mode::Upsert
+        || !plan.rebuilds.is_empty()
+        || !created.is_empty()
+    {
+        return Ok(None);
+    }
+    let Some(oid) = rebuild::empty_and_indexed(tx, name).await? else {
+        return Ok(None);
+    };
+    let live = crate::catalog::facts::read(tx.client(), oid).await?;
+    let new = rebuild::create_new(tx, name, &live, false).await?;
+    tracing::debug!("{name} is empty: the batch fills a new copy of it, to swap in");
+    Ok(Some(new))
+}
+
 /// Tables the plan rebuilds, with their live and declared facts.
 fn rebuild_list(plan: &Plan) -> Vec<(TableName, TableFacts, TableFacts)> {
     let mut names: Vec<&TableName> = plan.rebuilds.iter().map(|(n, _)| n).collect();
@@ -1336,6 +1388,9 @@ struct BatchContext<'a> {
     fresh: Vec<u32>,
     /// Tables rebuilt in this batch's transaction (first batch only).
     rebuild: Vec<(TableName, TableFacts, TableFacts)>,
+    /// The new copy of an empty table this batch fills (first batch only,
+    /// see [`Options::fill_empty`]).
+    fill: Vec<NewTable>,
     write_watermark: bool,
     /// Take the ingest lock (see [`Duties::ingest_lock`]).
     ingest_lock: bool,

@@ -2,7 +2,7 @@
 //! into a table of its own), merged into their table in one transaction.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio_postgres::{Client, Transaction};
 use tracing::debug;
@@ -16,10 +16,6 @@ use crate::error::{Error, Result, ServerErrorKind};
 use crate::lock::LockPolicy;
 use crate::rebuild::{self, NewTable};
 use crate::schema::{TableName, quote_ident, quote_literal};
-
-/// How long the swap of an empty table's filled copy waits for its lock
-/// before the rows go into the table itself.
-const EMPTY_SWAP_WAIT: Duration = Duration::from_secs(5);
 
 /// Merges the staging tables `stages` into `table` in one transaction and
 /// drops them in it: other sessions see all of their rows or none.
@@ -69,7 +65,7 @@ pub async fn merge_stages(
             // than a lock that readers and writers share.
             let swap = LockPolicy {
                 lock_timeout: options.lock_policy.lock_timeout,
-                total_wait: options.lock_policy.total_wait.min(EMPTY_SWAP_WAIT),
+                total_wait: options.lock_policy.total_wait.min(rebuild::EMPTY_SWAP_WAIT),
                 terminate_blockers_after: None,
             };
             let rebuilt = async {
@@ -211,6 +207,7 @@ async fn merge_into(
         options,
         fresh: Vec::new(),
         rebuild: Vec::new(),
+        fill: Vec::new(),
         write_watermark: false,
         ingest_lock: true,
         zone_offset: zone,

@@ -752,22 +752,17 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
     Ok(())
 }
 
-/// The facts of `table` when a new copy of it may be filled and swapped in
-/// for it because it holds no row: a plain table (no partition, no
-/// inheritance, no trigger, rule, row security or foreign key from another
-/// table, and no publication in the database) that the role owns, in a
-/// schema where it may create tables, and of at most 1 MiB. Sets the
-/// savepoint `pgbulk_empty` and takes `SHARE` on the table without waiting
-/// (writers then wait until the transaction ends, readers do not), so the
-/// table stays empty until the swap; the caller releases the savepoint, or
-/// rolls back to it to go on without the lock. `None` (no savepoint, no
-/// lock) when any of that does not hold or the lock is taken.
-pub(crate) async fn empty_for_swap(
+/// The oid of `table` when a new copy of it may be filled and swapped in
+/// for it while it holds no row, with nothing users see changing but its
+/// oid: a plain table (no partition, no inheritance, no trigger, rule, row
+/// security or foreign key from another table, and no publication in the
+/// database) that the role owns, in a schema where it may create tables,
+/// and of at most 1 MiB. Whether it holds rows is the caller's to check.
+pub(crate) async fn swappable_when_empty(
     tx: &Transaction<'_>,
     table: &TableName,
-) -> Result<Option<TableFacts>> {
-    let q = table.quoted();
-    let oid: Option<Oid> = tx
+) -> Result<Option<Oid>> {
+    Ok(tx
         .query_opt(
             "SELECT c.oid FROM pg_catalog.pg_class c \
              WHERE c.oid = pg_catalog.to_regclass($1) AND c.relkind = 'r' \
@@ -783,11 +778,80 @@ pub(crate) async fn empty_for_swap(
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint f \
                                WHERE f.confrelid = c.oid) \
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication)",
-            &[&q],
+            &[&table.quoted()],
         )
         .await
         .map_err(|e| Error::server(&format!("looking up {table}"), e))?
-        .map(|r| r.get(0));
+        .map(|r| r.get(0)))
+}
+
+/// How long the swap of an empty table's filled copy waits for its locks
+/// before the rows go into the table itself.
+pub(crate) const EMPTY_SWAP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether `table` holds no row (that this transaction sees).
+pub(crate) async fn is_empty(tx: &Transaction<'_>, table: &TableName) -> Result<bool> {
+    Ok(tx
+        .query_one(
+            &format!("SELECT NOT EXISTS (SELECT FROM {})", table.quoted()),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::server(&format!("reading {table}"), e))?
+        .get(0))
+}
+
+/// The oid of `table` when it is [`swappable_when_empty`], empty, and has
+/// an index: a table whose first rows go faster into a new copy of it,
+/// indexed once they are in, than into it (see
+/// [`crate::ingest::Options::fill_empty`]).
+pub(crate) async fn empty_and_indexed(
+    tx: &Transaction<'_>,
+    table: &TableName,
+) -> Result<Option<Oid>> {
+    let Some(oid) = swappable_when_empty(tx, table).await? else {
+        return Ok(None);
+    };
+    let indexed: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index WHERE indrelid = $1)",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::server("reading the indexes", e))?
+        .get(0);
+    Ok((indexed && is_empty(tx, table).await?).then_some(oid))
+}
+
+/// [`empty_and_indexed`], asked in a transaction of its own on `client`.
+pub(crate) async fn fill_pays(
+    client: &mut tokio_postgres::Client,
+    table: &TableName,
+) -> Result<bool> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::server("BEGIN", e))?;
+    let found = empty_and_indexed(&tx, table).await?.is_some();
+    tx.rollback()
+        .await
+        .map_err(|e| Error::server("ROLLBACK", e))?;
+    Ok(found)
+}
+
+/// The facts of `table` when it is [`swappable_when_empty`] and empty.
+/// Sets the savepoint `pgbulk_empty` and takes `SHARE` on the table without
+/// waiting (writers then wait until the transaction ends, readers do not),
+/// so the table stays empty until the swap; the caller releases the
+/// savepoint, or rolls back to it to go on without the lock. `None` (no
+/// savepoint, no lock) when the table does not qualify or the lock is
+/// taken.
+pub(crate) async fn empty_for_swap(
+    tx: &Transaction<'_>,
+    table: &TableName,
+) -> Result<Option<TableFacts>> {
+    let q = table.quoted();
+    let oid = swappable_when_empty(tx, table).await?;
     let Some(oid) = oid else {
         return Ok(None);
     };
@@ -810,12 +874,7 @@ pub(crate) async fn empty_for_swap(
         }
         Err(e) => return Err(Error::server(&format!("locking {table}"), e)),
     }
-    let empty: bool = tx
-        .query_one(&format!("SELECT NOT EXISTS (SELECT FROM {q})"), &[])
-        .await
-        .map_err(|e| Error::server(&format!("reading {table}"), e))?
-        .get(0);
-    if !empty {
+    if !is_empty(tx, table).await? {
         back().await?;
         return Ok(None);
     }

@@ -1,0 +1,147 @@
+//! `arrow::write` into a table that is there and empty: the rows fill a new
+//! copy of it, indexed once they are in, swapped in at the batch's commit;
+//! rows that came into the table meanwhile get the batch merged into them.
+
+use std::sync::Arc;
+
+use arrow_array::{Int64Array, RecordBatch, StringArray};
+use pgbulk::arrow::Batches;
+use pgbulk::load::{LoadMode, LoadOptions, Progress};
+use pgbulk::schema::TableName;
+
+use crate::harness::{TestDb, resolve};
+use crate::partitioned::{KV_WITH_USERS, assert_swapped_in, one, schema};
+
+/// Keys `range` with values `v<k>`, in one record batch.
+fn batch(range: std::ops::Range<i64>) -> RecordBatch {
+    let keys: Vec<i64> = range.rev().collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from(keys.clone())),
+            Arc::new(StringArray::from(
+                keys.iter().map(|k| format!("v{k}")).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .expect("batch")
+}
+
+async fn write(
+    db: &TestDb,
+    table: &str,
+    mode: LoadMode,
+    batches: Batches,
+) -> pgbulk::load::LoadReport {
+    let opts = LoadOptions {
+        table: TableName::parse(table).expect("name"),
+        mode: Some(mode),
+        ..LoadOptions::default()
+    };
+    pgbulk::arrow::write(
+        &resolve(&db.url),
+        schema(),
+        batches,
+        &opts,
+        false,
+        Arc::new(Progress::default()),
+    )
+    .await
+    .expect("write")
+}
+
+/// The first rows into an empty table with a key go into a new copy of it
+/// (the key built once they are in, the grants, views and comments kept);
+/// the next write, into a table that holds rows, goes in place.
+#[tokio::test]
+async fn a_write_into_an_empty_table_fills_a_new_copy() {
+    let db = TestDb::new("write_empty").await;
+    let client = db.connect().await;
+    client.batch_execute(KV_WITH_USERS).await.expect("table");
+    let oid = "SELECT 'kv'::regclass::oid::int8";
+    let before = one(&client, oid).await;
+    let report = write(
+        &db,
+        "kv",
+        LoadMode::Append,
+        Box::new(vec![Ok(batch(2500..5000)), Ok(batch(0..2500))].into_iter()),
+    )
+    .await;
+    assert_eq!(report.inserted, 5000);
+    assert_swapped_in(&client, before, 5000).await;
+    let filled = one(&client, oid).await;
+    let report = write(
+        &db,
+        "kv",
+        LoadMode::Upsert,
+        Box::new(std::iter::once(Ok(batch(4990..5010)))),
+    )
+    .await;
+    assert_eq!((report.inserted, report.unchanged), (10, 10));
+    assert_eq!(one(&client, oid).await, filled, "written in place");
+}
+
+/// Rows that another session writes into the empty table while the batch
+/// fills its copy: the copy is not swapped in, the batch is merged into
+/// the table (its row for a key both have wins) and the copy dropped.
+#[tokio::test]
+async fn rows_written_meanwhile_get_the_batch_merged_into_them() {
+    let db = TestDb::new("write_empty_race").await;
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE kv (k bigint PRIMARY KEY, v text)")
+        .await
+        .expect("table");
+    let oid = "SELECT 'kv'::regclass::oid::int8";
+    let before = one(&client, oid).await;
+    let url = db.url.clone();
+    let mut pulled = 0;
+    // The second record batch is asked for while the first one's rows are
+    // copied into the new table: another session inserts two rows then.
+    let batches = std::iter::from_fn(move || {
+        pulled += 1;
+        match pulled {
+            1 => Some(Ok(batch(0..50))),
+            2 => {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async {
+                        let other = pgbulk::connect::connect(&resolve(&url))
+                            .await
+                            .expect("connect")
+                            .client;
+                        other
+                            .batch_execute("INSERT INTO kv VALUES (1, 'other'), (-1, 'other')")
+                            .await
+                            .expect("insert meanwhile");
+                    });
+                })
+                .join()
+                .expect("thread");
+                Some(Ok(batch(50..100)))
+            }
+            _ => None,
+        }
+    });
+    let report = write(&db, "kv", LoadMode::Upsert, Box::new(batches)).await;
+    assert_eq!((report.inserted, report.updated), (99, 1));
+    assert_eq!(one(&client, oid).await, before, "not swapped in");
+    assert_eq!(one(&client, "SELECT count(*) FROM kv").await, 101);
+    assert_eq!(
+        one(&client, "SELECT count(*) FROM kv WHERE k = 1 AND v = 'v1'").await,
+        1,
+        "the batch's row wins"
+    );
+    assert_eq!(
+        one(
+            &client,
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgbulk\\_new\\_%'"
+        )
+        .await,
+        0
+    );
+}
