@@ -1310,10 +1310,43 @@ async fn empty_copy(
     let Some(oid) = rebuild::empty_and_indexed(tx, name).await? else {
         return Ok(None);
     };
-    let live = crate::catalog::facts::read(tx.client(), oid).await?;
-    let new = rebuild::create_new(tx, name, &live, false).await?;
-    tracing::debug!("{name} is empty: the batch fills a new copy of it, to swap in");
-    Ok(Some(new))
+    // A table whose copy cannot be made is written in place.
+    tx.batch_execute("SAVEPOINT pgbulk_empty_copy")
+        .await
+        .map_err(|e| Error::server("SAVEPOINT", e))?;
+    let made = async {
+        let live = crate::catalog::facts::read(tx.client(), oid).await?;
+        rebuild::create_new(tx, name, &live, false).await
+    }
+    .await;
+    match made {
+        Ok(new) => {
+            tx.batch_execute("RELEASE SAVEPOINT pgbulk_empty_copy")
+                .await
+                .map_err(|e| Error::server("RELEASE SAVEPOINT", e))?;
+            tracing::debug!("{name} is empty: the batch fills a new copy of it, to swap in");
+            Ok(Some(new))
+        }
+        Err(e)
+            if matches!(
+                e.server_kind(),
+                Some(crate::ServerErrorKind::Canceled | crate::ServerErrorKind::ConnectionLost)
+            ) =>
+        {
+            Err(e)
+        }
+        Err(e) => {
+            tracing::debug!(
+                "{name} is empty, but a copy of it cannot be made ({e}): written in place"
+            );
+            tx.batch_execute(
+                "ROLLBACK TO SAVEPOINT pgbulk_empty_copy; RELEASE SAVEPOINT pgbulk_empty_copy",
+            )
+            .await
+            .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))?;
+            Ok(None)
+        }
+    }
 }
 
 /// Tables the plan rebuilds, with their live and declared facts.

@@ -159,7 +159,7 @@ async fn sequence_options(tx: &Transaction<'_>, oid: Oid, new: &str) -> Result<S
         .map_err(|e| Error::server("reading a sequence's options", e))?;
     let text = |i: usize| row.get::<_, String>(i);
     Ok(format!(
-        "ALTER SEQUENCE {new} AS {} INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {}",
+        "ALTER SEQUENCE {new} AS {} INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} RESTART CACHE {} {}",
         text(0),
         text(1),
         text(2),
