@@ -460,3 +460,48 @@ async fn a_file_without_the_serial_key_replaces_the_rows_numbered_past_the_old_o
     );
     assert_eq!(count(&db, "tens").await, 3);
 }
+
+/// A load into an empty table with a key fills a new copy of it (rows
+/// frozen, the key built once they are in) and swaps it in keeping what a
+/// rebuild keeps (storage parameters, column settings, extended statistics,
+/// the clustering index, comments, grants, views); the next load, into a
+/// table that holds rows, goes in place.
+#[tokio::test]
+async fn a_load_into_an_empty_keyed_table_fills_a_new_copy() {
+    let db = TestDb::new("rb_fill").await;
+    let home = Scratch::new("rb-fill");
+    let v = version(&db).await;
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE f (id int PRIMARY KEY, v text) WITH (fillfactor = 90);
+             ALTER TABLE f ALTER v SET STATISTICS 500;
+             CREATE STATISTICS f_st ON id, v FROM f;
+             CLUSTER f USING f_pkey;
+             COMMENT ON TABLE f IS 'kept';
+             GRANT SELECT ON f TO PUBLIC;
+             CREATE VIEW f_view AS SELECT id, v FROM f",
+        )
+        .await
+        .expect("table");
+    let before = described(&db, "f", v).await;
+    let oid = "SELECT 'f'::regclass::oid";
+    let empty = rows(&db, oid).await;
+    let first = home.file("first.csv", "id,v\n2,b\n1,a\n3,c\n", 0o644);
+    assert_ok(&load_as(&db, &home, &first, "f", "upsert"));
+    assert_ne!(rows(&db, oid).await, empty, "a new copy was swapped in");
+    assert_eq!(described(&db, "f", v).await, before);
+    assert_eq!(
+        rows(&db, "SELECT obj_description('f'::regclass, 'pg_class'), has_table_privilege('public', 'f', 'SELECT')::text, (SELECT count(*) FROM f_view)::text").await,
+        vec![vec![s("kept"), s("true"), s("3")]]
+    );
+    let filled = rows(&db, oid).await;
+    let second = home.file("second.csv", "id,v\n3,C\n4,d\n", 0o644);
+    assert_ok(&load_as(&db, &home, &second, "f", "upsert"));
+    assert_eq!(rows(&db, oid).await, filled, "written in place");
+    assert_eq!(
+        rows(&db, "SELECT string_agg(id || v, ',' ORDER BY id) FROM f").await,
+        vec![vec![s("1a,2b,3C,4d")]]
+    );
+    assert_eq!(count(&db, "f").await, 4);
+}

@@ -324,6 +324,15 @@ impl Error {
         })
     }
 
+    /// Whether the statement was canceled or the connection lost: a
+    /// failure no other way of doing the same work gets past.
+    pub fn is_canceled_or_lost(&self) -> bool {
+        matches!(
+            self.server_kind(),
+            Some(ServerErrorKind::Canceled | ServerErrorKind::ConnectionLost)
+        )
+    }
+
     /// The one-line message (also what `Display` prints).
     pub fn message(&self) -> &str {
         &self.0.message

@@ -18,7 +18,7 @@ use super::{
     Batch, BatchContext, BatchInfo, BatchWatermark, Committed, Counts, Mode, OnDuplicate, Report,
     StagedRejection,
 };
-use crate::error::{Error, ErrorKind, Result, ServerErrorKind};
+use crate::error::{Error, ErrorKind, Result};
 use crate::rebuild;
 use crate::schema::{TableName, quote_ident, quote_literal};
 use crate::watermark;
@@ -380,12 +380,7 @@ async fn swap_or_merge(
                 .map_err(|e| Error::server("RELEASE SAVEPOINT", e))?;
             return Ok(None);
         }
-        Err(e)
-            if matches!(
-                e.server_kind(),
-                Some(ServerErrorKind::Canceled | ServerErrorKind::ConnectionLost)
-            ) =>
-        {
+        Err(e) if e.is_canceled_or_lost() => {
             return Err(e);
         }
         Ok(false) | Err(_) => {

@@ -1160,11 +1160,19 @@ where
         let Some(current) = targets.as_ref() else {
             continue;
         };
-        let fresh = if created_tables.is_empty() {
+        let mut fresh = if created_tables.is_empty() {
             Vec::new()
         } else {
             fresh_tables(&tx, current, &created_tables).await?
         };
+        // An empty table's copy, made in a savepoint released since (its
+        // `pg_class` row is the savepoint's): as fresh.
+        for new in &fill {
+            let made = current.list.iter().find(|t| t.write == new.name);
+            if let Some(t) = made.filter(|t| !fresh.contains(&t.oid)) {
+                fresh.push(t.oid);
+            }
+        }
         let context = BatchContext {
             number,
             first,
@@ -1327,14 +1335,7 @@ async fn empty_copy(
             tracing::debug!("{name} is empty: the batch fills a new copy of it, to swap in");
             Ok(Some(new))
         }
-        Err(e)
-            if matches!(
-                e.server_kind(),
-                Some(crate::ServerErrorKind::Canceled | crate::ServerErrorKind::ConnectionLost)
-            ) =>
-        {
-            Err(e)
-        }
+        Err(e) if e.is_canceled_or_lost() => Err(e),
         Err(e) => {
             tracing::debug!(
                 "{name} is empty, but a copy of it cannot be made ({e}): written in place"

@@ -12,7 +12,7 @@ use super::indexes;
 use super::stage::Layout;
 use super::target::{keyed, read_targets};
 use super::{BatchContext, BatchReport, Counts, Mode, Options, Prepared, Report, Upsert};
-use crate::error::{Error, Result, ServerErrorKind};
+use crate::error::{Error, Result};
 use crate::lock::LockPolicy;
 use crate::rebuild::{self, NewTable};
 use crate::schema::{TableName, quote_ident, quote_literal};
@@ -89,12 +89,7 @@ pub async fn merge_stages(
                         .map_err(|e| Error::server("RELEASE SAVEPOINT", e))?;
                     counts = Some(c);
                 }
-                Err(e)
-                    if !matches!(
-                        e.server_kind(),
-                        Some(ServerErrorKind::Canceled | ServerErrorKind::ConnectionLost)
-                    ) =>
-                {
+                Err(e) if !e.is_canceled_or_lost() => {
                     debug!(
                         "{table}: filling a new copy of the empty table failed ({e}); writing into the table"
                     );

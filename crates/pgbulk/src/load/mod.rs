@@ -139,6 +139,12 @@ pub struct LoadOptions {
     /// the migration steps, each input to load, continue or skip), reading
     /// the inputs only to infer types; change nothing.
     pub dry_run: bool,
+    /// An empty table with an index gets the first batch's rows in a new
+    /// copy of it, indexed once they are in and swapped in at the batch's
+    /// commit, when the load runs on one connection (see
+    /// [`crate::ingest::Options::fill_empty`]; default). Off for loads
+    /// that run beside others into the same table (a sync's jobs).
+    pub fill_empty: bool,
 }
 
 /// A hook for [`LoadOptions::before_final_commit`].
@@ -218,6 +224,7 @@ impl Default for LoadOptions {
             ledger: true,
             before_final_commit: None,
             dry_run: false,
+            fill_empty: true,
         }
     }
 }
@@ -1013,9 +1020,15 @@ async fn load_inputs(
                 }) as Arc<dyn ingest::BeforeVisible>
             });
             let batches = std::iter::from_fn(move || next_batch(&shared, batch_rows).transpose());
+            // An empty table with an index: the first batch fills a new
+            // copy of it, indexed once the rows are in.
+            let fill_empty = opts.fill_empty
+                && exists
+                && crate::rebuild::fill_pays(&mut clients[0], &table).await?;
             let options = Options {
                 stream: streams[0].name.clone(),
                 before_visible,
+                fill_empty,
                 ..options
             };
             ingest::ingest_prepared(&mut clients[0], &prepared, |_| batches, &options)
