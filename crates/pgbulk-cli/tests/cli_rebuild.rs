@@ -505,3 +505,41 @@ async fn a_load_into_an_empty_keyed_table_fills_a_new_copy() {
     );
     assert_eq!(count(&db, "f").await, 4);
 }
+
+/// Two loads into one empty keyed table at once: each fills a copy; the
+/// first to commit swaps its copy in, the other merges its copy into the
+/// table; both count their rows as inserted, and every row is there.
+#[tokio::test]
+async fn two_loads_into_one_empty_table_at_once_both_land() {
+    let db = TestDb::new("rb_fill_two").await;
+    let home = Scratch::new("rb-fill-two");
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE g (id int PRIMARY KEY, v text)")
+        .await
+        .expect("table");
+    let file = |name: &str, from: i32| {
+        let body: String = (from..from + 100_000)
+            .map(|i| format!("{i},v{i}\n"))
+            .collect();
+        home.file(name, &format!("id,v\n{body}"), 0o644)
+    };
+    let (a, b) = (file("a.csv", 0), file("b.csv", 100_000));
+    let (first, second) = std::thread::scope(|s| {
+        let first = s.spawn(|| load_as(&db, &home, &a, "g", "upsert"));
+        let second = s.spawn(|| load_as(&db, &home, &b, "g", "upsert"));
+        (first.join().expect("first"), second.join().expect("second"))
+    });
+    for out in [&first, &second] {
+        assert_ok(out);
+        assert!(out.stdout.contains("100,000 inserted"), "{}", out.stdout);
+    }
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT count(*)::text, count(DISTINCT id)::text FROM g WHERE v = 'v' || id"
+        )
+        .await,
+        vec![vec![s("200000"), s("200000")]]
+    );
+}

@@ -396,6 +396,18 @@ async fn swap_or_merge(
     let Some(filled) = targets.iter().find(|t| t.write == new.name) else {
         return Ok(None);
     };
+    // The lock the merge takes anyway, first: taking it brings the name's
+    // table up to date (another load may have swapped a copy in since the
+    // lookup above), so its oid is the one whose rows are counted.
+    let q = new.target.quoted();
+    tx.batch_execute(&format!("LOCK TABLE {q} IN ROW EXCLUSIVE MODE"))
+        .await
+        .map_err(|e| Error::server(&format!("locking {}", new.target), e))?;
+    let live_oid: u32 = tx
+        .query_one("SELECT $1::text::regclass::oid", &[&q])
+        .await
+        .map_err(|e| Error::server("looking up a table", e))?
+        .get(0);
     let live = Target {
         write: new.target.clone(),
         oid: live_oid,

@@ -1315,7 +1315,19 @@ async fn empty_copy(
     {
         return Ok(None);
     }
-    let Some(oid) = rebuild::empty_and_indexed(tx, name).await? else {
+    // Looked at in a savepoint rolled back: reading the table locks it
+    // (`ACCESS SHARE`) until the lock is released, and another load's swap
+    // into it must not wait for this batch.
+    tx.batch_execute("SAVEPOINT pgbulk_empty_look")
+        .await
+        .map_err(|e| Error::server("SAVEPOINT", e))?;
+    let found = rebuild::empty_and_indexed(tx, name).await;
+    tx.batch_execute(
+        "ROLLBACK TO SAVEPOINT pgbulk_empty_look; RELEASE SAVEPOINT pgbulk_empty_look",
+    )
+    .await
+    .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))?;
+    let Some(oid) = found? else {
         return Ok(None);
     };
     // A table whose copy cannot be made is written in place.
@@ -1324,7 +1336,7 @@ async fn empty_copy(
         .map_err(|e| Error::server("SAVEPOINT", e))?;
     let made = async {
         let live = crate::catalog::facts::read(tx.client(), oid).await?;
-        rebuild::create_new(tx, name, &live, false).await
+        rebuild::create_copy(tx, name, &live).await
     }
     .await;
     match made {

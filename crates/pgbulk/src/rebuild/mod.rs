@@ -203,8 +203,39 @@ pub(crate) async fn create_new(
     declared: &TableFacts,
     replacing: bool,
 ) -> Result<NewTable> {
+    create_named(tx, target, declared, replacing, new_table_name(target)).await
+}
+
+/// [`create_new`] under a name of this session's own (its backend's pid
+/// in it): for a copy of an empty table, which sessions loading the same
+/// table at once each make (under one name, the second would wait for the
+/// first's transaction).
+pub(crate) async fn create_copy(
+    tx: &Transaction<'_>,
+    target: &TableName,
+    live: &TableFacts,
+) -> Result<NewTable> {
+    let pid: i32 = tx
+        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+        .await
+        .map_err(|e| Error::server("reading the backend's pid", e))?
+        .get(0);
+    let schema = target.schema_or_public();
+    let name = TableName::new(
+        schema,
+        &temp_name("new", &[schema, &target.name, &pid.to_string()]),
+    );
+    create_named(tx, target, live, false, name).await
+}
+
+async fn create_named(
+    tx: &Transaction<'_>,
+    target: &TableName,
+    declared: &TableFacts,
+    replacing: bool,
+    name: TableName,
+) -> Result<NewTable> {
     let storage = carried::storage(tx, target, replacing).await?;
-    let name = new_table_name(target);
     let q = name.quoted();
     tx.batch_execute(&format!("DROP TABLE IF EXISTS {q} CASCADE"))
         .await
