@@ -527,10 +527,11 @@ pub struct Options {
     /// (`crate::rebuild::empty_and_indexed`), the first batch
     /// fills a new copy of it, rows frozen and indexes built once they are
     /// in, and swaps it in at its commit (grants, views and the rest kept);
-    /// if the table got rows meanwhile, or the swap cannot have its locks
-    /// within a few seconds, the copy's rows are merged into the table
-    /// instead. For a run on one connection only: another one loading the
-    /// same table at once would wait for the swap's `SHARE` lock.
+    /// if the table got rows meanwhile (another run loading it at once
+    /// swapped its copy in first), or the swap cannot have its locks within
+    /// a few seconds, the copy's rows are merged into the table instead.
+    /// For runs on one connection: the streams of one run would each make
+    /// a copy, and all but one be merged.
     pub fill_empty: bool,
 }
 
