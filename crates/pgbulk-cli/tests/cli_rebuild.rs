@@ -543,3 +543,37 @@ async fn two_loads_into_one_empty_table_at_once_both_land() {
         vec![vec![s("200000"), s("200000")]]
     );
 }
+
+/// A bad value in the first batch into an empty keyed table: the error
+/// names the line and column, and the table is as it was (empty, the same
+/// oid, no copy left behind).
+#[tokio::test]
+async fn a_bad_row_in_a_first_load_into_an_empty_table_leaves_it_as_it_was() {
+    let db = TestDb::new("rb_fill_bad").await;
+    let home = Scratch::new("rb-fill-bad");
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE h (id int PRIMARY KEY, n int)")
+        .await
+        .expect("table");
+    let oid = "SELECT 'h'::regclass::oid";
+    let before = rows(&db, oid).await;
+    let bad = home.file("bad.csv", "id,n\n1,1\n2,x2\n3,3\n", 0o644);
+    let out = load_as(&db, &home, &bad, "h", "upsert");
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("bad.csv:3") && out.stderr.contains("\"n\""),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(count(&db, "h").await, 0);
+    assert_eq!(rows(&db, oid).await, before);
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT count(*)::text FROM pg_class WHERE relname LIKE 'pgbulk\\_new\\_%'"
+        )
+        .await,
+        vec![vec![s("0")]]
+    );
+}
