@@ -62,9 +62,15 @@ def table(rows: int) -> pa.Table:
 
 
 def fresh(url: str, name: str) -> None:
-    """An empty ``name`` of the benchmark's columns, after a checkpoint."""
-    psql(url, "-c", f"DROP TABLE IF EXISTS {name}", "-c", f"CREATE TABLE {name} ({COLUMNS})")
+    """An empty ``name`` of the benchmark's columns, after a checkpoint,
+    with the other side's table dropped (its autovacuum would take a core
+    from this run)."""
+    drop = ", ".join(TABLES)
+    psql(url, "-c", f"DROP TABLE IF EXISTS {drop}", "-c", f"CREATE TABLE {name} ({COLUMNS})")
     psql(url, "-c", "CHECKPOINT")
+
+
+TABLES = ("bench_copy", "bench_write")
 
 
 def psql(url: str, *args: str) -> None:

@@ -58,6 +58,7 @@ pub mod ping;
 pub mod plan;
 mod rebuild;
 pub mod relay;
+mod savepoint;
 pub mod schema;
 mod sequence;
 pub mod session;

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::rebuild;
+use crate::savepoint::Savepoint;
 use crate::schema::{TableName, quote_ident, quote_literal};
 use crate::watermark;
 
@@ -293,6 +294,9 @@ pub(super) async fn load_batch(
         }
     }
     for new in &news {
+        rebuild::analyze(&tx, new).await?;
+    }
+    for new in &news {
         rebuild::swap(&tx, &options.lock_policy, new).await?;
     }
     let high_watermark = match batch.high_watermark {
@@ -361,9 +365,9 @@ async fn swap_or_merge(
             .min(rebuild::EMPTY_SWAP_WAIT),
         terminate_blockers_after: None,
     };
-    tx.batch_execute("SAVEPOINT pgbulk_fill")
-        .await
-        .map_err(|e| Error::server("SAVEPOINT", e))?;
+    // Its statistics before the lock that keeps writers out.
+    rebuild::analyze(tx, new).await?;
+    let savepoint = Savepoint::set(tx, "pgbulk_fill").await?;
     let swapped = async {
         rebuild::lock_for_copy(tx, &policy, &new.target, live_oid).await?;
         if !rebuild::is_empty(tx, &new.target).await? {
@@ -375,19 +379,13 @@ async fn swap_or_merge(
     .await;
     match swapped {
         Ok(true) => {
-            tx.batch_execute("RELEASE SAVEPOINT pgbulk_fill")
-                .await
-                .map_err(|e| Error::server("RELEASE SAVEPOINT", e))?;
+            savepoint.release().await?;
             return Ok(None);
         }
         Err(e) if e.is_canceled_or_lost() => {
             return Err(e);
         }
-        Ok(false) | Err(_) => {
-            tx.batch_execute("ROLLBACK TO SAVEPOINT pgbulk_fill; RELEASE SAVEPOINT pgbulk_fill")
-                .await
-                .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))?;
-        }
+        Ok(false) | Err(_) => savepoint.roll_back().await?,
     }
     tracing::debug!(
         "{}: not swapped in (it holds rows now, or a lock was not had): the batch is merged into it",
@@ -549,9 +547,7 @@ async fn merge_fails(
     duplicates: bool,
     ctx: &BatchContext<'_>,
 ) -> Result<Option<String>> {
-    tx.batch_execute("SAVEPOINT pgbulk_probe")
-        .await
-        .map_err(|e| Error::server("SAVEPOINT", e))?;
+    let probe = Savepoint::set(tx, "pgbulk_probe").await?;
     // A copy of those rows, in their order, stands in for the stage.
     tx.execute(
         &format!(
@@ -571,9 +567,7 @@ async fn merge_fails(
         ctx,
     )
     .await;
-    tx.batch_execute("ROLLBACK TO SAVEPOINT pgbulk_probe; RELEASE SAVEPOINT pgbulk_probe")
-        .await
-        .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))?;
+    probe.roll_back().await?;
     Ok(match outcome {
         Ok(_) => None,
         Err(e) if is_value_error(&e) || is_row_error(&e) => Some(server_words(&e)),

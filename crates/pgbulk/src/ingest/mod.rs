@@ -47,6 +47,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::lock::{self, LockPolicy};
 use crate::plan::{self, Phase, Plan, Step};
 use crate::rebuild::{self, NewTable};
+use crate::savepoint::Savepoint;
 use crate::schema::TableFacts;
 use crate::schema::{Declaration, TableName, dollar_quote};
 use crate::session::Session;
@@ -1319,45 +1320,28 @@ async fn empty_copy(
     // Looked at in a savepoint rolled back: reading the table locks it
     // (`ACCESS SHARE`) until the lock is released, and another load's swap
     // into it must not wait for this batch.
-    tx.batch_execute("SAVEPOINT pgbulk_empty_look")
-        .await
-        .map_err(|e| Error::server("SAVEPOINT", e))?;
+    let look = Savepoint::set(tx, "pgbulk_empty_look").await?;
     let found = rebuild::empty_and_indexed(tx, name).await;
-    tx.batch_execute(
-        "ROLLBACK TO SAVEPOINT pgbulk_empty_look; RELEASE SAVEPOINT pgbulk_empty_look",
-    )
-    .await
-    .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))?;
+    look.roll_back().await?;
     let Some(oid) = found? else {
         return Ok(None);
     };
     // A table whose copy cannot be made is written in place.
-    tx.batch_execute("SAVEPOINT pgbulk_empty_copy")
-        .await
-        .map_err(|e| Error::server("SAVEPOINT", e))?;
+    let savepoint = Savepoint::set(tx, "pgbulk_empty_copy").await?;
     let made = async {
         let live = crate::catalog::facts::read(tx.client(), oid).await?;
         rebuild::create_copy(tx, name, &live).await
     }
     .await;
-    match made {
+    match savepoint.end(made).await? {
         Ok(new) => {
-            tx.batch_execute("RELEASE SAVEPOINT pgbulk_empty_copy")
-                .await
-                .map_err(|e| Error::server("RELEASE SAVEPOINT", e))?;
             tracing::debug!("{name} is empty: the batch fills a new copy of it, to swap in");
             Ok(Some(new))
         }
-        Err(e) if e.is_canceled_or_lost() => Err(e),
         Err(e) => {
             tracing::debug!(
                 "{name} is empty, but a copy of it cannot be made ({e}): written in place"
             );
-            tx.batch_execute(
-                "ROLLBACK TO SAVEPOINT pgbulk_empty_copy; RELEASE SAVEPOINT pgbulk_empty_copy",
-            )
-            .await
-            .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))?;
             Ok(None)
         }
     }
@@ -1400,6 +1384,10 @@ async fn swap_in(
         .transaction()
         .await
         .map_err(|e| Error::server("BEGIN", e))?;
+    // Every new table's statistics before the first lock on a live one.
+    for new in news {
+        rebuild::analyze(&tx, new).await?;
+    }
     for new in news {
         rebuild::swap(&tx, &options.lock_policy, new).await?;
     }

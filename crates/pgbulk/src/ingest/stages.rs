@@ -55,7 +55,7 @@ pub async fn merge_stages(
     crate::lock::serialise_ingests(&tx, &options.lock_policy, &[table]).await?;
     let mut counts = None;
     if options.mode != Mode::ReplaceAtomic && !stages.is_empty() {
-        if let Some(live) = rebuild::empty_for_swap(&tx, table).await? {
+        if let Some((live, savepoint)) = rebuild::empty_for_swap(&tx, table).await? {
             // The rows go into a new copy of the empty table, indexed once
             // they are in, which is swapped in; if anything fails on the
             // way (a lock the swap cannot get, a repeated key), the rows go
@@ -82,24 +82,11 @@ pub async fn merge_stages(
                 .await
             }
             .await;
-            match rebuilt {
-                Ok(c) => {
-                    tx.batch_execute("RELEASE SAVEPOINT pgbulk_empty")
-                        .await
-                        .map_err(|e| Error::server("RELEASE SAVEPOINT", e))?;
-                    counts = Some(c);
-                }
-                Err(e) if !e.is_canceled_or_lost() => {
-                    debug!(
-                        "{table}: filling a new copy of the empty table failed ({e}); writing into the table"
-                    );
-                    tx.batch_execute(
-                        "ROLLBACK TO SAVEPOINT pgbulk_empty; RELEASE SAVEPOINT pgbulk_empty",
-                    )
-                    .await
-                    .map_err(|_| e)?;
-                }
-                Err(e) => return Err(e),
+            match savepoint.end(rebuilt).await? {
+                Ok(c) => counts = Some(c),
+                Err(e) => debug!(
+                    "{table}: filling a new copy of the empty table failed ({e}); writing into the table"
+                ),
             }
         }
     }
@@ -293,6 +280,7 @@ async fn merge_into(
     }
     deferred.build(tx, 1).await?;
     if let Some((new, policy)) = new {
+        rebuild::analyze(tx, new).await?;
         rebuild::swap(tx, policy, new).await?;
     }
     Ok(counts)

@@ -22,6 +22,7 @@ use tracing::info;
 use crate::catalog::{ColumnFacts, TableFacts};
 use crate::error::{Error, Result};
 use crate::lock::{self, LockPolicy};
+use crate::savepoint::Savepoint;
 use crate::schema::{TableName, quote_ident, quote_literal};
 
 /// A new table being built for `target`.
@@ -569,16 +570,12 @@ async fn dependent_views(tx: &Transaction<'_>, oid: Oid) -> Result<Vec<View>> {
     Ok(views)
 }
 
-/// Swaps `new` in for its target inside `tx`: analyzes it, takes the
-/// target's lock under the policy, captures what hangs on it, drops it,
-/// gives the new table its name and its objects their final names, and
-/// recreates the rest.
-pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTable) -> Result<()> {
+/// Analyzes `new` inside `tx`. Callers do it before [`swap`], and before
+/// any lock they take on the live table: the planner does not meet the
+/// swapped-in table without statistics (the old table's go with it;
+/// autovacuum would take a while), and writers do not wait for them.
+pub(crate) async fn analyze(tx: &Transaction<'_>, new: &NewTable) -> Result<()> {
     let target = &new.target;
-    let t = target.quoted();
-    // The new table's statistics, before any lock on the live one: the
-    // planner does not meet the swapped-in table without them (the old
-    // table's go with it; autovacuum would take a while).
     let started = Instant::now();
     tx.batch_execute(&format!("ANALYZE {}", new.name.quoted()))
         .await
@@ -587,6 +584,16 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         "analyzed the new {target} in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Swaps `new` (analyzed: [`analyze`]) in for its target inside `tx`:
+/// takes the target's lock under the policy, captures what hangs on it,
+/// drops it, gives the new table its name and its objects their final
+/// names, and recreates the rest.
+pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTable) -> Result<()> {
+    let target = &new.target;
+    let t = target.quoted();
     let oid: Oid = tx
         .query_one("SELECT $1::text::regclass::oid", &[&t])
         .await
@@ -870,48 +877,40 @@ pub(crate) async fn fill_pays(
     Ok(found)
 }
 
-/// The facts of `table` when it is [`swappable_when_empty`] and empty.
-/// Sets the savepoint `pgbulk_empty` and takes `SHARE` on the table without
+/// The facts of `table` when it is [`swappable_when_empty`] and empty,
+/// with a savepoint set before `SHARE` was taken on the table without
 /// waiting (writers then wait until the transaction ends, readers do not),
 /// so the table stays empty until the swap; the caller releases the
 /// savepoint, or rolls back to it to go on without the lock. `None` (no
 /// savepoint, no lock) when the table does not qualify or the lock is
 /// taken.
-pub(crate) async fn empty_for_swap(
-    tx: &Transaction<'_>,
+pub(crate) async fn empty_for_swap<'a, 't>(
+    tx: &'a Transaction<'t>,
     table: &TableName,
-) -> Result<Option<TableFacts>> {
+) -> Result<Option<(TableFacts, Savepoint<'a, 't>)>> {
     let q = table.quoted();
     let oid = swappable_when_empty(tx, table).await?;
     let Some(oid) = oid else {
         return Ok(None);
     };
-    tx.batch_execute("SAVEPOINT pgbulk_empty")
-        .await
-        .map_err(|e| Error::server("SAVEPOINT", e))?;
-    let back = || async {
-        tx.batch_execute("ROLLBACK TO SAVEPOINT pgbulk_empty; RELEASE SAVEPOINT pgbulk_empty")
-            .await
-            .map_err(|e| Error::server("ROLLBACK TO SAVEPOINT", e))
-    };
+    let savepoint = Savepoint::set(tx, "pgbulk_empty").await?;
     match tx
         .batch_execute(&format!("LOCK TABLE {q} IN SHARE MODE NOWAIT"))
         .await
     {
         Ok(()) => {}
         Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "55P03") => {
-            back().await?;
+            savepoint.roll_back().await?;
             return Ok(None);
         }
         Err(e) => return Err(Error::server(&format!("locking {table}"), e)),
     }
     if !is_empty(tx, table).await? {
-        back().await?;
+        savepoint.roll_back().await?;
         return Ok(None);
     }
-    crate::catalog::facts::read(tx.client(), oid)
-        .await
-        .map(Some)
+    let facts = crate::catalog::facts::read(tx.client(), oid).await?;
+    Ok(Some((facts, savepoint)))
 }
 
 /// Takes `SHARE` on the live table (writers wait, readers do not) under the
