@@ -935,7 +935,13 @@ async fn rebuild_keeps_grants_views_owner_comments_and_keys() {
              INSERT INTO sales.child VALUES (1, 5); \
              CREATE FUNCTION sales.touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$; \
              CREATE TRIGGER t_touch BEFORE UPDATE ON sales.t FOR EACH ROW EXECUTE FUNCTION sales.touch(); \
-             CREATE RULE t_keep AS ON DELETE TO sales.t WHERE old.id < 10 DO INSTEAD NOTHING;"
+             CREATE RULE t_keep AS ON DELETE TO sales.t WHERE old.id < 10 DO INSTEAD NOTHING; \
+             CREATE TRIGGER t_off BEFORE INSERT ON sales.t FOR EACH ROW EXECUTE FUNCTION sales.touch(); \
+             ALTER TABLE sales.t DISABLE TRIGGER t_off; \
+             CREATE TRIGGER t_replica BEFORE INSERT ON sales.t FOR EACH ROW EXECUTE FUNCTION sales.touch(); \
+             ALTER TABLE sales.t ENABLE REPLICA TRIGGER t_replica; \
+             CREATE RULE t_off AS ON UPDATE TO sales.t DO INSTEAD NOTHING; \
+             ALTER TABLE sales.t DISABLE RULE t_off;"
         ))
         .await
         .expect("live objects");
@@ -1048,6 +1054,25 @@ async fn rebuild_keeps_grants_views_owner_comments_and_keys() {
     );
     assert!(check("SELECT count(*) = 1 FROM pg_constraint WHERE conrelid = 'sales.child'::regclass AND contype = 'f' AND confrelid = 'sales.t'::regclass AND convalidated".into()).await, "foreign key re-pointed");
     assert!(check("SELECT count(*) = 1 FROM pg_trigger WHERE tgrelid = 'sales.t'::regclass AND tgname = 't_touch'".into()).await);
+    assert!(
+        check(
+            "SELECT array_agg(tgname::text || '=' || tgenabled::text ORDER BY tgname) \
+             = '{t_off=D,t_replica=R,t_touch=O}' FROM pg_trigger \
+             WHERE tgrelid = 'sales.t'::regclass AND NOT tgisinternal"
+                .into()
+        )
+        .await,
+        "triggers kept, each enabled, disabled or replica-only as it was"
+    );
+    assert!(
+        check(
+            "SELECT array_agg(rulename::text || '=' || ev_enabled::text ORDER BY rulename) \
+             = '{t_keep=O,t_off=D}' FROM pg_rewrite WHERE ev_class = 'sales.t'::regclass"
+                .into()
+        )
+        .await,
+        "rules kept, the disabled one disabled"
+    );
     client
         .batch_execute("DELETE FROM sales.t WHERE id IN (1, 20)")
         .await

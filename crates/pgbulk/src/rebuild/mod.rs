@@ -514,6 +514,46 @@ async fn definitions(tx: &Transaction<'_>, sql: &str, oid: Oid, what: &str) -> R
         .collect())
 }
 
+/// The definitions `sql` reads (definition, name and `pg_trigger.tgenabled`
+/// or `pg_rewrite.ev_enabled` of each `kind`, `TRIGGER` or `RULE`, on the
+/// table `oid`), each followed by the statement that sets how it fires on
+/// `table` when that is not the default.
+async fn enabled_definitions(
+    tx: &Transaction<'_>,
+    table: &str,
+    kind: &str,
+    sql: &str,
+    oid: Oid,
+) -> Result<Vec<String>> {
+    let mut statements = Vec::new();
+    for row in tx
+        .query(sql, &[&oid])
+        .await
+        .map_err(|e| Error::server(&format!("reading {}s", kind.to_lowercase()), e))?
+    {
+        statements.push(row.get(0));
+        let (name, enabled): (String, String) = (row.get(1), row.get(2));
+        statements.extend(firing(table, kind, &name, &enabled));
+    }
+    Ok(statements)
+}
+
+/// The `ALTER TABLE` that makes the trigger or rule (`kind`) `name` on
+/// `table` fire as `enabled` says (`O` by default: none; `D` disabled, `R`
+/// only for replication, `A` always).
+fn firing(table: &str, kind: &str, name: &str, enabled: &str) -> Option<String> {
+    let how = match enabled {
+        "D" => "DISABLE",
+        "R" => "ENABLE REPLICA",
+        "A" => "ENABLE ALWAYS",
+        _ => return None,
+    };
+    Some(format!(
+        "ALTER TABLE {table} {how} {kind} {}",
+        quote_ident(name)
+    ))
+}
+
 /// Views and materialized views depending on `oid`, directly or through
 /// other views, deepest last.
 async fn dependent_views(tx: &Transaction<'_>, oid: Oid) -> Result<Vec<View>> {
@@ -646,21 +686,25 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    let triggers = definitions(
+    // Triggers and rules (`CREATE RULE ... ON INSERT TO t DO ...`) on the
+    // table, which the old table's DROP would take with it, each as it was
+    // enabled (`ALTER TABLE ... DISABLE TRIGGER` is not in its definition).
+    let triggers = enabled_definitions(
         tx,
-        "SELECT pg_catalog.pg_get_triggerdef(oid) FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal",
+        &t,
+        "TRIGGER",
+        "SELECT pg_catalog.pg_get_triggerdef(oid), tgname::text, tgenabled::text \
+         FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY tgname",
         oid,
-        "reading triggers",
     )
     .await?;
-    // Rules on the table (`CREATE RULE ... ON INSERT TO t DO ...`), which
-    // the old table's DROP would take with it.
-    let rules = definitions(
+    let rules = enabled_definitions(
         tx,
-        "SELECT pg_catalog.pg_get_ruledef(oid) FROM pg_catalog.pg_rewrite \
-         WHERE ev_class = $1 AND rulename <> '_RETURN' ORDER BY rulename",
+        &t,
+        "RULE",
+        "SELECT pg_catalog.pg_get_ruledef(oid), rulename::text, ev_enabled::text \
+         FROM pg_catalog.pg_rewrite WHERE ev_class = $1 AND rulename <> '_RETURN' ORDER BY rulename",
         oid,
-        "reading rules",
     )
     .await?;
     // Serial and identity sequences of columns present in both tables:
