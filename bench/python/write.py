@@ -66,7 +66,13 @@ def fresh(url: str, name: str) -> None:
     with the other side's table dropped (its autovacuum would take a core
     from this run)."""
     drop = ", ".join(TABLES)
-    psql(url, "-c", f"DROP TABLE IF EXISTS {drop}", "-c", f"CREATE TABLE {name} ({COLUMNS})")
+    psql(
+        url,
+        "-c",
+        f"DROP TABLE IF EXISTS {drop}",
+        "-c",
+        f"CREATE TABLE {name} ({COLUMNS})",
+    )
     psql(url, "-c", "CHECKPOINT")
 
 
@@ -91,7 +97,9 @@ def main() -> None:
             # side pays for the other's dirty pages.
             fresh(url, "bench_copy")
             start = time.perf_counter()
-            psql(url, "-c", f"\\copy bench_copy FROM '{path}' WITH (FORMAT csv, HEADER)")
+            psql(
+                url, "-c", f"\\copy bench_copy FROM '{path}' WITH (FORMAT csv, HEADER)"
+            )
             copies.append(time.perf_counter() - start)
             fresh(url, "bench_write")
             start = time.perf_counter()
