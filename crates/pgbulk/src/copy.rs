@@ -79,6 +79,39 @@ impl CopyIn {
     }
 }
 
+/// Runs `read` (a `COPY (...) TO STDOUT (FORMAT binary)`) on `from` and
+/// `write` (a `COPY ... FROM STDIN (FORMAT binary)` whose columns take the
+/// read's, type for type) on `to` at once, passing the bytes on as they
+/// come, header to trailer, none decoded: one server reads while the other
+/// writes. Returns the number of rows the writing server copied. A failure
+/// on either side aborts the write's COPY (and so its transaction).
+pub async fn relay(from: &Client, read: &str, to: &Client, write: &str) -> Result<u64> {
+    use futures_util::StreamExt;
+    let mut copy = CopyIn::open(to, write).await?;
+    let stream = from
+        .copy_out(read)
+        .await
+        .map_err(|e| Error::server("starting COPY TO", e))?;
+    // The server sends a message per row: they are gathered into messages
+    // of about `MESSAGE` bytes.
+    let mut messages = Box::pin(stream.ready_chunks(1024));
+    let mut buffer = Vec::with_capacity(MESSAGE + MESSAGE / 8);
+    while let Some(arrived) = messages.next().await {
+        for message in arrived {
+            let message = message.map_err(|e| Error::server("COPY TO", e))?;
+            buffer.extend_from_slice(&message);
+        }
+        if buffer.len() >= MESSAGE {
+            let full = std::mem::replace(&mut buffer, Vec::with_capacity(MESSAGE + MESSAGE / 8));
+            copy.send(Bytes::from(full)).await?;
+        }
+    }
+    if !buffer.is_empty() {
+        copy.send(Bytes::from(buffer)).await?;
+    }
+    copy.end().await
+}
+
 /// Runs `statement` and sends `chunks`: complete binary COPY data from
 /// header to trailer (as [`crate::codec::CopyWriter::finish`] makes it).
 /// Returns the number of rows the server copied.

@@ -379,9 +379,20 @@ async fn append(
     table: &str,
     ranges: &[(i64, i64)],
 ) -> pgbulk::Result<pgbulk::load::LoadReport> {
+    write_ranges(params, table, pgbulk::load::LoadMode::Append, ranges).await
+}
+
+/// A write of `ranges` of keys (partition `i` the `i`-th range) into
+/// `table` in `mode`.
+async fn write_ranges(
+    params: &pgbulk::conninfo::ConnParams,
+    table: &str,
+    mode: pgbulk::load::LoadMode,
+    ranges: &[(i64, i64)],
+) -> pgbulk::Result<pgbulk::load::LoadReport> {
     let opts = LoadOptions {
         table: TableName::parse(table).expect("name"),
-        mode: Some(pgbulk::load::LoadMode::Append),
+        mode: Some(mode),
         ..LoadOptions::default()
     };
     let begun = partitioned::begin(params, schema(), &opts, true, Duration::from_secs(60))
@@ -403,6 +414,23 @@ async fn append(
     .await
 }
 
+/// From server version `since`: `table`'s rows came in by COPY FREEZE,
+/// which from PostgreSQL 14 marks the pages it fills all-visible (16 and
+/// later also add empty pages ahead, which are not); an `INSERT ...
+/// SELECT` marks none.
+async fn assert_frozen(client: &tokio_postgres::Client, table: &str, since: i64) {
+    let version = one(client, "SELECT current_setting('server_version_num')::int8").await;
+    if version < since {
+        return;
+    }
+    let visible = one(
+        client,
+        &format!("SELECT relallvisible::int8 FROM pg_class WHERE oid = '{table}'::regclass"),
+    )
+    .await;
+    assert!(visible > 0, "{table}: its rows came in frozen");
+}
+
 /// A write into an empty table fills a new copy of it (its key built once
 /// the rows are in) and swaps it in, keeping what users attached to the
 /// table; a table that holds rows, has a trigger, or that a reader keeps
@@ -421,7 +449,8 @@ async fn a_write_into_an_empty_table_fills_a_copy_and_swaps_it_in() {
              CREATE FUNCTION kt_count() RETURNS trigger LANGUAGE plpgsql AS
                $$ BEGIN INSERT INTO kt_seen VALUES (1); RETURN NULL; END $$;
              CREATE TRIGGER kt_count AFTER INSERT ON kt FOR EACH ROW EXECUTE FUNCTION kt_count();
-             CREATE TABLE kr (k bigint PRIMARY KEY, v text)"
+             CREATE TABLE kr (k bigint PRIMARY KEY, v text);
+             CREATE TABLE ku (k bigint PRIMARY KEY, v text)"
         ))
         .await
         .expect("tables");
@@ -440,6 +469,35 @@ async fn a_write_into_an_empty_table_fills_a_copy_and_swaps_it_in() {
         .await
         .expect("append into the empty table");
     assert_swapped_in(&client, before, 5000).await;
+    // Copied in by COPY FREEZE, read on a second connection.
+    assert_frozen(&client, "kv", 140_000).await;
+
+    // An upsert on the primary key into an empty table: the rows are
+    // copied in the same way.
+    let ku = one(&client, &oid("ku")).await;
+    let report = write_ranges(
+        &params,
+        "ku",
+        pgbulk::load::LoadMode::Upsert,
+        &[(0, 300), (300, 600)],
+    )
+    .await
+    .expect("upsert into the empty table");
+    assert_eq!(
+        (report.inserted, report.updated, report.repeated),
+        (600, 0, 0)
+    );
+    assert_ne!(one(&client, &oid("ku")).await, ku, "swapped in");
+    assert_eq!(
+        one(
+            &client,
+            "SELECT count(*) FILTER (WHERE v = 'v' || k) FROM ku"
+        )
+        .await,
+        600
+    );
+    // (Before 15 an upsert's new table keeps its key while the rows go in.)
+    assert_frozen(&client, "ku", 150_000).await;
 
     // The table holds rows now: in place.
     let filled = one(&client, &oid("kv")).await;

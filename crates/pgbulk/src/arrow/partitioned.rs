@@ -314,9 +314,17 @@ pub async fn commit(
         }
         stages.push(stage);
     }
-    let engine = ingest::merge_stages(&mut client, &prepared, &table, &columns, &stages, &options)
-        .await
-        .map_err(|e| e.in_table(&table))?;
+    let engine = ingest::merge_stages(
+        &mut client,
+        &prepared,
+        &table,
+        &columns,
+        &stages,
+        &options,
+        Some(params),
+    )
+    .await
+    .map_err(|e| e.in_table(&table))?;
     drop_stages(&client, &table, write).await?;
     let mut report = LoadReport::default();
     report.count(engine);

@@ -12,6 +12,7 @@ use super::indexes;
 use super::stage::Layout;
 use super::target::{keyed, read_targets};
 use super::{BatchContext, BatchReport, Counts, Mode, Options, Prepared, Report, Upsert};
+use crate::conninfo::ConnParams;
 use crate::error::{Error, Result};
 use crate::lock::LockPolicy;
 use crate::rebuild::{self, NewTable};
@@ -36,7 +37,10 @@ use crate::schema::{TableName, quote_ident, quote_literal};
 /// the table is written in place when the swap cannot have its lock
 /// within a few seconds or anything else on that way fails (a repeated
 /// key then fails the merge naming the table's own constraint).
-/// No watermark is written and no hook runs.
+/// No watermark is written and no hook runs. With `reader` (where the
+/// stages can be read on a second connection), rows appended to a new
+/// table are read there and copied in, frozen, by binary COPY, instead of
+/// an `INSERT ... SELECT` (two server processes instead of one).
 pub async fn merge_stages(
     client: &mut Client,
     prepared: &Prepared,
@@ -44,8 +48,17 @@ pub async fn merge_stages(
     columns: &[String],
     stages: &[TableName],
     options: &Options,
+    reader: Option<&ConnParams>,
 ) -> Result<Report> {
     let started = Instant::now();
+    let job = Job {
+        prepared,
+        table,
+        columns,
+        stages,
+        options,
+        reader,
+    };
     let tx = client
         .transaction()
         .await
@@ -70,16 +83,7 @@ pub async fn merge_stages(
             };
             let rebuilt = async {
                 let new = rebuild::create_new(&tx, table, &live, false).await?;
-                merge_into(
-                    &tx,
-                    prepared,
-                    table,
-                    columns,
-                    stages,
-                    options,
-                    Some((&new, &swap)),
-                )
-                .await
+                merge_into(&tx, &job, Some((&new, &swap))).await
             }
             .await;
             match savepoint.end(rebuilt).await? {
@@ -102,7 +106,7 @@ pub async fn merge_stages(
                 None
             };
             let new = new.as_ref().map(|n| (n, &options.lock_policy));
-            merge_into(&tx, prepared, table, columns, stages, options, new).await?
+            merge_into(&tx, &job, new).await?
         }
     };
     tx.commit()
@@ -128,18 +132,25 @@ pub async fn merge_stages(
     })
 }
 
-/// Merges `stages` into `table`, or into `new` (then swapped in for it
-/// under the lock policy given with it), and drops the stages: the body of
-/// [`merge_stages`], inside its transaction.
+/// What [`merge_stages`] was asked to do.
+struct Job<'a> {
+    prepared: &'a Prepared,
+    table: &'a TableName,
+    columns: &'a [String],
+    stages: &'a [TableName],
+    options: &'a Options,
+    reader: Option<&'a ConnParams>,
+}
+
+/// Merges the job's stages into its table, or into `new` (then swapped in
+/// for it under the lock policy given with it), and drops the stages: the
+/// body of [`merge_stages`], inside its transaction.
 async fn merge_into(
     tx: &Transaction<'_>,
-    prepared: &Prepared,
-    table: &TableName,
-    columns: &[String],
-    stages: &[TableName],
-    options: &Options,
+    job: &Job<'_>,
     new: Option<(&NewTable, &LockPolicy)>,
 ) -> Result<Counts> {
+    let (prepared, table, options) = (job.prepared, job.table, job.options);
     let zone = prepared.session.utc_offset;
     let write = new.map_or_else(|| table.clone(), |(n, _)| n.name.clone());
     let live = read_targets(tx.client(), &[(table.clone(), write)], zone).await?;
@@ -160,7 +171,7 @@ async fn merge_into(
         .next()
         .ok_or_else(|| Error::config(format!("table {table} is not declared")))?
         .project(
-            columns,
+            job.columns,
             matches!(options.mode, Mode::DeleteThenUpsert | Mode::ReplaceAtomic),
         )?;
     let merge = prepared.session.server_version >= 150_000 && options.upsert == Upsert::Auto;
@@ -201,8 +212,41 @@ async fn merge_into(
         .map(|c| quote_ident(&c.name))
         .collect();
     let names = names.join(", ");
-    let staged: Vec<String> = stages.iter().map(TableName::quoted).collect();
-    if target.key.is_empty() && !primary.is_empty() && !staged.is_empty() {
+    let staged: Vec<String> = job.stages.iter().map(TableName::quoted).collect();
+    let union = staged
+        .iter()
+        .map(|s| format!("SELECT {names} FROM {s}"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let writing = |e| Error::in_context(e, &format!("writing into {table}")).in_table(table);
+    // A new table (created in this transaction, so written frozen) takes
+    // every staged row by binary COPY from a second connection reading the
+    // stages (2 M rows of four columns by hand: 1.2-1.3 s, against 1.7-2.0
+    // s for an `INSERT ... SELECT`): rows appended under a primary key, or
+    // upserted on it (the table is empty; a key repeated across stages
+    // makes the key's build fail, and the commit then goes the slower way,
+    // which keeps one row per key).
+    let inserts_all = target.key.is_empty() && !primary.is_empty()
+        || !target.key.is_empty() && target.key_is_primary && !deferred.is_empty();
+    let relayed = match (new, job.reader) {
+        (Some(_), Some(params)) if inserts_all && !staged.is_empty() => {
+            // Each value as the column's exact type: binary COPY reads a
+            // field by the column's type, not the data's.
+            let typed: Vec<String> = target
+                .columns
+                .iter()
+                .map(|c| format!("{}::{}", quote_ident(&c.name), c.ty.cast_name))
+                .collect();
+            let select = format!("SELECT {} FROM ({union}) s", typed.join(", "));
+            copy_through(tx, params, &target.write, &names, &select)
+                .await
+                .map_err(writing)?
+        }
+        _ => None,
+    };
+    if let Some(rows) = relayed {
+        counts.inserted += rows;
+    } else if target.key.is_empty() && !primary.is_empty() && !staged.is_empty() {
         // Appended to a table with a primary key: every stage at once, in
         // the key's order while the key is indexed.
         if let Some(work_mem) = &options.merge_work_mem {
@@ -210,10 +254,6 @@ async fn merge_into(
                 .await
                 .map_err(|e| Error::server("SET work_mem", e))?;
         }
-        let all: Vec<String> = staged
-            .iter()
-            .map(|s| format!("SELECT {names} FROM {s}"))
-            .collect();
         let order = if deferred.is_empty() {
             format!(" ORDER BY {}", primary.join(", "))
         } else {
@@ -222,18 +262,14 @@ async fn merge_into(
         counts.inserted += tx
             .execute(
                 &format!(
-                    "INSERT INTO {} ({names}) SELECT {} FROM ({}) s{order}",
+                    "INSERT INTO {} ({names}) SELECT {} FROM ({union}) s{order}",
                     target.write.quoted(),
                     layout.values(""),
-                    all.join(" UNION ALL "),
                 ),
                 &[],
             )
             .await
-            .map_err(|e| {
-                Error::in_context(Error::server("INSERT", e), &format!("appending to {table}"))
-                    .in_table(table)
-            })?;
+            .map_err(|e| writing(Error::server("INSERT", e)))?;
     } else if target.key.is_empty() {
         for stage in &staged {
             let c = merge_staged(tx, layout, stage, 0, false, &ctx).await?;
@@ -284,4 +320,36 @@ async fn merge_into(
         rebuild::swap(tx, policy, new).await?;
     }
     Ok(counts)
+}
+
+/// Fills `into` (a table created in this transaction) with the rows of
+/// `select` (values of its `columns`, each of the column's type) by binary
+/// COPY with `FREEZE`: read on a second connection to `params` (the stages
+/// are committed tables), the bytes passed on undecoded. `None` when no
+/// second connection could be had (nothing was written).
+async fn copy_through(
+    tx: &Transaction<'_>,
+    params: &ConnParams,
+    into: &TableName,
+    columns: &str,
+    select: &str,
+) -> Result<Option<u64>> {
+    let reader = match crate::connect::connect(params).await {
+        Ok(session) => session.client,
+        Err(e) => {
+            debug!("no second connection to read the stages ({e}): INSERT ... SELECT instead");
+            return Ok(None);
+        }
+    };
+    let rows = crate::copy::relay(
+        &reader,
+        &format!("COPY ({select}) TO STDOUT (FORMAT binary)"),
+        tx.client(),
+        &format!(
+            "COPY {} ({columns}) FROM STDIN (FORMAT binary, FREEZE)",
+            into.quoted()
+        ),
+    )
+    .await?;
+    Ok(Some(rows))
 }
