@@ -117,13 +117,7 @@ async fn partitions_are_staged_once_and_merged_at_once() {
 
     let report = commit(&[0, 1, 2]).await.expect("commit");
     assert_eq!((report.inserted, report.repeated), (4, 1));
-    let got: Vec<(i64, String)> = client
-        .query("SELECT k, v FROM kv ORDER BY k", &[])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let got = kv_rows(&client).await;
     let want: Vec<(i64, String)> = [(1, "a"), (2, "B"), (3, "c"), (4, "d")]
         .iter()
         .map(|(k, v)| (*k, (*v).to_owned()))
@@ -166,16 +160,22 @@ async fn an_overwrite_builds_the_new_tables_key_after_its_rows() {
     for (p, range) in [(0u32, 2500..5000i64), (1, 0..2500)] {
         stage_range(&params, &begun.write, &opts, p, range).await;
     }
-    partitioned::commit(
-        &params,
-        &begun.write,
-        &[0, 1],
-        schema(),
-        &opts,
-        Arc::new(Progress::default()),
-    )
-    .await
-    .expect("commit");
+    // Commits partitions 0 and 1 of a write.
+    let commit = |write: partitioned::WriteId| {
+        let (params, opts) = (params.clone(), opts.clone());
+        async move {
+            partitioned::commit(
+                &params,
+                &write,
+                &[0, 1],
+                schema(),
+                &opts,
+                Arc::new(Progress::default()),
+            )
+            .await
+        }
+    };
+    commit(begun.write).await.expect("commit");
     assert_eq!(
         one(&client, "SELECT count(*) FROM kv WHERE v = 'v' || k").await,
         5000
@@ -204,6 +204,38 @@ async fn an_overwrite_builds_the_new_tables_key_after_its_rows() {
     if version >= 150_000 {
         assert_eq!(counted, 5000);
     }
+
+    // A key repeated across partitions: the later partition's row wins.
+    let begun = partitioned::begin(&params, schema(), &opts, true, Duration::from_secs(60))
+        .await
+        .expect("begin");
+    let parts: [(u32, &[i64], &[&str]); 2] = [(0, &[1, 2], &["a", "b"]), (1, &[2, 3], &["B", "c"])];
+    for (p, keys, values) in parts {
+        partitioned::stage(
+            &params,
+            &begun.write,
+            p,
+            schema(),
+            rows(keys, values),
+            &opts,
+            Arc::new(Progress::default()),
+        )
+        .await
+        .expect("stage");
+    }
+    let report = commit(begun.write)
+        .await
+        .expect("commit with a repeated key");
+    assert_eq!((report.inserted, report.repeated), (3, 1));
+    let got = kv_rows(&client).await;
+    assert_eq!(
+        got,
+        vec![
+            (1, "a".to_owned()),
+            (2, "B".to_owned()),
+            (3, "c".to_owned())
+        ]
+    );
 }
 
 /// An attempt that outlives its write (Spark aborts a failed job without
@@ -290,6 +322,17 @@ async fn an_attempt_after_the_write_ended_leaves_nothing() {
 }
 
 /// The one `int8` that `sql` returns.
+/// The rows of `kv`, by key.
+async fn kv_rows(client: &tokio_postgres::Client) -> Vec<(i64, String)> {
+    client
+        .query("SELECT k, v FROM kv ORDER BY k", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
 pub(crate) async fn one(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client
         .query_one(sql, &[])

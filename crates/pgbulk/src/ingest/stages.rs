@@ -223,11 +223,15 @@ async fn merge_into(
     // every staged row by binary COPY from a second connection reading the
     // stages (2 M rows of four columns by hand: 1.2-1.3 s, against 1.7-2.0
     // s for an `INSERT ... SELECT`): rows appended under a primary key, or
-    // upserted on it (the table is empty; a key repeated across stages
-    // makes the key's build fail, and the commit then goes the slower way,
-    // which keeps one row per key).
+    // upserted on it into an empty table's copy (a key repeated across
+    // stages makes the key's build fail, and the commit then goes the
+    // slower way, which keeps one row per key; replace-atomic has no such
+    // way back, so its upserts merge).
     let inserts_all = target.key.is_empty() && !primary.is_empty()
-        || !target.key.is_empty() && target.key_is_primary && !deferred.is_empty();
+        || !target.key.is_empty()
+            && target.key_is_primary
+            && !deferred.is_empty()
+            && options.mode != Mode::ReplaceAtomic;
     let relayed = match (new, job.reader) {
         (Some(_), Some(params)) if inserts_all && !staged.is_empty() => {
             // Each value as the column's exact type: binary COPY reads a
