@@ -1905,29 +1905,6 @@ async fn binary_rows_pass_through_and_a_malformed_stream_leaves_nothing() {
 /// differently (`1.00` and `1.0`, `-0` and `0`, padded `char`, another
 /// time zone) still match, and a column under a collation other than its
 /// type's is not restricted by a range computed under the default.
-/// Ingests each of `batches` on its own (watermarks 1, 2, ...); the counts
-/// of `table` each reported.
-async fn ingest_each<const N: usize>(
-    client: &mut tokio_postgres::Client,
-    d: &Declaration,
-    table: &str,
-    batches: [Vec<Row>; N],
-) -> Vec<pgbulk::ingest::Counts> {
-    let mut counts = Vec::new();
-    for (hw, rows) in (1..).zip(batches) {
-        let report = ingest(
-            client,
-            d,
-            |_| vec![batch(json!(hw), rows)],
-            &Options::default(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("batch {hw}: {e}"));
-        counts.push(report.tables[table]);
-    }
-    counts
-}
-
 #[tokio::test]
 async fn a_merge_matches_equal_keys_written_differently() {
     let db = TestDb::new("ingest_key_range").await;
@@ -1976,7 +1953,18 @@ async fn a_merge_matches_equal_keys_written_differently() {
         r("2.50", "1.50", "cd", "a", "y", "2020-06-01 02:00+02", 20),
         r("0.5", "0", "ab", "A", "w", "2019-01-01 00:00+00", 30),
     ];
-    let counts = ingest_each(&mut client, &d, "r.k", [first, second]).await;
+    let mut counts = Vec::new();
+    for (hw, rows) in [(1, first), (2, second)] {
+        let report = ingest(
+            &mut client,
+            &d,
+            |_| vec![batch(json!(hw), rows)],
+            &Options::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("batch {hw}: equal keys match instead of repeating: {e}"));
+        counts.push(report.tables["r.k"]);
+    }
     assert_eq!(counts[0].inserted, 303);
     let c = counts[1];
     assert_eq!((c.inserted, c.updated, c.unchanged), (1, 2, 0), "{c:?}");
@@ -1993,47 +1981,4 @@ async fn a_merge_matches_equal_keys_written_differently() {
         .map(|(n, v)| ((*n).to_owned(), *v))
         .collect();
     assert_eq!(rows, expected);
-}
-
-/// Rows staged out of key order are merged in key order: the updated rows'
-/// new versions then follow the key through the table (and its index)
-/// instead of lying all over it.
-#[tokio::test]
-async fn rows_staged_out_of_key_order_are_merged_in_key_order() {
-    let db = TestDb::new("ingest_key_order").await;
-    let mut client = db.connect().await;
-    let d = decl("CREATE TABLE o.t (id int PRIMARY KEY, v int NOT NULL);");
-    let r = |id: i64, v: i64| row("o.t", vec![Value::Int(id), Value::Int(v)]);
-    // The table has more than 20 times the second batch's pages, so that
-    // batch is merged by probing the key's index, row by row in the
-    // order it comes from the stage.
-    let first: Vec<Row> = (1..=300_000).map(|id| r(id, 0)).collect();
-    // Distinct keys all over the table (123,457 is prime to 300,000), 41%
-    // of them lower than the key before.
-    let second: Vec<Row> = (0..10_000)
-        .map(|i| r(i * 123_457 % 300_000 + 1, 1))
-        .collect();
-    let counts = ingest_each(&mut client, &d, "o.t", [first, second]).await;
-    let c = counts[1];
-    assert_eq!(
-        (c.inserted, c.updated, c.unchanged),
-        (0, 10_000, 0),
-        "{c:?}"
-    );
-    // Merged in the staged order, about half the new versions would have a
-    // lower key than the one stored before them.
-    let descents = count(
-        &client,
-        "SELECT count(*) FROM (SELECT id < lag(id) OVER (ORDER BY ctid) AS down \
-         FROM o.t WHERE v = 1) s WHERE down",
-    )
-    .await;
-    assert!(
-        descents < 100,
-        "{descents} of 10,000 updated rows out of key order"
-    );
-    assert_eq!(
-        count(&client, "SELECT count(*) FROM o.t WHERE v = 1").await,
-        10_000
-    );
 }
