@@ -8,8 +8,8 @@ use tokio_postgres::Transaction;
 use super::indexes;
 use super::merge::{
     CHANGES, Rejected, column_list, is_row_error, is_value_error, key_list, merge_statement,
-    on_conflict_statement, rejected_values, repeats, sample_statement, sieve_statement,
-    update_then_insert_statement, xact_stats,
+    on_conflict_statement, order_statement, rejected_values, repeats, sample_statement,
+    sieve_statement, update_then_insert_statement, xact_stats,
 };
 use super::range;
 use super::stage::{Layout, RAW_COLUMN, WHERE_COLUMN, stage_rows};
@@ -594,6 +594,59 @@ async fn sizes(tx: &Transaction<'_>, table: &TableName, stage: &str) -> Result<(
     Ok((row.get(0), row.get(1)))
 }
 
+/// The percentage of a stage of `rows` rows to sample (`TABLESAMPLE
+/// SYSTEM`, pages) for about `sample` rows.
+fn sample_percent(sample: u64, rows: u64) -> f32 {
+    (sample as f64 * 100.0 / rows.max(1) as f64).min(100.0) as f32
+}
+
+/// Staged rows from which on [`out_of_key_order`] samples the stage.
+const ORDER_MIN_ROWS: u64 = 10_000;
+/// Staged rows that [`out_of_key_order`] samples, about.
+const ORDER_SAMPLE_ROWS: u64 = 10_000;
+
+/// Whether the staged rows (about `rows` of them) are out of key order: in
+/// a sample of the stage's pages, read in storage order, more than 5% of
+/// the rows have a lower key than the row before. A merge writes the rows
+/// in the stage's order: out of key order, the table's pages, the new row
+/// versions' entries in the key's index and so the pages written again in
+/// full after each checkpoint are all over the table. Measured upserting
+/// 5 M changed rows into a 5 M-row table (PostgreSQL 15, the default 1 M
+/// rows per batch): in key order 30.2 s and 1.7 GB of WAL; in random
+/// order 78.8 s and 4.7 GB, and 43.0 s and 2.3 GB with each batch merged
+/// in key order. This pays for a table not stored in key order too: the
+/// new row versions' index entries go in key order. 3 M changed rows
+/// keyed by `uuid`, staged in the table's storage order: 26-32 s as
+/// staged, 21-25 s in key order.
+async fn out_of_key_order(
+    tx: &Transaction<'_>,
+    layout: Layout<'_>,
+    stage: &str,
+    rows: u64,
+) -> Result<bool> {
+    if rows < ORDER_MIN_ROWS || !layout.target.key_is_primary {
+        return Ok(false);
+    }
+    let percent = sample_percent(ORDER_SAMPLE_ROWS, rows);
+    // A key type without a default ordering fails the comparison: the
+    // rows are then merged as they are.
+    let look = Savepoint::set(tx, "pgbulk_order").await?;
+    let sampled = tx
+        .query_one(&order_statement(layout, stage), &[&percent])
+        .await
+        .map_err(|e| Error::server("sampling the staged rows' order", e));
+    Ok(match look.end(sampled).await? {
+        Ok(row) => {
+            let (descents, pairs): (i64, i64) = (row.get(0), row.get(1));
+            descents.saturating_mul(20) > pairs
+        }
+        Err(e) => {
+            tracing::debug!("{}: {e}", layout.target.name);
+            false
+        }
+    })
+}
+
 /// Staged rows from which on [`sieve_pays`] samples the stage.
 pub(super) const SIEVE_MIN_ROWS: u64 = 100_000;
 /// Staged rows that [`sieve_pays`] samples, about.
@@ -619,7 +672,7 @@ async fn sieve_pays(
     if !layout.target.key_is_primary || copied < SIEVE_MIN_ROWS {
         return Ok(None);
     }
-    let percent = (SIEVE_SAMPLE_ROWS as f64 * 100.0 / copied as f64).min(100.0) as f32;
+    let percent = sample_percent(SIEVE_SAMPLE_ROWS, copied);
     let row = tx
         .query_one(&sample_statement(layout, stage), &[&percent])
         .await?;
@@ -777,6 +830,7 @@ pub(super) async fn merge_staged(
     };
     let mut source = stage;
     let mut duplicates = duplicates;
+    let mut rows = copied;
     let share = if probe {
         None
     } else {
@@ -801,9 +855,28 @@ pub(super) async fn merge_staged(
             return Ok(c);
         }
         (source, duplicates) = (CHANGES, None);
+        rows = kept;
         let (changes_bytes, _) = sizes(tx, &target.write, CHANGES).await?;
         probe = target.key_is_primary && changes_bytes.saturating_mul(20) <= table_bytes;
     }
+    // Rows are merged in the order they come from the stage (the planner
+    // hashes the table, narrower than the stage, or probes its index): out
+    // of key order, they are put in key order first.
+    let layout = if duplicates.is_none()
+        && !layout.sorted
+        && out_of_key_order(tx, layout, source, rows).await?
+    {
+        tracing::debug!(
+            "{}: the staged rows are out of key order: merged in key order",
+            context("upserting")
+        );
+        Layout {
+            sorted: true,
+            ..layout
+        }
+    } else {
+        layout
+    };
     let (inserted, updated) = if ctx.merge {
         if probe {
             tx.batch_execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
