@@ -15,7 +15,7 @@ const USECS_PER_DAY: i64 = 86_400 * USECS_PER_SEC;
 const PG_EPOCH_DAYS: i64 = 10_957;
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (astronomical years).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+const fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = if y >= 0 { y } else { y - 399 } / 400;
     let yoe = y - era * 400;
@@ -149,18 +149,37 @@ fn parse_time(s: &str) -> Option<i64> {
     if !frac.bytes().all(|b| b.is_ascii_digit()) || (frac.is_empty() && s.ends_with('.')) {
         return None;
     }
-    // As PostgreSQL does: the fraction as a double, times 1e6, rounded half
-    // to even (rint), so ties round exactly as the server rounds them.
     let micros = if frac.is_empty() {
         0
     } else {
-        let f: f64 = format!("0.{frac}").parse().ok()?;
-        #[allow(clippy::cast_possible_truncation)]
-        let us = (f * 1e6).round_ties_even() as i64;
-        us
+        fraction_micros(frac.as_bytes())?
     };
     let total = ((h * 60 + m) * 60 + sec) * USECS_PER_SEC + micros;
     (h < 24 || total == USECS_PER_DAY).then_some(total)
+}
+
+/// Microseconds of a fraction of a second given by its digits (those
+/// after the point), as PostgreSQL reads them: the fraction as a double,
+/// times 1e6, rounded half to even (rint), so ties round exactly as the
+/// server rounds them. Up to six digits that is exactly the digits scaled
+/// to microseconds (the double is within 1e-16 of the fraction: far from
+/// a tie), read without a double.
+fn fraction_micros(digits: &[u8]) -> Option<i64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if digits.len() <= 6 {
+        let value = digits
+            .iter()
+            .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
+        return Some(value * 10i64.pow(6 - digits.len() as u32));
+    }
+    let f: f64 = format!("0.{}", std::str::from_utf8(digits).ok()?)
+        .parse()
+        .ok()?;
+    #[allow(clippy::cast_possible_truncation)]
+    let us = (f * 1e6).round_ties_even() as i64;
+    Some(us)
 }
 
 fn digits(s: &str, max_len: usize) -> Option<i64> {
@@ -295,7 +314,18 @@ fn iso_timestamp(t: &[u8]) -> Option<(i64, Option<i32>)> {
     if h > 23 || m > 59 || sec > 59 {
         return None;
     }
-    let offset = match &t[19..] {
+    // A fraction of up to six digits.
+    let (micros, rest) = match &t[19..] {
+        [b'.', rest @ ..] => {
+            let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            if !(1..=6).contains(&n) {
+                return None;
+            }
+            (fraction_micros(&rest[..n])?, &rest[n..])
+        }
+        rest => (0, rest),
+    };
+    let offset = match rest {
         [] => None,
         [b'Z' | b'z'] => Some(0),
         [sign @ (b'+' | b'-'), a, b] if a.is_ascii_digit() && b.is_ascii_digit() => {
@@ -312,7 +342,7 @@ fn iso_timestamp(t: &[u8]) -> Option<(i64, Option<i32>)> {
         _ => return None,
     };
     Some((
-        days * USECS_PER_DAY + ((h * 60 + m) * 60 + sec) * USECS_PER_SEC,
+        days * USECS_PER_DAY + ((h * 60 + m) * 60 + sec) * USECS_PER_SEC + micros,
         offset,
     ))
 }
@@ -369,9 +399,9 @@ fn write_timestamp(
                 .checked_sub(shift)
                 .ok_or_else(|| out_of_range(type_name, text))?;
             // 4714-11-24 BC to 294276-12-31 AD, as PostgreSQL allows.
-            let low = (days_from_civil(-4713, 11, 24) - PG_EPOCH_DAYS) * USECS_PER_DAY;
-            let high = (days_from_civil(294_277, 1, 1) - PG_EPOCH_DAYS) * USECS_PER_DAY;
-            if us < low || us >= high {
+            const LOW: i64 = (days_from_civil(-4713, 11, 24) - PG_EPOCH_DAYS) * USECS_PER_DAY;
+            const HIGH: i64 = (days_from_civil(294_277, 1, 1) - PG_EPOCH_DAYS) * USECS_PER_DAY;
+            if !(LOW..HIGH).contains(&us) {
                 return Err(out_of_range(type_name, text));
             }
             us
@@ -508,6 +538,58 @@ mod tests {
             days_from_civil(2000, 3, 1) - days_from_civil(2000, 2, 1),
             29
         );
+    }
+
+    /// Every fraction of up to six digits is read as the server reads it
+    /// (a double, times 1e6, rounded half to even).
+    #[test]
+    fn fractions_of_up_to_six_digits_read_as_the_server_reads_them() {
+        for len in 1..=6u32 {
+            for value in 0..10u32.pow(len) {
+                let digits = format!("{value:0width$}", width = len as usize);
+                let f: f64 = format!("0.{digits}").parse().expect("a fraction");
+                #[allow(clippy::cast_possible_truncation)]
+                let server = (f * 1e6).round_ties_even() as i64;
+                assert_eq!(fraction_micros(digits.as_bytes()), Some(server), "{digits}");
+            }
+        }
+        // Past six digits, rounded half to even as a double.
+        assert_eq!(fraction_micros(b"0000005"), Some(0));
+        assert_eq!(fraction_micros(b"0000015"), Some(2));
+        assert_eq!(fraction_micros(b"1234567"), Some(123_457));
+        assert_eq!(fraction_micros(b""), None);
+        assert_eq!(fraction_micros(b"1a"), None);
+    }
+
+    /// Timestamps with a fraction of a second read the same on the common
+    /// form's fast path as on the general one.
+    #[test]
+    fn fractions_of_seconds_in_timestamps() {
+        let at = |text: &str| {
+            let mut out = Vec::new();
+            timestamptz(text, 0, &mut out).expect(text);
+            be_i64(&out)
+        };
+        let second = at("2020-01-01 00:00:01+00");
+        for (text, micros) in [
+            ("2020-01-01 00:00:01.001+00", 1_000),
+            ("2020-01-01T00:00:01.5Z", 500_000),
+            ("2020-01-01 00:00:01.123456", 123_456),
+            ("2020-01-01 00:00:01.000001-00", 1),
+            ("2020-01-01 01:00:01.25+01", 250_000),
+            ("2020-01-01 00:00:01.1234565+00", 123_456),
+            ("2020-01-01 00:00:01.1234575 +00:00", 123_458),
+            (" 2020-01-01 00:00:01.9 ", 900_000),
+        ] {
+            assert_eq!(at(text) - second, micros, "{text}");
+        }
+        for bad in [
+            "2020-01-01 00:00:01.+00",
+            "2020-01-01 00:00:01.x",
+            "2020-01-01 00:00:01.5.5",
+        ] {
+            assert!(timestamptz(bad, 0, &mut Vec::new()).is_err(), "{bad}");
+        }
     }
 
     #[test]
