@@ -617,7 +617,9 @@ const ORDER_SAMPLE_ROWS: u64 = 10_000;
 /// in key order. This pays for a table not stored in key order too: the
 /// new row versions' index entries go in key order. 3 M changed rows
 /// keyed by `uuid`, staged in the table's storage order: 26-32 s as
-/// staged, 21-25 s in key order.
+/// staged, 21-25 s in key order. And it pays on small batches: 50,000
+/// changed rows spread over a 5 M-row table, 0.49-0.59 s as staged,
+/// 0.39-0.52 s in key order (the sample takes about 7 ms).
 async fn out_of_key_order(
     tx: &Transaction<'_>,
     layout: Layout<'_>,
