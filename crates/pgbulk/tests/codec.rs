@@ -483,6 +483,23 @@ async fn date_and_time_types_match_the_server() {
             rng.below(1_000_000)
         ));
     }
+    // Fractions of one to seven digits, with and without an offset: the
+    // common form's fast path takes up to six.
+    for _ in 0..200 {
+        let digits = 1 + rng.below(7) as usize;
+        let fraction = rng.below(10u64.pow(digits as u32));
+        let zone = ["", "Z", "+05", "-11", "+00", " UTC", "+05:30"][rng.below(7) as usize];
+        stamps.push(format!(
+            "{:04}-{:02}-{:02}{}{:02}:{:02}:{:02}.{fraction:0digits$}{zone}",
+            1 + rng.below(9999),
+            1 + rng.below(12),
+            1 + rng.below(28),
+            if rng.below(2) == 0 { ' ' } else { 'T' },
+            rng.below(24),
+            rng.below(60),
+            rng.below(60),
+        ));
+    }
     oracle(&db, "timestamp", &stamps).await;
     let mut stamptz = stamps.clone();
     for zone in ["Z", "+05:30", "-0800", "+01", "-03:00", " UTC"] {
