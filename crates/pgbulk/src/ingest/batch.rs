@@ -600,43 +600,74 @@ fn sample_percent(sample: u64, rows: u64) -> f32 {
     (sample as f64 * 100.0 / rows.max(1) as f64).min(100.0) as f32
 }
 
-/// Staged rows from which on [`out_of_key_order`] samples the stage.
+/// Staged rows from which on [`merge_in_key_order`] samples the stage.
 const ORDER_MIN_ROWS: u64 = 10_000;
-/// Staged rows that [`out_of_key_order`] samples, about.
+/// Rows that [`merge_in_key_order`] samples of the stage and of the
+/// table, about.
 const ORDER_SAMPLE_ROWS: u64 = 10_000;
 
-/// Whether the staged rows (about `rows` of them) are out of key order: in
-/// a sample of the stage's pages, read in storage order, more than 5% of
-/// the rows have a lower key than the row before. A merge writes the rows
-/// in the stage's order: out of key order, the table's pages, the new row
-/// versions' entries in the key's index and so the pages written again in
-/// full after each checkpoint are all over the table. Measured upserting
-/// 5 M changed rows into a 5 M-row table (PostgreSQL 15, the default 1 M
-/// rows per batch): in key order 30.2 s and 1.7 GB of WAL; in random
-/// order 78.8 s and 4.7 GB, and 43.0 s and 2.3 GB with each batch merged
-/// in key order. This pays for a table not stored in key order too: the
-/// new row versions' index entries go in key order. 3 M changed rows
-/// keyed by `uuid`, staged in the table's storage order: 26-32 s as
-/// staged, 21-25 s in key order. And it pays on small batches: 50,000
-/// changed rows spread over a 5 M-row table, 0.49-0.59 s as staged,
-/// 0.39-0.52 s in key order (the sample takes about 7 ms).
-async fn out_of_key_order(
+/// Whether to merge the staged rows (about `rows` of them, `stage_bytes`
+/// bytes, into a table of `table_bytes`) in key order rather than as they
+/// were staged: when the stage is out of key order and the table is
+/// stored in key order ([`out_of_key_order`] of each).
+///
+/// A merge writes the rows in the stage's order. Staged out of the order
+/// the table is stored in, the changed pages, and so the pages written
+/// again in full after each checkpoint, are all over the table. Measured
+/// upserting 5 M changed rows into a 5 M-row table stored in key order
+/// (PostgreSQL 15, the default 1 M rows per batch): staged in key order
+/// 30.2 s and 1.7 GB of WAL; shuffled 52.4 s and 4.65 GB, and 31.8 s and
+/// 2.2 GB with each batch merged in key order. 50,000 changed rows spread
+/// over that table: 0.49-0.59 s as staged, 0.39-0.52 s in key order (the
+/// sample takes about 7 ms). A table not stored in key order is merged as
+/// staged: rows staged in its storage order then update its pages in
+/// order, and key order would visit them at random. 3 M rows keyed by
+/// random values, staged in storage order, updated in place (HOT, the
+/// table's `fillfactor` 50): 7.2-7.6 s as staged, 11.6-12.4 s in key
+/// order (though with `fillfactor` 100, where each update also inserts
+/// into the key's index, key order took 21-25 s against 26-32 s).
+async fn merge_in_key_order(
     tx: &Transaction<'_>,
     layout: Layout<'_>,
     stage: &str,
     rows: u64,
+    (stage_bytes, table_bytes): (i64, i64),
 ) -> Result<bool> {
-    if rows < ORDER_MIN_ROWS || !layout.target.key_is_primary {
+    let target = layout.target;
+    if rows < ORDER_MIN_ROWS || !target.key_is_primary || target.partitioned {
         return Ok(false);
     }
-    let percent = sample_percent(ORDER_SAMPLE_ROWS, rows);
-    // A key type without a default ordering fails the comparison: the
-    // rows are then merged as they are.
+    let staged = sample_percent(ORDER_SAMPLE_ROWS, rows);
+    if !out_of_key_order(tx, layout, &layout.key_values(""), stage, staged).await? {
+        return Ok(false);
+    }
+    // The table's rows, estimated from the stage's bytes per row.
+    let table_rows = (table_bytes as f64 * rows as f64 / stage_bytes.max(1) as f64) as u64;
+    if table_rows < ORDER_MIN_ROWS {
+        return Ok(false);
+    }
+    let stored = sample_percent(ORDER_SAMPLE_ROWS, table_rows);
+    let relation = target.write.quoted();
+    Ok(!out_of_key_order(tx, layout, &key_list(target), &relation, stored).await?)
+}
+
+/// Whether the rows of `relation` are out of the order of `key` (its key
+/// columns' values): in `percent` of its pages read in storage order, more
+/// than 5% of the rows have a lower key than the row before. A key type
+/// without a default ordering cannot be compared: the answer is then
+/// `false`.
+async fn out_of_key_order(
+    tx: &Transaction<'_>,
+    layout: Layout<'_>,
+    key: &str,
+    relation: &str,
+    percent: f32,
+) -> Result<bool> {
     let look = Savepoint::set(tx, "pgbulk_order").await?;
     let sampled = tx
-        .query_one(&order_statement(layout, stage), &[&percent])
+        .query_one(&order_statement(key, relation), &[&percent])
         .await
-        .map_err(|e| Error::server("sampling the staged rows' order", e));
+        .map_err(|e| Error::server("sampling the rows' key order", e));
     Ok(match look.end(sampled).await? {
         Ok(row) => {
             let (descents, pairs): (i64, i64) = (row.get(0), row.get(1));
@@ -832,7 +863,7 @@ pub(super) async fn merge_staged(
     };
     let mut source = stage;
     let mut duplicates = duplicates;
-    let mut rows = copied;
+    let (mut rows, mut source_bytes) = (copied, stage_bytes);
     let share = if probe {
         None
     } else {
@@ -857,19 +888,19 @@ pub(super) async fn merge_staged(
             return Ok(c);
         }
         (source, duplicates) = (CHANGES, None);
-        rows = kept;
-        let (changes_bytes, _) = sizes(tx, &target.write, CHANGES).await?;
-        probe = target.key_is_primary && changes_bytes.saturating_mul(20) <= table_bytes;
+        (rows, source_bytes) = (kept, sizes(tx, &target.write, CHANGES).await?.0);
+        probe = target.key_is_primary && source_bytes.saturating_mul(20) <= table_bytes;
     }
     // Rows are merged in the order they come from the stage (the planner
     // hashes the table, narrower than the stage, or probes its index): out
-    // of key order, they are put in key order first.
+    // of key order, into a table stored in key order, they are put in key
+    // order first.
     let layout = if duplicates.is_none()
         && !layout.sorted
-        && out_of_key_order(tx, layout, source, rows).await?
+        && merge_in_key_order(tx, layout, source, rows, (source_bytes, table_bytes)).await?
     {
         tracing::debug!(
-            "{}: the staged rows are out of key order: merged in key order",
+            "{}: the staged rows are out of the table's key order: merged in key order",
             context("upserting")
         );
         Layout {

@@ -208,15 +208,14 @@ pub(super) fn sample_statement(layout: Layout<'_>, stage: &str) -> String {
     )
 }
 
-/// Counts, in a sample of `stage`'s pages (`$1` percent of them) read in
-/// storage order, the rows whose key is lower than the row's before, and
-/// the rows that have a row before.
-pub(super) fn order_statement(layout: Layout<'_>, stage: &str) -> String {
-    let key = layout.key_values("");
+/// Counts, in a sample of `relation`'s pages (`$1` percent of them) read
+/// in storage order, the rows whose `key` (a list of values) is lower than
+/// the row's before, and the rows that have a row before.
+pub(super) fn order_statement(key: &str, relation: &str) -> String {
     format!(
         "SELECT count(*) FILTER (WHERE k < p)::int8, count(p)::int8 \
          FROM (SELECT ROW({key}) AS k, lag(ROW({key})) OVER (ORDER BY ctid) AS p \
-               FROM {stage} TABLESAMPLE SYSTEM ($1::float4)) s"
+               FROM {relation} TABLESAMPLE SYSTEM ($1::float4)) s"
     )
 }
 
