@@ -8,8 +8,9 @@
 //!   ingest engine reading the same file;
 //! - upsert into a table holding every key, with changed values: `\copy`
 //!   into a TEMP table + `INSERT ... ON CONFLICT DO UPDATE` against the
-//!   engine, then by the `pgbulk` binary's `load` on one connection and on
-//!   two (`--streams 2`: each key's rows on one);
+//!   engine, then by the `pgbulk` binary's `load` with the connections
+//!   its first rows choose, on one and on two (`--streams 2`: each key's
+//!   rows on one);
 //! - the same upsert again with unchanged data (the engine, and `load` on
 //!   one and on two connections).
 //!
@@ -725,6 +726,15 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// `pgbulk load`'s `--streams` in the ingest benchmark: none (the first
+/// rows choose), one, two.
+const LOAD_STREAMS: [Option<&str>; 3] = [None, Some("1"), Some("2")];
+
+/// How a load of [`LOAD_STREAMS`] is named in the report.
+fn streams_label(streams: Option<&str>) -> String {
+    streams.map_or_else(|| "(default)".to_owned(), |n| format!("--streams {n}"))
+}
+
 async fn bench_ingest(rows: usize) -> anyhow::Result<()> {
     let server = server()?;
     let dir = work_dir()?;
@@ -806,8 +816,8 @@ async fn bench_ingest(rows: usize) -> anyhow::Result<()> {
     let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
     let bin = pgbulk_binary()?;
     let (mut theirs, mut ours) = (Vec::new(), Vec::new());
-    let mut by_load: [(Vec<f64>, Vec<f64>); 2] = Default::default();
-    let mut by_load_unchanged: [(Vec<f64>, Vec<f64>); 2] = Default::default();
+    let mut by_load: [(Vec<f64>, Vec<f64>); 3] = Default::default();
+    let mut by_load_unchanged: [(Vec<f64>, Vec<f64>); 3] = Default::default();
     let mut last = String::new();
     for run in 0..runs() {
         fill("upsert_psql")?;
@@ -821,22 +831,26 @@ async fn bench_ingest(rows: usize) -> anyhow::Result<()> {
             pgbulk_ingest(&server, &format!("CREATE TABLE {t} {keyed};"), &changed, &t).await?,
         );
         last = t;
-        // The same upsert by `pgbulk load`, on one connection and on two
-        // (each key's rows on one); then the same rows again, unchanged.
-        for (streams, ((secs, rss), (same_secs, same_rss))) in ["1", "2"]
-            .into_iter()
-            .zip(by_load.iter_mut().zip(by_load_unchanged.iter_mut()))
+        // The same upsert by `pgbulk load`: with the connections its first
+        // rows choose, on one and on two (each key's rows on one); then the
+        // same rows again, unchanged.
+        for (i, ((secs, rss), (same_secs, same_rss))) in by_load
+            .iter_mut()
+            .zip(by_load_unchanged.iter_mut())
+            .enumerate()
         {
-            let t = format!("upsert_load{streams}");
+            let t = format!("upsert_load{i}");
             fill(&t)?;
             let load = || {
-                timed(
-                    Command::new(&bin)
-                        .args(["load", "--quiet", "--db", &server.url, "--table", &t])
-                        .args(["--no-header", "--columns", "pos,product,day,stock"])
-                        .args(["--streams", streams, "--restart"])
-                        .arg(&changed),
-                )
+                let mut cmd = Command::new(&bin);
+                cmd.args(["load", "--quiet", "--db", &server.url, "--table", &t])
+                    .args(["--no-header", "--columns", "pos,product,day,stock"])
+                    .arg("--restart")
+                    .arg(&changed);
+                if let Some(n) = LOAD_STREAMS[i] {
+                    cmd.args(["--streams", n]);
+                }
+                timed(&mut cmd)
             };
             let (s, r) = load()?;
             secs.push(s);
@@ -847,7 +861,10 @@ async fn bench_ingest(rows: usize) -> anyhow::Result<()> {
             same_rss.push(r);
         }
     }
-    psql(&server, &["DROP TABLE upsert_load1, upsert_load2"])?;
+    psql(
+        &server,
+        &["DROP TABLE upsert_load0, upsert_load1, upsert_load2"],
+    )?;
     let changed_seconds = median(&theirs);
     report(
         &format!("ingest upsert, values changed ({rows} rows)"),
@@ -856,9 +873,9 @@ async fn bench_ingest(rows: usize) -> anyhow::Result<()> {
         0.55,
         Some(peak_rss_mb()),
     );
-    for (streams, (secs, rss)) in ["1", "2"].into_iter().zip(&by_load) {
+    for (streams, (secs, rss)) in LOAD_STREAMS.into_iter().zip(&by_load) {
         report(
-            &format!("load --streams {streams} upsert, values changed"),
+            &format!("load {} upsert, values changed", streams_label(streams)),
             median(secs),
             (HAND_WRITTEN, changed_seconds),
             0.55,
@@ -896,9 +913,9 @@ async fn bench_ingest(rows: usize) -> anyhow::Result<()> {
         0.12,
         Some(peak_rss_mb()),
     );
-    for (streams, (secs, rss)) in ["1", "2"].into_iter().zip(&by_load_unchanged) {
+    for (streams, (secs, rss)) in LOAD_STREAMS.into_iter().zip(&by_load_unchanged) {
         report(
-            &format!("load --streams {streams} upsert, values unchanged"),
+            &format!("load {} upsert, values unchanged", streams_label(streams)),
             median(secs),
             (HAND_WRITTEN, unchanged_seconds),
             0.12,

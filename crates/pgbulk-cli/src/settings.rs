@@ -50,7 +50,7 @@ pub(crate) fn load(args: &LoadArgs) -> Result<LoadOptions, Refusal> {
         restart: args.restart,
         dry_run: args.dry_run,
         streams: args.streams.unwrap_or(2).max(1),
-        upsert_streams: args.streams.unwrap_or(1).max(1),
+        upsert_streams: args.streams.map(|n| n.max(1)),
         retries: args.retries,
         lock_policy: pgbulk::lock::LockPolicy {
             terminate_blockers_after: args.terminate_blockers,
@@ -291,7 +291,7 @@ mod tests {
         );
         assert_eq!(
             (o.streams, o.upsert_streams),
-            (1, 1),
+            (1, Some(1)),
             "no fewer than one stream"
         );
         assert_eq!(

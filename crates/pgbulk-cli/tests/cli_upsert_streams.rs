@@ -272,3 +272,68 @@ async fn a_killed_parallel_upsert_then_the_same_command_converges() {
     assert_ok(&out);
     assert_eq!(holds_last_rows(&db).await, (KEYS as i64, KEYS as i64));
 }
+
+/// Without `--streams`, the first rows of an upsert of a big file choose:
+/// two connections when most of them change the table, one when most are
+/// already in it.
+#[tokio::test]
+async fn without_streams_the_first_rows_choose_the_connections() {
+    let db = TestDb::new("upsert_streams_auto").await;
+    let home = Scratch::new("upsert-streams-auto");
+    keyed_table(&db).await;
+    // Over 32 MB (a big file), every key with a new value.
+    let pad = "y".repeat(860);
+    let mut text = String::with_capacity(880 * KEYS as usize);
+    text.push_str("id,v,n\n");
+    for i in 0..KEYS {
+        text.push_str(&format!("{i},new {pad},7\n"));
+    }
+    let file = home.file("changed.csv", &text, 0o644);
+    let f = file.to_str().expect("utf8");
+    let args = [
+        "load",
+        f,
+        "--table",
+        "u",
+        "--db",
+        &db.url,
+        "--restart",
+        "-v",
+    ];
+    let out = run(pgbulk(&home).args(args));
+    assert_ok(&out);
+    assert!(
+        out.stderr.contains(
+            "20000 of the first 20000 rows change it: upserting the rest on 2 connections"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("40,000 updated") && out.stdout.contains("2 batches"),
+        "{}",
+        out.stdout
+    );
+    let row = db
+        .connect()
+        .await
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE n = 7 AND v = 'new ' || repeat('y', 860)) FROM u",
+            &[],
+        )
+        .await
+        .expect("q");
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (KEYS as i64, KEYS as i64)
+    );
+    // The same rows again change nothing: one connection.
+    let again = run(pgbulk(&home).args(args));
+    assert_ok(&again);
+    assert!(
+        again.stdout.contains("40,000 unchanged"),
+        "{}",
+        again.stdout
+    );
+    assert!(!again.stderr.contains("connections"), "{}", again.stderr);
+}

@@ -191,6 +191,7 @@ fn load_csv<'py>(
         reject_file: reject_file.map(Into::into),
         restart,
         streams: streams.unwrap_or(defaults.streams).max(1),
+        upsert_streams: streams.map(|n| n.max(1)),
         retries,
         dry_run,
         ..defaults

@@ -13,6 +13,7 @@
 
 mod ledger;
 mod plan;
+mod probe;
 mod reader;
 mod sample;
 mod sniff;
@@ -119,9 +120,11 @@ pub struct LoadOptions {
     /// split in halves); 1 disables it.
     pub streams: usize,
     /// Connections to upsert one big file with, each key's rows sent to one
-    /// of them (see [`crate::ingest::ingest_parallel`]); 1 (the default)
-    /// disables it.
-    pub upsert_streams: usize,
+    /// of them (see [`crate::ingest::ingest_parallel`]); 1 disables it.
+    /// `None` (the default) lets the first rows decide (see
+    /// [`probe::upsert_streams`]): two connections when most of them
+    /// change a table that holds rows, else one.
+    pub upsert_streams: Option<usize>,
     /// Runs again after a lost connection, this many times at most (see
     /// [`load_retrying`]).
     pub retries: u32,
@@ -219,7 +222,7 @@ impl Default for LoadOptions {
             restart: false,
             lock_policy: LockPolicy::default(),
             streams: 2,
-            upsert_streams: 1,
+            upsert_streams: None,
             retries: 0,
             ledger: true,
             before_final_commit: None,
@@ -956,21 +959,45 @@ async fn load_inputs(
         let shared = make_shared(&streams[0], sample);
         let mut prepared = prepared;
         let mut in_streams = None;
+        // The first batch, when it chose the connections.
+        let mut first = None;
         if hashed {
             prepared = ingest::settle(&mut clients[0], prepared, &options).await?;
             let options = Options {
                 stream: streams[0].name.clone(),
                 ..options.clone()
             };
+            let connections = match opts.upsert_streams {
+                Some(n) => n,
+                None => {
+                    let choice = probe::upsert_streams(
+                        &mut clients[0],
+                        &prepared,
+                        &options,
+                        &shared,
+                        &table,
+                        batch_rows,
+                    )
+                    .await
+                    .map_err(|e| suggest_max_errors(e, opts.max_errors))?;
+                    first = choice.first;
+                    choice.streams
+                }
+            };
             let parts = Parts {
                 params,
-                opts,
+                connections,
                 progress: &progress,
                 shared: &shared,
                 batch_rows,
                 table: &table,
             };
-            match upsert_in_streams(&mut clients, &prepared, &options, parts).await {
+            let result = if connections > 1 {
+                upsert_in_streams(&mut clients, &prepared, &options, parts).await
+            } else {
+                Ok(None)
+            };
+            match result {
                 Ok(done) => in_streams = done,
                 Err(stopped) if progress.is_interrupted() => return Err(stopped.error),
                 Err(Stopped { error, committed }) => {
@@ -978,11 +1005,15 @@ async fn load_inputs(
                     // ledger row: one stream goes on from there, and names
                     // the failing row if the input is at fault.
                     info!(
-                        "{table}: the upsert on {} connections stopped ({error}); going on with one from its last committed batch",
-                        opts.upsert_streams
+                        "{table}: the upsert on {connections} connections stopped ({error}); going on with one from its last committed batch"
                     );
                     drop(std::mem::take(&mut clients));
                     let mut total = ingest::Counts::default();
+                    let committed: Vec<_> = first
+                        .iter()
+                        .flat_map(|f| f.batches.iter().cloned())
+                        .chain(committed)
+                        .collect();
                     for counts in committed.iter().flat_map(|b| b.tables.values()) {
                         total.add(counts);
                     }
@@ -996,7 +1027,7 @@ async fn load_inputs(
                         .store(read_at_entry.1, Ordering::Relaxed);
                     let client = crate::connect::connect(params).await?.client;
                     let one = LoadOptions {
-                        upsert_streams: 1,
+                        upsert_streams: Some(1),
                         ..opts.clone()
                     };
                     let mut rest =
@@ -1010,7 +1041,7 @@ async fn load_inputs(
                 }
             }
         }
-        if let Some(engine) = in_streams {
+        let engine = if let Some(engine) = in_streams {
             engine
         } else {
             let before_visible = opts.before_final_commit.as_ref().map(|h| {
@@ -1034,6 +1065,13 @@ async fn load_inputs(
             ingest::ingest_prepared(&mut clients[0], &prepared, |_| batches, &options)
                 .await
                 .map_err(|e| suggest_max_errors(e, opts.max_errors))?
+        };
+        match first {
+            Some(mut first) => {
+                first.merge(engine);
+                first
+            }
+            None => engine,
         }
     } else {
         // Create and migrate once, then load both halves at once.
@@ -1093,7 +1131,8 @@ async fn load_inputs(
 /// What [`upsert_in_streams`] reads and reports through.
 struct Parts<'a> {
     params: &'a crate::conninfo::ConnParams,
-    opts: &'a LoadOptions,
+    /// Connections to upsert on.
+    connections: usize,
     progress: &'a Arc<Progress>,
     shared: &'a Arc<Mutex<Shared>>,
     batch_rows: u64,
@@ -1116,7 +1155,7 @@ impl From<Error> for Stopped {
     }
 }
 
-/// Upserts the input on `opts.upsert_streams` connections, each key's rows in one
+/// Upserts the input on `parts.connections` connections, each key's rows in one
 /// of them (see [`ingest::ingest_parallel`]), when the table allows it:
 /// `Ok(None)` when it does not (nothing was read). `prepared` is settled.
 async fn upsert_in_streams(
@@ -1143,9 +1182,9 @@ async fn upsert_in_streams(
     }
     info!(
         "{}: upserting on {} connections, each key's rows on one",
-        parts.table, parts.opts.upsert_streams
+        parts.table, parts.connections
     );
-    while clients.len() < parts.opts.upsert_streams {
+    while clients.len() < parts.connections {
         let client = crate::connect::connect(parts.params).await?.client;
         parts.progress.register(&client);
         clients.push(client);

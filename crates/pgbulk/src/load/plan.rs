@@ -10,7 +10,7 @@ use crate::infer;
 use crate::schema::{Declaration, TableName};
 
 use super::ledger::Verdict;
-use super::streams::{PARALLEL_MAX_COLUMNS, Stream};
+use super::streams::{PARALLEL_MAX_COLUMNS, PARALLEL_MIN_BYTES, Stream};
 use super::{LoadMode, LoadOptions};
 use crate::input::Source;
 
@@ -177,7 +177,9 @@ pub(super) fn may_split(
 
 /// Whether an upsert may run on several connections, each key's rows in
 /// one of them (the table is checked after, see
-/// [`crate::ingest::parallel_unsuited`]): asked for, one input into a
+/// [`crate::ingest::parallel_unsuited`]): asked for, or left to the first
+/// rows (see [`super::probe::upsert_streams`]) of a file of at least
+/// [`PARALLEL_MIN_BYTES`], one input into a
 /// table that is there, resumable (a stream that fails is followed by one
 /// stream from the last committed batch), without rejects, sampled rows or
 /// a hook.
@@ -189,7 +191,14 @@ pub(super) fn may_hash(
     replaying_sample: bool,
     sources: &[Source],
 ) -> bool {
-    opts.upsert_streams > 1
+    let asked = match opts.upsert_streams {
+        Some(n) => n > 1,
+        // Left to the first rows: for one big file only.
+        None => sources
+            .iter()
+            .all(|s| matches!(s, Source::File(_)) && s.size().unwrap_or(0) >= PARALLEL_MIN_BYTES),
+    };
+    asked
         && mode == LoadMode::Upsert
         && exists
         && resumable

@@ -872,8 +872,11 @@ pub(crate) async fn swappable_when_empty(
 pub(crate) const EMPTY_SWAP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Whether `table` holds no row (that this transaction sees).
-pub(crate) async fn is_empty(tx: &Transaction<'_>, table: &TableName) -> Result<bool> {
-    Ok(tx
+pub(crate) async fn is_empty(
+    client: &impl tokio_postgres::GenericClient,
+    table: &TableName,
+) -> Result<bool> {
+    Ok(client
         .query_one(
             &format!("SELECT NOT EXISTS (SELECT FROM {})", table.quoted()),
             &[],
