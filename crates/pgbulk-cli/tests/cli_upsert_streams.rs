@@ -5,7 +5,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::cli_load::assert_ok;
+use crate::cli_load::{assert_ok, count};
 use crate::harness::{Scratch, TestDb, pgbulk, run};
 
 /// Keys in the tests' tables.
@@ -274,8 +274,8 @@ async fn a_killed_parallel_upsert_then_the_same_command_converges() {
 }
 
 /// Without `--streams`, the first rows of an upsert of a big file choose:
-/// two connections when most of them change the table, one when most are
-/// already in it.
+/// two connections when most of them change rows of the table, one when
+/// most are already in it or new.
 #[tokio::test]
 async fn without_streams_the_first_rows_choose_the_connections() {
     let db = TestDb::new("upsert_streams_auto").await;
@@ -304,7 +304,7 @@ async fn without_streams_the_first_rows_choose_the_connections() {
     assert_ok(&out);
     assert!(
         out.stderr.contains(
-            "20000 of the first 20000 rows change it: upserting the rest on 2 connections"
+            "20000 of the first 20000 rows changed a row of it: upserting the rest on 2 connections"
         ),
         "{}",
         out.stderr
@@ -336,4 +336,16 @@ async fn without_streams_the_first_rows_choose_the_connections() {
         again.stdout
     );
     assert!(!again.stderr.contains("connections"), "{}", again.stderr);
+    // New keys go no faster on two: one connection.
+    let new_keys: String = std::iter::once("id,v,n\n".to_owned())
+        .chain((KEYS..2 * KEYS).map(|i| format!("{i},new {pad},8\n")))
+        .collect();
+    let file = home.file("new.csv", &new_keys, 0o644);
+    let f = file.to_str().expect("utf8");
+    let args = ["load", f, "--table", "u", "--db", &db.url, "-v"];
+    let out = run(pgbulk(&home).args(args));
+    assert_ok(&out);
+    assert!(out.stdout.contains("40,000 inserted"), "{}", out.stdout);
+    assert!(!out.stderr.contains("connections"), "{}", out.stderr);
+    assert_eq!(count(&db, "u").await, 2 * KEYS as i64);
 }

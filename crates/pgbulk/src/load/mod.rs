@@ -123,7 +123,7 @@ pub struct LoadOptions {
     /// of them (see [`crate::ingest::ingest_parallel`]); 1 disables it.
     /// `None` (the default) lets the first rows decide (see
     /// [`probe::upsert_streams`]): two connections when most of them
-    /// change a table that holds rows, else one.
+    /// change rows of the table, else one.
     pub upsert_streams: Option<usize>,
     /// Runs again after a lost connection, this many times at most (see
     /// [`load_retrying`]).
