@@ -477,6 +477,8 @@ pub async fn sync(
         // an earlier run loaded changes nothing).
         ledger: false,
         streams: 1,
+        // Jobs (`--jobs`) are how a sync runs on several connections.
+        upsert_streams: Some(1),
         // Jobs load ranges into the same table at once.
         fill_empty: false,
         ..LoadOptions::default()
