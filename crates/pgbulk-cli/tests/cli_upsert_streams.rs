@@ -16,8 +16,13 @@ const KEYS: u64 = 40_000;
 /// the even keys in pass 2. The last row of an odd key is its pass 1 row,
 /// of an even key its pass 2 row.
 fn three_passes() -> String {
-    let pad = "x".repeat(72);
-    let mut text = String::with_capacity(110 * 3 * KEYS as usize);
+    padded_passes(72)
+}
+
+/// [`three_passes`] with `pad` bytes of padding in each row.
+fn padded_passes(pad: usize) -> String {
+    let pad = "x".repeat(pad);
+    let mut text = String::with_capacity((pad.len() + 40) * 3 * KEYS as usize);
     text.push_str("id,v,n\n");
     for i in 0..KEYS {
         text.push_str(&format!("{i},pass0 {pad},0\n"));
@@ -228,16 +233,41 @@ async fn a_key_value_the_server_converts_hands_the_upsert_to_one_connection() {
 /// row.
 #[tokio::test]
 async fn a_killed_parallel_upsert_then_the_same_command_converges() {
-    let db = TestDb::new("upsert_streams_kill").await;
-    let home = Scratch::new("upsert-streams-kill");
+    killed_twice_then_converges("upsert_streams_kill", &three_passes(), &["--streams", "2"]).await;
+}
+
+/// The same without `--streams`, on a file big enough (37 MB) for its
+/// first rows to choose (two connections: every row changes one).
+#[tokio::test]
+async fn a_killed_upsert_on_connections_its_first_rows_chose_then_the_same_command_converges() {
+    killed_twice_then_converges("upsert_streams_kill_auto", &padded_passes(360), &[]).await;
+}
+
+/// Loads `text` ([`padded_passes`]) with `streams` into a table holding
+/// every key, kills the run after 10,000 and then 50,000 rows changed,
+/// then runs the same command to its end: every key holds its last row.
+async fn killed_twice_then_converges(name: &str, text: &str, streams: &[&str]) {
+    let db = TestDb::new(name).await;
+    let home = Scratch::new(&name.replace('_', "-"));
     keyed_table(&db).await;
-    let file = home.file("passes.csv", &three_passes(), 0o644);
+    let file = home.file("passes.csv", text, 0o644);
     let f = file.to_str().expect("utf8");
+    let mut command = vec![
+        "load",
+        f,
+        "--table",
+        "u",
+        "--db",
+        &db.url,
+        "--batch-rows",
+        "15000",
+    ];
+    command.extend_from_slice(streams);
     let client = db.connect().await;
     let mut killed = 0;
     for at in [10_000i64, 50_000] {
         let child = pgbulk(&home)
-            .args(load_args(f, &db.url))
+            .args(&command)
             .arg("--restart")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -268,7 +298,7 @@ async fn a_killed_parallel_upsert_then_the_same_command_converges() {
         killed += usize::from(status.code().is_none());
     }
     assert!(killed > 0, "no run was killed before it ended");
-    let out = run(pgbulk(&home).args(load_args(f, &db.url)));
+    let out = run(pgbulk(&home).args(&command));
     assert_ok(&out);
     assert_eq!(holds_last_rows(&db).await, (KEYS as i64, KEYS as i64));
 }
