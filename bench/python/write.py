@@ -1,8 +1,8 @@
 """pgbulk.write of a wide pyarrow Table against psql \\copy of the same rows
-as CSV, on one cluster in one run (median of 3, each into a fresh table
-after a checkpoint); prints seconds and the ratio.
+as CSV, on one cluster in one run (median of the runs, each into a fresh
+table after a checkpoint); prints seconds and the ratio.
 
-    python bench/python/write.py [ROWS] [--json]     # default 1,000,000
+    python bench/python/write.py [ROWS] [--runs N] [--json]   # 1,000,000 rows, 3 runs
 
 With ``--json`` the last line is the result as JSON (``pgbulk-bench all``
 reads it when ``PGBULK_BENCH_PYTHON`` names this Python).
@@ -26,8 +26,7 @@ import time
 import pgbulk
 import pyarrow as pa
 import pyarrow.csv as pacsv
-
-RUNS = 3
+from arguments import rows_and_runs
 
 COLUMNS = """id bigint PRIMARY KEY, qty integer, price double precision, amount numeric(12,2),
     name text, city text, ok boolean, day date, at timestamptz, note text"""
@@ -84,15 +83,14 @@ def psql(url: str, *args: str) -> None:
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if a != "--json"]
-    rows = int(args[0]) if args else 1_000_000
+    rows, runs = rows_and_runs()
     url = os.environ.get("PGBULK_BENCH_DB") or pgbulk.local.start()
     data = table(rows)
     copies, writes = [], []
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "wide.csv")
         pacsv.write_csv(data, path)
-        for _ in range(RUNS):
+        for _ in range(runs):
             # Each run into a fresh table, after a checkpoint, so neither
             # side pays for the other's dirty pages.
             fresh(url, "bench_copy")

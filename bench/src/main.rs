@@ -38,9 +38,13 @@
 //!
 //! `pgbulk-bench all [ROWS]` runs the four in turn, and with
 //! `PGBULK_BENCH_PYTHON` naming a Python that has pgbulk (built with
-//! `maturin develop --release`) and pyarrow, `bench/python/write.py`:
-//! `pgbulk.write` of a wide pyarrow Table (a fifth of ROWS) against `psql
-//! \copy` of the same rows as CSV.
+//! `maturin develop --release`), SQLAlchemy, psycopg, psycopg2,
+//! `pg-bulk-ingest==0.1.3` and pyarrow, `bench/python/ingest.py`
+//! (`pgbulk.ingest` of narrow tuples against pg-bulk-ingest, a fifth of
+//! ROWS; skipped when pg-bulk-ingest is missing) and
+//! `bench/python/write.py` (`pgbulk.write` of a wide pyarrow Table, a
+//! fifth of ROWS, against `psql \copy` of the same rows as CSV).
+//! `pgbulk-bench python [ROWS]` (default 1 M) runs those two alone.
 //!
 //! Each timed workload runs `--runs N` times (default 3), pgbulk and its
 //! reference alternating, each run into tables of its own; the medians
@@ -104,6 +108,14 @@ fn main() -> anyhow::Result<()> {
         "load" => bench_load(args.get(1).is_some().then_some(rows))?,
         "sync" => bench_sync(rows)?,
         "export" => bench_export(args.get(1).map_or(1_000_000, |_| rows))?,
+        "python" => {
+            let python = std::env::var_os("PGBULK_BENCH_PYTHON")
+                .context("PGBULK_BENCH_PYTHON must name a Python that has pgbulk")?;
+            // ROWS as given (default 1 M): these are the Python rows.
+            let rows = args.get(1).map_or(1_000_000, |_| rows);
+            bench_python_ingest(&python, rows)?;
+            bench_python_write(&python, rows)?;
+        }
         "all" => {
             // Each in a process of its own: a child's peak RSS includes
             // its parent's at the moment it was spawned, so the parent
@@ -137,12 +149,13 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             if let Some(python) = std::env::var_os("PGBULK_BENCH_PYTHON") {
+                bench_python_ingest(&python, (rows / 5).max(1))?;
                 bench_python_write(&python, (rows / 5).max(1))?;
             }
         }
         other => {
             bail!(
-                "unknown benchmark {other:?} (try: ingest, load, sync, export or all [ROWS] [--runs N] [--json])"
+                "unknown benchmark {other:?} (try: ingest, load, sync, export, python or all [ROWS] [--runs N] [--json])"
             )
         }
     }
@@ -187,31 +200,46 @@ fn largest(xs: &[f64]) -> f64 {
 /// one line of JSON at the end instead of the table.
 const MEASURES_FLAG: &str = "--measures-json";
 
-/// `bench/python/write.py` run by `python` on a throwaway server.
-fn bench_python_write(python: &std::ffi::OsStr, rows: usize) -> anyhow::Result<()> {
+/// Runs `bench/python/{script}` with `python` on a throwaway server (a
+/// count of rows, `--runs`, `--json`), prints what it printed and returns
+/// its last line, the result as JSON.
+fn python_bench(
+    python: &std::ffi::OsStr,
+    script: &str,
+    rows: usize,
+) -> anyhow::Result<serde_json::Value> {
     let server = server()?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/write.py");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
     let out = Command::new(python)
-        .arg(&script)
+        .arg(&path)
         .arg(rows.to_string())
-        .arg("--json")
+        .args(["--runs", &runs().to_string(), "--json"])
         .env("PGBULK_BENCH_DB", &server.url)
         .output()
-        .context("running bench/python/write.py")?;
+        .with_context(|| format!("running bench/python/{script}"))?;
     if !out.status.success() {
         bail!(
-            "bench/python/write.py failed: {}",
+            "bench/python/{script} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     print!("{stdout}");
     let last = stdout.lines().last().unwrap_or_default();
-    let result: serde_json::Value = serde_json::from_str(last)?;
+    serde_json::from_str(last)
+        .with_context(|| format!("bench/python/{script} printed no result: {last}"))
+}
+
+/// `bench/python/write.py`: `pgbulk.write` of a wide Arrow table against
+/// `psql \copy` of the same rows as CSV.
+fn bench_python_write(python: &std::ffi::OsStr, rows: usize) -> anyhow::Result<()> {
+    let result = python_bench(python, "write.py", rows)?;
     let seconds = |k: &str| result.get(k).and_then(serde_json::Value::as_f64);
     let (Some(ours), Some(theirs)) = (seconds("pgbulk_seconds"), seconds("reference_seconds"))
     else {
-        bail!("bench/python/write.py printed no result: {last}");
+        bail!("bench/python/write.py printed no seconds: {result}");
     };
     report(
         &format!("Python pgbulk.write, wide Arrow table ({rows} rows)"),
@@ -220,6 +248,62 @@ fn bench_python_write(python: &std::ffi::OsStr, rows: usize) -> anyhow::Result<(
         0.5,
         seconds("peak_rss_mb"),
     );
+    Ok(())
+}
+
+/// `bench/python/ingest.py`: `pgbulk.ingest` of narrow tuples from a
+/// generator against pg-bulk-ingest 0.1.3, the first load and the
+/// re-upsert of the same rows; skipped (saying so) when `python` cannot
+/// import `pg_bulk_ingest`. The bars are speed-ups: 5x and 7x.
+fn bench_python_ingest(python: &std::ffi::OsStr, rows: usize) -> anyhow::Result<()> {
+    let has_reference = Command::new(python)
+        .args(["-c", "import pg_bulk_ingest"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_reference {
+        println!(
+            "bench/python/ingest.py skipped: {} cannot import pg_bulk_ingest (pip install pg-bulk-ingest==0.1.3 psycopg2-binary)",
+            python.to_string_lossy()
+        );
+        return Ok(());
+    }
+    let result = python_bench(python, "ingest.py", rows)?;
+    let seconds = |k: &str| result.get(k).and_then(serde_json::Value::as_f64);
+    for (what, ours, theirs, faster) in [
+        (
+            "first load",
+            "first_seconds",
+            "reference_first_seconds",
+            5.0,
+        ),
+        (
+            "re-upsert, unchanged",
+            "again_seconds",
+            "reference_again_seconds",
+            7.0,
+        ),
+    ] {
+        let (Some(ours), Some(theirs)) = (seconds(ours), seconds(theirs)) else {
+            bail!("bench/python/ingest.py printed no seconds: {result}");
+        };
+        let label = format!("Python pgbulk.ingest, tuples, {what} ({rows} rows)");
+        let (ratio, bar) = (ours / theirs, 1.0 / faster);
+        println!(
+            "{label:<44} pgbulk {ours:>7.2} s   pg-bulk-ingest {theirs:>7.2} s   ratio {ratio:>5.2}x ({:.1}x faster)   bar >= {faster}x faster {}",
+            theirs / ours,
+            if ratio <= bar { "ok" } else { "MISSED" }
+        );
+        record(Measure {
+            workload: label,
+            pgbulk: ours,
+            reference: PG_BULK_INGEST,
+            reference_seconds: Some(theirs),
+            ratio: Some(ratio),
+            peak_rss_mb: seconds("peak_rss_mb"),
+            bar: format!("<= {bar:.2}x ({faster}x faster)"),
+            ok: ratio <= bar,
+        });
+    }
     Ok(())
 }
 
@@ -285,12 +369,13 @@ impl Measure {
 }
 
 /// The reference tools, by name.
-const REFERENCES: [&str; 7] = [
+const REFERENCES: [&str; 8] = [
     PSQL_COPY,
     HAND_WRITTEN,
     PSQL_PIPE,
     "the full sync",
     PYTHON_REFERENCE,
+    PG_BULK_INGEST,
     PSQL_COPY_TO_CSV,
     CSV_SIZE,
 ];
@@ -300,6 +385,8 @@ const PSQL_COPY: &str = "psql \\copy";
 const PSQL_COPY_TO_CSV: &str = "psql \\copy TO csv";
 const CSV_SIZE: &str = "the CSV's size";
 const PYTHON_REFERENCE: &str = "psql \\copy of the rows as CSV";
+/// The Python tuples' reference.
+const PG_BULK_INGEST: &str = "pg-bulk-ingest 0.1.3";
 
 /// Every workload measured in this run, in order.
 static MEASURES: Mutex<Vec<Measure>> = Mutex::new(Vec::new());
