@@ -8,6 +8,7 @@ use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use pgbulk::arrow::Batches;
 use pgbulk::arrow::partitioned::{self, stage_name};
+use pgbulk::ingest::OnDuplicate;
 use pgbulk::load::{LoadOptions, Progress};
 use pgbulk::schema::TableName;
 
@@ -209,20 +210,13 @@ async fn an_overwrite_builds_the_new_tables_key_after_its_rows() {
     let begun = partitioned::begin(&params, schema(), &opts, true, Duration::from_secs(60))
         .await
         .expect("begin");
-    let parts: [(u32, &[i64], &[&str]); 2] = [(0, &[1, 2], &["a", "b"]), (1, &[2, 3], &["B", "c"])];
-    for (p, keys, values) in parts {
-        partitioned::stage(
-            &params,
-            &begun.write,
-            p,
-            schema(),
-            rows(keys, values),
-            &opts,
-            Arc::new(Progress::default()),
-        )
-        .await
-        .expect("stage");
-    }
+    stage_parts(
+        &params,
+        &begun.write,
+        &opts,
+        &[(0, &[1, 2], &["a", "b"]), (1, &[2, 3], &["B", "c"])],
+    )
+    .await;
     let report = commit(begun.write)
         .await
         .expect("commit with a repeated key");
@@ -236,6 +230,102 @@ async fn an_overwrite_builds_the_new_tables_key_after_its_rows() {
             (3, "c".to_owned())
         ]
     );
+}
+
+/// Keys repeated across partitions and within one, into a table holding
+/// rows (so the stages are gathered, not copied into a new table): the
+/// last row in partition order, then arrival order, wins; or the first;
+/// or the commit fails naming a key and writes nothing.
+#[tokio::test]
+async fn keys_repeated_across_partitions_keep_the_last_or_the_first_or_fail() {
+    let db = TestDb::new("partitioned_repeats").await;
+    let params = resolve(&db.url);
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE kv (k bigint PRIMARY KEY, v text); INSERT INTO kv VALUES (1, 'old'), (9, 'kept')")
+        .await
+        .expect("table");
+    // Partition 0: keys 1, 2, 1; partition 1: 2, 3, 1; partition 2: 3.
+    let parts: [(u32, &[i64], &[&str]); 3] = [
+        (0, &[1, 2, 1], &["p0a", "p0b", "p0c"]),
+        (1, &[2, 3, 1], &["p1a", "p1b", "p1c"]),
+        (2, &[3], &["p2a"]),
+    ];
+    let write = |on_duplicate| {
+        let params = params.clone();
+        async move {
+            let opts = LoadOptions {
+                on_duplicate,
+                ..upsert_kv()
+            };
+            let begun = partitioned::begin(&params, schema(), &opts, true, Duration::from_secs(60))
+                .await
+                .expect("begin");
+            stage_parts(&params, &begun.write, &opts, &parts).await;
+            let committed = partitioned::commit(
+                &params,
+                &begun.write,
+                &[0, 1, 2],
+                schema(),
+                &opts,
+                Arc::new(Progress::default()),
+            )
+            .await;
+            if committed.is_err() {
+                // As Spark does after a failed commit.
+                let dropped = partitioned::abort(&params, &begun.write, &opts)
+                    .await
+                    .expect("abort");
+                assert_eq!(
+                    dropped, 3,
+                    "the failed commit's stages are kept for the abort"
+                );
+            }
+            committed
+        }
+    };
+    let expect = |rows: &[(i64, &str)]| -> Vec<(i64, String)> {
+        rows.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+    };
+
+    let err = write(OnDuplicate::Error)
+        .await
+        .expect_err("repeated keys with on_duplicate error");
+    assert!(
+        err.message().contains("4 staged rows repeat the key")
+            && (err.message().contains("= (1)")
+                || err.message().contains("= (2)")
+                || err.message().contains("= (3)")),
+        "{}",
+        err.message()
+    );
+    assert_eq!(kv_rows(&client).await, expect(&[(1, "old"), (9, "kept")]));
+
+    let report = write(OnDuplicate::First).await.expect("first");
+    assert_eq!(
+        (report.inserted, report.updated, report.repeated),
+        (2, 1, 4)
+    );
+    assert_eq!(
+        kv_rows(&client).await,
+        expect(&[(1, "p0a"), (2, "p0b"), (3, "p1b"), (9, "kept")])
+    );
+
+    let report = write(OnDuplicate::Last).await.expect("last");
+    assert_eq!(
+        (report.inserted, report.updated, report.repeated),
+        (0, 3, 4)
+    );
+    assert_eq!(
+        kv_rows(&client).await,
+        expect(&[(1, "p1c"), (2, "p1a"), (3, "p2a"), (9, "kept")])
+    );
+    let left = one(
+        &client,
+        "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgbulk\\_stage\\_%'",
+    )
+    .await;
+    assert_eq!(left, 0, "the stages are dropped");
 }
 
 /// An attempt that outlives its write (Spark aborts a failed job without
@@ -323,6 +413,28 @@ async fn an_attempt_after_the_write_ended_leaves_nothing() {
 
 /// The one `int8` that `sql` returns.
 /// The rows of `kv`, by key.
+/// Stages each `(partition, keys, values)` of `parts` for `write`.
+async fn stage_parts(
+    params: &pgbulk::conninfo::ConnParams,
+    write: &partitioned::WriteId,
+    opts: &LoadOptions,
+    parts: &[(u32, &[i64], &[&str])],
+) {
+    for (p, keys, values) in parts {
+        partitioned::stage(
+            params,
+            write,
+            *p,
+            schema(),
+            rows(keys, values),
+            opts,
+            Arc::new(Progress::default()),
+        )
+        .await
+        .expect("stage");
+    }
+}
+
 async fn kv_rows(client: &tokio_postgres::Client) -> Vec<(i64, String)> {
     client
         .query("SELECT k, v FROM kv ORDER BY k", &[])

@@ -9,11 +9,14 @@ use tracing::debug;
 
 use super::batch::merge_staged;
 use super::indexes;
+use super::merge::key_list;
 use super::stage::Layout;
 use super::target::{keyed, read_targets};
-use super::{BatchContext, BatchReport, Counts, Mode, Options, Prepared, Report, Upsert};
+use super::{
+    BatchContext, BatchReport, Counts, Mode, OnDuplicate, Options, Prepared, Report, Upsert,
+};
 use crate::conninfo::ConnParams;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockPolicy;
 use crate::rebuild::{self, NewTable};
 use crate::schema::{TableName, quote_ident, quote_literal};
@@ -280,37 +283,22 @@ async fn merge_into(
             counts.add(&c);
         }
     } else if !staged.is_empty() {
-        // One stage is merged as it is; several are gathered first, in
-        // order, so that one merge sees every row (and a key repeated
-        // across stages keeps the row that came last).
-        let (stage, copied) = if let [only] = staged.as_slice() {
+        // One stage is merged as it is; several are gathered first into
+        // one row per key, so that one merge sees every row (and a key
+        // repeated across stages keeps the row that came last).
+        let (stage, copied, repeated) = if let [only] = staged.as_slice() {
             let n: i64 = tx
                 .query_one(&format!("SELECT count(*) FROM {only}"), &[])
                 .await
                 .map_err(|e| Error::server("counting the staged rows", e))?
                 .get(0);
-            (only.clone(), u64::try_from(n).unwrap_or(0))
+            (only.clone(), u64::try_from(n).unwrap_or(0), None)
         } else {
-            let all = "pgbulk_stages";
-            tx.batch_execute(&format!(
-                "CREATE TEMP TABLE {all} ON COMMIT DROP AS SELECT {names} FROM {} WITH NO DATA",
-                staged[0]
-            ))
-            .await
-            .map_err(|e| Error::server("creating the table gathering the stages", e))?;
-            let mut copied = 0;
-            for stage in &staged {
-                copied += tx
-                    .execute(
-                        &format!("INSERT INTO {all} ({names}) SELECT {names} FROM {stage}"),
-                        &[],
-                    )
-                    .await
-                    .map_err(|e| Error::server(&format!("gathering the rows of {stage}"), e))?;
-            }
-            (all.to_owned(), copied)
+            let (kept, repeated) = gather(tx, layout, &staged, &names, options).await?;
+            (GATHERED.to_owned(), kept, Some(repeated))
         };
-        let c = merge_staged(tx, layout, &stage, copied, true, &ctx).await?;
+        let mut c = merge_staged(tx, layout, &stage, copied, repeated.is_none(), &ctx).await?;
+        c.repeated += repeated.unwrap_or(0);
         counts.add(&c);
     }
     if !staged.is_empty() {
@@ -324,6 +312,89 @@ async fn merge_into(
         rebuild::swap(tx, policy, new).await?;
     }
     Ok(counts)
+}
+
+/// The temporary table [`gather`] fills (dropped at commit).
+const GATHERED: &str = "pgbulk_stages";
+
+/// Gathers the rows of `staged` (each with the columns `names`) into
+/// [`GATHERED`], one row per key: the last in `staged` order and each
+/// stage's physical order (a stage is only appended to, so `ctid` order is
+/// arrival order), or the first, as `options.on_duplicate` says; with
+/// [`OnDuplicate::Error`] a repeated key fails, naming one. One sort of
+/// every row (2 stages of 1 M rows: 1.35 s, against 1.8 s for copying
+/// them and grouping by key to count the repeats). Returns the rows kept
+/// and the rows left out.
+async fn gather(
+    tx: &Transaction<'_>,
+    layout: Layout<'_>,
+    staged: &[String],
+    names: &str,
+    options: &Options,
+) -> Result<(u64, u64)> {
+    if let Some(work_mem) = &options.merge_work_mem {
+        tx.batch_execute(&format!("SET LOCAL work_mem = {}", quote_literal(work_mem)))
+            .await
+            .map_err(|e| Error::server("SET work_mem", e))?;
+    }
+    let key = layout.key_values("");
+    let union = staged
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!("SELECT {names}, {i} AS \"pgbulk:stage\", ctid AS \"pgbulk:row\" FROM {s}")
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let order = if options.on_duplicate == OnDuplicate::First {
+        "ASC"
+    } else {
+        "DESC"
+    };
+    let kept = tx
+        .execute(
+            &format!(
+                "CREATE TEMP TABLE {GATHERED} ON COMMIT DROP AS SELECT DISTINCT ON ({key}) {names} \
+                 FROM ({union}) u ORDER BY {key}, \"pgbulk:stage\" {order}, \"pgbulk:row\" {order}"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::server("gathering the staged rows", e))?;
+    let counts = staged
+        .iter()
+        .map(|s| format!("(SELECT count(*) FROM {s})"))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let all: i64 = tx
+        .query_one(&format!("SELECT ({counts})::int8"), &[])
+        .await
+        .map_err(|e| Error::server("counting the staged rows", e))?
+        .get(0);
+    let repeated = u64::try_from(all).unwrap_or(0).saturating_sub(kept);
+    if repeated > 0 && options.on_duplicate == OnDuplicate::Error {
+        let target = layout.target;
+        let example: Option<String> = tx
+            .query_opt(
+                &format!(
+                    "SELECT ROW({key})::text FROM ({union}) u GROUP BY {key} HAVING count(*) > 1 LIMIT 1"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| Error::server("finding a repeated key", e))?
+            .map(|r| r.get(0));
+        return Err(Error::new(
+            ErrorKind::Data,
+            format!(
+                "table {}: {repeated} staged rows repeat the key of another staged row, e.g. ({}) = {}; on_duplicate \"last\" or \"first\" keeps one row per key",
+                target.name,
+                key_list(target),
+                example.unwrap_or_default()
+            ),
+        ));
+    }
+    Ok((kept, repeated))
 }
 
 /// Fills `into` (a table created in this transaction) with the rows of
