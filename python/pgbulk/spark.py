@@ -23,7 +23,11 @@ How a write goes (the library's ``pgbulk::arrow::partitioned``):
    attempt of a partition whose stage is complete leaves it as it is.
 3. The driver's commit merges every staged partition in one transaction
    (guarded ``MERGE`` / ``ON CONFLICT``: unchanged rows are not rewritten)
-   and drops the stages in it; an abort drops them.
+   and drops the stages in it; an abort drops them. Into an empty table,
+   or one whose rows mostly change (PostgreSQL 15+, every column written),
+   it fills a new copy of the table instead, builds its indexes once the
+   rows are in and swaps it in (grants, views and comments kept; the
+   table's oid changes); see the README.
 
 Keys across partitions: rows are taken in partition order, each partition
 in its own order, and where a key repeats the last such row wins

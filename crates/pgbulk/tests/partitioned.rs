@@ -159,7 +159,7 @@ async fn an_overwrite_builds_the_new_tables_key_after_its_rows() {
         .await
         .expect("begin");
     for (p, range) in [(0u32, 2500..5000i64), (1, 0..2500)] {
-        stage_range(&params, &begun.write, &opts, p, range).await;
+        stage_range(&params, &begun.write, &opts, p, range, "v").await;
     }
     // Commits partitions 0 and 1 of a write.
     let commit = |write: partitioned::WriteId| {
@@ -326,6 +326,172 @@ async fn keys_repeated_across_partitions_keep_the_last_or_the_first_or_fail() {
     )
     .await;
     assert_eq!(left, 0, "the stages are dropped");
+}
+
+/// Partitions that change most rows of a table holding rows rewrite it
+/// (PostgreSQL 15 and later): a new copy with the staged rows laid over
+/// the old ones, indexed, swapped in with its view, grant and comment.
+/// Unchanged rows and new keys merge into the table itself; so do changed
+/// rows while a reader holds the table past the swap's wait. Keys in two
+/// partitions are gathered one per key first, the later partition's row
+/// kept.
+#[tokio::test]
+async fn partitions_changing_most_rows_rewrite_the_table() {
+    let db = TestDb::new("partitioned_rewrite").await;
+    let params = resolve(&db.url);
+    let client = db.connect().await;
+    client
+        .batch_execute(&format!(
+            "{KV_WITH_USERS};
+             CREATE INDEX kv_v ON kv (v);
+             INSERT INTO kv SELECT k, 'old' || k FROM generate_series(0, 149999) k;
+             ANALYZE kv"
+        ))
+        .await
+        .expect("table");
+    let rewrites = one(
+        &client,
+        "SELECT (current_setting('server_version_num')::int >= 150000)::int::int8",
+    )
+    .await
+        == 1;
+    let opts = upsert_kv();
+    // Partitions 0 and 1 of a write: `ranges` of keys, values
+    // `<prefix><k>` of each its prefix.
+    let write = |ranges: [std::ops::Range<i64>; 2], prefixes: [&'static str; 2]| {
+        let (params, opts) = (params.clone(), opts.clone());
+        async move {
+            let begun = partitioned::begin(&params, schema(), &opts, true, Duration::from_secs(60))
+                .await
+                .expect("begin");
+            for ((p, range), prefix) in (0u32..).zip(ranges).zip(prefixes) {
+                stage_range(&params, &begun.write, &opts, p, range, prefix).await;
+            }
+            partitioned::commit(
+                &params,
+                &begun.write,
+                &[0, 1],
+                schema(),
+                &opts,
+                Arc::new(Progress::default()),
+            )
+            .await
+            .expect("commit")
+        }
+    };
+    let oid = || one(&client, "SELECT 'kv'::regclass::oid::int8");
+
+    // Every row changed and 10,000 new: rewritten.
+    let before = oid().await;
+    let report = write([0..80_000, 80_000..160_000], ["v", "v"]).await;
+    assert_eq!(
+        (
+            report.inserted,
+            report.updated,
+            report.unchanged,
+            report.repeated
+        ),
+        (10_000, 150_000, 0, 0)
+    );
+    if rewrites {
+        assert_swapped_in(&client, before, 160_000).await;
+        assert_eq!(
+            one(
+                &client,
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'kv_v'"
+            )
+            .await,
+            1,
+            "the other index is built on the copy"
+        );
+    } else {
+        assert_eq!(oid().await, before, "merged before PostgreSQL 15");
+    }
+    assert_eq!(
+        one(&client, "SELECT count(*) FROM kv_view WHERE v = 'v' || k").await,
+        160_000
+    );
+
+    // Nothing changed: merged into the table as it is.
+    let before = oid().await;
+    let report = write([0..60_000, 60_000..120_000], ["v", "v"]).await;
+    assert_eq!(
+        (report.inserted, report.updated, report.unchanged),
+        (0, 0, 120_000)
+    );
+    assert_eq!(
+        oid().await,
+        before,
+        "unchanged rows do not rewrite the table"
+    );
+
+    // New keys, about as many as the table holds: inserted into it.
+    let report = write([200_000..280_000, 280_000..360_000], ["v", "v"]).await;
+    assert_eq!(
+        (report.inserted, report.updated, report.unchanged),
+        (160_000, 0, 0)
+    );
+    assert_eq!(oid().await, before, "new keys do not rewrite the table");
+    for sql in ["DELETE FROM kv WHERE k >= 200000", "VACUUM ANALYZE kv"] {
+        client
+            .execute(sql, &[])
+            .await
+            .expect("back to 160,000 rows");
+    }
+
+    // A reader holds the table: the swap cannot have its lock, so the
+    // rows are merged into the table, all of them.
+    let mut reader = db.connect().await;
+    let reading = reader.transaction().await.expect("BEGIN");
+    reading
+        .query_one("SELECT count(*) FROM kv", &[])
+        .await
+        .expect("read");
+    let report = write([0..80_000, 80_000..160_000], ["w", "w"]).await;
+    reading.commit().await.expect("COMMIT");
+    assert_eq!(
+        (report.inserted, report.updated, report.unchanged),
+        (0, 160_000, 0)
+    );
+    assert_eq!(oid().await, before, "merged while a reader held the table");
+    assert_eq!(
+        one(&client, "SELECT count(*) FROM kv WHERE v = 'w' || k").await,
+        160_000
+    );
+
+    // Keys in both partitions fail the first rewrite's key: gathered one
+    // per key (the later partition's row), then rewritten.
+    let before = oid().await;
+    let report = write([0..100_000, 50_000..160_000], ["x", "y"]).await;
+    assert_eq!(
+        (
+            report.inserted,
+            report.updated,
+            report.unchanged,
+            report.repeated
+        ),
+        (0, 160_000, 0, 50_000)
+    );
+    assert_eq!(
+        one(
+            &client,
+            "SELECT count(*) FROM kv WHERE v = 'x' || k AND k < 50000"
+        )
+        .await,
+        50_000
+    );
+    assert_eq!(
+        one(
+            &client,
+            "SELECT count(*) FROM kv WHERE v = 'y' || k AND k >= 50000"
+        )
+        .await,
+        110_000
+    );
+    assert_eq!(one(&client, "SELECT count(*) FROM kv").await, 160_000);
+    if rewrites {
+        assert_ne!(oid().await, before, "rewritten once gathered");
+    }
 }
 
 /// An attempt that outlives its write (Spark aborts a failed job without
@@ -495,13 +661,15 @@ pub(crate) async fn assert_swapped_in(client: &tokio_postgres::Client, before: i
     );
 }
 
-/// Stages the rows `range` (values `v<k>`) as partition `p` of `write`.
+/// Stages the rows `range` (values `<prefix><k>`) as partition `p` of
+/// `write`.
 async fn stage_range(
     params: &pgbulk::conninfo::ConnParams,
     write: &partitioned::WriteId,
     opts: &LoadOptions,
     p: u32,
     range: std::ops::Range<i64>,
+    prefix: &str,
 ) {
     let keys: Vec<i64> = range.rev().collect();
     let batch = RecordBatch::try_new(
@@ -509,7 +677,9 @@ async fn stage_range(
         vec![
             Arc::new(Int64Array::from(keys.clone())),
             Arc::new(StringArray::from(
-                keys.iter().map(|k| format!("v{k}")).collect::<Vec<_>>(),
+                keys.iter()
+                    .map(|k| format!("{prefix}{k}"))
+                    .collect::<Vec<_>>(),
             )),
         ],
     )
@@ -555,7 +725,7 @@ async fn write_ranges(
         .expect("begin");
     let mut partitions = Vec::new();
     for (p, &(start, end)) in (0u32..).zip(ranges) {
-        stage_range(params, &begun.write, &opts, p, start..end).await;
+        stage_range(params, &begun.write, &opts, p, start..end, "v").await;
         partitions.push(p);
     }
     partitioned::commit(

@@ -705,24 +705,52 @@ async fn sieve_pays(
     if !layout.target.key_is_primary || copied < SIEVE_MIN_ROWS {
         return Ok(None);
     }
-    let percent = sample_percent(SIEVE_SAMPLE_ROWS, copied);
-    let row = tx
-        .query_one(&sample_statement(layout, stage), &[&percent])
-        .await?;
-    let (written, sampled): (i64, i64) = (row.get(0), row.get(1));
-    let share = if sampled == 0 {
-        0.0
-    } else {
-        written as f64 / sampled as f64
-    };
+    let share = written_share(tx, layout, &[stage], copied).await?.written;
     if share > SIEVE_MAX_WRITTEN {
         tracing::debug!(
-            "table {}: {written} of {sampled} sampled staged rows to write: merging without a sieve",
-            layout.target.name
+            "table {}: {:.0}% of the sampled staged rows to write: merging without a sieve",
+            layout.target.name,
+            share * 100.0
         );
         return Ok(None);
     }
     Ok(Some(share))
+}
+
+/// Shares of a stage's rows, sampled: see [`written_share`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Shares {
+    /// Rows a merge writes: a new key, or a changed value.
+    pub(super) written: f64,
+    /// Rows whose key is new.
+    pub(super) new: f64,
+}
+
+/// The shares of the `rows` staged rows of the stages `sources` (tables of
+/// the same columns) that a merge writes and that are new, in a sample of
+/// about [`SIEVE_SAMPLE_ROWS`] of them.
+pub(super) async fn written_share(
+    tx: &Transaction<'_>,
+    layout: Layout<'_>,
+    sources: &[impl AsRef<str> + Sync],
+    rows: u64,
+) -> std::result::Result<Shares, tokio_postgres::Error> {
+    let percent = sample_percent(SIEVE_SAMPLE_ROWS, rows);
+    let row = tx
+        .query_one(&sample_statement(layout, sources), &[&percent])
+        .await?;
+    let (written, sampled, new): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let share = |n: i64| {
+        if sampled == 0 {
+            0.0
+        } else {
+            n as f64 / sampled as f64
+        }
+    };
+    Ok(Shares {
+        written: share(written),
+        new: share(new),
+    })
 }
 
 /// Copies the staged rows a merge writes into [`CHANGES`]; how many.

@@ -191,19 +191,79 @@ fn differs(target: &Target, others: &[usize], other: impl Fn(usize) -> String) -
     )
 }
 
+/// Fills `new` (a copy of the table, its columns in the same order) with
+/// every row of the table and every staged row of the stages `sources`, a
+/// staged row taking its key's place (each key staged once, or `new`'s
+/// unique index fails). [`count_statement`] counts what it does.
+pub(super) fn rewrite_statement(
+    layout: Layout<'_>,
+    sources: &[impl AsRef<str>],
+    new: &str,
+) -> String {
+    let target = layout.target;
+    let names = column_list(target);
+    let staged = union(sources, |s| {
+        format!("SELECT {names}, true AS \"pgbulk:staged\" FROM {s}")
+    });
+    let values = (0..target.columns.len())
+        .map(|c| {
+            format!(
+                "CASE WHEN s.\"pgbulk:staged\" IS NULL THEN t.{} ELSE {} END",
+                quote_ident(&target.columns[c].name),
+                layout.value(c, "s.")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO {new} ({names}) SELECT {values} FROM {} AS t FULL JOIN ({staged}) AS s ON {}",
+        target.write.quoted(),
+        key_match(layout)
+    )
+}
+
 /// The table that [`sieve_statement`] fills.
 pub(super) const CHANGES: &str = "pg_temp.pgbulk_changes";
 
-/// Of the staged rows in a sample of the stage's pages (`$1` percent),
-/// those a merge writes and all: whether sieving pays. Probes the key's
-/// index per sampled row.
-pub(super) fn sample_statement(layout: Layout<'_>, stage: &str) -> String {
+/// Of the staged rows in a sample of the pages of the stages `sources`
+/// (`$1` percent; tables of the same columns), those a merge writes, all,
+/// and those whose key is new: whether sieving or rewriting pays. Probes
+/// the key's index per sampled row.
+pub(super) fn sample_statement(layout: Layout<'_>, sources: &[impl AsRef<str>]) -> String {
+    staged_counts(
+        layout,
+        &union(sources, |s| {
+            format!("SELECT * FROM {s} TABLESAMPLE SYSTEM ($1::float4)")
+        }),
+    )
+}
+
+/// [`sample_statement`] of every staged row.
+pub(super) fn count_statement(layout: Layout<'_>, sources: &[impl AsRef<str>]) -> String {
+    staged_counts(layout, &union(sources, |s| format!("SELECT * FROM {s}")))
+}
+
+/// `select` of each of `sources`, in a `UNION ALL`.
+fn union(sources: &[impl AsRef<str>], select: impl Fn(&str) -> String) -> String {
+    sources
+        .iter()
+        .map(|s| select(s.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
+/// Of the staged rows `staged` (a query), those a merge writes, all, and
+/// those whose key is new.
+fn staged_counts(layout: Layout<'_>, staged: &str) -> String {
+    let target = layout.target;
     format!(
-        "SELECT count(*) FILTER (WHERE {})::int8, count(*)::int8 \
-         FROM (SELECT * FROM {stage} TABLESAMPLE SYSTEM ($1::float4)) s \
+        "SELECT count(*) FILTER (WHERE {})::int8, count(*)::int8, \
+         count(*) FILTER (WHERE t.{} IS NULL)::int8 \
+         FROM ({staged}) s \
          LEFT JOIN {} AS t ON {}",
         writes_row(layout),
-        layout.target.write.quoted(),
+        quote_ident(&target.columns[target.key[0]].name),
+        target.write.quoted(),
         key_match(layout)
     )
 }

@@ -29,6 +29,7 @@ mod key_hashes;
 mod merge;
 mod parallel;
 mod range;
+mod rewrite;
 mod stage;
 mod stages;
 mod target;

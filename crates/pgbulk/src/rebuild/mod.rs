@@ -836,13 +836,25 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
 
 /// The oid of `table` when a new copy of it may be filled and swapped in
 /// for it while it holds no row, with nothing users see changing but its
-/// oid: a plain table (no partition, no inheritance, no trigger, rule, row
-/// security or foreign key from another table, and no publication in the
-/// database) that the role owns, in a schema where it may create tables,
-/// and of at most 1 MiB. Whether it holds rows is the caller's to check.
+/// oid: [`swappable`], and of at most 1 MiB. Whether it holds rows is the
+/// caller's to check.
 pub(crate) async fn swappable_when_empty(
     tx: &Transaction<'_>,
     table: &TableName,
+) -> Result<Option<Oid>> {
+    swappable(tx, table, Some(1 << 20)).await
+}
+
+/// The oid of `table` when a new copy of it may be filled and swapped in
+/// for it with nothing users see changing but its oid: a plain table (no
+/// partition, no inheritance, no trigger, rule, row security or foreign
+/// key from another table, and no publication in the database) that the
+/// role owns, in a schema where it may create tables, and of at most
+/// `max_bytes` when given.
+pub(crate) async fn swappable(
+    tx: &Transaction<'_>,
+    table: &TableName,
+    max_bytes: Option<i64>,
 ) -> Result<Option<Oid>> {
     Ok(tx
         .query_opt(
@@ -852,7 +864,7 @@ pub(crate) async fn swappable_when_empty(
                AND NOT c.relhasrules AND NOT c.relrowsecurity \
                AND pg_catalog.pg_has_role(c.relowner, 'USAGE') \
                AND pg_catalog.has_schema_privilege(c.relnamespace, 'CREATE') \
-               AND pg_catalog.pg_relation_size(c.oid) <= 1048576 \
+               AND ($2::int8 IS NULL OR pg_catalog.pg_relation_size(c.oid) <= $2::int8) \
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i \
                                WHERE i.inhrelid = c.oid OR i.inhparent = c.oid) \
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t \
@@ -860,7 +872,7 @@ pub(crate) async fn swappable_when_empty(
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint f \
                                WHERE f.confrelid = c.oid) \
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication)",
-            &[&table.quoted()],
+            &[&table.quoted(), &max_bytes],
         )
         .await
         .map_err(|e| Error::server(&format!("looking up {table}"), e))?
