@@ -494,6 +494,111 @@ async fn partitions_changing_most_rows_rewrite_the_table() {
     }
 }
 
+/// A commit rewriting the table whose session is terminated while its
+/// filled copy waits for the swap's lock (a reader holds the table) leaves
+/// the table as it was and nothing behind; the same write commits after.
+#[tokio::test]
+async fn a_rewrite_terminated_before_its_swap_changes_nothing() {
+    let db = TestDb::new("partitioned_rewrite_killed").await;
+    let params = resolve(&db.url);
+    let client = db.connect().await;
+    client
+        .batch_execute(&format!(
+            "{KV_WITH_USERS};
+             INSERT INTO kv SELECT k, 'old' || k FROM generate_series(0, 149999) k;
+             ANALYZE kv"
+        ))
+        .await
+        .expect("table");
+    if one(
+        &client,
+        "SELECT current_setting('server_version_num')::int8",
+    )
+    .await
+        < 150_000
+    {
+        return;
+    }
+    let opts = upsert_kv();
+    let begun = partitioned::begin(&params, schema(), &opts, true, Duration::from_secs(60))
+        .await
+        .expect("begin");
+    for (p, range) in [(0u32, 0..80_000i64), (1, 80_000..150_000)] {
+        stage_range(&params, &begun.write, &opts, p, range, "v").await;
+    }
+    let commit = || {
+        let (params, opts, write) = (params.clone(), opts.clone(), begun.write.clone());
+        tokio::spawn(async move {
+            partitioned::commit(
+                &params,
+                &write,
+                &[0, 1],
+                schema(),
+                &opts,
+                Arc::new(Progress::default()),
+            )
+            .await
+        })
+    };
+    let before = one(&client, "SELECT 'kv'::regclass::oid::int8").await;
+    let mut reader = db.connect().await;
+    let reading = reader.transaction().await.expect("BEGIN");
+    reading
+        .query_one("SELECT count(*) FROM kv", &[])
+        .await
+        .expect("read");
+    let committing = commit();
+    // The commit's session, once its copy is filled and it waits to swap.
+    let mut killed = false;
+    for _ in 0..500 {
+        let waiting = client
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query ILIKE '%lock table%kv%' LIMIT 1",
+                &[],
+            )
+            .await
+            .expect("activity");
+        if let Some(row) = waiting {
+            let pid: i32 = row.get(0);
+            client
+                .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                .await
+                .expect("terminate");
+            killed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(killed, "the commit never waited for the swap's lock");
+    let err = committing
+        .await
+        .expect("task")
+        .expect_err("a terminated commit fails");
+    assert!(err.is_canceled_or_lost(), "{}", err.message());
+    reading.commit().await.expect("COMMIT");
+    assert_eq!(
+        one(&client, "SELECT 'kv'::regclass::oid::int8").await,
+        before
+    );
+    assert_eq!(
+        one(&client, "SELECT count(*) FROM kv WHERE v = 'old' || k").await,
+        150_000
+    );
+    assert_eq!(
+        one(
+            &client,
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgbulk\\_new\\_%'"
+        )
+        .await,
+        0
+    );
+
+    let report = commit().await.expect("task").expect("commit again");
+    assert_eq!((report.inserted, report.updated), (0, 150_000));
+    assert_swapped_in(&client, before, 150_000).await;
+}
+
 /// An attempt that outlives its write (Spark aborts a failed job without
 /// waiting for its running tasks) is refused: it leaves no stage behind,
 /// after an abort as after a commit.
