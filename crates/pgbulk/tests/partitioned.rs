@@ -164,17 +164,7 @@ async fn an_overwrite_builds_the_new_tables_key_after_its_rows() {
     // Commits partitions 0 and 1 of a write.
     let commit = |write: partitioned::WriteId| {
         let (params, opts) = (params.clone(), opts.clone());
-        async move {
-            partitioned::commit(
-                &params,
-                &write,
-                &[0, 1],
-                schema(),
-                &opts,
-                Arc::new(Progress::default()),
-            )
-            .await
-        }
+        async move { commit_parts(&params, &write, &[0, 1], &opts).await }
     };
     commit(begun.write).await.expect("commit");
     assert_eq!(
@@ -262,15 +252,7 @@ async fn keys_repeated_across_partitions_keep_the_last_or_the_first_or_fail() {
                 .await
                 .expect("begin");
             stage_parts(&params, &begun.write, &opts, &parts).await;
-            let committed = partitioned::commit(
-                &params,
-                &begun.write,
-                &[0, 1, 2],
-                schema(),
-                &opts,
-                Arc::new(Progress::default()),
-            )
-            .await;
+            let committed = commit_parts(&params, &begun.write, &[0, 1, 2], &opts).await;
             if committed.is_err() {
                 // As Spark does after a failed commit.
                 let dropped = partitioned::abort(&params, &begun.write, &opts)
@@ -367,16 +349,9 @@ async fn partitions_changing_most_rows_rewrite_the_table() {
             for ((p, range), prefix) in (0u32..).zip(ranges).zip(prefixes) {
                 stage_range(&params, &begun.write, &opts, p, range, prefix).await;
             }
-            partitioned::commit(
-                &params,
-                &begun.write,
-                &[0, 1],
-                schema(),
-                &opts,
-                Arc::new(Progress::default()),
-            )
-            .await
-            .expect("commit")
+            commit_parts(&params, &begun.write, &[0, 1], &opts)
+                .await
+                .expect("commit")
         }
     };
     let oid = || one(&client, "SELECT 'kv'::regclass::oid::int8");
@@ -528,17 +503,7 @@ async fn a_rewrite_terminated_before_its_swap_changes_nothing() {
     }
     let commit = || {
         let (params, opts, write) = (params.clone(), opts.clone(), begun.write.clone());
-        tokio::spawn(async move {
-            partitioned::commit(
-                &params,
-                &write,
-                &[0, 1],
-                schema(),
-                &opts,
-                Arc::new(Progress::default()),
-            )
-            .await
-        })
+        tokio::spawn(async move { commit_parts(&params, &write, &[0, 1], &opts).await })
     };
     let before = one(&client, "SELECT 'kv'::regclass::oid::int8").await;
     let mut reader = db.connect().await;
@@ -647,16 +612,9 @@ async fn an_attempt_after_the_write_ended_leaves_nothing() {
         );
         stage(write.clone(), 0).await.expect("stage 0");
         if commit {
-            partitioned::commit(
-                &params,
-                &write,
-                &[0],
-                schema(),
-                &opts,
-                Arc::new(Progress::default()),
-            )
-            .await
-            .expect("commit");
+            commit_parts(&params, &write, &[0], &opts)
+                .await
+                .expect("commit");
         } else {
             let dropped = partitioned::abort(&params, &write, &opts)
                 .await
@@ -684,6 +642,24 @@ async fn an_attempt_after_the_write_ended_leaves_nothing() {
 
 /// The one `int8` that `sql` returns.
 /// The rows of `kv`, by key.
+/// Commits the `partitions` of `write` with `opts`.
+async fn commit_parts(
+    params: &pgbulk::conninfo::ConnParams,
+    write: &partitioned::WriteId,
+    partitions: &[u32],
+    opts: &LoadOptions,
+) -> pgbulk::Result<pgbulk::load::LoadReport> {
+    partitioned::commit(
+        params,
+        write,
+        partitions,
+        schema(),
+        opts,
+        Arc::new(Progress::default()),
+    )
+    .await
+}
+
 /// Stages each `(partition, keys, values)` of `parts` for `write`.
 async fn stage_parts(
     params: &pgbulk::conninfo::ConnParams,
@@ -833,15 +809,7 @@ async fn write_ranges(
         stage_range(params, &begun.write, &opts, p, start..end, "v").await;
         partitions.push(p);
     }
-    partitioned::commit(
-        params,
-        &begun.write,
-        &partitions,
-        schema(),
-        &opts,
-        Arc::new(Progress::default()),
-    )
-    .await
+    commit_parts(params, &begun.write, &partitions, &opts).await
 }
 
 /// From server version `since`: `table`'s rows came in by COPY FREEZE,
