@@ -130,5 +130,6 @@ def partitioned_commit(
     on_duplicate: str | None = ...,
     ignore_extra: bool = ...,
     lock_timeout_ms: int | None = ...,
+    rewrite: bool = ...,
 ) -> dict[str, Any]: ...
 def partitioned_abort(table_name: str, write: str, *, db: str | None = ...) -> int: ...

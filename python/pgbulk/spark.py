@@ -27,7 +27,10 @@ How a write goes (the library's ``pgbulk::arrow::partitioned``):
    or one whose rows mostly change (PostgreSQL 15+, every column written),
    it fills a new copy of the table instead, builds its indexes once the
    rows are in and swaps it in (grants, views and comments kept; the
-   table's oid changes); see the README.
+   table's oid changes); see the README. Like PostgreSQL's own table
+   rewrites, such a swap is not MVCC-safe: a ``REPEATABLE READ`` transaction
+   whose snapshot predates the commit and that first reads the table after
+   it finds it empty. ``.option("rewrite", "false")`` always merges.
 
 Keys across partitions: rows are taken in partition order, each partition
 in its own order, and where a key repeats the last such row wins
@@ -41,7 +44,8 @@ takes; with none, libpq's ``PG*`` variables), ``table`` (required),
 ``append`` mode defaults to upsert when there is a key, ``overwrite`` is
 ``replace-atomic``), ``schema`` (DDL text or a ``.sql`` file),
 ``on_duplicate``, ``ignore_extra``, ``lock_timeout`` (milliseconds),
-``create`` (default true), ``stale_after_seconds`` (default 86400).
+``create`` (default true), ``stale_after_seconds`` (default 86400),
+``rewrite`` (default true).
 Spark redacts the ``url`` option in plans and its UI; a password is better
 kept in ``~/.pgpass``, ``PGPASSWORD`` or a service file than in the URL.
 """
@@ -129,6 +133,7 @@ class PgbulkWriter(DataSourceArrowWriter):
         self.ignore_extra = _flag(options, "ignore_extra", False)
         timeout = options.get("lock_timeout")
         self.lock_timeout_ms = int(timeout) if timeout else None
+        self.rewrite = _flag(options, "rewrite", True)
         self.fail_after_staging = _flag(options, "test_fail_after_staging", False)
         # Spark timestamps are instants; their zone only labels them.
         self.arrow_schema = to_arrow_schema(schema, timezone="UTC")
@@ -182,6 +187,7 @@ class PgbulkWriter(DataSourceArrowWriter):
             self.write_id,
             partitions,
             **self._settings(),
+            rewrite=self.rewrite,
         )
         _log.info(
             "%s: %d partitions merged: %d inserted, %d updated, %d unchanged, "

@@ -273,6 +273,32 @@ def test_explicit_values_in_a_serial_key_advance_its_sequence(spark: SparkSessio
     assert rows(db, "INSERT INTO stock (stock) VALUES (0) RETURNING pos") == [(500,)]
 
 
+def test_rows_changing_most_of_a_table_rewrite_it_unless_told_not_to(
+    spark: SparkSession, db: str
+) -> None:
+    with psycopg.connect(db) as conn:
+        conn.execute("CREATE TABLE stock (pos bigserial PRIMARY KEY, stock bigint)")
+        conn.execute("INSERT INTO stock SELECT g, -1 FROM generate_series(0, 119999) g")
+        conn.execute("ANALYZE stock")
+    oid = "SELECT 'stock'::regclass::oid::bigint"
+    before = rows(db, oid)
+    # Every row changed and 10,000 new: a new copy of the table, swapped in.
+    pgbulk.spark.write(stock(spark, 130_000, 3), "stock", url=db)
+    assert rows(db, "SELECT count(*), sum(stock) FROM stock") == [
+        (130_000, 3 * sum(range(130_000)))
+    ]
+    assert rows(db, oid) != before
+    # The serial sequence came along and went past the rows written.
+    assert rows(db, "INSERT INTO stock (stock) VALUES (0) RETURNING pos") == [(130_000,)]
+    before = rows(db, oid)
+    pgbulk.spark.write(stock(spark, 130_000, 5), "stock", url=db, rewrite="false")
+    assert rows(db, "SELECT count(*), sum(stock) FROM stock WHERE pos < 130000") == [
+        (130_000, 5 * sum(range(130_000)))
+    ]
+    assert rows(db, oid) == before
+    assert stages(db) == []
+
+
 def test_a_column_the_table_lacks_is_refused_before_any_task(spark: SparkSession, db: str) -> None:
     with psycopg.connect(db) as conn:
         conn.execute("CREATE TABLE stock (pos bigint PRIMARY KEY, stock bigint)")

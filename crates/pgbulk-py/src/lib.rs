@@ -649,7 +649,7 @@ fn partitioned_stage<'py>(
 #[pyfunction]
 #[pyo3(signature = (
     data, table_name, write, partitions, *, db=None, mode_name=None, key=None,
-    schema_ddl=None, on_duplicate=None, ignore_extra=false, lock_timeout_ms=None
+    schema_ddl=None, on_duplicate=None, ignore_extra=false, lock_timeout_ms=None, rewrite=true
 ))]
 #[allow(clippy::too_many_arguments)]
 fn partitioned_commit<'py>(
@@ -665,17 +665,21 @@ fn partitioned_commit<'py>(
     on_duplicate: Option<&str>,
     ignore_extra: bool,
     lock_timeout_ms: Option<u64>,
+    rewrite: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let opts = partitioned_options(
-        py,
-        table_name,
-        mode_name,
-        key,
-        schema_ddl,
-        on_duplicate,
-        ignore_extra,
-        lock_timeout_ms,
-    )?;
+    let opts = LoadOptions {
+        rewrite,
+        ..partitioned_options(
+            py,
+            table_name,
+            mode_name,
+            key,
+            schema_ddl,
+            on_duplicate,
+            ignore_extra,
+            lock_timeout_ms,
+        )?
+    };
     let write = write_id(py, write)?;
     let (schema, _) = arrow_stream(py, &data)?;
     let params = target(py, db)?;

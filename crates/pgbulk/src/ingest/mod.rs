@@ -535,6 +535,14 @@ pub struct Options {
     /// For runs on one connection: the streams of one run would each make
     /// a copy, and all but one be merged.
     pub fill_empty: bool,
+    /// [`merge_stages`] rewrites a table whose rows the stages mostly
+    /// change (a new copy with the staged rows laid over the table's,
+    /// swapped in) instead of merging into it (default). Like every table
+    /// swap (and PostgreSQL's own `TRUNCATE`, `CLUSTER` and rewriting
+    /// `ALTER TABLE`), not MVCC-safe: a `REPEATABLE READ` or `SERIALIZABLE`
+    /// transaction whose snapshot predates the commit and that first reads
+    /// the table after it finds it empty. Off: always merged.
+    pub rewrite: bool,
 }
 
 impl Default for Options {
@@ -555,6 +563,7 @@ impl Default for Options {
             create_with_first_batch: false,
             create_without_batches: false,
             fill_empty: false,
+            rewrite: true,
         }
     }
 }
@@ -575,6 +584,7 @@ impl std::fmt::Debug for Options {
             .field("create_with_first_batch", &self.create_with_first_batch)
             .field("create_without_batches", &self.create_without_batches)
             .field("fill_empty", &self.fill_empty)
+            .field("rewrite", &self.rewrite)
             .finish()
     }
 }

@@ -41,6 +41,9 @@ use crate::schema::{TableName, quote_ident, quote_literal};
 /// the table is written in place when the swap cannot have its lock
 /// within a few seconds or anything else on that way fails (a repeated
 /// key then fails the merge naming the table's own constraint).
+/// Stages whose rows change most of a table holding rows rewrite it
+/// instead, with [`Options::rewrite`]: a new copy with the staged rows laid
+/// over the table's, indexed and swapped in.
 /// No watermark is written and no hook runs. With `reader` (where the
 /// stages can be read on a second connection), rows appended to a new
 /// table are read there and copied in, frozen, by binary COPY, instead of
@@ -288,7 +291,7 @@ async fn merge_into(
         // Staged rows that change most of the table rewrite it, when it
         // qualifies (a key staged twice fails the rewrite, and the rows
         // are then gathered first).
-        let rewrites = new.is_none() && options.mode == Mode::Upsert && merge;
+        let rewrites = options.rewrite && new.is_none() && options.mode == Mode::Upsert && merge;
         let rewritten = if rewrites {
             rewrite::upsert(tx, layout, &staged, all, options, job.reader).await?
         } else {

@@ -148,6 +148,10 @@ pub struct LoadOptions {
     /// [`crate::ingest::Options::fill_empty`]; default). Off for loads
     /// that run beside others into the same table (a sync's jobs).
     pub fill_empty: bool,
+    /// A commit of staged partitions ([`crate::arrow::partitioned`]) whose
+    /// rows change most of a table may rewrite it (see
+    /// [`crate::ingest::Options::rewrite`]; default). Off: always merged.
+    pub rewrite: bool,
 }
 
 /// A hook for [`LoadOptions::before_final_commit`].
@@ -228,6 +232,7 @@ impl Default for LoadOptions {
             before_final_commit: None,
             dry_run: false,
             fill_empty: true,
+            rewrite: true,
         }
     }
 }
@@ -1342,6 +1347,7 @@ pub(crate) fn engine_options(
             .collect::<BTreeMap<_, _>>(),
         lock_policy: opts.lock_policy.clone(),
         on_duplicate: opts.on_duplicate,
+        rewrite: opts.rewrite,
         merging: Some(progress.merging.clone()),
         reject_rows: opts.max_errors > 0,
         // A load that fails before its first commit leaves no table.
