@@ -469,12 +469,27 @@ async fn partitions_changing_most_rows_rewrite_the_table() {
     }
 }
 
-/// A commit rewriting the table whose session is terminated while its
-/// filled copy waits for the swap's lock (a reader holds the table) leaves
-/// the table as it was and nothing behind; the same write commits after.
-#[tokio::test]
-async fn a_rewrite_terminated_before_its_swap_changes_nothing() {
-    let db = TestDb::new("partitioned_rewrite_killed").await;
+/// A commit of a write rewriting `kv`, held at its swap.
+struct HeldRewrite {
+    params: pgbulk::conninfo::ConnParams,
+    opts: LoadOptions,
+    write: partitioned::WriteId,
+    client: tokio_postgres::Client,
+    /// In a transaction that read `kv`: the swap waits for it.
+    reader: tokio_postgres::Client,
+    committing: tokio::task::JoinHandle<pgbulk::Result<pgbulk::load::LoadReport>>,
+    /// `kv`'s oid before the commit.
+    before: i64,
+    /// The commit's backend.
+    pid: i32,
+}
+
+/// [`KV_WITH_USERS`]'s `kv` holding 150,000 rows `old<k>`, a write of
+/// every key changed (`v<k>`) in two partitions, and its commit begun
+/// while a reader holds the table: returned once the commit, its copy
+/// filled, waits for the swap's lock. `None` before PostgreSQL 15 (no
+/// rewrite).
+async fn rewrite_held_at_swap(db: &TestDb) -> Option<HeldRewrite> {
     let params = resolve(&db.url);
     let client = db.connect().await;
     client
@@ -492,29 +507,26 @@ async fn a_rewrite_terminated_before_its_swap_changes_nothing() {
     .await
         < 150_000
     {
-        return;
+        return None;
     }
     let opts = upsert_kv();
-    let begun = partitioned::begin(&params, schema(), &opts, true, Duration::from_secs(60))
+    let write = partitioned::begin(&params, schema(), &opts, true, Duration::from_secs(60))
         .await
-        .expect("begin");
+        .expect("begin")
+        .write;
     for (p, range) in [(0u32, 0..80_000i64), (1, 80_000..150_000)] {
-        stage_range(&params, &begun.write, &opts, p, range, "v").await;
+        stage_range(&params, &write, &opts, p, range, "v").await;
     }
-    let commit = || {
-        let (params, opts, write) = (params.clone(), opts.clone(), begun.write.clone());
-        tokio::spawn(async move { commit_parts(&params, &write, &[0, 1], &opts).await })
-    };
     let before = one(&client, "SELECT 'kv'::regclass::oid::int8").await;
-    let mut reader = db.connect().await;
-    let reading = reader.transaction().await.expect("BEGIN");
-    reading
-        .query_one("SELECT count(*) FROM kv", &[])
+    let reader = db.connect().await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM kv")
         .await
         .expect("read");
-    let committing = commit();
-    // The commit's session, once its copy is filled and it waits to swap.
-    let mut killed = false;
+    let committing = {
+        let (params, opts, write) = (params.clone(), opts.clone(), write.clone());
+        tokio::spawn(async move { commit_parts(&params, &write, &[0, 1], &opts).await })
+    };
     for _ in 0..500 {
         let waiting = client
             .query_opt(
@@ -525,43 +537,104 @@ async fn a_rewrite_terminated_before_its_swap_changes_nothing() {
             .await
             .expect("activity");
         if let Some(row) = waiting {
-            let pid: i32 = row.get(0);
-            client
-                .execute("SELECT pg_terminate_backend($1)", &[&pid])
-                .await
-                .expect("terminate");
-            killed = true;
-            break;
+            return Some(HeldRewrite {
+                params,
+                opts,
+                write,
+                client,
+                reader,
+                committing,
+                before,
+                pid: row.get(0),
+            });
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(killed, "the commit never waited for the swap's lock");
-    let err = committing
-        .await
-        .expect("task")
-        .expect_err("a terminated commit fails");
-    assert!(err.is_canceled_or_lost(), "{}", err.message());
-    reading.commit().await.expect("COMMIT");
-    assert_eq!(
-        one(&client, "SELECT 'kv'::regclass::oid::int8").await,
-        before
+    panic!("the commit never waited for the swap's lock");
+}
+
+/// A writer that comes while a commit rewrites the table waits for it and
+/// then writes into the new table: its row is there after both, beside
+/// the rewritten rows.
+#[tokio::test]
+async fn a_writer_during_a_rewrite_writes_into_the_new_table() {
+    let db = TestDb::new("partitioned_rewrite_writer").await;
+    let Some(held) = rewrite_held_at_swap(&db).await else {
+        return;
+    };
+    let writer = db.connect().await;
+    let writing = tokio::spawn(async move {
+        writer
+            .execute("INSERT INTO kv VALUES (999999, 'app')", &[])
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!writing.is_finished(), "the writer waits for the rewrite");
+    held.reader.batch_execute("COMMIT").await.expect("COMMIT");
+    let report = held.committing.await.expect("task").expect("commit");
+    assert_eq!((report.inserted, report.updated), (0, 150_000));
+    assert_eq!(writing.await.expect("task").expect("insert"), 1);
+    let client = &held.client;
+    assert_ne!(
+        one(client, "SELECT 'kv'::regclass::oid::int8").await,
+        held.before
     );
     assert_eq!(
-        one(&client, "SELECT count(*) FROM kv WHERE v = 'old' || k").await,
+        one(client, "SELECT count(*) FROM kv WHERE v = 'v' || k").await,
         150_000
     );
     assert_eq!(
         one(
-            &client,
+            client,
+            "SELECT count(*) FROM kv WHERE k = 999999 AND v = 'app'"
+        )
+        .await,
+        1
+    );
+}
+
+/// A commit rewriting the table whose session is terminated while its
+/// filled copy waits for the swap's lock (a reader holds the table) leaves
+/// the table as it was and nothing behind; the same write commits after.
+#[tokio::test]
+async fn a_rewrite_terminated_before_its_swap_changes_nothing() {
+    let db = TestDb::new("partitioned_rewrite_killed").await;
+    let Some(held) = rewrite_held_at_swap(&db).await else {
+        return;
+    };
+    let client = &held.client;
+    client
+        .execute("SELECT pg_terminate_backend($1)", &[&held.pid])
+        .await
+        .expect("terminate");
+    let err = held
+        .committing
+        .await
+        .expect("task")
+        .expect_err("a terminated commit fails");
+    assert!(err.is_canceled_or_lost(), "{}", err.message());
+    held.reader.batch_execute("COMMIT").await.expect("COMMIT");
+    assert_eq!(
+        one(client, "SELECT 'kv'::regclass::oid::int8").await,
+        held.before
+    );
+    assert_eq!(
+        one(client, "SELECT count(*) FROM kv WHERE v = 'old' || k").await,
+        150_000
+    );
+    assert_eq!(
+        one(
+            client,
             "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgbulk\\_new\\_%'"
         )
         .await,
         0
     );
-
-    let report = commit().await.expect("task").expect("commit again");
+    let report = commit_parts(&held.params, &held.write, &[0, 1], &held.opts)
+        .await
+        .expect("commit again");
     assert_eq!((report.inserted, report.updated), (0, 150_000));
-    assert_swapped_in(&client, before, 150_000).await;
+    assert_swapped_in(client, held.before, 150_000).await;
 }
 
 /// An attempt that outlives its write (Spark aborts a failed job without
