@@ -200,6 +200,8 @@ class PgbulkWriter(DataSourceArrowWriter):
             report["deleted"],
             report["repeated"],
         )
+        for change in report["migrations"]:
+            _log.info("%s", change)
         for note in report["notes"]:
             _log.info("%s: %s", self.table, note)
 

@@ -368,6 +368,14 @@ async fn partitions_changing_most_rows_rewrite_the_table() {
         ),
         (10_000, 150_000, 0, 0)
     );
+    assert_eq!(
+        report.migrations,
+        if rewrites {
+            vec!["public.kv: most of its rows changed: rewritten as a new copy and swapped in"]
+        } else {
+            Vec::new()
+        }
+    );
     if rewrites {
         assert_swapped_in(&client, before, 160_000).await;
         assert_eq!(
@@ -429,6 +437,7 @@ async fn partitions_changing_most_rows_rewrite_the_table() {
         (0, 160_000, 0)
     );
     assert_eq!(oid().await, before, "merged while a reader held the table");
+    assert!(report.migrations.is_empty(), "{:?}", report.migrations);
     assert_eq!(
         one(&client, "SELECT count(*) FROM kv WHERE v = 'w' || k").await,
         160_000

@@ -2,6 +2,7 @@
 //! into a table of its own), merged into their table in one transaction.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio_postgres::{Client, Transaction};
@@ -65,6 +66,7 @@ pub async fn merge_stages(
         stages,
         options,
         reader,
+        rewritten: AtomicBool::new(false),
     };
     let tx = client
         .transaction()
@@ -131,6 +133,10 @@ pub async fn merge_stages(
         tables,
         migrations: if options.mode == Mode::ReplaceAtomic {
             vec![format!("{table}: replaced atomically")]
+        } else if job.rewritten.load(Ordering::Relaxed) {
+            vec![format!(
+                "{table}: most of its rows changed: rewritten as a new copy and swapped in"
+            )]
         } else {
             Vec::new()
         },
@@ -147,6 +153,8 @@ struct Job<'a> {
     stages: &'a [TableName],
     options: &'a Options,
     reader: Option<&'a ConnParams>,
+    /// Set once the table was rewritten ([`rewrite::upsert`]).
+    rewritten: AtomicBool,
 }
 
 /// Merges the job's stages into its table, or into `new` (then swapped in
@@ -298,7 +306,10 @@ async fn merge_into(
             None
         };
         let c = match rewritten {
-            Some(c) => c,
+            Some(c) => {
+                job.rewritten.store(true, Ordering::Relaxed);
+                c
+            }
             None => {
                 // One stage is merged as it is; several are gathered first
                 // into one row per key, so that one merge sees every row
@@ -327,7 +338,10 @@ async fn merge_into(
                     _ => None,
                 };
                 let mut c = match again {
-                    Some(c) => c,
+                    Some(c) => {
+                        job.rewritten.store(true, Ordering::Relaxed);
+                        c
+                    }
                     None => {
                         merge_staged(tx, layout, &stage, copied, repeated.is_none(), &ctx).await?
                     }
