@@ -23,12 +23,13 @@ use crate::schema::quote_literal;
 /// Staged rows below this are merged: a rewrite reads the whole table.
 const REWRITE_MIN_ROWS: u64 = 100_000;
 
-/// A rewrite pays when the rows a merge would update, plus a fifth of
-/// those it would insert, are at least this share of the table's rows.
+/// A rewrite is chosen when the rows a merge would update, plus a fifth
+/// of those it would insert, are at least this share of the table's rows.
 /// Per row, here: a merge's update about 5 µs (a new version and an index
 /// entry), its insert about 2.5 µs; the copy about 2 µs per row of the
-/// table and per new row. So updates pay from about 40% of the table,
-/// inserts alone only past twice its rows.
+/// table and per new row. So updates pay from about 40% of the table and
+/// inserts alone past about twice its rows; the rule asks a little more
+/// (half the table in updates, or 2.5 times its rows in inserts).
 const REWRITE_MIN_SHARE: f64 = 0.5;
 
 /// Upserts the `rows` staged rows of the stages `sources` (tables of the
