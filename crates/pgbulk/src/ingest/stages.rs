@@ -2,7 +2,6 @@
 //! into a table of its own), merged into their table in one transaction.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio_postgres::{Client, Transaction};
@@ -66,7 +65,6 @@ pub async fn merge_stages(
         stages,
         options,
         reader,
-        rewritten: AtomicBool::new(false),
     };
     let tx = client
         .transaction()
@@ -96,14 +94,14 @@ pub async fn merge_stages(
             }
             .await;
             match savepoint.end(rebuilt).await? {
-                Ok(c) => counts = Some(c),
+                Ok(merged) => counts = Some(merged),
                 Err(e) => debug!(
                     "{table}: filling a new copy of the empty table failed ({e}); writing into the table"
                 ),
             }
         }
     }
-    let counts = match counts {
+    let (counts, rewritten) = match counts {
         Some(c) => c,
         None => {
             let new = if options.mode == Mode::ReplaceAtomic {
@@ -133,7 +131,7 @@ pub async fn merge_stages(
         tables,
         migrations: if options.mode == Mode::ReplaceAtomic {
             vec![format!("{table}: replaced atomically")]
-        } else if job.rewritten.load(Ordering::Relaxed) {
+        } else if rewritten {
             vec![format!(
                 "{table}: most of its rows changed: rewritten as a new copy and swapped in"
             )]
@@ -153,18 +151,17 @@ struct Job<'a> {
     stages: &'a [TableName],
     options: &'a Options,
     reader: Option<&'a ConnParams>,
-    /// Set once the table was rewritten ([`rewrite::upsert`]).
-    rewritten: AtomicBool,
 }
 
 /// Merges the job's stages into its table, or into `new` (then swapped in
 /// for it under the lock policy given with it), and drops the stages: the
-/// body of [`merge_stages`], inside its transaction.
+/// body of [`merge_stages`], inside its transaction. Returns the counts,
+/// and whether the table was rewritten ([`rewrite::upsert`]).
 async fn merge_into(
     tx: &Transaction<'_>,
     job: &Job<'_>,
     new: Option<(&NewTable, &LockPolicy)>,
-) -> Result<Counts> {
+) -> Result<(Counts, bool)> {
     let (prepared, table, options) = (job.prepared, job.table, job.options);
     let zone = prepared.session.utc_offset;
     let write = new.map_or_else(|| table.clone(), |(n, _)| n.name.clone());
@@ -199,6 +196,7 @@ async fn merge_into(
         _ => indexes::Deferred::default(),
     };
     let mut counts = Counts::default();
+    let mut was_rewritten = false;
     if options.mode == Mode::DeleteThenUpsert {
         counts.deleted = target.delete_all(tx).await?;
     }
@@ -307,7 +305,7 @@ async fn merge_into(
         };
         let c = match rewritten {
             Some(c) => {
-                job.rewritten.store(true, Ordering::Relaxed);
+                was_rewritten = true;
                 c
             }
             None => {
@@ -339,7 +337,7 @@ async fn merge_into(
                 };
                 let mut c = match again {
                     Some(c) => {
-                        job.rewritten.store(true, Ordering::Relaxed);
+                        was_rewritten = true;
                         c
                     }
                     None => {
@@ -362,7 +360,7 @@ async fn merge_into(
         rebuild::analyze(tx, new).await?;
         rebuild::swap(tx, policy, new).await?;
     }
-    Ok(counts)
+    Ok((counts, was_rewritten))
 }
 
 /// The temporary table [`gather`] fills (dropped at commit).
