@@ -301,12 +301,15 @@ pub(crate) struct LoadArgs {
     pub(crate) dialect: DialectArgs,
     #[command(flatten)]
     pub(crate) inference: InferenceArgs,
-    /// Rows per batch; each batch commits.
-    #[arg(long, default_value_t = pgbulk::load::DEFAULT_BATCH_ROWS, value_name = "N", help_heading = "Behaviour")]
-    pub(crate) batch_rows: u64,
+    /// Rows per batch; each batch commits [default: 1000000; an upsert of one big file that changes most of the table's rows: one batch, rewriting the table]
+    #[arg(long, value_name = "N", help_heading = "Behaviour")]
+    pub(crate) batch_rows: Option<u64>,
     /// Load everything in one transaction.
     #[arg(long, help_heading = "Behaviour")]
     pub(crate) single_transaction: bool,
+    /// Merge into the table always: never rewrite it as a new copy when the rows change most of it.
+    #[arg(long, help_heading = "Behaviour")]
+    pub(crate) no_rewrite: bool,
     /// Bad rows to reject (with --reject-file) before failing.
     #[arg(
         long,

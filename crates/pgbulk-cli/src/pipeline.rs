@@ -621,7 +621,7 @@ where = "day = '${DAY}'"
             "relative to the file's directory"
         );
         assert_eq!(args.table, "sales");
-        assert_eq!(args.batch_rows, 500);
+        assert_eq!(args.batch_rows, Some(500));
         assert_eq!(args.dialect.delimiter, Some(b';'));
         assert_eq!(
             args.key.as_deref(),

@@ -379,3 +379,296 @@ async fn without_streams_the_first_rows_choose_the_connections() {
     assert!(!out.stderr.contains("connections"), "{}", out.stderr);
     assert_eq!(count(&db, "u").await, 2 * KEYS as i64);
 }
+
+/// Keys of [`rewrite_table`].
+const TABLE_KEYS: i64 = 130_000;
+/// Keys of the table that [`changing_most_rows`] changes.
+const CHANGED_KEYS: i64 = 120_000;
+/// Keys [`changing_most_rows`] adds.
+const NEW_KEYS: i64 = 10_000;
+
+/// A table holding keys 0 to [`TABLE_KEYS`] with old values, analyzed,
+/// with a view over it.
+async fn rewrite_table(db: &TestDb) -> u32 {
+    let client = db.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE r (id int PRIMARY KEY, v text, n int); \
+             INSERT INTO r SELECT i, 'old', -1 FROM generate_series(0, {}) i; \
+             ANALYZE r; \
+             CREATE VIEW rv AS SELECT id, n FROM r",
+            TABLE_KEYS - 1
+        ))
+        .await
+        .expect("table");
+    oid_of_r(db).await
+}
+
+async fn oid_of_r(db: &TestDb) -> u32 {
+    db.connect()
+        .await
+        .query_one("SELECT 'r'::regclass::oid", &[])
+        .await
+        .expect("oid")
+        .get(0)
+}
+
+/// A file (34 MB) changing the first [`CHANGED_KEYS`] keys of
+/// [`rewrite_table`] to `n` and adding [`NEW_KEYS`] keys after its own.
+fn changing_most_rows(n: u32) -> String {
+    let pad = "z".repeat(250);
+    let mut text = String::from("id,v,n\n");
+    let keys = (0..CHANGED_KEYS).chain(TABLE_KEYS..TABLE_KEYS + NEW_KEYS);
+    for i in keys {
+        text.push_str(&format!("{i},new {pad},{n}\n"));
+    }
+    text
+}
+
+/// Whether `r` holds [`changing_most_rows`]`(n)` over its old rows:
+/// (rows, rows as expected).
+async fn holds_changed_rows(db: &TestDb, n: i32) -> (i64, i64) {
+    let row = db
+        .connect()
+        .await
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE CASE \
+               WHEN id < $2 OR id >= $3 THEN n = $1 AND v = 'new ' || repeat('z', 250) \
+               ELSE n = -1 AND v = 'old' END) FROM rv JOIN r USING (id, n)",
+            &[&n, &(CHANGED_KEYS as i32), &(TABLE_KEYS as i32)],
+        )
+        .await
+        .expect("q");
+    (row.get(0), row.get(1))
+}
+
+async fn server_version(db: &TestDb) -> i32 {
+    db.connect()
+        .await
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .expect("version")
+        .get(0)
+}
+
+/// Without `--batch-rows`, a big file whose first rows change rows of the
+/// table and that holds rows enough to change most of it goes in one batch
+/// after its first rows, which rewrites the table (PostgreSQL 15+):
+/// inserted and updated counted exactly, the rows not in the file kept,
+/// the view over the table following it. The same rows again change
+/// nothing and rewrite nothing; with `--batch-rows` asked for, batches
+/// stay batches, and `--no-rewrite` merges.
+#[tokio::test]
+async fn a_big_file_changing_most_rows_of_a_table_rewrites_it_in_one_batch() {
+    let db = TestDb::new("upsert_rewrite").await;
+    let home = Scratch::new("upsert-rewrite");
+    let oid = rewrite_table(&db).await;
+    let rewrites = server_version(&db).await >= 150_000;
+    let file = home.file("changed.csv", &changing_most_rows(7), 0o644);
+    let f = file.to_str().expect("utf8");
+    let args = ["load", f, "--table", "r", "--db", &db.url, "-v"];
+    let out = run(pgbulk(&home).args(args));
+    assert_ok(&out);
+    assert!(
+        out.stdout
+            .contains("130,000 rows read, 10,000 inserted, 120,000 updated, 0 unchanged"),
+        "{}",
+        out.stdout
+    );
+    let total = TABLE_KEYS + NEW_KEYS;
+    assert_eq!(holds_changed_rows(&db, 7).await, (total, total));
+    let now = oid_of_r(&db).await;
+    if rewrites {
+        assert!(
+            out.stderr
+                .contains("loading the rest in one batch, which rewrites it")
+                && out
+                    .stderr
+                    .contains("r: most of its rows changed: rewritten as a new copy"),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stdout.contains("2 batches"), "{}", out.stdout);
+        assert_ne!(now, oid, "a new copy swapped in");
+    } else {
+        assert_eq!(now, oid, "merged in place");
+    }
+    // The same rows again: unchanged, merged in place.
+    let again = run(pgbulk(&home).args(args).arg("--restart"));
+    assert_ok(&again);
+    assert!(
+        again
+            .stdout
+            .contains("0 inserted, 0 updated, 130,000 unchanged"),
+        "{}",
+        again.stdout
+    );
+    assert!(!again.stderr.contains("rewrit"), "{}", again.stderr);
+    // Batches asked for stay batches, and `--no-rewrite` merges.
+    for (n, flags) in [
+        (8, &["--batch-rows", "1000000"][..]),
+        (9, &["--no-rewrite"][..]),
+    ] {
+        let file = home.file(&format!("changed{n}.csv"), &changing_most_rows(n), 0o644);
+        let f = file.to_str().expect("utf8");
+        let out = run(pgbulk(&home)
+            .args(["load", f, "--table", "r", "--db", &db.url, "-v"])
+            .args(flags));
+        assert_ok(&out);
+        assert!(
+            out.stdout
+                .contains("130,000 rows read, 0 inserted, 130,000 updated"),
+            "{flags:?}: {}",
+            out.stdout
+        );
+        assert!(!out.stderr.contains("rewrit"), "{flags:?}: {}", out.stderr);
+        assert_eq!(holds_changed_rows(&db, n as i32).await, (total, total));
+    }
+}
+
+/// Killed with SIGKILL while the batch after its first rows rewrites the
+/// table, then run again: the table holds its old rows but the first
+/// batch's until then (the rewrite rolled back whole), and every row of
+/// the file after the rerun.
+#[tokio::test]
+async fn a_load_killed_while_it_rewrites_the_table_then_the_same_command_converges() {
+    let db = TestDb::new("upsert_rewrite_kill").await;
+    let home = Scratch::new("upsert-rewrite-kill");
+    rewrite_table(&db).await;
+    if server_version(&db).await < 150_000 {
+        return;
+    }
+    let file = home.file("changed.csv", &changing_most_rows(7), 0o644);
+    let f = file.to_str().expect("utf8");
+    let args = ["load", f, "--table", "r", "--db", &db.url];
+    let mut child = pgbulk(&home)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let client = db.connect().await;
+    let mut rewriting = false;
+    while child.try_wait().expect("wait").is_none() {
+        rewriting = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                 WHERE state = 'active' AND query LIKE 'WITH joined AS%')",
+                &[],
+            )
+            .await
+            .expect("q")
+            .get(0);
+        if rewriting {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(rewriting, "the run ended before its rewrite was seen");
+    Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    child.wait().expect("wait");
+    // The first batch (20,000 rows) committed; the rest is not in.
+    let changed: i64 = client
+        .query_one("SELECT count(*) FROM r WHERE n = 7", &[])
+        .await
+        .expect("q")
+        .get(0);
+    assert_eq!(changed, 20_000);
+    let out = run(pgbulk(&home).args(args));
+    assert_ok(&out);
+    assert!(
+        out.stdout.contains("110,000 rows read"),
+        "continued after the first batch: {}",
+        out.stdout
+    );
+    let total = TABLE_KEYS + NEW_KEYS;
+    assert_eq!(holds_changed_rows(&db, 7).await, (total, total));
+}
+
+/// A batch (of a small file, here on one connection from the start) whose
+/// rows change most of the table rewrites it too (PostgreSQL 15+); one
+/// repeating a key is merged, its last row winning.
+#[tokio::test]
+async fn a_batch_changing_most_rows_of_a_table_rewrites_it() {
+    let db = TestDb::new("batch_rewrite").await;
+    let home = Scratch::new("batch-rewrite");
+    let oid = rewrite_table(&db).await;
+    let rewrites = server_version(&db).await >= 150_000;
+    let short = |n: u32, repeat: bool| {
+        let mut text = String::from("id,v,n\n");
+        for i in (0..CHANGED_KEYS).chain(TABLE_KEYS..TABLE_KEYS + NEW_KEYS) {
+            text.push_str(&format!("{i},new {},{n}\n", "z".repeat(250)));
+        }
+        if repeat {
+            text = text.replacen(",new ", ",first ", 1);
+            text.push_str(&format!("0,new {},{n}\n", "z".repeat(250)));
+        }
+        text
+    };
+    // Under 32 MB: one connection, one batch.
+    let text = short(7, false).replace(&"z".repeat(250), "");
+    let file = home.file("short.csv", &text, 0o644);
+    let f = file.to_str().expect("utf8");
+    let out = run(pgbulk(&home).args(["load", f, "--table", "r", "--db", &db.url, "-v"]));
+    assert_ok(&out);
+    assert!(
+        out.stdout
+            .contains("130,000 rows read, 10,000 inserted, 120,000 updated, 0 unchanged")
+            && out.stdout.contains("1 batch "),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        out.stderr.contains("rewritten as a new copy"),
+        rewrites,
+        "{}",
+        out.stderr
+    );
+    let (rows, changed): (i64, i64) = {
+        let row = db
+            .connect()
+            .await
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE n = 7 AND v = 'new ') FROM rv JOIN r USING (id, n)",
+                &[],
+            )
+            .await
+            .expect("q");
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(
+        (rows, changed),
+        (TABLE_KEYS + NEW_KEYS, CHANGED_KEYS + NEW_KEYS)
+    );
+    let now = oid_of_r(&db).await;
+    assert_eq!(now != oid, rewrites);
+    // A key repeated: merged, the last row of key 0 winning.
+    let text = short(8, true).replace(&"z".repeat(250), "");
+    let file = home.file("repeat.csv", &text, 0o644);
+    let f = file.to_str().expect("utf8");
+    let out = run(pgbulk(&home).args(["load", f, "--table", "r", "--db", &db.url, "-v"]));
+    assert_ok(&out);
+    assert!(
+        out.stdout
+            .contains("130,001 rows read, 0 inserted, 130,000 updated, 0 unchanged"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stderr.contains("rewrit"), "{}", out.stderr);
+    let row = db
+        .connect()
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE n = 8 AND v = 'new '), (SELECT v FROM r WHERE id = 0) FROM r",
+            &[],
+        )
+        .await
+        .expect("q");
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, String>(1)),
+        (CHANGED_KEYS + NEW_KEYS, "new ".to_owned())
+    );
+}

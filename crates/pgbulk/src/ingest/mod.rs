@@ -55,6 +55,7 @@ use crate::session::Session;
 use crate::watermark;
 use batch::load_batch;
 pub use parallel::{ingest_parallel, unsuited as parallel_unsuited};
+pub(crate) use rewrite::{pays as rewrite_pays, rewritable};
 pub use stages::merge_stages;
 use target::{Targets, keyed, name_lookup, read_targets};
 
@@ -543,6 +544,14 @@ pub struct Options {
     /// transaction whose snapshot predates the commit and that first reads
     /// the table after it finds it empty. Off: always merged.
     pub rewrite: bool,
+    /// With [`Options::rewrite`], a batch upserting into a table holding
+    /// rows rewrites it too when its staged rows change most of them (a
+    /// batch of at least 100,000 rows, with no repeated key and no value
+    /// left to the server to convert; see [`merge_stages`] for the rest).
+    /// For runs on one connection per table: another connection of the
+    /// same run would go on writing into the table by its old oid.
+    /// Default off.
+    pub rewrite_batches: bool,
 }
 
 impl Default for Options {
@@ -564,6 +573,7 @@ impl Default for Options {
             create_without_batches: false,
             fill_empty: false,
             rewrite: true,
+            rewrite_batches: false,
         }
     }
 }
@@ -585,6 +595,7 @@ impl std::fmt::Debug for Options {
             .field("create_without_batches", &self.create_without_batches)
             .field("fill_empty", &self.fill_empty)
             .field("rewrite", &self.rewrite)
+            .field("rewrite_batches", &self.rewrite_batches)
             .finish()
     }
 }
@@ -1201,12 +1212,17 @@ where
             ingest_lock: duties.ingest_lock,
             zone_offset,
             merge,
+            rewrite: options.rewrite
+                && options.rewrite_batches
+                && merge
+                && options.mode == Mode::Upsert,
         };
         let rebuilt = !context.rebuild.is_empty();
         let filled = !context.fill.is_empty();
-        let (counts, skipped, committed) = load_batch(tx, current, batch, &context, report)
-            .await
-            .map_err(|e| e.in_batch(number as u64))?;
+        let (counts, skipped, committed, rewritten) =
+            load_batch(tx, current, batch, &context, report)
+                .await
+                .map_err(|e| e.in_batch(number as u64))?;
         for (table, c) in counts.iter().filter(|_| duties.share) {
             tracing::debug!(
                 "a share of batch {number} committed into {table}: {} inserted, {} updated, {} unchanged",
@@ -1231,12 +1247,13 @@ where
             );
         }
         report.migrations.extend(created);
-        if rebuilt || filled {
+        if rebuilt || filled || !rewritten.is_empty() {
             report.migrations.extend(
                 context
                     .rebuild
                     .iter()
-                    .map(|(n, _, _)| format!("{n}: rebuilt and swapped in")),
+                    .map(|(n, _, _)| format!("{n}: rebuilt and swapped in"))
+                    .chain(rewritten.iter().map(rewrite::migration)),
             );
             // The rebuilt tables have new oids.
             let pairs: Vec<(TableName, TableName)> =
@@ -1443,6 +1460,9 @@ struct BatchContext<'a> {
     zone_offset: Option<i32>,
     /// Whether the server has `MERGE` (PostgreSQL 15 and later).
     merge: bool,
+    /// Whether staged rows changing most of a table may rewrite it (see
+    /// [`Options::rewrite_batches`]).
+    rewrite: bool,
 }
 
 /// What is missing: the declared tables not there yet (with their

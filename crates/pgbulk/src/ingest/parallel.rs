@@ -109,7 +109,7 @@ pub async fn unsuited(
 }
 
 /// The table as the engine writes it, keyed as `options` say.
-async fn target(
+pub(super) async fn target(
     client: &Client,
     prepared: &Prepared,
     table: &TableName,

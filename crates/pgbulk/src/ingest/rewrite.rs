@@ -9,15 +9,15 @@ use tracing::{debug, info};
 
 use super::batch::written_share;
 use super::indexes;
-use super::merge::{count_statement, rewrite_statement};
+use super::merge::rewrite_statement;
 use super::stage::Layout;
 use super::target::Target;
-use super::{Counts, Options};
-use crate::conninfo::ConnParams;
+use super::{Counts, Mode, Options, Prepared, Upsert};
 use crate::error::{Error, Result};
 use crate::lock::LockPolicy;
 use crate::rebuild;
 use crate::savepoint::Savepoint;
+use crate::schema::TableName;
 use crate::schema::quote_literal;
 
 /// Staged rows below this are merged: a rewrite reads the whole table.
@@ -32,6 +32,12 @@ const REWRITE_MIN_ROWS: u64 = 100_000;
 /// (half the table in updates, or 2.5 times its rows in inserts).
 const REWRITE_MIN_SHARE: f64 = 0.5;
 
+/// How a rewrite of `table` is reported among a run's migrations (its oid
+/// changed).
+pub(super) fn migration(table: &impl std::fmt::Display) -> String {
+    format!("{table}: most of its rows changed: rewritten as a new copy and swapped in")
+}
+
 /// Upserts the `rows` staged rows of the stages `sources` (tables of the
 /// same columns, holding every column of the table but generated ones)
 /// into the table of `target` (a unique index on exactly its key, whose
@@ -42,8 +48,7 @@ const REWRITE_MIN_SHARE: f64 = 0.5;
 /// copy (`SHARE`), readers from the swap; each lock is tried for under the
 /// options' lock policy for at most [`rebuild::EMPTY_SWAP_WAIT`] in all,
 /// terminating no one (a merge needs no lock that writers do not share).
-/// With `reader` (where the stages and the table can be read on a second
-/// connection) the rows are counted there while the copy fills. `None`,
+/// The rows are counted as the copy fills. `None`,
 /// with nothing done, when it does not pay, the table does not qualify,
 /// or anything on the way fails (a lock not had, a key staged twice
 /// failing the copy's unique index): the caller merges.
@@ -53,14 +58,81 @@ pub(super) async fn upsert(
     sources: &[String],
     rows: u64,
     options: &Options,
-    reader: Option<&ConnParams>,
 ) -> Result<Option<Counts>> {
     let target = layout.target;
-    if rows < REWRITE_MIN_ROWS || target.key.is_empty() || target.partitioned {
+    if rows < REWRITE_MIN_ROWS {
         return Ok(None);
     }
     let table = &target.name;
-    let Some(oid) = rebuild::swappable(tx, table, None).await? else {
+    let Some((oid, table_rows)) = qualifies(tx, target).await? else {
+        return Ok(None);
+    };
+    let share = written_share(tx, layout, sources, rows)
+        .await
+        .map_err(|e| Error::server("sampling the staged rows", e))?;
+    #[allow(clippy::cast_precision_loss)]
+    let rows_f = rows as f64;
+    let updates = (share.written - share.new) * rows_f;
+    if !pays(rows_f, share.written - share.new, share.new, table_rows) {
+        return Ok(None);
+    }
+    let policy = LockPolicy {
+        lock_timeout: options.lock_policy.lock_timeout,
+        total_wait: options.lock_policy.total_wait.min(rebuild::EMPTY_SWAP_WAIT),
+        terminate_blockers_after: None,
+    };
+    let savepoint = Savepoint::set(tx, "pgbulk_rewrite").await?;
+    if let Some(work_mem) = &options.merge_work_mem {
+        tx.batch_execute(&format!("SET LOCAL work_mem = {}", quote_literal(work_mem)))
+            .await
+            .map_err(|e| Error::server("SET work_mem", e))?;
+    }
+    let outcome = rewrite(tx, layout, sources, oid, &policy).await;
+    match savepoint.end(outcome).await? {
+        Ok((inserted, updated)) => {
+            info!(
+                "{table}: about {:.0}% of its rows changed: rewritten as a new copy of it, swapped in",
+                (updates * 100.0 / table_rows).min(100.0)
+            );
+            Ok(Some(Counts {
+                inserted,
+                updated,
+                unchanged: rows.saturating_sub(inserted + updated),
+                ..Counts::default()
+            }))
+        }
+        Err(e) if e.is_canceled_or_lost() => Err(e),
+        Err(e) => {
+            debug!("{table}: rewriting it failed ({e}): merging into it");
+            Ok(None)
+        }
+    }
+}
+
+/// Whether rewriting a table of `table_rows` rows pays for `rows` staged
+/// rows of which the shares `updated` change a row and `new` add one (see
+/// [`REWRITE_MIN_SHARE`]).
+#[allow(clippy::cast_precision_loss)]
+pub(crate) fn pays(rows: f64, updated: f64, new: f64, table_rows: f64) -> bool {
+    rows >= REWRITE_MIN_ROWS as f64
+        && table_rows > 0.0
+        && rows * (updated + new / 5.0) >= REWRITE_MIN_SHARE * table_rows
+}
+
+/// The oid and estimated rows (`reltuples`) of the table of `target` when
+/// it may be rewritten: it holds rows and is [`rebuild::swappable`], has
+/// no identity column and no foreign key of its own, `target` writes
+/// every column but generated ones, and a unique index is on exactly its
+/// key, whose columns are `NOT NULL`.
+async fn qualifies(
+    client: &impl tokio_postgres::GenericClient,
+    target: &Target,
+) -> Result<Option<(u32, f64)>> {
+    if target.key.is_empty() || target.partitioned {
+        return Ok(None);
+    }
+    let table = &target.name;
+    let Some(oid) = rebuild::swappable(client, table, None).await? else {
         return Ok(None);
     };
     let key: Vec<&str> = target
@@ -68,7 +140,7 @@ pub(super) async fn upsert(
         .iter()
         .map(|&k| target.columns[k].name.as_str())
         .collect();
-    let facts = tx
+    let facts = client
         .query_one(
             "SELECT c.reltuples::float8, \
                     EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a \
@@ -100,58 +172,33 @@ pub(super) async fn upsert(
         facts.get(4),
     );
     let every_column = usize::try_from(columns).is_ok_and(|n| n == target.columns.len());
-    if table_rows <= 0.0 || identity || references || !every_column || !unique {
-        return Ok(None);
-    }
-    let share = written_share(tx, layout, sources, rows)
-        .await
-        .map_err(|e| Error::server("sampling the staged rows", e))?;
-    #[allow(clippy::cast_precision_loss)]
-    let rows_f = rows as f64;
-    let (updates, inserts) = ((share.written - share.new) * rows_f, share.new * rows_f);
-    if updates + inserts / 5.0 < REWRITE_MIN_SHARE * table_rows {
-        return Ok(None);
-    }
-    let policy = LockPolicy {
-        lock_timeout: options.lock_policy.lock_timeout,
-        total_wait: options.lock_policy.total_wait.min(rebuild::EMPTY_SWAP_WAIT),
-        terminate_blockers_after: None,
-    };
-    let savepoint = Savepoint::set(tx, "pgbulk_rewrite").await?;
-    if let Some(work_mem) = &options.merge_work_mem {
-        tx.batch_execute(&format!("SET LOCAL work_mem = {}", quote_literal(work_mem)))
-            .await
-            .map_err(|e| Error::server("SET work_mem", e))?;
-    }
-    let outcome = rewrite(
-        tx,
-        layout,
-        sources,
-        oid,
-        &policy,
-        reader,
-        options.merge_work_mem.as_deref(),
+    Ok(
+        (table_rows > 0.0 && !identity && !references && every_column && unique)
+            .then_some((oid, table_rows)),
     )
-    .await;
-    match savepoint.end(outcome).await? {
-        Ok((inserted, updated)) => {
-            info!(
-                "{table}: about {:.0}% of its rows changed: rewritten as a new copy of it, swapped in",
-                (updates * 100.0 / table_rows).min(100.0)
-            );
-            Ok(Some(Counts {
-                inserted,
-                updated,
-                unchanged: rows.saturating_sub(inserted + updated),
-                ..Counts::default()
-            }))
-        }
-        Err(e) if e.is_canceled_or_lost() => Err(e),
-        Err(e) => {
-            debug!("{table}: rewriting it failed ({e}): merging into it");
-            Ok(None)
-        }
+}
+
+/// The estimated rows of `table` when an upsert of the file columns
+/// `columns` into it may rewrite it (see [`Options::rewrite_batches`]),
+/// `None` when it may not.
+pub(crate) async fn rewritable(
+    client: &tokio_postgres::Client,
+    prepared: &Prepared,
+    table: &TableName,
+    columns: &[String],
+    options: &Options,
+) -> Result<Option<f64>> {
+    if !options.rewrite
+        || options.mode != Mode::Upsert
+        || options.upsert != Upsert::Auto
+        || prepared.server_version() < 150_000
+    {
+        return Ok(None);
     }
+    let target = super::parallel::target(client, prepared, table, options)
+        .await?
+        .project(columns, false)?;
+    Ok(qualifies(client, &target).await?.map(|(_, rows)| rows))
 }
 
 /// The rewrite itself: the table locked against writers, its copy filled,
@@ -163,8 +210,6 @@ async fn rewrite(
     sources: &[String],
     oid: u32,
     policy: &LockPolicy,
-    reader: Option<&ConnParams>,
-    work_mem: Option<&str>,
 ) -> Result<(u64, u64)> {
     let target = layout.target;
     let table = &target.name;
@@ -182,38 +227,13 @@ async fn rewrite(
         ..target.clone()
     };
     let deferred = indexes::defer(tx, std::slice::from_ref(&copy), &[new_oid]).await?;
-    // The copy filled here while a second connection, when there is one,
-    // counts what it does (the table cannot change under `SHARE`).
-    let fill = rewrite_statement(layout, sources, &new.name.quoted());
-    let count = count_statement(layout, sources);
-    let filling = async {
-        tx.execute(&fill, &[]).await.map_err(|e| {
+    let row = tx
+        .query_one(&rewrite_statement(layout, sources, &new.name.quoted()), &[])
+        .await
+        .map_err(|e| {
             Error::in_context(Error::server("rewrite", e), &format!("rewriting {table}"))
                 .in_table(table)
-        })
-    };
-    let second = match reader {
-        Some(params) => match crate::connect::connect(params).await {
-            Ok(session) => Some(session.client),
-            Err(e) => {
-                debug!("no second connection to count the rows ({e}): counted after the copy");
-                None
-            }
-        },
-        None => None,
-    };
-    let row = match &second {
-        Some(client) => {
-            let (filled, counted) = tokio::join!(filling, counted(client, &count, work_mem));
-            filled?;
-            counted?
-        }
-        None => {
-            filling.await?;
-            // `work_mem` is set for the transaction already.
-            counted(tx.client(), &count, None).await?
-        }
-    };
+        })?;
     let (written, inserted): (i64, i64) = (row.get(0), row.get(2));
     let (inserted, updated) = (
         u64::try_from(inserted).unwrap_or(0),
@@ -223,22 +243,4 @@ async fn rewrite(
     rebuild::analyze(tx, &new).await?;
     rebuild::swap(tx, policy, &new).await?;
     Ok((inserted, updated))
-}
-
-/// The row of `count` ([`count_statement`]) on `client`, with `work_mem`.
-async fn counted(
-    client: &tokio_postgres::Client,
-    count: &str,
-    work_mem: Option<&str>,
-) -> Result<tokio_postgres::Row> {
-    if let Some(work_mem) = work_mem {
-        client
-            .batch_execute(&format!("SET work_mem = {}", quote_literal(work_mem)))
-            .await
-            .map_err(|e| Error::server("SET work_mem", e))?;
-    }
-    client
-        .query_one(count, &[])
-        .await
-        .map_err(|e| Error::server("counting the staged rows", e))
 }

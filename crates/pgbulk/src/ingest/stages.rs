@@ -132,9 +132,7 @@ pub async fn merge_stages(
         migrations: if options.mode == Mode::ReplaceAtomic {
             vec![format!("{table}: replaced atomically")]
         } else if rewritten {
-            vec![format!(
-                "{table}: most of its rows changed: rewritten as a new copy and swapped in"
-            )]
+            vec![rewrite::migration(&table)]
         } else {
             Vec::new()
         },
@@ -218,6 +216,8 @@ async fn merge_into(
         ingest_lock: true,
         zone_offset: zone,
         merge,
+        // Stages are rewritten below, not batch by batch.
+        rewrite: false,
     };
     let names: Vec<String> = target
         .columns
@@ -299,7 +299,7 @@ async fn merge_into(
         // are then gathered first).
         let rewrites = options.rewrite && new.is_none() && options.mode == Mode::Upsert && merge;
         let rewritten = if rewrites {
-            rewrite::upsert(tx, layout, &staged, all, options, job.reader).await?
+            rewrite::upsert(tx, layout, &staged, all, options).await?
         } else {
             None
         };
@@ -322,16 +322,8 @@ async fn merge_into(
                 };
                 let again = match repeated {
                     Some(n) if n > 0 && rewrites => {
-                        rewrite::upsert(
-                            tx,
-                            layout,
-                            std::slice::from_ref(&stage),
-                            copied,
-                            options,
-                            // A TEMP table: this session's alone.
-                            None,
-                        )
-                        .await?
+                        rewrite::upsert(tx, layout, std::slice::from_ref(&stage), copied, options)
+                            .await?
                     }
                     _ => None,
                 };

@@ -102,6 +102,11 @@ pub struct LoadOptions {
     pub on_duplicate: OnDuplicate,
     /// Rows per batch (each batch commits).
     pub batch_rows: u64,
+    /// `batch_rows` was asked for. Else (the default) an upsert of one big
+    /// file whose first rows show that it changes most of the table's rows
+    /// loads the rest in one batch, which rewrites the table when
+    /// [`Self::rewrite`] allows (see [`probe::upsert_streams`]).
+    pub batch_rows_asked: bool,
     /// The longest field accepted, in bytes (default: PostgreSQL's 1 GB):
     /// a longer one fails the load at its line instead of being buffered.
     pub max_field_size: usize,
@@ -148,9 +153,11 @@ pub struct LoadOptions {
     /// [`crate::ingest::Options::fill_empty`]; default). Off for loads
     /// that run beside others into the same table (a sync's jobs).
     pub fill_empty: bool,
-    /// A commit of staged partitions ([`crate::arrow::partitioned`]) whose
-    /// rows change most of a table may rewrite it (see
-    /// [`crate::ingest::Options::rewrite`]; default). Off: always merged.
+    /// A commit of staged partitions ([`crate::arrow::partitioned`]), or a
+    /// batch of a load on one connection (see
+    /// [`crate::ingest::Options::rewrite_batches`]), whose rows change most
+    /// of a table may rewrite it (see [`crate::ingest::Options::rewrite`];
+    /// default). Off: always merged.
     pub rewrite: bool,
 }
 
@@ -219,6 +226,7 @@ impl Default for LoadOptions {
             recreate: false,
             on_duplicate: OnDuplicate::Last,
             batch_rows: DEFAULT_BATCH_ROWS,
+            batch_rows_asked: false,
             max_field_size: crate::csv::MAX_FIELD,
             single_transaction: false,
             max_errors: 0,
@@ -966,6 +974,8 @@ async fn load_inputs(
         let mut in_streams = None;
         // The first batch, when it chose the connections.
         let mut first = None;
+        // The rest in one batch (the first rows chose a rewrite).
+        let mut one_batch = false;
         if hashed {
             prepared = ingest::settle(&mut clients[0], prepared, &options).await?;
             let options = Options {
@@ -982,10 +992,12 @@ async fn load_inputs(
                         &shared,
                         &table,
                         batch_rows,
+                        !opts.batch_rows_asked && opts.fill_empty,
                     )
                     .await
                     .map_err(|e| suggest_max_errors(e, opts.max_errors))?;
                     first = choice.first;
+                    one_batch = choice.one_batch;
                     choice.streams
                 }
             };
@@ -1055,6 +1067,7 @@ async fn load_inputs(
                     hook: h.0.clone(),
                 }) as Arc<dyn ingest::BeforeVisible>
             });
+            let batch_rows = if one_batch { u64::MAX } else { batch_rows };
             let batches = std::iter::from_fn(move || next_batch(&shared, batch_rows).transpose());
             // An empty table with an index: the first batch fills a new
             // copy of it, indexed once the rows are in.
@@ -1065,6 +1078,10 @@ async fn load_inputs(
                 stream: streams[0].name.clone(),
                 before_visible,
                 fill_empty,
+                // One connection: a batch changing most of the table's rows
+                // may rewrite it (`fill_empty` is off, as here, for loads
+                // beside others into the same table).
+                rewrite_batches: opts.fill_empty,
                 ..options
             };
             ingest::ingest_prepared(&mut clients[0], &prepared, |_| batches, &options)

@@ -35,6 +35,8 @@ const STREAMS: usize = 2;
 pub(super) struct Choice {
     /// Connections for the rest of the input.
     pub(super) streams: usize,
+    /// The rest of the input goes in one batch, which rewrites the table.
+    pub(super) one_batch: bool,
     /// The first batch's report, when the choice committed one.
     pub(super) first: Option<ingest::Report>,
 }
@@ -42,6 +44,7 @@ pub(super) struct Choice {
 impl Choice {
     const ONE: Self = Self {
         streams: 1,
+        one_batch: false,
         first: None,
     };
 }
@@ -59,6 +62,7 @@ pub(super) async fn upsert_streams(
     shared: &Arc<Mutex<Shared>>,
     table: &TableName,
     batch_rows: u64,
+    one_batch_allowed: bool,
 ) -> Result<Choice> {
     let columns = {
         let mut s = shared
@@ -78,6 +82,14 @@ pub(super) async fn upsert_streams(
         debug!("{table}: upserting on one connection: the table is empty");
         return Ok(Choice::ONE);
     }
+    // A rewrite of the table is weighed before the batch: the table's rows
+    // change under it.
+    let rewritable = if one_batch_allowed {
+        ingest::rewritable(client, prepared, table, &columns, options).await?
+    } else {
+        None
+    };
+    let before = offset(shared)?;
     let Some(batch) = next_batch(shared, PROBE_ROWS.min(batch_rows))? else {
         return Ok(Choice::ONE);
     };
@@ -86,6 +98,19 @@ pub(super) async fn upsert_streams(
     let counts = first.total();
     let updated = counts.updated;
     let seen = counts.inserted + updated + counts.unchanged;
+    if let (Some(table_rows), Some(rest)) = (rewritable, rest_rows(shared, before, &counts)?) {
+        let share = |n: u64| n as f64 / seen.max(1) as f64;
+        if ingest::rewrite_pays(rest, share(updated), share(counts.inserted), table_rows) {
+            info!(
+                "{table}: {updated} of the first {seen} rows changed a row of it, and the rest of the input holds about {rest:.0} rows, the table about {table_rows:.0}: loading the rest in one batch, which rewrites it (--batch-rows N keeps batches)"
+            );
+            return Ok(Choice {
+                streams: 1,
+                one_batch: true,
+                first: Some(first),
+            });
+        }
+    }
     let streams = if seen > 0 && updated as f64 >= UPDATED_SHARE * seen as f64 {
         info!(
             "{table}: {updated} of the first {seen} rows changed a row of it: upserting the rest on {STREAMS} connections, each key's rows on one (--streams 1 keeps one)"
@@ -99,6 +124,41 @@ pub(super) async fn upsert_streams(
     };
     Ok(Choice {
         streams,
+        one_batch: false,
         first: Some(first),
+    })
+}
+
+/// Where the reader stands in its current input (bytes, after
+/// decompression).
+fn offset(shared: &Arc<Mutex<Shared>>) -> Result<Option<u64>> {
+    let s = shared
+        .lock()
+        .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
+    Ok(s.reader.as_ref().map(|r| r.offset()))
+}
+
+/// The rows left in the input, estimated from the bytes the first batch's
+/// records (`counts`) took from offset `before`: `None` when the input's
+/// size is not known. A compressed input's size is its compressed one, so
+/// its rows are underestimated.
+fn rest_rows(
+    shared: &Arc<Mutex<Shared>>,
+    before: Option<u64>,
+    counts: &ingest::Counts,
+) -> Result<Option<f64>> {
+    let records = counts.inserted + counts.updated + counts.unchanged + counts.repeated;
+    let after = offset(shared)?;
+    let size = {
+        let s = shared
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
+        s.sources.get(s.file).and_then(|f| f.size())
+    };
+    Ok(match (before, after, size) {
+        (Some(before), Some(after), Some(size)) if after > before && records > 0 => {
+            Some(size.saturating_sub(after) as f64 * records as f64 / (after - before) as f64)
+        }
+        _ => None,
     })
 }

@@ -852,7 +852,7 @@ pub(crate) async fn swappable_when_empty(
 /// role owns, in a schema where it may create tables, and of at most
 /// `max_bytes` when given.
 pub(crate) async fn swappable(
-    tx: &Transaction<'_>,
+    tx: &impl tokio_postgres::GenericClient,
     table: &TableName,
     max_bytes: Option<i64>,
 ) -> Result<Option<Oid>> {
