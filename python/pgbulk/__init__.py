@@ -226,6 +226,7 @@ def write(
     single_transaction: bool = False,
     ignore_extra: bool = False,
     streams: int | None = None,
+    rewrite: bool = True,
 ) -> LoadReport:
     """Write Arrow data into ``table``: a pyarrow Table or RecordBatchReader,
     a polars DataFrame, a pandas DataFrame (pandas 2.2 or later), or any
@@ -243,8 +244,10 @@ def write(
     there as declared, the rows go on ``streams`` connections at once
     (default 2; 1 keeps them in order), each committing batches of its
     own; after a failure the others stop, their batches in flight rolled
-    back. ``db``, ``conn`` and ``dsn`` are alternative names for the
-    target.
+    back. An upsert batch of 100,000 rows or more that changes most of
+    the table's rows (PostgreSQL 15+) rewrites it as a new copy swapped in
+    (its oid changes; see the README on MVCC) unless ``rewrite=False``.
+    ``db``, ``conn`` and ``dsn`` are alternative names for the target.
     """
     target = next((t for t in (db, conn, dsn) if t is not None), None)
     return _report(
@@ -261,6 +264,7 @@ def write(
             single_transaction=single_transaction,
             ignore_extra=ignore_extra,
             streams=streams,
+            rewrite=rewrite,
         ),
     )
 

@@ -77,6 +77,7 @@ def ingest(
     lock_timeout_ms: int | None = ...,
     on_commit: Callable[[int, dict[str, dict[str, int]]], None] | None = ...,
     before_visible: Callable[[str, int, Any], None] | None = ...,
+    rewrite: bool = ...,
 ) -> dict[str, Any]: ...
 def write(
     data: object,
@@ -91,6 +92,7 @@ def write(
     single_transaction: bool = ...,
     ignore_extra: bool = ...,
     streams: int | None = ...,
+    rewrite: bool = ...,
 ) -> dict[str, Any]: ...
 def status(table_name: str, *, db: str | None = ...) -> dict[str, Any]: ...
 def partitioned_begin(

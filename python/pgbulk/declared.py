@@ -152,6 +152,7 @@ def ingest(
     logger: logging.Logger | None = None,
     max_rows_per_table_buffer: int = 10000,
     lock_timeout: float | None = None,
+    rewrite: bool = True,
 ) -> IngestReport:
     """Ingests ``batches(high_watermark)`` into the tables of ``metadata``.
 
@@ -171,6 +172,11 @@ def ingest(
     wins; unchanged rows are not rewritten) unless ``upsert=Upsert.OFF``.
     ``delete=Delete.BEFORE_FIRST_BATCH`` deletes the existing rows in the
     first batch's transaction (zero batches delete nothing).
+    A batch of 100,000 rows or more whose rows change most of a table's
+    rows (PostgreSQL 15+) rewrites it instead: a new copy with the batch's
+    rows laid over the table's, indexed and swapped in within the batch's
+    transaction (grants, views and the rest kept; its oid changes; see the
+    README on MVCC), unless ``rewrite=False``.
 
     ``conn`` is a SQLAlchemy connection (psycopg 3 or psycopg2) with no
     transaction in progress: pgbulk opens its own session with its
@@ -282,6 +288,7 @@ def ingest(
         lock_timeout_ms=None if lock_timeout is None else int(lock_timeout * 1000),
         on_commit=committed,
         before_visible=before_visible,
+        rewrite=rewrite,
     )
     return IngestReport(
         batches=report["batches"],

@@ -402,3 +402,34 @@ def test_dates_are_stored_as_their_text_would_be_in_any_column(engine: sa.Engine
     run(engine, metadata, lambda _: [(None, None, batch)])
     got = rows(db, "SELECT d, s, ts, a FROM s.dates ORDER BY d")
     assert got == [(d, d.isoformat(), dt.datetime(d.year, d.month, d.day), [d, None]) for d in days]
+
+
+def test_a_batch_changing_most_rows_rewrites_the_table_unless_told_not_to(
+    engine: sa.Engine, db: str
+) -> None:
+    metadata = sa.MetaData()
+    table = keyed(metadata)
+    n = 120_000
+
+    def batch(v: str, keys: int) -> Any:
+        return lambda _: [(None, None, ((table, (i, v)) for i in range(keys)))]
+
+    run(engine, metadata, batch("old", n))
+    oid = "SELECT 's.t'::regclass::oid::bigint"
+    rewrites = rows(db, "SELECT current_setting('server_version_num')::int >= 150000")[0][0]
+    before = rows(db, oid)
+    # Every row changed and 10,000 new: a new copy of the table (PostgreSQL
+    # 15+), counted exactly.
+    report = run(engine, metadata, batch("new", n + 10_000))
+    counts = report.tables["s.t"]
+    assert (counts.inserted, counts.updated, counts.unchanged) == (10_000, n, 0)
+    assert rows(db, "SELECT count(*), count(*) FILTER (WHERE v = 'new') FROM s.t") == [
+        (n + 10_000, n + 10_000)
+    ]
+    assert (rows(db, oid) != before) == rewrites
+    assert any("rewritten" in m for m in report.migrations) == rewrites
+    before = rows(db, oid)
+    report = run(engine, metadata, batch("x", n + 10_000), rewrite=False)
+    assert rows(db, "SELECT count(*) FILTER (WHERE v = 'x') FROM s.t") == [(n + 10_000,)]
+    assert rows(db, oid) == before
+    assert not any("rewritten" in m for m in report.migrations)

@@ -396,3 +396,27 @@ def test_ctrl_c_stops_a_write_keeping_whole_batches(db: str) -> None:
     timer.cancel()
     (committed,) = rows(db, "SELECT count(*) FROM long")[0]
     assert committed < total and committed % 100_000 == 0, committed
+
+
+def test_an_upsert_changing_most_rows_rewrites_the_table_unless_told_not_to(db: str) -> None:
+    n = 120_000
+    with psycopg.connect(db) as conn:
+        conn.execute("CREATE TABLE w (id bigint PRIMARY KEY, v text)")
+        conn.execute("INSERT INTO w SELECT g, 'old' FROM generate_series(0, %s) g", (n - 1,))
+        conn.execute("ANALYZE w")
+    oid = "SELECT 'w'::regclass::oid::bigint"
+    rewrites = rows(db, "SELECT current_setting('server_version_num')::int >= 150000")[0][0]
+    before = rows(db, oid)
+
+    def data(v: str) -> pa.Table:
+        return pa.table({"id": pa.array(range(n + 10_000), pa.int64()), "v": [v] * (n + 10_000)})
+
+    report = pgbulk.write(data("new"), "w", db=db)
+    assert (report.inserted, report.updated, report.unchanged) == (10_000, n, 0)
+    assert rows(db, "SELECT count(*) FILTER (WHERE v = 'new') FROM w") == [(n + 10_000,)]
+    assert (rows(db, oid) != before) == rewrites
+    before = rows(db, oid)
+    report = pgbulk.write(data("x"), "w", db=db, rewrite=False)
+    assert report.updated == n + 10_000
+    assert rows(db, "SELECT count(*) FILTER (WHERE v = 'x') FROM w") == [(n + 10_000,)]
+    assert rows(db, oid) == before

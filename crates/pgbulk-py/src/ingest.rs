@@ -412,7 +412,8 @@ fn counts<'py>(
 #[pyfunction]
 #[pyo3(signature = (
     db, ddl, lookup, names, json, source, *, start="latest", start_value=None,
-    mode_name="upsert", upsert=true, lock_timeout_ms=None, on_commit=None, before_visible=None
+    mode_name="upsert", upsert=true, lock_timeout_ms=None, on_commit=None, before_visible=None,
+    rewrite=true
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ingest<'py>(
@@ -430,6 +431,7 @@ pub(crate) fn ingest<'py>(
     lock_timeout_ms: Option<u64>,
     on_commit: Option<Py<PyAny>>,
     before_visible: Option<Py<PyAny>>,
+    rewrite: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     use pgbulk::ingest::{HighWatermark, Mode, Options, Upsert};
     let config = |m: String| crate::config_error(py, m);
@@ -453,6 +455,9 @@ pub(crate) fn ingest<'py>(
         upsert: if upsert { Upsert::Auto } else { Upsert::Append },
         create_with_first_batch: true,
         create_without_batches: true,
+        rewrite,
+        // One connection.
+        rewrite_batches: true,
         ..Options::default()
     };
     if let Some(ms) = lock_timeout_ms {

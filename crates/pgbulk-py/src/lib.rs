@@ -471,7 +471,8 @@ fn arrow_stream(
 #[pyfunction]
 #[pyo3(signature = (
     data, table_name, *, db=None, mode_name=None, key=None, schema_ddl=None,
-    create=true, batch_rows=None, single_transaction=false, ignore_extra=false, streams=None
+    create=true, batch_rows=None, single_transaction=false, ignore_extra=false, streams=None,
+    rewrite=true
 ))]
 #[allow(clippy::too_many_arguments)]
 fn write<'py>(
@@ -487,6 +488,7 @@ fn write<'py>(
     single_transaction: bool,
     ignore_extra: bool,
     streams: Option<usize>,
+    rewrite: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let defaults = LoadOptions::default();
     let opts = LoadOptions {
@@ -498,6 +500,7 @@ fn write<'py>(
         single_transaction,
         ignore_extra,
         streams: streams.unwrap_or(defaults.streams).max(1),
+        rewrite,
         ..defaults
     };
     let (schema, batches) = arrow_stream(py, &data)?;

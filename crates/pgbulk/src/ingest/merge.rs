@@ -35,10 +35,12 @@ pub(super) fn compares_natively(ty: &ColumnType) -> bool {
 /// partitioned: the partitioned table itself counts none) by this
 /// transaction so far.
 pub(super) async fn xact_stats(tx: &Transaction<'_>, target: &Target) -> Result<(u64, u64)> {
+    // By name, as the merge named it: another run may have swapped a new
+    // copy of the table in since this run read its oid.
     let relations = if target.partitioned {
-        crate::catalog::leaf_partitions("$1::oid::regclass")
+        crate::catalog::leaf_partitions("$1::text::regclass")
     } else {
-        "SELECT $1::oid::regclass".to_owned()
+        "SELECT $1::text::regclass".to_owned()
     };
     let row = tx
         .query_one(
@@ -47,7 +49,7 @@ pub(super) async fn xact_stats(tx: &Transaction<'_>, target: &Target) -> Result<
                         coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_updated(r.relid)), 0)::int8 \
                  FROM ({relations}) AS r(relid)"
             ),
-            &[&target.oid],
+            &[&target.write.quoted()],
         )
         .await
         .map_err(|e| Error::server("reading row counts", e))?;

@@ -548,9 +548,8 @@ pub struct Options {
     /// rows rewrites it too when its staged rows change most of them (a
     /// batch of at least 100,000 rows, with no repeated key and no value
     /// left to the server to convert; see [`merge_stages`] for the rest).
-    /// For runs on one connection per table: another connection of the
-    /// same run would go on writing into the table by its old oid.
-    /// Default off.
+    /// For runs on one connection per table (default on): off where
+    /// several connections of one run write into the same table at once.
     pub rewrite_batches: bool,
 }
 
@@ -573,7 +572,7 @@ impl Default for Options {
             create_without_batches: false,
             fill_empty: false,
             rewrite: true,
-            rewrite_batches: false,
+            rewrite_batches: true,
         }
     }
 }

@@ -206,6 +206,8 @@ where
             stream: if i == 0 { options.stream.clone() } else { None },
             create_with_first_batch: false,
             create_without_batches: false,
+            // Each stream merges a share of the keys into the same table.
+            rewrite_batches: false,
             ..options.clone()
         };
         let duties = Duties {

@@ -1365,6 +1365,8 @@ pub(crate) fn engine_options(
         lock_policy: opts.lock_policy.clone(),
         on_duplicate: opts.on_duplicate,
         rewrite: opts.rewrite,
+        // Set where the load runs on one connection.
+        rewrite_batches: false,
         merging: Some(progress.merging.clone()),
         reject_rows: opts.max_errors > 0,
         // A load that fails before its first commit leaves no table.
