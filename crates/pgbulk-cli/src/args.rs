@@ -301,7 +301,7 @@ pub(crate) struct LoadArgs {
     pub(crate) dialect: DialectArgs,
     #[command(flatten)]
     pub(crate) inference: InferenceArgs,
-    /// Rows per batch; each batch commits [default: 1000000; an upsert of one big file that changes most of the table's rows: one batch, rewriting the table]
+    /// Rows per batch; each batch commits [default: 1000000; an upsert of one big file that changes most of the table's rows, or whose first rows change nothing: its first 20000 rows, then the rest in one batch]
     #[arg(long, value_name = "N", help_heading = "Behaviour")]
     pub(crate) batch_rows: Option<u64>,
     /// Load everything in one transaction.

@@ -672,3 +672,73 @@ async fn a_batch_changing_most_rows_of_a_table_rewrites_it() {
         (CHANGED_KEYS + NEW_KEYS, "new ".to_owned())
     );
 }
+
+/// Without `--batch-rows`, a big file whose first rows change nothing
+/// goes in one batch after them (one read of the table instead of one per
+/// batch); rows further on that change or add rows are merged in it,
+/// counted exactly.
+#[tokio::test]
+async fn a_big_file_whose_first_rows_change_nothing_goes_in_one_batch() {
+    let db = TestDb::new("upsert_unchanged_one_batch").await;
+    let home = Scratch::new("upsert-unchanged-one-batch");
+    let keys = 1_200_000;
+    db.connect()
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE s (id int PRIMARY KEY, v text); \
+             INSERT INTO s SELECT i, 'same value, padded ' || i FROM generate_series(0, {}) i; \
+             ANALYZE s",
+            keys - 1
+        ))
+        .await
+        .expect("table");
+    // Every key as it is but one, changed halfway, and 100,000 new keys.
+    let mut text = String::with_capacity(48 * (keys + 100_000));
+    text.push_str("id,v\n");
+    for i in 0..keys + 100_000 {
+        if i == keys / 2 {
+            text.push_str(&format!("{i},changed\n"));
+        } else {
+            text.push_str(&format!("{i},\"same value, padded {i}\"\n"));
+        }
+    }
+    let file = home.file("same.csv", &text, 0o644);
+    let f = file.to_str().expect("utf8");
+    let out = run(pgbulk(&home).args(["load", f, "--table", "s", "--db", &db.url, "-v"]));
+    assert_ok(&out);
+    assert!(
+        out.stderr.contains("the first 20000 rows changed nothing")
+            && out.stderr.contains("loading the rest in one batch"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout
+            .contains("1,300,000 rows read, 100,000 inserted, 1 updated, 1,199,999 unchanged")
+            && out.stdout.contains("2 batches"),
+        "{}",
+        out.stdout
+    );
+    let row = db
+        .connect()
+        .await
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE v = 'same value, padded ' || id), \
+                    (SELECT v FROM s WHERE id = $1) FROM s",
+            &[&(keys as i32 / 2)],
+        )
+        .await
+        .expect("q");
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, String>(2)
+        ),
+        (
+            keys as i64 + 100_000,
+            keys as i64 + 100_000 - 1,
+            "changed".to_owned()
+        )
+    );
+}

@@ -104,8 +104,9 @@ pub struct LoadOptions {
     pub batch_rows: u64,
     /// `batch_rows` was asked for. Else (the default) an upsert of one big
     /// file whose first rows show that it changes most of the table's rows
-    /// loads the rest in one batch, which rewrites the table when
-    /// [`Self::rewrite`] allows (see [`probe::upsert_streams`]).
+    /// (or that change nothing) loads the rest in one batch, which rewrites
+    /// the table when [`Self::rewrite`] allows (see
+    /// [`probe::upsert_streams`]).
     pub batch_rows_asked: bool,
     /// The longest field accepted, in bytes (default: PostgreSQL's 1 GB):
     /// a longer one fails the load at its line instead of being buffered.
