@@ -72,8 +72,8 @@ pub(super) async fn upsert(
         .map_err(|e| Error::server("sampling the staged rows", e))?;
     #[allow(clippy::cast_precision_loss)]
     let rows_f = rows as f64;
-    let updates = (share.written - share.new) * rows_f;
-    if !pays(rows_f, share.written - share.new, share.new, table_rows) {
+    let updated_share = share.written - share.new;
+    if !pays(rows_f, updated_share, share.new, table_rows) {
         return Ok(None);
     }
     let policy = LockPolicy {
@@ -92,7 +92,7 @@ pub(super) async fn upsert(
         Ok((inserted, updated)) => {
             info!(
                 "{table}: about {:.0}% of its rows changed: rewritten as a new copy of it, swapped in",
-                (updates * 100.0 / table_rows).min(100.0)
+                (updated_share * rows_f * 100.0 / table_rows).min(100.0)
             );
             Ok(Some(Counts {
                 inserted,

@@ -975,7 +975,7 @@ async fn load_inputs(
         let mut in_streams = None;
         // The first batch, when it chose the connections.
         let mut first = None;
-        // The rest in one batch (the first rows chose a rewrite).
+        // The rest in one batch (the first rows chose it).
         let mut one_batch = false;
         if hashed {
             prepared = ingest::settle(&mut clients[0], prepared, &options).await?;

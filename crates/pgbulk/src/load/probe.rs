@@ -43,7 +43,8 @@ const STREAMS: usize = 2;
 pub(super) struct Choice {
     /// Connections for the rest of the input.
     pub(super) streams: usize,
-    /// The rest of the input goes in one batch, which rewrites the table.
+    /// The rest of the input goes in one batch (which rewrites the table
+    /// when its rows change most of it).
     pub(super) one_batch: bool,
     /// The first batch's report, when the choice committed one.
     pub(super) first: Option<ingest::Report>,
@@ -164,10 +165,13 @@ pub(super) async fn upsert_streams(
 /// Where the reader stands in its current input (bytes, after
 /// decompression).
 fn offset(shared: &Arc<Mutex<Shared>>) -> Result<Option<u64>> {
-    let s = shared
+    Ok(lock(shared)?.reader.as_ref().map(|r| r.offset()))
+}
+
+fn lock(shared: &Arc<Mutex<Shared>>) -> Result<std::sync::MutexGuard<'_, Shared>> {
+    shared
         .lock()
-        .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
-    Ok(s.reader.as_ref().map(|r| r.offset()))
+        .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))
 }
 
 /// The rows left in the input, estimated from the bytes the first batch's
@@ -180,12 +184,12 @@ fn rest_rows(
     counts: &ingest::Counts,
 ) -> Result<Option<f64>> {
     let records = counts.inserted + counts.updated + counts.unchanged + counts.repeated;
-    let after = offset(shared)?;
-    let size = {
-        let s = shared
-            .lock()
-            .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
-        s.sources.get(s.file).and_then(|f| f.size())
+    let (after, size) = {
+        let s = lock(shared)?;
+        (
+            s.reader.as_ref().map(|r| r.offset()),
+            s.sources.get(s.file).and_then(|f| f.size()),
+        )
     };
     Ok(match (before, after, size) {
         (Some(before), Some(after), Some(size)) if after > before && records > 0 => {
