@@ -742,3 +742,30 @@ async fn a_big_file_whose_first_rows_change_nothing_goes_in_one_batch() {
         )
     );
 }
+
+/// A row without its key in a batch that would rewrite the table fails
+/// the load naming its line, and the table keeps its rows and its oid.
+#[tokio::test]
+async fn a_row_without_its_key_in_a_batch_that_would_rewrite_fails_naming_its_line() {
+    let db = TestDb::new("batch_rewrite_null_key").await;
+    let home = Scratch::new("batch-rewrite-null-key");
+    let oid = rewrite_table(&db).await;
+    let mut text = String::from("id,v,n\n");
+    for i in 0..CHANGED_KEYS {
+        text.push_str(&format!("{i},new,7\n"));
+        if i == 70_000 {
+            text.push_str(",no key,7\n");
+        }
+    }
+    let file = home.file("nokey.csv", &text, 0o644);
+    let f = file.to_str().expect("utf8");
+    let out = run(pgbulk(&home).args(["load", f, "--table", "r", "--db", &db.url]));
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("nokey.csv:70003") && out.stderr.contains("column \"id\""),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(oid_of_r(&db).await, oid);
+    assert_eq!(count(&db, "r WHERE n = -1").await, TABLE_KEYS);
+}
