@@ -421,7 +421,9 @@ async fn pipeline_mistakes_are_refused_before_anything_runs() {
 #[tokio::test]
 async fn an_interrupted_pipeline_stops_every_job_and_the_rerun_continues() {
     let s = setup("pipe_int").await;
-    let total = 400_000u64;
+    // Long enough (about 100 batches) for the interrupt to land while
+    // batches remain, on a busy machine too.
+    let total = 1_000_000u64;
     let mut text = String::from("day,store,sales\n");
     for i in 0..total {
         text.push_str(&format!("2024-01-01,{i},{i}\n"));
