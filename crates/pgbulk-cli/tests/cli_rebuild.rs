@@ -506,6 +506,60 @@ async fn a_load_into_an_empty_keyed_table_fills_a_new_copy() {
     assert_eq!(count(&db, "f").await, 4);
 }
 
+/// The filled copy of an empty table that never had statistics is left
+/// to autovacuum, as a COPY into the table would be (its size is known
+/// from its key's build); the copy of an emptied table that had them is
+/// analyzed before it is swapped in.
+#[tokio::test]
+async fn a_filled_copy_is_analyzed_when_the_empty_table_had_statistics() {
+    let db = TestDb::new("rb_fill_stats").await;
+    let home = Scratch::new("rb-fill-stats");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE never (id int PRIMARY KEY, v text);
+             CREATE TABLE emptied (id int PRIMARY KEY, v text);
+             INSERT INTO emptied SELECT i, NULL FROM generate_series(1, 1000) i;
+             ANALYZE emptied;
+             DELETE FROM emptied",
+        )
+        .await
+        .expect("tables");
+    let stats = |table: &str| {
+        format!(
+            "SELECT count(*)::text, coalesce(max(null_frac), -1)::text, \
+                    (SELECT reltuples::int8::text FROM pg_class WHERE oid = '{table}'::regclass) \
+             FROM pg_stats WHERE tablename = '{table}' AND attname = 'v'"
+        )
+    };
+    assert_eq!(
+        rows(&db, &stats("emptied")).await,
+        vec![vec![s("1"), s("1"), s("1000")]],
+        "the emptied table's statistics are those of its NULLs"
+    );
+    let oid = |table: &str| format!("SELECT '{table}'::regclass::oid");
+    let file = home.file("rows.csv", "id,v\n1,a\n2,b\n3,c\n", 0o644);
+    for table in ["never", "emptied"] {
+        let before = rows(&db, &oid(table)).await;
+        assert_ok(&load_as(&db, &home, &file, table, "upsert"));
+        assert_ne!(
+            rows(&db, &oid(table)).await,
+            before,
+            "{table}: a copy was swapped in"
+        );
+    }
+    assert_eq!(
+        rows(&db, &stats("never")).await,
+        vec![vec![s("0"), s("-1"), s("3")]],
+        "not analyzed; its size known"
+    );
+    assert_eq!(
+        rows(&db, &stats("emptied")).await,
+        vec![vec![s("1"), s("0"), s("3")]],
+        "analyzed: statistics of the new rows"
+    );
+}
+
 /// Two loads into one empty keyed table at once: each fills a copy; the
 /// first to commit swaps its copy in, the other merges its copy into the
 /// table; both count their rows as inserted, and every row is there.

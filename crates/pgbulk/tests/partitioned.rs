@@ -978,6 +978,32 @@ async fn a_write_into_an_empty_table_fills_a_copy_and_swaps_it_in() {
     );
     // (Before 15 an upsert's new table keeps its key while the rows go in.)
     assert_frozen(&client, "ku", 150_000).await;
+    // Never analyzed: its copy's statistics are left to autovacuum. An
+    // emptied table that had them: its copy is analyzed.
+    let analyzed = |t: &str| format!("SELECT count(*) FROM pg_stats WHERE tablename = '{t}'");
+    assert_eq!(one(&client, &analyzed("ku")).await, 0);
+    client
+        .batch_execute(
+            "CREATE TABLE ke (k bigint PRIMARY KEY, v text);
+             INSERT INTO ke SELECT i, NULL FROM generate_series(1, 100) i;
+             ANALYZE ke;
+             DELETE FROM ke",
+        )
+        .await
+        .expect("an emptied table");
+    let ke = one(&client, &oid("ke")).await;
+    append(&params, "ke", &[(0, 300)])
+        .await
+        .expect("append into the emptied table");
+    assert_ne!(one(&client, &oid("ke")).await, ke, "swapped in");
+    assert_eq!(
+        one(
+            &client,
+            "SELECT count(*) FROM pg_stats WHERE tablename = 'ke' AND attname = 'v' AND null_frac = 0"
+        )
+        .await,
+        1
+    );
 
     // The table holds rows now: in place.
     let filled = one(&client, &oid("kv")).await;

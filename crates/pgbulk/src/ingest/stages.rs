@@ -349,7 +349,12 @@ async fn merge_into(
     }
     deferred.build(tx, 1).await?;
     if let Some((new, policy)) = new {
-        rebuild::analyze(tx, new).await?;
+        // The copy of an empty table that never had statistics leaves
+        // them to autovacuum, as a COPY into it would (see
+        // `batch::swap_or_merge`); a replaced table's are renewed.
+        if options.mode == Mode::ReplaceAtomic || rebuild::has_statistics(tx, table).await? {
+            rebuild::analyze(tx, new).await?;
+        }
         rebuild::swap(tx, policy, new).await?;
     }
     Ok((counts, was_rewritten))

@@ -613,7 +613,9 @@ async fn dependent_views(tx: &Transaction<'_>, oid: Oid) -> Result<Vec<View>> {
 /// Analyzes `new` inside `tx`. Callers do it before [`swap`], and before
 /// any lock they take on the live table: the planner does not meet the
 /// swapped-in table without statistics (the old table's go with it;
-/// autovacuum would take a while), and writers do not wait for them.
+/// autovacuum would take a while), and writers do not wait for them. (An
+/// empty table without statistics filled through a copy is the exception:
+/// it had none to lose.)
 pub(crate) async fn analyze(tx: &Transaction<'_>, new: &NewTable) -> Result<()> {
     let target = &new.target;
     let started = Instant::now();
@@ -895,6 +897,26 @@ pub(crate) async fn is_empty(
         )
         .await
         .map_err(|e| Error::server(&format!("reading {table}"), e))?
+        .get(0))
+}
+
+/// Whether `table` holds column statistics (`pg_stats`, which shows those
+/// of the tables the user may read): an empty table never analyzed with
+/// rows has none.
+pub(crate) async fn has_statistics(
+    client: &impl tokio_postgres::GenericClient,
+    table: &TableName,
+) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stats s \
+             JOIN pg_catalog.pg_class c ON c.relname = s.tablename \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = s.schemaname \
+             WHERE c.oid = $1::text::regclass)",
+            &[&table.quoted()],
+        )
+        .await
+        .map_err(|e| Error::server("reading a table's statistics", e))?
         .get(0))
 }
 
