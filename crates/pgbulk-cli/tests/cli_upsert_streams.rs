@@ -719,6 +719,13 @@ async fn a_big_file_whose_first_rows_change_nothing_goes_in_one_batch() {
         "{}",
         out.stdout
     );
+    // The rest's batch goes on counting from the first rows' one.
+    assert!(
+        out.stderr.matches("batch 1 committed").count() == 1
+            && out.stderr.contains("batch 2 committed"),
+        "{}",
+        out.stderr
+    );
     let row = db
         .connect()
         .await

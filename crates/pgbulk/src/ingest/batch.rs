@@ -80,7 +80,7 @@ pub(super) async fn load_batch(
     let mut resume = batch.resume;
     // The first batch of delete-then-upsert deletes after staging: its rows
     // must not be in the table yet.
-    let deletes_first = number == 1 && options.mode == Mode::DeleteThenUpsert;
+    let deletes_first = ctx.opening && options.mode == Mode::DeleteThenUpsert;
     // Tables this transaction created get their indexes once the rows are in.
     let deferred = indexes::defer(&tx, targets, &ctx.fresh).await?;
     let (staged, mut source) = stage_rows(
@@ -123,7 +123,7 @@ pub(super) async fn load_batch(
             .map_err(|e| Error::server("looking up a table", e))?
             .get(0);
         rebuild::lock_for_copy(&tx, &options.lock_policy, name, live_oid).await?;
-        if !(number == 1 && options.mode == Mode::DeleteThenUpsert) {
+        if !(ctx.opening && options.mode == Mode::DeleteThenUpsert) {
             rebuild::copy_rows(&tx, new, live, declared).await?;
         }
     }
@@ -147,7 +147,7 @@ pub(super) async fn load_batch(
         .collect();
     // 2. Serialise with other ingests of the same tables, in name order.
     let mut names: Vec<&TableName> = work.iter().map(|w| &w.target.name).collect();
-    if number == 1 && options.mode == Mode::DeleteThenUpsert || !ctx.rebuild.is_empty() {
+    if ctx.opening && options.mode == Mode::DeleteThenUpsert || !ctx.rebuild.is_empty() {
         names = targets.iter().map(|t| &t.name).collect();
     }
     if ctx.ingest_lock {
@@ -155,7 +155,7 @@ pub(super) async fn load_batch(
     }
     let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
     // 3. Delete (first batch of delete-then-upsert), then merge.
-    if number == 1 && options.mode == Mode::DeleteThenUpsert {
+    if ctx.opening && options.mode == Mode::DeleteThenUpsert {
         for target in targets {
             let deleted = target.delete_all(&tx).await.map_err(|e| {
                 if e.kind() == ErrorKind::Config {

@@ -551,6 +551,11 @@ pub struct Options {
     /// For runs on one connection per table (default on): off where
     /// several connections of one run write into the same table at once.
     pub rewrite_batches: bool,
+    /// Batches this run already committed through an earlier call (a
+    /// load's first rows, upserted before it chose how to go on): this
+    /// call's batches are numbered from `batch_offset + 1` in logs,
+    /// reports, hooks and errors. Default 0.
+    pub batch_offset: usize,
 }
 
 impl Default for Options {
@@ -573,6 +578,7 @@ impl Default for Options {
             fill_empty: false,
             rewrite: true,
             rewrite_batches: true,
+            batch_offset: 0,
         }
     }
 }
@@ -595,6 +601,7 @@ impl std::fmt::Debug for Options {
             .field("fill_empty", &self.fill_empty)
             .field("rewrite", &self.rewrite)
             .field("rewrite_batches", &self.rewrite_batches)
+            .field("batch_offset", &self.batch_offset)
             .finish()
     }
 }
@@ -1122,8 +1129,9 @@ where
     let mut targets: Option<Targets> = None;
     let mut news: Vec<NewTable> = Vec::new();
     let mut last: Option<Committed> = None;
-    for (number, batch) in batches.into_iter().enumerate() {
-        let number = number + 1;
+    for (ordinal, batch) in batches.into_iter().enumerate() {
+        let opening = ordinal == 0;
+        let number = ordinal + 1 + options.batch_offset;
         let batch = batch?;
         let batch_started = Instant::now();
         let mut pairs = None;
@@ -1198,10 +1206,11 @@ where
         }
         let context = BatchContext {
             number,
+            opening,
             first,
             options,
             fresh,
-            rebuild: if number == 1 && !replace {
+            rebuild: if opening && !replace {
                 rebuild_list(plan)
             } else {
                 Vec::new()
@@ -1442,7 +1451,10 @@ struct Committed {
 
 /// What one batch's transaction must do besides loading rows.
 struct BatchContext<'a> {
+    /// The batch's number (from [`Options::batch_offset`] + 1).
     number: usize,
+    /// Whether it is this call's first batch.
+    opening: bool,
     first: &'a TableName,
     options: &'a Options,
     /// Oids of the plain tables this batch's transaction created: rows

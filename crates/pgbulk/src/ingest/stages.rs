@@ -207,6 +207,7 @@ async fn merge_into(
     };
     let ctx = BatchContext {
         number: 1,
+        opening: true,
         first: table,
         options,
         fresh: Vec::new(),

@@ -1002,6 +1002,11 @@ async fn load_inputs(
                     choice.streams
                 }
             };
+            // The batches after the first rows' go on counting from them.
+            let options = Options {
+                batch_offset: first.as_ref().map_or(0, |f| f.batches.len()),
+                ..options
+            };
             let parts = Parts {
                 params,
                 connections,
@@ -1077,6 +1082,7 @@ async fn load_inputs(
                 && crate::rebuild::fill_pays(&mut clients[0], &table).await?;
             let options = Options {
                 stream: streams[0].name.clone(),
+                batch_offset: first.as_ref().map_or(0, |f| f.batches.len()),
                 before_visible,
                 fill_empty,
                 // One connection: a batch changing most of the table's rows
