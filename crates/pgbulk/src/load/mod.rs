@@ -977,6 +977,8 @@ async fn load_inputs(
         let mut first = None;
         // The rest in one batch (the first rows chose it).
         let mut one_batch = false;
+        // The batches after the first rows' go on counting from them.
+        let mut batch_offset = 0;
         if hashed {
             prepared = ingest::settle(&mut clients[0], prepared, &options).await?;
             let options = Options {
@@ -997,14 +999,14 @@ async fn load_inputs(
                     )
                     .await
                     .map_err(|e| suggest_max_errors(e, opts.max_errors))?;
+                    batch_offset = choice.first.as_ref().map_or(0, |f| f.batches.len());
                     first = choice.first;
                     one_batch = choice.one_batch;
                     choice.streams
                 }
             };
-            // The batches after the first rows' go on counting from them.
             let options = Options {
-                batch_offset: first.as_ref().map_or(0, |f| f.batches.len()),
+                batch_offset,
                 ..options
             };
             let parts = Parts {
@@ -1082,7 +1084,7 @@ async fn load_inputs(
                 && crate::rebuild::fill_pays(&mut clients[0], &table).await?;
             let options = Options {
                 stream: streams[0].name.clone(),
-                batch_offset: first.as_ref().map_or(0, |f| f.batches.len()),
+                batch_offset,
                 before_visible,
                 fill_empty,
                 // One connection: a batch changing most of the table's rows
