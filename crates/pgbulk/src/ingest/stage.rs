@@ -953,6 +953,14 @@ pub(super) async fn flush(
             copy.copy.send(chunk).await.map_err(|e| {
                 Error::in_context(e, &target.name.to_string()).in_table(&target.name)
             })?;
+            // The rows are encoded on a runtime worker, between awaits: let
+            // the connection take the chunk and fill the socket (and the
+            // runtime poll for sockets ready) before the next chunk's
+            // encoding holds the worker. Else, with both workers encoding
+            // (two streams), the server empties the socket and waits:
+            // 5 M narrow rows in two halves over a Unix socket, 1.76 s ->
+            // 1.58 s.
+            tokio::task::yield_now().await;
         }
     }
     if last {
