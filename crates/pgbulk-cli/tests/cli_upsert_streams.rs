@@ -197,6 +197,16 @@ async fn a_key_value_the_server_converts_hands_the_upsert_to_one_connection() {
     ]));
     assert_ok(&out);
     assert!(out.stderr.contains("going on with one"), "{}", out.stderr);
+    // The connection that goes on numbers its batches after those the
+    // two committed: each number is logged once.
+    for batch in 1..=5 {
+        let logged = out
+            .stderr
+            .matches(&format!("batch {batch} committed into"))
+            .count();
+        assert!(logged <= 1, "batch {batch}: {}", out.stderr);
+    }
+    assert!(out.stderr.contains("batch 5 committed into"), "{}", out.stderr);
     // One load: the rows the two connections committed count once, and
     // not as an earlier run's. The second connection's share of the batch
     // that failed may have committed: upserted again, unchanged.

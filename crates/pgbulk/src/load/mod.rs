@@ -108,6 +108,10 @@ pub struct LoadOptions {
     /// the table when [`Self::rewrite`] allows (see
     /// [`probe::upsert_streams`]).
     pub batch_rows_asked: bool,
+    /// Batches this load committed before the call (it goes on with one
+    /// connection after its upsert on several stopped): the call numbers
+    /// its batches after them, in logs, reports and errors.
+    pub batch_offset: usize,
     /// The longest field accepted, in bytes (default: PostgreSQL's 1 GB):
     /// a longer one fails the load at its line instead of being buffered.
     pub max_field_size: usize,
@@ -228,6 +232,7 @@ impl Default for LoadOptions {
             on_duplicate: OnDuplicate::Last,
             batch_rows: DEFAULT_BATCH_ROWS,
             batch_rows_asked: false,
+            batch_offset: 0,
             max_field_size: crate::csv::MAX_FIELD,
             single_transaction: false,
             max_errors: 0,
@@ -978,7 +983,7 @@ async fn load_inputs(
         // The rest in one batch (the first rows chose it).
         let mut one_batch = false;
         // The batches after the first rows' go on counting from them.
-        let mut batch_offset = 0;
+        let mut batch_offset = opts.batch_offset;
         if hashed {
             prepared = ingest::settle(&mut clients[0], prepared, &options).await?;
             let options = Options {
@@ -999,7 +1004,7 @@ async fn load_inputs(
                     )
                     .await
                     .map_err(|e| suggest_max_errors(e, opts.max_errors))?;
-                    batch_offset = choice.first.as_ref().map_or(0, |f| f.batches.len());
+                    batch_offset += choice.first.as_ref().map_or(0, |f| f.batches.len());
                     first = choice.first;
                     one_batch = choice.one_batch;
                     choice.streams
@@ -1053,6 +1058,7 @@ async fn load_inputs(
                     let client = crate::connect::connect(params).await?.client;
                     let one = LoadOptions {
                         upsert_streams: Some(1),
+                        batch_offset: opts.batch_offset + committed.len(),
                         ..opts.clone()
                     };
                     let mut rest =
@@ -1393,6 +1399,7 @@ pub(crate) fn engine_options(
                 .batches_committed
                 .fetch_add(1, Ordering::Relaxed);
         })),
+        batch_offset: opts.batch_offset,
         ..Options::default()
     }
 }
