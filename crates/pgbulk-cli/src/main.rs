@@ -66,12 +66,26 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::new(e)),
     };
-    let outcome = runtime.block_on(async {
+    let on_worker = reads_a_source(&cli.command);
+    let work = async {
         let outcome = run(cli).await;
         // The clients are dropped: let their sessions say goodbye.
         pgbulk::connect::close_sessions(std::time::Duration::from_secs(2)).await;
         outcome
-    });
+    };
+    let outcome = if on_worker {
+        runtime.block_on(async {
+            match tokio::spawn(work).await {
+                Ok(outcome) => outcome,
+                Err(e) => match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(e) => Err(anyhow::Error::new(e)),
+                },
+            }
+        })
+    } else {
+        runtime.block_on(work)
+    };
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => fail(&e),
@@ -99,6 +113,23 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
         Some(ErrorKind::Data) => exit::DATA,
         Some(ErrorKind::ConnectionLost) => exit::CONNECTION_LOST,
         _ => exit::FAILURE,
+    }
+}
+
+/// Whether `command` reads a source database's COPY stream (sync,
+/// export). It then runs on a runtime worker, beside its connections'
+/// tasks, not on the main thread: the source sends a message per row and
+/// its connection hands them over a few kilobytes at a time, and waking a
+/// task of the same worker costs no thread switch (1 M wide rows synced:
+/// the client's CPU 0.64-0.73 s -> 0.35-0.45 s, context switches 40 k ->
+/// 21 k). Other commands stay on the main thread, where an input read
+/// that waits (a pipe on stdin) holds no worker.
+fn reads_a_source(command: &Command) -> bool {
+    match command {
+        Command::Sync(_) => true,
+        #[cfg(feature = "export")]
+        Command::Export(_) => true,
+        _ => false,
     }
 }
 

@@ -206,7 +206,11 @@ async fn a_key_value_the_server_converts_hands_the_upsert_to_one_connection() {
             .count();
         assert!(logged <= 1, "batch {batch}: {}", out.stderr);
     }
-    assert!(out.stderr.contains("batch 5 committed into"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("batch 5 committed into"),
+        "{}",
+        out.stderr
+    );
     // One load: the rows the two connections committed count once, and
     // not as an earlier run's. The second connection's share of the batch
     // that failed may have committed: upserted again, unchanged.
