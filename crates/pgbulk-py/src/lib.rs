@@ -79,6 +79,37 @@ where
     )
 }
 
+/// [`with_progress`] for work that reads a source database's COPY stream
+/// (sync, export): it runs as a task on a runtime worker, beside its
+/// connections' tasks, not on the calling thread, so a message handed
+/// over wakes a task of the same worker without a thread switch (as the
+/// CLI runs them). A panic in it is the caller's again.
+fn with_progress_on_worker<T, F>(
+    py: Python<'_>,
+    params: &pgbulk::conninfo::ConnParams,
+    work: impl FnOnce(Arc<Progress>) -> F,
+) -> PyResult<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = pgbulk::Result<T>> + Send + 'static,
+{
+    with_progress(py, params, |progress| {
+        let work = work(progress);
+        async move {
+            match tokio::spawn(work).await {
+                Ok(outcome) => outcome,
+                Err(e) => match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(e) => Err(pgbulk::Error::new(
+                        pgbulk::ErrorKind::Io,
+                        format!("the work was cancelled: {e}"),
+                    )),
+                },
+            }
+        }
+    })
+}
+
 fn mode(py: Python<'_>, mode: Option<&str>) -> PyResult<Option<LoadMode>> {
     Ok(match mode {
         None => None,
@@ -282,8 +313,9 @@ fn sync<'py>(
         )),
     )?;
     let params = target(py, db)?;
-    let report = with_progress(py, &params, |p| {
-        pgbulk::sync::sync(&from, &params, &opts, p)
+    let report = with_progress_on_worker(py, &params, |p| {
+        let to = params.clone();
+        async move { pgbulk::sync::sync(&from, &to, &opts, p).await }
     })?;
     let d = load_report(py, &report.load)?;
     d.set_item("rows_read", report.rows_read)?;
@@ -360,7 +392,10 @@ fn export<'py>(
         dry_run,
     };
     let params = target(py, source)?;
-    let report = with_progress(py, &params, |p| pgbulk::export::export(&params, &opts, p))?;
+    let report = with_progress_on_worker(py, &params, |p| {
+        let from = params.clone();
+        async move { pgbulk::export::export(&from, &opts, p).await }
+    })?;
     report
         .tables
         .into_iter()
