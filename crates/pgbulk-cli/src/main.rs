@@ -66,7 +66,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::new(e)),
     };
-    let on_worker = reads_a_source(&cli.command);
+    let on_worker = on_worker(&cli.command);
     let work = async {
         let outcome = run(cli).await;
         // The clients are dropped: let their sessions say goodbye.
@@ -116,17 +116,18 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
     }
 }
 
-/// Whether `command` reads a source database's COPY stream (sync,
-/// export). It then runs on a runtime worker, beside its connections'
-/// tasks, not on the main thread: the source sends a message per row and
-/// its connection hands them over a few kilobytes at a time, and waking a
-/// task of the same worker costs no thread switch (1 M wide rows synced:
-/// the client's CPU 0.64-0.73 s -> 0.35-0.45 s, context switches 40 k ->
-/// 21 k). Other commands stay on the main thread, where an input read
-/// that waits (a pipe on stdin) holds no worker.
-fn reads_a_source(command: &Command) -> bool {
+/// Whether `command` runs on a runtime worker rather than the main
+/// thread: those that read a source database's COPY stream (sync, export,
+/// and pipelines, which hold syncs). The source sends a message per row and
+/// its connection hands them over a few kilobytes at a time; on a worker,
+/// beside the connections' tasks, waking the reading task costs no thread
+/// switch (1 M wide rows synced: the client's CPU 0.64-0.73 s -> 0.35-0.45
+/// s, context switches 40 k -> 21 k). `load` stays on the main thread,
+/// where reading a pipe on stdin that waits holds no worker (a pipeline
+/// never reads stdin).
+fn on_worker(command: &Command) -> bool {
     match command {
-        Command::Sync(_) => true,
+        Command::Sync(_) | Command::Run(_) => true,
         #[cfg(feature = "export")]
         Command::Export(_) => true,
         _ => false,
