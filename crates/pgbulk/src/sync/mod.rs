@@ -651,10 +651,13 @@ pub async fn sync(
             (load, None)
         }
     };
+    // What follows the load (the watermark, the sequences, the run's
+    // record) shares one session of the destination.
+    let mut after = LazySession::new(dest_params);
     if ranged.is_none() {
         // (Ranges store it with the ledger's end.)
         store_watermark(
-            dest_params,
+            &mut after,
             &dest_name,
             (&src_name, opts.filter.as_deref()),
             incremental.as_ref(),
@@ -664,7 +667,7 @@ pub async fn sync(
     }
     drop(source);
     let mut notes = if load.inserted > 0 {
-        advance_sequences(dest_params, &dest_name, &maps).await
+        advance_sequences(&mut after, &dest_name, &maps).await
     } else {
         Vec::new()
     };
@@ -698,8 +701,8 @@ pub async fn sync(
     }
     let counts = crate::status::counts("sync", &load, load.rows_read);
     let recorded = async {
-        let dest = crate::connect::connect(dest_params).await?.client;
-        crate::status::record_run(&dest, &dest_name, counts).await
+        let dest = after.client().await?;
+        crate::status::record_run(dest, &dest_name, counts).await
     };
     if let Err(e) = recorded.await {
         tracing::warn!("the sync committed, but recording it as the table's last run failed: {e}");
@@ -718,10 +721,35 @@ pub async fn sync(
     })
 }
 
+/// A session of the destination opened when first needed, then reused.
+struct LazySession<'a> {
+    params: &'a ConnParams,
+    client: Option<tokio_postgres::Client>,
+}
+
+impl<'a> LazySession<'a> {
+    fn new(params: &'a ConnParams) -> Self {
+        Self {
+            params,
+            client: None,
+        }
+    }
+
+    /// The session, connected now if it is not yet (a failed connection
+    /// is tried again by the next call).
+    async fn client(&mut self) -> Result<&tokio_postgres::Client> {
+        let client = match self.client.take() {
+            Some(client) => client,
+            None => crate::connect::connect(self.params).await?.client,
+        };
+        Ok(self.client.insert(client))
+    }
+}
+
 /// Stores the next watermark of an incremental sync, once every row up to
 /// it committed.
 async fn store_watermark(
-    dest_params: &ConnParams,
+    after: &mut LazySession<'_>,
     dest_name: &TableName,
     (source, filter): (&str, Option<&str>),
     incremental: Option<&Incremental>,
@@ -730,10 +758,10 @@ async fn store_watermark(
     let (Some(inc), Some(next)) = (incremental, next) else {
         return Ok(());
     };
-    let dest = crate::connect::connect(dest_params).await?.client;
-    watermark::ensure(&dest, dest_name.schema_or_public()).await?;
+    let dest = after.client().await?;
+    watermark::ensure(dest, dest_name.schema_or_public()).await?;
     watermark::write(
-        &dest,
+        dest,
         dest_name,
         &inc.key,
         Some(&next.to_json()),
@@ -846,15 +874,15 @@ pub(super) async fn spool_rows(
 /// columns filled from the source past the rows now in them
 /// ([`crate::sequence::advance_past_rows`]).
 async fn advance_sequences(
-    params: &crate::conninfo::ConnParams,
+    after: &mut LazySession<'_>,
     dest: &TableName,
     maps: &[ColumnMap],
 ) -> Vec<String> {
     let filled: Vec<String> = maps.iter().map(|m| m.to.clone()).collect();
-    match crate::connect::connect(params).await {
-        Ok(session) => {
+    match after.client().await {
+        Ok(client) => {
             crate::sequence::advance_past_rows(
-                &session.client,
+                client,
                 dest,
                 crate::sequence::Columns::Named(&filled),
                 "rows copied",
