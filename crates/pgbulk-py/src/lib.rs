@@ -79,8 +79,8 @@ where
     )
 }
 
-/// [`with_progress`] for work that reads a source database's COPY stream
-/// (sync, export): it runs as a task on a runtime worker, beside its
+/// [`with_progress`] for work that reads a COPY stream (sync, export,
+/// the Spark commit's relay): it runs as a task on a runtime worker, beside its
 /// connections' tasks, not on the calling thread, so a message handed
 /// over wakes a task of the same worker without a thread switch (as the
 /// CLI runs them). A panic in it is the caller's again.
@@ -721,8 +721,13 @@ fn partitioned_commit<'py>(
     let write = write_id(py, write)?;
     let (schema, _) = arrow_stream(py, &data)?;
     let params = target(py, db)?;
-    let report = with_progress(py, &params, |p| {
-        pgbulk::arrow::partitioned::commit(&params, &write, &partitions, schema, &opts, p)
+    // The commit relays the stages into the copy (COPY out, COPY in):
+    // on a worker, as a sync is.
+    let report = with_progress_on_worker(py, &params, |p| {
+        let to = params.clone();
+        async move {
+            pgbulk::arrow::partitioned::commit(&to, &write, &partitions, schema, &opts, p).await
+        }
     })?;
     load_report(py, &report)
 }
