@@ -75,13 +75,9 @@ fn main() -> ExitCode {
     };
     let outcome = if on_worker {
         runtime.block_on(async {
-            match tokio::spawn(work).await {
-                Ok(outcome) => outcome,
-                Err(e) => match e.try_into_panic() {
-                    Ok(panic) => std::panic::resume_unwind(panic),
-                    Err(e) => Err(anyhow::Error::new(e)),
-                },
-            }
+            pgbulk::worker::on_worker(work)
+                .await
+                .unwrap_or_else(|e| Err(e.into()))
         })
     } else {
         runtime.block_on(work)
@@ -117,14 +113,10 @@ pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
 }
 
 /// Whether `command` runs on a runtime worker rather than the main
-/// thread: those that read a source database's COPY stream (sync, export,
-/// and pipelines, which hold syncs). The source sends a message per row and
-/// its connection hands them over a few kilobytes at a time; on a worker,
-/// beside the connections' tasks, waking the reading task costs no thread
-/// switch (1 M wide rows synced: the client's CPU 0.64-0.73 s -> 0.35-0.45
-/// s, context switches 40 k -> 21 k). `load` stays on the main thread,
-/// where reading a pipe on stdin that waits holds no worker (a pipeline
-/// never reads stdin).
+/// thread ([`pgbulk::worker::on_worker`]): those that read a source
+/// database's COPY stream (sync, export, and pipelines, which hold syncs).
+/// `load` stays on the main thread, where reading a pipe on stdin that
+/// waits holds no worker (a pipeline never reads stdin).
 fn on_worker(command: &Command) -> bool {
     match command {
         Command::Sync(_) | Command::Run(_) => true,

@@ -80,10 +80,8 @@ where
 }
 
 /// [`with_progress`] for work that reads a COPY stream (sync, export,
-/// the Spark commit's relay): it runs as a task on a runtime worker, beside its
-/// connections' tasks, not on the calling thread, so a message handed
-/// over wakes a task of the same worker without a thread switch (as the
-/// CLI runs them). A panic in it is the caller's again.
+/// the Spark commit's relay): run by [`pgbulk::worker::on_worker`], as the
+/// CLI runs them.
 fn with_progress_on_worker<T, F>(
     py: Python<'_>,
     params: &pgbulk::conninfo::ConnParams,
@@ -95,18 +93,7 @@ where
 {
     with_progress(py, params, |progress| {
         let work = work(progress);
-        async move {
-            match tokio::spawn(work).await {
-                Ok(outcome) => outcome,
-                Err(e) => match e.try_into_panic() {
-                    Ok(panic) => std::panic::resume_unwind(panic),
-                    Err(e) => Err(pgbulk::Error::new(
-                        pgbulk::ErrorKind::Io,
-                        format!("the work was cancelled: {e}"),
-                    )),
-                },
-            }
-        }
+        async move { pgbulk::worker::on_worker(work).await.and_then(|r| r) }
     })
 }
 

@@ -66,5 +66,6 @@ pub mod status;
 pub mod sync;
 mod tls;
 pub mod watermark;
+pub mod worker;
 
 pub use error::{Error, ErrorKind, Location, Result, ServerErrorKind};
