@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use pgbulk::ErrorKind;
+use pgbulk::copy::copy_in;
 use pgbulk::input::Source;
 use pgbulk::load::{LoadOptions, Progress, load};
 use pgbulk::schema::TableName;
@@ -101,4 +102,137 @@ async fn a_session_without_a_current_schema_is_refused_by_name() {
         err.message().contains("the session has no current schema"),
         "{err}"
     );
+}
+
+/// A file of typed values written in every way the format allows (quoted
+/// or not, doubled quotes and escapes, delimiters and line ends inside
+/// quotes, the NULL string quoted and not, spaces the input functions
+/// skip), big enough for many reads: `load` stores exactly the rows the
+/// server's own `COPY ... (FORMAT csv)` stores from it, whichever way each
+/// record is read.
+#[tokio::test]
+async fn a_file_loads_as_copy_csv_loads_it() {
+    let db = TestDb::new("lib_load_oracle").await;
+    let client = db.connect().await;
+    let dir = Scratch::new("lib-load-oracle");
+    let params = resolve(&db.url);
+    let dialects = [
+        ("", pgbulk::csv::Dialect::default()),
+        (
+            ", DELIMITER ';', QUOTE '''', ESCAPE '\\', NULL 'N'",
+            pgbulk::csv::Dialect {
+                delimiter: b';',
+                quote: b'\'',
+                escape: b'\\',
+                null: b"N".to_vec(),
+            },
+        ),
+    ];
+    let mut rng = crate::harness::Rng(0x9E37_79B9_7F4A_7C15);
+    for (case, (options, dialect)) in dialects.iter().enumerate() {
+        for line_end in ["\n", "\r\n"] {
+            let (q, e, c) = (
+                dialect.quote as char,
+                dialect.escape as char,
+                dialect.delimiter as char,
+            );
+            let null = String::from_utf8_lossy(&dialect.null).into_owned();
+            let quoted = |text: &str| {
+                let text = text.replace(e, &format!("{e}{e}"));
+                let text = if q == e {
+                    text
+                } else {
+                    text.replace(q, &format!("{e}{q}"))
+                };
+                format!("{q}{text}{q}")
+            };
+            let ints = [
+                "1".to_owned(),
+                "-5".to_owned(),
+                "007".to_owned(),
+                " 3".to_owned(),
+                "2147483647".to_owned(),
+                quoted("12"),
+                null.clone(),
+            ];
+            let texts = [
+                "abc".to_owned(),
+                "\u{e9}t\u{e9}".to_owned(),
+                quoted(&format!("x{q}y{c}z")),
+                quoted("line\nbreak"),
+                quoted(&null),
+                quoted(""),
+                format!("a{q}b{c}c{q}d"),
+                null.clone(),
+            ];
+            let dates = [
+                "2020-02-29".to_owned(),
+                "2020-1-5".to_owned(),
+                quoted("2021-01-01"),
+                null.clone(),
+            ];
+            let shorts = [
+                "ab".to_owned(),
+                "\u{e9}t\u{e9}".to_owned(),
+                "abc  ".to_owned(),
+                quoted("x"),
+                null.clone(),
+            ];
+            let mut text = format!("a{c}b{c}c{c}d{line_end}");
+            for _ in 0..30_000 {
+                let fields = [
+                    &ints[rng.index(ints.len())],
+                    &texts[rng.index(texts.len())],
+                    &dates[rng.index(dates.len())],
+                    &shorts[rng.index(shorts.len())],
+                ];
+                let record = fields.map(String::as_str).join(&c.to_string());
+                text.push_str(&record);
+                text.push_str(line_end);
+            }
+            let name = format!("t{case}_{}", line_end.len());
+            for table in [format!("{name}_copy"), format!("{name}_load")] {
+                client
+                    .batch_execute(&format!(
+                        "CREATE TABLE {table} (a int, b text, c date, d varchar(3))"
+                    ))
+                    .await
+                    .expect("table");
+            }
+            let statement = format!("COPY {name}_copy FROM STDIN (FORMAT csv, HEADER{options})");
+            copy_in(&client, &statement, [text.clone().into_bytes()])
+                .await
+                .expect("COPY takes the file");
+            let path = dir.file(&format!("{name}.csv"), &text, 0o644);
+            let opts = LoadOptions {
+                sources: vec![Source::File(path)],
+                table: TableName {
+                    schema: None,
+                    name: format!("{name}_load"),
+                },
+                dialect: dialect.clone(),
+                ..LoadOptions::default()
+            };
+            let loader = pgbulk::connect::connect(&params)
+                .await
+                .expect("connect")
+                .client;
+            let report = load(loader, &params, &opts, Arc::new(Progress::default()))
+                .await
+                .expect("loaded");
+            assert_eq!(report.inserted, 30_000, "{name}: {report:?}");
+            let differ: i64 = client
+                .query_one(
+                    &format!(
+                        "SELECT (SELECT count(*) FROM (TABLE {name}_copy EXCEPT ALL TABLE {name}_load) x) \
+                              + (SELECT count(*) FROM (TABLE {name}_load EXCEPT ALL TABLE {name}_copy) x)"
+                    ),
+                    &[],
+                )
+                .await
+                .expect("compare")
+                .get(0);
+            assert_eq!(differ, 0, "{name}: rows differ from COPY's");
+        }
+    }
 }

@@ -236,7 +236,7 @@ fn split_offset(s: &str) -> Result<(&str, Option<i32>), ()> {
 }
 
 /// `YYYY-MM-DD` exactly: the common case, without splitting or trimming.
-fn parse_iso_date(t: &[u8]) -> Option<i64> {
+pub(super) fn parse_iso_date(t: &[u8]) -> Option<i64> {
     if t.len() != 10 || t[4] != b'-' || t[7] != b'-' {
         return None;
     }

@@ -527,6 +527,80 @@ fn value_kind(value: &Value) -> &'static str {
     }
 }
 
+/// Writes one field (length and body) from the bytes of a field that is
+/// not NULL, when they are UTF-8 and a value the encoder converts as the
+/// column type's input function does; `false`, with nothing written, for
+/// anything else (a malformed or out-of-range value, a type the server
+/// converts), which the caller then reads as text to name the fault or
+/// leave the value to the server. Plain integers, ISO dates and text take
+/// a path of their own; other types go through [`encode_text`].
+pub(crate) fn encode_field_bytes(bytes: &[u8], ty: &ColumnType, out: &mut Vec<u8>) -> bool {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let written = match &ty.kind {
+        TypeKind::Int2 => plain_int(bytes)
+            .and_then(|v| i16::try_from(v).ok())
+            .map(|v| out.extend_from_slice(&v.to_be_bytes()))
+            .is_some(),
+        TypeKind::Int4 => plain_int(bytes)
+            .and_then(|v| i32::try_from(v).ok())
+            .map(|v| out.extend_from_slice(&v.to_be_bytes()))
+            .is_some(),
+        TypeKind::Int8 => plain_int(bytes)
+            .map(|v| out.extend_from_slice(&v.to_be_bytes()))
+            .is_some(),
+        // Years 1 to 9999: always in range.
+        TypeKind::Date => datetime::parse_iso_date(bytes)
+            .and_then(|days| i32::try_from(days).ok())
+            .map(|days| out.extend_from_slice(&days.to_be_bytes()))
+            .is_some(),
+        // No more bytes than characters allowed: the length is not checked.
+        TypeKind::Text
+            if ty
+                .max_chars
+                .is_none_or(|max| bytes.len() <= usize::try_from(max).unwrap_or(usize::MAX)) =>
+        {
+            let text = std::str::from_utf8(bytes).is_ok() && memchr::memchr(0, bytes).is_none();
+            if text {
+                out.extend_from_slice(bytes);
+            }
+            text
+        }
+        _ if ty.needs_cast() => false,
+        _ => std::str::from_utf8(bytes).is_ok_and(|text| encode_text(text, ty, out).is_ok()),
+    };
+    match i32::try_from(out.len() - at - 4) {
+        Ok(len) if written => {
+            out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            true
+        }
+        _ => {
+            out.truncate(at);
+            false
+        }
+    }
+}
+
+/// An integer of at most 18 digits (it cannot overflow), with an optional
+/// minus sign and nothing else: what `int8in` reads as the same number.
+fn plain_int(bytes: &[u8]) -> Option<i64> {
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut value = 0i64;
+    for d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i64::from(d - b'0');
+    }
+    Some(if negative { -value } else { value })
+}
+
 /// The body of a value given in its text form.
 pub(crate) fn encode_text(text: &str, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
     if let TypeKind::Array(elem) = &ty.kind {

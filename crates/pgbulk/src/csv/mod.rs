@@ -421,6 +421,39 @@ impl<R: Read> Reader<R> {
         }
     }
 
+    /// The bytes read ahead and not consumed yet (see
+    /// [`Reader::consume_lines`]); empty until the first record is read.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..self.len]
+    }
+
+    /// Consumes the first `n` bytes of [`Reader::buffered`], which the
+    /// caller read as `records` records of one line each, every one
+    /// ending in `\n` (no quote, no carriage return, none blank). Raw
+    /// bytes are not kept for them: only when [`Reader::keeps_raw`] is
+    /// false are records taken this way.
+    pub fn consume_lines(&mut self, n: usize, records: u64) {
+        let n = n.min(self.len - self.pos);
+        self.pos += n;
+        self.offset += n as u64;
+        self.line += records;
+    }
+
+    /// Whether each record's raw bytes are kept ([`Reader::keep_raw`]).
+    pub fn keeps_raw(&self) -> bool {
+        self.keep_raw
+    }
+
+    /// The dialect read.
+    pub fn dialect(&self) -> &Dialect {
+        &self.dialect
+    }
+
+    /// The longest field read ([`Reader::set_max_field`]).
+    pub fn max_field(&self) -> usize {
+        self.max_field
+    }
+
     /// Consumes `n` bytes from the buffer, keeping them as raw when asked.
     fn advance_raw(&mut self, n: usize) {
         if self.keep_raw {
@@ -592,7 +625,7 @@ impl<R: Read> Reader<R> {
 /// Where the first delimiter, quote, `\n` or `\r` of `hay` is: eight
 /// bytes at a time, for the short fields most records have (a call to
 /// `memchr` per field costs more than it finds).
-fn find_special(hay: &[u8], delim: u8, quote: u8) -> Option<usize> {
+pub(crate) fn find_special(hay: &[u8], delim: u8, quote: u8) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // The high bit of each zero byte of `x` (and, above the lowest one,

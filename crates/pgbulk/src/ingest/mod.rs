@@ -238,6 +238,21 @@ pub trait TextRows: Send {
     fn bind(&mut self, _types: &[crate::codec::ColumnType]) {}
     /// Reads the next row into `row`; `false` at the end of the batch.
     fn next_row(&mut self, row: &mut TextRow) -> Result<bool>;
+    /// Encodes the batch's next rows straight into `out` as binary COPY
+    /// tuples of `columns` (the table's columns, in the order of
+    /// [`TextRows::columns`]) while `out` is shorter than `until`: exactly
+    /// the tuples the engine writes for the rows [`TextRows::next_row`]
+    /// would read. Returns how many; a row it cannot encode so (the
+    /// default: any) is left for `next_row`. Called only for tables with
+    /// no key and no value the server converts.
+    fn encode_rows(
+        &mut self,
+        _columns: &[crate::catalog::Column],
+        _out: &mut Vec<u8>,
+        _until: usize,
+    ) -> Result<u64> {
+        Ok(0)
+    }
     /// A field of the row just read does not convert. `Ok(())` rejects the
     /// row (it is left out and the batch goes on); an error fails the batch.
     fn reject(&mut self, failure: &RowFailure<'_>) -> Result<()>;

@@ -414,7 +414,24 @@ pub(super) async fn stage_rows(
             let types: Vec<_> = target.columns.iter().map(|c| c.ty.clone()).collect();
             source.bind(&types);
             let mut row = TextRow::default();
-            while source.next_row(&mut row)? {
+            // The source encodes rows itself while nothing is needed per
+            // row: no key to hash, no value for the server to convert.
+            let direct = target.key.is_empty() && !target.needs_cast();
+            loop {
+                if direct {
+                    let p = pending[t].get_or_insert_with(|| new_pending(target));
+                    if !p.located && usize::from(p.tuple_fields) == target.columns.len() {
+                        p.rows +=
+                            source.encode_rows(&target.columns, p.writer.buffer_mut(), CHUNK)?;
+                        if p.writer.len() >= CHUNK {
+                            flush(tx, targets, &mut pending, &mut open, t, false).await?;
+                            continue;
+                        }
+                    }
+                }
+                if !source.next_row(&mut row)? {
+                    break;
+                }
                 let mut widened = false;
                 loop {
                     let p = pending[t].get_or_insert_with(|| new_pending(target));

@@ -11,6 +11,7 @@
 //! `file:line:field`, the column, the value and the reason, or, with a limit
 //! and a reject file, are written there exactly as they were in the input.
 
+mod direct;
 mod ledger;
 mod plan;
 mod probe;

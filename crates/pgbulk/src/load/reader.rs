@@ -7,6 +7,7 @@ use std::io::{BufWriter, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::direct;
 use super::sample::Replay;
 use super::{LoadOptions, Progress, csv_error, empty_file, match_column};
 use crate::catalog::TableFacts;
@@ -724,6 +725,74 @@ impl TextRows for CsvRows {
             self.publish();
         }
         more
+    }
+
+    fn encode_rows(
+        &mut self,
+        columns: &[crate::catalog::Column],
+        out: &mut Vec<u8>,
+        until: usize,
+    ) -> Result<u64> {
+        let records = {
+            let mut guard = self
+                .shared
+                .lock()
+                .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
+            let s = &mut *guard;
+            // Rejected rows keep their raw bytes, and other encodings are
+            // decoded field by field: those rows are read one by one.
+            let utf8 = input::field_encoding(s.opts.encoding) == encoding_rs::UTF_8;
+            if !utf8 || s.opts.reject_file.is_some() || s.progress.is_interrupted() {
+                return Ok(0);
+            }
+            let Some(reader) = s.reader.as_mut().filter(|r| !r.keeps_raw()) else {
+                return Ok(0);
+            };
+            // The row's fields are the mapped ones, in the input's order.
+            let mapped = s.mapping.iter().flatten().count();
+            if mapped != columns.len() || s.mapping.len() != s.fields_expected {
+                return Ok(0);
+            }
+            let mut next = columns.iter();
+            let fields = s
+                .mapping
+                .iter()
+                .map(|to| if to.is_some() { next.next() } else { None })
+                .collect();
+            let dialect = reader.dialect();
+            let plan = direct::Plan {
+                delimiter: dialect.delimiter,
+                quote: dialect.quote,
+                escape: dialect.escape,
+                null: &dialect.null,
+                fields,
+                max_field: reader.max_field(),
+            };
+            let starts_before = s.limit.map_or(usize::MAX, |limit| {
+                usize::try_from(limit.saturating_sub(reader.offset())).unwrap_or(usize::MAX)
+            });
+            let run = direct::encode(
+                &plan,
+                reader.buffered(),
+                out,
+                until,
+                self.left,
+                starts_before,
+            );
+            reader.consume_lines(run.consumed, run.records);
+            if run.records > 0 {
+                // The line the last record was on.
+                s.line = reader.line() - 1;
+                s.rows_in_batches += run.records;
+            }
+            run.records
+        };
+        self.left -= records;
+        self.unpublished += records;
+        if self.unpublished >= PUBLISH_EVERY {
+            self.publish();
+        }
+        Ok(records)
     }
 
     fn reject(&mut self, failure: &RowFailure<'_>) -> Result<()> {
