@@ -806,7 +806,7 @@ async fn load_inputs(
     // Two streams read halves of one big file on two connections (the
     // server's work is then spread over two backends): where the second
     // starts, and its connection, found while the inputs are hashed.
-    let split = if plan::may_split(opts, &facts, mode, resumable, sample.is_some())
+    let split = if plan::may_split(opts, mode, resumable, sample.is_some())
         && parallel_input(&sources, opts)?
     {
         match split_point(&sources[0], opts)? {

@@ -10,7 +10,7 @@ use crate::infer;
 use crate::schema::{Declaration, TableName};
 
 use super::ledger::Verdict;
-use super::streams::{PARALLEL_MAX_COLUMNS, PARALLEL_MIN_BYTES, Stream};
+use super::streams::{PARALLEL_MIN_BYTES, Stream};
 use super::{LoadMode, LoadOptions};
 use crate::input::Source;
 
@@ -155,20 +155,18 @@ pub(super) fn ledger_name(fingerprint: Option<&str>, part: Option<&str>) -> Opti
 }
 
 /// Whether the load may read halves of its input on two connections (the
-/// input itself is checked after): narrow rows (measured: they leave the
-/// client idle while one backend is busy, wide rows already keep both
-/// cores busy), a resumable append, not inferred from standard input.
+/// input itself is checked after): a resumable append, not inferred from
+/// standard input. Measured: one backend cannot keep up with the client's
+/// encoding, of narrow rows or wide ones.
 /// Not an upsert: the halves commit in no particular order, so a key in
 /// both could keep the first half's row.
 pub(super) fn may_split(
     opts: &LoadOptions,
-    facts: &TableFacts,
     mode: LoadMode,
     resumable: bool,
     replaying_sample: bool,
 ) -> bool {
     opts.streams > 1
-        && facts.columns.len() <= PARALLEL_MAX_COLUMNS
         && resumable
         && mode == LoadMode::Append
         && !replaying_sample
@@ -416,33 +414,21 @@ mod tests {
     }
 
     #[test]
-    fn only_narrow_resumable_appends_split() {
+    fn only_resumable_appends_split() {
         let opts = LoadOptions {
             streams: 2,
             ..LoadOptions::default()
         };
-        let narrow = facts(&["a", "b"], None);
-        assert!(may_split(&opts, &narrow, LoadMode::Append, true, false));
-        assert!(!may_split(&opts, &narrow, LoadMode::Upsert, true, false));
-        assert!(!may_split(&opts, &narrow, LoadMode::Replace, true, false));
-        assert!(!may_split(&opts, &narrow, LoadMode::Append, false, false));
-        assert!(!may_split(&opts, &narrow, LoadMode::Append, true, true));
-        let names: Vec<String> = (0..=PARALLEL_MAX_COLUMNS)
-            .map(|i| format!("c{i}"))
-            .collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        assert!(!may_split(
-            &opts,
-            &facts(&refs, None),
-            LoadMode::Append,
-            true,
-            false
-        ));
+        assert!(may_split(&opts, LoadMode::Append, true, false));
+        assert!(!may_split(&opts, LoadMode::Upsert, true, false));
+        assert!(!may_split(&opts, LoadMode::Replace, true, false));
+        assert!(!may_split(&opts, LoadMode::Append, false, false));
+        assert!(!may_split(&opts, LoadMode::Append, true, true));
         let one = LoadOptions {
             streams: 1,
             ..LoadOptions::default()
         };
-        assert!(!may_split(&one, &narrow, LoadMode::Append, true, false));
+        assert!(!may_split(&one, LoadMode::Append, true, false));
     }
 
     #[test]

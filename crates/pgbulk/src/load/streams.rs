@@ -13,10 +13,6 @@ use std::io::Read;
 /// Files at least this big are read as two halves on two connections.
 pub(super) const PARALLEL_MIN_BYTES: u64 = 32 << 20;
 
-/// Tables with more columns load with one stream (the client's encoding
-/// then keeps a core busy by itself).
-pub(super) const PARALLEL_MAX_COLUMNS: usize = 6;
-
 /// One reader of the inputs: where it starts, where it stops, and the name
 /// its watermark row is kept under.
 #[derive(Debug, Clone)]
@@ -46,26 +42,33 @@ pub(super) fn parallel_input(sources: &[Source], opts: &LoadOptions) -> Result<b
 
 /// The first record boundary at or after the middle of the file, and the
 /// line it starts on: where the parser the load uses finds it (see
-/// [`split_parsed`]), found without parsing when no quote or carriage
-/// return comes before it (see [`split_unquoted`]).
+/// [`split_parsed`]), found without parsing when it may be (see
+/// [`split_scanned`]).
 pub(super) fn split_point(source: &Source, opts: &LoadOptions) -> Result<Option<(u64, u64)>> {
-    match split_unquoted(source, opts)? {
+    match split_scanned(source, opts)? {
         Some(found) => Ok(found),
         None => split_parsed(source, opts),
     }
 }
 
-/// [`split_point`] by a scan for line ends, or `None` when a quote or a
-/// carriage return comes before the boundary (the parser must then say
-/// where records end). Without them, every `\n` ends a record and a line,
-/// and a record is blank only when its line is empty: the boundary is the
-/// end of the first non-empty line ending at or after the middle.
-fn split_unquoted(source: &Source, opts: &LoadOptions) -> Result<Option<Option<(u64, u64)>>> {
+/// [`split_point`] by a scan for quotes and line ends, or `None` when the
+/// parser must say where records end: a carriage return comes before the
+/// boundary, or a quote while the escape is another character (or lines
+/// are skipped, which the parser reads without looking at quotes).
+/// Otherwise quotes alternate in and out of quoted parts (a doubled quote
+/// inside them is two quotes), a `\n` outside them ends a record, each
+/// `\n` ends a line, and a record is blank only when nothing comes before
+/// its `\n`: the boundary is the end of the first record not blank that
+/// ends at or after the middle.
+fn split_scanned(source: &Source, opts: &LoadOptions) -> Result<Option<Option<(u64, u64)>>> {
     let middle = source.size().unwrap_or(0) / 2;
+    let quote = opts.dialect.quote;
+    let follows_quotes = opts.dialect.escape == quote && opts.skip_lines == 0;
     let (mut stream, _) = input::open(source, opts.encoding, Arc::default())?;
     let mut buf = vec![0u8; 1 << 20];
-    // Bytes before `buf`, `\n`s seen, where the current line starts.
-    let (mut offset, mut newlines, mut line_start) = (0u64, 0u64, 0u64);
+    // Bytes before `buf`, `\n`s seen, where the current record starts,
+    // whether a quoted part is open.
+    let (mut offset, mut newlines, mut record_start, mut quoted) = (0u64, 0u64, 0u64, false);
     let mut found = (middle == 0).then_some((0, 1));
     loop {
         let n = match stream.read(&mut buf) {
@@ -79,23 +82,31 @@ fn split_unquoted(source: &Source, opts: &LoadOptions) -> Result<Option<Option<(
             return Ok(Some(found));
         }
         let chunk = &buf[..n];
-        if memchr::memchr2(opts.dialect.quote, b'\r', chunk).is_some() {
+        let quotes = memchr::memchr(quote, chunk).is_some();
+        if memchr::memchr(b'\r', chunk).is_some() || (quotes && !follows_quotes) {
             return Ok(None);
         }
-        if offset + (n as u64) < middle {
-            // No line here ends at or after the middle: count them at once.
+        if !quotes && !quoted && offset + (n as u64) < middle {
+            // No record here ends at or after the middle: count lines at once.
             newlines += memchr::memchr_iter(b'\n', chunk).count() as u64;
             if let Some(last) = memchr::memrchr(b'\n', chunk) {
-                line_start = offset + last as u64 + 1;
+                record_start = offset + last as u64 + 1;
             }
             offset += n as u64;
             continue;
         }
-        for at in memchr::memchr_iter(b'\n', chunk) {
+        for at in memchr::memchr2_iter(quote, b'\n', chunk) {
+            if chunk[at] == quote {
+                quoted = !quoted;
+                continue;
+            }
             newlines += 1;
+            if quoted {
+                continue;
+            }
             let end = offset + at as u64 + 1;
-            let blank = end - 1 == line_start;
-            line_start = end;
+            let blank = end - 1 == record_start;
+            record_start = end;
             if end >= middle && !blank {
                 // The next record starts on the line after `newlines` lines.
                 found = Some((end, newlines + 1));
@@ -145,7 +156,7 @@ mod tests {
         std::fs::write(&path, text).expect("write");
         let source = Source::File(path.clone());
         let opts = LoadOptions::default();
-        let scanned = split_unquoted(&source, &opts).expect("scan");
+        let scanned = split_scanned(&source, &opts).expect("scan");
         let parsed = split_parsed(&source, &opts).expect("parse");
         std::fs::remove_file(&path).expect("remove");
         (scanned, parsed)
@@ -167,10 +178,13 @@ mod tests {
             for _ in 0..1 + next(12) {
                 let len = if next(4) == 0 { 0 } else { next(9) };
                 for _ in 0..len {
-                    text.push(if next(3) == 0 {
-                        b','
-                    } else {
-                        b'a' + next(26) as u8
+                    // Half the cases have quotes, some doubled, some
+                    // around line ends, some never closed.
+                    text.push(match next(12) {
+                        0..4 => b',',
+                        4 if case % 2 == 0 => b'"',
+                        5 if case % 4 == 0 => b'\n',
+                        _ => b'a' + next(26) as u8,
                     });
                 }
                 text.push(b'\n');
@@ -229,11 +243,31 @@ mod tests {
     }
 
     #[test]
-    fn a_quote_or_carriage_return_before_the_boundary_leaves_it_to_the_parser() {
+    fn quotes_are_followed_and_a_carriage_return_leaves_it_to_the_parser() {
         let (scanned, parsed) = splits(b"a,\"b\nc\"\nd,e\nf,g\n", "quote");
-        assert_eq!(scanned, None);
         assert_eq!(parsed, Some((8, 3)));
+        assert_eq!(scanned, Some(parsed));
+        let (scanned, parsed) = splits(b"a,\"b\"\"\n\nc\"\nd,e\nf,g\n", "doubled");
+        assert_eq!(parsed, Some((11, 4)));
+        assert_eq!(scanned, Some(parsed));
         let (scanned, _) = splits(b"a,b\r\nc,d\r\ne,f\r\n", "cr");
         assert_eq!(scanned, None);
+    }
+
+    #[test]
+    fn quotes_with_another_escape_or_skipped_lines_leave_it_to_the_parser() {
+        let path = std::env::temp_dir().join(format!("pgbulk-split-{}-escape", std::process::id()));
+        std::fs::write(&path, b"a,\"b\\\"\nc\"\nd,e\nf,g\n").expect("write");
+        let source = Source::File(path.clone());
+        let mut opts = LoadOptions::default();
+        opts.dialect.escape = b'\\';
+        assert_eq!(split_scanned(&source, &opts).expect("scan"), None);
+        assert_eq!(split_parsed(&source, &opts).expect("parse"), Some((10, 3)));
+        let opts = LoadOptions {
+            skip_lines: 1,
+            ..LoadOptions::default()
+        };
+        assert_eq!(split_scanned(&source, &opts).expect("scan"), None);
+        std::fs::remove_file(&path).expect("remove");
     }
 }
