@@ -53,6 +53,10 @@ pub(super) fn encode(
     let Ok(width) = u16::try_from(columns) else {
         return Run::default();
     };
+    // Records of no field would be read without end, none of them a byte.
+    if plan.fields.is_empty() {
+        return Run::default();
+    }
     let mut run = Run::default();
     let last = plan.fields.len().saturating_sub(1);
     // A quoted field's value, its doubled quotes undone.

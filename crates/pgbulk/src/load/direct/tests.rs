@@ -312,3 +312,10 @@ fn whatever_it_encodes_the_row_by_row_path_encodes_the_same() {
         "{taken} of {records}"
     );
 }
+
+#[test]
+fn a_plan_of_no_field_reads_nothing() {
+    let dialect = Dialect::default();
+    let plan = plan(&[], &dialect, &[]);
+    assert_eq!(encode_all(&plan, b"1\n2\n"), (Run::default(), Vec::new()));
+}
