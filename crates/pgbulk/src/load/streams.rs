@@ -95,11 +95,13 @@ fn split_scanned(source: &Source, opts: &LoadOptions) -> Result<Option<Option<(u
             offset += n as u64;
             continue;
         }
-        for at in memchr::memchr2_iter(quote, b'\n', chunk) {
-            if chunk[at] == quote {
-                quoted = !quoted;
-                continue;
-            }
+        // Line by line: the quotes before each line end say whether it is
+        // inside a quoted part (counted at once: a call per quote would
+        // cost more than the count).
+        let mut from = 0;
+        for at in memchr::memchr_iter(b'\n', chunk) {
+            quoted ^= memchr::memchr_iter(quote, &chunk[from..at]).count() % 2 == 1;
+            from = at + 1;
             newlines += 1;
             if quoted {
                 continue;
@@ -116,6 +118,7 @@ fn split_scanned(source: &Source, opts: &LoadOptions) -> Result<Option<Option<(u
                 break;
             }
         }
+        quoted ^= memchr::memchr_iter(quote, &chunk[from..]).count() % 2 == 1;
         offset += n as u64;
     }
 }
