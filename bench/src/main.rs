@@ -79,8 +79,20 @@ const PSQL_PIPE: &str = "psql \\copy TO piped into \\copy FROM";
 /// not memory).
 const BATCH_ROWS: usize = 10_000_000;
 
+/// What `--help` prints (the module documentation says more).
+const USAGE: &str = "usage: pgbulk-bench [ingest|load|sync|export|python|all] [ROWS] [--runs N] [--json]\n\
+                     Times pgbulk against the reference tool on a throwaway cluster \
+                     (or PGBULK_BENCH_DATABASE_URL); see the README's Benchmarks section.";
+
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args
+        .iter()
+        .any(|a| ["-h", "--help", "help"].contains(&a.as_str()))
+    {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let json = args.iter().any(|a| a == "--json");
     let for_all = args.iter().any(|a| a == MEASURES_FLAG);
     args.retain(|a| a != "--json" && a != MEASURES_FLAG);
@@ -154,9 +166,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         other => {
-            bail!(
-                "unknown benchmark {other:?} (try: ingest, load, sync, export, python or all [ROWS] [--runs N] [--json])"
-            )
+            bail!("unknown benchmark {other:?}\n{USAGE}")
         }
     }
     if for_all {
