@@ -236,3 +236,72 @@ async fn a_file_loads_as_copy_csv_loads_it() {
         }
     }
 }
+
+/// A Latin-1 file, its values ASCII or not, quoted or not: `load` with
+/// `latin1` stores the rows `COPY ... (FORMAT csv, ENCODING 'LATIN1')`
+/// stores.
+#[tokio::test]
+async fn a_latin1_file_loads_as_copy_reads_it() {
+    let db = TestDb::new("lib_load_latin1").await;
+    let client = db.connect().await;
+    let dir = Scratch::new("lib-load-latin1");
+    let params = resolve(&db.url);
+    // "\xc3\xa9" is two Latin-1 characters that UTF-8 would read as one.
+    let texts: [&[u8]; 6] = [
+        b"abc",
+        b"\xe9t\xe9",
+        b"\xc3\xa9",
+        b"x y",
+        b"\"a,\xe9\"",
+        b"\"q\"\"\"",
+    ];
+    let mut rng = crate::harness::Rng(0x0DDB_1A5E_5BAD_5EED);
+    let mut text = b"a,b\n".to_vec();
+    for n in 0..20_000 {
+        text.extend_from_slice(format!("{n},").as_bytes());
+        text.extend_from_slice(texts[rng.index(texts.len())]);
+        text.push(b'\n');
+    }
+    for table in ["latin_copy", "latin_load"] {
+        client
+            .batch_execute(&format!("CREATE TABLE {table} (a int, b text)"))
+            .await
+            .expect("table");
+    }
+    copy_in(
+        &client,
+        "COPY latin_copy FROM STDIN (FORMAT csv, HEADER, ENCODING 'LATIN1')",
+        [text.clone()],
+    )
+    .await
+    .expect("COPY takes the file");
+    let path = dir.path().join("latin1.csv");
+    std::fs::write(&path, &text).expect("write");
+    let opts = LoadOptions {
+        sources: vec![Source::File(path)],
+        table: TableName {
+            schema: None,
+            name: "latin_load".to_owned(),
+        },
+        encoding: pgbulk::input::encoding("latin1").expect("latin1"),
+        ..LoadOptions::default()
+    };
+    let loader = pgbulk::connect::connect(&params)
+        .await
+        .expect("connect")
+        .client;
+    let report = load(loader, &params, &opts, Arc::new(Progress::default()))
+        .await
+        .expect("loaded");
+    assert_eq!(report.inserted, 20_000, "{report:?}");
+    let differ: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM (TABLE latin_copy EXCEPT ALL TABLE latin_load) x) \
+                  + (SELECT count(*) FROM (TABLE latin_load EXCEPT ALL TABLE latin_copy) x)",
+            &[],
+        )
+        .await
+        .expect("compare")
+        .get(0);
+    assert_eq!(differ, 0, "rows differ from COPY's");
+}

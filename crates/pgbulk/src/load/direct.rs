@@ -1,7 +1,8 @@
 //! Records encoded straight from the reader's buffer into binary COPY
 //! tuples. Most records of a big file are one line with no carriage
 //! return, whose fields are plain or quoted whole (`"a,""b"""`), holding
-//! values the encoder converts itself: those skip the copy into a row of
+//! values the encoder converts itself (ASCII ones, in an input of another
+//! encoding than UTF-8): those skip the copy into a row of
 //! text fields and the engine's work per field. Any other record (a field
 //! spanning lines or quoted in part, a blank line, the wrong number of
 //! fields, a value that does not convert or that the server converts, cut
@@ -24,6 +25,10 @@ pub(super) struct Plan<'a> {
     pub(super) fields: Vec<Option<&'a Column>>,
     /// A longer field is left to the row-by-row path (which fails it).
     pub(super) max_field: usize,
+    /// The input is in another encoding than UTF-8 (an ASCII-compatible
+    /// one): a value with a byte beyond ASCII is left to the row-by-row
+    /// path, which decodes it.
+    pub(super) ascii_only: bool,
 }
 
 /// What [`encode`] did.
@@ -92,6 +97,7 @@ pub(super) fn encode(
                         out.extend_from_slice(&(-1i32).to_be_bytes());
                         !column.not_null
                     }
+                    Some(_) if plan.ascii_only && !bytes.is_ascii() => false,
                     Some(column) => encode_field_bytes(bytes, &column.ty, out),
                 };
             if !written {

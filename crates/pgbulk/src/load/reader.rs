@@ -739,10 +739,9 @@ impl TextRows for CsvRows {
                 .lock()
                 .map_err(|_| Error::new(ErrorKind::Io, "load state poisoned"))?;
             let s = &mut *guard;
-            // Rejected rows keep their raw bytes, and other encodings are
-            // decoded field by field: those rows are read one by one.
-            let utf8 = input::field_encoding(s.opts.encoding) == encoding_rs::UTF_8;
-            if !utf8 || s.opts.reject_file.is_some() || s.progress.is_interrupted() {
+            // Rejected rows keep their raw bytes: those rows are read one
+            // by one.
+            if s.opts.reject_file.is_some() || s.progress.is_interrupted() {
                 return Ok(0);
             }
             let Some(reader) = s.reader.as_mut().filter(|r| !r.keeps_raw()) else {
@@ -767,6 +766,8 @@ impl TextRows for CsvRows {
                 null: &dialect.null,
                 fields,
                 max_field: reader.max_field(),
+                // Other encodings are decoded field by field, ASCII as it is.
+                ascii_only: input::field_encoding(s.opts.encoding) != encoding_rs::UTF_8,
             };
             let starts_before = s.limit.map_or(usize::MAX, |limit| {
                 usize::try_from(limit.saturating_sub(reader.offset())).unwrap_or(usize::MAX)

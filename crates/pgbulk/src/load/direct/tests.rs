@@ -46,6 +46,7 @@ fn plan<'a>(columns: &'a [Column], dialect: &'a Dialect, skip: &[usize]) -> Plan
             .map(|i| if skip.contains(&i) { None } else { next.next() })
             .collect(),
         max_field: 64,
+        ascii_only: false,
     }
 }
 
@@ -318,4 +319,26 @@ fn a_plan_of_no_field_reads_nothing() {
     let dialect = Dialect::default();
     let plan = plan(&[], &dialect, &[]);
     assert_eq!(encode_all(&plan, b"1\n2\n"), (Run::default(), Vec::new()));
+}
+
+#[test]
+fn in_another_encoding_only_ascii_values_are_taken() {
+    let columns = vec![
+        column(TypeKind::Int4, 23, false),
+        column(TypeKind::Text, 25, false),
+    ];
+    let dialect = Dialect::default();
+    let mut plan = plan(&columns, &dialect, &[]);
+    plan.ascii_only = true;
+    // Latin-1 "\xc3\xa9" is two characters, not the UTF-8 one.
+    let input = b"1,abc\n2,\xc3\xa9\n3,x\n";
+    let (run, out) = encode_all(&plan, input);
+    assert_eq!(
+        run,
+        Run {
+            consumed: 6,
+            records: 1
+        }
+    );
+    assert_eq!(Some((out, 1)), row_by_row(&plan, &dialect, b"1,abc\n"));
 }
