@@ -429,9 +429,9 @@ impl<R: Read> Reader<R> {
 
     /// Consumes the first `n` bytes of [`Reader::buffered`], which the
     /// caller read as `records` records of one line each, every one
-    /// ending in `\n` (no quote, no carriage return, none blank). Raw
-    /// bytes are not kept for them: only when [`Reader::keeps_raw`] is
-    /// false are records taken this way.
+    /// ending in `\n` (no line end inside quotes, no carriage return, none
+    /// blank). Raw bytes are not kept for them: only when
+    /// [`Reader::keeps_raw`] is false are records taken this way.
     pub fn consume_lines(&mut self, n: usize, records: u64) {
         let n = n.min(self.len - self.pos);
         self.pos += n;
