@@ -300,3 +300,51 @@ async fn loads_as_copy(
         .get(0);
     assert_eq!(differ, 0, "{name}: rows differ from COPY's");
 }
+
+/// A bad value after many records taken straight from the reader's buffer
+/// (several reads of it): the error names its line and field, and the
+/// batch leaves nothing in the table.
+#[tokio::test]
+async fn a_bad_value_after_many_good_records_is_located_and_loads_nothing() {
+    let db = TestDb::new("lib_load_late_bad").await;
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE late (a int, b text)")
+        .await
+        .expect("table");
+    let dir = Scratch::new("lib-load-late-bad");
+    let mut text = String::from("a,b\n");
+    for n in 0..50_000 {
+        text.push_str(&format!("{n},\"text, {n}\"\n"));
+    }
+    text.push_str("50000,fine\n12x,bad\n");
+    let path = dir.file("late.csv", &text, 0o644);
+    let params = resolve(&db.url);
+    let opts = LoadOptions {
+        sources: vec![Source::File(path.clone())],
+        table: TableName {
+            schema: None,
+            name: "late".to_owned(),
+        },
+        ..LoadOptions::default()
+    };
+    let loader = pgbulk::connect::connect(&params)
+        .await
+        .expect("connect")
+        .client;
+    let err = load(loader, &params, &opts, Arc::new(Progress::default()))
+        .await
+        .expect_err("a bad value");
+    assert_eq!(err.kind(), ErrorKind::Data);
+    let at = err.location().expect("a location");
+    assert_eq!(
+        (at.input.as_str(), at.line, at.field),
+        (path.to_str().expect("utf8"), 50_003, Some(1))
+    );
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM late", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 0);
+}
