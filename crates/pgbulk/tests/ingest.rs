@@ -1603,71 +1603,126 @@ async fn a_shared_hook_joins_each_batch_transaction_through_the_relay() {
     );
 }
 
+/// The rows of `table` as `(id, v)`, in key order.
+async fn id_values(client: &tokio_postgres::Client, table: &str) -> Vec<(i32, String)> {
+    client
+        .query(&format!("SELECT id, v FROM {table} ORDER BY id"), &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn pairs(list: &[(i32, &str)]) -> Vec<(i32, String)> {
+    list.iter().map(|&(i, v)| (i, v.to_owned())).collect()
+}
+
 /// A keyed table created in the first batch's transaction is filled by
-/// COPY straight into it until a key repeats; the rest is staged and
-/// merged, so the last row of each key still wins and the counts say so.
+/// COPY straight into it, its primary key built after: rows whose key a
+/// later row repeats are removed first, so the last row of each key wins
+/// and the counts say so, also when a value the server converts stages the
+/// rest of the batch. A table with a constraint beside its key takes rows
+/// straight in only until a key repeats: a row between the first and the
+/// last of a key is not checked, as when the table is not new.
 #[tokio::test]
-async fn a_new_keyed_table_takes_rows_straight_in_until_a_key_repeats() {
+async fn a_new_keyed_table_takes_rows_straight_in_and_keeps_the_last_row_per_key() {
     let db = TestDb::new("ingest_fresh_keyed").await;
     let mut client = db.connect().await;
-    let d = decl("CREATE TABLE s.k (id int PRIMARY KEY, v text NOT NULL);");
     let options = Options {
         create_with_first_batch: true,
         ..Options::default()
     };
+    let d = decl("CREATE TABLE s.k (id int PRIMARY KEY, v text NOT NULL);");
     let r = |id: i64, v: &str| row("s.k", vec![Value::Int(id), text(v)]);
-    let rows = vec![
-        r(1, "a"),
-        r(2, "b"),
-        r(1, "c"),
-        r(3, "d"),
-        r(2, "e"),
-        r(4, "f"),
-    ];
+    // Repeats far apart, and one key three times.
+    let mut rows: Vec<Row> = (0..3000).map(|i| r(i, "first")).collect();
+    rows.extend((0..3000).step_by(3).map(|i| r(i, "second")));
+    rows.push(r(6, "third"));
     let report = ingest(&mut client, &d, |_| vec![batch(json!(1), rows)], &options)
         .await
         .expect("ingest");
     let c = report.tables["s.k"];
     assert_eq!(
         (c.inserted, c.updated, c.unchanged, c.repeated),
-        (4, 0, 0, 2)
+        (3000, 0, 0, 1001)
     );
-    let got: Vec<(i32, String)> = client
-        .query("SELECT id, v FROM s.k ORDER BY id", &[])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let want: Vec<(i32, String)> = vec![(1, "c"), (2, "e"), (3, "d"), (4, "f")]
-        .into_iter()
-        .map(|(i, v)| (i, v.to_owned()))
-        .collect();
-    assert_eq!(got, want);
-    // Without repeats every row goes straight in, frozen.
-    let d2 = decl("CREATE TABLE s.k2 (id int PRIMARY KEY, v text NOT NULL);");
-    let rows: Vec<Row> = (0..1000)
-        .map(|i| row("s.k2", vec![Value::Int(i), text("x")]))
-        .collect();
+    let got = id_values(&client, "s.k").await;
+    assert_eq!(got.len(), 3000);
+    for (id, v) in got {
+        let want = match id {
+            6 => "third",
+            i if i % 3 == 0 => "second",
+            _ => "first",
+        };
+        assert_eq!(v, want, "id {id}");
+    }
+    // A value the server converts (an interval the client leaves to it)
+    // stages the rest of the batch: the rows before it went straight in,
+    // their repeats removed; the staged rows update them.
+    let d2 = decl("CREATE TABLE s.k2 (id int PRIMARY KEY, v text NOT NULL, d interval);");
+    let r2 = |id: i64, v: &str, d: &str| row("s.k2", vec![Value::Int(id), text(v), text(d)]);
+    let rows = vec![
+        r2(1, "a", "1 day"),
+        r2(2, "b", "1 day"),
+        r2(1, "c", "1 day"),
+        r2(3, "d", "1.5 days"),
+        r2(2, "e", "2 days"),
+        r2(4, "f", "1 day"),
+    ];
     let report = ingest(&mut client, &d2, |_| vec![batch(json!(1), rows)], &options)
         .await
         .expect("ingest");
-    assert_eq!(report.tables["s.k2"].inserted, 1000);
-    assert_eq!(count(&client, "SELECT count(*) FROM s.k2").await, 1000);
-    // Keys equal to the server but not byte for byte (numeric scale) are
-    // staged from the start: the later row wins, no unique violation.
-    let d3 = decl("CREATE TABLE s.k3 (id numeric PRIMARY KEY, v text NOT NULL);");
+    let c = report.tables["s.k2"];
+    assert_eq!(
+        (c.inserted, c.updated, c.unchanged, c.repeated),
+        (4, 0, 0, 2)
+    );
+    assert_eq!(
+        id_values(&client, "s.k2").await,
+        pairs(&[(1, "c"), (2, "e"), (3, "d"), (4, "f")])
+    );
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM s.k2 WHERE (id, d) IN ((3, '36 hours'), (2, '2 days'))"
+        )
+        .await,
+        2
+    );
+    // A check that only a replaced row between the first and the last
+    // fails.
+    let d3 = decl("CREATE TABLE s.k3 (id int PRIMARY KEY, v text NOT NULL CHECK (v <> 'bad'));");
     let rows = vec![
-        row("s.k3", vec![text("1.0"), text("first")]),
-        row("s.k3", vec![text("1.00"), text("second")]),
+        row("s.k3", vec![Value::Int(1), text("a")]),
+        row("s.k3", vec![Value::Int(2), text("b")]),
+        row("s.k3", vec![Value::Int(1), text("bad")]),
+        row("s.k3", vec![Value::Int(1), text("good")]),
     ];
-    ingest(&mut client, &d3, |_| vec![batch(json!(1), rows)], &options)
+    let report = ingest(&mut client, &d3, |_| vec![batch(json!(1), rows)], &options)
+        .await
+        .expect("ingest");
+    assert_eq!(report.tables["s.k3"].repeated, 2);
+    assert_eq!(
+        id_values(&client, "s.k3").await,
+        pairs(&[(1, "good"), (2, "b")])
+    );
+    // Keys equal to the server but not byte for byte (numeric scale): the
+    // later row wins, no unique violation.
+    let d4 = decl("CREATE TABLE s.k4 (id numeric PRIMARY KEY, v text NOT NULL);");
+    let rows = vec![
+        row("s.k4", vec![text("1.0"), text("first")]),
+        row("s.k4", vec![text("1.00"), text("second")]),
+    ];
+    let report = ingest(&mut client, &d4, |_| vec![batch(json!(1), rows)], &options)
         .await
         .expect("ingest numeric keys");
+    assert_eq!(report.tables["s.k4"].repeated, 1);
     assert_eq!(
-        count(&client, "SELECT count(*) FROM s.k3 WHERE v = 'second'").await,
+        count(&client, "SELECT count(*) FROM s.k4 WHERE v = 'second'").await,
         1
     );
+    assert_eq!(count(&client, "SELECT count(*) FROM s.k4").await, 1);
 }
 
 /// The indexes and constraints of a table, as the server describes them.

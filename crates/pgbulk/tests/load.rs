@@ -11,6 +11,18 @@ use pgbulk::schema::TableName;
 
 use crate::harness::{Scratch, TestDb, resolve};
 
+/// `load` on a connection of its own.
+async fn load_on_new_connection(
+    params: &pgbulk::conninfo::ConnParams,
+    opts: &LoadOptions,
+) -> pgbulk::Result<pgbulk::load::LoadReport> {
+    let client = pgbulk::connect::connect(params)
+        .await
+        .expect("connect")
+        .client;
+    load(client, params, opts, Arc::new(Progress::default())).await
+}
+
 #[tokio::test]
 async fn a_bad_value_is_located_as_data() {
     let db = TestDb::new("lib_load_located").await;
@@ -33,13 +45,7 @@ async fn a_bad_value_is_located_as_data() {
     };
     let run = |o: LoadOptions| {
         let params = params.clone();
-        async move {
-            let client = pgbulk::connect::connect(&params)
-                .await
-                .expect("connect")
-                .client;
-            load(client, &params, &o, Arc::new(Progress::default())).await
-        }
+        async move { load_on_new_connection(&params, &o).await }
     };
 
     let err = run(opts(&bad_value)).await.expect_err("a bad value");
@@ -328,11 +334,7 @@ async fn a_bad_value_after_many_good_records_is_located_and_loads_nothing() {
         },
         ..LoadOptions::default()
     };
-    let loader = pgbulk::connect::connect(&params)
-        .await
-        .expect("connect")
-        .client;
-    let err = load(loader, &params, &opts, Arc::new(Progress::default()))
+    let err = load_on_new_connection(&params, &opts)
         .await
         .expect_err("a bad value");
     assert_eq!(err.kind(), ErrorKind::Data);
@@ -347,4 +349,88 @@ async fn a_bad_value_after_many_good_records_is_located_and_loads_nothing() {
         .expect("count")
         .get(0);
     assert_eq!(rows, 0);
+}
+
+/// A load into an empty table with a key, or into a new one given a key,
+/// takes the whole file in one batch when batches were not asked for (the
+/// key is built once, after the rows); keys repeated anywhere in the file
+/// keep their last row, in one batch as in several (where a later batch
+/// updates the row an earlier one inserted).
+#[tokio::test]
+async fn an_empty_or_new_keyed_table_takes_a_file_in_one_batch_keeping_the_last_row_per_key() {
+    let db = TestDb::new("lib_load_one_batch").await;
+    let client = db.connect().await;
+    let dir = Scratch::new("lib-load-one-batch");
+    // 5,000 records; every fifth repeats the key of a record 2,000 lines
+    // earlier with another value.
+    let mut csv = String::from("id,v\n");
+    let mut want = std::collections::BTreeMap::new();
+    for i in 0..5000 {
+        let id = if i % 5 == 4 && i >= 2000 { i - 2000 } else { i };
+        csv.push_str(&format!("{id},v{i}\n"));
+        want.insert(id, format!("v{i}"));
+    }
+    let repeats = 5000 - want.len() as u64;
+    assert!(repeats > 0);
+    let file = dir.file("repeats.csv", &csv, 0o644);
+    let params = resolve(&db.url);
+    let run = |table: &str, batch_rows_asked: bool| {
+        let o = LoadOptions {
+            sources: vec![Source::File(file.clone())],
+            table: TableName {
+                schema: None,
+                name: table.to_owned(),
+            },
+            key: Some(vec!["id".to_owned()]),
+            batch_rows: 1000,
+            batch_rows_asked,
+            ..LoadOptions::default()
+        };
+        let params = params.clone();
+        async move { load_on_new_connection(&params, &o).await.expect("load") }
+    };
+    client
+        .batch_execute(
+            "CREATE TABLE empty_one (id int PRIMARY KEY, v text); \
+             CREATE TABLE empty_many (id int PRIMARY KEY, v text)",
+        )
+        .await
+        .expect("tables");
+    for (table, asked, batches, repeated, updated) in [
+        ("empty_one", false, 1, repeats, 0),
+        ("new_one", false, 1, repeats, 0),
+        ("empty_many", true, 5, 0, repeats),
+        ("new_many", true, 5, 0, repeats),
+    ] {
+        let report = run(table, asked).await;
+        assert_eq!(
+            (
+                report.batches,
+                report.inserted,
+                report.repeated,
+                report.updated
+            ),
+            (batches, want.len() as u64, repeated, updated),
+            "{table}: {report:?}"
+        );
+        let got: std::collections::BTreeMap<i32, String> = client
+            .query(&format!("SELECT id, v FROM {table}"), &[])
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let want: std::collections::BTreeMap<i32, String> =
+            want.iter().map(|(&k, v)| (k, v.clone())).collect();
+        assert_eq!(got, want, "{table}");
+        let key: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype = 'p'",
+                &[&table],
+            )
+            .await
+            .expect("key")
+            .get(0);
+        assert_eq!(key, 1, "{table}");
+    }
 }

@@ -95,6 +95,7 @@ pub(super) async fn load_batch(
         options.reject_rows,
         &ctx.fresh,
         options.on_duplicate == OnDuplicate::Last,
+        deferred.keys_free(),
     )
     .await
     .map_err(|e| match e.kind() {
@@ -103,6 +104,16 @@ pub(super) async fn load_batch(
             .context(format_args!("batch {number}"))
             .in_batch(number as u64),
     })?;
+    // Repeated keys among the rows copied straight in, before their key is
+    // built.
+    let mut repeated_direct = vec![0; targets.len()];
+    for (t, p) in staged.iter().enumerate() {
+        if p.as_ref().is_some_and(|p| p.repeats_copied_direct()) {
+            repeated_direct[t] = indexes::remove_repeats(&tx, &targets[t])
+                .await
+                .map_err(|e| e.in_batch(number as u64))?;
+        }
+    }
     deferred
         .build(&tx, number)
         .await
@@ -130,7 +141,8 @@ pub(super) async fn load_batch(
     let mut work: Vec<Staged<'_>> = targets
         .iter()
         .zip(staged)
-        .filter_map(|(target, p)| {
+        .zip(repeated_direct)
+        .filter_map(|((target, p), repeated_direct)| {
             let p = p?;
             Some(Staged {
                 target,
@@ -139,6 +151,7 @@ pub(super) async fn load_batch(
                 direct: p.direct,
                 copied: p.copied,
                 copied_direct: p.copied_direct,
+                repeated_direct,
                 duplicates: p.duplicates,
                 shadows: p.shadows,
                 locate_all: p.locate_all,
@@ -173,6 +186,10 @@ pub(super) async fn load_batch(
         c.inserted += w.copied_direct;
         if w.direct {
             c.inserted += w.copied;
+        }
+        c.inserted = c.inserted.saturating_sub(w.repeated_direct);
+        c.repeated += w.repeated_direct;
+        if w.direct {
             continue;
         }
         let layout = Layout {
@@ -481,6 +498,9 @@ struct Staged<'a> {
     copied: u64,
     /// Rows copied straight into the target before staging began.
     copied_direct: u64,
+    /// Rows copied straight in and removed, a later one repeating their
+    /// key.
+    repeated_direct: u64,
     duplicates: bool,
     shadows: Vec<bool>,
     locate_all: bool,

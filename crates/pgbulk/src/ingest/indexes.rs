@@ -8,9 +8,13 @@
 //! constraints and indexes in a tablespace of their own are left in place
 //! (a row they refuse is refused during the COPY, where it can be named);
 //! so is every index of a table another table's foreign key references.
-//! The primary key's uniqueness is the client's to guarantee (it checks a
-//! key copied straight in for repeats); if a repeat still got in, building
-//! the index fails the batch, which rolls back whole.
+//!
+//! Rows of a table keyed by its primary key are all copied straight in
+//! when nothing else checks them or reacts to them
+//! ([`Deferred::keys_free`]); rows whose key a later row of the batch
+//! repeats are then removed before the key is built ([`remove_repeats`]),
+//! as a merge keeps the last. Other tables take rows straight in only
+//! until a key repeats (see the stage's `Pending::seen`).
 
 use tokio_postgres::Transaction;
 use tracing::debug;
@@ -25,6 +29,11 @@ pub(super) struct Deferred {
     /// Per table (its declared name), the statements that create them
     /// again, in order.
     build: Vec<(TableName, Vec<String>)>,
+    /// Oids of the tables whose primary key was dropped and that have no
+    /// other unique index, no constraint but NOT NULL, no trigger (foreign
+    /// keys have theirs) and no rule: a row whose key a later one repeats
+    /// may be inserted and deleted again with no one the wiser.
+    keys_free: Vec<u32>,
 }
 
 /// Drops the primary key and plain indexes of each target in `fresh` (oids
@@ -97,14 +106,74 @@ pub(super) async fn defer(
         tx.batch_execute(&drop.join(";\n"))
             .await
             .map_err(|e| Error::server("deferring the indexes of the new tables", e))?;
+        let dropped_keys: Vec<u32> = rows
+            .iter()
+            .filter(|r| r.get::<_, Option<String>>(3).is_some())
+            .map(|r| r.get(0))
+            .collect();
+        deferred.keys_free = tx
+            .query(
+                "SELECT c.oid FROM pg_catalog.pg_class c \
+                 WHERE c.oid = ANY($1) AND NOT c.relhastriggers AND NOT c.relhasrules \
+                   AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k \
+                                   WHERE k.conrelid = c.oid AND k.contype NOT IN ('p', 'n')) \
+                   AND NOT EXISTS (SELECT FROM pg_catalog.pg_index i \
+                                   WHERE i.indrelid = c.oid AND i.indisunique)",
+                &[&dropped_keys],
+            )
+            .await
+            .map_err(|e| Error::server("reading the constraints of the new tables", e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
     }
     Ok(deferred)
+}
+
+/// Deletes from `target` (a table created in this transaction, rows copied
+/// straight in, its primary key `target.key` not built yet) every row whose
+/// key a later row repeats, keeping the last row per key as a merge does.
+/// Such a table is only appended to, by COPY, which skips the free space
+/// map for a table created in its transaction: `ctid` order is arrival
+/// order. Returns the rows deleted.
+pub(super) async fn remove_repeats(tx: &Transaction<'_>, target: &Target) -> Result<u64> {
+    let table = target.write.quoted();
+    let key = target
+        .key
+        .iter()
+        .map(|&k| quote_ident(&target.columns[k].name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tx.execute(
+        &format!(
+            "DELETE FROM {table} WHERE ctid = ANY (ARRAY( \
+                SELECT r FROM (SELECT ctid AS r, row_number() OVER (PARTITION BY {key} ORDER BY ctid DESC) AS n \
+                               FROM {table}) s \
+                WHERE n > 1))"
+        ),
+        &[],
+    )
+    .await
+    .map_err(|e| {
+        Error::in_context(
+            Error::server("DELETE", e),
+            &format!("table {}: removing rows whose key a later row repeats", target.name),
+        )
+        .in_table(&target.name)
+    })
 }
 
 impl Deferred {
     /// Whether no index was dropped.
     pub(super) fn is_empty(&self) -> bool {
         self.build.is_empty()
+    }
+
+    /// Tables whose primary key is built after the rows are in and is the
+    /// only thing that checks their rows against each other or against
+    /// other tables (see the module's description).
+    pub(super) fn keys_free(&self) -> &[u32] {
+        &self.keys_free
     }
 
     /// Builds the deferred indexes (in the same transaction, before

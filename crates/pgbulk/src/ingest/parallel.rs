@@ -707,6 +707,7 @@ mod tests {
             columns: vec![key, column("v", TypeKind::Text, 25)],
             key: vec![0],
             key_is_primary: true,
+            key_named: false,
             partitioned: false,
         }
     }

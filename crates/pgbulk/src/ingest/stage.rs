@@ -109,12 +109,19 @@ pub(super) struct Pending {
     /// Every row keeps its location (rows the server refuses are isolated
     /// and rejected, not only values it casts).
     pub(super) locate_all: bool,
-    /// For a table with a key copied straight in (it was created in this
-    /// transaction, so it held no row): the key hashes so far. The first
-    /// repeated one (or one too many to track) ends the direct COPY; the
-    /// rest of the batch is staged and merged (its rows update the ones
-    /// copied in, as the later row of a key wins).
+    /// For a table with a key copied straight in whose rows something
+    /// besides its primary key checks (a constraint, a trigger: see
+    /// [`super::indexes::Deferred::keys_free`]): the key hashes so far. The
+    /// first repeated one (or one too many to track) ends the direct COPY;
+    /// the rest of the batch is staged and merged (its rows update the
+    /// ones copied in, as the later row of a key wins), so only the first
+    /// and the last row of a key are checked, as when the table is not
+    /// new.
     seen: Option<std::collections::HashSet<u64>>,
+    /// For a table with a key whose rows went straight in until the rest
+    /// of the batch had to be staged ([`widen`]): whether those rows may
+    /// repeat a key (see [`Pending::repeats_copied_direct`]).
+    direct_repeats: bool,
     /// The layout's fields per tuple and whether rows carry their location:
     /// kept, not recomputed for every row ([`Pending::relayout`]).
     tuple_fields: u16,
@@ -122,6 +129,18 @@ pub(super) struct Pending {
 }
 
 impl Pending {
+    /// Whether rows copied straight into a table with a key may repeat a
+    /// key (the client's key hashes say so, or cannot tell): the table's
+    /// primary key, built after the rows are in, needs them removed
+    /// first ([`super::indexes::remove_repeats`]).
+    pub(super) fn repeats_copied_direct(&self) -> bool {
+        if self.direct {
+            self.duplicates
+        } else {
+            self.copied_direct > 0 && self.direct_repeats
+        }
+    }
+
     /// Recomputes what depends on the layout (after a shadow was added).
     fn relayout(&mut self, target: &Target) {
         let (fields, located) = {
@@ -288,7 +307,8 @@ pub(super) enum Encoded<'a> {
 }
 
 /// Keys a table copied straight in is checked against (a hash set of
-/// about 18 MB at most); its rows after these are staged.
+/// about 18 MB at most; see [`Pending::seen`]); its rows after these are
+/// staged.
 const MAX_DIRECT_KEYS: usize = 1 << 20;
 
 /// The COPY in progress on the batch's connection.
@@ -303,7 +323,11 @@ pub(super) struct OpenCopy {
 /// the client encodes and memory stays bounded whatever the batch's size.
 /// Rows for undeclared tables are counted as skipped. Without
 /// `direct_allowed` (a batch that deletes first), keyless tables are staged
-/// too instead of copied straight into the table.
+/// too instead of copied straight into the table. With `keyed_direct`, a
+/// table in `fresh` keyed by its primary key is copied straight in too:
+/// one in `keys_free` whole (repeated keys are the batch's to remove
+/// before that key is built: [`Pending::repeats_copied_direct`]), another
+/// until a key repeats ([`Pending::seen`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn stage_rows(
     tx: &Transaction<'_>,
@@ -317,6 +341,7 @@ pub(super) async fn stage_rows(
     locate_all: bool,
     fresh: &[u32],
     keyed_direct: bool,
+    keys_free: &[u32],
 ) -> Result<(Vec<Option<Pending>>, Option<Box<dyn TextRows>>)> {
     let mut pending: Vec<Option<Pending>> = targets.iter().map(|_| None).collect();
     let mut open: Option<OpenCopy> = None;
@@ -331,7 +356,8 @@ pub(super) async fn stage_rows(
                 || (keyed_direct
                     && fresh
                     && target.key_is_primary
-                    && keys_compare_by_bytes(target)));
+                    && (keys_free.contains(&target.oid) || keys_compare_by_bytes(target))));
+        let checked = direct && keyed && !keys_free.contains(&target.oid);
         Pending {
             writer: CopyWriter::tuples_only(),
             chunks: ChunkPool::default(),
@@ -349,7 +375,8 @@ pub(super) async fn stage_rows(
             shadows: vec![false; target.columns.len()],
             copied_direct: 0,
             locate_all,
-            seen: (direct && keyed).then(std::collections::HashSet::new),
+            seen: checked.then(std::collections::HashSet::new),
+            direct_repeats: false,
             tuple_fields: 0,
             located: false,
         }
@@ -474,13 +501,13 @@ pub(super) async fn stage_rows(
                     ),
                 ));
             }
-            // Nothing here hashes the keys: a keyed table is staged and the
-            // server finds repeated keys.
+            // Nothing here hashes the keys: the server finds repeated keys
+            // unless the source's keys are unique, and a table whose rows a
+            // repeated key would fail is staged.
             p.keys = None;
-            if !p.direct || p.seen.is_some() {
+            p.duplicates = !target.key.is_empty() && !source.keys_unique();
+            if p.seen.take().is_some() {
                 p.direct = false;
-                p.seen = None;
-                p.duplicates = !target.key.is_empty() && !source.keys_unique();
             }
             pending[t] = Some(p);
             let fields = u16::try_from(target.columns.len()).unwrap_or(u16::MAX);
@@ -584,7 +611,11 @@ async fn widen(
         p.copied_direct = p.copied;
         p.copied = 0;
         p.into = None;
-        p.keys = p.seen.take().map(|_| KeyHashes::default());
+        p.seen = None;
+        if !target.key.is_empty() {
+            p.direct_repeats = p.duplicates || p.keys.take().is_none_or(KeyHashes::maybe_repeated);
+            p.keys = Some(KeyHashes::default());
+        }
     }
     let had_any = p.layout(target).any();
     let mut added = Vec::new();

@@ -27,8 +27,11 @@ pub(super) struct Target {
     /// Positions in `columns` of the key rows are matched on.
     pub(super) key: Vec<usize>,
     /// Whether `key` is the primary key (a unique index `ON CONFLICT` can
-    /// use), not columns named for the upsert.
+    /// use), not other columns named for the upsert.
     pub(super) key_is_primary: bool,
+    /// Whether `key` was named for the upsert (so the input must hold
+    /// it), not taken from the primary key.
+    pub(super) key_named: bool,
     /// Whether `write` is a partitioned table (its rows are in its
     /// partitions: `RETURNING` cannot read their system columns before
     /// PostgreSQL 15, and row counts are the partitions').
@@ -110,7 +113,7 @@ impl Target {
             let name = &self.columns[k].name;
             match columns.iter().position(|c| c.name == *name) {
                 Some(at) => key.push(at),
-                None if replacing && self.key_is_primary => {
+                None if replacing && !self.key_named => {
                     key.clear();
                     break;
                 }
@@ -176,6 +179,7 @@ pub(super) async fn read_targets(
             columns,
             key,
             key_is_primary: true,
+            key_named: false,
             partitioned: table.partitioned,
         });
     }
@@ -189,8 +193,7 @@ pub(super) fn keyed(mut targets: Vec<Target>, options: &Options) -> Result<Vec<T
         if options.upsert == Upsert::Append {
             t.key.clear();
         } else if let Some(names) = options.keys.get(&t.name.to_string()) {
-            t.key_is_primary = false;
-            t.key = names
+            let key: Vec<usize> = names
                 .iter()
                 .map(|n| {
                     t.columns.iter().position(|c| c.name == *n).ok_or_else(|| {
@@ -198,6 +201,15 @@ pub(super) fn keyed(mut targets: Vec<Target>, options: &Options) -> Result<Vec<T
                     })
                 })
                 .collect::<Result<_>>()?;
+            // The primary key's columns named, in any order, are still it
+            // (kept in its index's order).
+            let mut sorted = [t.key.clone(), key.clone()];
+            sorted.iter_mut().for_each(|k| k.sort_unstable());
+            t.key_named = true;
+            if !(t.key_is_primary && !t.key.is_empty() && sorted[0] == sorted[1]) {
+                t.key_is_primary = false;
+                t.key = key;
+            }
         }
     }
     Ok(targets)
