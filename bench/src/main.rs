@@ -19,8 +19,9 @@
 //! table: narrow rows (text, text, date, int; `;`-delimited with a header,
 //! like the sales file) and wide rows (12 columns: bigint, text, varchar,
 //! int, bigint, numeric(12,2), float8, bool, date, timestamptz, uuid,
-//! jsonb), with pgbulk's peak RSS; and the narrow load at 1 M and 17 M rows
-//! to show memory does not grow with the input. ROWS sets the narrow count
+//! jsonb), and the narrow rows into an empty table keyed on (point of
+//! sale, product, date), with pgbulk's peak RSS; and the narrow load at 1 M
+//! and 17 M rows to show memory does not grow with the input. ROWS sets the narrow count
 //! (default 5 M; wide is a fifth of it).
 //!
 //! `pgbulk-bench sync [ROWS]` copies a narrow (ROWS, default 5 M) and a
@@ -714,59 +715,65 @@ fn bench_load(rows: Option<usize>) -> anyhow::Result<()> {
             .args(extra);
         timed(&mut cmd)
     };
-    for (label, cols, path, extra, bar) in [
+    // An empty table with a key: `\copy` maintains the key row by row,
+    // pgbulk builds it once the rows are in.
+    let keyed_cols = "(pointofsale text, product text, date date, stock int, \
+                      PRIMARY KEY (pointofsale, product, date))";
+    for (label, name, cols, path, extra, bar) in [
         (
+            "narrow",
             "narrow",
             narrow_cols,
             &narrow,
             vec!["--delimiter", ";"],
             0.5,
         ),
-        ("wide", wide_cols, &wide, vec![], 0.42),
+        ("wide", "wide", wide_cols, &wide, vec![], 0.42),
+        (
+            "narrow, empty keyed table",
+            "keyed",
+            keyed_cols,
+            &narrow,
+            vec!["--delimiter", ";"],
+            0.5,
+        ),
     ] {
-        let delimiter = if label == "narrow" {
-            ", DELIMITER ';'"
+        let (delimiter, rows) = if path == &narrow {
+            (", DELIMITER ';'", narrow_rows)
         } else {
-            ""
+            ("", wide_rows)
         };
         let (mut theirs, mut ours, mut rss) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..runs() {
             // A table of its own per run: an earlier run's ledger is not
             // this one's.
             let previous = run.checked_sub(1).map_or_else(
-                || format!("{label}_pgbulk"),
-                |r| format!("{label}_pgbulk_{r}"),
+                || format!("{name}_pgbulk"),
+                |r| format!("{name}_pgbulk_{r}"),
             );
             psql(
                 &server,
                 &[
-                    &format!("DROP TABLE IF EXISTS {label}_psql, {previous}"),
-                    &format!("CREATE TABLE {label}_psql {cols}"),
-                    &format!("CREATE TABLE {label}_pgbulk_{run} {cols}"),
+                    &format!("DROP TABLE IF EXISTS {name}_psql, {previous}"),
+                    &format!("CREATE TABLE {name}_psql {cols}"),
+                    &format!("CREATE TABLE {name}_pgbulk_{run} {cols}"),
                     "CHECKPOINT",
                 ],
             )?;
             theirs.push(psql(
                 &server,
                 &[&format!(
-                    "\\copy {label}_psql FROM '{}' (FORMAT csv, HEADER{delimiter})",
+                    "\\copy {name}_psql FROM '{}' (FORMAT csv, HEADER{delimiter})",
                     file(path)
                 )],
             )?);
             psql(&server, &["CHECKPOINT"])?;
-            let (secs, peak) = pgbulk_load(&format!("{label}_pgbulk_{run}"), path, &extra)?;
+            let (secs, peak) = pgbulk_load(&format!("{name}_pgbulk_{run}"), path, &extra)?;
             ours.push(secs);
             rss.push(peak);
         }
         report(
-            &format!(
-                "load {label} ({} rows)",
-                if label == "narrow" {
-                    narrow_rows
-                } else {
-                    wide_rows
-                }
-            ),
+            &format!("load {label} ({rows} rows)"),
             median(&ours),
             (PSQL_COPY, median(&theirs)),
             bar,
