@@ -1725,6 +1725,64 @@ async fn a_new_keyed_table_takes_rows_straight_in_and_keeps_the_last_row_per_key
     assert_eq!(count(&client, "SELECT count(*) FROM s.k4").await, 1);
 }
 
+/// A large batch whose sampled keys are all new is inserted without a
+/// join; when a key the sample missed is in the table after all, the
+/// insert is rolled back and the batch merged: the same rows and counts.
+#[tokio::test]
+async fn a_batch_of_new_keys_is_inserted_and_one_old_key_among_them_is_merged() {
+    let db = TestDb::new("ingest_new_keys").await;
+    let mut client = db.connect().await;
+    let d = decl("CREATE TABLE s.n (id int PRIMARY KEY, v text NOT NULL);");
+    ingest(&mut client, &d, |_| Vec::new(), &Options::default())
+        .await
+        .expect("create");
+    client
+        .batch_execute("INSERT INTO s.n SELECT i, 'old' FROM generate_series(0, 199999) i")
+        .await
+        .expect("fill");
+    client
+        .batch_execute("VACUUM ANALYZE s.n")
+        .await
+        .expect("vacuum");
+    let rows = |ids: std::ops::Range<i64>, v: &str| -> Vec<Row> {
+        ids.map(|i| row("s.n", vec![Value::Int(i), text(v)]))
+            .collect()
+    };
+    let report = ingest(
+        &mut client,
+        &d,
+        |_| vec![batch(json!(1), rows(200_000..400_000, "new"))],
+        &Options::default(),
+    )
+    .await
+    .expect("new keys");
+    let c = report.tables["s.n"];
+    assert_eq!((c.inserted, c.updated, c.unchanged), (200_000, 0, 0));
+    // One key of the table among 200,000 new ones (a sample of about
+    // 10,000 rows misses it mostly).
+    let mut second = rows(400_000..600_000, "newer");
+    second[150_000] = row("s.n", vec![Value::Int(7), text("changed")]);
+    let report = ingest(
+        &mut client,
+        &d,
+        |_| vec![batch(json!(2), second)],
+        &Options::default(),
+    )
+    .await
+    .expect("new keys and one old");
+    let c = report.tables["s.n"];
+    assert_eq!((c.inserted, c.updated, c.unchanged), (199_999, 1, 0));
+    for (sql, want) in [
+        ("SELECT count(*) FROM s.n", 599_999),
+        ("SELECT count(*) FROM s.n WHERE v = 'old'", 199_999),
+        ("SELECT count(*) FROM s.n WHERE v = 'new'", 200_000),
+        ("SELECT count(*) FROM s.n WHERE v = 'newer'", 199_999),
+        ("SELECT count(*) FROM s.n WHERE id = 7 AND v = 'changed'", 1),
+    ] {
+        assert_eq!(count(&client, sql).await, want, "{sql}");
+    }
+}
+
 /// The indexes and constraints of a table, as the server describes them.
 async fn index_catalog(client: &tokio_postgres::Client, table: &str) -> Vec<String> {
     client

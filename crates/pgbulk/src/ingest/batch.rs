@@ -7,9 +7,9 @@ use tokio_postgres::Transaction;
 
 use super::indexes;
 use super::merge::{
-    CHANGES, Rejected, column_list, is_row_error, is_value_error, key_list, merge_statement,
-    on_conflict_statement, order_statement, rejected_values, repeats, sample_statement,
-    sieve_statement, update_then_insert_statement, xact_stats,
+    CHANGES, Rejected, column_list, insert_statement, is_row_error, is_value_error, key_list,
+    merge_statement, on_conflict_statement, order_statement, rejected_values, repeats,
+    sample_statement, sieve_statement, update_then_insert_statement, xact_stats,
 };
 use super::range;
 use super::rewrite;
@@ -744,29 +744,46 @@ const SIEVE_SAMPLE_ROWS: u64 = 10_000;
 /// the merge, so past about a third it costs more than it saves.
 const SIEVE_MAX_WRITTEN: f64 = 0.25;
 
-/// Whether to sieve the stage before merging it: a large stage (from
-/// [`SIEVE_MIN_ROWS`] rows) keyed by the table's primary key, of which a
-/// sample of pages holds at most [`SIEVE_MAX_WRITTEN`] rows to write.
-/// Returns that share of the sample when it pays.
-async fn sieve_pays(
+/// The sampled shares of a large stage (from [`SIEVE_MIN_ROWS`] rows)
+/// keyed by the table's primary key, which decide whether to sieve it
+/// before merging it (at most [`SIEVE_MAX_WRITTEN`] of its rows to write)
+/// or to insert it ([`insert_new`]: every sampled key new).
+async fn sampled_shares(
     tx: &Transaction<'_>,
     layout: Layout<'_>,
     stage: &str,
     copied: u64,
-) -> std::result::Result<Option<f64>, tokio_postgres::Error> {
+) -> std::result::Result<Option<Shares>, tokio_postgres::Error> {
     if !layout.target.key_is_primary || copied < SIEVE_MIN_ROWS {
         return Ok(None);
     }
-    let share = written_share(tx, layout, &[stage], copied).await?.written;
-    if share > SIEVE_MAX_WRITTEN {
-        tracing::debug!(
-            "table {}: {:.0}% of the sampled staged rows to write: merging without a sieve",
-            layout.target.name,
-            share * 100.0
-        );
-        return Ok(None);
+    Ok(Some(written_share(tx, layout, &[stage], copied).await?))
+}
+
+/// Inserts the staged rows of `stage` (no key repeated among them) with a
+/// plain `INSERT`, no join with the table, in a savepoint: a key the table
+/// holds already fails it with a unique violation, and `None` (rolled
+/// back) says the rows are to be merged. 1 M new keys into a 5 M-row
+/// table: 3.1 s, against 3.8-4.4 s for the `MERGE` (`psql \copy` of the
+/// file: 3.3 s).
+async fn insert_new(tx: &Transaction<'_>, layout: Layout<'_>, stage: &str) -> Result<Option<u64>> {
+    let savepoint = Savepoint::set(tx, "pgbulk_new_keys").await?;
+    let inserted = tx.execute(&insert_statement(layout, stage), &[]).await;
+    match inserted {
+        Ok(n) => {
+            savepoint.release().await?;
+            Ok(Some(n))
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            savepoint.roll_back().await?;
+            tracing::debug!(
+                "table {}: a staged key is in the table already ({e}): merging",
+                layout.target.name
+            );
+            Ok(None)
+        }
+        Err(e) => Err(Error::server("INSERT", e)),
     }
-    Ok(Some(share))
 }
 
 /// Shares of a stage's rows, sampled: see [`written_share`].
@@ -924,12 +941,21 @@ pub(super) async fn merge_staged(
     // 50,000 rows joined in 147 ms against 385 ms.
     let (stage_bytes, table_bytes) = sizes(tx, &target.write, stage).await?;
     let mut probe = target.key_is_primary && stage_bytes.saturating_mul(20) <= table_bytes;
+    let shares = if probe {
+        None
+    } else {
+        sampled_shares(tx, layout, stage, copied)
+            .await
+            .map_err(upsert)?
+    };
+    // Every sampled key new: the rows are inserted (see [`insert_new`]).
+    let all_new = duplicates.is_none() && shares.is_some_and(|s| s.new >= 1.0);
     // The index probe reads only the rows it matches already. Bounds of a
     // stage of half the table or more keep at most half the table out of
     // the join, for a scan of the stage comparing every key value (a 5 M-row
     // stage's bounds took 0.7-1.4 s to read, in a 5 M-row table that its
     // free space made larger than the stage: bounds spanning all of it).
-    let bounds = if !ctx.merge || probe || stage_bytes.saturating_mul(2) >= table_bytes {
+    let bounds = if all_new || !ctx.merge || probe || stage_bytes.saturating_mul(2) >= table_bytes {
         Vec::new()
     } else {
         let bounds = range::key_bounds(tx, layout, stage).await?;
@@ -944,14 +970,18 @@ pub(super) async fn merge_staged(
     let mut source = stage;
     let mut duplicates = duplicates;
     let (mut rows, mut source_bytes) = (copied, stage_bytes);
-    let share = if probe {
-        None
-    } else {
-        sieve_pays(tx, layout, stage, copied)
-            .await
-            .map_err(upsert)?
-    };
-    if let Some(share) = share {
+    let sieved = shares.map(|s| s.written).filter(|&share| {
+        let pays = share <= SIEVE_MAX_WRITTEN;
+        if !pays {
+            tracing::debug!(
+                "{}: {:.0}% of the sampled staged rows to write: merging without a sieve",
+                context("upserting"),
+                share * 100.0
+            );
+        }
+        pays
+    });
+    if let Some(share) = sieved {
         let kept = sieve(tx, layout, stage, duplicates, &bounds, share)
             .await
             .map_err(upsert)?;
@@ -990,6 +1020,17 @@ pub(super) async fn merge_staged(
     } else {
         layout
     };
+    // Inserted, unless a key is there after all.
+    if all_new && source == stage {
+        if let Some(inserted) = insert_new(tx, layout, source)
+            .await
+            .map_err(|e| Error::in_context(e, &context("inserting")).in_table(&target.name))?
+        {
+            c.inserted = inserted;
+            c.unchanged = copied.saturating_sub(inserted);
+            return Ok(c);
+        }
+    }
     let (inserted, updated) = if ctx.merge {
         if probe {
             tx.batch_execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")

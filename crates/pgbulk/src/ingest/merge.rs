@@ -358,6 +358,18 @@ pub(super) fn merge_statement(
     )
 }
 
+/// Inserts every row of `stage` (keys not repeated), in key order when
+/// the layout asks for it.
+pub(super) fn insert_statement(layout: Layout<'_>, stage: &str) -> String {
+    format!(
+        "INSERT INTO {} ({}) SELECT {} FROM {}",
+        layout.target.write.quoted(),
+        column_list(layout.target),
+        layout.values("s."),
+        merge_source(layout, stage, None)
+    )
+}
+
 /// The upsert before PostgreSQL 15: `INSERT ... ON CONFLICT DO UPDATE`,
 /// guarded so unchanged rows are not rewritten, counting inserts and
 /// updates from `RETURNING`.
