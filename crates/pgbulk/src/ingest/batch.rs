@@ -941,14 +941,12 @@ pub(super) async fn merge_staged(
     // 50,000 rows joined in 147 ms against 385 ms.
     let (stage_bytes, table_bytes) = sizes(tx, &target.write, stage).await?;
     let mut probe = target.key_is_primary && stage_bytes.saturating_mul(20) <= table_bytes;
-    let shares = if probe {
-        None
-    } else {
-        sampled_shares(tx, layout, stage, copied)
-            .await
-            .map_err(upsert)?
-    };
-    // Every sampled key new: the rows are inserted (see [`insert_new`]).
+    let shares = sampled_shares(tx, layout, stage, copied)
+        .await
+        .map_err(upsert)?;
+    // Every sampled key new: the rows are inserted (see [`insert_new`]),
+    // also where the merge would probe the key's index for each (200,000
+    // new keys into a 6 M-row table: 0.8 s against 1.3 s).
     let all_new = duplicates.is_none() && shares.is_some_and(|s| s.new >= 1.0);
     // The index probe reads only the rows it matches already. Bounds of a
     // stage of half the table or more keep at most half the table out of
@@ -970,17 +968,22 @@ pub(super) async fn merge_staged(
     let mut source = stage;
     let mut duplicates = duplicates;
     let (mut rows, mut source_bytes) = (copied, stage_bytes);
-    let sieved = shares.map(|s| s.written).filter(|&share| {
-        let pays = share <= SIEVE_MAX_WRITTEN;
-        if !pays {
-            tracing::debug!(
-                "{}: {:.0}% of the sampled staged rows to write: merging without a sieve",
-                context("upserting"),
-                share * 100.0
-            );
-        }
-        pays
-    });
+    // Not where the merge probes the key's index: it reads only the rows
+    // it matches already.
+    let sieved = shares
+        .filter(|_| !probe)
+        .map(|s| s.written)
+        .filter(|&share| {
+            let pays = share <= SIEVE_MAX_WRITTEN;
+            if !pays {
+                tracing::debug!(
+                    "{}: {:.0}% of the sampled staged rows to write: merging without a sieve",
+                    context("upserting"),
+                    share * 100.0
+                );
+            }
+            pays
+        });
     if let Some(share) = sieved {
         let kept = sieve(tx, layout, stage, duplicates, &bounds, share)
             .await
