@@ -104,20 +104,32 @@ pub(super) async fn load_batch(
             .context(format_args!("batch {number}"))
             .in_batch(number as u64),
     })?;
-    // Repeated keys among the rows copied straight in, before their key is
-    // built.
+    // Tables whose rows went straight in by their key: a key that repeats
+    // fails its build, and is removed before the next.
+    let keyed: Vec<usize> = (0..targets.len())
+        .filter(|&t| {
+            staged[t]
+                .as_ref()
+                .is_some_and(|p| p.keyed_direct(&targets[t]))
+        })
+        .collect();
     let mut repeated_direct = vec![0; targets.len()];
-    for (t, p) in staged.iter().enumerate() {
-        if p.as_ref().is_some_and(|p| p.repeats_copied_direct()) {
-            repeated_direct[t] = indexes::remove_repeats(&tx, &targets[t])
-                .await
-                .map_err(|e| e.in_batch(number as u64))?;
+    let built = if keyed.is_empty() || deferred.is_empty() {
+        deferred.build(&tx, number).await
+    } else {
+        let savepoint = Savepoint::set(&tx, "pgbulk_build").await?;
+        match savepoint.end(deferred.build(&tx, number).await).await? {
+            Err(e) if e.server_kind() == Some(crate::ServerErrorKind::UniqueViolation) => {
+                tracing::debug!("batch {number}: a key copied straight in repeats ({e})");
+                for &t in &keyed {
+                    repeated_direct[t] = indexes::remove_repeats(&tx, &targets[t]).await?;
+                }
+                deferred.build(&tx, number).await
+            }
+            built => built,
         }
-    }
-    deferred
-        .build(&tx, number)
-        .await
-        .map_err(|e| e.in_batch(number as u64))?;
+    };
+    built.map_err(|e| e.in_batch(number as u64))?;
     if let Some(merging) = &options.merging {
         merging.store(number as u64, std::sync::atomic::Ordering::Relaxed);
     }

@@ -11,10 +11,11 @@
 //!
 //! Rows of a table keyed by its primary key are all copied straight in
 //! when nothing else checks them or reacts to them
-//! ([`Deferred::keys_free`]); rows whose key a later row of the batch
-//! repeats are then removed before the key is built ([`remove_repeats`]),
-//! as a merge keeps the last. Other tables take rows straight in only
-//! until a key repeats (see the stage's `Pending::seen`).
+//! ([`Deferred::keys_free`]), their keys unchecked: when building the key
+//! fails on a repeat, rows whose key a later row of the batch repeats are
+//! removed ([`remove_repeats`], as a merge keeps the last) and the key is
+//! built again. Other tables take rows straight in only until a key
+//! repeats (see the stage's `Pending::seen`).
 
 use tokio_postgres::Transaction;
 use tracing::debug;
@@ -180,14 +181,14 @@ impl Deferred {
     /// anything merges into the tables).
     /// A key that repeats fails it with the server's unique violation,
     /// naming the table.
-    pub(super) async fn build(self, tx: &Transaction<'_>, batch: usize) -> Result<()> {
-        for (table, build) in self.build {
+    pub(super) async fn build(&self, tx: &Transaction<'_>, batch: usize) -> Result<()> {
+        for (table, build) in &self.build {
             tx.batch_execute(&build.join(";\n")).await.map_err(|e| {
                 Error::in_context(
                     Error::server("CREATE INDEX", e),
                     &format!("batch {batch}, table {table}: building its indexes"),
                 )
-                .in_table(&table)
+                .in_table(table)
             })?;
         }
         Ok(())

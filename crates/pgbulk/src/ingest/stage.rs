@@ -97,7 +97,8 @@ pub(super) struct Pending {
     pub(super) rows: u64,
     pub(super) copied: u64,
     /// Hashes of the keys seen, checked for repeats when the COPY ends;
-    /// `None` when nothing hashes the keys (the server looks for repeats).
+    /// `None` when nothing hashes the keys (the server looks for repeats,
+    /// or, for rows copied straight in, building the key finds them).
     pub(super) keys: Option<KeyHashes>,
     pub(super) duplicates: bool,
     /// Per column: whether the stage has a text shadow for it, holding the
@@ -118,10 +119,6 @@ pub(super) struct Pending {
     /// and the last row of a key are checked, as when the table is not
     /// new.
     seen: Option<std::collections::HashSet<u64>>,
-    /// For a table with a key whose rows went straight in until the rest
-    /// of the batch had to be staged ([`widen`]): whether those rows may
-    /// repeat a key (see [`Pending::repeats_copied_direct`]).
-    direct_repeats: bool,
     /// The layout's fields per tuple and whether rows carry their location:
     /// kept, not recomputed for every row ([`Pending::relayout`]).
     tuple_fields: u16,
@@ -129,16 +126,11 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    /// Whether rows copied straight into a table with a key may repeat a
-    /// key (the client's key hashes say so, or cannot tell): the table's
-    /// primary key, built after the rows are in, needs them removed
-    /// first ([`super::indexes::remove_repeats`]).
-    pub(super) fn repeats_copied_direct(&self) -> bool {
-        if self.direct {
-            self.duplicates
-        } else {
-            self.copied_direct > 0 && self.direct_repeats
-        }
+    /// Whether rows were copied straight into `target` by its key: when
+    /// building the key finds a repeat, it is theirs to remove
+    /// ([`super::indexes::remove_repeats`]; none with [`Pending::seen`]).
+    pub(super) fn keyed_direct(&self, target: &Target) -> bool {
+        !target.key.is_empty() && (self.direct || self.copied_direct > 0)
     }
 
     /// Recomputes what depends on the layout (after a shadow was added).
@@ -325,9 +317,9 @@ pub(super) struct OpenCopy {
 /// `direct_allowed` (a batch that deletes first), keyless tables are staged
 /// too instead of copied straight into the table. With `keyed_direct`, a
 /// table in `fresh` keyed by its primary key is copied straight in too:
-/// one in `keys_free` whole (repeated keys are the batch's to remove
-/// before that key is built: [`Pending::repeats_copied_direct`]), another
-/// until a key repeats ([`Pending::seen`]).
+/// one in `keys_free` whole, its keys not hashed (building the key finds
+/// repeats, to be removed: [`Pending::keyed_direct`]), another until a
+/// key repeats ([`Pending::seen`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn stage_rows(
     tx: &Transaction<'_>,
@@ -358,6 +350,7 @@ pub(super) async fn stage_rows(
                     && target.key_is_primary
                     && (keys_free.contains(&target.oid) || keys_compare_by_bytes(target))));
         let checked = direct && keyed && !keys_free.contains(&target.oid);
+        let unchecked = direct && keyed && !checked;
         Pending {
             writer: CopyWriter::tuples_only(),
             chunks: ChunkPool::default(),
@@ -368,7 +361,7 @@ pub(super) async fn stage_rows(
             freeze: fresh,
             rows: 0,
             copied: 0,
-            keys: Some(KeyHashes::default()),
+            keys: (!unchecked).then(KeyHashes::default),
             // Keys the client cannot compare as the server does: the
             // server looks for repeats.
             duplicates: keyed && !keys_compare_by_bytes(target),
@@ -376,7 +369,6 @@ pub(super) async fn stage_rows(
             copied_direct: 0,
             locate_all,
             seen: checked.then(std::collections::HashSet::new),
-            direct_repeats: false,
             tuple_fields: 0,
             located: false,
         }
@@ -613,7 +605,6 @@ async fn widen(
         p.into = None;
         p.seen = None;
         if !target.key.is_empty() {
-            p.direct_repeats = p.duplicates || p.keys.take().is_none_or(KeyHashes::maybe_repeated);
             p.keys = Some(KeyHashes::default());
         }
     }
@@ -699,7 +690,9 @@ fn encode_fields<'a>(
 ) -> Fields {
     let mark = p.writer.len();
     p.writer.start_tuple(p.tuple_fields);
-    let mut key_hash = (!target.key.is_empty()).then(|| hasher.build_hasher());
+    // Keys copied straight in unchecked are not hashed.
+    let mut key_hash = (!target.key.is_empty() && (p.keys.is_some() || p.seen.is_some()))
+        .then(|| hasher.build_hasher());
     let mut deferred: Vec<(usize, Cow<'a, str>)> = Vec::new();
     let mut missing: Vec<usize> = Vec::new();
     for (c, column) in target.columns.iter().enumerate() {
