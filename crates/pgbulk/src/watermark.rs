@@ -188,6 +188,29 @@ pub(crate) async fn remove_prefix(
     Ok(())
 }
 
+/// Deletes the watermark row `key` of `first`'s loads, if there is one.
+pub(crate) async fn remove(
+    client: &impl GenericClient,
+    first: &TableName,
+    key: &str,
+) -> Result<()> {
+    let schema = first.schema_or_public();
+    if !exists(client, schema).await? {
+        return Ok(());
+    }
+    client
+        .execute(
+            &format!(
+                "DELETE FROM {} WHERE table_name = $1",
+                table(schema).quoted()
+            ),
+            &[&key],
+        )
+        .await
+        .map_err(|e| Error::server("removing a stored resume state", e))?;
+    Ok(())
+}
+
 /// Creates the watermark table of `schema` unless it exists (in its own
 /// transaction, under the creation locks).
 pub(crate) async fn ensure(client: &tokio_postgres::Client, schema: &str) -> Result<()> {

@@ -1023,6 +1023,16 @@ async fn load_inputs(
                 batch_rows,
                 table: &table,
             };
+            // The streams commit their shares of a batch one after another,
+            // the position last: a run from the start stopped between those
+            // commits leaves rows older than a position an earlier run
+            // stored (`--restart`, or a table emptied since), which the next
+            // run would go on from. Forgotten first, the next run starts over
+            // instead. (A first batch committed here stored this run's.)
+            if connections > 1 && resumable && start.resumed_rows == 0 && first.is_none() {
+                let key = crate::watermark::key(&table, options.stream.as_deref());
+                crate::watermark::remove(&clients[0], &table, &key).await?;
+            }
             let result = if connections > 1 {
                 upsert_in_streams(&mut clients, &prepared, &options, parts).await
             } else {
