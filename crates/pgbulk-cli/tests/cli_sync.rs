@@ -1399,6 +1399,97 @@ async fn jobs_read_ranges_of_one_snapshot_and_a_rerun_redoes_only_the_unfinished
     assert!(second.stdout.contains(": 0 rows read"), "{}", second.stdout);
 }
 
+/// A stored watermark, and the ranges an interrupted run finished, count
+/// while their rows are in the destination: after it was dropped or
+/// emptied, the sync reads everything again and says so.
+#[tokio::test]
+async fn a_dropped_or_emptied_destination_is_read_again_from_the_start() {
+    let src = TestDb::new("sync_gone_src").await;
+    let dst = TestDb::new("sync_gone_dst").await;
+    let home = Scratch::new("sync-gone");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE stamped (id int PRIMARY KEY, v text, at timestamptz NOT NULL);
+             INSERT INTO stamped SELECT i, 'row ' || i, '2024-01-01'::timestamptz + i * interval '1 second'
+             FROM generate_series(1, 100000) i; ANALYZE stamped;",
+        )
+        .await
+        .expect("source");
+    let sync = |args: &[&str]| {
+        run(pgbulk(&home)
+            .args([
+                "sync", "--from", &src.url, "--db", &dst.url, "--table", "stamped",
+            ])
+            .args(args))
+    };
+    let count = || rows(&dst, "SELECT count(*)::text FROM stamped");
+    let all = vec![vec![s("100000")]];
+    let first = sync(&["--incremental", "at"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    dst.connect()
+        .await
+        .batch_execute("DROP TABLE stamped")
+        .await
+        .expect("drop");
+    let dropped = sync(&["--incremental", "at"]);
+    assert_eq!(dropped.code, 0, "{}", dropped.stderr);
+    assert!(
+        dropped.stderr.contains(
+            "public.stamped did not exist, though an earlier sync stored a watermark for it: read from the start"
+        ),
+        "{}",
+        dropped.stderr
+    );
+    assert_eq!(count().await, all, "after a DROP");
+    dst.connect()
+        .await
+        .batch_execute("TRUNCATE stamped")
+        .await
+        .expect("truncate");
+    let emptied = sync(&["--incremental", "at"]);
+    assert_eq!(emptied.code, 0, "{}", emptied.stderr);
+    assert!(
+        emptied.stderr.contains("public.stamped was empty, though"),
+        "{}",
+        emptied.stderr
+    );
+    assert_eq!(count().await, all, "after a TRUNCATE");
+    let nothing = sync(&["--incremental", "at"]);
+    assert!(
+        nothing.stdout.contains(": 0 rows read"),
+        "{}",
+        nothing.stdout
+    );
+    // Two ranges: the upper one fails, the lower one is recorded done;
+    // the table dropped, the rerun reads both.
+    dst.connect()
+        .await
+        .batch_execute(
+            "DROP TABLE stamped;
+             CREATE TABLE stamped (id int PRIMARY KEY, v text CHECK (v <> 'row 90000'), at timestamptz NOT NULL)",
+        )
+        .await
+        .expect("guarded");
+    let failed = sync(&["--jobs", "2", "--batch-rows", "10000"]);
+    assert_ne!(failed.code, 0, "{}", failed.stdout);
+    assert!(failed.stderr.contains("range 2 of 2"), "{}", failed.stderr);
+    assert_ne!(
+        count().await,
+        vec![vec![s("0")]],
+        "the lower range committed"
+    );
+    dst.connect()
+        .await
+        .batch_execute("DROP TABLE stamped")
+        .await
+        .expect("drop");
+    let rerun = sync(&["--jobs", "2", "--batch-rows", "10000"]);
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    assert!(!rerun.stderr.contains("skipped"), "{}", rerun.stderr);
+    assert_eq!(count().await, all, "after a DROP of a half-synced table");
+}
+
 #[tokio::test]
 async fn weird_names_arrays_and_domains_are_synced_by_name() {
     let src = TestDb::new("sync_weird_src").await;

@@ -627,6 +627,36 @@ async fn watermarks_latest_earliest_explicit_and_computed() {
         comment.contains("\"note\": \"kept\""),
         "the comment is left alone: {comment}"
     );
+    // A watermark goes with its table: once it is dropped, the next
+    // ingest starts from the beginning (as pg-bulk-ingest's comment does).
+    client
+        .batch_execute("DROP TABLE legacy")
+        .await
+        .expect("drop");
+    let mut after_drop = Vec::new();
+    ingest(
+        &mut client,
+        &d,
+        |hw| {
+            after_drop.push(hw);
+            vec![batch(json!("2023-07-01"), vec![])]
+        },
+        &Options::default(),
+    )
+    .await
+    .expect("after the drop");
+    ingest(
+        &mut client,
+        &d,
+        |hw| {
+            after_drop.push(hw);
+            Vec::<Result<Batch>>::new()
+        },
+        &Options::default(),
+    )
+    .await
+    .expect("latest again");
+    assert_eq!(after_drop, vec![None, Some(json!("2023-07-01"))]);
 }
 
 #[tokio::test]

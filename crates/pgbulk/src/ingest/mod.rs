@@ -744,6 +744,14 @@ impl Prepared {
         &self.session
     }
 
+    /// Whether `table` did not exist when this was prepared.
+    fn was_missing(&self, table: &TableName) -> bool {
+        self.plan
+            .live
+            .iter()
+            .any(|(n, oid)| n == table && oid.is_none())
+    }
+
     fn names(&self) -> Vec<TableName> {
         self.plan.live.iter().map(|(n, _)| n.clone()).collect()
     }
@@ -953,7 +961,18 @@ where
     let start_hw = match &options.high_watermark {
         HighWatermark::Latest => {
             let key = watermark::key(first, options.stream.as_deref());
-            watermark::read(&*client, first, &key).await?
+            let stored = watermark::read(&*client, first, &key).await?;
+            // A watermark outlives its table, not its meaning: one stored
+            // before the table was dropped would skip the rows before it
+            // (pg-bulk-ingest's, in the table's comment, goes with it).
+            if stored.is_some() && prepared.was_missing(first) {
+                tracing::warn!(
+                    "{first} did not exist, though an earlier run stored a high watermark for it: starting from the beginning"
+                );
+                None
+            } else {
+                stored
+            }
         }
         HighWatermark::Earliest => None,
         HighWatermark::Value(v) => Some(v.clone()),

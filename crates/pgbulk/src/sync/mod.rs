@@ -272,6 +272,7 @@ pub async fn sync(
 
     // Incremental: where to read from, and the bound of the next start.
     let mut filter_changed = None;
+    let mut stale = None;
     let incremental = match &opts.incremental {
         Some(column) => {
             let c = src_facts.column(column).ok_or_else(|| {
@@ -302,6 +303,28 @@ pub async fn sync(
                         mark::filter_changed("a sync", before.as_str(), opts.filter.as_deref());
                 }
             }
+            // A watermark outlives its table, not its meaning: one stored
+            // before the destination was dropped, truncated or created
+            // again would skip every row before it.
+            let stored = match (stored, &dest_facts) {
+                (Some(_), None) => {
+                    stale = Some(format!(
+                        "{dest_name} did not exist, though an earlier sync stored a watermark for it: read from the start"
+                    ));
+                    None
+                }
+                (Some(w), Some(_)) => {
+                    if crate::load::is_empty(&dest, &dest_name).await? {
+                        stale = Some(format!(
+                            "{dest_name} was empty, though an earlier sync stored a watermark for it: read from the start"
+                        ));
+                        None
+                    } else {
+                        Some(w)
+                    }
+                }
+                (None, _) => None,
+            };
             // No stored watermark: start after what the destination has.
             let start = match (stored, &dest_facts) {
                 (Some(w), _) => Some(w),
@@ -519,7 +542,13 @@ pub async fn sync(
     let split = if jobs > 1 {
         let split = ranges::split(&tx, &src_facts, unique, &reading, version, jobs).await?;
         let ledger = ranges::Ledger::new(&dest_name, &reading, jobs);
-        let resuming = ledger.pending(&dest).await?.is_some();
+        let mut resuming = ledger.pending(&dest).await?.is_some();
+        // The ranges an interrupted run finished count while their rows
+        // are there: not after the destination was dropped or emptied.
+        if resuming && (dest_facts.is_none() || crate::load::is_empty(&dest, &dest_name).await?) {
+            ledger.forget(&dest).await?;
+            resuming = false;
+        }
         (split.len() > 1 || resuming).then_some((split, ledger))
     } else {
         None
@@ -686,6 +715,7 @@ pub async fn sync(
         notes.extend(bound.notes(opts.lookback.is_some()));
     }
     notes.extend(filter_changed);
+    notes.extend(stale);
     if opts.jobs > 1 && jobs == 1 {
         notes.push(
             "read with one job: --delete-missing and the replace modes read in one".to_owned(),

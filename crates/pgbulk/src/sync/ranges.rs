@@ -211,6 +211,11 @@ impl Ledger {
         }))
     }
 
+    /// Removes the plan and the ranges done of an earlier run.
+    pub(super) async fn forget(&self, client: &impl GenericClient) -> Result<()> {
+        watermark::remove_prefix(client, self.dest.schema_or_public(), &self.prefix).await
+    }
+
     /// Records the plan of this run (ranges, and the watermark stored at
     /// its end).
     async fn start(
