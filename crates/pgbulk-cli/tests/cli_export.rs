@@ -302,6 +302,31 @@ async fn incremental_runs_write_exactly_the_new_rows_including_late_commits() {
             .expect("state JSON");
     assert_eq!(state["tables"]["ev"]["column"], "at");
     assert_eq!(state["tables"]["ev"]["runs"], 3);
+    // The watermark stands for the files: the table's directory removed,
+    // the next run reads every row again.
+    std::fs::remove_dir_all(out_dir.join("ev")).expect("remove the files");
+    let plan = inc(&["--dry-run"]);
+    assert!(
+        plan.stdout.contains("ev/run-000004.parquet"),
+        "{}",
+        plan.stdout
+    );
+    let again = inc(&[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again
+            .stderr
+            .contains("the files _pgbulk_state.json listed for ev are gone from"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        again
+            .stdout
+            .contains("public.ev: 102 rows into ev/run-000004.parquet"),
+        "{}",
+        again.stdout
+    );
 }
 
 /// A row whose incremental column is NULL is in every run's file: no

@@ -138,6 +138,27 @@ async fn a_table_is_created_filled_then_merged_incrementally() {
         "{}",
         same.stderr
     );
+    // A watermark goes with its table: once it is dropped, the next run
+    // reads everything.
+    let (status, _) = bigquery().call(
+        "DELETE",
+        "/bigquery/v2/projects/pgbulk-test/datasets/ds_first/tables/acc",
+        None,
+    );
+    assert!(status < 300, "{status}");
+    let dropped = export(&home, &src, "ds_first", &inc);
+    assert_eq!(dropped.code, 0, "{}\n{}", dropped.stdout, dropped.stderr);
+    assert!(
+        dropped.stderr.contains(
+            "`pgbulk-test.ds_first.acc` did not exist, though an earlier export stored a watermark for it: read from the start"
+        ),
+        "{}",
+        dropped.stderr
+    );
+    assert_eq!(
+        bigquery().query("SELECT id FROM ds_first.acc ORDER BY id"),
+        vec![vec![s("1")], vec![s("2")], vec![s("3")], vec![s("4")]]
+    );
     // The rows of a query, merged on the key named.
     let query = export(
         &home,

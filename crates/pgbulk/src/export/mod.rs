@@ -469,8 +469,10 @@ async fn export_table(
     match open {
         Open::Plan(dir) => {
             let state = ParquetDir::peek(dir, &table)?;
-            let start = parquet_start(state.as_ref(), opts);
+            let gone = state.as_ref().is_some_and(|s| s.files_gone(dir));
             let runs = state.as_ref().map_or(0, |s| s.runs);
+            let state = state.filter(|_| !gone);
+            let start = parquet_start(state.as_ref(), opts);
             done.plan = vec![
                 read_plan(start.as_ref()),
                 format!(
@@ -487,6 +489,7 @@ async fn export_table(
             ];
             done.plan
                 .extend(parquet_filter_changed(state.as_ref(), opts));
+            done.plan.extend(gone.then(|| files_gone_note(&table, dir)));
             done.watermarks = opts
                 .incremental
                 .as_ref()
@@ -537,6 +540,10 @@ async fn export_table(
             done.notes = clamp_notes(&columns, written.clamped);
             done.notes
                 .extend(parquet_filter_changed(Some(run.state()), opts));
+            done.notes.extend(
+                run.files_gone
+                    .then(|| files_gone_note(&table, destination.dir())),
+            );
             done.watermarks = inc.map(|i| (i.start.map(|m| m.value), next.map(|m| m.value)));
             Ok(done)
         }
@@ -565,7 +572,7 @@ async fn export_table(
                 done.plan = export.plan;
                 done.plan.insert(0, read_plan(start.as_ref()));
                 done.plan.push(format!("with {}", copy(start.as_ref())));
-                done.plan.extend(export.filter_note);
+                done.plan.extend(export.notes);
                 done.watermarks = inc.map(|i| (i.start.map(|m| m.value), None));
                 return Ok(done);
             }
@@ -616,7 +623,7 @@ async fn export_table(
             done.rows = written.rows;
             done.merged = Some(merged);
             done.notes = clamp_notes(&columns, written.clamped);
-            done.notes.extend(export.filter_note.clone());
+            done.notes.extend(export.notes.clone());
             if export.create && written.rows > 0 {
                 done.notes.push(format!(
                     "created {} (key {}) from the type mapping",
@@ -643,6 +650,15 @@ fn parquet_start(state: Option<&parquet_dir::TableState>, opts: &ExportOptions) 
         .and_then(Mark::from_json)
 }
 
+/// What a run says when every file the state listed for `table` was gone.
+fn files_gone_note(table: &str, dir: &std::path::Path) -> String {
+    format!(
+        "the files {} listed for {table} are gone from {}: its watermark was dropped, read from the start",
+        parquet_dir::STATE_FILE,
+        dir.display()
+    )
+}
+
 /// When an incremental read starts from a watermark stored with another
 /// `--where`: what the user should know (see [`mark::filter_changed`]).
 fn parquet_filter_changed(
@@ -665,8 +681,10 @@ struct BigQueryPlan {
     key: Vec<String>,
     /// Where an incremental read starts.
     start: Option<Mark>,
-    /// The watermark was stored with another `--where`.
-    filter_note: Option<String>,
+    /// What the user should know about where the read starts: the
+    /// watermark was stored with another `--where`, or for a table since
+    /// dropped.
+    notes: Vec<String>,
     /// For dry runs.
     plan: Vec<String>,
     description: String,
@@ -728,13 +746,24 @@ async fn bigquery_export(
                     .collect(),
             ),
         };
-        let (start, stored_filter) = match &incremental {
+        let (mut start, stored_filter) = match &incremental {
             Some(column) => bigquery::read_mark(bq, &table, column, existing.as_deref())?,
             None => (None, None),
         };
-        let filter_note = stored_filter.and_then(|before| {
-            mark::filter_changed("an export", before.as_deref(), opts_filter.as_deref())
-        });
+        let mut notes: Vec<String> = stored_filter
+            .and_then(|before| {
+                mark::filter_changed("an export", before.as_deref(), opts_filter.as_deref())
+            })
+            .into_iter()
+            .collect();
+        // A watermark goes with its table: one stored before the table
+        // was dropped would skip every row before it.
+        if start.is_some() && existing.is_none() {
+            start = None;
+            notes = vec![format!(
+                "{quoted} did not exist, though an earlier export stored a watermark for it: read from the start"
+            )];
+        }
         let mut plan = Vec::new();
         if create {
             plan.push(format!(
@@ -751,7 +780,7 @@ async fn bigquery_export(
             fills,
             key,
             start,
-            filter_note,
+            notes,
             plan,
             description,
         })

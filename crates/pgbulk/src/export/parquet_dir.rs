@@ -102,6 +102,13 @@ fn lock(path: &Path, wait: bool) -> Result<Option<File>> {
     Ok((locked == 0).then_some(file))
 }
 
+impl TableState {
+    /// Whether it lists files and none of them is in `dir` any more.
+    pub fn files_gone(&self, dir: &Path) -> bool {
+        !self.files.is_empty() && self.files.iter().all(|f| !dir.join(f).exists())
+    }
+}
+
 impl ParquetDir {
     /// Opens `dir`, created if missing.
     pub fn open(dir: &Path) -> Result<Self> {
@@ -110,6 +117,11 @@ impl ParquetDir {
         Ok(Self {
             dir: dir.to_owned(),
         })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// What the state file of `dir` says about `table`, read without the
@@ -144,7 +156,16 @@ impl ParquetDir {
                 ),
             )
         })?;
-        let state = self.table_state(table)?.unwrap_or_default();
+        let mut state = self.table_state(table)?.unwrap_or_default();
+        // The watermark stands for the files: once every one is gone
+        // (the table's directory removed), the run starts over.
+        let files_gone = state.files_gone(&self.dir);
+        if files_gone {
+            state.watermark = None;
+            state.filter = None;
+            state.files.clear();
+            state.rows = 0;
+        }
         let entries = std::fs::read_dir(&table_dir)
             .map_err(|e| Error::io(format!("cannot list {}", table_dir.display()), e))?;
         for entry in entries {
@@ -174,6 +195,7 @@ impl ParquetDir {
             partial: table_dir.join(format!(".{name}.partial")),
             path: table_dir.join(name),
             state,
+            files_gone,
         })
     }
 
@@ -288,6 +310,9 @@ pub struct Run {
     /// Where they are published.
     pub path: PathBuf,
     state: TableState,
+    /// The state listed files, and every one was gone: its watermark
+    /// was dropped.
+    pub files_gone: bool,
 }
 
 impl Run {
