@@ -433,4 +433,37 @@ async fn an_empty_or_new_keyed_table_takes_a_file_in_one_batch_keeping_the_last_
             .get(0);
         assert_eq!(key, 1, "{table}");
     }
+    // A bad value on the last line: the one batch leaves the table as it
+    // was, key and all.
+    let bad = dir.file("bad.csv", &format!("{csv}12x,bad\n"), 0o644);
+    client
+        .batch_execute("CREATE TABLE empty_bad (id int PRIMARY KEY, v text)")
+        .await
+        .expect("table");
+    let o = LoadOptions {
+        sources: vec![Source::File(bad.clone())],
+        table: TableName {
+            schema: None,
+            name: "empty_bad".to_owned(),
+        },
+        key: Some(vec!["id".to_owned()]),
+        batch_rows: 1000,
+        ..LoadOptions::default()
+    };
+    let err = load_on_new_connection(&params, &o)
+        .await
+        .expect_err("a bad value");
+    assert_eq!(err.kind(), ErrorKind::Data);
+    let at = err.location().expect("a location");
+    assert_eq!((at.line, at.field), (5002, Some(1)), "{err}");
+    let left: (i64, i64) = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM empty_bad), (SELECT count(*) FROM pg_constraint \
+             WHERE conrelid = 'empty_bad'::regclass AND contype = 'p')",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("left");
+    assert_eq!(left, (0, 1));
 }
