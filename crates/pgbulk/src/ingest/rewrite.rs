@@ -7,7 +7,7 @@
 use tokio_postgres::Transaction;
 use tracing::{debug, info};
 
-use super::batch::written_share;
+use super::batch::{Shares, written_share};
 use super::indexes;
 use super::merge::rewrite_statement;
 use super::stage::Layout;
@@ -48,7 +48,7 @@ pub(super) fn migration(table: &impl std::fmt::Display) -> String {
 /// copy (`SHARE`), readers from the swap; each lock is tried for under the
 /// options' lock policy for at most [`rebuild::EMPTY_SWAP_WAIT`] in all,
 /// terminating no one (a merge needs no lock that writers do not share).
-/// The rows are counted as the copy fills. `None`,
+/// The rows are counted as the copy fills. Declined,
 /// with nothing done, when it does not pay, the table does not qualify,
 /// or anything on the way fails (a lock not had, a key staged twice
 /// failing the copy's unique index): the caller merges.
@@ -58,14 +58,14 @@ pub(super) async fn upsert(
     sources: &[String],
     rows: u64,
     options: &Options,
-) -> Result<Option<Counts>> {
+) -> Result<Rewrite> {
     let target = layout.target;
     if rows < REWRITE_MIN_ROWS {
-        return Ok(None);
+        return Ok(Rewrite::Declined(None));
     }
     let table = &target.name;
     let Some((oid, table_rows)) = qualifies(tx, target).await? else {
-        return Ok(None);
+        return Ok(Rewrite::Declined(None));
     };
     let share = written_share(tx, layout, sources, rows)
         .await
@@ -74,7 +74,7 @@ pub(super) async fn upsert(
     let rows_f = rows as f64;
     let updated_share = share.written - share.new;
     if !pays(rows_f, updated_share, share.new, table_rows) {
-        return Ok(None);
+        return Ok(Rewrite::Declined(Some(share)));
     }
     let policy = LockPolicy {
         lock_timeout: options.lock_policy.lock_timeout,
@@ -94,7 +94,7 @@ pub(super) async fn upsert(
                 "{table}: about {:.0}% of its rows changed: rewritten as a new copy of it, swapped in",
                 (updated_share * rows_f * 100.0 / table_rows).min(100.0)
             );
-            Ok(Some(Counts {
+            Ok(Rewrite::Done(Counts {
                 inserted,
                 updated,
                 unchanged: rows.saturating_sub(inserted + updated),
@@ -104,9 +104,18 @@ pub(super) async fn upsert(
         Err(e) if e.is_canceled_or_lost() => Err(e),
         Err(e) => {
             debug!("{table}: rewriting it failed ({e}): merging into it");
-            Ok(None)
+            Ok(Rewrite::Declined(Some(share)))
         }
     }
+}
+
+/// What [`upsert`] did.
+pub(super) enum Rewrite {
+    /// Rewrote the table: what it counted.
+    Done(Counts),
+    /// Left it for the caller to merge into; the shares of the staged
+    /// rows it sampled, if it did (the merge need not sample them again).
+    Declined(Option<Shares>),
 }
 
 /// Whether rewriting a table of `table_rows` rows pays for `rows` staged

@@ -10,7 +10,7 @@ use tracing::debug;
 use super::batch::merge_staged;
 use super::indexes;
 use super::merge::key_list;
-use super::rewrite;
+use super::rewrite::{self, Rewrite};
 use super::stage::Layout;
 use super::target::{keyed, read_targets};
 use super::{
@@ -290,7 +290,7 @@ async fn merge_into(
             .map_err(|e| writing(Error::server("INSERT", e)))?;
     } else if target.key.is_empty() {
         for stage in &staged {
-            let c = merge_staged(tx, layout, stage, 0, false, &ctx).await?;
+            let c = merge_staged(tx, layout, (stage, None), 0, false, &ctx).await?;
             counts.add(&c);
         }
     } else if !staged.is_empty() {
@@ -302,14 +302,14 @@ async fn merge_into(
         let rewritten = if rewrites {
             rewrite::upsert(tx, layout, &staged, all, options).await?
         } else {
-            None
+            Rewrite::Declined(None)
         };
         let c = match rewritten {
-            Some(c) => {
+            Rewrite::Done(c) => {
                 was_rewritten = true;
                 c
             }
-            None => {
+            Rewrite::Declined(sampled) => {
                 // One stage is merged as it is; several are gathered first
                 // into one row per key, so that one merge sees every row
                 // (and a key repeated across stages keeps the row that
@@ -321,20 +321,31 @@ async fn merge_into(
                         gather(tx, layout, &staged, &names, all, options).await?;
                     (GATHERED.to_owned(), kept, Some(repeated))
                 };
+                // The sample of one stage stands for it; gathered, the
+                // rows are sampled again.
                 let again = match repeated {
                     Some(n) if n > 0 && rewrites => {
                         rewrite::upsert(tx, layout, std::slice::from_ref(&stage), copied, options)
                             .await?
                     }
-                    _ => None,
+                    _ if repeated.is_none() => Rewrite::Declined(sampled),
+                    _ => Rewrite::Declined(None),
                 };
                 let mut c = match again {
-                    Some(c) => {
+                    Rewrite::Done(c) => {
                         was_rewritten = true;
                         c
                     }
-                    None => {
-                        merge_staged(tx, layout, &stage, copied, repeated.is_none(), &ctx).await?
+                    Rewrite::Declined(sampled) => {
+                        merge_staged(
+                            tx,
+                            layout,
+                            (&stage, sampled),
+                            copied,
+                            repeated.is_none(),
+                            &ctx,
+                        )
+                        .await?
                     }
                 };
                 c.repeated += repeated.unwrap_or(0);
