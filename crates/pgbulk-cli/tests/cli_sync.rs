@@ -1838,6 +1838,35 @@ async fn a_new_destination_is_filled_in_one_transaction() {
         .await
         .expect("reindex");
     assert_eq!(built, rows(&dst, size).await);
+    // An existing empty destination: filled as a new copy of it, indexed
+    // once the rows are in, swapped in with its grants and comment.
+    let dest = dst.connect().await;
+    dest.batch_execute(
+        "CREATE TABLE pre (id int PRIMARY KEY, v text);
+         COMMENT ON TABLE pre IS 'mine'; GRANT SELECT ON pre TO PUBLIC",
+    )
+    .await
+    .expect("pre");
+    let out = sync(&["--table", "big", "--to", "pre"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        rows(&dst, &check.replace("FROM big", "FROM pre")).await,
+        rows(&src, check).await
+    );
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT obj_description('pre'::regclass), has_table_privilege('public', 'pre', 'SELECT')::text"
+        )
+        .await,
+        vec![vec![s("mine"), s("true")]]
+    );
+    let size = "SELECT pg_relation_size('pre_pkey')::text";
+    let built = rows(&dst, size).await;
+    dest.batch_execute("REINDEX INDEX pre_pkey")
+        .await
+        .expect("reindex");
+    assert_eq!(built, rows(&dst, size).await, "the key built once");
 }
 
 #[tokio::test]

@@ -481,6 +481,12 @@ pub async fn sync(
     // (the table is created in it, its rows are written frozen and its
     // indexes built once they are in; a run cut short leaves no table).
     let one_transaction = dest_facts.is_none() && empty_twin && opts.batch_rows == 0;
+    // An existing empty destination filled by appending, in one job: in
+    // one batch, into a new copy of it (written frozen, indexed once the
+    // rows are in, swapped in) as `load` fills an empty table (5 M narrow
+    // rows: 3.6 s, against 5.5 s in batches of 1 M rows, each maintaining
+    // the key's index).
+    let fill_existing = dest_facts.is_some() && empty_twin && opts.batch_rows == 0 && jobs == 1;
     let mut load_opts = LoadOptions {
         table: dest_name.clone(),
         detect_delimiter: false,
@@ -605,12 +611,13 @@ pub async fn sync(
                 label: reading.label.clone(),
                 columns: maps.iter().map(|m| m.to.clone()).collect(),
                 before_visible: None,
-                batch_rows: if one_transaction {
+                batch_rows: if one_transaction || fill_existing {
                     u64::MAX
                 } else {
                     load_opts.batch_rows
                 },
                 keys_unique,
+                fill_empty: fill_existing,
             };
             let load = passthrough::run(&tx, passage, dest, &load_opts, progress).await?;
             tx.commit()

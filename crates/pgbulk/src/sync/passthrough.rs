@@ -63,6 +63,10 @@ pub(super) struct Passage<'a> {
     /// No two rows share the destination's key (it is the source's
     /// primary key): the destination need not look for repeats.
     pub(super) keys_unique: bool,
+    /// An existing destination found empty, appended to in one batch:
+    /// filled as a new copy of it when it has an index (see
+    /// [`ingest::Options::fill_empty`]).
+    pub(super) fill_empty: bool,
 }
 
 /// Streams the rows `passage` selects (in `tx`, the source's snapshot)
@@ -95,8 +99,11 @@ pub(super) async fn run(
     };
     let (prepared, _, chosen) =
         crate::load::prepare_table(&mut dest, session, &declaration, opts, &table, exists).await?;
+    let fill_empty =
+        passage.fill_empty && exists && crate::rebuild::fill_pays(&mut dest, &table).await?;
     let options = ingest::Options {
         before_visible: passage.before_visible,
+        fill_empty,
         ..crate::load::engine_options(chosen.mode, chosen.key.as_ref(), &table, opts, &progress)
     };
     let reading = passage.reading;

@@ -414,6 +414,7 @@ pub(super) async fn run(
                     before_visible: Some(hook.clone() as Arc<dyn ingest::BeforeVisible>),
                     batch_rows: u64::MAX,
                     keys_unique,
+                    fill_empty: false,
                 };
                 let dest_client = crate::connect::connect(&dest).await?.client;
                 let report = super::passthrough::run(&tx, passage, dest_client, &load, progress)
