@@ -508,8 +508,10 @@ pub async fn sync(
         streams: 1,
         // Jobs (`--jobs`) are how a sync runs on several connections.
         upsert_streams: Some(1),
-        // Jobs load ranges into the same table at once.
-        fill_empty: false,
+        // An empty table with an index filled as a new copy of it, as
+        // `load` does; not where jobs load ranges into the same table at
+        // once, nor under --delete-missing's hook.
+        fill_empty: jobs == 1 && delete.is_none(),
         ..LoadOptions::default()
     };
 
