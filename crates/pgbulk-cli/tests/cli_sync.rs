@@ -1867,6 +1867,30 @@ async fn a_new_destination_is_filled_in_one_transaction() {
         .await
         .expect("reindex");
     assert_eq!(built, rows(&dst, size).await, "the key built once");
+    // The same with rows spooled as text (an enum is not passed through).
+    let tone =
+        "CREATE TYPE tone AS ENUM ('lo', 'hi'); CREATE TABLE toned (id int PRIMARY KEY, t tone)";
+    src.connect()
+        .await
+        .batch_execute(&format!(
+            "{tone}; INSERT INTO toned SELECT i, 'hi' FROM generate_series(30000, 1, -1) i"
+        ))
+        .await
+        .expect("toned");
+    dest.batch_execute(tone).await.expect("toned");
+    let out = sync(&["--table", "toned"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains(PASSED_THROUGH), "{}", out.stderr);
+    assert_eq!(
+        rows(&dst, "SELECT count(*)::text FROM toned WHERE t = 'hi'").await,
+        vec![vec![s("30000")]]
+    );
+    let size = "SELECT pg_relation_size('toned_pkey')::text";
+    let built = rows(&dst, size).await;
+    dest.batch_execute("REINDEX INDEX toned_pkey")
+        .await
+        .expect("reindex");
+    assert_eq!(built, rows(&dst, size).await, "the key built once");
 }
 
 #[tokio::test]
