@@ -317,6 +317,95 @@ async fn killed_twice_then_converges(name: &str, text: &str, streams: &[&str]) {
     assert_eq!(holds_last_rows(&db).await, (KEYS as i64, KEYS as i64));
 }
 
+/// A `--restart` run stopped after the other streams committed their
+/// shares of its first batch, and before the first stream committed its
+/// share with the position: the next run does not take the position a
+/// completed earlier run stored for done (it would leave the first
+/// batch's older rows in). The first stream is held in its commit by a
+/// deferred trigger on the ledger table waiting for a lock the test holds,
+/// and its backend terminated there with the run: no timing decides.
+#[tokio::test]
+async fn a_restart_stopped_between_the_streams_commits_is_not_taken_for_done() {
+    let db = TestDb::new("upsert_streams_restart_stop").await;
+    let home = Scratch::new("upsert-streams-restart-stop");
+    keyed_table(&db).await;
+    let file = home.file("passes.csv", &three_passes(), 0o644);
+    let f = file.to_str().expect("utf8");
+    let command = [
+        "load",
+        f,
+        "--table",
+        "u",
+        "--db",
+        &db.url,
+        "--batch-rows",
+        "15000",
+        "--streams",
+        "2",
+    ];
+    let done = run(pgbulk(&home).args(command).arg("--restart"));
+    assert_ok(&done);
+    assert_eq!(holds_last_rows(&db).await, (KEYS as i64, KEYS as i64));
+    let holder = db.connect().await;
+    holder
+        .batch_execute(
+            "CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER hold AFTER INSERT OR UPDATE ON pgbulk_watermark \
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION hold();
+             SELECT pg_advisory_lock(4242);",
+        )
+        .await
+        .expect("hold the ledger's commits");
+    let mut child = pgbulk(&home)
+        .args(command)
+        .arg("--restart")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let started = std::time::Instant::now();
+    let held = loop {
+        let pids: Vec<i32> = holder
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event = 'advisory' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("activity")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if let [pid] = pids.as_slice() {
+            break *pid;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended though its commit was held"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no commit of the run waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(child.wait().expect("wait").code().is_none(), "killed");
+    holder
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend({held}); DROP TRIGGER hold ON pgbulk_watermark; \
+             SELECT pg_advisory_unlock(4242)"
+        ))
+        .await
+        .expect("release");
+    let out = run(pgbulk(&home).args(command));
+    assert_ok(&out);
+    assert_eq!(holds_last_rows(&db).await, (KEYS as i64, KEYS as i64));
+}
+
 /// Without `--streams`, the first rows of an upsert of a big file choose:
 /// two connections when most of them change rows of the table, one when
 /// most are already in it or new.
