@@ -339,7 +339,9 @@ async fn bad_rows_name_file_line_column_and_reason() {
     let home = Scratch::new("load-bad");
     let client = db.connect().await;
     client
-        .batch_execute("CREATE TABLE b (a int, b text, d date, n numeric)")
+        .batch_execute(
+            "CREATE TABLE b (a int, b text, d date, n numeric, twice int GENERATED ALWAYS AS (a * 2) STORED)",
+        )
         .await
         .expect("table");
     let cases: Vec<(&str, &[u8], String)> = vec![
@@ -354,6 +356,7 @@ async fn bad_rows_name_file_line_column_and_reason() {
         ("number", b"a,b,d,n\n1,x,2024-01-01,1.2.3\n", "number.csv:2:4: column \"n\": invalid input syntax for type numeric: \"1.2.3\"".into()),
         ("duplicate", b"a,b,a\n1,2,3\n", "duplicate.csv:1: duplicate column name \"a\" in the header (fields 1 and 3)".into()),
         ("extra", b"a,zzz\n1,2\n", "extra.csv:1: column \"zzz\" (field 2) is not a column of public.b (it has: a, b, d, n); --ignore-extra skips it".into()),
+        ("generated", b"a,Twice\n1,2\n", "generated.csv:1: column \"Twice\" (field 2) is the generated column \"twice\" of public.b, whose values the server computes; --ignore-extra skips it".into()),
     ];
     for (name, bytes, message) in &cases {
         let path = home.path().join(format!("{name}.csv"));

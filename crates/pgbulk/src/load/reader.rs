@@ -340,13 +340,27 @@ impl Shared {
                 }
                 None if self.opts.ignore_extra => mapping.push(None),
                 None => {
+                    // A generated column is computed, never written.
+                    let normalized = crate::infer::normalize_name(n);
+                    let what = match facts.columns.iter().find(|c| {
+                        c.generated.is_some()
+                            && (c.name.eq_ignore_ascii_case(n) || c.name == normalized)
+                    }) {
+                        Some(c) => format!(
+                            "is the generated column \"{}\" of {}, whose values the server computes",
+                            c.name, self.table
+                        ),
+                        None => format!(
+                            "is not a column of {} (it has: {})",
+                            self.table,
+                            table_columns.join(", ")
+                        ),
+                    };
                     return Err(Error::new(
                         ErrorKind::Data,
                         format!(
-                            "{file}:{line}: column \"{shown}\" (field {}) is not a column of {} (it has: {}); --ignore-extra skips it",
+                            "{file}:{line}: column \"{shown}\" (field {}) {what}; --ignore-extra skips it",
                             i + 1,
-                            self.table,
-                            table_columns.join(", ")
                         ),
                     ));
                 }
