@@ -1399,11 +1399,12 @@ async fn jobs_read_ranges_of_one_snapshot_and_a_rerun_redoes_only_the_unfinished
     assert!(second.stdout.contains(": 0 rows read"), "{}", second.stdout);
 }
 
-/// A stored watermark, and the ranges an interrupted run finished, count
-/// while their rows are in the destination: after it was dropped or
-/// emptied, the sync reads everything again and says so.
+/// A stored watermark, and the ranges an interrupted run finished, go
+/// with the destination: after it was dropped, the sync reads everything
+/// again and says so. Emptied, it keeps its watermark (a downstream job
+/// may take rows out of it).
 #[tokio::test]
-async fn a_dropped_or_emptied_destination_is_read_again_from_the_start() {
+async fn a_dropped_destination_is_read_again_from_the_start() {
     let src = TestDb::new("sync_gone_src").await;
     let dst = TestDb::new("sync_gone_dst").await;
     let home = Scratch::new("sync-gone");
@@ -1450,17 +1451,11 @@ async fn a_dropped_or_emptied_destination_is_read_again_from_the_start() {
     let emptied = sync(&["--incremental", "at"]);
     assert_eq!(emptied.code, 0, "{}", emptied.stderr);
     assert!(
-        emptied.stderr.contains("public.stamped was empty, though"),
+        emptied.stdout.contains(": 0 rows read"),
         "{}",
-        emptied.stderr
+        emptied.stdout
     );
-    assert_eq!(count().await, all, "after a TRUNCATE");
-    let nothing = sync(&["--incremental", "at"]);
-    assert!(
-        nothing.stdout.contains(": 0 rows read"),
-        "{}",
-        nothing.stdout
-    );
+    assert_eq!(count().await, vec![vec![s("0")]], "after a TRUNCATE");
     // Two ranges: the upper one fails, the lower one is recorded done;
     // the table dropped, the rerun reads both.
     dst.connect()

@@ -1473,7 +1473,7 @@ impl Drop for Identities {
 }
 
 /// Whether `table` holds no row.
-pub(crate) async fn is_empty(client: &Client, table: &TableName) -> Result<bool> {
+async fn is_empty(client: &Client, table: &TableName) -> Result<bool> {
     let row = client
         .query_one(
             &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", table.quoted()),

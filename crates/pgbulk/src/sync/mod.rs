@@ -303,9 +303,11 @@ pub async fn sync(
                         mark::filter_changed("a sync", before.as_str(), opts.filter.as_deref());
                 }
             }
-            // A watermark outlives its table, not its meaning: one stored
-            // before the destination was dropped, truncated or created
-            // again would skip every row before it.
+            // A watermark goes with its table: one stored before the
+            // destination was dropped would skip every row before it. (One
+            // of a table emptied since stands: rows a downstream job took
+            // out of it are not read again. A sync without --incremental
+            // reads everything once.)
             let stored = match (stored, &dest_facts) {
                 (Some(_), None) => {
                     stale = Some(format!(
@@ -313,17 +315,7 @@ pub async fn sync(
                     ));
                     None
                 }
-                (Some(w), Some(_)) => {
-                    if crate::load::is_empty(&dest, &dest_name).await? {
-                        stale = Some(format!(
-                            "{dest_name} was empty, though an earlier sync stored a watermark for it: read from the start"
-                        ));
-                        None
-                    } else {
-                        Some(w)
-                    }
-                }
-                (None, _) => None,
+                (stored, _) => stored,
             };
             // No stored watermark: start after what the destination has.
             let start = match (stored, &dest_facts) {
@@ -551,9 +543,9 @@ pub async fn sync(
         let split = ranges::split(&tx, &src_facts, unique, &reading, version, jobs).await?;
         let ledger = ranges::Ledger::new(&dest_name, &reading, jobs);
         let mut resuming = ledger.pending(&dest).await?.is_some();
-        // The ranges an interrupted run finished count while their rows
-        // are there: not after the destination was dropped or emptied.
-        if resuming && (dest_facts.is_none() || crate::load::is_empty(&dest, &dest_name).await?) {
+        // The ranges an interrupted run finished go with the table: not
+        // done after it was dropped.
+        if resuming && dest_facts.is_none() {
             ledger.forget(&dest).await?;
             resuming = false;
         }
