@@ -1825,6 +1825,27 @@ async fn a_new_destination_is_filled_in_one_transaction() {
         rows(&dst, &check.replace("FROM big", "FROM batched")).await,
         rows(&src, check).await
     );
+    // Again, nothing changed: a first batch of 20,000 rows finds that,
+    // the rest goes in one; a declared column is added first.
+    let schema = home.file(
+        "big.sql",
+        "CREATE TABLE big (id int PRIMARY KEY, v text, note text);",
+        0o644,
+    );
+    let again = sync(&["--table", "big", "--schema", schema.to_str().expect("utf8")]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again
+            .stdout
+            .contains("30,000 rows read, 0 inserted, 0 updated, 30,000 unchanged; 2 batches"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(rows(&dst, check).await, rows(&src, check).await);
+    assert_eq!(
+        rows(&dst, "SELECT count(note)::text FROM big").await,
+        vec![vec![s("0")]]
+    );
     let size = "SELECT pg_relation_size('big_pkey')::text";
     let built = rows(&dst, size).await;
     dst.connect()

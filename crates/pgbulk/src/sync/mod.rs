@@ -612,6 +612,7 @@ pub async fn sync(
                 },
                 keys_unique,
                 fill_empty: fill_existing,
+                probe: opts.batch_rows == 0 && dest_facts.is_some() && !fill_existing,
             };
             let load = passthrough::run(&tx, passage, dest, &load_opts, progress).await?;
             tx.commit()

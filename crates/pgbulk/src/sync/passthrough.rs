@@ -67,7 +67,16 @@ pub(super) struct Passage<'a> {
     /// filled as a new copy of it when it has an index (see
     /// [`ingest::Options::fill_empty`]).
     pub(super) fill_empty: bool,
+    /// Batches not asked for, into a table that holds rows: a first batch
+    /// of [`PROBE_ROWS`] rows decides. When it changed nothing, the rest
+    /// goes in one batch, which reads the table once where each batch of
+    /// more than a twentieth of it reads all of it (see
+    /// `crate::load::probe`).
+    pub(super) probe: bool,
 }
+
+/// Rows of the first batch of a [`Passage::probe`].
+const PROBE_ROWS: u64 = 20_000;
 
 /// Streams the rows `passage` selects (in `tx`, the source's snapshot)
 /// into `opts.table` on `dest`, in batches cut at tuple bounds: a new
@@ -140,17 +149,59 @@ pub(super) async fn run(
         stage: Stage::Header,
         keys_unique: passage.keys_unique,
     };
-    let batches = std::iter::from_fn(move || {
-        (!done.load(Ordering::SeqCst)).then(|| {
-            Ok(Batch {
-                high_watermark: BatchWatermark::Value(None),
-                metadata: serde_json::Value::Null,
-                rows: Rows::Binary(Box::new(part.fresh())),
-                resume: None,
-            })
-        })
-    });
-    let engine = ingest::ingest_prepared(&mut dest, &prepared, |_| batches, &options).await?;
+    let batch = |part: CopyPart| Batch {
+        high_watermark: BatchWatermark::Value(None),
+        metadata: serde_json::Value::Null,
+        rows: Rows::Binary(Box::new(part)),
+        resume: None,
+    };
+    let mut options = options;
+    let mut first = None;
+    let mut part = part;
+    let mut prepared = prepared;
+    if passage.probe && part.left > PROBE_ROWS {
+        // Migrated first: the batches are two ingests' (the table's
+        // migration is not the first batch's).
+        prepared = ingest::settle(&mut dest, prepared, &options).await?;
+        let probe = CopyPart {
+            left: PROBE_ROWS,
+            ..part.fresh()
+        };
+        let engine = ingest::ingest_prepared(
+            &mut dest,
+            &prepared,
+            |_| std::iter::once(Ok(batch(probe))),
+            &options,
+        )
+        .await?;
+        if engine
+            .tables
+            .values()
+            .all(|c| c.inserted == 0 && c.updated == 0)
+        {
+            tracing::debug!(
+                "{table}: the first {PROBE_ROWS} rows changed nothing: the rest in one batch, which reads the table once"
+            );
+            part.left = u64::MAX;
+        }
+        options.batch_offset = engine.batches.len();
+        first = Some(engine);
+    }
+    let engine = if done.load(Ordering::SeqCst) {
+        ingest::Report::default()
+    } else {
+        let batches = std::iter::from_fn(move || {
+            (!done.load(Ordering::SeqCst)).then(|| Ok(batch(part.fresh())))
+        });
+        ingest::ingest_prepared(&mut dest, &prepared, |_| batches, &options).await?
+    };
+    let engine = match first {
+        Some(mut first) => {
+            first.merge(engine);
+            first
+        }
+        None => engine,
+    };
     let mut report = LoadReport::default();
     report.count(engine);
     report.rows_read = report.inserted + report.updated + report.unchanged + report.repeated;

@@ -415,6 +415,7 @@ pub(super) async fn run(
                     batch_rows: u64::MAX,
                     keys_unique,
                     fill_empty: false,
+                    probe: false,
                 };
                 let dest_client = crate::connect::connect(&dest).await?.client;
                 let report = super::passthrough::run(&tx, passage, dest_client, &load, progress)
