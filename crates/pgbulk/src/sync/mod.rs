@@ -554,6 +554,8 @@ pub async fn sync(
         None
     };
     let mut passed_through = false;
+    // The destination session, when the load leaves it for what follows.
+    let mut kept = None;
     let (load, ranged) = match split {
         Some((split, ledger)) => {
             // Each range in one transaction, passed through, unless batches
@@ -614,7 +616,9 @@ pub async fn sync(
                 fill_empty: fill_existing,
                 probe: opts.batch_rows == 0 && dest_facts.is_some() && !fill_existing,
             };
-            let load = passthrough::run(&tx, passage, dest, &load_opts, progress).await?;
+            let mut dest = dest;
+            let load = passthrough::run(&tx, passage, &mut dest, &load_opts, progress).await?;
+            kept = Some(dest);
             tx.commit()
                 .await
                 .map_err(|e| Error::server("ending the source snapshot", e))?;
@@ -684,7 +688,7 @@ pub async fn sync(
     };
     // What follows the load (the watermark, the sequences, the run's
     // record) shares one session of the destination.
-    let mut after = LazySession::new(dest_params);
+    let mut after = LazySession::new(dest_params, kept);
     if ranged.is_none() {
         // (Ranges store it with the ledger's end.)
         store_watermark(
@@ -753,18 +757,17 @@ pub async fn sync(
     })
 }
 
-/// A session of the destination opened when first needed, then reused.
+/// A session of the destination opened when first needed (unless one was
+/// at hand), then reused.
 struct LazySession<'a> {
     params: &'a ConnParams,
     client: Option<tokio_postgres::Client>,
 }
 
 impl<'a> LazySession<'a> {
-    fn new(params: &'a ConnParams) -> Self {
-        Self {
-            params,
-            client: None,
-        }
+    /// The session `client`, or one of `params` when first needed.
+    fn new(params: &'a ConnParams, client: Option<tokio_postgres::Client>) -> Self {
+        Self { params, client }
     }
 
     /// The session, connected now if it is not yet (a failed connection

@@ -79,21 +79,22 @@ pub(super) struct Passage<'a> {
 const PROBE_ROWS: u64 = 20_000;
 
 /// Streams the rows `passage` selects (in `tx`, the source's snapshot)
-/// into `opts.table` on `dest`, in batches cut at tuple bounds: a new
-/// table is declared by `opts.schema_ddl` (and created by it), an existing
-/// one is taken as it is.
+/// into `opts.table` on `dest` (a session the caller may use again after),
+/// in batches cut at tuple bounds: a new table is declared by
+/// `opts.schema_ddl` (and created by it), an existing one is taken as it
+/// is.
 pub(super) async fn run(
     tx: &Transaction<'_>,
     passage: Passage<'_>,
-    mut dest: Client,
+    dest: &mut Client,
     opts: &LoadOptions,
     progress: Arc<Progress>,
 ) -> Result<LoadReport> {
     let started = std::time::Instant::now();
-    progress.register(&dest);
-    let session = Session::read(&dest).await?;
+    progress.register(dest);
+    let session = Session::read(dest).await?;
     let table = opts.table.in_schema(&session.current_schema);
-    let exists = crate::catalog::table_oid(&dest, table.schema_or_public(), &table.name)
+    let exists = crate::catalog::table_oid(dest, table.schema_or_public(), &table.name)
         .await?
         .is_some();
     let declaration = match crate::load::declared(opts, &table, &session.current_schema, exists)? {
@@ -107,9 +108,9 @@ pub(super) async fn run(
         }
     };
     let (prepared, _, chosen) =
-        crate::load::prepare_table(&mut dest, session, &declaration, opts, &table, exists).await?;
+        crate::load::prepare_table(dest, session, &declaration, opts, &table, exists).await?;
     let fill_empty =
-        passage.fill_empty && exists && crate::rebuild::fill_pays(&mut dest, &table).await?;
+        passage.fill_empty && exists && crate::rebuild::fill_pays(dest, &table).await?;
     let options = ingest::Options {
         before_visible: passage.before_visible,
         fill_empty,
@@ -162,13 +163,13 @@ pub(super) async fn run(
     if passage.probe && part.left > PROBE_ROWS {
         // Migrated first: the batches are two ingests' (the table's
         // migration is not the first batch's).
-        prepared = ingest::settle(&mut dest, prepared, &options).await?;
+        prepared = ingest::settle(dest, prepared, &options).await?;
         let probe = CopyPart {
             left: PROBE_ROWS,
             ..part.fresh()
         };
         let engine = ingest::ingest_prepared(
-            &mut dest,
+            dest,
             &prepared,
             |_| std::iter::once(Ok(batch(probe))),
             &options,
@@ -193,7 +194,7 @@ pub(super) async fn run(
         let batches = std::iter::from_fn(move || {
             (!done.load(Ordering::SeqCst)).then(|| Ok(batch(part.fresh())))
         });
-        ingest::ingest_prepared(&mut dest, &prepared, |_| batches, &options).await?
+        ingest::ingest_prepared(dest, &prepared, |_| batches, &options).await?
     };
     let engine = match first {
         Some(mut first) => {

@@ -417,10 +417,11 @@ pub(super) async fn run(
                     fill_empty: false,
                     probe: false,
                 };
-                let dest_client = crate::connect::connect(&dest).await?.client;
-                let report = super::passthrough::run(&tx, passage, dest_client, &load, progress)
-                    .await
-                    .map_err(|e| e.context(&label))?;
+                let mut dest_client = crate::connect::connect(&dest).await?.client;
+                let report =
+                    super::passthrough::run(&tx, passage, &mut dest_client, &load, progress)
+                        .await
+                        .map_err(|e| e.context(&label))?;
                 tx.commit()
                     .await
                     .map_err(|e| Error::server("ending a range's snapshot", e))?;
