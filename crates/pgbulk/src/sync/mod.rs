@@ -614,7 +614,12 @@ pub async fn sync(
                 },
                 keys_unique,
                 fill_empty: fill_existing,
-                probe: opts.batch_rows == 0 && dest_facts.is_some() && !fill_existing,
+                // A full sync (an incremental one reads a few rows, which
+                // the probe would split into two batches).
+                probe: opts.batch_rows == 0
+                    && dest_facts.is_some()
+                    && !fill_existing
+                    && incremental.is_none(),
             };
             let mut dest = dest;
             let load = passthrough::run(&tx, passage, &mut dest, &load_opts, progress).await?;

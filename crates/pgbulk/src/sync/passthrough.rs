@@ -67,11 +67,11 @@ pub(super) struct Passage<'a> {
     /// filled as a new copy of it when it has an index (see
     /// [`ingest::Options::fill_empty`]).
     pub(super) fill_empty: bool,
-    /// Batches not asked for, into a table that holds rows: a first batch
-    /// of [`PROBE_ROWS`] rows decides. When it changed nothing, the rest
-    /// goes in one batch, which reads the table once where each batch of
-    /// more than a twentieth of it reads all of it (see
-    /// `crate::load::probe`).
+    /// A full sync, batches not asked for, into a table that holds rows:
+    /// a first batch of [`PROBE_ROWS`] rows decides. When it changed
+    /// nothing, the rest goes in one batch, which reads the table once
+    /// where each batch of more than a twentieth of it reads all of it
+    /// (see `crate::load::probe`).
     pub(super) probe: bool,
 }
 
