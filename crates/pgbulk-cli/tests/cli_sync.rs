@@ -1541,6 +1541,123 @@ async fn weird_names_arrays_and_domains_are_synced_by_name() {
     );
 }
 
+/// A destination created from the source's definition gets the enums and
+/// domains it lacks, as the source defines them (labels in order, base
+/// types first, checks, collation, default, NOT NULL), in their schemas;
+/// those it has are used; a dry run only shows them.
+#[tokio::test]
+async fn a_created_destination_gets_the_enums_and_domains_it_lacks() {
+    let src = TestDb::new("sync_types_src").await;
+    let dst = TestDb::new("sync_types_dst").await;
+    let home = Scratch::new("sync-new-types");
+    let source = src.connect().await;
+    // A label added later sorts where it was added (a statement of its
+    // own: a new label is usable once committed).
+    source
+        .batch_execute(
+            r#"CREATE SCHEMA "App";
+               CREATE TYPE "App"."Color" AS ENUM ('red', 'it''s', 'Blue', 'z')"#,
+        )
+        .await
+        .expect("source enum");
+    source
+        .batch_execute(r#"ALTER TYPE "App"."Color" ADD VALUE 'green' BEFORE 'Blue'"#)
+        .await
+        .expect("source label");
+    source
+        .batch_execute(
+            r#"CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+               CREATE DOMAIN small AS posint CHECK (VALUE < 100);
+               ALTER DOMAIN small ADD CONSTRAINT "not 13" CHECK (VALUE <> 13) NOT VALID;
+               CREATE DOMAIN "App".code AS text COLLATE "C" DEFAULT 'none' NOT NULL CHECK (length(VALUE) < 6);
+               CREATE DOMAIN "App".palette AS "App"."Color"[] CHECK (cardinality(VALUE) < 3);
+               CREATE TYPE other AS ENUM ('x');
+               CREATE TABLE t (id int PRIMARY KEY, c "App"."Color", cs "App"."Color"[], p "App".palette,
+                               n small, code "App".code, o other);
+               INSERT INTO t VALUES (1, 'it''s', '{green,NULL}', '{Blue,red}', 99, 'ab', 'x'),
+                                    (2, NULL, NULL, NULL, NULL, 'none', NULL)"#,
+        )
+        .await
+        .expect("source");
+    // The destination has "other" already (with another label): it is used.
+    dst.connect()
+        .await
+        .batch_execute("CREATE TYPE other AS ENUM ('y', 'x')")
+        .await
+        .expect("destination type");
+    let sync = |extra: &[&str]| {
+        run(pgbulk(&home)
+            .args(["sync", "--from", &src.url, "--table", "t", "--db", &dst.url])
+            .args(extra))
+    };
+    let plan = sync(&["--dry-run"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    for statement in [
+        r#"CREATE SCHEMA "App";"#,
+        r#"CREATE TYPE "App"."Color" AS ENUM ('red', 'it''s', 'green', 'Blue', 'z');"#,
+        r#"CREATE DOMAIN "public"."posint" AS integer"#,
+        r#"CREATE DOMAIN "App"."palette" AS "App"."Color"[]"#,
+    ] {
+        assert!(
+            plan.stdout.contains(statement),
+            "{statement}\n{}",
+            plan.stdout
+        );
+    }
+    assert!(!plan.stdout.contains(r#""other" AS"#), "{}", plan.stdout);
+    let types = "SELECT n.nspname || '.' || t.typname FROM pg_type t \
+                 JOIN pg_namespace n ON n.oid = t.typnamespace \
+                 WHERE t.typtype IN ('e', 'd') AND n.nspname <> 'information_schema' ORDER BY 1";
+    assert_eq!(rows(&dst, types).await, vec![vec![s("public.other")]]);
+
+    let out = sync(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for made in [
+        r#"created an enum "App"."Color""#,
+        r#"created a domain "public"."posint""#,
+        r#"created a domain "public"."small""#,
+        r#"created a domain "App"."code""#,
+        r#"created a domain "App"."palette""#,
+    ] {
+        assert!(out.stderr.contains(made), "{made}\n{}", out.stderr);
+    }
+    let read = "SELECT id::text, c::text, cs::text, p::text, n::text, code::text, o::text FROM t ORDER BY id";
+    assert_eq!(rows(&dst, read).await, rows(&src, read).await);
+    // The same definitions: labels in order, checks, collation, default.
+    let described = r#"SELECT t.typname::text,
+               (SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = t.oid),
+               format_type(t.typbasetype, t.typtypmod), t.typnotnull::text, t.typdefault,
+               (SELECT collname::text FROM pg_collation WHERE oid = t.typcollation),
+               (SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), '; ' ORDER BY conname)
+                  FROM pg_constraint WHERE contypid = t.oid AND contype = 'c')
+        FROM pg_type t WHERE t.typtype IN ('e', 'd') AND t.typname <> 'other'
+          AND t.typnamespace <> 'information_schema'::regnamespace ORDER BY 1"#;
+    let mut expected = rows(&src, described).await;
+    for row in &mut expected {
+        // Validated in the destination (it had no value to check).
+        if let Some(Some(checks)) = row.get_mut(6) {
+            *checks = checks.replace(" NOT VALID", "");
+        }
+    }
+    assert_eq!(rows(&dst, described).await, expected);
+    // The domains check in the destination too.
+    let refused = dst
+        .connect()
+        .await
+        .batch_execute("INSERT INTO t (id, n) VALUES (3, 13)")
+        .await
+        .expect_err("13 is not small");
+    assert!(format!("{refused:?}").contains("not 13"), "{refused:?}");
+    // Into another new table: the types are there, none is created again.
+    let again = sync(&["--to", "t2"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(!again.stderr.contains("created "), "{}", again.stderr);
+    assert_eq!(
+        rows(&dst, &read.replace("FROM t ", "FROM t2 ")).await,
+        rows(&src, read).await
+    );
+}
+
 /// Between two servers: the suite's (each major in CI) and one of the
 /// machine's own PostgreSQL, both ways, every type exactly.
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,214 @@
+//! The enum and domain types a destination created from the source's
+//! definition needs: those the source's columns use (directly, as an
+//! array's element, or as a domain's base) that the destination lacks are
+//! created in it as the source defines them, before the table.
+
+use tokio_postgres::Client;
+use tokio_postgres::types::Oid;
+
+use crate::error::{Error, Result};
+use crate::schema::{quote_ident, quote_literal};
+
+/// A type to create in the destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct NeededType {
+    /// `"schema"."name"`, quoted.
+    pub(super) name: String,
+    /// The `CREATE TYPE` / `CREATE DOMAIN` statement (after a `CREATE
+    /// SCHEMA` when the destination lacks its schema), each ending with
+    /// `;`.
+    pub(super) ddl: String,
+    /// "an enum" or "a domain", for the notes.
+    pub(super) what: &'static str,
+}
+
+/// The user-defined enums and domains the columns of types `oids` use in
+/// the source, bases before the domains over them, that the destination
+/// lacks (by schema-qualified name), with the DDL that creates each as
+/// the source defines it. Other user-defined types (composites, ranges)
+/// are left to the server's "type does not exist".
+pub(super) async fn missing(
+    source: &mut Client,
+    dest: &Client,
+    oids: &[Oid],
+) -> Result<Vec<NeededType>> {
+    let read = |e| Error::server("reading the source's enum and domain types", e);
+    // Names as the destination must read them: with pg_catalog alone on
+    // the search path, format_type and pg_get_constraintdef qualify every
+    // other schema's types and functions.
+    let tx = source.transaction().await.map_err(read)?;
+    tx.batch_execute("SET LOCAL search_path = pg_catalog")
+        .await
+        .map_err(read)?;
+    let rows = tx
+        .query(
+            "WITH RECURSIVE used(oid, depth) AS ( \
+               SELECT CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 THEN t.typelem ELSE t.oid END, 0 \
+               FROM pg_type t WHERE t.oid = ANY($1) \
+               UNION \
+               SELECT CASE WHEN b.typcategory = 'A' AND b.typelem <> 0 THEN b.typelem ELSE b.oid END, u.depth + 1 \
+               FROM used u JOIN pg_type t ON t.oid = u.oid JOIN pg_type b ON b.oid = t.typbasetype \
+               WHERE t.typtype = 'd' AND u.depth < 32 \
+             ) \
+             SELECT t.oid, n.nspname::text, t.typname::text, t.typtype = 'e' \
+             FROM (SELECT oid, max(depth) AS depth FROM used GROUP BY oid) u \
+             JOIN pg_type t ON t.oid = u.oid JOIN pg_namespace n ON n.oid = t.typnamespace \
+             WHERE t.typtype IN ('e', 'd') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             ORDER BY u.depth DESC, t.oid",
+            &[&oids],
+        )
+        .await
+        .map_err(read)?;
+    let mut needed = Vec::new();
+    let mut schemas_made = Vec::new();
+    for row in rows {
+        let (oid, schema, name, is_enum): (Oid, String, String, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
+        let there: bool = dest
+            .query_one(
+                "SELECT pg_catalog.to_regtype($1) IS NOT NULL",
+                &[&qualified],
+            )
+            .await
+            .map_err(|e| Error::server("reading the destination's types", e))?
+            .get(0);
+        if there {
+            continue;
+        }
+        let body = if is_enum {
+            let labels: Vec<String> = tx
+                .query(
+                    "SELECT enumlabel::text FROM pg_enum WHERE enumtypid = $1 ORDER BY enumsortorder",
+                    &[&oid],
+                )
+                .await
+                .map_err(read)?
+                .iter()
+                .map(|r| quote_literal(r.get::<_, &str>(0)))
+                .collect();
+            format!("CREATE TYPE {qualified} AS ENUM ({})", labels.join(", "))
+        } else {
+            domain_body(&tx, oid, &qualified).await.map_err(read)?
+        };
+        let schema_there: bool = dest
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+                &[&schema],
+            )
+            .await
+            .map_err(|e| Error::server("reading the destination's schemas", e))?
+            .get(0);
+        let ddl = if schema_there || schemas_made.contains(&schema) {
+            format!("{body};")
+        } else {
+            schemas_made.push(schema.clone());
+            format!("CREATE SCHEMA {};\n{body};", quote_ident(&schema))
+        };
+        needed.push(NeededType {
+            ddl,
+            name: qualified,
+            what: if is_enum { "an enum" } else { "a domain" },
+        });
+    }
+    tx.commit().await.map_err(read)?;
+    Ok(needed)
+}
+
+/// `CREATE DOMAIN` of the domain `oid` as the source defines it: its base
+/// type, collation, default, `NOT NULL` and CHECK constraints.
+async fn domain_body(
+    tx: &tokio_postgres::Transaction<'_>,
+    oid: Oid,
+    qualified: &str,
+) -> std::result::Result<String, tokio_postgres::Error> {
+    let row = tx
+        .query_one(
+            "SELECT format_type(t.typbasetype, t.typtypmod), \
+               CASE WHEN t.typcollation <> 0 AND t.typcollation <> b.typcollation \
+                 THEN quote_ident(cn.nspname) || '.' || quote_ident(c.collname) END, \
+               pg_get_expr(t.typdefaultbin, 0), t.typnotnull \
+             FROM pg_type t JOIN pg_type b ON b.oid = t.typbasetype \
+             LEFT JOIN pg_collation c ON c.oid = t.typcollation \
+             LEFT JOIN pg_namespace cn ON cn.oid = c.collnamespace \
+             WHERE t.oid = $1",
+            &[&oid],
+        )
+        .await?;
+    let mut body = format!("CREATE DOMAIN {qualified} AS {}", row.get::<_, String>(0));
+    if let Some(collation) = row.get::<_, Option<String>>(1) {
+        body.push_str(&format!(" COLLATE {collation}"));
+    }
+    if let Some(default) = row.get::<_, Option<String>>(2) {
+        body.push_str(&format!(" DEFAULT {default}"));
+    }
+    if row.get::<_, bool>(3) {
+        body.push_str(" NOT NULL");
+    }
+    for check in tx
+        .query(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE contypid = $1 AND contype = 'c' ORDER BY conname",
+            &[&oid],
+        )
+        .await?
+    {
+        let definition: &str = check.get(1);
+        // A constraint not yet validated against the source's columns is
+        // one all the destination's values (none yet) meet.
+        let definition = definition.strip_suffix(" NOT VALID").unwrap_or(definition);
+        body.push_str(&format!(
+            " CONSTRAINT {} {definition}",
+            quote_ident(check.get::<_, &str>(0))
+        ));
+    }
+    Ok(body)
+}
+
+/// Creates `types` in the destination, in one transaction. Another
+/// session creating one of them first is no error: whatever is still
+/// missing afterwards is created again, once.
+pub(super) async fn create(
+    source: &mut Client,
+    dest: &mut Client,
+    oids: &[Oid],
+    types: Vec<NeededType>,
+) -> Result<Vec<NeededType>> {
+    let mut types = types;
+    for attempt in 0..2 {
+        if types.is_empty() {
+            break;
+        }
+        let ddl: Vec<&str> = types.iter().map(|t| t.ddl.as_str()).collect();
+        let done = async {
+            let tx = dest.transaction().await?;
+            tx.batch_execute(&ddl.join("\n")).await?;
+            tx.commit().await
+        }
+        .await;
+        match done {
+            Ok(()) => return Ok(types),
+            Err(e) if attempt == 0 && raced(&e) => {
+                types = missing(source, dest, oids).await?;
+            }
+            Err(e) => {
+                let names: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
+                return Err(Error::server(
+                    &format!(
+                        "creating the source's types {} in the destination",
+                        names.join(", ")
+                    ),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Whether `e` is another session's type or schema created first.
+fn raced(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code()
+        .is_some_and(|c| *c == SqlState::DUPLICATE_OBJECT || *c == SqlState::UNIQUE_VIOLATION)
+}
