@@ -415,6 +415,97 @@ async fn bad_rows_name_file_line_column_and_reason() {
     let _ = missing;
 }
 
+/// An enum's labels are checked where the row is known: a value that is
+/// not one (exactly: case and spaces count, as for the server) names its
+/// file, line and column, and `--max-errors` sets its row aside.
+#[tokio::test]
+async fn a_value_that_is_no_label_of_its_enum_is_named_by_line() {
+    let db = TestDb::new("load_enum").await;
+    let home = Scratch::new("load-enum");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+             CREATE TABLE en (id int PRIMARY KEY, m mood, ms mood[]);
+             CREATE TABLE plain (id int, m mood, ms mood[])",
+        )
+        .await
+        .expect("tables");
+    let cases = [
+        (
+            "case.csv",
+            "id,m,ms\n1,ok,{}\n2,Sad,{}\n",
+            "case.csv:3:2: column \"m\": invalid input value for enum mood: \"Sad\"",
+        ),
+        (
+            "space.csv",
+            "id,m,ms\n1, sad,{}\n",
+            "space.csv:2:2: column \"m\": invalid input value for enum mood: \" sad\"",
+        ),
+        (
+            "element.csv",
+            "id,m,ms\n1,ok,\"{ok,happy}\"\n2,ok,\"{ok,bad}\"\n",
+            "element.csv:3:3: column \"ms\": value \"{ok,bad}\": invalid input value for enum mood: \"bad\"",
+        ),
+    ];
+    for table in ["en", "plain"] {
+        for (name, text, message) in cases {
+            home.file(name, text, 0o644);
+            let out = run(pgbulk(&home)
+                .current_dir(home.path())
+                .args(["load", name, "--table", table, "--db", &db.url]));
+            assert_bad(&out, message);
+            assert_eq!(count(&db, table).await, 0, "{table} {name}");
+        }
+        home.file(
+            "mixed.csv",
+            "id,m,ms\n1,sad,\"{happy,NULL}\"\n2,Ok,{}\n3,,\n4,ok,{x}\n5,happy,{}\n",
+            0o644,
+        );
+        let out = run(pgbulk(&home).current_dir(home.path()).args([
+            "load",
+            "mixed.csv",
+            "--table",
+            table,
+            "--db",
+            &db.url,
+            "--max-errors",
+            "2",
+            "--reject-file",
+            "bad.csv",
+        ]));
+        assert_ok(&out);
+        assert!(
+            out.stdout.contains("2 rejected (in bad.csv)"),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(
+            std::fs::read_to_string(home.path().join("bad.csv")).expect("rejects"),
+            "2,Ok,{}\n4,ok,{x}\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(home.path().join("bad.csv.log")).expect("log"),
+            "mixed.csv:3:2: column \"m\": invalid input value for enum mood: \"Ok\"\n\
+             mixed.csv:5:3: column \"ms\": value \"{x}\": invalid input value for enum mood: \"x\"\n"
+        );
+        assert_eq!(
+            rows(
+                &db,
+                &format!("SELECT id::text, m::text, ms::text FROM {table} ORDER BY id")
+            )
+            .await,
+            vec![
+                vec![s("1"), s("sad"), s("{happy,NULL}")],
+                vec![s("3"), None, None],
+                vec![s("5"), s("happy"), s("{}")],
+            ]
+        );
+        std::fs::remove_file(home.path().join("bad.csv")).expect("rm");
+        std::fs::remove_file(home.path().join("bad.csv.log")).expect("rm");
+    }
+}
+
 #[tokio::test]
 async fn reject_file_keeps_bad_rows_byte_for_byte() {
     let db = TestDb::new("load_reject").await;

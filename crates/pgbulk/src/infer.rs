@@ -185,6 +185,7 @@ fn fits(value: &str, oid: u32, scratch: &mut Vec<u8>) -> bool {
         cast_name: String::new(),
         max_chars: None,
         precision_scale: None,
+        labels: None,
     };
     debug_assert!(ty.kind != TypeKind::Other);
     scratch.clear();

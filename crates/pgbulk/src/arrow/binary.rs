@@ -372,6 +372,7 @@ mod tests {
             cast_name: String::new(),
             max_chars,
             precision_scale: ps,
+            labels: None,
         }
     }
 

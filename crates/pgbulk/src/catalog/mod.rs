@@ -190,7 +190,19 @@ pub async fn column_type(client: &impl GenericClient, oid: Oid, typmod: i32) -> 
             current = base;
             continue;
         }
+        let mut labels = None;
         let kind = if typtype == "e" {
+            let read: Vec<String> = client
+                .query(
+                    "SELECT enumlabel::text FROM pg_catalog.pg_enum WHERE enumtypid = $1",
+                    &[&current],
+                )
+                .await
+                .map_err(|e| Error::server("reading an enum's labels", e))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            labels = Some(std::sync::Arc::new(read.into_iter().collect()));
             TypeKind::Text
         } else if category == "A" && elem != 0 && typlen == -1 {
             let elem_type = Box::pin(column_type(client, elem, -1)).await?;
@@ -220,6 +232,7 @@ pub async fn column_type(client: &impl GenericClient, oid: Oid, typmod: i32) -> 
             cast_name,
             max_chars,
             precision_scale,
+            labels,
         });
     }
     Err(Error::new(

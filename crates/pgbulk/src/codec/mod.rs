@@ -15,7 +15,9 @@ pub mod tuples;
 #[cfg(feature = "arrow")]
 pub(crate) use numeric::write as write_numeric;
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 /// How a column's values are encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +96,10 @@ pub struct ColumnType {
     /// near the precision, or one too large, is left to the server (its
     /// rounding and its message); others are sent exactly.
     pub precision_scale: Option<(u32, i32)>,
+    /// For an enum: its labels, as read when the table was.
+    /// A value that is one of them is sent as it is; any other is left to
+    /// the server (a label added since, or a bad value it names by row).
+    pub labels: Option<Arc<BTreeSet<String>>>,
 }
 
 impl ColumnType {
@@ -560,7 +566,9 @@ pub(crate) fn encode_field_bytes(bytes: &[u8], ty: &ColumnType, out: &mut Vec<u8
                 .max_chars
                 .is_none_or(|max| bytes.len() <= usize::try_from(max).unwrap_or(usize::MAX)) =>
         {
-            let text = std::str::from_utf8(bytes).is_ok() && memchr::memchr(0, bytes).is_none();
+            let text = std::str::from_utf8(bytes)
+                .is_ok_and(|t| ty.labels.as_ref().is_none_or(|labels| labels.contains(t)))
+                && memchr::memchr(0, bytes).is_none();
             if text {
                 out.extend_from_slice(bytes);
             }
@@ -617,9 +625,12 @@ pub(crate) fn encode_text(text: &str, ty: &ColumnType, out: &mut Vec<u8>) -> Enc
         TypeKind::Float4 => scalar::float4(text, out),
         TypeKind::Float8 => scalar::float8(text, out),
         TypeKind::Numeric => numeric::encode_within(text, ty.precision_scale, out),
-        TypeKind::Text => match ty.max_chars {
-            Some(max) => scalar::bounded_text(text, max, &ty.name, out),
-            None => scalar::text(text, out),
+        TypeKind::Text => match (ty.max_chars, &ty.labels) {
+            (_, Some(labels)) if !labels.contains(text) => {
+                Err(EncodeError::for_server(&ty.name, text))
+            }
+            (Some(max), _) => scalar::bounded_text(text, max, &ty.name, out),
+            (None, _) => scalar::text(text, out),
         },
         TypeKind::Json => scalar::json(text, false, out),
         TypeKind::Jsonb => scalar::json(text, true, out),

@@ -12,6 +12,7 @@ pub(crate) fn ty(kind: TypeKind, oid: u32, name: &str) -> ColumnType {
         cast_name: String::new(),
         max_chars: None,
         precision_scale: None,
+        labels: None,
     }
 }
 
@@ -291,6 +292,7 @@ fn text_parsers_never_panic() {
     let bounded = ColumnType {
         max_chars: Some(3),
         precision_scale: None,
+        labels: None,
         ..ty(TypeKind::Text, 1043, "character varying(3)")
     };
     each_case(&strings.cases(&["abc  ", "é  "], case_count()), |text| {

@@ -831,6 +831,7 @@ fn write_shadows(
         cast_name: String::new(),
         max_chars: None,
         precision_scale: None,
+        labels: None,
     };
     let bytea = ColumnType {
         oid: 17,
@@ -839,6 +840,7 @@ fn write_shadows(
         cast_name: String::new(),
         max_chars: None,
         precision_scale: None,
+        labels: None,
     };
     for c in (0..p.shadows.len()).filter(|c| p.shadows[*c]) {
         let value = deferred.iter().find(|(d, _)| *d == c).map(|(_, v)| *v);

@@ -12,6 +12,7 @@ fn column(kind: TypeKind, oid: u32, not_null: bool) -> Column {
             cast_name: String::new(),
             max_chars: None,
             precision_scale: None,
+            labels: None,
         },
         not_null,
         default: None,
