@@ -506,6 +506,88 @@ async fn a_value_that_is_no_label_of_its_enum_is_named_by_line() {
     }
 }
 
+/// A value its column's domain refuses (a CHECK of the domain, its NOT
+/// NULL) fails the batch with the server's words, and `--max-errors` sets
+/// its row aside by line, as for a table's CHECK.
+#[tokio::test]
+async fn a_row_a_domain_refuses_is_set_aside_by_max_errors() {
+    let db = TestDb::new("load_domain").await;
+    let home = Scratch::new("load-domain");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+             CREATE DOMAIN code AS varchar(4) NOT NULL CHECK (VALUE ~ '^[A-Z]+$');
+             CREATE TABLE dk (id int PRIMARY KEY, n posint, c code);
+             CREATE TABLE dp (id int, n posint, c code)",
+        )
+        .await
+        .expect("tables");
+    home.file(
+        "d.csv",
+        "id,n,c\n1,5,AB\n2,-1,AB\n3,7,ab\n4,8,\n5,9,XYZ\n",
+        0o644,
+    );
+    for table in ["dk", "dp"] {
+        let out = run(pgbulk(&home)
+            .current_dir(home.path())
+            .args(["load", "d.csv", "--table", table, "--db", &db.url]));
+        assert_eq!(out.code, 9, "{}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("violates check constraint \"posint_check\"")
+                && out.stderr.contains("--max-errors N sets such rows aside"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(count(&db, table).await, 0);
+        let out = run(pgbulk(&home).current_dir(home.path()).args([
+            "load",
+            "d.csv",
+            "--table",
+            table,
+            "--db",
+            &db.url,
+            "--max-errors",
+            "3",
+            "--reject-file",
+            "bad.csv",
+        ]));
+        assert_ok(&out);
+        assert!(
+            out.stdout.contains("3 rejected (in bad.csv)"),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(
+            std::fs::read_to_string(home.path().join("bad.csv")).expect("rejects"),
+            "2,-1,AB\n3,7,ab\n4,8,\n"
+        );
+        let log = std::fs::read_to_string(home.path().join("bad.csv.log")).expect("log");
+        assert!(
+            log.contains(
+                "d.csv:3: value for domain posint violates check constraint \"posint_check\""
+            ) && log.contains(
+                "d.csv:4: value for domain code violates check constraint \"code_check\""
+            ),
+            "{log}"
+        );
+        assert_eq!(
+            rows(
+                &db,
+                &format!("SELECT id::text, n::text, c::text FROM {table} ORDER BY id")
+            )
+            .await,
+            vec![
+                vec![s("1"), s("5"), s("AB")],
+                vec![s("5"), s("9"), s("XYZ")],
+            ]
+        );
+        std::fs::remove_file(home.path().join("bad.csv")).expect("rm");
+        std::fs::remove_file(home.path().join("bad.csv.log")).expect("rm");
+    }
+}
+
 #[tokio::test]
 async fn reject_file_keeps_bad_rows_byte_for_byte() {
     let db = TestDb::new("load_reject").await;

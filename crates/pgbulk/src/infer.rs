@@ -186,6 +186,7 @@ fn fits(value: &str, oid: u32, scratch: &mut Vec<u8>) -> bool {
         max_chars: None,
         precision_scale: None,
         labels: None,
+        base_name: None,
     };
     debug_assert!(ty.kind != TypeKind::Other);
     scratch.clear();

@@ -373,6 +373,7 @@ mod tests {
             max_chars,
             precision_scale: ps,
             labels: None,
+            base_name: None,
         }
     }
 

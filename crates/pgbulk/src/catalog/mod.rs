@@ -172,11 +172,13 @@ pub async fn column_type(client: &impl GenericClient, oid: Oid, typmod: i32) -> 
     let name: String = row.get(0);
     let cast_name: String = row.get(1);
     let mut current = oid;
+    // Under a domain: the typmod its base type has there.
+    let mut domain_typmod = None;
     for _ in 0..32 {
         let row = client
             .query_one(
-                "SELECT t.typtype::text, t.typbasetype, t.typelem, t.typcategory::text, t.typlen \
-                 FROM pg_catalog.pg_type t WHERE t.oid = $1",
+                "SELECT t.typtype::text, t.typbasetype, t.typelem, t.typcategory::text, t.typlen, \
+                 t.typtypmod FROM pg_catalog.pg_type t WHERE t.oid = $1",
                 &[&current],
             )
             .await
@@ -187,9 +189,23 @@ pub async fn column_type(client: &impl GenericClient, oid: Oid, typmod: i32) -> 
         let category: String = row.get(3);
         let typlen: i16 = row.get(4);
         if typtype == "d" {
+            domain_typmod = Some(row.get::<_, i32>(5));
             current = base;
             continue;
         }
+        let base_name = match domain_typmod {
+            Some(base_typmod) => Some(
+                client
+                    .query_one(
+                        "SELECT pg_catalog.format_type($1, $2)",
+                        &[&current, &base_typmod],
+                    )
+                    .await
+                    .map_err(|e| Error::server("reading a type", e))?
+                    .get::<_, String>(0),
+            ),
+            None => None,
+        };
         let mut labels = None;
         let kind = if typtype == "e" {
             let read: Vec<String> = client
@@ -233,6 +249,7 @@ pub async fn column_type(client: &impl GenericClient, oid: Oid, typmod: i32) -> 
             max_chars,
             precision_scale,
             labels,
+            base_name,
         });
     }
     Err(Error::new(

@@ -100,6 +100,10 @@ pub struct ColumnType {
     /// A value that is one of them is sent as it is; any other is left to
     /// the server (a label added since, or a bad value it names by row).
     pub labels: Option<Arc<BTreeSet<String>>>,
+    /// For a domain: its base type, as `format_type` names it. Stages hold
+    /// that type, so the domain's checks run as the rows merge, where a
+    /// refused row is found by its line.
+    pub base_name: Option<String>,
 }
 
 impl ColumnType {

@@ -13,6 +13,7 @@ pub(crate) fn ty(kind: TypeKind, oid: u32, name: &str) -> ColumnType {
         max_chars: None,
         precision_scale: None,
         labels: None,
+        base_name: None,
     }
 }
 
@@ -293,6 +294,7 @@ fn text_parsers_never_panic() {
         max_chars: Some(3),
         precision_scale: None,
         labels: None,
+        base_name: None,
         ..ty(TypeKind::Text, 1043, "character varying(3)")
     };
     each_case(&strings.cases(&["abc  ", "é  "], case_count()), |text| {

@@ -832,6 +832,7 @@ fn write_shadows(
         max_chars: None,
         precision_scale: None,
         labels: None,
+        base_name: None,
     };
     let bytea = ColumnType {
         oid: 17,
@@ -841,6 +842,7 @@ fn write_shadows(
         max_chars: None,
         precision_scale: None,
         labels: None,
+        base_name: None,
     };
     for c in (0..p.shadows.len()).filter(|c| p.shadows[*c]) {
         let value = deferred.iter().find(|(d, _)| *d == c).map(|(_, v)| *v);
@@ -1098,7 +1100,7 @@ pub(super) async fn create_stage(
             let ty = if c.ty.needs_cast() {
                 "text"
             } else {
-                c.ty.name.as_str()
+                c.ty.base_name.as_deref().unwrap_or(&c.ty.name)
             };
             format!("{} {ty}", quote_ident(&c.name))
         })

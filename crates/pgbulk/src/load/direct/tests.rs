@@ -13,6 +13,7 @@ fn column(kind: TypeKind, oid: u32, not_null: bool) -> Column {
             max_chars: None,
             precision_scale: None,
             labels: None,
+            base_name: None,
         },
         not_null,
         default: None,
