@@ -508,7 +508,8 @@ async fn a_value_that_is_no_label_of_its_enum_is_named_by_line() {
 
 /// A value its column's domain refuses (a CHECK of the domain, its NOT
 /// NULL) fails the batch with the server's words, and `--max-errors` sets
-/// its row aside by line, as for a table's CHECK.
+/// its row aside by line, as for a table's CHECK; one too long for the
+/// domain's `varchar(n)` is named by line and column as it is read.
 #[tokio::test]
 async fn a_row_a_domain_refuses_is_set_aside_by_max_errors() {
     let db = TestDb::new("load_domain").await;
@@ -528,6 +529,11 @@ async fn a_row_a_domain_refuses_is_set_aside_by_max_errors() {
         "id,n,c\n1,5,AB\n2,-1,AB\n3,7,ab\n4,8,\n5,9,XYZ\n",
         0o644,
     );
+    home.file(
+        "d7.csv",
+        "id,n,c\n1,5,AB\n2,-1,AB\n3,7,ab\n4,8,\n5,9,XYZ\n6,10,ABCDE\n",
+        0o644,
+    );
     for table in ["dk", "dp"] {
         let out = run(pgbulk(&home)
             .current_dir(home.path())
@@ -543,33 +549,37 @@ async fn a_row_a_domain_refuses_is_set_aside_by_max_errors() {
         assert_eq!(count(&db, table).await, 0);
         let out = run(pgbulk(&home).current_dir(home.path()).args([
             "load",
-            "d.csv",
+            "d7.csv",
             "--table",
             table,
             "--db",
             &db.url,
             "--max-errors",
-            "3",
+            "4",
             "--reject-file",
             "bad.csv",
         ]));
         assert_ok(&out);
         assert!(
-            out.stdout.contains("3 rejected (in bad.csv)"),
+            out.stdout.contains("4 rejected (in bad.csv)"),
             "{}",
             out.stdout
         );
+        // The domain's varchar(4) is checked as the file is read.
         assert_eq!(
             std::fs::read_to_string(home.path().join("bad.csv")).expect("rejects"),
-            "2,-1,AB\n3,7,ab\n4,8,\n"
+            "6,10,ABCDE\n2,-1,AB\n3,7,ab\n4,8,\n"
         );
         let log = std::fs::read_to_string(home.path().join("bad.csv.log")).expect("log");
         assert!(
             log.contains(
-                "d.csv:3: value for domain posint violates check constraint \"posint_check\""
+                "d7.csv:3: value for domain posint violates check constraint \"posint_check\""
             ) && log.contains(
-                "d.csv:4: value for domain code violates check constraint \"code_check\""
-            ),
+                "d7.csv:4: value for domain code violates check constraint \"code_check\""
+            ) && log.contains("d7.csv:5: domain code does not allow null values")
+                && log.starts_with(
+                    "d7.csv:7:3: column \"c\": value too long for type character varying(4): \"ABCDE\"\n"
+                ),
             "{log}"
         );
         assert_eq!(

@@ -226,6 +226,12 @@ pub async fn column_type(client: &impl GenericClient, oid: Oid, typmod: i32) -> 
         } else {
             ColumnType::kind_of_builtin(current)
         };
+        // A column of a domain over `varchar(n)` or `numeric(p, s)` has no
+        // typmod of its own: the domain's applies.
+        let typmod = match domain_typmod {
+            Some(m) if typmod < 0 => m,
+            _ => typmod,
+        };
         // varchar(n) and char(n) keep n + 4 in their typmod.
         let max_chars = (matches!(current, 1043 | 1042) && typmod >= 4)
             .then(|| u32::try_from(typmod - 4).ok())

@@ -633,7 +633,10 @@ pub(crate) fn encode_text(text: &str, ty: &ColumnType, out: &mut Vec<u8>) -> Enc
             (_, Some(labels)) if !labels.contains(text) => {
                 Err(EncodeError::for_server(&ty.name, text))
             }
-            (Some(max), _) => scalar::bounded_text(text, max, &ty.name, out),
+            (Some(max), _) => {
+                let type_name = ty.base_name.as_deref().unwrap_or(&ty.name);
+                scalar::bounded_text(text, max, type_name, out)
+            }
             (None, _) => scalar::text(text, out),
         },
         TypeKind::Json => scalar::json(text, false, out),
