@@ -364,6 +364,21 @@ def test_mistakes_are_the_right_exceptions(db: str) -> None:
         "70000",
     )
     assert rows(db, "SELECT count(*) FROM small") == [(0,)], "the failed batch left nothing"
+    # A value the server converts and refuses (no label of its enum): named
+    # by its row of the data, its column and value.
+    with psycopg.connect(db) as conn:
+        conn.execute("CREATE TYPE mood AS ENUM ('sad', 'ok')")
+        conn.execute("CREATE TABLE moods (id int, m mood)")
+    with pytest.raises(pgbulk.DataError) as caught:
+        pgbulk.write(pa.table({"id": [1, 2], "m": ["ok", "Sad"]}), "moods", db=db)
+    assert (caught.value.table, caught.value.column, caught.value.value) == (
+        "public.moods",
+        "m",
+        "Sad",
+    )
+    assert str(caught.value).startswith('row 2 of the data: column "m": invalid input value'), (
+        caught.value
+    )
     empty = pgbulk.write(pa.table({"a": pa.array([], pa.int64())}), "nothing", db=db)
     assert empty.nothing_to_load is not None and "was not created" in empty.nothing_to_load
     assert rows(db, "SELECT count(*) FROM pg_class WHERE relname = 'nothing'") == [(0,)]

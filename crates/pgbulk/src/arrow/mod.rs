@@ -20,7 +20,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, SchemaRef};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::ingest::{self, Batch, BatchWatermark, RowFailure, Rows, TextRow, TextRows};
+use crate::ingest::{
+    self, Batch, BatchWatermark, RowFailure, Rows, StagedRejection, TextRow, TextRows,
+};
 use crate::load::{LoadMode, LoadOptions, LoadReport, Progress};
 use crate::schema::{Declaration, TableName, quote_ident};
 use crate::session::Session;
@@ -503,6 +505,34 @@ impl TextRows for Part {
         .in_row(number)
         .for_column(failure.column)
         .with_value(failure.value))
+    }
+
+    fn location(&self) -> String {
+        format!("row {} of the data", self.number)
+    }
+
+    fn reject_staged(&mut self, rejected: &StagedRejection<'_>) -> Result<()> {
+        self.stop_others();
+        let error = Error::new(
+            ErrorKind::Data,
+            format!(
+                "{}: column \"{}\": {}",
+                rejected.location, rejected.column, rejected.reason
+            ),
+        )
+        .in_table(&self.table)
+        .for_column(rejected.column)
+        .with_value(Some(rejected.value));
+        // The location is this part's own "row N of the data".
+        let number = rejected
+            .location
+            .strip_prefix("row ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok());
+        Err(match number {
+            Some(n) => error.in_row(n),
+            None => error,
+        })
     }
 }
 

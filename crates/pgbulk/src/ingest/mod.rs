@@ -276,13 +276,18 @@ pub trait TextRows: Send {
     /// `Ok(())` leaves the row out (the batch goes on); an error fails the
     /// batch.
     fn reject_staged(&mut self, rejected: &StagedRejection<'_>) -> Result<()> {
+        let at = if rejected.location.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", rejected.location)
+        };
         Err(Error::new(
             ErrorKind::Data,
-            format!(
-                "{}: column \"{}\": {}",
-                rejected.location, rejected.column, rejected.reason
-            ),
-        ))
+            format!("{at}column \"{}\": {}", rejected.column, rejected.reason),
+        )
+        .in_table(self.table())
+        .for_column(rejected.column)
+        .with_value(Some(rejected.value)))
     }
 }
 
