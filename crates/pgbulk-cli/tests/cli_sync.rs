@@ -1199,8 +1199,8 @@ async fn defaults_that_are_constants_are_kept_and_sequences_advance() {
     src.connect()
         .await
         .batch_execute(
-            "CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL DEFAULT 0, label text DEFAULT 'n/a',
-                                 at timestamptz DEFAULT now());
+            "CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL DEFAULT 0,
+                                 label text COLLATE \"C\" DEFAULT 'n/a', at timestamptz DEFAULT now());
              INSERT INTO items (id) SELECT generate_series(1, 40)",
         )
         .await
@@ -1238,6 +1238,16 @@ async fn defaults_that_are_constants_are_kept_and_sequences_advance() {
             vec![s("at"), None],
         ],
         "constants kept, now() not"
+    );
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT attname::text, collname::text FROM pg_attribute JOIN pg_collation c ON c.oid = attcollation \
+             WHERE attrelid = 'items'::regclass AND attnum > 0 ORDER BY attnum"
+        )
+        .await,
+        vec![vec![s("label"), s("C")]],
+        "the column's collation copied"
     );
     // Into a table with an identity column: its sequence goes past the
     // copied ids, so the destination's own inserts do not collide. The

@@ -143,8 +143,9 @@ fn safe_cast(from: &str, to: &str, is_enum: bool) -> bool {
 }
 
 /// The `CREATE TABLE` of a destination made from the source's columns
-/// (generated ones left out), `NOT NULL`, defaults that are constants and
-/// primary key.
+/// (generated ones left out) with their collations, `NOT NULL`, defaults
+/// that are constants and primary key. A collation the destination lacks
+/// fails the `CREATE` with the server's error.
 pub fn create_ddl(dest: &TableName, source: &TableFacts) -> String {
     let mut lines: Vec<String> = source
         .columns
@@ -157,8 +158,13 @@ pub fn create_ddl(dest: &TableName, source: &TableFacts) -> String {
                 .filter(|d| c.identity.is_none() && is_constant(d))
                 .map(|d| format!(" DEFAULT {d}"))
                 .unwrap_or_default();
+            let collation = c
+                .collation
+                .as_deref()
+                .map(|name| format!(" COLLATE {}", quote_ident(name)))
+                .unwrap_or_default();
             format!(
-                "    {} {}{default}{}",
+                "    {} {}{collation}{default}{}",
                 quote_ident(&c.name),
                 c.type_name,
                 if c.not_null { " NOT NULL" } else { "" }
@@ -398,14 +404,16 @@ mod tests {
 
     #[test]
     fn a_created_destination_copies_columns_not_null_and_key() {
-        let mut source = table(vec![col("id", "integer", true), col("Name", "text", false)]);
+        let mut name = col("Name", "text", false);
+        name.collation = Some("C".to_owned());
+        let mut source = table(vec![col("id", "integer", true), name]);
         source.primary_key = Some(("t_pkey".to_owned(), vec!["id".to_owned()]));
         let mut generated = col("twice", "integer", false);
         generated.generated = Some("s".to_owned());
         source.columns.push(generated);
         assert_eq!(
             create_ddl(&TableName::new("public", "t"), &source),
-            "CREATE TABLE \"public\".\"t\" (\n    \"id\" integer NOT NULL,\n    \"Name\" text,\n    PRIMARY KEY (\"id\")\n);\n"
+            "CREATE TABLE \"public\".\"t\" (\n    \"id\" integer NOT NULL,\n    \"Name\" text COLLATE \"C\",\n    PRIMARY KEY (\"id\")\n);\n"
         );
     }
 }
