@@ -1668,6 +1668,81 @@ async fn a_created_destination_gets_the_enums_and_domains_it_lacks() {
     );
 }
 
+/// A type of an extension the destination lacks (citext) is not made up:
+/// the run is refused before anything is written, naming the
+/// `CREATE EXTENSION` to run there; once it ran, the values come through.
+#[tokio::test]
+async fn a_created_destination_without_the_sources_extension_is_refused_naming_it() {
+    let src = TestDb::new("sync_ext_src").await;
+    let dst = TestDb::new("sync_ext_dst").await;
+    let home = Scratch::new("sync-ext");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE EXTENSION citext;
+             CREATE DOMAIN handle AS citext CHECK (length(VALUE) < 20);
+             CREATE TABLE users (id int PRIMARY KEY, email citext, aliases citext[], h handle);
+             INSERT INTO users VALUES (1, 'Ann@Example.org', '{A,b}', 'Ann'), (2, NULL, NULL, NULL)",
+        )
+        .await
+        .expect("source");
+    let dest = dst.connect().await;
+    let sync = || {
+        run(pgbulk(&home).args([
+            "sync", "--from", &src.url, "--table", "users", "--db", &dst.url,
+        ]))
+    };
+    let table_there = "SELECT count(*)::text FROM pg_class WHERE relname IN ('users', 'handle')";
+    let refused = sync();
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains(r#""public"."citext", of extension citext, which the destination lacks: run `CREATE EXTENSION "citext" SCHEMA "public"` there"#),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(rows(&dst, table_there).await, vec![vec![s("0")]]);
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT count(*)::text FROM pg_type WHERE typname = 'handle'"
+        )
+        .await,
+        vec![vec![s("0")]],
+        "no domain created before the refusal"
+    );
+    // Installed in another schema: the type is not the source's.
+    dest.batch_execute("CREATE SCHEMA ext; CREATE EXTENSION citext SCHEMA ext")
+        .await
+        .expect("citext elsewhere");
+    let elsewhere = sync();
+    assert_eq!(elsewhere.code, 3, "{}", elsewhere.stderr);
+    assert!(
+        elsewhere
+            .stderr
+            .contains(r#"the destination has citext in schema "ext", the source in "public""#),
+        "{}",
+        elsewhere.stderr
+    );
+    dest.batch_execute("DROP EXTENSION citext; CREATE EXTENSION citext")
+        .await
+        .expect("citext");
+    let out = sync();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let read = "SELECT id::text, email::text, aliases::text, h::text FROM users ORDER BY id";
+    assert_eq!(rows(&dst, read).await, rows(&src, read).await);
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT id::text FROM users WHERE email = 'ann@EXAMPLE.org'"
+        )
+        .await,
+        vec![vec![s("1")]],
+        "compared as citext"
+    );
+}
+
 /// Between two servers: the suite's (each major in CI) and one of the
 /// machine's own PostgreSQL, both ways, every type exactly.
 #[tokio::test(flavor = "multi_thread")]

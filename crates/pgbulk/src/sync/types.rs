@@ -1,7 +1,10 @@
 //! The enum and domain types a destination created from the source's
 //! definition needs: those the source's columns use (directly, as an
 //! array's element, or as a domain's base) that the destination lacks are
-//! created in it as the source defines them, before the table.
+//! created in it as the source defines them, before the table. A type an
+//! extension provides (`citext`, `hstore`, PostGIS's `geometry`) is not
+//! created: a destination without the extension refuses the run, naming
+//! the `CREATE EXTENSION` to run there.
 
 use tokio_postgres::Client;
 use tokio_postgres::types::Oid;
@@ -25,8 +28,10 @@ pub(super) struct NeededType {
 /// The user-defined enums and domains the columns of types `oids` use in
 /// the source, bases before the domains over them, that the destination
 /// lacks (by schema-qualified name), with the DDL that creates each as
-/// the source defines it. Other user-defined types (composites, ranges)
-/// are left to the server's "type does not exist".
+/// the source defines it. A type of an extension the destination lacks is
+/// an error naming the extension and its columns' types (installing
+/// extensions is the destination's owner's call). Other user-defined types
+/// (composites, ranges) are left to the server's "type does not exist".
 pub(super) async fn missing(
     source: &mut Client,
     dest: &Client,
@@ -50,10 +55,13 @@ pub(super) async fn missing(
                FROM used u JOIN pg_type t ON t.oid = u.oid JOIN pg_type b ON b.oid = t.typbasetype \
                WHERE t.typtype = 'd' AND u.depth < 32 \
              ) \
-             SELECT t.oid, n.nspname::text, t.typname::text, t.typtype = 'e' \
+             SELECT t.oid, n.nspname::text, t.typname::text, t.typtype = 'e', x.extname::text \
              FROM (SELECT oid, max(depth) AS depth FROM used GROUP BY oid) u \
              JOIN pg_type t ON t.oid = u.oid JOIN pg_namespace n ON n.oid = t.typnamespace \
-             WHERE t.typtype IN ('e', 'd') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             LEFT JOIN pg_depend d ON d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e' \
+             LEFT JOIN pg_extension x ON x.oid = d.refobjid \
+             WHERE (t.typtype IN ('e', 'd') OR x.oid IS NOT NULL) \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
              ORDER BY u.depth DESC, t.oid",
             &[&oids],
         )
@@ -61,6 +69,7 @@ pub(super) async fn missing(
         .map_err(read)?;
     let mut needed = Vec::new();
     let mut schemas_made = Vec::new();
+    let mut lacking = Vec::new();
     for row in rows {
         let (oid, schema, name, is_enum): (Oid, String, String, bool) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
@@ -74,6 +83,10 @@ pub(super) async fn missing(
             .map_err(|e| Error::server("reading the destination's types", e))?
             .get(0);
         if there {
+            continue;
+        }
+        if let Some(extension) = row.get::<_, Option<String>>(4) {
+            lacking.push(lacking_extension(dest, &extension, &schema, &qualified).await?);
             continue;
         }
         let body = if is_enum {
@@ -112,7 +125,55 @@ pub(super) async fn missing(
         });
     }
     tx.commit().await.map_err(read)?;
+    if !lacking.is_empty() {
+        return Err(Error::config(format!(
+            "the destination lacks types the source's columns use; nothing was written:\n  {}\n\
+             (or declare the destination's table with --schema FILE.sql)",
+            lacking.join("\n  ")
+        )));
+    }
     Ok(needed)
+}
+
+/// What to tell about the type `qualified` of the source's `extension`
+/// (installed in `schema` there) that the destination does not have.
+async fn lacking_extension(
+    dest: &Client,
+    extension: &str,
+    schema: &str,
+    qualified: &str,
+) -> Result<String> {
+    let row = dest
+        .query_one(
+            "SELECT (SELECT n.nspname::text FROM pg_catalog.pg_extension x \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = x.extnamespace WHERE x.extname = $1), \
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = $1)",
+            &[&extension],
+        )
+        .await
+        .map_err(|e| Error::server("reading the destination's extensions", e))?;
+    let (installed_in, available): (Option<String>, bool) = (row.get(0), row.get(1));
+    let create = format!(
+        "CREATE EXTENSION {} SCHEMA {}",
+        quote_ident(extension),
+        quote_ident(schema)
+    );
+    Ok(match installed_in {
+        Some(there) => format!(
+            "{qualified}, of extension {extension}: the destination has {extension} in schema \
+             {}, the source in {}",
+            quote_ident(&there),
+            quote_ident(schema)
+        ),
+        None if available => format!(
+            "{qualified}, of extension {extension}, which the destination lacks: run \
+             `{create}` there"
+        ),
+        None => format!(
+            "{qualified}, of extension {extension}, which the destination's server does not \
+             have: install {extension} on it, then run `{create}` there"
+        ),
+    })
 }
 
 /// `CREATE DOMAIN` of the domain `oid` as the source defines it: its base
