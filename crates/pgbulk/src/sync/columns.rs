@@ -131,10 +131,27 @@ fn cast(
 fn safe_cast(from: &str, to: &str, is_enum: bool) -> bool {
     let integers = ["smallint", "integer", "bigint"];
     let rank = |t: &str| integers.iter().position(|i| *i == t);
+    // An integer type's most digits, and a numeric's (precision, scale).
+    let digits = |t: &str| rank(t).map(|r| [5, 10, 19][r]);
+    let numeric = |t: &str| -> Option<(u32, u32)> {
+        let inner = t.strip_prefix("numeric(")?.strip_suffix(')')?;
+        let (p, s) = inner.split_once(',').unwrap_or((inner, "0"));
+        Some((p.trim().parse().ok()?, s.trim().parse().ok()?))
+    };
     match (from, to) {
         _ if from == to => true,
         _ if rank(from).is_some() && rank(to).is_some() => rank(from) < rank(to),
-        _ if rank(from).is_some() => to == "numeric",
+        (_, "numeric") => rank(from).is_some() || numeric(from).is_some(),
+        // Into numeric(p,s): as many digits before the point, at least as
+        // many after (a negative scale, PostgreSQL 15's, is not parsed).
+        _ if numeric(to).is_some() => {
+            let (p, s) = numeric(to).unwrap_or_default();
+            match (digits(from), numeric(from)) {
+                (Some(d), _) => p - s >= d,
+                (None, Some((fp, fs))) => s >= fs && p - s >= fp.saturating_sub(fs),
+                (None, None) => false,
+            }
+        }
         ("json", "jsonb") | ("jsonb", "json") | ("uuid", "text") => true,
         (_, "text") if is_enum => true,
         // varchar(n) into text or a varchar as long or longer.
@@ -260,6 +277,9 @@ mod tests {
             col("at", "timestamp without time zone", false),
             col("doc", "json", false),
             col("mood", "mood", false),
+            col("amount", "numeric(10,2)", false),
+            col("total", "numeric(10,2)", false),
+            col("n", "integer", false),
         ]);
         // The destination orders its columns differently.
         let dest = table(vec![
@@ -268,6 +288,9 @@ mod tests {
             col("name", "text", false),
             col("id", "bigint", true),
             col("mood", "text", false),
+            col("amount", "numeric(12,3)", false),
+            col("total", "numeric", false),
+            col("n", "numeric(12,2)", false),
         ]);
         let types = SourceTypes {
             enums: vec!["mood".to_owned()],
@@ -286,8 +309,25 @@ mod tests {
                 ("at", "(\"at\" AT TIME ZONE 'Europe/Berlin')"),
                 ("doc", "\"doc\"::jsonb"),
                 ("mood", "\"mood\"::text"),
+                ("amount", "\"amount\"::numeric(12,3)"),
+                ("total", "\"total\"::numeric"),
+                ("n", "\"n\"::numeric(12,2)"),
             ]
         );
+        // Fewer digits before or after the point could fail or round.
+        for (from, to) in [
+            ("numeric(10,2)", "numeric(10,3)"),
+            ("numeric(10,2)", "numeric(10,1)"),
+            ("numeric", "numeric(30,10)"),
+            ("integer", "numeric(11,2)"),
+            ("bigint", "numeric(20,2)"),
+            ("numeric(5,2)", "integer"),
+        ] {
+            assert!(!safe_cast(from, to, false), "{from} -> {to}");
+        }
+        assert!(safe_cast("bigint", "numeric(21,2)", false));
+        assert!(safe_cast("smallint", "numeric(5,0)", false));
+        assert!(safe_cast("numeric(10,2)", "numeric(10,2)", false));
     }
 
     #[test]
