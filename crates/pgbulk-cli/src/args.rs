@@ -100,7 +100,7 @@ pub(crate) enum Command {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
-    /// Run the jobs of a pipeline file: [[load]] and [[sync]] tables whose keys are those commands' flags.
+    /// Run the jobs of a pipeline file: [[load]], [[sync]] and [[export]] tables whose keys are those commands' flags.
     #[command(
         after_help = "Examples:\n  pgbulk run pipeline.toml\n  pgbulk run pipeline.toml --only sales,users --dry-run\n  0 * * * * cd /srv/etl && pgbulk run pipeline.toml --log-format json"
     )]

@@ -420,6 +420,16 @@ fn exported(
             Ok(done) => {
                 outcome.read += done.rows;
                 files += usize::from(done.file.is_some());
+                // Rows written into a file are new there; a MERGE says
+                // what it inserted and updated.
+                match done.merged.and_then(|m| m.split) {
+                    Some((inserted, updated)) => {
+                        outcome.inserted += inserted;
+                        outcome.updated += updated;
+                    }
+                    None if done.merged.is_none() => outcome.inserted += done.rows,
+                    None => {}
+                }
             }
             Err(e) => {
                 failed.push(table);

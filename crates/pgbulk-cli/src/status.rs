@@ -1,5 +1,6 @@
 //! `pgbulk status`: what the target's ledger says of each job of a
-//! pipeline, or of one table (see `pgbulk::status`).
+//! pipeline, or of one table (see `pgbulk::status`); of an export job,
+//! what its destination records (see `pgbulk::export::status`).
 
 use pgbulk::conninfo::Environment;
 use pgbulk::schema::TableName;
@@ -11,6 +12,10 @@ use crate::pipeline;
 pub(crate) async fn status(args: StatusArgs, env: &Environment) -> anyhow::Result<u8> {
     // (heading, target request, table)
     let mut wanted: Vec<(String, pgbulk::conninfo::Request, TableName)> = Vec::new();
+    // Export jobs' blocks, each before the ledger job that follows it in
+    // the file.
+    #[cfg_attr(not(feature = "export"), allow(unused_mut))]
+    let mut exports: Vec<(usize, String, Vec<String>)> = Vec::new();
     if let Some(file) = &args.file {
         let lookup = |name: &str| std::env::var(name).ok();
         let pipeline = pipeline::read(file, &lookup)?;
@@ -21,6 +26,35 @@ pub(crate) async fn status(args: StatusArgs, env: &Environment) -> anyhow::Resul
                     &a.connection,
                     a.to.clone().or_else(|| a.table.clone()).unwrap_or_default(),
                 ),
+                #[cfg(feature = "export")]
+                Command::Export(a) => {
+                    let opts = crate::settings::export(a).map_err(|r| match r {
+                        crate::settings::Refusal::Usage(m) => anyhow::anyhow!(m),
+                        crate::settings::Refusal::Invalid(e) => e.into(),
+                    })?;
+                    // A destination that cannot be read is said in its
+                    // block: the other jobs are still reported.
+                    match pgbulk::export::status(&opts).await {
+                        Ok(tables) => {
+                            for t in tables {
+                                exports.push((
+                                    wanted.len(),
+                                    format!(
+                                        "{} (export of {} to {}/{})",
+                                        job.name, t.source, opts.to, t.table
+                                    ),
+                                    t.lines,
+                                ));
+                            }
+                        }
+                        Err(e) => exports.push((
+                            wanted.len(),
+                            format!("{} (export to {})", job.name, opts.to),
+                            vec![format!("cannot be read: {e}")],
+                        )),
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             let table = TableName::parse(&table)?;
@@ -54,9 +88,14 @@ pub(crate) async fn status(args: StatusArgs, env: &Environment) -> anyhow::Resul
             described[*i] = Some(s.describe());
         }
     }
-    for ((heading, _, _), lines) in wanted.iter().zip(described) {
+    let mut exports = exports.into_iter().peekable();
+    for (i, ((heading, _, _), lines)) in wanted.iter().zip(described).enumerate() {
+        while let Some((_, heading, lines)) = exports.next_if(|(before, ..)| *before == i) {
+            blocks.push((heading, lines));
+        }
         blocks.push((heading.clone(), lines.unwrap_or_default()));
     }
+    blocks.extend(exports.map(|(_, heading, lines)| (heading, lines)));
     for (i, (heading, lines)) in blocks.iter().enumerate() {
         if i > 0 {
             println!();

@@ -545,14 +545,49 @@ async fn a_pipeline_exports_beside_its_file_and_reports_each_job() {
     let out = command(&[]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert!(lines[1].starts_with("lake  export     3"), "{}", out.stdout);
-    assert!(lines[2].starts_with("b     export     1"), "{}", out.stdout);
+    // Rows written into files count as inserted there.
+    assert!(
+        lines[1].starts_with("lake  export     3         3"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[2].starts_with("b     export     1         1"),
+        "{}",
+        out.stdout
+    );
     let lake = home.path().join("etc/lake");
     assert_eq!(files(&lake.join("a")), vec!["run-000001.parquet"]);
     assert_eq!(
         files(&lake.join("b_increments")),
         vec!["run-000001.parquet"]
     );
+    // What each job's destination records, table by table.
+    let status = run(pgbulk(&home)
+        .env("SOURCE", &src.url)
+        .arg("status")
+        .arg(&pipeline));
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let lake_url = format!("parquet://{}", lake.display());
+    for expected in [
+        format!(
+            "lake (export of a to {lake_url}/a)\n  files:     1 file holding 2 rows from 1 run; the newest {}/a/run-000001.parquet",
+            lake.display()
+        ),
+        format!(
+            "lake (export of b to {lake_url}/b)\n  files:     1 file holding 1 row from 1 run;"
+        ),
+        format!(
+            "b (export of b to {lake_url}/b_increments)\n  files:     1 file holding 1 row from 1 run;"
+        ),
+        "  watermark: the next export reads public.b.at > ".to_owned(),
+    ] {
+        assert!(
+            status.stdout.contains(&expected),
+            "{expected}\n{}",
+            status.stdout
+        );
+    }
     // Again: the incremental job has nothing new.
     let again = command(&[]);
     assert_eq!(again.code, 0, "{}", again.stderr);

@@ -124,6 +124,32 @@ async fn a_table_is_created_filled_then_merged_incrementally() {
         "{}",
         third.stdout
     );
+    // `pgbulk status` of a pipeline exporting there: each table's
+    // destination and stored watermark, read from the dataset.
+    let pipeline = home.file(
+        "pipeline.toml",
+        &format!(
+            "[[export]]\nname = \"bq\"\nfrom = \"{}\"\ntable = [\"acc\", \"later\"]\n\
+             to = \"bigquery://pgbulk-test/ds_first\"\nbigquery_endpoint = \"{}\"\nincremental = \"stamp\"\n",
+            src.url,
+            bigquery().url
+        ),
+        0o600,
+    );
+    let status = run(pgbulk(&home).arg("status").arg(&pipeline));
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    for expected in [
+        "bq (export of acc to bigquery://pgbulk-test/ds_first/acc)\n  table:     `pgbulk-test.ds_first.acc`\n  \
+         watermark: the next export reads public.acc.stamp ",
+        "bq (export of later to bigquery://pgbulk-test/ds_first/later)\n  \
+         table:     `pgbulk-test.ds_first.later` does not exist yet\n",
+    ] {
+        assert!(
+            status.stdout.contains(expected),
+            "{expected}\n{}",
+            status.stdout
+        );
+    }
     // The state remembers the run's --where: a run with another says what
     // it does not read; the next with the same says nothing.
     let filtered = [&inc[..], &["--where", "id > 1"]].concat();

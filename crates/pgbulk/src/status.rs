@@ -236,7 +236,7 @@ fn loaded(row: &LedgerRow) -> String {
 }
 
 /// A stored watermark as the user reads it.
-fn mark(value: &serde_json::Value) -> String {
+pub(crate) fn mark(value: &serde_json::Value) -> String {
     match value.get("after") {
         Some(after) => format!("> {}", text(Some(after))),
         None => format!(">= {}", text(Some(value))),

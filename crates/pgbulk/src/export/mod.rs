@@ -30,6 +30,7 @@ pub mod columns;
 pub mod decode;
 pub mod google;
 pub mod parquet_dir;
+mod status;
 
 use crate::conninfo::ConnParams;
 use crate::error::{Error, ErrorKind, Result};
@@ -41,6 +42,7 @@ use bigquery::BigQuery;
 pub use columns::{ExportColumn, Kind};
 pub use decode::ArrayNulls;
 use parquet_dir::{FileWriter, ParquetDir};
+pub use status::{ExportStatus, status};
 
 /// Where an export writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
