@@ -520,7 +520,8 @@ async fn a_row_a_domain_refuses_is_set_aside_by_max_errors() {
             "CREATE DOMAIN posint AS int CHECK (VALUE > 0);
              CREATE DOMAIN code AS varchar(4) NOT NULL CHECK (VALUE ~ '^[A-Z]+$');
              CREATE TABLE dk (id int PRIMARY KEY, n posint, c code);
-             CREATE TABLE dp (id int, n posint, c code)",
+             CREATE TABLE dp (id int, n posint, c code);
+             CREATE TABLE dc (id int PRIMARY KEY, n int CHECK (n > 0), c text)",
         )
         .await
         .expect("tables");
@@ -533,6 +534,19 @@ async fn a_row_a_domain_refuses_is_set_aside_by_max_errors() {
         "d7.csv",
         "id,n,c\n1,5,AB\n2,-1,AB\n3,7,ab\n4,8,\n5,9,XYZ\n6,10,ABCDE\n",
         0o644,
+    );
+    // An empty table is filled as a new copy of it: the server's message
+    // names the table, not the copy.
+    let out = run(pgbulk(&home)
+        .current_dir(home.path())
+        .args(["load", "d.csv", "--table", "dc", "--db", &db.url]));
+    assert_eq!(out.code, 9, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("new row for relation public.dc violates check constraint \"dc_n_check\"")
+            && !out.stderr.contains("pgbulk_new"),
+        "{}",
+        out.stderr
     );
     for table in ["dk", "dp"] {
         let out = run(pgbulk(&home)

@@ -116,6 +116,17 @@ impl std::error::Error for Error {
     }
 }
 
+/// The quoted name of a copy of a table pgbulk fills (`"pgbulk_new_"`
+/// and 16 hex digits, as [`crate::rebuild`] names them) in `message`.
+fn internal_copy_name(message: &str) -> Option<&str> {
+    const PREFIX: &str = "\"pgbulk_new_";
+    let at = message.find(PREFIX)?;
+    let end = at + PREFIX.len() + 16;
+    let digits = message.get(at + PREFIX.len()..end)?;
+    (digits.bytes().all(|b| b.is_ascii_hexdigit()) && message[end..].starts_with('"'))
+        .then(|| &message[at..=end])
+}
+
 /// The longest value an error keeps (longer ones are cut, see
 /// [`crate::codec::shorten`]).
 const KEPT_VALUE: usize = 200;
@@ -151,9 +162,15 @@ impl Error {
         self
     }
 
-    /// Records the table it happened in, unless one is known already.
+    /// Records the table it happened in, unless one is known already. The
+    /// server's message naming the new copy pgbulk fills in the table's
+    /// stead (`relation "pgbulk_new_0123456789abcdef"`) names the table.
     pub fn in_table(mut self, table: impl fmt::Display) -> Self {
-        self.0.table.get_or_insert_with(|| table.to_string());
+        let table = table.to_string();
+        if let Some(copy) = internal_copy_name(&self.0.message) {
+            self.0.message = self.0.message.replacen(copy, &table, 1);
+        }
+        self.0.table.get_or_insert(table);
         self
     }
 
@@ -424,3 +441,31 @@ impl fmt::Debug for Error {
 
 /// `Result` with pgbulk's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_pgbulk_fills_is_named_by_its_table() {
+        let e = Error::new(
+            ErrorKind::Data,
+            "COPY: new row for relation \"pgbulk_new_bbcb24287ac524f0\" violates check constraint \"c\"",
+        )
+        .in_table("public.ck");
+        assert_eq!(
+            e.message(),
+            "COPY: new row for relation public.ck violates check constraint \"c\""
+        );
+        assert_eq!(e.table(), Some("public.ck"));
+        // Anything else is left as the server said it.
+        for message in [
+            "relation \"pgbulk_new_xyz\" is odd",
+            "relation \"pgbulk_new_bbcb24287ac524f0x\"",
+            "relation \"pgbulk_new_bbcb2428\"",
+        ] {
+            let e = Error::new(ErrorKind::Data, message).in_table("t");
+            assert_eq!(e.message(), message);
+        }
+    }
+}
