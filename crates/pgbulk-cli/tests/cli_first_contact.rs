@@ -743,7 +743,7 @@ async fn rows_a_constraint_refuses_are_isolated_with_their_lines() {
         .expect("tables");
     home.file(
         "sale.csv",
-        "id,shop,amount,ref\n1,A,5,r1\n2,A,-3,r2\n3,Z,7,r3\n4,B,2,taken\n5,B,9,r5\n",
+        "id,shop,amount,ref\n1,A,5,r1\n2,A,-3,r2\n3,Z,7,r3\n4,B,2,taken\n5,B,9,r5\n6,A,1,r5\n",
         0o644,
     );
     // Without --max-errors the batch fails with the server's message and
@@ -777,10 +777,10 @@ async fn rows_a_constraint_refuses_are_isolated_with_their_lines() {
         vec![vec![s("1")], vec![s("5")], vec![s("100")]]
     );
     let rejected = std::fs::read_to_string(home.path().join("bad.csv")).expect("rejects");
-    assert_eq!(rejected, "2,A,-3,r2\n3,Z,7,r3\n4,B,2,taken\n");
+    assert_eq!(rejected, "2,A,-3,r2\n3,Z,7,r3\n4,B,2,taken\n6,A,1,r5\n");
     let log = std::fs::read_to_string(home.path().join("bad.csv.log")).expect("log");
     let lines: Vec<&str> = log.lines().collect();
-    assert_eq!(lines.len(), 3, "{log}");
+    assert_eq!(lines.len(), 4, "{log}");
     assert!(
         lines[0].starts_with("sale.csv:3:") && lines[0].contains("check constraint"),
         "{log}"
@@ -793,6 +793,51 @@ async fn rows_a_constraint_refuses_are_isolated_with_their_lines() {
         lines[2].starts_with("sale.csv:5:") && lines[2].contains("duplicate key"),
         "{log}"
     );
+    // A value a row of the same file took first (the two rows merge
+    // alone, not together): the later row is set aside.
+    assert_eq!(
+        lines[3],
+        "sale.csv:7: duplicate key value violates unique constraint \"sale_ref_key\": Key (ref)=(r5) already exists.",
+        "{log}"
+    );
+    // Into an empty table, filled as a new copy of it: the same rows set
+    // aside, the constraints named as the table's.
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE fresh (id int PRIMARY KEY, shop text REFERENCES shop, amount int CHECK (amount > 0),
+                                 ref text CONSTRAINT fresh_ref UNIQUE)",
+        )
+        .await
+        .expect("fresh");
+    let fresh = load(
+        &db,
+        &home,
+        &[
+            "sale.csv",
+            "-t",
+            "fresh",
+            "--max-errors",
+            "10",
+            "--reject-file",
+            "fresh.csv",
+        ],
+    );
+    assert_ok(&fresh);
+    assert_eq!(
+        rows(&db, "SELECT id::text FROM fresh ORDER BY id").await,
+        vec![vec![s("1")], vec![s("4")], vec![s("5")]]
+    );
+    let log = std::fs::read_to_string(home.path().join("fresh.csv.log")).expect("log");
+    assert!(
+        log.ends_with(
+            "sale.csv:7: duplicate key value violates unique constraint \"fresh_ref\": Key (ref)=(r5) already exists.\n"
+        ) && !log.contains("pgbulk_"),
+        "{log}"
+    );
+    // Without --max-errors: the batch fails naming the table's constraint.
+    let failed = load(&db, &home, &["sale.csv", "-t", "fresh", "--restart"]);
+    assert_eq!(failed.code, 9, "{}", failed.stderr);
 }
 
 #[tokio::test]

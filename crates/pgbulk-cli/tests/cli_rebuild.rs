@@ -631,3 +631,130 @@ async fn a_bad_row_in_a_first_load_into_an_empty_table_leaves_it_as_it_was() {
         vec![vec![s("0")]]
     );
 }
+
+/// A table's own foreign keys (to another table, and to itself) survive a
+/// replace-atomic and a rebuilding migration, checked against the new
+/// rows: rows that break one are not swapped in (exit 9, the table as it
+/// was). Before, the swap dropped them with the old table, and a row
+/// naming a shop that does not exist went in. An empty table with a
+/// foreign key is loaded in place (checked row by row, so --max-errors
+/// can set such rows aside), not through a new copy.
+#[tokio::test]
+async fn a_rebuild_keeps_the_tables_own_foreign_keys_and_checks_them() {
+    let db = TestDb::new("rebuild_fkeys").await;
+    let home = Scratch::new("rebuild-fkeys");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE shop (code text PRIMARY KEY); INSERT INTO shop VALUES ('A'), ('B');
+             CREATE TABLE item (id int PRIMARY KEY, shop text CONSTRAINT item_shop REFERENCES shop ON DELETE CASCADE,
+                                parent int CONSTRAINT item_parent REFERENCES item, note text);
+             INSERT INTO item VALUES (9, 'A', NULL, 'old')",
+        )
+        .await
+        .expect("tables");
+    let keys = "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+                WHERE conrelid = 'item'::regclass AND contype = 'f' ORDER BY 1";
+    let before = rows(&db, keys).await;
+    assert_eq!(before.len(), 2);
+    let good = home.file("good.csv", "id,shop,parent,note\n1,A,,x\n2,B,1,y\n", 0o644);
+    assert_ok(&load_as(&db, &home, &good, "item", "replace-atomic"));
+    assert_eq!(rows(&db, keys).await, before, "replace-atomic keeps them");
+    assert_eq!(count(&db, "item").await, 2);
+    // The key to itself refers to the new table, not the one it replaced.
+    let refused = db
+        .connect()
+        .await
+        .batch_execute("INSERT INTO item VALUES (3, 'A', 9, 'z')")
+        .await
+        .expect_err("item 9 is gone");
+    assert!(
+        format!("{refused:?}").contains("item_parent"),
+        "{refused:?}"
+    );
+
+    for bad in [
+        "id,shop,parent,note\n1,A,,x\n2,Z,,y\n",
+        "id,shop,parent,note\n1,A,,x\n2,B,7,y\n",
+    ] {
+        let file = home.file("bad.csv", bad, 0o644);
+        let out = load_as(&db, &home, &file, "item", "replace-atomic");
+        assert_eq!(out.code, 9, "{}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("the rows loaded break foreign key item_")
+                && out
+                    .stderr
+                    .contains("they were not swapped in: the table is as it was")
+                && !out.stderr.contains("--max-errors"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(
+            rows(&db, "SELECT id::text, shop FROM item ORDER BY id").await,
+            vec![vec![s("1"), s("A")], vec![s("2"), s("B")]]
+        );
+        assert_eq!(rows(&db, keys).await, before);
+    }
+
+    // A migration that moves a column rebuilds the table: the keys stay.
+    let declared = home.file(
+        "item.sql",
+        "CREATE TABLE item (id int PRIMARY KEY, note text, shop text, parent int);",
+        0o644,
+    );
+    let more = home.file("more.csv", "id,shop,parent,note\n3,A,2,z\n", 0o644);
+    let out = load(
+        &db,
+        &home,
+        &[
+            more.to_str().expect("utf8"),
+            "--table",
+            "item",
+            "--schema",
+            declared.to_str().expect("utf8"),
+        ],
+    );
+    assert_ok(&out);
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'item'::regclass AND attnum = 2"
+        )
+        .await,
+        vec![vec![s("note")]],
+        "rebuilt in the declared order"
+    );
+    assert_eq!(rows(&db, keys).await, before, "the migration keeps them");
+    assert_eq!(count(&db, "item").await, 3);
+
+    // Empty, keyed, with a foreign key: loaded in place, row by row.
+    db.connect()
+        .await
+        .batch_execute("TRUNCATE item")
+        .await
+        .expect("truncate");
+    let oid = rows(&db, "SELECT 'item'::regclass::oid::text").await;
+    let mixed = home.file("mixed.csv", "id,shop,parent,note\n1,A,,x\n2,Z,,y\n", 0o644);
+    let out = load(
+        &db,
+        &home,
+        &[
+            mixed.to_str().expect("utf8"),
+            "--table",
+            "item",
+            "--max-errors",
+            "1",
+            "--reject-file",
+            "rejects.csv",
+        ],
+    );
+    assert_ok(&out);
+    assert_eq!(count(&db, "item").await, 1);
+    assert_eq!(
+        rows(&db, "SELECT 'item'::regclass::oid::text").await,
+        oid,
+        "the table itself, not a copy swapped in"
+    );
+    assert_eq!(rows(&db, keys).await, before);
+}

@@ -237,6 +237,16 @@ impl Error {
         self.prefixed(kind, message)
     }
 
+    /// The message with every `from` in it written `to` (an object's
+    /// temporary name given its final one), keeping the fields and the
+    /// source.
+    pub(crate) fn renaming(mut self, from: &str, to: &str) -> Self {
+        if self.0.message.contains(from) {
+            self.0.message = self.0.message.replace(from, to);
+        }
+        self
+    }
+
     /// Adds `text` at the end of the message, keeping the fields and the
     /// source.
     pub(crate) fn append(self, text: &str) -> Self {

@@ -282,12 +282,17 @@ pub(super) async fn load_batch(
                     return Err(e);
                 }
                 for r in &rejected {
+                    // Said of the table, not of the copy filled in its stead.
+                    let reason = ctx
+                        .fill
+                        .iter()
+                        .fold(r.reason.clone(), |t, new| new.text_as_target(&t));
                     let rejection = StagedRejection {
                         location: &r.location,
                         raw: r.raw.as_deref(),
                         column: &r.column,
                         value: &r.value,
-                        reason: &r.reason,
+                        reason: &reason,
                     };
                     match source.as_mut() {
                         Some(source) => source.reject_staged(&rejection)?,
@@ -295,8 +300,8 @@ pub(super) async fn load_batch(
                             let error = Error::new(
                                 ErrorKind::Data,
                                 format!(
-                                    "batch {number}, table {}, {}: column {}: {}",
-                                    target.name, r.location, r.column, r.reason
+                                    "batch {number}, table {}, {}: column {}: {reason}",
+                                    target.name, r.location, r.column
                                 ),
                             )
                             .in_table(&target.name)
@@ -573,9 +578,22 @@ async fn refused_row(
                 break;
             }
         }
-        if !narrowed {
-            return Ok(None);
+        if narrowed {
+            continue;
         }
+        // Each half merges alone: rows of one conflict with rows of the
+        // other (a unique value twice). The shortest failing run lo..k
+        // ends with the row that conflicts with one before it: that row
+        // is refused, as an insert row by row would refuse it.
+        let (mut merges, mut fails) = (mid, hi);
+        while fails - merges > 1 {
+            let k = merges + (fails - merges) / 2;
+            match merge_fails(tx, layout, stage, &ctids[lo..k], duplicates, ctx).await? {
+                Some(why) => (fails, reason) = (k, why),
+                None => merges = k,
+            }
+        }
+        (lo, hi) = (fails - 1, fails);
     }
     let Some(ctid) = ctids.get(lo) else {
         return Ok(None);

@@ -1269,7 +1269,13 @@ where
         let (counts, skipped, committed, rewritten) =
             load_batch(tx, current, batch, &context, report)
                 .await
-                .map_err(|e| e.in_batch(number as u64))?;
+                .map_err(|e| {
+                    // Rows refused in a new table: named as the table's.
+                    news.iter()
+                        .chain(&context.fill)
+                        .fold(e, |e, new| new.named_as_target(e))
+                        .in_batch(number as u64)
+                })?;
         for (table, c) in counts.iter().filter(|_| duties.share) {
             tracing::debug!(
                 "a share of batch {number} committed into {table}: {} inserted, {} updated, {} unchanged",

@@ -20,7 +20,7 @@ use tokio_postgres::types::Oid;
 use tracing::info;
 
 use crate::catalog::{ColumnFacts, TableFacts};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::lock::{self, LockPolicy};
 use crate::savepoint::Savepoint;
 use crate::schema::{TableName, quote_ident, quote_literal};
@@ -42,6 +42,38 @@ pub(crate) struct NewTable {
     declares_table_comment: bool,
     /// Columns of the new table, with whether the declaration comments them.
     columns: Vec<(String, bool)>,
+}
+
+impl NewTable {
+    /// `error` with the temporary names of this table's constraints and
+    /// indexes (`pgbulk_con_...`, in a server's message about a row it
+    /// refused) written as the table's own.
+    pub(crate) fn named_as_target(&self, error: Error) -> Error {
+        self.renames()
+            .fold(error, |e, (tmp, name)| e.renaming(&tmp, &name))
+    }
+
+    /// `text` (a server's words) with those names written as the table's.
+    pub(crate) fn text_as_target(&self, text: &str) -> String {
+        self.renames()
+            .fold(text.to_owned(), |t, (tmp, name)| t.replace(&tmp, &name))
+    }
+
+    /// The temporary names as messages spell them, with the final ones.
+    fn renames(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.constraint_renames
+            .iter()
+            .chain(&self.index_renames)
+            .flat_map(|(tmp, name)| {
+                [
+                    (format!("\"{tmp}\""), format!("\"{name}\"")),
+                    (
+                        format!("(constraint {tmp})"),
+                        format!("(constraint {name})"),
+                    ),
+                ]
+            })
+    }
 }
 
 /// A short name derived from `parts`, unique enough for temporary objects.
@@ -688,6 +720,33 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
+    // The table's own foreign keys, which its DROP takes with it: added to
+    // the new table under its name (a key to itself then refers to the new
+    // table), checked against its rows, unless a column of theirs is gone.
+    // `(name, definition without NOT VALID, validated)`.
+    let own_keys: Vec<(String, String, bool)> = tx
+        .query(
+            "SELECT quote_ident(c.conname), pg_catalog.pg_get_constraintdef(c.oid), c.convalidated, \
+                    ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+                          WHERE a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)), \
+                    CASE WHEN c.confrelid = c.conrelid THEN ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+                          WHERE a.attrelid = c.conrelid AND a.attnum = ANY(c.confkey)) END \
+             FROM pg_catalog.pg_constraint c WHERE c.conrelid = $1 AND c.contype = 'f' ORDER BY c.conname",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::server("reading foreign keys", e))?
+        .iter()
+        .filter(|r| {
+            let kept = |cols: Vec<String>| cols.iter().all(|c| new.columns.iter().any(|(n, _)| n == c));
+            kept(r.get(3)) && kept(r.get::<_, Option<Vec<String>>>(4).unwrap_or_default())
+        })
+        .map(|r| {
+            let def: String = r.get(1);
+            let def = def.strip_suffix(" NOT VALID").unwrap_or(&def).to_owned();
+            (r.get(0), def, r.get(2))
+        })
+        .collect();
     // Triggers and rules (`CREATE RULE ... ON INSERT TO t DO ...`) on the
     // table, which the old table's DROP would take with it, each as it was
     // enabled (`ALTER TABLE ... DISABLE TRIGGER` is not in its definition).
@@ -782,6 +841,14 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
     sql.extend(sequences.into_iter().flat_map(|(_, _, _, grants)| grants));
     sql.extend(comment_sql(&kept_comments, "TABLE", &t));
     sql.extend(new.comments.iter().cloned());
+    for (name, def, validated) in &own_keys {
+        sql.push(format!(
+            "ALTER TABLE {t} ADD CONSTRAINT {name} {def} NOT VALID"
+        ));
+        if *validated {
+            sql.push(format!("ALTER TABLE {t} VALIDATE CONSTRAINT {name}"));
+        }
+    }
     for (table, name, def) in &foreign_keys {
         sql.push(format!(
             "ALTER TABLE {table} ADD CONSTRAINT {name} {def} NOT VALID"
@@ -824,6 +891,22 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
     }
     for s in &sql {
         tx.batch_execute(s).await.map_err(|e| {
+            // A foreign key the new rows break: bad data, found too late
+            // to set rows aside (no --max-errors hint), said so.
+            let broken = e
+                .as_db_error()
+                .filter(|db| db.code().code().starts_with("23") && s.contains(" VALIDATE CONSTRAINT "));
+            if let Some(db) = broken {
+                return Error::new(
+                    ErrorKind::Data,
+                    format!(
+                        "{target}: the rows loaded break foreign key {} ({}); they were not swapped in: the table is as it was",
+                        db.constraint().unwrap_or("?"),
+                        db.detail().unwrap_or(db.message()).trim_end_matches('.')
+                    ),
+                )
+                .in_table(target);
+            }
             Error::server(
                 &format!(
                     "swapping in the new {target} ({})",
@@ -850,9 +933,10 @@ pub(crate) async fn swappable_when_empty(
 /// The oid of `table` when a new copy of it may be filled and swapped in
 /// for it with nothing users see changing but its oid: a plain table (no
 /// partition, no inheritance, no trigger, rule, row security or foreign
-/// key from another table, and no publication in the database) that the
-/// role owns, in a schema where it may create tables, and of at most
-/// `max_bytes` when given.
+/// key, its own or another table's, and no publication in the database)
+/// that the role owns, in a schema where it may create tables, and of at
+/// most `max_bytes` when given. (A foreign key of its own would be checked
+/// only at the swap, where a row it refuses cannot be set aside.)
 pub(crate) async fn swappable(
     tx: &impl tokio_postgres::GenericClient,
     table: &TableName,
@@ -872,7 +956,7 @@ pub(crate) async fn swappable(
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t \
                                WHERE t.tgrelid = c.oid AND NOT t.tgisinternal) \
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint f \
-                               WHERE f.confrelid = c.oid) \
+                               WHERE f.contype = 'f' AND (f.confrelid = c.oid OR f.conrelid = c.oid)) \
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication)",
             &[&table.quoted(), &max_bytes],
         )
