@@ -265,9 +265,9 @@ pub(crate) struct LoadArgs {
     /// Input files; none or - reads stdin.
     #[arg(value_name = "FILE")]
     pub(crate) files: Vec<String>,
-    /// The target table: [SCHEMA.]TABLE (SQL rules: quote names with other characters).
+    /// The target table: [SCHEMA.]TABLE (SQL rules: quote names with other characters); default for one file: its name without extensions, written as pgbulk writes column names (Sales 2024.csv.gz: sales_2024).
     #[arg(long, short = 't', value_name = "TABLE", help_heading = "Target")]
-    pub(crate) table: String,
+    pub(crate) table: Option<String>,
     /// Declared DDL for the table: created if missing, migrated if different.
     #[arg(long, value_name = "FILE.sql", help_heading = "Target")]
     pub(crate) schema: Option<PathBuf>,

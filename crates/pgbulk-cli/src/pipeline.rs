@@ -461,6 +461,11 @@ fn job(
         argv.extend(files.into_iter().map(OsString::from));
     }
     let parsed = Cli::try_parse_from(&argv).map_err(|e| clap_error(at, kind, span, &used, &e))?;
+    // A load job names its table: its files are patterns more often than
+    // not, and a name its one file implies would move with the file.
+    if kind == "load" && !used.iter().any(|e| e.flag == "table") {
+        return Err(at.error(span, "the load job lacks the required key `table`"));
+    }
     let name = name
         .or_else(|| {
             let table = used
@@ -620,7 +625,7 @@ where = "day = '${DAY}'"
             ["landing/*.csv"],
             "relative to the file's directory"
         );
-        assert_eq!(args.table, "sales");
+        assert_eq!(args.table.as_deref(), Some("sales"));
         assert_eq!(args.batch_rows, Some(500));
         assert_eq!(args.dialect.delimiter, Some(b';'));
         assert_eq!(

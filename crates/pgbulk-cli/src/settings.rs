@@ -58,8 +58,35 @@ pub(crate) fn load(args: &LoadArgs) -> Result<LoadOptions, Refusal> {
             terminate_blockers_after: args.terminate_blockers,
             ..pgbulk::lock::LockPolicy::default()
         },
-        ..reading(&args.dialect, &args.inference, &args.table)?
+        ..reading(&args.dialect, &args.inference, load_table(args)?)?
     })
+}
+
+/// The table of `pgbulk load`: `--table`, else the one file's name
+/// ([`pgbulk::infer::table_for_file`]); refused for standard input,
+/// several files or a pattern (whose files could name different tables).
+fn load_table(args: &LoadArgs) -> Result<TableName, Refusal> {
+    if let Some(table) = &args.table {
+        return Ok(TableName::parse(table)?);
+    }
+    let named = match args.files.as_slice() {
+        // A pattern is a name with `*`, `?` or `[` that names no file.
+        [one]
+            if one != "-"
+                && (!one.contains(['*', '?', '[']) || std::path::Path::new(one).exists()) =>
+        {
+            pgbulk::infer::table_for_file(std::path::Path::new(one))
+        }
+        _ => None,
+    };
+    named
+        .map(|name| TableName { schema: None, name })
+        .ok_or_else(|| {
+            Refusal::Usage(
+                "name the table with --table (-t): only one file names its table, by its name without extensions"
+                    .to_owned(),
+            )
+        })
 }
 
 /// [`load`] with the `--schema` file read.
@@ -169,7 +196,11 @@ fn mode(m: ModeArg) -> LoadMode {
 pub(crate) fn infer(args: &InferArgs) -> Result<LoadOptions, Refusal> {
     Ok(LoadOptions {
         key: args.key.clone(),
-        ..reading(&args.dialect, &args.inference, &args.table)?
+        ..reading(
+            &args.dialect,
+            &args.inference,
+            TableName::parse(&args.table)?,
+        )?
     })
 }
 
@@ -177,7 +208,7 @@ pub(crate) fn infer(args: &InferArgs) -> Result<LoadOptions, Refusal> {
 fn reading(
     dialect: &DialectArgs,
     inference: &InferenceArgs,
-    table: &str,
+    table: TableName,
 ) -> Result<LoadOptions, Refusal> {
     let quote = dialect.quote;
     let parsed = Dialect {
@@ -198,7 +229,7 @@ fn reading(
             (false, None) => Sample::Parts,
         },
         types: inference.types.concat(),
-        table: TableName::parse(table)?,
+        table,
         dialect: parsed,
         header: !dialect.no_header,
         skip_lines: dialect.skip_lines,

@@ -21,17 +21,19 @@ pub(crate) async fn status(args: StatusArgs, env: &Environment) -> anyhow::Resul
         let pipeline = pipeline::read(file, &lookup)?;
         for job in &pipeline.jobs {
             let (connection, table) = match &job.command {
-                Command::Load(a) => (&a.connection, a.table.clone()),
+                Command::Load(a) => {
+                    let table = crate::settings::load(a).map_err(refused)?.table;
+                    (&a.connection, table)
+                }
                 Command::Sync(a) => (
                     &a.connection,
-                    a.to.clone().or_else(|| a.table.clone()).unwrap_or_default(),
+                    TableName::parse(
+                        &a.to.clone().or_else(|| a.table.clone()).unwrap_or_default(),
+                    )?,
                 ),
                 #[cfg(feature = "export")]
                 Command::Export(a) => {
-                    let opts = crate::settings::export(a).map_err(|r| match r {
-                        crate::settings::Refusal::Usage(m) => anyhow::anyhow!(m),
-                        crate::settings::Refusal::Invalid(e) => e.into(),
-                    })?;
+                    let opts = crate::settings::export(a).map_err(refused)?;
                     // A destination that cannot be read is said in its
                     // block: the other jobs are still reported.
                     match pgbulk::export::status(&opts).await {
@@ -57,7 +59,6 @@ pub(crate) async fn status(args: StatusArgs, env: &Environment) -> anyhow::Resul
                 }
                 _ => continue,
             };
-            let table = TableName::parse(&table)?;
             wanted.push((
                 format!("{} ({} into {table})", job.name, job.kind),
                 connection.request(),
@@ -106,4 +107,12 @@ pub(crate) async fn status(args: StatusArgs, env: &Environment) -> anyhow::Resul
         }
     }
     Ok(0)
+}
+
+/// A job's flags that make no settings (the pipeline was checked already).
+fn refused(refusal: crate::settings::Refusal) -> anyhow::Error {
+    match refusal {
+        crate::settings::Refusal::Usage(m) => anyhow::anyhow!(m),
+        crate::settings::Refusal::Invalid(e) => e.into(),
+    }
 }

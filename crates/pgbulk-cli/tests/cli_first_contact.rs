@@ -935,3 +935,37 @@ async fn bad_inference_flags_are_refused_before_anything_is_written() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("give a file, not standard input"));
 }
+
+/// `pgbulk load FILE` without `--table` loads into the table its name
+/// says (without directory and extensions, written as column names are);
+/// standard input, several files or a pattern need `--table` (exit 2).
+#[tokio::test]
+async fn one_file_names_its_table() {
+    let db = TestDb::new("fc_file_table").await;
+    let home = Scratch::new("fc-file-table");
+    let file = home.file("landing/Sales 2024.csv", "id,v\n1,a\n2,b\n", 0o644);
+    home.file("landing/other.csv", "id,v\n3,c\n", 0o644);
+    let out = load(&db, &home, &[file.to_str().expect("utf8")]);
+    assert_ok(&out);
+    assert!(
+        out.stdout.contains("into sales_2024:") || out.stderr.contains("into sales_2024:"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(count(&db, "sales_2024").await, 2);
+    let pattern = home.path().join("landing/*.csv");
+    for args in [
+        vec!["-"],
+        vec![file.to_str().expect("utf8"), file.to_str().expect("utf8")],
+        vec![pattern.to_str().expect("utf8")],
+    ] {
+        let out = load(&db, &home, &args);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("name the table with --table"),
+            "{}",
+            out.stderr
+        );
+    }
+}

@@ -758,3 +758,49 @@ async fn a_rebuild_keeps_the_tables_own_foreign_keys_and_checks_them() {
     );
     assert_eq!(rows(&db, keys).await, before);
 }
+
+/// The rows of a replace-atomic go into a new table, which gets the live
+/// table's triggers with the swap: none fires for them, and the run says
+/// so, naming them; `--mode replace` loads into the table, firing them.
+#[tokio::test]
+async fn a_replace_atomic_says_the_insert_triggers_it_does_not_fire() {
+    let db = TestDb::new("rebuild_triggers").await;
+    let home = Scratch::new("rebuild-triggers");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE tagged (id int PRIMARY KEY, v text);
+             CREATE FUNCTION upper_v() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN NEW.v := upper(NEW.v); RETURN NEW; END $$;
+             CREATE TRIGGER shout BEFORE INSERT OR UPDATE ON tagged FOR EACH ROW EXECUTE FUNCTION upper_v();
+             CREATE TRIGGER off BEFORE INSERT ON tagged FOR EACH ROW EXECUTE FUNCTION upper_v();
+             ALTER TABLE tagged DISABLE TRIGGER off",
+        )
+        .await
+        .expect("table");
+    let file = home.file("t.csv", "id,v\n1,abc\n", 0o644);
+    let atomic = load_as(&db, &home, &file, "tagged", "replace-atomic");
+    assert_ok(&atomic);
+    assert!(
+        atomic
+            .stderr
+            .contains("public.tagged has insert triggers (shout): the rows of a replace-atomic go into a new table"),
+        "{}",
+        atomic.stderr
+    );
+    assert_eq!(
+        rows(&db, "SELECT v FROM tagged").await,
+        vec![vec![s("abc")]]
+    );
+    let replace = load_as(&db, &home, &file, "tagged", "replace");
+    assert_ok(&replace);
+    assert!(
+        !replace.stderr.contains("insert triggers"),
+        "{}",
+        replace.stderr
+    );
+    assert_eq!(
+        rows(&db, "SELECT v FROM tagged").await,
+        vec![vec![s("ABC")]]
+    );
+}

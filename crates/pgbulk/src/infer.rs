@@ -74,6 +74,33 @@ pub fn normalize_name(name: &str) -> String {
     out
 }
 
+/// The table a file loads into when none is named: the file's name
+/// without its directory and extensions (`.gz`, `.zst`, `.zstd` and
+/// `.bz2`, then one of `.csv`, `.tsv`, `.psv`, `.txt`, `.dat`), as
+/// [`normalize_name`] writes it: `landing/Sales 2024.csv.gz` loads into
+/// `sales_2024`. `None` when that leaves nothing.
+pub fn table_for_file(path: &std::path::Path) -> Option<String> {
+    let mut name = path.file_name()?.to_str()?;
+    for ext in [".gz", ".zst", ".zstd", ".bz2"] {
+        if let Some(stem) = strip_suffix_ignoring_case(name, ext) {
+            name = stem;
+            break;
+        }
+    }
+    for ext in [".csv", ".tsv", ".psv", ".txt", ".dat"] {
+        if let Some(stem) = strip_suffix_ignoring_case(name, ext) {
+            name = stem;
+            break;
+        }
+    }
+    (!name.trim().is_empty()).then(|| normalize_name(name))
+}
+
+fn strip_suffix_ignoring_case<'a>(name: &'a str, suffix: &str) -> Option<&'a str> {
+    let cut = name.len().checked_sub(suffix.len())?;
+    (name.is_char_boundary(cut) && name[cut..].eq_ignore_ascii_case(suffix)).then(|| &name[..cut])
+}
+
 /// The name pgbulk gives the column of the header field `name` at
 /// `position` (0-based): [`normalize_name`], or `column<N>` (its 1-based
 /// position) when the field is blank, so that several unnamed fields (a
@@ -270,6 +297,26 @@ pub fn create_table_sql(table: &TableName, columns: &[InferredColumn], key: &[St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_names_its_table_without_directory_and_extensions() {
+        for (path, table) in [
+            ("landing/Sales 2024.csv.gz", Some("sales_2024")),
+            ("orders.CSV", Some("orders")),
+            ("/data/events.tsv.zst", Some("events")),
+            ("report", Some("report")),
+            ("a.b.csv", Some("a_b")),
+            ("Über.txt", Some("Über")),
+            (".csv", None),
+            ("dir/", Some("dir")),
+        ] {
+            assert_eq!(
+                table_for_file(std::path::Path::new(path)).as_deref(),
+                table,
+                "{path}"
+            );
+        }
+    }
 
     fn infer(rows: &[&[&str]]) -> Vec<String> {
         let names: Vec<String> = (0..rows[0].len()).map(|i| format!("c{i}")).collect();

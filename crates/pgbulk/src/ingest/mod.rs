@@ -1447,6 +1447,25 @@ fn rebuild_list(plan: &Plan) -> Vec<(TableName, TableFacts, TableFacts)> {
 async fn create_new_tables(tx: &Transaction<'_>, plan: &Plan) -> Result<Vec<NewTable>> {
     let mut news = Vec::new();
     for (name, declared) in &plan.declared {
+        // The live table's triggers come with the swap, after the rows.
+        let triggers: Vec<String> = tx
+            .query(
+                "SELECT quote_ident(tgname) FROM pg_catalog.pg_trigger \
+                 WHERE tgrelid = pg_catalog.to_regclass($1) AND NOT tgisinternal \
+                   AND tgenabled <> 'D' AND tgtype::int & 4 <> 0 ORDER BY tgname",
+                &[&name.quoted()],
+            )
+            .await
+            .map_err(|e| Error::server("reading the table's triggers", e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !triggers.is_empty() {
+            tracing::warn!(
+                "{name} has insert triggers ({}): the rows of a replace-atomic go into a new table, which gets them with the swap, so they fire for none of the rows (--mode replace loads into the table itself, firing them)",
+                triggers.join(", ")
+            );
+        }
         news.push(rebuild::create_new(tx, name, declared, true).await?);
     }
     Ok(news)
