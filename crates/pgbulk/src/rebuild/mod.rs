@@ -673,6 +673,51 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         .await
         .map_err(|e| Error::server(&format!("looking up {target}"), e))?
         .get(0);
+    // The table's own foreign keys, which its DROP takes with it, unless
+    // a column of theirs is gone: added to the new table and checked
+    // against its rows before the live table is locked (a key to itself,
+    // after the rename: it then refers to the new table). `(name,
+    // definition without NOT VALID, validated, to itself)`.
+    let own_keys: Vec<(String, String, bool, bool)> = tx
+        .query(
+            "SELECT quote_ident(c.conname), pg_catalog.pg_get_constraintdef(c.oid), c.convalidated, \
+                    ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+                          WHERE a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)), \
+                    CASE WHEN c.confrelid = c.conrelid THEN ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+                          WHERE a.attrelid = c.conrelid AND a.attnum = ANY(c.confkey)) END \
+             FROM pg_catalog.pg_constraint c WHERE c.conrelid = $1 AND c.contype = 'f' ORDER BY c.conname",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::server("reading foreign keys", e))?
+        .iter()
+        .filter(|r| {
+            let kept = |cols: Vec<String>| cols.iter().all(|c| new.columns.iter().any(|(n, _)| n == c));
+            kept(r.get(3)) && kept(r.get::<_, Option<Vec<String>>>(4).unwrap_or_default())
+        })
+        .map(|r| {
+            let def: String = r.get(1);
+            let def = def.strip_suffix(" NOT VALID").unwrap_or(&def).to_owned();
+            (r.get(0), def, r.get(2), r.get::<_, Option<Vec<String>>>(4).is_some())
+        })
+        .collect();
+    let add_key = |table: &str, name: &str, def: &str, validated: bool| {
+        let mut sql = vec![format!(
+            "ALTER TABLE {table} ADD CONSTRAINT {name} {def} NOT VALID"
+        )];
+        if validated {
+            sql.push(format!("ALTER TABLE {table} VALIDATE CONSTRAINT {name}"));
+        }
+        sql
+    };
+    let new_table = new.name.quoted();
+    for (name, def, validated, _) in own_keys.iter().filter(|k| !k.3) {
+        for s in add_key(&new_table, name, def, *validated) {
+            tx.batch_execute(&s)
+                .await
+                .map_err(|e| swap_error(target, &s, e))?;
+        }
+    }
     // Readers lock a view before the tables under it: lock in that order
     // (deepest view first, the table last) so a reader never deadlocks
     // with the swap. Materialized views are read from their own storage.
@@ -719,33 +764,6 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         .map_err(|e| Error::server("reading foreign keys", e))?
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    // The table's own foreign keys, which its DROP takes with it: added to
-    // the new table under its name (a key to itself then refers to the new
-    // table), checked against its rows, unless a column of theirs is gone.
-    // `(name, definition without NOT VALID, validated)`.
-    let own_keys: Vec<(String, String, bool)> = tx
-        .query(
-            "SELECT quote_ident(c.conname), pg_catalog.pg_get_constraintdef(c.oid), c.convalidated, \
-                    ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
-                          WHERE a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)), \
-                    CASE WHEN c.confrelid = c.conrelid THEN ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
-                          WHERE a.attrelid = c.conrelid AND a.attnum = ANY(c.confkey)) END \
-             FROM pg_catalog.pg_constraint c WHERE c.conrelid = $1 AND c.contype = 'f' ORDER BY c.conname",
-            &[&oid],
-        )
-        .await
-        .map_err(|e| Error::server("reading foreign keys", e))?
-        .iter()
-        .filter(|r| {
-            let kept = |cols: Vec<String>| cols.iter().all(|c| new.columns.iter().any(|(n, _)| n == c));
-            kept(r.get(3)) && kept(r.get::<_, Option<Vec<String>>>(4).unwrap_or_default())
-        })
-        .map(|r| {
-            let def: String = r.get(1);
-            let def = def.strip_suffix(" NOT VALID").unwrap_or(&def).to_owned();
-            (r.get(0), def, r.get(2))
-        })
         .collect();
     // Triggers and rules (`CREATE RULE ... ON INSERT TO t DO ...`) on the
     // table, which the old table's DROP would take with it, each as it was
@@ -841,13 +859,8 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
     sql.extend(sequences.into_iter().flat_map(|(_, _, _, grants)| grants));
     sql.extend(comment_sql(&kept_comments, "TABLE", &t));
     sql.extend(new.comments.iter().cloned());
-    for (name, def, validated) in &own_keys {
-        sql.push(format!(
-            "ALTER TABLE {t} ADD CONSTRAINT {name} {def} NOT VALID"
-        ));
-        if *validated {
-            sql.push(format!("ALTER TABLE {t} VALIDATE CONSTRAINT {name}"));
-        }
+    for (name, def, validated, _) in own_keys.iter().filter(|k| k.3) {
+        sql.extend(add_key(&t, name, def, *validated));
     }
     for (table, name, def) in &foreign_keys {
         sql.push(format!(
@@ -890,33 +903,38 @@ pub(crate) async fn swap(tx: &Transaction<'_>, policy: &LockPolicy, new: &NewTab
         sql.extend(v.comments.iter().cloned());
     }
     for s in &sql {
-        tx.batch_execute(s).await.map_err(|e| {
-            // A foreign key the new rows break: bad data, found too late
-            // to set rows aside (no --max-errors hint), said so.
-            let broken = e
-                .as_db_error()
-                .filter(|db| db.code().code().starts_with("23") && s.contains(" VALIDATE CONSTRAINT "));
-            if let Some(db) = broken {
-                return Error::new(
-                    ErrorKind::Data,
-                    format!(
-                        "{target}: the rows loaded break foreign key {} ({}); they were not swapped in: the table is as it was",
-                        db.constraint().unwrap_or("?"),
-                        db.detail().unwrap_or(db.message()).trim_end_matches('.')
-                    ),
-                )
-                .in_table(target);
-            }
-            Error::server(
-                &format!(
-                    "swapping in the new {target} ({})",
-                    crate::codec::shorten(s)
-                ),
-                e,
-            )
-        })?;
+        tx.batch_execute(s)
+            .await
+            .map_err(|e| swap_error(target, s, e))?;
     }
     Ok(())
+}
+
+/// The error of the swap's statement `s` into `target`. A foreign key the
+/// new rows break is bad data, found too late to set rows aside (no
+/// `--max-errors` hint), and said so.
+fn swap_error(target: &TableName, s: &str, e: tokio_postgres::Error) -> Error {
+    let broken = e
+        .as_db_error()
+        .filter(|db| db.code().code().starts_with("23") && s.contains(" VALIDATE CONSTRAINT "));
+    if let Some(db) = broken {
+        return Error::new(
+            ErrorKind::Data,
+            format!(
+                "{target}: the rows loaded break foreign key {} ({}); they were not swapped in: the table is as it was",
+                db.constraint().unwrap_or("?"),
+                db.detail().unwrap_or(db.message()).trim_end_matches('.')
+            ),
+        )
+        .in_table(target);
+    }
+    Error::server(
+        &format!(
+            "swapping in the new {target} ({})",
+            crate::codec::shorten(s)
+        ),
+        e,
+    )
 }
 
 /// The oid of `table` when a new copy of it may be filled and swapped in
