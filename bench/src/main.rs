@@ -74,7 +74,7 @@ use pgbulk::schema::Declaration;
 /// The ingest benchmark's reference for upserts.
 const HAND_WRITTEN: &str = "\\copy + INSERT ... ON CONFLICT";
 /// The sync benchmark's reference.
-const PSQL_PIPE: &str = "psql \\copy TO piped into \\copy FROM";
+const PSQL_PIPE: &str = "psql \\copy TO piped into \\copy FROM, then CREATE INDEX";
 
 /// Rows per batch (each batch is streamed, so this bounds transactions,
 /// not memory).
@@ -1244,9 +1244,11 @@ fn bench_sync(rows: usize) -> anyhow::Result<()> {
                     &format!("CREATE TABLE {label} {cols}"),
                 ],
             )?;
+            // The source's index too, as `pgbulk sync` creates it.
             let pipe = format!(
                 "{p} -X -q -v ON_ERROR_STOP=1 '{src}' -c '\\copy (SELECT * FROM {label}) TO STDOUT' | \
-                 {p} -X -q -v ON_ERROR_STOP=1 '{dst}' -c '\\copy {label} FROM STDIN'",
+                 {p} -X -q -v ON_ERROR_STOP=1 '{dst}' -c '\\copy {label} FROM STDIN' && \
+                 {p} -X -q -v ON_ERROR_STOP=1 '{dst}' -c 'CREATE INDEX ON {label} (updated_at)'",
                 p = server.psql.display(),
                 src = src.url,
                 dst = dst_psql.url

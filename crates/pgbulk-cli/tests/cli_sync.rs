@@ -1743,6 +1743,141 @@ async fn a_created_destination_without_the_sources_extension_is_refused_naming_i
     );
 }
 
+/// A created destination gets the source's validated checks and an index
+/// for each of its indexes, plain ones for unique and exclusion ones (a
+/// row the source deleted stays in the destination); what the destination
+/// cannot build is left out, naming it and why.
+#[tokio::test]
+async fn a_created_destination_gets_the_sources_checks_and_indexes() {
+    let src = TestDb::new("sync_idx_src").await;
+    let dst = TestDb::new("sync_idx_dst").await;
+    let home = Scratch::new("sync-idx");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE EXTENSION pg_trgm;
+             CREATE TABLE users (id int PRIMARY KEY, email text UNIQUE, name text,
+                                 age int CHECK (age >= 0), during tstzrange,
+                                 EXCLUDE USING gist (during WITH &&));
+             ALTER TABLE users ADD CONSTRAINT age_small CHECK (age < 200) NOT VALID;
+             CREATE INDEX users_lower ON users (lower(name)) WHERE age > 10;
+             CREATE UNIQUE INDEX users_name_u ON users (name, email);
+             CREATE INDEX users_trgm ON users USING gin (name gin_trgm_ops);
+             INSERT INTO users
+             SELECT i, 'u' || i || '@x', 'user ' || i, i % 90,
+                    tstzrange(timestamptz '2020-01-01' + i * interval '1 day',
+                              timestamptz '2020-01-01' + (i + 1) * interval '1 day')
+             FROM generate_series(1, 500) i",
+        )
+        .await
+        .expect("source");
+    let sync = |extra: &[&str]| {
+        run(pgbulk(&home)
+            .args([
+                "sync", "--from", &src.url, "--table", "users", "--db", &dst.url,
+            ])
+            .args(extra))
+    };
+    let dry = sync(&["--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    for statement in [
+        r#"CONSTRAINT "users_age_check" CHECK ((age >= 0))"#,
+        r#"CREATE INDEX ON "public"."users" USING btree (lower(name)) WHERE (age > 10);"#,
+        r#"CREATE INDEX ON "public"."users" USING btree (email);"#,
+        r#"CREATE INDEX ON "public"."users" USING gist (during);"#,
+    ] {
+        assert!(
+            dry.stdout.contains(statement),
+            "{statement}: {}",
+            dry.stdout
+        );
+    }
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT count(*)::text FROM pg_class WHERE relname = 'users'"
+        )
+        .await,
+        vec![vec![s("0")]],
+        "a dry run creates nothing"
+    );
+    let out = sync(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for note in [
+        "the source's index users_trgm was left out: the destination cannot build it (operator class",
+        "the source's check constraint age_small was left out: the source has rows it did not check (NOT VALID)",
+        "public.users has plain indexes for the source's users_during_excl (EXCLUDE USING gist (during WITH &&)), users_email_key (UNIQUE (email)), unique index users_name_u:",
+    ] {
+        assert!(out.stderr.contains(note), "{note}: {}", out.stderr);
+    }
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT i.indisunique::text, pg_get_indexdef(i.indexrelid) FROM pg_index i \
+             WHERE i.indrelid = 'users'::regclass AND NOT i.indisprimary ORDER BY 2"
+        )
+        .await,
+        vec![
+            vec![
+                s("false"),
+                s("CREATE INDEX users_during_idx ON public.users USING gist (during)")
+            ],
+            vec![
+                s("false"),
+                s("CREATE INDEX users_email_idx ON public.users USING btree (email)")
+            ],
+            vec![
+                s("false"),
+                s(
+                    "CREATE INDEX users_lower_idx ON public.users USING btree (lower(name)) WHERE (age > 10)"
+                )
+            ],
+            vec![
+                s("false"),
+                s("CREATE INDEX users_name_email_idx ON public.users USING btree (name, email)")
+            ],
+        ]
+    );
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = 'users'::regclass AND contype NOT IN ('p', 'n') ORDER BY 1"
+        )
+        .await,
+        vec![vec![s("users_age_check"), s("CHECK ((age >= 0))")]]
+    );
+    let read = "SELECT id::text, email, name, age::text, during::text FROM users ORDER BY id";
+    assert_eq!(rows(&dst, read).await, rows(&src, read).await);
+    // A user deleted at the source (not here: no --delete-missing) and
+    // another given the email: the destination takes both.
+    src.connect()
+        .await
+        .batch_execute(
+            "DELETE FROM users WHERE id = 2;
+             INSERT INTO users VALUES (501, 'u2@x', 'user 2', 20, NULL)",
+        )
+        .await
+        .expect("source change");
+    let again = sync(&[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT id::text FROM users WHERE email = 'u2@x' ORDER BY id"
+        )
+        .await,
+        vec![vec![s("2")], vec![s("501")]]
+    );
+    // A check the source holds is the destination's too.
+    let refused = dst
+        .connect()
+        .await
+        .batch_execute("INSERT INTO users (id, age) VALUES (1000, -1)")
+        .await;
+    assert!(refused.is_err(), "the check refuses a negative age");
+}
+
 /// Between two servers: the suite's (each major in CI) and one of the
 /// machine's own PostgreSQL, both ways, every type exactly.
 #[tokio::test(flavor = "multi_thread")]

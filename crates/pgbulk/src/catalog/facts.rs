@@ -121,7 +121,7 @@ fn normalize_default(default: String) -> String {
     }
 }
 
-fn index_body(def: &str) -> String {
+pub(crate) fn index_body(def: &str) -> String {
     let after_on = def.find(" ON ").map_or(0, |i| i + 4);
     match def[after_on..].find(" USING ") {
         Some(i) => def[after_on + i + 1..].to_owned(),

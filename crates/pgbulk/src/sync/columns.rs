@@ -164,6 +164,15 @@ fn safe_cast(from: &str, to: &str, is_enum: bool) -> bool {
 /// that are constants and primary key. A collation the destination lacks
 /// fails the `CREATE` with the server's error.
 pub fn create_ddl(dest: &TableName, source: &TableFacts) -> String {
+    format!(
+        "CREATE TABLE {} (\n{}\n);\n",
+        dest.quoted(),
+        table_lines(source).join(",\n")
+    )
+}
+
+/// The column and primary-key lines of [`create_ddl`].
+pub(super) fn table_lines(source: &TableFacts) -> Vec<String> {
     let mut lines: Vec<String> = source
         .columns
         .iter()
@@ -192,11 +201,7 @@ pub fn create_ddl(dest: &TableName, source: &TableFacts) -> String {
         let cols: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
         lines.push(format!("    PRIMARY KEY ({})", cols.join(", ")));
     }
-    format!(
-        "CREATE TABLE {} (\n{}\n);\n",
-        dest.quoted(),
-        lines.join(",\n")
-    )
+    lines
 }
 
 /// Whether a default expression (as `pg_get_expr` prints it) is a

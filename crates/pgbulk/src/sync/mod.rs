@@ -10,8 +10,9 @@
 //! those element by element, a domain as its base type), and anything
 //! else refuses the run, listing every mismatch. A destination that does
 //! not exist is created from the source's columns, `NOT NULL`, constant
-//! defaults and primary key; the identity and serial sequences of an
-//! existing one are advanced past the values copied.
+//! defaults, primary key, checks and indexes (`created.rs`); the identity
+//! and serial sequences of an existing one are advanced past the values
+//! copied.
 //!
 //! The rows are read with `COPY (SELECT ...) TO STDOUT (FORMAT csv)` in a
 //! source session set for an exact text round trip (ISO dates, UTC, hex
@@ -51,6 +52,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 mod columns;
+mod created;
 mod delete;
 mod passthrough;
 mod ranges;
@@ -253,16 +255,32 @@ pub async fn sync(
                     expr: quote_ident(&c.name),
                 })
                 .collect();
-            (maps, Some(create_ddl(&dest_name, &src_facts)))
+            (maps, None)
         }
     };
     // A destination created from the source's definition: the source's
-    // enums and domains it lacks are created first.
+    // enums and domains it lacks are created first, its checks and indexes
+    // with it.
     let type_oids: Vec<_> = src_facts.columns.iter().map(|c| c.type_oid).collect();
     let needed_types = if target_facts.is_none() {
         types::missing(&mut source, &dest, &type_oids).await?
     } else {
         Vec::new()
+    };
+    let mut creation_notes = Vec::new();
+    let schema_ddl = if target_facts.is_none() {
+        let made = created::creation(
+            &mut source,
+            &mut dest,
+            &dest_name,
+            &src_facts,
+            &needed_types,
+        )
+        .await?;
+        creation_notes = made.notes;
+        Some(made.ddl)
+    } else {
+        schema_ddl
     };
     if maps.is_empty() {
         return Err(Error::config(format!(
@@ -429,6 +447,7 @@ pub async fn sync(
             plan.extend(bound.notes(opts.lookback.is_some()));
         }
         plan.extend(filter_changed.clone());
+        plan.extend(creation_notes);
         return Ok(SyncReport {
             mapping: maps
                 .iter()
@@ -727,6 +746,7 @@ pub async fn sync(
     }
     drop(source);
     let mut notes = created_types;
+    notes.extend(creation_notes);
     if load.inserted > 0 {
         notes.extend(advance_sequences(&mut after, &dest_name, &maps).await);
     }
