@@ -44,7 +44,13 @@ pub(crate) struct Cli {
 #[command(next_help_heading = "Connection")]
 pub(crate) struct ConnectionArgs {
     /// Connection string: postgresql:// URI, "key=value ..." or a database name.
-    #[arg(long, value_name = "CONNINFO", hide_env_values = true)]
+    #[arg(
+        long,
+        short = 'd',
+        visible_alias = "dbname",
+        value_name = "CONNINFO",
+        hide_env_values = true
+    )]
     pub(crate) db: Option<String>,
     /// Connection profile from pgbulk.toml (default: $PGBULK_PROFILE).
     #[arg(long, value_name = "NAME")]

@@ -67,6 +67,10 @@ async fn by_url_and_password_never_printed() {
 
     let help = run(pgbulk(&home).args(["ping", "--help"]));
     assert!(!help.stdout.contains(&password));
+    // psql's spellings.
+    for flag in ["-d", "--dbname"] {
+        assert_pinged(&run(pgbulk(&home).args(["ping", flag, &db.url])), &db.name);
+    }
 }
 
 #[tokio::test]
