@@ -548,6 +548,32 @@ async fn a_row_a_domain_refuses_is_set_aside_by_max_errors() {
         "{}",
         out.stderr
     );
+    // A replace-atomic whose first batch committed into its new table:
+    // the failed run drops that table (its rows would hold disk until the
+    // next run).
+    let out = run(pgbulk(&home).current_dir(home.path()).args([
+        "load",
+        "d.csv",
+        "--table",
+        "dc",
+        "--mode",
+        "replace-atomic",
+        "--batch-rows",
+        "1",
+        "--db",
+        &db.url,
+    ]));
+    assert_eq!(out.code, 9, "{}", out.stderr);
+    assert!(out.stderr.contains("batch 2"), "{}", out.stderr);
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT count(*)::text FROM pg_class WHERE relname LIKE 'pgbulk\\_new\\_%'"
+        )
+        .await,
+        vec![vec![s("0")]],
+        "no new table left"
+    );
     for table in ["dk", "dp"] {
         let out = run(pgbulk(&home)
             .current_dir(home.path())

@@ -1065,9 +1065,36 @@ where
     )
     .await;
     if replace {
+        if result.is_err() && !client.is_closed() {
+            drop_new_tables(client, &prepared.plan).await;
+        }
         crate::lock::hold_tables(client, &options.lock_policy, &names, false).await?;
     }
     result
+}
+
+/// After a failed replace-atomic: drops the new tables its committed
+/// batches filled (invisible, and started over by the next run, which
+/// would drop them too), so their rows do not hold disk until then. Runs
+/// under the run's table locks; a failure is only logged (the run's own
+/// error is the one to report).
+async fn drop_new_tables(client: &Client, plan: &Plan) {
+    let news: Vec<String> = plan
+        .declared
+        .iter()
+        .map(|(name, _)| rebuild::new_table_name(name).quoted())
+        .collect();
+    if news.is_empty() {
+        return;
+    }
+    let sql = format!("DROP TABLE IF EXISTS {} CASCADE", news.join(", "));
+    match client.batch_execute(&sql).await {
+        Ok(()) => tracing::debug!("dropped the failed run's new tables {}", news.join(", ")),
+        Err(e) => tracing::warn!(
+            "the failed run's new tables {} were not dropped ({e}); the next replace-atomic drops them",
+            news.join(", ")
+        ),
+    }
 }
 
 /// Tags the session's `application_name` with this process (see
