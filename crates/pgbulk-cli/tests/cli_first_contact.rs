@@ -746,14 +746,13 @@ async fn rows_a_constraint_refuses_are_isolated_with_their_lines() {
         "id,shop,amount,ref\n1,A,5,r1\n2,A,-3,r2\n3,Z,7,r3\n4,B,2,taken\n5,B,9,r5\n6,A,1,r5\n",
         0o644,
     );
-    // Without --max-errors the batch fails with the server's message and
-    // detail, and says how to have the rows named by line.
+    // Without --max-errors the load fails naming the first refused row's
+    // line (its batch read again, every row located) with the server's
+    // message and detail, and says how to have such rows set aside.
     let failed = load(&db, &home, &["sale.csv", "-t", "sale"]);
     assert_eq!(failed.code, 9, "{}", failed.stderr);
     assert!(
-        failed.stderr.contains("violates check constraint \"sale_amount_check\"")
-            && failed.stderr.contains("  detail: Failing row contains (2, A, -3, r2).")
-            && failed.stderr.contains("--max-errors N sets such rows aside (in --reject-file), each named by its input line"),
+        failed.stderr.contains("sale.csv:3: new row for relation \"sale\" violates check constraint \"sale_amount_check\": Failing row contains (2, A, -3, r2). --max-errors N sets such rows aside (in --reject-file)."),
         "{}",
         failed.stderr
     );
@@ -852,12 +851,27 @@ async fn a_duplicate_key_in_append_mode_is_bad_data() {
     home.file("k.csv", "id,v\n2,b\n1,c\n", 0o644);
     let out = load(&db, &home, &["k.csv", "-t", "k", "--mode", "append"]);
     assert_eq!(out.code, 9, "{}", out.stderr);
+    // Named by its line: the batch is read again, every row located.
     assert!(
         out.stderr.contains(
-            "duplicate key value violates unique constraint \"k_pkey\" (constraint k_pkey)"
+            "k.csv:3: duplicate key value violates unique constraint \"k_pkey\": Key (id)=(1) already exists."
         ),
         "{}",
         out.stderr
+    );
+    assert_eq!(count(&db, "k").await, 1);
+    // Standard input cannot be read again: the server's message, and how
+    // to have the row named.
+    let stdin = run(pgbulk(&home)
+        .args(["load", "-", "-t", "k", "--mode", "append", "--db", &db.url])
+        .stdin(std::fs::File::open(home.path().join("k.csv")).expect("k.csv")));
+    assert_eq!(stdin.code, 9, "{}", stdin.stderr);
+    assert!(
+        stdin.stderr.contains(
+            "duplicate key value violates unique constraint \"k_pkey\" (constraint k_pkey); --max-errors N sets such rows aside (in --reject-file), each named by its input line"
+        ),
+        "{}",
+        stdin.stderr
     );
     assert_eq!(count(&db, "k").await, 1);
 }

@@ -120,6 +120,11 @@ pub struct LoadOptions {
     pub single_transaction: bool,
     /// Bad rows tolerated (rejected) before the load fails.
     pub max_errors: u64,
+    /// Every row is staged with its input line, so one the server refuses
+    /// (a constraint) fails the load naming its line also without
+    /// `max_errors` (slower: no straight COPY). [`load_retrying`] sets it
+    /// to read a batch that failed on such a row again.
+    pub locate_rows: bool,
     /// Where rejected rows go, exactly as in the input; reasons go to
     /// `PATH.log`.
     pub reject_file: Option<PathBuf>,
@@ -237,6 +242,7 @@ impl Default for LoadOptions {
             max_field_size: crate::csv::MAX_FIELD,
             single_transaction: false,
             max_errors: 0,
+            locate_rows: false,
             reject_file: None,
             restart: false,
             lock_policy: LockPolicy::default(),
@@ -406,6 +412,9 @@ pub async fn load_retrying(
                 progress.bytes_read.store(0, Ordering::Relaxed);
                 tokio::time::sleep(wait).await;
             }
+            Err(e) if rereadable && refused_unlocated(&e, opts) && !progress.is_interrupted() => {
+                return locate_refused(params, opts, progress, e).await;
+            }
             Err(e) => return Err(e),
             Ok(mut report) => {
                 if !lost.is_empty() {
@@ -419,6 +428,62 @@ pub async fn load_retrying(
         }
     }
     Err(Error::new(ErrorKind::ConnectionLost, "no attempt was made"))
+}
+
+/// Whether `e` is a row a constraint refused, not named by its input line,
+/// in a load whose ledger lets the same load go on from its last
+/// committed batch.
+fn refused_unlocated(e: &Error, opts: &LoadOptions) -> bool {
+    use crate::ServerErrorKind::{
+        CheckViolation, ForeignKeyViolation, NotNullViolation, UniqueViolation,
+    };
+    opts.ledger
+        && !opts.locate_rows
+        && opts.max_errors == 0
+        && !opts.dry_run
+        && e.kind() == ErrorKind::Data
+        && e.location().is_none()
+        && matches!(
+            e.server_kind(),
+            Some(UniqueViolation | NotNullViolation | CheckViolation | ForeignKeyViolation)
+        )
+}
+
+/// After a batch failed on a row a constraint refused (`refused`, which
+/// names the constraint and the row's values, not its line): loads again
+/// from the last committed batch with every row staged with its line, so
+/// the same row fails the load named by its input line. The batches before
+/// it committed already; a load the second reading completes (the row was
+/// accepted this time: a concurrent change) is the load's result. When
+/// the second reading fails otherwise, `refused` is the error.
+async fn locate_refused(
+    params: &crate::conninfo::ConnParams,
+    opts: &LoadOptions,
+    progress: Arc<Progress>,
+    refused: Error,
+) -> Result<LoadReport> {
+    tracing::info!("{refused}; reading its batch again to name the row's input line");
+    let locating = LoadOptions {
+        locate_rows: true,
+        ..opts.clone()
+    };
+    progress.bytes_read.store(0, Ordering::Relaxed);
+    let client = match crate::connect::connect(params).await {
+        Ok(session) => session.client,
+        Err(_) => return Err(refused),
+    };
+    match load(client, params, &locating, progress).await {
+        Ok(report) => Ok(report),
+        Err(located) if located.location().is_some() => {
+            let hint = if located.message().ends_with('.') {
+                " --max-errors N sets such rows aside (in --reject-file)."
+            } else {
+                "; --max-errors N sets such rows aside (in --reject-file)"
+            };
+            Err(located.append(hint))
+        }
+        Err(_) => Err(refused),
+    }
 }
 
 /// Loads the inputs into the table. See the module documentation.
@@ -1409,7 +1474,7 @@ pub(crate) fn engine_options(
         // Set where the load runs on one connection.
         rewrite_batches: false,
         merging: Some(progress.merging.clone()),
-        reject_rows: opts.max_errors > 0,
+        reject_rows: opts.max_errors > 0 || opts.locate_rows,
         // A load that fails before its first commit leaves no table.
         create_with_first_batch: true,
         on_commit: Some(Arc::new(move |b: &ingest::BatchReport| {
@@ -1503,6 +1568,10 @@ fn csv_error(name: &str, e: CsvError) -> Error {
     }
 }
 
+/// How to have rows a constraint refuses set aside.
+const MAX_ERRORS_HINT: &str =
+    "; --max-errors N sets such rows aside (in --reject-file), each named by its input line";
+
 /// A row a constraint refused failed its batch (the server names the
 /// constraint and the row's values, not the input line): says how to have
 /// such rows set aside, each named by its line.
@@ -1518,7 +1587,5 @@ fn suggest_max_errors(error: Error, max_errors: u64) -> Error {
     if max_errors > 0 || !refused || error.kind() != ErrorKind::Data {
         return error;
     }
-    error.append(
-        "; --max-errors N sets such rows aside (in --reject-file), each named by its input line",
-    )
+    error.append(MAX_ERRORS_HINT)
 }
