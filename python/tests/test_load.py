@@ -93,6 +93,9 @@ def test_a_refused_row_carries_the_servers_sqlstate_and_detail(db: str, tmp_path
     assert e.sqlstate == "23514"
     assert e.detail is not None and "Failing row contains" in e.detail
     assert e.table == "pos" or e.table == "public.pos"
+    # The batch is read again to name the row's line.
+    assert e.input is not None and e.input.endswith("pos.csv")
+    assert e.line == 3
 
 
 def test_wrong_options_and_unreachable_servers_raise_their_kind(db: str, tmp_path: Path) -> None:

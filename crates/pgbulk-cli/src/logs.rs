@@ -85,7 +85,8 @@ pub(crate) fn error(error: &anyhow::Error, job: Option<&str>) {
     let prefix = job.map(|j| format!("job {j}: ")).unwrap_or_default();
     eprintln!("pgbulk: {prefix}error: {error}");
     if let Some(db) = db {
-        if let Some(detail) = db.detail() {
+        // Not again when the message says it already (a row named by line).
+        if let Some(detail) = db.detail().filter(|d| !error.to_string().contains(d)) {
             eprintln!("  detail: {detail}");
         }
         if let Some(hint) = db.hint() {

@@ -293,6 +293,7 @@ pub(super) async fn load_batch(
                         column: &r.column,
                         value: &r.value,
                         reason: &reason,
+                        server: r.server.as_ref(),
                     };
                     match source.as_mut() {
                         Some(source) => source.reject_staged(&rejection)?,
@@ -566,7 +567,7 @@ async fn refused_row(
         .map(|r| r.get(0))
         .collect();
     let (mut lo, mut hi) = (0, ctids.len());
-    let mut reason = server_words(error);
+    let mut reason = Refusal::of(error);
     // Invariant: merging rows lo..hi fails.
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
@@ -609,8 +610,9 @@ async fn refused_row(
         )
         .await
         .map_err(|e| Error::server("reading a refused row", e))?;
-    let column = error
-        .db_error()
+    let column = reason
+        .server
+        .as_ref()
         .and_then(|db| db.column().map(str::to_owned))
         .unwrap_or_default();
     let read = |e| Error::server("reading a refused row", e);
@@ -623,19 +625,34 @@ async fn refused_row(
         raw: row.try_get(1).map_err(read)?,
         column,
         value: String::new(),
-        reason,
+        reason: reason.words,
+        server: reason.server,
     }))
 }
 
-/// The server's message and detail (`Key (shop)=(Z) is not present in
-/// table "shop".`), or the error's own message.
-fn server_words(error: &Error) -> String {
-    match error.db_error() {
-        Some(db) => match db.detail() {
-            Some(detail) => format!("{}: {detail}", db.message()),
-            None => db.message().to_owned(),
-        },
-        None => error.message().to_owned(),
+/// Why the server refused a row.
+struct Refusal {
+    /// The server's message and detail (`Key (shop)=(Z) is not present in
+    /// table "shop".`), or the error's own message.
+    words: String,
+    /// The server's error.
+    server: Option<tokio_postgres::error::DbError>,
+}
+
+impl Refusal {
+    fn of(error: &Error) -> Self {
+        let db = error.db_error();
+        let words = match db {
+            Some(db) => match db.detail() {
+                Some(detail) => format!("{}: {detail}", db.message()),
+                None => db.message().to_owned(),
+            },
+            None => error.message().to_owned(),
+        };
+        Self {
+            words,
+            server: db.cloned(),
+        }
     }
 }
 
@@ -648,7 +665,7 @@ async fn merge_fails(
     ctids: &[String],
     duplicates: bool,
     ctx: &BatchContext<'_>,
-) -> Result<Option<String>> {
+) -> Result<Option<Refusal>> {
     let probe = Savepoint::set(tx, "pgbulk_probe").await?;
     // A copy of those rows, in their order, stands in for the stage.
     tx.execute(
@@ -672,7 +689,7 @@ async fn merge_fails(
     probe.roll_back().await?;
     Ok(match outcome {
         Ok(_) => None,
-        Err(e) if is_value_error(&e) || is_row_error(&e) => Some(server_words(&e)),
+        Err(e) if is_value_error(&e) || is_row_error(&e) => Some(Refusal::of(&e)),
         Err(e) => return Err(e),
     })
 }

@@ -492,6 +492,8 @@ pub(super) struct Rejected {
     pub(super) column: String,
     pub(super) value: String,
     pub(super) reason: String,
+    /// The server's error for the row, when it refused the row as a whole.
+    pub(super) server: Option<tokio_postgres::error::DbError>,
 }
 
 /// The staged rows whose shadowed values the server rejects, in arrival
@@ -563,6 +565,7 @@ pub(super) async fn rejected_values(
                 column: column.name.clone(),
                 value: text(3)?,
                 reason: text(4)?,
+                server: None,
             });
         }
     }

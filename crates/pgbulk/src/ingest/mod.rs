@@ -304,6 +304,9 @@ pub struct StagedRejection<'a> {
     pub value: &'a str,
     /// The server's message.
     pub reason: &'a str,
+    /// The server's error, when it refused the row as a whole (a
+    /// constraint): its SQLSTATE, detail and constraint.
+    pub server: Option<&'a tokio_postgres::error::DbError>,
 }
 
 /// One row of text fields; `None` is NULL. A source that holds typed

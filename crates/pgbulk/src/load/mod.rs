@@ -474,14 +474,7 @@ async fn locate_refused(
     };
     match load(client, params, &locating, progress).await {
         Ok(report) => Ok(report),
-        Err(located) if located.location().is_some() => {
-            let hint = if located.message().ends_with('.') {
-                " --max-errors N sets such rows aside (in --reject-file)."
-            } else {
-                "; --max-errors N sets such rows aside (in --reject-file)"
-            };
-            Err(located.append(hint))
-        }
+        Err(located) if located.location().is_some() => Err(suggest_max_errors(located, 0)),
         Err(_) => Err(refused),
     }
 }
@@ -1584,8 +1577,19 @@ fn suggest_max_errors(error: Error, max_errors: u64) -> Error {
         Some(UniqueViolation | NotNullViolation | CheckViolation | ForeignKeyViolation)
     );
     // Only rows: a catalog conflict (creating a table) is not bad data.
-    if max_errors > 0 || !refused || error.kind() != ErrorKind::Data {
+    if max_errors > 0
+        || !refused
+        || error.kind() != ErrorKind::Data
+        || error.message().contains("--max-errors")
+    {
         return error;
     }
-    error.append(MAX_ERRORS_HINT)
+    match error.location() {
+        // Named by its line already.
+        Some(_) if error.message().ends_with('.') => {
+            error.append(" --max-errors N sets such rows aside (in --reject-file).")
+        }
+        Some(_) => error.append("; --max-errors N sets such rows aside (in --reject-file)"),
+        None => error.append(MAX_ERRORS_HINT),
+    }
 }

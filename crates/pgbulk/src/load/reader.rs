@@ -921,6 +921,9 @@ impl TextRows for CsvRows {
                 .for_column(rejected.column)
                 .with_value(Some(rejected.value));
         }
+        if let Some(db) = rejected.server {
+            error = error.with_source(db.clone());
+        }
         s.bad_row(error)
     }
 }
