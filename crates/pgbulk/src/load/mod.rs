@@ -462,12 +462,28 @@ async fn locate_refused(
     progress: Arc<Progress>,
     refused: Error,
 ) -> Result<LoadReport> {
-    tracing::info!("{refused}; reading its batch again to name the row's input line");
+    let by = refused
+        .db_error()
+        .and_then(|db| db.constraint())
+        .map(|c| format!(" by constraint {c}"))
+        .unwrap_or_default();
+    let batch = refused
+        .batch()
+        .map(|n| format!(" of batch {n}"))
+        .unwrap_or_default();
+    tracing::warn!(
+        "{}: a row{batch} was refused{by}; reading the batch again to name the row's input line",
+        opts.table
+    );
     let locating = LoadOptions {
         locate_rows: true,
         ..opts.clone()
     };
     progress.bytes_read.store(0, Ordering::Relaxed);
+    progress.rows_read.store(
+        progress.rows_committed.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
     let client = match crate::connect::connect(params).await {
         Ok(session) => session.client,
         Err(_) => return Err(refused),
