@@ -804,6 +804,7 @@ async fn killed_then_rerun(jobs: &str, batch_rows: Option<&str>) {
         .await
         .batch_execute(
             "CREATE TABLE big (id int PRIMARY KEY, v text, n numeric);
+             CREATE INDEX big_v ON big (v);
              INSERT INTO big SELECT i, 'row ' || i, i / 3.0 FROM generate_series(1, 200000) i;",
         )
         .await
@@ -846,6 +847,19 @@ async fn killed_then_rerun(jobs: &str, batch_rows: Option<&str>) {
         .await,
         vec![vec![s("0")]],
         "the ranges' ledger is removed once all are in"
+    );
+    // The created table's index, whichever run created the table (with
+    // two jobs: built once every range is in).
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index \
+             WHERE indrelid = 'big'::regclass AND NOT indisprimary"
+        )
+        .await,
+        vec![vec![s(
+            "CREATE INDEX big_v_idx ON public.big USING btree (v)"
+        )]]
     );
     // The killed runs' spools are gone (a run removes those of dead
     // processes; other tests' killed runs are theirs to clean).

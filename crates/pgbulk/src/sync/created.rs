@@ -24,8 +24,22 @@ use crate::schema::{TableName, quote_ident};
 /// and what the user should know about them.
 #[derive(Debug, Default)]
 pub(super) struct Creation {
-    pub(super) ddl: String,
+    /// The `CREATE TABLE`, checks included.
+    pub(super) table: String,
+    /// One `CREATE INDEX` per index, each ending with `;`.
+    pub(super) indexes: Vec<String>,
     pub(super) notes: Vec<String>,
+}
+
+impl Creation {
+    /// The table's and the indexes' statements.
+    pub(super) fn ddl(&self) -> String {
+        std::iter::once(self.table.as_str())
+            .chain(self.indexes.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    }
 }
 
 /// One of the source's `CHECK` constraints or indexes, as the destination
@@ -63,12 +77,12 @@ pub(super) async fn creation(
     let (extras, left_out) = buildable(dest, &lines, extras, types).await?;
     notes.extend(left_out);
     let mut lines = lines;
-    let mut indexes = String::new();
+    let mut indexes = Vec::new();
     let mut weakened = Vec::new();
     for extra in &extras {
         if extra.is_index {
-            indexes.push_str(&format!(
-                "CREATE INDEX ON {} {};\n",
+            indexes.push(format!(
+                "CREATE INDEX ON {} {};",
                 dest_name.quoted(),
                 extra.clause
             ));
@@ -83,12 +97,16 @@ pub(super) async fn creation(
             weakened.join(", ")
         ));
     }
-    let ddl = format!(
-        "CREATE TABLE {} (\n{}\n);\n{indexes}",
+    let table = format!(
+        "CREATE TABLE {} (\n{}\n);",
         dest_name.quoted(),
         lines.join(",\n")
     );
-    Ok(Creation { ddl, notes })
+    Ok(Creation {
+        table,
+        indexes,
+        notes,
+    })
 }
 
 /// The source table's validated `CHECK` constraints and its valid indexes

@@ -267,7 +267,7 @@ pub async fn sync(
     } else {
         Vec::new()
     };
-    let mut creation_notes = Vec::new();
+    let mut creation = None;
     let schema_ddl = if target_facts.is_none() {
         let made = created::creation(
             &mut source,
@@ -277,11 +277,16 @@ pub async fn sync(
             &needed_types,
         )
         .await?;
-        creation_notes = made.notes;
-        Some(made.ddl)
+        let ddl = made.ddl();
+        creation = Some(made);
+        Some(ddl)
     } else {
         schema_ddl
     };
+    let creation_notes: Vec<String> = creation
+        .as_mut()
+        .map(|c| std::mem::take(&mut c.notes))
+        .unwrap_or_default();
     if maps.is_empty() {
         return Err(Error::config(format!(
             "no column of {src_name} matches a column of {dest_name}"
@@ -602,7 +607,40 @@ pub async fn sync(
             let binary = opts.batch_rows == 0 && passthrough::eligible(&tx, &reading).await?;
             passed_through = binary;
             let spool = if binary { None } else { Some(Spool::new()?) };
-            // Created once, before the ranges load at once.
+            // Created once, before the ranges load at once; its indexes
+            // after them (see `ranges::Ledger::finish`).
+            let indexes = match &creation {
+                Some(c) => {
+                    load_opts.schema_ddl = Some(c.table.clone());
+                    c.indexes.clone()
+                }
+                None => Vec::new(),
+            };
+            if !indexes.is_empty() {
+                // The plan before the table: a run stopped once the table
+                // is there goes on with the plan, and builds them.
+                let schema = dest_name.schema_or_public();
+                // (Not asked when it exists: that needs CREATE on the
+                // database even then.)
+                let there = dest
+                    .query_opt(
+                        "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
+                        &[&schema],
+                    )
+                    .await
+                    .map_err(|e| Error::server("looking up the destination's schema", e))?
+                    .is_some();
+                if !there {
+                    dest.batch_execute(&format!(
+                        "CREATE SCHEMA IF NOT EXISTS {}",
+                        quote_ident(schema)
+                    ))
+                    .await
+                    .map_err(|e| Error::server("creating the destination's schema", e))?;
+                }
+                watermark::ensure(&dest, schema).await?;
+                ledger.start(&dest, &split, next.as_ref(), &indexes).await?;
+            }
             crate::load::settle_declared(&mut dest, &load_opts).await?;
             load_opts.schema_ddl = None;
             drop(dest);
@@ -614,6 +652,7 @@ pub async fn sync(
                 progress: progress.clone(),
                 binary: binary.then(|| maps.iter().map(|m| m.to.clone()).collect()),
                 keys_unique,
+                indexes,
             };
             let outcome = ranges::run(tx, run, &reading, &ledger, split, next.clone()).await?;
             next = outcome.next.clone();
@@ -626,7 +665,7 @@ pub async fn sync(
                 )),
                 _ => None,
             };
-            ledger.finish(&mut client, stored).await?;
+            ledger.finish(&mut client, stored, &outcome.indexes).await?;
             let load = outcome.load.clone();
             (load, Some(outcome))
         }

@@ -153,6 +153,8 @@ pub(super) struct Pending {
     pub(super) ranges: Vec<String>,
     pub(super) done: Vec<usize>,
     pub(super) next: Option<Mark>,
+    /// The indexes to build once every range is in.
+    pub(super) indexes: Vec<String>,
 }
 
 impl Ledger {
@@ -208,6 +210,10 @@ impl Ledger {
             ranges,
             done,
             next: plan.get("next").and_then(Mark::from_json),
+            indexes: plan
+                .get("indexes")
+                .and_then(|r| serde_json::from_value(r.clone()).ok())
+                .unwrap_or_default(),
         }))
     }
 
@@ -216,18 +222,20 @@ impl Ledger {
         watermark::remove_prefix(client, self.dest.schema_or_public(), &self.prefix).await
     }
 
-    /// Records the plan of this run (ranges, and the watermark stored at
-    /// its end).
-    async fn start(
+    /// Records the plan of this run (ranges, the watermark stored at its
+    /// end, the indexes built then).
+    pub(super) async fn start(
         &self,
         client: &impl GenericClient,
         ranges: &[String],
         next: Option<&Mark>,
+        indexes: &[String],
     ) -> Result<()> {
         let plan = serde_json::json!({
             "fingerprint": self.fingerprint,
             "ranges": ranges,
             "next": next.map(Mark::to_json),
+            "indexes": indexes,
         });
         watermark::write(
             client,
@@ -240,17 +248,26 @@ impl Ledger {
         .await
     }
 
-    /// Every range is in: stores the incremental watermark (`next` under
-    /// `watermark_key`) and removes the ledger rows, in one transaction.
+    /// Every range is in: builds the `indexes` of a table the run created
+    /// (one sort each, not an insertion per row while the ranges loaded),
+    /// stores the incremental watermark (`next` under `watermark_key`) and
+    /// removes the ledger rows, in one transaction: a run stopped before
+    /// it commits builds them again.
     pub(super) async fn finish(
         &self,
         client: &mut tokio_postgres::Client,
         watermark_key: Option<(&str, serde_json::Value, serde_json::Value)>,
+        indexes: &[String],
     ) -> Result<()> {
         let tx = client
             .transaction()
             .await
             .map_err(|e| Error::server("finishing the ranges", e))?;
+        if !indexes.is_empty() {
+            tx.batch_execute(&indexes.join("\n"))
+                .await
+                .map_err(|e| Error::server(&format!("building the indexes of {}", self.dest), e))?;
+        }
         if let Some((key, next, metadata)) = watermark_key {
             watermark::write(&tx, &self.dest, key, Some(&next), &metadata, None).await?;
         }
@@ -304,6 +321,8 @@ pub(super) struct Outcome {
     pub(super) done_before: usize,
     /// The watermark to store (the plan's).
     pub(super) next: Option<Mark>,
+    /// The indexes to build at the end (the plan's).
+    pub(super) indexes: Vec<String>,
 }
 
 /// Where the ranges run: the source, the destination and the load's
@@ -322,6 +341,9 @@ pub(super) struct Run<'a> {
     /// The rows are unique by the destination's key (its source's primary
     /// key).
     pub(super) keys_unique: bool,
+    /// The indexes of a table this run created, built once every range is
+    /// in (a resumed run takes its plan's).
+    pub(super) indexes: Vec<String>,
 }
 
 /// Reads and loads the ranges not done (`split`, or the pending plan's),
@@ -338,11 +360,13 @@ pub(super) async fn run(
     let dest = crate::connect::connect(run.dest).await?.client;
     watermark::ensure(&dest, ledger.dest.schema_or_public()).await?;
     let pending = ledger.pending(&dest).await?;
-    let (ranges, done, next) = match pending {
-        Some(p) => (p.ranges, p.done, p.next),
+    let (ranges, done, next, indexes) = match pending {
+        Some(p) => (p.ranges, p.done, p.next, p.indexes),
         None => {
-            ledger.start(&dest, &split, next.as_ref()).await?;
-            (split, Vec::new(), next)
+            ledger
+                .start(&dest, &split, next.as_ref(), &run.indexes)
+                .await?;
+            (split, Vec::new(), next, run.indexes.clone())
         }
     };
     drop(dest);
@@ -494,5 +518,6 @@ pub(super) async fn run(
         ranges: ranges.len(),
         done_before: done.len(),
         next,
+        indexes,
     })
 }
