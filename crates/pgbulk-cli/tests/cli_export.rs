@@ -600,6 +600,31 @@ async fn a_pipeline_exports_beside_its_file_and_reports_each_job() {
         "{}",
         again.stdout
     );
+    // A state file that cannot be read: said per job, not a crash; the
+    // export refuses to guess past it.
+    let before = files(&lake.join("a"));
+    std::fs::write(lake.join("_pgbulk_state.json"), "{bad").expect("corrupt state");
+    let unreadable = run(pgbulk(&home)
+        .env("SOURCE", &src.url)
+        .arg("status")
+        .arg(&pipeline));
+    assert_eq!(unreadable.code, 0, "{}", unreadable.stderr);
+    assert!(
+        unreadable.stdout.contains(&format!(
+            "lake (export to {lake_url})\n  cannot be read: {}/_pgbulk_state.json cannot be read: ",
+            lake.display()
+        )),
+        "{}",
+        unreadable.stdout
+    );
+    let refused = command(&[]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("_pgbulk_state.json cannot be read"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(files(&lake.join("a")), before, "nothing written");
 }
 
 #[tokio::test]
