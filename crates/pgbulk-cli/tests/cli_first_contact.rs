@@ -877,6 +877,54 @@ async fn a_duplicate_key_in_append_mode_is_bad_data() {
     assert_eq!(count(&db, "k").await, 1);
 }
 
+/// The batch of a refused row is read again to name its line: from where
+/// the run's committed batches left off, never appending them twice (also
+/// with --restart), and never reporting a file an earlier run loaded as
+/// done.
+#[tokio::test]
+async fn naming_a_refused_rows_line_appends_nothing_twice() {
+    let db = TestDb::new("fc_locate_restart").await;
+    let home = Scratch::new("fc-locate-restart");
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE ap (id int, v int)")
+        .await
+        .expect("table");
+    home.file("ap.csv", "id,v\n1,5\n2,6\n3,-1\n4,4\n", 0o644);
+    assert_ok(&load(
+        &db,
+        &home,
+        &["ap.csv", "-t", "ap", "--mode", "append"],
+    ));
+    // A check the rows loaded were not held to.
+    db.connect()
+        .await
+        .batch_execute("ALTER TABLE ap ADD CONSTRAINT positive CHECK (v > 0) NOT VALID")
+        .await
+        .expect("check");
+    let located = "ap.csv:4: new row for relation \"ap\" violates check constraint \"positive\"";
+    for batch_rows in ["1000", "2"] {
+        let out = load(
+            &db,
+            &home,
+            &[
+                "ap.csv",
+                "-t",
+                "ap",
+                "--mode",
+                "append",
+                "--restart",
+                "--batch-rows",
+                batch_rows,
+            ],
+        );
+        assert_eq!(out.code, 9, "{batch_rows}: {}", out.stderr);
+        assert!(out.stderr.contains(located), "{batch_rows}: {}", out.stderr);
+    }
+    // The first 4, and the first batch of 2 of the last run, once.
+    assert_eq!(count(&db, "ap").await, 6);
+}
+
 #[tokio::test]
 async fn dates_in_other_spellings_load_as_the_server_reads_them() {
     let db = TestDb::new("fc_datestyle").await;

@@ -475,8 +475,12 @@ async fn locate_refused(
         "{}: a row{batch} was refused{by}; reading the batch again to name the row's input line",
         opts.table
     );
+    // From where this run's committed batches left the ledger: not from
+    // the start again (`restart`), which would append them twice.
+    let committed = progress.batches_committed.load(Ordering::Relaxed) > 0;
     let locating = LoadOptions {
         locate_rows: true,
+        restart: opts.restart && !committed,
         ..opts.clone()
     };
     progress.bytes_read.store(0, Ordering::Relaxed);
@@ -489,7 +493,9 @@ async fn locate_refused(
         Err(_) => return Err(refused),
     };
     match load(client, params, &locating, progress).await {
-        Ok(report) => Ok(report),
+        // Loaded this time (a concurrent change let the row in).
+        Ok(report) if report.nothing_to_load.is_none() => Ok(report),
+        Ok(_) => Err(refused),
         Err(located) if located.location().is_some() => Err(suggest_max_errors(located, 0)),
         Err(_) => Err(refused),
     }
