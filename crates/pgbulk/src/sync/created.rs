@@ -1,7 +1,8 @@
 //! What a destination created from the source's definition gets besides
 //! its columns and primary key ([`super::create_ddl`]): the source's
 //! validated `CHECK` constraints, and an index for each of the source's
-//! other valid indexes, built once the first rows are in.
+//! other valid indexes, built once the rows are in (after the first batch;
+//! with `jobs`, once every range is in: `ranges::Ledger::finish`).
 //!
 //! The indexes are plain ones, also where the source's is unique or backs
 //! a unique or exclusion constraint: the destination keeps rows the source
