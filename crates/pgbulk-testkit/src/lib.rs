@@ -434,16 +434,23 @@ pub fn run(cmd: &mut Command) -> Run {
 
 /// Runs `cmd` (its output discarded) and returns its exit code and its
 /// peak resident memory in KiB, as the kernel accounted it for this child
-/// alone.
+/// alone. When it fails, its stderr (kept in a file meanwhile) is printed,
+/// for the test's output.
 #[expect(
     clippy::zombie_processes,
     reason = "the child is reaped by wait4, which also gives its rusage"
 )]
 pub fn peak_memory(cmd: &mut Command) -> (i32, u64) {
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let errors = std::env::temp_dir().join(format!(
+        "pgbulk-peak-memory-{}-{}.err",
+        std::process::id(),
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let child = cmd
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&errors).expect("a file for stderr"))
         .spawn()
         .expect("pgbulk runs");
     let pid = libc::pid_t::try_from(child.id()).expect("a pid");
@@ -458,6 +465,11 @@ pub fn peak_memory(cmd: &mut Command) -> (i32, u64) {
     } else {
         -1
     };
+    if code != 0 {
+        let said = std::fs::read_to_string(&errors).unwrap_or_default();
+        eprintln!("exit {code} (status {status}); stderr:\n{said}");
+    }
+    let _ = std::fs::remove_file(&errors);
     (code, u64::try_from(usage.ru_maxrss).unwrap_or(0))
 }
 
