@@ -7,6 +7,37 @@ use std::path::Path;
 
 use crate::harness::{Run, Scratch, TestDb, server};
 
+/// Loads `csv` into `table` declared as `ddl`, which moves column `note`
+/// to second place: a migration that rebuilds the table. Asserts it
+/// worked and the table has the declared order.
+async fn note_moved_to_second(db: &TestDb, home: &Scratch, table: &str, ddl: &str, csv: &str) {
+    let declared = home.file(&format!("{table}.sql"), ddl, 0o644);
+    let more = home.file("more.csv", csv, 0o644);
+    let out = load(
+        db,
+        home,
+        &[
+            more.to_str().expect("utf8"),
+            "--table",
+            table,
+            "--schema",
+            declared.to_str().expect("utf8"),
+        ],
+    );
+    assert_ok(&out);
+    assert_eq!(
+        rows(
+            db,
+            &format!(
+                "SELECT attname FROM pg_attribute WHERE attrelid = '{table}'::regclass AND attnum = 2"
+            )
+        )
+        .await,
+        vec![vec![s("note")]],
+        "{table} was rebuilt in the declared order"
+    );
+}
+
 /// Everything about table `t` a rebuild must keep, as text, by name (not
 /// by oid or column position).
 async fn described(db: &TestDb, t: &str, version: i32) -> Vec<Vec<Vec<Option<String>>>> {
@@ -154,34 +185,15 @@ async fn a_rebuild_keeps_storage_row_security_publications_and_statistics() {
     );
 
     // A migration that moves a column rebuilds the table: the same again.
-    let declared = home.file(
-        "acct.sql",
-        "CREATE TABLE acct (id int PRIMARY KEY, note text, owner text NOT NULL, amount numeric);
-         CREATE UNIQUE INDEX acct_owner ON acct (owner);",
-        0o644,
-    );
-    let more = home.file("more.csv", "id,owner,amount,note\n3,carol,40,hey\n", 0o644);
-    let out = load(
+    note_moved_to_second(
         &db,
         &home,
-        &[
-            more.to_str().expect("utf8"),
-            "--table",
-            "acct",
-            "--schema",
-            declared.to_str().expect("utf8"),
-        ],
-    );
-    assert_ok(&out);
-    assert_eq!(
-        rows(
-            &db,
-            "SELECT attname FROM pg_attribute WHERE attrelid = 'acct'::regclass AND attnum = 2"
-        )
-        .await,
-        vec![vec![s("note")]],
-        "the table was rebuilt in the declared order"
-    );
+        "acct",
+        "CREATE TABLE acct (id int PRIMARY KEY, note text, owner text NOT NULL, amount numeric);
+         CREATE UNIQUE INDEX acct_owner ON acct (owner);",
+        "id,owner,amount,note\n3,carol,40,hey\n",
+    )
+    .await;
     assert_eq!(count(&db, "acct").await, 3);
     assert_eq!(
         described(&db, "acct", version).await,
@@ -698,33 +710,14 @@ async fn a_rebuild_keeps_the_tables_own_foreign_keys_and_checks_them() {
     }
 
     // A migration that moves a column rebuilds the table: the keys stay.
-    let declared = home.file(
-        "item.sql",
-        "CREATE TABLE item (id int PRIMARY KEY, note text, shop text, parent int);",
-        0o644,
-    );
-    let more = home.file("more.csv", "id,shop,parent,note\n3,A,2,z\n", 0o644);
-    let out = load(
+    note_moved_to_second(
         &db,
         &home,
-        &[
-            more.to_str().expect("utf8"),
-            "--table",
-            "item",
-            "--schema",
-            declared.to_str().expect("utf8"),
-        ],
-    );
-    assert_ok(&out);
-    assert_eq!(
-        rows(
-            &db,
-            "SELECT attname FROM pg_attribute WHERE attrelid = 'item'::regclass AND attnum = 2"
-        )
-        .await,
-        vec![vec![s("note")]],
-        "rebuilt in the declared order"
-    );
+        "item",
+        "CREATE TABLE item (id int PRIMARY KEY, note text, shop text, parent int);",
+        "id,shop,parent,note\n3,A,2,z\n",
+    )
+    .await;
     assert_eq!(rows(&db, keys).await, before, "the migration keeps them");
     assert_eq!(count(&db, "item").await, 3);
 
