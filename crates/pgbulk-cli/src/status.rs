@@ -8,7 +8,8 @@ use pgbulk::schema::TableName;
 use crate::args::{Command, StatusArgs};
 use crate::pipeline;
 
-/// Runs `pgbulk status`.
+/// Runs `pgbulk status`: every job's block, then exit 1 when a job's
+/// state could not be read.
 pub(crate) async fn status(args: StatusArgs, env: &Environment) -> anyhow::Result<u8> {
     // (heading, target request, table)
     let mut wanted: Vec<(String, pgbulk::conninfo::Request, TableName)> = Vec::new();
@@ -16,6 +17,9 @@ pub(crate) async fn status(args: StatusArgs, env: &Environment) -> anyhow::Resul
     // the file.
     #[cfg_attr(not(feature = "export"), allow(unused_mut))]
     let mut exports: Vec<(usize, String, Vec<String>)> = Vec::new();
+    // Jobs whose state could not be read: reported, then exit 1.
+    #[cfg_attr(not(feature = "export"), allow(unused_mut))]
+    let mut unreadable: Vec<String> = Vec::new();
     if let Some(file) = &args.file {
         let lookup = |name: &str| std::env::var(name).ok();
         let pipeline = pipeline::read(file, &lookup)?;
@@ -49,11 +53,14 @@ pub(crate) async fn status(args: StatusArgs, env: &Environment) -> anyhow::Resul
                                 ));
                             }
                         }
-                        Err(e) => exports.push((
-                            wanted.len(),
-                            format!("{} (export to {})", job.name, opts.to),
-                            vec![format!("cannot be read: {e}")],
-                        )),
+                        Err(e) => {
+                            unreadable.push(job.name.clone());
+                            exports.push((
+                                wanted.len(),
+                                format!("{} (export to {})", job.name, opts.to),
+                                vec![format!("cannot be read: {e}")],
+                            ));
+                        }
                     }
                     continue;
                 }
@@ -106,7 +113,16 @@ pub(crate) async fn status(args: StatusArgs, env: &Environment) -> anyhow::Resul
             println!("  {line}");
         }
     }
-    Ok(0)
+    if unreadable.is_empty() {
+        return Ok(0);
+    }
+    // A monitoring script must not read "fine" from an unreadable state.
+    let jobs = if unreadable.len() == 1 { "job" } else { "jobs" };
+    eprintln!(
+        "pgbulk: error: the state of {jobs} {} cannot be read (said above)",
+        unreadable.join(", ")
+    );
+    Ok(1)
 }
 
 /// A job's flags that make no settings (the pipeline was checked already).

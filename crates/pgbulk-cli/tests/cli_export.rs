@@ -608,7 +608,14 @@ async fn a_pipeline_exports_beside_its_file_and_reports_each_job() {
         .env("SOURCE", &src.url)
         .arg("status")
         .arg(&pipeline));
-    assert_eq!(unreadable.code, 0, "{}", unreadable.stderr);
+    assert_eq!(unreadable.code, 1, "{}", unreadable.stderr);
+    assert!(
+        unreadable
+            .stderr
+            .contains("the state of jobs lake, b cannot be read"),
+        "{}",
+        unreadable.stderr
+    );
     assert!(
         unreadable.stdout.contains(&format!(
             "lake (export to {lake_url})\n  cannot be read: {}/_pgbulk_state.json cannot be read: ",
