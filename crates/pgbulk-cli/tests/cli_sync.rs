@@ -1892,6 +1892,108 @@ async fn a_created_destination_gets_the_sources_checks_and_indexes() {
     assert!(refused.is_err(), "the check refuses a negative age");
 }
 
+/// A generated column's values are the source's data: a created
+/// destination computes them as the source does (or holds them, where it
+/// cannot compute them), an existing one takes them into a plain column,
+/// and one without the column refuses the run.
+#[tokio::test]
+async fn generated_columns_are_computed_or_copied_never_dropped() {
+    let src = TestDb::new("sync_gen_src").await;
+    let dst = TestDb::new("sync_gen_dst").await;
+    let home = Scratch::new("sync-gen");
+    let source = src.connect().await;
+    let version: i32 = source
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .expect("version")
+        .get(0);
+    // PostgreSQL 18's virtual generated columns too.
+    let virtual_column = if version >= 180_000 {
+        ", thrice int GENERATED ALWAYS AS (qty * 3) VIRTUAL"
+    } else {
+        ""
+    };
+    source
+        .batch_execute(&format!(
+            "CREATE FUNCTION twice(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 * 2';
+             CREATE TABLE g (id int PRIMARY KEY, qty int,
+                             label text GENERATED ALWAYS AS ('#' || qty) STORED CHECK (label <> '#0'),
+                             doubled int GENERATED ALWAYS AS (twice(qty)) STORED{virtual_column});
+             CREATE INDEX g_label ON g (label);
+             INSERT INTO g (id, qty) SELECT i, i FROM generate_series(1, 50) i"
+        ))
+        .await
+        .expect("source");
+    let sync = |to: &str| {
+        run(pgbulk(&home).args([
+            "sync", "--from", &src.url, "--table", "g", "--db", &dst.url, "--to", to,
+        ]))
+    };
+    let out = sync("g");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("the source's generated column doubled is a plain column here, holding the source's values: the destination cannot compute it (function public.twice(integer) does not exist)"),
+        "{}",
+        out.stderr
+    );
+    let kinds = "SELECT attname::text, attgenerated::text FROM pg_attribute \
+                 WHERE attrelid = 'g'::regclass AND attnum > 0 ORDER BY attnum";
+    let mut expected = vec![
+        vec![s("id"), s("")],
+        vec![s("qty"), s("")],
+        vec![s("label"), s("s")],
+        vec![s("doubled"), s("")],
+    ];
+    if version >= 180_000 {
+        expected.push(vec![s("thrice"), s("v")]);
+    }
+    assert_eq!(rows(&dst, kinds).await, expected);
+    let read = "SELECT * FROM g ORDER BY id";
+    assert_eq!(rows(&dst, read).await, rows(&src, read).await);
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT count(*)::text FROM pg_index WHERE indrelid = 'g'::regclass"
+        )
+        .await,
+        vec![vec![s("2")]],
+        "the key and the index on the generated column"
+    );
+    // Changed at the source: the computed column follows, the copied one
+    // is copied again.
+    source
+        .batch_execute("UPDATE g SET qty = qty + 100 WHERE id <= 5")
+        .await
+        .expect("update");
+    let again = sync("g");
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stdout.contains("5 updated, 45 unchanged"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(rows(&dst, read).await, rows(&src, read).await);
+    // A destination without the columns refuses the run, naming them.
+    dst.connect()
+        .await
+        .batch_execute("CREATE TABLE narrow (id int PRIMARY KEY, qty int)")
+        .await
+        .expect("narrow");
+    let refused = sync("narrow");
+    assert_eq!(refused.code, 9, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(
+            "column \"label\" (text, generated) is not in the destination (--ignore-extra leaves it out)"
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        rows(&dst, "SELECT count(*)::text FROM narrow").await,
+        vec![vec![s("0")]]
+    );
+}
+
 /// Between two servers: the suite's (each major in CI) and one of the
 /// machine's own PostgreSQL, both ways, every type exactly.
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,8 @@
 //! Matching a source's columns to a destination's, by name, and the
 //! destination a sync creates.
 
+use std::collections::BTreeMap;
+
 use crate::catalog::{ColumnFacts, TableFacts};
 use crate::schema::{TableName, quote_ident, quote_literal};
 
@@ -35,12 +37,20 @@ pub fn map_columns(
 ) -> std::result::Result<Vec<ColumnMap>, Vec<String>> {
     let mut maps = Vec::new();
     let mut mismatches = Vec::new();
-    for s in source.columns.iter().filter(|c| c.generated.is_none()) {
+    // A generated column's values are the source's data like any other's:
+    // read into a plain destination column, computed by a generated one.
+    for s in &source.columns {
         let Some(d) = dest.column(&s.name) else {
             if !ignore_extra {
                 mismatches.push(format!(
-                    "column \"{}\" ({}) is not in the destination (--ignore-extra leaves it out)",
-                    s.name, s.type_name
+                    "column \"{}\" ({}{}) is not in the destination (--ignore-extra leaves it out)",
+                    s.name,
+                    s.type_name,
+                    if s.generated.is_some() {
+                        ", generated"
+                    } else {
+                        ""
+                    }
                 ));
             }
             continue;
@@ -160,30 +170,39 @@ fn safe_cast(from: &str, to: &str, is_enum: bool) -> bool {
 }
 
 /// The `CREATE TABLE` of a destination made from the source's columns
-/// (generated ones left out) with their collations, `NOT NULL`, defaults
-/// that are constants and primary key. A collation the destination lacks
-/// fails the `CREATE` with the server's error.
+/// (generated ones as plain columns, filled with the source's values) with
+/// their collations, `NOT NULL`, defaults that are constants and primary
+/// key. A collation the destination lacks fails the `CREATE` with the
+/// server's error.
 pub fn create_ddl(dest: &TableName, source: &TableFacts) -> String {
     format!(
         "CREATE TABLE {} (\n{}\n);\n",
         dest.quoted(),
-        table_lines(source).join(",\n")
+        table_lines(source, &BTreeMap::new()).join(",\n")
     )
 }
 
-/// The column and primary-key lines of [`create_ddl`].
-pub(super) fn table_lines(source: &TableFacts) -> Vec<String> {
+/// The column and primary-key lines of [`create_ddl`], except that a
+/// generated column named in `generation` gets that clause
+/// (`GENERATED ALWAYS AS (...) STORED`), as at the source.
+pub(super) fn table_lines(
+    source: &TableFacts,
+    generation: &BTreeMap<String, String>,
+) -> Vec<String> {
     let mut lines: Vec<String> = source
         .columns
         .iter()
-        .filter(|c| c.generated.is_none())
         .map(|c| {
-            let default = c
-                .raw_default
-                .as_deref()
-                .filter(|d| c.identity.is_none() && is_constant(d))
-                .map(|d| format!(" DEFAULT {d}"))
-                .unwrap_or_default();
+            let computed = c.generated.as_ref().and_then(|_| generation.get(&c.name));
+            let default = match computed {
+                Some(clause) => format!(" {clause}"),
+                None => c
+                    .raw_default
+                    .as_deref()
+                    .filter(|d| c.identity.is_none() && c.generated.is_none() && is_constant(d))
+                    .map(|d| format!(" DEFAULT {d}"))
+                    .unwrap_or_default(),
+            };
             let collation = c
                 .collation
                 .as_deref()
@@ -458,7 +477,15 @@ mod tests {
         source.columns.push(generated);
         assert_eq!(
             create_ddl(&TableName::new("public", "t"), &source),
-            "CREATE TABLE \"public\".\"t\" (\n    \"id\" integer NOT NULL,\n    \"Name\" text COLLATE \"C\",\n    PRIMARY KEY (\"id\")\n);\n"
+            "CREATE TABLE \"public\".\"t\" (\n    \"id\" integer NOT NULL,\n    \"Name\" text COLLATE \"C\",\n    \"twice\" integer,\n    PRIMARY KEY (\"id\")\n);\n"
+        );
+        let generation = BTreeMap::from([(
+            "twice".to_owned(),
+            "GENERATED ALWAYS AS ((id * 2)) STORED".to_owned(),
+        )]);
+        assert_eq!(
+            table_lines(&source, &generation)[2],
+            "    \"twice\" integer GENERATED ALWAYS AS ((id * 2)) STORED"
         );
     }
 }

@@ -229,7 +229,7 @@ pub async fn sync(
         None => None,
     };
     let target_facts = declared.as_ref().map(|(f, _)| f).or(dest_facts.as_ref());
-    let (maps, schema_ddl) = match target_facts {
+    let (mut maps, schema_ddl) = match target_facts {
         Some(d) => {
             let maps = map_columns(&src_facts, &types, d, opts.ignore_extra, &zone).map_err(
                 |mismatches| {
@@ -245,18 +245,8 @@ pub async fn sync(
             )?;
             (maps, opts.schema_ddl.clone())
         }
-        None => {
-            let maps = src_facts
-                .columns
-                .iter()
-                .filter(|c| c.generated.is_none())
-                .map(|c| ColumnMap {
-                    to: c.name.clone(),
-                    expr: quote_ident(&c.name),
-                })
-                .collect();
-            (maps, None)
-        }
+        // Made below, once the creation says which columns it computes.
+        None => (Vec::new(), None),
     };
     // A destination created from the source's definition: the source's
     // enums and domains it lacks are created first, its checks and indexes
@@ -278,6 +268,17 @@ pub async fn sync(
         )
         .await?;
         let ddl = made.ddl();
+        // Every column but those the destination computes (as the source
+        // does).
+        maps = src_facts
+            .columns
+            .iter()
+            .filter(|c| !made.generated.contains(&c.name))
+            .map(|c| ColumnMap {
+                to: c.name.clone(),
+                expr: quote_ident(&c.name),
+            })
+            .collect();
         creation = Some(made);
         Some(ddl)
     } else {
