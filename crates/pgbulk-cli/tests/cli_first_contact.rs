@@ -3,7 +3,7 @@
 //! a wrong guess is said, not loaded.
 
 use crate::cli_load::{assert_bad, assert_ok, count, load, rows, s};
-use crate::harness::{Scratch, TestDb, peak_memory, pgbulk, run};
+use crate::harness::{Scratch, TestDb, peak_memory, pgbulk, run, server};
 
 #[tokio::test]
 async fn non_ascii_text_never_panics() {
@@ -39,6 +39,29 @@ async fn non_ascii_text_never_panics() {
         "people.csv:2:2: column \"seen\": invalid input syntax for type timestamp with time zone: \"2024-01-01 10:00+1é1\"",
     );
     assert_eq!(count(&db, "visits").await, 0);
+    // A file saved by a Windows spreadsheet, read as UTF-8: the bytes and
+    // the flag that reads it; then read with the flag, exactly.
+    let latin = home.path().join("cafes.csv");
+    std::fs::write(&latin, b"name,city\nCaf\xe9 Noir,Li\xe8ge\n").expect("write");
+    assert_bad(
+        &load(&db, &home, &["cafes.csv", "--table", "cafes"]),
+        "cafes.csv:2:1: undecodable byte sequence for encoding UTF-8 at byte 3 of the field (0xe9 0x20 0x4e 0x6f); an input in another encoding is read with --encoding NAME (windows-1252, latin1, ...)",
+    );
+    assert_ok(&load(
+        &db,
+        &home,
+        &[
+            "cafes.csv",
+            "--table",
+            "cafes",
+            "--encoding",
+            "windows-1252",
+        ],
+    ));
+    assert_eq!(
+        rows(&db, "SELECT name, city FROM cafes").await,
+        vec![vec![s("Café Noir"), s("Liège")]]
+    );
 }
 
 #[tokio::test]
@@ -407,6 +430,62 @@ async fn recreate_gives_the_table_a_new_shape_atomically() {
         .batch_execute("DROP OWNED BY fc_reader; DROP ROLE fc_reader")
         .await
         .expect("drop role");
+}
+
+/// A loading role with only its table's privileges: the missing ledger
+/// is named with the statements a DBA runs once, which then let it load.
+#[tokio::test]
+async fn a_role_that_may_not_create_the_ledger_is_told_what_to_run() {
+    let db = TestDb::new("fc_ledger_role").await;
+    let home = Scratch::new("fc-ledger-role");
+    let role = format!("fc_loader_{}", std::process::id());
+    let admin = db.connect().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA app; CREATE TABLE app.sales (id int PRIMARY KEY, v text);
+             CREATE ROLE {role} LOGIN PASSWORD 'loader-secret';
+             GRANT USAGE ON SCHEMA app TO {role};
+             GRANT SELECT, INSERT, UPDATE ON app.sales TO {role}"
+        ))
+        .await
+        .expect("role");
+    home.file("sales.csv", "id,v\n1,a\n2,b\n", 0o644);
+    let (host, port) = server().host_port();
+    let url = format!(
+        "host={host} port={port} user={role} password=loader-secret dbname={}",
+        db.name
+    );
+    let as_loader =
+        || run(pgbulk(&home).args(["load", "--db", &url, "-t", "app.sales", "sales.csv"]));
+    let refused = as_loader();
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!(
+            "app.pgbulk_watermark, where pgbulk keeps its ledger (each batch's watermark, the files loaded, where to resume), does not exist, and role \"{role}\" may not create it (no CREATE privilege on schema \"app\")"
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(count(&db, "app.sales").await, 0);
+    // What the error says to run, run by the DBA.
+    let statements: Vec<&str> = refused
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .collect();
+    assert_eq!(statements.len(), 2, "{}", refused.stderr);
+    admin
+        .batch_execute(&statements.join("\n"))
+        .await
+        .expect("the statements the error gives");
+    let loaded = as_loader();
+    let loaded_rows = count(&db, "app.sales").await;
+    let cleanup = admin
+        .batch_execute(&format!("DROP SCHEMA app CASCADE; DROP ROLE {role}"))
+        .await;
+    assert_ok(&loaded);
+    assert_eq!(loaded_rows, 2);
+    cleanup.expect("drop the role");
 }
 
 #[tokio::test]

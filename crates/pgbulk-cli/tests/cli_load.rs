@@ -347,7 +347,7 @@ async fn bad_rows_name_file_line_column_and_reason() {
     let cases: Vec<(&str, &[u8], String)> = vec![
         ("unclosed", b"a,b,d,n\n1,x,2024-01-01,1\n2,\"open,2024-01-01,1\n3,y,2024-01-01,1\n", "unclosed.csv:3: unterminated quoted field (a quote opened on line 3 is never closed)".into()),
         ("fields", b"a,b,d,n\n1,x,2024-01-01\n", "fields.csv:2: expected 4 fields, found 3".into()),
-        ("undecodable", b"a,b,d,n\n1,ab\xffc,2024-01-01,1\n", "undecodable.csv:2:2: column \"b\": undecodable byte sequence for encoding UTF-8 at byte 2 of the field".into()),
+        ("undecodable", b"a,b,d,n\n1,ab\xffc,2024-01-01,1\n", "undecodable.csv:2:2: column \"b\": undecodable byte sequence for encoding UTF-8 at byte 2 of the field (0xff 0x63); an input in another encoding is read with --encoding NAME (windows-1252, latin1, ...)".into()),
         ("nul", b"a,b,d,n\n1,a\0b,2024-01-01,1\n", "nul.csv:2:2: column \"b\": value \"a\\0b\": invalid byte sequence for encoding \"UTF8\": 0x00 (a NUL character at position 2)".into()),
         ("overflow", b"a,b,d,n\n99999999999,x,2024-01-01,1\n", "overflow.csv:2:1: column \"a\": value \"99999999999\" is out of range for type integer".into()),
         // Values the encoder does not take are the server's to judge, in its words.

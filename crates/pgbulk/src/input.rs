@@ -459,6 +459,29 @@ pub fn field_encoding(encoding: &'static Encoding) -> &'static Encoding {
     }
 }
 
+/// What is wrong with a field [`decode_field`] refused at byte `at`: the
+/// bytes there and, reading UTF-8 (the default), how to read another
+/// encoding.
+pub(crate) fn undecodable(bytes: &[u8], at: usize, encoding: &'static Encoding) -> String {
+    let shown: Vec<String> = bytes
+        .get(at..)
+        .unwrap_or_default()
+        .iter()
+        .take(4)
+        .map(|b| format!("0x{b:02x}"))
+        .collect();
+    let hint = if encoding == encoding_rs::UTF_8 {
+        "; an input in another encoding is read with --encoding NAME (windows-1252, latin1, ...)"
+    } else {
+        ""
+    };
+    format!(
+        "undecodable byte sequence for encoding {} at byte {at} of the field ({}){hint}",
+        encoding_name(encoding),
+        shown.join(" ")
+    )
+}
+
 /// Decodes one field from an ASCII-compatible `encoding` into UTF-8.
 /// `Err(offset)` gives the byte offset of the first undecodable sequence.
 pub fn decode_field<'a>(

@@ -211,12 +211,49 @@ pub(crate) async fn remove(
     Ok(())
 }
 
+/// Refuses, saying what a DBA runs once, when the current role may not
+/// create the (missing) watermark table of `schema`: a loading role often
+/// holds only its tables' DML privileges.
+pub(crate) async fn check_creatable(client: &impl GenericClient, schema: &str) -> Result<()> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text, \
+                    pg_catalog.has_schema_privilege(n.oid, 'CREATE') \
+             FROM pg_catalog.pg_namespace n WHERE n.nspname = $1",
+            &[&schema],
+        )
+        .await;
+    // A schema that does not exist (yet): creating it says what is wrong.
+    let Ok(row) = row else {
+        return Ok(());
+    };
+    let (role, may): (String, bool) = (row.get(0), row.get(1));
+    if may {
+        return Ok(());
+    }
+    let ledger = table(schema);
+    Err(Error::new(
+        crate::error::ErrorKind::Server,
+        format!(
+            "{ledger}, where pgbulk keeps its ledger (each batch's watermark, the files loaded, where to resume), \
+             does not exist, and role {} may not create it (no CREATE privilege on schema {}); \
+             a role that may runs once:\n  {};\n  GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {};",
+            crate::schema::quote_ident(&role),
+            crate::schema::quote_ident(schema),
+            create_sql(schema).replacen(" IF NOT EXISTS", "", 1),
+            ledger.quoted(),
+            crate::schema::quote_ident(&role),
+        ),
+    ))
+}
+
 /// Creates the watermark table of `schema` unless it exists (in its own
 /// transaction, under the creation locks).
 pub(crate) async fn ensure(client: &tokio_postgres::Client, schema: &str) -> Result<()> {
     if exists(client, schema).await? {
         return Ok(());
     }
+    check_creatable(client, schema).await?;
     let mut sql = crate::lock::creation_locks(vec![table(schema).to_string()]);
     sql.push(create_sql(schema));
     client

@@ -1618,6 +1618,7 @@ async fn creation(client: &Client, create: &[Step], first: &TableName) -> Result
     }
     let schema = first.schema_or_public();
     if !watermark::exists(client, schema).await? {
+        watermark::check_creatable(client, schema).await?;
         keys.push(watermark::table(schema).to_string());
         body.push(watermark::create_sql(schema));
         summaries.push(format!(

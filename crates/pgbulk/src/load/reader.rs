@@ -217,11 +217,16 @@ impl Shared {
             let line = record.line;
             let mut fields = Vec::with_capacity(record.len());
             for i in 0..record.len() {
-                let text = input::decode_field(record.raw_field(i), input::field_encoding(self.opts.encoding), &mut self.scratch)
+                let encoding = input::field_encoding(self.opts.encoding);
+                let text = input::decode_field(record.raw_field(i), encoding, &mut self.scratch)
                     .map_err(|at| {
                         Error::new(
                             ErrorKind::Data,
-                            format!("{name}:{line}:{}: undecodable byte sequence in the header at byte {at}", i + 1),
+                            format!(
+                                "{name}:{line}:{}: the header: {}",
+                                i + 1,
+                                input::undecodable(record.raw_field(i), at, encoding)
+                            ),
                         )
                     })?;
                 fields.push(text.trim().to_owned());
@@ -689,18 +694,15 @@ impl CsvRows {
                 match record.get(i) {
                     None => row.push(None),
                     Some(bytes) => {
-                        match input::decode_field(
-                            bytes,
-                            input::field_encoding(s.opts.encoding),
-                            &mut s.scratch,
-                        ) {
+                        let encoding = input::field_encoding(s.opts.encoding);
+                        match input::decode_field(bytes, encoding, &mut s.scratch) {
                             Ok(text) => row.push(Some(text)),
                             Err(at) => {
                                 let message = format!(
-                                    "{name}:{line}:{}: column \"{}\": undecodable byte sequence for encoding {} at byte {at} of the field",
+                                    "{name}:{line}:{}: column \"{}\": {}",
                                     i + 1,
                                     self.columns[self.field_of.len() - 1],
-                                    input::encoding_name(s.opts.encoding)
+                                    input::undecodable(bytes, at, encoding)
                                 );
                                 let error = s
                                     .row_error(message, Some(i + 1))

@@ -172,13 +172,14 @@ fn decode<'s>(
     name: &str,
     scratch: &'s mut String,
 ) -> Result<&'s str> {
-    input::decode_field(bytes, input::field_encoding(opts.encoding), scratch).map_err(|at| {
+    let encoding = input::field_encoding(opts.encoding);
+    input::decode_field(bytes, encoding, scratch).map_err(|at| {
         Error::new(
             ErrorKind::Data,
             format!(
-                "{name}:{line}:{}: undecodable byte sequence for encoding {} at byte {at} of the field",
+                "{name}:{line}:{}: {}",
                 field + 1,
-                crate::input::encoding_name(opts.encoding)
+                input::undecodable(bytes, at, encoding)
             ),
         )
     })
