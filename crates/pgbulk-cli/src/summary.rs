@@ -67,15 +67,15 @@ pub(crate) fn outcome(report: &LoadReport, opts: &LoadOptions) -> String {
     let mut out = String::new();
     if let Some(rows) = report.resumed_after_rows {
         out.push_str(&format!(
-            "resumed after {} rows committed by an earlier run\n",
-            thousands(rows)
+            "resumed after {} committed by an earlier run\n",
+            self::rows(rows)
         ));
     }
     let rate = report.rows_read as f64 / report.seconds.max(0.001);
     out.push_str(&format!(
-        "loaded {inputs} into {}: {} rows read, {} inserted, {} updated, {} unchanged",
+        "loaded {inputs} into {}: {} read, {} inserted, {} updated, {} unchanged",
         opts.table,
-        thousands(report.rows_read),
+        rows(report.rows_read),
         thousands(report.inserted),
         thousands(report.updated),
         thousands(report.unchanged)
@@ -119,13 +119,13 @@ pub(crate) fn synced(
         (None, source) => source.to_string(),
     };
     format!(
-        "synced {}{} into {to}: {} rows read, {} inserted, {} updated, {} unchanged{}; {} in {:.1} s",
+        "synced {}{} into {to}: {} read, {} inserted, {} updated, {} unchanged{}; {} in {:.1} s",
         opts.source,
         report
             .ranges
             .map(|n| format!(" (in {n} ranges)"))
             .unwrap_or_default(),
-        thousands(load.rows_read),
+        rows(load.rows_read),
         thousands(load.inserted),
         thousands(load.updated),
         thousands(load.unchanged),
@@ -148,19 +148,30 @@ fn batches(n: u64) -> String {
     }
 }
 
+/// `1 row`, `2 rows`, `1,234 rows`.
+fn rows(n: u64) -> String {
+    if n == 1 {
+        "1 row".to_owned()
+    } else {
+        format!("{} rows", thousands(n))
+    }
+}
+
 /// What an interrupted load says: what committed, and what to do.
 pub(crate) fn interrupted(rows: u64, batches: u64, single_transaction: bool) -> String {
     if batches == 0 {
         "interrupted: nothing was committed".to_owned()
     } else if single_transaction {
         format!(
-            "interrupted after the load committed: all {} rows are in",
-            thousands(rows)
+            "interrupted after the load committed: all {} are in",
+            self::rows(rows)
         )
     } else {
         format!(
-            "interrupted: {} rows in {batches} batches were committed; the batch in flight was rolled back. Run the same command again to continue.",
-            thousands(rows)
+            "interrupted: {} in {} {} committed; the batch in flight was rolled back. Run the same command again to continue.",
+            self::rows(rows),
+            self::batches(batches),
+            if batches == 1 { "was" } else { "were" }
         )
     }
 }
@@ -171,8 +182,8 @@ pub(crate) fn exported(done: &pgbulk::export::TableExport) -> String {
     let rows = match (&done.file, done.merged) {
         (_, Some(_)) if done.rows == 0 => "nothing new".to_owned(),
         (_, Some(merged)) => format!(
-            "{} rows read, merged into {}: {}",
-            thousands(done.rows),
+            "{} read, merged into {}: {}",
+            rows(done.rows),
             done.table,
             match merged.split {
                 Some((inserted, updated)) => format!(
@@ -183,11 +194,7 @@ pub(crate) fn exported(done: &pgbulk::export::TableExport) -> String {
                 None => format!("{} inserted or updated", thousands(merged.affected)),
             }
         ),
-        (Some(file), None) => format!(
-            "{} rows into {file} ({})",
-            thousands(done.rows),
-            size(done.bytes)
-        ),
+        (Some(file), None) => format!("{} into {file} ({})", rows(done.rows), size(done.bytes)),
         (None, None) => "nothing new, no file written".to_owned(),
     };
     let next = match &done.watermarks {
@@ -274,6 +281,9 @@ mod tests {
         assert_eq!(
             interrupted(10, 1, true),
             "interrupted after the load committed: all 10 rows are in"
+        );
+        assert!(
+            interrupted(1, 1, false).starts_with("interrupted: 1 row in 1 batch was committed")
         );
     }
 

@@ -429,7 +429,7 @@ async fn one_tables_failure_leaves_the_others_exported_and_publishes_nothing_of_
     );
     assert!(
         out.stdout
-            .contains("public.good: 1 rows into good/run-000001.parquet")
+            .contains("public.good: 1 row into good/run-000001.parquet")
     );
     assert!(
         out.stdout

@@ -711,7 +711,7 @@ async fn empty_inputs_names_and_quiet_say_what_they_mean() {
     assert_ok(&out);
     assert_eq!(out.stderr, "", "quiet");
     assert!(
-        out.stdout.starts_with("loaded q.csv into q: 1 rows read"),
+        out.stdout.starts_with("loaded q.csv into q: 1 row read"),
         "{}",
         out.stdout
     );

@@ -81,7 +81,7 @@ async fn a_landing_folder_loads_each_file_once() {
     assert!(
         third.stdout.contains("2024-05-03.csv into")
             && !third.stdout.contains("2024-05-01.csv")
-            && third.stdout.contains("1 rows read, 1 inserted"),
+            && third.stdout.contains("1 row read, 1 inserted"),
         "{}",
         third.stdout
     );
@@ -123,8 +123,8 @@ async fn a_landing_folder_loads_each_file_once() {
     assert!(
         status.stdout.starts_with("sales\n")
             && status.stdout.contains("last run:  load at ")
-            && status.stdout.contains("2024-05-03.csv (1 rows) at ")
-            && status.stdout.contains("2024-05-02.csv (1 rows) at ")
+            && status.stdout.contains("2024-05-03.csv (1 row) at ")
+            && status.stdout.contains("2024-05-02.csv (1 row) at ")
             && !status.stdout.contains("pending"),
         "{}",
         status.stdout

@@ -226,7 +226,12 @@ fn loaded(row: &LedgerRow) -> String {
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
     if complete {
-        format!("loaded:    {input} ({rows} rows) at {}", row.updated_at)
+        let rows = if rows == 1 {
+            "1 row".to_owned()
+        } else {
+            format!("{rows} rows")
+        };
+        format!("loaded:    {input} ({rows}) at {}", row.updated_at)
     } else {
         format!(
             "pending:   {input}: {rows} rows committed at {}; the same command continues after them",

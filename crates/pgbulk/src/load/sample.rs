@@ -48,8 +48,11 @@ impl Sampled {
     /// A SQL comment saying what the types were inferred from.
     pub fn comment(&self) -> String {
         format!(
-            "-- types inferred from {} rows ({} bytes: {}); --sample-all reads every row, --type COL=TYPE overrides one\n",
-            self.rows, self.bytes, self.parts
+            "-- types inferred from {} row{} ({} bytes: {}); --sample-all reads every row, --type COL=TYPE overrides one\n",
+            self.rows,
+            if self.rows == 1 { "" } else { "s" },
+            self.bytes,
+            self.parts
         )
     }
 }
