@@ -432,6 +432,37 @@ async fn recreate_gives_the_table_a_new_shape_atomically() {
         .expect("drop role");
 }
 
+/// A file of more columns than a table can have: the server's limit,
+/// said of the table pgbulk would have created, and no table.
+#[tokio::test]
+async fn a_file_wider_than_a_table_can_be_creates_nothing() {
+    let db = TestDb::new("fc_too_wide").await;
+    let home = Scratch::new("fc-too-wide");
+    let header: Vec<String> = (0..1601).map(|i| format!("c{i}")).collect();
+    let values: Vec<String> = (0..1601).map(|i| i.to_string()).collect();
+    home.file(
+        "wide.csv",
+        &format!("{}\n{}\n", header.join(","), values.join(",")),
+        0o644,
+    );
+    let out = load(&db, &home, &["wide.csv", "-t", "wide"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the table definition of public.wide: tables can have at most 1600 columns"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT count(*)::text FROM pg_class WHERE relname = 'wide'"
+        )
+        .await,
+        vec![vec![s("0")]]
+    );
+}
+
 /// A loading role with only its table's privileges: the missing ledger
 /// is named with the statements a DBA runs once, which then let it load.
 #[tokio::test]

@@ -322,7 +322,7 @@ impl Declaration {
         for stmt in &declaration.statements {
             let sql = stmt.render(to_temp, true);
             tx.batch_execute(&sql).await.map_err(|e| {
-                let mut err = Error::server(&format!("declared DDL for {}", stmt.table), e);
+                let mut err = Error::server(&format!("the table definition of {}", stmt.table), e);
                 if err.kind() == ErrorKind::Server {
                     err = Error::new(ErrorKind::Config, err.message().to_owned()).with_source(err);
                 }
