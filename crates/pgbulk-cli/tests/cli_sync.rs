@@ -2,7 +2,7 @@
 //! columns match by name, a mismatch writes nothing.
 
 use crate::cli_load::{rows, s};
-use crate::harness::{Run, Scratch, Standby, TestDb, pgbulk, resolve, run, server};
+use crate::harness::{Run, Scratch, Standby, TestDb, peak_memory, pgbulk, resolve, run, server};
 
 const TYPES: &str = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE TABLE t (
@@ -1890,6 +1890,45 @@ async fn a_created_destination_gets_the_sources_checks_and_indexes() {
         .batch_execute("INSERT INTO users (id, age) VALUES (1000, -1)")
         .await;
     assert!(refused.is_err(), "the check refuses a negative age");
+}
+
+/// A huge value passes through whole: the source's message and the
+/// destination's write buffer hold it, nothing else (before, a third
+/// copy), into a new table and into an existing one (staged).
+#[tokio::test]
+async fn a_huge_value_costs_about_twice_its_size() {
+    let src = TestDb::new("sync_huge_src").await;
+    let dst = TestDb::new("sync_huge_dst").await;
+    let home = Scratch::new("sync-huge");
+    const VALUE: usize = 96 << 20;
+    src.connect()
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE h (id int PRIMARY KEY, body text);
+             INSERT INTO h VALUES (1, 'small'), (2, repeat('x', {VALUE})), (3, 'tiny')"
+        ))
+        .await
+        .expect("source");
+    for round in 0..2 {
+        if round == 1 {
+            src.connect()
+                .await
+                .batch_execute("UPDATE h SET body = body || 'y' WHERE id = 2")
+                .await
+                .expect("update");
+        }
+        let (code, kib) = peak_memory(
+            pgbulk(&home).args(["sync", "--from", &src.url, "--table", "h", "--db", &dst.url]),
+        );
+        assert_eq!(code, 0, "round {round}");
+        let value_kib = (VALUE / 1024) as u64;
+        assert!(
+            kib < value_kib * 2 + 32 * 1024,
+            "round {round}: peak {kib} KiB for a value of {value_kib} KiB"
+        );
+    }
+    let read = "SELECT id::text, md5(body) FROM h ORDER BY id";
+    assert_eq!(rows(&dst, read).await, rows(&src, read).await);
 }
 
 /// A generated column's values are the source's data: a created

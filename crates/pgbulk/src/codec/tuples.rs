@@ -104,6 +104,29 @@ impl Tuples {
         Ok(rows)
     }
 
+    /// Takes a chunk that holds only whole tuples, with nothing carried
+    /// from the chunk before (a server sends each tuple in a message of its
+    /// own): the tuples are `chunk[..len]`, to be handed on without a copy,
+    /// and `Some((len, tuples))` says so. Any other chunk is left untouched
+    /// (`None`) for [`Tuples::feed`]. A malformed tuple is an error.
+    pub fn whole(&mut self, chunk: &[u8]) -> Result<Option<(usize, u64)>, String> {
+        if self.state != State::Tuples || !self.carry.is_empty() {
+            return Ok(None);
+        }
+        let (mut at, mut rows) = (0, 0);
+        while at < chunk.len() {
+            match self.tuple_len(&chunk[at..])? {
+                Some(Frame::Tuple(n)) => {
+                    at += n;
+                    rows += 1;
+                }
+                _ => return Ok(None),
+            }
+        }
+        self.rows += rows;
+        Ok(Some((at, rows)))
+    }
+
     /// Whether the trailer was read.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
@@ -221,6 +244,45 @@ mod tests {
             assert_eq!(out, tuples, "chunks of {size}");
             assert_eq!(t.rows(), 3);
         }
+    }
+
+    #[test]
+    fn whole_tuples_are_taken_as_they_are_and_the_rest_left_to_feed() {
+        let (all, tuples) = stream();
+        let header = COPY_HEADER.len();
+        let first = tuple(&[Some(b"\0\0\0\x01"), Some(b"abc")]).len();
+        let mut t = Tuples::new(2);
+        // Before the header is read, nothing is taken whole.
+        assert_eq!(t.whole(&all[header..]).expect("framing"), None);
+        let mut out = Vec::new();
+        assert_eq!(t.feed(&all[..header], &mut out).expect("header"), 0);
+        // Part of a tuple is left to feed, which carries it on.
+        assert_eq!(t.whole(&all[header..header + 3]).expect("framing"), None);
+        assert_eq!(
+            t.whole(&all[header..header + first]).expect("framing"),
+            Some((first, 1))
+        );
+        assert_eq!(
+            t.feed(&all[header + first..header + first + 3], &mut out)
+                .expect("part"),
+            0
+        );
+        assert_eq!(
+            t.whole(&all[header + first + 3..all.len() - 2])
+                .expect("framing"),
+            None,
+            "carrying"
+        );
+        assert_eq!(
+            t.feed(&all[header + first + 3..], &mut out).expect("rest"),
+            2
+        );
+        t.finish().expect("ended");
+        assert_eq!(t.rows(), 3);
+        assert_eq!(out, tuples[first..]);
+        let mut t = Tuples::new(3);
+        t.feed(&all[..header], &mut out).expect("header");
+        assert!(t.whole(&all[header..]).is_err(), "wrong width");
     }
 
     #[test]

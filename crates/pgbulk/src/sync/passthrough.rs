@@ -242,6 +242,13 @@ impl Splitter {
         Ok(self.pending.pop_front())
     }
 
+    /// See [`Tuples::whole`].
+    fn whole(&mut self, message: &[u8]) -> Result<Option<(usize, u64)>> {
+        self.tuples
+            .whole(message)
+            .map_err(|why| Error::new(ErrorKind::Data, format!("reading {}: {why}", self.label)))
+    }
+
     /// Appends the tuples of `message` to `out`; how many.
     fn split(&mut self, message: &[u8], out: &mut Vec<u8>) -> Result<u64> {
         self.tuples
@@ -288,22 +295,38 @@ impl CopyPart {
 
     /// The tuples of the messages at hand (waiting for one when none is),
     /// up to the batch's size; empty once the batch is full or the stream
-    /// ended.
-    async fn tuples(&mut self) -> Result<Vec<u8>> {
+    /// ended. A big message of whole tuples (a huge value) is handed on as
+    /// it is, not copied.
+    async fn tuples(&mut self) -> Result<Vec<Bytes>> {
         let mut splitter = self.splitter.lock().await;
         if splitter.progress.is_interrupted() {
             return Err(Error::new(ErrorKind::Io, "interrupted"));
         }
+        let mut chunks = Vec::new();
         let mut out = Vec::new();
         while self.left > 0 && !splitter.tuples.is_done() {
-            if !out.is_empty() && splitter.pending.is_empty() {
+            if (!out.is_empty() || !chunks.is_empty()) && splitter.pending.is_empty() {
                 // Hand these on rather than wait for more.
                 break;
             }
             let Some(message) = splitter.next_message().await? else {
                 break;
             };
-            let rows = splitter.split(&message, &mut out)?;
+            let whole = if message.len() >= PASSED_WHOLE {
+                splitter.whole(&message)?
+            } else {
+                None
+            };
+            let rows = match whole {
+                Some((len, rows)) => {
+                    if !out.is_empty() {
+                        chunks.push(Bytes::from(std::mem::take(&mut out)));
+                    }
+                    chunks.push(message.slice(..len));
+                    rows
+                }
+                None => splitter.split(&message, &mut out)?,
+            };
             splitter
                 .progress
                 .rows_read
@@ -320,9 +343,12 @@ impl CopyPart {
                 }
             }
         }
+        if !out.is_empty() {
+            chunks.push(Bytes::from(out));
+        }
         if splitter.tuples.is_done() {
             self.done.store(true, Ordering::SeqCst);
-        } else if out.is_empty() && self.left > 0 {
+        } else if chunks.is_empty() && self.left > 0 {
             // The stream ended before its trailer.
             let label = splitter.label.clone();
             splitter
@@ -330,9 +356,14 @@ impl CopyPart {
                 .finish()
                 .map_err(|why| Error::new(ErrorKind::Data, format!("reading {label}: {why}")))?;
         }
-        Ok(out)
+        Ok(chunks)
     }
 }
+
+/// A message of at least this many bytes that holds whole tuples is
+/// handed on as it is (a slice of the source's message) instead of copied
+/// into a batch's chunk: a 200 MB value so costs two copies, not three.
+const PASSED_WHOLE: usize = 1 << 20;
 
 impl BinaryRows for CopyPart {
     fn table(&self) -> &str {
@@ -355,15 +386,15 @@ impl BinaryRows for CopyPart {
                     Ok(Some(vec![Bytes::from_static(COPY_HEADER)]))
                 }
                 Stage::Tuples => {
-                    let out = self.tuples().await?;
-                    if out.is_empty() {
+                    let chunks = self.tuples().await?;
+                    if chunks.is_empty() {
                         self.stage = Stage::Done;
                         return Ok(Some(vec![Bytes::from_static(COPY_TRAILER)]));
                     }
                     if self.left == 0 || self.done.load(Ordering::SeqCst) {
                         self.stage = Stage::Trailer;
                     }
-                    Ok(Some(vec![Bytes::from(out)]))
+                    Ok(Some(chunks))
                 }
                 Stage::Trailer => {
                     self.stage = Stage::Done;
@@ -405,9 +436,9 @@ mod tests {
         messages
     }
 
-    /// The batches `messages` are cut into at `batch_rows`, each as the
-    /// values of its tuples (checked to be a whole stream of its own).
-    async fn batches(messages: Vec<Bytes>, batch_rows: u64) -> Result<Vec<Vec<i32>>> {
+    /// The batches `messages` (of one-field tuples) are cut into at
+    /// `batch_rows`, each as the bytes of its stream.
+    async fn raw_batches(messages: Vec<Bytes>, batch_rows: u64) -> Result<Vec<Vec<u8>>> {
         let groups: Vec<Vec<std::result::Result<Bytes, tokio_postgres::Error>>> = messages
             .chunks(3)
             .map(|c| c.iter().cloned().map(Ok).collect())
@@ -437,6 +468,17 @@ mod tests {
                     bytes.extend_from_slice(&c);
                 }
             }
+            out.push(bytes);
+            assert!(out.len() < 100, "batches never end");
+        }
+        Ok(out)
+    }
+
+    /// The batches `messages` are cut into at `batch_rows`, each as the
+    /// values of its tuples (checked to be a whole stream of its own).
+    async fn batches(messages: Vec<Bytes>, batch_rows: u64) -> Result<Vec<Vec<i32>>> {
+        let mut out = Vec::new();
+        for bytes in raw_batches(messages, batch_rows).await? {
             let mut tuples = Tuples::new(1);
             let mut body = Vec::new();
             tuples.feed(&bytes, &mut body).expect("a whole stream");
@@ -446,9 +488,50 @@ mod tests {
                     .map(|t| i32::from_be_bytes([t[6], t[7], t[8], t[9]]))
                     .collect(),
             );
-            assert!(out.len() < 100, "batches never end");
         }
         Ok(out)
+    }
+
+    #[tokio::test]
+    async fn huge_values_are_handed_on_whole_in_order() {
+        let tuple = |value: &[u8]| {
+            let mut t = 1i16.to_be_bytes().to_vec();
+            t.extend_from_slice(&i32::try_from(value.len()).expect("len").to_be_bytes());
+            t.extend_from_slice(value);
+            t
+        };
+        let big = |b: u8| vec![b; PASSED_WHOLE + 7];
+        let tuples = [
+            tuple(b"a"),
+            tuple(&big(b'b')),
+            tuple(b"c"),
+            tuple(&big(b'd')),
+            tuple(&big(b'e')),
+        ];
+        let mut messages = vec![Bytes::from([COPY_HEADER, &tuples[0][..]].concat())];
+        messages.extend(tuples[1..].iter().map(|t| Bytes::from(t.clone())));
+        messages.push(Bytes::from_static(COPY_TRAILER));
+        let framed = |ts: &[Vec<u8>]| {
+            [
+                &[COPY_HEADER][..],
+                &ts.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+                &[COPY_TRAILER],
+            ]
+            .concat()
+            .concat()
+        };
+        assert_eq!(
+            raw_batches(messages.clone(), 2).await.expect("batches"),
+            vec![
+                framed(&tuples[..2]),
+                framed(&tuples[2..4]),
+                framed(&tuples[4..])
+            ]
+        );
+        assert_eq!(
+            raw_batches(messages, u64::MAX).await.expect("one batch"),
+            vec![framed(&tuples)]
+        );
     }
 
     #[tokio::test]
