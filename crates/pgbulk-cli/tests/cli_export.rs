@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::cli_load::{rows, s};
 use crate::cli_sync::NULL_STAMP_TABLE;
-use crate::harness::{Run, Scratch, TestDb, pgbulk, run};
+use crate::harness::{Run, Scratch, TestDb, peak_memory, pgbulk, run};
 
 const TYPES: &str = "CREATE TYPE mood AS ENUM ('sad', 'happy');
 CREATE DOMAIN posint AS int CHECK (VALUE > 0);
@@ -134,6 +134,37 @@ fn files(dir: &std::path::Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// Rows of 100 KB documents: a record batch ends at 16 MiB of values, not
+/// at 8,192 rows (845 MB for 20,000 such rows before), and every row is
+/// in the file.
+#[tokio::test]
+async fn wide_documents_are_exported_in_bounded_memory() {
+    let src = TestDb::new("export_docs").await;
+    let home = Scratch::new("export-docs");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE docs (id int PRIMARY KEY, doc text);
+             INSERT INTO docs SELECT i, repeat(md5(i::text), 3200) FROM generate_series(1, 4000) i",
+        )
+        .await
+        .expect("source");
+    let out_dir = home.path().join("out");
+    let to = format!("parquet://{}", out_dir.display());
+    let (code, kib) =
+        peak_memory(pgbulk(&home).args(["export", "--from", &src.url, "-t", "docs", "--to", &to]));
+    assert_eq!(code, 0);
+    assert!(kib < 150 * 1024, "peak {kib} KiB for 400 MB of documents");
+    let file = out_dir.join("docs").join("run-000001.parquet");
+    assert_eq!(
+        duckdb(&format!(
+            "SELECT CAST(count(*) AS VARCHAR), CAST(sum(length(doc)) AS VARCHAR) FROM '{}'",
+            file.display()
+        )),
+        vec![vec![s("4000"), s("409600000")]]
+    );
 }
 
 #[tokio::test]

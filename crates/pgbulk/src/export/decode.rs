@@ -51,7 +51,13 @@ const MAX_TIME: i64 = 86_399_999_999;
 /// The signature that starts binary COPY output.
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
-/// Decodes binary COPY output into record batches of `batch_rows` rows.
+/// The tuple bytes after which a batch is handed on before it has
+/// `batch_rows` rows: wide rows (documents of 100 KB) then cost megabytes,
+/// not gigabytes.
+const BATCH_BYTES: usize = 16 << 20;
+
+/// Decodes binary COPY output into record batches of `batch_rows` rows
+/// (fewer, when they hold [`BATCH_BYTES`] of values).
 #[derive(Debug)]
 pub struct Decoder {
     schema: SchemaRef,
@@ -60,6 +66,8 @@ pub struct Decoder {
     label: String,
     batch_rows: usize,
     in_batch: usize,
+    /// Tuple bytes of the batch being built.
+    in_batch_bytes: usize,
     /// Rows decoded so far.
     rows: u64,
     /// Bytes of an unfinished tuple (or header) from earlier chunks.
@@ -91,6 +99,7 @@ impl Decoder {
             label: label.to_owned(),
             batch_rows: batch_rows.max(1),
             in_batch: 0,
+            in_batch_bytes: 0,
             rows: 0,
             pending: Vec::new(),
             header_read: false,
@@ -230,10 +239,11 @@ impl Decoder {
                     .with_value(why.value.as_deref())
                 })?;
             }
+            self.in_batch_bytes += end - at;
             at = end;
             self.rows += 1;
             self.in_batch += 1;
-            if self.in_batch == self.batch_rows {
+            if self.in_batch == self.batch_rows || self.in_batch_bytes >= BATCH_BYTES {
                 out(self.batch()?)?;
             }
         }
@@ -243,6 +253,7 @@ impl Decoder {
     /// The rows decoded since the last batch, as one.
     fn batch(&mut self) -> Result<RecordBatch> {
         self.in_batch = 0;
+        self.in_batch_bytes = 0;
         let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(|c| c.finish()).collect();
         RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| {
             Error::new(
@@ -794,6 +805,48 @@ mod tests {
             v.extend_from_slice(&d.to_be_bytes());
         }
         v
+    }
+
+    #[test]
+    fn batches_end_at_their_rows_or_their_bytes() {
+        let columns = [ExportColumn {
+            name: "doc".to_owned(),
+            source_type: "text".to_owned(),
+            kind: Kind::Text,
+            select: "doc".to_owned(),
+        }];
+        let tuple = |len: usize| {
+            let mut t = 1i16.to_be_bytes().to_vec();
+            t.extend_from_slice(&u32::try_from(len).expect("len").to_be_bytes());
+            t.extend(std::iter::repeat_n(b'x', len));
+            t
+        };
+        // Three rows of 7 MiB, then three small ones: a batch ends at its
+        // rows (2 here) or once 16 MiB of values are in it.
+        let mut stream = SIGNATURE.to_vec();
+        stream.extend_from_slice(&[0; 8]);
+        for len in [7 << 20, 7 << 20, 7 << 20, 1, 2, 3] {
+            stream.extend(tuple(len));
+        }
+        stream.extend_from_slice(&(-1i16).to_be_bytes());
+        let mut decoder = Decoder::new(&columns, "t", 2, ArrayNulls::Keep);
+        let mut sizes = Vec::new();
+        let mut out = |b: RecordBatch| {
+            sizes.push(b.num_rows());
+            Ok(())
+        };
+        decoder.feed(&stream, &mut out).expect("decoded");
+        decoder.finish(&mut out).expect("ended");
+        assert_eq!(sizes, vec![2, 2, 2]);
+        let mut decoder = Decoder::new(&columns, "t", 8192, ArrayNulls::Keep);
+        let mut sizes = Vec::new();
+        let mut out = |b: RecordBatch| {
+            sizes.push(b.num_rows());
+            Ok(())
+        };
+        decoder.feed(&stream, &mut out).expect("decoded");
+        decoder.finish(&mut out).expect("ended");
+        assert_eq!(sizes, vec![3, 3], "16 MiB reached within the third row");
     }
 
     #[test]
