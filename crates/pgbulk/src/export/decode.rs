@@ -829,24 +829,23 @@ mod tests {
             stream.extend(tuple(len));
         }
         stream.extend_from_slice(&(-1i16).to_be_bytes());
-        let mut decoder = Decoder::new(&columns, "t", 2, ArrayNulls::Keep);
-        let mut sizes = Vec::new();
-        let mut out = |b: RecordBatch| {
-            sizes.push(b.num_rows());
-            Ok(())
+        let sizes = |batch_rows: usize| {
+            let mut decoder = Decoder::new(&columns, "t", batch_rows, ArrayNulls::Keep);
+            let mut sizes = Vec::new();
+            let mut out = |b: RecordBatch| {
+                sizes.push(b.num_rows());
+                Ok(())
+            };
+            decoder.feed(&stream, &mut out).expect("decoded");
+            decoder.finish(&mut out).expect("ended");
+            sizes
         };
-        decoder.feed(&stream, &mut out).expect("decoded");
-        decoder.finish(&mut out).expect("ended");
-        assert_eq!(sizes, vec![2, 2, 2]);
-        let mut decoder = Decoder::new(&columns, "t", 8192, ArrayNulls::Keep);
-        let mut sizes = Vec::new();
-        let mut out = |b: RecordBatch| {
-            sizes.push(b.num_rows());
-            Ok(())
-        };
-        decoder.feed(&stream, &mut out).expect("decoded");
-        decoder.finish(&mut out).expect("ended");
-        assert_eq!(sizes, vec![3, 3], "16 MiB reached within the third row");
+        assert_eq!(sizes(2), vec![2, 2, 2]);
+        assert_eq!(
+            sizes(8192),
+            vec![3, 3],
+            "16 MiB reached within the third row"
+        );
     }
 
     #[test]
