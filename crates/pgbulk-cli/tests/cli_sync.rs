@@ -461,19 +461,20 @@ async fn a_changed_where_under_a_stored_watermark_is_called_out() {
     );
 }
 
-/// A view named as the source table is refused as one, with the
-/// `--query` that reads it; that query syncs it.
+/// A view named as the source table is read as a query of its rows is:
+/// by the key given (it has none of its own), into a table of its name.
 #[tokio::test]
-async fn a_view_named_as_a_table_gets_the_query_that_reads_it() {
+async fn a_view_is_synced_by_the_key_given() {
     let src = TestDb::new("sync_view_src").await;
     let dst = TestDb::new("sync_view_dst").await;
     let home = Scratch::new("sync-view");
-    src.connect()
-        .await
+    let source = src.connect().await;
+    source
         .batch_execute(
             "CREATE TABLE base (id int PRIMARY KEY, v text);
              INSERT INTO base VALUES (1, 'a'), (2, 'b');
-             CREATE VIEW recent AS SELECT id, v FROM base WHERE id > 1;",
+             CREATE VIEW recent AS SELECT id, v FROM base WHERE id > 1;
+             CREATE MATERIALIZED VIEW everything AS SELECT id, v FROM base;",
         )
         .await
         .expect("source");
@@ -484,19 +485,53 @@ async fn a_view_named_as_a_table_gets_the_query_that_reads_it() {
     };
     let refused = sync(&["--table", "recent"]);
     assert_eq!(refused.code, 3, "{}", refused.stderr);
-    let query = "SELECT * FROM \"public\".\"recent\"";
     assert!(
-        refused.stderr.contains(&format!(
-            "the source's public.recent is a view, not a table: read it with --query '{query}' (with --to and --key)"
-        )),
+        refused.stderr.contains(
+            "the source's public.recent is a view, which has no primary key: --key COL,... names the columns that identify its rows"
+        ),
         "{}",
         refused.stderr
     );
-    let synced = sync(&["--query", query, "--to", "recent", "--key", "id"]);
+    let synced = sync(&["--table", "recent", "--key", "id"]);
     assert_eq!(synced.code, 0, "{}", synced.stderr);
+    assert!(
+        synced
+            .stdout
+            .starts_with("synced recent into recent: 1 row read, 1 inserted"),
+        "{}",
+        synced.stdout
+    );
+    source
+        .batch_execute("UPDATE base SET v = 'b2' WHERE id = 2; INSERT INTO base VALUES (3, 'c')")
+        .await
+        .expect("changes");
+    let again = sync(&["--table", "recent", "--key", "id"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(
-        rows(&dst, "SELECT id::text, v FROM recent").await,
-        vec![vec![s("2"), s("b")]]
+        rows(&dst, "SELECT id::text, v FROM recent ORDER BY id").await,
+        vec![vec![s("2"), s("b2")], vec![s("3"), s("c")]]
+    );
+    // A materialized view, as it was last refreshed; a query reads the
+    // same way.
+    let matview = sync(&["--table", "everything", "--key", "id"]);
+    assert_eq!(matview.code, 0, "{}", matview.stderr);
+    let query = sync(&[
+        "--query",
+        "SELECT * FROM everything",
+        "--to",
+        "copied",
+        "--key",
+        "id",
+    ]);
+    assert_eq!(query.code, 0, "{}", query.stderr);
+    let expected = vec![vec![s("1"), s("a")], vec![s("2"), s("b")]];
+    assert_eq!(
+        rows(&dst, "SELECT id::text, v FROM everything ORDER BY id").await,
+        expected
+    );
+    assert_eq!(
+        rows(&dst, "SELECT id::text, v FROM copied ORDER BY id").await,
+        expected
     );
 }
 

@@ -88,6 +88,37 @@ pub(crate) fn leaf_partitions(relation: &str) -> String {
     format!("SELECT p.relid FROM pg_catalog.pg_partition_tree({relation}) p WHERE p.isleaf")
 }
 
+/// The `relkind` of `schema.name`, or `None` when there is no such
+/// relation.
+pub async fn relation_kind(
+    client: &impl GenericClient,
+    schema: &str,
+    name: &str,
+) -> Result<Option<String>> {
+    Ok(client
+        .query_opt(
+            "SELECT c.relkind::text FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &name],
+        )
+        .await
+        .map_err(|e| Error::server("looking up a table", e))?
+        .map(|r| r.get(0)))
+}
+
+/// What a relation of `relkind` is, for messages: `a view`, ...
+pub fn kind_name(relkind: &str) -> &'static str {
+    match relkind {
+        "v" => "a view",
+        "m" => "a materialized view",
+        "f" => "a foreign table",
+        "S" => "a sequence",
+        "i" | "I" => "an index",
+        _ => "not a table",
+    }
+}
+
 /// Why `schema.name` is not a table a sync or an export can read by name:
 /// what it is instead (a view, a materialized view, a foreign table, ...)
 /// and that a `--query` reads it (`with` the options that then need
@@ -98,32 +129,15 @@ pub async fn not_a_table(
     name: &str,
     with: &str,
 ) -> Result<Error> {
-    let kind: Option<String> = client
-        .query_opt(
-            "SELECT c.relkind::text FROM pg_catalog.pg_class c \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2",
-            &[&schema, &name],
-        )
-        .await
-        .map_err(|e| Error::server("looking up a table", e))?
-        .map(|r| r.get(0));
     let qualified = crate::schema::TableName::new(schema, name);
-    let what = match kind.as_deref() {
-        None => {
-            return Ok(Error::config(format!(
-                "the source has no table {qualified}"
-            )));
-        }
-        Some("v") => "a view",
-        Some("m") => "a materialized view",
-        Some("f") => "a foreign table",
-        Some("S") => "a sequence",
-        Some("i" | "I") => "an index",
-        Some(_) => "not a table",
+    let Some(kind) = relation_kind(client, schema, name).await? else {
+        return Ok(Error::config(format!(
+            "the source has no table {qualified}"
+        )));
     };
     Ok(Error::config(format!(
-        "the source's {qualified} is {what}, not a table: read it with --query 'SELECT * FROM {}' (with {with})",
+        "the source's {qualified} is {}, not a table: read it with --query 'SELECT * FROM {}' (with {with})",
+        kind_name(&kind),
         qualified.quoted()
     )))
 }
