@@ -348,6 +348,10 @@ async fn export(args: ExportArgs, env: &Environment, quiet: bool) -> anyhow::Res
     }
     match first_failure {
         None => Ok(0),
+        // One table: its error is the run's.
+        Some(e) if total == 1 => Err(anyhow::Error::new(e)),
+        Some(e) if failed.len() == total => Err(anyhow::Error::new(e)
+            .context(format!("all {total} tables failed ({})", failed.join(", ")))),
         Some(e) => Err(anyhow::Error::new(e).context(format!(
             "{} of {total} tables failed ({}); the others were exported",
             failed.len(),

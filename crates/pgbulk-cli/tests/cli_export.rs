@@ -136,6 +136,66 @@ fn files(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// A view named with `-t` is exported as its rows are, into a folder of
+/// its name, incrementally too; a sequence is refused, naming it.
+#[tokio::test]
+async fn a_view_is_exported_by_name() {
+    let src = TestDb::new("export_view").await;
+    let home = Scratch::new("export-view");
+    let source = src.connect().await;
+    source
+        .batch_execute(
+            "CREATE TABLE base (id int PRIMARY KEY, v text);
+             INSERT INTO base VALUES (1, 'a'), (2, 'b'), (3, 'c');
+             CREATE VIEW odd AS SELECT id, v FROM base WHERE id % 2 = 1;
+             CREATE SEQUENCE counter;",
+        )
+        .await
+        .expect("source");
+    let out_dir = home.path().join("out");
+    let to = format!("parquet://{}", out_dir.display());
+    let first = export(
+        &home,
+        &src,
+        &["-t", "odd", "--to", &to, "--incremental", "id"],
+    );
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(
+        first
+            .stdout
+            .contains("public.odd: 2 rows into odd/run-000001.parquet"),
+        "{}",
+        first.stdout
+    );
+    source
+        .batch_execute("INSERT INTO base VALUES (5, 'e'), (6, 'f')")
+        .await
+        .expect("more");
+    let next = export(
+        &home,
+        &src,
+        &["-t", "odd", "--to", &to, "--incremental", "id"],
+    );
+    assert_eq!(next.code, 0, "{}", next.stderr);
+    assert_eq!(
+        duckdb(&format!(
+            "SELECT CAST(id AS VARCHAR), v FROM '{}' ORDER BY id",
+            out_dir.join("odd").join("run-000002.parquet").display()
+        )),
+        vec![vec![s("3"), s("c")], vec![s("5"), s("e")]],
+        "from the watermark on, the boundary row again"
+    );
+    let refused = export(&home, &src, &["-t", "counter", "--to", &to]);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("the source's public.counter is a sequence, not a table"),
+        "{}",
+        refused.stderr
+    );
+}
+
 /// Rows of 100 KB documents: a record batch ends at 16 MiB of values, not
 /// at 8,192 rows (845 MB for 20,000 such rows before), and every row is
 /// in the file.

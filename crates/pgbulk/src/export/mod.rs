@@ -365,6 +365,14 @@ async fn export_table(
             let schema = name.schema_or_public();
             match crate::catalog::table_oid(client, schema, &name.name).await? {
                 Some(oid) => (Some(oid), name.quoted()),
+                // A view, a materialized view or a foreign table: read as
+                // a query of its rows is.
+                None if crate::catalog::relation_kind(client, schema, &name.name)
+                    .await?
+                    .is_some_and(|k| matches!(k.as_str(), "v" | "m" | "f")) =>
+                {
+                    (None, name.quoted())
+                }
                 None => {
                     return Err(crate::catalog::not_a_table(
                         client,
