@@ -505,8 +505,15 @@ async fn a_view_is_synced_by_the_key_given() {
         .batch_execute("UPDATE base SET v = 'b2' WHERE id = 2; INSERT INTO base VALUES (3, 'c')")
         .await
         .expect("changes");
-    let again = sync(&["--table", "recent", "--key", "id"]);
+    let again = sync(&["--table", "recent", "--key", "id", "--jobs", "2"]);
     assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stderr.contains(
+            "read in one range, not split for --jobs: a query or a view has no table to split"
+        ),
+        "{}",
+        again.stderr
+    );
     assert_eq!(
         rows(&dst, "SELECT id::text, v FROM recent ORDER BY id").await,
         vec![vec![s("2"), s("b2")], vec![s("3"), s("c")]]

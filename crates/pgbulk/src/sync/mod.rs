@@ -445,7 +445,7 @@ pub async fn sync(
                     ranges.join("\n  ")
                 )
             } else {
-                "in one range: the source has no single integer key and is not a plain table on PostgreSQL 14 or later, or is small".to_owned()
+                ranges::one_range(&src_facts)
             });
         }
         // What the watermark cannot see past, said before a run too.
@@ -810,6 +810,8 @@ pub async fn sync(
         notes.push(
             "read with one job: --delete-missing and the replace modes read in one".to_owned(),
         );
+    } else if jobs > 1 && ranged.is_none() {
+        notes.push(ranges::one_range(&src_facts));
     }
     if let Some(r) = &ranged {
         if r.done_before > 0 {

@@ -124,6 +124,16 @@ pub(super) async fn split(
     Ok(conditions("ctid", &bounds, |b| format!("'({b},0)'::tid")))
 }
 
+/// Why [`split`] gave one range for `--jobs`.
+pub(super) fn one_range(facts: &TableFacts) -> String {
+    if facts.oid == 0 {
+        "read in one range, not split for --jobs: a query or a view has no table to split"
+            .to_owned()
+    } else {
+        "read in one range, not split for --jobs: the source has no single integer key and is not a plain table on PostgreSQL 14 or later, or is small".to_owned()
+    }
+}
+
 /// `col < b1`, `col >= b1 AND col < b2`, ..., `col >= bn`.
 fn conditions(col: &str, bounds: &[i64], literal: impl Fn(i64) -> String) -> Vec<String> {
     if bounds.is_empty() {
