@@ -928,7 +928,11 @@ async fn bad_sync_requests_are_refused_before_writing() {
     let home = Scratch::new("sync-bad");
     src.connect()
         .await
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, at timestamptz)")
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, at timestamptz);
+             CREATE TABLE \"Invoices\" (id int PRIMARY KEY);
+             CREATE SCHEMA sales; CREATE TABLE sales.invoices (id int PRIMARY KEY);",
+        )
         .await
         .expect("source");
     let sync = |args: &[&str]| run(pgbulk(&home).args(["sync", "--db", &dst.url]).args(args));
@@ -939,9 +943,20 @@ async fn bad_sync_requests_are_refused_before_writing() {
     assert!(
         missing
             .stderr
-            .contains("the source has no table public.nope"),
+            .contains("the source has no table public.nope\n"),
         "{}",
         missing.stderr
+    );
+    // The same name but for case (unquoted names fold to lower case), or
+    // in another schema: named as --table takes them.
+    let near = sync(&["--from", &src.url, "--table", "Invoices"]);
+    assert_eq!(near.code, 3, "{}", near.stderr);
+    assert!(
+        near.stderr.contains(
+            "the source has no table public.invoices; did you mean --table '\"Invoices\"' or --table sales.invoices?"
+        ),
+        "{}",
+        near.stderr
     );
     let column = sync(&["--from", &src.url, "--table", "t", "--incremental", "nope"]);
     assert_eq!(column.code, 3, "{}", column.stderr);

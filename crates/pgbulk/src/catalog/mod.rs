@@ -131,8 +131,14 @@ pub async fn not_a_table(
 ) -> Result<Error> {
     let qualified = crate::schema::TableName::new(schema, name);
     let Some(kind) = relation_kind(client, schema, name).await? else {
+        let near = near_names(client, schema, name).await?;
+        let hint = if near.is_empty() {
+            String::new()
+        } else {
+            format!("; did you mean {}?", near.join(" or "))
+        };
         return Ok(Error::config(format!(
-            "the source has no table {qualified}"
+            "the source has no table {qualified}{hint}"
         )));
     };
     Ok(Error::config(format!(
@@ -140,6 +146,55 @@ pub async fn not_a_table(
         kind_name(&kind),
         qualified.quoted()
     )))
+}
+
+/// The tables and views the user may have meant by `schema.name`, which
+/// does not exist: those of the same name but for case (an unquoted name
+/// folds to lower case) in any schema, and of the same name in another
+/// schema, each as the `--table` that names it (at most three).
+async fn near_names(client: &impl GenericClient, schema: &str, name: &str) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND lower(c.relname) = lower($2) \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname NOT LIKE 'pg\\_%' \
+             ORDER BY n.nspname = $1 DESC, 1, 2 LIMIT 3",
+            &[&schema, &name],
+        )
+        .await
+        .map_err(|e| Error::server("looking up tables of similar names", e))?;
+    let typed = |ident: &str| {
+        let plain = ident
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && ident
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if plain {
+            ident.to_owned()
+        } else {
+            crate::schema::quote_ident(ident)
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (s, n): (String, String) = (r.get(0), r.get(1));
+            let written = if s == "public" {
+                typed(&n)
+            } else {
+                format!("{}.{}", typed(&s), typed(&n))
+            };
+            if written.contains('"') {
+                format!("--table '{written}'")
+            } else {
+                format!("--table {written}")
+            }
+        })
+        .collect())
 }
 
 /// Reads table `schema.name` for encoding, or `None` when it does not
