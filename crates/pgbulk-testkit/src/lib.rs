@@ -436,41 +436,61 @@ pub fn run(cmd: &mut Command) -> Run {
 /// peak resident memory in KiB, as the kernel accounted it for this child
 /// alone. When it fails, its stderr (kept in a file meanwhile) is printed,
 /// for the test's output.
-#[expect(
-    clippy::zombie_processes,
-    reason = "the child is reaped by wait4, which also gives its rusage"
-)]
+///
+/// The child is started by GNU `time`, not by this process: a process
+/// spawned from here (posix_spawn, a vfork) starts its accounting at this
+/// test process's own peak, which other tests' buffers raise, and even a
+/// fork starts at this process's current size. `time` is small, so what it
+/// reports is the child's. `cmd` runs with only the environment set on it
+/// (as [`Command::env_clear`] then `env` would), in its directory.
 pub fn peak_memory(cmd: &mut Command) -> (i32, u64) {
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let errors = std::env::temp_dir().join(format!(
-        "pgbulk-peak-memory-{}-{}.err",
-        std::process::id(),
-        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let child = cmd
+    let scratch = |what: &str| {
+        std::env::temp_dir().join(format!(
+            "pgbulk-peak-memory-{}-{}.{what}",
+            std::process::id(),
+            RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ))
+    };
+    let (errors, report) = (scratch("err"), scratch("rss"));
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .env_clear()
+        .args(["-f", "%M", "-o"])
+        .arg(&report)
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (name, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            timed.env(name, value);
+        }
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    let status = timed
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&errors).expect("a file for stderr"))
-        .spawn()
-        .expect("pgbulk runs");
-    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, writing into the locals above.
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
+        .status()
+        .expect("/usr/bin/time runs (install the time package)");
+    let code = status.code().unwrap_or(-1);
     if code != 0 {
         let said = std::fs::read_to_string(&errors).unwrap_or_default();
-        eprintln!("exit {code} (status {status}); stderr:\n{said}");
+        eprintln!("exit {code} ({status}); stderr:\n{said}");
     }
+    // GNU time writes "Command exited with non-zero status N" above the
+    // figure when the child failed: the figure is the last line.
+    let reported = std::fs::read_to_string(&report).unwrap_or_default();
+    let kib = reported
+        .lines()
+        .last()
+        .and_then(|line| line.trim().parse().ok())
+        .unwrap_or_else(|| panic!("GNU time's report: {reported:?}"));
     let _ = std::fs::remove_file(&errors);
-    (code, u64::try_from(usage.ru_maxrss).unwrap_or(0))
+    let _ = std::fs::remove_file(&report);
+    (code, kib)
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
