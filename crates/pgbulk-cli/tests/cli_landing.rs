@@ -248,25 +248,9 @@ async fn killed_in_the_middle_of_a_folder_the_rerun_loads_each_row_once() {
         "--streams",
         "1",
     ];
-    let mut child = pgbulk(&home)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
     // SIGKILL once the second file is half loaded.
-    loop {
-        if count(&db, "t").await >= (per_file * 3 / 2) as i64 {
-            break;
-        }
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "ended before the kill"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+    let ended = kill_once(&db, &home, &args, "t", per_file * 3 / 2).await;
+    assert!(!ended, "ended before the kill");
     let committed = count(&db, "t").await;
     assert!(committed < (per_file * 3) as i64, "killed before the end");
     let rerun = run(pgbulk(&home).args(args));
@@ -294,4 +278,225 @@ async fn killed_in_the_middle_of_a_folder_the_rerun_loads_each_row_once() {
             Some((per_file * 3 - 1).to_string()),
         ]]
     );
+}
+
+/// Runs pgbulk with `args` and SIGKILLs it once `table` holds `rows`
+/// rows; whether it ended by itself first.
+async fn kill_once(db: &TestDb, home: &Scratch, args: &[&str], table: &str, rows: u64) -> bool {
+    let mut child = pgbulk(home)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut ended = false;
+    while count(db, table).await < rows as i64 {
+        if child.try_wait().expect("wait").is_some() {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    ended
+}
+
+/// Appends `text` to the file at `path`.
+fn append(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    std::fs::File::options()
+        .append(true)
+        .open(path)
+        .expect("open")
+        .write_all(text.as_bytes())
+        .expect("append");
+}
+
+#[tokio::test]
+async fn a_file_that_grows_loads_only_the_lines_appended() {
+    let db = TestDb::new("landing_grown").await;
+    let home = Scratch::new("landing-grown");
+    let log = home.path().join("log.csv");
+    home.file("log.csv", "day,sales\n1,10\n2,20\n", 0o644);
+    let first = load(&db, &home, &["log.csv", "-t", "log"]);
+    assert!(first.code == 0, "{}", first.stderr);
+    // Append mode: the two rows appended, not all four again.
+    append(&log, "3,30\n4,40\n");
+    let grown = load(&db, &home, &["log.csv", "-t", "log"]);
+    assert!(grown.code == 0, "{}", grown.stderr);
+    assert!(
+        grown.stdout.contains("2 rows read, 2 inserted")
+            && grown.stderr.contains(
+                "log.csv grew since an earlier run loaded its first 3 lines: loading the lines appended after them"
+            ),
+        "{}\n{}",
+        grown.stdout,
+        grown.stderr
+    );
+    let again = load(&db, &home, &["log.csv", "-t", "log"]);
+    assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+    append(&log, "5,50\n");
+    let dry = load(&db, &home, &["log.csv", "-t", "log", "--dry-run"]);
+    assert!(
+        dry.stdout.contains("log.csv: grew since an earlier run loaded its first 5 lines; the lines appended would be loaded into public.log"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(count(&db, "log").await, 4);
+    // A last line without its line break (still being written) is loaded
+    // as it is; once it goes on, an append cannot tell what to add.
+    append(&log, "6,6");
+    let part = load(&db, &home, &["log.csv", "-t", "log"]);
+    assert!(
+        part.stdout.contains("2 rows read, 2 inserted"),
+        "{}",
+        part.stdout
+    );
+    append(&log, "0\n7,70\n");
+    let refused = load(&db, &home, &["log.csv", "-t", "log"]);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("log.csv grew since an earlier run loaded its 7 lines, but the last of them had no line break then (it may have been written in part), so pgbulk cannot tell which of its rows are in public.log already; --restart appends all of it again"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        rows(&db, "SELECT day, sales FROM log ORDER BY day").await,
+        [
+            ["1", "10"],
+            ["2", "20"],
+            ["3", "30"],
+            ["4", "40"],
+            ["5", "50"],
+            ["6", "6"]
+        ]
+        .map(|r| r.map(|v| Some(v.to_owned())).to_vec())
+        .to_vec()
+    );
+    // An upsert loads all of it again instead: the row is corrected.
+    let keyed = |table: &str| load(&db, &home, &["log.csv", "-t", table, "--key", "day"]);
+    home.file("log.csv", "day,sales\n1,10\n6,6", 0o644);
+    assert_eq!(keyed("keyed").code, 0);
+    append(&log, "0\n7,70\n");
+    let whole = keyed("keyed");
+    assert!(
+        whole
+            .stdout
+            .contains("3 rows read, 1 inserted, 1 updated, 1 unchanged")
+            && whole.stderr.contains(
+                "had no line break then (it may have been written in part): loading all of it"
+            ),
+        "{}\n{}",
+        whole.stdout,
+        whole.stderr
+    );
+    append(&log, "8,80\n");
+    let more = keyed("keyed");
+    assert!(
+        more.stdout.contains("1 row read, 1 inserted"),
+        "{}",
+        more.stdout
+    );
+    assert_eq!(
+        rows(&db, "SELECT day, sales FROM keyed ORDER BY day").await,
+        [["1", "10"], ["6", "60"], ["7", "70"], ["8", "80"]]
+            .map(|r| r.map(|v| Some(v.to_owned())).to_vec())
+            .to_vec()
+    );
+    // Emptied since: all of it; changed in its first lines: a new file.
+    db.connect()
+        .await
+        .batch_execute("TRUNCATE keyed")
+        .await
+        .expect("truncate");
+    append(&log, "9,90\n");
+    let emptied = keyed("keyed");
+    assert!(
+        emptied.stdout.contains("5 rows read, 5 inserted")
+            && emptied.stderr.contains("public.keyed is empty now"),
+        "{}\n{}",
+        emptied.stdout,
+        emptied.stderr
+    );
+    home.file(
+        "log.csv",
+        "day,sales\n1,11\n6,60\n7,70\n8,80\n9,90\n10,100\n",
+        0o644,
+    );
+    let changed = keyed("keyed");
+    assert!(
+        changed
+            .stdout
+            .contains("6 rows read, 1 inserted, 1 updated, 4 unchanged")
+            && !changed.stderr.contains("grew"),
+        "{}\n{}",
+        changed.stdout,
+        changed.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_big_file_loaded_in_halves_grows_and_only_its_tail_loads() {
+    let db = TestDb::new("landing_grown_big").await;
+    let home = Scratch::new("landing-grown-big");
+    // Over 32 MB: loaded in two halves on two connections.
+    let mut text = String::from("id,name\n");
+    let rows_at_first = 1_100_000;
+    for i in 0..rows_at_first {
+        text.push_str(&format!("{i},name number {i} of the big file\n"));
+    }
+    assert!(text.len() > 32 << 20);
+    home.file("big.csv", &text, 0o644);
+    let first = load(&db, &home, &["big.csv", "-t", "big"]);
+    assert!(first.code == 0, "{}", first.stderr);
+    let ledger_rows = "pgbulk_watermark WHERE table_name LIKE 'public.big#load:%'";
+    assert_eq!(count(&db, ledger_rows).await, 2, "one per half");
+    append(&home.path().join("big.csv"), "-1,appended\n");
+    let grown = load(&db, &home, &["big.csv", "-t", "big"]);
+    assert!(
+        grown.stdout.contains("1 row read, 1 inserted"),
+        "{}\n{}",
+        grown.stdout,
+        grown.stderr
+    );
+    let again = load(&db, &home, &["big.csv", "-t", "big"]);
+    assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+    let summary = "SELECT count(*), count(DISTINCT id), min(id) FROM big";
+    let exact = |n: usize, min: &str| {
+        vec![vec![
+            Some(n.to_string()),
+            Some(n.to_string()),
+            Some(min.to_owned()),
+        ]]
+    };
+    assert_eq!(rows(&db, summary).await, exact(rows_at_first + 1, "-1"));
+    // Its ledger: one row for the file as it is now.
+    assert_eq!(count(&db, ledger_rows).await, 1);
+
+    // SIGKILL while the lines appended load: the same command goes on.
+    let mut more = String::new();
+    for i in 0..400_000 {
+        more.push_str(&format!("-{},more\n", i + 2));
+    }
+    append(&home.path().join("big.csv"), &more);
+    let args = [
+        "load",
+        "big.csv",
+        "-t",
+        "big",
+        "--db",
+        &db.url,
+        "--batch-rows",
+        "20000",
+    ];
+    kill_once(&db, &home, &args, "big", rows_at_first as u64 + 100_000).await;
+    let rerun = run(pgbulk(&home).args(args));
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    assert_eq!(
+        rows(&db, summary).await,
+        exact(rows_at_first + 400_001, "-400001")
+    );
+    let again = load(&db, &home, &["big.csv", "-t", "big"]);
+    assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
 }

@@ -78,20 +78,56 @@ impl Source {
         let Self::File(p) = self else {
             return Ok(None);
         };
-        let (size, hash) = content_hash(p, stop)?;
+        let (size, hash, _) = content_hash(p, stop, None)?;
         Ok(Some(
             serde_json::json!({"size": size, "xxh3": format!("{hash:032x}")}),
         ))
     }
+
+    /// The identity (as [`Source::identity`] gives it) of this file's
+    /// first `len` bytes, and its last byte there; `None` when it is
+    /// shorter, or standard input.
+    pub fn prefix_identity(
+        &self,
+        len: u64,
+        stop: &AtomicBool,
+    ) -> io::Result<Option<(serde_json::Value, Option<u8>)>> {
+        let Self::File(p) = self else {
+            return Ok(None);
+        };
+        let (size, hash, last) = content_hash(p, stop, Some(len))?;
+        Ok((size == len).then(|| {
+            (
+                serde_json::json!({"size": size, "xxh3": format!("{hash:032x}")}),
+                last,
+            )
+        }))
+    }
+
+    /// This input by its canonical path alone (standard input: nowhere).
+    pub fn path_identity(&self) -> Option<serde_json::Value> {
+        let Self::File(p) = self else {
+            return None;
+        };
+        let path = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        Some(serde_json::json!({ "path": path.display().to_string() }))
+    }
 }
 
-/// Size and XXH3-128 hash of the file at `path`, read in 1 MiB blocks
-/// until `stop` is set.
-fn content_hash(path: &Path, stop: &AtomicBool) -> io::Result<(u64, u128)> {
-    let mut file = File::open(path)?;
+/// Size and XXH3-128 hash of the file at `path` (of its first `limit`
+/// bytes at most), read in 1 MiB blocks until `stop` is set, and the last
+/// byte hashed.
+fn content_hash(
+    path: &Path,
+    stop: &AtomicBool,
+    limit: Option<u64>,
+) -> io::Result<(u64, u128, Option<u8>)> {
+    let file = File::open(path)?;
+    let mut file = file.take(limit.unwrap_or(u64::MAX));
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
+    let mut last = None;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
@@ -103,9 +139,10 @@ fn content_hash(path: &Path, stop: &AtomicBool) -> io::Result<(u64, u128)> {
             Err(e) => return Err(e),
         };
         hasher.update(&buf[..n]);
+        last = Some(buf[n - 1]);
         size += n as u64;
     }
-    Ok((size, hasher.digest128()))
+    Ok((size, hasher.digest128(), last))
 }
 
 /// The inputs named by command-line arguments: `-` is standard input; an

@@ -168,6 +168,35 @@ pub(crate) async fn key_of_unfinished(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// The keys of `first`'s completed loads whose `field` is `value` and that
+/// recorded where their input ended, the most recent first (at most 8).
+pub(crate) async fn keys_of_ended(
+    client: &impl GenericClient,
+    first: &TableName,
+    field: &str,
+    value: &str,
+) -> Result<Vec<String>> {
+    let schema = first.schema_or_public();
+    if !exists(client, schema).await? {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT table_name FROM {} WHERE left(table_name, length($1)) = $1 \
+                 AND resume->'state'->>$2 = $3 \
+                 AND resume->'state'->>'complete' = 'true' \
+                 AND resume->'state'->'end' IS NOT NULL \
+                 ORDER BY updated_at DESC LIMIT 8",
+                table(schema).quoted()
+            ),
+            &[&format!("{first}#"), &field, &value],
+        )
+        .await
+        .map_err(|e| Error::server("reading the stored resume states", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Deletes the watermark rows in `schema` whose key starts with `prefix`
 /// (in the caller's transaction).
 pub(crate) async fn remove_prefix(

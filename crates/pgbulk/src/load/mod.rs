@@ -689,6 +689,7 @@ fn dry_run_plan(
     table: &TableName,
     sources: &[Source],
     start: &plan::Start,
+    grown_after: Option<u64>,
 ) -> Vec<String> {
     let mut lines = Vec::new();
     let steps = prepared.plan();
@@ -710,10 +711,30 @@ fn dry_run_plan(
             "{names}: would continue after the {} rows an earlier run committed",
             start.resumed_rows
         )
+    } else if let Some(lines) = grown_after {
+        format!(
+            "{names}: grew since an earlier run loaded its first {lines} lines; the lines appended would be loaded into {table}"
+        )
     } else {
         format!("{names}: would be loaded into {table}")
     });
     lines
+}
+
+/// Reads the input as one stream named `name` (not in halves), on the
+/// first connection.
+fn one_stream(
+    streams: &mut Vec<Stream>,
+    clients: &mut Vec<Client>,
+    name: Option<String>,
+    path_key: Option<String>,
+) {
+    streams.truncate(1);
+    clients.truncate(1);
+    let stream = &mut streams[0];
+    stream.name = name;
+    stream.path_key = path_key;
+    stream.limit = None;
 }
 
 /// Whether [`load`] loads `opts.sources` one file at a time.
@@ -917,6 +938,22 @@ async fn load_inputs(
     let located =
         resumable.then(|| ledger::fingerprint(&locations, mode, effective_key.as_ref(), opts));
     let path_key = |part| plan::ledger_name(located.as_deref(), part);
+    // The same load of one file by its path alone: a run finds by it the
+    // completed run that read the file before it grew.
+    let path_only = (resumable && sources.len() == 1)
+        .then(|| {
+            let by_path = [sources[0].path_identity()];
+            plan::ledger_name(
+                Some(&ledger::fingerprint(
+                    &by_path,
+                    mode,
+                    effective_key.as_ref(),
+                    opts,
+                )),
+                None,
+            )
+        })
+        .flatten();
     let mut options = engine_options(mode, key.as_ref(), &table, opts, &progress);
 
     // One stream, or the two halves.
@@ -950,14 +987,17 @@ async fn load_inputs(
         ],
     };
     let mut table_empty: Option<bool> = None;
-    // Ledger rows of an earlier run found by the inputs' locations: removed
-    // once this run, which keeps its own, has loaded everything.
+    // Ledger rows of an earlier run found by the inputs' locations (or of
+    // the run that read the file before it grew): removed once this run,
+    // which keeps its own, has loaded everything.
     let mut superseded = Vec::new();
+    let mut any_stored = false;
     for stream in &mut streams {
         if !resumable || opts.restart {
             continue;
         }
         let mut stored = ingest::stored_resume(&clients[0], &table, stream.name.as_deref()).await?;
+        any_stored |= stored.is_some();
         if let (None, Some(path_key)) = (&stored, &stream.path_key) {
             let earlier =
                 crate::watermark::key_of_unfinished(&clients[0], &table, "path_key", path_key)
@@ -983,9 +1023,61 @@ async fn load_inputs(
             }
         }
     }
+    // A run that went on from a grown file's earlier end read it on one
+    // connection, under the load's name for one: a big file, which would
+    // be read in halves, goes on (or is done) as that run left it.
+    if resumable && !opts.restart && !any_stored && streams.len() == 2 {
+        let whole = ledger_name(None);
+        if let Some(stored) = ingest::stored_resume(&clients[0], &table, whole.as_deref()).await? {
+            any_stored = true;
+            one_stream(&mut streams, &mut clients, whole, path_key(None));
+            let empty = is_empty(&clients[0], &table).await?;
+            let verdict = ledger::judge(Some(&stored), None, mode, empty, &table.to_string());
+            report.notes.extend(plan::follow(&mut streams[0], verdict)?);
+        }
+    }
+    // A file that grew since a completed run of this load read it (lines
+    // appended): the lines appended, on one connection. A replace loads
+    // all of it, as the table is to hold the file.
+    let grown = match (&path_only, &identities[..]) {
+        (Some(path_only), [Some(identity)])
+            if !opts.restart
+                && !any_stored
+                && matches!(mode, LoadMode::Append | LoadMode::Upsert) =>
+        {
+            let size = identity.get("size").and_then(serde_json::Value::as_u64);
+            match size {
+                Some(size) => {
+                    ledger::grown_from(&clients[0], &table, path_only, &sources[0], size).await?
+                }
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    let mut grown_after = None;
+    if let Some(grown) = grown {
+        let empty = is_empty(&clients[0], &table).await?;
+        let (verdict, note) =
+            ledger::judge_grown(&grown, mode, empty, &table.to_string(), &sources[0].name());
+        if matches!(verdict, ledger::Verdict::Resume(_)) {
+            one_stream(
+                &mut streams,
+                &mut clients,
+                ledger_name(None),
+                path_key(None),
+            );
+            superseded.push(grown.key.clone());
+            grown_after = Some(grown.end.line.saturating_sub(1));
+        }
+        if let Some(why) = plan::follow(&mut streams[0], verdict)? {
+            report.notes.push(why);
+        }
+        report.notes.extend(note);
+    }
     let start = plan::start(&streams, sources.len());
     if opts.dry_run {
-        report.plan = dry_run_plan(&prepared, &report, &table, &sources, &start);
+        report.plan = dry_run_plan(&prepared, &report, &table, &sources, &start, grown_after);
         report.already_loaded = start.already_loaded;
         return Ok(report);
     }
@@ -1047,6 +1139,8 @@ async fn load_inputs(
             line: 0,
             name: String::new(),
             path_key: stream.path_key.clone(),
+            path_only: path_only.clone(),
+            ended: None,
             inferred,
         }))
     };

@@ -50,6 +50,27 @@ pub struct Position {
     /// after a file was corrected in place keeping all three.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path_key: Option<String>,
+    /// The ledger name of the same load of one file by its path alone:
+    /// when the file grows, the next run finds by it the run that loaded
+    /// the file as it was (see [`InputEnd`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_only: Option<String>,
+    /// Where the load's one file ended, once read to its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<InputEnd>,
+}
+
+/// A file read to its end by a completed load: its byte offset and line
+/// there, and its identity then. A later run of the same load, finding the
+/// file longer and its first `size` bytes with this hash, reads only what
+/// was appended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct InputEnd {
+    pub offset: u64,
+    pub line: u64,
+    pub size: u64,
+    pub xxh3: String,
 }
 
 impl Position {
@@ -172,6 +193,10 @@ pub(super) struct Shared {
     pub(super) name: String,
     /// See [`Position::path_key`].
     pub(super) path_key: Option<String>,
+    /// See [`Position::path_only`].
+    pub(super) path_only: Option<String>,
+    /// Where the last input read to its end ended: its offset and line.
+    pub(super) ended: Option<(u64, u64)>,
     /// Whether this run created the table from inferred types (a value
     /// that does not fit then suggests `--type`).
     pub(super) inferred: bool,
@@ -452,6 +477,9 @@ impl Shared {
             .reader
             .as_mut()
             .is_none_or(|r| limit.is_some_and(|l| r.offset() >= l) || r.at_end().unwrap_or(false));
+        if exhausted {
+            self.note_end();
+        }
         let (file, offset, line) = match (&self.reader, exhausted) {
             (_, true) => (self.file + usize::from(self.reader.is_some()), 0, 1),
             (Some(r), false) => (self.file, r.offset(), r.line()),
@@ -477,8 +505,34 @@ impl Shared {
                 .map(Source::name),
             complete: file >= self.sources.len(),
             path_key: self.path_key.clone(),
+            path_only: self.path_only.clone(),
+            end: self.input_end(file),
         })
         .ok()
+    }
+
+    /// Notes where the current input ended, before it is closed: the end
+    /// of the whole file (not of a first half).
+    fn note_end(&mut self) {
+        if let (None, Some(r)) = (self.limit, &self.reader) {
+            self.ended = Some((r.offset(), r.line()));
+        }
+    }
+
+    /// The end of the load's one file, once `file` (the position's input)
+    /// is past it: where it ended and its identity.
+    fn input_end(&self, file: usize) -> Option<InputEnd> {
+        let (offset, line) = self.ended?;
+        let identity = self.identities.as_ref()?.first()?.as_ref()?;
+        if self.sources.len() != 1 || file == 0 {
+            return None;
+        }
+        Some(InputEnd {
+            offset,
+            line,
+            size: identity.get("size")?.as_u64()?,
+            xxh3: identity.get("xxh3")?.as_str()?.to_owned(),
+        })
     }
 }
 
@@ -539,6 +593,7 @@ pub(super) fn exhausted(s: &mut Shared) -> Result<bool> {
         if !at_end {
             return Ok(false);
         }
+        s.note_end();
         s.reader = None;
         s.file += 1;
     }
@@ -603,6 +658,7 @@ impl CsvRows {
                 Ok(None) => {
                     // The file is done; the next batch opens the next one.
                     // A batch does not span files whose columns differ.
+                    s.note_end();
                     s.reader = None;
                     s.file += 1;
                     if s.file < s.sources.len() && s.sources.len() > 1 {
