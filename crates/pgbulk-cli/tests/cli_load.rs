@@ -2299,3 +2299,50 @@ async fn replace_refuses_to_cascade_into_referencing_tables() {
         "replace-atomic replaced the rows and kept the referencing ones"
     );
 }
+
+/// A `GENERATED ALWAYS` identity column takes the input's values in every
+/// mode, as `COPY` gives them (an upsert inserts with `OVERRIDING SYSTEM
+/// VALUE`); outside the key an update leaves it as it is, the only value
+/// PostgreSQL lets an update give it being `DEFAULT`.
+#[tokio::test]
+async fn an_always_identity_column_takes_the_inputs_values_in_every_mode() {
+    let db = TestDb::new("load_always_identity").await;
+    let home = Scratch::new("load-always-identity");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE acct (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text);
+             CREATE TABLE tagged (n int GENERATED ALWAYS AS IDENTITY, code text PRIMARY KEY, v text);",
+        )
+        .await
+        .expect("tables");
+    home.file("a1.csv", "id,v\n10,a\n20,b\n", 0o644);
+    home.file("a2.csv", "id,v\n10,changed\n30,c\n", 0o644);
+    home.file("t1.csv", "n,code,v\n5,x,1\n6,y,2\n", 0o644);
+    home.file("t2.csv", "n,code,v\n99,x,10\n7,z,3\n", 0o644);
+    for (file, table, mode) in [
+        ("a1.csv", "acct", "append"),
+        ("a2.csv", "acct", "upsert"),
+        ("t1.csv", "tagged", "upsert"),
+        ("t2.csv", "tagged", "upsert"),
+    ] {
+        let out = load(&db, &home, &[file, "--table", table, "--mode", mode]);
+        assert_ok(&out);
+    }
+    assert_eq!(
+        rows(&db, "SELECT id::text, v FROM acct ORDER BY id").await,
+        vec![
+            vec![s("10"), s("changed")],
+            vec![s("20"), s("b")],
+            vec![s("30"), s("c")]
+        ]
+    );
+    assert_eq!(
+        rows(&db, "SELECT n::text, code, v FROM tagged ORDER BY code").await,
+        vec![
+            vec![s("5"), s("x"), s("10")],
+            vec![s("6"), s("y"), s("2")],
+            vec![s("7"), s("z"), s("3")]
+        ]
+    );
+}

@@ -2547,3 +2547,55 @@ async fn sessions_end_with_a_goodbye_not_a_cut() {
         assert_eq!(abandoned, 0, "{}: sessions cut by pgbulk", db.name);
     }
 }
+
+/// A destination whose key is `GENERATED ALWAYS AS IDENTITY` (as `pg_dump
+/// --schema-only` of the source creates it) takes the source's ids, on the
+/// first sync and on the upserts after; its sequence goes past them.
+#[tokio::test]
+async fn a_destination_keyed_by_an_always_identity_takes_the_sources_ids() {
+    let src = TestDb::new("sync_always_src").await;
+    let dst = TestDb::new("sync_always_dst").await;
+    let home = Scratch::new("sync-always");
+    let ddl = "CREATE TABLE acct (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text)";
+    let source = src.connect().await;
+    source
+        .batch_execute(&format!(
+            "{ddl}; INSERT INTO acct (v) SELECT 'v' || i FROM generate_series(1, 20) i"
+        ))
+        .await
+        .expect("source");
+    let dest = dst.connect().await;
+    dest.batch_execute(ddl).await.expect("destination");
+    let sync = || {
+        run(pgbulk(&home).args([
+            "sync", "--from", &src.url, "--table", "acct", "--db", &dst.url,
+        ]))
+    };
+    let first = sync();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    source
+        .batch_execute(
+            "UPDATE acct SET v = 'changed' WHERE id <= 3; INSERT INTO acct (v) VALUES ('new')",
+        )
+        .await
+        .expect("changes");
+    let second = sync();
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(
+        second
+            .stdout
+            .contains("1 inserted, 3 updated, 17 unchanged"),
+        "{}",
+        second.stdout
+    );
+    let all = "SELECT id::text, v FROM acct ORDER BY id";
+    assert_eq!(rows(&dst, all).await, rows(&src, all).await);
+    assert_eq!(
+        rows(
+            &dst,
+            "INSERT INTO acct (v) VALUES ('own') RETURNING id::text"
+        )
+        .await,
+        vec![vec![s("22")]]
+    );
+}

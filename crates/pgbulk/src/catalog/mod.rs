@@ -26,6 +26,10 @@ pub struct Column {
     pub default: Option<String>,
     /// Whether the column is generated (and so cannot be written).
     pub generated: bool,
+    /// `GENERATED ALWAYS AS IDENTITY`: inserted into with `OVERRIDING
+    /// SYSTEM VALUE` (as `COPY` writes it), never updated (PostgreSQL
+    /// updates it only to `DEFAULT`).
+    pub always_identity: bool,
 }
 
 /// A table as the catalog describes it.
@@ -212,6 +216,7 @@ pub async fn table(client: &impl GenericClient, schema: &str, name: &str) -> Res
             not_null: c.not_null,
             default: c.raw_default.clone(),
             generated: c.generated.is_some(),
+            always_identity: c.identity.as_deref() == Some("a"),
         });
     }
     Ok(Some(Table {

@@ -960,9 +960,10 @@ pub(super) async fn merge_staged(
         c.inserted = tx
             .execute(
                 &format!(
-                    "INSERT INTO {} ({}) SELECT {} FROM {stage}",
+                    "INSERT INTO {} ({}){} SELECT {} FROM {stage}",
                     target.write.quoted(),
                     column_list(target),
+                    target.overriding(),
                     layout.values("")
                 ),
                 &[],

@@ -59,10 +59,11 @@ pub(super) async fn xact_stats(tx: &Transaction<'_>, target: &Target) -> Result<
     ))
 }
 
-/// The positions of the columns outside the primary key.
+/// The positions of the columns outside the primary key that an update
+/// sets (not a `GENERATED ALWAYS` identity column, which keeps its value).
 pub(super) fn non_key_columns(target: &Target) -> Vec<usize> {
     (0..target.columns.len())
-        .filter(|i| !target.key.contains(i))
+        .filter(|&i| !target.key.contains(&i) && !target.columns[i].always_identity)
         .collect()
 }
 
@@ -349,11 +350,12 @@ pub(super) fn merge_statement(
         )
     };
     format!(
-        "MERGE INTO {t} AS t USING {} ON {}{}{matched} WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})",
+        "MERGE INTO {t} AS t USING {} ON {}{}{matched} WHEN NOT MATCHED THEN INSERT ({}){} VALUES ({})",
         merge_source(layout, stage, duplicates),
         key_match(layout),
         restriction(layout, bounds, 1),
         column_list(target),
+        target.overriding(),
         layout.values("s.")
     )
 }
@@ -362,9 +364,10 @@ pub(super) fn merge_statement(
 /// the layout asks for it.
 pub(super) fn insert_statement(layout: Layout<'_>, stage: &str) -> String {
     format!(
-        "INSERT INTO {} ({}) SELECT {} FROM {}",
+        "INSERT INTO {} ({}){} SELECT {} FROM {}",
         layout.target.write.quoted(),
         column_list(layout.target),
+        layout.target.overriding(),
         layout.values("s."),
         merge_source(layout, stage, None)
     )
@@ -425,10 +428,11 @@ pub(super) fn on_conflict_statement(
         ("(xmax = 0) AS inserted".to_owned(), "inserted".to_owned())
     };
     format!(
-        "WITH ins AS (INSERT INTO {t} AS t ({cols}) SELECT {casts} FROM {source} {on_conflict} \
+        "WITH ins AS (INSERT INTO {t} AS t ({cols}){overriding} SELECT {casts} FROM {source} {on_conflict} \
          RETURNING {returning}) \
          SELECT count(*) FILTER (WHERE {inserted}), count(*) FILTER (WHERE NOT {inserted}) FROM ins",
         cols = column_list(target),
+        overriding = target.overriding(),
         casts = layout.values("s.")
     )
 }
@@ -473,11 +477,12 @@ pub(super) fn update_then_insert_statement(
     };
     format!(
         "WITH src AS (SELECT {typed} FROM {source}), {update}, \
-         ins AS (INSERT INTO {t} ({cols}) SELECT {cols} FROM src \
+         ins AS (INSERT INTO {t} ({cols}){overriding} SELECT {cols} FROM src \
          WHERE NOT EXISTS (SELECT 1 FROM {t} AS t WHERE {on}) RETURNING 1) \
          SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)",
         typed = typed.join(", "),
         cols = column_list(target),
+        overriding = target.overriding(),
         on = matches.join(" AND ")
     )
 }

@@ -696,6 +696,7 @@ mod tests {
             not_null: false,
             default: None,
             generated: false,
+            always_identity: false,
         }
     }
 

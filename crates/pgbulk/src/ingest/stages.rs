@@ -280,8 +280,9 @@ async fn merge_into(
         counts.inserted += tx
             .execute(
                 &format!(
-                    "INSERT INTO {} ({names}) SELECT {} FROM ({union}) s{order}",
+                    "INSERT INTO {} ({names}){} SELECT {} FROM ({union}) s{order}",
                     target.write.quoted(),
+                    target.overriding(),
                     layout.values(""),
                 ),
                 &[],

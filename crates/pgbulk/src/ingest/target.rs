@@ -39,6 +39,17 @@ pub(super) struct Target {
 }
 
 impl Target {
+    /// What an `INSERT` into the table says after its column list: a
+    /// `GENERATED ALWAYS` identity column takes the rows' values, as `COPY`
+    /// and the append path give them.
+    pub(super) fn overriding(&self) -> &'static str {
+        if self.columns.iter().any(|c| c.always_identity) {
+            " OVERRIDING SYSTEM VALUE"
+        } else {
+            ""
+        }
+    }
+
     /// Deletes every row of the table written (the first step of a
     /// replace), after refusing when another table's foreign key would
     /// carry the delete over to its rows (`ON DELETE CASCADE`, `SET NULL`,

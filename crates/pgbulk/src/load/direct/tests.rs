@@ -18,6 +18,7 @@ fn column(kind: TypeKind, oid: u32, not_null: bool) -> Column {
         not_null,
         default: None,
         generated: false,
+        always_identity: false,
     }
 }
 
