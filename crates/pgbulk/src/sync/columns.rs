@@ -183,18 +183,14 @@ pub fn create_ddl(dest: &TableName, source: &TableFacts) -> String {
 }
 
 /// The column and primary-key lines of [`create_ddl`], except that a
-/// generated column named in `generation` gets that clause
-/// (`GENERATED ALWAYS AS (...) STORED`), as at the source.
-pub(super) fn table_lines(
-    source: &TableFacts,
-    generation: &BTreeMap<String, String>,
-) -> Vec<String> {
+/// column named in `clauses` gets that clause (`GENERATED ALWAYS AS (...)
+/// STORED`, `GENERATED ALWAYS AS IDENTITY (...)`), as at the source.
+pub(super) fn table_lines(source: &TableFacts, clauses: &BTreeMap<String, String>) -> Vec<String> {
     let mut lines: Vec<String> = source
         .columns
         .iter()
         .map(|c| {
-            let computed = c.generated.as_ref().and_then(|_| generation.get(&c.name));
-            let default = match computed {
+            let default = match clauses.get(&c.name) {
                 Some(clause) => format!(" {clause}"),
                 None => c
                     .raw_default
