@@ -138,27 +138,23 @@ async fn read_extras(source: &mut Client, oid: u32) -> Result<(Extras, BTreeMap<
     tx.batch_execute("SET LOCAL search_path = pg_catalog")
         .await
         .map_err(read)?;
-    let generation = tx
+    // Each generated column's clause, then each identity column's.
+    let mut generation = BTreeMap::new();
+    let mut identity = BTreeMap::new();
+    let clauses = tx
         .query(
             "SELECT a.attname::text, 'GENERATED ALWAYS AS (' || pg_get_expr(d.adbin, d.adrelid) \
-                    || CASE a.attgenerated WHEN 's' THEN ') STORED' ELSE ') VIRTUAL' END \
+                    || CASE a.attgenerated WHEN 's' THEN ') STORED' ELSE ') VIRTUAL' END, true \
              FROM pg_attribute a \
              JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
-             WHERE a.attrelid = $1 AND a.attgenerated <> '' AND NOT a.attisdropped",
-            &[&oid],
-        )
-        .await
-        .map_err(read)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let identity = tx
-        .query(
-            "SELECT a.attname::text, 'GENERATED ' \
+             WHERE a.attrelid = $1 AND a.attgenerated <> '' AND NOT a.attisdropped \
+             UNION ALL \
+             SELECT a.attname::text, 'GENERATED ' \
                     || CASE a.attidentity WHEN 'a' THEN 'ALWAYS' ELSE 'BY DEFAULT' END \
                     || ' AS IDENTITY (INCREMENT BY ' || s.seqincrement || ' MINVALUE ' || s.seqmin \
                     || ' MAXVALUE ' || s.seqmax || ' START WITH ' || s.seqstart \
-                    || ' CACHE ' || s.seqcache || CASE WHEN s.seqcycle THEN ' CYCLE)' ELSE ' NO CYCLE)' END \
+                    || ' CACHE ' || s.seqcache || CASE WHEN s.seqcycle THEN ' CYCLE)' ELSE ' NO CYCLE)' END, \
+                    false \
              FROM pg_attribute a \
              JOIN pg_sequence s \
                ON s.seqrelid = pg_get_serial_sequence(a.attrelid::regclass::text, a.attname)::regclass \
@@ -166,10 +162,15 @@ async fn read_extras(source: &mut Client, oid: u32) -> Result<(Extras, BTreeMap<
             &[&oid],
         )
         .await
-        .map_err(read)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+        .map_err(read)?;
+    for r in &clauses {
+        let into = if r.get(2) {
+            &mut generation
+        } else {
+            &mut identity
+        };
+        into.insert(r.get(0), r.get(1));
+    }
     let checks = tx
         .query(
             "SELECT conname::text, pg_get_constraintdef(oid), convalidated FROM pg_constraint \
