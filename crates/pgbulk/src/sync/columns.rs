@@ -169,6 +169,18 @@ fn safe_cast(from: &str, to: &str, is_enum: bool) -> bool {
     }
 }
 
+/// How a created destination's column is made, where not as a plain copy
+/// of the source's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Made {
+    /// With this clause after its type: `GENERATED ALWAYS AS (...)
+    /// STORED`, `GENERATED ALWAYS AS IDENTITY (...)`, as at the source.
+    Clause(String),
+    /// Of this type instead: `serial`, `bigserial` or `smallserial`, for a
+    /// column numbered by a sequence of its own with serial's options.
+    Type(String),
+}
+
 /// The `CREATE TABLE` of a destination made from the source's columns
 /// (generated ones as plain columns, filled with the source's values) with
 /// their collations, `NOT NULL`, defaults that are constants and primary
@@ -183,15 +195,15 @@ pub fn create_ddl(dest: &TableName, source: &TableFacts) -> String {
 }
 
 /// The column and primary-key lines of [`create_ddl`], except that a
-/// column named in `clauses` gets that clause (`GENERATED ALWAYS AS (...)
-/// STORED`, `GENERATED ALWAYS AS IDENTITY (...)`), as at the source.
-pub(super) fn table_lines(source: &TableFacts, clauses: &BTreeMap<String, String>) -> Vec<String> {
+/// column named in `made` is made as that says.
+pub(super) fn table_lines(source: &TableFacts, made: &BTreeMap<String, Made>) -> Vec<String> {
     let mut lines: Vec<String> = source
         .columns
         .iter()
         .map(|c| {
-            let default = match clauses.get(&c.name) {
-                Some(clause) => format!(" {clause}"),
+            let default = match made.get(&c.name) {
+                Some(Made::Clause(clause)) => format!(" {clause}"),
+                Some(Made::Type(_)) => String::new(),
                 None => c
                     .raw_default
                     .as_deref()
@@ -204,10 +216,13 @@ pub(super) fn table_lines(source: &TableFacts, clauses: &BTreeMap<String, String
                 .as_deref()
                 .map(|name| format!(" COLLATE {}", quote_ident(name)))
                 .unwrap_or_default();
+            let type_name = match made.get(&c.name) {
+                Some(Made::Type(name)) => name,
+                _ => &c.type_name,
+            };
             format!(
-                "    {} {}{collation}{default}{}",
+                "    {} {type_name}{collation}{default}{}",
                 quote_ident(&c.name),
-                c.type_name,
                 if c.not_null { " NOT NULL" } else { "" }
             )
         })
@@ -477,11 +492,16 @@ mod tests {
         );
         let generation = BTreeMap::from([(
             "twice".to_owned(),
-            "GENERATED ALWAYS AS ((id * 2)) STORED".to_owned(),
+            Made::Clause("GENERATED ALWAYS AS ((id * 2)) STORED".to_owned()),
         )]);
         assert_eq!(
             table_lines(&source, &generation)[2],
             "    \"twice\" integer GENERATED ALWAYS AS ((id * 2)) STORED"
+        );
+        let serial = BTreeMap::from([("id".to_owned(), Made::Type("serial".to_owned()))]);
+        assert_eq!(
+            table_lines(&source, &serial)[0],
+            "    \"id\" serial NOT NULL"
         );
     }
 }
