@@ -992,12 +992,24 @@ async fn load_inputs(
     // which keeps its own, has loaded everything.
     let mut superseded = Vec::new();
     let mut any_stored = false;
+    // The completed run an interrupted one went on from (its file grew).
+    let mut grew_from = None;
+    let mut note_grown = |stored: &Option<ingest::StoredResume>| {
+        let earlier = stored
+            .as_ref()
+            .and_then(|s| Position::from_state(&s.state))
+            .and_then(|p| p.grew_from);
+        if let Some(key) = earlier {
+            grew_from = Some(key);
+        }
+    };
     for stream in &mut streams {
         if !resumable || opts.restart {
             continue;
         }
         let mut stored = ingest::stored_resume(&clients[0], &table, stream.name.as_deref()).await?;
         any_stored |= stored.is_some();
+        note_grown(&stored);
         if let (None, Some(path_key)) = (&stored, &stream.path_key) {
             let earlier =
                 crate::watermark::key_of_unfinished(&clients[0], &table, "path_key", path_key)
@@ -1028,7 +1040,9 @@ async fn load_inputs(
     // be read in halves, goes on (or is done) as that run left it.
     if resumable && !opts.restart && !any_stored && streams.len() == 2 {
         let whole = ledger_name(None);
-        if let Some(stored) = ingest::stored_resume(&clients[0], &table, whole.as_deref()).await? {
+        let stored = ingest::stored_resume(&clients[0], &table, whole.as_deref()).await?;
+        note_grown(&stored);
+        if let Some(stored) = stored {
             any_stored = true;
             one_stream(&mut streams, &mut clients, whole, path_key(None));
             let empty = is_empty(&clients[0], &table).await?;
@@ -1067,7 +1081,7 @@ async fn load_inputs(
                 ledger_name(None),
                 path_key(None),
             );
-            superseded.push(grown.key.clone());
+            grew_from = Some(grown.key.clone());
             grown_after = Some(grown.end.line.saturating_sub(1));
         }
         if let Some(why) = plan::follow(&mut streams[0], verdict)? {
@@ -1075,6 +1089,7 @@ async fn load_inputs(
         }
         report.notes.extend(note);
     }
+    superseded.extend(grew_from.clone());
     let start = plan::start(&streams, sources.len());
     if opts.dry_run {
         report.plan = dry_run_plan(&prepared, &report, &table, &sources, &start, grown_after);
@@ -1141,6 +1156,7 @@ async fn load_inputs(
             path_key: stream.path_key.clone(),
             path_only: path_only.clone(),
             ended: None,
+            grew_from: grew_from.clone(),
             inferred,
         }))
     };

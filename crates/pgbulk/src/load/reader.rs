@@ -58,6 +58,10 @@ pub struct Position {
     /// Where the load's one file ended, once read to its end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end: Option<InputEnd>,
+    /// The ledger key of the completed run this one goes on from (its
+    /// file grew since): removed once this one has read everything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grew_from: Option<String>,
 }
 
 /// A file read to its end by a completed load: its byte offset and line
@@ -197,6 +201,8 @@ pub(super) struct Shared {
     pub(super) path_only: Option<String>,
     /// Where the last input read to its end ended: its offset and line.
     pub(super) ended: Option<(u64, u64)>,
+    /// See [`Position::grew_from`].
+    pub(super) grew_from: Option<String>,
     /// Whether this run created the table from inferred types (a value
     /// that does not fit then suggests `--type`).
     pub(super) inferred: bool,
@@ -507,6 +513,7 @@ impl Shared {
             path_key: self.path_key.clone(),
             path_only: self.path_only.clone(),
             end: self.input_end(file),
+            grew_from: self.grew_from.clone(),
         })
         .ok()
     }
