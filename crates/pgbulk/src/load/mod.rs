@@ -1008,8 +1008,6 @@ async fn load_inputs(
             continue;
         }
         let mut stored = ingest::stored_resume(&clients[0], &table, stream.name.as_deref()).await?;
-        any_stored |= stored.is_some();
-        note_grown(&stored);
         if let (None, Some(path_key)) = (&stored, &stream.path_key) {
             let earlier =
                 crate::watermark::key_of_unfinished(&clients[0], &table, "path_key", path_key)
@@ -1019,6 +1017,9 @@ async fn load_inputs(
                 superseded.push(earlier);
             }
         }
+        // Found either way, it is where this run goes on from.
+        any_stored |= stored.is_some();
+        note_grown(&stored);
         if stored.is_some() && table_empty.is_none() {
             table_empty = Some(is_empty(&clients[0], &table).await?);
         }
