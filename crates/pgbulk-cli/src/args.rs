@@ -74,9 +74,9 @@ pub(crate) enum Command {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
-    /// Load CSV files (or stdin; gzip and zstd recognised) into a table.
+    /// Load CSV files (or stdin; gzip and zstd recognised) or Parquet files into a table.
     #[command(
-        after_help = "Examples:\n  pgbulk load sales.csv -t sales --key PointOfSale,Product,Date\n  zcat day.csv.gz | pgbulk load - -t staging.orders --db service=warehouse\n  pgbulk load landing/*.csv -t events --max-errors 100 --reject-file rejects.csv"
+        after_help = "Examples:\n  pgbulk load sales.csv -t sales --key PointOfSale,Product,Date\n  zcat day.csv.gz | pgbulk load - -t staging.orders --db service=warehouse\n  pgbulk load landing/*.csv -t events --max-errors 100 --reject-file rejects.csv\n  pgbulk load 'lake/events/*.parquet' -t events --key id"
     )]
     Load(LoadArgs),
     /// Copy a table of another PostgreSQL database into this one, columns matched by name.

@@ -34,8 +34,13 @@ pub(crate) fn said_on_stderr(report: &LoadReport, opts: &LoadOptions) -> Vec<Str
             .as_ref()
             .map(pgbulk::load::Sampled::comment)
             .unwrap_or_default();
+        let from = if report.typed_input {
+            "the input's schema"
+        } else {
+            "inferred types"
+        };
         lines.push(format!(
-            "created {} from inferred types:\n{sampled}{ddl}",
+            "created {} from {from}:\n{sampled}{ddl}",
             opts.table
         ));
     }

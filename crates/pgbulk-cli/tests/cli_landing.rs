@@ -282,7 +282,13 @@ async fn killed_in_the_middle_of_a_folder_the_rerun_loads_each_row_once() {
 
 /// Runs pgbulk with `args` and SIGKILLs it once `table` holds `rows`
 /// rows; whether it ended by itself first.
-async fn kill_once(db: &TestDb, home: &Scratch, args: &[&str], table: &str, rows: u64) -> bool {
+pub(crate) async fn kill_once(
+    db: &TestDb,
+    home: &Scratch,
+    args: &[&str],
+    table: &str,
+    rows: u64,
+) -> bool {
     let mut child = pgbulk(home)
         .args(args)
         .stdout(std::process::Stdio::null())

@@ -11,6 +11,8 @@ mod cli_first_contact;
 mod cli_landing;
 mod cli_load;
 mod cli_local;
+#[cfg(feature = "export")]
+mod cli_parquet;
 mod cli_ping;
 mod cli_pipeline;
 mod cli_rebuild;

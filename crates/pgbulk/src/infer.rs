@@ -76,11 +76,22 @@ pub fn normalize_name(name: &str) -> String {
 
 /// The table a file loads into when none is named: the file's name
 /// without its directory and extensions (`.gz`, `.zst`, `.zstd` and
-/// `.bz2`, then one of `.csv`, `.tsv`, `.psv`, `.txt`, `.dat`), as
+/// `.bz2`, then one of `.csv`, `.tsv`, `.psv`, `.txt`, `.dat`; or
+/// `.parquet` and a codec's before it, `.snappy.parquet`), as
 /// [`normalize_name`] writes it: `landing/Sales 2024.csv.gz` loads into
 /// `sales_2024`. `None` when that leaves nothing.
 pub fn table_for_file(path: &std::path::Path) -> Option<String> {
     let mut name = path.file_name()?.to_str()?;
+    if let Some(stem) = strip_suffix_ignoring_case(name, ".parquet") {
+        name = stem;
+        for codec in [".snappy", ".gz", ".zstd", ".zst", ".lz4"] {
+            if let Some(stem) = strip_suffix_ignoring_case(name, codec) {
+                name = stem;
+                break;
+            }
+        }
+        return (!name.trim().is_empty()).then(|| normalize_name(name));
+    }
     for ext in [".gz", ".zst", ".zstd", ".bz2"] {
         if let Some(stem) = strip_suffix_ignoring_case(name, ext) {
             name = stem;
@@ -306,6 +317,8 @@ mod tests {
             ("/data/events.tsv.zst", Some("events")),
             ("report", Some("report")),
             ("a.b.csv", Some("a_b")),
+            ("lake/Events.parquet", Some("events")),
+            ("part-0.snappy.parquet", Some("part_0")),
             ("Über.txt", Some("Über")),
             (".csv", None),
             ("dir/", Some("dir")),

@@ -74,8 +74,55 @@ pub async fn write(
     create: bool,
     progress: Arc<Progress>,
 ) -> Result<LoadReport> {
+    let client = crate::connect::connect(params).await?.client;
+    let data = Data {
+        schema,
+        batches,
+        name: None,
+        skipped: 0,
+    };
+    write_on(client, params, data, opts, create, progress, None).await
+}
+
+/// Record batches to write, and what messages call them.
+pub(crate) struct Data {
+    pub(crate) schema: SchemaRef,
+    pub(crate) batches: Batches,
+    /// The input's name, for row locations (`row 7 of NAME`); `None`:
+    /// "the data".
+    pub(crate) name: Option<String>,
+    /// Rows of the input before the first of `batches` (left out: an
+    /// earlier run committed them), for row numbers.
+    pub(crate) skipped: u64,
+}
+
+/// Each batch of a [`write_on`] commits with its ledger row: the rows of
+/// the data read so far (`{"rows": N, "complete": bool}`), kept under
+/// `name` (see [`ingest::Options::stream`]). The data is then written on
+/// one connection, in order.
+pub(crate) struct Ledger {
+    pub(crate) name: String,
+}
+
+/// [`write`] on `client` (a connection to `params`, which further streams
+/// connect to), with the data's name and position and, when given, a
+/// ledger row committed with each batch.
+pub(crate) async fn write_on(
+    mut client: tokio_postgres::Client,
+    params: &crate::conninfo::ConnParams,
+    data: Data,
+    opts: &LoadOptions,
+    create: bool,
+    progress: Arc<Progress>,
+    ledger: Option<Ledger>,
+) -> Result<LoadReport> {
     let started = std::time::Instant::now();
-    let mut client = crate::connect::connect(params).await?.client;
+    let Data {
+        schema,
+        batches,
+        name,
+        skipped,
+    } = data;
     progress.register(&client);
     let session = Session::read(&client).await?;
     let table = opts.table.in_schema(&session.current_schema);
@@ -90,6 +137,8 @@ pub async fn write(
             .await?;
     let mut options =
         crate::load::engine_options(chosen.mode, chosen.key.as_ref(), &table, opts, &progress);
+    let ledgered = ledger.is_some();
+    options.stream = ledger.map(|l| l.name);
 
     let (columns, fields, left_out) = matched_columns(&facts, &table, &schema, opts.ignore_extra)?;
     if !left_out.is_empty() {
@@ -102,7 +151,8 @@ pub async fn write(
         batches,
         current: None,
         row: 0,
-        consumed: 0,
+        consumed: skipped,
+        what: name.clone().unwrap_or_else(|| "the Arrow data".to_owned()),
         stopped: false,
         progress: progress.clone(),
     }));
@@ -129,6 +179,8 @@ pub async fn write(
         number: 0,
         scratch: String::new(),
         progress: progress.clone(),
+        what: Arc::from(name.as_deref().unwrap_or("the data")),
+        ledgered,
     };
     // Appending batches that commit one by one into a table that is
     // there as declared: on several connections, each taking batches of
@@ -137,6 +189,7 @@ pub async fn write(
     let appends = chosen.mode == LoadMode::Append
         || chosen.mode == LoadMode::Upsert && chosen.effective_key.is_none();
     let parallel = appends
+        && !ledgered
         && exists
         && !opts.single_transaction
         && plan.steps.is_empty()
@@ -236,7 +289,7 @@ pub async fn write(
             None => "the data has no rows: nothing to load".to_owned(),
         });
     }
-    report.rows_read = feed.lock().map(|f| f.consumed).unwrap_or(0);
+    report.rows_read = feed.lock().map(|f| f.consumed - skipped).unwrap_or(0);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -311,8 +364,11 @@ struct Feed {
     current: Option<RecordBatch>,
     /// The next row of `current`.
     row: usize,
-    /// Rows handed out in all.
+    /// Rows handed out in all (with the rows of the data skipped before
+    /// the first batch).
     consumed: u64,
+    /// What messages call the data.
+    what: String,
     /// Another stream of the write failed: no more rows are handed out.
     stopped: bool,
     /// Counts the rows handed out as read.
@@ -339,7 +395,7 @@ impl Feed {
                 Some(Err(e)) => {
                     return Err(Error::new(
                         ErrorKind::Data,
-                        format!("reading the Arrow data after row {}: {e}", self.consumed),
+                        format!("reading {} after row {}: {e}", self.what, self.consumed),
                     ));
                 }
                 Some(Ok(batch)) => {
@@ -405,6 +461,10 @@ struct Part {
     number: u64,
     scratch: String,
     progress: Arc<Progress>,
+    /// What row locations name (`row 7 of the data`).
+    what: Arc<str>,
+    /// Each batch stores where the data stands after it (see [`Ledger`]).
+    ledgered: bool,
 }
 
 impl Part {
@@ -458,6 +518,8 @@ impl Part {
             number: 0,
             scratch: String::new(),
             progress: self.progress.clone(),
+            what: self.what.clone(),
+            ledgered: self.ledgered,
         }
     }
 }
@@ -497,8 +559,8 @@ impl TextRows for Part {
         Err(Error::new(
             ErrorKind::Data,
             format!(
-                "row {number} of the data: column \"{}\": {}",
-                failure.column, failure.reason
+                "row {number} of {}: column \"{}\": {}",
+                self.what, failure.column, failure.reason
             ),
         )
         .in_table(&self.table)
@@ -508,7 +570,22 @@ impl TextRows for Part {
     }
 
     fn location(&self) -> String {
-        format!("row {} of the data", self.number)
+        format!("row {} of {}", self.number, self.what)
+    }
+
+    fn resume(&self) -> Option<serde_json::Value> {
+        if !self.ledgered {
+            return None;
+        }
+        // One stream: the rows taken so far are the data's first ones.
+        let rows = self.chunk_first + self.chunk_row as u64;
+        let complete = self
+            .feed
+            .lock()
+            .ok()
+            .and_then(|mut f| f.has_more().ok())
+            .is_some_and(|more| !more);
+        Some(serde_json::json!({"rows": rows, "complete": complete}))
     }
 
     fn reject_staged(&mut self, rejected: &StagedRejection<'_>) -> Result<()> {
@@ -594,8 +671,8 @@ impl Part {
                 Error::new(
                     ErrorKind::Data,
                     format!(
-                        "row {number} of the data: column \"{}\": {why}",
-                        self.columns[k]
+                        "row {number} of {}: column \"{}\": {why}",
+                        self.what, self.columns[k]
                     ),
                 )
                 .in_table(&self.table)

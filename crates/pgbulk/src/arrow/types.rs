@@ -12,10 +12,25 @@ pub(crate) fn is_uuid(field: &Field) -> bool {
             .is_some_and(|n| n == "arrow.uuid")
 }
 
+/// Whether `field` holds JSON text: the `arrow.json` extension type (a
+/// Parquet file's JSON logical type reads as it).
+fn is_json(field: &Field) -> bool {
+    matches!(
+        field.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) && field
+        .metadata()
+        .get("ARROW:extension:name")
+        .is_some_and(|n| n == "arrow.json")
+}
+
 /// The column type for `field`, or why there is none.
 pub(crate) fn column_type(field: &Field) -> Result<String, String> {
     if is_uuid(field) {
         return Ok("uuid".to_owned());
+    }
+    if is_json(field) {
+        return Ok("jsonb".to_owned());
     }
     sql_type(field.data_type())
 }

@@ -13,6 +13,8 @@
 
 mod direct;
 mod ledger;
+#[cfg(feature = "parquet")]
+mod parquet;
 mod plan;
 mod probe;
 mod reader;
@@ -349,6 +351,9 @@ pub struct LoadReport {
     pub inferred_ddl: Option<String>,
     /// What the types were inferred from.
     pub sampled: Option<Sampled>,
+    /// [`LoadReport::inferred_ddl`] took its types from the input's own
+    /// schema (a Parquet file's), not from a sample of its values.
+    pub typed_input: bool,
     /// Rows of the inputs already loaded by an earlier, interrupted run and
     /// skipped now.
     pub resumed_after_rows: Option<u64>,
@@ -737,6 +742,24 @@ fn one_stream(
     stream.limit = None;
 }
 
+/// The error for a Parquet file where Parquet input was not built.
+#[cfg(not(feature = "parquet"))]
+fn without_parquet(source: &Source) -> Error {
+    Error::config(format!(
+        "{} is a Parquet file, and this pgbulk was built without Parquet input (the `parquet` feature)",
+        source.name()
+    ))
+}
+
+/// Whether `source` is a Parquet file (without Parquet input: named
+/// `*.parquet`).
+fn parquet_file(source: &Source) -> bool {
+    #[cfg(feature = "parquet")]
+    return parquet::is_parquet(source);
+    #[cfg(not(feature = "parquet"))]
+    return matches!(source, Source::File(p) if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")));
+}
+
 /// Whether [`load`] loads `opts.sources` one file at a time.
 fn file_by_file(opts: &LoadOptions) -> bool {
     opts.sources.len() > 1
@@ -787,6 +810,7 @@ impl LoadReport {
         if self.inferred_ddl.is_none() {
             self.inferred_ddl = part.inferred_ddl;
             self.sampled = part.sampled;
+            self.typed_input = part.typed_input;
         }
         if let Some(rows) = part.resumed_after_rows {
             *self.resumed_after_rows.get_or_insert(0) += rows;
@@ -815,6 +839,18 @@ async fn load_inputs(
     progress: Arc<Progress>,
     of_many: Option<bool>,
 ) -> Result<LoadReport> {
+    if let Some(source) = opts.sources.iter().find(|s| parquet_file(s)) {
+        if opts.sources.len() > 1 {
+            return Err(Error::config(format!(
+                "{} is a Parquet file: Parquet files load one file at a time, which --mode replace, --mode replace-atomic, --single-transaction and --recreate do not do; load it alone",
+                source.name()
+            )));
+        }
+        #[cfg(feature = "parquet")]
+        return parquet::load_file(client, params, opts, progress, source, of_many.is_some()).await;
+        #[cfg(not(feature = "parquet"))]
+        return Err(without_parquet(source));
+    }
     progress.register(&client);
     let mut clients = vec![client];
     let started = Instant::now();

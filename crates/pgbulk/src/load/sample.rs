@@ -133,6 +133,12 @@ pub(super) fn infer_from(
 /// preceded by a comment saying what was sampled (`pgbulk infer`).
 /// The dialect is detected as [`super::detect_dialect`] does.
 pub fn infer_source(source: &Source, opts: &LoadOptions, table: &TableName) -> Result<String> {
+    if super::parquet_file(source) {
+        #[cfg(feature = "parquet")]
+        return super::parquet::table_ddl(source, opts, table);
+        #[cfg(not(feature = "parquet"))]
+        return Err(super::without_parquet(source));
+    }
     let opts = LoadOptions {
         sources: vec![source.clone()],
         ..opts.clone()
