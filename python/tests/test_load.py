@@ -149,3 +149,39 @@ def test_plan_says_what_a_migration_takes_and_changes_nothing(db: str) -> None:
     assert rows(db, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'p'") == [
         (1,)
     ]
+
+
+def test_parquet_files_load_with_their_own_types(db: str, tmp_path: Path) -> None:
+    import datetime
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "id": pa.array([1, 2], pa.int64()),
+            "name": pa.array(['é, "q"', None]),
+            "amount": pa.array([decimal.Decimal("12.50"), None], pa.decimal128(10, 2)),
+            "at": pa.array(
+                [datetime.datetime(2024, 5, 1, 10, 0, 0, 123456), None],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "tags": pa.array([["a", None], []], pa.list_(pa.string())),
+        }
+    )
+    path = tmp_path / "events.parquet"
+    pq.write_table(table, path)
+    report = pgbulk.load_csv(path, "events", db=db, key=["id"])
+    assert (report.rows_read, report.inserted) == (2, 2)
+    assert report.created_ddl is not None and '"amount" numeric(10,2)' in report.created_ddl
+    assert rows(
+        db,
+        "SELECT id, name, amount::text, (at AT TIME ZONE 'UTC')::text, tags::text "
+        "FROM events ORDER BY id",
+    ) == [
+        (1, 'é, "q"', "12.50", "2024-05-01 10:00:00.123456", "{a,NULL}"),
+        (2, None, None, None, "{}"),
+    ]
+    again = pgbulk.load_csv(path, "events", db=db, key=["id"])
+    assert again.already_loaded
