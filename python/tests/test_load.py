@@ -185,3 +185,28 @@ def test_parquet_files_load_with_their_own_types(db: str, tmp_path: Path) -> Non
     ]
     again = pgbulk.load_csv(path, "events", db=db, key=["id"])
     assert again.already_loaded
+
+
+def test_int96_timestamps_keep_dates_outside_the_nanosecond_range(db: str, tmp_path: Path) -> None:
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stamps = [
+        datetime.datetime(9999, 12, 31, 23, 59, 59, 999999),
+        datetime.datetime(1, 1, 1),
+        datetime.datetime(2024, 5, 1, 10, 0, 0, 123456),
+        None,
+    ]
+    table = pa.table({"id": [1, 2, 3, 4], "at": pa.array(stamps, pa.timestamp("us"))})
+    path = tmp_path / "spark.parquet"
+    # As Spark writes them: INT96, no Arrow schema in the file.
+    pq.write_table(table, path, use_deprecated_int96_timestamps=True, store_schema=False)
+    pgbulk.load_csv(path, "stamps", db=db)
+    assert rows(db, "SELECT id, at::text FROM stamps ORDER BY id") == [
+        (1, "9999-12-31 23:59:59.999999"),
+        (2, "0001-01-01 00:00:00"),
+        (3, "2024-05-01 10:00:00.123456"),
+        (4, None),
+    ]

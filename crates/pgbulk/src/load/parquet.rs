@@ -157,15 +157,64 @@ pub(super) fn table_ddl(
 }
 
 /// The reader of the Parquet file at `path`, named `name` in errors.
+///
+/// INT96 timestamps (Spark's and Impala's) are read in microseconds: the
+/// reader's default, nanoseconds, wraps around silently outside 1677-2262
+/// (Spark's `0001-01-01` and `9999-12-31`), where microseconds reach
+/// ±290,000 years. Its digits past the microsecond are cut (Spark writes
+/// none). Such a timestamp nested in a list or struct is refused.
 fn open(path: &Path, name: &str) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    use parquet::arrow::arrow_reader::ArrowReaderOptions;
+    use parquet::basic::Type as PhysicalType;
     let file =
-        std::fs::File::open(path).map_err(|e| Error::io(format!("cannot read {name}"), e))?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+        || std::fs::File::open(path).map_err(|e| Error::io(format!("cannot read {name}"), e));
+    let unreadable = |e: parquet::errors::ParquetError| {
         Error::new(
             ErrorKind::Data,
             format!("{name}: not a Parquet file pgbulk can read: {e}"),
         )
-    })
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file()?).map_err(unreadable)?;
+    let int96: Vec<Vec<String>> = builder
+        .parquet_schema()
+        .columns()
+        .iter()
+        .filter(|c| c.physical_type() == PhysicalType::INT96)
+        .map(|c| c.path().parts().to_vec())
+        .collect();
+    if int96.is_empty() {
+        return Ok(builder);
+    }
+    if let Some(nested) = int96.iter().find(|p| p.len() != 1) {
+        return Err(Error::new(
+            ErrorKind::Data,
+            format!(
+                "{name}: column \"{}\" is an INT96 timestamp inside a list or struct, which pgbulk cannot read exactly (the Arrow Parquet reader takes it in nanoseconds, which wrap around outside 1677-2262); write it as a TIMESTAMP (INT64) instead",
+                nested.join(".")
+            ),
+        ));
+    }
+    let schema = builder.schema();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Timestamp(_, tz) if int96.iter().any(|p| p[0] == *f.name()) => Field::new(
+                f.name(),
+                DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+                f.is_nullable(),
+            )
+            .with_metadata(f.metadata().clone()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let hint = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    ParquetRecordBatchReaderBuilder::try_new_with_options(
+        file()?,
+        ArrowReaderOptions::new().with_schema(hint),
+    )
+    .map_err(unreadable)
 }
 
 /// Loads the Parquet file `source` into `opts.table` on `client` (see the
