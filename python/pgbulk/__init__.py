@@ -172,6 +172,9 @@ def load_csv(
 ) -> LoadReport:
     """Load CSV files (``"-"``: standard input) into ``table``, as ``pgbulk load``.
 
+    Parquet files (named ``*.parquet``) load too, their types taken from the
+    file's schema; the CSV options do not apply to them.
+
     The table is created from ``schema`` (DDL text) or from types inferred
     from the files when it does not exist, migrated to ``schema`` when
     given. ``mode`` defaults to upsert when the table has a key (``key``
