@@ -8,7 +8,7 @@ use crate::cli_load::{rows, s};
 use crate::cli_sync::NULL_STAMP_TABLE;
 use crate::harness::{Run, Scratch, TestDb, peak_memory, pgbulk, run};
 
-const TYPES: &str = "CREATE TYPE mood AS ENUM ('sad', 'happy');
+pub(crate) const TYPES: &str = "CREATE TYPE mood AS ENUM ('sad', 'happy');
 CREATE DOMAIN posint AS int CHECK (VALUE > 0);
 CREATE TABLE t (
     id int PRIMARY KEY, i2 smallint, i8 bigint, r real, d double precision,
