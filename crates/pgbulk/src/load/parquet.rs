@@ -253,6 +253,15 @@ pub(super) async fn load_file(
     let mut report = LoadReport::default();
     // The ledger: this file's rows committed by earlier runs of the load.
     let resumable = opts.ledger && !opts.single_transaction;
+    // The mode as the load takes it: no mode on a table without a primary
+    // key (and no --key) is `--mode append`, the same load.
+    let mode = match opts.mode {
+        Some(mode) => mode,
+        None if opts.key.is_none() && !(exists && has_primary_key(&client, &table).await?) => {
+            LoadMode::Append
+        }
+        None => LoadMode::Upsert,
+    };
     let ledger_name = if resumable {
         let hashed = source.clone();
         let identity =
@@ -261,7 +270,6 @@ pub(super) async fn load_file(
                 .map_err(|e| Error::new(ErrorKind::Io, format!("hashing {name}: {e}")))?
                 .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
         let identities = [identity, Some(serde_json::json!("parquet"))];
-        let mode = opts.mode.unwrap_or(LoadMode::Upsert);
         plan::ledger_name(
             Some(&ledger::fingerprint(
                 &identities,
@@ -278,7 +286,7 @@ pub(super) async fn load_file(
     let mut complete = false;
     if let (Some(key), true, false) = (&ledger_name, exists, opts.restart) {
         let stored = crate::ingest::stored_resume(&client, &table, Some(key)).await?;
-        match judge(stored.as_ref(), &client, &table, opts).await? {
+        match judge(stored.as_ref(), &client, &table, mode).await? {
             Verdict::Fresh(note) => report.notes.extend(note),
             Verdict::After { rows, done } => {
                 skip = rows;
@@ -373,7 +381,7 @@ async fn judge(
     stored: Option<&crate::ingest::StoredResume>,
     client: &Client,
     table: &crate::schema::TableName,
-    opts: &LoadOptions,
+    mode: LoadMode,
 ) -> Result<Verdict> {
     let Some(stored) = stored else {
         return Ok(Verdict::Fresh(None));
@@ -399,13 +407,7 @@ async fn judge(
     if !stored.rewritten {
         return Ok(Verdict::After { rows, done });
     }
-    // Without a mode, a table without a primary key (and no --key) is
-    // appended to.
-    let appends = match opts.mode {
-        Some(mode) => mode == LoadMode::Append,
-        None => opts.key.is_none() && !has_primary_key(client, table).await?,
-    };
-    match appends {
+    match mode == LoadMode::Append {
         true => Err(Error::config(format!(
             "{table} was truncated or rewritten (TRUNCATE, VACUUM FULL, CLUSTER or ALTER TABLE) since an earlier run of this load committed {rows} rows, so pgbulk cannot tell whether those rows are still there; --restart appends the file again, a key (--key or --mode upsert) makes reloading safe"
         ))),
