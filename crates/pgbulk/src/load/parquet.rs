@@ -270,12 +270,22 @@ pub(super) async fn load_file(
                 .map_err(|e| Error::new(ErrorKind::Io, format!("hashing {name}: {e}")))?
                 .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
         let identities = [identity, Some(serde_json::json!("parquet"))];
+        // The CSV options do not change what a Parquet file loads: a rerun
+        // that gives one (`--delimiter`) is the same load.
+        let as_loaded = LoadOptions {
+            dialect: crate::csv::Dialect::default(),
+            header: true,
+            skip_lines: 0,
+            encoding: encoding_rs::UTF_8,
+            sample: super::Sample::Parts,
+            ..opts.clone()
+        };
         plan::ledger_name(
             Some(&ledger::fingerprint(
                 &identities,
                 mode,
                 opts.key.as_ref(),
-                opts,
+                &as_loaded,
             )),
             None,
         )
