@@ -359,18 +359,111 @@ async fn scalar_types_match_the_server() {
     )
     .await;
 
-    oracle(
-        &db,
-        "json",
-        &strings(&["{\"a\": [1, 2.5, null]}", "null", "\"str\"", " 42 "]),
-    )
-    .await;
-    oracle(
-        &db,
-        "jsonb",
-        &strings(&["{\"b\": 1, \"a\": [true, {}]}", "null", "[]", "1e400"]),
-    )
-    .await;
+    // What the encoder passes as JSON the server must take: the oracle's
+    // COPY of every passed document fails otherwise.
+    let mut documents = strings(&[
+        "{\"a\": [1, 2.5, null]}",
+        "null",
+        "\"str\"",
+        " 42 ",
+        "{\"b\": 1, \"a\": [true, {}]}",
+        "[]",
+        "1e400",
+        "1e500",
+        "1e-500",
+        "1e1001",
+        "1e131072",
+        "1e-16384",
+        "0e-20000",
+        "-0.0e-0",
+        "\"\\u0000\"",
+        "\"\\ud800\"",
+        "\"\\udc00\"",
+        "\"\\ud83d\\ude00\"",
+        "\"\\ud83d\\u0041\"",
+        "\"\\u00e9\\u4e2d\"",
+        "\"\\u007f\u{7f}\"",
+        "{\"a\": 1, \"a\": 2}",
+    ]);
+    documents.push(format!("1{}", "0".repeat(499)));
+    documents.push(format!("0.{}1e-500", "0".repeat(497)));
+    for depth in [128, 129, 2000] {
+        documents.push(format!("{}1{}", "[".repeat(depth), "]".repeat(depth)));
+    }
+    let mut rng = Rng(0x6a73_6f6e);
+    documents.extend((0..400).map(|_| random_json(&mut rng, 0)));
+    oracle(&db, "json", &documents).await;
+    oracle(&db, "jsonb", &documents).await;
+}
+
+/// A JSON document of random values: strings with every kind of escape
+/// (surrogates paired and not, `\u0000`), numbers with exponents near
+/// `numeric`'s limits, and now and then a byte that makes it invalid.
+fn random_json(rng: &mut Rng, depth: u32) -> String {
+    let pick = if depth > 3 {
+        rng.below(5)
+    } else {
+        rng.below(8)
+    };
+    let mut doc = match pick {
+        0 => ["true", "false", "null"][rng.index(3)].to_owned(),
+        1 | 2 => {
+            let exponent = [
+                "", "e5", "E-3", "e+500", "e-500", "e501", "e-0501", "e131072",
+            ];
+            let int = ["0", "-0", "7", "-123", "1000000000000000000000", "01"];
+            let frac = ["", ".5", ".000", ".", ".12e"];
+            format!(
+                "{}{}{}",
+                int[rng.index(int.len())],
+                frac[rng.index(frac.len())],
+                exponent[rng.index(exponent.len())]
+            )
+        }
+        3 | 4 => {
+            let pieces = [
+                "a",
+                "é",
+                "中",
+                " ",
+                "\\\"",
+                "\\\\",
+                "\\/",
+                "\\n",
+                "\\t",
+                "\\u0041",
+                "\\u0000",
+                "\\ud800",
+                "\\udbff\\udfff",
+                "\\udc00",
+                "\\u00",
+                "\\x",
+                "\t",
+            ];
+            let n = rng.below(4);
+            let body: String = (0..n).map(|_| pieces[rng.index(pieces.len())]).collect();
+            format!("\"{body}\"")
+        }
+        5 | 6 => {
+            let items: Vec<String> = (0..rng.below(4))
+                .map(|_| random_json(rng, depth + 1))
+                .collect();
+            format!("[{}]", items.join(", "))
+        }
+        _ => {
+            let items: Vec<String> = (0..rng.below(4))
+                .map(|i| format!("\"k{i}\": {}", random_json(rng, depth + 1)))
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+    };
+    if depth == 0 && rng.below(10) == 0 {
+        let at = rng.index(doc.len() + 1);
+        if doc.is_char_boundary(at) {
+            doc.insert(at, [',', ']', '}', '"', ':'][rng.index(5)]);
+        }
+    }
+    doc
 }
 
 #[tokio::test]

@@ -76,6 +76,38 @@ async fn a_bad_value_is_located_as_data() {
     .await
     .expect("loaded");
     assert_eq!((report.rejected, report.inserted), (1, 1), "{report:?}");
+
+    // JSON the server's jsonb input refuses (a lone UTF-16 surrogate, a
+    // number beyond numeric) is a bad row with its line, and one of the
+    // rows --max-errors sets aside: not a failed COPY.
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE doc (id int, body jsonb)")
+        .await
+        .expect("table");
+    let json = dir.file(
+        "docs.csv",
+        "id,body\n1,\"{\"\"a\"\": 1}\"\n2,\"[\"\"\\ud800\"\"]\"\n3,1e131072\n4,[1]\n",
+        0o644,
+    );
+    let docs = LoadOptions {
+        table: TableName {
+            schema: None,
+            name: "doc".to_owned(),
+        },
+        ..opts(&json)
+    };
+    let err = run(docs.clone()).await.expect_err("a bad document");
+    let at = err.location().expect("a location");
+    assert_eq!((at.line, at.field), (3, Some(2)), "{err}");
+    assert_eq!(err.column(), Some("body"));
+    let report = run(LoadOptions {
+        max_errors: 2,
+        ..docs
+    })
+    .await
+    .expect("loaded");
+    assert_eq!((report.rejected, report.inserted), (2, 2), "{report:?}");
 }
 
 #[tokio::test]

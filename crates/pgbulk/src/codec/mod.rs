@@ -8,6 +8,7 @@
 
 mod array;
 mod datetime;
+mod json;
 mod numeric;
 mod scalar;
 pub mod tuples;

@@ -335,16 +335,12 @@ pub(super) fn macaddr(text: &str, out: &mut Vec<u8>) -> Encoded {
     Ok(())
 }
 
-/// `json` / `jsonb`: the text as is, once a JSON parser accepted it (so a
-/// bad document is a bad row with its position, not a failed COPY). What
-/// the parser refuses (numbers beyond `f64`, deep nesting) and `jsonb`
-/// text holding `\u0000` (which `jsonb` refuses and `json` keeps) are the
-/// server's to judge.
+/// `json` / `jsonb`: the text as is, once [`super::json::accepted`] found
+/// the server takes it (so a bad document is a bad row with its position,
+/// not a failed COPY); any other text is the server's to judge.
 pub(super) fn json(text: &str, jsonb: bool, out: &mut Vec<u8>) -> Encoded {
     let type_name = if jsonb { "jsonb" } else { "json" };
-    if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err()
-        || (jsonb && text.contains("\\u0000"))
-    {
+    if !super::json::accepted(text, jsonb) {
         return Err(invalid(type_name, text));
     }
     if jsonb {
