@@ -544,10 +544,18 @@ fn value_kind(value: &Value) -> &'static str {
 /// anything else (a malformed or out-of-range value, a type the server
 /// converts), which the caller then reads as text to name the fault or
 /// leave the value to the server. Plain integers, ISO dates and text take
-/// a path of their own; other types go through [`encode_text`].
-pub(crate) fn encode_field_bytes(bytes: &[u8], ty: &ColumnType, out: &mut Vec<u8>) -> bool {
+/// a path of their own; other types go through [`encode_text`]. `known`:
+/// the same bytes as text, when the caller checked them already, and
+/// whether it knows them free of NUL.
+pub(crate) fn encode_field_bytes(
+    bytes: &[u8],
+    known: Option<(&str, bool)>,
+    ty: &ColumnType,
+    out: &mut Vec<u8>,
+) -> bool {
     let at = out.len();
     out.extend_from_slice(&[0; 4]);
+    let as_text = || known.map_or_else(|| std::str::from_utf8(bytes).ok(), |(text, _)| Some(text));
     let written = match &ty.kind {
         TypeKind::Int2 => plain_int(bytes)
             .and_then(|v| i16::try_from(v).ok())
@@ -571,16 +579,17 @@ pub(crate) fn encode_field_bytes(bytes: &[u8], ty: &ColumnType, out: &mut Vec<u8
                 .max_chars
                 .is_none_or(|max| bytes.len() <= usize::try_from(max).unwrap_or(usize::MAX)) =>
         {
-            let text = std::str::from_utf8(bytes)
-                .is_ok_and(|t| ty.labels.as_ref().is_none_or(|labels| labels.contains(t)))
-                && memchr::memchr(0, bytes).is_none();
+            let nul_free = known.is_some_and(|(_, nul_free)| nul_free);
+            let text = as_text()
+                .is_some_and(|t| ty.labels.as_ref().is_none_or(|labels| labels.contains(t)))
+                && (nul_free || memchr::memchr(0, bytes).is_none());
             if text {
                 out.extend_from_slice(bytes);
             }
             text
         }
         _ if ty.needs_cast() => false,
-        _ => std::str::from_utf8(bytes).is_ok_and(|text| encode_text(text, ty, out).is_ok()),
+        _ => as_text().is_some_and(|text| encode_text(text, ty, out).is_ok()),
     };
     match i32::try_from(out.len() - at - 4) {
         Ok(len) if written => {

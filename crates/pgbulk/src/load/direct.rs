@@ -66,6 +66,7 @@ pub(super) fn encode(
     let last = plan.fields.len().saturating_sub(1);
     // A quoted field's value, its doubled quotes undone.
     let mut value = Vec::new();
+    let mut checked = Checked::default();
     'records: while out.len() < until && run.records < max_records && run.consumed < starts_before {
         let mark = out.len();
         let mut at = run.consumed;
@@ -73,19 +74,28 @@ pub(super) fn encode(
         for (i, column) in plan.fields.iter().enumerate() {
             let rest = &buf[at..];
             let terminator = if i == last { b'\n' } else { plan.delimiter };
+            // The field's length in the buffer, and where its value is:
+            // in `value` (`None`), or at these bytes of the buffer.
             let field = if rest.first() == Some(&plan.quote) {
-                quoted(plan, rest, terminator, &mut value).map(|len| (len, &value[..], true))
+                quoted(plan, rest, terminator, &mut value)
+                    .map(|(len, copied)| (len, (!copied).then_some((at + 1, at + len - 1)), true))
             } else {
                 match find_special(rest, plan.delimiter, plan.quote) {
-                    Some(end) if rest[end] == terminator => Some((end, &rest[..end], false)),
+                    Some(end) if rest[end] == terminator => {
+                        Some((end, Some((at, at + end)), false))
+                    }
                     _ => None,
                 }
             };
             // A quote inside a field, a carriage return, too many or too
             // few fields, or the record goes on past the buffer.
-            let Some((len, bytes, quoted)) = field else {
+            let Some((len, place, quoted)) = field else {
                 out.truncate(mark);
                 break 'records;
+            };
+            let bytes = match place {
+                Some((from, to)) => &buf[from..to],
+                None => &value[..],
             };
             // A blank line is no record.
             let blank = last == 0 && len == 0;
@@ -98,7 +108,10 @@ pub(super) fn encode(
                         !column.not_null
                     }
                     Some(_) if plan.ascii_only && !bytes.is_ascii() => false,
-                    Some(column) => encode_field_bytes(bytes, &column.ty, out),
+                    Some(column) => {
+                        let known = place.and_then(|(from, to)| checked.get(buf, from, to));
+                        encode_field_bytes(bytes, known, &column.ty, out)
+                    }
                 };
             if !written {
                 out.truncate(mark);
@@ -112,13 +125,56 @@ pub(super) fn encode(
     run
 }
 
+/// Bytes of a buffer known to be UTF-8, checked a block at a time (one
+/// check of 64 KiB costs less than one per field), and whether they hold
+/// a NUL.
+#[derive(Default)]
+struct Checked<'b> {
+    /// Where `text` starts in the buffer.
+    start: usize,
+    text: &'b str,
+    nul_free: bool,
+}
+
+impl<'b> Checked<'b> {
+    /// Bytes checked at once.
+    const BLOCK: usize = 64 << 10;
+
+    /// Bytes `from..to` of `buf` as text, and whether they are known to
+    /// hold no NUL; `None` when they are not UTF-8 (or are cut by the
+    /// buffer's end), for the caller to check them itself.
+    fn get(&mut self, buf: &'b [u8], from: usize, to: usize) -> Option<(&'b str, bool)> {
+        if from < self.start || to > self.start + self.text.len() {
+            let block = &buf[from..buf.len().min(to.max(from + Self::BLOCK))];
+            let valid = match std::str::from_utf8(block) {
+                Ok(text) => text,
+                Err(e) => std::str::from_utf8(&block[..e.valid_up_to()]).unwrap_or_default(),
+            };
+            *self = Self {
+                start: from,
+                text: valid,
+                nul_free: memchr::memchr(0, valid.as_bytes()).is_none(),
+            };
+        }
+        let text = self.text.get(from - self.start..to - self.start)?;
+        Some((text, self.nul_free))
+    }
+}
+
 /// Reads the field at the start of `rest`, quoted whole and ending on its
-/// line in `terminator`, into `value`: its length in `rest` (the
-/// terminator left out), or `None` for a field this path does not take
-/// (one that spans lines, goes on after its closing quote or past the
-/// buffer).
-fn quoted(plan: &Plan<'_>, rest: &[u8], terminator: u8, value: &mut Vec<u8>) -> Option<usize> {
+/// line in `terminator`: its length in `rest` (the terminator left out)
+/// and whether its value was copied into `value` (it holds a doubled
+/// quote or an escape; else the value is the bytes between the quotes),
+/// or `None` for a field this path does not take (one that spans lines,
+/// goes on after its closing quote or past the buffer).
+fn quoted(
+    plan: &Plan<'_>,
+    rest: &[u8],
+    terminator: u8,
+    value: &mut Vec<u8>,
+) -> Option<(usize, bool)> {
     value.clear();
+    let mut copied = false;
     let mut at = 1;
     loop {
         let stop = if plan.escape == plan.quote {
@@ -126,21 +182,29 @@ fn quoted(plan: &Plan<'_>, rest: &[u8], terminator: u8, value: &mut Vec<u8>) -> 
         } else {
             memchr::memchr3(plan.quote, plan.escape, b'\n', &rest[at..])
         }?;
-        value.extend_from_slice(&rest[at..at + stop]);
+        if copied {
+            value.extend_from_slice(&rest[at..at + stop]);
+        }
         at += stop;
         let (b, next) = (rest[at], *rest.get(at + 1)?);
         if b == b'\n' {
             return None;
         }
         if b == plan.escape && (next == plan.quote || next == plan.escape) {
+            if !copied {
+                value.extend_from_slice(&rest[1..at]);
+                copied = true;
+            }
             value.push(next);
             at += 2;
         } else if b == plan.quote {
             // The closing quote.
-            return (next == terminator).then_some(at + 1);
+            return (next == terminator).then_some((at + 1, copied));
         } else {
             // An escape before anything else is itself.
-            value.push(b);
+            if copied {
+                value.push(b);
+            }
             at += 1;
         }
     }

@@ -217,6 +217,24 @@ fn text_that_is_not_utf8_or_holds_nul_or_is_too_long_is_left_to_the_row_by_row_p
     let (run, out) = encode_all(&plan, input);
     assert_eq!(run.records, 1);
     assert_eq!(Some((out, 1)), row_by_row(&plan, &dialect, input));
+    // The buffer is checked a block at a time: a NUL or a byte that is not
+    // UTF-8 further on stops the run at its record, not before; quoted
+    // values (copied or not) are checked as well.
+    for (input, taken) in [
+        (b"a,b\nc\0,d\ne,f\n".as_slice(), 1),
+        (b"a,b\nc,d\n\xff,x\n", 2),
+        (b"\xc3\xa9,b\n\"c\",\"\xc3\xa9\"\n\"x\"\"\0\",y\n", 2),
+        (b"\"a\",\"b\"\n\"c\xff\",d\n", 1),
+        (b"\"a\"\"\",b\nc,\"\0\"\n", 1),
+    ] {
+        let (run, out) = encode_all(&plan, input);
+        assert_eq!(run.records, taken, "{input:?}");
+        assert_eq!(
+            Some((out, taken)),
+            row_by_row(&plan, &dialect, &input[..run.consumed]),
+            "{input:?}"
+        );
+    }
 }
 
 #[test]
@@ -315,6 +333,38 @@ fn whatever_it_encodes_the_row_by_row_path_encodes_the_same() {
         taken > records / 10 && taken < records,
         "{taken} of {records}"
     );
+    // Many records in one buffer: the run stops at the first record it
+    // does not take, and encodes what it took as the row-by-row path does.
+    for _ in 0..crate::arbitrary::case_count() / 20 {
+        let mut input = Vec::new();
+        for _ in 0..40 {
+            for (f, values) in valid.iter().enumerate() {
+                if f > 0 {
+                    input.push(b',');
+                }
+                let field = if strings.below(200) == 0 {
+                    cases[strings.below(cases.len())].as_str()
+                } else {
+                    values[strings.below(values.len())]
+                };
+                if strings.below(4) == 0 {
+                    input.push(b'"');
+                    input.extend_from_slice(field.replace('"', "\"\"").as_bytes());
+                    input.push(b'"');
+                } else {
+                    input.extend_from_slice(field.as_bytes());
+                }
+            }
+            input.push(b'\n');
+        }
+        let (run, out) = encode_all(&plan, &input);
+        assert_eq!(
+            Some((out, run.records)),
+            row_by_row(&plan, &dialect, &input[..run.consumed]).or(Some((Vec::new(), 0))),
+            "{:?}",
+            String::from_utf8_lossy(&input)
+        );
+    }
 }
 
 #[test]
