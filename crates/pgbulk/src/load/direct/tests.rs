@@ -292,27 +292,9 @@ fn whatever_it_encodes_the_row_by_row_path_encodes_the_same() {
     let cases = strings.cases(&seeds, crate::arbitrary::case_count());
     let (mut taken, mut records) = (0, 0);
     for _ in 0..crate::arbitrary::case_count() {
+        // Mostly values of the type, so that whole records are valid.
         let mut line = Vec::new();
-        for (f, values) in valid.iter().enumerate() {
-            if f > 0 {
-                line.push(b',');
-            }
-            // Mostly values of the type, so that whole records are valid.
-            let field = if strings.below(8) == 0 {
-                cases[strings.below(cases.len())].as_str()
-            } else {
-                values[strings.below(values.len())]
-            };
-            // Some quoted, their quotes doubled.
-            if strings.below(4) == 0 {
-                line.push(b'"');
-                line.extend_from_slice(field.replace('"', "\"\"").as_bytes());
-                line.push(b'"');
-            } else {
-                line.extend_from_slice(field.as_bytes());
-            }
-        }
-        line.push(b'\n');
+        random_record(&mut strings, &valid, &cases, 8, &mut line);
         let (run, out) = encode_all(&plan, &line);
         if run.records > 0 {
             // A field holding a line end may end a record early.
@@ -338,24 +320,7 @@ fn whatever_it_encodes_the_row_by_row_path_encodes_the_same() {
     for _ in 0..crate::arbitrary::case_count() / 20 {
         let mut input = Vec::new();
         for _ in 0..40 {
-            for (f, values) in valid.iter().enumerate() {
-                if f > 0 {
-                    input.push(b',');
-                }
-                let field = if strings.below(200) == 0 {
-                    cases[strings.below(cases.len())].as_str()
-                } else {
-                    values[strings.below(values.len())]
-                };
-                if strings.below(4) == 0 {
-                    input.push(b'"');
-                    input.extend_from_slice(field.replace('"', "\"\"").as_bytes());
-                    input.push(b'"');
-                } else {
-                    input.extend_from_slice(field.as_bytes());
-                }
-            }
-            input.push(b'\n');
+            random_record(&mut strings, &valid, &cases, 200, &mut input);
         }
         let (run, out) = encode_all(&plan, &input);
         assert_eq!(
@@ -365,6 +330,36 @@ fn whatever_it_encodes_the_row_by_row_path_encodes_the_same() {
             String::from_utf8_lossy(&input)
         );
     }
+}
+
+/// Appends a record of one of `valid`'s values per field, one in
+/// `one_in` of them one of `cases` instead, a quarter of them quoted
+/// (their quotes doubled).
+fn random_record(
+    strings: &mut crate::arbitrary::Strings,
+    valid: &[&[&str]],
+    cases: &[String],
+    one_in: usize,
+    out: &mut Vec<u8>,
+) {
+    for (f, values) in valid.iter().enumerate() {
+        if f > 0 {
+            out.push(b',');
+        }
+        let field = if strings.below(one_in) == 0 {
+            cases[strings.below(cases.len())].as_str()
+        } else {
+            values[strings.below(values.len())]
+        };
+        if strings.below(4) == 0 {
+            out.push(b'"');
+            out.extend_from_slice(field.replace('"', "\"\"").as_bytes());
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(field.as_bytes());
+        }
+    }
+    out.push(b'\n');
 }
 
 #[test]
