@@ -240,14 +240,27 @@ pub(super) fn parse_iso_date(t: &[u8]) -> Option<i64> {
     if t.len() != 10 || t[4] != b'-' || t[7] != b'-' {
         return None;
     }
-    let d = |r: std::ops::Range<usize>| -> Option<i64> {
-        t[r].iter().try_fold(0i64, |acc, b| {
-            b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0'))
+    let d = |r: std::ops::Range<usize>| -> Option<u32> {
+        t[r].iter().try_fold(0u32, |acc, b| {
+            b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
         })
     };
     let (y, m, day) = (d(0..4)?, d(5..7)?, d(8..10)?);
-    (y > 0 && (1..=12).contains(&m) && day >= 1 && day <= days_in_month(y, m))
-        .then(|| days_from_civil(y, m, day) - PG_EPOCH_DAYS)
+    (y > 0
+        && (1..=12).contains(&m)
+        && day >= 1
+        && i64::from(day) <= days_in_month(i64::from(y), i64::from(m)))
+    .then(|| days_from_civil_ad(y, m, day) - PG_EPOCH_DAYS)
+}
+
+/// [`days_from_civil`] of a date in a year from 1 on, in unsigned
+/// arithmetic (the ISO dates of a big file take this way).
+fn days_from_civil_ad(y: u32, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let (era, yoe) = (y / 400, y % 400);
+    let doy = (153 * if m > 2 { m - 3 } else { m + 9 } + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    i64::from(era * 146_097 + doe) - 719_468
 }
 
 pub(super) fn date(text: &str, out: &mut Vec<u8>) -> Encoded {
@@ -538,6 +551,18 @@ mod tests {
             days_from_civil(2000, 3, 1) - days_from_civil(2000, 2, 1),
             29
         );
+        // The unsigned way agrees on every day of years 1 to 9999.
+        for y in 1..=9999u32 {
+            for m in 1..=12u32 {
+                for d in 1..=31u32 {
+                    assert_eq!(
+                        days_from_civil_ad(y, m, d),
+                        days_from_civil(y.into(), m.into(), d.into()),
+                        "{y}-{m}-{d}"
+                    );
+                }
+            }
+        }
     }
 
     /// Every fraction of up to six digits is read as the server reads it
