@@ -1049,9 +1049,18 @@ async fn a_big_file_loads_in_two_streams_and_resumes_each() {
         .expect("q")
         .get(0);
     assert!(streams >= 1, "the halves keep their own positions");
-    let out = run(pgbulk(&home).args(args));
+    // Run again on one connection: it goes on with the halves where they
+    // stopped, not with the whole file under the name for one.
+    let out = run(pgbulk(&home).args(args).args(["--streams", "1"]));
     assert_ok(&out);
     assert!(out.stdout.contains("resumed after"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            "big.csv in two halves and stopped: going on with each half where it stopped"
+        ),
+        "{}",
+        out.stderr
+    );
     let row = client
         .query_one(
             "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM big2",
@@ -1082,12 +1091,18 @@ async fn a_big_file_loads_in_two_streams_and_resumes_each() {
         stray, 0,
         "only the streams' ledger rows and the last run, no setup row"
     );
-    let again = run(pgbulk(&home).args(args));
-    assert!(
-        again.stdout.contains("was loaded completely into"),
-        "{}",
-        again.stdout
-    );
+    for streams in [None, Some("1")] {
+        let again = run(pgbulk(&home)
+            .args(args)
+            .args(streams.map(|n| ["--streams", n]).into_iter().flatten()));
+        assert!(
+            again.stdout.contains("was loaded completely into")
+                && !again.stderr.contains("stopped"),
+            "{}\n{}",
+            again.stdout,
+            again.stderr
+        );
+    }
 }
 
 #[tokio::test]

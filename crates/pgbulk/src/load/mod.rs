@@ -743,6 +743,34 @@ fn one_stream(
 }
 
 /// The error for a Parquet file where Parquet input was not built.
+/// The two streams that read the halves of one file split at `(offset,
+/// line)`, each with the ledger name and path key `names` gives its part
+/// (`"1"`, `"2"`).
+fn halves(
+    (offset, line): (u64, u64),
+    names: impl Fn(&'static str) -> (Option<String>, Option<String>),
+) -> Vec<Stream> {
+    let half = |part: &'static str, start: Position, limit: Option<u64>| {
+        let (name, path_key) = names(part);
+        Stream {
+            name,
+            path_key,
+            start,
+            limit,
+            credit: 0,
+        }
+    };
+    let second = Position {
+        offset,
+        line,
+        ..Position::default()
+    };
+    vec![
+        half("1", Position::default(), Some(offset)),
+        half("2", second, None),
+    ]
+}
+
 #[cfg(not(feature = "parquet"))]
 fn without_parquet(source: &Source) -> Error {
     Error::config(format!(
@@ -1001,27 +1029,69 @@ async fn load_inputs(
             limit: None,
             credit: 0,
         }],
-        Some((offset, line)) => vec![
-            Stream {
-                name: ledger_name(Some("1")),
-                path_key: path_key(Some("1")),
-                start: Position::default(),
-                limit: Some(offset),
-                credit: 0,
-            },
-            Stream {
-                name: ledger_name(Some("2")),
-                path_key: path_key(Some("2")),
-                start: Position {
-                    offset,
-                    line,
-                    ..Position::default()
-                },
-                limit: None,
-                credit: 0,
-            },
-        ],
+        Some(at) => halves(at, |part| (ledger_name(Some(part)), path_key(Some(part)))),
     };
+    // An earlier run of this load read the file in halves on two
+    // connections and stopped: this one (--streams 1, say) goes on from
+    // where each half stopped, on two connections, instead of reading the
+    // whole file again under the name for one (which would append the
+    // halves' committed rows a second time).
+    if resumable && !opts.restart && streams.len() == 1 && sources.len() == 1 {
+        let mut stored_halves = Vec::new();
+        for part in ["1", "2"] {
+            let mut stored =
+                ingest::stored_resume(&clients[0], &table, ledger_name(Some(part)).as_deref())
+                    .await?;
+            if let (None, Some(key)) = (&stored, path_key(Some(part))) {
+                stored = match crate::watermark::key_of_unfinished(
+                    &clients[0],
+                    &table,
+                    "path_key",
+                    &key,
+                )
+                .await?
+                {
+                    Some(earlier) => {
+                        crate::watermark::read_resume(&clients[0], &table, &earlier).await?
+                    }
+                    None => None,
+                };
+            }
+            stored_halves.push(stored);
+        }
+        if stored_halves.iter().any(Option::is_some) {
+            // Where the first half ended then; else where it would.
+            let stored_limit = stored_halves[0]
+                .as_ref()
+                .and_then(|s| Position::from_state(&s.state))
+                .and_then(|p| p.limit);
+            let split = split_point(&sources[0], opts)?
+                .filter(|&(at, _)| stored_limit.is_none_or(|limit| limit == at));
+            let Some((offset, line)) = split else {
+                return Err(Error::config(format!(
+                    "an earlier run of this load into {table} read {} in two halves and stopped, and pgbulk cannot find where the halves met; run the load as before (without --streams 1), or with --restart to load the whole file again",
+                    sources[0].name()
+                )));
+            };
+            let second = crate::connect::connect(params).await?.client;
+            progress.register(&second);
+            clients.push(second);
+            streams = halves((offset, line), |part| {
+                (ledger_name(Some(part)), path_key(Some(part)))
+            });
+            let stopped = stored_halves.iter().any(|half| {
+                half.as_ref()
+                    .and_then(|s| Position::from_state(&s.state))
+                    .is_none_or(|p| !p.complete)
+            });
+            if stopped {
+                report.notes.push(format!(
+                    "an earlier run of this load read {} in two halves and stopped: going on with each half where it stopped, on two connections",
+                    sources[0].name()
+                ));
+            }
+        }
+    }
     let mut table_empty: Option<bool> = None;
     // Ledger rows of an earlier run found by the inputs' locations (or of
     // the run that read the file before it grew): removed once this run,
