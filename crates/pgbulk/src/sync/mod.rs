@@ -584,19 +584,25 @@ pub async fn sync(
         select: select.join(", "),
         filters,
     };
-    let split = if jobs > 1 {
-        let split = ranges::split(&tx, &src_facts, unique, &reading, version, jobs).await?;
-        let ledger = ranges::Ledger::new(&dest_name, &reading, jobs);
-        let mut resuming = ledger.pending(&dest).await?.is_some();
+    let split = if one_job {
+        None
+    } else {
+        let ledger = ranges::Ledger::new(&dest_name, &reading);
+        let mut pending = ledger.pending(&dest).await?;
         // The ranges an interrupted run finished go with the table: not
         // done after it was dropped.
-        if resuming && dest_facts.is_none() {
+        if pending.is_some() && dest_facts.is_none() {
             ledger.forget(&dest).await?;
-            resuming = false;
+            pending = None;
         }
-        (split.len() > 1 || resuming).then_some((split, ledger))
-    } else {
-        None
+        // An interrupted run's ranges are gone on with whatever --jobs
+        // says now: read whole, the rows of the ranges it finished would
+        // be appended a second time to a table without a key.
+        let split = match &pending {
+            Some(p) => p.ranges.clone(),
+            None => ranges::split(&tx, &src_facts, unique, &reading, version, jobs).await?,
+        };
+        (split.len() > 1 || pending.is_some()).then_some((split, ledger))
     };
     let mut passed_through = false;
     // The destination session, when the load leaves it for what follows.

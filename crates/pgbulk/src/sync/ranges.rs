@@ -168,18 +168,30 @@ pub(super) struct Pending {
 }
 
 impl Ledger {
-    /// The ledger of syncing `reading` into `dest` with `jobs`.
-    pub(super) fn new(dest: &TableName, reading: &Reading, jobs: usize) -> Self {
+    /// The ledger of syncing `reading` into `dest` (in ranges: their
+    /// number is not part of it, so a run with other `--jobs` goes on with
+    /// an interrupted run's plan).
+    pub(super) fn new(dest: &TableName, reading: &Reading) -> Self {
         Self {
             dest: dest.clone(),
             prefix: watermark::key(dest, Some(&format!("sync:{}#", reading.label))),
             fingerprint: format!(
-                "jobs {jobs}: SELECT {} FROM {}{}",
+                "SELECT {} FROM {}{}",
                 reading.select,
                 reading.relation,
                 reading.filter()
             ),
         }
+    }
+
+    /// Whether a stored plan's fingerprint is this sync's (plans stored
+    /// before began with `jobs N: `).
+    fn same_sync(&self, stored: &str) -> bool {
+        let stored = match stored.split_once(": ") {
+            Some((jobs, rest)) if jobs.starts_with("jobs ") => rest,
+            _ => stored,
+        };
+        stored == self.fingerprint
     }
 
     fn plan_key(&self) -> String {
@@ -204,7 +216,7 @@ impl Ledger {
             .as_ref()
             .and_then(|p| p.get("fingerprint"))
             .and_then(|f| f.as_str())
-            == Some(self.fingerprint.as_str());
+            .is_some_and(|f| self.same_sync(f));
         let Some(plan) = plan.filter(|_| same) else {
             watermark::remove_prefix(client, schema, &self.prefix).await?;
             return Ok(None);
@@ -530,4 +542,29 @@ pub(super) async fn run(
         next,
         indexes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ledger;
+    use crate::schema::TableName;
+    use crate::sync::Reading;
+
+    #[test]
+    fn a_plan_is_this_syncs_whatever_the_jobs_it_was_stored_with() {
+        let reading = Reading {
+            label: "public.big".to_owned(),
+            relation: "\"public\".\"big\"".to_owned(),
+            select: "\"id\" AS \"id\"".to_owned(),
+            filters: vec!["\"id\" > 5".to_owned()],
+        };
+        let ledger = Ledger::new(&TableName::new("public", "big"), &reading);
+        let now = ledger.fingerprint.clone();
+        assert!(ledger.same_sync(&now));
+        // Stored before the count of jobs left the fingerprint.
+        assert!(ledger.same_sync(&format!("jobs 2: {now}")));
+        assert!(ledger.same_sync(&format!("jobs 16: {now}")));
+        assert!(!ledger.same_sync(&now.replace("> 5", "> 6")));
+        assert!(!ledger.same_sync(&format!("jobs 2: {}", now.replace("> 5", "> 6"))));
+    }
 }
