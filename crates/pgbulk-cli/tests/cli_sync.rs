@@ -836,6 +836,84 @@ async fn a_killed_pass_through_sync_of_two_jobs_then_the_same_command_converges(
     killed_then_rerun("2", None).await;
 }
 
+/// Into a destination without a key (appended to): a run killed in the
+/// middle of its COPY leaves none of its rows, with one job and with two,
+/// so its rerun holds each source row once. (It committed batches of
+/// 20,000 and 1 M rows before, which the rerun appended again.)
+#[tokio::test]
+async fn a_killed_sync_into_a_keyless_table_leaves_none_of_its_rows() {
+    let src = TestDb::new("sync_keyless_kill_src").await;
+    let dst = TestDb::new("sync_keyless_kill_dst").await;
+    let home = Scratch::new("sync-keyless-kill");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE events (id bigint, v text, at date);
+             INSERT INTO events SELECT i, 'event number ' || i, DATE '2020-01-01' + i % 999
+             FROM generate_series(1, 1500000) i; ANALYZE events;",
+        )
+        .await
+        .expect("source");
+    let dest = dst.connect().await;
+    dest.batch_execute("CREATE TABLE events (id bigint, v text, at date)")
+        .await
+        .expect("destination");
+    let check = "SELECT count(*)::text, sum(id)::text FROM events";
+    for jobs in ["1", "2"] {
+        dest.batch_execute("TRUNCATE events")
+            .await
+            .expect("truncate");
+        let command = || {
+            let mut cmd = pgbulk(&home);
+            cmd.args([
+                "--quiet", "sync", "--from", &src.url, "--table", "events", "--jobs", jobs, "--db",
+                &dst.url,
+            ]);
+            cmd
+        };
+        let mut child = command()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        // Killed once the destination is copying.
+        loop {
+            assert!(
+                child.try_wait().expect("wait").is_none(),
+                "the sync ended before it could be killed"
+            );
+            let copying: i64 = dest
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE state = 'active' AND query LIKE 'COPY%FROM STDIN%'",
+                    &[],
+                )
+                .await
+                .expect("activity")
+                .get(0);
+            if copying > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        assert_eq!(
+            rows(&dst, "SELECT count(*)::text FROM events").await,
+            vec![vec![s("0")]],
+            "jobs {jobs}: the killed run left rows"
+        );
+        let out = run(&mut command());
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(
+            rows(&dst, check).await,
+            rows(&src, check).await,
+            "jobs {jobs}"
+        );
+    }
+}
+
 async fn killed_then_rerun(jobs: &str, batch_rows: Option<&str>) {
     let name = format!("{jobs}{}", if batch_rows.is_some() { "" } else { "_one" });
     let jobs = jobs.to_owned();

@@ -484,17 +484,22 @@ pub async fn sync(
     };
     // The destination's key, when it is the source's primary key: the
     // rows read are unique by it.
-    let keys_unique =
-        unique_in_source(
-            &opts
-                .key
-                .clone()
-                .unwrap_or_else(|| match (&dest_facts, &declared) {
-                    (Some(d), _) => d.key().to_vec(),
-                    (None, Some((d, _))) => d.key().to_vec(),
-                    (None, None) => src_facts.key().to_vec(),
-                }),
-        );
+    let dest_key = opts
+        .key
+        .clone()
+        .unwrap_or_else(|| match (&dest_facts, &declared) {
+            (Some(d), _) => d.key().to_vec(),
+            (None, Some((d, _))) => d.key().to_vec(),
+            (None, None) => src_facts.key().to_vec(),
+        });
+    let keys_unique = unique_in_source(&dest_key);
+    // A destination without a key is appended to: without --batch-rows,
+    // a run's rows (each range's, with --jobs) go in one transaction, so a
+    // run cut short leaves none of them and its rerun appends them once.
+    let append_whole = opts.batch_rows == 0
+        && dest_key.is_empty()
+        && delete.is_none()
+        && matches!(opts.mode, None | Some(LoadMode::Append));
     let empty_twin = match (&dest_facts, &declared) {
         (None, None) => unique,
         (None, Some((d, _))) => {
@@ -535,6 +540,8 @@ pub async fn sync(
         key: opts.key.clone(),
         batch_rows: if opts.batch_rows > 0 {
             opts.batch_rows
+        } else if append_whole {
+            u64::MAX
         } else {
             LoadOptions::default().batch_rows
         },
@@ -704,6 +711,7 @@ pub async fn sync(
                 probe: opts.batch_rows == 0
                     && dest_facts.is_some()
                     && !fill_existing
+                    && !append_whole
                     && incremental.is_none(),
             };
             let mut dest = dest;
