@@ -20,7 +20,9 @@
 //! like the sales file) and wide rows (12 columns: bigint, text, varchar,
 //! int, bigint, numeric(12,2), float8, bool, date, timestamptz, uuid,
 //! jsonb), and the narrow rows into an empty table keyed on (point of
-//! sale, product, date), with pgbulk's peak RSS; and the narrow load at 1 M
+//! sale, product, date), with pgbulk's peak RSS; the narrow rows as a
+//! landing folder of eight files (`pgbulk load 'DIR/*.csv'` against one
+//! `psql` running `\copy` of each in turn); and the narrow load at 1 M
 //! and 17 M rows to show memory does not grow with the input. ROWS sets the narrow count
 //! (default 5 M; wide is a fifth of it).
 //!
@@ -380,8 +382,9 @@ impl Measure {
 }
 
 /// The reference tools, by name.
-const REFERENCES: [&str; 8] = [
+const REFERENCES: [&str; 9] = [
     PSQL_COPY,
+    PSQL_COPY_EACH,
     HAND_WRITTEN,
     PSQL_PIPE,
     "the full sync",
@@ -391,6 +394,7 @@ const REFERENCES: [&str; 8] = [
     CSV_SIZE,
 ];
 const PSQL_COPY: &str = "psql \\copy";
+const PSQL_COPY_EACH: &str = "psql \\copy of each file in turn";
 /// The export benchmark's reference, and what its file size is compared
 /// with.
 const PSQL_COPY_TO_CSV: &str = "psql \\copy TO csv";
@@ -643,6 +647,28 @@ fn pgbulk_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Splits the CSV file `path` (a header, then one record a line) into
+/// `parts` files in `dir`, each with the header; returns their paths.
+fn split_csv(path: &Path, dir: &Path, parts: usize) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let text = std::fs::read_to_string(path)?;
+    let (header, body) = text.split_once('\n').context("a header line")?;
+    let lines: Vec<&str> = body.lines().collect();
+    let per_part = lines.len().div_ceil(parts.max(1)).max(1);
+    let mut paths = Vec::new();
+    for (i, chunk) in lines.chunks(per_part).enumerate() {
+        let part = dir.join(format!("part-{i:02}.csv"));
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(&part)?);
+        writeln!(out, "{header}")?;
+        for line in chunk {
+            writeln!(out, "{line}")?;
+        }
+        out.flush()?;
+        paths.push(part);
+    }
+    Ok(paths)
+}
+
 fn write_narrow(path: &Path, rows: usize) -> anyhow::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
     writeln!(out, "PointOfSale;Product;Date;Stock")?;
@@ -780,6 +806,51 @@ fn bench_load(rows: Option<usize>) -> anyhow::Result<()> {
             Some(largest(&rss)),
         );
     }
+    // A landing folder: the narrow rows in eight files, each under the
+    // size a file needs to be read in halves, into an empty table without
+    // a key: pgbulk loads them two at a time, psql one after another.
+    let folder = dir.join("folder");
+    let parts = split_csv(&narrow, &folder, 8)?;
+    let (mut theirs, mut ours, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs() {
+        psql(
+            &server,
+            &[
+                "DROP TABLE IF EXISTS folder_psql",
+                &format!("CREATE TABLE folder_psql {narrow_cols}"),
+                &format!("CREATE TABLE folder_pgbulk_{run} {narrow_cols}"),
+                "CHECKPOINT",
+            ],
+        )?;
+        let copies: Vec<String> = parts
+            .iter()
+            .map(|p| {
+                format!(
+                    "\\copy folder_psql FROM '{}' (FORMAT csv, HEADER, DELIMITER ';')",
+                    file(p)
+                )
+            })
+            .collect();
+        let copies: Vec<&str> = copies.iter().map(String::as_str).collect();
+        theirs.push(psql(&server, &copies)?);
+        psql(&server, &["CHECKPOINT"])?;
+        let pattern = folder.join("*.csv");
+        let (secs, peak) = pgbulk_load(
+            &format!("folder_pgbulk_{run}"),
+            &pattern,
+            &["--delimiter", ";"],
+        )?;
+        ours.push(secs);
+        rss.push(peak);
+    }
+    report(
+        &format!("load narrow, 8 files ({narrow_rows} rows)"),
+        median(&ours),
+        (PSQL_COPY_EACH, median(&theirs)),
+        0.5,
+        Some(largest(&rss)),
+    );
+    std::fs::remove_dir_all(&folder)?;
     // Memory against input size: 1 M and 17 M narrow rows.
     let mut rss = Vec::new();
     for n in [1_000_000, 17_000_000] {

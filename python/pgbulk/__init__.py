@@ -183,8 +183,9 @@ def load_csv(
     continues after the last committed batch (``restart`` loads from the
     start). A bad row raises ``DataError`` naming file, line, column and
     value, or with ``max_errors`` goes to ``reject_file``. Several files
-    load one at a time, each once (a file loaded before, even renamed, is
-    skipped: see ``skipped``); a quoted glob is expanded. ``dry_run``
+    load each once (a file loaded before, even renamed, is skipped: see
+    ``skipped``), in order, or ``streams`` (default 2) at a time when they
+    are appended to a table without a key; a quoted glob is expanded. ``dry_run``
     changes nothing and says in ``plan`` what would be created, migrated,
     loaded, continued or skipped.
     """

@@ -330,7 +330,7 @@ pub(crate) struct LoadArgs {
     /// Load the inputs from the start, ignoring where an earlier run of the same load stopped (or that it completed).
     #[arg(long, help_heading = "Behaviour")]
     pub(crate) restart: bool,
-    /// Connections to load one big file with: an append reads its halves at once (default 2), an upsert sends each key's rows to one of N (default: 2 for a file of 32 MB or more when most of its first 20,000 rows change rows of the table, else 1).
+    /// Connections to load with at once: files appended to a table without a key load N at a time, one big file appended reads its halves at once (default 2), an upsert sends each key's rows to one of N (default: 2 for a file of 32 MB or more when most of its first 20,000 rows change rows of the table, else 1).
     #[arg(long, value_name = "N", help_heading = "Behaviour")]
     pub(crate) streams: Option<usize>,
     /// The longest field accepted (bytes, or with K, M, G); a longer one stops the load at its line.

@@ -224,13 +224,7 @@ async fn killed_in_the_middle_of_a_folder_the_rerun_loads_each_row_once() {
     let db = TestDb::new("landing_kill").await;
     let home = Scratch::new("landing-kill");
     let per_file = 100_000u64;
-    for f in 0..3u64 {
-        let mut text = String::from("id,v\n");
-        for i in 0..per_file {
-            text.push_str(&format!("{},row {i} of file {f}\n", f * per_file + i));
-        }
-        home.file(&format!("landing/part-{f}.csv"), &text, 0o644);
-    }
+    write_parts(&home, 3, per_file);
     db.connect()
         .await
         .batch_execute("CREATE TABLE t (id bigint, v text)")
@@ -278,6 +272,18 @@ async fn killed_in_the_middle_of_a_folder_the_rerun_loads_each_row_once() {
             Some((per_file * 3 - 1).to_string()),
         ]]
     );
+}
+
+/// Writes `landing/part-F.csv` for F below `files`, each of `per_file`
+/// rows `id,v` with ids following on from the file before.
+fn write_parts(home: &Scratch, files: u64, per_file: u64) {
+    for f in 0..files {
+        let mut text = String::from("id,v\n");
+        for i in 0..per_file {
+            text.push_str(&format!("{},row {i} of file {f}\n", f * per_file + i));
+        }
+        home.file(&format!("landing/part-{f}.csv"), &text, 0o644);
+    }
 }
 
 /// Runs pgbulk with `args` and SIGKILLs it once `table` holds `rows`
@@ -508,4 +514,89 @@ async fn a_big_file_loaded_in_halves_grows_and_only_its_tail_loads() {
     // The run before the file grew is forgotten once the next completed,
     // interrupted or not.
     assert_eq!(count(&db, ledger_rows).await, 1);
+}
+
+/// Appended into a table without a key, files load two at once (each on a
+/// connection of its own, with its own ledger row): killed, or stopped by
+/// a bad file, the same command loads each row once. A keyed table (an
+/// upsert, where a later file's row wins) loads them in order.
+#[tokio::test]
+async fn files_appended_two_at_once_load_each_row_once_killed_or_failing() {
+    let db = TestDb::new("landing_at_once").await;
+    let home = Scratch::new("landing-at-once");
+    let per_file = 100_000u64;
+    let files = 6;
+    write_parts(&home, files, per_file);
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE t (id bigint, v text); INSERT INTO t VALUES (-1, 'before')")
+        .await
+        .expect("table");
+    let args = [
+        "load",
+        "landing/*.csv",
+        "-t",
+        "t",
+        "--db",
+        &db.url,
+        "--batch-rows",
+        "10000",
+    ];
+    let ended = kill_once(&db, &home, &args, "t", per_file * 2).await;
+    assert!(!ended, "ended before the kill");
+    let rerun = run(pgbulk(&home).args(args));
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    assert!(
+        rerun
+            .stderr
+            .contains("appended up to 2 files at once, each on a connection of its own"),
+        "{}",
+        rerun.stderr
+    );
+    let total = per_file * files;
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM t"
+        )
+        .await,
+        vec![vec![
+            Some((total + 1).to_string()),
+            Some((total + 1).to_string()),
+            Some("-1".to_owned()),
+            Some((total - 1).to_string()),
+        ]]
+    );
+    let again = run(pgbulk(&home).args(args));
+    assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+
+    // A bad file among them: the files before it, and those loading beside
+    // it, keep their rows; fixed, the same command adds only the rest.
+    for (name, text) in [
+        ("a", "id,n\n1,1\n"),
+        ("b", "id,n\n2,2\n"),
+        ("c", "id,n\n3,x\n"),
+        ("d", "id,n\n4,4\n"),
+        ("e", "id,n\n5,5\n"),
+    ] {
+        home.file(&format!("bad/{name}.csv"), text, 0o644);
+    }
+    let failed = load(&db, &home, &["bad/*.csv", "-t", "u"]);
+    assert_eq!(failed.code, 9, "{}", failed.stderr);
+    assert!(failed.stderr.contains("c.csv:2"), "{}", failed.stderr);
+    assert!(count(&db, "u").await >= 2, "a.csv and b.csv committed");
+    home.file("bad/c.csv", "id,n\n3,3\n", 0o644);
+    let fixed = load(&db, &home, &["bad/*.csv", "-t", "u"]);
+    assert_eq!(fixed.code, 0, "{}", fixed.stderr);
+    assert_eq!(
+        rows(&db, "SELECT id, n FROM u ORDER BY id").await,
+        (1..=5)
+            .map(|i| vec![Some(i.to_string()), Some(i.to_string())])
+            .collect::<Vec<_>>()
+    );
+
+    // Upserted, files load in order.
+    let keyed = load(&db, &home, &["bad/*.csv", "-t", "k", "--key", "id"]);
+    assert_eq!(keyed.code, 0, "{}", keyed.stderr);
+    assert!(!keyed.stderr.contains("at once"), "{}", keyed.stderr);
 }

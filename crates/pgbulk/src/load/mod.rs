@@ -134,7 +134,8 @@ pub struct LoadOptions {
     pub restart: bool,
     /// Lock timeouts for migrations.
     pub lock_policy: LockPolicy,
-    /// Connections to append with at once (one big uncompressed file is
+    /// Connections to append with at once (several files load this many
+    /// at a time into a table without a key; one big uncompressed file is
     /// split in halves); 1 disables it.
     pub streams: usize,
     /// Connections to upsert one big file with, each key's rows sent to one
@@ -593,7 +594,13 @@ async fn after_load(
     }
 }
 
-/// [`load`] of several files, one at a time.
+/// [`load`] of several files, each a load of its own. They load one at a
+/// time until the table is in its final shape (see [`several_at_once`]);
+/// then, when they
+/// append (no key) and `opts.streams` allows, several at once, each on a
+/// connection of its own (a file read in halves on two connections runs
+/// alone). Every file still commits with its own ledger row, so where a
+/// run stops, the next goes on, whichever files were in flight.
 async fn load_each(
     client: Client,
     params: &crate::conninfo::ConnParams,
@@ -620,20 +627,144 @@ async fn load_each(
             .push(format!("{} is empty: skipped", empty.join(", ")));
     }
     let rows_before = progress.rows_read.load(Ordering::Relaxed);
+    let sources: Vec<Source> = opts
+        .sources
+        .iter()
+        .filter(|s| !empty.contains(&s.name()))
+        .cloned()
+        .collect();
+    let mut taken = Taken::default();
     let mut client = Some(client);
-    let mut appending = false;
-    let mut nothing = Vec::new();
-    let mut loaded = 0;
-    for source in opts.sources.iter().filter(|s| !empty.contains(&s.name())) {
-        let one = LoadOptions {
-            sources: vec![source.clone()],
-            ..opts.clone()
-        };
-        let client = match client.take() {
+    let mut next = 0;
+    let mut may = true;
+    // One at a time while the table may yet be created, migrated or
+    // filled as an empty table (or files are to load in order).
+    while next < sources.len() {
+        let first = match client.take() {
             Some(c) => c,
             None => crate::connect::connect(params).await?.client,
         };
-        let part = load_inputs(client, params, &one, progress.clone(), Some(appending)).await?;
+        if may {
+            match several_at_once(&first, opts, taken.loaded > 0).await? {
+                Some(true) => {
+                    client = Some(first);
+                    break;
+                }
+                Some(false) => {}
+                None => may = false,
+            }
+        }
+        let one = LoadOptions {
+            sources: vec![sources[next].clone()],
+            ..opts.clone()
+        };
+        let part = load_inputs(
+            first,
+            params,
+            &one,
+            progress.clone(),
+            Some(taken.loaded > 0),
+        )
+        .await?;
+        taken.take(part, &sources[next], opts, &progress, &mut report);
+        next += 1;
+    }
+    if next < sources.len() {
+        let at_once = opts.streams.max(1);
+        report.notes.push(format!(
+            "appended up to {at_once} files at once, each on a connection of its own"
+        ));
+        // Started in order, each as soon as a connection is free; taken
+        // in order once all are done.
+        let mut running: tokio::task::JoinSet<(usize, Result<LoadReport>)> =
+            tokio::task::JoinSet::new();
+        let mut done: Vec<Option<Result<LoadReport>>> = sources.iter().map(|_| None).collect();
+        let mut failed = false;
+        let lost = |e: tokio::task::JoinError| {
+            Error::new(ErrorKind::Io, format!("a file's load failed: {e}"))
+        };
+        for (index, source) in sources.iter().enumerate().skip(next) {
+            // A file read in halves takes two connections: it runs alone.
+            let halves = streams::parallel_input(std::slice::from_ref(source), opts)?
+                && !parquet_file(source);
+            let room = if halves { 1 } else { at_once };
+            while running.len() >= room || halves && !running.is_empty() {
+                let Some(joined) = running.join_next().await else {
+                    break;
+                };
+                let (i, result) = joined.map_err(lost)?;
+                failed |= result.is_err();
+                done[i] = Some(result);
+            }
+            if failed || progress.is_interrupted() {
+                break;
+            }
+            let first = match client.take() {
+                Some(c) => c,
+                None => crate::connect::connect(params).await?.client,
+            };
+            let one = LoadOptions {
+                sources: vec![source.clone()],
+                ..opts.clone()
+            };
+            let (params, progress) = (params.clone(), progress.clone());
+            running.spawn(async move {
+                let result = load_inputs(first, &params, &one, progress, Some(true)).await;
+                (index, result)
+            });
+        }
+        // What is in flight finishes (each commits its batches and ledger
+        // rows); the first failure, in the files' order, is the load's.
+        while let Some(joined) = running.join_next().await {
+            let (i, result) = joined.map_err(lost)?;
+            done[i] = Some(result);
+        }
+        for (i, result) in done.into_iter().enumerate() {
+            if let Some(result) = result {
+                taken.take(result?, &sources[i], opts, &progress, &mut report);
+            }
+        }
+    }
+    match (taken.loaded, report.skipped.len()) {
+        (0, 0) => report.nothing_to_load = Some(taken.nothing.join("; ")),
+        (0, _) if taken.nothing.is_empty() => report.already_loaded = true,
+        (_, skipped) => {
+            report.notes.extend(taken.nothing);
+            if skipped > 0 {
+                report.notes.push(format!(
+                    "{} loaded completely by an earlier run with the same options (the same content, under any name): skipped",
+                    report.skipped.join(", ")
+                ));
+            }
+        }
+    }
+    report.rows_read = progress
+        .rows_read
+        .load(Ordering::Relaxed)
+        .saturating_sub(rows_before);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// What [`load_each`] has taken of its files' loads so far.
+#[derive(Default)]
+struct Taken {
+    /// Files that loaded rows.
+    loaded: usize,
+    /// Why files had nothing to load.
+    nothing: Vec<String>,
+}
+
+impl Taken {
+    /// Adds the load of `source` to `report`.
+    fn take(
+        &mut self,
+        part: LoadReport,
+        source: &Source,
+        opts: &LoadOptions,
+        progress: &Progress,
+        report: &mut LoadReport,
+    ) {
         tracing::info!(
             event = if part.already_loaded { "file_skipped" } else { "file_loaded" },
             input = %source.name(),
@@ -652,10 +783,9 @@ async fn load_each(
                 progress.bytes_read.fetch_add(size, Ordering::Relaxed);
             }
         } else if let Some(why) = &part.nothing_to_load {
-            nothing.push(why.clone());
+            self.nothing.push(why.clone());
         } else {
-            appending = true;
-            loaded += 1;
+            self.loaded += 1;
         }
         for line in &part.plan {
             let created = |l: &String| l.contains(" would be created from inferred types");
@@ -666,25 +796,55 @@ async fn load_each(
         }
         report.absorb(part);
     }
-    match (loaded, report.skipped.len()) {
-        (0, 0) => report.nothing_to_load = Some(nothing.join("; ")),
-        (0, _) if nothing.is_empty() => report.already_loaded = true,
-        (_, skipped) => {
-            report.notes.extend(nothing);
-            if skipped > 0 {
-                report.notes.push(format!(
-                    "{} loaded completely by an earlier run with the same options (the same content, under any name): skipped",
-                    report.skipped.join(", ")
-                ));
-            }
-        }
+}
+
+/// Whether the files [`load_each`] has yet to load may load several at
+/// once: they append (no mode, or `--mode append`, into a table without a
+/// primary key and without `--key`) into a table in its final shape (a
+/// file of this run loaded, or nothing is declared that could migrate it)
+/// that no load fills as a new copy (it holds rows, or has no index),
+/// several connections are
+/// allowed, and nothing asks for one file after another (a reject file,
+/// `--max-errors`, `--restart`, `--dry-run`, the second reading that names
+/// a refused row). `None`: not in this run (they upsert, or the options
+/// say one after another); `Some(false)`: not yet.
+async fn several_at_once(
+    client: &Client,
+    opts: &LoadOptions,
+    loaded: bool,
+) -> Result<Option<bool>> {
+    if opts.streams < 2
+        || opts.dry_run
+        || opts.restart
+        || opts.locate_rows
+        || opts.max_errors > 0
+        || opts.reject_file.is_some()
+        || opts.key.is_some()
+        || !matches!(opts.mode, None | Some(LoadMode::Append))
+    {
+        return Ok(None);
     }
-    report.rows_read = progress
-        .rows_read
-        .load(Ordering::Relaxed)
-        .saturating_sub(rows_before);
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    if !loaded && opts.schema_ddl.is_some() {
+        return Ok(Some(false));
+    }
+    let session = Session::read(client).await?;
+    let table = opts.table.in_schema(&session.current_schema);
+    let facts = client
+        .query_opt(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), \
+                    EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&table.schema_or_public(), &table.name],
+        )
+        .await
+        .map_err(|e| Error::server(&format!("reading {table}"), e))?;
+    match facts.map(|row| (row.get::<_, bool>(0), row.get::<_, bool>(1))) {
+        Some((true, _)) => Ok(None),
+        // An empty table with an index is filled as a new copy, by one load.
+        Some((false, indexed)) => Ok(Some(loaded || !indexed || !is_empty(client, &table).await?)),
+        None => Ok(Some(false)),
+    }
 }
 
 /// What a load would do, for [`LoadOptions::dry_run`].
