@@ -648,23 +648,36 @@ fn pgbulk_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// Splits the CSV file `path` (a header, then one record a line) into
-/// `parts` files in `dir`, each with the header; returns their paths.
+/// `parts` files in `dir`, each with the header, read and written a line
+/// at a time (a child's peak RSS counts this process's at its start) and
+/// synced (no write-back during the timed loads); returns their paths.
 fn split_csv(path: &Path, dir: &Path, parts: usize) -> anyhow::Result<Vec<PathBuf>> {
+    use std::io::BufRead;
     std::fs::create_dir_all(dir)?;
-    let text = std::fs::read_to_string(path)?;
-    let (header, body) = text.split_once('\n').context("a header line")?;
-    let lines: Vec<&str> = body.lines().collect();
-    let per_part = lines.len().div_ceil(parts.max(1)).max(1);
+    let open = || -> anyhow::Result<_> { Ok(std::io::BufReader::new(File::open(path)?)) };
+    let records = open()?.lines().count().saturating_sub(1);
+    let per_part = records.div_ceil(parts.max(1)).max(1);
+    let mut lines = open()?.lines();
+    let header = lines.next().context("a header line")??;
     let mut paths = Vec::new();
-    for (i, chunk) in lines.chunks(per_part).enumerate() {
-        let part = dir.join(format!("part-{i:02}.csv"));
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&part)?);
-        writeln!(out, "{header}")?;
-        for line in chunk {
-            writeln!(out, "{line}")?;
+    let mut out: Option<BufWriter<File>> = None;
+    for (i, line) in lines.enumerate() {
+        if i % per_part == 0 {
+            if let Some(done) = out.take() {
+                done.into_inner()?.sync_all()?;
+            }
+            let part = dir.join(format!("part-{:02}.csv", i / per_part));
+            let mut file = BufWriter::with_capacity(1 << 20, File::create(&part)?);
+            writeln!(file, "{header}")?;
+            out = Some(file);
+            paths.push(part);
         }
-        out.flush()?;
-        paths.push(part);
+        if let Some(file) = out.as_mut() {
+            writeln!(file, "{}", line?)?;
+        }
+    }
+    if let Some(done) = out.take() {
+        done.into_inner()?.sync_all()?;
     }
     Ok(paths)
 }
@@ -805,6 +818,15 @@ fn bench_load(rows: Option<usize>) -> anyhow::Result<()> {
             bar,
             Some(largest(&rss)),
         );
+        // Gone before the next workload: autovacuum would work on them
+        // during it.
+        psql(
+            &server,
+            &[&format!(
+                "DROP TABLE {name}_psql, {name}_pgbulk_{}",
+                runs() - 1
+            )],
+        )?;
     }
     // A landing folder: the narrow rows in eight files, each under the
     // size a file needs to be read in halves, into an empty table without
@@ -816,7 +838,10 @@ fn bench_load(rows: Option<usize>) -> anyhow::Result<()> {
         psql(
             &server,
             &[
-                "DROP TABLE IF EXISTS folder_psql",
+                &format!(
+                    "DROP TABLE IF EXISTS folder_psql, folder_pgbulk_{}",
+                    run.saturating_sub(1)
+                ),
                 &format!("CREATE TABLE folder_psql {narrow_cols}"),
                 &format!("CREATE TABLE folder_pgbulk_{run} {narrow_cols}"),
                 "CHECKPOINT",
@@ -843,6 +868,13 @@ fn bench_load(rows: Option<usize>) -> anyhow::Result<()> {
         ours.push(secs);
         rss.push(peak);
     }
+    psql(
+        &server,
+        &[&format!(
+            "DROP TABLE folder_psql, folder_pgbulk_{}",
+            runs() - 1
+        )],
+    )?;
     report(
         &format!("load narrow, 8 files ({narrow_rows} rows)"),
         median(&ours),
