@@ -596,11 +596,11 @@ async fn after_load(
 
 /// [`load`] of several files, each a load of its own. They load one at a
 /// time until the table is in its final shape (see [`several_at_once`]);
-/// then, when they
-/// append (no key) and `opts.streams` allows, several at once, each on a
-/// connection of its own (a file read in halves on two connections runs
-/// alone). Every file still commits with its own ledger row, so where a
-/// run stops, the next goes on, whichever files were in flight.
+/// then, when they append (no key) and `opts.streams` allows, several at
+/// once, each on a connection of its own (a file read in halves on two
+/// connections runs alone). Every file still commits with its own ledger
+/// row, so where a run stops, the next goes on, whichever files were in
+/// flight.
 async fn load_each(
     client: Client,
     params: &crate::conninfo::ConnParams,
@@ -671,9 +671,11 @@ async fn load_each(
     }
     if next < sources.len() {
         let at_once = opts.streams.max(1);
-        report.notes.push(format!(
-            "appended up to {at_once} files at once, each on a connection of its own"
-        ));
+        if sources.len() - next > 1 {
+            report.notes.push(format!(
+                "appended up to {at_once} files at once, each on a connection of its own"
+            ));
+        }
         // Started in order, each as soon as a connection is free; taken
         // in order once all are done.
         let mut running: tokio::task::JoinSet<(usize, Result<LoadReport>)> =
