@@ -595,6 +595,20 @@ async fn files_appended_two_at_once_load_each_row_once_killed_or_failing() {
             .collect::<Vec<_>>()
     );
 
+    // The same content under two names, both new: loaded once, as one
+    // after another would (the copy waits for the first and is skipped).
+    home.file("dup/a.csv", "id,n\n7,7\n8,8\n", 0o644);
+    home.file("dup/b.csv", "id,n\n7,7\n8,8\n", 0o644);
+    home.file("dup/c.csv", "id,n\n9,9\n", 0o644);
+    let dup = load(&db, &home, &["dup/*.csv", "-t", "u"]);
+    assert_eq!(dup.code, 0, "{}", dup.stderr);
+    assert!(
+        dup.stderr.contains("b.csv loaded completely"),
+        "{}",
+        dup.stderr
+    );
+    assert_eq!(count(&db, "u").await, 8, "{}", dup.stdout);
+
     // Upserted, files load in order.
     let keyed = load(&db, &home, &["bad/*.csv", "-t", "k", "--key", "id"]);
     assert_eq!(keyed.code, 0, "{}", keyed.stderr);

@@ -682,6 +682,10 @@ async fn load_each(
             tokio::task::JoinSet::new();
         let mut done: Vec<Option<Result<LoadReport>>> = sources.iter().map(|_| None).collect();
         let mut failed = false;
+        // The sizes of the files in flight: a file of the same size as one
+        // of them may have its content (a copy under another name), which
+        // must wait to find it loaded and be skipped, not load beside it.
+        let mut sizes: Vec<(usize, Option<u64>)> = Vec::new();
         let lost = |e: tokio::task::JoinError| {
             Error::new(ErrorKind::Io, format!("a file's load failed: {e}"))
         };
@@ -690,11 +694,18 @@ async fn load_each(
             let halves = streams::parallel_input(std::slice::from_ref(source), opts)?
                 && !parquet_file(source);
             let room = if halves { 1 } else { at_once };
-            while running.len() >= room || halves && !running.is_empty() {
+            let size = source.size();
+            let twin = |sizes: &[(usize, Option<u64>)]| {
+                sizes
+                    .iter()
+                    .any(|(_, s)| s.is_none() || size.is_none() || *s == size)
+            };
+            while running.len() >= room || halves && !running.is_empty() || twin(&sizes) {
                 let Some(joined) = running.join_next().await else {
                     break;
                 };
                 let (i, result) = joined.map_err(lost)?;
+                sizes.retain(|(j, _)| *j != i);
                 failed |= result.is_err();
                 done[i] = Some(result);
             }
@@ -714,6 +725,7 @@ async fn load_each(
                 let result = load_inputs(first, &params, &one, progress, Some(true)).await;
                 (index, result)
             });
+            sizes.push((index, size));
         }
         // What is in flight finishes (each commits its batches and ledger
         // rows); the first failure, in the files' order, is the load's.
