@@ -914,6 +914,98 @@ async fn a_killed_sync_into_a_keyless_table_leaves_none_of_its_rows() {
     }
 }
 
+/// Two jobs into a new table: it is created without its primary key, which
+/// is added once every range is in. Killed mid-copy, it is left without the
+/// key; reruns asking for batches, killed too, still load each range in one
+/// transaction (a range's committed batches, read again into the table
+/// without its key, would be there twice), and the last ends with exactly
+/// the source's rows and the key.
+#[tokio::test]
+async fn a_new_table_gets_its_key_after_two_jobs_killed_and_rerun_in_batches() {
+    let src = TestDb::new("sync_keylater_src").await;
+    let dst = TestDb::new("sync_keylater_dst").await;
+    let home = Scratch::new("sync-keylater");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE events (id bigint PRIMARY KEY, v text, at date);
+             INSERT INTO events SELECT i, 'event number ' || i, DATE '2020-01-01' + i % 999
+             FROM generate_series(1, 1500000) i; ANALYZE events;",
+        )
+        .await
+        .expect("source");
+    let dest = dst.connect().await;
+    let command = |batches: bool| {
+        let mut cmd = pgbulk(&home);
+        cmd.args([
+            "--quiet", "sync", "--from", &src.url, "--table", "events", "--jobs", "2", "--db",
+            &dst.url,
+        ]);
+        if batches {
+            cmd.args(["--batch-rows", "20000"]);
+        }
+        cmd
+    };
+    // The first run killed while it copies (no range in); a rerun in
+    // batches killed as soon as the table holds rows (without the one
+    // transaction per range: after its first batch of 20,000).
+    for batches in [false, true] {
+        let mut child = command(batches)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let watch = if batches {
+            "SELECT count(*) FROM (SELECT 1 FROM events LIMIT 1) e"
+        } else {
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE state = 'active' AND query LIKE 'COPY%FROM STDIN%'"
+        };
+        loop {
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            let seen: i64 = dest.query_one(watch, &[]).await.map_or(0, |r| r.get(0));
+            if seen > 0 {
+                if !batches {
+                    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                }
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        if !batches {
+            assert_eq!(
+                constraints(&dst, "events").await,
+                Vec::<Vec<Option<String>>>::new(),
+                "the key is added once every range is in"
+            );
+        }
+    }
+    let out = run(&mut command(true));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let check = "SELECT count(*)::text, count(DISTINCT id)::text, sum(id)::text FROM events";
+    assert_eq!(rows(&dst, check).await, rows(&src, check).await);
+    assert_eq!(
+        constraints(&dst, "events").await,
+        vec![vec![s("events_pkey"), s("PRIMARY KEY (id)")]]
+    );
+}
+
+/// The name and definition of each constraint of `table`.
+async fn constraints(db: &TestDb, table: &str) -> Vec<Vec<Option<String>>> {
+    rows(
+        db,
+        &format!(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = '{table}'::regclass ORDER BY conname"
+        ),
+    )
+    .await
+}
+
 async fn killed_then_rerun(jobs: &str, batch_rows: Option<&str>) {
     let name = format!("{jobs}{}", if batch_rows.is_some() { "" } else { "_one" });
     let jobs = jobs.to_owned();
@@ -967,6 +1059,12 @@ async fn killed_then_rerun(jobs: &str, batch_rows: Option<&str>) {
         .await,
         vec![vec![s("0")]],
         "the ranges' ledger is removed once all are in"
+    );
+    // The created table's primary key, whichever run created the table
+    // (with two jobs: added once every range is in).
+    assert_eq!(
+        constraints(&dst, "big").await,
+        vec![vec![s("big_pkey"), s("PRIMARY KEY (id)")]]
     );
     // The created table's index, whichever run created the table (with
     // two jobs: built once every range is in).

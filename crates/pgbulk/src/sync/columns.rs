@@ -228,10 +228,15 @@ pub(super) fn table_lines(source: &TableFacts, made: &BTreeMap<String, Made>) ->
         })
         .collect();
     if let Some((_, key)) = &source.primary_key {
-        let cols: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
-        lines.push(format!("    PRIMARY KEY ({})", cols.join(", ")));
+        lines.push(key_line(key));
     }
     lines
+}
+
+/// The primary-key line of [`table_lines`] for the columns `key`.
+pub(super) fn key_line(key: &[String]) -> String {
+    let cols: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+    format!("    PRIMARY KEY ({})", cols.join(", "))
 }
 
 /// Whether a default expression (as `pg_get_expr` prints it) is a

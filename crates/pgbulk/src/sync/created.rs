@@ -42,6 +42,10 @@ pub(super) struct Creation {
     /// The columns the destination computes (generated, as at the
     /// source): they are not written.
     pub(super) generated: Vec<String>,
+    /// For a source with a primary key: the `CREATE TABLE` without it, and
+    /// the `ALTER TABLE ... ADD PRIMARY KEY` that adds it once the rows
+    /// are in.
+    pub(super) key_later: Option<(String, String)>,
 }
 
 impl Creation {
@@ -115,16 +119,34 @@ pub(super) async fn creation(
             weakened.join(", ")
         ));
     }
-    let table = format!(
-        "CREATE TABLE {} (\n{}\n);",
-        dest_name.quoted(),
-        lines.join(",\n")
-    );
+    let create = |lines: &[&String]| {
+        format!(
+            "CREATE TABLE {} (\n{}\n);",
+            dest_name.quoted(),
+            lines
+                .iter()
+                .map(|l| l.as_str())
+                .collect::<Vec<_>>()
+                .join(",\n")
+        )
+    };
+    let key_line = source_facts
+        .primary_key
+        .as_ref()
+        .map(|(_, key)| super::columns::key_line(key));
+    let key_later = key_line.map(|key| {
+        let unkeyed: Vec<&String> = lines.iter().filter(|l| **l != key).collect();
+        (
+            create(&unkeyed),
+            format!("ALTER TABLE {} ADD {};", dest_name.quoted(), key.trim()),
+        )
+    });
     Ok(Creation {
-        table,
+        table: create(&lines.iter().collect::<Vec<_>>()),
         indexes,
         notes,
         generated: generation.into_keys().collect(),
+        key_later,
     })
 }
 

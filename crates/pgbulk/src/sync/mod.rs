@@ -622,15 +622,29 @@ pub async fn sync(
             passed_through = binary;
             let spool = if binary { None } else { Some(Spool::new()?) };
             // Created once, before the ranges load at once; its indexes
-            // after them (see `ranges::Ledger::finish`).
-            let indexes = match &creation {
+            // after them (see `ranges::Ledger::finish`), and its primary
+            // key too where the rows are appended, unique by it, each
+            // range in one transaction (so none is appended twice): two
+            // ranges of 5 M narrow rows into a new table took 9.2-10.4 s
+            // with the key's index, 6.2-6.5 s without.
+            let (indexes, add_key) = match &creation {
                 Some(c) => {
-                    load_opts.schema_ddl = Some(c.table.clone());
-                    c.indexes.clone()
+                    let later = c.key_later.as_ref().filter(|_| {
+                        keys_unique
+                            && load_opts.mode == Some(LoadMode::Append)
+                            && opts.batch_rows == 0
+                    });
+                    load_opts.schema_ddl = Some(
+                        later
+                            .map(|(unkeyed, _)| unkeyed)
+                            .unwrap_or(&c.table)
+                            .clone(),
+                    );
+                    (c.indexes.clone(), later.map(|(_, add)| add.clone()))
                 }
-                None => Vec::new(),
+                None => (Vec::new(), None),
             };
-            if !indexes.is_empty() {
+            if !indexes.is_empty() || add_key.is_some() {
                 // The plan before the table: a run stopped once the table
                 // is there goes on with the plan, and builds them.
                 let schema = dest_name.schema_or_public();
@@ -653,7 +667,9 @@ pub async fn sync(
                     .map_err(|e| Error::server("creating the destination's schema", e))?;
                 }
                 watermark::ensure(&dest, schema).await?;
-                ledger.start(&dest, &split, next.as_ref(), &indexes).await?;
+                ledger
+                    .start(&dest, &split, next.as_ref(), (&indexes, add_key.as_deref()))
+                    .await?;
             }
             crate::load::settle_declared(&mut dest, &load_opts).await?;
             load_opts.schema_ddl = None;
@@ -667,6 +683,7 @@ pub async fn sync(
                 binary: binary.then(|| maps.iter().map(|m| m.to.clone()).collect()),
                 keys_unique,
                 indexes,
+                add_key,
             };
             let outcome = ranges::run(tx, run, &reading, &ledger, split, next.clone()).await?;
             next = outcome.next.clone();
@@ -679,7 +696,14 @@ pub async fn sync(
                 )),
                 _ => None,
             };
-            ledger.finish(&mut client, stored, &outcome.indexes).await?;
+            ledger
+                .finish(
+                    &mut client,
+                    stored,
+                    (&outcome.indexes, outcome.add_key.as_deref()),
+                    &opts.lock_policy,
+                )
+                .await?;
             let load = outcome.load.clone();
             (load, Some(outcome))
         }

@@ -26,6 +26,7 @@ use crate::conninfo::ConnParams;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ingest;
 use crate::load::{FinalHook, LoadOptions, LoadReport, Progress};
+use crate::lock::LockPolicy;
 use crate::schema::{TableName, quote_ident, quote_literal};
 use crate::watermark;
 
@@ -165,6 +166,8 @@ pub(super) struct Pending {
     pub(super) next: Option<Mark>,
     /// The indexes to build once every range is in.
     pub(super) indexes: Vec<String>,
+    /// The primary key to add then (`ALTER TABLE ... ADD PRIMARY KEY`).
+    pub(super) add_key: Option<String>,
 }
 
 impl Ledger {
@@ -236,6 +239,10 @@ impl Ledger {
                 .get("indexes")
                 .and_then(|r| serde_json::from_value(r.clone()).ok())
                 .unwrap_or_default(),
+            add_key: plan
+                .get("add_key")
+                .and_then(|k| k.as_str())
+                .map(str::to_owned),
         }))
     }
 
@@ -245,19 +252,20 @@ impl Ledger {
     }
 
     /// Records the plan of this run (ranges, the watermark stored at its
-    /// end, the indexes built then).
+    /// end, the indexes built and the primary key added then).
     pub(super) async fn start(
         &self,
         client: &impl GenericClient,
         ranges: &[String],
         next: Option<&Mark>,
-        indexes: &[String],
+        (indexes, add_key): (&[String], Option<&str>),
     ) -> Result<()> {
         let plan = serde_json::json!({
             "fingerprint": self.fingerprint,
             "ranges": ranges,
             "next": next.map(Mark::to_json),
             "indexes": indexes,
+            "add_key": add_key,
         });
         watermark::write(
             client,
@@ -270,30 +278,46 @@ impl Ledger {
         .await
     }
 
-    /// Every range is in: builds the `indexes` of a table the run created
-    /// (one sort each, not an insertion per row while the ranges loaded),
-    /// stores the incremental watermark (`next` under `watermark_key`) and
-    /// removes the ledger rows, in one transaction: a run stopped before
-    /// it commits builds them again.
+    /// Every range is in: stores the incremental watermark (`next` under
+    /// `watermark_key`), removes the ledger rows, builds the `indexes` of
+    /// a table the run created and adds its primary key (`add_key`; one
+    /// sort each, not an insertion per row while the ranges loaded), in
+    /// one transaction: a run stopped before it commits builds them again.
+    /// The indexes and the key wait for their locks under `policy`; the
+    /// key's `ACCESS EXCLUSIVE` lock is taken last, so readers wait for
+    /// its build only, and the commit follows at once.
     pub(super) async fn finish(
         &self,
         client: &mut tokio_postgres::Client,
         watermark_key: Option<(&str, serde_json::Value, serde_json::Value)>,
-        indexes: &[String],
+        (indexes, add_key): (&[String], Option<&str>),
+        policy: &LockPolicy,
     ) -> Result<()> {
         let tx = client
             .transaction()
             .await
             .map_err(|e| Error::server("finishing the ranges", e))?;
-        if !indexes.is_empty() {
-            tx.batch_execute(&indexes.join("\n"))
-                .await
-                .map_err(|e| Error::server(&format!("building the indexes of {}", self.dest), e))?;
-        }
         if let Some((key, next, metadata)) = watermark_key {
             watermark::write(&tx, &self.dest, key, Some(&next), &metadata, None).await?;
         }
         watermark::remove_prefix(&tx, self.dest.schema_or_public(), &self.prefix).await?;
+        let statements: Vec<&str> = indexes.iter().map(String::as_str).collect();
+        for (statements, what) in [
+            (statements.join("\n"), "building the indexes of"),
+            (
+                add_key.unwrap_or_default().to_owned(),
+                "adding the primary key of",
+            ),
+        ] {
+            if statements.is_empty() {
+                continue;
+            }
+            let what = format!("{what} {}", self.dest);
+            let oid = crate::catalog::table_oid(&tx, self.dest.schema_or_public(), &self.dest.name)
+                .await?
+                .ok_or_else(|| Error::new(ErrorKind::Data, format!("{what}: the table is gone")))?;
+            crate::lock::run_in_savepoint(&tx, policy, oid, &what, &statements).await?;
+        }
         tx.commit()
             .await
             .map_err(|e| Error::server("finishing the ranges", e))
@@ -345,6 +369,8 @@ pub(super) struct Outcome {
     pub(super) next: Option<Mark>,
     /// The indexes to build at the end (the plan's).
     pub(super) indexes: Vec<String>,
+    /// The primary key to add then (the plan's).
+    pub(super) add_key: Option<String>,
 }
 
 /// Where the ranges run: the source, the destination and the load's
@@ -366,6 +392,9 @@ pub(super) struct Run<'a> {
     /// The indexes of a table this run created, built once every range is
     /// in (a resumed run takes its plan's).
     pub(super) indexes: Vec<String>,
+    /// Its primary key, added then (created without it: the ranges'
+    /// rows, unique by the source's key, are appended).
+    pub(super) add_key: Option<String>,
 }
 
 /// Reads and loads the ranges not done (`split`, or the pending plan's),
@@ -382,13 +411,18 @@ pub(super) async fn run(
     let dest = crate::connect::connect(run.dest).await?.client;
     watermark::ensure(&dest, ledger.dest.schema_or_public()).await?;
     let pending = ledger.pending(&dest).await?;
-    let (ranges, done, next, indexes) = match pending {
-        Some(p) => (p.ranges, p.done, p.next, p.indexes),
+    let (ranges, done, next, indexes, add_key) = match pending {
+        Some(p) => (p.ranges, p.done, p.next, p.indexes, p.add_key),
         None => {
             ledger
-                .start(&dest, &split, next.as_ref(), &run.indexes)
+                .start(
+                    &dest,
+                    &split,
+                    next.as_ref(),
+                    (&run.indexes, run.add_key.as_deref()),
+                )
                 .await?;
-            (split, Vec::new(), next, run.indexes.clone())
+            (split, Vec::new(), next, run.indexes.clone(), run.add_key)
         }
     };
     drop(dest);
@@ -431,6 +465,14 @@ pub(super) async fn run(
                 .map(crate::input::Source::File)
                 .collect(),
             before_final_commit: Some(FinalHook(hook.clone())),
+            // A table whose key is added at the end holds each range's
+            // rows once: each range in one transaction, whatever a
+            // rerun's --batch-rows.
+            batch_rows: if add_key.is_some() {
+                u64::MAX
+            } else {
+                run.load.batch_rows
+            },
             ..run.load.clone()
         };
         let label = format!(
@@ -541,6 +583,7 @@ pub(super) async fn run(
         done_before: done.len(),
         next,
         indexes,
+        add_key,
     })
 }
 
