@@ -958,8 +958,8 @@ async fn a_new_table_gets_its_key_after_two_jobs_killed_and_rerun_in_batches() {
         let watch = if batches {
             "SELECT count(*) FROM (SELECT 1 FROM events LIMIT 1) e"
         } else {
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE state = 'active' AND query LIKE 'COPY%FROM STDIN%'"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND state = 'active' AND query LIKE 'COPY%FROM STDIN%'"
         };
         loop {
             if child.try_wait().expect("wait").is_some() {
@@ -983,6 +983,23 @@ async fn a_new_table_gets_its_key_after_two_jobs_killed_and_rerun_in_batches() {
                 "the key is added once every range is in"
             );
         }
+    }
+    // A run that would not go on with the ranges (it reads in one) is
+    // refused: the table would stay without its key.
+    let before = rows(&dst, "SELECT count(*)::text FROM events").await;
+    for flag in ["--delete-missing", "--mode=replace"] {
+        let out = run(command(false).arg(flag));
+        assert_eq!(out.code, 3, "{flag}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("stopped before every range was in: it gets its primary key"),
+            "{flag}: {}",
+            out.stderr
+        );
+        assert_eq!(
+            rows(&dst, "SELECT count(*)::text FROM events").await,
+            before
+        );
     }
     let out = run(&mut command(true));
     assert_eq!(out.code, 0, "{}", out.stderr);

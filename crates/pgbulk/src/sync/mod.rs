@@ -204,6 +204,18 @@ pub async fn sync(
             Some(oid) => Some(catalog::facts::read(&dest, oid).await?),
             None => None,
         };
+    // A table a stopped `--jobs` run created gets its key once its ranges
+    // are in: only a run going on with them (in ranges) finishes it.
+    if dest_facts.is_some()
+        && (opts.delete_missing
+            || matches!(opts.mode, Some(LoadMode::Replace | LoadMode::ReplaceAtomic)))
+        && ranges::key_pending(&dest, &dest_name, &src_name).await?
+    {
+        return Err(Error::config(format!(
+            "{dest_name} was created by a sync in ranges (--jobs) that stopped before every range was in: it gets its primary key once they are. Run that sync again (without --delete-missing or a replace mode) to finish it first"
+        ))
+        .in_table(&dest_name));
+    }
     // A declared destination: its facts as declared (planned on the
     // destination, nothing changed yet); the load creates or migrates it.
     let declared = match &opts.schema_ddl {

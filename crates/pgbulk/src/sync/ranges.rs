@@ -324,6 +324,27 @@ impl Ledger {
     }
 }
 
+/// Whether a stopped ranged sync of `label` into `dest` left it without
+/// the primary key its plan adds once every range is in (whatever the
+/// plan's reading).
+pub(super) async fn key_pending(
+    client: &impl GenericClient,
+    dest: &TableName,
+    label: &str,
+) -> Result<bool> {
+    let prefix = watermark::key(dest, Some(&format!("sync:{label}#")));
+    let plan = format!("{prefix}plan");
+    if !watermark::keys_with_prefix(client, dest.schema_or_public(), &plan)
+        .await?
+        .contains(&plan)
+    {
+        return Ok(false);
+    }
+    Ok(watermark::read(client, dest, &plan)
+        .await?
+        .is_some_and(|p| p.get("add_key").is_some_and(|k| k.is_string())))
+}
+
 /// Records range `i` done, in the transaction of its last batch.
 struct RangeDone {
     dest: TableName,
