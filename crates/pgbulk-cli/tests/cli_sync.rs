@@ -1938,6 +1938,102 @@ async fn a_created_destination_gets_the_enums_and_domains_it_lacks() {
     );
 }
 
+/// Composite types the destination lacks are created as the source
+/// defines them, the types of their attributes first (a composite of
+/// another schema, an enum inside one); one the destination has is used
+/// as it is. Values, arrays of them and NULL attributes come through.
+#[tokio::test]
+async fn a_created_destination_gets_the_composite_types_it_lacks() {
+    let src = TestDb::new("sync_composite_src").await;
+    let dst = TestDb::new("sync_composite_dst").await;
+    let home = Scratch::new("sync-composite");
+    src.connect()
+        .await
+        .batch_execute(
+            r#"CREATE SCHEMA "Geo";
+               CREATE TYPE mood AS ENUM ('sad', 'ok');
+               CREATE TYPE "Geo"."Point 2" AS (x numeric(8,2), label text COLLATE "C", tags int[]);
+               CREATE TYPE visit AS (at "Geo"."Point 2", path "Geo"."Point 2"[], m mood);
+               ALTER TYPE visit DROP ATTRIBUTE m;
+               ALTER TYPE visit ADD ATTRIBUTE feeling mood;
+               CREATE TYPE kept AS (a int);
+               CREATE TABLE trips (id int PRIMARY KEY, v visit, vs visit[], k kept);
+               INSERT INTO trips VALUES
+                 (1, ROW(ROW(1.5, 'a"b', '{1,NULL}'), ARRAY[ROW(NULL, NULL, NULL)::"Geo"."Point 2"], 'ok'),
+                     ARRAY[NULL, ROW(NULL, NULL, 'sad')::visit], ROW(7)),
+                 (2, NULL, NULL, NULL)"#,
+        )
+        .await
+        .expect("source");
+    dst.connect()
+        .await
+        .batch_execute("CREATE TYPE kept AS (a int)")
+        .await
+        .expect("destination type");
+    let sync = |extra: &[&str]| {
+        run(pgbulk(&home)
+            .args([
+                "sync", "--from", &src.url, "--table", "trips", "--db", &dst.url,
+            ])
+            .args(extra))
+    };
+    let plan = sync(&["--dry-run"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let point = r#"CREATE TYPE "Geo"."Point 2" AS (x numeric(8,2), label text COLLATE pg_catalog."C", tags integer[]);"#;
+    let visit = r#"CREATE TYPE "public"."visit" AS (at "Geo"."Point 2", path "Geo"."Point 2"[], feeling public.mood);"#;
+    for statement in [point, visit] {
+        assert!(
+            plan.stdout.contains(statement),
+            "{statement}\n{}",
+            plan.stdout
+        );
+    }
+    let at = |text: &str| plan.stdout.find(text).expect(text);
+    assert!(
+        at("\"public\".\"mood\" AS ENUM") < at(visit),
+        "{}",
+        plan.stdout
+    );
+    assert!(at(point) < at(visit), "{}", plan.stdout);
+    assert!(!plan.stdout.contains(r#""kept" AS"#), "{}", plan.stdout);
+
+    let out = sync(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for made in [
+        r#"created a composite type "Geo"."Point 2""#,
+        r#"created a composite type "public"."visit""#,
+        r#"created an enum "public"."mood""#,
+    ] {
+        assert!(out.stderr.contains(made), "{made}\n{}", out.stderr);
+    }
+    let read = "SELECT id::text, v::text, vs::text, k::text FROM trips ORDER BY id";
+    assert_eq!(rows(&dst, read).await, rows(&src, read).await);
+    assert_eq!(
+        rows(
+            &dst,
+            "SELECT ((v).at).label, ((v).path[1]).x::text FROM trips WHERE id = 1"
+        )
+        .await,
+        vec![vec![s("a\"b"), None]]
+    );
+    // The same attributes: names, types and collations, in order.
+    let described = r#"SELECT t.typname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
+               (SELECT collname::text FROM pg_collation WHERE oid = a.attcollation)
+        FROM pg_type t JOIN pg_attribute a ON a.attrelid = t.typrelid
+        WHERE t.typtype = 'c' AND t.typname IN ('Point 2', 'visit', 'kept')
+          AND a.attnum > 0 AND NOT a.attisdropped ORDER BY t.typname, a.attnum"#;
+    assert_eq!(rows(&dst, described).await, rows(&src, described).await);
+    // Again: the rows are there, nothing is created.
+    let again = sync(&[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(!again.stderr.contains("created "), "{}", again.stderr);
+    assert!(
+        again.stdout.contains("0 inserted, 0 updated, 2 unchanged"),
+        "{}",
+        again.stdout
+    );
+}
+
 /// A type of an extension the destination lacks (citext) is not made up:
 /// the run is refused before anything is written, naming the
 /// `CREATE EXTENSION` to run there; once it ran, the values come through.

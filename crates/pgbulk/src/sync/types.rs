@@ -1,8 +1,8 @@
-//! The enum and domain types a destination created from the source's
-//! definition needs: those the source's columns use (directly, as an
-//! array's element, or as a domain's base) that the destination lacks are
-//! created in it as the source defines them, before the table. A type an
-//! extension provides (`citext`, `hstore`, PostGIS's `geometry`) is not
+//! The enum, domain and composite types a destination created from the
+//! source's definition needs: those the source's columns use (directly, as
+//! an array's element, a domain's base or a composite's attribute) that
+//! the destination lacks are created in it as the source defines them,
+//! before the table. A type an extension provides (`citext`, `hstore`, PostGIS's `geometry`) is not
 //! created: a destination without the extension refuses the run, naming
 //! the `CREATE EXTENSION` to run there.
 
@@ -21,23 +21,25 @@ pub(super) struct NeededType {
     /// SCHEMA` when the destination lacks its schema), each ending with
     /// `;`.
     pub(super) ddl: String,
-    /// "an enum" or "a domain", for the notes.
+    /// "an enum", "a domain" or "a composite type", for the notes.
     pub(super) what: &'static str,
 }
 
-/// The user-defined enums and domains the columns of types `oids` use in
-/// the source, bases before the domains over them, that the destination
+/// The user-defined enums, domains and composite types the columns of
+/// types `oids` use in the source, bases before the domains over them and
+/// attributes' types before their composites, that the destination
 /// lacks (by schema-qualified name), with the DDL that creates each as
 /// the source defines it. A type of an extension the destination lacks is
 /// an error naming the extension and its columns' types (installing
 /// extensions is the destination's owner's call). Other user-defined types
-/// (composites, ranges) are left to the server's "type does not exist".
+/// (ranges, a table's row type) are left to the server's "type does not
+/// exist".
 pub(super) async fn missing(
     source: &mut Client,
     dest: &Client,
     oids: &[Oid],
 ) -> Result<Vec<NeededType>> {
-    let read = |e| Error::server("reading the source's enum and domain types", e);
+    let read = |e| Error::server("reading the source's enum, domain and composite types", e);
     // Names as the destination must read them: with pg_catalog alone on
     // the search path, format_type and pg_get_constraintdef qualify every
     // other schema's types and functions.
@@ -52,15 +54,24 @@ pub(super) async fn missing(
                FROM pg_type t WHERE t.oid = ANY($1) \
                UNION \
                SELECT CASE WHEN b.typcategory = 'A' AND b.typelem <> 0 THEN b.typelem ELSE b.oid END, u.depth + 1 \
-               FROM used u JOIN pg_type t ON t.oid = u.oid JOIN pg_type b ON b.oid = t.typbasetype \
-               WHERE t.typtype = 'd' AND u.depth < 32 \
+               FROM used u JOIN pg_type t ON t.oid = u.oid \
+               CROSS JOIN LATERAL ( \
+                 SELECT t.typbasetype WHERE t.typtype = 'd' \
+                 UNION ALL \
+                 SELECT a.atttypid FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid \
+                 WHERE t.typtype = 'c' AND c.oid = t.typrelid AND c.relkind = 'c' \
+                   AND a.attnum > 0 AND NOT a.attisdropped \
+               ) part(oid) \
+               JOIN pg_type b ON b.oid = part.oid \
+               WHERE u.depth < 32 \
              ) \
-             SELECT t.oid, n.nspname::text, t.typname::text, t.typtype = 'e', x.extname::text \
+             SELECT t.oid, n.nspname::text, t.typname::text, t.typtype::text, x.extname::text, t.typrelid \
              FROM (SELECT oid, max(depth) AS depth FROM used GROUP BY oid) u \
              JOIN pg_type t ON t.oid = u.oid JOIN pg_namespace n ON n.oid = t.typnamespace \
+             LEFT JOIN pg_class c ON c.oid = t.typrelid \
              LEFT JOIN pg_depend d ON d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e' \
              LEFT JOIN pg_extension x ON x.oid = d.refobjid \
-             WHERE (t.typtype IN ('e', 'd') OR x.oid IS NOT NULL) \
+             WHERE (t.typtype IN ('e', 'd') OR c.relkind = 'c' OR x.oid IS NOT NULL) \
                AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
              ORDER BY u.depth DESC, t.oid",
             &[&oids],
@@ -71,7 +82,7 @@ pub(super) async fn missing(
     let mut schemas_made = Vec::new();
     let mut lacking = Vec::new();
     for row in rows {
-        let (oid, schema, name, is_enum): (Oid, String, String, bool) =
+        let (oid, schema, name, kind): (Oid, String, String, String) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
         let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
         let there: bool = dest
@@ -89,7 +100,7 @@ pub(super) async fn missing(
             lacking.push(lacking_extension(dest, &extension, &schema, &qualified).await?);
             continue;
         }
-        let body = if is_enum {
+        let (body, what) = if kind == "e" {
             let labels: Vec<String> = tx
                 .query(
                     "SELECT enumlabel::text FROM pg_enum WHERE enumtypid = $1 ORDER BY enumsortorder",
@@ -100,9 +111,23 @@ pub(super) async fn missing(
                 .iter()
                 .map(|r| quote_literal(r.get::<_, &str>(0)))
                 .collect();
-            format!("CREATE TYPE {qualified} AS ENUM ({})", labels.join(", "))
+            (
+                format!("CREATE TYPE {qualified} AS ENUM ({})", labels.join(", ")),
+                "an enum",
+            )
+        } else if kind == "c" {
+            let relation: Oid = row.get(5);
+            (
+                composite_body(&tx, relation, &qualified)
+                    .await
+                    .map_err(read)?,
+                "a composite type",
+            )
         } else {
-            domain_body(&tx, oid, &qualified).await.map_err(read)?
+            (
+                domain_body(&tx, oid, &qualified).await.map_err(read)?,
+                "a domain",
+            )
         };
         let schema_there: bool = dest
             .query_one(
@@ -121,7 +146,7 @@ pub(super) async fn missing(
         needed.push(NeededType {
             ddl,
             name: qualified,
-            what: if is_enum { "an enum" } else { "a domain" },
+            what,
         });
     }
     tx.commit().await.map_err(read)?;
@@ -224,6 +249,36 @@ async fn domain_body(
         ));
     }
     Ok(body)
+}
+
+/// `CREATE TYPE ... AS (...)` of the composite type whose relation is
+/// `relation`, as the source defines it: its attributes in order, each
+/// with its type and a collation other than its type's.
+async fn composite_body(
+    tx: &tokio_postgres::Transaction<'_>,
+    relation: Oid,
+    qualified: &str,
+) -> std::result::Result<String, tokio_postgres::Error> {
+    let attributes: Vec<String> = tx
+        .query(
+            "SELECT quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod) || \
+               CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation \
+                 THEN ' COLLATE ' || quote_ident(cn.nspname) || '.' || quote_ident(c.collname) ELSE '' END \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             LEFT JOIN pg_collation c ON c.oid = a.attcollation \
+             LEFT JOIN pg_namespace cn ON cn.oid = c.collnamespace \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            &[&relation],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(format!(
+        "CREATE TYPE {qualified} AS ({})",
+        attributes.join(", ")
+    ))
 }
 
 /// Creates `types` in the destination, in one transaction. Another
