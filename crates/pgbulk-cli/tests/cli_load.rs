@@ -37,6 +37,16 @@ pub(crate) fn s(v: &str) -> Option<String> {
     Some(v.to_owned())
 }
 
+/// The server's `server_version_num` (150004 for 15.4).
+pub(crate) async fn server_version(db: &TestDb) -> i32 {
+    db.connect()
+        .await
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .expect("version")
+        .get(0)
+}
+
 const SALES: &str = "PointOfSale;Product;Date;Stock\n121017;17240503103734;2019-08-17;2\n121017;17240503103735;2019-08-17;5\n121018;17240503103734;2019-08-18;1\n";
 
 pub(crate) fn assert_ok(out: &Run) {

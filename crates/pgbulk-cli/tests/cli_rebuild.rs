@@ -2,7 +2,7 @@
 //! anew) keep what the live table had beyond its rows and shape, and refuse
 //! tables a swap would take out of their hierarchy.
 
-use crate::cli_load::{assert_ok, count, load, rows, s};
+use crate::cli_load::{assert_ok, count, load, rows, s, server_version};
 use std::path::Path;
 
 use crate::harness::{Run, Scratch, TestDb, server};
@@ -99,14 +99,6 @@ fn load_as(db: &TestDb, home: &Scratch, file: &Path, table: &str, mode: &str) ->
     )
 }
 
-async fn version(db: &TestDb) -> i32 {
-    rows(db, "SELECT current_setting('server_version_num')").await[0][0]
-        .as_deref()
-        .expect("version")
-        .parse()
-        .expect("number")
-}
-
 /// Storage parameters, per-column settings (statistics target, storage,
 /// compression, `n_distinct`), row-level security and its policies,
 /// replica identity, the clustering index, publications and extended
@@ -119,7 +111,7 @@ async fn version(db: &TestDb) -> i32 {
 async fn a_rebuild_keeps_storage_row_security_publications_and_statistics() {
     let db = TestDb::new("rebuild_keeps").await;
     let home = Scratch::new("rebuild-keeps");
-    let version = version(&db).await;
+    let version = server_version(&db).await;
     let client = db.connect().await;
     client
         .batch_execute(
@@ -482,7 +474,7 @@ async fn a_file_without_the_serial_key_replaces_the_rows_numbered_past_the_old_o
 async fn a_load_into_an_empty_keyed_table_fills_a_new_copy() {
     let db = TestDb::new("rb_fill").await;
     let home = Scratch::new("rb-fill");
-    let v = version(&db).await;
+    let v = server_version(&db).await;
     db.connect()
         .await
         .batch_execute(

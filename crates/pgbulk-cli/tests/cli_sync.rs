@@ -1,7 +1,7 @@
 //! `pgbulk sync` between two databases: every type round-trips exactly,
 //! columns match by name, a mismatch writes nothing.
 
-use crate::cli_load::{rows, s};
+use crate::cli_load::{rows, s, server_version};
 use crate::harness::{Run, Scratch, Standby, TestDb, peak_memory, pgbulk, resolve, run, server};
 
 const TYPES: &str = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -1571,10 +1571,7 @@ async fn jobs_read_ranges_of_one_snapshot_and_a_rerun_redoes_only_the_unfinished
     );
     // By the integer key, and by blocks (no key) on PostgreSQL 14 and
     // later (before, in one).
-    let version: i32 = rows(&src, "SELECT current_setting('server_version_num')").await[0][0]
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .expect("version");
+    let version = server_version(&src).await;
     for table in ["big", "heap"] {
         let out = sync(&["--table", table]);
         assert_eq!(out.code, 0, "{}", out.stderr);
@@ -2034,6 +2031,140 @@ async fn a_created_destination_gets_the_composite_types_it_lacks() {
     );
 }
 
+/// The public schema's range types: name, subtype, collation and
+/// subtype_diff.
+const DESCRIBED_RANGES: &str = "SELECT t.typname::text, format_type(r.rngsubtype, NULL), \
+     (SELECT collname::text FROM pg_collation WHERE oid = r.rngcollation), r.rngsubdiff::text \
+     FROM pg_range r JOIN pg_type t ON t.oid = r.rngtypid \
+     WHERE t.typnamespace = 'public'::regnamespace ORDER BY 1";
+
+/// Range types the destination lacks are created as the source defines
+/// them (subtype, collation, a built-in subtype_diff; a user's function
+/// left out; the multirange's name where both servers have multiranges),
+/// after an enum they range over; on this server and on one of the
+/// machine's own PostgreSQL (another major in CI).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_created_destination_gets_the_range_types_it_lacks() {
+    let src = TestDb::new("sync_range_src").await;
+    let dst = TestDb::new("sync_range_dst").await;
+    let home = Scratch::new("sync-range");
+    let source = src.connect().await;
+    let version = server_version(&src).await;
+    // Multiranges (and naming them) from PostgreSQL 14 on.
+    let (multirange, ms_column, ms_value) = if version >= 140_000 {
+        (
+            ", multirange_type_name = moods",
+            ", ms moods",
+            ", '{[sad,ok), [happy,happy]}'",
+        )
+    } else {
+        ("", "", "")
+    };
+    source
+        .batch_execute(&format!(
+            r#"CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+               CREATE TYPE floatrange AS RANGE (subtype = float8, subtype_diff = float8mi);
+               CREATE TYPE moodrange AS RANGE (subtype = mood{multirange});
+               CREATE TYPE "Text range" AS RANGE (subtype = text, collation = "C");
+               CREATE FUNCTION text_diff(a text, b text) RETURNS float8 LANGUAGE sql IMMUTABLE AS 'SELECT 0.0::float8';
+               CREATE TYPE named AS RANGE (subtype = text, subtype_diff = text_diff);
+               CREATE TABLE spans (id int PRIMARY KEY, f floatrange, m moodrange{ms_column},
+                                   t "Text range"[], n named);
+               INSERT INTO spans VALUES
+                 (1, '[1.5,2.5)', '[sad,happy]'{ms_value}, ARRAY['[a,b)'::"Text range", 'empty'], '[x,y]'),
+                 (2, 'empty', NULL{}, NULL, NULL)"#,
+            if ms_column.is_empty() { "" } else { ", '{}'" }
+        ))
+        .await
+        .expect("source");
+    let plan = run(pgbulk(&home).args([
+        "sync",
+        "--from",
+        &src.url,
+        "--table",
+        "spans",
+        "--db",
+        &dst.url,
+        "--dry-run",
+    ]));
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let statement = |name: &str| {
+        plan.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("CREATE TYPE \"public\".{name} AS RANGE")))
+            .unwrap_or_else(|| panic!("{name}\n{}", plan.stdout))
+            .to_owned()
+    };
+    assert!(
+        statement("\"floatrange\"")
+            .contains("SUBTYPE = double precision, SUBTYPE_DIFF = pg_catalog.float8mi")
+    );
+    let text_range = statement("\"Text range\"");
+    assert!(
+        text_range.contains(r#"SUBTYPE = text, COLLATION = pg_catalog."C""#),
+        "{text_range}"
+    );
+    assert!(
+        !statement("\"named\"").contains("SUBTYPE_DIFF"),
+        "{}",
+        plan.stdout
+    );
+    let mood_range = statement("\"moodrange\"");
+    assert!(mood_range.contains("SUBTYPE = public.mood"), "{mood_range}");
+    assert_eq!(
+        mood_range.contains("MULTIRANGE_TYPE_NAME = public.moods"),
+        version >= 140_000,
+        "{mood_range}"
+    );
+    let at = |text: &str| plan.stdout.find(text).expect(text);
+    assert!(
+        at("\"public\".\"mood\" AS ENUM") < at(&mood_range),
+        "{}",
+        plan.stdout
+    );
+
+    let (_other, other_url, client) = other_cluster().await;
+    let read = "SELECT to_jsonb(s)::text FROM spans s ORDER BY id";
+    let expected = rows(&src, read).await;
+    let mut ranges_expected = rows(&src, DESCRIBED_RANGES).await;
+    for row in &mut ranges_expected {
+        if row[3].as_deref() == Some("text_diff") {
+            row[3] = Some("-".to_owned());
+        }
+    }
+    let here = dst.connect().await;
+    for (url, client) in [(&dst.url, &here), (&other_url, &client)] {
+        let out =
+            run(pgbulk(&home).args(["sync", "--from", &src.url, "--table", "spans", "--db", url]));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        for made in ["floatrange", "moodrange", "Text range", "named"] {
+            assert!(
+                out.stderr
+                    .contains(&format!("created a range type \"public\".\"{made}\"")),
+                "{made}\n{}",
+                out.stderr
+            );
+        }
+        let got: Vec<Vec<Option<String>>> = client
+            .query(read, &[])
+            .await
+            .expect("read")
+            .iter()
+            .map(|r| vec![r.get(0)])
+            .collect();
+        assert_eq!(got, expected);
+        // The same definitions, but the user's subtype_diff.
+        let described: Vec<Vec<Option<String>>> = client
+            .query(DESCRIBED_RANGES, &[])
+            .await
+            .expect("ranges")
+            .iter()
+            .map(|r| (0..4).map(|i| r.get(i)).collect())
+            .collect();
+        assert_eq!(described, ranges_expected);
+    }
+}
+
 /// A type of an extension the destination lacks (citext) is not made up:
 /// the run is refused before anything is written, naming the
 /// `CREATE EXTENSION` to run there; once it ran, the values come through.
@@ -2293,11 +2424,7 @@ async fn generated_columns_are_computed_or_copied_never_dropped() {
     let dst = TestDb::new("sync_gen_dst").await;
     let home = Scratch::new("sync-gen");
     let source = src.connect().await;
-    let version: i32 = source
-        .query_one("SELECT current_setting('server_version_num')::int4", &[])
-        .await
-        .expect("version")
-        .get(0);
+    let version = server_version(&src).await;
     // PostgreSQL 18's virtual generated columns too.
     let virtual_column = if version >= 180_000 {
         ", thrice int GENERATED ALWAYS AS (qty * 3) VIRTUAL"
@@ -2385,6 +2512,23 @@ async fn generated_columns_are_computed_or_copied_never_dropped() {
     );
 }
 
+/// A throwaway cluster of the machine's own PostgreSQL (another major
+/// than the suite's in CI), its URL and a session on it.
+async fn other_cluster() -> (pgbulk::local::Cluster, String, tokio_postgres::Client) {
+    let other = tokio::task::spawn_blocking(|| {
+        pgbulk::local::Cluster::throwaway_with(&pgbulk::local::ServerSetup::default())
+    })
+    .await
+    .expect("join")
+    .expect("a second cluster of the machine's PostgreSQL");
+    let url = other.tcp_url("postgres").expect("url");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the second cluster");
+    tokio::spawn(connection);
+    (other, url, client)
+}
+
 /// Between two servers: the suite's (each major in CI) and one of the
 /// machine's own PostgreSQL, both ways, every type exactly.
 #[tokio::test(flavor = "multi_thread")]
@@ -2392,17 +2536,7 @@ async fn sync_between_servers_of_different_majors_round_trips() {
     let src = TestDb::new("sync_xver_src").await;
     let back = TestDb::new("sync_xver_back").await;
     let home = Scratch::new("sync-xver");
-    let other = tokio::task::spawn_blocking(|| {
-        pgbulk::local::Cluster::throwaway_with(&pgbulk::local::ServerSetup::default())
-    })
-    .await
-    .expect("join")
-    .expect("a second cluster of the machine's PostgreSQL");
-    let other_url = other.tcp_url("postgres").expect("url");
-    let (client, connection) = tokio_postgres::connect(&other_url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the second cluster");
-    tokio::spawn(connection);
+    let (_other, other_url, client) = other_cluster().await;
     client
         .batch_execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
         .await
@@ -2794,10 +2928,7 @@ async fn sessions_end_with_a_goodbye_not_a_cut() {
     }
     // A session the client cut (no Terminate) is counted as abandoned
     // (PostgreSQL 14 on; on 14 the count arrives late, so 15 on).
-    let version: i32 = rows(&dst, "SELECT current_setting('server_version_num')").await[0][0]
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .expect("version");
+    let version = server_version(&dst).await;
     if version < 150000 {
         return;
     }

@@ -5,7 +5,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::cli_load::{assert_ok, count};
+use crate::cli_load::{assert_ok, count, server_version};
 use crate::harness::{Scratch, TestDb, pgbulk, run};
 
 /// Keys in the tests' tables.
@@ -543,15 +543,6 @@ async fn holds_changed_rows(db: &TestDb, n: i32) -> (i64, i64) {
         .await
         .expect("q");
     (row.get(0), row.get(1))
-}
-
-async fn server_version(db: &TestDb) -> i32 {
-    db.connect()
-        .await
-        .query_one("SELECT current_setting('server_version_num')::int4", &[])
-        .await
-        .expect("version")
-        .get(0)
 }
 
 /// Without `--batch-rows`, a big file whose first rows change rows of the

@@ -76,7 +76,7 @@ struct Extra {
 
 /// The statements that create `dest` as `source` (a table of the source
 /// session, `source_facts` its facts) is defined, with the checks and
-/// indexes the destination can build; `types` are the enums and domains it
+/// indexes the destination can build; `types` are the user-defined types it
 /// will create first.
 pub(super) async fn creation(
     source: &mut Client,

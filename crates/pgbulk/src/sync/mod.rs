@@ -261,8 +261,8 @@ pub async fn sync(
         None => (Vec::new(), None),
     };
     // A destination created from the source's definition: the source's
-    // enums and domains it lacks are created first, its checks and indexes
-    // with it.
+    // user-defined types it lacks are created first, its checks and
+    // indexes with it.
     let type_oids: Vec<_> = src_facts.columns.iter().map(|c| c.type_oid).collect();
     let needed_types = if target_facts.is_none() {
         types::missing(&mut source, &dest, &type_oids).await?

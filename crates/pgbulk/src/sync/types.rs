@@ -1,8 +1,8 @@
-//! The enum, domain and composite types a destination created from the
-//! source's definition needs: those the source's columns use (directly, as
-//! an array's element, a domain's base or a composite's attribute) that
-//! the destination lacks are created in it as the source defines them,
-//! before the table. A type an extension provides (`citext`, `hstore`, PostGIS's `geometry`) is not
+//! The enum, domain, composite and range types a destination created from
+//! the source's definition needs: those the source's columns use (directly,
+//! as an array's element, a domain's base, a composite's attribute, a
+//! range's subtype or a multirange's range) that the destination lacks are
+//! created in it as the source defines them, before the table. A type an extension provides (`citext`, `hstore`, PostGIS's `geometry`) is not
 //! created: a destination without the extension refuses the run, naming
 //! the `CREATE EXTENSION` to run there.
 
@@ -21,25 +21,26 @@ pub(super) struct NeededType {
     /// SCHEMA` when the destination lacks its schema), each ending with
     /// `;`.
     pub(super) ddl: String,
-    /// "an enum", "a domain" or "a composite type", for the notes.
+    /// "an enum", "a domain", "a composite type" or "a range type", for
+    /// the notes.
     pub(super) what: &'static str,
 }
 
-/// The user-defined enums, domains and composite types the columns of
-/// types `oids` use in the source, bases before the domains over them and
-/// attributes' types before their composites, that the destination
+/// The user-defined enums, domains, composite and range types the columns
+/// of types `oids` use in the source, the types a type is made of before
+/// it, that the destination
 /// lacks (by schema-qualified name), with the DDL that creates each as
 /// the source defines it. A type of an extension the destination lacks is
 /// an error naming the extension and its columns' types (installing
 /// extensions is the destination's owner's call). Other user-defined types
-/// (ranges, a table's row type) are left to the server's "type does not
-/// exist".
+/// (a range with a canonical function, a table's row type) are left to the
+/// server's "type does not exist".
 pub(super) async fn missing(
     source: &mut Client,
     dest: &Client,
     oids: &[Oid],
 ) -> Result<Vec<NeededType>> {
-    let read = |e| Error::server("reading the source's enum, domain and composite types", e);
+    let read = |e| Error::server("reading the source's user-defined types", e);
     // Names as the destination must read them: with pg_catalog alone on
     // the search path, format_type and pg_get_constraintdef qualify every
     // other schema's types and functions.
@@ -47,8 +48,25 @@ pub(super) async fn missing(
     tx.batch_execute("SET LOCAL search_path = pg_catalog")
         .await
         .map_err(read)?;
+    // Multiranges (PostgreSQL 14 and later): a multirange column's range
+    // type is needed, and names its multirange where both have them.
+    let version = |row: tokio_postgres::Row| row.get::<_, i32>(0);
+    const VERSION: &str = "SELECT pg_catalog.current_setting('server_version_num')::int4";
+    let multiranges = version(tx.query_one(VERSION, &[]).await.map_err(read)?) >= 140_000;
+    let dest_multiranges = version(
+        dest.query_one(VERSION, &[])
+            .await
+            .map_err(|e| Error::server("reading the destination's version", e))?,
+    ) >= 140_000;
+    let multirange_part = if multiranges {
+        "UNION ALL \
+         SELECT r.rngtypid FROM pg_range r WHERE t.typtype = 'm' AND r.rngmultitypid = t.oid "
+    } else {
+        ""
+    };
     let rows = tx
         .query(
+            &format!(
             "WITH RECURSIVE used(oid, depth) AS ( \
                SELECT CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 THEN t.typelem ELSE t.oid END, 0 \
                FROM pg_type t WHERE t.oid = ANY($1) \
@@ -61,6 +79,9 @@ pub(super) async fn missing(
                  SELECT a.atttypid FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid \
                  WHERE t.typtype = 'c' AND c.oid = t.typrelid AND c.relkind = 'c' \
                    AND a.attnum > 0 AND NOT a.attisdropped \
+                 UNION ALL \
+                 SELECT r.rngsubtype FROM pg_range r WHERE t.typtype = 'r' AND r.rngtypid = t.oid \
+                 {multirange_part}\
                ) part(oid) \
                JOIN pg_type b ON b.oid = part.oid \
                WHERE u.depth < 32 \
@@ -69,11 +90,13 @@ pub(super) async fn missing(
              FROM (SELECT oid, max(depth) AS depth FROM used GROUP BY oid) u \
              JOIN pg_type t ON t.oid = u.oid JOIN pg_namespace n ON n.oid = t.typnamespace \
              LEFT JOIN pg_class c ON c.oid = t.typrelid \
+             LEFT JOIN pg_range rg ON rg.rngtypid = t.oid \
              LEFT JOIN pg_depend d ON d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e' \
              LEFT JOIN pg_extension x ON x.oid = d.refobjid \
-             WHERE (t.typtype IN ('e', 'd') OR c.relkind = 'c' OR x.oid IS NOT NULL) \
+             WHERE (t.typtype IN ('e', 'd') OR c.relkind = 'c' OR rg.rngcanonical = 0 OR x.oid IS NOT NULL) \
                AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-             ORDER BY u.depth DESC, t.oid",
+             ORDER BY u.depth DESC, t.oid"
+            ),
             &[&oids],
         )
         .await
@@ -114,6 +137,13 @@ pub(super) async fn missing(
             (
                 format!("CREATE TYPE {qualified} AS ENUM ({})", labels.join(", ")),
                 "an enum",
+            )
+        } else if kind == "r" {
+            (
+                range_body(&tx, oid, &qualified, multiranges && dest_multiranges)
+                    .await
+                    .map_err(read)?,
+                "a range type",
             )
         } else if kind == "c" {
             let relation: Oid = row.get(5);
@@ -249,6 +279,63 @@ async fn domain_body(
         ));
     }
     Ok(body)
+}
+
+/// `CREATE TYPE ... AS RANGE (...)` of the range type `oid` as the source
+/// defines it: its subtype, operator class (when not the subtype's
+/// default), collation (when not the subtype's), `subtype_diff` when a
+/// built-in function (a user's function is left out: it only helps GiST
+/// indexes choose), and its multirange's name when `multirange` (both
+/// servers have them). Range types with a canonical function (C code) are
+/// not created at all.
+async fn range_body(
+    tx: &tokio_postgres::Transaction<'_>,
+    oid: Oid,
+    qualified: &str,
+    multirange: bool,
+) -> std::result::Result<String, tokio_postgres::Error> {
+    let multirange_name = if multirange {
+        "(SELECT quote_ident(mn.nspname) || '.' || quote_ident(mt.typname) FROM pg_type mt \
+           JOIN pg_namespace mn ON mn.oid = mt.typnamespace WHERE mt.oid = r.rngmultitypid)"
+    } else {
+        "NULL::text"
+    };
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT format_type(r.rngsubtype, NULL), \
+                   CASE WHEN NOT oc.opcdefault THEN quote_ident(ocn.nspname) || '.' || quote_ident(oc.opcname) END, \
+                   CASE WHEN r.rngcollation <> 0 AND r.rngcollation <> st.typcollation \
+                     THEN quote_ident(cn.nspname) || '.' || quote_ident(c.collname) END, \
+                   CASE WHEN pn.nspname = 'pg_catalog' THEN 'pg_catalog.' || quote_ident(p.proname) END, \
+                   {multirange_name} \
+                 FROM pg_range r JOIN pg_type st ON st.oid = r.rngsubtype \
+                 JOIN pg_opclass oc ON oc.oid = r.rngsubopc \
+                 JOIN pg_namespace ocn ON ocn.oid = oc.opcnamespace \
+                 LEFT JOIN pg_collation c ON c.oid = r.rngcollation \
+                 LEFT JOIN pg_namespace cn ON cn.oid = c.collnamespace \
+                 LEFT JOIN pg_proc p ON p.oid = r.rngsubdiff \
+                 LEFT JOIN pg_namespace pn ON pn.oid = p.pronamespace \
+                 WHERE r.rngtypid = $1"
+            ),
+            &[&oid],
+        )
+        .await?;
+    let mut parts = vec![format!("SUBTYPE = {}", row.get::<_, String>(0))];
+    for (at, name) in [
+        (1, "SUBTYPE_OPCLASS"),
+        (2, "COLLATION"),
+        (3, "SUBTYPE_DIFF"),
+        (4, "MULTIRANGE_TYPE_NAME"),
+    ] {
+        if let Some(value) = row.get::<_, Option<String>>(at) {
+            parts.push(format!("{name} = {value}"));
+        }
+    }
+    Ok(format!(
+        "CREATE TYPE {qualified} AS RANGE ({})",
+        parts.join(", ")
+    ))
 }
 
 /// `CREATE TYPE ... AS (...)` of the composite type whose relation is
