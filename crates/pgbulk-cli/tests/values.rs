@@ -292,3 +292,91 @@ async fn values_through_load_match_the_server() {
         differential(&db, &home, sql_type, &inputs).await;
     }
 }
+
+/// In a time zone with daylight saving, `timestamptz` values with an
+/// offset of their own are converted by the encoder and the others (local
+/// times in the gap and the overlap of a change, zone names) by the
+/// server: every one stores what the server's cast stores.
+#[tokio::test]
+async fn timestamptz_values_in_a_zone_with_daylight_saving_match_the_server() {
+    let db = TestDb::new("values_dst_zone").await;
+    let home = Scratch::new("values-dst-zone");
+    db.connect()
+        .await
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L', \
+             current_database(), 'America/New_York'); END $$",
+        )
+        .await
+        .expect("zone");
+    let zone: String = db
+        .connect()
+        .await
+        .query_one("SELECT current_setting('TimeZone')", &[])
+        .await
+        .expect("zone")
+        .get(0);
+    assert_eq!(zone, "America/New_York");
+    let mut rng = Rng(0x0DD5_EED5_2024_0310);
+    let seeds = [
+        "2024-03-10 02:30:00",
+        "2024-03-10 01:59:59.999999",
+        "2024-11-03 01:30:00",
+        "2024-11-03 01:30:00-04",
+        "2024-11-03 01:30:00-05",
+        "2024-07-01T12:00:00Z",
+        "2024-01-01 10:00:00+05:30",
+        "1883-11-18 12:00:00",
+        "1883-11-18 12:00:00-04:56:02",
+        "0044-03-15 12:00:00+00 BC",
+        "2024-01-01 10:00 Europe/Paris",
+        "2024-01-01 10:00 EST",
+        "infinity",
+        "-infinity",
+        "epoch",
+        "2024-06-01",
+    ];
+    let inputs = with_mutations(&mut rng, &seeds, 120);
+    differential(&db, &home, "timestamptz", &inputs).await;
+
+    // A plain load (no --max-errors): the values with an offset take the
+    // encoder's fast path, the others go to the server among them.
+    let texts: Vec<String> = (0..3000)
+        .map(|i| match i % 4 {
+            0 => format!("2024-03-10 0{}:{:02}:00", i % 4 + 1, i % 60),
+            1 => format!("2024-11-03 01:{:02}:00-0{}", i % 60, 4 + i % 2),
+            2 => format!("2024-{:02}-{:02} 12:00:00.{i:06}Z", 1 + i % 12, 1 + i % 28),
+            _ => format!("1999-01-08 04:05:06+0{}:30", i % 10),
+        })
+        .collect();
+    let mut csv = String::from("id,v\n");
+    for (i, text) in texts.iter().enumerate() {
+        csv.push_str(&format!("{i},{text}\n"));
+    }
+    home.file("mixed.csv", &csv, 0o644);
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE mixed (id int, v timestamptz); CREATE TABLE mixed_text (id int, t text)",
+        )
+        .await
+        .expect("tables");
+    let ids: Vec<i32> = (0..3000).collect();
+    client
+        .execute(
+            "INSERT INTO mixed_text SELECT * FROM unnest($1::int[], $2::text[])",
+            &[&ids, &texts],
+        )
+        .await
+        .expect("texts");
+    assert_ok(&load(&db, &home, &["mixed.csv", "-t", "mixed"]));
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM mixed), count(*) FILTER (WHERE m.v IS DISTINCT FROM x.t::timestamptz) \
+             FROM mixed m FULL JOIN mixed_text x USING (id)",
+            &[],
+        )
+        .await
+        .expect("compared");
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3000, 0));
+}

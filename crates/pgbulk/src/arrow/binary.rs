@@ -504,7 +504,7 @@ mod tests {
         assert_eq!(same_as_text(Arc::new(naive), false, &column(1114)), 8);
         let zoned = TimestampMicrosecondArray::from(micros).with_timezone("+05:30");
         let mut tz = column(1184);
-        tz.kind = TypeKind::TimestampTz(3600);
+        tz.kind = TypeKind::TimestampTz(Some(3600));
         assert_eq!(same_as_text(Arc::new(zoned), false, &tz), 8);
         let millis =
             TimestampMillisecondArray::from(vec![-1, 1_000, i64::MAX]).with_timezone("UTC");

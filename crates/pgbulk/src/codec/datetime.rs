@@ -431,10 +431,15 @@ pub(super) fn timestamp(text: &str, out: &mut Vec<u8>) -> Encoded {
     write_timestamp(parsed, 0, text, name, out)
 }
 
-pub(super) fn timestamptz(text: &str, default_offset: i32, out: &mut Vec<u8>) -> Encoded {
+pub(super) fn timestamptz(text: &str, default_offset: Option<i32>, out: &mut Vec<u8>) -> Encoded {
     let name = "timestamp with time zone";
     let (parsed, offset) = parse_timestamp(text, name)?;
-    let shift = i64::from(offset.unwrap_or(default_offset)) * USECS_PER_SEC;
+    // Without an offset of its own, a value in a zone whose offset moves
+    // (daylight saving) is the server's to place.
+    let offset = offset
+        .or(default_offset)
+        .ok_or_else(|| EncodeError::for_server(name, text))?;
+    let shift = i64::from(offset) * USECS_PER_SEC;
     write_timestamp(parsed, shift, text, name, out)
 }
 
@@ -592,7 +597,7 @@ mod tests {
     fn fractions_of_seconds_in_timestamps() {
         let at = |text: &str| {
             let mut out = Vec::new();
-            timestamptz(text, 0, &mut out).expect(text);
+            timestamptz(text, Some(0), &mut out).expect(text);
             be_i64(&out)
         };
         let second = at("2020-01-01 00:00:01+00");
@@ -613,20 +618,40 @@ mod tests {
             "2020-01-01 00:00:01.x",
             "2020-01-01 00:00:01.5.5",
         ] {
-            assert!(timestamptz(bad, 0, &mut Vec::new()).is_err(), "{bad}");
+            assert!(timestamptz(bad, Some(0), &mut Vec::new()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn in_a_zone_without_a_fixed_offset_only_values_without_one_are_the_servers() {
+        for (text, expected) in [
+            ("2000-01-01 01:00:00+01", 0),
+            ("2000-01-01T00:00:00Z", 0),
+            ("infinity", i64::MAX),
+            ("epoch", -946_684_800 * USECS_PER_SEC),
+        ] {
+            let mut out = Vec::new();
+            timestamptz(text, None, &mut out).expect(text);
+            assert_eq!(be_i64(&out), expected, "{text}");
+        }
+        for local in ["2000-01-01 00:00:00", "2000-01-01", "2000-01-01 10:00 Europe/Paris"] {
+            let mut out = Vec::new();
+            let e = timestamptz(local, None, &mut out).expect_err(local);
+            assert!(e.is_for_server(), "{local}: {}", e.message());
+            assert!(out.is_empty(), "{local}");
         }
     }
 
     #[test]
     fn timestamps_with_offsets() {
         let mut a = Vec::new();
-        timestamptz("2000-01-01 01:00:00+01", 0, &mut a).expect("ok");
+        timestamptz("2000-01-01 01:00:00+01", Some(0), &mut a).expect("ok");
         assert_eq!(be_i64(&a), 0);
         let mut b = Vec::new();
-        timestamptz("2000-01-01T00:00:00Z", 0, &mut b).expect("ok");
+        timestamptz("2000-01-01T00:00:00Z", Some(0), &mut b).expect("ok");
         assert_eq!(be_i64(&b), 0);
         let mut c = Vec::new();
-        timestamptz("1999-12-31 19:00:00-05:00", 0, &mut c).expect("ok");
+        timestamptz("1999-12-31 19:00:00-05:00", Some(0), &mut c).expect("ok");
         assert_eq!(be_i64(&c), 0);
         let mut d = Vec::new();
         timestamp("2000-01-02", &mut d).expect("ok");

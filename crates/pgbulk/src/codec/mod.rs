@@ -51,8 +51,11 @@ pub enum TypeKind {
     /// `timestamp`
     Timestamp,
     /// `timestamptz`; values without an offset take this many seconds east
-    /// of UTC (the session's fixed `TimeZone`).
-    TimestampTz(i32),
+    /// of UTC (the session's fixed `TimeZone`). `None`: the session's zone
+    /// is not a fixed offset (its offset changes with the date), so such
+    /// values are left to the server; values with an offset do not depend
+    /// on it.
+    TimestampTz(Option<i32>),
     /// `interval`
     Interval,
     /// `uuid`
@@ -124,7 +127,7 @@ impl ColumnType {
             1083 => TypeKind::Time,
             1266 => TypeKind::TimeTz(0),
             1114 => TypeKind::Timestamp,
-            1184 => TypeKind::TimestampTz(0),
+            1184 => TypeKind::TimestampTz(Some(0)),
             1186 => TypeKind::Interval,
             2950 => TypeKind::Uuid,
             114 => TypeKind::Json,

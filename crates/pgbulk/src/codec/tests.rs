@@ -218,7 +218,7 @@ fn text_parsers_never_panic() {
             vec!["2024-01-01 10:00:00", "2024-01-01T10:00:00.5", "epoch"],
         ),
         (
-            TypeKind::TimestampTz(0),
+            TypeKind::TimestampTz(Some(0)),
             1184,
             "timestamptz",
             vec![

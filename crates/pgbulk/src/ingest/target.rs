@@ -146,12 +146,14 @@ impl Target {
 }
 
 /// Adjusts zone-dependent kinds: a fixed session offset is applied by the
-/// encoder; any other zone sends the text for the server to interpret.
+/// encoder. In any other zone a `timestamptz` value without an offset of
+/// its own is left to the server (one with an offset does not depend on
+/// the zone), and `timetz` is sent as text for the server to interpret.
 pub(super) fn with_zone(ty: &ColumnType, offset: Option<i32>) -> ColumnType {
     let kind = match (&ty.kind, offset) {
-        (TypeKind::TimestampTz(_), Some(o)) => TypeKind::TimestampTz(o),
+        (TypeKind::TimestampTz(_), offset) => TypeKind::TimestampTz(offset),
         (TypeKind::TimeTz(_), Some(o)) => TypeKind::TimeTz(o),
-        (TypeKind::TimestampTz(_) | TypeKind::TimeTz(_), None) => TypeKind::Other,
+        (TypeKind::TimeTz(_), None) => TypeKind::Other,
         (TypeKind::Array(elem), _) => TypeKind::Array(Box::new(with_zone(elem, offset))),
         (other, _) => other.clone(),
     };
