@@ -380,3 +380,39 @@ async fn timestamptz_values_in_a_zone_with_daylight_saving_match_the_server() {
         .expect("compared");
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3000, 0));
 }
+
+/// Under `IntervalStyle` `sql_standard` a leading minus applies to every
+/// field of an interval without other signs (`-1 days 02:03:04` is minus a
+/// day and two hours): every value stores what the server's cast stores.
+#[tokio::test]
+async fn intervals_under_the_sql_standard_style_match_the_server() {
+    let db = TestDb::new("values_sql_standard").await;
+    let home = Scratch::new("values-sql-standard");
+    db.connect()
+        .await
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET IntervalStyle = %L', \
+             current_database(), 'sql_standard'); END $$",
+        )
+        .await
+        .expect("style");
+    let mut rng = Rng(0x1A7E_5A1D_0015_0000);
+    let seeds = [
+        "-1 days 02:03:04",
+        "-1 days +02:03:04",
+        "1 year 2 mons -3 days 04:05:06",
+        "-1 years 2 mons",
+        "-1 day",
+        "-02:03:04",
+        " -3 days",
+        "+1 days -02:00:00",
+        "{\"-1 days 02:00:00\"}",
+    ];
+    let inputs = with_mutations(&mut rng, &seeds, 80);
+    differential(&db, &home, "interval", &inputs).await;
+    let arrays: Vec<String> = ["{\"-1 days 02:00:00\",\"1 day\"}", "{\"-1 day\",NULL}"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    differential(&db, &home, "interval[]", &arrays).await;
+}

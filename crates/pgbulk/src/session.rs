@@ -1,6 +1,7 @@
 //! What pgbulk needs to know about a connection's session, read once per
 //! connection in one round trip: the schema unqualified names land in, the
-//! server's version, and the time zone the encoder must honour.
+//! server's version, and the settings the encoder must honour (the time
+//! zone, the interval style).
 
 use tokio_postgres::Client;
 
@@ -17,6 +18,20 @@ pub struct Session {
     /// when it is one (timestamptz text is then converted by the encoder;
     /// otherwise the server converts it).
     pub utc_offset: Option<i32>,
+    /// `IntervalStyle` is `sql_standard`: there a leading minus applies to
+    /// every field of an interval without other signs (`-1 2:00:00` is
+    /// minus a day and two hours), so such values are the server's.
+    pub interval_sql_standard: bool,
+}
+
+/// How the session reads the text forms the encoder also converts: what
+/// [`crate::ingest`] adjusts column types by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InputStyle {
+    /// See [`Session::utc_offset`].
+    pub utc_offset: Option<i32>,
+    /// See [`Session::interval_sql_standard`].
+    pub interval_sql_standard: bool,
 }
 
 impl Session {
@@ -26,13 +41,15 @@ impl Session {
             .query_one(
                 "SELECT current_schema()::text, \
                  current_setting('server_version_num')::int4, \
-                 current_setting('TimeZone')",
+                 current_setting('TimeZone'), \
+                 current_setting('IntervalStyle')",
                 &[],
             )
             .await
             .map_err(|e| Error::server("reading the session's settings", e))?;
         let read = |e| Error::server("reading the session's settings", e);
         let zone: String = row.try_get(2).map_err(read)?;
+        let interval_style: String = row.try_get(3).map_err(read)?;
         let current_schema: Option<String> = row.try_get(0).map_err(read)?;
         Ok(Self {
             current_schema: current_schema.ok_or_else(|| {
@@ -42,7 +59,16 @@ impl Session {
             })?,
             server_version: row.try_get(1).map_err(read)?,
             utc_offset: utc_offset(&zone),
+            interval_sql_standard: interval_style.eq_ignore_ascii_case("sql_standard"),
         })
+    }
+
+    /// The settings the encoder honours.
+    pub fn input_style(&self) -> InputStyle {
+        InputStyle {
+            utc_offset: self.utc_offset,
+            interval_sql_standard: self.interval_sql_standard,
+        }
     }
 }
 

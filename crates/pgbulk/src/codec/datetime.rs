@@ -448,8 +448,13 @@ pub(super) fn timestamptz(text: &str, default_offset: Option<i32>, out: &mut Vec
 /// with integer counts, converted with integer arithmetic as the server
 /// does. Every other spelling (`@ 1 hour ago`, `1.5 days`, ISO 8601
 /// `P1D`, `3days`) is the server's to read.
-pub(super) fn interval(text: &str, out: &mut Vec<u8>) -> Encoded {
+/// Under `IntervalStyle` `sql_standard` (`sql_standard`) a value led by a
+/// minus is the server's: there the sign may apply to every field.
+pub(super) fn interval(text: &str, sql_standard: bool, out: &mut Vec<u8>) -> Encoded {
     let undecided = || invalid("interval", text);
+    if sql_standard && text.trim_start_matches(super::is_space).starts_with('-') {
+        return Err(EncodeError::for_server("interval", text));
+    }
     let mut words = text
         .split(super::is_space)
         .filter(|w| !w.is_empty())
@@ -634,7 +639,11 @@ mod tests {
             timestamptz(text, None, &mut out).expect(text);
             assert_eq!(be_i64(&out), expected, "{text}");
         }
-        for local in ["2000-01-01 00:00:00", "2000-01-01", "2000-01-01 10:00 Europe/Paris"] {
+        for local in [
+            "2000-01-01 00:00:00",
+            "2000-01-01",
+            "2000-01-01 10:00 Europe/Paris",
+        ] {
             let mut out = Vec::new();
             let e = timestamptz(local, None, &mut out).expect_err(local);
             assert!(e.is_for_server(), "{local}: {}", e.message());
@@ -670,7 +679,7 @@ mod tests {
     #[test]
     fn intervals() {
         let mut out = Vec::new();
-        interval("1 year 2 mons 3 days 04:05:06.5", &mut out).expect("ok");
+        interval("1 year 2 mons 3 days 04:05:06.5", false, &mut out).expect("ok");
         assert_eq!(
             be_i64(&out),
             (4 * 3600 + 5 * 60 + 6) * USECS_PER_SEC + 500_000
@@ -678,7 +687,12 @@ mod tests {
         assert_eq!(i32::from_be_bytes(out[8..12].try_into().expect("4")), 3);
         assert_eq!(i32::from_be_bytes(out[12..16].try_into().expect("4")), 14);
         let mut negative = Vec::new();
-        interval("-1 years +2 mons -3 days -04:05:06.000001", &mut negative).expect("ok");
+        interval(
+            "-1 years +2 mons -3 days -04:05:06.000001",
+            false,
+            &mut negative,
+        )
+        .expect("ok");
         assert_eq!(
             be_i64(&negative),
             -((4 * 3600 + 5 * 60 + 6) * USECS_PER_SEC + 1)
@@ -703,8 +717,17 @@ mod tests {
             "10:00",
             "",
         ] {
-            let err = interval(other, &mut Vec::new()).expect_err(other);
+            let err = interval(other, false, &mut Vec::new()).expect_err(other);
             assert!(err.is_for_server(), "{other}");
         }
+        // Under IntervalStyle sql_standard a leading minus may apply to
+        // every field: the server's; other values are read the same.
+        for led in ["-1 days +02:03:04", " -1 day", "-1 years 2 mons"] {
+            let err = interval(led, true, &mut Vec::new()).expect_err(led);
+            assert!(err.is_for_server(), "{led}");
+        }
+        let mut standard = Vec::new();
+        interval("1 year 2 mons 3 days 04:05:06.5", true, &mut standard).expect("ok");
+        assert_eq!(standard, out);
     }
 }

@@ -56,8 +56,13 @@ pub enum TypeKind {
     /// values are left to the server; values with an offset do not depend
     /// on it.
     TimestampTz(Option<i32>),
-    /// `interval`
-    Interval,
+    /// `interval`; `sql_standard`: the session's `IntervalStyle` is
+    /// `sql_standard`, where a leading minus applies to every field of a
+    /// value without other signs (such values are left to the server).
+    Interval {
+        /// See above.
+        sql_standard: bool,
+    },
     /// `uuid`
     Uuid,
     /// `json`
@@ -128,7 +133,9 @@ impl ColumnType {
             1266 => TypeKind::TimeTz(0),
             1114 => TypeKind::Timestamp,
             1184 => TypeKind::TimestampTz(Some(0)),
-            1186 => TypeKind::Interval,
+            1186 => TypeKind::Interval {
+                sql_standard: false,
+            },
             2950 => TypeKind::Uuid,
             114 => TypeKind::Json,
             3802 => TypeKind::Jsonb,
@@ -661,7 +668,7 @@ pub(crate) fn encode_text(text: &str, ty: &ColumnType, out: &mut Vec<u8>) -> Enc
         TypeKind::TimeTz(zone) => datetime::timetz(text, *zone, out),
         TypeKind::Timestamp => datetime::timestamp(text, out),
         TypeKind::TimestampTz(zone) => datetime::timestamptz(text, *zone, out),
-        TypeKind::Interval => datetime::interval(text, out),
+        TypeKind::Interval { sql_standard } => datetime::interval(text, *sql_standard, out),
         TypeKind::Uuid => scalar::uuid(text, out),
         TypeKind::Inet => scalar::inet(text, false, out),
         TypeKind::Cidr => scalar::inet(text, true, out),

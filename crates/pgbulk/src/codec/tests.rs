@@ -228,7 +228,9 @@ fn text_parsers_never_panic() {
             ],
         ),
         (
-            TypeKind::Interval,
+            TypeKind::Interval {
+                sql_standard: false,
+            },
             1186,
             "interval",
             vec![

@@ -43,12 +43,8 @@ pub(super) async fn load_batch(
         local = targets.clone();
         for (name, _, declared) in &ctx.rebuild {
             let new = rebuild::create_new(&tx, name, declared, false).await?;
-            let fresh = read_targets(
-                tx.client(),
-                &[(name.clone(), new.name.clone())],
-                ctx.zone_offset,
-            )
-            .await?;
+            let fresh =
+                read_targets(tx.client(), &[(name.clone(), new.name.clone())], ctx.input).await?;
             if let (Some(&i), Some(t)) = (
                 local.lookup.get(&name.to_string()),
                 fresh.into_iter().next(),

@@ -51,7 +51,7 @@ use crate::rebuild::{self, NewTable};
 use crate::savepoint::Savepoint;
 use crate::schema::TableFacts;
 use crate::schema::{Declaration, TableName, dollar_quote};
-use crate::session::Session;
+use crate::session::{InputStyle, Session};
 use crate::watermark;
 use batch::load_batch;
 pub use parallel::{ingest_parallel, unsuited as parallel_unsuited};
@@ -1060,7 +1060,7 @@ where
         &migrate,
         &names,
         batches,
-        prepared.session.utc_offset,
+        prepared.session.input_style(),
         first,
         options,
         duties,
@@ -1184,7 +1184,7 @@ async fn run_batches<I>(
     migrate: &[Step],
     names: &[TableName],
     batches: I,
-    zone_offset: Option<i32>,
+    input: InputStyle,
     first: &TableName,
     options: &Options,
     duties: Duties,
@@ -1250,10 +1250,7 @@ where
                 .map_err(|e| Error::server("creating tables", e))?;
         }
         if let Some(pairs) = pairs {
-            let list = keyed(
-                read_targets(tx.client(), &pairs, zone_offset).await?,
-                options,
-            )?;
+            let list = keyed(read_targets(tx.client(), &pairs, input).await?, options)?;
             let lookup = name_lookup(&list);
             targets = Some(Targets { list, lookup });
         }
@@ -1287,7 +1284,7 @@ where
             fill,
             write_watermark: duties.watermark,
             ingest_lock: duties.ingest_lock,
-            zone_offset,
+            input,
             merge,
             rewrite: options.rewrite
                 && options.rewrite_batches
@@ -1341,7 +1338,7 @@ where
             // The rebuilt tables have new oids.
             let pairs: Vec<(TableName, TableName)> =
                 names.iter().map(|n| (n.clone(), n.clone())).collect();
-            let list = keyed(read_targets(client, &pairs, zone_offset).await?, options)?;
+            let list = keyed(read_targets(client, &pairs, input).await?, options)?;
             let lookup = name_lookup(&list);
             targets = Some(Targets { list, lookup });
         }
@@ -1562,7 +1559,8 @@ struct BatchContext<'a> {
     write_watermark: bool,
     /// Take the ingest lock (see [`Duties::ingest_lock`]).
     ingest_lock: bool,
-    zone_offset: Option<i32>,
+    /// How the session reads text values (see [`target::for_session`]).
+    input: InputStyle,
     /// Whether the server has `MERGE` (PostgreSQL 15 and later).
     merge: bool,
     /// Whether staged rows changing most of a table may rewrite it (see

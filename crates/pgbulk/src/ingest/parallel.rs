@@ -117,7 +117,7 @@ pub(super) async fn target(
 ) -> Result<Target> {
     let pairs = [(table.clone(), table.clone())];
     keyed(
-        read_targets(client, &pairs, prepared.session.utc_offset).await?,
+        read_targets(client, &pairs, prepared.session.input_style()).await?,
         options,
     )?
     .into_iter()

@@ -161,9 +161,9 @@ async fn merge_into(
     new: Option<(&NewTable, &LockPolicy)>,
 ) -> Result<(Counts, bool)> {
     let (prepared, table, options) = (job.prepared, job.table, job.options);
-    let zone = prepared.session.utc_offset;
+    let input = prepared.session.input_style();
     let write = new.map_or_else(|| table.clone(), |(n, _)| n.name.clone());
-    let live = read_targets(tx.client(), &[(table.clone(), write)], zone).await?;
+    let live = read_targets(tx.client(), &[(table.clone(), write)], input).await?;
     // The primary key's columns: rows appended in its order fill its index
     // from left to right instead of splitting pages all over it (2 M rows
     // into a table with a three-column key: 5.5 s instead of 8.0 s).
@@ -215,7 +215,7 @@ async fn merge_into(
         fill: Vec::new(),
         write_watermark: false,
         ingest_lock: true,
-        zone_offset: zone,
+        input,
         merge,
         // Stages are rewritten below, not batch by batch.
         rewrite: false,

@@ -11,6 +11,7 @@ use crate::catalog::{self, Column};
 use crate::codec::{ColumnType, TypeKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::TableName;
+use crate::session::InputStyle;
 
 /// A declared table as the engine writes it.
 #[derive(Debug, Clone)]
@@ -145,16 +146,21 @@ impl Target {
     }
 }
 
-/// Adjusts zone-dependent kinds: a fixed session offset is applied by the
-/// encoder. In any other zone a `timestamptz` value without an offset of
-/// its own is left to the server (one with an offset does not depend on
-/// the zone), and `timetz` is sent as text for the server to interpret.
-pub(super) fn with_zone(ty: &ColumnType, offset: Option<i32>) -> ColumnType {
-    let kind = match (&ty.kind, offset) {
+/// Adjusts the kinds whose text the session's settings read: a fixed
+/// session offset is applied by the encoder. In any other zone a
+/// `timestamptz` value without an offset of its own is left to the server
+/// (one with an offset does not depend on the zone), and `timetz` is sent
+/// as text for the server to interpret. Under `IntervalStyle`
+/// `sql_standard` an interval led by a minus is left to the server.
+pub(super) fn for_session(ty: &ColumnType, input: InputStyle) -> ColumnType {
+    let kind = match (&ty.kind, input.utc_offset) {
         (TypeKind::TimestampTz(_), offset) => TypeKind::TimestampTz(offset),
         (TypeKind::TimeTz(_), Some(o)) => TypeKind::TimeTz(o),
         (TypeKind::TimeTz(_), None) => TypeKind::Other,
-        (TypeKind::Array(elem), _) => TypeKind::Array(Box::new(with_zone(elem, offset))),
+        (TypeKind::Interval { .. }, _) => TypeKind::Interval {
+            sql_standard: input.interval_sql_standard,
+        },
+        (TypeKind::Array(elem), _) => TypeKind::Array(Box::new(for_session(elem, input))),
         (other, _) => other.clone(),
     };
     ColumnType { kind, ..ty.clone() }
@@ -164,7 +170,7 @@ pub(super) fn with_zone(ty: &ColumnType, offset: Option<i32>) -> ColumnType {
 pub(super) async fn read_targets(
     client: &Client,
     names: &[(TableName, TableName)],
-    offset: Option<i32>,
+    input: InputStyle,
 ) -> Result<Vec<Target>> {
     let mut targets = Vec::with_capacity(names.len());
     for (name, write) in names {
@@ -176,7 +182,7 @@ pub(super) async fn read_targets(
             .iter()
             .filter(|c| !c.generated)
             .map(|c| Column {
-                ty: with_zone(&c.ty, offset),
+                ty: for_session(&c.ty, input),
                 ..c.clone()
             })
             .collect();
