@@ -448,8 +448,9 @@ pub(super) fn timestamptz(text: &str, default_offset: Option<i32>, out: &mut Vec
 /// with integer counts, converted with integer arithmetic as the server
 /// does. Every other spelling (`@ 1 hour ago`, `1.5 days`, ISO 8601
 /// `P1D`, `3days`) is the server's to read.
-/// Under `IntervalStyle` `sql_standard` (`sql_standard`) a value led by a
-/// minus is the server's: there the sign may apply to every field.
+/// With `sql_standard` (the session's `IntervalStyle` is `sql_standard`) a
+/// value led by a minus is the server's: there the sign may apply to every
+/// field.
 pub(super) fn interval(text: &str, sql_standard: bool, out: &mut Vec<u8>) -> Encoded {
     let undecided = || invalid("interval", text);
     if sql_standard && text.trim_start_matches(super::is_space).starts_with('-') {

@@ -2,7 +2,8 @@
 //! the source's definition needs: those the source's columns use (directly,
 //! as an array's element, a domain's base, a composite's attribute, a
 //! range's subtype or a multirange's range) that the destination lacks are
-//! created in it as the source defines them, before the table. A type an extension provides (`citext`, `hstore`, PostGIS's `geometry`) is not
+//! created in it as the source defines them, before the table. A type an
+//! extension provides (`citext`, `hstore`, PostGIS's `geometry`) is not
 //! created: a destination without the extension refuses the run, naming
 //! the `CREATE EXTENSION` to run there.
 
@@ -27,10 +28,9 @@ pub(super) struct NeededType {
 }
 
 /// The user-defined enums, domains, composite and range types the columns
-/// of types `oids` use in the source, the types a type is made of before
-/// it, that the destination
-/// lacks (by schema-qualified name), with the DDL that creates each as
-/// the source defines it. A type of an extension the destination lacks is
+/// of types `oids` use in the source (the types a type is made of before
+/// it) that the destination lacks (by schema-qualified name), with the DDL
+/// that creates each as the source defines it. A type of an extension the destination lacks is
 /// an error naming the extension and its columns' types (installing
 /// extensions is the destination's owner's call). Other user-defined types
 /// (a range with a canonical function, a table's row type) are left to the
