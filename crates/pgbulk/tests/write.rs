@@ -145,3 +145,91 @@ async fn rows_written_meanwhile_get_the_batch_merged_into_them() {
         0
     );
 }
+
+/// In a session zone with daylight saving: Arrow timestamps with a zone
+/// are instants, encoded as they are; zoneless ones and text without an
+/// offset are placed by the server in the session's zone (the clock change
+/// gap included), as its cast places the same text.
+#[tokio::test]
+async fn timestamps_into_timestamptz_in_a_zone_with_daylight_saving() {
+    use arrow_array::{ArrayRef, TimestampMicrosecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+    let db = TestDb::new("write_zone").await;
+    db.connect()
+        .await
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L', \
+             current_database(), 'America/New_York'); END $$",
+        )
+        .await
+        .expect("zone");
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE tz (id bigint, at timestamptz, naive timestamptz, t timestamptz)",
+        )
+        .await
+        .expect("table");
+    // 2024-03-10 02:30 (in the gap), 2024-11-03 01:30 (in the overlap),
+    // 2024-07-01 12:00, as microseconds of UTC or of a wall clock.
+    let micros = [
+        1_710_037_800_000_000_i64,
+        1_730_597_400_000_000,
+        1_719_835_200_000_000,
+    ];
+    let texts = [
+        "2024-03-10 02:30:00",
+        "2024-11-03 01:30:00",
+        "2024-07-01 12:00:00+02",
+    ];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(
+            "at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new(
+            "naive",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            true,
+        ),
+        Field::new("t", DataType::Utf8, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![0, 1, 2])),
+        Arc::new(TimestampMicrosecondArray::from(micros.to_vec()).with_timezone("UTC")),
+        Arc::new(TimestampMicrosecondArray::from(micros.to_vec())),
+        Arc::new(StringArray::from(texts.to_vec())),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("batch");
+    let opts = LoadOptions {
+        table: TableName::parse("tz").expect("name"),
+        mode: Some(LoadMode::Append),
+        ..LoadOptions::default()
+    };
+    pgbulk::arrow::write(
+        &resolve(&db.url),
+        schema,
+        Box::new(std::iter::once(Ok(batch))),
+        &opts,
+        false,
+        Arc::new(Progress::default()),
+    )
+    .await
+    .expect("write");
+    let wrong = one(
+        &client,
+        "SELECT count(*) FROM tz JOIN (VALUES \
+           (0, '2024-03-10 02:30:00', '2024-03-10 02:30:00'), \
+           (1, '2024-11-03 01:30:00', '2024-11-03 01:30:00'), \
+           (2, '2024-07-01 12:00:00', '2024-07-01 12:00:00+02')) e(id, wall, t) USING (id) \
+         WHERE at IS DISTINCT FROM (wall || '+00')::timestamptz \
+            OR naive IS DISTINCT FROM wall::timestamptz \
+            OR tz.t IS DISTINCT FROM e.t::timestamptz",
+    )
+    .await;
+    assert_eq!(wrong, 0);
+    assert_eq!(one(&client, "SELECT count(*) FROM tz").await, 3);
+}
