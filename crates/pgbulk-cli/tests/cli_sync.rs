@@ -3065,3 +3065,50 @@ async fn always_identity_destinations_take_the_sources_ids_and_created_ones_keep
         );
     }
 }
+
+/// A destination whose `array_nulls` is off still gets null elements as
+/// nulls and the string "NULL" as the string, whether its encoder reads
+/// the array or the server casts it (`point[]`), whether the table is
+/// created or exists, on the text route (`--batch-rows`).
+#[tokio::test]
+async fn null_array_elements_stay_null_in_a_destination_with_array_nulls_off() {
+    let src = TestDb::new("sync_array_nulls_src").await;
+    let dst = TestDb::new("sync_array_nulls_dst").await;
+    let home = Scratch::new("sync-array-nulls");
+    src.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE a (id int PRIMARY KEY, t text[], i int[], p point[]);
+             INSERT INTO a VALUES
+               (1, ARRAY['x', NULL, 'NULL', 'null'], ARRAY[1, NULL], ARRAY[point(1, 2), NULL]),
+               (2, '{{NULL,a},{b,NULL}}', '{}', NULL)",
+        )
+        .await
+        .expect("source");
+    let dest = dst.connect().await;
+    dest.batch_execute(&format!(
+        "ALTER DATABASE {} SET array_nulls = off",
+        dst.name
+    ))
+    .await
+    .expect("setting");
+    let expected = all(&src, "a").await;
+    for round in ["created", "existing"] {
+        if round == "existing" {
+            dest.batch_execute("TRUNCATE a").await.expect("truncate");
+        }
+        let out = run(pgbulk(&home).args([
+            "sync",
+            "--from",
+            &src.url,
+            "--table",
+            "a",
+            "--db",
+            &dst.url,
+            "--batch-rows",
+            "1",
+        ]));
+        assert_eq!(out.code, 0, "{round}: {}", out.stderr);
+        assert_eq!(all(&dst, "a").await, expected, "{round}");
+    }
+}

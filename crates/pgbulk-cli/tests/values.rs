@@ -417,3 +417,30 @@ async fn intervals_under_the_sql_standard_style_match_the_server() {
         .collect();
     differential(&db, &home, "interval[]", &arrays).await;
 }
+
+/// With `array_nulls` off an unquoted `NULL` in an array literal is the
+/// string `NULL`, not a null element: every value stores what the
+/// server's cast stores.
+#[tokio::test]
+async fn arrays_with_array_nulls_off_match_the_server() {
+    let db = TestDb::new("values_array_nulls").await;
+    let home = Scratch::new("values-array-nulls");
+    set_for_database(&db, "array_nulls", "off").await;
+    let mut rng = Rng(0xA7_0A11_0FF0_0000);
+    let seeds = [
+        "{a,NULL,\"NULL\"}",
+        "{NULL}",
+        "{null, Null ,nUlL}",
+        "{\"\",b}",
+        "{{a,NULL},{NULL,b}}",
+        "{N\\ULL,NULLS}",
+        "{}",
+    ];
+    let inputs = with_mutations(&mut rng, &seeds, 80);
+    differential(&db, &home, "text[]", &inputs).await;
+    let numbers: Vec<String> = ["{1,NULL}", "{NULL}", "{1,2,3}", "{{1},{2}}"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    differential(&db, &home, "int[]", &numbers).await;
+}

@@ -1,7 +1,7 @@
 //! What pgbulk needs to know about a connection's session, read once per
 //! connection in one round trip: the schema unqualified names land in, the
 //! server's version, and the settings the encoder must honour (the time
-//! zone, the interval style).
+//! zone, the interval style, whether `NULL` in an array literal is a null).
 
 use tokio_postgres::Client;
 
@@ -22,16 +22,22 @@ pub struct Session {
     /// every field of an interval without other signs (`-1 2:00:00` is
     /// minus a day and two hours), so such values are the server's.
     pub interval_sql_standard: bool,
+    /// `array_nulls` is on: an unquoted `NULL` in an array literal is a
+    /// null element. Off, it is the string `NULL`, and array text is the
+    /// server's to read.
+    pub array_nulls: bool,
 }
 
 /// How the session reads the text forms the encoder also converts: what
 /// [`crate::ingest`] adjusts column types by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputStyle {
     /// See [`Session::utc_offset`].
     pub utc_offset: Option<i32>,
     /// See [`Session::interval_sql_standard`].
     pub interval_sql_standard: bool,
+    /// See [`Session::array_nulls`].
+    pub array_nulls: bool,
 }
 
 impl Session {
@@ -42,7 +48,8 @@ impl Session {
                 "SELECT current_schema()::text, \
                  current_setting('server_version_num')::int4, \
                  current_setting('TimeZone'), \
-                 current_setting('IntervalStyle')",
+                 current_setting('IntervalStyle'), \
+                 current_setting('array_nulls')::bool",
                 &[],
             )
             .await
@@ -60,6 +67,7 @@ impl Session {
             server_version: row.try_get(1).map_err(read)?,
             utc_offset: utc_offset(&zone),
             interval_sql_standard: interval_style.eq_ignore_ascii_case("sql_standard"),
+            array_nulls: row.try_get(4).map_err(read)?,
         })
     }
 
@@ -68,6 +76,7 @@ impl Session {
         InputStyle {
             utc_offset: self.utc_offset,
             interval_sql_standard: self.interval_sql_standard,
+            array_nulls: self.array_nulls,
         }
     }
 }

@@ -156,14 +156,7 @@ async fn timestamps_into_timestamptz_in_a_zone_with_daylight_saving() {
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
     let db = TestDb::new("write_zone").await;
-    db.connect()
-        .await
-        .batch_execute(
-            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L', \
-             current_database(), 'America/New_York'); END $$",
-        )
-        .await
-        .expect("zone");
+    set_for_database(&db, "TimeZone", "America/New_York").await;
     let client = db.connect().await;
     client
         .batch_execute(
@@ -203,22 +196,8 @@ async fn timestamps_into_timestamptz_in_a_zone_with_daylight_saving() {
         Arc::new(TimestampMicrosecondArray::from(micros.to_vec())),
         Arc::new(StringArray::from(texts.to_vec())),
     ];
-    let batch = RecordBatch::try_new(schema.clone(), columns).expect("batch");
-    let opts = LoadOptions {
-        table: TableName::parse("tz").expect("name"),
-        mode: Some(LoadMode::Append),
-        ..LoadOptions::default()
-    };
-    pgbulk::arrow::write(
-        &resolve(&db.url),
-        schema,
-        Box::new(std::iter::once(Ok(batch))),
-        &opts,
-        false,
-        Arc::new(Progress::default()),
-    )
-    .await
-    .expect("write");
+    let batch = RecordBatch::try_new(schema, columns).expect("batch");
+    append(&db, "tz", batch).await;
     let wrong = one(
         &client,
         "SELECT count(*) FROM tz JOIN (VALUES \
@@ -232,4 +211,89 @@ async fn timestamps_into_timestamptz_in_a_zone_with_daylight_saving() {
     .await;
     assert_eq!(wrong, 0);
     assert_eq!(one(&client, "SELECT count(*) FROM tz").await, 3);
+}
+
+/// A null in an Arrow list is a null element and the string "NULL" is the
+/// string, in a database whose `array_nulls` is off, whether the encoder
+/// reads the list (`text[]`) or the server casts it (`point[]`).
+#[tokio::test]
+async fn null_list_elements_stay_null_with_array_nulls_off() {
+    use arrow_array::builder::{ListBuilder, StringBuilder};
+    use arrow_array::{Array, ArrayRef};
+    use arrow_schema::{DataType, Field, Schema};
+
+    let db = TestDb::new("write_array_nulls").await;
+    set_for_database(&db, "array_nulls", "off").await;
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE a (id bigint, t text[], p point[])")
+        .await
+        .expect("table");
+    let list = |items: &[Option<&str>]| {
+        let mut b = ListBuilder::new(StringBuilder::new());
+        for item in items {
+            b.values().append_option(*item);
+        }
+        b.append(true);
+        b.finish()
+    };
+    let texts = list(&[Some("x"), None, Some("NULL"), Some("null")]);
+    let points = list(&[Some("(1,2)"), None]);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("t", texts.data_type().clone(), true),
+        Field::new("p", points.data_type().clone(), true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![1])),
+        Arc::new(texts),
+        Arc::new(points),
+    ];
+    let batch = RecordBatch::try_new(schema, columns).expect("batch");
+    append(&db, "a", batch).await;
+    let row = client
+        .query_one(
+            "SELECT t[2] IS NULL, t[3], t[4], p[2] IS NULL, p[1]::text FROM a",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert!(row.get::<_, bool>(0), "a null element");
+    assert_eq!(row.get::<_, String>(1), "NULL");
+    assert_eq!(row.get::<_, String>(2), "null");
+    assert!(row.get::<_, bool>(3), "a null point");
+    assert_eq!(row.get::<_, String>(4), "(1,2)");
+}
+
+/// Sets `setting` for `db`'s new sessions.
+async fn set_for_database(db: &TestDb, setting: &str, value: &str) {
+    let client = db.connect().await;
+    let sql: String = client
+        .query_one(
+            "SELECT format('ALTER DATABASE %I SET %I = %L', current_database(), $1::text, $2::text)",
+            &[&setting, &value],
+        )
+        .await
+        .expect("format")
+        .get(0);
+    client.batch_execute(&sql).await.expect("setting");
+}
+
+/// Appends `batch` to `table` of `db` with `arrow::write`.
+async fn append(db: &TestDb, table: &str, batch: RecordBatch) {
+    let opts = LoadOptions {
+        table: TableName::parse(table).expect("name"),
+        mode: Some(LoadMode::Append),
+        ..LoadOptions::default()
+    };
+    pgbulk::arrow::write(
+        &resolve(&db.url),
+        batch.schema(),
+        Box::new(std::iter::once(Ok(batch))),
+        &opts,
+        false,
+        Arc::new(Progress::default()),
+    )
+    .await
+    .expect("write");
 }

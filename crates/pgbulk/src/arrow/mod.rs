@@ -123,6 +123,13 @@ pub(crate) async fn write_on(
         name,
         skipped,
     } = data;
+    // List values become array literals whose NULL is a null element, as
+    // `array_nulls` on reads them; the streams' connections say so too.
+    client
+        .batch_execute("SET array_nulls = on")
+        .await
+        .map_err(|e| Error::server("setting array_nulls", e))?;
+    let params = &params.with_setting("array_nulls", "on");
     progress.register(&client);
     let session = Session::read(&client).await?;
     let table = opts.table.in_schema(&session.current_schema);

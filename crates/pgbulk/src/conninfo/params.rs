@@ -271,6 +271,21 @@ impl ConnParams {
     pub fn password(&self) -> Option<&Password> {
         self.password.as_ref().map(|(p, _)| p)
     }
+
+    /// These parameters with `-c name=value` added to the start-up options
+    /// (after any given, so it wins). `name` and `value` are pgbulk's own
+    /// words: neither holds a space or a backslash.
+    pub fn with_setting(&self, name: &str, value: &str) -> Self {
+        let setting = format!("-c {name}={value}");
+        let options = match &self.options {
+            Some(given) if !given.trim().is_empty() => format!("{given} {setting}"),
+            _ => setting,
+        };
+        Self {
+            options: Some(options),
+            ..self.clone()
+        }
+    }
 }
 
 impl fmt::Display for ConnParams {

@@ -82,6 +82,20 @@ fn environment_variables_apply() {
 }
 
 #[test]
+fn a_setting_of_pgbulk_follows_the_given_options() {
+    let given = resolve_ok(&db("postgres://h/d?options=-c%20work_mem%3D64MB"), &env());
+    assert_eq!(
+        given.with_setting("array_nulls", "on").options.as_deref(),
+        Some("-c work_mem=64MB -c array_nulls=on")
+    );
+    let none = resolve_ok(&db("postgres://h/d"), &env());
+    assert_eq!(
+        none.with_setting("array_nulls", "on").options.as_deref(),
+        Some("-c array_nulls=on")
+    );
+}
+
+#[test]
 fn connection_string_beats_environment_and_empty_means_unset() {
     let e = env()
         .with_var("PGHOST", "envhost")

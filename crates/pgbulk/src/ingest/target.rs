@@ -151,9 +151,12 @@ impl Target {
 /// `timestamptz` value without an offset of its own is left to the server
 /// (one with an offset does not depend on the zone), and `timetz` is sent
 /// as text for the server to interpret. Under `IntervalStyle`
-/// `sql_standard` an interval led by a minus is left to the server.
+/// `sql_standard` an interval led by a minus is left to the server. With
+/// `array_nulls` off an unquoted `NULL` in an array is the string, so
+/// arrays are sent as text for the server to read.
 pub(super) fn for_session(ty: &ColumnType, input: InputStyle) -> ColumnType {
     let kind = match (&ty.kind, input.utc_offset) {
+        (TypeKind::Array(_), _) if !input.array_nulls => TypeKind::Other,
         (TypeKind::TimestampTz(_), offset) => TypeKind::TimestampTz(offset),
         (TypeKind::TimeTz(_), Some(o)) => TypeKind::TimeTz(o),
         (TypeKind::TimeTz(_), None) => TypeKind::Other,

@@ -166,6 +166,9 @@ pub async fn sync(
     opts: &SyncOptions,
     progress: Arc<Progress>,
 ) -> Result<SyncReport> {
+    // The source writes a null array element as NULL and the string as
+    // "NULL": the destination reads them so whatever its own setting.
+    let dest_params = &dest_params.with_setting("array_nulls", "on");
     let mut source = crate::connect::connect(source_params).await?.client;
     let mut dest = crate::connect::connect(dest_params).await?.client;
     progress.register(&source);
