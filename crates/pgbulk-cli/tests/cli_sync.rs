@@ -1603,6 +1603,8 @@ async fn jobs_read_ranges_of_one_snapshot_and_a_rerun_redoes_only_the_unfinished
     let failed = sync(&guarded);
     assert_ne!(failed.code, 0, "{}", failed.stdout);
     assert!(failed.stderr.contains("range 2 of 2"), "{}", failed.stderr);
+    // Sync has no --max-errors to suggest.
+    assert!(!failed.stderr.contains("--max-errors"), "{}", failed.stderr);
     // The boundary the plan printed: the lower range is every id below.
     let bound: u64 = plan
         .stdout

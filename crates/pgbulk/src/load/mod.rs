@@ -173,6 +173,10 @@ pub struct LoadOptions {
     /// of a table may rewrite it (see [`crate::ingest::Options::rewrite`];
     /// default). Off: always merged.
     pub rewrite: bool,
+    /// A row a constraint refuses fails the load with the hint that
+    /// `--max-errors` sets such rows aside (default). Off for callers that
+    /// offer no such option (a sync).
+    pub max_errors_hint: bool,
 }
 
 /// A hook for [`LoadOptions::before_final_commit`].
@@ -257,6 +261,7 @@ impl Default for LoadOptions {
             dry_run: false,
             fill_empty: true,
             rewrite: true,
+            max_errors_hint: true,
         }
     }
 }
@@ -502,7 +507,7 @@ async fn locate_refused(
         // Loaded this time (a concurrent change let the row in).
         Ok(report) if report.nothing_to_load.is_none() => Ok(report),
         Ok(_) => Err(refused),
-        Err(located) if located.location().is_some() => Err(suggest_max_errors(located, 0)),
+        Err(located) if located.location().is_some() => Err(suggest_max_errors(located, opts)),
         Err(_) => Err(refused),
     }
 }
@@ -1475,7 +1480,7 @@ async fn load_inputs(
                         !opts.batch_rows_asked && opts.fill_empty,
                     )
                     .await
-                    .map_err(|e| suggest_max_errors(e, opts.max_errors))?;
+                    .map_err(|e| suggest_max_errors(e, opts))?;
                     batch_offset += choice.first.as_ref().map_or(0, |f| f.batches.len());
                     first = choice.first;
                     one_batch = choice.one_batch;
@@ -1598,7 +1603,7 @@ async fn load_inputs(
             };
             ingest::ingest_prepared(&mut clients[0], &prepared, |_| batches, &options)
                 .await
-                .map_err(|e| suggest_max_errors(e, opts.max_errors))?
+                .map_err(|e| suggest_max_errors(e, opts))?
         };
         match first {
             Some(mut first) => {
@@ -1646,7 +1651,7 @@ async fn load_inputs(
             }
         }
         if let Some(e) = first_error {
-            return Err(suggest_max_errors(e, opts.max_errors));
+            return Err(suggest_max_errors(e, opts));
         }
         merged
     };
@@ -1980,8 +1985,9 @@ const MAX_ERRORS_HINT: &str =
 
 /// A row a constraint refused failed its batch (the server names the
 /// constraint and the row's values, not the input line): says how to have
-/// such rows set aside, each named by its line.
-fn suggest_max_errors(error: Error, max_errors: u64) -> Error {
+/// such rows set aside, each named by its line, unless `opts` sets some
+/// aside already or the caller offers no such option.
+fn suggest_max_errors(error: Error, opts: &LoadOptions) -> Error {
     use crate::ServerErrorKind::{
         CheckViolation, ForeignKeyViolation, NotNullViolation, UniqueViolation,
     };
@@ -1990,7 +1996,8 @@ fn suggest_max_errors(error: Error, max_errors: u64) -> Error {
         Some(UniqueViolation | NotNullViolation | CheckViolation | ForeignKeyViolation)
     );
     // Only rows: a catalog conflict (creating a table) is not bad data.
-    if max_errors > 0
+    if opts.max_errors > 0
+        || !opts.max_errors_hint
         || !refused
         || error.kind() != ErrorKind::Data
         || error.message().contains("--max-errors")

@@ -564,6 +564,8 @@ pub async fn sync(
         // The spool is new each run: no ledger of it (an upsert of rows
         // an earlier run loaded changes nothing).
         ledger: false,
+        // A sync sets no rows aside: the server's words are the message.
+        max_errors_hint: false,
         streams: 1,
         // Jobs (`--jobs`) are how a sync runs on several connections.
         upsert_streams: Some(1),
