@@ -37,15 +37,18 @@ in its own order, and where a key repeats the last such row wins
 (``on_duplicate``: ``last``, ``first``, or ``error`` to fail the write
 naming a repeated key). The result does not depend on timing.
 
-Options: ``url`` (or ``conninfo``, ``dsn``, ``service``: what ``--db``
-takes; with none, libpq's ``PG*`` variables), ``table`` (required),
+Options: ``url`` (or ``db``, ``conninfo``, ``dsn``, ``service``: what
+``--db`` takes; with none, libpq's ``PG*`` variables), ``table`` (required),
 ``key`` (comma-separated; default the table's primary key), ``mode``
 (``upsert``, ``append``, ``replace``, ``replace-atomic``; Spark's
 ``append`` mode defaults to upsert when there is a key, ``overwrite`` is
 ``replace-atomic``), ``schema`` (DDL text or a ``.sql`` file),
 ``on_duplicate``, ``ignore_extra``, ``lock_timeout`` (milliseconds),
 ``create`` (default true), ``stale_after_seconds`` (default 86400),
-``rewrite`` (default true).
+``rewrite`` (default true). An option not named here, or a flag that is
+neither true nor false, fails the write before any task (a misspelt
+``mode`` would otherwise upsert, a misspelt ``url`` write to the ``PG*``
+database).
 Spark redacts the ``url`` option in plans and its UI; a password is better
 kept in ``~/.pgpass``, ``PGPASSWORD`` or a service file than in the URL.
 """
@@ -53,6 +56,7 @@ kept in ``~/.pgpass``, ``PGPASSWORD`` or a service file than in the URL.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import logging
 import os
@@ -77,14 +81,62 @@ from . import _pgbulk
 _log = logging.getLogger("pgbulk.spark")
 
 # Options naming the database, in order of preference.
-_DB_OPTIONS = ("url", "conninfo", "dsn")
+_DB_OPTIONS = ("url", "db", "conninfo", "dsn")
+
+# Every option the writer reads.
+_OPTIONS = frozenset(
+    (
+        *_DB_OPTIONS,
+        "service",
+        "table",
+        "dbtable",
+        "key",
+        "mode",
+        "schema",
+        "on_duplicate",
+        "ignore_extra",
+        "lock_timeout",
+        "create",
+        "stale_after_seconds",
+        "rewrite",
+        "test_fail_after_staging",
+    )
+)
+
+
+def _check_names(options: dict[str, str]) -> None:
+    """Refuses an option the writer does not read, naming the nearest."""
+    unknown = sorted(set(options) - _OPTIONS)
+    if not unknown:
+        return
+    name = unknown[0]
+    near = difflib.get_close_matches(name, sorted(_OPTIONS), n=1)
+    hint = f' (did you mean "{near[0]}"?)' if near else ""
+    raise ValueError(
+        f'pgbulk: unknown option "{name}"{hint}; the options are: {", ".join(sorted(_OPTIONS))}'
+    )
 
 
 def _flag(options: dict[str, str], name: str, default: bool) -> bool:
     value = options.get(name)
     if value is None:
         return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    spelled = value.strip().lower()
+    if spelled in ("1", "true", "yes", "on"):
+        return True
+    if spelled in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f'pgbulk: option "{name}" is true or false, not {value!r}')
+
+
+def _int(options: dict[str, str], name: str) -> int | None:
+    value = options.get(name)
+    if value is None or not value.strip():
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f'pgbulk: option "{name}" is a whole number, not {value!r}') from None
 
 
 def _db(options: dict[str, str]) -> str | None:
@@ -120,6 +172,7 @@ class PgbulkWriter(DataSourceArrowWriter):
 
     def __init__(self, options: dict[str, str], schema: StructType, overwrite: bool) -> None:
         options = {k.lower(): v for k, v in options.items()}
+        _check_names(options)
         table = options.get("table") or options.get("dbtable")
         if not table:
             raise ValueError('pgbulk: .option("table", "[schema.]table") is required')
@@ -131,8 +184,8 @@ class PgbulkWriter(DataSourceArrowWriter):
         self.schema_ddl = _schema_ddl(options.get("schema"))
         self.on_duplicate = options.get("on_duplicate")
         self.ignore_extra = _flag(options, "ignore_extra", False)
-        timeout = options.get("lock_timeout")
-        self.lock_timeout_ms = int(timeout) if timeout else None
+        self.lock_timeout_ms = _int(options, "lock_timeout")
+        stale = _int(options, "stale_after_seconds")
         self.rewrite = _flag(options, "rewrite", True)
         self.fail_after_staging = _flag(options, "test_fail_after_staging", False)
         # Spark timestamps are instants; their zone only labels them.
@@ -142,7 +195,7 @@ class PgbulkWriter(DataSourceArrowWriter):
             self.table,
             **self._settings(),
             create=_flag(options, "create", True),
-            stale_after_seconds=int(options.get("stale_after_seconds", "86400")),
+            stale_after_seconds=86400 if stale is None else stale,
         )
         self.write_id: str = begun["write_id"]
         self.created_ddl: str | None = begun["created_ddl"]

@@ -312,3 +312,21 @@ def test_a_column_the_table_lacks_is_refused_before_any_task(spark: SparkSession
     with pytest.raises(Exception, match="key"):
         pgbulk.spark.write(stock(spark, 10, 1), "stock", url=db, key=["nope"])
     assert rows(db, "SELECT * FROM stock") == [(1, 1)]
+
+
+def test_an_unknown_option_or_flag_value_fails_before_any_task(
+    spark: SparkSession, db: str
+) -> None:
+    df = stock(spark, 10, 1)
+    # A misspelt mode would upsert; a misspelt url would write elsewhere.
+    with pytest.raises(Exception, match='unknown option "mdoe" \\(did you mean "mode"\\?\\)'):
+        pgbulk.spark.write(df, "stock", url=db, mdoe="append")
+    with pytest.raises(Exception, match='option "rewrite" is true or false'):
+        pgbulk.spark.write(df, "stock", url=db, rewrite="flase")
+    with pytest.raises(Exception, match='option "lock_timeout" is a whole number'):
+        pgbulk.spark.write(df, "stock", url=db, lock_timeout="5s")
+    assert rows(db, "SELECT count(*) FROM pg_class WHERE relname = 'stock'") == [(0,)]
+    assert stages(db) == []
+    # ``db`` names the database as pgbulk.write's does.
+    pgbulk.spark.write(df, "stock", db=db)
+    assert rows(db, "SELECT count(*) FROM stock") == [(10,)]
