@@ -10,10 +10,7 @@ use super::keyword;
 /// A string that is neither a URI nor contains `=` is a database name, as
 /// `psql -d NAME` treats it.
 pub(crate) fn parse(input: &str) -> Result<Vec<(String, String)>, String> {
-    if let Some(rest) = input
-        .strip_prefix("postgresql://")
-        .or_else(|| input.strip_prefix("postgres://"))
-    {
+    if let Some(rest) = uri_body(input)? {
         parse_uri(rest)
     } else if input.contains('=') {
         parse_keyword_value(input)
@@ -22,11 +19,58 @@ pub(crate) fn parse(input: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
+/// What follows the scheme of a URI: libpq's `postgresql://` and
+/// `postgres://`, and SQLAlchemy's `postgresql+DRIVER://` (what Airflow's
+/// `get_uri()` writes), whose driver says nothing to libpq. `None`: not a
+/// URI (a `key=value` string, a database name). Another scheme is refused,
+/// naming no more than the scheme: the rest may hold a password (libpq
+/// would take it for a database name, or a keyword, and echo it).
+fn uri_body(input: &str) -> Result<Option<&str>, String> {
+    let Some((scheme, rest)) = input.split_once("://") else {
+        return Ok(None);
+    };
+    if scheme.contains(|c: char| c == '=' || c.is_whitespace()) {
+        // `options='-c x=a://b'`: a key=value string.
+        return Ok(None);
+    }
+    let base = scheme.split_once('+').map_or(scheme, |(base, _)| base);
+    if base == "postgresql" || base == "postgres" {
+        return Ok(Some(rest));
+    }
+    if scheme.eq_ignore_ascii_case("jdbc:postgresql") {
+        return Err("a JDBC URL (jdbc:postgresql://...) is not a connection string libpq reads: \
+             drop \"jdbc:\" and give its parameters in libpq's words (sslmode=require, not ssl=true)"
+            .to_owned());
+    }
+    let shown = if plain(scheme, "+-.:") { scheme } else { "..." };
+    Err(format!(
+        "\"{shown}://\" is not a connection URI: one starts with postgresql:// or postgres://"
+    ))
+}
+
+/// `text` is short and made of ASCII letters, digits, `_` and `extra`:
+/// safe to repeat in a message.
+fn plain(text: &str, extra: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 40
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || extra.contains(c))
+}
+
 fn check_keyword(keyword: &str) -> Result<(), String> {
     if keyword::is_known(keyword) {
         Ok(())
-    } else {
+    } else if plain(keyword, "") {
         Err(format!("invalid connection option \"{keyword}\""))
+    } else {
+        // Not a keyword's shape: it may hold a password (a URI of a
+        // misspelt scheme), so it is not repeated.
+        Err(
+            "invalid connection option: a keyword is letters, digits and underscores before \"=\" \
+             (a URI starts with postgresql://)"
+                .to_owned(),
+        )
     }
 }
 
@@ -241,6 +285,42 @@ mod tests {
     #[test]
     fn plain_name_is_a_database() {
         assert_eq!(p("sales"), kv(&[("dbname", "sales")]));
+    }
+
+    #[test]
+    fn sqlalchemy_urls_are_uris_and_other_schemes_are_refused_unrepeated() {
+        assert_eq!(
+            p("postgresql+psycopg://u:pw@h:5/db?sslmode=require"),
+            p("postgresql://u:pw@h:5/db?sslmode=require")
+        );
+        assert_eq!(p("postgres+psycopg2://h/db"), p("postgres://h/db"));
+        for (input, said) in [
+            (
+                "jdbc:postgresql://u:s3cret@h/db?sslmode=require",
+                "a JDBC URL",
+            ),
+            (
+                "postgresq://u:s3cret@h/db",
+                "\"postgresq://\" is not a connection URI",
+            ),
+            (
+                "mysql://u:s3cret@h/db",
+                "\"mysql://\" is not a connection URI",
+            ),
+            (
+                "host=h x@y:s3cret=1",
+                "invalid connection option: a keyword is",
+            ),
+        ] {
+            let e = parse(input).unwrap_err();
+            assert!(e.contains(said), "{input}: {e}");
+            assert!(!e.contains("s3cret"), "{input}: {e}");
+        }
+        // A value holding "://" keeps a key=value string one.
+        assert_eq!(
+            p("host=h options='-c x=a://b'"),
+            kv(&[("host", "h"), ("options", "-c x=a://b")])
+        );
     }
 
     #[test]
