@@ -44,6 +44,7 @@ from .errors import (
     LocalError,
     ServerError,
 )
+from .frames import as_arrow
 
 __version__: str = _pgbulk.__version__
 
@@ -252,12 +253,16 @@ def write(
     the table's rows (PostgreSQL 15+) rewrites it as a new copy swapped in
     (its oid changes; see the README on MVCC) unless ``rewrite=False``.
     ``db``, ``conn`` and ``dsn`` are alternative names for the target.
+    From a pandas DataFrame an unnamed index is left out (a named one is
+    written as columns of its names) and a column of dicts goes as JSON,
+    each dict as ``json.dumps`` writes it (pyarrow would make a struct of
+    every key, null where a row lacks one).
     """
     target = next((t for t in (db, conn, dsn) if t is not None), None)
     return _report(
         LoadReport,
         _pgbulk.write(
-            data,
+            as_arrow(data),
             table,
             db=conninfo(target),
             mode_name=mode,

@@ -256,6 +256,50 @@ def test_pandas_and_polars_frames_upsert_into_an_existing_table(db: str) -> None
     ]
 
 
+def test_a_pandas_frame_keeps_each_dicts_keys_and_leaves_out_an_unnamed_index(db: str) -> None:
+    # pyarrow alone makes {"a": 1} {"a": 1, "b": null}: a struct of every key.
+    frame = pd.DataFrame(
+        {
+            "id": [1, 2, 3, 4],
+            "doc": [
+                {"a": 1},
+                {"b": "x", "nested": [{"c": None}, {"d": 2.5}]},
+                None,
+                {"when": dt.date(2024, 5, 1), "n": pd.Series([7]).iloc[0], "ok": True},
+            ],
+            "plain": ["p", None, "q", "r"],
+        },
+        index=[10, 11, 12, 13],
+    )
+    report = pgbulk.write(frame, "docs", db=db, key=["id"])
+    assert report.created_ddl is not None
+    assert '"doc" jsonb' in report.created_ddl
+    assert rows(db, "SELECT id, doc::text, plain FROM docs ORDER BY id") == [
+        (1, '{"a": 1}', "p"),
+        (2, '{"b": "x", "nested": [{"c": null}, {"d": 2.5}]}', None),
+        (3, None, "q"),
+        (4, '{"n": 7, "ok": true, "when": "2024-05-01"}', "r"),
+    ]
+    # A value JSON has no form for is named by row and column, nothing written.
+    bad = pd.DataFrame({"id": [5, 6], "doc": [{"a": 1}, {"t": dt.timedelta(1)}]})
+    with pytest.raises(pgbulk.DataError, match='row 2 of the data: column "doc": a timedelta') as e:
+        pgbulk.write(bad, "docs", db=db)
+    assert (e.value.column, e.value.line) == ("doc", 2)
+    assert rows(db, "SELECT count(*) FROM docs") == [(4,)]
+    # An unnamed index is no column (a filtered frame's is not 0, 1, 2, ...);
+    # a named one is.
+    filtered = frame[frame["id"] > 2].drop(columns="doc")
+    assert pgbulk.write(filtered, "docs", db=db).unchanged == 2
+    indexed = pd.DataFrame({"id": [1, 2], "v": ["a", "b"]}).set_index("id")
+    created = pgbulk.write(indexed, "by_id", db=db, key=["id"]).created_ddl
+    assert created is not None and '"id" bigint' in created
+    assert rows(db, "SELECT id, v FROM by_id ORDER BY id") == [(1, "a"), (2, "b")]
+    # Not every value a dict: pyarrow's reading as before.
+    lists = pd.DataFrame({"id": [7], "doc": [[1, 2]]})
+    with pytest.raises(pgbulk.Error):
+        pgbulk.write(lists, "docs", db=db)
+
+
 def test_batches_commit_and_a_record_batch_reader_streams(db: str) -> None:
     schema = pa.schema([("n", pa.int64()), ("sq", pa.int64())])
     batches = (
