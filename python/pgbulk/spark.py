@@ -38,7 +38,8 @@ in its own order, and where a key repeats the last such row wins
 naming a repeated key). The result does not depend on timing.
 
 Options: ``url`` (or ``db``, ``conninfo``, ``dsn``, ``service``: what
-``--db`` takes; with none, libpq's ``PG*`` variables), ``table`` (required),
+``--db`` takes; with none, libpq's ``PG*`` variables; ``user`` and
+``password``, as the JDBC writer takes them, override its), ``table`` (required),
 ``key`` (comma-separated; default the table's primary key), ``mode``
 (``upsert``, ``append``, ``replace``, ``replace-atomic``; Spark's
 ``append`` mode defaults to upsert when there is a key, ``overwrite`` is
@@ -60,7 +61,9 @@ import difflib
 import itertools
 import logging
 import os
+import re
 import threading
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -88,6 +91,8 @@ _OPTIONS = frozenset(
     (
         *_DB_OPTIONS,
         "service",
+        "user",
+        "password",
         "table",
         "dbtable",
         "key",
@@ -104,12 +109,27 @@ _OPTIONS = frozenset(
 )
 
 
+# Options of Spark's JDBC writer that have no counterpart here, and why.
+_JDBC_ONLY = {
+    "batchsize": "each partition goes in one COPY and the write commits once: there are no "
+    "batches to size",
+    "driver": "pgbulk connects by itself, with no JDBC driver",
+    "truncate": 'mode "replace" truncates, "replace-atomic" (Spark\'s overwrite) swaps in a '
+    "new table",
+    "isolationlevel": "the write commits in one transaction of its own",
+}
+
+
 def _check_names(options: dict[str, str]) -> None:
     """Refuses an option the writer does not read, naming the nearest."""
     unknown = sorted(set(options) - _OPTIONS)
     if not unknown:
         return
     name = unknown[0]
+    if name in _JDBC_ONLY:
+        raise ValueError(
+            f'pgbulk: option "{name}" is one of Spark\'s JDBC writer: {_JDBC_ONLY[name]}'
+        )
     near = difflib.get_close_matches(name, sorted(_OPTIONS), n=1)
     hint = f' (did you mean "{near[0]}"?)' if near else ""
     raise ValueError(
@@ -140,12 +160,24 @@ def _int(options: dict[str, str], name: str) -> int | None:
 
 
 def _db(options: dict[str, str]) -> str | None:
-    for name in _DB_OPTIONS:
-        if options.get(name):
-            return options[name]
-    if options.get("service"):
-        return f"service={options['service']}"
-    return None
+    db = next((options[name] for name in _DB_OPTIONS if options.get(name)), None)
+    if db is None and options.get("service"):
+        db = f"service={_quoted(options['service'])}"
+    given = {k: options[k] for k in ("user", "password") if options.get(k)}
+    if not given:
+        return db
+    if db is not None and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", db):
+        # Query parameters come after the URI's user and password: they win.
+        return db + ("&" if "?" in db else "?") + urllib.parse.urlencode(given)
+    if db is not None and "=" not in db:
+        db = f"dbname={_quoted(db)}"
+    words = " ".join(f"{k}={_quoted(v)}" for k, v in given.items())
+    return f"{db} {words}" if db else words
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a ``key=value`` connection string's quoted value."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _schema_ddl(value: str | None) -> str | None:

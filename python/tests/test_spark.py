@@ -330,3 +330,24 @@ def test_an_unknown_option_or_flag_value_fails_before_any_task(
     # ``db`` names the database as pgbulk.write's does.
     pgbulk.spark.write(df, "stock", db=db)
     assert rows(db, "SELECT count(*) FROM stock") == [(10,)]
+
+
+def test_user_and_password_options_as_the_jdbc_writer_takes_them(
+    spark: SparkSession, db: str
+) -> None:
+    with psycopg.connect(db) as conn:
+        conn.execute("CREATE ROLE spark_writer LOGIN PASSWORD 'W-pass''1'")
+        conn.execute("GRANT CREATE, USAGE ON SCHEMA public TO spark_writer")
+    df = stock(spark, 10, 1)
+    # TCP (a socket would trust the role): the password is checked.
+    ((port, name),) = rows(db, "SELECT current_setting('port'), current_database()")
+    url = f"postgresql://127.0.0.1:{port}/{name}?sslmode=disable"
+    pgbulk.spark.write(df, "stock", url=url, user="spark_writer", password="W-pass'1")
+    assert rows(
+        db,
+        "SELECT tableowner, (SELECT count(*) FROM stock) FROM pg_tables WHERE tablename = 'stock'",
+    ) == [("spark_writer", 10)]
+    with pytest.raises(Exception, match="password authentication failed"):
+        pgbulk.spark.write(df, "stock", url=url, user="spark_writer", password="wrong")
+    with pytest.raises(Exception, match='"batchsize" is one of Spark\'s JDBC writer'):
+        pgbulk.spark.write(df, "stock", url=url, batchsize="10000")
