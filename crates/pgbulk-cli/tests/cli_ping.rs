@@ -264,8 +264,14 @@ async fn bad_connection_strings_exit_3() {
         ),
         ("sslmode=sometimes", "invalid sslmode value"),
         // libpq would echo these whole: as a keyword, as a database name.
-        ("jdbc:postgresql://u:Pw-777@h/d?sslmode=require", "a JDBC URL"),
-        ("postgresq://u:Pw-777@h/d", "\"postgresq://\" is not a connection URI"),
+        (
+            "jdbc:postgresql://u:Pw-777@h/d?sslmode=require",
+            "a JDBC URL",
+        ),
+        (
+            "postgresq://u:Pw-777@h/d",
+            "\"postgresq://\" is not a connection URI",
+        ),
     ] {
         let out = run(pgbulk(&home).args(["ping", "--db", db]));
         assert_error(&out, 3, needle);

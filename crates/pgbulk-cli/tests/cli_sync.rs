@@ -3068,33 +3068,40 @@ async fn always_identity_destinations_take_the_sources_ids_and_created_ones_keep
     }
 }
 
-/// A destination whose `array_nulls` is off still gets null elements as
-/// nulls and the string "NULL" as the string, whether its encoder reads
-/// the array or the server casts it (`point[]`), whether the table is
+/// A destination whose settings read text otherwise than the source's
+/// wrote it gets the source's values: with `array_nulls` off null elements
+/// stay null and the string "NULL" the string, whether its encoder reads
+/// the array or the server casts it (`point[]`); with `xmloption` document
+/// XML content (not a document) still goes in. Whether the table is
 /// created or exists, on the text route (`--batch-rows`).
 #[tokio::test]
-async fn null_array_elements_stay_null_in_a_destination_with_array_nulls_off() {
+async fn values_stay_the_sources_under_the_destinations_settings() {
     let src = TestDb::new("sync_array_nulls_src").await;
     let dst = TestDb::new("sync_array_nulls_dst").await;
     let home = Scratch::new("sync-array-nulls");
     src.connect()
         .await
         .batch_execute(
-            "CREATE TABLE a (id int PRIMARY KEY, t text[], i int[], p point[]);
+            "CREATE TABLE a (id int PRIMARY KEY, t text[], i int[], p point[], x xml);
              INSERT INTO a VALUES
-               (1, ARRAY['x', NULL, 'NULL', 'null'], ARRAY[1, NULL], ARRAY[point(1, 2), NULL]),
-               (2, '{{NULL,a},{b,NULL}}', '{}', NULL)",
+               (1, ARRAY['x', NULL, 'NULL', 'null'], ARRAY[1, NULL], ARRAY[point(1, 2), NULL],
+                'content <b/>'),
+               (2, '{{NULL,a},{b,NULL}}', '{}', NULL, '<doc/>')",
         )
         .await
         .expect("source");
     let dest = dst.connect().await;
     dest.batch_execute(&format!(
-        "ALTER DATABASE {} SET array_nulls = off",
+        "ALTER DATABASE {0} SET array_nulls = off; ALTER DATABASE {0} SET xmloption = document",
         dst.name
     ))
     .await
     .expect("setting");
-    let expected = all(&src, "a").await;
+    let expected = rows(
+        &src,
+        "SELECT id, t::text, i::text, p::text, x::text FROM a ORDER BY id",
+    )
+    .await;
     for round in ["created", "existing"] {
         if round == "existing" {
             dest.batch_execute("TRUNCATE a").await.expect("truncate");
@@ -3111,6 +3118,11 @@ async fn null_array_elements_stay_null_in_a_destination_with_array_nulls_off() {
             "1",
         ]));
         assert_eq!(out.code, 0, "{round}: {}", out.stderr);
-        assert_eq!(all(&dst, "a").await, expected, "{round}");
+        let got = rows(
+            &dst,
+            "SELECT id, t::text, i::text, p::text, x::text FROM a ORDER BY id",
+        )
+        .await;
+        assert_eq!(got, expected, "{round}");
     }
 }

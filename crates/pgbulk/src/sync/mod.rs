@@ -166,10 +166,24 @@ pub async fn sync(
     opts: &SyncOptions,
     progress: Arc<Progress>,
 ) -> Result<SyncReport> {
-    // The source writes a null array element as NULL and the string as
-    // "NULL": the destination reads them so whatever its own setting.
-    let dest_params = &dest_params.with_setting("array_nulls", "on");
     let mut source = crate::connect::connect(source_params).await?.client;
+    let settings = source
+        .query_one(
+            "SELECT current_setting('TimeZone'), current_setting('xmloption')",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::server("reading the source's settings", e))?;
+    let zone: String = settings.get(0);
+    let xmloption: String = settings.get(1);
+    // The destination reads the values as the source wrote them: a null
+    // array element as NULL (the string is "NULL", quoted) whatever its own
+    // array_nulls, XML as the source's xmloption accepted it.
+    let mut dest_params = dest_params.with_setting("array_nulls", "on");
+    if matches!(xmloption.as_str(), "content" | "document") {
+        dest_params = dest_params.with_setting("xmloption", &xmloption);
+    }
+    let dest_params = &dest_params;
     let mut dest = crate::connect::connect(dest_params).await?.client;
     progress.register(&source);
     let Described {
@@ -179,11 +193,6 @@ pub async fn sync(
         types,
         unique,
     } = describe(&source, opts).await?;
-    let zone: String = source
-        .query_one("SELECT current_setting('TimeZone')", &[])
-        .await
-        .map_err(|e| Error::server("reading the source's TimeZone", e))?
-        .get(0);
     if let Some(filter) = &opts.filter {
         check_filter(&source, &src_relation, filter).await?;
     }
