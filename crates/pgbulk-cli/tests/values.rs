@@ -444,3 +444,96 @@ async fn arrays_with_array_nulls_off_match_the_server() {
         .collect();
     differential(&db, &home, "int[]", &numbers).await;
 }
+
+/// In a database of another encoding than UTF-8 a value with a character
+/// the encoding lacks is a bad row named by its line and column (the
+/// server's conversion fails the whole COPY, unlocated), which
+/// `--max-errors` sets aside; every other value stores what the server's
+/// own conversion of the same text stores (escaped `bytea` beyond ASCII
+/// is the database encoding's bytes).
+#[tokio::test]
+async fn characters_a_database_encoding_lacks_are_bad_rows_named_by_line() {
+    for (encoding, fine, lacking) in [
+        ("LATIN1", "Müller ÿ \u{80}", '日'),
+        ("WIN1252", "€ Œ Müller", 'ż'),
+    ] {
+        let label = format!("values_{}", encoding.to_lowercase());
+        let db = TestDb::with_encoding(&label, encoding).await;
+        let home = Scratch::new(&label.replace('_', "-"));
+        db.connect()
+            .await
+            .batch_execute(
+                "CREATE TABLE t (id int PRIMARY KEY, name text, doc jsonb, tags text[], raw bytea)",
+            )
+            .await
+            .expect("table");
+        let csv = format!(
+            "id,name,doc,tags,raw\n\
+             1,{fine},\"{{\"\"k\"\": \"\"{fine}\"\"}}\",\"{{a,\"\"{fine}\"\"}}\",é\n\
+             2,x{lacking},{{}},{{}},x\n\
+             3,ok,\"{{\"\"k\"\": \"\"{lacking}\"\"}}\",{{}},x\n\
+             4,ok,{{}},\"{{a,{lacking}}}\",x\n\
+             5,é,[],{{}},\\x00\n"
+        );
+        home.file("f.csv", &csv, 0o644);
+        let failed = load(&db, &home, &["f.csv", "-t", "t"]);
+        assert_eq!(failed.code, 9, "{encoding}: {}", failed.stderr);
+        assert!(
+            failed.stderr.contains("f.csv:3:2: column \"name\"")
+                && failed
+                    .stderr
+                    .contains(&format!("has no equivalent in encoding \"{encoding}\"")),
+            "{encoding}: {}",
+            failed.stderr
+        );
+        let out = load(
+            &db,
+            &home,
+            &[
+                "f.csv",
+                "-t",
+                "t",
+                "--max-errors",
+                "10",
+                "--reject-file",
+                "rejected.csv",
+            ],
+        );
+        assert_ok(&out);
+        let rejected = std::fs::read_to_string(home.path().join("rejected.csv")).expect("rejects");
+        assert_eq!(
+            rejected.matches(lacking).count(),
+            3,
+            "{encoding}: {rejected}"
+        );
+        let client = db.connect().await;
+        let stored: Vec<i32> = client
+            .query("SELECT id FROM t ORDER BY id", &[])
+            .await
+            .expect("ids")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(stored, [1, 5], "{encoding}");
+        let doc = format!("{{\"k\": \"{fine}\"}}");
+        let tags = format!("{{a,\"{fine}\"}}");
+        for (id, name, doc, tags, raw) in [
+            (1, fine, doc.as_str(), tags.as_str(), "é"),
+            (5, "é", "[]", "{}", "\\x00"),
+        ] {
+            let same: bool = client
+                .query_one(
+                    "SELECT name = $2 AND doc = $3::text::jsonb AND tags = $4::text::text[] \
+                     AND raw = $5::text::bytea FROM t WHERE id = $1",
+                    &[&id, &name, &doc, &tags, &raw],
+                )
+                .await
+                .expect("compare")
+                .get(0);
+            assert!(
+                same,
+                "{encoding}: row {id} stored differently from the server's conversion"
+            );
+        }
+    }
+}

@@ -321,6 +321,21 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 impl TestDb {
     /// Creates `pgbulk_test_<label>_<pid>_<n>`.
     pub async fn new(label: &str) -> Self {
+        Self::create(label, "").await
+    }
+
+    /// Like [`TestDb::new`], in `encoding` (`LATIN1`, `WIN1252`), with
+    /// the C locale, which goes with every encoding.
+    pub async fn with_encoding(label: &str, encoding: &str) -> Self {
+        Self::create(
+            label,
+            &format!(" ENCODING '{encoding}' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"),
+        )
+        .await
+    }
+
+    /// Creates the database with `options` after its name.
+    async fn create(label: &str, options: &str) -> Self {
         let server = server();
         let name = format!(
             "pgbulk_test_{label}_{}_{}",
@@ -332,7 +347,7 @@ impl TestDb {
             .expect("admin connection");
         session
             .client
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .batch_execute(&format!("CREATE DATABASE \"{name}\"{options}"))
             .await
             .expect("create test database");
         let sep = if server.url.contains('?') { '&' } else { '?' };

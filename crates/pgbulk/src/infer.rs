@@ -225,6 +225,7 @@ fn fits(value: &str, oid: u32, scratch: &mut Vec<u8>) -> bool {
         precision_scale: None,
         labels: None,
         base_name: None,
+        charset: None,
     };
     debug_assert!(ty.kind != TypeKind::Other);
     scratch.clear();

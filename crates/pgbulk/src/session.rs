@@ -1,9 +1,12 @@
 //! What pgbulk needs to know about a connection's session, read once per
 //! connection in one round trip: the schema unqualified names land in, the
 //! server's version, and the settings the encoder must honour (the time
-//! zone, the interval style, whether `NULL` in an array literal is a null).
+//! zone, the interval style, whether `NULL` in an array literal is a null,
+//! the database's encoding).
 
 use tokio_postgres::Client;
+
+use crate::codec::Charset;
 
 use crate::error::{Error, Result};
 
@@ -26,6 +29,9 @@ pub struct Session {
     /// null element. Off, it is the string `NULL`, and array text is the
     /// server's to read.
     pub array_nulls: bool,
+    /// The database's encoding, when it is not UTF-8 and its characters
+    /// are known (see [`Charset`]).
+    pub charset: Option<Charset>,
 }
 
 /// How the session reads the text forms the encoder also converts: what
@@ -38,6 +44,8 @@ pub struct InputStyle {
     pub interval_sql_standard: bool,
     /// See [`Session::array_nulls`].
     pub array_nulls: bool,
+    /// See [`Session::charset`].
+    pub charset: Option<Charset>,
 }
 
 impl Session {
@@ -49,7 +57,8 @@ impl Session {
                  current_setting('server_version_num')::int4, \
                  current_setting('TimeZone'), \
                  current_setting('IntervalStyle'), \
-                 current_setting('array_nulls')::bool",
+                 current_setting('array_nulls')::bool, \
+                 current_setting('server_encoding')",
                 &[],
             )
             .await
@@ -57,6 +66,7 @@ impl Session {
         let read = |e| Error::server("reading the session's settings", e);
         let zone: String = row.try_get(2).map_err(read)?;
         let interval_style: String = row.try_get(3).map_err(read)?;
+        let server_encoding: String = row.try_get(5).map_err(read)?;
         let current_schema: Option<String> = row.try_get(0).map_err(read)?;
         Ok(Self {
             current_schema: current_schema.ok_or_else(|| {
@@ -68,6 +78,7 @@ impl Session {
             utc_offset: utc_offset(&zone),
             interval_sql_standard: interval_style.eq_ignore_ascii_case("sql_standard"),
             array_nulls: row.try_get(4).map_err(read)?,
+            charset: Charset::of_server_encoding(&server_encoding),
         })
     }
 
@@ -77,6 +88,7 @@ impl Session {
             utc_offset: self.utc_offset,
             interval_sql_standard: self.interval_sql_standard,
             array_nulls: self.array_nulls,
+            charset: self.charset,
         }
     }
 }

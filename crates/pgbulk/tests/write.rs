@@ -281,6 +281,15 @@ async fn set_for_database(db: &TestDb, setting: &str, value: &str) {
 
 /// Appends `batch` to `table` of `db` with `arrow::write`.
 async fn append(db: &TestDb, table: &str, batch: RecordBatch) {
+    appended(db, table, batch).await.expect("write");
+}
+
+/// What `arrow::write` of `batch` appended to `table` of `db` reports.
+async fn appended(
+    db: &TestDb,
+    table: &str,
+    batch: RecordBatch,
+) -> pgbulk::Result<pgbulk::load::LoadReport> {
     let opts = LoadOptions {
         table: TableName::parse(table).expect("name"),
         mode: Some(LoadMode::Append),
@@ -295,5 +304,45 @@ async fn append(db: &TestDb, table: &str, batch: RecordBatch) {
         Arc::new(Progress::default()),
     )
     .await
-    .expect("write");
+}
+
+/// Into a LATIN1 database, Arrow text with a character LATIN1 lacks is a
+/// bad value named by its row and column; text it has goes in converted.
+#[tokio::test]
+async fn text_a_database_encoding_lacks_is_named_by_row() {
+    use arrow_array::ArrayRef;
+    use arrow_schema::{DataType, Field, Schema};
+
+    let db = TestDb::with_encoding("write_latin1", "LATIN1").await;
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE t (id bigint, name text)")
+        .await
+        .expect("table");
+    let batch = |names: Vec<&str>| {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, false),
+        ]));
+        let ids: Vec<i64> = (1..=names.len() as i64).collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(names)),
+        ];
+        RecordBatch::try_new(schema, columns).expect("batch")
+    };
+    let error = appended(&db, "t", batch(vec!["Müller", "日本"]))
+        .await
+        .expect_err("日 is no LATIN1 character");
+    assert_eq!(error.row(), Some(2), "{error}");
+    assert_eq!(error.column(), Some("name"), "{error}");
+    assert!(error.to_string().contains("encoding \"LATIN1\""), "{error}");
+    assert_eq!(one(&client, "SELECT count(*) FROM t").await, 0);
+    append(&db, "t", batch(vec!["Müller", "ÿ"])).await;
+    let same = one(
+        &client,
+        "SELECT count(*) FROM t WHERE (id, name) IN ((1, 'Müller'), (2, 'ÿ'))",
+    )
+    .await;
+    assert_eq!(same, 2);
 }

@@ -100,8 +100,10 @@ pub(crate) fn plan(data_type: &DataType, uuid: bool, ty: &ColumnType) -> Option<
             decimal(*precision, *scale, ty.precision_scale)
         }
         (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, TypeKind::Text)
-            // text and varchar without a limit: the characters as they are.
-            if matches!(ty.oid, 25 | 1043) && ty.max_chars.is_none() =>
+            // text and varchar without a limit: the characters as they are
+            // (into a database of another encoding, the text path checks
+            // them).
+            if matches!(ty.oid, 25 | 1043) && ty.max_chars.is_none() && ty.charset.is_none() =>
         {
             Some(Direct::Text)
         }
@@ -374,6 +376,7 @@ mod tests {
             precision_scale: ps,
             labels: None,
             base_name: None,
+            charset: None,
         }
     }
 

@@ -405,5 +405,7 @@ fn resolved_type(
         precision_scale,
         labels,
         base_name,
+        // Set for a session (see `ingest::target::for_session`).
+        charset: None,
     }
 }

@@ -7,11 +7,14 @@
 //! `text` staging column and cast by the server.
 
 mod array;
+mod charset;
 mod datetime;
 mod json;
 mod numeric;
 mod scalar;
 pub mod tuples;
+
+pub use charset::Charset;
 
 #[cfg(feature = "arrow")]
 pub(crate) use numeric::write as write_numeric;
@@ -113,6 +116,12 @@ pub struct ColumnType {
     /// that type, so the domain's checks run as the rows merge, where a
     /// refused row is found by its line.
     pub base_name: Option<String>,
+    /// The database's encoding, when it is not UTF-8 and its characters
+    /// are known here: a value with a character it lacks is a bad row (the
+    /// server's conversion would fail the whole COPY, unlocated), and
+    /// `bytea` text beyond ASCII is the server's (its bytes are the
+    /// database encoding's).
+    pub charset: Option<Charset>,
 }
 
 impl ColumnType {
@@ -516,7 +525,15 @@ fn encode_typed(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
             if ty.kind == TypeKind::Jsonb {
                 out.push(1);
             }
-            serde_json::to_writer(&mut *out, j).map_err(|e| EncodeError::new(e.to_string()))
+            let start = out.len();
+            serde_json::to_writer(&mut *out, j).map_err(|e| EncodeError::new(e.to_string()))?;
+            match (ty.charset, std::str::from_utf8(&out[start..])) {
+                (Some(charset), Ok(text)) => match charset.first_missing(text) {
+                    Some(c) => Err(EncodeError::new(charset.missing_message(c))),
+                    None => Ok(()),
+                },
+                _ => Ok(()),
+            }
         }
         (Value::Array(_), TypeKind::Array(elem)) if elem.needs_cast() => {
             Err(EncodeError::new(format!(
@@ -584,10 +601,13 @@ pub(crate) fn encode_field_bytes(
             .map(|days| out.extend_from_slice(&days.to_be_bytes()))
             .is_some(),
         // No more bytes than characters allowed: the length is not checked.
+        // Beyond ASCII into a database of another encoding than UTF-8: the
+        // text path checks its characters.
         TypeKind::Text
             if ty
                 .max_chars
-                .is_none_or(|max| bytes.len() <= usize::try_from(max).unwrap_or(usize::MAX)) =>
+                .is_none_or(|max| bytes.len() <= usize::try_from(max).unwrap_or(usize::MAX))
+                && (ty.charset.is_none() || bytes.is_ascii()) =>
         {
             let nul_free = known.is_some_and(|(_, nul_free)| nul_free);
             let text = as_text()
@@ -635,6 +655,16 @@ fn plain_int(bytes: &[u8]) -> Option<i64> {
 
 /// The body of a value given in its text form.
 pub(crate) fn encode_text(text: &str, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
+    if let Some(charset) = ty.charset.filter(|_| !text.is_ascii()) {
+        if let Some(c) = charset.first_missing(text) {
+            return Err(EncodeError::new(charset.missing_message(c)));
+        }
+        if ty.kind == TypeKind::Bytea {
+            // Escaped bytea's other characters are bytes of the database's
+            // encoding.
+            return Err(EncodeError::for_server(&ty.name, text));
+        }
+    }
     if let TypeKind::Array(elem) = &ty.kind {
         if elem.needs_cast() {
             // The whole array travels as text for the server to cast.

@@ -14,6 +14,7 @@ pub(crate) fn ty(kind: TypeKind, oid: u32, name: &str) -> ColumnType {
         precision_scale: None,
         labels: None,
         base_name: None,
+        charset: None,
     }
 }
 
@@ -297,6 +298,7 @@ fn text_parsers_never_panic() {
         precision_scale: None,
         labels: None,
         base_name: None,
+        charset: None,
         ..ty(TypeKind::Text, 1043, "character varying(3)")
     };
     each_case(&strings.cases(&["abc  ", "é  "], case_count()), |text| {

@@ -833,6 +833,7 @@ fn write_shadows(
         precision_scale: None,
         labels: None,
         base_name: None,
+        charset: None,
     };
     let bytea = ColumnType {
         oid: 17,
@@ -843,6 +844,7 @@ fn write_shadows(
         precision_scale: None,
         labels: None,
         base_name: None,
+        charset: None,
     };
     for c in (0..p.shadows.len()).filter(|c| p.shadows[*c]) {
         let value = deferred.iter().find(|(d, _)| *d == c).map(|(_, v)| *v);

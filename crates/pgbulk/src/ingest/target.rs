@@ -153,7 +153,8 @@ impl Target {
 /// as text for the server to interpret. Under `IntervalStyle`
 /// `sql_standard` an interval led by a minus is left to the server. With
 /// `array_nulls` off an unquoted `NULL` in an array is the string, so
-/// arrays are sent as text for the server to read.
+/// arrays are sent as text for the server to read. In a database of
+/// another encoding than UTF-8, values are checked for characters it lacks.
 pub(super) fn for_session(ty: &ColumnType, input: InputStyle) -> ColumnType {
     let kind = match (&ty.kind, input.utc_offset) {
         (TypeKind::Array(_), _) if !input.array_nulls => TypeKind::Other,
@@ -166,7 +167,11 @@ pub(super) fn for_session(ty: &ColumnType, input: InputStyle) -> ColumnType {
         (TypeKind::Array(elem), _) => TypeKind::Array(Box::new(for_session(elem, input))),
         (other, _) => other.clone(),
     };
-    ColumnType { kind, ..ty.clone() }
+    ColumnType {
+        kind,
+        charset: input.charset,
+        ..ty.clone()
+    }
 }
 
 /// Reads the targets: `(declared name, table written)` pairs.

@@ -14,6 +14,7 @@ fn column(kind: TypeKind, oid: u32, not_null: bool) -> Column {
             precision_scale: None,
             labels: None,
             base_name: None,
+            charset: None,
         },
         not_null,
         default: None,
