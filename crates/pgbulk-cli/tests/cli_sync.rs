@@ -3126,3 +3126,43 @@ async fn values_stay_the_sources_under_the_destinations_settings() {
         assert_eq!(got, expected, "{round}");
     }
 }
+
+/// A value the destination cannot hold (a character its encoding lacks)
+/// fails the run naming the source table, the column and the value, not
+/// the private spool the rows passed through.
+#[tokio::test]
+async fn a_value_the_destination_cannot_hold_is_named_by_source_and_column() {
+    let src = TestDb::new("sync_latin1_src").await;
+    let dst = TestDb::with_encoding("sync_latin1_dst", "LATIN1").await;
+    let home = Scratch::new("sync-latin1");
+    src.connect()
+        .await
+        // An xml column: the rows go through the spool, not passed through
+        // (where the server's conversion fails them, unlocated).
+        .batch_execute(
+            "CREATE TABLE n (id int PRIMARY KEY, name text, x xml);
+             INSERT INTO n VALUES (1, 'Müller', '<a/>'), (2, '日本', '<b/>')",
+        )
+        .await
+        .expect("source");
+    let out = run(pgbulk(&home).args([
+        "sync",
+        "--from",
+        &src.url,
+        "--table",
+        "n",
+        "--db",
+        &dst.url,
+        "--batch-rows",
+        "10",
+    ]));
+    assert_eq!(out.code, 9, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("public.n (source): column \"name\": value \"日本\": character \"日\"")
+            && out.stderr.contains("encoding \"LATIN1\""),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("rows.csv"), "{}", out.stderr);
+}

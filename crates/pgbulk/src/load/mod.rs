@@ -177,6 +177,9 @@ pub struct LoadOptions {
     /// `--max-errors` sets such rows aside (default). Off for callers that
     /// offer no such option (a sync).
     pub max_errors_hint: bool,
+    /// What messages call every input instead of its path, line and field
+    /// (a sync's spool: the source table, its rows named by their values).
+    pub input_label: Option<String>,
 }
 
 /// A hook for [`LoadOptions::before_final_commit`].
@@ -262,6 +265,7 @@ impl Default for LoadOptions {
             fill_empty: true,
             rewrite: true,
             max_errors_hint: true,
+            input_label: None,
         }
     }
 }

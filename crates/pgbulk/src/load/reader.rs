@@ -214,6 +214,25 @@ impl Shared {
         self.name.clone()
     }
 
+    /// Whether `column` of the table is `text`: a value it refuses is no
+    /// wrongly inferred type (`--type COL=text` would not help).
+    fn is_text(&self, column: &str) -> bool {
+        self.facts
+            .columns
+            .iter()
+            .any(|c| c.name == column && c.type_name == "text")
+    }
+
+    /// Where the row just read is, for messages: `FILE:LINE`, then
+    /// `:FIELD` when given; only the inputs' label when they have one.
+    fn place(&self, field: Option<usize>) -> String {
+        match (&self.opts.input_label, field) {
+            (Some(label), _) => label.clone(),
+            (None, Some(field)) => format!("{}:{}:{field}", self.name, self.line),
+            (None, None) => format!("{}:{}", self.name, self.line),
+        }
+    }
+
     /// Opens the current input, reads its header and maps its columns.
     fn open(&mut self) -> Result<()> {
         let source = self.sources[self.file].clone();
@@ -761,9 +780,13 @@ impl CsvRows {
                         match input::decode_field(bytes, encoding, &mut s.scratch) {
                             Ok(text) => row.push(Some(text)),
                             Err(at) => {
+                                // (`Shared::place`, apart: the reader is borrowed.)
+                                let place = match &s.opts.input_label {
+                                    Some(label) => label.clone(),
+                                    None => format!("{name}:{line}:{}", i + 1),
+                                };
                                 let message = format!(
-                                    "{name}:{line}:{}: column \"{}\": {}",
-                                    i + 1,
+                                    "{place}: column \"{}\": {}",
                                     self.columns[self.field_of.len() - 1],
                                     input::undecodable(bytes, at, encoding)
                                 );
@@ -892,7 +915,7 @@ impl TextRows for CsvRows {
             None if !failure.reason.contains("NULL") => " NULL:".to_owned(),
             _ => String::new(),
         };
-        let hint = if s.inferred && failure.value.is_some() {
+        let hint = if s.inferred && failure.value.is_some() && !s.is_text(failure.column) {
             format!(
                 " (the type was inferred from a sample of the input; --type {}=text or --sample-all)",
                 failure.column
@@ -901,9 +924,8 @@ impl TextRows for CsvRows {
             String::new()
         };
         let message = format!(
-            "{}:{}:{field}: column \"{}\":{value} {}{hint}",
-            s.name(),
-            s.line,
+            "{}: column \"{}\":{value} {}{hint}",
+            s.place(Some(field)),
             failure.column,
             failure.reason
         );
@@ -921,7 +943,7 @@ impl TextRows for CsvRows {
     fn location(&self) -> String {
         self.shared
             .lock()
-            .map(|s| format!("{}:{}", s.name, s.line))
+            .map(|s| s.place(None))
             .unwrap_or_default()
     }
 
@@ -953,7 +975,7 @@ impl TextRows for CsvRows {
             })
             .map(|f| format!(":{}", f + 1))
             .unwrap_or_default();
-        let hint = if s.inferred {
+        let hint = if s.inferred && !s.is_text(rejected.column) {
             format!(
                 " (the type was inferred from a sample of the input; --type {}=text or --sample-all)",
                 rejected.column

@@ -575,6 +575,8 @@ pub async fn sync(
         ledger: false,
         // A sync sets no rows aside: the server's words are the message.
         max_errors_hint: false,
+        // Not the spool's path and line: the source.
+        input_label: Some(format!("{src_name} (source)")),
         streams: 1,
         // Jobs (`--jobs`) are how a sync runs on several connections.
         upsert_streams: Some(1),
