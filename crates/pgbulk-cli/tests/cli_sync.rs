@@ -3091,12 +3091,8 @@ async fn values_stay_the_sources_under_the_destinations_settings() {
         .await
         .expect("source");
     let dest = dst.connect().await;
-    dest.batch_execute(&format!(
-        "ALTER DATABASE {0} SET array_nulls = off; ALTER DATABASE {0} SET xmloption = document",
-        dst.name
-    ))
-    .await
-    .expect("setting");
+    dst.set("array_nulls", "off").await;
+    dst.set("xmloption", "document").await;
     let expected = rows(
         &src,
         "SELECT id, t::text, i::text, p::text, x::text FROM a ORDER BY id",

@@ -293,29 +293,6 @@ async fn values_through_load_match_the_server() {
     }
 }
 
-/// Makes `setting` `value` for every new session of `db` (as a database's
-/// own setting, which pgbulk's sessions pick up) and checks a new one has it.
-async fn set_for_database(db: &TestDb, setting: &str, value: &str) {
-    let client = db.connect().await;
-    let sql: String = client
-        .query_one(
-            "SELECT format('ALTER DATABASE %I SET %I = %L', current_database(), $1::text, $2::text)",
-            &[&setting, &value],
-        )
-        .await
-        .expect("format")
-        .get(0);
-    client.batch_execute(&sql).await.expect("setting");
-    let now: String = db
-        .connect()
-        .await
-        .query_one("SELECT current_setting($1)", &[&setting])
-        .await
-        .expect("setting")
-        .get(0);
-    assert_eq!(now, value, "{setting}");
-}
-
 /// In a time zone with daylight saving, `timestamptz` values with an
 /// offset of their own are converted by the encoder and the others (local
 /// times in the gap and the overlap of a change, zone names) by the
@@ -324,7 +301,7 @@ async fn set_for_database(db: &TestDb, setting: &str, value: &str) {
 async fn timestamptz_values_in_a_zone_with_daylight_saving_match_the_server() {
     let db = TestDb::new("values_dst_zone").await;
     let home = Scratch::new("values-dst-zone");
-    set_for_database(&db, "TimeZone", "America/New_York").await;
+    db.set("TimeZone", "America/New_York").await;
     let mut rng = Rng(0x0DD5_EED5_2024_0310);
     let seeds = [
         "2024-03-10 02:30:00",
@@ -396,7 +373,7 @@ async fn timestamptz_values_in_a_zone_with_daylight_saving_match_the_server() {
 async fn intervals_under_the_sql_standard_style_match_the_server() {
     let db = TestDb::new("values_sql_standard").await;
     let home = Scratch::new("values-sql-standard");
-    set_for_database(&db, "IntervalStyle", "sql_standard").await;
+    db.set("IntervalStyle", "sql_standard").await;
     let mut rng = Rng(0x1A7E_5A1D_0015_0000);
     let seeds = [
         "-1 days 02:03:04",
@@ -425,7 +402,7 @@ async fn intervals_under_the_sql_standard_style_match_the_server() {
 async fn arrays_with_array_nulls_off_match_the_server() {
     let db = TestDb::new("values_array_nulls").await;
     let home = Scratch::new("values-array-nulls");
-    set_for_database(&db, "array_nulls", "off").await;
+    db.set("array_nulls", "off").await;
     let mut rng = Rng(0xA7_0A11_0FF0_0000);
     let seeds = [
         "{a,NULL,\"NULL\"}",

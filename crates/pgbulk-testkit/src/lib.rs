@@ -355,6 +355,30 @@ impl TestDb {
         Self { name, url }
     }
 
+    /// Makes `setting` `value` for every new session of this database (as
+    /// the database's own setting, which pgbulk's sessions pick up) and
+    /// checks a new session has it.
+    pub async fn set(&self, setting: &str, value: &str) {
+        let client = self.connect().await;
+        let sql: String = client
+            .query_one(
+                "SELECT format('ALTER DATABASE %I SET %I = %L', current_database(), $1::text, $2::text)",
+                &[&setting, &value],
+            )
+            .await
+            .expect("format")
+            .get(0);
+        client.batch_execute(&sql).await.expect("setting");
+        let now: String = self
+            .connect()
+            .await
+            .query_one("SELECT current_setting($1)", &[&setting])
+            .await
+            .expect("setting")
+            .get(0);
+        assert_eq!(now, value, "{setting}");
+    }
+
     /// A session on this database.
     pub async fn connect(&self) -> tokio_postgres::Client {
         pgbulk::connect::connect(&resolve(&self.url))

@@ -156,7 +156,7 @@ async fn timestamps_into_timestamptz_in_a_zone_with_daylight_saving() {
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
     let db = TestDb::new("write_zone").await;
-    set_for_database(&db, "TimeZone", "America/New_York").await;
+    db.set("TimeZone", "America/New_York").await;
     let client = db.connect().await;
     client
         .batch_execute(
@@ -223,7 +223,7 @@ async fn null_list_elements_stay_null_with_array_nulls_off() {
     use arrow_schema::{DataType, Field, Schema};
 
     let db = TestDb::new("write_array_nulls").await;
-    set_for_database(&db, "array_nulls", "off").await;
+    db.set("array_nulls", "off").await;
     let client = db.connect().await;
     client
         .batch_execute("CREATE TABLE a (id bigint, t text[], p point[])")
@@ -263,20 +263,6 @@ async fn null_list_elements_stay_null_with_array_nulls_off() {
     assert_eq!(row.get::<_, String>(2), "null");
     assert!(row.get::<_, bool>(3), "a null point");
     assert_eq!(row.get::<_, String>(4), "(1,2)");
-}
-
-/// Sets `setting` for `db`'s new sessions.
-async fn set_for_database(db: &TestDb, setting: &str, value: &str) {
-    let client = db.connect().await;
-    let sql: String = client
-        .query_one(
-            "SELECT format('ALTER DATABASE %I SET %I = %L', current_database(), $1::text, $2::text)",
-            &[&setting, &value],
-        )
-        .await
-        .expect("format")
-        .get(0);
-    client.batch_execute(&sql).await.expect("setting");
 }
 
 /// Appends `batch` to `table` of `db` with `arrow::write`.
