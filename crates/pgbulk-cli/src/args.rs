@@ -406,7 +406,7 @@ pub(crate) struct SyncArgs {
     /// Rows per batch; each batch commits [default: 1000000; a new destination is filled in one transaction: created, written frozen, indexed once its rows are in]
     #[arg(long, value_name = "N", help_heading = "Behaviour")]
     pub(crate) batch_rows: Option<u64>,
-    /// Read and load N ranges of the source at once, from one snapshot (by a single integer key, else by blocks on PostgreSQL 14+); each range commits on its own and a rerun redoes only unfinished ones.
+    /// Read and load N ranges of the source at once, from one snapshot (by a single integer key, else by blocks of the table or each of its partitions on PostgreSQL 14+); each range commits on its own and a rerun redoes only unfinished ones.
     #[arg(
         long,
         short = 'j',

@@ -4,7 +4,8 @@
 //!
 //! Ranges: equal-count ranges of a single integer primary key (boundaries
 //! from a sample of the table), else block ranges of `ctid` (PostgreSQL 14
-//! and later: a TID range scan reads only its blocks), else none (one
+//! and later: a TID range scan reads only its blocks; of each partition or
+//! child table alike, the bounds sharing out all their blocks), else none (one
 //! stream). The first range is open below and the last above, so every row
 //! is in exactly one.
 //!
@@ -98,31 +99,68 @@ pub(super) async fn split(
         bounds.dedup();
         return Ok(conditions(&col, &bounds, |b| b.to_string()));
     }
-    let plain_table: bool = client
-        .query_one(
-            "SELECT c.relkind = 'r' FROM pg_catalog.pg_class c WHERE c.oid = $1",
+    if server_version < 140_000 {
+        return Ok(Vec::new());
+    }
+    // The relations a read of the table scans: it and, as partitions or by
+    // inheritance, its descendants. Each is read by the same block ranges
+    // (a TID range scan on each), so the bounds share out their blocks.
+    let relations = client
+        .query(
+            "WITH RECURSIVE tree(oid) AS (SELECT $1::oid \
+               UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid) \
+             SELECT c.relkind::text, pg_catalog.pg_relation_size(c.oid) \
+               / current_setting('block_size')::int8 \
+             FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid",
             &[&facts.oid],
         )
         .await
-        .map_err(|e| Error::server("reading the source's kind", e))?
-        .get(0);
-    if server_version < 140_000 || !plain_table {
-        return Ok(Vec::new());
+        .map_err(|e| Error::server("reading the source's size", e))?;
+    let mut blocks = Vec::with_capacity(relations.len());
+    for row in &relations {
+        let kind: String = row.get(0);
+        match kind.as_str() {
+            "r" => blocks.push(row.get::<_, i64>(1)),
+            // A partitioned table has no rows of its own.
+            "p" => {}
+            // A foreign table (or a view) has no blocks to range over.
+            _ => return Ok(Vec::new()),
+        }
     }
-    let blocks: i64 = client
-        .query_one(
-            "SELECT pg_catalog.pg_relation_size($1::oid::regclass) \
-             / current_setting('block_size')::int8",
-            &[&facts.oid],
-        )
-        .await
-        .map_err(|e| Error::server("reading the source's size", e))?
-        .get(0);
-    if blocks < MIN_BLOCKS_PER_JOB * jobs as i64 {
-        return Ok(Vec::new());
-    }
-    let bounds: Vec<i64> = (1..jobs as i64).map(|i| blocks * i / jobs as i64).collect();
+    let bounds = block_bounds(&blocks, jobs);
     Ok(conditions("ctid", &bounds, |b| format!("'({b},0)'::tid")))
+}
+
+/// Block numbers cutting relations of `blocks` blocks each, all read by the
+/// same block ranges, into `jobs` ranges of about as many blocks in all;
+/// none when there are too few blocks to split.
+fn block_bounds(blocks: &[i64], jobs: usize) -> Vec<i64> {
+    let total: i64 = blocks.iter().sum();
+    if jobs < 2 || total < MIN_BLOCKS_PER_JOB * jobs as i64 {
+        return Vec::new();
+    }
+    // The blocks below block `x`, over every relation: increasing in `x`.
+    let below = |x: i64| -> i64 { blocks.iter().map(|&b| b.min(x)).sum() };
+    let largest = blocks.iter().copied().max().unwrap_or(0);
+    let mut bounds: Vec<i64> = (1..jobs as i64)
+        .map(|i| {
+            let share = (i128::from(total) * i128::from(i) / jobs as i128) as i64;
+            // The least `x` with at least `share` blocks below it.
+            let (mut low, mut high) = (0, largest);
+            while low < high {
+                let mid = low + (high - low) / 2;
+                if below(mid) < share {
+                    low = mid + 1;
+                } else {
+                    high = mid;
+                }
+            }
+            low
+        })
+        .filter(|&x| x > 0)
+        .collect();
+    bounds.dedup();
+    bounds
 }
 
 /// Why [`split`] gave one range for `--jobs`.
@@ -131,7 +169,7 @@ pub(super) fn one_range(facts: &TableFacts) -> String {
         "read in one range, not split for --jobs: a query or a view has no table to split"
             .to_owned()
     } else {
-        "read in one range, not split for --jobs: the source has no single integer key and is not a plain table on PostgreSQL 14 or later, or is small".to_owned()
+        "read in one range, not split for --jobs: the source has no single integer key and is not a table (plain, partitioned or inherited, without foreign partitions) on PostgreSQL 14 or later, or is small".to_owned()
     }
 }
 
@@ -610,7 +648,7 @@ pub(super) async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::Ledger;
+    use super::{Ledger, block_bounds};
     use crate::schema::TableName;
     use crate::sync::Reading;
 
@@ -630,5 +668,22 @@ mod tests {
         assert!(ledger.same_sync(&format!("jobs 16: {now}")));
         assert!(!ledger.same_sync(&now.replace("> 5", "> 6")));
         assert!(!ledger.same_sync(&format!("jobs 2: {}", now.replace("> 5", "> 6"))));
+    }
+
+    #[test]
+    fn block_ranges_share_out_the_blocks_of_every_relation() {
+        // One table: equal parts of its blocks.
+        assert_eq!(block_bounds(&[1000], 2), vec![500]);
+        assert_eq!(block_bounds(&[900], 3), vec![300, 600]);
+        // Too small to split.
+        assert_eq!(block_bounds(&[127], 2), Vec::<i64>::new());
+        assert_eq!(block_bounds(&[], 2), Vec::<i64>::new());
+        // Partitions of 1,000 and 200 blocks: half of the 1,200 lie below
+        // block 400 (400 + 200).
+        assert_eq!(block_bounds(&[1000, 200], 2), vec![400]);
+        // Many equal partitions: the same cut as one of them.
+        assert_eq!(block_bounds(&[100; 10], 4), vec![25, 50, 75]);
+        // Empty partitions count for nothing.
+        assert_eq!(block_bounds(&[0, 1000, 0], 2), vec![500]);
     }
 }
