@@ -1589,6 +1589,15 @@ async fn jobs_read_ranges_of_one_snapshot_and_a_rerun_redoes_only_the_unfinished
     for table in ["big", "heap", "parted", "family"] {
         let out = sync(&["--table", table]);
         assert_eq!(out.code, 0, "{}", out.stderr);
+        // A plain table holds the rows of every partition or child.
+        let shape = match table {
+            "parted" => {
+                "the source is partitioned (3 partitions); public.parted is created as a plain table"
+            }
+            "family" => "the source has 1 child table by inheritance, whose rows it reads too",
+            _ => "",
+        };
+        assert!(out.stderr.contains(shape), "{}", out.stderr);
         let ranges = if table != "big" && version < 140_000 {
             ""
         } else {

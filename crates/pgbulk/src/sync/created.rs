@@ -90,6 +90,9 @@ pub(super) async fn creation(
     } else {
         read_extras(source, source_facts.oid).await?
     };
+    if source_facts.oid != 0 {
+        notes.extend(shape_note(source, source_facts.oid, dest_name).await?);
+    }
     let (generation, extras, left_out) =
         buildable(dest, source_facts, generation, extras, types).await?;
     notes.extend(left_out);
@@ -147,6 +150,38 @@ pub(super) async fn creation(
         notes,
         generated: generation.into_keys().collect(),
         key_later,
+    })
+}
+
+/// A note when the source table is partitioned or has child tables by
+/// inheritance: the destination is created as one plain table holding the
+/// rows of all of them.
+async fn shape_note(
+    source: &mut Client,
+    oid: u32,
+    dest_name: &TableName,
+) -> Result<Option<String>> {
+    let row = source
+        .query_one(
+            "SELECT c.relkind = 'p', \
+                    (SELECT count(*) FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid) \
+             FROM pg_catalog.pg_class c WHERE c.oid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::server("reading the source's kind", e))?;
+    let (partitioned, children): (bool, i64) = (row.get(0), row.get(1));
+    let plural = if children == 1 { "" } else { "s" };
+    Ok(if partitioned {
+        Some(format!(
+            "the source is partitioned ({children} partition{plural}); {dest_name} is created as a plain table holding all their rows (--schema FILE.sql declares it partitioned)"
+        ))
+    } else if children > 0 {
+        Some(format!(
+            "the source has {children} child table{plural} by inheritance, whose rows it reads too; {dest_name} is created as a plain table holding all their rows"
+        ))
+    } else {
+        None
     })
 }
 
