@@ -167,8 +167,13 @@ pub(crate) fn parse(
             return Err(at.error(
                 &d.span,
                 format!(
-                    "unknown key `{}` in [defaults]: not an option of pgbulk load, sync or export",
-                    d.key
+                    "unknown key `{}` in [defaults]: not an option of pgbulk load, sync or export{}",
+                    d.key,
+                    KINDS
+                        .iter()
+                        .find_map(|k| nearest_key(k, &d.key))
+                        .map(|k| format!("; did you mean `{k}`?"))
+                        .unwrap_or_default()
                 ),
             ));
         }
@@ -389,6 +394,33 @@ fn flag_of(kind: &str, flag: &str) -> Option<clap::Arg> {
         .cloned()
 }
 
+/// The key of a `kind` job nearest to an unknown `key` (`file` for
+/// `files`, `tabel` for `table`), written as `key` writes words (`-` or
+/// `_`); none when nothing is near.
+fn nearest_key(kind: &str, key: &str) -> Option<String> {
+    let cli = Cli::command();
+    let command = cli.find_subcommand(kind)?;
+    let wanted = key.replace('_', "-");
+    command
+        .get_arguments()
+        .filter_map(|a| match a.get_long() {
+            Some(long) => Some(long.to_owned()),
+            None if a.get_id() == "files" => Some("files".to_owned()),
+            None => None,
+        })
+        .filter(|long| !RUN_FLAGS.contains(&long.as_str()))
+        .map(|long| (strsim::jaro_winkler(&wanted, &long), long))
+        .filter(|(near, _)| *near > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, long)| {
+            if key.contains('_') {
+                long.replace('-', "_")
+            } else {
+                long
+            }
+        })
+}
+
 /// The job at `span`: its keys over the defaults, parsed as its command.
 fn job(
     at: &Text<'_>,
@@ -426,8 +458,11 @@ fn job(
                 )
             } else {
                 format!(
-                    "unknown key `{}`: not an option of pgbulk {kind}",
-                    entry.key
+                    "unknown key `{}`: not an option of pgbulk {kind}{}",
+                    entry.key,
+                    nearest_key(kind, &entry.key)
+                        .map(|k| format!("; did you mean `{k}`?"))
+                        .unwrap_or_default()
                 )
             };
             return Err(at.error(&entry.span, why));
@@ -697,6 +732,29 @@ where = "day = '${DAY}'"
             assert!(got.starts_with(expected), "{text:?}: {got}");
         }
         assert!(refusal("").contains("no job"));
+        // The nearest key, written as the file writes keys.
+        for (text, expected) in [
+            (
+                "[[load]]\ntable = \"t\"\nfile = \"a.csv\"\n",
+                "p.toml:3: unknown key `file`: not an option of pgbulk load; did you mean `files`?",
+            ),
+            (
+                "[[load]]\ntable = \"t\"\nbatch_row = 5\n",
+                "did you mean `batch_rows`?",
+            ),
+            (
+                "[[sync]]\nto = \"t\"\nform = \"db\"\n",
+                "did you mean `from`?",
+            ),
+            (
+                "[defaults]\nbatch-row = 5\n[[load]]\ntable = \"t\"\n",
+                "did you mean `batch-rows`?",
+            ),
+        ] {
+            let got = refusal(text);
+            assert!(got.contains(expected), "{text:?}: {got}");
+        }
+        assert!(!refusal("[[load]]\ntable = \"t\"\nbogus = 1\n").contains("did you mean"));
         // A sync key a load lacks is unknown there.
         assert!(
             refusal("[[load]]\ntable = \"t\"\nincremental = \"x\"\n")
