@@ -62,6 +62,36 @@ async fn non_ascii_text_never_panics() {
         rows(&db, "SELECT name, city FROM cafes").await,
         vec![vec![s("Café Noir"), s("Liège")]]
     );
+    // With --max-errors such a row is a bad row like any other, in a
+    // table the load creates from the other rows too.
+    std::fs::write(
+        home.path().join("mixed.csv"),
+        b"name,n\nAda,1\nCaf\xe9,2\nBob,3\n",
+    )
+    .expect("write");
+    let mixed = load(
+        &db,
+        &home,
+        &[
+            "mixed.csv",
+            "--table",
+            "mixed",
+            "--max-errors",
+            "1",
+            "--reject-file",
+            "mixed.rejected.csv",
+        ],
+    );
+    assert_ok(&mixed);
+    assert!(mixed.stdout.contains("1 rejected"), "{}", mixed.stdout);
+    assert_eq!(
+        rows(&db, "SELECT name, n::text FROM mixed ORDER BY n").await,
+        vec![vec![s("Ada"), s("1")], vec![s("Bob"), s("3")]]
+    );
+    assert_eq!(
+        std::fs::read(home.path().join("mixed.rejected.csv")).expect("rejects"),
+        b"Caf\xe9,2\n"
+    );
 }
 
 #[tokio::test]

@@ -250,8 +250,9 @@ fn read_rows<R: Read>(
                 None => fields.push(None),
                 Some(b) => match decode(b, line, i, opts, name, scratch) {
                     Ok(text) => fields.push(Some(text.to_owned())),
-                    // A part from the middle may start inside a character.
-                    Err(_) if limits.expected.is_some() => fields.push(None),
+                    // A part from the middle may start inside a character;
+                    // with --max-errors the load rejects the row itself.
+                    Err(_) if limits.expected.is_some() || opts.max_errors > 0 => fields.push(None),
                     Err(e) => return Err(e),
                 },
             }
