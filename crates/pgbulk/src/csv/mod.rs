@@ -490,6 +490,19 @@ impl<R: Read> Reader<R> {
             if self.fields.len() == 1 && self.data.is_empty() && !self.fields[0].quoted {
                 continue;
             }
+            // The check while parsing bounds memory; a field that came in
+            // one read is held to the limit here.
+            let mut start = 0;
+            for field in &self.fields {
+                if field.end - start > self.max_field {
+                    return Err(CsvError::FieldTooLong {
+                        line: self.record_line,
+                        limit: self.max_field,
+                        quoted: false,
+                    });
+                }
+                start = field.end;
+            }
             return Ok(Some(Record {
                 data: &self.data,
                 fields: &self.fields,

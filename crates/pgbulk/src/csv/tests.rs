@@ -197,3 +197,24 @@ fn a_bom_read_alone_or_in_pieces_is_skipped() {
     let rec = r.read_record().expect("parses").expect("a record");
     assert_eq!(rec.get(0), Some(&b"\xEF\xBBx"[..]));
 }
+
+/// No field longer than the limit is accepted, whether it came in one read
+/// or in many; one of the limit's length is.
+#[test]
+fn a_field_past_the_limit_is_refused_however_it_was_read() {
+    let input = b"a,b\n1,0123456789\n2,0123456789a\n";
+    let readers: [Box<dyn std::io::Read>; 2] = [Box::new(&input[..]), Box::new(Trickle(input))];
+    for inner in readers {
+        let mut r = Reader::new(inner, Dialect::default());
+        r.set_max_field(10);
+        assert!(r.read_record().expect("the header").is_some());
+        let rec = r.read_record().expect("ten bytes fit").expect("a record");
+        assert_eq!(rec.get(1), Some(&b"0123456789"[..]));
+        match r.read_record() {
+            Err(CsvError::FieldTooLong {
+                line: 3, limit: 10, ..
+            }) => {}
+            other => panic!("{:?}", other.map(|r| r.map(|r| r.line))),
+        }
+    }
+}
