@@ -418,6 +418,38 @@ fn export<'py>(
         .collect()
 }
 
+/// The first column of `stream`'s schema whose Arrow type this build
+/// cannot read (such as polars' `Int128`), named with the reason; `None`
+/// when every column reads, or the schema cannot be had (the reader then
+/// says why).
+///
+/// # Safety
+///
+/// `stream` points to a live `FFI_ArrowArrayStream`; it is only asked for
+/// its schema (which the C stream interface allows any number of times).
+unsafe fn unreadable_column(
+    stream: *mut arrow_array::ffi_stream::FFI_ArrowArrayStream,
+) -> Option<String> {
+    use arrow_schema::ffi::FFI_ArrowSchema;
+    // SAFETY: the caller's obligation: `stream` is live.
+    let get_schema = unsafe { (*stream).get_schema }?;
+    let mut schema = FFI_ArrowSchema::empty();
+    // SAFETY: `schema` is an empty struct for the producer to fill; it is
+    // released when dropped.
+    if unsafe { get_schema(stream, &mut schema) } != 0 {
+        return None;
+    }
+    schema.children().find_map(|child| {
+        arrow_schema::Field::try_from(child).err().map(|e| {
+            format!(
+                "column \"{}\" (Arrow format \"{}\"): {e}",
+                child.name().unwrap_or_default(),
+                child.format()
+            )
+        })
+    })
+}
+
 /// The Arrow stream of `data`: its `__arrow_c_stream__` (a pyarrow Table or
 /// RecordBatchReader, a polars or pandas DataFrame), else its
 /// `__arrow_c_array__` (one record batch).
@@ -437,6 +469,12 @@ fn arrow_stream(
             .cast::<PyCapsule>()
             .map_err(|_| bad("__arrow_c_stream__ did not return a capsule".to_owned()))?;
         let pointer = capsule.pointer_checked(Some(c"arrow_array_stream"))?;
+        // SAFETY: as below; the stream stays in the capsule.
+        if let Some(why) =
+            unsafe { unreadable_column(pointer.as_ptr().cast::<FFI_ArrowArrayStream>()) }
+        {
+            return Err(bad(format!("the Arrow stream cannot be read: {why}")));
+        }
         // SAFETY: the capsule named "arrow_array_stream" holds an
         // FFI_ArrowArrayStream (the Arrow PyCapsule interface); from_raw
         // moves it out, leaving a released stream for the capsule's
