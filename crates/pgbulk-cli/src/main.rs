@@ -149,9 +149,18 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 /// cannot work.
 fn usage_error(message: &str) -> ! {
     use clap::CommandFactory;
-    Cli::command()
-        .error(clap::error::ErrorKind::ArgumentConflict, message)
-        .exit()
+    let mut cli = Cli::command();
+    cli.build();
+    // The usage of the command given (`pgbulk load [OPTIONS] ...`).
+    let given = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-') && cli.find_subcommand(a).is_some())
+        .unwrap_or_default();
+    match cli.find_subcommand_mut(&given) {
+        Some(command) => command.error(clap::error::ErrorKind::ArgumentConflict, message),
+        None => cli.error(clap::error::ErrorKind::ArgumentConflict, message),
+    }
+    .exit()
 }
 
 /// The settings the flags resolve to; a usage error exits 2.

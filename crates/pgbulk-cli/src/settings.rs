@@ -83,8 +83,15 @@ fn load_table(args: &LoadArgs) -> Result<TableName, Refusal> {
         .map(|name| TableName { schema: None, name })
         .ok_or_else(|| {
             Refusal::Usage(
-                "name the table with --table (-t): only one file names its table, by its name without extensions"
-                    .to_owned(),
+                match args.files.as_slice() {
+                    [] | [_] if args.files.iter().all(|f| f == "-") => {
+                        "name the table with --table (-t): standard input has no name to give it (pgbulk load FILE names the table by the file, without extensions)"
+                    }
+                    _ => {
+                        "name the table with --table (-t): only one file names its table, by its name without extensions"
+                    }
+                }
+                .to_owned(),
             )
         })
 }

@@ -1170,5 +1170,17 @@ async fn one_file_names_its_table() {
             "{}",
             out.stderr
         );
+        // Said with the usage of load, not of pgbulk's commands.
+        assert!(
+            out.stderr.contains("Usage: pgbulk load [OPTIONS]"),
+            "{}",
+            out.stderr
+        );
+        let why = if args == ["-"] {
+            "standard input has no name to give it"
+        } else {
+            "only one file names its table"
+        };
+        assert!(out.stderr.contains(why), "{args:?}: {}", out.stderr);
     }
 }
