@@ -499,7 +499,7 @@ async fn one_tables_failure_leaves_the_others_exported_and_publishes_nothing_of_
         .await
         .batch_execute(
             "CREATE TABLE good (id int, v text); INSERT INTO good VALUES (1, 'x');
-             CREATE TABLE bad (id int, amount numeric(10,2));
+             CREATE TABLE bad (id int PRIMARY KEY, amount numeric(10,2));
              INSERT INTO bad VALUES (1, 1.5), (2, 'NaN');",
         )
         .await
@@ -514,7 +514,7 @@ async fn one_tables_failure_leaves_the_others_exported_and_publishes_nothing_of_
     assert_ne!(out.code, 0, "{}", out.stdout);
     assert!(
         out.stdout
-            .contains("public.bad: failed: public.bad, row 2, column \"amount\": NaN, which a decimal cannot hold"),
+            .contains("public.bad: failed: public.bad, row 2 (id = 2), column \"amount\": NaN, which a decimal cannot hold"),
         "{}",
         out.stdout
     );

@@ -290,7 +290,7 @@ async fn an_existing_table_is_matched_by_name_and_a_mismatch_writes_nothing() {
     );
     assert!(
         out.stdout.contains(
-            "public.holes: failed: public.holes, row 1, column \"tags\": element 2 of the array is NULL, which BigQuery's arrays cannot hold (--array-nulls drop leaves them out)"
+            "public.holes: failed: public.holes, row 1 (id = 1), column \"tags\": element 2 of the array is NULL, which BigQuery's arrays cannot hold (--array-nulls drop leaves them out)"
         ),
         "{}",
         out.stdout

@@ -70,6 +70,8 @@ pub struct Decoder {
     in_batch_bytes: usize,
     /// Rows decoded so far.
     rows: u64,
+    /// The columns (by position) naming a refused row besides its number.
+    key: Vec<usize>,
     /// Bytes of an unfinished tuple (or header) from earlier chunks.
     pending: Vec<u8>,
     header_read: bool,
@@ -101,10 +103,25 @@ impl Decoder {
             in_batch: 0,
             in_batch_bytes: 0,
             rows: 0,
+            key: Vec::new(),
             pending: Vec::new(),
             header_read: false,
             ended: false,
         }
+    }
+
+    /// Names a refused row by the values of these columns too (the
+    /// source's key), where their kinds print (integers, text, uuid); not
+    /// when one is not read.
+    pub fn naming_rows_by(mut self, key: &[String]) -> Self {
+        self.key = key
+            .iter()
+            .filter_map(|k| self.columns.iter().position(|c| c.name == *k))
+            .collect();
+        if self.key.len() != key.len() {
+            self.key.clear();
+        }
+        self
     }
 
     /// The Arrow schema of the batches.
@@ -215,7 +232,8 @@ impl Decoder {
             }
             let mut field = at + 2;
             let row = self.rows + 1;
-            for column in &mut self.columns {
+            let mut failed = None;
+            for (i, column) in self.columns.iter_mut().enumerate() {
                 let len = be_u32(&bytes[field..]) as i32;
                 field += 4;
                 let value = if len < 0 {
@@ -225,19 +243,28 @@ impl Decoder {
                     field += len as usize;
                     Some(v)
                 };
-                column.append(value).map_err(|why| {
-                    Error::new(
-                        ErrorKind::Data,
-                        format!(
-                            "{}, row {row}, column \"{}\": {}",
-                            self.label, column.name, why.message
-                        ),
-                    )
-                    .in_table(&self.label)
-                    .for_column(&column.name)
-                    .in_row(row)
-                    .with_value(why.value.as_deref())
-                })?;
+                if let Err(why) = column.append(value) {
+                    failed = Some((i, why));
+                    break;
+                }
+            }
+            if let Some((i, why)) = failed {
+                let name = &self.columns[i].name;
+                let key = self
+                    .key_text(&bytes[at + 2..end])
+                    .map(|k| format!(" ({k})"))
+                    .unwrap_or_default();
+                return Err(Error::new(
+                    ErrorKind::Data,
+                    format!(
+                        "{}, row {row}{key}, column \"{name}\": {}",
+                        self.label, why.message
+                    ),
+                )
+                .in_table(&self.label)
+                .for_column(name)
+                .in_row(row)
+                .with_value(why.value.as_deref()));
             }
             self.in_batch_bytes += end - at;
             at = end;
@@ -248,6 +275,49 @@ impl Decoder {
             }
         }
         Ok(at)
+    }
+
+    /// The key's values in a tuple's fields (`tuple` after its field
+    /// count), as `id = 42` or `region = 'eu', id = 7`; `None` without a
+    /// key or when a key column is of a kind not printed here.
+    fn key_text(&self, tuple: &[u8]) -> Option<String> {
+        if self.key.is_empty() {
+            return None;
+        }
+        let mut values: Vec<Option<&[u8]>> = Vec::with_capacity(self.columns.len());
+        let mut at = 0;
+        for _ in &self.columns {
+            let len = i32::from_be_bytes(tuple.get(at..at + 4)?.try_into().ok()?);
+            at += 4;
+            if len < 0 {
+                values.push(None);
+            } else {
+                values.push(Some(tuple.get(at..at + len as usize)?));
+                at += len as usize;
+            }
+        }
+        let mut parts = Vec::with_capacity(self.key.len());
+        for &k in &self.key {
+            let column = &self.columns[k];
+            let text = match (values[k], &column.kind) {
+                (None, _) => "NULL".to_owned(),
+                (Some(v), Kind::Int16) => i16::from_be_bytes(v.try_into().ok()?).to_string(),
+                (Some(v), Kind::Int32) => i32::from_be_bytes(v.try_into().ok()?).to_string(),
+                (Some(v), Kind::Int64) => i64::from_be_bytes(v.try_into().ok()?).to_string(),
+                (Some(v), Kind::Text) => {
+                    let text = String::from_utf8_lossy(v);
+                    let mut shown: String = text.chars().take(64).collect();
+                    if shown.len() < text.len() {
+                        shown.push_str("...");
+                    }
+                    format!("'{}'", shown.replace('\'', "''"))
+                }
+                (Some(v), Kind::Uuid) if v.len() == 16 => uuid_text(v),
+                _ => return None,
+            };
+            parts.push(format!("{} = {text}", column.name));
+        }
+        Some(parts.join(", "))
     }
 
     /// The rows decoded since the last batch, as one.
@@ -885,5 +955,58 @@ mod tests {
     fn uuids_print_as_postgres_does() {
         let bytes: Vec<u8> = (0u8..16).collect();
         assert_eq!(uuid_text(&bytes), "00010203-0405-0607-0809-0a0b0c0d0e0f");
+    }
+
+    #[test]
+    fn a_refused_row_is_named_by_its_key_where_it_prints() {
+        let column = |name: &str, kind: Kind| ExportColumn {
+            name: name.to_owned(),
+            source_type: String::new(),
+            kind,
+            select: name.to_owned(),
+        };
+        let columns = [
+            column("region", Kind::Text),
+            column("id", Kind::Int64),
+            column(
+                "n",
+                Kind::Decimal {
+                    precision: 5,
+                    scale: 2,
+                },
+            ),
+        ];
+        let mut nan = numeric(&[], 0, false, 0);
+        nan[4] = 0xC0;
+        let mut stream = SIGNATURE.to_vec();
+        stream.extend_from_slice(&[0; 8]);
+        for (region, id, n) in [
+            (&b"eu"[..], 7i64, numeric(&[1], 0, false, 0)),
+            (b"o'k", 8, nan),
+        ] {
+            stream.extend_from_slice(&3i16.to_be_bytes());
+            for value in [region, &id.to_be_bytes()[..], &n] {
+                stream.extend_from_slice(&(value.len() as u32).to_be_bytes());
+                stream.extend_from_slice(value);
+            }
+        }
+        stream.extend_from_slice(&(-1i16).to_be_bytes());
+        let refusal = |key: &[&str]| {
+            let key: Vec<String> = key.iter().map(|k| (*k).to_owned()).collect();
+            let mut decoder =
+                Decoder::new(&columns, "public.t", 10, ArrayNulls::Keep).naming_rows_by(&key);
+            decoder
+                .feed(&stream, &mut |_| Ok(()))
+                .expect_err("NaN is refused")
+                .to_string()
+        };
+        let named = refusal(&["region", "id"]);
+        assert!(
+            named.starts_with("public.t, row 2 (region = 'o''k', id = 8), column \"n\": "),
+            "{named}"
+        );
+        // Without a key, or with one not read: by its number only.
+        assert!(refusal(&[]).starts_with("public.t, row 2, column \"n\""));
+        assert!(refusal(&["missing"]).starts_with("public.t, row 2, column \"n\""));
     }
 }

@@ -511,11 +511,22 @@ async fn export_table(
             let run = destination.begin(&table)?;
             let inc = incremental(parquet_start(Some(run.state()), opts));
             let sql = copy(inc.as_ref().and_then(|i| i.start.as_ref()));
+            // Names a row a file cannot hold, besides its number.
+            let key = match (&opts.key, oid) {
+                (Some(key), _) => key.clone(),
+                (None, Some(oid)) => crate::catalog::facts::read(client, oid)
+                    .await?
+                    .primary_key
+                    .map(|(_, key)| key)
+                    .unwrap_or_default(),
+                (None, None) => Vec::new(),
+            };
             let (written, next) = match read_rows(
                 client,
                 &relation,
                 &label,
                 &columns,
+                &key,
                 &sql,
                 inc.as_ref(),
                 &run.partial,
@@ -597,6 +608,7 @@ async fn export_table(
                 &relation,
                 &label,
                 &columns,
+                &key,
                 &sql,
                 inc.as_ref(),
                 &path,
@@ -874,6 +886,7 @@ async fn read_rows(
     relation: &str,
     label: &str,
     columns: &[ExportColumn],
+    key: &[String],
     copy: &str,
     inc: Option<&Incremental>,
     path: &std::path::Path,
@@ -921,7 +934,8 @@ async fn read_rows(
             8192
         },
         opts.array_nulls,
-    );
+    )
+    .naming_rows_by(key);
     let partial = path.to_owned();
     let counter = progress.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<Written> {
