@@ -97,7 +97,9 @@ def _ddl(metadata: Any) -> str:
 
     An integer primary key stays an integer (SQLAlchemy would make it
     SERIAL); foreign keys are left out (the library declares tables
-    one by one).
+    one by one). The enum and domain types the columns use (as
+    ``create_all`` creates them) come first: the library creates those
+    the database lacks and uses those it has as they are.
     """
     import sqlalchemy as sa
     from sqlalchemy.dialects import postgresql
@@ -106,11 +108,32 @@ def _ddl(metadata: Any) -> str:
     # A named paramstyle: with psycopg's pyformat, % in identifiers would
     # be doubled for a driver that never sees this DDL.
     dialect = postgresql.dialect(paramstyle="named")  # type: ignore[no-untyped-call]
+    from sqlalchemy.dialects.postgresql.named_types import CreateDomainType, CreateEnumType
+
     statements = []
+    types_declared: set[tuple[str | None, str]] = set()
     for table in metadata.tables.values():
         copy = table.to_metadata(sa.MetaData())
         for column in copy.columns:
             column.autoincrement = False
+            # The copy puts an enum of no schema in the table's schema;
+            # create_all on the declared table uses the enum as declared.
+            declared_type = table.columns[column.key].type
+            if isinstance(declared_type, sa.types.SchemaType):
+                column.type = declared_type
+            named = column.type
+            if isinstance(named, sa.ARRAY):
+                named = named.item_type
+            if isinstance(named, postgresql.DOMAIN):
+                create_type: Any = CreateDomainType(named)
+            elif isinstance(named, sa.Enum) and named.native_enum and named.name:
+                create_type = CreateEnumType(named)
+            else:
+                continue
+            type_name = (named.schema, str(named.name))
+            if type_name not in types_declared:
+                types_declared.add(type_name)
+                statements.append(str(create_type.compile(dialect=dialect)).strip())
         create = CreateTable(copy, include_foreign_key_constraints=[])
         statements.append(str(create.compile(dialect=dialect)).strip())
         # Unnamed indexes on the same first column get the same name from

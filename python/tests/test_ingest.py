@@ -291,6 +291,48 @@ def test_a_changed_declaration_migrates_in_place_and_keeps_rows(engine: sa.Engin
     ) == [(None,)]
 
 
+def test_enum_and_domain_types_are_created_as_create_all_creates_them(
+    engine: sa.Engine, db: str
+) -> None:
+    metadata = sa.MetaData()
+    mood = sa.Enum("happy", "sad", name="mood")
+    table = sa.Table(
+        "feelings",
+        metadata,
+        sa.Column("id", pg.DOMAIN("positive", sa.Integer, check="VALUE > 0"), primary_key=True),
+        sa.Column("now", mood),
+        sa.Column("history", pg.ARRAY(mood)),
+        sa.Column("label", pg.ENUM("x", "y", name="label", schema="s")),
+        schema="s",
+    )
+    report = run(
+        engine, metadata, lambda _: [(None, None, [(table, (1, "sad", ["happy", "sad"], "x"))])]
+    )
+    assert "s.feelings: create type public.mood" in report.migrations, report.migrations
+    # Where create_all puts them: an enum of no schema in the default one,
+    # also for a table in another.
+    types = (
+        "SELECT n.nspname::text, t.typname::text FROM pg_type t"
+        " JOIN pg_namespace n ON n.oid = t.typnamespace"
+        " WHERE t.typname IN ('mood', 'label', 'positive') ORDER BY 2"
+    )
+    assert rows(db, types) == [("s", "label"), ("public", "mood"), ("public", "positive")]
+    read = "SELECT id, now::text, history::text, label::text FROM s.feelings ORDER BY id"
+    assert rows(db, read) == [(1, "sad", "{happy,sad}", "x")]
+    # A type that exists is used as it is: a label added since stays, and
+    # nothing is created again.
+    with psycopg.connect(db) as conn:
+        conn.execute("ALTER TYPE mood ADD VALUE 'calm'")
+    again = run(engine, metadata, lambda _: [(None, None, [(table, (2, "calm", [], "y"))])])
+    assert not [m for m in again.migrations if "create type" in m], again.migrations
+    assert rows(db, read)[1] == (2, "calm", "{}", "y")
+    # The domain's check and the enum's labels are the server's to apply.
+    with pytest.raises(pgbulk.DataError):
+        run(engine, metadata, lambda _: [(None, None, [(table, (0, "sad", [], "x"))])])
+    with pytest.raises(pgbulk.DataError):
+        run(engine, metadata, lambda _: [(None, None, [(table, (3, "glad", [], "x"))])])
+
+
 def test_a_pg_bulk_ingest_watermark_in_the_table_comment_is_picked_up(
     engine: sa.Engine, db: str
 ) -> None:

@@ -52,6 +52,14 @@ pub(crate) fn said_on_stderr(report: &LoadReport, opts: &LoadOptions) -> Vec<Str
     {
         lines.push(format!("{m} (for the new table)"));
     }
+    // So is a declared type created (one that existed is used as it is).
+    lines.extend(
+        report
+            .migrations
+            .iter()
+            .filter(|m| m.contains(": create type "))
+            .cloned(),
+    );
     lines.extend(report.notes.iter().cloned());
     lines
 }

@@ -2371,3 +2371,112 @@ async fn an_always_identity_column_takes_the_inputs_values_in_every_mode() {
         ]
     );
 }
+
+/// Types a `--schema` file declares (`CREATE TYPE`, `CREATE DOMAIN`) are
+/// created when the database lacks them, before the table (or, for a new
+/// column of an existing table, before its migration), with their schema;
+/// a type that exists is used as it is, never migrated.
+#[tokio::test]
+async fn declared_types_are_created_when_missing_and_used_as_they_are() {
+    let db = TestDb::new("load_declared_types").await;
+    let home = Scratch::new("load-declared-types");
+    let types = "CREATE TYPE shop.mood AS ENUM ('happy', 'sad');\n\
+                 CREATE DOMAIN shop.pos AS integer CHECK (VALUE > 0);\n";
+    home.file(
+        "t.sql",
+        &format!("{types}CREATE TABLE shop.things (id shop.pos PRIMARY KEY, m shop.mood, ms shop.mood[]);\n"),
+        0o644,
+    );
+    home.file(
+        "t.csv",
+        "id,m,ms\n1,happy,\"{happy,sad}\"\n2,sad,{}\n",
+        0o644,
+    );
+    let args = ["t.csv", "--table", "shop.things", "--schema", "t.sql"];
+    let plan = load(&db, &home, &[&args[..], &["--dry-run"]].concat());
+    assert_ok(&plan);
+    assert!(
+        plan.stdout.contains("shop.things: create type shop.mood")
+            && plan.stdout.contains("shop.things: create type shop.pos"),
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT count(*)::text FROM pg_type WHERE typname IN ('mood', 'pos')"
+        )
+        .await,
+        vec![vec![Some("0".to_owned())]],
+        "a dry run creates nothing"
+    );
+    let out = load(&db, &home, &args);
+    assert_ok(&out);
+    assert!(
+        out.stderr.contains("shop.things: create type shop.mood"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT id::text, m::text, ms::text FROM shop.things ORDER BY id"
+        )
+        .await,
+        vec![
+            vec![
+                Some("1".to_owned()),
+                Some("happy".to_owned()),
+                Some("{happy,sad}".to_owned())
+            ],
+            vec![
+                Some("2".to_owned()),
+                Some("sad".to_owned()),
+                Some("{}".to_owned())
+            ],
+        ]
+    );
+    // Used as it is: a label added since stays and takes rows.
+    db.connect()
+        .await
+        .batch_execute("ALTER TYPE shop.mood ADD VALUE 'calm'")
+        .await
+        .expect("label");
+    home.file("u.csv", "id,m,ms\n3,calm,{}\n", 0o644);
+    let again = load(
+        &db,
+        &home,
+        &["u.csv", "--table", "shop.things", "--schema", "t.sql"],
+    );
+    assert_ok(&again);
+    assert!(!again.stderr.contains("create type"), "{}", again.stderr);
+    // A new column of a new type in an existing table: the type first.
+    home.file(
+        "t2.sql",
+        &format!(
+            "{types}CREATE TYPE shop.size AS ENUM ('s', 'm');\n\
+             CREATE TABLE shop.things (id shop.pos PRIMARY KEY, m shop.mood, ms shop.mood[], sz shop.size);\n"
+        ),
+        0o644,
+    );
+    home.file("v.csv", "id,m,ms,sz\n4,sad,{},m\n", 0o644);
+    let migrated = load(
+        &db,
+        &home,
+        &["v.csv", "--table", "shop.things", "--schema", "t2.sql"],
+    );
+    assert_ok(&migrated);
+    assert_eq!(
+        rows(&db, "SELECT sz::text FROM shop.things WHERE id = 4").await,
+        vec![vec![Some("m".to_owned())]]
+    );
+    // The domain's check is the server's: a bad row names its line.
+    home.file("w.csv", "id,m,ms,sz\n0,sad,{},s\n", 0o644);
+    let bad = load(
+        &db,
+        &home,
+        &["w.csv", "--table", "shop.things", "--schema", "t2.sql"],
+    );
+    assert_ne!(bad.code, 0, "{}", bad.stdout);
+    assert!(bad.stderr.contains("w.csv:2"), "{}", bad.stderr);
+}

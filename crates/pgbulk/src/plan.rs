@@ -149,35 +149,29 @@ pub async fn plan_in(
     };
     let declaration = declaration.qualified(&session.current_schema);
     let mut schemas_created = Vec::new();
+    // Declared types the server lacks: created with the first table to
+    // create, before it (else, with no table to create, before the
+    // migrations), each with its schema when missing.
+    let mut types = declaration.missing_types(&*client).await?;
     for (name, want) in &declared {
         let schema = name.schema_or_public().to_owned();
         let oid = catalog::table_oid(&*client, &schema, &name.name).await?;
         plan.live.push((name.clone(), oid));
         match oid {
             None => {
-                let exists = client
-                    .query_opt(
-                        "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
-                        &[&schema],
-                    )
-                    .await
-                    .map_err(|e| crate::Error::server("looking up a schema", e))?
-                    .is_some();
-                if !exists && !schemas_created.contains(&schema) {
-                    schemas_created.push(schema.clone());
-                    plan.steps.push(Step {
-                        table: name.clone(),
-                        summary: format!("create schema {schema}"),
-                        sql: vec![format!(
-                            "CREATE SCHEMA IF NOT EXISTS {}",
-                            quote_ident(&schema)
-                        )],
-                        lock: "none on existing objects",
-                        rewrites: false,
-                        hazards: vec![],
-                        phase: Phase::Transaction,
-                        cleanup: None,
-                    });
+                if let Some(step) =
+                    schema_step(&*client, name, &schema, &mut schemas_created).await?
+                {
+                    plan.steps.push(step);
+                }
+                for t in std::mem::take(&mut types) {
+                    let type_schema = t.table.schema_or_public();
+                    if let Some(step) =
+                        schema_step(&*client, name, type_schema, &mut schemas_created).await?
+                    {
+                        plan.steps.push(step);
+                    }
+                    plan.steps.push(type_step(name, t));
                 }
                 let sql = declaration
                     .statements()
@@ -262,7 +256,82 @@ pub async fn plan_in(
             }
         }
     }
+    // No table to create: the types go before the migrations, on their own.
+    let mut first = Vec::new();
+    for t in types {
+        if let Some(step) = schema_step(
+            &*client,
+            &t.table,
+            t.table.schema_or_public(),
+            &mut schemas_created,
+        )
+        .await?
+        {
+            first.push(step);
+        }
+        first.push(type_step(&t.table, t));
+    }
+    plan.steps.splice(0..0, first);
     Ok(plan)
+}
+
+/// The step creating `schema` for `table` when the server lacks it and no
+/// step creates it already (recorded in `created`).
+async fn schema_step(
+    client: &impl tokio_postgres::GenericClient,
+    table: &TableName,
+    schema: &str,
+    created: &mut Vec<String>,
+) -> Result<Option<Step>> {
+    if created.iter().any(|c| c == schema) {
+        return Ok(None);
+    }
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| crate::Error::server("looking up a schema", e))?
+        .is_some();
+    if exists {
+        return Ok(None);
+    }
+    created.push(schema.to_owned());
+    Ok(Some(Step {
+        table: table.clone(),
+        summary: format!("create schema {schema}"),
+        sql: vec![format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(schema)
+        )],
+        lock: "none on existing objects",
+        rewrites: false,
+        hazards: vec![],
+        phase: Phase::Transaction,
+        cleanup: None,
+    }))
+}
+
+/// The step creating the declared type `t` (with `table`), unless another
+/// session created it meanwhile.
+fn type_step(table: &TableName, t: &crate::schema::Statement) -> Step {
+    let name = t.table.quoted();
+    let guarded = format!(
+        "BEGIN IF pg_catalog.to_regtype({}) IS NULL THEN {}; END IF; END",
+        quote_literal(&name),
+        t.render(TableName::quoted, true)
+    );
+    Step {
+        table: table.clone(),
+        summary: format!("create type {}", t.table),
+        sql: vec![format!("DO {}", crate::schema::sql::dollar_quote(&guarded))],
+        lock: "none on existing objects",
+        rewrites: false,
+        hazards: vec![],
+        phase: Phase::Transaction,
+        cleanup: None,
+    }
 }
 
 /// What kind of relation a live table is.

@@ -12,7 +12,7 @@ pub(crate) mod sql;
 
 use std::fmt;
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 pub use crate::catalog::TableFacts;
 use sql::{Token, TokenKind};
@@ -104,6 +104,9 @@ pub enum StatementKind {
     Index,
     /// `COMMENT ON TABLE|COLUMN|INDEX`
     Comment,
+    /// `CREATE TYPE` or `CREATE DOMAIN`: created when missing, used as it
+    /// is when it exists (never migrated); `table` is its name.
+    Type,
 }
 
 /// One declared statement, its target table, and the byte spans of every
@@ -178,7 +181,8 @@ impl Declaration {
     }
 
     /// Parses DDL text. Each statement must be a `CREATE TABLE`,
-    /// `CREATE [UNIQUE] INDEX` or `COMMENT ON TABLE|COLUMN|INDEX`.
+    /// `CREATE [UNIQUE] INDEX`, `COMMENT ON TABLE|COLUMN|INDEX`, or a
+    /// `CREATE TYPE` or `CREATE DOMAIN` of a type the tables use.
     pub fn parse(ddl: &str) -> Result<Self> {
         let tokens = sql::tokenize(ddl).map_err(|e| Error::config(format!("declared DDL: {e}")))?;
         let mut statements = Vec::new();
@@ -235,7 +239,9 @@ impl Declaration {
             return Err(Error::config("declared DDL holds no CREATE TABLE"));
         }
         for s in &declaration.statements {
-            if s.kind != StatementKind::Table && !declaration.tables().contains(&s.table) {
+            if !matches!(s.kind, StatementKind::Table | StatementKind::Type)
+                && !declaration.tables().contains(&s.table)
+            {
                 return Err(Error::config(format!(
                     "declared DDL: {} refers to table {}, which is not declared",
                     if s.kind == StatementKind::Index {
@@ -272,6 +278,31 @@ impl Declaration {
     /// The statements, in order.
     pub fn statements(&self) -> &[Statement] {
         &self.statements
+    }
+
+    /// The declared types (`CREATE TYPE`, `CREATE DOMAIN`) the server
+    /// `client` is connected to lacks, in declaration order (names
+    /// qualified as the statements are).
+    pub async fn missing_types(&self, client: &impl GenericClient) -> Result<Vec<&Statement>> {
+        let mut missing = Vec::new();
+        for s in self
+            .statements
+            .iter()
+            .filter(|s| s.kind == StatementKind::Type)
+        {
+            let exists: bool = client
+                .query_one(
+                    "SELECT pg_catalog.to_regtype($1) IS NOT NULL",
+                    &[&s.table.quoted()],
+                )
+                .await
+                .map_err(|e| Error::server("looking up a declared type", e))?
+                .get(0);
+            if !exists {
+                missing.push(s);
+            }
+        }
+        Ok(missing)
     }
 
     /// The same declaration with unqualified names put in `schema`.
@@ -319,10 +350,31 @@ impl Declaration {
             .await
             .map_err(|e| Error::server("BEGIN", e))?;
         let to_temp = |n: &TableName| format!("pg_temp.{}", quote_ident(&n.name));
+        // Declared types the tables use, under their own names (rolled
+        // back with the rest), where they do not exist yet.
+        let missing: Vec<Statement> = declaration
+            .missing_types(&tx)
+            .await?
+            .into_iter()
+            .cloned()
+            .collect();
         for stmt in &declaration.statements {
-            let sql = stmt.render(to_temp, true);
+            let sql = match stmt.kind {
+                StatementKind::Type if missing.iter().any(|m| m.table == stmt.table) => format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}; {}",
+                    quote_ident(stmt.table.schema_or_public()),
+                    stmt.render(TableName::quoted, true)
+                ),
+                StatementKind::Type => continue,
+                _ => stmt.render(to_temp, true),
+            };
             tx.batch_execute(&sql).await.map_err(|e| {
-                let mut err = Error::server(&format!("the table definition of {}", stmt.table), e);
+                let what = if stmt.kind == StatementKind::Type {
+                    "the type definition of"
+                } else {
+                    "the table definition of"
+                };
+                let mut err = Error::server(&format!("{what} {}", stmt.table), e);
                 if err.kind() == ErrorKind::Server {
                     err = Error::new(ErrorKind::Config, err.message().to_owned()).with_source(err);
                 }
@@ -418,6 +470,15 @@ fn parse_statement(tokens: &[Token]) -> Result<Parsed, String> {
     let mut i = 0;
     if word(0) == "create" {
         i += 1;
+        if matches!(word(i), "type" | "domain") {
+            let (parts, span, _) = qualified_name(tokens, i + 1).ok_or("expected a type name")?;
+            let name = table_name(&parts)?;
+            return Ok(Parsed::new(
+                StatementKind::Type,
+                name.clone(),
+                vec![(span.0, span.1, name)],
+            ));
+        }
         while matches!(
             word(i),
             "global" | "local" | "unlogged" | "temp" | "temporary"
@@ -531,7 +592,7 @@ fn parse_statement(tokens: &[Token]) -> Result<Parsed, String> {
         })
         .collect();
     Err(format!(
-        "only CREATE TABLE, CREATE INDEX and COMMENT ON may be declared, not {}",
+        "only CREATE TABLE, CREATE INDEX, COMMENT ON and the CREATE TYPE or CREATE DOMAIN of a type the tables use may be declared, not {}",
         first.join(" ")
     ))
 }
@@ -539,6 +600,39 @@ fn parse_statement(tokens: &[Token]) -> Result<Parsed, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn types_and_domains_are_declared_apart_from_tables() {
+        let d = Declaration::parse(
+            "CREATE TYPE mood AS ENUM ('a', 'b');\n\
+             CREATE DOMAIN s.pos AS int CHECK (VALUE > 0);\n\
+             CREATE TABLE t (id s.pos, m mood);",
+        )
+        .expect("parses");
+        let kinds: Vec<(StatementKind, String)> = d
+            .statements()
+            .iter()
+            .map(|s| (s.kind, s.table.to_string()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (StatementKind::Type, "mood".to_owned()),
+                (StatementKind::Type, "s.pos".to_owned()),
+                (StatementKind::Table, "t".to_owned()),
+            ]
+        );
+        assert_eq!(d.tables(), vec![TableName::parse("t").expect("name")]);
+        // Qualified like the tables, and rendered with the name.
+        let q = d.qualified("app");
+        assert_eq!(q.statements()[0].table.to_string(), "app.mood");
+        assert_eq!(
+            q.statements()[0].render(TableName::quoted, true),
+            "CREATE TYPE \"app\".\"mood\" AS ENUM ('a', 'b')"
+        );
+        // Types alone declare no table.
+        assert!(Declaration::parse("CREATE TYPE mood AS ENUM ('a');").is_err());
+    }
 
     #[test]
     fn finds_tables_indexes_and_comments() {
