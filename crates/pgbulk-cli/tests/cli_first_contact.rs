@@ -407,6 +407,24 @@ async fn inference_samples_the_file_and_takes_overrides() {
         "{}",
         failed.stderr
     );
+    // A value the sample did not foresee: the --type that takes it, the
+    // next wider type where one does, quoted for the shell when needed.
+    for (text, hint) in [
+        ("1\n2\n2.5\n", "--type amount=numeric or --sample-all"),
+        (
+            "1\n2\n1e5\n",
+            "--type 'amount=double precision' or --sample-all",
+        ),
+    ] {
+        home.file("amounts.csv", &format!("amount\n{text}"), 0o644);
+        let out = load(
+            &db,
+            &home,
+            &["amounts.csv", "-t", "amounts", "--sample-rows", "2"],
+        );
+        assert_eq!(out.code, 9, "{}", out.stderr);
+        assert!(out.stderr.contains(hint), "{text:?}: {}", out.stderr);
+    }
     assert_ok(&load(
         &db,
         &home,

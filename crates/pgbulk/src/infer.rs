@@ -188,6 +188,25 @@ impl Inference {
     }
 }
 
+/// What to declare for an inferred column of `type_name` (as `format_type`
+/// prints it) that refused `value`: the next wider inferred type the
+/// sample's values and `value` all fit (an integer column's `1.5`:
+/// numeric; a date column's `2024-01-01 10:00`: timestamp), else `text`.
+pub fn wider_type(type_name: &str, value: &str) -> &'static str {
+    let chain: &[(&'static str, u32)] = match type_name {
+        "integer" => &[("bigint", 20), ("numeric", 1700), ("double precision", 701)],
+        "bigint" => &[("numeric", 1700), ("double precision", 701)],
+        "date" => &[("timestamp", 1114), ("timestamptz", 1184)],
+        "timestamp without time zone" => &[("timestamptz", 1184)],
+        _ => &[],
+    };
+    let mut scratch = Vec::new();
+    chain
+        .iter()
+        .find(|(_, oid)| fits(value, *oid, &mut scratch))
+        .map_or("text", |(name, _)| name)
+}
+
 fn fits(value: &str, oid: u32, scratch: &mut Vec<u8>) -> bool {
     let v = value.trim();
     let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
@@ -411,6 +430,23 @@ mod tests {
                 "text"
             ]
         );
+    }
+
+    #[test]
+    fn a_refused_value_names_the_next_wider_type() {
+        assert_eq!(wider_type("integer", "1.5"), "numeric");
+        assert_eq!(wider_type("integer", "3000000000"), "bigint");
+        assert_eq!(wider_type("integer", "1e5"), "double precision");
+        assert_eq!(wider_type("integer", "n/a"), "text");
+        assert_eq!(wider_type("bigint", "99999999999999999999"), "numeric");
+        assert_eq!(wider_type("date", "2024-01-01 10:00"), "timestamp");
+        assert_eq!(wider_type("date", "2024-01-01 10:00+02"), "timestamptz");
+        assert_eq!(
+            wider_type("timestamp without time zone", "2024-01-01 10:00Z"),
+            "timestamptz"
+        );
+        assert_eq!(wider_type("boolean", "maybe"), "text");
+        assert_eq!(wider_type("uuid", "x"), "text");
     }
 
     #[test]

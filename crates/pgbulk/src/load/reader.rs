@@ -223,6 +223,31 @@ impl Shared {
             .any(|c| c.name == column && c.type_name == "text")
     }
 
+    /// The hint for a value an inferred column refused: the `--type` that
+    /// takes it (the next wider inferred type, else text), or reading every
+    /// row to infer; none for a column of text or a table not inferred.
+    fn inferred_hint(&self, column: &str, value: Option<&str>) -> String {
+        if !self.inferred || self.is_text(column) {
+            return String::new();
+        }
+        let wider = match (value, self.facts.columns.iter().find(|c| c.name == column)) {
+            (Some(v), Some(c)) => crate::infer::wider_type(&c.type_name, v),
+            _ => "text",
+        };
+        let flag = format!("{column}={wider}");
+        let flag = if flag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '=' | '.'))
+        {
+            flag
+        } else {
+            crate::schema::quote_literal(&flag)
+        };
+        format!(
+            " (the type was inferred from a sample of the input; --type {flag} or --sample-all)"
+        )
+    }
+
     /// Where the row just read is, for messages: `FILE:LINE`, then
     /// `:FIELD` when given; only the inputs' label when they have one.
     fn place(&self, field: Option<usize>) -> String {
@@ -915,13 +940,9 @@ impl TextRows for CsvRows {
             None if !failure.reason.contains("NULL") => " NULL:".to_owned(),
             _ => String::new(),
         };
-        let hint = if s.inferred && failure.value.is_some() && !s.is_text(failure.column) {
-            format!(
-                " (the type was inferred from a sample of the input; --type {}=text or --sample-all)",
-                failure.column
-            )
-        } else {
-            String::new()
+        let hint = match failure.value {
+            Some(v) => s.inferred_hint(failure.column, Some(v)),
+            None => String::new(),
         };
         let message = format!(
             "{}: column \"{}\":{value} {}{hint}",
@@ -975,14 +996,7 @@ impl TextRows for CsvRows {
             })
             .map(|f| format!(":{}", f + 1))
             .unwrap_or_default();
-        let hint = if s.inferred && !s.is_text(rejected.column) {
-            format!(
-                " (the type was inferred from a sample of the input; --type {}=text or --sample-all)",
-                rejected.column
-            )
-        } else {
-            String::new()
-        };
+        let hint = s.inferred_hint(rejected.column, Some(rejected.value));
         let message = if rejected.column.is_empty() {
             // A constraint refused the row as a whole.
             format!("{}: {}", rejected.location, rejected.reason)
