@@ -3184,4 +3184,28 @@ async fn a_value_the_destination_cannot_hold_is_named_by_source_and_column() {
         out.stderr
     );
     assert!(!out.stderr.contains("rows.csv"), "{}", out.stderr);
+    // Nor in the JSON event's fields: no input or line of the spool.
+    let json = run(pgbulk(&home).args([
+        "--log-format",
+        "json",
+        "sync",
+        "--from",
+        &src.url,
+        "--table",
+        "n",
+        "--db",
+        &dst.url,
+        "--batch-rows",
+        "10",
+    ]));
+    assert_eq!(json.code, 9, "{}", json.stderr);
+    let event = json
+        .stderr
+        .lines()
+        .find(|l| l.contains("\"column\":\"name\""))
+        .unwrap_or_else(|| panic!("an error event naming the column: {}", json.stderr));
+    assert!(
+        !event.contains("rows.csv") && !event.contains("\"line\""),
+        "{event}"
+    );
 }

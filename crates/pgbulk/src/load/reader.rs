@@ -483,13 +483,17 @@ impl Shared {
     /// A bad row of the current input at the current line (or a bad value
     /// in its `field`, 1-based), as data.
     fn row_error(&self, message: String, field: Option<usize>) -> Error {
-        Error::new(ErrorKind::Data, message)
-            .at(Location {
-                input: self.name.clone(),
-                line: self.line,
-                field,
-            })
-            .in_table(&self.table)
+        let error = Error::new(ErrorKind::Data, message).in_table(&self.table);
+        // Inputs with a label of their own (sync's spool) have no file and
+        // line to give.
+        if self.opts.input_label.is_some() {
+            return error;
+        }
+        error.at(Location {
+            input: self.name.clone(),
+            line: self.line,
+            field,
+        })
     }
 
     /// Handles a bad row: rejected while under the limit, else the error.
