@@ -3164,17 +3164,22 @@ async fn a_value_the_destination_cannot_hold_is_named_by_source_and_column() {
         )
         .await
         .expect("source");
-    let out = run(pgbulk(&home).args([
-        "sync",
-        "--from",
-        &src.url,
-        "--table",
-        "n",
-        "--db",
-        &dst.url,
-        "--batch-rows",
-        "10",
-    ]));
+    let sync = |format: &str| {
+        run(pgbulk(&home).args([
+            "--log-format",
+            format,
+            "sync",
+            "--from",
+            &src.url,
+            "--table",
+            "n",
+            "--db",
+            &dst.url,
+            "--batch-rows",
+            "10",
+        ]))
+    };
+    let out = sync("human");
     assert_eq!(out.code, 9, "{}", out.stderr);
     assert!(
         out.stderr
@@ -3185,19 +3190,7 @@ async fn a_value_the_destination_cannot_hold_is_named_by_source_and_column() {
     );
     assert!(!out.stderr.contains("rows.csv"), "{}", out.stderr);
     // Nor in the JSON event's fields: no input or line of the spool.
-    let json = run(pgbulk(&home).args([
-        "--log-format",
-        "json",
-        "sync",
-        "--from",
-        &src.url,
-        "--table",
-        "n",
-        "--db",
-        &dst.url,
-        "--batch-rows",
-        "10",
-    ]));
+    let json = sync("json");
     assert_eq!(json.code, 9, "{}", json.stderr);
     let event = json
         .stderr
