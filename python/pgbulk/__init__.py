@@ -170,8 +170,14 @@ def load_csv(
     streams: int | None = None,
     retries: int = 0,
     dry_run: bool = False,
+    format: Literal["csv", "text"] | None = None,
 ) -> LoadReport:
     """Load CSV files (``"-"``: standard input) into ``table``, as ``pgbulk load``.
+
+    ``format="text"`` reads PostgreSQL's text format, as ``COPY ... TO``
+    and ``psql \\copy ... to`` write it (tab-separated, ``\\N`` for NULL,
+    backslash escapes); by default a tab-separated file with ``\\N``
+    fields is read so (unless ``null`` is given), any other as CSV.
 
     Parquet files (named ``*.parquet``) load too, their types taken from the
     file's schema; the CSV options do not apply to them.
@@ -212,6 +218,7 @@ def load_csv(
             streams=streams,
             retries=retries,
             dry_run=dry_run,
+            input_format=format,
         ),
     )
 

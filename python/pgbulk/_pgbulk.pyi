@@ -24,6 +24,7 @@ def load_csv(
     streams: int | None = ...,
     retries: int = ...,
     dry_run: bool = ...,
+    input_format: str | None = ...,
 ) -> dict[str, Any]: ...
 def sync(
     source: str,

@@ -70,6 +70,31 @@ def test_a_declared_schema_and_a_delimiter(db: str, tmp_path: Path) -> None:
     assert rows(db, "SELECT id, name FROM t") == [(1, None)]
 
 
+def test_postgresqls_text_format_is_read_as_copy_reads_it(db: str, tmp_path: Path) -> None:
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE src (id int, t text, a text[]);"
+            " INSERT INTO src VALUES (1, E'tab\\there\\nnew', ARRAY[E'a\\\\b', NULL]),"
+            " (2, NULL, NULL), (3, E'\\\\N', '{}');"
+            " CREATE TABLE found (LIKE src); CREATE TABLE asked (LIKE src)"
+        )
+        dump = tmp_path / "src.tsv"
+        with conn.cursor().copy("COPY src TO STDOUT") as copy:
+            dump.write_bytes(b"".join(bytes(chunk) for chunk in copy))
+    assert b"\\N" in dump.read_bytes()
+    found = pgbulk.load_csv(dump, "found", db=db, header=False)
+    assert any("PostgreSQL's text format" in n for n in found.notes), found.notes
+    pgbulk.load_csv(dump, "asked", db=db, header=False, format="text")
+    for table in ("found", "asked"):
+        differ = f"SELECT count(*) FROM ((TABLE src EXCEPT ALL TABLE {table})"
+        differ += f" UNION ALL (TABLE {table} EXCEPT ALL TABLE src)) d"
+        assert rows(db, differ) == [(0,)], table
+    with pytest.raises(pgbulk.ConfigError, match="format"):
+        pgbulk.load_csv(dump, "asked", db=db, format="json")  # type: ignore[arg-type]
+
+
 def test_a_bad_value_is_a_data_error_naming_file_line_and_column(db: str, tmp_path: Path) -> None:
     data = write(tmp_path / "bad.csv", "id,n\n1,2\n2,x\n")
     with pytest.raises(pgbulk.DataError) as caught:

@@ -128,6 +128,9 @@ pub(crate) enum Command {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Input dialect")]
 pub(crate) struct DialectArgs {
+    /// csv, or text: PostgreSQL's text format, as COPY TO and psql \copy ... to write it (tab-separated, \N for NULL, backslash escapes) (default: csv; text when a tab-separated input has \N fields).
+    #[arg(long, value_name = "FORMAT")]
+    pub(crate) format: Option<InputFormat>,
     /// Field delimiter: one byte, or \t (tab) (default: detected from the header and first lines among , ; tab |).
     #[arg(long, value_name = "C", value_parser = Dialect::parse_byte)]
     pub(crate) delimiter: Option<u8>,
@@ -152,6 +155,15 @@ pub(crate) struct DialectArgs {
     /// Column names for the fields, comma-separated (headerless files, or overriding the header).
     #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
     pub(crate) columns: Option<Vec<String>>,
+}
+
+/// How an input's rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum InputFormat {
+    /// CSV, as COPY ... (FORMAT csv) reads it.
+    Csv,
+    /// PostgreSQL's text format, as COPY ... (FORMAT text) reads it.
+    Text,
 }
 
 /// How column types are inferred for a table pgbulk creates.

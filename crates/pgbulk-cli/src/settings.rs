@@ -218,18 +218,26 @@ fn reading(
     table: TableName,
 ) -> Result<LoadOptions, Refusal> {
     let quote = dialect.quote;
+    let text = dialect.format == Some(crate::args::InputFormat::Text);
+    // The text format's defaults are COPY's: tab, and \N for NULL.
     let parsed = Dialect {
-        delimiter: dialect.delimiter.unwrap_or(b','),
+        delimiter: dialect.delimiter.unwrap_or(if text { b'\t' } else { b',' }),
         quote,
         escape: dialect.escape.unwrap_or(quote),
-        null: dialect.null.clone().unwrap_or_default().into_bytes(),
+        null: match &dialect.null {
+            Some(null) => null.clone().into_bytes(),
+            None if text => b"\\N".to_vec(),
+            None => Vec::new(),
+        },
+        text,
     };
     // A detected delimiter is checked against the rest once detected.
-    if dialect.delimiter.is_some() {
+    if dialect.delimiter.is_some() || text {
         parsed.validate().map_err(Refusal::Usage)?;
     }
     Ok(LoadOptions {
-        detect_delimiter: dialect.delimiter.is_none(),
+        detect_delimiter: dialect.delimiter.is_none() && !text,
+        detect_format: dialect.format.is_none() && dialect.null.is_none(),
         sample: match (inference.sample_all, inference.sample_rows) {
             (true, _) => Sample::All,
             (false, Some(n)) => Sample::Rows(n),

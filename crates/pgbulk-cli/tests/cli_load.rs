@@ -2480,3 +2480,140 @@ async fn declared_types_are_created_when_missing_and_used_as_they_are() {
     assert_ne!(bad.code, 0, "{}", bad.stdout);
     assert!(bad.stderr.contains("w.csv:2"), "{}", bad.stderr);
 }
+
+/// PostgreSQL's text format, as `psql \copy ... to` writes it: read back
+/// exactly as the server reads it (escapes, `\N`, a value that is the
+/// string `\N`, control characters, arrays, bytea, jsonb), detected from
+/// its `\N` fields or asked for with `--format text`; `--format csv` reads
+/// the same bytes as CSV.
+#[tokio::test]
+async fn the_text_format_copy_writes_is_read_back_exactly() {
+    let db = TestDb::new("load_text_format").await;
+    let home = Scratch::new("load-text-format");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE src (id int, t text, a text[], b bytea, j jsonb, n numeric);
+             INSERT INTO src SELECT i,
+                 CASE i % 5 WHEN 0 THEN NULL
+                     WHEN 1 THEN E'tab\\there\\nnew\\\\back\\rcr'
+                     WHEN 2 THEN 'plain ' || i
+                     WHEN 3 THEN E'\\\\N'
+                     ELSE chr(1) || chr(127) || 'é€😀' || chr(8) || chr(11) || chr(12) END,
+                 ARRAY[E'a\\tb', NULL, 'c\"d', E'e\\\\f', ''],
+                 decode(md5(i::text), 'hex'),
+                 jsonb_build_object('k', E'v\\n' || i),
+                 i / 7.0
+             FROM generate_series(1, 30000) i;
+             CREATE TABLE detected (LIKE src);
+             CREATE TABLE asked (LIKE src);
+             CREATE TABLE as_csv (id int, t text, a text, b text, j text, n text);",
+        )
+        .await
+        .expect("source");
+    // What `psql \copy TABLE to FILE` writes.
+    let copy_to = |table: &str, name: &str| {
+        let out = Command::new("psql")
+            .arg(&db.url)
+            .args(["-X", "-q", "-c"])
+            .arg(format!(
+                "\\copy {table} to '{}'",
+                home.path().join(name).display()
+            ))
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    copy_to("src", "src.tsv");
+    let same = |table: &str| {
+        format!(
+            "SELECT (SELECT count(*) FROM (SELECT * FROM src EXCEPT ALL SELECT * FROM {table}) l)
+                  + (SELECT count(*) FROM (SELECT * FROM {table} EXCEPT ALL SELECT * FROM src) r)"
+        )
+    };
+    let detected = load(
+        &db,
+        &home,
+        &["src.tsv", "--table", "detected", "--no-header"],
+    );
+    assert_ok(&detected);
+    assert!(
+        detected
+            .stderr
+            .contains("src.tsv: PostgreSQL's text format"),
+        "{}",
+        detected.stderr
+    );
+    assert_eq!(
+        rows(&db, &same("detected")).await,
+        vec![vec![Some("0".to_owned())]]
+    );
+    let asked = load(
+        &db,
+        &home,
+        &[
+            "src.tsv",
+            "--table",
+            "asked",
+            "--no-header",
+            "--format",
+            "text",
+        ],
+    );
+    assert_ok(&asked);
+    assert_eq!(
+        rows(&db, &same("asked")).await,
+        vec![vec![Some("0".to_owned())]]
+    );
+    // Plain rows, most of them encoded straight from the buffer, with a
+    // whole `\N` for NULL and an escape now and then.
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE plain (id int, v text, d date);
+             INSERT INTO plain SELECT i, CASE WHEN i % 3 = 0 THEN NULL
+                 WHEN i % 1000 = 1 THEN E'x\\y' ELSE 'v' || i END,
+                 CASE WHEN i % 4 = 0 THEN NULL ELSE date '2024-01-01' + i % 400 END
+             FROM generate_series(1, 200000) i;
+             CREATE TABLE plain_copy (LIKE plain);",
+        )
+        .await
+        .expect("plain");
+    copy_to("plain", "plain.tsv");
+    assert_ok(&load(
+        &db,
+        &home,
+        &["plain.tsv", "--table", "plain_copy", "--no-header"],
+    ));
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT (SELECT count(*) FROM (SELECT * FROM plain EXCEPT ALL SELECT * FROM plain_copy) l)
+                  + (SELECT count(*) FROM (SELECT * FROM plain_copy EXCEPT ALL SELECT * FROM plain) r)"
+        )
+        .await,
+        vec![vec![Some("0".to_owned())]]
+    );
+    // As CSV the escapes stay as they are written.
+    let csv = load(
+        &db,
+        &home,
+        &[
+            "src.tsv",
+            "--table",
+            "as_csv",
+            "--no-header",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_ok(&csv);
+    assert_eq!(
+        rows(&db, "SELECT t FROM as_csv WHERE id = 3").await,
+        vec![vec![Some("\\\\N".to_owned())]]
+    );
+}

@@ -148,7 +148,7 @@ fn load_report<'py>(py: Python<'py>, r: &LoadReport) -> PyResult<Bound<'py, PyDi
     paths, table_name, *, db=None, mode_name=None, key=None, schema_ddl=None,
     delimiter=None, header=true, null=None, encoding=None, batch_rows=None,
     max_errors=0, reject_file=None, restart=false, single_transaction=false,
-    ignore_extra=false, streams=None, retries=0, dry_run=false
+    ignore_extra=false, streams=None, retries=0, dry_run=false, input_format=None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn load_csv<'py>(
@@ -172,9 +172,25 @@ fn load_csv<'py>(
     streams: Option<usize>,
     retries: u32,
     dry_run: bool,
+    input_format: Option<&str>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let defaults = LoadOptions::default();
     let mut dialect = defaults.dialect.clone();
+    // The text format's defaults are COPY's: tab, and \N for NULL.
+    dialect.text = match input_format {
+        None | Some("csv") => false,
+        Some("text") => true,
+        Some(other) => {
+            return Err(config_error(
+                py,
+                format!("format {other:?}: \"csv\" or \"text\""),
+            ));
+        }
+    };
+    if dialect.text {
+        dialect.delimiter = b'\t';
+        dialect.null = b"\\N".to_vec();
+    }
     let delimiter = match delimiter {
         None => None,
         Some(d) if d.len() == 1 => Some(d.as_bytes()[0]),
@@ -189,14 +205,17 @@ fn load_csv<'py>(
     if let Some(d) = delimiter {
         dialect.delimiter = d;
     }
+    let null_given = null.is_some();
     if let Some(null) = null {
         dialect.null = null.into_bytes();
     }
+    dialect.validate().map_err(|why| config_error(py, why))?;
     let opts = LoadOptions {
         sources: done(py, Ok(pgbulk::input::expand_args(&paths)))?,
         table: table(py, table_name)?,
+        detect_format: input_format.is_none() && !null_given,
         dialect,
-        detect_delimiter: delimiter.is_none(),
+        detect_delimiter: delimiter.is_none() && input_format != Some("text"),
         header,
         encoding: done(py, Ok(pgbulk::input::encoding(encoding.unwrap_or("utf-8"))))?,
         ignore_extra,

@@ -98,6 +98,7 @@ async fn the_reader_splits_records_as_copy_csv_does() {
                 quote: b'\'',
                 escape: b'\\',
                 null: b"N".to_vec(),
+                text: false,
             },
         ),
     ];

@@ -163,6 +163,7 @@ async fn a_file_loads_as_copy_csv_loads_it() {
                 quote: b'\'',
                 escape: b'\\',
                 null: b"N".to_vec(),
+                text: false,
             },
         ),
     ];

@@ -1,10 +1,17 @@
-//! A CSV reader with PostgreSQL `COPY ... (FORMAT csv)` semantics: any
+//! A reader of PostgreSQL's `COPY` formats. CSV (`FORMAT csv`): any
 //! single-byte delimiter, quote and escape; quoted fields spanning lines;
 //! a quote anywhere in a field opens a quoted part of it (`a"b,c"d` is the
 //! one field `ab,cd`); an unquoted empty field (or the NULL string, unquoted) is NULL while a
 //! quoted one is a value; a UTF-8 BOM is ignored. It works on bytes (so any
 //! ASCII-compatible encoding parses the same), tracks line numbers, and can
 //! keep each record's raw bytes for reject files. Blank lines are skipped.
+//!
+//! Text (`FORMAT text`, what `COPY ... TO` and `psql \copy ... to` write by
+//! default, and MySQL's `SELECT ... INTO OUTFILE` alike): no quoting;
+//! backslash escapes (`\t`, `\n`, `\\`, `\N` for NULL, octal `\123`,
+//! hex `\x41`, a backslash before any other byte is that byte); a field
+//! equal to the NULL string before its escapes are undone is NULL; a line
+//! `\.` ends the data; a blank line is a record of one empty field.
 
 use std::io::{self, Read};
 
@@ -19,6 +26,9 @@ pub struct Dialect {
     pub escape: u8,
     /// An unquoted field equal to this is NULL. Default: the empty field.
     pub null: Vec<u8>,
+    /// PostgreSQL's text format instead of CSV (`quote` and `escape` then
+    /// unused).
+    pub text: bool,
 }
 
 impl Dialect {
@@ -38,6 +48,23 @@ impl Dialect {
     /// that is a line end, a delimiter equal to the quote or escape, a NULL
     /// marker holding the delimiter or a line end.
     pub fn validate(&self) -> Result<(), String> {
+        if self.text {
+            if matches!(self.delimiter, b'\\' | b'\n' | b'\r')
+                || self.delimiter.is_ascii_alphanumeric()
+            {
+                return Err(format!(
+                    "the text format's delimiter cannot be {:?}",
+                    char::from(self.delimiter)
+                ));
+            }
+            if self.null.contains(&b'\\') && self.null != b"\\N" {
+                return Err("the text format's NULL marker has no backslash but in \\N".to_owned());
+            }
+            if self.null.contains(&self.delimiter) {
+                return Err("the NULL marker cannot contain the delimiter".to_owned());
+            }
+            return Ok(());
+        }
         for (name, b) in [
             ("delimiter", self.delimiter),
             ("quote", self.quote),
@@ -70,6 +97,7 @@ impl Default for Dialect {
             quote: b'"',
             escape: b'"',
             null: Vec::new(),
+            text: false,
         }
     }
 }
@@ -162,6 +190,8 @@ pub struct Reader<R> {
     bom_checked: bool,
     /// The longest field read, in bytes.
     max_field: usize,
+    /// The text format's end marker (`\.`) was read: no more records.
+    ended: bool,
 }
 
 /// The UTF-8 byte order mark, skipped at the start of an input.
@@ -254,6 +284,7 @@ impl<R: Read> Reader<R> {
             offset: 0,
             bom_checked: false,
             max_field: MAX_FIELD,
+            ended: false,
         }
     }
 
@@ -483,11 +514,19 @@ impl<R: Read> Reader<R> {
             }
             self.fields.clear();
             self.record_line = self.line;
-            if !self.parse_record()? {
+            if self.dialect.text {
+                if self.ended || !self.parse_text_record()? {
+                    return Ok(None);
+                }
+            } else if !self.parse_record()? {
                 return Ok(None);
             }
-            // Blank lines carry no record.
-            if self.fields.len() == 1 && self.data.is_empty() && !self.fields[0].quoted {
+            // Blank lines carry no record (in CSV).
+            if !self.dialect.text
+                && self.fields.len() == 1
+                && self.data.is_empty()
+                && !self.fields[0].quoted
+            {
                 continue;
             }
             // The check while parsing bounds memory; a field that came in
@@ -513,6 +552,34 @@ impl<R: Read> Reader<R> {
         }
     }
 
+    /// Copies the buffered bytes before `stop` (all of them, without one)
+    /// into the field, then consumes and returns the byte at `stop`.
+    #[inline]
+    fn copy_until(&mut self, stop: Option<usize>) -> Option<u8> {
+        let n = stop.unwrap_or(self.len - self.pos);
+        self.data
+            .extend_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.advance_raw(n);
+        stop?;
+        let b = self.buf[self.pos];
+        self.advance_raw(1);
+        Some(b)
+    }
+
+    /// Where the field being read starts in `data`, failing it once it is
+    /// longer than the limit (`quoted`: inside quotes).
+    fn check_field_size(&self, quoted: bool) -> Result<usize, CsvError> {
+        let field_start = self.fields.last().map_or(0, |f| f.end);
+        if self.data.len() - field_start > self.max_field {
+            return Err(CsvError::FieldTooLong {
+                line: self.record_line,
+                limit: self.max_field,
+                quoted,
+            });
+        }
+        Ok(field_start)
+    }
+
     /// Parses one record into `data`/`fields`; false at the end of input.
     fn parse_record(&mut self) -> Result<bool, CsvError> {
         let (delim, quote, escape) = (
@@ -524,14 +591,7 @@ impl<R: Read> Reader<R> {
         let mut quoted = false;
         let mut any = false;
         loop {
-            let field_start = self.fields.last().map_or(0, |f| f.end);
-            if self.data.len() - field_start > self.max_field {
-                return Err(CsvError::FieldTooLong {
-                    line: self.record_line,
-                    limit: self.max_field,
-                    quoted: state == State::Quoted,
-                });
-            }
+            self.check_field_size(state == State::Quoted)?;
             if self.pos == self.len && !self.fill()? {
                 return match state {
                     State::Quoted => Err(CsvError::UnclosedQuote {
@@ -596,14 +656,9 @@ impl<R: Read> Reader<R> {
                     } else {
                         memchr::memchr3(quote, escape, b'\n', hay)
                     };
-                    let n = stop.unwrap_or(hay.len());
-                    self.data.extend_from_slice(&hay[..n]);
-                    self.advance_raw(n);
-                    if stop.is_none() {
+                    let Some(b) = self.copy_until(stop) else {
                         continue;
-                    }
-                    let b = self.buf[self.pos];
-                    self.advance_raw(1);
+                    };
                     if b == b'\n' {
                         self.data.push(b'\n');
                         self.line += 1;
@@ -631,6 +686,163 @@ impl<R: Read> Reader<R> {
                     }
                 }
             }
+        }
+    }
+}
+
+impl<R: Read> Reader<R> {
+    /// The next byte, consumed; `None` at the end of the input.
+    fn next_byte(&mut self) -> Result<Option<u8>, CsvError> {
+        if self.pos == self.len && !self.fill()? {
+            return Ok(None);
+        }
+        let b = self.buf[self.pos];
+        self.advance_raw(1);
+        Ok(Some(b))
+    }
+
+    /// The next byte, not consumed; `None` at the end of the input.
+    fn peek_byte(&mut self) -> Result<Option<u8>, CsvError> {
+        if self.pos == self.len && !self.fill()? {
+            return Ok(None);
+        }
+        Ok(Some(self.buf[self.pos]))
+    }
+
+    /// Ends a text-format field. One that held an escape is never NULL
+    /// (its raw bytes are not the NULL string), so it is marked quoted; a
+    /// leading `\N` kept as it is for the NULL check is undone (to `N`)
+    /// when the field goes on after it or `\N` is not the NULL string.
+    fn end_text_field(&mut self, escaped: bool, leading_null: bool) {
+        let start = self.fields.last().map_or(0, |f| f.end);
+        if leading_null && (self.data.len() > start + 2 || self.dialect.null != b"\\N") {
+            self.data.remove(start);
+            self.end_field(true);
+        } else {
+            self.end_field(escaped);
+        }
+    }
+
+    /// Parses one text-format record into `data`/`fields`; false at the
+    /// end of input or at the end marker.
+    fn parse_text_record(&mut self) -> Result<bool, CsvError> {
+        let delim = self.dialect.delimiter;
+        let mut escaped = false;
+        let mut leading_null = false;
+        let mut any = false;
+        loop {
+            let field_start = self.check_field_size(false)?;
+            if self.pos == self.len && !self.fill()? {
+                if !any {
+                    return Ok(false);
+                }
+                self.end_text_field(escaped, leading_null);
+                return Ok(true);
+            }
+            any = true;
+            let stop = find_special(&self.buf[self.pos..self.len], delim, b'\\');
+            let Some(b) = self.copy_until(stop) else {
+                continue;
+            };
+            if b == delim {
+                self.end_text_field(escaped, leading_null);
+                escaped = false;
+                leading_null = false;
+                continue;
+            }
+            if b != b'\\' {
+                // A line end: `\n`, `\r\n` or a lone `\r`.
+                if b == b'\r' && self.peek_byte()? == Some(b'\n') {
+                    self.advance_raw(1);
+                }
+                self.line += 1;
+                self.end_text_field(escaped, leading_null);
+                return Ok(true);
+            }
+            let at_start = self.data.len() == field_start && !escaped;
+            let Some(c) = self.next_byte()? else {
+                // A backslash ending the input is itself.
+                self.data.push(b'\\');
+                escaped = true;
+                continue;
+            };
+            match c {
+                // Kept as written for the NULL check (see end_text_field).
+                b'N' if at_start => {
+                    self.data.extend_from_slice(b"\\N");
+                    leading_null = true;
+                    continue;
+                }
+                b'.' if at_start && self.fields.is_empty() => {
+                    // `\.` alone on its line ends the data.
+                    match self.peek_byte()? {
+                        None => {
+                            self.ended = true;
+                            return Ok(false);
+                        }
+                        Some(b'\n' | b'\r') => {
+                            let end = self.next_byte()?;
+                            if end == Some(b'\r') && self.peek_byte()? == Some(b'\n') {
+                                self.advance_raw(1);
+                            }
+                            self.line += 1;
+                            self.ended = true;
+                            return Ok(false);
+                        }
+                        Some(_) => self.data.push(b'.'),
+                    }
+                }
+                b'b' => self.data.push(8),
+                b'f' => self.data.push(12),
+                b'n' => self.data.push(b'\n'),
+                b'r' => self.data.push(b'\r'),
+                b't' => self.data.push(b'\t'),
+                b'v' => self.data.push(11),
+                b'0'..=b'7' => {
+                    let mut value = u32::from(c - b'0');
+                    for _ in 0..2 {
+                        match self.peek_byte()? {
+                            Some(d @ b'0'..=b'7') => {
+                                self.advance_raw(1);
+                                value = value * 8 + u32::from(d - b'0');
+                            }
+                            _ => break,
+                        }
+                    }
+                    self.data.push((value & 0xFF) as u8);
+                }
+                b'x' => match self.peek_byte()? {
+                    Some(d) if d.is_ascii_hexdigit() => {
+                        let mut value = 0u32;
+                        for _ in 0..2 {
+                            match self.peek_byte()? {
+                                Some(d) if d.is_ascii_hexdigit() => {
+                                    self.advance_raw(1);
+                                    value = value * 16 + char::from(d).to_digit(16).unwrap_or(0);
+                                }
+                                _ => break,
+                            }
+                        }
+                        self.data.push(value as u8);
+                    }
+                    _ => self.data.push(b'x'),
+                },
+                // An escaped line end is data (and still a new line).
+                b'\n' => {
+                    self.data.push(b'\n');
+                    self.line += 1;
+                }
+                b'\r' => {
+                    self.data.push(b'\r');
+                    if self.peek_byte()? == Some(b'\n') {
+                        self.advance_raw(1);
+                        self.data.push(b'\n');
+                    }
+                    self.line += 1;
+                }
+                other => self.data.push(other),
+            }
+            escaped = true;
         }
     }
 }

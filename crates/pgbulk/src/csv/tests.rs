@@ -47,6 +47,7 @@ fn dialects() {
         quote: b'\'',
         escape: b'\\',
         null: b"NULL".to_vec(),
+        text: false,
     };
     assert_eq!(
         records("'it\\'s'\tNULL\t'NULL'\t\\x\n", tab_backslash)[0].1,
@@ -217,4 +218,59 @@ fn a_field_past_the_limit_is_refused_however_it_was_read() {
             other => panic!("{:?}", other.map(|r| r.map(|r| r.line))),
         }
     }
+}
+
+fn text_format() -> Dialect {
+    Dialect {
+        delimiter: b'\t',
+        null: b"\\N".to_vec(),
+        text: true,
+        ..Dialect::default()
+    }
+}
+
+/// PostgreSQL's text format as `COPY ... TO` writes it, read back as the
+/// server reads it, whether the bytes come at once or one by one.
+#[test]
+fn the_text_format_reads_as_copy_reads_it() {
+    let input = "1\ta\\tb\t\\N\n\
+                 2\tline1\\nline2\tback\\\\slash\n\
+                 3\t\"quoted\"\t\\\\N\n\
+                 4\t\\Nx\t\\101\\x41\\q\\\t\r\n\
+                 5\t\t\n";
+    let expected = vec![
+        (1, vec![s("1"), s("a\tb"), None]),
+        (2, vec![s("2"), s("line1\nline2"), s("back\\slash")]),
+        (3, vec![s("3"), s("\"quoted\""), s("\\N")]),
+        (4, vec![s("4"), s("Nx"), s("AAq\t")]),
+        (5, vec![s("5"), s(""), s("")]),
+    ];
+    assert_eq!(records(input, text_format()), expected);
+    let mut r = Reader::new(Trickle(input.as_bytes()), text_format());
+    let mut got = Vec::new();
+    while let Some(rec) = r.read_record().expect("parses") {
+        got.push((
+            rec.line,
+            (0..rec.len())
+                .map(|i| rec.get(i).map(|b| String::from_utf8_lossy(b).into_owned()))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    assert_eq!(got, expected);
+    // A NULL string of its own: `\N` is then the value N.
+    let null_word = Dialect {
+        null: b"NULL".to_vec(),
+        ..text_format()
+    };
+    assert_eq!(
+        records("NULL\t\\N\tnull\n", null_word)[0].1,
+        vec![None, s("N"), s("null")]
+    );
+    // `\.` alone on its line ends the data; elsewhere it is a dot.
+    assert_eq!(
+        records("\\.x\ta\n\\.\nignored\n", text_format()),
+        vec![(1, vec![s(".x"), s("a")])]
+    );
+    // A blank line is a record of one empty field, as COPY reads it.
+    assert_eq!(records("\n", text_format()), vec![(1, vec![s("")])]);
 }

@@ -76,6 +76,10 @@ pub struct LoadOptions {
     /// (`dialect.delimiter` is then ignored); a UTF-16 byte order mark
     /// always selects UTF-16 when the encoding is UTF-8.
     pub detect_delimiter: bool,
+    /// Read a tab-separated first input with `\N` fields in its first
+    /// lines as PostgreSQL's text format (`dialect.text`, NULL `\N` unless
+    /// `dialect.null` is set).
+    pub detect_format: bool,
     /// Whether the first record of each input is a header.
     pub header: bool,
     /// Physical lines to skip before the header or data.
@@ -234,6 +238,7 @@ impl Default for LoadOptions {
             },
             dialect: Dialect::default(),
             detect_delimiter: false,
+            detect_format: false,
             header: true,
             skip_lines: 0,
             encoding: encoding_rs::UTF_8,
@@ -1797,7 +1802,7 @@ pub fn detect_dialect(opts: &LoadOptions) -> Result<(LoadOptions, Vec<String>)> 
     let mut notes = Vec::new();
     if !opts.detect_delimiter {
         opts.dialect.validate().map_err(Error::config)?;
-        if opts.encoding != encoding_rs::UTF_8 {
+        if opts.encoding != encoding_rs::UTF_8 && !opts.detect_format {
             return Ok((detected, notes));
         }
     }
@@ -1831,6 +1836,23 @@ pub fn detect_dialect(opts: &LoadOptions) -> Result<(LoadOptions, Vec<String>)> 
                 sniff::describe(delimiter)
             ));
         }
+    }
+    if opts.detect_format
+        && !detected.dialect.text
+        && detected.dialect.delimiter == b'\t'
+        && sniff::text_format(&head, opts.skip_lines)
+    {
+        detected.dialect.text = true;
+        if detected.dialect.null.is_empty() {
+            detected.dialect.null = b"\\N".to_vec();
+        }
+        detected.detect_format = false;
+        detected.dialect.validate().map_err(|why| {
+            Error::config(format!("{name}: read as PostgreSQL's text format: {why}"))
+        })?;
+        notes.push(format!(
+            "{name}: PostgreSQL's text format, as COPY TO writes it (\\N for NULL, backslash escapes; detected from its \\N fields; --format csv reads it as CSV)"
+        ));
     }
     Ok((detected, notes))
 }

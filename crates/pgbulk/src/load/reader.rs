@@ -892,9 +892,10 @@ impl TextRows for CsvRows {
             let dialect = reader.dialect();
             let plan = direct::Plan {
                 delimiter: dialect.delimiter,
-                quote: dialect.quote,
+                quote: if dialect.text { b'\\' } else { dialect.quote },
                 escape: dialect.escape,
                 null: &dialect.null,
+                text: dialect.text,
                 fields,
                 max_field: reader.max_field(),
                 // Other encodings are decoded field by field, ASCII as it is.

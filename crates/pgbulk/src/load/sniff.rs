@@ -71,6 +71,21 @@ pub(super) fn delimiter(text: &[u8], dialect: &Dialect, skip_lines: u64) -> Resu
     }
 }
 
+/// Whether the lines of `text` (after `skip_lines`), split at tabs, hold a
+/// field `\N`: how PostgreSQL's text format (`COPY ... TO`, `psql \copy
+/// ... to`) and MySQL's `SELECT ... INTO OUTFILE` write NULL, which no CSV
+/// writer does.
+pub(super) fn text_format(text: &[u8], skip_lines: u64) -> bool {
+    text.split(|b| *b == b'\n')
+        .skip(usize::try_from(skip_lines).unwrap_or(usize::MAX))
+        .any(|line| {
+            line.strip_suffix(b"\r")
+                .unwrap_or(line)
+                .split(|b| *b == b'\t')
+                .any(|field| field == b"\\N")
+        })
+}
+
 /// The number of fields every record has, when they all have the same.
 fn fields_per_record(text: &[u8], dialect: Dialect, skip_lines: u64) -> Option<usize> {
     let mut reader = Reader::new(text, dialect);
@@ -104,6 +119,15 @@ mod tests {
 
     fn detect(text: &str) -> Result<u8, String> {
         delimiter(text.as_bytes(), &Dialect::default(), 0)
+    }
+
+    #[test]
+    fn a_tab_separated_null_written_as_backslash_n_is_the_text_format() {
+        assert!(text_format(b"1\tx\n2\t\\N\n", 0));
+        assert!(text_format(b"1\t\\N\r\n", 0));
+        assert!(!text_format(b"1\t\\N\n2\tx\n", 1));
+        assert!(!text_format(b"1\t\\Nx\n2\t\"\\N\"\n", 0));
+        assert!(!text_format(b"1,\\N\n", 0));
     }
 
     #[test]

@@ -43,9 +43,10 @@ fn plan<'a>(columns: &'a [Column], dialect: &'a Dialect, skip: &[usize]) -> Plan
     let width = columns.len() + skip.len();
     Plan {
         delimiter: dialect.delimiter,
-        quote: dialect.quote,
+        quote: if dialect.text { b'\\' } else { dialect.quote },
         escape: dialect.escape,
         null: &dialect.null,
+        text: dialect.text,
         fields: (0..width)
             .map(|i| if skip.contains(&i) { None } else { next.next() })
             .collect(),
@@ -147,6 +148,32 @@ fn fields_quoted_whole_are_read_as_the_row_by_row_path_reads_them() {
             row_by_row(&plan, &dialect, input),
             "{dialect:?}"
         );
+    }
+}
+
+/// PostgreSQL's text format: plain fields and a whole `\N` go straight
+/// in; a record with another escape stops the run, left to the reader.
+#[test]
+fn text_format_records_are_read_as_the_row_by_row_path_reads_them() {
+    let columns = vec![
+        column(TypeKind::Int4, 23, false),
+        column(TypeKind::Text, 25, false),
+    ];
+    let dialect = Dialect {
+        delimiter: b'\t',
+        null: b"\\N".to_vec(),
+        text: true,
+        ..Dialect::default()
+    };
+    let plan = plan(&columns, &dialect, &[]);
+    let plain = b"1\t\"a\"\n\\N\t\\N\n3\t\\Nx\n".as_slice();
+    let (run, out) = encode_all(&plan, plain);
+    assert_eq!(run.records, 2, "stopped at the escaped \\Nx");
+    let taken = &plain[..run.consumed];
+    assert_eq!(Some((out, 2)), row_by_row(&plan, &dialect, taken));
+    for escaped in [b"4\ta\\tb\n".as_slice(), b"5\t\\\\N\n", b"\\.\n"] {
+        let (run, _) = encode_all(&plan, escaped);
+        assert_eq!(run.records, 0, "{:?}", String::from_utf8_lossy(escaped));
     }
 }
 
