@@ -2598,6 +2598,30 @@ async fn the_text_format_copy_writes_is_read_back_exactly() {
         .await,
         vec![vec![Some("0".to_owned())]]
     );
+    // A file whose only NULL is on its last line (beyond the first 256
+    // KiB): found in the end read too.
+    let mut late = String::new();
+    for i in 1..=200_000 {
+        late.push_str(&format!("{i}\tvalue {i}\n"));
+    }
+    late.push_str("200001\t\\N\n");
+    home.file("late.tsv", &late, 0o644);
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE late (id int, v text)")
+        .await
+        .expect("late");
+    let found = load(&db, &home, &["late.tsv", "--table", "late", "--no-header"]);
+    assert_ok(&found);
+    assert!(
+        found.stderr.contains("late.tsv: PostgreSQL's text format"),
+        "{}",
+        found.stderr
+    );
+    assert_eq!(
+        rows(&db, "SELECT count(*)::text FROM late WHERE v IS NULL").await,
+        vec![vec![Some("1".to_owned())]]
+    );
     // As CSV the escapes stay as they are written.
     let csv = load(
         &db,

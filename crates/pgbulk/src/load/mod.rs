@@ -77,8 +77,8 @@ pub struct LoadOptions {
     /// always selects UTF-16 when the encoding is UTF-8.
     pub detect_delimiter: bool,
     /// Read a tab-separated first input with `\N` fields in its first
-    /// lines as PostgreSQL's text format (`dialect.text`, NULL `\N` unless
-    /// `dialect.null` is set).
+    /// lines (or, uncompressed, in its middle or end) as PostgreSQL's text
+    /// format (`dialect.text`, NULL `\N` unless `dialect.null` is set).
     pub detect_format: bool,
     /// Whether the first record of each input is a header.
     pub header: bool,
@@ -1840,7 +1840,7 @@ pub fn detect_dialect(opts: &LoadOptions) -> Result<(LoadOptions, Vec<String>)> 
     if opts.detect_format
         && !detected.dialect.text
         && detected.dialect.delimiter == b'\t'
-        && sniff::text_format(&head, opts.skip_lines)
+        && (sniff::text_format(&head, opts.skip_lines) || later_text_format(&source)?)
     {
         detected.dialect.text = true;
         if detected.dialect.null.is_empty() {
@@ -1855,6 +1855,35 @@ pub fn detect_dialect(opts: &LoadOptions) -> Result<(LoadOptions, Vec<String>)> 
         ));
     }
     Ok((detected, notes))
+}
+
+/// Whether the middle or the end of a big uncompressed file has a `\N`
+/// field (see [`sniff::text_format`]): a table's rows with NULLs can sit
+/// anywhere in what `COPY ... TO` wrote, after updates at its end.
+fn later_text_format(source: &Source) -> Result<bool> {
+    let Some(size) = source.size() else {
+        return Ok(false);
+    };
+    if size <= SNIFF_BYTES as u64 {
+        return Ok(false);
+    }
+    let part = SNIFF_BYTES as u64;
+    for offset in [size / 2 - part / 2, size.saturating_sub(part)] {
+        let Some(stream) =
+            crate::input::open_at(source, encoding_rs::UTF_8, Arc::default(), offset)?
+        else {
+            return Ok(false);
+        };
+        let mut bytes = Vec::with_capacity(SNIFF_BYTES);
+        let mut part_of = std::io::Read::take(stream, part);
+        std::io::Read::read_to_end(&mut part_of, &mut bytes)
+            .map_err(|e| Error::io(format!("cannot read {}", source.name()), e))?;
+        // The line the offset fell in is a piece of one: left out.
+        if sniff::text_format(&bytes, 1) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The engine's options for a load in `mode`.
