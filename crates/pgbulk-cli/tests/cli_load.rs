@@ -2622,6 +2622,32 @@ async fn the_text_format_copy_writes_is_read_back_exactly() {
         rows(&db, "SELECT count(*)::text FROM late WHERE v IS NULL").await,
         vec![vec![Some("1".to_owned())]]
     );
+    // An escape that makes bytes no UTF-8 text has: the row is named by
+    // file, line and field, and nothing of the file is loaded.
+    home.file("bad.tsv", "1\tok\n2\t\\xff\\N\n", 0o644);
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE bad (id int, v text)")
+        .await
+        .expect("bad");
+    let bad = load(
+        &db,
+        &home,
+        &[
+            "bad.tsv",
+            "--table",
+            "bad",
+            "--no-header",
+            "--format",
+            "text",
+        ],
+    );
+    assert_eq!(bad.code, 9, "{}", bad.stderr);
+    assert!(bad.stderr.contains("bad.tsv:2:2"), "{}", bad.stderr);
+    assert_eq!(
+        rows(&db, "SELECT count(*)::text FROM bad").await,
+        vec![vec![Some("0".to_owned())]]
+    );
     // As CSV the escapes stay as they are written.
     let csv = load(
         &db,

@@ -832,13 +832,13 @@ impl<R: Read> Reader<R> {
                     self.data.push(b'\n');
                     self.line += 1;
                 }
+                // The backslash escapes the carriage return only: a line
+                // feed after it ends the record, as COPY reads it.
                 b'\r' => {
                     self.data.push(b'\r');
-                    if self.peek_byte()? == Some(b'\n') {
-                        self.advance_raw(1);
-                        self.data.push(b'\n');
+                    if self.peek_byte()? != Some(b'\n') {
+                        self.line += 1;
                     }
-                    self.line += 1;
                 }
                 other => self.data.push(other),
             }

@@ -271,6 +271,12 @@ fn the_text_format_reads_as_copy_reads_it() {
         records("\\.x\ta\n\\.\nignored\n", text_format()),
         vec![(1, vec![s(".x"), s("a")])]
     );
+    // An escaped carriage return is data; the line feed after it still
+    // ends the record.
+    assert_eq!(
+        records("a\\\r\nb\n", text_format()),
+        vec![(1, vec![s("a\r")]), (2, vec![s("b")])]
+    );
     // A blank line is a record of one empty field, as COPY reads it.
     assert_eq!(records("\n", text_format()), vec![(1, vec![s("")])]);
 }
