@@ -2622,6 +2622,67 @@ async fn the_text_format_copy_writes_is_read_back_exactly() {
         rows(&db, "SELECT count(*)::text FROM late WHERE v IS NULL").await,
         vec![vec![Some("1".to_owned())]]
     );
+    // One whose only NULL lies between the parts read to detect it: the
+    // load stops there, named by line and field, and loads nothing; asked
+    // for, either format loads it.
+    let mut hidden = String::new();
+    for i in 1..=200_000 {
+        if i == 50_000 {
+            hidden.push_str(&format!("{i}\t\\N\n"));
+        } else {
+            hidden.push_str(&format!("{i}\tvalue {i}\n"));
+        }
+    }
+    home.file("hidden.tsv", &hidden, 0o644);
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE hidden (id int, v text)")
+        .await
+        .expect("hidden");
+    let stopped = load(
+        &db,
+        &home,
+        &["hidden.tsv", "--table", "hidden", "--no-header"],
+    );
+    assert_eq!(stopped.code, 9, "{}", stopped.stderr);
+    assert!(
+        stopped
+            .stderr
+            .contains("hidden.tsv:50000:2: the field is \\N")
+            && stopped.stderr.contains("--format text"),
+        "{}",
+        stopped.stderr
+    );
+    let count = "SELECT count(*)::text, count(v)::text FROM hidden";
+    assert_eq!(
+        rows(&db, count).await,
+        vec![vec![Some("0".to_owned()), Some("0".to_owned())]]
+    );
+    for (format, values) in [("text", "199999"), ("csv", "200000")] {
+        db.connect()
+            .await
+            .batch_execute("TRUNCATE hidden")
+            .await
+            .expect("truncate");
+        let asked = load(
+            &db,
+            &home,
+            &[
+                "hidden.tsv",
+                "--table",
+                "hidden",
+                "--no-header",
+                "--format",
+                format,
+            ],
+        );
+        assert_ok(&asked);
+        assert_eq!(
+            rows(&db, count).await,
+            vec![vec![Some("200000".to_owned()), Some(values.to_owned())]],
+            "{format}"
+        );
+    }
     // An escape that makes bytes no UTF-8 text has: the row is named by
     // file, line and field, and nothing of the file is loaded.
     home.file("bad.tsv", "1\tok\n2\t\\xff\\N\n", 0o644);

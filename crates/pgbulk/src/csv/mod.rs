@@ -120,6 +120,14 @@ pub enum CsvError {
         /// Whether the field is quoted.
         quoted: bool,
     },
+    /// An unquoted field is `\N`, PostgreSQL's text format's NULL, in an
+    /// input read as CSV ([`Reader::refuse_text_null`]).
+    TextFormatNull {
+        /// Where the record starts.
+        line: u64,
+        /// The field (1-based).
+        field: usize,
+    },
     /// Reading failed.
     Io(io::Error),
 }
@@ -143,6 +151,9 @@ impl std::fmt::Display for CsvError {
                 f,
                 "a field on line {line} is longer than {limit} bytes (--max-field-size)"
             ),
+            Self::TextFormatNull { line, field } => {
+                write!(f, "field {field} on line {line} is {TEXT_FORMAT_NULL}")
+            }
             Self::Io(e) => write!(f, "read error: {e}"),
         }
     }
@@ -165,6 +176,9 @@ enum State {
     Quoted,
     AfterQuote,
 }
+
+/// What [`CsvError::TextFormatNull`] says of its field.
+pub const TEXT_FORMAT_NULL: &str = "\\N, the NULL of PostgreSQL's text format (what COPY TO writes), in a tab-separated input read as CSV, which would store it as the two characters \\N and keep every backslash escape; give --format text to read it as COPY reads it, or --format csv to keep \\N as text";
 
 /// Reads records from a byte stream.
 #[derive(Debug)]
@@ -192,6 +206,8 @@ pub struct Reader<R> {
     max_field: usize,
     /// The text format's end marker (`\.`) was read: no more records.
     ended: bool,
+    /// An unquoted `\N` field fails its record ([`Reader::refuse_text_null`]).
+    refuse_text_null: bool,
 }
 
 /// The UTF-8 byte order mark, skipped at the start of an input.
@@ -285,6 +301,7 @@ impl<R: Read> Reader<R> {
             bom_checked: false,
             max_field: MAX_FIELD,
             ended: false,
+            refuse_text_null: false,
         }
     }
 
@@ -309,6 +326,20 @@ impl<R: Read> Reader<R> {
     /// limit, and an unclosed quote is reported where it opened.
     pub fn set_max_field(&mut self, bytes: usize) {
         self.max_field = bytes;
+    }
+
+    /// Fails a record with an unquoted field `\N`
+    /// ([`CsvError::TextFormatNull`]): for a CSV input whose format was
+    /// detected from a sample, which may be PostgreSQL's text format after
+    /// all. Not in the text format, nor when `\N` is the NULL string.
+    pub fn refuse_text_null(&mut self, refuse: bool) {
+        self.refuse_text_null = refuse && !self.dialect.text && self.dialect.null != b"\\N";
+    }
+
+    /// Whether an unquoted `\N` field fails its record
+    /// ([`Reader::refuse_text_null`]).
+    pub fn refuses_text_null(&self) -> bool {
+        self.refuse_text_null
     }
 
     /// Keep each record's raw bytes (for reject files).
@@ -532,12 +563,19 @@ impl<R: Read> Reader<R> {
             // The check while parsing bounds memory; a field that came in
             // one read is held to the limit here.
             let mut start = 0;
-            for field in &self.fields {
+            for (i, field) in self.fields.iter().enumerate() {
                 if field.end - start > self.max_field {
                     return Err(CsvError::FieldTooLong {
                         line: self.record_line,
                         limit: self.max_field,
                         quoted: false,
+                    });
+                }
+                if self.refuse_text_null && !field.quoted && &self.data[start..field.end] == b"\\N"
+                {
+                    return Err(CsvError::TextFormatNull {
+                        line: self.record_line,
+                        field: i + 1,
                     });
                 }
                 start = field.end;

@@ -220,6 +220,41 @@ fn a_field_past_the_limit_is_refused_however_it_was_read() {
     }
 }
 
+/// A CSV input detected from a sample may be the text format after all:
+/// an unquoted `\N` field fails its record, named by line and field; a
+/// quoted one is a value, and the text format and a `\N` NULL string
+/// are never refused.
+#[test]
+fn an_unquoted_text_null_fails_its_record_when_refused() {
+    let tabs = Dialect {
+        delimiter: b'\t',
+        ..Dialect::default()
+    };
+    let input = b"a\tb\n1\t\"\\N\"\n2\tx\\N\n3\t\\N\n".as_slice();
+    let mut r = Reader::new(input, tabs.clone());
+    r.refuse_text_null(true);
+    assert!(r.refuses_text_null());
+    for _ in 0..3 {
+        assert!(r.read_record().expect("no \\N field").is_some());
+    }
+    match r.read_record() {
+        Err(CsvError::TextFormatNull { line: 4, field: 2 }) => {}
+        other => panic!("{:?}", other.map(|r| r.map(|r| r.line))),
+    }
+    for dialect in [
+        text_format(),
+        Dialect {
+            null: b"\\N".to_vec(),
+            ..tabs
+        },
+    ] {
+        let mut r = Reader::new(input, dialect);
+        r.refuse_text_null(true);
+        assert!(!r.refuses_text_null());
+        while r.read_record().expect("read").is_some() {}
+    }
+}
+
 fn text_format() -> Dialect {
     Dialect {
         delimiter: b'\t',

@@ -27,6 +27,9 @@ pub(super) struct Plan<'a> {
     pub(super) text: bool,
     /// Per field of a record: the column it fills, or `None` (skipped).
     pub(super) fields: Vec<Option<&'a Column>>,
+    /// An unquoted `\N` field is left to the row-by-row path (which fails
+    /// it, see [`crate::csv::Reader::refuse_text_null`]).
+    pub(super) refuse_text_null: bool,
     /// A longer field is left to the row-by-row path (which fails it).
     pub(super) max_field: usize,
     /// The input is in another encoding than UTF-8 (an ASCII-compatible
@@ -107,6 +110,10 @@ pub(super) fn encode(
                 Some((from, to)) => &buf[from..to],
                 None => &value[..],
             };
+            if plan.refuse_text_null && !quoted && bytes == b"\\N" {
+                out.truncate(mark);
+                break 'records;
+            }
             // A blank line is no record.
             let blank = last == 0 && len == 0;
             let written = !blank

@@ -36,7 +36,7 @@ pub(super) fn fingerprint(
     opts: &LoadOptions,
 ) -> String {
     let d = &opts.dialect;
-    let described = serde_json::json!({
+    let mut described = serde_json::json!({
         "inputs": identities,
         "delimiter": d.delimiter,
         "quote": d.quote,
@@ -55,6 +55,10 @@ pub(super) fn fingerprint(
         "key": key,
         "on_duplicate": format!("{:?}", opts.on_duplicate),
     });
+    // Added only when set: the fingerprints of CSV loads stay as they were.
+    if d.text {
+        described["text"] = serde_json::Value::Bool(true);
+    }
     let hash = digest::digest(&digest::SHA256, described.to_string().as_bytes());
     hash.as_ref()[..8]
         .iter()
@@ -273,10 +277,13 @@ mod tests {
         latin1.encoding = encoding_rs::WINDOWS_1252;
         let mut batch = base.clone();
         batch.batch_rows = 7;
+        let mut text = null.clone();
+        text.dialect.text = true;
         let key = vec!["a".to_owned()];
         for other in [
             f(&semicolon, LoadMode::Append, None),
             f(&null, LoadMode::Append, None),
+            f(&text, LoadMode::Append, None),
             f(&latin1, LoadMode::Append, None),
             f(&base, LoadMode::Upsert, Some(&key)),
             f(&base, LoadMode::Replace, None),
@@ -284,6 +291,7 @@ mod tests {
         ] {
             assert_ne!(reference, other);
         }
+        assert_ne!(f(&null, LoadMode::Append, None), f(&text, LoadMode::Append, None));
         // The batch size only changes where commits fall.
         assert_eq!(reference, f(&batch, LoadMode::Append, None));
     }

@@ -2030,6 +2030,13 @@ fn csv_error(name: &str, e: CsvError) -> Error {
             Error::new(ErrorKind::Data, format!("{name}: {io}")).with_source(io)
         }
         CsvError::Io(io) => Error::new(ErrorKind::Io, format!("{name}: {io}")).with_source(io),
+        CsvError::TextFormatNull { line, field } => Error::new(
+            ErrorKind::Data,
+            format!(
+                "{name}:{line}:{field}: the field is {}",
+                crate::csv::TEXT_FORMAT_NULL
+            ),
+        ),
         other => Error::new(ErrorKind::Data, format!("{name}: {other}")),
     }
 }

@@ -310,6 +310,9 @@ impl Shared {
         } else {
             None
         };
+        // A tab-separated input detected as CSV from a sample fails at a
+        // `\N` field the sample did not hold.
+        reader.refuse_text_null(self.opts.detect_format && self.opts.dialect.delimiter == b'\t');
         let names = match (&self.opts.columns, header) {
             (Some(cols), _) => cols.clone(),
             (None, Some(h)) => h,
@@ -896,6 +899,7 @@ impl TextRows for CsvRows {
                 escape: dialect.escape,
                 null: &dialect.null,
                 text: dialect.text,
+                refuse_text_null: reader.refuses_text_null(),
                 fields,
                 max_field: reader.max_field(),
                 // Other encodings are decoded field by field, ASCII as it is.

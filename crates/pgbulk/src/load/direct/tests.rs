@@ -47,6 +47,7 @@ fn plan<'a>(columns: &'a [Column], dialect: &'a Dialect, skip: &[usize]) -> Plan
         escape: dialect.escape,
         null: &dialect.null,
         text: dialect.text,
+        refuse_text_null: false,
         fields: (0..width)
             .map(|i| if skip.contains(&i) { None } else { next.next() })
             .collect(),
@@ -175,6 +176,29 @@ fn text_format_records_are_read_as_the_row_by_row_path_reads_them() {
         let (run, _) = encode_all(&plan, escaped);
         assert_eq!(run.records, 0, "{:?}", String::from_utf8_lossy(escaped));
     }
+}
+
+/// A CSV input that may be the text format after all: a record with an
+/// unquoted `\N` is left to the reader (which fails it), a quoted one and
+/// one with `\N` inside a value go straight in.
+#[test]
+fn an_unquoted_text_null_is_left_to_the_reader_when_refused() {
+    let columns = vec![
+        column(TypeKind::Int4, 23, false),
+        column(TypeKind::Text, 25, false),
+    ];
+    let dialect = Dialect {
+        delimiter: b'\t',
+        ..Dialect::default()
+    };
+    let mut plan = plan(&columns, &dialect, &[]);
+    plan.refuse_text_null = true;
+    let input = b"1\t\"\\N\"\n2\ta\\Nb\n3\t\\N\n4\tx\n".as_slice();
+    let (run, _) = encode_all(&plan, input);
+    assert_eq!(run.records, 2, "stopped at the unquoted \\N");
+    plan.refuse_text_null = false;
+    let (run, _) = encode_all(&plan, input);
+    assert_eq!(run.records, 4);
 }
 
 #[test]
