@@ -158,7 +158,7 @@ def load_csv(
     key: Sequence[str] | None = None,
     schema: str | None = None,
     delimiter: str | None = None,
-    header: bool = True,
+    header: bool | None = None,
     null: str | None = None,
     encoding: str | None = None,
     batch_rows: int | None = None,
@@ -178,6 +178,9 @@ def load_csv(
     and ``psql \\copy ... to`` write it (tab-separated, ``\\N`` for NULL,
     backslash escapes); by default a tab-separated file with ``\\N``
     fields is read so (unless ``null`` is given), any other as CSV.
+    ``header`` says whether the first line is a header: by default it is
+    in CSV, and in the text format only when it looks like one (names
+    above typed values), as ``COPY ... TO`` writes none unless asked.
 
     Parquet files (named ``*.parquet``) load too, their types taken from the
     file's schema; the CSV options do not apply to them.

@@ -12,7 +12,7 @@ def load_csv(
     key: list[str] | None = ...,
     schema_ddl: str | None = ...,
     delimiter: str | None = ...,
-    header: bool = ...,
+    header: bool | None = ...,
     null: str | None = ...,
     encoding: str | None = ...,
     batch_rows: int | None = ...,

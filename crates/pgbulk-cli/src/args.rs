@@ -141,8 +141,11 @@ pub(crate) struct DialectArgs {
     #[arg(long, value_name = "C", value_parser = Dialect::parse_byte)]
     pub(crate) escape: Option<u8>,
     /// The files have no header line (name the columns with --columns).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "header")]
     pub(crate) no_header: bool,
+    /// The files' first line is a header (the default, but for --format text, where it is when it looks like one: COPY TO writes none unless asked).
+    #[arg(long)]
+    pub(crate) header: bool,
     /// An unquoted field equal to this is NULL (default: an unquoted empty field).
     #[arg(long, value_name = "STRING")]
     pub(crate) null: Option<String>,

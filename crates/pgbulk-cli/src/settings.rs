@@ -247,6 +247,7 @@ fn reading(
         table,
         dialect: parsed,
         header: !dialect.no_header,
+        detect_header: !dialect.header && !dialect.no_header,
         skip_lines: dialect.skip_lines,
         encoding: pgbulk::input::encoding(&dialect.encoding)?,
         columns: dialect.columns.clone(),

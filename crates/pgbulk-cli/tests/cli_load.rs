@@ -2535,16 +2535,16 @@ async fn the_text_format_copy_writes_is_read_back_exactly() {
                   + (SELECT count(*) FROM (SELECT * FROM {table} EXCEPT ALL SELECT * FROM src) r)"
         )
     };
-    let detected = load(
-        &db,
-        &home,
-        &["src.tsv", "--table", "detected", "--no-header"],
-    );
+    // Its first line is data: COPY TO writes no header unless asked.
+    let detected = load(&db, &home, &["src.tsv", "--table", "detected"]);
     assert_ok(&detected);
     assert!(
         detected
             .stderr
-            .contains("src.tsv: PostgreSQL's text format"),
+            .contains("src.tsv: PostgreSQL's text format")
+            && detected
+                .stderr
+                .contains("src.tsv: its first line is read as data"),
         "{}",
         detected.stderr
     );
@@ -2621,6 +2621,29 @@ async fn the_text_format_copy_writes_is_read_back_exactly() {
     assert_eq!(
         rows(&db, "SELECT count(*)::text FROM late WHERE v IS NULL").await,
         vec![vec![Some("1".to_owned())]]
+    );
+    // With a header line (COPY ... (HEADER)): names above integers.
+    home.file("named.tsv", &format!("id\tv\n{late}"), 0o644);
+    let named = load(&db, &home, &["named.tsv", "--table", "named"]);
+    assert_ok(&named);
+    assert!(
+        named
+            .stderr
+            .contains("named.tsv: its first line is read as a header"),
+        "{}",
+        named.stderr
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT count(*)::text, count(v)::text, sum(id)::text FROM named"
+        )
+        .await,
+        vec![vec![
+            Some("200001".to_owned()),
+            Some("200000".to_owned()),
+            Some("20000300001".to_owned())
+        ]]
     );
     // One whose only NULL lies between the parts read to detect it: the
     // load stops there, named by line and field, and loads nothing; asked

@@ -146,7 +146,7 @@ fn load_report<'py>(py: Python<'py>, r: &LoadReport) -> PyResult<Bound<'py, PyDi
 #[pyfunction]
 #[pyo3(signature = (
     paths, table_name, *, db=None, mode_name=None, key=None, schema_ddl=None,
-    delimiter=None, header=true, null=None, encoding=None, batch_rows=None,
+    delimiter=None, header=None, null=None, encoding=None, batch_rows=None,
     max_errors=0, reject_file=None, restart=false, single_transaction=false,
     ignore_extra=false, streams=None, retries=0, dry_run=false, input_format=None
 ))]
@@ -160,7 +160,7 @@ fn load_csv<'py>(
     key: Option<Vec<String>>,
     schema_ddl: Option<String>,
     delimiter: Option<&str>,
-    header: bool,
+    header: Option<bool>,
     null: Option<String>,
     encoding: Option<&str>,
     batch_rows: Option<u64>,
@@ -216,7 +216,8 @@ fn load_csv<'py>(
         detect_format: input_format.is_none() && !null_given,
         dialect,
         detect_delimiter: delimiter.is_none() && input_format != Some("text"),
-        header,
+        header: header.unwrap_or(true),
+        detect_header: header.is_none(),
         encoding: done(py, Ok(pgbulk::input::encoding(encoding.unwrap_or("utf-8"))))?,
         ignore_extra,
         schema_ddl,

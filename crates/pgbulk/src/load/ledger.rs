@@ -291,7 +291,10 @@ mod tests {
         ] {
             assert_ne!(reference, other);
         }
-        assert_ne!(f(&null, LoadMode::Append, None), f(&text, LoadMode::Append, None));
+        assert_ne!(
+            f(&null, LoadMode::Append, None),
+            f(&text, LoadMode::Append, None)
+        );
         // The batch size only changes where commits fall.
         assert_eq!(reference, f(&batch, LoadMode::Append, None));
     }

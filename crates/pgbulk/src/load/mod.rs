@@ -82,6 +82,11 @@ pub struct LoadOptions {
     pub detect_format: bool,
     /// Whether the first record of each input is a header.
     pub header: bool,
+    /// In PostgreSQL's text format (given or detected), decide `header`
+    /// from the first input's first lines: `COPY ... TO` writes a header
+    /// only when asked, so its first line is data unless it looks like a
+    /// header (see [`sniff::text_header`]).
+    pub detect_header: bool,
     /// Physical lines to skip before the header or data.
     pub skip_lines: u64,
     /// The text encoding.
@@ -240,6 +245,7 @@ impl Default for LoadOptions {
             detect_delimiter: false,
             detect_format: false,
             header: true,
+            detect_header: false,
             skip_lines: 0,
             encoding: encoding_rs::UTF_8,
             columns: None,
@@ -1802,7 +1808,10 @@ pub fn detect_dialect(opts: &LoadOptions) -> Result<(LoadOptions, Vec<String>)> 
     let mut notes = Vec::new();
     if !opts.detect_delimiter {
         opts.dialect.validate().map_err(Error::config)?;
-        if opts.encoding != encoding_rs::UTF_8 && !opts.detect_format {
+        if opts.encoding != encoding_rs::UTF_8
+            && !opts.detect_format
+            && !(opts.detect_header && opts.dialect.text)
+        {
             return Ok((detected, notes));
         }
     }
@@ -1853,6 +1862,19 @@ pub fn detect_dialect(opts: &LoadOptions) -> Result<(LoadOptions, Vec<String>)> 
         notes.push(format!(
             "{name}: PostgreSQL's text format, as COPY TO writes it (\\N for NULL, backslash escapes; detected from its \\N fields; --format csv reads it as CSV)"
         ));
+    }
+    if opts.detect_header && detected.dialect.text {
+        detected.header = sniff::text_header(&head, &detected.dialect, opts.skip_lines);
+        detected.detect_header = false;
+        notes.push(if detected.header {
+            format!(
+                "{name}: its first line is read as a header (its fields are not values of their columns; --no-header reads it as data)"
+            )
+        } else {
+            format!(
+                "{name}: its first line is read as data, as COPY TO writes no header unless asked (--header reads it as one)"
+            )
+        });
     }
     Ok((detected, notes))
 }

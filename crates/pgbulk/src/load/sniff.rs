@@ -4,6 +4,7 @@
 use encoding_rs::Encoding;
 
 use crate::csv::{CsvError, Dialect, Reader};
+use crate::infer::Inference;
 
 /// Delimiters tried, in order of preference.
 pub(super) const CANDIDATES: &[u8] = b",;\t|";
@@ -86,6 +87,62 @@ pub(super) fn text_format(text: &[u8], skip_lines: u64) -> bool {
         })
 }
 
+/// Whether the first record of `text`, PostgreSQL's text format in
+/// `dialect` (after `skip_lines`), is a header. `COPY ... TO` writes one
+/// only when asked (`HEADER`): it is one when the field of some column
+/// whose later values all fit a type other than text fits none of those
+/// (`id` over integers) and no such column's field fits (a first line of
+/// `1`, `x` is data), and never when it holds a NULL.
+pub(super) fn text_header(text: &[u8], dialect: &Dialect, skip_lines: u64) -> bool {
+    // A line cut by the end of the sample is left out.
+    let whole = memchr::memrchr(b'\n', text).map_or(text, |end| &text[..=end]);
+    let mut reader = Reader::new(whole, dialect.clone());
+    if reader.skip_lines(skip_lines).is_err() {
+        return false;
+    }
+    let Ok(Some(first)) = reader.read_record() else {
+        return false;
+    };
+    let first: Vec<Option<String>> = (0..first.len())
+        .map(|i| {
+            first
+                .get(i)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        })
+        .collect();
+    if first.iter().any(Option::is_none) {
+        return false;
+    }
+    let names: Vec<String> = (1..=first.len()).map(|i| format!("c{i}")).collect();
+    let mut rest = Inference::new(&names);
+    for _ in 1..LINES {
+        let Ok(Some(record)) = reader.read_record() else {
+            break;
+        };
+        let fields: Vec<Option<String>> = (0..record.len())
+            .map(|i| {
+                record
+                    .get(i)
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+            })
+            .collect();
+        rest.add_row(&fields.iter().map(Option::as_deref).collect::<Vec<_>>());
+    }
+    let mut with_first = rest.clone();
+    with_first.add_row(&first.iter().map(Option::as_deref).collect::<Vec<_>>());
+    let (mut header, mut data) = (0, 0);
+    for (later, all) in rest.columns().iter().zip(with_first.columns()) {
+        if later.sql_type != "text" {
+            if all.sql_type == "text" {
+                header += 1;
+            } else {
+                data += 1;
+            }
+        }
+    }
+    header > 0 && data == 0
+}
+
 /// The number of fields every record has, when they all have the same.
 fn fields_per_record(text: &[u8], dialect: Dialect, skip_lines: u64) -> Option<usize> {
     let mut reader = Reader::new(text, dialect);
@@ -128,6 +185,33 @@ mod tests {
         assert!(!text_format(b"1\t\\N\n2\tx\n", 1));
         assert!(!text_format(b"1\t\\Nx\n2\t\"\\N\"\n", 0));
         assert!(!text_format(b"1,\\N\n", 0));
+    }
+
+    #[test]
+    fn a_text_format_header_is_names_over_typed_values() {
+        let text = Dialect {
+            delimiter: b'\t',
+            null: b"\\N".to_vec(),
+            text: true,
+            ..Dialect::default()
+        };
+        let header = |input: &str, skip| text_header(input.as_bytes(), &text, skip);
+        assert!(header(
+            "id\tname\tborn\n1\tAda\t1815-12-10\n2\t\\N\t\\N\n",
+            0
+        ));
+        assert!(header("# dump\nid\tok\n1\tt\n2\tf\n", 1));
+        // A cut last line does not make a typed column text.
+        assert!(header("id\tv\n1\tx\n2\ty\n3", 0));
+        // COPY TO's default: the first line is data.
+        assert!(!header("1\tAda\n2\t\\N\n", 0));
+        assert!(!header("1.5\tAda\n2\tBob\n", 0));
+        // Every column text, a NULL, or a column one way and one the other.
+        assert!(!header("name\tcity\nAda\tLondon\n", 0));
+        assert!(!header("id\t\\N\n1\t2\n", 0));
+        assert!(!header("id\t7\n1\t2\n", 0));
+        assert!(!header("id\tname\n", 0));
+        assert!(!header("", 0));
     }
 
     #[test]
