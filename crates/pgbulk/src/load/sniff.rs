@@ -3,7 +3,7 @@
 
 use encoding_rs::Encoding;
 
-use crate::csv::{CsvError, Dialect, Reader};
+use crate::csv::{CsvError, Dialect, Reader, Record};
 use crate::infer::Inference;
 
 /// Delimiters tried, in order of preference.
@@ -103,13 +103,7 @@ pub(super) fn text_header(text: &[u8], dialect: &Dialect, skip_lines: u64) -> bo
     let Ok(Some(first)) = reader.read_record() else {
         return false;
     };
-    let first: Vec<Option<String>> = (0..first.len())
-        .map(|i| {
-            first
-                .get(i)
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-        })
-        .collect();
+    let first = owned_fields(&first);
     if first.iter().any(Option::is_none) {
         return false;
     }
@@ -119,13 +113,7 @@ pub(super) fn text_header(text: &[u8], dialect: &Dialect, skip_lines: u64) -> bo
         let Ok(Some(record)) = reader.read_record() else {
             break;
         };
-        let fields: Vec<Option<String>> = (0..record.len())
-            .map(|i| {
-                record
-                    .get(i)
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-            })
-            .collect();
+        let fields = owned_fields(&record);
         rest.add_row(&fields.iter().map(Option::as_deref).collect::<Vec<_>>());
     }
     let mut with_first = rest.clone();
@@ -141,6 +129,17 @@ pub(super) fn text_header(text: &[u8], dialect: &Dialect, skip_lines: u64) -> bo
         }
     }
     header > 0 && data == 0
+}
+
+/// A record's fields as text (`None`: NULL).
+fn owned_fields(record: &Record<'_>) -> Vec<Option<String>> {
+    (0..record.len())
+        .map(|i| {
+            record
+                .get(i)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        })
+        .collect()
 }
 
 /// The number of fields every record has, when they all have the same.
