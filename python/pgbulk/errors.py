@@ -2,7 +2,8 @@
 
 Every exception carries what the library knows about where it happened
 (``None`` where unknown): ``table``, ``column``, ``input`` (the file),
-``line``, ``value`` and ``batch``; a refusal by the server also its
+``line``, ``value`` and ``batch``, and ``notes`` (what was detected of
+the input before the failure); a refusal by the server also its
 ``sqlstate``, ``detail`` and ``hint``, as PostgreSQL reported them.
 """
 
@@ -21,6 +22,9 @@ class Error(Exception):
     sqlstate: str | None = None
     detail: str | None = None
     hint: str | None = None
+    notes: list[str] | None = None
+    """What was found out before the failure (a delimiter or format
+    detected), as a report's ``notes`` would have said it; may be empty."""
 
 
 class ConfigError(Error):

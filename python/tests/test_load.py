@@ -95,6 +95,10 @@ def test_postgresqls_text_format_is_read_as_copy_reads_it(db: str, tmp_path: Pat
         assert rows(db, differ) == [(0,)], table
     with pytest.raises(pgbulk.ConfigError, match="format"):
         pgbulk.load_csv(dump, "asked", db=db, format="json")  # type: ignore[arg-type]
+    # What was detected comes with an error.
+    with pytest.raises(pgbulk.DataError) as caught:
+        pgbulk.load_csv(dump, "asked", db=db, header=True)
+    assert any("PostgreSQL's text format" in n for n in caught.value.notes or []), caught.value
 
 
 def test_a_bad_value_is_a_data_error_naming_file_line_and_column(db: str, tmp_path: Path) -> None:

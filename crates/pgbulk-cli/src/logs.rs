@@ -59,6 +59,10 @@ pub(crate) fn say(message: &str) {
 pub(crate) fn error(error: &anyhow::Error, job: Option<&str>) {
     let lib = error.downcast_ref::<pgbulk::Error>();
     let db = lib.and_then(pgbulk::Error::db_error);
+    // What was detected of the input, as a report would have said it.
+    for note in lib.map(pgbulk::Error::notes).unwrap_or_default() {
+        say(note);
+    }
     if !human() {
         let location = lib.and_then(pgbulk::Error::location);
         tracing::error!(

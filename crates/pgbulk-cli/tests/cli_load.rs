@@ -2672,7 +2672,9 @@ async fn the_text_format_copy_writes_is_read_back_exactly() {
         stopped
             .stderr
             .contains("hidden.tsv:50000:2: the field is \\N")
-            && stopped.stderr.contains("--format text"),
+            && stopped.stderr.contains("--format text")
+            // What was detected is said with the error.
+            && stopped.stderr.contains("pgbulk: hidden.tsv: delimiter tab (detected"),
         "{}",
         stopped.stderr
     );

@@ -39,6 +39,7 @@ fn build(py: Python<'_>, error: &pgbulk::Error) -> PyResult<PyErr> {
     exc.setattr("input", location.map(|l| l.input.clone()))?;
     exc.setattr("line", location.map(|l| l.line))?;
     exc.setattr("batch", error.batch())?;
+    exc.setattr("notes", error.notes().to_vec())?;
     if let Some(db) = error.db_error() {
         exc.setattr("sqlstate", db.code().code())?;
         exc.setattr("detail", db.detail())?;

@@ -76,6 +76,7 @@ struct Inner {
     batch: Option<u64>,
     row: Option<u64>,
     value: Option<String>,
+    notes: Vec<String>,
 }
 
 /// Where in the input a row or value is: the input's name (a file, or
@@ -144,6 +145,7 @@ impl Error {
             batch: None,
             row: None,
             value: None,
+            notes: Vec::new(),
         }))
     }
 
@@ -171,6 +173,18 @@ impl Error {
             self.0.message = self.0.message.replacen(copy, &table, 1);
         }
         self.0.table.get_or_insert(table);
+        self
+    }
+
+    /// Adds what the operation had found out before it failed (what it
+    /// detected of its input), which a report would have carried: the
+    /// caller says it with the error. Notes it has already are left out.
+    pub fn with_notes(mut self, notes: impl IntoIterator<Item = String>) -> Self {
+        for note in notes {
+            if !self.0.notes.contains(&note) {
+                self.0.notes.push(note);
+            }
+        }
         self
     }
 
@@ -380,6 +394,12 @@ impl Error {
         self.0.column.as_deref()
     }
 
+    /// What the operation had found out before it failed
+    /// ([`Error::with_notes`]).
+    pub fn notes(&self) -> &[String] {
+        &self.0.notes
+    }
+
     /// The batch (1-based) it happened in.
     pub fn batch(&self) -> Option<u64> {
         self.0.batch
@@ -439,6 +459,9 @@ impl fmt::Debug for Error {
             if let Some(v) = v {
                 d.field(name, v);
             }
+        }
+        if !i.notes.is_empty() {
+            d.field("notes", &i.notes);
         }
         for (name, v) in [("batch", &i.batch), ("row", &i.row)] {
             if let Some(v) = v {

@@ -1074,6 +1074,26 @@ async fn load_inputs(
         return Err(without_parquet(source));
     }
     progress.register(&client);
+    let (detected, notes) = detect_dialect(opts)?;
+    let report = LoadReport {
+        notes: notes.clone(),
+        ..LoadReport::default()
+    };
+    load_detected(client, params, &detected, progress, of_many, report)
+        .await
+        .map_err(|e| e.with_notes(notes))
+}
+
+/// [`load_inputs`] in the dialect detected (`opts`), said in `report`'s
+/// notes.
+async fn load_detected(
+    client: Client,
+    params: &crate::conninfo::ConnParams,
+    opts: &LoadOptions,
+    progress: Arc<Progress>,
+    of_many: Option<bool>,
+    mut report: LoadReport,
+) -> Result<LoadReport> {
     let mut clients = vec![client];
     let started = Instant::now();
     // Where the progress stood, for a handover from several connections
@@ -1082,10 +1102,6 @@ async fn load_inputs(
         progress.rows_read.load(Ordering::Relaxed),
         progress.bytes_read.load(Ordering::Relaxed),
     );
-    let mut report = LoadReport::default();
-    let (detected, notes) = detect_dialect(opts)?;
-    let opts = &detected;
-    report.notes = notes;
     let sources = if opts.sources.is_empty() {
         vec![Source::Stdin]
     } else {
