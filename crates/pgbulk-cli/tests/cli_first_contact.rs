@@ -425,6 +425,60 @@ async fn inference_samples_the_file_and_takes_overrides() {
         assert_eq!(out.code, 9, "{}", out.stderr);
         assert!(out.stderr.contains(hint), "{text:?}: {}", out.stderr);
     }
+    // A value the server would take and store in part (a ZIP code's
+    // leading zero, a date's time of day, a timestamp's zone): refused
+    // all the same, before anything is loaded, straight from the buffer
+    // or row by row.
+    for (table, text, message) in [
+        (
+            "zips",
+            "zip\n90210\n10001\n02134\n",
+            "zips.csv:4:1: column \"zip\": value \"02134\": integer would drop its leading zero (the type was inferred from a sample of the input; --type zip=text or --sample-all)",
+        ),
+        (
+            "days",
+            "day\n2024-01-01\n2024-01-02\n\"2024-02-01 10:30\"\n",
+            "days.csv:4:1: column \"day\": value \"2024-02-01 10:30\": date would drop its time of day (the type was inferred from a sample of the input; --type day=timestamp or --sample-all)",
+        ),
+        (
+            "stamps",
+            "at\n2024-01-01 10:00\n2024-01-02 11:00\n2024-02-01T10:30:00+02:00\n",
+            "stamps.csv:4:1: column \"at\": value \"2024-02-01T10:30:00+02:00\": timestamp without time zone would drop its time zone (the type was inferred from a sample of the input; --type at=timestamptz or --sample-all)",
+        ),
+    ] {
+        let file = format!("{table}.csv");
+        home.file(&file, text, 0o644);
+        let out = load(&db, &home, &[&file, "-t", table, "--sample-rows", "2"]);
+        assert_eq!(out.code, 9, "{}", out.stderr);
+        assert!(out.stderr.contains(message), "{}", out.stderr);
+        assert_eq!(
+            rows(&db, &format!("SELECT to_regclass('{table}') IS NULL")).await,
+            vec![vec![s("t")]],
+            "{table} is not left behind"
+        );
+    }
+    // A type given is the user's: its values are the server's to read.
+    assert_ok(&load(
+        &db,
+        &home,
+        &[
+            "zips.csv",
+            "-t",
+            "zips",
+            "--sample-rows",
+            "2",
+            "--type",
+            "zip=integer",
+        ],
+    ));
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT string_agg(zip::text, ',' ORDER BY zip) FROM zips"
+        )
+        .await,
+        vec![vec![s("2134,10001,90210")]]
+    );
     assert_ok(&load(
         &db,
         &home,

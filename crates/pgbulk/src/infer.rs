@@ -207,6 +207,40 @@ pub fn wider_type(type_name: &str, value: &str) -> &'static str {
         .map_or("text", |(name, _)| name)
 }
 
+/// What a column of inferred `type_name` (as `format_type` prints it)
+/// would drop of `value`, which PostgreSQL's input function accepts but
+/// inference would not have given that type: a number's leading zero
+/// (`02134`, a ZIP code), a date's time of day, a timestamp's zone.
+/// `None` when it keeps all of it (or refuses it: the server says so).
+pub fn dropped_by(type_name: &str, value: &str) -> Option<&'static str> {
+    let v = value.trim();
+    match type_name {
+        "integer" | "bigint" | "numeric" | "double precision" => {
+            let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
+            (digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0."))
+                .then_some("its leading zero")
+        }
+        "date" => v.contains(':').then_some("its time of day"),
+        "timestamp without time zone" => {
+            (v.contains(':') && has_zone(v)).then_some("its time zone")
+        }
+        _ => None,
+    }
+}
+
+/// Whether [`dropped_by`] finds anything for some value of `type_name`.
+pub fn may_drop(type_name: &str) -> bool {
+    matches!(
+        type_name,
+        "integer"
+            | "bigint"
+            | "numeric"
+            | "double precision"
+            | "date"
+            | "timestamp without time zone"
+    )
+}
+
 fn fits(value: &str, oid: u32, scratch: &mut Vec<u8>) -> bool {
     let v = value.trim();
     let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
@@ -447,6 +481,45 @@ mod tests {
         );
         assert_eq!(wider_type("boolean", "maybe"), "text");
         assert_eq!(wider_type("uuid", "x"), "text");
+    }
+
+    /// What the server would take and drop; each one's wider type keeps it.
+    #[test]
+    fn what_an_inferred_type_would_drop() {
+        for (ty, value, dropped, wider) in [
+            ("integer", "02134", "its leading zero", "text"),
+            ("bigint", "-007", "its leading zero", "text"),
+            ("numeric", "00.5", "its leading zero", "text"),
+            ("date", "2024-02-01 10:30", "its time of day", "timestamp"),
+            (
+                "date",
+                "2024-02-01T10:30:00Z",
+                "its time of day",
+                "timestamptz",
+            ),
+            (
+                "timestamp without time zone",
+                "2024-02-01 10:30+02",
+                "its time zone",
+                "timestamptz",
+            ),
+        ] {
+            assert_eq!(dropped_by(ty, value), Some(dropped), "{ty} {value}");
+            assert_eq!(wider_type(ty, value), wider, "{ty} {value}");
+        }
+        for (ty, value) in [
+            ("integer", "0"),
+            ("integer", "-0"),
+            ("numeric", "0.5"),
+            ("integer", "2134"),
+            ("date", "2024-02-01"),
+            ("timestamp without time zone", "2024-02-01 10:30"),
+            ("timestamp without time zone", "2024-02-01T10:30:00"),
+            ("text", "007"),
+            ("integer", "x"),
+        ] {
+            assert_eq!(dropped_by(ty, value), None, "{ty} {value}");
+        }
     }
 
     #[test]

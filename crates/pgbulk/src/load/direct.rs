@@ -30,6 +30,11 @@ pub(super) struct Plan<'a> {
     /// An unquoted `\N` field is left to the row-by-row path (which fails
     /// it, see [`crate::csv::Reader::refuse_text_null`]).
     pub(super) refuse_text_null: bool,
+    /// Per field, empty when none has one: the type of its column when
+    /// this run inferred it; a value it would store only in part (see
+    /// [`crate::infer::dropped_by`]) is left to the row-by-row path, which
+    /// fails it.
+    pub(super) guards: Vec<Option<&'a str>>,
     /// A longer field is left to the row-by-row path (which fails it).
     pub(super) max_field: usize,
     /// The input is in another encoding than UTF-8 (an ASCII-compatible
@@ -110,7 +115,14 @@ pub(super) fn encode(
                 Some((from, to)) => &buf[from..to],
                 None => &value[..],
             };
-            if plan.refuse_text_null && !quoted && bytes == b"\\N" {
+            let is_null = !quoted && bytes == plan.null;
+            let refused = (plan.refuse_text_null && !quoted && bytes == b"\\N")
+                || (!is_null
+                    && plan.guards.get(i).copied().flatten().is_some_and(|ty| {
+                        std::str::from_utf8(bytes)
+                            .is_ok_and(|v| crate::infer::dropped_by(ty, v).is_some())
+                    }));
+            if refused {
                 out.truncate(mark);
                 break 'records;
             }

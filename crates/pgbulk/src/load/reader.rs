@@ -223,6 +223,46 @@ impl Shared {
             .any(|c| c.name == column && c.type_name == "text")
     }
 
+    /// For `column`, when this run inferred its type (no `--type` set
+    /// it): the type, whose values are held to what inference would have
+    /// given it (see [`crate::infer::dropped_by`]).
+    fn guard(&self, column: &str) -> Option<String> {
+        if !self.inferred
+            || self
+                .opts
+                .types
+                .iter()
+                .any(|(c, _)| c == column || crate::infer::normalize_name(c) == column)
+        {
+            return None;
+        }
+        let column = self.facts.columns.iter().find(|c| c.name == column)?;
+        crate::infer::may_drop(&column.type_name).then(|| column.type_name.clone())
+    }
+
+    /// Fails (or sets aside) the row whose `value` of `column` (input
+    /// field `field`, 1-based) its column of inferred type would store
+    /// without `what` (see [`crate::infer::dropped_by`]).
+    fn dropping(&mut self, column: &str, field: usize, value: &str, what: &str) -> Result<()> {
+        let ty = self
+            .facts
+            .columns
+            .iter()
+            .find(|c| c.name == column)
+            .map_or("its type", |c| c.type_name.as_str());
+        let message = format!(
+            "{}: column \"{column}\": value \"{}\": {ty} would drop {what}{}",
+            self.place(Some(field)),
+            shorten(value),
+            self.inferred_hint(column, Some(value))
+        );
+        let error = self
+            .row_error(message, Some(field))
+            .for_column(column)
+            .with_value(Some(value));
+        self.bad_row(error)
+    }
+
     /// The hint for a value an inferred column refused: the `--type` that
     /// takes it (the next wider inferred type, else text), or reading every
     /// row to infer; none for a column of text or a table not inferred.
@@ -605,6 +645,7 @@ pub(super) fn next_batch(shared: &Arc<Mutex<Shared>>, batch_rows: u64) -> Result
     let name = s.name();
     let table = s.table.to_string();
     let columns = s.file_columns.clone();
+    let guards: Vec<Option<String>> = columns.iter().map(|c| s.guard(c)).collect();
     let progress = s.progress.clone();
     drop(s);
     Ok(Some(Batch {
@@ -613,6 +654,8 @@ pub(super) fn next_batch(shared: &Arc<Mutex<Shared>>, batch_rows: u64) -> Result
         rows: Rows::Text(Box::new(CsvRows {
             shared: shared.clone(),
             table,
+            guarded: guards.iter().any(Option::is_some),
+            guards,
             columns,
             left: batch_rows,
             field_of: Vec::new(),
@@ -662,6 +705,10 @@ pub(super) struct CsvRows {
     pub(super) shared: Arc<Mutex<Shared>>,
     pub(super) table: String,
     pub(super) columns: Vec<String>,
+    /// Per column: its type, when this run inferred it ([`Shared::guard`]).
+    pub(super) guards: Vec<Option<String>>,
+    /// Whether any column has a guard.
+    pub(super) guarded: bool,
     pub(super) left: u64,
     /// For the row just read: the file field of each projected column.
     pub(super) field_of: Vec<usize>,
@@ -786,6 +833,11 @@ impl CsvRows {
                 match data {
                     Ok(previous) => {
                         self.spare = previous;
+                        if let Some((k, value, what)) = dropped(self.guarded, &self.guards, row) {
+                            let value = value.to_owned();
+                            s.dropping(&self.columns[k], self.field_of[k] + 1, &value, what)?;
+                            continue 'records;
+                        }
                         self.left -= 1;
                         return Ok(true);
                     }
@@ -832,10 +884,32 @@ impl CsvRows {
                     }
                 }
             }
+            if let Some((k, value, what)) = dropped(self.guarded, &self.guards, row) {
+                let value = value.to_owned();
+                s.dropping(&self.columns[k], self.field_of[k] + 1, &value, what)?;
+                continue 'records;
+            }
             self.left -= 1;
             return Ok(true);
         }
     }
+}
+
+/// The first value of `row` its column of inferred type would store only
+/// in part (see [`Shared::guard`]): its position in the row, the value
+/// and what would be dropped. Only looked for when `guarded`.
+fn dropped<'r>(
+    guarded: bool,
+    guards: &[Option<String>],
+    row: &'r TextRow,
+) -> Option<(usize, &'r str, &'static str)> {
+    if !guarded {
+        return None;
+    }
+    guards.iter().enumerate().find_map(|(k, ty)| {
+        let value = row.get(k)?;
+        Some((k, value, crate::infer::dropped_by(ty.as_deref()?, value)?))
+    })
 }
 
 impl Drop for CsvRows {
@@ -892,6 +966,18 @@ impl TextRows for CsvRows {
                 .iter()
                 .map(|to| if to.is_some() { next.next() } else { None })
                 .collect();
+            let mut next_guard = self.guards.iter();
+            let guards = if self.guarded {
+                s.mapping
+                    .iter()
+                    .map(|to| {
+                        to.and_then(|_| next_guard.next())
+                            .and_then(Option::as_deref)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let dialect = reader.dialect();
             let plan = direct::Plan {
                 delimiter: dialect.delimiter,
@@ -900,6 +986,7 @@ impl TextRows for CsvRows {
                 null: &dialect.null,
                 text: dialect.text,
                 refuse_text_null: reader.refuses_text_null(),
+                guards,
                 fields,
                 max_field: reader.max_field(),
                 // Other encodings are decoded field by field, ASCII as it is.

@@ -48,6 +48,7 @@ fn plan<'a>(columns: &'a [Column], dialect: &'a Dialect, skip: &[usize]) -> Plan
         null: &dialect.null,
         text: dialect.text,
         refuse_text_null: false,
+        guards: Vec::new(),
         fields: (0..width)
             .map(|i| if skip.contains(&i) { None } else { next.next() })
             .collect(),
@@ -197,6 +198,25 @@ fn an_unquoted_text_null_is_left_to_the_reader_when_refused() {
     let (run, _) = encode_all(&plan, input);
     assert_eq!(run.records, 2, "stopped at the unquoted \\N");
     plan.refuse_text_null = false;
+    let (run, _) = encode_all(&plan, input);
+    assert_eq!(run.records, 4);
+}
+
+/// A value its column of inferred type would store in part (a leading
+/// zero) is left to the reader; NULL and values kept whole go straight in.
+#[test]
+fn a_value_an_inferred_type_would_cut_is_left_to_the_reader() {
+    let columns = vec![
+        column(TypeKind::Int4, 23, false),
+        column(TypeKind::Date, 1082, false),
+    ];
+    let dialect = Dialect::default();
+    let mut plan = plan(&columns, &dialect, &[]);
+    plan.guards = vec![Some("integer"), Some("date")];
+    let input = b"90210,2024-01-01\n,\n0,2024-01-02\n02134,2024-01-03\n".as_slice();
+    let (run, _) = encode_all(&plan, input);
+    assert_eq!(run.records, 3, "stopped at the leading zero");
+    plan.guards.clear();
     let (run, _) = encode_all(&plan, input);
     assert_eq!(run.records, 4);
 }
