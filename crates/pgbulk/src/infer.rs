@@ -217,8 +217,12 @@ pub fn dropped_by(type_name: &str, value: &str) -> Option<&'static str> {
     match type_name {
         "integer" | "bigint" | "numeric" | "double precision" => {
             let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
-            (digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0."))
-                .then_some("its leading zero")
+            if v.starts_with('+') {
+                Some("its plus sign")
+            } else {
+                (digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0."))
+                    .then_some("its leading zero")
+            }
         }
         "date" => v.contains(':').then_some("its time of day"),
         "timestamp without time zone" => {
@@ -245,7 +249,12 @@ fn fits(value: &str, oid: u32, scratch: &mut Vec<u8>) -> bool {
     let v = value.trim();
     let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
     let numeric = matches!(oid, 23 | 20 | 1700 | 701);
-    if numeric && digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0.") {
+    // Codes, not numbers: a number would drop their leading zero or plus
+    // sign (`00123`, `+4420...`).
+    if numeric
+        && (v.starts_with('+')
+            || (digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0.")))
+    {
         return false;
     }
     match oid {
@@ -489,6 +498,7 @@ mod tests {
         for (ty, value, dropped, wider) in [
             ("integer", "02134", "its leading zero", "text"),
             ("bigint", "-007", "its leading zero", "text"),
+            ("bigint", "+442071234567", "its plus sign", "text"),
             ("numeric", "00.5", "its leading zero", "text"),
             ("date", "2024-02-01 10:30", "its time of day", "timestamp"),
             (
@@ -527,6 +537,10 @@ mod tests {
         assert_eq!(
             infer(&[&["00123", "0", "0.5"], &["0042", "7", "1e3"]]),
             ["text", "integer", "double precision"]
+        );
+        assert_eq!(
+            infer(&[&["+442071234567", "1e+3"], &["+15551234", "-2"]]),
+            ["text", "double precision"]
         );
         assert_eq!(infer(&[&["", "NaN"]]), ["text", "double precision"]);
     }
