@@ -1875,8 +1875,11 @@ pub fn detect_dialect(opts: &LoadOptions) -> Result<(LoadOptions, Vec<String>)> 
         detected.dialect.validate().map_err(|why| {
             Error::config(format!("{name}: read as PostgreSQL's text format: {why}"))
         })?;
+        // Its note says tab-separated: the delimiter's is not needed.
+        let tab_note = format!("{name}: delimiter tab (");
+        notes.retain(|n| !n.starts_with(&tab_note));
         notes.push(format!(
-            "{name}: PostgreSQL's text format, as COPY TO writes it (\\N for NULL, backslash escapes; detected from its \\N fields; --format csv reads it as CSV)"
+            "{name}: PostgreSQL's text format, as COPY TO writes it (tab-separated, \\N for NULL, backslash escapes; detected from its \\N fields; --format csv reads it as CSV)"
         ));
     }
     if opts.detect_header && detected.dialect.text {
