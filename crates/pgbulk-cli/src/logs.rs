@@ -38,7 +38,15 @@ pub(crate) fn init(cli: &Cli) {
             .with_span_list(false)
             .init();
     } else {
-        builder.with_target(cli.verbose > 1).without_time().init();
+        // Colours only for a terminal, and not with NO_COLOR set: a log
+        // file, cron's mail or an Airflow task log gets plain text.
+        use std::io::IsTerminal;
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        builder
+            .with_target(cli.verbose > 1)
+            .with_ansi(colour)
+            .without_time()
+            .init();
     }
 }
 

@@ -92,6 +92,21 @@ async fn non_ascii_text_never_panics() {
         std::fs::read(home.path().join("mixed.rejected.csv")).expect("rejects"),
         b"Caf\xe9,2\n"
     );
+    // A warning in a log (stderr not a terminal) is plain text.
+    let counted = load(
+        &db,
+        &home,
+        &["mixed.csv", "--table", "mixed_counted", "--max-errors", "1"],
+    );
+    assert_ok(&counted);
+    assert!(
+        counted
+            .stderr
+            .contains("WARN --max-errors without --reject-file")
+            && !counted.stderr.contains('\x1b'),
+        "{:?}",
+        counted.stderr
+    );
 }
 
 #[tokio::test]
