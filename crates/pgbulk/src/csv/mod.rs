@@ -90,6 +90,19 @@ impl Dialect {
     }
 }
 
+impl Dialect {
+    /// PostgreSQL's text format with `COPY`'s defaults: tab-separated,
+    /// `\N` for NULL.
+    pub fn postgres_text() -> Self {
+        Self {
+            delimiter: b'\t',
+            null: b"\\N".to_vec(),
+            text: true,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Dialect {
     fn default() -> Self {
         Self {

@@ -242,7 +242,7 @@ fn an_unquoted_text_null_fails_its_record_when_refused() {
         other => panic!("{:?}", other.map(|r| r.map(|r| r.line))),
     }
     for dialect in [
-        text_format(),
+        Dialect::postgres_text(),
         Dialect {
             null: b"\\N".to_vec(),
             ..tabs
@@ -252,15 +252,6 @@ fn an_unquoted_text_null_fails_its_record_when_refused() {
         r.refuse_text_null(true);
         assert!(!r.refuses_text_null());
         while r.read_record().expect("read").is_some() {}
-    }
-}
-
-fn text_format() -> Dialect {
-    Dialect {
-        delimiter: b'\t',
-        null: b"\\N".to_vec(),
-        text: true,
-        ..Dialect::default()
     }
 }
 
@@ -280,8 +271,8 @@ fn the_text_format_reads_as_copy_reads_it() {
         (4, vec![s("4"), s("Nx"), s("AAq\t")]),
         (5, vec![s("5"), s(""), s("")]),
     ];
-    assert_eq!(records(input, text_format()), expected);
-    let mut r = Reader::new(Trickle(input.as_bytes()), text_format());
+    assert_eq!(records(input, Dialect::postgres_text()), expected);
+    let mut r = Reader::new(Trickle(input.as_bytes()), Dialect::postgres_text());
     let mut got = Vec::new();
     while let Some(rec) = r.read_record().expect("parses") {
         got.push((
@@ -295,7 +286,7 @@ fn the_text_format_reads_as_copy_reads_it() {
     // A NULL string of its own: `\N` is then the value N.
     let null_word = Dialect {
         null: b"NULL".to_vec(),
-        ..text_format()
+        ..Dialect::postgres_text()
     };
     assert_eq!(
         records("NULL\t\\N\tnull\n", null_word)[0].1,
@@ -303,15 +294,70 @@ fn the_text_format_reads_as_copy_reads_it() {
     );
     // `\.` alone on its line ends the data; elsewhere it is a dot.
     assert_eq!(
-        records("\\.x\ta\n\\.\nignored\n", text_format()),
+        records("\\.x\ta\n\\.\nignored\n", Dialect::postgres_text()),
         vec![(1, vec![s(".x"), s("a")])]
     );
     // An escaped carriage return is data; the line feed after it still
     // ends the record.
     assert_eq!(
-        records("a\\\r\nb\n", text_format()),
+        records("a\\\r\nb\n", Dialect::postgres_text()),
         vec![(1, vec![s("a\r")]), (2, vec![s("b")])]
     );
     // A blank line is a record of one empty field, as COPY reads it.
-    assert_eq!(records("\n", text_format()), vec![(1, vec![s("")])]);
+    assert_eq!(
+        records("\n", Dialect::postgres_text()),
+        vec![(1, vec![s("")])]
+    );
+}
+
+/// Every record of `reader` (line, fields, offset after it), up to the end
+/// or the first error (its message).
+type ReadBack = (Vec<(u64, Vec<Option<Vec<u8>>>, u64)>, Option<String>);
+
+fn read_back<R: std::io::Read>(mut reader: Reader<R>) -> ReadBack {
+    let mut records = Vec::new();
+    loop {
+        match reader.read_record() {
+            Ok(Some(rec)) => {
+                let fields = (0..rec.len())
+                    .map(|i| rec.get(i).map(<[u8]>::to_vec))
+                    .collect();
+                let line = rec.line;
+                records.push((line, fields, reader.offset()));
+            }
+            Ok(None) => return (records, None),
+            Err(e) => return (records, Some(e.to_string())),
+        }
+    }
+}
+
+/// Any input, in CSV or in the text format: no panic, and the same
+/// records (or the same error after the same records) whether the bytes
+/// come at once or one by one.
+#[test]
+fn any_input_reads_alike_at_once_and_byte_by_byte() {
+    let seeds = [
+        "1\ta\\tb\t\\N\n2\t\\\\N\t\\.\n",
+        "a\\\r\nb\t\\x4g\\101\\\n",
+        "\\.\n1\t2\n",
+        "a,\"b\"\"c\",\n\"x\ny\",\r\n",
+        "\"open,1\n2\r3\n\n",
+    ];
+    let mut strings = crate::arbitrary::Strings::new(41);
+    let cases = strings.cases(&seeds, crate::arbitrary::case_count());
+    let dialects = [
+        Dialect::default(),
+        Dialect {
+            delimiter: b'\t',
+            ..Dialect::default()
+        },
+        Dialect::postgres_text(),
+    ];
+    crate::arbitrary::each_case(&cases, |case| {
+        for dialect in &dialects {
+            let whole = read_back(Reader::new(case.as_bytes(), dialect.clone()));
+            let trickled = read_back(Reader::new(Trickle(case.as_bytes()), dialect.clone()));
+            assert_eq!(whole, trickled, "{case:?} in {dialect:?}");
+        }
+    });
 }

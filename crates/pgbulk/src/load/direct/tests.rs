@@ -161,12 +161,7 @@ fn text_format_records_are_read_as_the_row_by_row_path_reads_them() {
         column(TypeKind::Int4, 23, false),
         column(TypeKind::Text, 25, false),
     ];
-    let dialect = Dialect {
-        delimiter: b'\t',
-        null: b"\\N".to_vec(),
-        text: true,
-        ..Dialect::default()
-    };
+    let dialect = Dialect::postgres_text();
     let plan = plan(&columns, &dialect, &[]);
     let plain = b"1\t\"a\"\n\\N\t\\N\n3\t\\Nx\n".as_slice();
     let (run, out) = encode_all(&plan, plain);
@@ -402,6 +397,57 @@ fn whatever_it_encodes_the_row_by_row_path_encodes_the_same() {
             String::from_utf8_lossy(&input)
         );
     }
+}
+
+/// The text format: whatever the direct path takes of random records
+/// (escapes, `\N`, `\.`, carriage returns, tabs in values) it encodes as
+/// the row-by-row path does.
+#[test]
+fn text_format_records_encode_as_the_row_by_row_path_does() {
+    let columns = vec![
+        column(TypeKind::Int4, 23, false),
+        column(TypeKind::Text, 25, false),
+        column(TypeKind::Date, 1082, false),
+    ];
+    let dialect = Dialect::postgres_text();
+    let plan = plan(&columns, &dialect, &[]);
+    let valid: [&[&str]; 3] = [
+        &["1", "-5", "\\N", "007"],
+        &[
+            "a", "", "a\\tb", "\\N", "\\\\N", "x\\101", "\\.", "\\Nx", "\u{e9}",
+        ],
+        &["2020-02-29", "\\N", ""],
+    ];
+    let seeds: Vec<&str> = valid.iter().flat_map(|v| v.iter().copied()).collect();
+    let mut strings = crate::arbitrary::Strings::new(43);
+    let cases = strings.cases(&seeds, crate::arbitrary::case_count());
+    let mut taken = 0;
+    for _ in 0..crate::arbitrary::case_count() / 10 {
+        let mut input = Vec::new();
+        for _ in 0..20 {
+            for (f, values) in valid.iter().enumerate() {
+                if f > 0 {
+                    input.push(b'\t');
+                }
+                let field = if strings.below(30) == 0 {
+                    cases[strings.below(cases.len())].as_str()
+                } else {
+                    values[strings.below(values.len())]
+                };
+                input.extend_from_slice(field.as_bytes());
+            }
+            input.push(b'\n');
+        }
+        let (run, out) = encode_all(&plan, &input);
+        taken += run.records;
+        assert_eq!(
+            Some((out, run.records)),
+            row_by_row(&plan, &dialect, &input[..run.consumed]).or(Some((Vec::new(), 0))),
+            "{:?}",
+            String::from_utf8_lossy(&input)
+        );
+    }
+    assert!(taken > 0);
 }
 
 /// Appends a record of one of `valid`'s values per field, one in
