@@ -2708,6 +2708,45 @@ async fn the_text_format_copy_writes_is_read_back_exactly() {
             "{format}"
         );
     }
+    // MySQL's `INTO OUTFILE` with commas writes NULL as `\N` too: not
+    // stored as text unless asked.
+    home.file("mysql.csv", "id,v\n1,a\n2,\\N\n", 0o644);
+    db.connect()
+        .await
+        .batch_execute("CREATE TABLE mysql (id int, v text)")
+        .await
+        .expect("mysql");
+    let refused = load(&db, &home, &["mysql.csv", "--table", "mysql"]);
+    assert_eq!(refused.code, 9, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("mysql.csv:3:2: the field is \\N, how MySQL")
+            && refused.stderr.contains("--null '\\N'"),
+        "{}",
+        refused.stderr
+    );
+    for (option, nulls) in [("--null=\\N", "1"), ("--format=csv", "0")] {
+        db.connect()
+            .await
+            .batch_execute("TRUNCATE mysql")
+            .await
+            .expect("truncate");
+        assert_ok(&load(
+            &db,
+            &home,
+            &["mysql.csv", "--table", "mysql", option],
+        ));
+        assert_eq!(
+            rows(
+                &db,
+                "SELECT count(*)::text, (count(*) - count(v))::text FROM mysql"
+            )
+            .await,
+            vec![vec![Some("2".to_owned()), Some(nulls.to_owned())]],
+            "{option}"
+        );
+    }
     // An escape that makes bytes no UTF-8 text has: the row is named by
     // file, line and field, and nothing of the file is loaded.
     home.file("bad.tsv", "1\tok\n2\t\\xff\\N\n", 0o644);

@@ -140,6 +140,9 @@ pub enum CsvError {
         line: u64,
         /// The field (1-based).
         field: usize,
+        /// The input is tab-separated (PostgreSQL's text format, else
+        /// MySQL's `INTO OUTFILE` with another delimiter).
+        tab: bool,
     },
     /// Reading failed.
     Io(io::Error),
@@ -164,8 +167,8 @@ impl std::fmt::Display for CsvError {
                 f,
                 "a field on line {line} is longer than {limit} bytes (--max-field-size)"
             ),
-            Self::TextFormatNull { line, field } => {
-                write!(f, "field {field} on line {line} is {TEXT_FORMAT_NULL}")
+            Self::TextFormatNull { line, field, tab } => {
+                write!(f, "field {field} on line {line} is {}", text_null(*tab))
             }
             Self::Io(e) => write!(f, "read error: {e}"),
         }
@@ -190,8 +193,15 @@ enum State {
     AfterQuote,
 }
 
-/// What [`CsvError::TextFormatNull`] says of its field.
-pub const TEXT_FORMAT_NULL: &str = "\\N, the NULL of PostgreSQL's text format (what COPY TO writes), in a tab-separated input read as CSV, which would store it as the two characters \\N and keep every backslash escape; give --format text to read it as COPY reads it, or --format csv to keep \\N as text";
+/// What [`CsvError::TextFormatNull`] says of its field, in a `tab`-separated
+/// input or one of another delimiter.
+pub fn text_null(tab: bool) -> &'static str {
+    if tab {
+        "\\N, the NULL of PostgreSQL's text format (what COPY TO writes), in a tab-separated input read as CSV, which would store it as the two characters \\N and keep every backslash escape; give --format text to read it as COPY reads it, or --format csv to keep \\N as text"
+    } else {
+        "\\N, how MySQL's SELECT ... INTO OUTFILE writes NULL, in an input read as CSV, which would store it as the two characters \\N; give --null '\\N' to read it as NULL (with --escape '\\' for MySQL's backslash before a quote), or --format csv to keep \\N as text"
+    }
+}
 
 /// Reads records from a byte stream.
 #[derive(Debug)]
@@ -589,6 +599,7 @@ impl<R: Read> Reader<R> {
                     return Err(CsvError::TextFormatNull {
                         line: self.record_line,
                         field: i + 1,
+                        tab: self.dialect.delimiter == b'\t',
                     });
                 }
                 start = field.end;

@@ -238,7 +238,11 @@ fn an_unquoted_text_null_fails_its_record_when_refused() {
         assert!(r.read_record().expect("no \\N field").is_some());
     }
     match r.read_record() {
-        Err(CsvError::TextFormatNull { line: 4, field: 2 }) => {}
+        Err(CsvError::TextFormatNull {
+            line: 4,
+            field: 2,
+            tab: true,
+        }) => {}
         other => panic!("{:?}", other.map(|r| r.map(|r| r.line))),
     }
     for dialect in [

@@ -79,6 +79,9 @@ pub struct LoadOptions {
     /// Read a tab-separated first input with `\N` fields in its first
     /// lines (or, uncompressed, in its middle or end) as PostgreSQL's text
     /// format (`dialect.text`, NULL `\N` unless `dialect.null` is set).
+    /// An input still read as CSV then fails at an unquoted `\N` field
+    /// (PostgreSQL's text format after all, or MySQL's NULL): the user
+    /// says which they mean.
     pub detect_format: bool,
     /// Whether the first record of each input is a header.
     pub header: bool,
@@ -2071,11 +2074,11 @@ fn csv_error(name: &str, e: CsvError) -> Error {
             Error::new(ErrorKind::Data, format!("{name}: {io}")).with_source(io)
         }
         CsvError::Io(io) => Error::new(ErrorKind::Io, format!("{name}: {io}")).with_source(io),
-        CsvError::TextFormatNull { line, field } => Error::new(
+        CsvError::TextFormatNull { line, field, tab } => Error::new(
             ErrorKind::Data,
             format!(
                 "{name}:{line}:{field}: the field is {}",
-                crate::csv::TEXT_FORMAT_NULL
+                crate::csv::text_null(tab)
             ),
         ),
         other => Error::new(ErrorKind::Data, format!("{name}: {other}")),

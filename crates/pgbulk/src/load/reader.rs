@@ -350,9 +350,10 @@ impl Shared {
         } else {
             None
         };
-        // A tab-separated input detected as CSV from a sample fails at a
-        // `\N` field the sample did not hold.
-        reader.refuse_text_null(self.opts.detect_format && self.opts.dialect.delimiter == b'\t');
+        // An input read as CSV without a format or NULL string asked for
+        // fails at a `\N` field: PostgreSQL's text format (tab-separated,
+        // not detected from the sample) or MySQL's NULL.
+        reader.refuse_text_null(self.opts.detect_format);
         let names = match (&self.opts.columns, header) {
             (Some(cols), _) => cols.clone(),
             (None, Some(h)) => h,
