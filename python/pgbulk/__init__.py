@@ -177,7 +177,10 @@ def load_csv(
     ``format="text"`` reads PostgreSQL's text format, as ``COPY ... TO``
     and ``psql \\copy ... to`` write it (tab-separated, ``\\N`` for NULL,
     backslash escapes); by default a tab-separated file with ``\\N``
-    fields is read so (unless ``null`` is given), any other as CSV.
+    fields is read so (unless ``null`` is given), any other as CSV; an
+    unquoted ``\\N`` field in a file read so as CSV raises ``DataError``
+    (PostgreSQL's text format, or MySQL's NULL): ``null="\\N"`` or
+    ``format="csv"`` says which is meant.
     ``header`` says whether the first line is a header: by default it is
     in CSV, and in the text format only when it looks like one (names
     above typed values), as ``COPY ... TO`` writes none unless asked.
