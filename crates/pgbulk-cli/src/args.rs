@@ -146,7 +146,7 @@ pub(crate) struct DialectArgs {
     /// The files' first line is a header (the default, but for --format text, where it is when it looks like one: COPY TO writes none unless asked).
     #[arg(long)]
     pub(crate) header: bool,
-    /// An unquoted field equal to this is NULL (default: an unquoted empty field).
+    /// An unquoted field equal to this is NULL (default: an unquoted empty field; an unquoted \N, the NULL of PostgreSQL's text format and MySQL's, then stops the load unless --format is given).
     #[arg(long, value_name = "STRING")]
     pub(crate) null: Option<String>,
     /// Text encoding: utf-8, latin1, windows-1252, utf-16le, shift_jis, ...
