@@ -576,9 +576,9 @@ pub(crate) struct InferArgs {
     /// The CSV file (or - for stdin).
     #[arg(value_name = "FILE")]
     pub(crate) file: String,
-    /// The table name to use in the DDL.
-    #[arg(long, short = 't', default_value = "imported", value_name = "TABLE")]
-    pub(crate) table: String,
+    /// The table name to use in the DDL (default: the file's name without extensions, as pgbulk load names it; imported for stdin).
+    #[arg(long, short = 't', value_name = "TABLE")]
+    pub(crate) table: Option<String>,
     #[command(flatten)]
     pub(crate) dialect: DialectArgs,
     #[command(flatten)]

@@ -199,15 +199,22 @@ fn mode(m: ModeArg) -> LoadMode {
     }
 }
 
-/// The options of `pgbulk infer`.
+/// The options of `pgbulk infer`: the table is named as `pgbulk load`
+/// names it, `imported` for standard input.
 pub(crate) fn infer(args: &InferArgs) -> Result<LoadOptions, Refusal> {
+    let table = match &args.table {
+        Some(table) => TableName::parse(table)?,
+        None => TableName {
+            schema: None,
+            name: Some(args.file.as_str())
+                .filter(|f| *f != "-")
+                .and_then(|f| pgbulk::infer::table_for_file(std::path::Path::new(f)))
+                .unwrap_or_else(|| "imported".to_owned()),
+        },
+    };
     Ok(LoadOptions {
         key: args.key.clone(),
-        ..reading(
-            &args.dialect,
-            &args.inference,
-            TableName::parse(&args.table)?,
-        )?
+        ..reading(&args.dialect, &args.inference, table)?
     })
 }
 

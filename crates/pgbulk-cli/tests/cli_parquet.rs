@@ -62,7 +62,8 @@ async fn a_parquet_file_loads_with_its_own_types_and_exact_values() {
     assert_eq!(infer.code, 0, "{}", infer.stderr);
     assert!(
         infer.stdout.starts_with(
-            "-- types from the Parquet file's schema\nCREATE TABLE \"imported\" (\n    \"id\" integer,"
+            // Named as the load names it.
+            "-- types from the Parquet file's schema\nCREATE TABLE \"typed\" (\n    \"id\" integer,"
         ) && infer.stdout.contains("    \"j\" jsonb,\n")
             && infer.stdout.contains("PRIMARY KEY (\"id\")"),
         "{}",
