@@ -394,6 +394,15 @@ fn flag_of(kind: &str, flag: &str) -> Option<clap::Arg> {
         .cloned()
 }
 
+/// The flag of `kind` saying the opposite of `flag` (`no-header` for
+/// `header` and back), when it has one.
+fn negation(kind: &str, flag: &str) -> Option<String> {
+    let opposite = flag
+        .strip_prefix("no-")
+        .map_or_else(|| format!("no-{flag}"), str::to_owned);
+    flag_of(kind, &opposite).map(|_| opposite)
+}
+
 /// The key of a `kind` job nearest to an unknown `key` (`file` for
 /// `files`, `tabel` for `table`), written as `key` writes words (`-` or
 /// `_`); none when nothing is near.
@@ -476,6 +485,10 @@ fn job(
             (Value::Flag(on), ArgAction::SetTrue) => {
                 if *on {
                     argv.push(format!("--{}", entry.flag).into());
+                } else if let Some(negation) = negation(kind, &entry.flag) {
+                    // `header = false` is `--no-header`, `no_header = false`
+                    // `--header`; false is else the flag left out.
+                    argv.push(format!("--{negation}").into());
                 }
             }
             (_, ArgAction::SetTrue) => return Err(wrong("true or false")),
@@ -680,6 +693,37 @@ where = "day = '${DAY}'"
         );
         assert_eq!(args.filter.as_deref(), Some("day = '2024-05-01'"));
         assert_eq!(args.incremental.as_deref(), Some("updated_at"));
+    }
+
+    /// A flag set false is its opposite where the command has one.
+    #[test]
+    fn a_flag_set_false_says_its_opposite() {
+        let p = parse_text(
+            "[[load]]\ntable = \"a\"\nheader = false\n\
+             [[load]]\ntable = \"b\"\nno_header = false\n\
+             [[load]]\ntable = \"c\"\nignore_extra = false\n",
+        )
+        .expect("parses");
+        let dialects: Vec<(bool, bool, bool)> = p
+            .jobs
+            .iter()
+            .map(|job| match &job.command {
+                Command::Load(args) => (
+                    args.dialect.header,
+                    args.dialect.no_header,
+                    args.ignore_extra,
+                ),
+                _ => panic!("a load"),
+            })
+            .collect();
+        assert_eq!(
+            dialects,
+            [
+                (false, true, false),
+                (true, false, false),
+                (false, false, false)
+            ]
+        );
     }
 
     #[test]
