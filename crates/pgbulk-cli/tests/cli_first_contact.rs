@@ -109,6 +109,71 @@ async fn non_ascii_text_never_panics() {
     );
 }
 
+/// A file that quotes every field (Python's `QUOTE_ALL`, pandas) writes
+/// a missing value as `""`: NULL in a column whose type has no empty
+/// value, inferred or existing, an empty string in a text one; a NOT NULL
+/// column's error names the empty value.
+#[tokio::test]
+async fn a_file_quoting_every_field_loads_its_empty_values_as_null() {
+    let db = TestDb::new("fc_quote_all").await;
+    let home = Scratch::new("fc-quote-all");
+    home.file(
+        "qa.csv",
+        "\"id\",\"n\",\"d\",\"s\",\"tags\"\n\
+         \"1\",\"5\",\"2024-01-01\",\"x\",\"{a}\"\n\
+         \"2\",\"\",\"\",\"\",\"\"\n",
+        0o644,
+    );
+    let inferred = load(&db, &home, &["qa.csv", "-t", "qa"]);
+    assert_ok(&inferred);
+    assert!(
+        inferred.stderr.contains("\"n\" integer,\n    \"d\" date,"),
+        "{}",
+        inferred.stderr
+    );
+    let client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE typed (id int, n int, d date, s text, tags text[]);
+             CREATE TABLE strict (id int, n int NOT NULL, d date, s text, tags text[])",
+        )
+        .await
+        .expect("tables");
+    assert_ok(&load(&db, &home, &["qa.csv", "-t", "typed"]));
+    let read = |table: &str| {
+        format!(
+            "SELECT id::text, n::text, d::text, s, tags::text, s IS NULL FROM {table} ORDER BY id"
+        )
+    };
+    let expected = vec![
+        vec![s("1"), s("5"), s("2024-01-01"), s("x"), s("{a}"), s("f")],
+        vec![s("2"), None, None, s(""), None, s("f")],
+    ];
+    assert_eq!(rows(&db, &read("typed")).await, expected);
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT id::text, n::text, d::text, s, NULL, s IS NULL FROM qa ORDER BY id"
+        )
+        .await,
+        expected
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r[4] = None;
+                r
+            })
+            .collect::<Vec<_>>()
+    );
+    let strict = load(&db, &home, &["qa.csv", "-t", "strict"]);
+    assert_eq!(strict.code, 9, "{}", strict.stderr);
+    assert!(
+        strict.stderr.contains("qa.csv:3:2: column \"n\"") && strict.stderr.contains("\"\""),
+        "{}",
+        strict.stderr
+    );
+}
+
 #[tokio::test]
 async fn a_truncated_or_emptied_table_is_loaded_again() {
     let db = TestDb::new("fc_truncate").await;

@@ -150,10 +150,12 @@ impl Inference {
         }
     }
 
-    /// Feeds one row (missing trailing fields count as NULL).
+    /// Feeds one row (missing trailing fields count as NULL, and so do
+    /// empty ones: a load stores an empty field of a column whose type has
+    /// no empty value as NULL, see [`empty_is_null`]).
     pub fn add_row(&mut self, fields: &[Option<&str>]) {
         for c in 0..self.names.len() {
-            match fields.get(c).copied().flatten() {
+            match fields.get(c).copied().flatten().filter(|v| !v.is_empty()) {
                 None => self.nullable[c] = true,
                 Some(v) => {
                     self.seen[c] = true;
@@ -205,6 +207,22 @@ pub fn wider_type(type_name: &str, value: &str) -> &'static str {
         .iter()
         .find(|(_, oid)| fits(value, *oid, &mut scratch))
         .map_or("text", |(name, _)| name)
+}
+
+/// Whether an empty field (`""`, quoted: an unquoted one is NULL anyway)
+/// loads as NULL into a column of type `type_oid` (`type_name` as
+/// `format_type` prints it): a type that has no empty value, whose input
+/// function refuses `''` (numbers, booleans, dates and times, uuid, JSON,
+/// network addresses, arrays). Writers that quote every field (Python's
+/// `QUOTE_ALL`, pandas) write a missing value so; `COPY` refuses it
+/// (its `FORCE_NULL` reads it so). Text and bytea keep the empty value,
+/// and types unknown here (domains, extensions) leave it to the server.
+pub fn empty_is_null(type_oid: u32, type_name: &str) -> bool {
+    type_name.ends_with("[]")
+        || !matches!(
+            ColumnType::kind_of_builtin(type_oid),
+            TypeKind::Text | TypeKind::Bytea | TypeKind::Other
+        )
 }
 
 /// What a column of inferred `type_name` (as `format_type` prints it)
@@ -490,6 +508,39 @@ mod tests {
         );
         assert_eq!(wider_type("boolean", "maybe"), "text");
         assert_eq!(wider_type("uuid", "x"), "text");
+    }
+
+    /// An empty field is NULL in a column of a type without an empty
+    /// value, for inference as for the load.
+    #[test]
+    fn an_empty_field_is_null_where_a_type_has_no_empty_value() {
+        let names: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
+        let mut inf = Inference::new(&names);
+        for row in [
+            ["1", "", "2024-01-01", "x"],
+            ["", "", "", ""],
+            ["3", "", "", "y"],
+        ] {
+            inf.add_row(&row.map(Some));
+        }
+        let types: Vec<String> = inf.columns().into_iter().map(|c| c.sql_type).collect();
+        assert_eq!(types, ["integer", "text", "date", "text"]);
+        for (oid, name) in [
+            (23, "integer"),
+            (1082, "date"),
+            (3802, "jsonb"),
+            (1009, "text[]"),
+        ] {
+            assert!(empty_is_null(oid, name), "{name}");
+        }
+        for (oid, name) in [
+            (25, "text"),
+            (1043, "character varying(3)"),
+            (17, "bytea"),
+            (16_384, "citext"),
+        ] {
+            assert!(!empty_is_null(oid, name), "{name}");
+        }
     }
 
     /// What the server would take and drop; each one's wider type keeps it.

@@ -35,6 +35,9 @@ pub(super) struct Plan<'a> {
     /// [`crate::infer::dropped_by`]) is left to the row-by-row path, which
     /// fails it.
     pub(super) guards: Vec<Option<&'a str>>,
+    /// Per field (empty: none): an empty field is NULL (see
+    /// [`crate::infer::empty_is_null`]).
+    pub(super) empty_nulls: Vec<bool>,
     /// A longer field is left to the row-by-row path (which fails it).
     pub(super) max_field: usize,
     /// The input is in another encoding than UTF-8 (an ASCII-compatible
@@ -115,7 +118,8 @@ pub(super) fn encode(
                 Some((from, to)) => &buf[from..to],
                 None => &value[..],
             };
-            let is_null = !quoted && bytes == plan.null;
+            let is_null = (!quoted && bytes == plan.null)
+                || (bytes.is_empty() && plan.empty_nulls.get(i) == Some(&true));
             let refused = (plan.refuse_text_null && !quoted && bytes == b"\\N")
                 || (!is_null
                     && plan.guards.get(i).copied().flatten().is_some_and(|ty| {
@@ -132,7 +136,10 @@ pub(super) fn encode(
                 && bytes.len() <= plan.max_field
                 && match column {
                     None => true,
-                    Some(column) if !quoted && bytes == plan.null => {
+                    Some(column)
+                        if (!quoted && bytes == plan.null)
+                            || (bytes.is_empty() && plan.empty_nulls.get(i) == Some(&true)) =>
+                    {
                         out.extend_from_slice(&(-1i32).to_be_bytes());
                         !column.not_null
                     }

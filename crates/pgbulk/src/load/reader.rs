@@ -240,6 +240,17 @@ impl Shared {
         crate::infer::may_drop(&column.type_name).then(|| column.type_name.clone())
     }
 
+    /// Whether an empty field loads as NULL into `column` (see
+    /// [`crate::infer::empty_is_null`]); not into a NOT NULL one, whose
+    /// error then names the empty value.
+    fn empty_is_null(&self, column: &str) -> bool {
+        self.facts
+            .columns
+            .iter()
+            .find(|c| c.name == column)
+            .is_some_and(|c| !c.not_null && crate::infer::empty_is_null(c.type_oid, &c.type_name))
+    }
+
     /// Fails (or sets aside) the row whose `value` of `column` (input
     /// field `field`, 1-based) its column of inferred type would store
     /// without `what` (see [`crate::infer::dropped_by`]).
@@ -647,6 +658,7 @@ pub(super) fn next_batch(shared: &Arc<Mutex<Shared>>, batch_rows: u64) -> Result
     let table = s.table.to_string();
     let columns = s.file_columns.clone();
     let guards: Vec<Option<String>> = columns.iter().map(|c| s.guard(c)).collect();
+    let empty_nulls: Vec<bool> = columns.iter().map(|c| s.empty_is_null(c)).collect();
     let progress = s.progress.clone();
     drop(s);
     Ok(Some(Batch {
@@ -657,6 +669,7 @@ pub(super) fn next_batch(shared: &Arc<Mutex<Shared>>, batch_rows: u64) -> Result
             table,
             guarded: guards.iter().any(Option::is_some),
             guards,
+            empty_nulls,
             columns,
             left: batch_rows,
             field_of: Vec::new(),
@@ -710,6 +723,8 @@ pub(super) struct CsvRows {
     pub(super) guards: Vec<Option<String>>,
     /// Whether any column has a guard.
     pub(super) guarded: bool,
+    /// Per column: an empty field is NULL ([`Shared::empty_is_null`]).
+    pub(super) empty_nulls: Vec<bool>,
     pub(super) left: u64,
     /// For the row just read: the file field of each projected column.
     pub(super) field_of: Vec<usize>,
@@ -807,8 +822,10 @@ impl CsvRows {
             self.spans.clear();
             for (i, target) in s.mapping.iter().enumerate() {
                 if target.is_some() {
+                    let empty_null = self.empty_nulls.get(self.field_of.len()) == Some(&true);
                     self.field_of.push(i);
-                    self.spans.push(record.span(i));
+                    self.spans
+                        .push(record.span(i).filter(|(from, to)| from < to || !empty_null));
                 }
             }
             if s.opts.reject_file.is_some() {
@@ -857,9 +874,11 @@ impl CsvRows {
                 if target.is_none() {
                     continue;
                 }
+                let empty_null = self.empty_nulls.get(self.field_of.len()) == Some(&true);
                 self.field_of.push(i);
                 match record.get(i) {
                     None => row.push(None),
+                    Some(b"") if empty_null => row.push(None),
                     Some(bytes) => {
                         let encoding = input::field_encoding(s.opts.encoding);
                         match input::decode_field(bytes, encoding, &mut s.scratch) {
@@ -967,6 +986,12 @@ impl TextRows for CsvRows {
                 .iter()
                 .map(|to| if to.is_some() { next.next() } else { None })
                 .collect();
+            let mut next_empty = self.empty_nulls.iter();
+            let empty_nulls = s
+                .mapping
+                .iter()
+                .map(|to| to.and_then(|_| next_empty.next()) == Some(&true))
+                .collect();
             let mut next_guard = self.guards.iter();
             let guards = if self.guarded {
                 s.mapping
@@ -988,6 +1013,7 @@ impl TextRows for CsvRows {
                 text: dialect.text,
                 refuse_text_null: reader.refuses_text_null(),
                 guards,
+                empty_nulls,
                 fields,
                 max_field: reader.max_field(),
                 // Other encodings are decoded field by field, ASCII as it is.

@@ -49,6 +49,7 @@ fn plan<'a>(columns: &'a [Column], dialect: &'a Dialect, skip: &[usize]) -> Plan
         text: dialect.text,
         refuse_text_null: false,
         guards: Vec::new(),
+        empty_nulls: Vec::new(),
         fields: (0..width)
             .map(|i| if skip.contains(&i) { None } else { next.next() })
             .collect(),
@@ -214,6 +215,42 @@ fn a_value_an_inferred_type_would_cut_is_left_to_the_reader() {
     plan.guards.clear();
     let (run, _) = encode_all(&plan, input);
     assert_eq!(run.records, 4);
+}
+
+/// An empty field, quoted or not, is NULL in a column marked so; the
+/// records encode as the row-by-row path encodes them with their empty
+/// fields unquoted.
+#[test]
+fn an_empty_field_is_null_where_marked() {
+    let columns = vec![
+        column(TypeKind::Int4, 23, false),
+        column(TypeKind::Text, 25, false),
+    ];
+    let dialect = Dialect::default();
+    let mut plan = plan(&columns, &dialect, &[]);
+    plan.empty_nulls = vec![true, false];
+    let (run, out) = encode_all(&plan, b"\"\",\"\"\n1,\"x\"\n");
+    assert_eq!(run.records, 2);
+    let mut expected = Vec::new();
+    for (n, text) in [(None, ""), (Some(1i32), "x")] {
+        expected.extend_from_slice(&2u16.to_be_bytes());
+        match n {
+            None => expected.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(n) => {
+                expected.extend_from_slice(&4i32.to_be_bytes());
+                expected.extend_from_slice(&n.to_be_bytes());
+            }
+        }
+        expected.extend_from_slice(&i32::try_from(text.len()).expect("short").to_be_bytes());
+        expected.extend_from_slice(text.as_bytes());
+    }
+    assert_eq!(out, expected);
+    plan.empty_nulls.clear();
+    assert_eq!(
+        encode_all(&plan, b"\"\",x\n").0.records,
+        0,
+        "left to the server"
+    );
 }
 
 #[test]
