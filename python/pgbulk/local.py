@@ -15,3 +15,9 @@ def start() -> str:
 def stop() -> bool:
     """Stop the cluster; ``True`` if it was running."""
     return _pgbulk.local_stop()
+
+
+def remove() -> bool:
+    """Stop the cluster and delete it (its data, log and password); ``True``
+    if there was one."""
+    return _pgbulk.local_remove()

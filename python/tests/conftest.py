@@ -1,5 +1,6 @@
 """A throwaway cluster for the suite: pgbulk's local cluster under a
-temporary PGBULK_HOME, started once and stopped at the end."""
+temporary PGBULK_HOME, started once and removed at the end (as root its
+data lives outside PGBULK_HOME, where the server's account reaches it)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             del os.environ[name]
     url = pgbulk.local.start()
     yield url
-    pgbulk.local.stop()
+    assert pgbulk.local.remove()
+    assert not pgbulk.local.remove(), "removed already"
 
 
 def database_url(server: str, name: str) -> str:

@@ -594,6 +594,8 @@ pub(crate) enum LocalAction {
     Start,
     /// Stop the cluster.
     Stop,
+    /// Stop the cluster and delete it: its data, log and password.
+    Remove,
     /// Say whether the cluster exists and runs (exit 8 when it does not run).
     Status,
     /// Print the connection URL (starting the cluster if needed).

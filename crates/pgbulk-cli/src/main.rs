@@ -504,6 +504,14 @@ fn local(action: LocalAction, env: &Environment) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        LocalAction::Remove => {
+            if cluster.remove()? {
+                println!("removed local cluster in {}", cluster.root().display());
+            } else {
+                println!("no local cluster in {}", cluster.root().display());
+            }
+            Ok(0)
+        }
         LocalAction::Status => match cluster.status()? {
             Status::Running { pid, port } => {
                 println!("running (pid {pid}, port {port})");

@@ -66,7 +66,28 @@ fn nothing_configured_uses_and_starts_the_local_cluster() {
         "{}",
         again.stdout
     );
-    assert_eq!(run(pgbulk(&home).args(["local", "stop"])).code, 0);
+    // Removed: stopped, and its directory (outside HOME for root) gone.
+    let status = run(pgbulk(&home).args(["local", "status"]));
+    let dir = status
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("directory: "))
+        .expect("its directory")
+        .to_owned();
+    let removed = run(pgbulk(&home).args(["local", "remove"]));
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    assert!(
+        removed.stdout.starts_with("removed local cluster"),
+        "{}",
+        removed.stdout
+    );
+    assert!(!std::path::Path::new(&dir).exists(), "{dir}");
+    let again = run(pgbulk(&home).args(["local", "remove"]));
+    assert!(
+        again.stdout.starts_with("no local cluster"),
+        "{}",
+        again.stdout
+    );
 }
 
 #[test]
@@ -135,7 +156,7 @@ fn the_local_cluster_runs_the_version_asked_for() {
     );
     let stop = run(pgbulk(&home)
         .env("PGBULK_PG_VERSION", &major)
-        .args(["local", "stop"]));
+        .args(["local", "remove"]));
     assert_eq!(stop.code, 0, "{}", stop.stderr);
     let missing = run(pgbulk(&home).env("PGBULK_PG_VERSION", "9").arg("ping"));
     assert_eq!(missing.code, 7, "{}", missing.stderr);

@@ -883,6 +883,15 @@ fn local_stop(py: Python<'_>) -> PyResult<bool> {
     done(py, py.detach(|| Ok(cluster.stop())))
 }
 
+/// `pgbulk.local.remove`: stops the local cluster and deletes it; whether
+/// there was one.
+#[pyfunction]
+fn local_remove(py: Python<'_>) -> PyResult<bool> {
+    let env = Environment::from_process();
+    let cluster = done(py, Ok(pgbulk::local::Cluster::persistent(&env)))?;
+    done(py, py.detach(|| Ok(cluster.remove())))
+}
+
 #[pymodule]
 fn _pgbulk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -899,5 +908,6 @@ fn _pgbulk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan, m)?)?;
     m.add_function(wrap_pyfunction!(local_start, m)?)?;
     m.add_function(wrap_pyfunction!(local_stop, m)?)?;
+    m.add_function(wrap_pyfunction!(local_remove, m)?)?;
     Ok(())
 }

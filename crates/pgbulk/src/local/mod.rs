@@ -361,6 +361,18 @@ impl Cluster {
         self.stop_in("fast")
     }
 
+    /// Stops the server and deletes the cluster's directory: its data, log
+    /// and password. Returns whether there was one.
+    pub fn remove(&self) -> Result<bool> {
+        if !self.root.exists() {
+            return Ok(false);
+        }
+        self.stop()?;
+        std::fs::remove_dir_all(&self.root)
+            .map_err(|e| Error::io(format!("cannot remove {}", self.root.display()), e))?;
+        Ok(true)
+    }
+
     /// Stops the server at once, as a crash would: no shutdown checkpoint,
     /// the next start recovers from the WAL (fault tests). Returns whether
     /// it was running.
