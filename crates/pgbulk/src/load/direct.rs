@@ -136,10 +136,7 @@ pub(super) fn encode(
                 && bytes.len() <= plan.max_field
                 && match column {
                     None => true,
-                    Some(column)
-                        if (!quoted && bytes == plan.null)
-                            || (bytes.is_empty() && plan.empty_nulls.get(i) == Some(&true)) =>
-                    {
+                    Some(column) if is_null => {
                         out.extend_from_slice(&(-1i32).to_be_bytes());
                         !column.not_null
                     }

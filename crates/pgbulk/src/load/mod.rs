@@ -1847,6 +1847,7 @@ pub fn detect_dialect(opts: &LoadOptions) -> Result<(LoadOptions, Vec<String>)> 
             head = crate::input::head(&source, encoding, SNIFF_BYTES)?;
         }
     }
+    let mut delimiter_note = None;
     if opts.detect_delimiter {
         let delimiter = sniff::delimiter(&head, &opts.dialect, opts.skip_lines)
             .map_err(|why| Error::new(ErrorKind::Data, format!("{name}: {why}")))?;
@@ -1859,7 +1860,7 @@ pub fn detect_dialect(opts: &LoadOptions) -> Result<(LoadOptions, Vec<String>)> 
             ))
         })?;
         if delimiter != b',' {
-            notes.push(format!(
+            delimiter_note = Some(format!(
                 "{name}: delimiter {} (detected from the header and first lines; --delimiter sets it)",
                 sniff::describe(delimiter)
             ));
@@ -1879,12 +1880,12 @@ pub fn detect_dialect(opts: &LoadOptions) -> Result<(LoadOptions, Vec<String>)> 
             Error::config(format!("{name}: read as PostgreSQL's text format: {why}"))
         })?;
         // Its note says tab-separated: the delimiter's is not needed.
-        let tab_note = format!("{name}: delimiter tab (");
-        notes.retain(|n| !n.starts_with(&tab_note));
+        delimiter_note = None;
         notes.push(format!(
             "{name}: PostgreSQL's text format, as COPY TO writes it (tab-separated, \\N for NULL, backslash escapes; detected from its \\N fields; --format csv reads it as CSV)"
         ));
     }
+    notes.extend(delimiter_note);
     if opts.detect_header && detected.dialect.text {
         detected.header = sniff::text_header(&head, &detected.dialect, opts.skip_lines);
         detected.detect_header = false;
