@@ -13,6 +13,13 @@ for a table:
   text instead (the ``arrow.json`` extension type: a ``jsonb`` column when
   the table is created), each dict as ``json.dumps`` writes it, as
   psycopg's ``Jsonb`` does.
+- Columns of ``decimal.Decimal``. pyarrow reads them as one decimal type:
+  the largest scale any value has and the precision of the values seen,
+  so ``Decimal("1.5")`` became ``1.50`` and a created ``numeric(5,2)``
+  refused the next batch's ``1234.5``. Such a column goes as each value's
+  text (``str``, as psycopg sends a Decimal), marked for a ``numeric``
+  column when the table is created; a NaN Decimal is missing, as pandas
+  reads it.
 
 Other inputs pass through untouched.
 """
@@ -20,6 +27,7 @@ Other inputs pass through untouched.
 from __future__ import annotations
 
 import datetime
+import decimal
 import json
 import math
 import sys
@@ -30,6 +38,7 @@ from typing import Any
 from .errors import DataError
 
 _JSON = {b"ARROW:extension:name": b"arrow.json"}
+_NUMERIC = {b"pgbulk:type": b"numeric"}
 
 
 def as_arrow(data: object) -> object:
@@ -41,50 +50,57 @@ def as_arrow(data: object) -> object:
         return data
     named = [n for n in data.index.names if n is not None]
     frame = data.reset_index(level=named) if named else data.copy(deep=False)
-    names = [
-        name
-        for name, column in frame.items()
-        if column.dtype == object and _holds_dicts(column, pd.NA)
-    ]
+    objects = [(name, column) for name, column in frame.items() if column.dtype == object]
+    names = [name for name, column in objects if _holds(column, Mapping, pd.NA)]
     for name in names:
         frame[name] = [_json(value, name, row, pd.NA) for row, value in enumerate(frame[name])]
-    return _Frame(frame, [str(n) for n in names])
+    decimals = [name for name, column in objects if _holds(column, decimal.Decimal, pd.NA)]
+    for name in decimals:
+        frame[name] = [None if _missing(value, pd.NA) else str(value) for value in frame[name]]
+    return _Frame(frame, [str(n) for n in names], [str(n) for n in decimals])
 
 
 class _Frame:
     """A pandas DataFrame read as Arrow without its index, ``json`` its
-    columns of JSON text."""
+    columns of JSON text, ``numeric`` its columns of decimal text."""
 
-    def __init__(self, frame: Any, json: list[str]) -> None:
+    def __init__(self, frame: Any, json: list[str], numeric: list[str]) -> None:
         self.frame = frame
         self.json = json
+        self.numeric = numeric
 
     def __arrow_c_stream__(self, requested_schema: object = None) -> object:
         import pyarrow as pa
 
         table = pa.Table.from_pandas(self.frame, preserve_index=False)
-        if self.json:
+        marked = [(n, _JSON) for n in self.json] + [(n, _NUMERIC) for n in self.numeric]
+        if marked:
             schema = table.schema
-            for name in self.json:
+            for name, metadata in marked:
                 i = schema.get_field_index(name)
-                field = schema.field(i).with_type(pa.string()).with_metadata(_JSON)
+                field = schema.field(i).with_type(pa.string()).with_metadata(metadata)
                 schema = schema.set(i, field)
             table = pa.Table.from_arrays(table.columns, schema=schema)
         return table.__arrow_c_stream__(requested_schema)
 
 
 def _missing(value: Any, na: Any) -> bool:
-    return value is None or value is na or (isinstance(value, float) and math.isnan(value))
+    return (
+        value is None
+        or value is na
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, decimal.Decimal) and value.is_nan())
+    )
 
 
-def _holds_dicts(column: Any, na: Any) -> bool:
-    """Every value of ``column`` is a dict or missing, and one is a dict
-    (a column of text stops at its first value)."""
+def _holds(column: Any, kind: type, na: Any) -> bool:
+    """Every value of ``column`` is a ``kind`` or missing, and one is a
+    ``kind`` (a column of text stops at its first value)."""
     seen = False
     for value in column:
         if _missing(value, na):
             continue
-        if not isinstance(value, Mapping):
+        if not isinstance(value, kind):
             return False
         seen = True
     return seen

@@ -300,6 +300,38 @@ def test_a_pandas_frame_keeps_each_dicts_keys_and_leaves_out_an_unnamed_index(db
         pgbulk.write(lists, "docs", db=db)
 
 
+def test_a_pandas_column_of_decimals_keeps_each_values_scale_and_takes_bigger_ones(
+    db: str,
+) -> None:
+    # pyarrow alone reads it as decimal128(5, 2): 1.5 became 1.50, and the
+    # created numeric(5,2) refused the next batch's 1234.5.
+    d = decimal.Decimal
+    frame = pd.DataFrame(
+        {"id": [1, 2, 3, 4, 5], "x": [d("1.5"), d("1.25"), d("1E+2"), None, d("NaN")]}
+    )
+    created = pgbulk.write(frame, "amounts", db=db, key=["id"]).created_ddl
+    assert created is not None and '"x" numeric,' in created
+    later = pd.DataFrame({"id": [6, 7], "x": [d("1234.5"), d("-0.000001")]})
+    assert pgbulk.write(later, "amounts", db=db).inserted == 2
+    # Each value as psycopg sends a Decimal (its text); NaN is missing, as
+    # pandas reads it.
+    assert rows(db, "SELECT id, x::text FROM amounts ORDER BY id") == [
+        (1, "1.5"),
+        (2, "1.25"),
+        (3, "100"),
+        (4, None),
+        (5, None),
+        (6, "1234.5"),
+        (7, "-0.000001"),
+    ]
+    # Into a numeric(p,s) the server rounds each value's text, as for psycopg.
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE priced (x numeric(6,2))")
+        conn.execute("INSERT INTO priced VALUES (%s)", [d("2.345")])
+    pgbulk.write(pd.DataFrame({"x": [d("2.345")]}), "priced", db=db)
+    assert rows(db, "SELECT x::text FROM priced") == [("2.35",), ("2.35",)]
+
+
 def test_batches_commit_and_a_record_batch_reader_streams(db: str) -> None:
     schema = pa.schema([("n", pa.int64()), ("sq", pa.int64())])
     batches = (

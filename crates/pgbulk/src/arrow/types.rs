@@ -24,6 +24,20 @@ fn is_json(field: &Field) -> bool {
         .is_some_and(|n| n == "arrow.json")
 }
 
+/// Whether `field` holds numbers as text, each with its own scale: the
+/// Python package's reading of a pandas column of `decimal.Decimal`
+/// (pyarrow would give every value the largest scale and the precision of
+/// the values seen, too narrow for the next batch's).
+fn is_numeric_text(field: &Field) -> bool {
+    matches!(
+        field.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) && field
+        .metadata()
+        .get("pgbulk:type")
+        .is_some_and(|n| n == "numeric")
+}
+
 /// The column type for `field`, or why there is none.
 pub(crate) fn column_type(field: &Field) -> Result<String, String> {
     if is_uuid(field) {
@@ -31,6 +45,9 @@ pub(crate) fn column_type(field: &Field) -> Result<String, String> {
     }
     if is_json(field) {
         return Ok("jsonb".to_owned());
+    }
+    if is_numeric_text(field) {
+        return Ok("numeric".to_owned());
     }
     sql_type(field.data_type())
 }
@@ -131,6 +148,12 @@ mod tests {
         let uuid = Field::new("u", DataType::FixedSizeBinary(16), true)
             .with_metadata([("ARROW:extension:name".to_owned(), "arrow.uuid".to_owned())].into());
         assert_eq!(column_type(&uuid).as_deref(), Ok("uuid"));
+        let numeric = Field::new("n", DataType::Utf8, true)
+            .with_metadata([("pgbulk:type".to_owned(), "numeric".to_owned())].into());
+        assert_eq!(column_type(&numeric).as_deref(), Ok("numeric"));
+        let other = Field::new("n", DataType::Utf8, true)
+            .with_metadata([("pgbulk:type".to_owned(), "money".to_owned())].into());
+        assert_eq!(column_type(&other).as_deref(), Ok("text"));
         assert!(
             t(DataType::Union(
                 arrow_schema::UnionFields::empty(),
