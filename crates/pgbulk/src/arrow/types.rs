@@ -12,16 +12,18 @@ pub(crate) fn is_uuid(field: &Field) -> bool {
             .is_some_and(|n| n == "arrow.uuid")
 }
 
-/// Whether `field` holds JSON text: the `arrow.json` extension type (a
-/// Parquet file's JSON logical type reads as it).
-fn is_json(field: &Field) -> bool {
+/// Whether `field` holds text marked by metadata `key` = `value`.
+fn is_marked_text(field: &Field, key: &str, value: &str) -> bool {
     matches!(
         field.data_type(),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    ) && field
-        .metadata()
-        .get("ARROW:extension:name")
-        .is_some_and(|n| n == "arrow.json")
+    ) && field.metadata().get(key).is_some_and(|v| v == value)
+}
+
+/// Whether `field` holds JSON text: the `arrow.json` extension type (a
+/// Parquet file's JSON logical type reads as it).
+fn is_json(field: &Field) -> bool {
+    is_marked_text(field, "ARROW:extension:name", "arrow.json")
 }
 
 /// Whether `field` holds numbers as text, each with its own scale: the
@@ -29,13 +31,7 @@ fn is_json(field: &Field) -> bool {
 /// (pyarrow would give every value the largest scale and the precision of
 /// the values seen, too narrow for the next batch's).
 fn is_numeric_text(field: &Field) -> bool {
-    matches!(
-        field.data_type(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    ) && field
-        .metadata()
-        .get("pgbulk:type")
-        .is_some_and(|n| n == "numeric")
+    is_marked_text(field, "pgbulk:type", "numeric")
 }
 
 /// The column type for `field`, or why there is none.
