@@ -332,6 +332,41 @@ def test_a_pandas_column_of_decimals_keeps_each_values_scale_and_takes_bigger_on
     assert rows(db, "SELECT x::text FROM priced") == [("2.35",), ("2.35",)]
 
 
+def test_instants_into_a_timestamp_column_are_its_wall_times_in_utc_and_refused_elsewhere(
+    db: str,
+) -> None:
+    # PostgreSQL stores an instant in a timestamp (without time zone)
+    # column as its wall time in the session's TimeZone (psycopg's and
+    # pandas.to_sql's result): in UTC the encoder writes it; in a zone whose
+    # offset changes with the date only the server knows it, so the write
+    # is refused before anything is written.
+    with psycopg.connect(db, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()
+        assert name is not None
+        conn.execute(f"ALTER DATABASE \"{name[0]}\" SET TimeZone = 'America/New_York'")
+        conn.execute("CREATE TABLE seen (id int, at timestamp, ats timestamp[], tz timestamptz)")
+    at = pd.Timestamp("2024-01-01 10:00", tz="Europe/Paris")
+    frame = pd.DataFrame({"id": [1], "at": [at], "tz": [at]})
+    with pytest.raises(pgbulk.ConfigError, match=r'column "at" of public.seen .*America/New_York'):
+        pgbulk.write(frame, "seen", db=db)
+    listed = pa.table({"id": [1], "ats": pa.array([[at]], pa.list_(pa.timestamp("us", "UTC")))})
+    with pytest.raises(pgbulk.ConfigError, match='column "ats"'):
+        pgbulk.write(listed, "seen", db=db)
+    assert rows(db, "SELECT count(*) FROM seen") == [(0,)]
+    # Wall times without a zone, and instants into timestamptz, are as given.
+    naive = pd.DataFrame({"id": [2], "at": [at.tz_localize(None)], "tz": [at]})
+    assert pgbulk.write(naive, "seen", db=db).inserted == 1
+    utc = db + ("&" if "?" in db else "?") + "options=-c%20TimeZone%3DUTC"
+    assert pgbulk.write(frame, "seen", db=utc).inserted == 1
+    with psycopg.connect(utc) as conn:
+        conn.execute("INSERT INTO seen VALUES (3, %s, NULL, %s)", [at.to_pydatetime()] * 2)
+    assert rows(utc, "SELECT id, at::text, tz::text FROM seen ORDER BY id") == [
+        (1, "2024-01-01 09:00:00", "2024-01-01 09:00:00+00"),
+        (2, "2024-01-01 10:00:00", "2024-01-01 09:00:00+00"),
+        (3, "2024-01-01 09:00:00", "2024-01-01 09:00:00+00"),
+    ]
+
+
 def test_batches_commit_and_a_record_batch_reader_streams(db: str) -> None:
     schema = pa.schema([("n", pa.int64()), ("sq", pa.int64())])
     batches = (

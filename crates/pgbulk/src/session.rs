@@ -21,6 +21,8 @@ pub struct Session {
     /// when it is one (timestamptz text is then converted by the encoder;
     /// otherwise the server converts it).
     pub utc_offset: Option<i32>,
+    /// The session's `TimeZone` as the server names it.
+    pub time_zone: String,
     /// `IntervalStyle` is `sql_standard`: there a leading minus applies to
     /// every field of an interval without other signs (`-1 2:00:00` is
     /// minus a day and two hours), so such values are the server's.
@@ -76,6 +78,7 @@ impl Session {
             })?,
             server_version: row.try_get(1).map_err(read)?,
             utc_offset: utc_offset(&zone),
+            time_zone: zone,
             interval_sql_standard: interval_style.eq_ignore_ascii_case("sql_standard"),
             array_nulls: row.try_get(4).map_err(read)?,
             charset: Charset::of_server_encoding(&server_encoding),

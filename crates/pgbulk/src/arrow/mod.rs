@@ -137,6 +137,7 @@ pub(crate) async fn write_on(
         .await?
         .is_some();
     let mut report = LoadReport::default();
+    let zone = (session.utc_offset != Some(0)).then(|| session.time_zone.clone());
     let (declaration, inferred) = declare(opts, &table, &session, exists, &schema, create)?;
     report.inferred_ddl = inferred;
     let (prepared, facts, chosen) =
@@ -148,6 +149,9 @@ pub(crate) async fn write_on(
     options.stream = ledger.map(|l| l.name);
 
     let (columns, fields, left_out) = matched_columns(&facts, &table, &schema, opts.ignore_extra)?;
+    if let Some(zone) = &zone {
+        refuse_instants_as_wall_times(&facts, &table, &schema, &columns, &fields, zone)?;
+    }
     if !left_out.is_empty() {
         report.notes.push(format!(
             "left out (not columns of {table}): {}",
@@ -363,6 +367,40 @@ fn matched_columns(
         }
     }
     Ok((columns, fields, left_out))
+}
+
+/// Refuses data whose timestamps have a time zone (instants) for a
+/// `timestamp` (without time zone) column of `table` when the session's
+/// `TimeZone` is `zone`, not UTC. PostgreSQL stores an instant there as
+/// its wall time in the session's zone, whose offset changes with the
+/// date by rules only the server knows; in UTC the encoder writes that
+/// wall time itself.
+fn refuse_instants_as_wall_times(
+    facts: &crate::schema::TableFacts,
+    table: &TableName,
+    schema: &arrow_schema::Schema,
+    columns: &[String],
+    fields: &[(usize, bool)],
+    zone: &str,
+) -> Result<()> {
+    for (column, (index, _)) in columns.iter().zip(fields) {
+        let Some(data_zone) = types::time_zone(schema.field(*index).data_type()) else {
+            continue;
+        };
+        // timestamp and timestamp[]
+        if facts
+            .column(column)
+            .is_some_and(|c| matches!(c.type_oid, 1114 | 1115))
+        {
+            return Err(Error::config(format!(
+                "column \"{column}\" of {table} is timestamp without time zone and the data's \"{field}\" holds instants (time zone {data_zone}): PostgreSQL stores an instant there as its wall time in the session's TimeZone ({zone}), whose offset changes with the date, and pgbulk converts only in UTC. Set the session's TimeZone (PGOPTIONS='-c TimeZone=UTC' stores UTC wall times), make the column timestamptz, or give the data wall times without a zone (pandas: .dt.tz_convert(ZONE).dt.tz_localize(None))",
+                field = schema.field(*index).name()
+            ))
+            .in_table(table.to_string())
+            .for_column(column.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// The record batches being read, and where.

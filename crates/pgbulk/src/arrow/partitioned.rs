@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arrow_schema::SchemaRef;
 use tokio_postgres::Client;
 
-use super::{Batches, declare, matched_columns};
+use super::{Batches, declare, matched_columns, refuse_instants_as_wall_times};
 use crate::error::{Error, Result};
 use crate::ingest::{self, Options};
 use crate::load::{LoadMode, LoadOptions, LoadReport, Progress};
@@ -380,11 +380,15 @@ async fn open(
     let session = Session::read(&client).await?;
     let table = opts.table.in_schema(&session.current_schema);
     let exists = table_exists(&client, &table).await?;
+    let zone = (session.utc_offset != Some(0)).then(|| session.time_zone.clone());
     let (declaration, created_ddl) = declare(opts, &table, &session, exists, schema, create)?;
     let (prepared, facts, chosen) =
         crate::load::prepare_table(&mut client, session, &declaration, opts, &table, exists)
             .await?;
-    let (columns, _, _) = matched_columns(&facts, &table, schema, opts.ignore_extra)?;
+    let (columns, fields, _) = matched_columns(&facts, &table, schema, opts.ignore_extra)?;
+    if let Some(zone) = &zone {
+        refuse_instants_as_wall_times(&facts, &table, schema, &columns, &fields, zone)?;
+    }
     Ok(Opened {
         client,
         table,

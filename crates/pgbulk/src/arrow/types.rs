@@ -48,6 +48,19 @@ pub(crate) fn column_type(field: &Field) -> Result<String, String> {
     sql_type(field.data_type())
 }
 
+/// The time zone of a timestamp type with one, or of a list's (or
+/// dictionary's) timestamps.
+pub(crate) fn time_zone(data_type: &DataType) -> Option<&str> {
+    match data_type {
+        DataType::Timestamp(_, zone) => zone.as_deref(),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            time_zone(f.data_type())
+        }
+        DataType::Dictionary(_, values) => time_zone(values),
+        _ => None,
+    }
+}
+
 fn sql_type(data_type: &DataType) -> Result<String, String> {
     Ok(match data_type {
         DataType::Null | DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
