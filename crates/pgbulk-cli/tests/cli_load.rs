@@ -364,7 +364,7 @@ async fn bad_rows_name_file_line_column_and_reason() {
         ("date", b"a,b,d,n\n1,x,2019-02-30,1\n", "date.csv:2:3: column \"d\": date/time field value out of range: \"2019-02-30\"".into()),
         ("date_style", b"a,b,d,n\n1,x,02/30/2019,1\n", "date_style.csv:2:3: column \"d\": date/time field value out of range: \"02/30/2019\"".into()),
         ("number", b"a,b,d,n\n1,x,2024-01-01,1.2.3\n", "number.csv:2:4: column \"n\": invalid input syntax for type numeric: \"1.2.3\"".into()),
-        ("duplicate", b"a,b,a\n1,2,3\n", "duplicate.csv:1: duplicate column name \"a\" in the header (fields 1 and 3)".into()),
+        ("duplicate", b"a,b,a\n1,2,3\n", "duplicate.csv:1: duplicate column name \"a\" in the header (fields 1 and 3); --columns A,B,C names the fields instead of the header".into()),
         ("extra", b"a,zzz\n1,2\n", "extra.csv:1: column \"zzz\" (field 2) is not a column of public.b (it has: a, b, d, n); --ignore-extra skips it".into()),
         ("generated", b"a,Twice\n1,2\n", "generated.csv:1: column \"Twice\" (field 2) is the generated column \"twice\" of public.b, whose values the server computes; --ignore-extra skips it".into()),
     ];

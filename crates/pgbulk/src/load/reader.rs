@@ -431,7 +431,7 @@ impl Shared {
                 return Err(Error::new(
                     ErrorKind::Data,
                     format!(
-                        "{file}:{line}: duplicate column name \"{n}\" in the header (fields {} and {})",
+                        "{file}:{line}: duplicate column name \"{n}\" in the header (fields {} and {}); --columns A,B,C names the fields instead of the header",
                         first + 1,
                         i + 1
                     ),

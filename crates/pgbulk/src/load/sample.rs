@@ -334,7 +334,7 @@ fn ddl(inference: &Inference, opts: &LoadOptions, table: &TableName, name: &str)
             return Err(Error::new(
                 ErrorKind::Data,
                 format!(
-                    "{name}: two columns are both called \"{}\" (after normalising the header)",
+                    "{name}: two columns are both called \"{}\" (after normalising the header); --columns A,B,C names them instead of the header",
                     c.name
                 ),
             ));
