@@ -367,6 +367,22 @@ def test_instants_into_a_timestamp_column_are_its_wall_times_in_utc_and_refused_
     ]
 
 
+def test_a_pandas_period_column_is_refused_not_stored_as_its_ordinals(db: str) -> None:
+    # pyarrow holds a Period as the periods since 1970: 2024-01 is 648.
+    frame = pd.DataFrame({"id": [1], "month": pd.period_range("2024-01", periods=1, freq="M")})
+    with pytest.raises(pgbulk.ConfigError, match='column "month": .*pandas.period'):
+        pgbulk.write(frame, "months", db=db)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE months (id int, month bigint)")
+    with pytest.raises(pgbulk.ConfigError, match='column "month" of the data: .*to_timestamp'):
+        pgbulk.write(frame, "months", db=db)
+    frame["month"] = frame["month"].dt.to_timestamp()
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("DROP TABLE months")
+    assert pgbulk.write(frame, "months", db=db).inserted == 1
+    assert rows(db, "SELECT month::text FROM months") == [("2024-01-01 00:00:00",)]
+
+
 def test_batches_commit_and_a_record_batch_reader_streams(db: str) -> None:
     schema = pa.schema([("n", pa.int64()), ("sq", pa.int64())])
     batches = (

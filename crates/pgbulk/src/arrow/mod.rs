@@ -354,6 +354,9 @@ fn matched_columns(
                 )));
             }
             Some(column) => {
+                types::known_meaning(field).map_err(|why| {
+                    Error::config(format!("column \"{}\" of the data: {why}", field.name()))
+                })?;
                 columns.push(column);
                 fields.push((index, types::is_uuid(field)));
             }

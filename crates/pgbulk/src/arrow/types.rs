@@ -34,8 +34,26 @@ fn is_numeric_text(field: &Field) -> bool {
     is_marked_text(field, "pgbulk:type", "numeric")
 }
 
+/// Refuses a field of an extension type whose values are integers standing
+/// for something else: pandas' `pandas.period` holds the periods since
+/// 1970 (2024-01 as 648), which would be stored as those numbers.
+/// Extension types over text, binary or nested storage keep their
+/// storage's meaning (a WKB geometry as `bytea`).
+pub(crate) fn known_meaning(field: &Field) -> Result<(), String> {
+    let Some(name) = field.metadata().get("ARROW:extension:name") else {
+        return Ok(());
+    };
+    if field.data_type().is_integer() {
+        return Err(format!(
+            "its Arrow extension type {name} holds integers that stand for its values, and pgbulk does not know how; convert the column first (a pandas Period: .dt.to_timestamp() for its start, .astype(str) for its text)"
+        ));
+    }
+    Ok(())
+}
+
 /// The column type for `field`, or why there is none.
 pub(crate) fn column_type(field: &Field) -> Result<String, String> {
+    known_meaning(field)?;
     if is_uuid(field) {
         return Ok("uuid".to_owned());
     }
@@ -163,6 +181,17 @@ mod tests {
         let other = Field::new("n", DataType::Utf8, true)
             .with_metadata([("pgbulk:type".to_owned(), "money".to_owned())].into());
         assert_eq!(column_type(&other).as_deref(), Ok("text"));
+        let period = Field::new("p", DataType::Int64, true).with_metadata(
+            [(
+                "ARROW:extension:name".to_owned(),
+                "pandas.period".to_owned(),
+            )]
+            .into(),
+        );
+        assert!(column_type(&period).is_err_and(|why| why.contains("pandas.period")));
+        let wkb = Field::new("g", DataType::Binary, true)
+            .with_metadata([("ARROW:extension:name".to_owned(), "geoarrow.wkb".to_owned())].into());
+        assert_eq!(column_type(&wkb).as_deref(), Ok("bytea"));
         assert!(
             t(DataType::Union(
                 arrow_schema::UnionFields::empty(),
