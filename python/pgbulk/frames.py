@@ -21,6 +21,11 @@ for a table:
   column when the table is created; a NaN Decimal is missing, as pandas
   reads it.
 
+A polars DataFrame with a column of nulls (dtype ``Null``, alone or inside
+a list or struct: a column no row has a value for) goes through pyarrow's
+reading of it: polars hands such arrays over with a buffer the Arrow C
+interface says they have none of, which the Rust reader refuses.
+
 Other inputs pass through untouched.
 """
 
@@ -45,6 +50,11 @@ def as_arrow(data: object) -> object:
     """``data``, or, for a pandas DataFrame, its Arrow stream as described
     above (read when pgbulk asks for it, so that pyarrow's refusal of a
     column is the same ``DataError`` as for any other data)."""
+    pl = sys.modules.get("polars")
+    if pl is not None and isinstance(data, pl.DataFrame):
+        if any(_has_null(dtype, pl) for dtype in data.schema.values()):
+            return data.to_arrow()
+        return data
     pd = sys.modules.get("pandas")
     if pd is None or not isinstance(data, pd.DataFrame):
         return data
@@ -82,6 +92,17 @@ class _Frame:
                 schema = schema.set(i, field)
             table = pa.Table.from_arrays(table.columns, schema=schema)
         return table.__arrow_c_stream__(requested_schema)
+
+
+def _has_null(dtype: Any, pl: Any) -> bool:
+    """Whether the polars ``dtype`` is ``Null`` or holds it."""
+    if dtype == pl.Null:
+        return True
+    if isinstance(dtype, pl.List | pl.Array):
+        return _has_null(dtype.inner, pl)
+    if isinstance(dtype, pl.Struct):
+        return any(_has_null(field.dtype, pl) for field in dtype.fields)
+    return False
 
 
 def _missing(value: Any, na: Any) -> bool:

@@ -383,6 +383,25 @@ def test_a_pandas_period_column_is_refused_not_stored_as_its_ordinals(db: str) -
     assert rows(db, "SELECT month::text FROM months") == [("2024-01-01 00:00:00",)]
 
 
+def test_a_column_no_row_has_a_value_for_is_null(db: str) -> None:
+    # pandas makes such a column Arrow's null type, polars its Null dtype
+    # (also inside lists and structs): its values are NULL, not "".
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE sparse (id int, n int, t text)")
+    frame = pd.DataFrame({"id": [1, 2], "n": [None, None], "t": [None, None]})
+    assert pgbulk.write(frame, "sparse", db=db).inserted == 2
+    assert rows(db, "SELECT count(*) FROM sparse WHERE n IS NULL AND t IS NULL") == [(2,)]
+    nulls = pl.DataFrame(
+        {"id": [1, 2], "l": [[None], None], "s": [{"x": None}, None], "n": [None, None]}
+    )
+    created = pgbulk.write(nulls, "polar", db=db).created_ddl
+    assert created is not None and '"n" text' in created
+    assert rows(db, "SELECT id, l, s::text, n FROM polar ORDER BY id") == [
+        (1, [None], '{"x": null}', None),
+        (2, None, None, None),
+    ]
+
+
 def test_batches_commit_and_a_record_batch_reader_streams(db: str) -> None:
     schema = pa.schema([("n", pa.int64()), ("sq", pa.int64())])
     batches = (

@@ -32,7 +32,7 @@ pub(crate) fn cell(
     out: &mut String,
 ) -> Result<bool, Refusal> {
     out.clear();
-    if array.is_null(i) {
+    if null_at(array, i) {
         return Ok(false);
     }
     match array.data_type() {
@@ -42,6 +42,12 @@ pub(crate) fn cell(
         _ => value(array, i, out)?,
     }
     Ok(true)
+}
+
+/// Whether the value at `i` is NULL: every value of a `Null` array is,
+/// though it has no validity buffer for [`Array::is_null`] to read.
+fn null_at(array: &dyn Array, i: usize) -> bool {
+    matches!(array.data_type(), DataType::Null) || array.is_null(i)
 }
 
 /// Nanoseconds per unit.
@@ -177,7 +183,7 @@ fn value(array: &dyn Array, i: usize, out: &mut String) -> Result<(), Refusal> {
             let d = array.as_any_dictionary();
             let key = d.normalized_keys()[i];
             let values = d.values();
-            if values.is_null(key) {
+            if null_at(values.as_ref(), key) {
                 return Err("a dictionary key points at a NULL value".to_owned());
             }
             value(values.as_ref(), key, out)?;
@@ -304,7 +310,7 @@ fn elements(values: &dyn Array, out: &mut String) -> Result<(), Refusal> {
         if j > 0 {
             out.push(',');
         }
-        if values.is_null(j) {
+        if null_at(values, j) {
             out.push_str("NULL");
             continue;
         }
@@ -334,7 +340,7 @@ fn elements(values: &dyn Array, out: &mut String) -> Result<(), Refusal> {
 /// The value at `i` as JSON text (structs and maps become objects; other
 /// values their JSON form).
 fn json(array: &dyn Array, i: usize, out: &mut String) -> Result<(), Refusal> {
-    if array.is_null(i) {
+    if null_at(array, i) {
         out.push_str("null");
         return Ok(());
     }
@@ -550,5 +556,21 @@ mod tests {
             texts(&s),
             some(&[r#"{"n":1,"s":"x\"y"}"#, r#"{"n":null,"s":"z"}"#])
         );
+    }
+
+    #[test]
+    fn a_null_array_is_null_alone_in_lists_and_in_structs() {
+        // A Null array has no validity buffer: `is_null` says false.
+        let nulls = arrow_array::NullArray::new(2);
+        assert_eq!(texts(&nulls), [None, None]);
+        let mut list = ListBuilder::new(arrow_array::builder::NullBuilder::new());
+        list.values().append_nulls(2);
+        list.append(true);
+        assert_eq!(texts(&list.finish()), some(&["{NULL,NULL}"]));
+        let s = StructArray::from(vec![(
+            Arc::new(Field::new("x", DataType::Null, true)),
+            Arc::new(arrow_array::NullArray::new(1)) as ArrayRef,
+        )]);
+        assert_eq!(texts(&s), some(&[r#"{"x":null}"#]));
     }
 }
