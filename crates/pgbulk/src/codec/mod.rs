@@ -455,7 +455,7 @@ fn encode_value(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
 fn encode_typed(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
     let mismatch = || {
         EncodeError::new(format!(
-            "a {} value does not fit a column of type {}",
+            "{} does not fit a column of type {}",
             value_kind(value),
             ty.name
         ))
@@ -553,15 +553,15 @@ fn encode_typed(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
 
 fn value_kind(value: &Value) -> &'static str {
     match value {
-        Value::Null => "NULL",
-        Value::Bool(_) => "boolean",
-        Value::Int(_) => "integer",
-        Value::Float(_) => "float",
-        Value::Text(_) => "text",
-        Value::Bytes(_) => "bytes",
-        Value::Json(_) => "JSON",
-        Value::Array(_) => "array",
-        Value::Date(_) => "date",
+        Value::Null => "a NULL",
+        Value::Bool(_) => "a boolean value",
+        Value::Int(_) => "an integer value",
+        Value::Float(_) => "a float value",
+        Value::Text(_) => "a text value",
+        Value::Bytes(_) => "a bytes value",
+        Value::Json(_) => "a JSON value",
+        Value::Array(_) => "an array value",
+        Value::Date(_) => "a date value",
     }
 }
 
