@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
@@ -171,6 +171,13 @@ def load_csv(
     retries: int = 0,
     dry_run: bool = False,
     format: Literal["csv", "text"] | None = None,
+    quote: str | None = None,
+    escape: str | None = None,
+    skip_lines: int = 0,
+    columns: Sequence[str] | None = None,
+    types: Mapping[str, str] | None = None,
+    sample_rows: int | None = None,
+    sample_all: bool = False,
 ) -> LoadReport:
     """Load CSV files (``"-"``: standard input) into ``table``, as ``pgbulk load``.
 
@@ -201,6 +208,15 @@ def load_csv(
     are appended to a table without a key; a quoted glob is expanded. ``dry_run``
     changes nothing and says in ``plan`` what would be created, migrated,
     loaded, continued or skipped.
+
+    The other arguments are ``pgbulk load``'s flags of the same names
+    (messages name the flags: ``--type zip=text`` is ``types={"zip":
+    "text"}``): ``quote`` and ``escape`` characters (default ``"``, and the
+    quote doubled); ``skip_lines`` lines before the header; ``columns``
+    name the fields (headerless files, or instead of the header);
+    ``types`` override inferred column types of a table pgbulk creates;
+    ``sample_rows`` infers from the first N rows, ``sample_all`` from
+    every row (default: 1 MiB from the start, middle and end of a file).
     """
     return _report(
         LoadReport,
@@ -225,6 +241,13 @@ def load_csv(
             retries=retries,
             dry_run=dry_run,
             input_format=format,
+            quote=quote,
+            escape=escape,
+            skip_lines=skip_lines,
+            columns=list(columns) if columns is not None else None,
+            types=list(types.items()) if types is not None else None,
+            sample_rows=sample_rows,
+            sample_all=sample_all,
         ),
     )
 

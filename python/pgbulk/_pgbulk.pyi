@@ -25,6 +25,13 @@ def load_csv(
     retries: int = ...,
     dry_run: bool = ...,
     input_format: str | None = ...,
+    quote: str | None = ...,
+    escape: str | None = ...,
+    skip_lines: int = ...,
+    columns: list[str] | None = ...,
+    types: list[tuple[str, str]] | None = ...,
+    sample_rows: int | None = ...,
+    sample_all: bool = ...,
 ) -> dict[str, Any]: ...
 def sync(
     source: str,

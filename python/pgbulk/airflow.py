@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Connection
@@ -144,9 +144,12 @@ def load_task(
     max_errors: int = 0,
     reject_file: str | None = None,
     ignore_extra: bool = False,
+    **options: Any,
 ) -> dict[str, Any]:
     """``pgbulk.load_csv`` into Airflow connection ``conn_id``; the report
-    as a dict (for XCom)."""
+    as a dict (for XCom). ``options`` are ``pgbulk.load_csv``'s other
+    arguments (``header``, ``null``, ``encoding``, ``format``, ``types``,
+    ``columns``, ...)."""
     report = pgbulk.load_csv(
         paths,
         table,
@@ -159,6 +162,7 @@ def load_task(
         max_errors=max_errors,
         reject_file=reject_file,
         ignore_extra=ignore_extra,
+        **options,
     )
     return _reported(report)
 
@@ -251,7 +255,9 @@ class PgbulkSyncOperator(BaseOperator):
 
 class PgbulkLoadOperator(BaseOperator):
     """Loads CSV files (paths or globs, templated) into a table of
-    ``conn_id``, as ``pgbulk load``: each file once, resumable."""
+    ``conn_id``, as ``pgbulk load``: each file once, resumable.
+    ``load_options`` are ``pgbulk.load_csv``'s other arguments by name
+    (``{"types": {"zip": "text"}, "header": False}``)."""
 
     template_fields: Sequence[str] = ("paths", "table", "key", "mode", "schema", "reject_file")
 
@@ -269,9 +275,11 @@ class PgbulkLoadOperator(BaseOperator):
         max_errors: int = 0,
         reject_file: str | None = None,
         ignore_extra: bool = False,
+        load_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.load_options = dict(load_options or {})
         self.paths = paths
         self.table = table
         self.conn_id = conn_id
@@ -298,6 +306,7 @@ class PgbulkLoadOperator(BaseOperator):
             max_errors=self.max_errors,
             reject_file=self.reject_file,
             ignore_extra=self.ignore_extra,
+            **self.load_options,
         )
 
 

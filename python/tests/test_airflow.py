@@ -41,8 +41,8 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield home
 
 
-def example_dag() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("daily_sync", EXAMPLES / "daily_sync.py")
+def example_dag(name: str = "daily_sync") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -136,3 +136,25 @@ def test_a_sync_tasks_notes_go_to_the_task_log(
     logged = [r.getMessage() for r in caplog.records if r.name == "pgbulk.airflow"]
     assert logged == [f"pgbulk: {note}" for note in report["notes"]], logged
     assert rows(db, "SELECT * FROM noted_copy ORDER BY id") == [(1, "a"), (2, "b")]
+
+
+def test_the_daily_files_dag_loads_each_days_file_with_its_options(
+    airflow_home: Path, db: str, tmp_path: Path
+) -> None:
+    for day, zips in (("2024-05-01", ["10001", "10002"]), ("2024-05-02", ["02134"])):
+        lines = ["# export", "zip|city"] + [f"{z}|c{z}" for z in zips]
+        (tmp_path / f"zips_{day}.csv").write_text("\n".join(lines) + "\n")
+    os.environ["AIRFLOW_CONN_WAREHOUSE"] = db
+    os.environ["LANDING_DIR"] = str(tmp_path)
+    dag = example_dag("daily_files").dag
+    for day in (1, 2, 2):
+        result = dag.test(logical_date=dt.datetime(2024, 5, day, tzinfo=UTC))
+        assert result is not None and str(result.state) == "success", result
+    # Without types the first day's file would make zip an integer column
+    # and the second day's leading zero would be dropped or refused; the
+    # re-run of the second day skips its file.
+    assert rows(db, "SELECT zip, city FROM zips ORDER BY zip") == [
+        ("02134", "c02134"),
+        ("10001", "c10001"),
+        ("10002", "c10002"),
+    ]

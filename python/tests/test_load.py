@@ -70,6 +70,26 @@ def test_a_declared_schema_and_a_delimiter(db: str, tmp_path: Path) -> None:
     assert rows(db, "SELECT id, name FROM t") == [(1, None)]
 
 
+def test_the_flags_a_message_names_are_arguments_of_the_same_names(db: str, tmp_path: Path) -> None:
+    # A ZIP code past the sample is refused naming --type; types= keeps it.
+    lines = ["# exported 2024-05-01", "zip;city"] + [f"{10000 + i};'x;y'" for i in range(30)]
+    data = write(tmp_path / "zips.csv", "\n".join(lines + ["02134;'Boston'"]) + "\n")
+    with pytest.raises(pgbulk.DataError, match="--type zip=text"):
+        pgbulk.load_csv(str(data), "zips", db=db, skip_lines=1, quote="'", sample_rows=5)
+    report = pgbulk.load_csv(
+        str(data), "zips", db=db, skip_lines=1, quote="'", sample_rows=5, types={"zip": "text"}
+    )
+    assert report.inserted == 31
+    assert rows(db, "SELECT zip, city FROM zips WHERE zip LIKE '0%'") == [("02134", "Boston")]
+    assert rows(db, "SELECT DISTINCT city FROM zips WHERE zip LIKE '1%'") == [("x;y",)]
+    # columns= names the fields of a headerless file; escape= reads \".
+    bare = write(tmp_path / "bare.csv", '1,"say \\"hi\\""\n')
+    pgbulk.load_csv(str(bare), "bare", db=db, header=False, columns=["n", "said"], escape="\\")
+    assert rows(db, "SELECT n, said FROM bare") == [(1, 'say "hi"')]
+    with pytest.raises(pgbulk.ConfigError, match="quote: must be a single"):
+        pgbulk.load_csv(str(bare), "bare", db=db, quote="''")
+
+
 def test_postgresqls_text_format_is_read_as_copy_reads_it(db: str, tmp_path: Path) -> None:
     import psycopg
 

@@ -148,7 +148,9 @@ fn load_report<'py>(py: Python<'py>, r: &LoadReport) -> PyResult<Bound<'py, PyDi
     paths, table_name, *, db=None, mode_name=None, key=None, schema_ddl=None,
     delimiter=None, header=None, null=None, encoding=None, batch_rows=None,
     max_errors=0, reject_file=None, restart=false, single_transaction=false,
-    ignore_extra=false, streams=None, retries=0, dry_run=false, input_format=None
+    ignore_extra=false, streams=None, retries=0, dry_run=false, input_format=None,
+    quote=None, escape=None, skip_lines=0, columns=None, types=None, sample_rows=None,
+    sample_all=false
 ))]
 #[allow(clippy::too_many_arguments)]
 fn load_csv<'py>(
@@ -173,6 +175,13 @@ fn load_csv<'py>(
     retries: u32,
     dry_run: bool,
     input_format: Option<&str>,
+    quote: Option<&str>,
+    escape: Option<&str>,
+    skip_lines: u64,
+    columns: Option<Vec<String>>,
+    types: Option<Vec<(String, String)>>,
+    sample_rows: Option<u64>,
+    sample_all: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let defaults = LoadOptions::default();
     let mut dialect = defaults.dialect.clone();
@@ -205,6 +214,17 @@ fn load_csv<'py>(
     if let Some(d) = delimiter {
         dialect.delimiter = d;
     }
+    let byte = |name: &str, c: &str| {
+        pgbulk::csv::Dialect::parse_byte(c)
+            .map_err(|why| config_error(py, format!("{name}: {why}")))
+    };
+    if let Some(q) = quote {
+        dialect.quote = byte("quote", q)?;
+    }
+    dialect.escape = match escape {
+        Some(e) => byte("escape", e)?,
+        None => dialect.quote,
+    };
     let null_given = null.is_some();
     if let Some(null) = null {
         dialect.null = null.into_bytes();
@@ -232,6 +252,14 @@ fn load_csv<'py>(
         upsert_streams: streams.map(|n| n.max(1)),
         retries,
         dry_run,
+        skip_lines,
+        columns,
+        types: types.unwrap_or_default(),
+        sample: match (sample_all, sample_rows) {
+            (true, _) => pgbulk::load::Sample::All,
+            (false, Some(n)) => pgbulk::load::Sample::Rows(n),
+            (false, None) => pgbulk::load::Sample::Parts,
+        },
         ..defaults
     };
     if opts.sources.is_empty() && !paths.is_empty() {
