@@ -344,7 +344,9 @@ def test_instants_into_a_timestamp_column_are_its_wall_times_in_utc_and_refused_
         name = conn.execute("SELECT current_database()").fetchone()
         assert name is not None
         conn.execute(f"ALTER DATABASE \"{name[0]}\" SET TimeZone = 'America/New_York'")
-        conn.execute("CREATE TABLE seen (id int, at timestamp, ats timestamp[], tz timestamptz)")
+        conn.execute(
+            "CREATE TABLE seen (id int, at timestamp, ats timestamp[], tz timestamptz, d date)"
+        )
     at = pd.Timestamp("2024-01-01 10:00", tz="Europe/Paris")
     frame = pd.DataFrame({"id": [1], "at": [at], "tz": [at]})
     with pytest.raises(pgbulk.ConfigError, match=r'column "at" of public.seen .*America/New_York'):
@@ -352,6 +354,10 @@ def test_instants_into_a_timestamp_column_are_its_wall_times_in_utc_and_refused_
     listed = pa.table({"id": [1], "ats": pa.array([[at]], pa.list_(pa.timestamp("us", "UTC")))})
     with pytest.raises(pgbulk.ConfigError, match='column "ats"'):
         pgbulk.write(listed, "seen", db=db)
+    # A date is the wall time's date (2024-01-01 02:00 in Paris is still
+    # 2023-12-31 in New York).
+    with pytest.raises(pgbulk.ConfigError, match='column "d" of public.seen is date'):
+        pgbulk.write(pd.DataFrame({"id": [1], "d": [at]}), "seen", db=db)
     assert rows(db, "SELECT count(*) FROM seen") == [(0,)]
     # Wall times without a zone, and instants into timestamptz, are as given.
     naive = pd.DataFrame({"id": [2], "at": [at.tz_localize(None)], "tz": [at]})

@@ -373,11 +373,12 @@ fn matched_columns(
 }
 
 /// Refuses data whose timestamps have a time zone (instants) for a
-/// `timestamp` (without time zone) column of `table` when the session's
-/// `TimeZone` is `zone`, not UTC. PostgreSQL stores an instant there as
-/// its wall time in the session's zone, whose offset changes with the
-/// date by rules only the server knows; in UTC the encoder writes that
-/// wall time itself.
+/// `timestamp` (without time zone), `date` or `time` column of `table`
+/// (or an array of them) when the session's `TimeZone` is `zone`, not UTC.
+/// PostgreSQL stores an instant there as its wall time (or that wall
+/// time's date, or time of day) in the session's zone, whose offset
+/// changes with the date by rules only the server knows; in UTC the
+/// encoder writes it itself.
 fn refuse_instants_as_wall_times(
     facts: &crate::schema::TableFacts,
     table: &TableName,
@@ -390,18 +391,20 @@ fn refuse_instants_as_wall_times(
         let Some(data_zone) = types::time_zone(schema.field(*index).data_type()) else {
             continue;
         };
-        // timestamp and timestamp[]
-        if facts
+        // timestamp, date and time, and their arrays
+        let Some(local) = facts
             .column(column)
-            .is_some_and(|c| matches!(c.type_oid, 1114 | 1115))
-        {
-            return Err(Error::config(format!(
-                "column \"{column}\" of {table} is timestamp without time zone and the data's \"{field}\" holds instants (time zone {data_zone}): PostgreSQL stores an instant there as its wall time in the session's TimeZone ({zone}), whose offset changes with the date, and pgbulk converts only in UTC. Set the session's TimeZone (PGOPTIONS='-c TimeZone=UTC' stores UTC wall times), make the column timestamptz, or give the data wall times without a zone (pandas: .dt.tz_convert(ZONE).dt.tz_localize(None))",
+            .filter(|c| matches!(c.type_oid, 1114 | 1115 | 1082 | 1182 | 1083 | 1183))
+        else {
+            continue;
+        };
+        return Err(Error::config(format!(
+                "column \"{column}\" of {table} is {} and the data's \"{field}\" holds instants (time zone {data_zone}): PostgreSQL stores an instant there by its wall time in the session's TimeZone ({zone}), whose offset changes with the date, and pgbulk converts only in UTC. Set the session's TimeZone (PGOPTIONS='-c TimeZone=UTC' stores UTC wall times), make the column timestamptz, or give the data wall times without a zone (pandas: .dt.tz_convert(ZONE).dt.tz_localize(None))",
+                local.type_name,
                 field = schema.field(*index).name()
             ))
             .in_table(table.to_string())
             .for_column(column.clone()));
-        }
     }
     Ok(())
 }
