@@ -408,6 +408,25 @@ def test_a_column_no_row_has_a_value_for_is_null(db: str) -> None:
     ]
 
 
+def test_lists_structs_and_booleans_into_json_columns_are_json(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE docs (id int, tags jsonb, doc json, ok jsonb, raw jsonb)")
+    frame = pd.DataFrame(
+        {
+            "id": [1, 2],
+            "tags": [["a", "b"], []],
+            "doc": [{"n": 1, "xs": [1.5, None]}, None],
+            "ok": [True, False],
+            "raw": ['{"kept": "as text"}', "[1, 2]"],
+        }
+    )
+    assert pgbulk.write(frame, "docs", db=db).inserted == 2
+    assert rows(db, "SELECT tags::text, doc::text, ok::text, raw::text FROM docs ORDER BY id") == [
+        ('["a", "b"]', '{"n": 1, "xs": [1.5, null]}', "true", '{"kept": "as text"}'),
+        ("[]", None, "false", "[1, 2]"),
+    ]
+
+
 def test_batches_commit_and_a_record_batch_reader_streams(db: str) -> None:
     schema = pa.schema([("n", pa.int64()), ("sq", pa.int64())])
     batches = (

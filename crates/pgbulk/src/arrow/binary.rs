@@ -390,7 +390,12 @@ mod tests {
         let mut direct_count = 0;
         for i in 0..array.len() {
             let mut text = String::new();
-            let present = super::super::text::cell(array.as_ref(), i, uuid, &mut text)
+            let form = if uuid {
+                super::super::text::Form::Uuid
+            } else {
+                super::super::text::Form::Plain
+            };
+            let present = super::super::text::cell(array.as_ref(), i, form, &mut text)
                 .expect("the text path takes it");
             assert!(present, "test arrays hold no NULL");
             let mut via_text = Vec::new();

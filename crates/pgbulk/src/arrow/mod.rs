@@ -183,6 +183,7 @@ pub(crate) async fn write_on(
         fields: Arc::new(fields),
         data_types: Arc::new(data_types),
         direct: Vec::new(),
+        forms: Vec::new(),
         left: batch_rows,
         chunk: None,
         chunk_row: 0,
@@ -502,6 +503,8 @@ struct Part {
     /// For each column, once bound: its values' binary encoding with the
     /// column's type oid, or `None` (as text).
     direct: Vec<Option<(binary::Direct, u32)>>,
+    /// For each column, once bound: the form of its values as text.
+    forms: Vec<text::Form>,
     left: u64,
     /// The rows taken from the feed and not yet read, the next one's index
     /// in it, and the rows of the data before it.
@@ -562,6 +565,7 @@ impl Part {
             fields: self.fields.clone(),
             data_types: self.data_types.clone(),
             direct: Vec::new(),
+            forms: Vec::new(),
             left: self.left,
             chunk: None,
             chunk_row: 0,
@@ -592,6 +596,16 @@ impl TextRows for Part {
             .zip(types)
             .map(|(((_, uuid), data_type), ty)| {
                 binary::plan(data_type, *uuid, ty).map(|d| (d, ty.oid))
+            })
+            .collect();
+        self.forms = self
+            .fields
+            .iter()
+            .zip(types)
+            .map(|((_, uuid), ty)| match &ty.kind {
+                _ if *uuid => text::Form::Uuid,
+                crate::codec::TypeKind::Json | crate::codec::TypeKind::Jsonb => text::Form::Json,
+                _ => text::Form::Plain,
             })
             .collect();
     }
@@ -718,7 +732,12 @@ impl Part {
                     continue;
                 }
             }
-            let present = text::cell(array, r, *uuid, &mut self.scratch).map_err(|why| {
+            let form = self.forms.get(k).copied().unwrap_or(if *uuid {
+                text::Form::Uuid
+            } else {
+                text::Form::Plain
+            });
+            let present = text::cell(array, r, form, &mut self.scratch).map_err(|why| {
                 Error::new(
                     ErrorKind::Data,
                     format!(

@@ -22,23 +22,44 @@ use arrow_schema::{DataType, IntervalUnit, TimeUnit};
 /// Why a value has no text.
 pub(crate) type Refusal = String;
 
-/// Writes the value at `i` of `array` into `out` (cleared first); `false`
-/// for NULL. `uuid`: the column is the `arrow.uuid` extension (16-byte
-/// binary values written as UUIDs).
+/// How a column's values are written as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// As PostgreSQL's input functions read them.
+    Plain,
+    /// The `arrow.uuid` extension: 16-byte binary values as UUIDs.
+    Uuid,
+    /// Into a `json` or `jsonb` column: lists, structs, maps and booleans
+    /// in their JSON form (`[1,2]`, not the array literal `{"1","2"}`;
+    /// `true`, not `t`); text as it is, the JSON it holds.
+    Json,
+}
+
+/// Writes the value at `i` of `array` into `out` (cleared first) in
+/// `form`; `false` for NULL.
 pub(crate) fn cell(
     array: &dyn Array,
     i: usize,
-    uuid: bool,
+    form: Form,
     out: &mut String,
 ) -> Result<bool, Refusal> {
     out.clear();
     if null_at(array, i) {
         return Ok(false);
     }
-    match array.data_type() {
-        DataType::FixedSizeBinary(16) if uuid => {
+    match (array.data_type(), form) {
+        (DataType::FixedSizeBinary(16), Form::Uuid) => {
             write_uuid(array.as_fixed_size_binary().value(i), out)
         }
+        (
+            DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(..)
+            | DataType::Struct(_)
+            | DataType::Map(..)
+            | DataType::Boolean,
+            Form::Json,
+        ) => json(array, i, out)?,
         _ => value(array, i, out)?,
     }
     Ok(true)
@@ -441,7 +462,7 @@ mod tests {
         let mut out = String::new();
         (0..array.len())
             .map(|i| {
-                cell(array, i, false, &mut out)
+                cell(array, i, Form::Plain, &mut out)
                     .expect("text")
                     .then(|| out.clone())
             })
@@ -556,6 +577,34 @@ mod tests {
             texts(&s),
             some(&[r#"{"n":1,"s":"x\"y"}"#, r#"{"n":null,"s":"z"}"#])
         );
+    }
+
+    #[test]
+    fn into_json_lists_and_booleans_are_json_and_text_is_the_json_it_holds() {
+        let json = |array: &dyn Array| {
+            let mut out = String::new();
+            (0..array.len())
+                .map(|i| {
+                    cell(array, i, Form::Json, &mut out)
+                        .expect("json")
+                        .then(|| out.clone())
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut list = ListBuilder::new(StringBuilder::new());
+        list.values().append_value("a\"b");
+        list.values().append_null();
+        list.append(true);
+        assert_eq!(json(&list.finish()), some(&[r#"["a\"b",null]"#]));
+        assert_eq!(
+            json(&BooleanArray::from(vec![true, false])),
+            some(&["true", "false"])
+        );
+        assert_eq!(
+            json(&StringArray::from(vec![r#"{"a": 1}"#])),
+            some(&[r#"{"a": 1}"#])
+        );
+        assert_eq!(json(&Int64Array::from(vec![7])), some(&["7"]));
     }
 
     #[test]
