@@ -459,10 +459,14 @@ mod tests {
     use super::*;
 
     fn texts(array: &dyn Array) -> Vec<Option<String>> {
+        texts_in(array, Form::Plain)
+    }
+
+    fn texts_in(array: &dyn Array, form: Form) -> Vec<Option<String>> {
         let mut out = String::new();
         (0..array.len())
             .map(|i| {
-                cell(array, i, Form::Plain, &mut out)
+                cell(array, i, form, &mut out)
                     .expect("text")
                     .then(|| out.clone())
             })
@@ -581,16 +585,7 @@ mod tests {
 
     #[test]
     fn into_json_lists_and_booleans_are_json_and_text_is_the_json_it_holds() {
-        let json = |array: &dyn Array| {
-            let mut out = String::new();
-            (0..array.len())
-                .map(|i| {
-                    cell(array, i, Form::Json, &mut out)
-                        .expect("json")
-                        .then(|| out.clone())
-                })
-                .collect::<Vec<_>>()
-        };
+        let json = |array: &dyn Array| texts_in(array, Form::Json);
         let mut list = ListBuilder::new(StringBuilder::new());
         list.values().append_value("a\"b");
         list.values().append_null();
