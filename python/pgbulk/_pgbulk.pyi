@@ -87,6 +87,7 @@ def ingest(
     on_commit: Callable[[int, dict[str, dict[str, int]]], None] | None = ...,
     before_visible: Callable[[str, int, Any], None] | None = ...,
     rewrite: bool = ...,
+    labels: list[list[dict[Any, str] | None]] | None = ...,
 ) -> dict[str, Any]: ...
 def write(
     data: object,

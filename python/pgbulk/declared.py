@@ -161,6 +161,20 @@ def _ddl(metadata: Any) -> str:
     return ";\n".join(statements) + ";\n"
 
 
+def _enum_labels(column_type: Any, sa: Any) -> dict[Any, str] | None:
+    """For an ``sa.Enum(EnumClass)`` column, the label SQLAlchemy stores for
+    each member of the Python enum: its name, or what ``values_callable``
+    gives (an alias stores its canonical member's first name)."""
+    if not isinstance(column_type, sa.Enum) or column_type.enum_class is None:
+        return None
+    members = column_type.enum_class.__members__
+    if getattr(column_type, "_omit_aliases", True):
+        members = {n: m for n, m in members.items() if m.name == n}
+    objects = list(members.values())
+    # As SQLAlchemy's own lookup pairs them.
+    return dict(zip(reversed(objects), reversed(column_type.enums), strict=False))
+
+
 def ingest(
     conn: Any,
     metadata: Any,
@@ -256,6 +270,7 @@ def ingest(
     lookup = {table: i for i, table in enumerate(tables)}
     names = [(table.schema, table.name) for table in tables]
     json_columns = [[isinstance(c.type, sa.JSON) for c in table.columns] for table in tables]
+    labels = [[_enum_labels(c.type, sa) for c in table.columns] for table in tables]
 
     def source(start_json: str | None) -> Iterable[Any]:
         return batches(None if start_json is None else json.loads(start_json))
@@ -312,6 +327,7 @@ def ingest(
         on_commit=committed,
         before_visible=before_visible,
         rewrite=rewrite,
+        labels=labels,
     )
     return IngestReport(
         batches=report["batches"],

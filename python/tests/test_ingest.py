@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import enum
 import json
 import uuid
 from collections.abc import Iterator
@@ -331,6 +332,48 @@ def test_enum_and_domain_types_are_created_as_create_all_creates_them(
         run(engine, metadata, lambda _: [(None, None, [(table, (0, "sad", [], "x"))])])
     with pytest.raises(pgbulk.DataError):
         run(engine, metadata, lambda _: [(None, None, [(table, (3, "glad", [], "x"))])])
+
+
+def test_python_enum_members_are_stored_as_sqlalchemy_stores_them(
+    engine: sa.Engine, db: str
+) -> None:
+    class Color(enum.Enum):
+        red = 1
+        green = 2
+        crimson = 1  # an alias of red
+
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "paint",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("by_name", sa.Enum(Color, name="color")),
+        sa.Column(
+            "by_value",
+            sa.Enum(Color, name="color_value", values_callable=lambda e: [str(m.value) for m in e]),
+        ),
+    )
+    run(
+        engine,
+        metadata,
+        lambda _: [
+            (
+                None,
+                None,
+                [
+                    (table, (1, Color.red, Color.green)),
+                    (table, (2, Color.crimson, "1")),
+                    (table, (3, "green", None)),
+                ],
+            )
+        ],
+    )
+    read = "SELECT id, by_name::text, by_value::text FROM paint ORDER BY id"
+    assert rows(db, read) == [(1, "red", "2"), (2, "red", "1"), (3, "green", None)]
+    # What SQLAlchemy itself stores.
+    with engine.begin() as conn:
+        conn.execute(table.insert().values(id=4, by_name=Color.crimson, by_value=Color.green))
+    assert rows(db, read)[3] == (4, "red", "2")
 
 
 def test_a_pg_bulk_ingest_watermark_in_the_table_comment_is_picked_up(

@@ -34,6 +34,10 @@ pub(crate) struct Tables {
     /// For each table, which columns hold JSON (their values are
     /// serialised with `json.dumps`, as pg-bulk-ingest does).
     pub(crate) json: Vec<Vec<bool>>,
+    /// For each table, per column: the label stored for each member of
+    /// the Python enum of an `sa.Enum(EnumClass)` column (its name, or
+    /// what `values_callable` says), as SQLAlchemy stores it.
+    pub(crate) labels: Vec<Vec<Option<Py<PyDict>>>>,
     /// Rows skipped because their table is not declared, by its `str()`.
     pub(crate) skipped: Mutex<BTreeMap<String, u64>>,
 }
@@ -224,8 +228,15 @@ impl PyRows {
         let fields = values
             .try_iter()
             .map_err(|_| bad(format!("table {name}: a row's values are not a tuple")))?;
+        let labels = self.tables.labels.get(index);
         for (i, field) in fields.enumerate() {
-            let field = field.map_err(|e| self.raised.keep(py, "a row's values", e))?;
+            let mut field = field.map_err(|e| self.raised.keep(py, "a row's values", e))?;
+            if let Some(Some(map)) = labels.and_then(|l| l.get(i)) {
+                // An unhashable value is no member: left as it is.
+                if let Ok(Some(label)) = map.bind(py).get_item(&field) {
+                    field = label;
+                }
+            }
             let converted =
                 value(py, &field, json.get(i).copied().unwrap_or(false)).map_err(|e| {
                     bad(format!(
@@ -413,7 +424,7 @@ fn counts<'py>(
 #[pyo3(signature = (
     db, ddl, lookup, names, json, source, *, start="latest", start_value=None,
     mode_name="upsert", upsert=true, lock_timeout_ms=None, on_commit=None, before_visible=None,
-    rewrite=true
+    rewrite=true, labels=None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ingest<'py>(
@@ -432,6 +443,7 @@ pub(crate) fn ingest<'py>(
     on_commit: Option<Py<PyAny>>,
     before_visible: Option<Py<PyAny>>,
     rewrite: bool,
+    labels: Option<Vec<Vec<Option<Py<PyDict>>>>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     use pgbulk::ingest::{HighWatermark, Mode, Options, Upsert};
     let config = |m: String| crate::config_error(py, m);
@@ -489,6 +501,7 @@ pub(crate) fn ingest<'py>(
             })
             .collect(),
         json,
+        labels: labels.unwrap_or_default(),
         skipped: Mutex::new(BTreeMap::new()),
     });
     let declaration = crate::done(py, Ok(pgbulk::schema::Declaration::parse(&ddl)))?;
