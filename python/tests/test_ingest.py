@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -374,6 +376,40 @@ def test_python_enum_members_are_stored_as_sqlalchemy_stores_them(
     with engine.begin() as conn:
         conn.execute(table.insert().values(id=4, by_name=Color.crimson, by_value=Color.green))
     assert rows(db, read)[3] == (4, "red", "2")
+
+
+def test_rows_of_a_dataframe_keep_their_values_and_pandas_missing_markers_are_null(
+    engine: sa.Engine, db: str
+) -> None:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "frame_rows",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("at", sa.DateTime),
+        sa.Column("n", sa.Integer),
+        sa.Column("f", sa.Float),
+        sa.Column("ok", sa.Boolean),
+        sa.Column("ns", sa.DateTime),
+    )
+    frame = pd.DataFrame(
+        {
+            "id": [1, 2],
+            "at": [pd.Timestamp("2024-01-01 10:00"), pd.NaT],
+            "n": pd.array([5, None], dtype="Int64"),
+            "f": [0.5, np.nan],
+            "ok": [np.bool_(True), None],
+            "ns": [np.datetime64("2024-01-01T10:00:00.123456789"), np.datetime64("NaT")],
+        }
+    )
+    values = [tuple(r) for r in frame.itertuples(index=False)]
+    run(engine, metadata, lambda _: [(None, None, [(table, v) for v in values])])
+    # A float NaN is PostgreSQL's NaN; NaT and NA are missing.
+    read = "SELECT id, at::text, n, f::text, ok, ns::text FROM frame_rows ORDER BY id"
+    assert rows(db, read) == [
+        (1, "2024-01-01 10:00:00", 5, "0.5", True, "2024-01-01 10:00:00.123457"),
+        (2, None, None, "NaN", None, None),
+    ]
 
 
 def test_a_pg_bulk_ingest_watermark_in_the_table_comment_is_picked_up(

@@ -154,7 +154,23 @@ fn value(py: Python<'_>, v: &Bound<'_, PyAny>, json: bool) -> PyResult<Value> {
     }
     // Decimal, date, datetime, time, UUID, ...: their str() is the text
     // PostgreSQL reads.
-    Ok(Value::Text(v.str()?.to_str()?.to_owned()))
+    let text = v.str()?.to_str()?.to_owned();
+    if missing(v, &text)? {
+        return Ok(Value::Null);
+    }
+    Ok(Value::Text(text))
+}
+
+/// Whether `v` (whose `str()` is `text`) is pandas' or numpy's marker of a
+/// missing value, as rows of a DataFrame hold them (`df.itertuples()`):
+/// `pd.NaT`, `pd.NA`, `np.datetime64("NaT")`. A float NaN is a value of
+/// its own in PostgreSQL and stays one.
+fn missing(v: &Bound<'_, PyAny>, text: &str) -> PyResult<bool> {
+    if text != "NaT" && text != "<NA>" {
+        return Ok(false);
+    }
+    let module: String = v.get_type().getattr("__module__")?.extract()?;
+    Ok(module.starts_with("pandas") || module == "numpy")
 }
 
 /// One batch's rows, pulled from Python a chunk at a time.
