@@ -400,12 +400,12 @@ fn refuse_instants_as_wall_times(
             continue;
         };
         return Err(Error::config(format!(
-                "column \"{column}\" of {table} is {} and the data's \"{field}\" holds instants (time zone {data_zone}): PostgreSQL stores an instant there by its wall time in the session's TimeZone ({zone}), whose offset changes with the date, and pgbulk converts only in UTC. Set the session's TimeZone (PGOPTIONS='-c TimeZone=UTC' stores UTC wall times), make the column timestamptz, or give the data wall times without a zone (pandas: .dt.tz_convert(ZONE).dt.tz_localize(None))",
-                local.type_name,
-                field = schema.field(*index).name()
-            ))
-            .in_table(table.to_string())
-            .for_column(column.clone()));
+            "column \"{column}\" of {table} is {} and the data's \"{field}\" holds instants (time zone {data_zone}): PostgreSQL stores an instant there by its wall time in the session's TimeZone ({zone}), whose offset changes with the date, and pgbulk converts only in UTC. Set the session's TimeZone (PGOPTIONS='-c TimeZone=UTC' stores UTC wall times), make the column timestamptz, or give the data wall times without a zone (pandas: .dt.tz_convert(ZONE).dt.tz_localize(None))",
+            local.type_name,
+            field = schema.field(*index).name()
+        ))
+        .in_table(table.to_string())
+        .for_column(column.clone()));
     }
     Ok(())
 }
