@@ -238,6 +238,22 @@ def test_parquet_files_load_with_their_own_types(db: str, tmp_path: Path) -> Non
     assert again.already_loaded
 
 
+def test_a_pandas_parquet_files_unnamed_index_is_left_out_and_a_named_one_kept(
+    db: str, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"id": [1, 2, 3], "v": ["a", "b", "c"]})
+    # A filtered frame's row labels are written as __index_level_0__.
+    frame[frame["id"] > 1].to_parquet(tmp_path / "filtered.parquet")
+    frame.set_index("id").to_parquet(tmp_path / "named.parquet")
+    created = pgbulk.load_csv(tmp_path / "filtered.parquet", "filtered", db=db).created_ddl
+    assert created is not None and "__index_level_0__" not in created
+    assert rows(db, "SELECT * FROM filtered ORDER BY id") == [(2, "b"), (3, "c")]
+    pgbulk.load_csv(tmp_path / "named.parquet", "named", db=db)
+    assert rows(db, "SELECT id, v FROM named ORDER BY id") == [(1, "a"), (2, "b"), (3, "c")]
+
+
 def test_int96_timestamps_keep_dates_outside_the_nanosecond_range(db: str, tmp_path: Path) -> None:
     import datetime
 

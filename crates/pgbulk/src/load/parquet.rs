@@ -152,8 +152,56 @@ pub(super) fn table_ddl(
     };
     let builder = open(path, &name)?;
     refuse_lossy_intervals(&builder, &name)?;
-    let ddl = crate::arrow::create_table(table, builder.schema(), opts.key.as_deref())?;
+    let (_, schema) = without_pandas_index(builder)?;
+    let ddl = crate::arrow::create_table(table, &schema, opts.key.as_deref())?;
     Ok(format!("-- types from the Parquet file's schema\n{ddl}"))
+}
+
+/// `builder` without the columns pandas wrote for an unnamed index
+/// (`__index_level_0__`, a filtered frame's row labels: `read_parquet`
+/// makes them the index again, and `pgbulk.write` leaves such an index
+/// out), as its file's pandas metadata lists them; and the schema of the
+/// columns read. A named index is data (`set_index("id")`), kept.
+fn without_pandas_index(
+    builder: ParquetRecordBatchReaderBuilder<std::fs::File>,
+) -> Result<(
+    ParquetRecordBatchReaderBuilder<std::fs::File>,
+    arrow_schema::SchemaRef,
+)> {
+    let schema = builder.schema().clone();
+    let index: Vec<String> = schema
+        .metadata()
+        .get("pandas")
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        .and_then(|m| m.get("index_columns").cloned())
+        .and_then(|c| c.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .filter(|c| is_unnamed_index(c))
+        .map(str::to_owned)
+        .collect();
+    if index.is_empty() {
+        return Ok((builder, schema));
+    }
+    let kept: Vec<usize> = (0..schema.fields().len())
+        .filter(|i| !index.contains(schema.field(*i).name()))
+        .collect();
+    let projected = Arc::new(
+        schema
+            .project(&kept)
+            .map_err(|e| Error::new(ErrorKind::Data, e.to_string()))?,
+    );
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), kept);
+    Ok((builder.with_projection(mask), projected))
+}
+
+/// pandas' name for the column of an unnamed index level:
+/// `__index_level_N__`.
+fn is_unnamed_index(name: &str) -> bool {
+    name.strip_prefix("__index_level_")
+        .and_then(|rest| rest.strip_suffix("__"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The reader of the Parquet file at `path`, named `name` in errors.
@@ -242,7 +290,7 @@ pub(super) async fn load_file(
     let builder = open(path, &name)?;
     refuse_lossy_intervals(&builder, &name)?;
     refuse_unread_codecs(&builder, &name)?;
-    let schema = builder.schema().clone();
+    let (builder, schema) = without_pandas_index(builder)?;
     let total = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
 
     let session = Session::read(&client).await?;
@@ -442,6 +490,20 @@ async fn has_primary_key(client: &Client, table: &crate::schema::TableName) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pandas_names_its_unnamed_index_levels_so() {
+        assert!(super::is_unnamed_index("__index_level_0__"));
+        assert!(super::is_unnamed_index("__index_level_12__"));
+        for name in [
+            "__index_level__",
+            "__index_level_x__",
+            "index",
+            "__index_level_0",
+        ] {
+            assert!(!super::is_unnamed_index(name), "{name}");
+        }
+    }
 
     #[test]
     fn parquet_files_are_known_by_name_or_by_their_magic_bytes() {
