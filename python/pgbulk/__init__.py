@@ -290,9 +290,16 @@ def write(
     (its oid changes; see the README on MVCC) unless ``rewrite=False``.
     ``db``, ``conn`` and ``dsn`` are alternative names for the target.
     From a pandas DataFrame an unnamed index is left out (a named one is
-    written as columns of its names) and a column of dicts goes as JSON,
+    written as columns of its names), a column of dicts goes as JSON,
     each dict as ``json.dumps`` writes it (pyarrow would make a struct of
-    every key, null where a row lacks one).
+    every key, null where a row lacks one), and a column of Decimals goes
+    as each value's text into ``numeric`` (pyarrow would give all the
+    largest scale and the precision seen). Into ``json``/``jsonb`` columns
+    lists, structs and booleans go as JSON. Timestamps with a zone into a
+    ``timestamp``, ``date`` or ``time`` column are stored by their wall
+    time in the session's TimeZone, which must be UTC (else
+    ``ConfigError``, nothing written). A column of pandas Periods (and any
+    extension type holding integers that stand for values) is refused.
     """
     target = next((t for t in (db, conn, dsn) if t is not None), None)
     return _report(
