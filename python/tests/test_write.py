@@ -522,6 +522,8 @@ def test_explicit_values_in_a_serial_key_advance_its_sequence(db: str) -> None:
 def test_mistakes_are_the_right_exceptions(db: str) -> None:
     with pytest.raises(pgbulk.ConfigError, match="not Arrow data"):
         pgbulk.write([1, 2, 3], "t", db=db)
+    with pytest.raises(pgbulk.ConfigError, match=r"LazyFrame: \.collect\(\) it first"):
+        pgbulk.write(pl.LazyFrame({"a": [1]}), "t", db=db)
     with pytest.raises(pgbulk.ConfigError, match="does not exist"):
         pgbulk.write(pa.table({"a": [1]}), "missing", db=db, create=False)
     with psycopg.connect(db) as conn:

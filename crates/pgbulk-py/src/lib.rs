@@ -568,9 +568,15 @@ fn arrow_stream(
         let schema = batch.schema();
         return Ok((schema, Box::new(std::iter::once(Ok(batch)))));
     }
+    let name = data.get_type().name()?;
+    // A query not yet run: it has no rows until collected.
+    let lazy = if name == "LazyFrame" {
+        " (a polars LazyFrame: .collect() it first)"
+    } else {
+        ""
+    };
     Err(bad(format!(
-        "{} is not Arrow data: pass a pyarrow Table or RecordBatchReader, a polars DataFrame or a pandas DataFrame (pandas 2.2 or later), or anything with __arrow_c_stream__",
-        data.get_type().name()?
+        "{name} is not Arrow data{lazy}: pass a pyarrow Table or RecordBatchReader, a polars DataFrame or a pandas DataFrame (pandas 2.2 or later), or anything with __arrow_c_stream__"
     )))
 }
 
