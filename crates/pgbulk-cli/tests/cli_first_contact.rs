@@ -559,6 +559,42 @@ async fn inference_samples_the_file_and_takes_overrides() {
         .await,
         vec![vec![s("2134,10001,90210")]]
     );
+    // Into the table as it is now, a --type of another type (or of no
+    // column) is said, not followed; the same type again says nothing.
+    let again = load(
+        &db,
+        &home,
+        &[
+            "zips.csv",
+            "-t",
+            "zips",
+            "--restart",
+            "--type",
+            "zip=text",
+            "--type",
+            "city=text",
+        ],
+    );
+    assert_ok(&again);
+    assert!(
+        again.stderr.contains("--type zip=text: public.zips exists and its column \"zip\" is integer, which the load keeps"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        again
+            .stderr
+            .contains("--type city=text: public.zips exists and has no column \"city\""),
+        "{}",
+        again.stderr
+    );
+    let same = load(
+        &db,
+        &home,
+        &["zips.csv", "-t", "zips", "--restart", "--type", "zip=int4"],
+    );
+    assert_ok(&same);
+    assert!(!same.stderr.contains("--type"), "{}", same.stderr);
     assert_ok(&load(
         &db,
         &home,

@@ -1180,6 +1180,11 @@ async fn load_detected(
         effective_key,
         mode,
     } = plan::key_and_mode(opts, &facts, &table, exists)?;
+    if exists && opts.schema_ddl.is_none() {
+        report
+            .notes
+            .extend(types_not_applied(&clients[0], &facts, &table, &opts.types).await?);
+    }
 
     // Two streams read halves of one big file on two connections (the
     // server's work is then spread over two backends): where the second
@@ -1814,6 +1819,44 @@ pub async fn settle_declared(client: &mut Client, opts: &LoadOptions) -> Result<
     };
     ingest::settle(client, prepared, &options).await?;
     Ok(())
+}
+
+/// What `--type` overrides an existing `table` does not follow: they apply
+/// to a table pgbulk creates, so one naming a column the table lacks, or
+/// a type other than its column's, is said (the load goes on into the
+/// table as it is).
+async fn types_not_applied(
+    client: &Client,
+    facts: &crate::catalog::TableFacts,
+    table: &TableName,
+    types: &[(String, String)],
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for (column, sql_type) in types {
+        let wanted = crate::infer::normalize_name(column);
+        let found = facts
+            .columns
+            .iter()
+            .find(|c| c.name == *column || c.name == wanted);
+        let Some(found) = found else {
+            notes.push(format!(
+                "--type {column}={sql_type}: {table} exists and has no column \"{column}\" (--type applies to a table pgbulk creates)"
+            ));
+            continue;
+        };
+        let oid: Option<u32> = client
+            .query_one("SELECT pg_catalog.to_regtype($1)::oid", &[sql_type])
+            .await
+            .map_err(|e| Error::server("reading a --type", e))?
+            .get(0);
+        if oid != Some(found.type_oid) {
+            notes.push(format!(
+                "--type {column}={sql_type}: {table} exists and its column \"{}\" is {}, which the load keeps (--type applies to a table pgbulk creates; --schema migrates one)",
+                found.name, found.type_name
+            ));
+        }
+    }
+    Ok(notes)
 }
 
 /// Bytes of the first input read to detect its dialect.
