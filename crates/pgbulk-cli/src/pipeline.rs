@@ -231,6 +231,13 @@ fn entries(
                     .map(|item| scalar(at, &name, item, env))
                     .collect::<pgbulk::Result<_>>()?,
             ),
+            // `type = { zip = "text" }`: the flag once per pair, `zip=text`.
+            DeValue::Table(pairs) => Value::Many(
+                pairs
+                    .iter()
+                    .map(|(k, v)| scalar(at, &name, v, env).map(|v| format!("{}={v}", k.get_ref())))
+                    .collect::<pgbulk::Result<_>>()?,
+            ),
             _ => Value::One(scalar(at, &name, value, env)?),
         };
         out.push(Entry {
@@ -724,6 +731,33 @@ where = "day = '${DAY}'"
                 (false, false, false)
             ]
         );
+    }
+
+    /// `type` as a table, a list or one string: the same overrides.
+    #[test]
+    fn types_may_be_a_table() {
+        let p = parse_text(
+            "[[load]]\ntable = \"a\"\ntype = { zip = \"text\", amount = \"numeric(12,2)\" }\n\
+             [[load]]\ntable = \"b\"\ntype = [\"zip=text\", \"amount=numeric(12,2)\"]\n\
+             [[load]]\ntable = \"c\"\ntype = \"zip=text,amount=numeric(12,2)\"\n",
+        )
+        .expect("parses");
+        for job in &p.jobs {
+            let Command::Load(args) = &job.command else {
+                panic!("a load")
+            };
+            let mut types = args.inference.types.concat();
+            types.sort();
+            assert_eq!(
+                types,
+                [
+                    ("amount".to_owned(), "numeric(12,2)".to_owned()),
+                    ("zip".to_owned(), "text".to_owned())
+                ],
+                "{}",
+                job.name
+            );
+        }
     }
 
     #[test]
