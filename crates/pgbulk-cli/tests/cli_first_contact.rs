@@ -890,6 +890,29 @@ async fn the_dialect_is_detected_or_refused_never_guessed_wrong() {
     std::fs::write(home.path().join("x.csv.xz"), b"\xfd7zXZ\x00\x00\x04").expect("write");
     let xz = load(&db, &home, &["x.csv.xz", "-t", "x"]);
     assert!(xz.stderr.contains("is xz-compressed"), "{}", xz.stderr);
+    // Workbooks and JSON are named, not read as CSV (which made a table
+    // of mangled JSON, or found "no rows" in a workbook, and exited 0).
+    std::fs::write(home.path().join("book.xlsx"), b"PK\x03\x04\x14\x00\x00\x00").expect("write");
+    let book = load(&db, &home, &["book.xlsx", "-t", "x"]);
+    assert_eq!(book.code, 9, "{}", book.stderr);
+    assert!(
+        book.stderr.contains("book.xlsx is a ZIP archive (an Excel .xlsx or OpenDocument .ods workbook, or a .zip), not text"),
+        "{}",
+        book.stderr
+    );
+    home.file(
+        "events.jsonl",
+        "{\"id\": 1, \"v\": \"a\"}\n{\"id\": 2}\n",
+        0o644,
+    );
+    assert_bad(
+        &load(&db, &home, &["events.jsonl", "-t", "x"]),
+        "events.jsonl: its first line is a JSON object: JSON Lines, which pgbulk does not read as a file (it reads CSV, PostgreSQL's text format and Parquet); in Python, pgbulk.write(pandas.read_json(path, lines=True)) loads it",
+    );
+    assert_eq!(
+        rows(&db, "SELECT to_regclass('x') IS NULL").await,
+        vec![vec![s("t")]]
+    );
 
     // Dialects COPY refuses are usage errors.
     for bad in [

@@ -235,6 +235,15 @@ pub fn open(
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Compression::Zstd
     } else {
+        if let Some(what) = workbook(head) {
+            return Err(Error::new(
+                ErrorKind::Data,
+                format!(
+                    "{} is {what}, not text; pgbulk reads CSV and PostgreSQL's text format (plain, gzip or zstd) and Parquet: save the sheet as CSV (or unzip the archive) and load that",
+                    source.name()
+                ),
+            ));
+        }
         let unsupported = if head.starts_with(b"BZh") && head.get(3).is_some_and(u8::is_ascii_digit)
         {
             Some(("bzip2", "bzcat"))
@@ -272,6 +281,20 @@ pub fn open(
         Box::new(Transcoder::new(decompressed, encoding, source.name()))
     };
     Ok((text, compression))
+}
+
+/// What a file beginning with `head` is when it is a spreadsheet or an
+/// archive (read as CSV, its bytes would be nonsense or "no rows"): a ZIP
+/// archive (Excel's `.xlsx`, OpenDocument's `.ods`) or an OLE2 compound
+/// document (Excel 97-2003's `.xls`).
+fn workbook(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        Some("a ZIP archive (an Excel .xlsx or OpenDocument .ods workbook, or a .zip)")
+    } else if head.starts_with(&[0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1]) {
+        Some("an OLE2 document (an Excel 97-2003 .xls workbook)")
+    } else {
+        None
+    }
 }
 
 /// Opens an uncompressed file at byte `offset` (a record boundary found

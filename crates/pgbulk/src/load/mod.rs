@@ -1890,6 +1890,18 @@ pub fn detect_dialect(opts: &LoadOptions) -> Result<(LoadOptions, Vec<String>)> 
             head = crate::input::head(&source, encoding, SNIFF_BYTES)?;
         }
     }
+    // Neither --format nor --null given: a JSON document is not read as
+    // CSV, which would mangle it and exit 0.
+    if opts.detect_format {
+        if let Some((what, reader)) = sniff::json_document(&head, opts.skip_lines) {
+            return Err(Error::new(
+                ErrorKind::Data,
+                format!(
+                    "{name}: {what}, which pgbulk does not read as a file (it reads CSV, PostgreSQL's text format and Parquet); in Python, pgbulk.write({reader}) loads it"
+                ),
+            ));
+        }
+    }
     let mut delimiter_note = None;
     if opts.detect_delimiter {
         let delimiter = sniff::delimiter(&head, &opts.dialect, opts.skip_lines)

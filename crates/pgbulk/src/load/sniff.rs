@@ -6,6 +6,36 @@ use encoding_rs::Encoding;
 use crate::csv::{CsvError, Dialect, Reader, Record};
 use crate::infer::Inference;
 
+/// Why `text` (an input's start) is a JSON document rather than CSV, and
+/// the pandas call that reads it: its first line (after `skip_lines`) is a
+/// JSON object (JSON Lines), or opens an array of objects. Read as CSV, its quotes would be taken for CSV
+/// quoting and its keys for a header.
+pub(super) fn json_document(text: &[u8], skip_lines: u64) -> Option<(&'static str, &'static str)> {
+    let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
+    let line = text
+        .split(|b| *b == b'\n')
+        .skip(usize::try_from(skip_lines).unwrap_or(usize::MAX))
+        .map(<[u8]>::trim_ascii)
+        .find(|l| !l.is_empty())?;
+    if line.starts_with(b"{")
+        && line.ends_with(b"}")
+        && serde_json::from_slice::<serde_json::Value>(line).is_ok_and(|v| v.is_object())
+    {
+        return Some((
+            "its first line is a JSON object: JSON Lines",
+            "pandas.read_json(path, lines=True)",
+        ));
+    }
+    let opened = line.strip_prefix(b"[").map(<[u8]>::trim_ascii_start);
+    if opened.is_some_and(|rest| rest.is_empty() || rest.starts_with(b"{")) {
+        return Some((
+            "it opens a JSON array of objects: JSON",
+            "pandas.read_json(path)",
+        ));
+    }
+    None
+}
+
 /// Delimiters tried, in order of preference.
 pub(super) const CANDIDATES: &[u8] = b",;\t|";
 
@@ -171,6 +201,36 @@ pub(super) fn describe(delimiter: u8) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_documents_are_told_from_csv() {
+        for json in [
+            &b"{\"a\": 1}\n{\"a\": 2}\n"[..],
+            b"\xef\xbb\xbf\n  {\"a\": {\"b\": [1]}}  \r\n",
+            b"[\n  {\"a\": 1}\n]\n",
+            b"[{\"a\": 1}, {\"a\": 2}]",
+        ] {
+            assert!(
+                super::json_document(json, 0).is_some(),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+        for csv in [
+            &b"a,b\n1,2\n"[..],
+            b"{a},{b}\n1,2\n",
+            b"\"{\"\"a\"\": 1}\"\n",
+            b"[a],[b]\n",
+            b"",
+        ] {
+            assert!(
+                super::json_document(csv, 0).is_none(),
+                "{}",
+                String::from_utf8_lossy(csv)
+            );
+        }
+        assert!(super::json_document(b"# export\n{\"a\": 1}\n", 1).is_some());
+    }
+
     use super::*;
 
     fn detect(text: &str) -> Result<u8, String> {
