@@ -129,7 +129,9 @@ fn parse_date(s: &str, bc: bool) -> Option<i64> {
     Some(days_from_civil(y, m, d) - PG_EPOCH_DAYS)
 }
 
-/// `HH:MM[:SS[.ffffff]]` to microseconds since midnight (24:00:00 allowed).
+/// `HH:MM[:SS[.ffffff]]` to microseconds since midnight. As PostgreSQL
+/// reads it, `24` hours and `60` seconds are allowed but the whole may not
+/// pass 24:00:00 (`12:30:60.5` is 12:31:00.5; `23:59:60.5` is refused).
 fn parse_time(s: &str) -> Option<i64> {
     let mut parts = s.split(':');
     let h: i64 = digits(parts.next()?, 2)?;
@@ -155,7 +157,7 @@ fn parse_time(s: &str) -> Option<i64> {
         fraction_micros(frac.as_bytes())?
     };
     let total = ((h * 60 + m) * 60 + sec) * USECS_PER_SEC + micros;
-    (h < 24 || total == USECS_PER_DAY).then_some(total)
+    (total <= USECS_PER_DAY).then_some(total)
 }
 
 /// Microseconds of a fraction of a second given by its digits (those
@@ -675,6 +677,39 @@ mod tests {
         ] {
             assert!(timestamp(bad, &mut Vec::new()).is_err(), "{bad}");
         }
+    }
+
+    /// 60 seconds and 24 hours are read, but never past 24:00:00, as the
+    /// server reads them (checked against PostgreSQL 15's `::time` and
+    /// `::timestamp`).
+    #[test]
+    fn a_leap_second_or_midnight_never_passes_the_day() {
+        let micros = |s: &str| {
+            let mut out = Vec::new();
+            time(s, &mut out).ok().map(|()| be_i64(&out))
+        };
+        let at =
+            |h: i64, m: i64, s: i64, us: i64| Some(((h * 60 + m) * 60 + s) * USECS_PER_SEC + us);
+        assert_eq!(micros("12:30:60.5"), at(12, 31, 0, 500_000));
+        assert_eq!(micros("23:59:60"), at(24, 0, 0, 0));
+        assert_eq!(micros("23:59:60.0000005"), at(24, 0, 0, 0));
+        assert_eq!(micros("24:00:00.0000004"), at(24, 0, 0, 0));
+        for past in [
+            "23:59:60.5",
+            "23:59:60.000001",
+            "23:59:60.0000006",
+            "24:00:00.5",
+            "24:00:01",
+        ] {
+            assert_eq!(micros(past), None, "{past}");
+            assert!(
+                timestamp(&format!("2024-01-01 {past}"), &mut Vec::new()).is_err(),
+                "{past}"
+            );
+        }
+        let mut next_day = Vec::new();
+        timestamp("1999-12-31 23:59:60", &mut next_day).expect("ok");
+        assert_eq!(be_i64(&next_day), 0);
     }
 
     #[test]
