@@ -653,6 +653,83 @@ async fn a_row_a_domain_refuses_is_set_aside_by_max_errors() {
     }
 }
 
+/// An array column's typmod bounds its elements, as the server's input
+/// does: an element too long for `varchar(2)[]` or too wide for
+/// `numeric(5,2)[]` is a bad row named by line and column (set aside by
+/// `--max-errors`), not a failed COPY; spaces past the length are cut
+/// and digits past the scale rounded as the server does. A sub-array the
+/// server's parser refuses (`{{}}`) is refused, not stored as `{}`.
+#[tokio::test]
+async fn an_arrays_elements_are_bounded_by_its_columns_type() {
+    let db = TestDb::new("load_array_bounds").await;
+    let home = Scratch::new("load-array-bounds");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE ab (id int, tags varchar(2)[], amounts numeric(5,2)[], m int[])",
+        )
+        .await
+        .expect("table");
+    home.file(
+        "a.csv",
+        "id,tags,amounts,m\n\
+         1,\"{ab,\"\"c \"\",NULL}\",\"{1.005,-2.5,NULL}\",\"{{1,2},{3,4}}\"\n\
+         2,{abc},{1},{}\n\
+         3,\"{\"\"ab   \"\"}\",{1234.5},{}\n\
+         4,{x},{2},{{}}\n\
+         5,{},{},{5}\n",
+        0o644,
+    );
+    let out = load(&db, &home, &["a.csv", "-t", "ab"]);
+    assert_bad(
+        &out,
+        "a.csv:3:2: column \"tags\": value \"{abc}\": value too long for type character varying(2): \"abc\"",
+    );
+    assert_eq!(count(&db, "ab").await, 0);
+    let out = load(
+        &db,
+        &home,
+        &[
+            "a.csv",
+            "-t",
+            "ab",
+            "--max-errors",
+            "5",
+            "--reject-file",
+            "bad.csv",
+        ],
+    );
+    assert_ok(&out);
+    assert!(
+        out.stdout.contains("3 rejected (in bad.csv)"),
+        "{}",
+        out.stdout
+    );
+    let log = std::fs::read_to_string(home.path().join("bad.csv.log")).expect("log");
+    assert!(
+        log.contains("a.csv:3:2: column \"tags\": value \"{abc}\": value too long for type character varying(2)")
+            && log.contains("a.csv:4:3: column \"amounts\": value \"{1234.5}\": numeric field overflow")
+            && log.contains("a.csv:5:4: column \"m\": malformed array literal: \"{{}}\""),
+        "{log}"
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT id::text, tags::text, amounts::text, m::text FROM ab ORDER BY id"
+        )
+        .await,
+        vec![
+            vec![
+                s("1"),
+                s("{ab,\"c \",NULL}"),
+                s("{1.01,-2.50,NULL}"),
+                s("{{1,2},{3,4}}")
+            ],
+            vec![s("5"), s("{}"), s("{}"), s("{5}")],
+        ]
+    );
+}
+
 #[tokio::test]
 async fn reject_file_keeps_bad_rows_byte_for_byte() {
     let db = TestDb::new("load_reject").await;

@@ -284,7 +284,9 @@ pub async fn column_types(
 }
 
 /// Resolves a type for encoding: domains to their base type, enums to
-/// text, arrays to their element type. `typmod` only affects the name.
+/// text, arrays to their element type. `typmod` is the column's: it names the
+/// type and bounds its values (`varchar(n)`, `numeric(p, s)`, their arrays'
+/// elements).
 pub async fn column_type(client: &impl GenericClient, oid: Oid, typmod: i32) -> Result<ColumnType> {
     let row = client
         .query_one(
@@ -333,6 +335,12 @@ pub async fn column_type(client: &impl GenericClient, oid: Oid, typmod: i32) -> 
             ),
             None => None,
         };
+        // A column of a domain over `varchar(n)` or `numeric(p, s)` has no
+        // typmod of its own: the domain's applies.
+        let typmod = match domain_typmod {
+            Some(m) if typmod < 0 => m,
+            _ => typmod,
+        };
         let mut labels = None;
         let kind = if typtype == "e" {
             let read: Vec<String> = client
@@ -348,16 +356,11 @@ pub async fn column_type(client: &impl GenericClient, oid: Oid, typmod: i32) -> 
             labels = Some(std::sync::Arc::new(read.into_iter().collect()));
             TypeKind::Text
         } else if category == "A" && elem != 0 && typlen == -1 {
-            let elem_type = Box::pin(column_type(client, elem, -1)).await?;
+            // An array's typmod is its elements' (`varchar(2)[]`).
+            let elem_type = Box::pin(column_type(client, elem, typmod)).await?;
             TypeKind::Array(Box::new(elem_type))
         } else {
             ColumnType::kind_of_builtin(current)
-        };
-        // A column of a domain over `varchar(n)` or `numeric(p, s)` has no
-        // typmod of its own: the domain's applies.
-        let typmod = match domain_typmod {
-            Some(m) if typmod < 0 => m,
-            _ => typmod,
         };
         return Ok(resolved_type(
             current, kind, name, cast_name, typmod, labels, base_name,

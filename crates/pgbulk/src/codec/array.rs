@@ -190,6 +190,9 @@ pub(super) fn encode_text(text: &str, elem: &ColumnType, out: &mut Vec<u8>) -> E
     if parser.chars.next().is_some() {
         return Err(malformed(text, "junk after closing right brace"));
     }
+    if has_empty_sublist(&root) {
+        return Err(malformed(text, "an empty sub-array"));
+    }
     let dims = dims_of(&root).map_err(|why| malformed(text, &why))?;
     let mut leaves = Vec::new();
     flatten(&root, &mut leaves);
@@ -201,6 +204,18 @@ pub(super) fn encode_text(text: &str, elem: &ColumnType, out: &mut Vec<u8>) -> E
         }
     }
     Ok(())
+}
+
+/// Whether a list inside the outermost one is empty (`{{}}`, `{1,{}}`),
+/// which the server's parser refuses (or reads its own way).
+fn has_empty_sublist(root: &Node) -> bool {
+    fn any_empty(items: &[Node]) -> bool {
+        items.iter().any(|item| match item {
+            Node::List(inner) => inner.is_empty() || any_empty(inner),
+            Node::Elem(_) => false,
+        })
+    }
+    matches!(root, Node::List(items) if any_empty(items))
 }
 
 fn flatten<'a>(node: &'a Node, leaves: &mut Vec<Option<&'a str>>) {

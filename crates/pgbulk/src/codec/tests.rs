@@ -109,6 +109,14 @@ fn arrays_must_be_rectangular() {
     for bad in ["{{1,2},{3}}", "{1,{2}}", "{1,2", "1,2", "{1,,2}", "{1} x"] {
         assert!(body(bad, &arr).is_err(), "{bad}");
     }
+    // An empty sub-array the server's parser refuses (or, by version,
+    // reads its own way): the server decides.
+    for empty in ["{{}}", "{{},{}}", "{1,{}}", "{{1},{}}", "{ { } }"] {
+        assert!(
+            body(empty, &arr).expect_err(empty).is_for_server(),
+            "{empty}"
+        );
+    }
     let err = body("{1,x}", &arr).unwrap_err();
     assert!(
         err.message()
