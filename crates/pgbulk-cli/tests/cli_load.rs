@@ -1341,6 +1341,29 @@ async fn upsert_on_a_key_other_than_the_primary_key_and_replace_modes() {
         rows(&db, "SELECT string_agg(code, ',' ORDER BY code) FROM k").await,
         vec![vec![s("A,B")]]
     );
+    // A file of no rows replaces nothing, and says so.
+    let header = home.file("header.csv", "code,qty\n", 0o644);
+    for mode in ["replace", "replace-atomic"] {
+        let out = load(
+            &db,
+            &home,
+            &[
+                header.to_str().expect("utf8"),
+                "--table",
+                "k",
+                "--mode",
+                mode,
+            ],
+        );
+        assert_ok(&out);
+        assert!(
+            out.stderr
+                .contains("public.k was not replaced and keeps its rows: the input has no rows"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(count(&db, "k").await, 2);
+    }
 }
 
 #[tokio::test]

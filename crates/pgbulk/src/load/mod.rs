@@ -1703,6 +1703,12 @@ async fn load_detected(
     report.rows_read = progress.rows_read.load(Ordering::Relaxed);
     report.rejected = rejected.load(Ordering::Relaxed);
     report.seconds = started.elapsed().as_secs_f64();
+    if exists && report.batches == 0 && matches!(mode, LoadMode::Replace | LoadMode::ReplaceAtomic)
+    {
+        report.notes.push(format!(
+            "{table} was not replaced and keeps its rows: the input has no rows (a replace swaps the table's rows for the first batch it loads; TRUNCATE empties a table)"
+        ));
+    }
     Ok(report)
 }
 
