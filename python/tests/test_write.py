@@ -556,6 +556,10 @@ def test_mistakes_are_the_right_exceptions(db: str) -> None:
     empty = pgbulk.write(pa.table({"a": pa.array([], pa.int64())}), "nothing", db=db)
     assert empty.nothing_to_load is not None and "was not created" in empty.nothing_to_load
     assert rows(db, "SELECT count(*) FROM pg_class WHERE relname = 'nothing'") == [(0,)]
+    # A replace by no rows leaves the table as it is, and says so.
+    kept = pgbulk.write(pa.table({"id": pa.array([], pa.int32())}), "small", db=db, mode="replace")
+    assert kept.nothing_to_load is not None, kept
+    assert "public.small was not replaced and keeps its rows" in kept.nothing_to_load
     report = pgbulk.write(pa.table({"id": [1], "extra": [1]}), "small", db=db, ignore_extra=True)
     assert report.inserted == 1 and any("extra" in n for n in report.notes)
     # A pandas column that pyarrow cannot convert: a DataError naming it,

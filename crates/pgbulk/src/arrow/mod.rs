@@ -298,6 +298,9 @@ pub(crate) async fn write_on(
             Some(_) => {
                 format!("the data has no rows: nothing to load, and {table} was not created")
             }
+            None if matches!(chosen.mode, LoadMode::Replace | LoadMode::ReplaceAtomic) => format!(
+                "the data has no rows: nothing to load, and {table} was not replaced and keeps its rows (a replace swaps the table's rows for the first batch it loads; TRUNCATE empties a table)"
+            ),
             None => "the data has no rows: nothing to load".to_owned(),
         });
     }
