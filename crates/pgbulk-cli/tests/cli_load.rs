@@ -657,8 +657,8 @@ async fn a_row_a_domain_refuses_is_set_aside_by_max_errors() {
 /// does: an element too long for `varchar(2)[]` or too wide for
 /// `numeric(5,2)[]` is a bad row named by line and column (set aside by
 /// `--max-errors`), not a failed COPY; spaces past the length are cut
-/// and digits past the scale rounded as the server does. A sub-array the
-/// server's parser refuses (`{{}}`) is refused, not stored as `{}`.
+/// and digits past the scale rounded as the server does. An empty
+/// sub-array (`{{}}`) is the server's to judge, as its own COPY would.
 #[tokio::test]
 async fn an_arrays_elements_are_bounded_by_its_columns_type() {
     let db = TestDb::new("load_array_bounds").await;
@@ -700,8 +700,19 @@ async fn an_arrays_elements_are_bounded_by_its_columns_type() {
         ],
     );
     assert_ok(&out);
+    // `{{}}` is the server's to judge: PostgreSQL 17's parser reads it as
+    // an empty array, earlier ones refuse it.
+    let empty_sub_array = db
+        .connect()
+        .await
+        .query_one("SELECT '{{}}'::int[]::text", &[])
+        .await
+        .ok()
+        .map(|row| row.get::<_, String>(0));
+    let rejected = if empty_sub_array.is_some() { 2 } else { 3 };
     assert!(
-        out.stdout.contains("3 rejected (in bad.csv)"),
+        out.stdout
+            .contains(&format!("{rejected} rejected (in bad.csv)")),
         "{}",
         out.stdout
     );
@@ -709,24 +720,27 @@ async fn an_arrays_elements_are_bounded_by_its_columns_type() {
     assert!(
         log.contains("a.csv:3:2: column \"tags\": value \"{abc}\": value too long for type character varying(2)")
             && log.contains("a.csv:4:3: column \"amounts\": value \"{1234.5}\": numeric field overflow")
-            && log.contains("a.csv:5:4: column \"m\": malformed array literal: \"{{}}\""),
+            && (empty_sub_array.is_some()
+                || log.contains("a.csv:5:4: column \"m\": malformed array literal: \"{{}}\"")),
         "{log}"
     );
+    let mut expected = vec![vec![
+        s("1"),
+        s("{ab,\"c \",NULL}"),
+        s("{1.01,-2.50,NULL}"),
+        s("{{1,2},{3,4}}"),
+    ]];
+    if let Some(m) = empty_sub_array {
+        expected.push(vec![s("4"), s("{x}"), s("{2.00}"), Some(m)]);
+    }
+    expected.push(vec![s("5"), s("{}"), s("{}"), s("{5}")]);
     assert_eq!(
         rows(
             &db,
             "SELECT id::text, tags::text, amounts::text, m::text FROM ab ORDER BY id"
         )
         .await,
-        vec![
-            vec![
-                s("1"),
-                s("{ab,\"c \",NULL}"),
-                s("{1.01,-2.50,NULL}"),
-                s("{{1,2},{3,4}}")
-            ],
-            vec![s("5"), s("{}"), s("{}"), s("{5}")],
-        ]
+        expected
     );
 }
 

@@ -511,6 +511,13 @@ async fn date_and_time_types_match_the_server() {
         "12:60",
         "1:2:3",
         "12:00:00.1234567",
+        // Sixty seconds and 24 hours, never past 24:00:00.
+        "23:59:60",
+        "23:59:60.5",
+        "12:30:60.5",
+        "24:00:00.5",
+        "23:59:60.0000005",
+        "23:59:60.0000006",
     ]);
     for _ in 0..100 {
         times.push(format!(
@@ -563,6 +570,11 @@ async fn date_and_time_types_match_the_server() {
         "2024-06-30 12:34:56.1234567-01",
         "2024-06-30 12:34:56.999999+00",
         "2024-06-30 12:34:56.9999995+00",
+        "2024-01-01 23:59:60",
+        "2024-01-01 23:59:60.5",
+        "2024-01-01 12:30:60.5",
+        "2024-01-01 24:00:00.5",
+        "2024-12-31 23:59:60.000001Z",
     ]);
     for _ in 0..200 {
         stamps.push(format!(
@@ -681,6 +693,19 @@ async fn enums_domains_and_arrays_match_the_server() {
     )
     .await;
     oracle(&db, "date[]", &strings(&["{2024-01-01,infinity}"])).await;
+    // The column's typmod bounds each element.
+    oracle(
+        &db,
+        "varchar(2)[]",
+        &strings(&["{ab,NULL}", "{abc}", "{\"ab   \"}", "{a,é}", "{{ab},{xyz}}"]),
+    )
+    .await;
+    oracle(
+        &db,
+        "numeric(5,2)[]",
+        &strings(&["{1.005,-2.5,NULL}", "{1234.5}", "{999.995}", "{999.994}"]),
+    )
+    .await;
     oracle(&db, "mood[]", &strings(&["{sad,ok}"])).await;
     oracle(
         &db,
