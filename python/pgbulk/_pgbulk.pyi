@@ -76,7 +76,7 @@ def ingest(
     ddl: str,
     lookup: dict[Any, int],
     names: list[tuple[str | None, str]],
-    json: list[list[bool]],
+    classes: list[list[str]],
     source: Callable[[str | None], Iterable[Any]],
     *,
     start: str = ...,
@@ -88,6 +88,7 @@ def ingest(
     before_visible: Callable[[str, int, Any], None] | None = ...,
     rewrite: bool = ...,
     labels: list[list[dict[Any, str] | None]] | None = ...,
+    columns: list[list[str]] | None = ...,
 ) -> dict[str, Any]: ...
 def write(
     data: object,

@@ -161,6 +161,22 @@ def _ddl(metadata: Any) -> str:
     return ";\n".join(statements) + ";\n"
 
 
+def _column_class(column_type: Any, sa: Any) -> str:
+    """What the declared type asks of a row's value: ``"json"`` (serialised
+    with ``json.dumps``), ``"integer"`` (a whole-number ``Decimal`` or float
+    is taken, one with a fraction refused), ``"bytes"`` (bytes or their text
+    form only) or ``""``."""
+    if isinstance(column_type, sa.TypeDecorator):
+        column_type = column_type.impl_instance
+    if isinstance(column_type, sa.JSON):
+        return "json"
+    if isinstance(column_type, sa.Integer):
+        return "integer"
+    if isinstance(column_type, sa.LargeBinary):
+        return "bytes"
+    return ""
+
+
 def _enum_labels(column_type: Any, sa: Any) -> dict[Any, str] | None:
     """For an ``sa.Enum(EnumClass)`` column, the label SQLAlchemy stores for
     each member of the Python enum: its name, or what ``values_callable``
@@ -269,7 +285,7 @@ def ingest(
 
     lookup = {table: i for i, table in enumerate(tables)}
     names = [(table.schema, table.name) for table in tables]
-    json_columns = [[isinstance(c.type, sa.JSON) for c in table.columns] for table in tables]
+    classes = [[_column_class(c.type, sa) for c in table.columns] for table in tables]
     labels = [[_enum_labels(c.type, sa) for c in table.columns] for table in tables]
 
     def source(start_json: str | None) -> Iterable[Any]:
@@ -317,7 +333,7 @@ def ingest(
         _ddl(metadata),
         lookup,
         names,
-        json_columns,
+        classes,
         source,
         start=start,
         start_value=start_value,
@@ -328,6 +344,7 @@ def ingest(
         before_visible=before_visible,
         rewrite=rewrite,
         labels=labels,
+        columns=[[c.name for c in table.columns] for table in tables],
     )
     return IngestReport(
         batches=report["batches"],

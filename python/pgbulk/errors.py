@@ -2,7 +2,8 @@
 
 Every exception carries what the library knows about where it happened
 (``None`` where unknown): ``table``, ``column``, ``input`` (the file),
-``line``, ``value`` and ``batch``, and ``notes`` (what was detected of
+``line``, ``value``, ``batch`` and ``row`` (of the batch's rows, 1 for
+the first), and ``notes`` (what was detected of
 the input before the failure); a refusal by the server also its
 ``sqlstate``, ``detail`` and ``hint``, as PostgreSQL reported them.
 """
@@ -19,6 +20,7 @@ class Error(Exception):
     line: int | None = None
     value: str | None = None
     batch: int | None = None
+    row: int | None = None
     sqlstate: str | None = None
     detail: str | None = None
     hint: str | None = None

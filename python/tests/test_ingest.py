@@ -525,6 +525,122 @@ def test_dates_are_stored_as_their_text_would_be_in_any_column(engine: sa.Engine
     assert got == [(d, d.isoformat(), dt.datetime(d.year, d.month, d.day), [d, None]) for d in days]
 
 
+def test_values_both_postgresql_and_pg_bulk_ingest_would_store_are_stored(
+    engine: sa.Engine, db: str
+) -> None:
+    # A whole float or Decimal in an integer column and an int in a text
+    # column are what PostgreSQL's casts and pg-bulk-ingest's str()/int()
+    # both store; a timedelta in a text column reads as PostgreSQL prints
+    # an interval.
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "casts",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("n", sa.Integer),
+        sa.Column("big", sa.BigInteger),
+        sa.Column("s", sa.String(30)),
+        sa.Column("iv", sa.Interval),
+        sa.Column("ivs", sa.Text),
+        sa.Column("b", sa.LargeBinary),
+    )
+    d = decimal.Decimal
+    batch = [
+        (
+            table,
+            (
+                1,
+                3.0,
+                d("1E+5"),
+                42,
+                dt.timedelta(days=-1, seconds=5),
+                dt.timedelta(days=-1, seconds=5),
+                b"\x01",
+            ),
+        ),
+        (
+            table,
+            (
+                2,
+                np.float64(-0.0),
+                d("-7.000"),
+                -(2**63),
+                dt.timedelta(microseconds=10),
+                dt.timedelta(microseconds=10),
+                "\\x02",
+            ),
+        ),
+        (
+            table,
+            (
+                3,
+                None,
+                d(2**70),
+                2**70,
+                dt.timedelta(days=1, hours=2),
+                dt.timedelta(days=1, hours=2),
+                None,
+            ),
+        ),
+    ]
+    with pytest.raises(pgbulk.DataError, match="out of range for type bigint"):
+        run(engine, metadata, lambda _: [(None, None, batch)])
+    batch[2] = (
+        table,
+        (
+            3,
+            None,
+            d(2**40),
+            2**70,
+            dt.timedelta(days=1, hours=2),
+            dt.timedelta(days=1, hours=2),
+            None,
+        ),
+    )
+    run(engine, metadata, lambda _: [(None, None, batch)])
+    assert rows(
+        db, "SELECT id, n, big, s, iv::text, ivs, iv = ivs::interval, b FROM casts ORDER BY id"
+    ) == [
+        (1, 3, 100000, "42", "-1 days +00:00:05", "-1 days +00:00:05", True, b"\x01"),
+        (2, 0, -7, "-9223372036854775808", "00:00:00.00001", "00:00:00.00001", True, b"\x02"),
+        (3, None, 2**40, "1180591620717411303424", "1 day 02:00:00", "1 day 02:00:00", True, None),
+    ]
+
+
+def test_values_postgresql_and_pg_bulk_ingest_store_differently_are_refused(
+    engine: sa.Engine, db: str
+) -> None:
+    # PostgreSQL's cast rounds a fraction away, pg-bulk-ingest's int()
+    # truncated it; a bytea column takes no other value's str().
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "refused",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("n", sa.SmallInteger),
+        sa.Column("b", pg.BYTEA),
+        schema="s",
+    )
+    skipped = sa.Table("skipped", sa.MetaData(), sa.Column("id", sa.Integer))
+    for bad, column, message in [
+        ((2, 2.5, None), "n", "float value 2.5 has a fraction"),
+        ((2, decimal.Decimal("2.5"), None), "n", "holds whole numbers: round or truncate"),
+        ((2, float("nan"), None), "n", "NaN does not fit"),
+        ((2, 1e6, None), "n", "out of range for type smallint"),
+        ((2, None, dt.date(2024, 1, 1)), "b", "takes bytes .* not a date"),
+        ((2, None, 12), "b", "takes bytes .* not a int"),
+    ]:
+        batch = [(skipped, (0,)), (table, (1, 1, None)), (table, bad)]
+        with pytest.raises(pgbulk.DataError, match=message) as failed:
+            run(engine, metadata, lambda _, batch=batch: [(None, None, batch)])
+        e = failed.value
+        # Rows are counted as the engine counts them: the batch's rows of
+        # declared tables.
+        assert (e.table, e.column, e.batch, e.row) == ("s.refused", column, 1, 2), str(e)
+    # Nothing of the first batch stays, the table it would create neither.
+    assert rows(db, "SELECT to_regclass('s.refused')") == [(None,)]
+
+
 def test_a_batch_changing_most_rows_rewrites_the_table_unless_told_not_to(
     engine: sa.Engine, db: str
 ) -> None:

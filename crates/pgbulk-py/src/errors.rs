@@ -1,5 +1,5 @@
 //! The library's errors as the exceptions of `pgbulk.errors`, with their
-//! fields (table, column, line, value; the server's SQLSTATE, detail and
+//! fields (table, column, line, row, value; the server's SQLSTATE, detail and
 //! hint).
 
 use pgbulk::ErrorKind;
@@ -39,6 +39,7 @@ fn build(py: Python<'_>, error: &pgbulk::Error) -> PyResult<PyErr> {
     exc.setattr("input", location.map(|l| l.input.clone()))?;
     exc.setattr("line", location.map(|l| l.line))?;
     exc.setattr("batch", error.batch())?;
+    exc.setattr("row", error.row())?;
     exc.setattr("notes", error.notes().to_vec())?;
     if let Some(db) = error.db_error() {
         exc.setattr("sqlstate", db.code().code())?;

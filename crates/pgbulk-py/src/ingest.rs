@@ -31,13 +31,14 @@ pub(crate) struct Tables {
     pub(crate) lookup: Py<PyDict>,
     /// The engine's name of each table (`schema.table`).
     pub(crate) names: Vec<Arc<str>>,
-    /// For each table, which columns hold JSON (their values are
-    /// serialised with `json.dumps`, as pg-bulk-ingest does).
-    pub(crate) json: Vec<Vec<bool>>,
+    /// For each table, what each column's declared type asks of a value.
+    pub(crate) classes: Vec<Vec<Class>>,
     /// For each table, per column: the label stored for each member of
     /// the Python enum of an `sa.Enum(EnumClass)` column (its name, or
     /// what `values_callable` says), as SQLAlchemy stores it.
     pub(crate) labels: Vec<Vec<Option<Py<PyDict>>>>,
+    /// For each table, its columns' names, for messages.
+    pub(crate) columns: Vec<Vec<String>>,
     /// Rows skipped because their table is not declared, by its `str()`.
     pub(crate) skipped: Mutex<BTreeMap<String, u64>>,
 }
@@ -85,22 +86,117 @@ fn date_type(py: Python<'_>) -> PyResult<&Bound<'_, pyo3::types::PyType>> {
     DATE.import(py, "datetime", "date")
 }
 
-/// An interval's text for PostgreSQL's input function.
+/// `decimal.Decimal`.
+fn decimal_type(py: Python<'_>) -> PyResult<&Bound<'_, pyo3::types::PyType>> {
+    static DECIMAL: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> = pyo3::sync::PyOnceLock::new();
+    DECIMAL.import(py, "decimal", "Decimal")
+}
+
+/// What a column's declared SQLAlchemy type asks of a row's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Converted by its Python type alone.
+    Any,
+    /// `sa.JSON` and its kinds: serialised with `json.dumps`, as
+    /// pg-bulk-ingest does.
+    Json,
+    /// `sa.Integer` and its kinds: a `Decimal` is taken when it is a whole
+    /// number (as a float is, by the library).
+    Integer,
+    /// `sa.LargeBinary` (`BYTEA`): bytes, or their text form as a `str`;
+    /// no other value's `str()`.
+    Bytes,
+}
+
+impl Class {
+    /// The class `pgbulk.declared` names: `""`, `"json"`, `"integer"` or
+    /// `"bytes"`.
+    fn parse(name: &str) -> Result<Self, String> {
+        Ok(match name {
+            "" => Self::Any,
+            "json" => Self::Json,
+            "integer" => Self::Integer,
+            "bytes" => Self::Bytes,
+            other => return Err(format!("column class {other:?}")),
+        })
+    }
+}
+
+/// A `timedelta` as PostgreSQL prints an interval (`IntervalStyle`
+/// `postgres`): what a text column would store from the server's cast,
+/// and what any `IntervalStyle`'s input reads back as the same interval
+/// (the time of day, never negative, is signed after negative days).
 fn interval(delta: &Bound<'_, PyDelta>) -> String {
-    let micros = i64::from(delta.get_seconds()) * 1_000_000 + i64::from(delta.get_microseconds());
-    format!("{} days {} microseconds", delta.get_days(), micros)
+    let days = delta.get_days();
+    let seconds = delta.get_seconds();
+    let micros = delta.get_microseconds();
+    let mut text = String::new();
+    if days != 0 {
+        text = format!("{days} day{}", if days == 1 { "" } else { "s" });
+    }
+    if seconds != 0 || micros != 0 || days == 0 {
+        if days < 0 {
+            text.push_str(" +");
+        } else if days > 0 {
+            text.push(' ');
+        }
+        text.push_str(&format!(
+            "{:02}:{:02}:{:02}",
+            seconds / 3600,
+            seconds / 60 % 60,
+            seconds % 60
+        ));
+        if micros != 0 {
+            let fraction = format!("{micros:06}");
+            text.push('.');
+            text.push_str(fraction.trim_end_matches('0'));
+        }
+    }
+    text
+}
+
+/// A `Decimal` for an integer column: the whole number it equals. The
+/// server's cast would round a fraction away where pg-bulk-ingest's
+/// `int()` truncated it, so one with a fraction is refused.
+fn whole_decimal(v: &Bound<'_, PyAny>) -> PyResult<Value> {
+    let finite: bool = v.call_method0("is_finite")?.extract()?;
+    if !finite || !v.eq(v.call_method0("to_integral_value")?)? {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "an integer column holds whole numbers: round or truncate the Decimal first",
+        ));
+    }
+    let whole = v.call_method0("__int__")?;
+    Ok(match whole.extract::<i64>() {
+        Ok(i) => Value::Int(i),
+        Err(_) => Value::Text(whole.str()?.to_str()?.to_owned()),
+    })
 }
 
 /// A Python value as the engine's [`Value`]: the engine encodes it exactly
 /// as the server's input function would read its text, or sends the text
 /// for the server to decide.
-fn value(py: Python<'_>, v: &Bound<'_, PyAny>, json: bool) -> PyResult<Value> {
+fn value(py: Python<'_>, v: &Bound<'_, PyAny>, class: Class) -> PyResult<Value> {
     if v.is_none() {
         return Ok(Value::Null);
     }
-    if json {
-        let text: String = py.import("json")?.call_method1("dumps", (v,))?.extract()?;
-        return Ok(Value::Text(text));
+    match class {
+        Class::Json => {
+            let text: String = py.import("json")?.call_method1("dumps", (v,))?.extract()?;
+            return Ok(Value::Text(text));
+        }
+        Class::Bytes
+            if !(v.is_instance_of::<PyBytes>()
+                || v.is_instance_of::<PyByteArray>()
+                || v.is_instance_of::<pyo3::types::PyMemoryView>()
+                || v.is_instance_of::<PyString>()
+                || missing(v, &v.str()?.to_string_lossy())?) =>
+        {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "a bytea column takes bytes (or their text form as a str), not a {}",
+                v.get_type().name()?
+            )));
+        }
+        _ => {}
     }
     if let Ok(b) = v.cast::<PyBool>() {
         return Ok(Value::Bool(b.is_true()));
@@ -134,7 +230,7 @@ fn value(py: Python<'_>, v: &Bound<'_, PyAny>, json: bool) -> PyResult<Value> {
     if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() {
         let mut items = Vec::new();
         for item in v.try_iter()? {
-            items.push(value(py, &item?, false)?);
+            items.push(value(py, &item?, Class::Any)?);
         }
         return Ok(Value::Array(items));
     }
@@ -151,6 +247,9 @@ fn value(py: Python<'_>, v: &Bound<'_, PyAny>, json: bool) -> PyResult<Value> {
                 .call1((m,))?
                 .extract()?,
         ));
+    }
+    if class == Class::Integer && v.is_instance(decimal_type(py)?)? {
+        return whole_decimal(v);
     }
     // Decimal, date, datetime, time, UUID, ...: their str() is the text
     // PostgreSQL reads.
@@ -180,6 +279,11 @@ struct PyRows {
     raised: Arc<Raised>,
     progress: Arc<pgbulk::load::Progress>,
     ready: VecDeque<pgbulk::Result<Row>>,
+    /// The batch's number (1 for the first), for messages.
+    batch: usize,
+    /// The batch's rows of declared tables read so far (as the engine
+    /// numbers them), for messages.
+    read: u64,
 }
 
 impl PyRows {
@@ -190,7 +294,8 @@ impl PyRows {
             return;
         };
         let mut rows = rows.bind(py).clone();
-        let lookup = self.tables.lookup.bind(py);
+        let tables = self.tables.clone();
+        let lookup = tables.lookup.bind(py);
         let mut converted = 0;
         while converted < CHUNK {
             let item = match rows.next() {
@@ -217,7 +322,7 @@ impl PyRows {
     /// `(table, values)` as a row; `None` for a table not declared
     /// (skipped, as pg-bulk-ingest does).
     fn row(
-        &self,
+        &mut self,
         py: Python<'_>,
         lookup: &Bound<'_, PyDict>,
         item: &Bound<'_, PyAny>,
@@ -238,13 +343,16 @@ impl PyRows {
             }
             Err(e) => return Err(self.raised.keep(py, "looking up a row's table", e)),
         };
-        let json = &self.tables.json[index];
-        let name = &self.tables.names[index];
-        let mut out = Vec::with_capacity(json.len());
+        self.read += 1;
+        let row = self.read;
+        let tables = self.tables.clone();
+        let classes = &tables.classes[index];
+        let name = &tables.names[index];
+        let mut out = Vec::with_capacity(classes.len());
         let fields = values
             .try_iter()
             .map_err(|_| bad(format!("table {name}: a row's values are not a tuple")))?;
-        let labels = self.tables.labels.get(index);
+        let labels = tables.labels.get(index);
         for (i, field) in fields.enumerate() {
             let mut field = field.map_err(|e| self.raised.keep(py, "a row's values", e))?;
             if let Some(Some(map)) = labels.and_then(|l| l.get(i)) {
@@ -253,25 +361,37 @@ impl PyRows {
                     field = label;
                 }
             }
-            let converted =
-                value(py, &field, json.get(i).copied().unwrap_or(false)).map_err(|e| {
-                    bad(format!(
-                        "table {name}, column {}: value {} cannot be stored: {}",
-                        i + 1,
-                        field
-                            .repr()
-                            .map(|r| r.to_string())
-                            .unwrap_or_else(|_| "?".to_owned()),
-                        e.value(py)
-                    ))
-                })?;
+            let class = classes.get(i).copied().unwrap_or(Class::Any);
+            let converted = value(py, &field, class).map_err(|e| {
+                let shown = field
+                    .repr()
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|_| "?".to_owned());
+                let column = tables
+                    .columns
+                    .get(index)
+                    .and_then(|c| c.get(i))
+                    .cloned()
+                    .unwrap_or_else(|| (i + 1).to_string());
+                bad(format!(
+                    "batch {}, table {name}, row {row}: column {column}: value {shown} cannot be \
+                     stored: {}",
+                    self.batch,
+                    e.value(py)
+                ))
+                .in_batch(self.batch as u64)
+                .in_table(name)
+                .in_row(row)
+                .for_column(column)
+                .with_value(Some(&shown))
+            })?;
             out.push(converted);
         }
-        if out.len() != json.len() {
+        if out.len() != classes.len() {
             return Err(bad(format!(
                 "table {name}: a row has {} values, the table {} columns",
                 out.len(),
-                json.len()
+                classes.len()
             )));
         }
         Ok(Some(Row::new(name.clone(), out)))
@@ -350,6 +470,8 @@ impl PyBatches {
                 raised: self.raised.clone(),
                 progress: self.progress.clone(),
                 ready: VecDeque::new(),
+                batch: self.number,
+                read: 0,
             }),
             resume: None,
         })
@@ -438,9 +560,9 @@ fn counts<'py>(
 /// and returns the iterable of `(high_watermark, batch_metadata, rows)`.
 #[pyfunction]
 #[pyo3(signature = (
-    db, ddl, lookup, names, json, source, *, start="latest", start_value=None,
+    db, ddl, lookup, names, classes, source, *, start="latest", start_value=None,
     mode_name="upsert", upsert=true, lock_timeout_ms=None, on_commit=None, before_visible=None,
-    rewrite=true, labels=None
+    rewrite=true, labels=None, columns=None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ingest<'py>(
@@ -449,7 +571,7 @@ pub(crate) fn ingest<'py>(
     ddl: String,
     lookup: Bound<'py, PyDict>,
     names: Vec<(Option<String>, String)>,
-    json: Vec<Vec<bool>>,
+    classes: Vec<Vec<String>>,
     source: Py<PyAny>,
     start: &str,
     start_value: Option<String>,
@@ -460,6 +582,7 @@ pub(crate) fn ingest<'py>(
     before_visible: Option<Py<PyAny>>,
     rewrite: bool,
     labels: Option<Vec<Vec<Option<Py<PyDict>>>>>,
+    columns: Option<Vec<Vec<String>>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     use pgbulk::ingest::{HighWatermark, Mode, Options, Upsert};
     let config = |m: String| crate::config_error(py, m);
@@ -516,8 +639,13 @@ pub(crate) fn ingest<'py>(
                 )
             })
             .collect(),
-        json,
+        classes: classes
+            .iter()
+            .map(|t| t.iter().map(|c| Class::parse(c)).collect())
+            .collect::<Result<_, _>>()
+            .map_err(config)?,
         labels: labels.unwrap_or_default(),
+        columns: columns.unwrap_or_default(),
         skipped: Mutex::new(BTreeMap::new()),
     });
     let declaration = crate::done(py, Ok(pgbulk::schema::Declaration::parse(&ddl)))?;

@@ -174,9 +174,11 @@ pub enum Value {
     Null,
     /// A boolean.
     Bool(bool),
-    /// An integer (fits any integer, numeric or float column).
+    /// An integer (fits any integer, numeric or float column, and a text
+    /// column as its decimal text, as the server's cast would store it).
     Int(i64),
-    /// A float (fits float and numeric columns).
+    /// A float (fits float and numeric columns, and integer columns when
+    /// it is a whole number).
     Float(f64),
     /// Text, or any value in its SQL text form.
     Text(String),
@@ -494,6 +496,11 @@ fn encode_typed(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
         (Value::Int(i), TypeKind::Numeric) => {
             numeric::encode_within(&i.to_string(), ty.precision_scale, out)
         }
+        // The server's assignment cast to a string type: the decimal text.
+        (Value::Int(i), TypeKind::Text | TypeKind::Other) => encode_text(&i.to_string(), ty, out),
+        (Value::Float(f), TypeKind::Int2 | TypeKind::Int4 | TypeKind::Int8) => {
+            encode_typed(&Value::Int(whole(*f, ty)?), ty, out)
+        }
         (Value::Float(f), TypeKind::Float8) => {
             out.extend_from_slice(&f.to_be_bytes());
             Ok(())
@@ -508,14 +515,7 @@ fn encode_typed(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
             Ok(())
         }
         (Value::Float(f), TypeKind::Numeric) => {
-            let text = if f.is_nan() {
-                "NaN".to_owned()
-            } else if f.is_infinite() {
-                if *f > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
-            } else {
-                format!("{f:?}")
-            };
-            numeric::encode(&text, out)
+            numeric::encode_within(&float_text(*f), ty.precision_scale, out)
         }
         (Value::Bytes(b), TypeKind::Bytea) => {
             out.extend_from_slice(b);
@@ -546,8 +546,50 @@ fn encode_typed(value: &Value, ty: &ColumnType, out: &mut Vec<u8>) -> Encoded {
             out.extend_from_slice(&days.to_be_bytes());
             Ok(())
         }
+        (Value::Date(_), TypeKind::Bytea) => Err(mismatch()),
         (Value::Date(days), _) => encode_text(&datetime::iso_date(*days), ty, out),
         _ => Err(mismatch()),
+    }
+}
+
+/// A float's text as numeric input reads it: the shortest that reads
+/// back as the same float, `NaN`, `Infinity` or `-Infinity`.
+pub(crate) fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".to_owned()
+    } else if f.is_infinite() {
+        if f > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+    } else {
+        format!("{f:?}")
+    }
+}
+
+/// The integer a float for an integer column `ty` equals. PostgreSQL's
+/// cast would round a fraction away (half to even) where a Python
+/// `int()` truncates it, so a float with a fraction is refused rather
+/// than stored as either.
+fn whole(f: f64, ty: &ColumnType) -> Result<i64, EncodeError> {
+    if !f.is_finite() {
+        return Err(EncodeError::new(format!(
+            "float value {} does not fit a column of type {}",
+            float_text(f),
+            ty.name
+        )));
+    }
+    if f.fract() != 0.0 {
+        return Err(EncodeError::new(format!(
+            "float value {} has a fraction and a column of type {} holds whole numbers: \
+             round or truncate it first",
+            float_text(f),
+            ty.name
+        )));
+    }
+    // -2^63 <= f < 2^63: exactly the floats an i64 holds.
+    #[allow(clippy::cast_possible_truncation)]
+    if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
+        Ok(f as i64)
+    } else {
+        Err(out_of_range(&ty.name, &float_text(f)))
     }
 }
 

@@ -160,6 +160,63 @@ fn typed_values() {
     );
 }
 
+/// The body of one typed value, or its error.
+fn typed(value: &Value, column: &ColumnType) -> Result<Vec<u8>, EncodeError> {
+    let mut w = CopyWriter::new();
+    let start = w.len();
+    w.value(value, column)?;
+    Ok(w.take()[start + 4..].to_vec())
+}
+
+#[test]
+fn typed_values_take_the_servers_assignment_casts_where_they_are_exact() {
+    let text = ty(TypeKind::Text, 25, "text");
+    let int4 = ty(TypeKind::Int4, 23, "integer");
+    let int2 = ty(TypeKind::Int2, 21, "smallint");
+    let mut numeric = ty(TypeKind::Numeric, 1700, "numeric");
+    // An integer into text is its decimal text, as the server's cast.
+    assert_eq!(typed(&Value::Int(-42), &text).expect("int"), b"-42");
+    let mut varchar = ty(TypeKind::Text, 1043, "character varying(2)");
+    varchar.max_chars = Some(2);
+    assert!(typed(&Value::Int(123), &varchar).is_err());
+    // A whole float into an integer column; a fraction, NaN or a float
+    // out of range is refused.
+    assert_eq!(
+        typed(&Value::Float(3.0), &int4).expect("3.0"),
+        3i32.to_be_bytes()
+    );
+    assert_eq!(
+        typed(&Value::Float(-0.0), &int2).expect("-0.0"),
+        0i16.to_be_bytes()
+    );
+    let err = typed(&Value::Float(2.5), &int4).unwrap_err();
+    assert!(
+        err.message().contains("has a fraction"),
+        "{}",
+        err.message()
+    );
+    assert!(!err.is_for_server());
+    assert!(typed(&Value::Float(f64::NAN), &int4).is_err());
+    assert!(typed(&Value::Float(40000.0), &int2).is_err());
+    assert!(typed(&Value::Float(9.3e18), &ty(TypeKind::Int8, 20, "bigint")).is_err());
+    // Numeric infinities and a float beyond the typmod are the server's.
+    assert!(
+        typed(&Value::Float(f64::INFINITY), &numeric)
+            .unwrap_err()
+            .is_for_server()
+    );
+    numeric.precision_scale = Some((3, 1));
+    assert!(
+        typed(&Value::Float(123.0), &numeric)
+            .unwrap_err()
+            .is_for_server()
+    );
+    assert!(typed(&Value::Float(12.5), &numeric).is_ok());
+    // A date's ISO text is no bytea.
+    assert!(typed(&Value::Date(0), &ty(TypeKind::Bytea, 17, "bytea")).is_err());
+    assert_eq!(typed(&Value::Date(0), &text).expect("date"), b"2000-01-01");
+}
+
 #[test]
 fn shortens_long_values_and_escapes_controls() {
     let long = "x".repeat(100);

@@ -723,6 +723,7 @@ fn encode_fields<'a>(
                     Field::Text(Some(t)) => Some(Cow::Borrowed(t)),
                     Field::Value(Value::Text(t)) => Some(Cow::Borrowed(t.as_str())),
                     Field::Value(Value::Int(i)) => Some(Cow::Owned(i.to_string())),
+                    Field::Value(Value::Float(f)) => Some(Cow::Owned(crate::codec::float_text(*f))),
                     _ => None,
                 };
                 match text {
