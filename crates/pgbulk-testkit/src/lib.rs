@@ -90,7 +90,10 @@ pub fn bigquery() -> &'static BigQueryEmulator {
             .port();
         let log =
             std::env::temp_dir().join(format!("pgbulk-bqemulator-{}.log", std::process::id()));
-        let script = "\"$@\" >\"$LOG\" 2>&1 & child=$!; read _ignored; kill $child";
+        // The log says why a start failed; once the binary exits (stdin
+        // closes) it is removed with the emulator.
+        let script = "\"$@\" >\"$LOG\" 2>&1 & child=$!; read _ignored; kill $child; \
+                      wait $child; rm -f \"$LOG\"";
         let watchdog = Command::new("/bin/sh")
             .arg("-c")
             .arg(script)
