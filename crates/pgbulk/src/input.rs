@@ -427,10 +427,68 @@ pub fn encoding(label: &str) -> Result<&'static Encoding> {
             other => other,
         },
     };
-    found.ok_or_else(|| {
-        Error::config(format!(
-            "unknown encoding \"{label}\" (try utf-8, latin1, windows-1252, utf-16le, utf-16be, shift_jis, ...)"
-        ))
+    match (found, postgres_encoding(label)) {
+        (Some(found), _) => Ok(found),
+        (None, Some(Ok(whatwg))) => encoding(whatwg),
+        (None, Some(Err(whatwg))) => Err(Error::config(format!(
+            "PostgreSQL's encoding {} is not read here exactly as the server reads it: \
+             --encoding {whatwg} reads it as WHATWG does, which also takes byte sequences \
+             the server refuses (user-defined and vendor areas); or convert the file to \
+             UTF-8 first",
+            label.to_ascii_uppercase()
+        ))),
+        (None, None) => Err(Error::config(format!(
+            "unknown encoding \"{label}\" (try utf-8, latin1, windows-1252, utf-16le, utf-16be, \
+             shift_jis, or PostgreSQL's names: WIN1251, LATIN9, KOI8R, ...)"
+        ))),
+    }
+}
+
+/// For a PostgreSQL name of an encoding that is no WHATWG label
+/// (`WIN1251`, `LATIN9`, `KOI8R`, `ISO_8859_5`, ..., and the aliases the
+/// server takes: `alt`, `koi8`, `win`, `tcvn`, ...): the WHATWG label of
+/// the same single-byte table (`Ok`, checked byte by byte against the
+/// server), or of the WHATWG multi-byte decoder, which reads more than
+/// the server does (`Err`). Case and characters other than letters and
+/// digits are ignored, as the server ignores them.
+fn postgres_encoding(label: &str) -> Option<std::result::Result<&'static str, &'static str>> {
+    let name: String = label
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    Some(match name.as_str() {
+        "latin2" => Ok("iso-8859-2"),
+        "latin3" => Ok("iso-8859-3"),
+        "latin4" => Ok("iso-8859-4"),
+        "latin6" => Ok("iso-8859-10"),
+        "latin7" => Ok("iso-8859-13"),
+        "latin8" => Ok("iso-8859-14"),
+        "latin9" => Ok("iso-8859-15"),
+        "latin10" => Ok("iso-8859-16"),
+        "iso88595" => Ok("iso-8859-5"),
+        "iso88596" => Ok("iso-8859-6"),
+        "iso88597" => Ok("iso-8859-7"),
+        "iso88598" => Ok("iso-8859-8"),
+        "win866" | "alt" => Ok("ibm866"),
+        "win874" => Ok("windows-874"),
+        "win1250" => Ok("windows-1250"),
+        "win1251" | "win" => Ok("windows-1251"),
+        "win1253" => Ok("windows-1253"),
+        "win1255" => Ok("windows-1255"),
+        "win1256" => Ok("windows-1256"),
+        "win1257" => Ok("windows-1257"),
+        "win1258" | "abc" | "tcvn" | "tcvn5712" | "vscii" => Ok("windows-1258"),
+        "koi8r" | "koi8" => Ok("koi8-r"),
+        "koi8u" => Ok("koi8-u"),
+        "unicode" => Ok("utf-8"),
+        "sjis" | "mskanji" | "shiftjis" => Err("shift_jis"),
+        "big5" => Err("big5"),
+        "gbk" => Err("gbk"),
+        "gb18030" => Err("gb18030"),
+        "eucjp" => Err("euc-jp"),
+        "euckr" | "uhc" => Err("euc-kr"),
+        _ => return None,
     })
 }
 
@@ -713,6 +771,27 @@ mod tests {
             let e = encoding(label).expect("windows-1254");
             assert_eq!(decode_field(b"\x80\xd0", e, &mut scratch), Ok("€Ğ"));
         }
+        // PostgreSQL's names of the single-byte tables, spelt any way the
+        // server takes them.
+        for (pg, whatwg) in [
+            ("WIN1251", "windows-1251"),
+            ("win", "windows-1251"),
+            ("LATIN9", "iso-8859-15"),
+            ("latin_10", "iso-8859-16"),
+            ("KOI8R", "koi8-r"),
+            ("ISO_8859_5", "iso-8859-5"),
+            ("WIN866", "ibm866"),
+            ("TCVN", "windows-1258"),
+        ] {
+            assert_eq!(encoding(pg).expect(pg), encoding(whatwg).expect(whatwg));
+        }
+        // Multi-byte ones are read as WHATWG reads them, which takes more
+        // than the server: asked for by PostgreSQL's name, that is said.
+        for pg in ["EUC_JP", "UHC", "mskanji"] {
+            let refused = encoding(pg).unwrap_err().to_string();
+            assert!(refused.contains("reads it as WHATWG does"), "{refused}");
+        }
+        assert!(encoding("shift_jis").is_ok());
         let hebrew = encoding("iso-8859-8-i").expect("iso-8859-8-i");
         assert_eq!(hebrew, encoding_rs::ISO_8859_8);
     }
