@@ -128,6 +128,12 @@ async fn single_byte_encodings_read_as_copy_reads_them() {
                 refused.push(row);
             }
         }
+        // The server's name of the encoding reads as the WHATWG label.
+        assert_eq!(
+            pgbulk::input::encoding(server_name).expect(server_name),
+            pgbulk::input::encoding(label).expect(label),
+            "{server_name}"
+        );
         let file = home.path().join(format!("{label}.csv"));
         std::fs::write(&file, &accepted).expect("write");
         let path = file.to_str().expect("utf8");
