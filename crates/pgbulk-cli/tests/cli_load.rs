@@ -72,6 +72,78 @@ pub(crate) fn assert_bad(out: &Run, message: &str) {
     );
 }
 
+/// Shift_JIS, Big5 and GBK put ASCII bytes inside characters (`表` is
+/// 0x95 0x5C, a backslash; `怖` 0x95 0x7C, a `|`): the text format's
+/// escapes and a `|` delimiter are read as the server's COPY reads them,
+/// as part of the character.
+#[tokio::test]
+async fn characters_holding_ascii_bytes_read_as_copy_reads_them() {
+    let db = TestDb::new("load_ascii_inside").await;
+    let home = Scratch::new("load-ascii-inside");
+    let client = db.connect().await;
+    for (label, server_name, format, bytes) in [
+        (
+            "shift_jis",
+            "SJIS",
+            "text",
+            &b"1\tx\x95\x5cy\\n\x95\x5c\n2\t\x83\x5c\x95\x5c\n"[..],
+        ),
+        (
+            "shift_jis",
+            "SJIS",
+            "csv",
+            &b"1|x\x95\x7cy\n2|\x95\x7c\n"[..],
+        ),
+        ("big5", "BIG5", "text", &b"1\t\xa5\x5c\xa5\x5c\n"[..]),
+        ("gbk", "GBK", "csv", &b"1|\x81\x7c\n"[..]),
+    ] {
+        client
+            .batch_execute("DROP TABLE IF EXISTS theirs, ours; CREATE TABLE theirs (id int, v text); CREATE TABLE ours (id int, v text)")
+            .await
+            .expect("tables");
+        let delimiter = if format == "csv" {
+            ", DELIMITER '|'"
+        } else {
+            ""
+        };
+        pgbulk::copy::copy_in(
+            &client,
+            &format!(
+                "COPY theirs FROM STDIN (FORMAT {format}, ENCODING '{server_name}'{delimiter})"
+            ),
+            [bytes.to_vec()],
+        )
+        .await
+        .expect("the server reads it");
+        let file = home.path().join(format!("{label}.{format}"));
+        std::fs::write(&file, bytes).expect("write");
+        let path = file.to_str().expect("utf8");
+        let mut flags = vec![
+            path,
+            "--table",
+            "ours",
+            "--no-header",
+            "--encoding",
+            label,
+            "--format",
+            format,
+        ];
+        if format == "csv" {
+            flags.extend(["--delimiter", "|"]);
+        }
+        assert_ok(&load(&db, &home, &flags));
+        assert_eq!(
+            rows(&db, "SELECT id::text, o.v FROM theirs t FULL JOIN ours o USING (id) WHERE t.v IS DISTINCT FROM o.v").await,
+            Vec::<Vec<Option<String>>>::new(),
+            "{label} {format}: the rows whose values differ from COPY's"
+        );
+        assert_eq!(
+            rows(&db, "SELECT count(*)::text FROM ours").await,
+            rows(&db, "SELECT count(*)::text FROM theirs").await,
+        );
+    }
+}
+
 /// Every byte from 0x80 up, in each single-byte encoding both pgbulk and
 /// PostgreSQL know, reads as the server's own `COPY ... (ENCODING ...)`
 /// reads it, and a byte the server refuses is a bad row.

@@ -275,10 +275,10 @@ pub fn open(
             },
         )?),
     };
-    let text: Box<dyn Read + Send> = if encoding.is_ascii_compatible() {
+    let text: Box<dyn Read + Send> = if read_as_is(encoding) {
         decompressed
     } else {
-        Box::new(Transcoder::new(decompressed, encoding, source.name()))
+        Box::new(Transcoder::new(decompressed, encoding))
     };
     Ok((text, compression))
 }
@@ -310,7 +310,7 @@ pub fn open_at(
     let Source::File(path) = source else {
         return Ok(None);
     };
-    if !encoding.is_ascii_compatible() {
+    if !read_as_is(encoding) {
         return Ok(None);
     }
     let (_, compression) = open(source, encoding, Arc::default())?;
@@ -380,10 +380,10 @@ pub fn head(source: &Source, encoding: &'static Encoding, max: usize) -> Result<
             } else {
                 Box::new(reader)
             };
-            if encoding.is_ascii_compatible() {
+            if read_as_is(encoding) {
                 decompressed
             } else {
-                Box::new(Transcoder::new(decompressed, encoding, source.name()))
+                Box::new(Transcoder::new(decompressed, encoding))
             }
         }
     };
@@ -567,10 +567,30 @@ fn differences(encoding: &'static Encoding) -> Differences {
     }
 }
 
+/// Whether an input in `encoding` is parsed in its own bytes, each field
+/// decoded on its own: an ASCII-compatible encoding in which no byte of a
+/// multi-byte character is ASCII (UTF-8, EUC-JP, the single-byte ones).
+/// Shift_JIS, Big5, GBK, gb18030 and EUC-KR (read as UHC) put ASCII bytes
+/// inside characters (Shift_JIS's `表` is 0x95 0x5C, a backslash; `怖`
+/// 0x95 0x7C, a `|`), which PostgreSQL's COPY reads as part of the
+/// character: such an input is transcoded to UTF-8 before it is parsed,
+/// as UTF-16 is.
+pub fn read_as_is(encoding: &'static Encoding) -> bool {
+    encoding.is_ascii_compatible()
+        && ![
+            encoding_rs::SHIFT_JIS,
+            encoding_rs::BIG5,
+            encoding_rs::GBK,
+            encoding_rs::GB18030,
+            encoding_rs::EUC_KR,
+        ]
+        .contains(&encoding)
+}
+
 /// The encoding fields are in once [`open`] has run: the input's own when
-/// it is ASCII-compatible, else UTF-8 (it was transcoded).
+/// it is read as it is ([`read_as_is`]), else UTF-8 (it was transcoded).
 pub fn field_encoding(encoding: &'static Encoding) -> &'static Encoding {
-    if encoding.is_ascii_compatible() {
+    if read_as_is(encoding) {
         encoding
     } else {
         encoding_rs::UTF_8
@@ -661,29 +681,31 @@ pub fn decode_field<'a>(
     Ok(scratch.as_str())
 }
 
-/// Transcodes a non-ASCII-compatible encoding (UTF-16) to UTF-8 as it
-/// reads; an undecodable sequence is a read error naming its offset.
+/// Transcodes an input not read as it is (UTF-16, Shift_JIS, ..., see
+/// [`read_as_is`]) to UTF-8 as it reads; an undecodable sequence is a read
+/// error naming its line and byte offset.
 struct Transcoder {
     inner: Box<dyn Read + Send>,
     decoder: encoding_rs::Decoder,
-    name: String,
     input: Vec<u8>,
     output: String,
     out_pos: usize,
     consumed: u64,
+    /// Line ends decoded so far.
+    lines: u64,
     done: bool,
 }
 
 impl Transcoder {
-    fn new(inner: Box<dyn Read + Send>, encoding: &'static Encoding, name: String) -> Self {
+    fn new(inner: Box<dyn Read + Send>, encoding: &'static Encoding) -> Self {
         Self {
             inner,
             decoder: encoding.new_decoder_with_bom_removal(),
-            name,
             input: vec![0; 64 * 1024],
             output: String::with_capacity(192 * 1024),
             out_pos: 0,
             consumed: 0,
+            lines: 0,
             done: false,
         }
     }
@@ -699,22 +721,41 @@ impl Read for Transcoder {
             let last = n == 0;
             self.output.clear();
             self.out_pos = 0;
+            // Room for the worst case, so that the decoder never stops
+            // for want of it (one byte of gb18030 is three of UTF-8).
+            let room = self
+                .decoder
+                .max_utf8_buffer_length_without_replacement(n)
+                .unwrap_or(n.saturating_mul(4));
+            self.output.reserve(room);
             let (result, read) = self.decoder.decode_to_string_without_replacement(
                 &self.input[..n],
                 &mut self.output,
                 last,
             );
-            if let encoding_rs::DecoderResult::Malformed(bad, _) = result {
-                let at = self.consumed + read as u64 - u64::from(bad);
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{}: undecodable byte sequence for encoding {} at byte {at}",
-                        self.name,
-                        self.decoder.encoding().name()
-                    ),
-                ));
+            let ends = memchr::memchr_iter(b'\n', self.output.as_bytes()).count() as u64;
+            match result {
+                encoding_rs::DecoderResult::InputEmpty => {}
+                encoding_rs::DecoderResult::Malformed(bad, _) => {
+                    let at = self.consumed + read as u64 - u64::from(bad);
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "line {}, byte {at} of the input: undecodable byte sequence for \
+                             encoding {}",
+                            self.lines + ends + 1,
+                            self.decoder.encoding().name()
+                        ),
+                    ));
+                }
+                encoding_rs::DecoderResult::OutputFull => {
+                    return Err(io::Error::other(format!(
+                        "transcoding ran out of room at byte {} of the input",
+                        self.consumed
+                    )));
+                }
             }
+            self.lines += ends;
             self.consumed += read as u64;
             self.done = last;
         }
@@ -802,21 +843,41 @@ mod tests {
         for u in "a,ü\n".encode_utf16() {
             bytes.extend_from_slice(&u.to_le_bytes());
         }
-        let mut t = Transcoder::new(
-            Box::new(io::Cursor::new(bytes)),
-            encoding_rs::UTF_16LE,
-            "x".into(),
-        );
+        let mut t = Transcoder::new(Box::new(io::Cursor::new(bytes)), encoding_rs::UTF_16LE);
         let mut out = String::new();
         t.read_to_string(&mut out).expect("decodes");
         assert_eq!(out, "a,ü\n");
         let bad = vec![0x00, 0xd8, 0x41, 0x00];
-        let mut t = Transcoder::new(
-            Box::new(io::Cursor::new(bad)),
-            encoding_rs::UTF_16LE,
-            "x".into(),
-        );
+        let mut t = Transcoder::new(Box::new(io::Cursor::new(bad)), encoding_rs::UTF_16LE);
         let err = t.read_to_string(&mut out).unwrap_err();
         assert!(err.to_string().contains("undecodable"), "{err}");
+    }
+
+    /// Shift_JIS's `表` ends in 0x5C, a backslash, and `怖` in 0x7C, a
+    /// `|`: the input is transcoded before it is parsed. 64 KiB of
+    /// half-width katakana (a byte each, three in UTF-8) come out whole.
+    #[test]
+    fn transcodes_encodings_with_ascii_inside_characters() {
+        let sjis = encoding("shift_jis").expect("shift_jis");
+        assert!(!read_as_is(sjis));
+        assert!(read_as_is(encoding("euc-jp").expect("euc-jp")));
+        assert!(read_as_is(encoding("windows-1251").expect("windows-1251")));
+        let mut bytes = b"x\x95\x5cy\t\x95\x7c\n".to_vec();
+        bytes.extend(std::iter::repeat_n(0xb1, 70_000));
+        bytes.push(b'\n');
+        let mut t = Transcoder::new(Box::new(io::Cursor::new(bytes.clone())), sjis);
+        let mut out = Vec::new();
+        t.read_to_end(&mut out).expect("decodes");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.starts_with("x表y\t怖\n"), "{}", &text[..12]);
+        assert_eq!(text.matches('ｱ').count(), 70_000);
+        // An undecodable sequence names its line, counted across reads.
+        bytes.extend_from_slice(b"\x81\x20");
+        let mut t = Transcoder::new(Box::new(io::Cursor::new(bytes)), sjis);
+        let err = t.read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "line 3, byte 70009 of the input: undecodable byte sequence for encoding Shift_JIS"
+        );
     }
 }

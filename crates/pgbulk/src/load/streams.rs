@@ -28,12 +28,12 @@ pub(super) struct Stream {
 }
 
 /// Whether the inputs can be split into halves: one big, uncompressed file
-/// in an ASCII-compatible encoding.
+/// read as it is ([`input::read_as_is`]).
 pub(super) fn parallel_input(sources: &[Source], opts: &LoadOptions) -> Result<bool> {
     let [source @ Source::File(_)] = sources else {
         return Ok(false);
     };
-    if !opts.encoding.is_ascii_compatible() || source.size().unwrap_or(0) < PARALLEL_MIN_BYTES {
+    if !input::read_as_is(opts.encoding) || source.size().unwrap_or(0) < PARALLEL_MIN_BYTES {
         return Ok(false);
     }
     let (_, compression) = input::open(source, opts.encoding, Arc::default())?;
