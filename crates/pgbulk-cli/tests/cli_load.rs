@@ -1336,6 +1336,100 @@ async fn an_upsert_of_a_big_file_keeps_the_last_row_of_a_key_in_both_halves() {
 }
 
 #[tokio::test]
+async fn a_big_text_file_splits_where_a_record_ends_and_stops_at_its_end_marker() {
+    let db = TestDb::new("load_text_halves").await;
+    let home = Scratch::new("load-text-halves");
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE lines (id int, v text)")
+        .await
+        .expect("table");
+    // Each value spans two lines (a backslash before the line end, as
+    // MySQL's INTO OUTFILE writes one), the first much the longer: a file
+    // big enough to be read in halves is split where a record ends, not
+    // at the first line end after its middle.
+    let rows = 200_000u64;
+    let pad = "x".repeat(150);
+    let mut text = String::with_capacity(200 * rows as usize);
+    for i in 0..rows {
+        text.push_str(&format!("{i}\tline of row {i}, {pad}\\\nsecond\n"));
+    }
+    assert!(text.len() > 32 << 20, "big enough for two streams");
+    // Then the same with `\.` alone on a line a fifth of the way in: COPY
+    // reads nothing after it, and neither does a half.
+    let at = text.len() / 5;
+    let at = at + text[at..].find("second\n").expect("a record's end") + 7;
+    let mut marked = text.clone();
+    marked.insert_str(at, "\\.\n");
+    let before = text[..at].matches("second\n").count() as i64;
+    for (name, text, expected) in [
+        ("escaped.txt", text, rows as i64),
+        ("marked.txt", marked, before),
+    ] {
+        let file = home.file(name, &text, 0o644);
+        drop(text);
+        client
+            .batch_execute("TRUNCATE lines")
+            .await
+            .expect("truncate");
+        let f = file.to_str().expect("utf8");
+        let out = run(pgbulk(&home).args([
+            "load",
+            f,
+            "--table",
+            "lines",
+            "--db",
+            &db.url,
+            "--format",
+            "text",
+            "--no-header",
+            "--restart",
+        ]));
+        assert_ok(&out);
+        let row = client
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE v = 'line of row ' || id || ', ' || repeat('x', 150) || chr(10) || 'second') FROM lines",
+                &[],
+            )
+            .await
+            .expect("q");
+        assert_eq!(
+            (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+            (expected, expected),
+            "{name}: {}",
+            out.stderr
+        );
+        assert_eq!(
+            out.stderr.contains("ends the data, as COPY reads it"),
+            name == "marked.txt",
+            "{}",
+            out.stderr
+        );
+    }
+    // `\.` anywhere else is refused, as COPY refuses it, naming its line.
+    let file = home.file("dot.txt", "1\ta\n2\tb\\.\n3\tc\n", 0o644);
+    let out = run(pgbulk(&home).args([
+        "load",
+        file.to_str().expect("utf8"),
+        "--table",
+        "lines",
+        "--db",
+        &db.url,
+        "--format",
+        "text",
+        "--no-header",
+    ]));
+    assert_eq!(out.code, 9, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "dot.txt:2: \\. (the text format's end-of-data marker) is not alone on its line"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
 async fn upsert_on_a_key_other_than_the_primary_key_and_replace_modes() {
     let db = TestDb::new("load_key").await;
     let home = Scratch::new("load-key");
@@ -2671,6 +2765,54 @@ async fn declared_types_are_created_when_missing_and_used_as_they_are() {
     );
     assert_ne!(bad.code, 0, "{}", bad.stdout);
     assert!(bad.stderr.contains("w.csv:2"), "{}", bad.stderr);
+}
+
+/// A table of one column, as `psql \copy ... to ... csv` writes it: each
+/// NULL is a blank line, which COPY reads back as NULL (an empty string is
+/// `""`). Blank lines of wider files are skipped; these are rows.
+#[tokio::test]
+async fn a_one_column_csv_keeps_the_nulls_copy_wrote_as_blank_lines() {
+    let db = TestDb::new("load_one_column").await;
+    let home = Scratch::new("load-one-column");
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE src (email text);
+             INSERT INTO src SELECT CASE i % 4 WHEN 0 THEN NULL WHEN 1 THEN '' ELSE 'u' || i END
+             FROM generate_series(1, 1000) i;
+             CREATE TABLE dst (email text);",
+        )
+        .await
+        .expect("source");
+    let file = home.path().join("emails.csv");
+    let out = Command::new("psql")
+        .arg(&db.url)
+        .args(["-X", "-q", "-c"])
+        .arg(format!("\\copy src to '{}' csv header", file.display()))
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = file.to_str().expect("utf8");
+    for table in ["dst", "created"] {
+        assert_ok(&load(&db, &home, &[path, "--table", table]));
+        assert_eq!(
+            rows(
+                &db,
+                &format!(
+                    "SELECT (SELECT count(*) FROM (SELECT * FROM src EXCEPT ALL SELECT * FROM {table}) l)
+                          + (SELECT count(*) FROM (SELECT * FROM {table} EXCEPT ALL SELECT * FROM src) r),
+                            (SELECT count(*) FROM {table} WHERE email IS NULL)"
+                )
+            )
+            .await,
+            vec![vec![Some("0".to_owned()), Some("250".to_owned())]],
+            "{table}"
+        );
+    }
 }
 
 /// PostgreSQL's text format, as `psql \copy ... to` writes it: read back

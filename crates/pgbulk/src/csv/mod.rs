@@ -4,14 +4,16 @@
 //! one field `ab,cd`); an unquoted empty field (or the NULL string, unquoted) is NULL while a
 //! quoted one is a value; a UTF-8 BOM is ignored. It works on bytes (so any
 //! ASCII-compatible encoding parses the same), tracks line numbers, and can
-//! keep each record's raw bytes for reject files. Blank lines are skipped.
+//! keep each record's raw bytes for reject files. Blank lines are skipped
+//! (unless [`Reader::blank_lines_are_records`]).
 //!
 //! Text (`FORMAT text`, what `COPY ... TO` and `psql \copy ... to` write by
 //! default, and MySQL's `SELECT ... INTO OUTFILE` alike): no quoting;
 //! backslash escapes (`\t`, `\n`, `\\`, `\N` for NULL, octal `\123`,
 //! hex `\x41`, a backslash before any other byte is that byte); a field
 //! equal to the NULL string before its escapes are undone is NULL; a line
-//! `\.` ends the data; a blank line is a record of one empty field.
+//! `\.` ends the data, and `\.` elsewhere is an error (as COPY has it);
+//! a blank line is a record of one empty field.
 
 use std::io::{self, Read};
 
@@ -144,6 +146,12 @@ pub enum CsvError {
         /// MySQL's `INTO OUTFILE` with another delimiter).
         tab: bool,
     },
+    /// In the text format, `\.` (the end-of-data marker) not alone on its
+    /// line.
+    EndMarkerNotAlone {
+        /// Where it is.
+        line: u64,
+    },
     /// Reading failed.
     Io(io::Error),
 }
@@ -170,6 +178,7 @@ impl std::fmt::Display for CsvError {
             Self::TextFormatNull { line, field, tab } => {
                 write!(f, "field {field} on line {line} is {}", text_null(*tab))
             }
+            Self::EndMarkerNotAlone { line } => write!(f, "line {line}: {END_MARKER_NOT_ALONE}"),
             Self::Io(e) => write!(f, "read error: {e}"),
         }
     }
@@ -192,6 +201,9 @@ enum State {
     Quoted,
     AfterQuote,
 }
+
+/// What [`CsvError::EndMarkerNotAlone`] says of its line.
+pub const END_MARKER_NOT_ALONE: &str = "\\. (the text format's end-of-data marker) is not alone on its line, where COPY refuses it (PostgreSQL 17 and older end the data at one ending a line); a backslash that is data is written \\\\";
 
 /// What [`CsvError::TextFormatNull`] says of its field, in a `tab`-separated
 /// input or one of another delimiter.
@@ -231,6 +243,9 @@ pub struct Reader<R> {
     ended: bool,
     /// An unquoted `\N` field fails its record ([`Reader::refuse_text_null`]).
     refuse_text_null: bool,
+    /// A blank CSV line is a record of one empty field, not skipped
+    /// ([`Reader::blank_lines_are_records`]).
+    blank_records: bool,
 }
 
 /// The UTF-8 byte order mark, skipped at the start of an input.
@@ -325,6 +340,7 @@ impl<R: Read> Reader<R> {
             max_field: MAX_FIELD,
             ended: false,
             refuse_text_null: false,
+            blank_records: false,
         }
     }
 
@@ -349,6 +365,13 @@ impl<R: Read> Reader<R> {
     /// limit, and an unclosed quote is reported where it opened.
     pub fn set_max_field(&mut self, bytes: usize) {
         self.max_field = bytes;
+    }
+
+    /// Reads a blank CSV line as a record of one empty (unquoted) field,
+    /// as COPY does, instead of skipping it: for inputs of one field per
+    /// record, where `COPY ... TO` writes a NULL as a blank line.
+    pub fn blank_lines_are_records(&mut self, records: bool) {
+        self.blank_records = records;
     }
 
     /// Fails a record with an unquoted field `\N`
@@ -408,6 +431,12 @@ impl<R: Read> Reader<R> {
             line: self.record_line,
             raw: &self.raw,
         }
+    }
+
+    /// Whether the text format's end marker (`\\.` alone on a line, the
+    /// line before [`Reader::line`]) ended the records.
+    pub fn ended_by_marker(&self) -> bool {
+        self.ended
     }
 
     /// Whether the input is exhausted (reads ahead if needed).
@@ -575,8 +604,9 @@ impl<R: Read> Reader<R> {
             } else if !self.parse_record()? {
                 return Ok(None);
             }
-            // Blank lines carry no record (in CSV).
+            // Blank lines carry no record (in CSV, unless told).
             if !self.dialect.text
+                && !self.blank_records
                 && self.fields.len() == 1
                 && self.data.is_empty()
                 && !self.fields[0].quoted
@@ -835,25 +865,28 @@ impl<R: Read> Reader<R> {
                     leading_null = true;
                     continue;
                 }
-                b'.' if at_start && self.fields.is_empty() => {
-                    // `\.` alone on its line ends the data.
-                    match self.peek_byte()? {
-                        None => {
-                            self.ended = true;
-                            return Ok(false);
-                        }
-                        Some(b'\n' | b'\r') => {
-                            let end = self.next_byte()?;
-                            if end == Some(b'\r') && self.peek_byte()? == Some(b'\n') {
-                                self.advance_raw(1);
-                            }
-                            self.line += 1;
-                            self.ended = true;
-                            return Ok(false);
-                        }
-                        Some(_) => self.data.push(b'.'),
-                    }
+                // `\.` alone on its line ends the data; elsewhere COPY
+                // refuses it (PostgreSQL 18; 17 and older ended the data
+                // at one ending its line and refused the rest).
+                b'.' if !(at_start && self.fields.is_empty()) => {
+                    return Err(CsvError::EndMarkerNotAlone { line: self.line });
                 }
+                b'.' => match self.peek_byte()? {
+                    None => {
+                        self.ended = true;
+                        return Ok(false);
+                    }
+                    Some(b'\n' | b'\r') => {
+                        let end = self.next_byte()?;
+                        if end == Some(b'\r') && self.peek_byte()? == Some(b'\n') {
+                            self.advance_raw(1);
+                        }
+                        self.line += 1;
+                        self.ended = true;
+                        return Ok(false);
+                    }
+                    Some(_) => return Err(CsvError::EndMarkerNotAlone { line: self.line }),
+                },
                 b'b' => self.data.push(8),
                 b'f' => self.data.push(12),
                 b'n' => self.data.push(b'\n'),

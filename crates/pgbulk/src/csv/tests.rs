@@ -64,6 +64,31 @@ fn bom_blank_lines_and_lone_cr() {
 }
 
 #[test]
+fn blank_lines_are_records_of_one_empty_field_when_told() {
+    let mut r = Reader::new("a\n\n\"\"\r\n\r\nb\n\n".as_bytes(), Dialect::default());
+    r.blank_lines_are_records(true);
+    let mut got = Vec::new();
+    while let Some(rec) = r.read_record().expect("parses") {
+        let fields: Vec<_> = (0..rec.len())
+            .map(|i| rec.get(i).map(<[u8]>::to_vec))
+            .collect();
+        got.push((rec.line, fields));
+    }
+    let a = |v: &[u8]| Some(v.to_vec());
+    assert_eq!(
+        got,
+        vec![
+            (1, vec![a(b"a")]),
+            (2, vec![None]),
+            (3, vec![a(b"")]),
+            (4, vec![None]),
+            (5, vec![a(b"b")]),
+            (6, vec![None]),
+        ]
+    );
+}
+
+#[test]
 fn unclosed_quote_names_its_line() {
     let mut r = Reader::new("a,b\n\"open,\nmore\n".as_bytes(), Dialect::default());
     assert!(r.read_record().expect("first").is_some());
@@ -296,11 +321,31 @@ fn the_text_format_reads_as_copy_reads_it() {
         records("NULL\t\\N\tnull\n", null_word)[0].1,
         vec![None, s("N"), s("null")]
     );
-    // `\.` alone on its line ends the data; elsewhere it is a dot.
+    // `\.` alone on its line ends the data; elsewhere it is an error
+    // naming its line, as COPY refuses it.
     assert_eq!(
-        records("\\.x\ta\n\\.\nignored\n", Dialect::postgres_text()),
-        vec![(1, vec![s(".x"), s("a")])]
+        records("x\ta\n\\.\nignored\n", Dialect::postgres_text()),
+        vec![(1, vec![s("x"), s("a")])]
     );
+    for (input, line) in [
+        ("\\.x\n", 1),
+        ("a\n\\\n\\.\n", 3),
+        ("a\\.\n", 1),
+        ("a\t\\.\n", 1),
+    ] {
+        let mut reader = Reader::new(input.as_bytes(), Dialect::postgres_text());
+        let error = loop {
+            match reader.read_record() {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("{input:?} read to its end"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(error, CsvError::EndMarkerNotAlone { line: l } if l == line),
+            "{input:?}: {error}"
+        );
+    }
     // An escaped carriage return is data; the line feed after it still
     // ends the record.
     assert_eq!(

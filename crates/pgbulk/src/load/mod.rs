@@ -2143,6 +2143,10 @@ fn csv_error(name: &str, e: CsvError) -> Error {
                 crate::csv::text_null(tab)
             ),
         ),
+        CsvError::EndMarkerNotAlone { line } => Error::new(
+            ErrorKind::Data,
+            format!("{name}:{line}: {}", crate::csv::END_MARKER_NOT_ALONE),
+        ),
         other => Error::new(ErrorKind::Data, format!("{name}: {other}")),
     }
 }

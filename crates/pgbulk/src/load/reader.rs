@@ -410,6 +410,11 @@ impl Shared {
                     .map_err(|e| csv_error(&name, e))?,
             }
         }
+        // One field per record: a blank line is that field, empty (NULL
+        // unless the NULL string is another), as COPY reads it and as
+        // `COPY ... TO` writes a NULL; with more, COPY would refuse it
+        // and it is skipped.
+        reader.blank_lines_are_records(names.len() == 1);
         self.reader = Some(reader);
         Ok(())
     }
@@ -777,6 +782,12 @@ impl CsvRows {
             let record = match reader.read_record() {
                 Ok(Some(r)) => r,
                 Ok(None) => {
+                    if reader.ended_by_marker() && !reader.at_end().unwrap_or(true) {
+                        tracing::warn!(
+                            "{name}:{}: \\. ends the data, as COPY reads it: the lines after it are not loaded",
+                            reader.line() - 1
+                        );
+                    }
                     // The file is done; the next batch opens the next one.
                     // A batch does not span files whose columns differ.
                     s.note_end();

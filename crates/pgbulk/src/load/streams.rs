@@ -54,7 +54,10 @@ pub(super) fn split_point(source: &Source, opts: &LoadOptions) -> Result<Option<
 /// [`split_point`] by a scan for quotes and line ends, or `None` when the
 /// parser must say where records end: a carriage return comes before the
 /// boundary, or a quote while the escape is another character (or lines
-/// are skipped, which the parser reads without looking at quotes).
+/// are skipped, which the parser reads without looking at quotes), or, in
+/// the text format (which has no quotes), a backslash before a line end
+/// (an escaped one, inside its record) or before a dot (the end marker
+/// `\.`, after which nothing is read).
 /// Otherwise quotes alternate in and out of quoted parts (a doubled quote
 /// inside them is two quotes), a `\n` outside them ends a record, each
 /// `\n` ends a line, and a record is blank only when nothing comes before
@@ -62,8 +65,11 @@ pub(super) fn split_point(source: &Source, opts: &LoadOptions) -> Result<Option<
 /// ends at or after the middle.
 fn split_scanned(source: &Source, opts: &LoadOptions) -> Result<Option<Option<(u64, u64)>>> {
     let middle = source.size().unwrap_or(0) / 2;
+    let text = opts.dialect.text;
     let quote = opts.dialect.quote;
     let follows_quotes = opts.dialect.escape == quote && opts.skip_lines == 0;
+    // In the text format: whether the previous read ended in a backslash.
+    let mut backslash = false;
     let (mut stream, _) = input::open(source, opts.encoding, Arc::default())?;
     let mut buf = vec![0u8; 1 << 20];
     // Bytes before `buf`, `\n`s seen, where the current record starts,
@@ -82,7 +88,17 @@ fn split_scanned(source: &Source, opts: &LoadOptions) -> Result<Option<Option<(u
             return Ok(Some(found));
         }
         let chunk = &buf[..n];
-        let quotes = memchr::memchr(quote, chunk).is_some();
+        if text {
+            let escapes = |c: &[u8]| {
+                memchr::memmem::find(c, b"\\\n").is_some()
+                    || memchr::memmem::find(c, b"\\.").is_some()
+            };
+            if escapes(chunk) || (backslash && matches!(chunk[0], b'\n' | b'.')) {
+                return Ok(None);
+            }
+            backslash = chunk[n - 1] == b'\\';
+        }
+        let quotes = !text && memchr::memchr(quote, chunk).is_some();
         if memchr::memchr(b'\r', chunk).is_some() || (quotes && !follows_quotes) {
             return Ok(None);
         }
@@ -100,7 +116,7 @@ fn split_scanned(source: &Source, opts: &LoadOptions) -> Result<Option<Option<(u
         // cost more than the count).
         let mut from = 0;
         for at in memchr::memchr_iter(b'\n', chunk) {
-            quoted ^= memchr::memchr_iter(quote, &chunk[from..at]).count() % 2 == 1;
+            quoted ^= quotes && memchr::memchr_iter(quote, &chunk[from..at]).count() % 2 == 1;
             from = at + 1;
             newlines += 1;
             if quoted {
@@ -118,7 +134,7 @@ fn split_scanned(source: &Source, opts: &LoadOptions) -> Result<Option<Option<(u
                 break;
             }
         }
-        quoted ^= memchr::memchr_iter(quote, &chunk[from..]).count() % 2 == 1;
+        quoted ^= quotes && memchr::memchr_iter(quote, &chunk[from..]).count() % 2 == 1;
         offset += n as u64;
     }
 }
@@ -255,6 +271,43 @@ mod tests {
         assert_eq!(scanned, Some(parsed));
         let (scanned, _) = splits(b"a,b\r\nc,d\r\ne,f\r\n", "cr");
         assert_eq!(scanned, None);
+    }
+
+    #[test]
+    fn in_the_text_format_quotes_are_data_and_escaped_line_ends_or_an_end_marker_leave_it_to_the_parser()
+     {
+        let text_opts = || LoadOptions {
+            dialect: csv::Dialect::postgres_text(),
+            ..LoadOptions::default()
+        };
+        let split = |text: &[u8], name: &str| {
+            let path =
+                std::env::temp_dir().join(format!("pgbulk-split-{}-{name}", std::process::id()));
+            std::fs::write(&path, text).expect("write");
+            let source = Source::File(path.clone());
+            let found = (
+                split_scanned(&source, &text_opts()).expect("scan"),
+                split_parsed(&source, &text_opts()).expect("parse"),
+            );
+            std::fs::remove_file(&path).expect("remove");
+            found
+        };
+        // A quote opens nothing: the line end after the middle is the boundary.
+        let (scanned, parsed) = split(b"a\"b\nc\nd\"e\nf\n", "text-quotes");
+        assert_eq!(parsed, Some((6, 3)));
+        assert_eq!(scanned, Some(parsed));
+        // A backslash before a line end escapes it: the record goes on.
+        let (scanned, parsed) = split(b"ab\tc\\\nd\te\nf\n", "text-escaped");
+        assert_eq!((scanned, parsed), (None, Some((10, 3))));
+        // Across two reads of the scan.
+        let mut text = vec![b'a'; 1 << 20];
+        text[(1 << 20) - 1] = b'\\';
+        text.extend_from_slice(b"\nb\nc\n");
+        let (scanned, parsed) = split(&text, "text-escaped-reads");
+        assert_eq!((scanned, parsed), (None, Some(((1 << 20) + 3, 3))));
+        // Nothing is read after the end marker: no second half.
+        let (scanned, parsed) = split(b"a\n\\.\nb\nc\nd\n", "text-marker");
+        assert_eq!((scanned, parsed), (None, None));
     }
 
     #[test]
