@@ -2767,6 +2767,71 @@ async fn declared_types_are_created_when_missing_and_used_as_they_are() {
     assert!(bad.stderr.contains("w.csv:2"), "{}", bad.stderr);
 }
 
+/// In the text format, a NULL string is compared with a field's bytes
+/// before its escapes are undone, as COPY compares them: one with a
+/// backslash of its own (COPY's regression suite has `\X`), and `\N`
+/// where the NULL string is another (the letter N).
+#[tokio::test]
+async fn text_format_null_strings_match_fields_before_their_escapes_are_undone() {
+    let db = TestDb::new("load_text_nulls").await;
+    let home = Scratch::new("load-text-nulls");
+    let client = db.connect().await;
+    for (null, delimiter, text) in [
+        (
+            "\\X",
+            ":",
+            "4000:\\X:C:\\X:\\X\n4001:1:empty::\n4003:3:Backslash:\\\\:\\\\\n4004:4:BackslashX:\\\\X:\\\\X\n\
+             4005:5:N:\\N:\\N\n4006:6:BackslashN:\\\\N:\\\\N\n4007:7:XX:\\XX:\\XX\n4008:8:Delimiter:\\::\\:\n",
+        ),
+        (
+            "nil",
+            "\t",
+            "1\t\\N\tnil\tx\tnil\\n\n2\tnil\t\\N\t\\x41\t\\\\N\n",
+        ),
+    ] {
+        client
+            .batch_execute(
+                "DROP TABLE IF EXISTS theirs, ours;
+                 CREATE TABLE theirs (a int, b text, c text, d text, e text);
+                 CREATE TABLE ours (LIKE theirs)",
+            )
+            .await
+            .expect("tables");
+        let delimiter_sql = if delimiter == "\t" { "E'\\t'" } else { "':'" };
+        pgbulk::copy::copy_in(
+            &client,
+            &format!(
+                "COPY theirs FROM STDIN (FORMAT text, DELIMITER {delimiter_sql}, NULL '{null}')"
+            ),
+            [text.as_bytes().to_vec()],
+        )
+        .await
+        .expect("the server reads it");
+        let file = home.file("nulls.txt", text, 0o644);
+        let out = load(
+            &db,
+            &home,
+            &[
+                file.to_str().expect("utf8"),
+                "--table",
+                "ours",
+                "--format",
+                "text",
+                "--no-header",
+                "--delimiter",
+                delimiter,
+                "--null",
+                null,
+            ],
+        );
+        assert_ok(&out);
+        let table = |t: &str| format!("SELECT t::text FROM {t} t ORDER BY a");
+        let theirs = rows(&db, &table("theirs")).await;
+        assert_eq!(rows(&db, &table("ours")).await, theirs, "NULL {null}");
+        assert!(theirs.len() > 1, "{theirs:?}");
+    }
+}
+
 /// A table of one column, as `psql \copy ... to ... csv` writes it: each
 /// NULL is a blank line, which COPY reads back as NULL (an empty string is
 /// `""`). Blank lines of wider files are skipped; these are rows.

@@ -229,6 +229,21 @@ async fn the_reader_reads_the_text_format_as_copy_does() {
                 ..Dialect::postgres_text()
             },
         ),
+        // Compared with each field's bytes before escapes are undone.
+        (
+            ", NULL '\\X'",
+            Dialect {
+                null: b"\\X".to_vec(),
+                ..Dialect::postgres_text()
+            },
+        ),
+        (
+            ", NULL '\\N\\'",
+            Dialect {
+                null: b"\\N\\".to_vec(),
+                ..Dialect::postgres_text()
+            },
+        ),
     ];
     let mut rng = Rng(0x2F6B_3A1D_9C4E_8B75);
     let (mut accepted, mut refused) = (0, 0);

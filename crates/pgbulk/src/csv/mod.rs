@@ -59,11 +59,11 @@ impl Dialect {
                     char::from(self.delimiter)
                 ));
             }
-            if self.null.contains(&b'\\') && self.null != b"\\N" {
-                return Err("the text format's NULL marker has no backslash but in \\N".to_owned());
-            }
             if self.null.contains(&self.delimiter) {
                 return Err("the NULL marker cannot contain the delimiter".to_owned());
+            }
+            if self.null.iter().any(|b| *b == b'\n' || *b == b'\r') {
+                return Err("the NULL marker cannot contain a line end".to_owned());
             }
             return Ok(());
         }
@@ -246,6 +246,10 @@ pub struct Reader<R> {
     /// A blank CSV line is a record of one empty field, not skipped
     /// ([`Reader::blank_lines_are_records`]).
     blank_records: bool,
+    /// The text format's NULL string has a backslash (but is not `\N`):
+    /// raw bytes are kept to compare each field's with it, as COPY does
+    /// before it undoes escapes.
+    raw_null: bool,
 }
 
 /// The UTF-8 byte order mark, skipped at the start of an input.
@@ -322,6 +326,7 @@ impl<'a> Record<'a> {
 impl<R: Read> Reader<R> {
     /// A reader of `inner` in `dialect`.
     pub fn new(inner: R, dialect: Dialect) -> Self {
+        let raw_null = dialect.text && dialect.null.contains(&b'\\') && dialect.null != b"\\N";
         Self {
             inner,
             dialect,
@@ -341,6 +346,7 @@ impl<R: Read> Reader<R> {
             ended: false,
             refuse_text_null: false,
             blank_records: false,
+            raw_null,
         }
     }
 
@@ -570,7 +576,7 @@ impl<R: Read> Reader<R> {
 
     /// Consumes `n` bytes from the buffer, keeping them as raw when asked.
     fn advance_raw(&mut self, n: usize) {
-        if self.keep_raw {
+        if self.keep_raw || self.raw_null {
             self.raw
                 .extend_from_slice(&self.buf[self.pos..self.pos + n]);
         }
@@ -805,11 +811,32 @@ impl<R: Read> Reader<R> {
     /// (its raw bytes are not the NULL string), so it is marked quoted; a
     /// leading `\N` kept as it is for the NULL check is undone (to `N`)
     /// when the field goes on after it or `\N` is not the NULL string.
-    fn end_text_field(&mut self, escaped: bool, leading_null: bool) {
+    /// With a NULL string of another backslash, the field's raw bytes
+    /// (from `raw_start`, less the `terminator` bytes that ended it) are
+    /// compared with it instead.
+    fn end_text_field(
+        &mut self,
+        escaped: bool,
+        leading_null: bool,
+        raw_start: usize,
+        terminator: usize,
+    ) {
         let start = self.fields.last().map_or(0, |f| f.end);
         if leading_null && (self.data.len() > start + 2 || self.dialect.null != b"\\N") {
             self.data.remove(start);
-            self.end_field(true);
+            if !self.raw_null {
+                self.end_field(true);
+                return;
+            }
+        }
+        if self.raw_null {
+            let raw_end = self.raw.len() - terminator;
+            let null = self.raw.get(raw_start..raw_end) == Some(&self.dialect.null[..]);
+            if null {
+                self.data.truncate(start);
+                self.data.extend_from_slice(&self.dialect.null);
+            }
+            self.end_field(!null);
         } else {
             self.end_field(escaped);
         }
@@ -822,13 +849,14 @@ impl<R: Read> Reader<R> {
         let mut escaped = false;
         let mut leading_null = false;
         let mut any = false;
+        let mut raw_start = self.raw.len();
         loop {
             let field_start = self.check_field_size(false)?;
             if self.pos == self.len && !self.fill()? {
                 if !any {
                     return Ok(false);
                 }
-                self.end_text_field(escaped, leading_null);
+                self.end_text_field(escaped, leading_null, raw_start, 0);
                 return Ok(true);
             }
             any = true;
@@ -837,18 +865,21 @@ impl<R: Read> Reader<R> {
                 continue;
             };
             if b == delim {
-                self.end_text_field(escaped, leading_null);
+                self.end_text_field(escaped, leading_null, raw_start, 1);
                 escaped = false;
                 leading_null = false;
+                raw_start = self.raw.len();
                 continue;
             }
             if b != b'\\' {
                 // A line end: `\n`, `\r\n` or a lone `\r`.
+                let mut terminator = 1;
                 if b == b'\r' && self.peek_byte()? == Some(b'\n') {
                     self.advance_raw(1);
+                    terminator = 2;
                 }
                 self.line += 1;
-                self.end_text_field(escaped, leading_null);
+                self.end_text_field(escaped, leading_null, raw_start, terminator);
                 return Ok(true);
             }
             let at_start = self.data.len() == field_start && !escaped;

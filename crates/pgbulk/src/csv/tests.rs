@@ -321,6 +321,18 @@ fn the_text_format_reads_as_copy_reads_it() {
         records("NULL\t\\N\tnull\n", null_word)[0].1,
         vec![None, s("N"), s("null")]
     );
+    // A NULL string with a backslash is compared with the field as written.
+    let backslash_null = Dialect {
+        null: b"\\X".to_vec(),
+        ..Dialect::postgres_text()
+    };
+    assert_eq!(
+        records("\\X\t\\\\X\t\\XX\t\\N\tX\r\n\\X\n", backslash_null)
+            .into_iter()
+            .map(|r| r.1)
+            .collect::<Vec<_>>(),
+        vec![vec![None, s("\\X"), s("XX"), s("N"), s("X")], vec![None]]
+    );
     // `\.` alone on its line ends the data; elsewhere it is an error
     // naming its line, as COPY refuses it.
     assert_eq!(

@@ -22,8 +22,8 @@ pub(super) struct Plan<'a> {
     /// An unquoted field equal to this is NULL.
     pub(super) null: &'a [u8],
     /// PostgreSQL's text format: `quote` is its backslash, and a field
-    /// with one is left to the row-by-row path (but a whole `\N`, which
-    /// is compared with `null` as it is).
+    /// with one is left to the row-by-row path (but a whole `\N` when it
+    /// is the NULL string).
     pub(super) text: bool,
     /// Per field of a record: the column it fills, or `None` (skipped).
     pub(super) fields: Vec<Option<&'a Column>>,
@@ -92,11 +92,12 @@ pub(super) fn encode(
             // The field's length in the buffer, and where its value is:
             // in `value` (`None`), or at these bytes of the buffer.
             let field = if plan.text && rest.first() == Some(&plan.quote) {
-                (rest.get(1) == Some(&b'N') && rest.get(2) == Some(&terminator)).then_some((
-                    2,
-                    Some((at, at + 2)),
-                    false,
-                ))
+                // A whole `\N` is NULL when it is the NULL string (else
+                // it is `N`, which the row-by-row path undoes).
+                (plan.null == b"\\N"
+                    && rest.get(1) == Some(&b'N')
+                    && rest.get(2) == Some(&terminator))
+                .then_some((2, Some((at, at + 2)), false))
             } else if rest.first() == Some(&plan.quote) {
                 quoted(plan, rest, terminator, &mut value)
                     .map(|(len, copied)| (len, (!copied).then_some((at + 1, at + len - 1)), true))
