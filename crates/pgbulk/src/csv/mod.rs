@@ -439,7 +439,7 @@ impl<R: Read> Reader<R> {
         }
     }
 
-    /// Whether the text format's end marker (`\\.` alone on a line, the
+    /// Whether the text format's end marker (`\.` alone on a line, the
     /// line before [`Reader::line`]) ended the records.
     pub fn ended_by_marker(&self) -> bool {
         self.ended
